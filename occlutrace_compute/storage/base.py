@@ -1,0 +1,65 @@
+"""The object store interface: keys and bytes, nothing about jobs or meshes.
+
+Keys are '/'-separated relative paths (`tenants/<tenant>/cases/<case>/...`). Implementations:
+a local folder (the embedded default) and S3 through the `minio` SDK.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from datetime import timedelta
+from typing import Any
+
+
+class StoreError(RuntimeError):
+    """The store failed (after retries); the operation may be retried later."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached (network, 5xx): transient, callers answer 503."""
+
+
+class KeyNotFound(StoreError, KeyError):
+    """No object under that key."""
+
+
+DEFAULT_URL_EXPIRY = timedelta(minutes=15)
+
+
+class ObjectStore(abc.ABC):
+    """put/get/exists/list/delete-prefix/presigned URLs/atomic JSON."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write the whole object; readers never see a partial object."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raises KeyNotFound."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (recursive), sorted."""
+
+    @abc.abstractmethod
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Delete every object under `prefix`; returns the keys removed."""
+
+    @abc.abstractmethod
+    def presigned_get(self, key: str, expires: timedelta = DEFAULT_URL_EXPIRY) -> str | None:
+        """A time-limited download URL, or None where the store has none (local folder)."""
+
+    @abc.abstractmethod
+    def presigned_put(self, key: str, expires: timedelta = DEFAULT_URL_EXPIRY) -> str | None:
+        """A time-limited upload URL, or None where the store has none (local folder)."""
+
+    def put_json(self, key: str, obj: Any) -> None:
+        """Atomic JSON write (put is atomic in every implementation)."""
+        self.put(key, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key))
