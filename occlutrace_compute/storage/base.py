@@ -1,7 +1,9 @@
 """The object store interface: keys and bytes, nothing about jobs or meshes.
 
-Keys are '/'-separated relative paths (`tenants/<tenant>/cases/<case>/...`). Implementations:
-a local folder (the embedded default) and S3 through the `minio` SDK.
+Keys are '/'-separated relative paths (`tenants/<tenant>/cases/<case>/...`), checked by
+`keys.check_key`. A prefix names a folder: `list("a/b")` and `list("a/b/")` are the same and
+never include `a/bc/...`, so a purge of one case can never touch a case whose id merely starts
+the same way. Implementations: a local folder (the embedded default) and S3 through `minio`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import abc
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, Iterable
 
 
 class StoreError(RuntimeError):
@@ -34,6 +36,15 @@ class ObjectStore(abc.ABC):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write the whole object; readers never see a partial object."""
 
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
+    ) -> None:
+        """Write an object from chunks; if the iterator raises, nothing is written.
+
+        The default joins the chunks (S3 retries need the whole body); a local folder streams.
+        """
+        self.put(key, b"".join(chunks), content_type)
+
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; raises KeyNotFound."""
@@ -44,6 +55,10 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix` (recursive), sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting a missing key is not an error (idempotent)."""
 
     @abc.abstractmethod
     def delete_prefix(self, prefix: str) -> list[str]:

@@ -1,0 +1,143 @@
+"""A local folder as object store: the embedded default for one machine (CLI, local Ray).
+
+Writes go to a temp file beside the target, are fsynced, then renamed over it with os.replace,
+and the folder is fsynced: a reader (or a crash at any point) sees the old object or the new one,
+never a partial one. Temp files are invisible to `list`. Files are created mode 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterable
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore
+from occlutrace_compute.storage.keys import TEMP_PREFIX, check_key, folder_prefix
+
+# A concurrent delete_prefix may remove the (empty) folder between our mkdir and our mkstemp.
+_CREATE_ATTEMPTS = 3
+
+
+class LocalStore(ObjectStore):
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStore(root={str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.put_stream(key, (data,), content_type)
+
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
+    ) -> None:
+        """Stream into a temp file and rename it into place; content_type is not kept locally."""
+        path = self._path(key)
+        fd, tmp = self._create_temp(key, path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except IsADirectoryError:
+            os.unlink(tmp)
+            raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(path.parent)
+
+    def _create_temp(self, key: str, parent: Path) -> tuple[int, str]:
+        attempt = 1
+        while True:
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+                return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
+            except (FileExistsError, NotADirectoryError):
+                raise InputRejected(
+                    f"object key {key!r}", "a parent of this key is itself an object"
+                ) from None
+            except FileNotFoundError:
+                if attempt >= _CREATE_ATTEMPTS:
+                    raise
+                attempt += 1
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        prefix = folder_prefix(prefix)
+        base = self.root.joinpath(*prefix.split("/")) if prefix else self.root
+        keys = []
+        for folder, _dirs, files in os.walk(base):
+            rel = Path(folder).relative_to(self.root).as_posix()
+            keys.extend(
+                name if rel == "." else f"{rel}/{name}"
+                for name in files
+                if not name.startswith(TEMP_PREFIX)
+            )
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            path.unlink()
+            self._prune(path.parent)
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        keys = self.list(prefix)
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
+        folder = folder_prefix(prefix)
+        base = self.root.joinpath(*folder.split("/")) if folder else self.root
+        walked = sorted((Path(w[0]) for w in os.walk(base)), key=lambda p: -len(p.parts))
+        for sub in walked:
+            if sub != self.root:
+                with contextlib.suppress(OSError):  # not empty: a concurrent put, keep it
+                    sub.rmdir()
+        self._prune(base.parent)
+        return keys
+
+    def _prune(self, folder: Path) -> None:
+        """Remove now-empty folders from `folder` up to (not including) the root."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): stop
+                return
+            folder = folder.parent
+
+    def presigned_get(self, key: str, expires: timedelta = DEFAULT_URL_EXPIRY) -> str | None:
+        check_key(key)
+        return None
+
+    def presigned_put(self, key: str, expires: timedelta = DEFAULT_URL_EXPIRY) -> str | None:
+        check_key(key)
+        return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable: without it a power loss can forget the new directory entry."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
