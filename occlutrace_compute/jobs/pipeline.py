@@ -1,0 +1,191 @@
+"""The pipeline that runs one job on in-memory inputs and returns its output files.
+
+One core for three callers: `occlutrace align/bite` write the files to a folder, `batch`
+writes them per case, the service worker uploads them to the store. Input bytes are
+validated (and so de-identified on the way out: exports carry no metadata) here.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.models import RESULT_SCHEMA_VERSION, JobOptions
+from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_bytes
+from occlutrace_compute.privacy import check_filename, ensure_anonymous
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One uploaded or on-disk mesh: its (anonymous) file name and raw bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass
+class JobOutput:
+    """`result` is result.json's content; `files` maps output names to bytes (result.json included)."""
+
+    result: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def _load(role: str, f: InputFile, limits: Limits) -> LoadedMesh:
+    check_filename(f.name)
+    return load_mesh(data=f.data, name=f.name, limits=limits)
+
+
+def _file_bytes(write, suffix: str) -> bytes:
+    """Runs a writer that takes a path (the analysis layer writes files) and returns the bytes."""
+    with tempfile.TemporaryDirectory(prefix="occlutrace-") as d:
+        path = Path(d) / f"out{suffix}"
+        write(path)
+        return path.read_bytes()
+
+
+def _landmarks(options: JobOptions) -> tuple[np.ndarray, np.ndarray] | None:
+    if not options.landmarks:
+        return None
+    pts = np.asarray(options.landmarks, dtype=np.float64)
+    if pts.ndim != 3 or pts.shape[1:] != (2, 3) or len(pts) < 3 or not np.isfinite(pts).all():
+        raise InputRejected("landmarks", "need at least 3 pairs [[x,y,z] in moving, [x,y,z] in fixed] of finite numbers")
+    return pts[:, 0], pts[:, 1]
+
+
+def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, timings: dict[str, float]) -> JobOutput:
+    result.update({"schema_version": RESULT_SCHEMA_VERSION, "case": label, "status": "succeeded",
+                   "timings_seconds": {k: round(v, 4) for k, v in timings.items()}})
+    files["result.json"] = json.dumps(result, indent=2).encode()
+    return JobOutput(result, files)
+
+
+def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "") -> JobOutput:
+    """Registers MOVING onto FIXED, then measures the deviation of the aligned scan."""
+    from occlutrace_compute.analysis import deviation
+    from occlutrace_compute.registration import register
+
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    limits = Limits()
+    fixed, moving = _load("fixed", fixed_in, limits), _load("moving", moving_in, limits)
+    t["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
+    t["register"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    aligned = moving.mesh.transformed(reg.matrix)
+    dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm)
+    t["deviation"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    files = {
+        f"aligned.{moving.format}": mesh_to_bytes(aligned, moving.format, moving.encoding),
+        "deviation.ply": _file_bytes(dev.write_ply, ".ply"),
+        "deviation.png": _file_bytes(dev.write_preview, ".png"),
+    }
+    t["export"] = time.perf_counter() - t0
+    reg_json = reg.to_json()
+    result = {
+        "kind": "pair",
+        "inputs": {"fixed": fixed_in.name, "moving": moving_in.name},
+        "matrix": reg_json["matrix"],
+        "metrics": reg_json["metrics"],
+        "changed_regions": reg_json["changed_regions"],
+        "deviation": dev.to_dict(),
+        "warnings": fixed.warnings + moving.warnings,
+        "outputs": sorted(files),
+    }
+    return _finish(result, files, label, t)
+
+
+def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "") -> JobOutput:
+    """Places the lower arch into occlusion with the upper through the bite scans; contacts."""
+    from occlutrace_compute.analysis import contacts
+    from occlutrace_compute.registration.bite import register_bite
+
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    limits = Limits()
+    loaded = {role: _load(role, f, limits) for role, f in inputs.items()}
+    upper, lower = loaded["upper"], loaded["lower"]
+    bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
+    t["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bite = register_bite(upper.mesh, lower.mesh, bites, settle=options.settle, device=options.device)
+    t["register"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
+    lower_occ = lower.mesh.transformed(bite.T_upper_lower)
+    report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm)
+    t["contacts"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    files = {
+        f"upper_occlusion.{upper.format}": mesh_to_bytes(upper_occ, upper.format, upper.encoding),
+        f"lower_occlusion.{lower.format}": mesh_to_bytes(lower_occ, lower.format, lower.encoding),
+        "contacts.png": _file_bytes(report.write_preview, ".png"),
+    }
+    with tempfile.TemporaryDirectory(prefix="occlutrace-") as d:
+        up, lp = report.write_plys(Path(d) / "u.ply", Path(d) / "l.ply")
+        files["contacts_upper.ply"], files["contacts_lower.ply"] = up.read_bytes(), lp.read_bytes()
+    t["export"] = time.perf_counter() - t0
+    result = {
+        "kind": "bite",
+        "inputs": {role: f.name for role, f in inputs.items()},
+        "upper": {"matrix": np.eye(4).tolist()},
+        "lower": {"matrix": np.asarray(bite.T_upper_lower).tolist()},
+        "registration": bite.to_json(),
+        "contacts": report.to_dict(),
+        "warnings": [w for m in loaded.values() for w in m.warnings],
+        "outputs": sorted(files),
+    }
+    return _finish(result, files, label, t)
+
+
+def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "") -> JobOutput:
+    """Runs a pair or bite job; the case label itself must be anonymous."""
+    if label:
+        ensure_anonymous(label, f"case label '{label}'")
+    if kind == "pair":
+        return run_pair(inputs["fixed"], inputs["moving"], options, label)
+    if kind == "bite":
+        return run_bite(inputs, options, label)
+    raise InputRejected(label or "job", f"unknown job kind {kind!r}")
+
+
+def summary_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The key numbers of a result for summary.csv and the batch report."""
+    if result.get("kind") == "pair":
+        m, d = result["metrics"], result["deviation"]
+        return {
+            "rmse_mm": round(m["rmse_mm"], 5),
+            "fitness": round(m["fitness"], 4),
+            "confidence": round(m["confidence"], 3),
+            "doubtful": m["doubtful"],
+            "deviation_rms_mm": d.get("rms_mm"),
+            "within_tolerance_share": d.get("within_tolerance_share"),
+            "changed_regions": len(result.get("changed_regions", [])),
+        }
+    if result.get("kind") == "bite":
+        c = result["contacts"]["per_side"]
+        reg = result["registration"]
+        return {
+            "confidence": reg.get("confidence"),
+            "doubtful": reg.get("doubtful"),
+            "contact_area_left_mm2": round(c["left"]["contact_area_mm2"], 3),
+            "contact_area_right_mm2": round(c["right"]["contact_area_mm2"], 3),
+            "max_penetration_mm": round(result["contacts"]["max_penetration_mm"], 4),
+        }
+    return {}

@@ -1,0 +1,46 @@
+"""Runs one stored job: inputs from the object store in, outputs to the store out.
+
+The service's workers call `run_job`; the job record itself (state, attempts) is the
+dispatcher's business, not this function's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.models import JobSpec
+from occlutrace_compute.jobs.pipeline import InputFile, run_case
+from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
+from occlutrace_compute.storage.keys import case_prefix, output_key
+
+CONTENT_TYPES = {"json": "application/json", "png": "image/png", "ply": "application/octet-stream",
+                 "stl": "model/stl", "obj": "model/obj"}
+
+
+def _read_inputs(spec: JobSpec, store: ObjectStore) -> dict[str, InputFile]:
+    prefix = case_prefix(spec.tenant, spec.case)
+    inputs = {}
+    for role, key in spec.inputs.items():
+        if not key.startswith(prefix):
+            raise InputRejected(role, f"input key {key!r} is not inside case {spec.case!r}")
+        try:
+            inputs[role] = InputFile(key.rsplit("/", 1)[-1], store.get(key))
+        except KeyNotFound:
+            raise InputRejected(role, f"input {key!r} does not exist (deleted or never uploaded)") from None
+    return inputs
+
+
+def run_job(spec: JobSpec, store: ObjectStore) -> dict[str, Any]:
+    """Runs the job and writes every output under the job's prefix, result.json last.
+
+    Returns the result with `outputs` mapping each output name to its object key. Raises
+    InputRejected for bad input (state `rejected`); anything else is our fault (`failed`).
+    """
+    out = run_case(spec.kind, _read_inputs(spec, store), spec.options, spec.case)
+    keys = {name: output_key(spec.tenant, spec.case, spec.job_id, name) for name in out.files}
+    for name, data in out.files.items():
+        if name != "result.json":
+            store.put(keys[name], data, CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
+    store.put(keys["result.json"], out.files["result.json"], "application/json")
+    return {**out.result, "outputs": keys}

@@ -1,0 +1,99 @@
+"""`occlutrace batch` on a real local Ray: outputs, summaries, bad cases, resumability."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from occlutrace_compute.jobs.batch import run_batch
+from occlutrace_compute.meshes import load_mesh
+from occlutrace_compute.synth.score import pointwise_rms_um
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def cases(tmp_path: Path) -> Path:
+    root = tmp_path / "cases"
+    shutil.copytree(SAMPLES / "case-0001-pair", root / "case-0001-pair")
+    bad = root / "case-0004-corrupt"
+    bad.mkdir()
+    shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", bad / "fixed.ply")
+    data = (SAMPLES / "case-0001-pair" / "moving.ply").read_bytes()
+    (bad / "moving.ply").write_bytes(data[: len(data) // 3])  # truncated upload
+    phi = root / "Smith_John_1972-03-04"
+    phi.mkdir()
+    for name in ("fixed.ply", "moving.ply"):
+        shutil.copy(SAMPLES / "case-0001-pair" / name, phi / name)
+    (root / "case-0005-incomplete").mkdir()
+    shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", root / "case-0005-incomplete" / "fixed.ply")
+    return root
+
+
+def test_batch_runs_cases_reports_bad_ones_and_resumes(local_ray, cases: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run_batch(cases, out, progress=False)
+    by_case = {r.case: r for r in summary.rows}
+    assert by_case["case-0001-pair"].status == "succeeded"
+    assert by_case["case-0004-corrupt"].status == "rejected"
+    assert "moving.ply" in by_case["case-0004-corrupt"].reason
+    assert by_case["Smith_John_1972-03-04"].status == "rejected"
+    assert "case label" in by_case["Smith_John_1972-03-04"].reason
+    assert by_case["case-0005-incomplete"].status == "rejected"
+    assert not summary.ok
+
+    result = json.loads((out / "case-0001-pair" / "result.json").read_text())
+    truth = json.loads((SAMPLES / "case-0001-pair" / "truth.json").read_text())
+    moving = load_mesh(SAMPLES / "case-0001-pair" / "moving.ply").mesh
+    unchanged = np.load(SAMPLES / "case-0001-pair" / "moving_unchanged.npy")
+    err = pointwise_rms_um(np.array(result["matrix"]), np.array(truth["T_fixed_moving"]), moving.vertices[unchanged])
+    assert err < 50.0
+    for name in ("aligned.ply", "deviation.ply", "deviation.png"):
+        assert (out / "case-0001-pair" / name).stat().st_size > 0
+    assert (out / "case-0004-corrupt" / "error.json").exists()
+
+    rows = json.loads((out / "summary.json").read_text())
+    assert {r["case"]: r["status"] for r in rows} == {c: r.status for c, r in by_case.items()}
+    assert (out / "summary.csv").read_text().count("\n") == len(rows) + 1
+    html = (out / "report.html").read_text()
+    assert "case-0001-pair" in html and "data:image/png;base64," in html
+
+    before = (out / "case-0001-pair" / "result.json").stat().st_mtime_ns
+    again = run_batch(cases, out, progress=False)
+    assert {r.case: r.status for r in again.rows}["case-0001-pair"] == "skipped"
+    assert (out / "case-0001-pair" / "result.json").stat().st_mtime_ns == before
+
+
+def test_cli_exit_code_reflects_failures(tmp_path: Path) -> None:
+    """A finished case is skipped without starting Ray; an incomplete case makes the exit code 1."""
+    root = tmp_path / "cases"
+    out = tmp_path / "out"
+    (out / "case-0001").mkdir(parents=True)
+    (out / "case-0001" / "result.json").write_text(json.dumps({"status": "succeeded", "kind": "other"}))
+    (root / "case-0001").mkdir(parents=True)
+    for name in ("fixed.ply", "moving.ply"):
+        shutil.copy(SAMPLES / "case-0001-pair" / name, root / "case-0001" / name)
+    ok = subprocess.run([sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "skipped=1" in ok.stdout
+    (root / "case-0002").mkdir()
+    shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", root / "case-0002" / "fixed.ply")
+    bad = subprocess.run([sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "case-0002: rejected: pair case without moving" in bad.stderr
