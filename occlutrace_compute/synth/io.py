@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import trimesh
 
+from occlutrace_compute.meshes.export import export_mesh
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.synth.cases import BiteCase, PairCase
 
@@ -17,17 +17,8 @@ Format = Literal["ply", "stl", "obj"]
 
 
 def write_mesh(mesh: Mesh, path: Path, fmt: Format, encoding: Literal["binary", "ascii"] = "binary") -> None:
-    """PLY and STL in the requested encoding; OBJ is a text format (encoding ignored)."""
-    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    if fmt == "ply":
-        data = tm.export(file_type="ply", encoding=encoding)
-    elif fmt == "stl":
-        data = tm.export(file_type="stl" if encoding == "binary" else "stl_ascii")
-    elif fmt == "obj":
-        data = tm.export(file_type="obj", include_normals=False, include_texture=False)
-    else:
-        raise ValueError(f"fmt must be 'ply', 'stl' or 'obj', got {fmt!r}")
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    """Through the product's own exporter: the files carry no metadata."""
+    export_mesh(mesh, path, fmt, encoding)
 
 
 def _matrix(t: np.ndarray) -> list[list[float]]:
