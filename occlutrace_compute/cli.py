@@ -1,0 +1,207 @@
+"""The `occlutrace` command.
+
+Each subcommand is a `register(subparsers)` function that adds its parser and sets `handler`
+(args -> exit code); add new commands to COMMANDS. Bad input ends as one line
+`error: <file>: <problem>` on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from occlutrace_compute import __version__
+from occlutrace_compute.errors import InputRejected
+
+
+def _limits(args: argparse.Namespace):
+    from occlutrace_compute.meshes import Limits
+
+    return Limits(units=args.units)
+
+
+def _add_limit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--units",
+        choices=("warn", "reject"),
+        default="warn",
+        help="a bounding box outside 5-300 mm (not millimetres?) warns or rejects (default: warn)",
+    )
+
+
+# --- inspect -------------------------------------------------------------------------------
+
+
+def _privacy_flags(name: str, metadata: Sequence[tuple[str, str]], allow: Sequence[str]) -> list[dict[str, str]]:
+    """Identifier findings in the file name (a rejection) and in metadata values (stripped)."""
+    from occlutrace_compute.privacy import find_identifiers, find_in_filename
+
+    found = [("filename", f) for f in find_in_filename(name, allow)]
+    found += [(field, f) for field, value in metadata for f in find_identifiers(value, allow)]
+    return [{"field": where, "kind": f.kind, "text": f.text, "message": f.message} for where, f in found]
+
+
+def describe(path: str, limits, allow: Sequence[str] = ()) -> dict[str, Any]:
+    """What `inspect` reports for one file; InputRejected when the service would reject it
+    (an unusable mesh, or a file name that looks like a patient identifier)."""
+    import numpy as np
+    import trimesh
+
+    from occlutrace_compute.meshes import load_mesh
+
+    lm = load_mesh(path, limits)
+    flags = _privacy_flags(Path(path).name, lm.metadata, allow)
+    v = lm.mesh.vertices
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    watertight = trimesh.Trimesh(v, lm.mesh.faces, process=False).is_watertight
+    report = {
+        "file": path,
+        "format": lm.format,
+        "encoding": lm.encoding,
+        "vertices": lm.mesh.n_vertices,
+        "faces": lm.mesh.n_faces,
+        "bbox_min_mm": np.round(lo, 4).tolist(),
+        "bbox_max_mm": np.round(hi, 4).tolist(),
+        "bbox_size_mm": np.round(hi - lo, 4).tolist(),
+        "watertight": bool(watertight),
+        "has_colors": lm.mesh.vertex_colors is not None,
+        "metadata": [{"field": f, "value": val} for f, val in lm.metadata],
+        "privacy": flags,
+        "warnings": lm.warnings,
+    }
+    named = [f["message"] for f in flags if f["field"] == "filename"]
+    if named:
+        report["rejected"] = "file name looks like a patient identifier: " + "; ".join(named)
+    return report
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    def xyz(values: list[float]) -> str:
+        return "(" + ", ".join(f"{x:.3f}" for x in values) + ")"
+
+    print(f"{r['file']}: {r['format'].upper()} ({r['encoding']})")
+    print(f"  vertices: {r['vertices']}  faces: {r['faces']}")
+    print(f"  bounding box (mm): min {xyz(r['bbox_min_mm'])} max {xyz(r['bbox_max_mm'])} size {xyz(r['bbox_size_mm'])}")
+    print(f"  watertight: {'yes' if r['watertight'] else 'no'}  colours: {'yes' if r['has_colors'] else 'no'}")
+    print(f"  metadata ({len(r['metadata'])} fields, removed by `occlutrace sanitize`):")
+    for m in r["metadata"]:
+        print(f"    {m['field']}: {m['value']}")
+    print(f"  privacy flags: {len(r['privacy'])}")
+    for f in r["privacy"]:
+        print(f"    {f['field']}: [{f['kind']}] {f['message']}")
+    for w in r["warnings"]:
+        print(f"  warning: {w}")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    limits = _limits(args)
+    reports: list[dict[str, Any]] = []
+    rejected = 0
+    for path in args.files:
+        try:
+            report = describe(path, limits, args.allow)
+        except InputRejected as e:
+            report = {"file": path, "rejected": e.problem}
+        reports.append(report)
+        if "rejected" in report:
+            print(f"error: {path}: {report['rejected']}", file=sys.stderr)
+            rejected += 1
+        if not args.json and "format" in report:
+            _print_report(report)
+    if args.json:
+        json.dump(reports, sys.stdout, indent=2)
+        print()
+    return 1 if rejected else 0
+
+
+def register_inspect(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="describe mesh files: format, size, metadata to strip, privacy flags",
+        description="Exit code 1 when any file would be rejected (unusable mesh, or a file name "
+        "that looks like a patient identifier); metadata findings are listed, sanitize strips them.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="the lab's own label scheme: parts matching it are not flagged (repeatable)",
+    )
+    _add_limit_options(p)
+    p.set_defaults(handler=_inspect)
+
+
+# --- sanitize ------------------------------------------------------------------------------
+
+
+def _sanitize(args: argparse.Namespace) -> int:
+    from occlutrace_compute.meshes import sanitize_file
+    from occlutrace_compute.meshes.detect import suffix_of
+
+    if suffix_of(args.input) != suffix_of(args.output):
+        raise InputRejected(args.output, f"the output must keep the input's suffix (.{suffix_of(args.input)})")
+    try:
+        removed = sanitize_file(args.input, args.output, _limits(args))
+    except OSError as e:
+        raise InputRejected(args.output, f"cannot write: {e.strerror or e}") from None
+    print(f"{args.input} -> {args.output}: removed {len(removed)} metadata fields")
+    for field, value in removed:
+        print(f"  {field}: {value}")
+    return 0
+
+
+def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sanitize",
+        help="write a copy of a mesh without embedded metadata (same format, same geometry)",
+    )
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    _add_limit_options(p)
+    p.set_defaults(handler=_sanitize)
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+def _job_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
+    from occlutrace_compute import cli_jobs
+
+    return (cli_jobs.register_align, cli_jobs.register_bite, cli_jobs.register_batch)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_inspect, register_sanitize, *_job_commands())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="occlutrace", description="Rigid alignment and analysis of dental surface meshes."
+    )
+    parser.add_argument("--version", action="version", version=f"occlutrace {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args))
+    except InputRejected as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
