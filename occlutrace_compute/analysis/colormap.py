@@ -1,0 +1,92 @@
+"""The colour maps of every analysis output, in one place, so meshes, previews and colour bars agree.
+
+A map is a piecewise-linear ramp over fixed millimetre anchors (not data-scaled), so colours mean
+the same thing in every case. Equal adjacent anchor positions make a hard step (contact maps change
+colour exactly at 0 and at the threshold). Values beyond the ends are clipped; NaN (no
+measurement) is grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.colors import ListedColormap, Normalize
+
+GREY = (0.72, 0.72, 0.72)
+
+
+@dataclass(frozen=True)
+class ColorRamp:
+    """Piecewise-linear RGB ramp over millimetre anchors (positions non-decreasing)."""
+
+    positions: tuple[float, ...]
+    colors: tuple[tuple[float, float, float], ...]
+    label: str
+    grey_above: bool = False  # True: values above vmax are "out of range" (grey), not clipped
+
+    @property
+    def vmin(self) -> float:
+        return self.positions[0]
+
+    @property
+    def vmax(self) -> float:
+        return self.positions[-1]
+
+    def rgb(self, values: np.ndarray) -> np.ndarray:
+        """(N, 3) float RGB in [0, 1]; NaN values grey."""
+        x = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(x)
+        xc = np.clip(np.where(finite, x, self.vmin), self.vmin, self.vmax)
+        pos = np.asarray(self.positions)
+        cols = np.asarray(self.colors)
+        # Segment index: the last anchor at or below x (a hard step takes the right-hand colour).
+        seg = np.clip(np.searchsorted(pos, xc, side="right") - 1, 0, len(pos) - 2)
+        lo, hi = pos[seg], pos[seg + 1]
+        t = np.divide(xc - lo, hi - lo, out=np.zeros_like(xc), where=hi > lo)
+        out = cols[seg] + t[:, None] * (cols[seg + 1] - cols[seg])
+        out[~finite] = GREY
+        if self.grey_above:
+            out[finite & (x > self.vmax)] = GREY
+        return out
+
+    def rgba8(self, values: np.ndarray) -> np.ndarray:
+        """(N, 4) uint8 RGBA for mesh vertex colours."""
+        rgb = np.round(self.rgb(values) * 255.0).astype(np.uint8)
+        return np.concatenate([rgb, np.full((len(rgb), 1), 255, dtype=np.uint8)], axis=1)
+
+    def matplotlib(self, samples: int = 512) -> tuple[ListedColormap, Normalize]:
+        """The same ramp as a matplotlib colormap + norm, for colour bars."""
+        grid = np.linspace(self.vmin, self.vmax, samples)
+        return ListedColormap(self.rgb(grid)), Normalize(self.vmin, self.vmax)
+
+
+def deviation_ramp(scale_mm: float = 0.2) -> ColorRamp:
+    """Symmetric diverging map over +/-scale: blue (below) - cyan - green (0) - yellow - red (above).
+
+    The dental-CAD convention: green means on the reference, warm means the scan lies outside it
+    (material excess), cold inside (deficit).
+    """
+    s = float(scale_mm)
+    if not s > 0:
+        raise ValueError(f"colour scale must be positive, got {scale_mm}")
+    return ColorRamp(
+        positions=(-s, -s / 2, 0.0, s / 2, s),
+        colors=((0.05, 0.15, 0.75), (0.0, 0.75, 0.95), (0.15, 0.78, 0.2), (0.98, 0.85, 0.05), (0.85, 0.05, 0.05)),
+        label="signed deviation [mm]",
+    )
+
+
+def contact_ramp(threshold_mm: float = 0.1, cutoff_mm: float = 0.5, depth_mm: float = 0.3) -> ColorRamp:
+    """Occlusal distance map: red = penetration (darker deeper, clipped at -depth), green = contact
+    (0..threshold), light to dark blue = open (threshold..cutoff); beyond cutoff grey, as far
+    surfaces say nothing about the bite."""
+    t, c, d = float(threshold_mm), float(cutoff_mm), float(depth_mm)
+    if not (t > 0 and c > t and d > 0):
+        raise ValueError(f"need 0 < threshold < cutoff and depth > 0, got {t}, {c}, {d}")
+    return ColorRamp(
+        positions=(-d, 0.0, 0.0, t, t, c),
+        colors=((0.4, 0.0, 0.0), (1.0, 0.1, 0.1), (0.1, 0.8, 0.15), (0.55, 0.9, 0.2), (0.55, 0.8, 1.0), (0.05, 0.1, 0.55)),
+        label="distance to opposing arch [mm]",
+        grey_above=True,
+    )

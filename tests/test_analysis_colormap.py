@@ -1,0 +1,42 @@
+"""Colour ramps: fixed scales, clipping, grey for unmeasured, hard steps for contacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from occlutrace_compute.analysis.colormap import GREY, contact_ramp, deviation_ramp
+
+
+def test_deviation_ramp_is_symmetric_clipped_and_grey_for_nan():
+    ramp = deviation_ramp(0.2)
+    rgb = ramp.rgb(np.array([-0.5, -0.2, 0.0, 0.2, 0.5, np.nan]))
+    np.testing.assert_allclose(rgb[0], rgb[1])  # clipped below
+    np.testing.assert_allclose(rgb[3], rgb[4])  # clipped above
+    np.testing.assert_allclose(rgb[5], GREY)
+    assert rgb[2][1] > rgb[2][0] and rgb[2][1] > rgb[2][2]  # green at zero
+    assert rgb[1][2] > rgb[1][0] and rgb[3][0] > rgb[3][2]  # blue below, red above
+    rgba = ramp.rgba8(np.array([0.1, np.nan]))
+    assert rgba.dtype == np.uint8 and rgba.shape == (2, 4) and (rgba[:, 3] == 255).all()
+    cmap, norm = ramp.matplotlib()
+    assert (norm.vmin, norm.vmax) == (-0.2, 0.2)
+    np.testing.assert_allclose(cmap(norm(0.2))[:3], rgb[3], atol=1e-2)
+
+
+def test_contact_ramp_steps_at_zero_and_threshold_and_greys_beyond_cutoff():
+    ramp = contact_ramp(threshold_mm=0.1, cutoff_mm=0.5)
+    below0, at0, below_t, at_t, far, beyond = ramp.rgb(np.array([-1e-9, 0.0, 0.1 - 1e-9, 0.1, 0.5, 0.6]))
+    assert below0[0] > 0.9 and below0[1] < 0.2  # red: penetration
+    assert at0[1] > 0.7 and at0[0] < 0.2  # green: contact
+    assert below_t[1] > 0.8  # still contact just under the threshold
+    assert at_t[2] > 0.9  # blue: open from the threshold on
+    assert far[2] > 0.5 and far[0] < 0.1
+    np.testing.assert_allclose(beyond, GREY)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1])
+def test_invalid_scales_are_refused(bad):
+    with pytest.raises(ValueError):
+        deviation_ramp(bad)
+    with pytest.raises(ValueError):
+        contact_ramp(threshold_mm=0.1, cutoff_mm=0.1 + bad - 0.1)
