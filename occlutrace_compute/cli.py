@@ -173,7 +173,8 @@ def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
 def _job_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
     from occlutrace_compute import cli_jobs
 
-    return (cli_jobs.register_align, cli_jobs.register_bite, cli_jobs.register_batch)
+    return (cli_jobs.register_align, cli_jobs.register_bite, cli_jobs.register_batch, cli_jobs.register_serve,
+            cli_jobs.register_submit)
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_inspect, register_sanitize, *_job_commands())

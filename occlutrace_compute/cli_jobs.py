@@ -132,3 +132,32 @@ def register_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_batch)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from occlutrace_compute.service.server import config_from_args, run_server
+
+    run_server(args.host, args.port, config_from_args(args), with_dispatcher=not args.no_dispatcher)
+    return 0
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    from occlutrace_compute.service.server import add_serve_arguments
+
+    p = sub.add_parser("serve", help="run the HTTP controller (and the Ray dispatcher)")
+    add_serve_arguments(p)
+    p.set_defaults(handler=_serve)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from occlutrace_compute.service.client import submit_from_args
+
+    return submit_from_args(args)
+
+
+def register_submit(sub: argparse._SubParsersAction) -> None:
+    from occlutrace_compute.service.client import add_submit_arguments
+
+    p = sub.add_parser("submit", help="send a folder of cases to a controller as one batch (resumable)")
+    add_submit_arguments(p)
+    p.set_defaults(handler=_submit)

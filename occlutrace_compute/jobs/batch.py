@@ -54,7 +54,7 @@ def _read_inputs(case: CaseFiles) -> dict[str, InputFile]:
     return {role: InputFile(path.name, path.read_bytes()) for role, path in case.files.items()}
 
 
-def _finished_row(case: CaseFiles, out_dir: Path) -> CaseRow | None:
+def finished_row(case: CaseFiles, out_dir: Path) -> CaseRow | None:
     path = out_dir / case.label / RESULT_NAME
     try:
         result = json.loads(path.read_text())
@@ -96,7 +96,7 @@ class BatchSummary:
         return c
 
 
-def _write_summaries(rows: list[CaseRow], out_dir: Path) -> None:
+def write_summaries(rows: list[CaseRow], out_dir: Path) -> None:
     from occlutrace_compute.analysis.report import write_batch_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def run_batch(
     rows: list[CaseRow] = [CaseRow(b.label, "unknown", "rejected", b.reason) for b in bad]
     todo: list[CaseFiles] = []
     for case in cases:
-        done = _finished_row(case, out_dir)
+        done = finished_row(case, out_dir)
         rows.append(done) if done else todo.append(case)
 
     if todo:
@@ -182,5 +182,5 @@ def run_batch(
         finally:
             bar.close()
     rows.sort(key=lambda r: r.case)
-    _write_summaries(rows, out_dir)
+    write_summaries(rows, out_dir)
     return BatchSummary(rows)

@@ -1,0 +1,508 @@
+"""The controller: a stateless FastAPI app; every piece of state lives in the object store.
+
+Any number of replicas can serve the same store. A job is created by writing its record (the
+source of truth) and then notifying the dispatcher; if the notification is lost, the
+dispatcher's periodic rescan finds the job anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Annotated, Any, Iterator
+
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
+from occlutrace_compute.service import schemas as s
+from occlutrace_compute.service.auth import RateLimiter, TokenRegistry
+from occlutrace_compute.service.callbacks import deliver
+from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.instrumented import InstrumentedStore
+from occlutrace_compute.service.intake import checked_case, checked_file_name, clean_mesh
+from occlutrace_compute.service.link import DispatcherLink
+from occlutrace_compute.service.logs import log, setup_logging
+from occlutrace_compute.service.metrics import controller_metrics
+from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, SizeLimit
+from occlutrace_compute.service.records import (
+    JobRef,
+    JobRepo,
+    batch_key,
+    cancel_key,
+    idempotency_key,
+    index_key,
+    new_id,
+    queue_key,
+)
+from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
+from occlutrace_compute.service.worker import status_body
+from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
+from occlutrace_compute.storage.keys import case_prefix, check_id, input_key, split_case_key
+from occlutrace_compute.storage.keys import purge_case as purge_case_objects
+
+logger = logging.getLogger("occlutrace.controller")
+RETRY_AFTER_S = 5
+HIDDEN_OUTPUTS = ("job.json", "cancel")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str, source: str | None = None,
+                 problem: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.source, self.problem, self.headers = source, problem, headers or {}
+
+
+def _not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+def _body_hash(model: Any) -> str:
+    return hashlib.sha256(json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class Controller:
+    """What the route handlers share: config, store, auth, limits, the dispatcher link."""
+
+    def __init__(self, config: ServiceConfig, store: ObjectStore, link: DispatcherLink | None) -> None:
+        self.config = config
+        self.metrics = controller_metrics()
+        self.store = InstrumentedStore(store, self.metrics.store_errors)
+        self.repo = JobRepo(self.store)
+        self.tokens = TokenRegistry(config.tokens_file)
+        self.limiter = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.link = link
+        self._key_locks: dict[str, list] = {}  # name -> [lock, users]
+        self._key_locks_guard = threading.Lock()
+
+    @contextmanager
+    def key_lock(self, name: str) -> Iterator[None]:
+        """Serialises requests with the same idempotency key within this replica."""
+        with self._key_locks_guard:
+            entry = self._key_locks.setdefault(name, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._key_locks_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._key_locks[name]
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def build_record(self, tenant: str, body: s.JobCreate, job_id: str, batch_id: str | None,
+                     idem: str | None) -> JobRecord:
+        case = checked_case(body.case, self.config.allow_patterns)
+        keys = {}
+        for role, name in body.inputs.items():
+            keys[role] = self.resolve_input(tenant, case, role, name)
+        try:
+            spec = JobSpec(job_id=job_id, tenant=tenant, case=case, kind=body.kind, inputs=keys,
+                           options=body.options)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_job", "invalid job", source="inputs",
+                           problem=exc.errors()[0].get("msg", str(exc))) from None
+        return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem)
+
+    def resolve_input(self, tenant: str, case: str, role: str, name: str) -> str:
+        """An uploaded file name of the case, or a full key of the SAME tenant and case."""
+        source = f"input {role!r}"
+        if "/" in name:
+            parts = split_case_key(name)
+            if parts.tenant != tenant or parts.case != case:
+                raise InputRejected(source, f"{name!r} is not a file of case {case!r}")
+            key = name
+        else:
+            key = input_key(tenant, case, name)
+        if not self.store.exists(key):
+            raise InputRejected(source, f"no uploaded file {name!r} in case {case!r}")
+        return key
+
+    def submit(self, record: JobRecord) -> None:
+        ref = JobRef(record.spec.tenant, record.spec.case, record.spec.job_id)
+        if self.store.exists(ref.key):  # a retried request whose first try got this far
+            return
+        self.repo.create(record)
+        self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
+        log(logger, logging.INFO, "job submitted", tenant=ref.tenant, job_id=ref.job_id,
+            kind=record.spec.kind, batch_id=record.batch_id)
+        if self.link is not None:
+            self.link.notify(ref.key)
+
+    def status(self, tenant: str, job_id: str) -> tuple[JobRef, JobRecord]:
+        ref = self.repo.find(tenant, job_id)
+        record = self.repo.load(ref) if ref else None
+        if ref is None or record is None:
+            raise _not_found("job")
+        return ref, record
+
+    def idempotent(self, tenant: str, key: str | None, body: Any) -> dict | None:
+        """The stored answer of an earlier request with this key, or None; 422 on reuse."""
+        if key is None:
+            return None
+        try:
+            saved = self.store.get_json(idempotency_key(tenant, key))
+        except KeyNotFound:
+            return None
+        if saved.get("body") != _body_hash(body):
+            raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was used for a different request",
+                           source="Idempotency-Key", problem="reused with a different request body")
+        return saved
+
+    # -- urls --------------------------------------------------------------------------------
+
+    def download_url(self, request: Request, tenant: str, key: str) -> str:
+        expires = timedelta(seconds=self.config.url_expiry_s)
+        url = self.store.presigned_get(key, expires)
+        if url:
+            return url
+        token = sign_grant(self.config.url_secret, UrlGrant(tenant, key, "GET", time.time() + self.config.url_expiry_s))
+        return str(request.url_for("download", token=token))
+
+    def upload_url(self, request: Request, tenant: str, key: str) -> str:
+        url = self.store.presigned_put(key, timedelta(seconds=self.config.url_expiry_s))
+        if url:
+            return url
+        token = sign_grant(self.config.url_secret, UrlGrant(tenant, key, "PUT", time.time() + self.config.url_expiry_s))
+        return str(request.url_for("upload_put", token=token))
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def tenant_of(request: Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The caller's tenant from `Authorization: Bearer <token>`; 401 or 429 otherwise."""
+    ctl: Controller = request.app.state.controller
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(401, "unauthorized", "missing bearer token", headers=challenge)
+    tenant = ctl.tokens.tenant_for(credentials.credentials)
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "invalid bearer token", headers=challenge)
+    request.scope[TENANT_SCOPE_KEY] = tenant
+    wait = ctl.limiter.acquire(tenant)
+    if wait > 0:
+        raise ApiError(429, "rate_limited", "too many requests", headers={"Retry-After": str(math.ceil(wait))})
+    return tenant
+
+
+Tenant = Annotated[str, Depends(tenant_of)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
+                                       description="a retried request with the same key creates nothing new")]
+
+
+def create_app(config: ServiceConfig, store: ObjectStore | None = None,
+               link: DispatcherLink | None = None) -> FastAPI:
+    """The ASGI app. `link` None: no dispatcher (jobs are stored and wait for one)."""
+    setup_logging()
+    ctl = Controller(config, store or config.open_store(), link)
+    app = FastAPI(
+        title="OccluTrace Compute",
+        version="1.0",
+        description="Rigid alignment and analysis of de-identified dental surface meshes.",
+        responses={401: {"model": s.ErrorBody}, 422: {"model": s.ErrorBody}, 429: {"model": s.ErrorBody},
+                   503: {"model": s.ErrorBody}},
+    )
+    app.state.controller = ctl
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def error_response(status: int, body: dict, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content=body, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, {"error": exc.error, "message": exc.message, "source": exc.source,
+                                           "problem": exc.problem}, exc.headers)
+
+    @app.exception_handler(InputRejected)
+    async def _rejected(_: Request, exc: InputRejected) -> JSONResponse:
+        status = 413 if exc.problem.startswith("file too large") else 422
+        return error_response(status, {"error": "rejected", "message": str(exc), "source": exc.source,
+                                       "problem": exc.problem})
+
+    @app.exception_handler(KeyNotFound)
+    async def _missing(_: Request, exc: KeyNotFound) -> JSONResponse:
+        return error_response(404, {"error": "not_found", "message": "no such object"})
+
+    @app.exception_handler(StoreError)
+    async def _store_down(_: Request, exc: StoreError) -> JSONResponse:
+        log(logger, logging.WARNING, "store unavailable", error=type(exc).__name__)
+        return error_response(503, {"error": "store_unavailable", "message": "the object store is unavailable; retry later"},
+                              {"Retry-After": str(RETRY_AFTER_S)})
+
+    # -- health and metrics ------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(asyncio.to_thread(ctl.store.exists, "readyz"), 10)
+            checks["store"] = "ok"
+        except Exception as exc:
+            checks["store"] = type(exc).__name__
+        if ctl.link is None:
+            checks["ray"] = "disabled"
+        else:
+            try:
+                await ctl.link.call("ping")
+                checks["ray"] = "ok"
+            except Exception as exc:
+                checks["ray"] = type(exc).__name__
+        ok = all(v in ("ok", "disabled") for v in checks.values())
+        return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks},
+                            headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        text = ctl.metrics.exposition()
+        if ctl.link is not None:
+            try:
+                text += await ctl.link.call("metrics_text")
+            except Exception:
+                pass  # the dispatcher is restarting: serve the controller's own series
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    def store_input(tenant: str, case: str, name: str, data: bytes) -> s.UploadInfo:
+        clean = clean_mesh(data, name, config.max_upload_bytes)
+        key = input_key(tenant, case, name)
+        ctl.store.put(key, clean)
+        ctl.metrics.bytes_in.inc(len(data))
+        log(logger, logging.INFO, "input stored", tenant=tenant, bytes=len(clean))
+        return s.UploadInfo(name=name, key=key, bytes=len(clean))
+
+    @app.post("/v1/cases/{case}/files", response_model=s.UploadInfo, status_code=201, tags=["uploads"])
+    def upload_file(case: str, tenant: Tenant, file: Annotated[UploadFile, File()],
+                    name: Annotated[str | None, Form(max_length=255)] = None) -> s.UploadInfo:
+        """Upload one mesh (STL/OBJ/PLY): validated and stripped of metadata before it is stored."""
+        case = checked_case(case, config.allow_patterns)
+        fname = checked_file_name(name or file.filename or "", config.allow_patterns)
+        data = file.file.read(config.max_upload_bytes + 1)
+        return store_input(tenant, case, fname, data)
+
+    @app.post("/v1/cases/{case}/uploads", response_model=s.UploadUrlResponse, status_code=201, tags=["uploads"])
+    def create_upload(case: str, body: s.UploadUrlRequest, request: Request, tenant: Tenant) -> s.UploadUrlResponse:
+        """A time-limited PUT URL for a big file; commit it afterwards to validate and sanitise it."""
+        case = checked_case(case, config.allow_patterns)
+        fname = checked_file_name(body.name, config.allow_patterns)
+        upload_id = new_id("u")
+        staging = f"{case_prefix(tenant, case)}staging/{upload_id}/"
+        ctl.store.put_json(staging + "meta.json", {"name": fname})
+        return s.UploadUrlResponse(
+            upload_id=upload_id, url=ctl.upload_url(request, tenant, staging + "data"),
+            expires_in=config.url_expiry_s, commit=f"/v1/cases/{case}/uploads/{upload_id}/commit",
+        )
+
+    @app.put("/v1/uploads/{token}", status_code=204, name="upload_put", tags=["uploads"],
+             responses={403: {"model": s.ErrorBody}})
+    async def upload_put(token: str, request: Request) -> Response:
+        """Local-store counterpart of an S3 presigned PUT: the token authorises one object."""
+        grant = verify_grant(config.url_secret, token, "PUT")
+        if grant is None:
+            raise ApiError(403, "forbidden", "invalid or expired upload URL")
+        data = await request.body()
+        await asyncio.to_thread(ctl.store.put, grant.key, data)
+        return Response(status_code=204)
+
+    @app.post("/v1/cases/{case}/uploads/{upload_id}/commit", response_model=s.UploadInfo, status_code=201,
+              tags=["uploads"], responses={404: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
+    def commit_upload(case: str, upload_id: str, tenant: Tenant) -> s.UploadInfo:
+        case = checked_case(case, config.allow_patterns)
+        check_id("upload id", upload_id)
+        staging = f"{case_prefix(tenant, case)}staging/{upload_id}/"
+        try:
+            name = ctl.store.get_json(staging + "meta.json")["name"]
+        except KeyNotFound:
+            raise _not_found("upload") from None
+        try:
+            data = ctl.store.get(staging + "data")
+        except KeyNotFound:
+            raise ApiError(409, "not_uploaded", "nothing was PUT to the upload URL yet", source=name) from None
+        try:
+            return store_input(tenant, case, name, data)
+        finally:
+            ctl.store.delete_prefix(staging)
+
+    # -- jobs and batches --------------------------------------------------------------------
+
+    @app.post("/v1/jobs", response_model=s.JobStatus, status_code=201, tags=["jobs"])
+    def create_job(body: s.JobCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
+        """Create a pair or bite job on uploaded files of one case."""
+        lock_name = f"{tenant}\0{idempotency_key_}" if idempotency_key_ else new_id("l")
+        with ctl.key_lock(lock_name):
+            saved = ctl.idempotent(tenant, idempotency_key_, body)
+            job_id = saved["job_id"] if saved else new_id("j")
+            record = ctl.build_record(tenant, body, job_id, None, idempotency_key_)
+            if saved:
+                ref = JobRef(tenant, record.spec.case, job_id)
+                existing = ctl.repo.load(ref)
+                if existing is not None:
+                    response.status_code = 200
+                    return status_body(existing)
+            elif idempotency_key_:
+                ctl.store.put_json(idempotency_key(tenant, idempotency_key_),
+                                   {"job_id": job_id, "body": _body_hash(body)})
+            ctl.submit(record)
+            return status_body(record)
+
+    @app.get("/v1/jobs", response_model=s.JobList, tags=["jobs"])
+    def list_jobs(tenant: Tenant, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  after: Annotated[str | None, Query(max_length=64)] = None,
+                  state: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|rejected|cancelled)$")] = None,
+                  ) -> s.JobList:
+        """The tenant's jobs, oldest first, `limit` per page."""
+        ids = [i for i in ctl.repo.list_ids(tenant) if after is None or i > after]
+        jobs: list[dict] = []
+        last: str | None = None
+        for job_id in ids:
+            if len(jobs) >= limit:
+                break
+            last = job_id
+            ref = ctl.repo.find(tenant, job_id)
+            record = ctl.repo.load(ref) if ref else None
+            if record is not None and (state is None or record.state == state):
+                jobs.append(status_body(record))
+        more = last is not None and last != ids[-1]
+        return s.JobList(jobs=[s.JobStatus(**j) for j in jobs], next=last if more else None)
+
+    @app.get("/v1/jobs/{job_id}", response_model=s.JobStatus, tags=["jobs"],
+             responses={404: {"model": s.ErrorBody}})
+    def get_job(job_id: str, tenant: Tenant) -> Any:
+        return status_body(ctl.status(tenant, job_id)[1])
+
+    @app.get("/v1/jobs/{job_id}/result", response_model=s.JobResult, tags=["jobs"],
+             responses={404: {"model": s.ErrorBody}})
+    def get_result(job_id: str, request: Request, tenant: Tenant) -> s.JobResult:
+        """The result JSON and a time-limited download URL for every output of the job."""
+        ref, record = ctl.status(tenant, job_id)
+        files = []
+        if record.state == "succeeded":
+            for key in ctl.store.list(ref.prefix):
+                name = key[len(ref.prefix):]
+                if name not in HIDDEN_OUTPUTS:
+                    files.append(s.OutputFile(name=name, url=ctl.download_url(request, tenant, key)))
+        return s.JobResult(job_id=job_id, state=record.state, reason=record.reason, result=record.result,
+                           files=files, expires_in=config.url_expiry_s)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=s.JobStatus, tags=["jobs"],
+              responses={404: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
+    def cancel_job(job_id: str, tenant: Tenant) -> Any:
+        """Stop a job: not started -> never runs; running -> its result is discarded."""
+        ref, record = ctl.status(tenant, job_id)
+        if record.state in TERMINAL_STATES:
+            raise ApiError(409, "conflict", f"the job is already {record.state}", source="job", problem=record.state)
+        ctl.store.put(cancel_key(ref.tenant, ref.case, ref.job_id), b"")
+        record.state, record.reason, record.result = "cancelled", "cancelled by the client", None
+        ctl.repo.save(record)
+        body = status_body(record)
+        log(logger, logging.INFO, "job cancelled", tenant=tenant, job_id=job_id)
+        if record.callback_url:
+            threading.Thread(target=deliver, args=(record.callback_url, body, config.callback_secret,
+                                                   config.callback_attempts, config.callback_backoff_s),
+                             daemon=True).start()
+        return body
+
+    @app.post("/v1/batches", response_model=s.BatchCreated, status_code=201, tags=["batches"])
+    def create_batch(body: s.BatchCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
+        """Create many jobs at once; all are validated before any is stored."""
+        lock_name = f"{tenant}\0{idempotency_key_}" if idempotency_key_ else new_id("l")
+        with ctl.key_lock(lock_name):
+            saved = ctl.idempotent(tenant, idempotency_key_, body)
+            batch_id = saved["batch_id"] if saved else new_id("b")
+            job_ids = saved["job_ids"] if saved else [new_id("j") for _ in body.jobs]
+            records = [ctl.build_record(tenant, job, job_id, batch_id, idempotency_key_)
+                       for job, job_id in zip(body.jobs, job_ids)]
+            if saved and ctl.store.exists(batch_key(tenant, batch_id)):
+                response.status_code = 200
+            elif idempotency_key_:
+                ctl.store.put_json(idempotency_key(tenant, idempotency_key_),
+                                   {"batch_id": batch_id, "job_ids": job_ids, "body": _body_hash(body)})
+            ctl.store.put_json(batch_key(tenant, batch_id),
+                               {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
+            for record in records:
+                ctl.submit(record)
+            statuses = []
+            for record in records:
+                current = ctl.repo.load(JobRef(tenant, record.spec.case, record.spec.job_id))
+                statuses.append(status_body(current or record))
+            return {"batch_id": batch_id, "jobs": statuses}
+
+    @app.get("/v1/batches/{batch_id}", response_model=s.BatchStatus, tags=["batches"],
+             responses={404: {"model": s.ErrorBody}})
+    def get_batch(batch_id: str, tenant: Tenant, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  after: Annotated[str | None, Query(max_length=64)] = None) -> Any:
+        """Counts by state over the whole batch, and one page of its jobs."""
+        try:
+            check_id("batch id", batch_id)
+            batch = ctl.store.get_json(batch_key(tenant, batch_id))
+        except (KeyNotFound, InputRejected):
+            raise _not_found("batch") from None
+        counts: dict[str, int] = {}
+        page: list[dict] = []
+        last = None
+        for job_id, case in batch["jobs"]:
+            record = ctl.repo.load(JobRef(tenant, case, job_id))
+            state = record.state if record else "purged"
+            counts[state] = counts.get(state, 0) + 1
+            if record is not None and (after is None or job_id > after) and len(page) < limit:
+                page.append(status_body(record))
+                last = job_id
+        done = all(state in TERMINAL_STATES or state == "purged" for state in counts)
+        more = last is not None and any(job_id > last for job_id, _ in batch["jobs"])
+        return {"batch_id": batch_id, "total": len(batch["jobs"]), "counts": counts, "done": done,
+                "jobs": page, "next": last if more else None}
+
+    # -- downloads and purge -----------------------------------------------------------------
+
+    @app.get("/v1/download/{token}", name="download", tags=["results"],
+             responses={403: {"model": s.ErrorBody}, 200: {"content": {"application/octet-stream": {}}}})
+    async def download(token: str) -> Response:
+        """Local-store counterpart of an S3 presigned GET: the token authorises one object."""
+        grant = verify_grant(config.url_secret, token, "GET")
+        if grant is None or not grant.key.startswith(f"tenants/{grant.tenant}/"):
+            raise ApiError(403, "forbidden", "invalid or expired download URL")
+        data = await asyncio.to_thread(ctl.store.get, grant.key)
+        ctl.metrics.bytes_out.inc(len(data))
+        filename = grant.key.rsplit("/", 1)[-1]
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @app.delete("/v1/cases/{case}", response_model=s.PurgeResult, tags=["cases"])
+    def purge(case: str, tenant: Tenant) -> s.PurgeResult:
+        """Delete every object of the case (inputs, jobs, outputs) and its index entries."""
+        check_id("case label", case)
+        removed = purge_case_objects(ctl.store, tenant, case)
+        for key in list(removed):
+            ref = JobRef.parse(key)
+            if ref is None:
+                continue
+            for extra in (index_key(tenant, ref.job_id), queue_key(tenant, ref.job_id)):
+                if ctl.store.exists(extra):
+                    ctl.store.delete(extra)
+                    removed.append(extra)
+        log(logger, logging.INFO, "case purged", tenant=tenant, count=len(removed))
+        return s.PurgeResult(case=case, removed=sorted(removed), count=len(removed))
+
+    app.add_middleware(SizeLimit, upload_limit=config.max_upload_bytes + 64 * 1024, json_limit=config.max_json_bytes)
+    app.add_middleware(AccessLog, metrics=ctl.metrics)
+    return app

@@ -1,0 +1,276 @@
+"""`occlutrace submit DIR --server URL --token-file F [--wait] -o OUT`: a folder of cases to a
+controller as one batch, resumable; with `wait`, results land in OUT/<case>/ like `batch`.
+
+Resumable at every step: cases finished in OUT are skipped; the submission state (case ->
+job id) is kept in OUT/.occlutrace-submit.json; and every request carries an Idempotency-Key
+derived from the content, so a re-run after a crash re-finds its jobs instead of doubling them.
+Files are uploaded under their role names (fixed.ply, ...), never their original names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.batch import ERROR_NAME, BatchSummary, CaseRow, finished_row, write_summaries
+from occlutrace_compute.jobs.cases import CaseFiles, discover_cases
+from occlutrace_compute.jobs.models import TERMINAL_STATES, JobOptions
+from occlutrace_compute.jobs.outputs import RESULT_NAME, write_case_outputs
+
+STATE_NAME = ".occlutrace-submit.json"
+PRESIGNED_ABOVE_BYTES = 32 * 1024 * 1024
+RETRIES = 6
+BATCH_CHUNK = 500
+
+
+class SubmitError(RuntimeError):
+    """The server refused or kept failing; the message says what to do."""
+
+
+def read_token(path: str | Path) -> str:
+    token = Path(path).read_text().strip()
+    if not token or any(c.isspace() for c in token):
+        raise SubmitError(f"{path}: expected one token on one line")
+    return token
+
+
+def case_id(label: str) -> str:
+    """A store-safe case id from a folder label (`lab1/case 7` -> `lab1--case-7`)."""
+    cid = re.sub(r"[^A-Za-z0-9._-]+", "-", label.replace("/", "--")).strip("-.")
+    return cid[:128] or "case"
+
+
+class Client:
+    """HTTP with bounded retries on 429/503/connection errors (honouring Retry-After)."""
+
+    def __init__(self, server: str, token: str, timeout_s: float = 120.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
+                                 timeout=timeout_s, transport=transport)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                response = self.http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == RETRIES:
+                    raise SubmitError(f"{self.http.base_url}: unreachable ({type(exc).__name__})") from None
+                time.sleep(min(2 ** attempt * 0.25, 10))
+                continue
+            if response.status_code in (429, 502, 503, 504) and attempt < RETRIES:
+                time.sleep(min(float(response.headers.get("Retry-After", 2 ** attempt * 0.25)), 30))
+                continue
+            if response.status_code == 401:
+                raise SubmitError("the server refused the token (401): check --token-file")
+            return response
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass
+class Submission:
+    """What has been sent: label -> {"case", "job_id", "kind"} (saved in OUT)."""
+
+    path: Path
+    jobs: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "Submission":
+        path = out_dir / STATE_NAME
+        try:
+            return cls(path, json.loads(path.read_text())["jobs"])
+        except (OSError, ValueError, KeyError):
+            return cls(path)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"jobs": self.jobs}, indent=1))
+        tmp.replace(self.path)
+
+
+def _digest(case: CaseFiles) -> str:
+    h = hashlib.sha256(case.label.encode())
+    for role in sorted(case.files):
+        h.update(role.encode() + hashlib.sha256(case.files[role].read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return body.get("message") or json.dumps(body.get("detail"))
+    except ValueError:
+        return f"HTTP {response.status_code}"
+
+
+def _upload(client: Client, cid: str, name: str, path: Path) -> httpx.Response:
+    if path.stat().st_size <= PRESIGNED_ABOVE_BYTES:
+        return client.request("POST", f"/v1/cases/{cid}/files", files={"file": (name, path.read_bytes())})
+    grant = client.request("POST", f"/v1/cases/{cid}/uploads", json={"name": name})
+    if grant.status_code != 201:
+        return grant
+    body = grant.json()
+    put = httpx.put(body["url"], content=path.read_bytes(), timeout=600)
+    if put.status_code >= 300:
+        raise SubmitError(f"{path}: upload URL answered HTTP {put.status_code}")
+    return client.request("POST", body["commit"])
+
+
+def _send_case(client: Client, case: CaseFiles, options: JobOptions) -> tuple[dict | None, str]:
+    """Upload one case's files; the job to create (or None) and a rejection reason."""
+    cid = case_id(case.label)
+    inputs = {}
+    for role, path in case.files.items():
+        name = f"{role}{path.suffix.lower()}"
+        response = _upload(client, cid, name, path)
+        if response.status_code != 201:
+            return None, f"{case.label}/{path.name}: {_problem(response)}"
+        inputs[role] = name
+    return {"case": cid, "kind": case.kind, "inputs": inputs, "options": options.model_dump(mode="json")}, ""
+
+
+def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: bool = False,
+                 options: JobOptions | None = None, progress: bool = True, poll_s: float = 2.0,
+                 timeout_s: float | None = None, transport: httpx.BaseTransport | None = None) -> BatchSummary:
+    """Send every unfinished case of `cases_dir`; with `wait`, download results into `out_dir`."""
+    options = options or JobOptions()
+    out_dir = Path(out_dir)
+    cases, bad = discover_cases(Path(cases_dir))
+    rows: dict[str, CaseRow] = {b.label: CaseRow(b.label, "unknown", "rejected", b.reason) for b in bad}
+    state = Submission.load(out_dir)
+    client = Client(server, token, transport=transport)
+    try:
+        todo = []
+        for case in cases:
+            done = finished_row(case, out_dir)
+            if done:
+                rows[case.label] = done
+            else:
+                todo.append(case)
+        new = [c for c in todo if c.label not in state.jobs]
+        specs: list[tuple[CaseFiles, dict]] = []
+        for case in tqdm(new, desc="upload", unit="case", disable=not progress or not new):
+            spec, reason = _send_case(client, case, options)
+            if spec is None:
+                rows[case.label] = CaseRow(case.label, case.kind, "rejected", reason)
+            else:
+                specs.append((case, spec))
+        for start in range(0, len(specs), BATCH_CHUNK):
+            chunk = specs[start:start + BATCH_CHUNK]
+            key = "submit-" + hashlib.sha256("".join(_digest(c) for c, _ in chunk).encode()).hexdigest()[:40]
+            response = client.request("POST", "/v1/batches", json={"jobs": [s for _, s in chunk]},
+                                      headers={"Idempotency-Key": key})
+            if response.status_code not in (200, 201):
+                raise SubmitError(f"the server refused the batch: {_problem(response)}")
+            for (case, spec), job in zip(chunk, response.json()["jobs"]):
+                state.jobs[case.label] = {"case": spec["case"], "job_id": job["job_id"], "kind": case.kind}
+            state.save()
+        pending = {label: job for label, job in state.jobs.items() if label not in rows
+                   and any(c.label == label for c in todo)}
+        if wait:
+            _wait_and_download(client, pending, out_dir, rows, progress, poll_s, timeout_s)
+        else:
+            for label, job in pending.items():
+                rows[label] = CaseRow(label, job["kind"], "submitted", job["job_id"])
+    finally:
+        client.close()
+    ordered = sorted(rows.values(), key=lambda r: r.case)
+    if wait:
+        write_summaries(ordered, out_dir)
+    return BatchSummary(ordered)
+
+
+def _wait_and_download(client: Client, pending: dict[str, dict], out_dir: Path, rows: dict[str, CaseRow],
+                       progress: bool, poll_s: float, timeout_s: float | None) -> None:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    bar = tqdm(total=len(pending), desc="results", unit="case", disable=not progress or not pending)
+    try:
+        while pending:  # bounded by the deadline, or by every job reaching a final state
+            for label, job in list(pending.items()):
+                response = client.request("GET", f"/v1/jobs/{job['job_id']}")
+                if response.status_code == 404:
+                    rows[label] = CaseRow(label, job["kind"], "failed", "the job no longer exists (purged?)")
+                elif response.json()["state"] in TERMINAL_STATES:
+                    rows[label] = _collect(client, label, job, out_dir)
+                else:
+                    continue
+                del pending[label]
+                bar.update(1)
+            if pending:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise SubmitError(f"{len(pending)} case(s) still running after {timeout_s} s; re-run to resume")
+                time.sleep(poll_s)
+    finally:
+        bar.close()
+
+
+def _collect(client: Client, label: str, job: dict, out_dir: Path) -> CaseRow:
+    from occlutrace_compute.jobs.pipeline import summary_fields
+
+    body = client.request("GET", f"/v1/jobs/{job['job_id']}/result").json()
+    case_dir = out_dir / label
+    if body["state"] != "succeeded":
+        case_dir.mkdir(parents=True, exist_ok=True)
+        (case_dir / ERROR_NAME).write_text(json.dumps({"status": body["state"], "reason": body["reason"]}, indent=2))
+        return CaseRow(label, job["kind"], body["state"], body.get("reason") or "")
+    files: dict[str, bytes] = {}
+    for f in body["files"]:
+        response = httpx.get(f["url"], timeout=600)
+        if response.status_code != 200:
+            raise SubmitError(f"{label}: download of {f['name']} failed (HTTP {response.status_code}); re-run to resume")
+        files[f["name"].rsplit("/", 1)[-1]] = response.content
+    if RESULT_NAME not in files:
+        files[RESULT_NAME] = json.dumps(body["result"], indent=2).encode()
+    write_case_outputs(case_dir, files)
+    try:
+        metrics = summary_fields(body["result"])
+    except (KeyError, TypeError):
+        metrics = {}
+    return CaseRow(label, job["kind"], "succeeded", metrics=metrics,
+                   previews=[str(p) for p in sorted(case_dir.glob("*.png"))])
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `occlutrace submit`."""
+    parser.add_argument("cases_dir", type=Path, metavar="DIR")
+    parser.add_argument("--server", required=True, help="controller URL, e.g. https://occlutrace.example")
+    parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("-o", "--out", type=Path, default=Path("occlutrace-results"))
+    parser.add_argument("--wait", action="store_true", help="wait and download every result into OUT/<case>/")
+    parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def submit_from_args(args: argparse.Namespace) -> int:
+    """Exit code 0 only when every case was submitted (and, with --wait, succeeded)."""
+    try:
+        summary = submit_cases(args.cases_dir, args.server, read_token(args.token_file), args.out, wait=args.wait,
+                               progress=not args.no_progress, timeout_s=args.timeout)
+    except (SubmitError, InputRejected) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = summary.counts()
+    print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    ok_states = ("succeeded", "skipped") if args.wait else ("succeeded", "skipped", "submitted")
+    return 0 if all(r.status in ok_states for r in summary.rows) else 1
+
+
+def submit_main(argv: list[str] | None = None) -> int:
+    """`occlutrace submit` as a stand-alone entry point."""
+    parser = argparse.ArgumentParser(prog="occlutrace submit", description=__doc__.split("\n\n")[0])
+    add_submit_arguments(parser)
+    return submit_from_args(parser.parse_args(argv))

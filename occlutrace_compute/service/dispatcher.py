@@ -1,0 +1,355 @@
+"""The dispatcher: one named, detached Ray actor that feeds queued jobs to worker actors.
+
+It holds no state of its own worth keeping: at every (re)start it rebuilds its queue from the
+job records in the store, then rescans the store's queue markers periodically, so a job whose
+notification was lost, or whose worker or dispatcher died, is picked up again. Workers are
+actors it owns (restartable); when one dies its batch's unfinished jobs go back to the queue.
+Tenants are served round-robin when batches are packed, so one tenant's thousand jobs do not
+starve another tenant's one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from occlutrace_compute.jobs.models import TERMINAL_STATES
+from occlutrace_compute.service.callbacks import deliver
+from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.logs import log, setup_logging
+from occlutrace_compute.service.metrics import ClusterMetrics
+from occlutrace_compute.service.records import JobRef, JobRepo
+from occlutrace_compute.service.worker import AlignWorker, status_body
+
+logger = logging.getLogger("occlutrace.dispatcher")
+DISPATCHER_NAME = "occlutrace-dispatcher"
+POLL_S = 0.2
+RETRY_DELAY_S = 1.0
+ORPHAN_MARKER_AGE_S = 120.0
+
+
+@dataclass
+class _Slot:
+    handle: Any
+    index: int
+    device: str = "cpu"
+    pid: int | None = None
+    ready: bool = False
+    info_ref: Any = None
+    batch_ref: Any = None
+    batch: list[JobRef] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Runs its loop on a thread of its own; the actor's methods only talk to that loop."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        setup_logging()
+        self.config = config
+        self.repo = JobRepo(config.open_store())
+        self.metrics = ClusterMetrics()
+        self._notes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._queues: dict[str, deque[JobRef]] = {}
+        self._tenant_order: deque[str] = deque()
+        self._pending: set[str] = set()
+        self._busy: set[str] = set()
+        self._deferred: list[tuple[float, JobRef]] = []
+        self._waiting: set[str] = set()
+        self._slots: list[_Slot] = []
+        self._stats: dict[str, Any] = {"started": False}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._callbacks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback")
+        self._thread = threading.Thread(target=self._run, name="dispatch-loop", daemon=True)
+        self._thread.start()
+
+    # -- actor methods ---------------------------------------------------------------------
+
+    def ping(self) -> str:
+        return "ok"
+
+    def notify(self, key: str) -> None:
+        """A new job record was written under `key`; the periodic rescan covers a lost notify."""
+        self._notes.put(key)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(self._stats)
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.exposition()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for slot in self._slots:
+            ray.kill(slot.handle, no_restart=True)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        rebuilt = False
+        next_rescan = 0.0
+        while not self._stop.is_set():  # the service loop; every wait in it is bounded
+            try:
+                if not rebuilt:
+                    self._rebuild()
+                    rebuilt = True
+                    next_rescan = time.monotonic() + self.config.rescan_s
+                if time.monotonic() >= next_rescan:
+                    self._ensure_workers()
+                    self._rescan()
+                    next_rescan = time.monotonic() + self.config.rescan_s
+                self._drain_notes()
+                self._release_deferred()
+                self._check_workers()
+                self._dispatch()
+                self._collect()
+                self._publish()
+            except Exception as exc:  # store outage or a bug: log, back off, carry on
+                log(logger, logging.ERROR, "dispatch loop error", error=type(exc).__name__)
+                self._stop.wait(RETRY_DELAY_S)
+
+    def _rebuild(self) -> None:
+        """Full scan of the job records: every queued or running job goes back in the queue."""
+        self._ensure_workers()
+        count = 0
+        for ref in self.repo.all_job_refs():
+            record = self.repo.load(ref)
+            if record is not None and record.state not in TERMINAL_STATES:
+                self._enqueue(ref)
+                count += 1
+        log(logger, logging.INFO, "queue rebuilt from the store", count=count)
+
+    def _rescan(self) -> None:
+        """Pick up jobs whose notification was lost; drop stale queue markers."""
+        for ref, marker in self.repo.queued_refs():
+            if ref.key in self._pending or ref.key in self._busy or ref.key in self._waiting:
+                continue
+            record = self.repo.load(ref)
+            if record is None:
+                if _age_s(ref.job_id) > ORPHAN_MARKER_AGE_S:
+                    self.repo.store.delete(marker)
+            elif record.state in TERMINAL_STATES:
+                self.repo.store.delete(marker)
+            else:
+                self._enqueue(ref)
+
+    def _drain_notes(self) -> None:
+        for _ in range(10_000):
+            try:
+                key = self._notes.get_nowait()
+            except queue.Empty:
+                return
+            ref = JobRef.parse(key)
+            if ref is not None:
+                self._enqueue(ref)
+
+    def _enqueue(self, ref: JobRef) -> None:
+        if ref.key in self._pending or ref.key in self._busy or ref.key in self._waiting:
+            return
+        if ref.tenant not in self._queues:
+            self._queues[ref.tenant] = deque()
+            self._tenant_order.append(ref.tenant)
+        self._queues[ref.tenant].append(ref)
+        self._pending.add(ref.key)
+
+    def _defer(self, ref: JobRef) -> None:
+        """Back in the queue after a pause (a failed attempt, a lost worker): no hot retry loop."""
+        if ref.key not in self._waiting:
+            self._waiting.add(ref.key)
+            self._deferred.append((time.monotonic() + RETRY_DELAY_S, ref))
+
+    def _release_deferred(self) -> None:
+        now = time.monotonic()
+        due = [ref for t, ref in self._deferred if t <= now]
+        self._deferred = [(t, ref) for t, ref in self._deferred if t > now]
+        for ref in due:
+            self._waiting.discard(ref.key)
+            self._enqueue(ref)
+
+    def _next_batch(self) -> list[JobRef]:
+        """Up to batch_size jobs, one tenant at a time in rotation (fair share)."""
+        batch: list[JobRef] = []
+        idle_rounds = 0
+        while len(batch) < self.config.batch_size and self._tenant_order and idle_rounds < len(self._tenant_order):
+            tenant = self._tenant_order[0]
+            self._tenant_order.rotate(-1)
+            jobs = self._queues.get(tenant)
+            if not jobs:
+                idle_rounds += 1
+                continue
+            idle_rounds = 0
+            ref = jobs.popleft()
+            self._pending.discard(ref.key)
+            batch.append(ref)
+        return batch
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _ensure_workers(self) -> None:
+        """One worker per GPU in the cluster, else `cpu_workers` CPU workers; grows with the cluster."""
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = gpus > 0
+        wanted = gpus if use_gpu else self.config.cpu_workers
+        remote = ray.remote(AlignWorker).options(
+            num_gpus=1 if use_gpu else 0,
+            num_cpus=self.config.worker_cpus,
+            max_restarts=-1,
+            max_task_retries=0,
+        )
+        while len(self._slots) < wanted:
+            slot = _Slot(handle=remote.remote(self.config), index=len(self._slots))
+            slot.info_ref = slot.handle.info.remote()
+            self._slots.append(slot)
+
+    def _check_workers(self) -> None:
+        for slot in self._slots:
+            if slot.ready or slot.info_ref is None:
+                continue
+            done, _ = ray.wait([slot.info_ref], timeout=0)
+            if not done:
+                continue
+            try:
+                info = ray.get(slot.info_ref)
+                slot.ready, slot.device, slot.pid = True, info["device"], info["pid"]
+                slot.info_ref = None
+                log(logger, logging.INFO, "worker ready", worker=slot.index, device=slot.device)
+            except RayError:
+                slot.info_ref = slot.handle.info.remote()  # restarting: ask again
+
+    def _dispatch(self) -> None:
+        for slot in self._slots:
+            if not slot.ready or slot.batch_ref is not None:
+                continue
+            batch = self._next_batch()
+            if not batch:
+                return
+            slot.batch = batch
+            slot.batch_ref = slot.handle.run_batch.remote([ref.key for ref in batch])
+            self._busy.update(ref.key for ref in batch)
+            self.metrics.batch_size.observe(len(batch))
+            log(logger, logging.INFO, "batch dispatched", worker=slot.index, batch_size=len(batch))
+
+    def _collect(self) -> None:
+        running = {slot.batch_ref: slot for slot in self._slots if slot.batch_ref is not None}
+        if not running:
+            self._wait_for_note()
+            return
+        done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+        for ref in done:
+            slot = running[ref]
+            batch, slot.batch, slot.batch_ref = slot.batch, [], None
+            self._busy.difference_update(r.key for r in batch)
+            try:
+                outcomes = ray.get(ref, timeout=5)
+            except (RayError, GetTimeoutError) as exc:
+                self._worker_lost(slot, batch, exc)
+                continue
+            for outcome in outcomes:
+                self._record_outcome(outcome)
+
+    def _wait_for_note(self) -> None:
+        try:
+            key = self._notes.get(timeout=POLL_S)
+        except queue.Empty:
+            return
+        ref = JobRef.parse(key)
+        if ref is not None:
+            self._enqueue(ref)
+
+    def _worker_lost(self, slot: _Slot, batch: list[JobRef], exc: Exception) -> None:
+        """The worker died (or the task broke): unfinished jobs go back, or fail if exhausted."""
+        slot.ready = False
+        slot.info_ref = slot.handle.info.remote()
+        log(logger, logging.WARNING, "worker lost", worker=slot.index, error=type(exc).__name__,
+            batch_size=len(batch))
+        for ref in batch:
+            record = self.repo.load(ref)
+            if record is None or record.state in TERMINAL_STATES:
+                continue
+            if record.state == "running" and record.attempts >= self.config.max_attempts:
+                record.state = "failed"
+                record.reason = f"the worker was lost on each of {record.attempts} attempts"
+                self.repo.save(record)
+                self._record_outcome({"key": ref.key, "state": "failed", "final": True,
+                                      "kind": record.spec.kind, "callback_url": record.callback_url,
+                                      "status": status_body(record)})
+                continue
+            if record.state == "running":
+                record.state = "queued"
+                self.repo.save(record)
+            self._defer(ref)
+
+    def _record_outcome(self, outcome: dict) -> None:
+        ref = JobRef.parse(outcome["key"])
+        if ref is None:
+            return
+        if outcome["state"] == "queued":  # a failed attempt with attempts left
+            self._defer(ref)
+            return
+        if not outcome.get("final"):
+            return
+        self.metrics.jobs_finished.labels(kind=outcome.get("kind", "unknown"), state=outcome["state"]).inc()
+        if outcome.get("figures"):
+            self.metrics.observe_job(outcome["figures"])
+        if outcome.get("callback_url") and outcome.get("status"):
+            self._callbacks.submit(
+                deliver, outcome["callback_url"], outcome["status"], self.config.callback_secret,
+                self.config.callback_attempts, self.config.callback_backoff_s, self._stop,
+            )
+
+    def _publish(self) -> None:
+        ready: dict[str, int] = {"cpu": 0, "cuda": 0}
+        for slot in self._slots:
+            if slot.ready:
+                ready[slot.device] = ready.get(slot.device, 0) + 1
+        for device, n in ready.items():
+            self.metrics.workers.labels(device=device).set(n)
+        depth = len(self._pending) + len(self._deferred)
+        self.metrics.queue_depth.set(depth)
+        with self._lock:
+            self._stats = {
+                "started": True,
+                "pid": os.getpid(),
+                "queue_depth": depth,
+                "in_flight": len(self._busy),
+                "workers": ready,
+                "worker_pids": [s.pid for s in self._slots if s.ready],
+            }
+
+
+def _age_s(job_id: str) -> float:
+    """A job id starts with a letter and 12 hex digits of its creation time in ms."""
+    try:
+        return time.time() - int(job_id[1:13], 16) / 1000.0
+    except ValueError:
+        return float("inf")
+
+
+def get_dispatcher(config: ServiceConfig) -> Any:
+    """The running dispatcher, created (detached, restartable) if there is none yet."""
+    return (
+        ray.remote(Dispatcher)
+        .options(
+            name=DISPATCHER_NAME,
+            namespace=config.ray_namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,
+            max_concurrency=8,
+            num_cpus=0,
+        )
+        .remote(config)
+    )

@@ -1,0 +1,109 @@
+"""ASGI middleware: request-size limits, HTTP metrics and the JSON access log.
+
+The access log and the metrics name the matched route TEMPLATE (`/v1/download/{token}`), never
+the raw path, so signed tokens in URLs stay out of logs and label values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable
+
+from occlutrace_compute.service.logs import log
+from occlutrace_compute.service.metrics import ControllerMetrics
+
+logger = logging.getLogger("occlutrace.http")
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+TENANT_SCOPE_KEY = "occlutrace.tenant"  # set by the auth dependency, read by the access log
+UPLOAD_PATHS = re.compile(r"^/v1/(cases/[^/]+/files|uploads/[^/]+)$")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Send, status: int, body: dict) -> None:
+    raw = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+class SizeLimit:
+    """413 for a body over the limit: uploads get `upload_limit`, everything else `json_limit`."""
+
+    def __init__(self, app: Any, upload_limit: int, json_limit: int) -> None:
+        self.app = app
+        self.upload_limit = upload_limit
+        self.json_limit = json_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload_limit if UPLOAD_PATHS.match(scope["path"]) else self.json_limit
+        problem = {"error": "too_large", "message": f"request body over the limit of {limit} bytes",
+                   "source": "request body", "problem": f"larger than {limit} bytes"}
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_json(send, 413, problem)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_json(send, 413, problem)
+
+
+class AccessLog:
+    """Counts and times every request by route template; logs one JSON line per request."""
+
+    def __init__(self, app: Any, metrics: ControllerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            elapsed = time.perf_counter() - start
+            self.metrics.http_requests.labels(method=scope["method"], route=route, status=str(status)).inc()
+            self.metrics.http_duration.labels(route=route).observe(elapsed)
+            log(logger, logging.INFO, "request", method=scope["method"], route=route, status=status,
+                duration_s=round(elapsed, 4), tenant=scope.get(TENANT_SCOPE_KEY))

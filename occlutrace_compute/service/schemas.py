@@ -1,0 +1,100 @@
+"""Request and response models of the `/v1` HTTP API (they define its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from occlutrace_compute.jobs.models import JobKind, JobOptions, JobState
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. 'rejected', 'not_found'")
+    message: str
+    source: str | None = Field(None, description="the file, label or field at fault")
+    problem: str | None = None
+
+
+class UploadInfo(BaseModel):
+    name: str = Field(description="file name inside the case; use it in a job's inputs")
+    key: str
+    bytes: int
+    sanitized: bool = True
+
+
+class UploadUrlRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+
+
+class UploadUrlResponse(BaseModel):
+    upload_id: str
+    method: Literal["PUT"] = "PUT"
+    url: str = Field(description="PUT the raw file bytes here before it expires")
+    expires_in: int
+    commit: str = Field(description="POST here afterwards: the file is validated and sanitised")
+
+
+class JobCreate(BaseModel):
+    case: str = Field(min_length=1, max_length=128, description="case label (de-identified)")
+    kind: JobKind
+    inputs: dict[str, str] = Field(
+        description="role -> uploaded file name of the case (pair: fixed, moving; bite: upper, lower, bite1[, bite2])"
+    )
+    options: JobOptions = Field(default_factory=JobOptions)
+    callback_url: str | None = Field(None, max_length=2000, pattern=r"^https?://")
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    case: str
+    kind: JobKind
+    state: JobState
+    reason: str | None = None
+    attempts: int = 0
+    batch_id: str | None = None
+    created_at: str
+    updated_at: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+    next: str | None = Field(None, description="pass as `after` for the next page")
+
+
+class BatchCreate(BaseModel):
+    jobs: list[JobCreate] = Field(min_length=1, max_length=1000)
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    jobs: list[JobStatus]
+
+
+class BatchStatus(BaseModel):
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    done: bool
+    jobs: list[JobStatus]
+    next: str | None = None
+
+
+class OutputFile(BaseModel):
+    name: str
+    url: str = Field(description="time-limited download URL")
+
+
+class JobResult(BaseModel):
+    job_id: str
+    state: JobState
+    reason: str | None = None
+    result: dict | None = None
+    files: list[OutputFile] = []
+    expires_in: int
+
+
+class PurgeResult(BaseModel):
+    case: str
+    removed: list[str]
+    count: int

@@ -1,0 +1,296 @@
+"""The controller's HTTP API in-process (ASGI), on a real local store; no Ray needed.
+
+Jobs are stored and stay queued (no dispatcher); where a finished job is needed, the real
+worker class runs it in this process with a scripted job function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+
+import httpx
+
+import pytest
+from fastapi.testclient import TestClient
+from test_service_support import JOB_FN, free_port, mesh_bytes, wait_for, write_tokens
+
+from occlutrace_compute.service.app import create_app
+from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.logs import JsonFormatter
+from occlutrace_compute.service.records import JobRef
+from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
+from occlutrace_compute.service.worker import AlignWorker
+from occlutrace_compute.storage import LocalStore
+
+TOKENS = {"tok-a": "alpha", "tok-b": "beta"}
+
+
+@pytest.fixture
+def env(tmp_path):
+    tokens = write_tokens(tmp_path / "tokens", TOKENS)
+    config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens),
+                                    job_fn=JOB_FN, max_upload_bytes=200_000)
+    store = LocalStore(tmp_path / "store")
+    app = create_app(config, store=store)
+    clients = {name: TestClient(app, headers={"Authorization": f"Bearer {tok}"}) for tok, name in TOKENS.items()}
+    clients["anon"] = TestClient(app)
+    return config, store, clients, tokens
+
+
+def _pair(client, case="case-001", **extra):
+    for role, seed in (("fixed", 0), ("moving", 1)):
+        r = client.post(f"/v1/cases/{case}/files", files={"file": (f"{role}.stl", mesh_bytes(seed))})
+        assert r.status_code == 201, r.text
+    return client.post("/v1/jobs", json={"case": case, "kind": "pair",
+                                          "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}, **extra},
+                       headers=extra.pop("headers", None))
+
+
+def _run_in_process(config, job_key):
+    return AlignWorker(config).run_batch([job_key])
+
+
+def test_missing_or_wrong_token_is_401_everywhere(env):
+    _, _, c, _ = env
+    calls = [("get", "/v1/jobs"), ("get", "/v1/jobs/j0000000000000000000000"), ("post", "/v1/jobs"),
+             ("post", "/v1/batches"), ("get", "/v1/batches/b0000000000000000000000"),
+             ("delete", "/v1/cases/case-001"), ("post", "/v1/cases/case-001/files"),
+             ("post", "/v1/cases/case-001/uploads"), ("post", "/v1/jobs/j0000000000000000000000/cancel"),
+             ("get", "/v1/jobs/j0000000000000000000000/result")]
+    for method, path in calls:
+        r = getattr(c["anon"], method)(path)
+        assert r.status_code == 401, (method, path, r.status_code)
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = getattr(c["anon"], method)(path, headers={"Authorization": "Bearer not-a-token"})
+        assert r.status_code == 401, (method, path)
+    assert c["anon"].get("/healthz").status_code == 200
+
+
+def test_tokens_file_hashed_entries_and_reload(env, tmp_path):
+    config, store, c, tokens = env
+    digest = hashlib.sha256(b"rotated-secret").hexdigest()
+    tokens.write_text(f"# rotated\ngamma sha256:{digest}\nalpha tok-a  # still valid\n")
+    app = c["alpha"].app
+    fresh = TestClient(app, headers={"Authorization": "Bearer rotated-secret"})
+    assert fresh.get("/v1/jobs").status_code == 200
+    assert c["beta"].get("/v1/jobs").status_code == 401  # removed from the file
+    assert c["alpha"].get("/v1/jobs").status_code == 200
+
+
+def test_upload_is_sanitised_and_bad_uploads_are_rejected_with_the_file_named(env):
+    _, store, c, _ = env
+    data = bytearray(mesh_bytes(0))
+    data[:80] = b"Patient Jane Doe 1961-04-03".ljust(80, b" ")  # an identifying binary STL header
+    r = c["alpha"].post("/v1/cases/case-001/files", files={"file": ("upper.stl", bytes(data))})
+    assert r.status_code == 201, r.text
+    stored = store.get(r.json()["key"])
+    assert b"Jane" not in stored and len(stored) == len(data)
+
+    r = c["alpha"].post("/v1/cases/case-001/files", files={"file": ("lower.stl", b"solid x\nnot a mesh\n")})
+    assert r.status_code == 422 and r.json()["source"] == "lower.stl", r.text
+    r = c["alpha"].post("/v1/cases/case-001/files", files={"file": ("Smith_John_upper.stl", mesh_bytes(1))})
+    assert r.status_code == 422 and "Smith_John" in r.json()["problem"]
+    r = c["alpha"].post("/v1/cases/Doe_Jane_1961-04-03/files", files={"file": ("upper.stl", mesh_bytes(1))})
+    assert r.status_code == 422 and "case label" in r.json()["source"]
+    r = c["alpha"].post("/v1/cases/case-001/files", files={"file": ("big.stl", b"\0" * 300_000)})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    r = c["alpha"].post("/v1/cases/case-001/files", content=b"--xx\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=xx"})
+    assert r.status_code in (400, 422)
+    assert store.list("tenants/alpha/cases/case-001/inputs/") == ["tenants/alpha/cases/case-001/inputs/upper.stl"]
+
+
+def test_idempotency_key_creates_one_job(env):
+    _, store, c, _ = env
+    headers = {"Idempotency-Key": "req-42"}
+    first = _pair(c["alpha"], headers=headers)
+    assert first.status_code == 201
+    body = {"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+    again = c["alpha"].post("/v1/jobs", json=body, headers=headers)
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    other = c["alpha"].post("/v1/jobs", json={**body, "kind": "pair", "options": {"tolerance_mm": 0.1}}, headers=headers)
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    assert len([k for k in store.list("tenants/alpha/cases/") if k.endswith("job.json")]) == 1
+    missing = c["alpha"].post("/v1/jobs", json={**body, "inputs": {"fixed": "fixed.stl", "moving": "nope.stl"}})
+    assert missing.status_code == 422 and missing.json()["source"] == "input 'moving'"
+
+
+def test_listing_pages_and_batches(env):
+    _, _, c, _ = env
+    for role, seed in (("fixed", 0), ("moving", 1)):
+        c["alpha"].post("/v1/cases/case-002/files", files={"file": (f"{role}.stl", mesh_bytes(seed))})
+    job = {"case": "case-002", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+    r = c["alpha"].post("/v1/batches", json={"jobs": [job] * 5})
+    assert r.status_code == 201, r.text
+    batch = r.json()
+    seen, after = [], None
+    for _ in range(5):
+        page = c["alpha"].get("/v1/jobs", params={"limit": 2, **({"after": after} if after else {})}).json()
+        seen += [j["job_id"] for j in page["jobs"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == sorted(j["job_id"] for j in batch["jobs"])
+    status = c["alpha"].get(f"/v1/batches/{batch['batch_id']}", params={"limit": 3}).json()
+    assert status["total"] == 5 and status["counts"] == {"queued": 5} and len(status["jobs"]) == 3
+    assert not status["done"] and status["next"] == status["jobs"][-1]["job_id"]
+    bad = c["alpha"].post("/v1/batches", json={"jobs": [job, {**job, "inputs": {"fixed": "x.stl", "moving": "moving.stl"}}]})
+    assert bad.status_code == 422
+    assert len(c["alpha"].get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == 5  # all or nothing
+
+
+def test_results_download_and_tenant_isolation(env):
+    config, store, c, _ = env
+    job = _pair(c["alpha"]).json()
+    key = JobRef("alpha", "case-001", job["job_id"]).key
+    outcome = _run_in_process(config, key)
+    assert outcome[0]["state"] == "succeeded"
+    result = c["alpha"].get(f"/v1/jobs/{job['job_id']}/result").json()
+    names = {f["name"]: f["url"] for f in result["files"]}
+    assert set(names) == {"outputs/result.json", "outputs/aligned.stl"}
+    got = c["anon"].get(names["outputs/aligned.stl"])
+    assert got.status_code == 200 and got.content == store.get("tenants/alpha/cases/case-001/inputs/fixed.stl")
+    tampered = names["outputs/aligned.stl"][:-3] + "AAA"
+    assert c["anon"].get(tampered).status_code == 403
+
+    jid = job["job_id"]
+    batch_id = c["alpha"].post("/v1/batches", json={"jobs": [{"case": "case-001", "kind": "pair",
+                               "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}]}).json()["batch_id"]
+    b = c["beta"]
+    assert b.get(f"/v1/jobs/{jid}").status_code == 404
+    assert b.get(f"/v1/jobs/{jid}/result").status_code == 404
+    assert b.post(f"/v1/jobs/{jid}/cancel").status_code == 404
+    assert b.get(f"/v1/batches/{batch_id}").status_code == 404
+    assert b.get("/v1/jobs").json()["jobs"] == []
+    foreign = {"case": "case-001", "kind": "pair",
+               "inputs": {"fixed": "tenants/alpha/cases/case-001/inputs/fixed.stl", "moving": "moving.stl"}}
+    assert b.post("/v1/jobs", json=foreign).status_code == 422
+    assert b.post("/v1/cases/case-001/uploads/u0000000000000000000000/commit").status_code == 404
+    assert b.delete("/v1/cases/case-001").json()["count"] == 0
+    assert store.list("tenants/alpha/cases/case-001/")  # untouched
+
+
+def test_cancel_and_purge(env):
+    config, store, c, _ = env
+    job = _pair(c["alpha"]).json()
+    r = c["alpha"].post(f"/v1/jobs/{job['job_id']}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert c["alpha"].post(f"/v1/jobs/{job['job_id']}/cancel").status_code == 409
+    outcome = _run_in_process(config, JobRef("alpha", "case-001", job["job_id"]).key)
+    assert outcome[0]["state"] == "cancelled" and c["alpha"].get(f"/v1/jobs/{job['job_id']}").json()["state"] == "cancelled"
+
+    r = c["alpha"].delete("/v1/cases/case-001")
+    assert r.status_code == 200
+    removed = r.json()["removed"]
+    assert any(k.endswith("inputs/fixed.stl") for k in removed) and any("/index/jobs/" in k for k in removed)
+    assert [k for k in store.list("") if "case-001" in k or job["job_id"] in k and not k.startswith("testctl/")] == []
+    assert c["alpha"].get(f"/v1/jobs/{job['job_id']}").status_code == 404
+
+
+def test_upload_url_flow_on_the_local_store(env):
+    _, store, c, _ = env
+    r = c["alpha"].post("/v1/cases/case-003/uploads", json={"name": "fixed.ply"})
+    assert r.status_code == 201, r.text
+    grant = r.json()
+    assert c["alpha"].post(grant["commit"]).status_code == 409  # nothing PUT yet
+    assert c["anon"].put(grant["url"], content=mesh_bytes(2, "ply")).status_code == 204
+    done = c["alpha"].post(grant["commit"])
+    assert done.status_code == 201 and done.json()["name"] == "fixed.ply"
+    assert store.list("tenants/alpha/cases/case-003/") == ["tenants/alpha/cases/case-003/inputs/fixed.ply"]
+    assert c["anon"].put(grant["url"].replace("uploads/", "uploads/x"), content=b"x").status_code == 403
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path):
+    tokens = write_tokens(tmp_path / "tokens", TOKENS)
+    config = ServiceConfig.from_env(store=f"file://{tmp_path}", tokens_file=str(tokens), rate_per_s=0.5, rate_burst=3)
+    client = TestClient(create_app(config), headers={"Authorization": "Bearer tok-a"})
+    codes = [client.get("/v1/jobs").status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3] == 429
+    other = TestClient(client.app, headers={"Authorization": "Bearer tok-b"})
+    assert other.get("/v1/jobs").status_code == 200  # per tenant
+    r = client.get("/v1/jobs")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_metrics_and_health(env):
+    _, _, c, _ = env
+    _pair(c["alpha"])
+    text = c["anon"].get("/metrics").text
+    for name in ("occlutrace_jobs_submitted_total{kind=\"pair\"}", "occlutrace_bytes_in_total",
+                 "occlutrace_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"201\"}",
+                 "occlutrace_http_request_duration_seconds_bucket"):
+        assert name in text, name
+    ready = c["anon"].get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"store": "ok", "ray": "disabled"}
+
+
+def test_malformed_tokens_file_keeps_the_last_good_tokens(env):
+    _, _, c, tokens = env
+    assert c["alpha"].get("/v1/jobs").status_code == 200
+    tokens.write_text("alpha tok-a extra-field\n")  # line 1 malformed
+    assert c["alpha"].get("/v1/jobs").status_code == 200
+    tokens.write_text("beta tok-b\n")
+    assert c["alpha"].get("/v1/jobs").status_code == 401 and c["beta"].get("/v1/jobs").status_code == 200
+
+
+def test_signed_urls_expire_and_are_bound_to_method():
+    grant = UrlGrant("alpha", "tenants/alpha/cases/c/x", "GET", time.time() + 900)
+    token = sign_grant("secret", grant)
+    assert verify_grant("secret", token, "GET") == grant
+    assert verify_grant("secret", token, "PUT") is None
+    assert verify_grant("other-secret", token, "GET") is None
+    assert verify_grant("secret", token, "GET", now=time.time() + 901) is None
+
+
+def test_logs_hold_no_tokens_urls_or_file_names(env):
+    config, _, c, _ = env
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("occlutrace")
+    logger.addHandler(handler)
+    try:
+        job = _pair(c["alpha"], case="case-009").json()
+        _run_in_process(config, JobRef("alpha", "case-009", job["job_id"]).key)
+        files = c["alpha"].get(f"/v1/jobs/{job['job_id']}/result").json()["files"]
+        for f in files:
+            assert c["anon"].get(f["url"]).status_code == 200
+        c["anon"].get("/v1/jobs", headers={"Authorization": "Bearer wrong-token-xyz"})
+    finally:
+        logger.removeHandler(handler)
+    text = buffer.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert any(line.get("job_id") == job["job_id"] and line.get("tenant") == "alpha" for line in lines)
+    for secret in ["tok-a", "wrong-token-xyz", "fixed.stl", *(f["url"].rsplit("/", 1)[-1] for f in files)]:
+        assert secret not in text
+
+
+def test_serve_main_runs_the_controller_as_a_process(tmp_path):
+    tokens = write_tokens(tmp_path / "tokens", TOKENS)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "occlutrace_compute.service.server", "--port", str(port), "--no-dispatcher",
+         "--store", f"file://{tmp_path / 'store'}", "--tokens-file", str(tokens)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return proc.poll() is not None
+        wait_for(up, 60, "the controller process to answer")
+        assert proc.poll() is None
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": "Bearer tok-b"})
+        assert r.status_code == 200 and r.json() == {"jobs": [], "next": None}
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(line.get("route") == "/v1/jobs" and line.get("tenant") == "beta" for line in lines)
+    assert "tok-b" not in output
