@@ -1,4 +1,8 @@
-"""CPU backend: scipy's cKDTree on all cores. Best for large single pairs on CPU."""
+"""CPU backend: scipy's cKDTree on all cores. Best for large single pairs on CPU.
+
+The tree finds the neighbours; their squared distances are then recomputed in the input dtype with
+the same formula as the other backends (dx*dx + dy*dy + dz*dz), so all backends agree exactly.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,21 @@ def knn(query: torch.Tensor, ref: torch.Tensor, query_lengths: torch.Tensor, ref
     from occlutrace_compute.nn.api import KnnResult
 
     b, p, _ = query.shape
-    d2 = np.full((b, p, k), np.inf, dtype=np.float64)
+    dtype = query.dtype if query.dtype in (torch.float32, torch.float64) else torch.float32
+    q_np = query.detach().to("cpu", dtype).numpy()
+    r_np = ref.detach().to("cpu", dtype).numpy()
+    d2 = np.full((b, p, k), np.inf, dtype=q_np.dtype)
     idx = np.full((b, p, k), -1, dtype=np.int64)
-    q_np = query.detach().cpu().numpy()
-    r_np = ref.detach().cpu().numpy()
-    for i in range(b):
-        nq, nr = int(query_lengths[i]), int(ref_lengths[i])
-        dist, ii = cKDTree(r_np[i, :nr]).query(q_np[i, :nq], k=k, workers=-1)
-        d2[i, :nq] = (dist**2).reshape(nq, k)
-        idx[i, :nq] = ii.reshape(nq, k)
-    return KnnResult(torch.from_numpy(d2).to(query.dtype).to(query.device), torch.from_numpy(idx).to(query.device))
+    for i, (nq, nr) in enumerate(zip(query_lengths.tolist(), ref_lengths.tolist())):
+        if nq == 0 or nr == 0:
+            continue
+        kk = min(k, nr)
+        _, ii = cKDTree(r_np[i, :nr]).query(q_np[i, :nq], k=kk, workers=-1)
+        ii = np.asarray(ii, dtype=np.int64).reshape(nq, kk)
+        diff = r_np[i][ii] - q_np[i, :nq, None, :]
+        dd = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
+        if kk > 1:  # the tree ranks in float64; keep rows sorted in the input dtype
+            order = np.argsort(dd, axis=1, kind="stable")
+            dd, ii = np.take_along_axis(dd, order, 1), np.take_along_axis(ii, order, 1)
+        d2[i, :nq, :kk], idx[i, :nq, :kk] = dd, ii
+    return KnnResult(torch.from_numpy(d2).to(query.device, query.dtype), torch.from_numpy(idx).to(query.device))
