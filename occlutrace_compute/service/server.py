@@ -37,7 +37,7 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, config: ServiceConfig 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `occlutrace serve`; each defaults to its OCCLUTRACE_* variable."""
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--store", help="file:///path or s3://bucket/prefix (OCCLUTRACE_STORE)")
     parser.add_argument("--s3-endpoint", help="OCCLUTRACE_S3_ENDPOINT")
     parser.add_argument("--ray-address", help="OCCLUTRACE_RAY_ADDRESS (default: start a local Ray)")

