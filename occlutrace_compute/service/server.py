@@ -24,7 +24,7 @@ def build_app(config: ServiceConfig, with_dispatcher: bool = True):
     return create_app(config, link=link)
 
 
-def run_server(host: str = "127.0.0.1", port: int = 8080, config: ServiceConfig | None = None,
+def run_server(host: str = "127.0.0.1", port: int = 8000, config: ServiceConfig | None = None,
                with_dispatcher: bool = True, workers_log_level: str = "INFO") -> None:
     """Serve the API until interrupted. Uvicorn's access log is off: ours never logs paths."""
     setup_logging(workers_log_level)
