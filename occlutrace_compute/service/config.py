@@ -53,8 +53,11 @@ class ServiceConfig:
     job_fn: str = "occlutrace_compute.jobs.runner:run_job"
     batch_size: int = 4
     max_attempts: int = 3
-    cpu_workers: int = 1
+    cpu_workers: int = 1  # CPU mode (no GPU in the cluster): workers kept even when idle
+    min_workers: int = 1  # GPU mode: workers kept even when idle (one warm GPU)
+    max_workers: int = 8  # upper bound on workers, and on the resources asked of the autoscaler
     worker_cpus: float = 1.0
+    worker_idle_s: float = 120.0  # a worker above the floor idle this long is let go (node can go)
     rescan_s: float = 10.0
     callback_attempts: int = 5
     callback_backoff_s: float = 0.5

@@ -6,11 +6,19 @@ notification was lost, or whose worker or dispatcher died, is picked up again. W
 actors it owns (restartable); when one dies its batch's unfinished jobs go back to the queue.
 Tenants are served round-robin when batches are packed, so one tenant's thousand jobs do not
 starve another tenant's one.
+
+Scaling: the dispatcher asks the Ray autoscaler for one worker-shaped bundle per batch of
+queued or running jobs (`request_resources`, capped at `max_workers`), clears the request when
+the queue drains, creates a worker actor whenever the cluster has room for one more that the
+queue needs, and lets a worker above the floor go after `worker_idle_s` without work, so that
+its node becomes idle and the autoscaler can remove it. Workers are GPU workers (num_gpus=1)
+once the cluster has shown a GPU, else CPU workers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.autoscaler.sdk import request_resources
 from ray.exceptions import GetTimeoutError, RayError
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES
@@ -36,12 +45,15 @@ DISPATCHER_NAME = "occlutrace-dispatcher"
 POLL_S = 0.2
 RETRY_DELAY_S = 1.0
 ORPHAN_MARKER_AGE_S = 120.0
+SCALE_S = 1.0  # how often the worker count and the autoscaler request are revised
 
 
 @dataclass
 class _Slot:
     handle: Any
     index: int
+    gpu: bool
+    idle_since: float
     device: str = "cpu"
     pid: int | None = None
     ready: bool = False
@@ -66,6 +78,9 @@ class Dispatcher:
         self._deferred: list[tuple[float, JobRef]] = []
         self._waiting: set[str] = set()
         self._slots: list[_Slot] = []
+        self._next_index = 0
+        self._gpu_mode = False  # sticky: a cluster that has shown a GPU gets GPU workers
+        self._requested: int | None = None  # bundles last asked of the autoscaler
         self._stats: dict[str, Any] = {"started": False}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,12 +109,13 @@ class Dispatcher:
         self._thread.join(10)
         for slot in self._slots:
             ray.kill(slot.handle, no_restart=True)
+        self._request(0)
 
     # -- the loop --------------------------------------------------------------------------
 
     def _run(self) -> None:
         rebuilt = False
-        next_rescan = 0.0
+        next_rescan = next_scale = 0.0
         while not self._stop.is_set():  # the service loop; every wait in it is bounded
             try:
                 if not rebuilt:
@@ -107,9 +123,11 @@ class Dispatcher:
                     rebuilt = True
                     next_rescan = time.monotonic() + self.config.rescan_s
                 if time.monotonic() >= next_rescan:
-                    self._ensure_workers()
                     self._rescan()
                     next_rescan = time.monotonic() + self.config.rescan_s
+                if time.monotonic() >= next_scale:
+                    self._scale()
+                    next_scale = time.monotonic() + SCALE_S
                 self._drain_notes()
                 self._release_deferred()
                 self._check_workers()
@@ -122,7 +140,6 @@ class Dispatcher:
 
     def _rebuild(self) -> None:
         """Full scan of the job records: every queued or running job goes back in the queue."""
-        self._ensure_workers()
         count = 0
         for ref in self.repo.all_job_refs():
             record = self.repo.load(ref)
@@ -197,21 +214,87 @@ class Dispatcher:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _ensure_workers(self) -> None:
-        """One worker per GPU in the cluster, else `cpu_workers` CPU workers; grows with the cluster."""
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        use_gpu = gpus > 0
-        wanted = gpus if use_gpu else self.config.cpu_workers
+    def _scale(self) -> None:
+        """Worker count and autoscaler request follow the queue, within [floor, max_workers]."""
+        self._gpu_mode = self._gpu_mode or ray.cluster_resources().get("GPU", 0) > 0
+        floor = self._floor()
+        backlog = len(self._pending) + len(self._deferred) + len(self._busy)
+        needed = min(math.ceil(backlog / max(self.config.batch_size, 1)), self.config.max_workers)
+        wanted = max(floor, needed)
+        self._request(needed)
+        for _ in range(max(floor - len(self._own()), 0)):  # the floor, even before the cluster has room
+            self._add_worker()
+        room = self._room()
+        while len(self._slots) < wanted and room > 0:
+            self._add_worker()
+            room -= 1
+        self._release_idle(wanted)
+
+    def _floor(self) -> int:
+        """Workers kept even when idle."""
+        return min(self.config.min_workers if self._gpu_mode else self.config.cpu_workers, self.config.max_workers)
+
+    def _own(self) -> list[_Slot]:
+        """Workers of the current kind (GPU or CPU)."""
+        return [slot for slot in self._slots if slot.gpu == self._gpu_mode]
+
+    def _shape(self) -> dict[str, float]:
+        """Resources of one worker actor: also the bundle asked of the autoscaler per worker."""
+        shape = {"GPU": 1.0} if self._gpu_mode else {}
+        if self.config.worker_cpus > 0:
+            shape["CPU"] = float(self.config.worker_cpus)
+        return shape
+
+    def _room(self) -> int:
+        """How many more workers fit in the resources the cluster has free now.
+
+        Workers not ready yet may still be waiting for their share: they are counted against
+        the room (at worst one tick late, never a pile of actors that cannot be placed).
+        """
+        free = ray.available_resources()
+        shape = self._shape()
+        fits = self.config.max_workers if not shape else min(free.get(k, 0.0) // v for k, v in shape.items())
+        return int(fits) - sum(1 for slot in self._slots if not slot.ready)
+
+    def _request(self, workers: int) -> None:
+        """Ask the autoscaler for room for `workers` workers in all (0 clears the request)."""
+        if workers == self._requested:
+            return
+        request_resources(bundles=[self._shape()] * workers)
+        self._requested = workers
+        log(logger, logging.INFO, "autoscaler request", count=workers, device="cuda" if self._gpu_mode else "cpu")
+
+    def _add_worker(self) -> None:
         remote = ray.remote(AlignWorker).options(
-            num_gpus=1 if use_gpu else 0,
+            num_gpus=1 if self._gpu_mode else 0,
             num_cpus=self.config.worker_cpus,
             max_restarts=-1,
             max_task_retries=0,
         )
-        while len(self._slots) < wanted:
-            slot = _Slot(handle=remote.remote(self.config), index=len(self._slots))
-            slot.info_ref = slot.handle.info.remote()
-            self._slots.append(slot)
+        slot = _Slot(handle=remote.remote(self.config), index=self._next_index, gpu=self._gpu_mode,
+                     idle_since=time.monotonic())
+        slot.info_ref = slot.handle.info.remote()
+        self._next_index += 1
+        self._slots.append(slot)
+
+    def _release_idle(self, wanted: int) -> None:
+        """Let go of one worker above `wanted` that has had no batch for `worker_idle_s`.
+
+        Workers of the wrong kind (CPU workers once a GPU appeared) and workers not ready
+        (waiting for a node) go first; one per call, so the count steps down gently.
+        """
+        if len(self._slots) <= wanted:
+            return
+        cutoff = time.monotonic() - self.config.worker_idle_s
+        idle = [s for s in self._slots if s.batch_ref is None and s.idle_since <= cutoff]
+        if not idle:
+            return
+        slot = min(idle, key=lambda s: (s.gpu == self._gpu_mode, s.ready, s.idle_since))
+        if slot.gpu == self._gpu_mode and len(self._own()) <= self._floor():
+            return
+        self._slots.remove(slot)
+        ray.kill(slot.handle, no_restart=True)
+        log(logger, logging.INFO, "idle worker released", worker=slot.index, device=slot.device)
 
     def _check_workers(self) -> None:
         for slot in self._slots:
@@ -250,6 +333,7 @@ class Dispatcher:
         for ref in done:
             slot = running[ref]
             batch, slot.batch, slot.batch_ref = slot.batch, [], None
+            slot.idle_since = time.monotonic()
             self._busy.difference_update(r.key for r in batch)
             try:
                 outcomes = ray.get(ref, timeout=5)
@@ -325,6 +409,7 @@ class Dispatcher:
                 "queue_depth": depth,
                 "in_flight": len(self._busy),
                 "workers": ready,
+                "requested_workers": self._requested or 0,
                 "worker_pids": [s.pid for s in self._slots if s.ready],
             }
 

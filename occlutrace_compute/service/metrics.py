@@ -7,16 +7,24 @@ Two registries, because two kinds of process own them:
 A controller's `/metrics` serves its own registry followed by the dispatcher's exposition text
 (fetched with a short timeout), so one scrape target shows both. With several controller
 replicas the cluster series are identical on each: aggregate them with max(), not sum().
+
+Labelled counters are created with their known label values at zero, so every series the
+dashboard and alerts query exists from the first scrape (rate() over an absent series is no
+data, not zero).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+from occlutrace_compute.jobs.models import TERMINAL_STATES, JobKind
+
 disable_created_metrics()  # no *_created series: they double the exposition for no use here
 
+STORE_OPS = ("put", "get", "exists", "list", "delete", "presign")  # see instrumented.InstrumentedStore
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -28,6 +36,10 @@ class ControllerMetrics:
         self.bytes_in = Counter("occlutrace_bytes_in_total", "Upload bytes accepted", registry=r)
         self.bytes_out = Counter("occlutrace_bytes_out_total", "Bytes served by the controller", registry=r)
         self.store_errors = Counter("occlutrace_store_errors_total", "Failed store operations", ["op"], registry=r)
+        for kind in get_args(JobKind):
+            self.jobs_submitted.labels(kind=kind)
+        for op in STORE_OPS:
+            self.store_errors.labels(op=op)
         self.http_requests = Counter(
             "occlutrace_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )
@@ -47,6 +59,9 @@ class ClusterMetrics:
         self.jobs_finished = Counter(
             "occlutrace_jobs_finished_total", "Jobs reaching a final state", ["kind", "state"], registry=r
         )
+        for kind in get_args(JobKind):
+            for state in sorted(TERMINAL_STATES):
+                self.jobs_finished.labels(kind=kind, state=state)
         self.queue_depth = Gauge("occlutrace_queue_depth", "Jobs queued, not yet on a worker", registry=r)
         self.batch_size = Histogram(
             "occlutrace_batch_size", "Jobs per batch handed to a worker",

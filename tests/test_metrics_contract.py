@@ -1,0 +1,115 @@
+"""The metrics contract between the service and the Helm chart: a real controller (uvicorn on
+127.0.0.1) with the dispatcher and a CPU worker on a local Ray runs one real pair job (the
+real pipeline on samples/case-0001-pair); its /metrics then holds every series the chart's
+Grafana dashboard and PrometheusRule alerts query, and the worker-side series carry the job."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from prometheus_client.parser import text_string_to_metric_families
+from test_deploy_chart import chart_metric_names
+from test_service_support import Api, LiveServer, ray_session, wait_for, write_tokens
+
+from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.dispatcher import get_dispatcher
+from occlutrace_compute.service.server import build_app
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "case-0001-pair"
+HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
+
+
+class Scrape:
+    """One /metrics exposition: family types and, per series name, its samples (labels, value)."""
+
+    def __init__(self, text: str) -> None:
+        self.types: dict[str, str] = {}
+        self.samples: dict[str, list[tuple[dict, float]]] = defaultdict(list)
+        for family in text_string_to_metric_families(text):
+            self.types[family.name] = family.type
+            for sample in family.samples:
+                self.samples[sample.name].append((sample.labels, sample.value))
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(v for lab, v in self.samples.get(name, []) if labels.items() <= lab.items())
+
+
+def required_series(name: str, types: dict[str, str]) -> set[str]:
+    """The series a chart query on `name` needs: all three of a histogram's, a counter's _total."""
+    for suffix in HISTOGRAM_SERIES:
+        base = name.removesuffix(suffix)
+        if base != name and types.get(base) == "histogram":
+            return {base + s for s in HISTOGRAM_SERIES}
+    if types.get(name) == "histogram":
+        return {name + s for s in HISTOGRAM_SERIES}
+    base = name.removesuffix("_total")
+    if types.get(base) == "counter":
+        return {base + "_total"}
+    return {name}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("metrics")
+    tokens = write_tokens(tmp / "tokens", {"tok-m": "metrics"})
+    config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
+                                    ray_namespace="metrics-contract", rescan_s=1.0, cpu_workers=1, batch_size=4,
+                                    rate_burst=5000)  # the default job function: the real pipeline
+    with ray_session(num_cpus=2):
+        server = LiveServer(lambda: build_app(config)).start()
+        yield server, Api(server.url, "tok-m")
+        server.stop()
+        dispatcher = get_dispatcher(config)
+        ray.get(dispatcher.shutdown.remote(), timeout=30)
+        ray.kill(dispatcher, no_restart=True)
+
+
+def scrape(url: str) -> Scrape:
+    resp = httpx.get(f"{url}/metrics", timeout=30)
+    assert resp.status_code == 200
+    return Scrape(resp.text)
+
+
+def test_metrics_cover_the_chart_and_carry_a_real_job(service):
+    server, api = service
+    before = scrape(server.url)  # controller series are per process: other tests may have moved them
+    for path in sorted(SAMPLE.glob("*.ply")):
+        assert api.upload("real-metrics-1", path.name, path.read_bytes()).status_code == 201
+    r = api.http.post("/v1/jobs", json={"case": "real-metrics-1", "kind": "pair",
+                                         "inputs": {"fixed": "fixed.ply", "moving": "moving.ply"}})
+    assert r.status_code == 201, r.text
+    done = api.wait_state(r.json()["job_id"], ("succeeded", "failed", "rejected"), 120)
+    assert done["state"] == "succeeded", done
+
+    def scrape_after_the_job() -> Scrape | None:
+        s = scrape(server.url)
+        return s if s.total("occlutrace_jobs_finished_total", kind="pair", state="succeeded") >= 1 else None
+
+    after = wait_for(scrape_after_the_job, 30, "the dispatcher to record the finished job", every_s=0.2)
+
+    used = chart_metric_names()
+    assert used["dashboard"] and used["alerts"]
+    for source, names in used.items():
+        missing = {s for n in names for s in required_series(n, after.types) if s not in after.samples}
+        assert not missing, f"/metrics lacks series the chart's {source} query: {sorted(missing)}"
+
+    # the worker-side series carry the job that ran
+    assert after.total("occlutrace_batch_size_count") >= 1 and after.total("occlutrace_batch_size_sum") >= 1
+    assert after.total("occlutrace_stage_duration_seconds_count", stage="job") == 1
+    stages = {lab["stage"] for lab, v in after.samples["occlutrace_stage_duration_seconds_count"] if v > 0}
+    assert len(stages - {"job"}) >= 2, stages  # the pipeline's own timings, not only the job's
+    assert after.total("occlutrace_icp_iterations_count") >= 1 and after.total("occlutrace_icp_iterations_sum") > 0
+    rmse_n = after.total("occlutrace_registration_rmse_meters_count")
+    assert rmse_n >= 1
+    assert 0 < after.total("occlutrace_registration_rmse_meters_sum") / rmse_n < 1e-3  # metres: under 1 mm
+    assert after.total("occlutrace_workers", device="cpu") >= 1
+    def grew(name: str, **labels: str) -> float:
+        return after.total(name, **labels) - before.total(name, **labels)
+
+    assert grew("occlutrace_jobs_submitted_total", kind="pair") == 1
+    assert grew("occlutrace_bytes_in_total") == sum(p.stat().st_size for p in SAMPLE.glob("*.ply"))
+    assert grew("occlutrace_http_requests_total", route="/v1/jobs", status="201") == 1
