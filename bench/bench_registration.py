@@ -1,0 +1,168 @@
+"""Registration accuracy and CPU speed on synthetic rescans, ours beside Open3D and small_gicp.
+
+Every method runs in this process on the same cases (generated first, not timed); the error is
+`pointwise_rms_um` over the moving scan's UNCHANGED vertices against the ground truth, success
+means <= 50 um. Peers:
+  open3d        voxel down, normals, FPFH, RANSAC on feature matches, point-to-plane ICP
+  gicp+o3d      small_gicp GICP started from Open3D's RANSAC pose (time: GICP alone)
+  gicp+identity small_gicp GICP from the identity (no global initialisation)
+
+    python bench/bench_registration.py --cases 50 --scenario changed --overlap 0.35 0.6
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.registration import RegistrationOptions, register
+from occlutrace_compute.synth.cases import PairCase, make_pair_case
+from occlutrace_compute.synth.score import pointwise_rms_um, rotation_error_deg
+
+SUCCESS_UM = 50.0
+
+
+@dataclass
+class Runs:
+    errors_um: list[float] = field(default_factory=list)
+    rot_deg: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _ours(case: PairCase, opt: RegistrationOptions) -> tuple[np.ndarray, str]:
+    r = register(case.fixed, case.moving, opt, device="cpu")
+    note = f"fitness {r.fitness:.2f}, confidence {r.confidence:.2f}" + (f", doubtful: {r.reason}" if r.doubtful else "")
+    return r.matrix, note
+
+
+class Open3DPipeline:
+    """The usual Open3D recipe (its tutorial's global + local registration), tuned to scans in mm."""
+
+    def __init__(self, voxel: float = 1.0, fine_voxel: float = 0.25) -> None:
+        import open3d as o3d
+
+        self.o3d = o3d
+        self.voxel = voxel
+        self.fine_voxel = fine_voxel
+        self.last_global: np.ndarray | None = None
+        self.last_global_s = 0.0
+
+    def _cloud(self, mesh: Mesh, voxel: float):
+        o3d = self.o3d
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(mesh.vertices)).voxel_down_sample(voxel)
+        pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2.5 * voxel, max_nn=30))
+        return pcd
+
+    def __call__(self, case: PairCase) -> tuple[np.ndarray, str]:
+        o3d = self.o3d
+        reg = o3d.pipelines.registration
+        t0 = time.perf_counter()
+        src, tgt = self._cloud(case.moving, self.voxel), self._cloud(case.fixed, self.voxel)
+        param = o3d.geometry.KDTreeSearchParamHybrid(radius=5 * self.voxel, max_nn=100)
+        fs, ft = reg.compute_fpfh_feature(src, param), reg.compute_fpfh_feature(tgt, param)
+        dist = 1.5 * self.voxel
+        ransac = reg.registration_ransac_based_on_feature_matching(
+            src, tgt, fs, ft, True, dist, reg.TransformationEstimationPointToPoint(False), 3,
+            [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
+            reg.RANSACConvergenceCriteria(100000, 0.999))
+        self.last_global = np.asarray(ransac.transformation).copy()
+        self.last_global_s = time.perf_counter() - t0
+        src_f, tgt_f = self._cloud(case.moving, self.fine_voxel), self._cloud(case.fixed, self.fine_voxel)
+        icp = reg.registration_icp(src_f, tgt_f, 4 * self.fine_voxel, ransac.transformation,
+                                   reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(max_iteration=50))
+        return np.asarray(icp.transformation), f"RANSAC fitness {ransac.fitness:.2f}, ICP fitness {icp.fitness:.2f}"
+
+
+def _gicp(case: PairCase, init: np.ndarray) -> tuple[np.ndarray, str]:
+    import small_gicp
+
+    res = small_gicp.align(case.fixed.vertices, case.moving.vertices, init, registration_type="GICP",
+                           downsampling_resolution=0.25, max_correspondence_distance=1.0, num_threads=2,
+                           max_iterations=50)
+    return np.asarray(res.T_target_source), f"converged {res.converged}, {res.iterations} iterations"
+
+
+def _record(runs: Runs, name: str, seed: int, case: PairCase, fn) -> None:
+    t0 = time.perf_counter()
+    try:
+        T, note = fn()
+    except Exception as exc:  # a peer's crash is a failure of that peer on this case, reported below
+        runs.seconds.append(time.perf_counter() - t0)
+        runs.errors_um.append(float("inf"))
+        runs.rot_deg.append(180.0)
+        runs.failures.append(f"{name} case {seed}: raised {type(exc).__name__}: {exc}")
+        return
+    runs.seconds.append(time.perf_counter() - t0)
+    err = pointwise_rms_um(T, case.T_fixed_moving, case.moving.vertices[case.moving_unchanged])
+    rot = rotation_error_deg(T, case.T_fixed_moving)
+    runs.errors_um.append(err)
+    runs.rot_deg.append(rot)
+    if not err <= SUCCESS_UM:
+        runs.failures.append(f"{name} case {seed}: {err:.0f} um, rotation off {rot:.1f} deg ({note})")
+
+
+def _summary(name: str, runs: Runs, seconds: list[float] | None = None) -> str:
+    e = np.asarray(runs.errors_um)
+    secs = seconds if seconds is not None else runs.seconds
+    return (f"{name:<16} success {np.mean(e <= SUCCESS_UM) * 100:5.1f} %  median {np.median(e):8.2f} um  "
+            f"p95 {np.percentile(e, 95):10.1f} um  rot {statistics.median(runs.rot_deg):.4f} deg  "
+            f"time median {statistics.median(secs):.3f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", type=int, default=30)
+    ap.add_argument("--scenario", choices=("clean", "changed"), default="clean")
+    ap.add_argument("--overlap", type=float, nargs=2, default=None, help="default: 0.6 1.0 clean, 0.35 0.6 changed")
+    ap.add_argument("--spacing", type=float, default=0.15, help="scan grid spacing in mm (0.15: ~150k vertices)")
+    ap.add_argument("--noise", type=float, default=0.015, help="vertex noise in mm")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--no-peers", action="store_true")
+    args = ap.parse_args(argv)
+    overlap = tuple(args.overlap) if args.overlap else ((0.6, 1.0) if args.scenario == "clean" else (0.35, 0.6))
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+
+    opt = RegistrationOptions()
+    ours, o3d_runs, gicp_o3d, gicp_id = Runs(), Runs(), Runs(), Runs()
+    o3d_global_s: list[float] = []
+    peers = None if args.no_peers else Open3DPipeline()
+    sizes = []
+    for seed in range(args.first_seed, args.first_seed + args.cases):
+        case = make_pair_case(seed, args.scenario, overlap, args.noise, args.spacing)
+        sizes.append((case.fixed.n_vertices, case.moving.n_vertices))
+        _record(ours, "ours", seed, case, lambda: _ours(case, opt))
+        if peers is not None:
+            _record(o3d_runs, "open3d", seed, case, lambda: peers(case))
+            o3d_global_s.append(peers.last_global_s)
+            init = peers.last_global if peers.last_global is not None else np.eye(4)
+            _record(gicp_o3d, "gicp+o3d", seed, case, lambda: _gicp(case, init))
+            _record(gicp_id, "gicp+identity", seed, case, lambda: _gicp(case, np.eye(4)))
+        print(f"case {seed}: ours {ours.errors_um[-1]:.2f} um {ours.seconds[-1]:.3f} s"
+              + (f" | open3d {o3d_runs.errors_um[-1]:.2f} um {o3d_runs.seconds[-1]:.3f} s"
+                 f" | gicp+o3d {gicp_o3d.errors_um[-1]:.2f} um" if peers is not None else ""), flush=True)
+
+    nv = np.asarray(sizes)
+    print(f"\n{args.cases} {args.scenario} cases, overlap {overlap[0]:.2f}-{overlap[1]:.2f}, spacing {args.spacing} mm, "
+          f"noise {args.noise * 1000:.0f} um; vertices fixed median {int(np.median(nv[:, 0]))}, moving "
+          f"{int(np.median(nv[:, 1]))}; {platform.node()} {platform.processor() or platform.machine()}")
+    print(_summary("ours", ours))
+    if peers is not None:
+        print(_summary("open3d", o3d_runs))
+        print(_summary("gicp+o3d", gicp_o3d) + f"  (+ open3d global {statistics.median(o3d_global_s):.3f} s)")
+        print(_summary("gicp+identity", gicp_id))
+    failures = ours.failures + o3d_runs.failures + gicp_o3d.failures + gicp_id.failures
+    print(f"\nfailures ({len(failures)}):")
+    for f in failures:
+        print("  " + f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""`register` / `register_batch`: global search + coarse-to-fine robust ICP for rescans.
+
+Pipeline, all pairs of a batch moving through each stage together:
+  1. sample both surfaces (area-weighted, face normals); voxel pyramid (coarse, mid);
+  2. hypotheses per pair: FPFH+RANSAC poses, surface-frame poses turned about the occlusal
+     axis, caller landmarks;
+  3. every (pair, hypothesis) refined as ONE padded batch at the coarse level, scored;
+  4. the best few DISTINCT poses per pair refined at the mid level and re-scored: the winner
+     and its runner-up decide the confidence (near-symmetric arches give mirror-like rivals);
+  5. the winner refined at full density in float64 (sub-micrometre accuracy needs many points);
+  6. residuals give fitness, RMSE and the changed regions (rejected though inside the overlap).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.registration import hypotheses as hyp
+from occlutrace_compute.registration.batch import Clouds, pack
+from occlutrace_compute.registration.features import fpfh
+from occlutrace_compute.registration.icp import Level, Scores, refine, score
+from occlutrace_compute.registration.matcher import Matcher
+from occlutrace_compute.registration.options import RegistrationOptions
+from occlutrace_compute.registration.regions import changed_regions
+from occlutrace_compute.registration.result import RegistrationResult
+from occlutrace_compute.registration.sampling import check_mesh, sample_surface_area, voxel_downsample
+
+MIN_COARSE_POINTS = 30
+MIN_FACES = 50
+
+
+@dataclass
+class _Prepared:
+    """One pair's samples at every pyramid level (numpy, in each mesh's own frame).
+
+    Levels: 0 coarse voxel cloud (features), 1 its subset for the hypothesis ICP, 2 mid voxel
+    subset, 3 fine samples. The fixed side keeps full clouds (it is only searched, in a tree).
+    """
+
+    moving: list[tuple[np.ndarray, np.ndarray]]
+    fixed: list[tuple[np.ndarray, np.ndarray]]
+    spacing: float  # mean distance between fine moving samples (mm)
+    area_per_sample: float
+
+
+def _subset(cloud: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if cloud[0].shape[0] <= n:
+        return cloud
+    keep = np.sort(rng.choice(cloud[0].shape[0], n, replace=False))
+    return cloud[0][keep], cloud[1][keep]
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return dev
+
+
+def _prepare(fixed: Mesh, moving: Mesh, opt: RegistrationOptions, label: str) -> _Prepared:
+    levels = {}
+    areas = {}
+    for name, mesh, n, seed in (("moving", moving, opt.fine_points, opt.seed), ("fixed", fixed, opt.fixed_points, opt.seed + 1)):
+        check_mesh(mesh, f"{label}{name} mesh", MIN_FACES)
+        p, nrm, areas[name] = sample_surface_area(mesh, n, seed=seed, source=f"{label}{name} mesh")
+        coarse = voxel_downsample(p, nrm, opt.coarse_voxel)
+        if coarse[0].shape[0] < MIN_COARSE_POINTS:
+            raise InputRejected(f"{label}{name} mesh", f"surface too small to register: {coarse[0].shape[0]} coarse samples "
+                                f"at {opt.coarse_voxel} mm, need {MIN_COARSE_POINTS}")
+        levels[name] = [coarse, coarse, voxel_downsample(p, nrm, opt.mid_voxel), (p, nrm)]
+    rng = np.random.default_rng(opt.seed)
+    mov = levels["moving"]
+    mov[1] = _subset(mov[0], opt.coarse_icp_points, rng)
+    mov[2] = _subset(mov[2], opt.mid_icp_points, rng)
+    per_sample = areas["moving"] / opt.fine_points
+    return _Prepared(mov, levels["fixed"], math.sqrt(per_sample), per_sample)
+
+
+def register(fixed: Mesh, moving: Mesh, options: RegistrationOptions | None = None, landmarks=None,
+             device: str | torch.device = "auto") -> RegistrationResult:
+    """Align `moving` onto `fixed` from any pose; the result's matrix maps MOVING into FIXED."""
+    return register_batch([(fixed, moving)], options, device=device, landmarks=[landmarks])[0]
+
+
+def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions | None = None,
+                   device: str | torch.device = "auto", landmarks: list | None = None) -> list[RegistrationResult]:
+    """Align many (fixed, moving) pairs; every stage runs all pairs x hypotheses as one batch.
+
+    `landmarks`, if given, holds per pair None or (moving_points (k,3), fixed_points (k,3))."""
+    if not pairs:
+        return []
+    opt = options or RegistrationOptions()
+    dev = _resolve_device(device)
+    with _cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
+        return _register_batch(pairs, opt, dev, landmarks)
+
+
+@contextmanager
+def _cpu_threads(n: int | None):
+    """Run torch's CPU ops on `n` threads, restoring the process setting afterwards."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,
+                    landmarks: list | None) -> list[RegistrationResult]:
+    landmarks = landmarks or [None] * len(pairs)
+    if len(landmarks) != len(pairs):
+        raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
+    t0 = time.perf_counter()
+    many = len(pairs) > 1
+    prepared = [_prepare(f, m, opt, f"pair {i}: " if many else "") for i, (f, m) in enumerate(pairs)]
+    lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+
+    stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
+    t = time.perf_counter()
+    full_coarse_m = pack([p.moving[0] for p in prepared], dev)
+    coarse_f = pack([p.fixed[0] for p in prepared], dev)
+    starts = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
+    stages["hypotheses"] = time.perf_counter() - t
+
+    # Coarse level: every hypothesis of every pair in one batch; a short round prunes the
+    # hopeless ones, the survivors converge.
+    t = time.perf_counter()
+    pair_of = torch.tensor([i for i, s in enumerate(starts) for _ in range(len(s))], device=dev)
+    T = torch.from_numpy(np.concatenate(starts)).to(dev)
+    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
+    cv, mv = opt.coarse_voxel, opt.mid_voxel
+    coarse_m = pack([p.moving[1] for p in prepared], dev)
+    matcher = Matcher(coarse_f, opt.knn_backend)
+    rounds = ((opt.coarse_iterations // 3, 4.0 * cv, 2.0 * cv, opt.keep_after_prune), (opt.coarse_iterations, 2.0 * cv, cv, opt.keep_after_coarse))
+    for iterations, d0, d1, keep in rounds:
+        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, Level(iterations, d0, d1, cv / 4, cos_n),
+                     opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
+        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv)
+        kept = _top_distinct(pair_of, out.T, sc.score, keep)
+        pair_of, T = pair_of[kept], out.T[kept]
+    stages["coarse"] = time.perf_counter() - t
+
+    # Mid level: the best few distinct poses per pair; winner and runner-up.
+    t = time.perf_counter()
+    mid_m = pack([p.moving[2] for p in prepared], dev)
+    mid_f = pack([p.fixed[2] for p in prepared], dev)
+    matcher = Matcher(mid_f, opt.knn_backend)
+    out = refine(mid_m.index(pair_of), mid_f, pair_of, T, matcher,
+                 Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n), opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
+    sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv)
+    ranked = _top_distinct(pair_of, out.T, sc.score, 2)
+    best_items, runner_ratio, runner_angle = _winners(pair_of, ranked, out.T, sc.score, len(prepared))
+    stages["mid"] = time.perf_counter() - t
+
+    # Fine level: the winner of each pair at full density.
+    t = time.perf_counter()
+    fine_m = pack([p.moving[3] for p in prepared], dev)
+    fine_f = pack([p.fixed[3] for p in prepared], dev)
+    pair_of = torch.arange(len(prepared), device=dev)
+    matcher = Matcher(fine_f, opt.knn_backend)
+    fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
+    out = refine(fine_m, fine_f, pair_of, out.T[best_items], matcher, fine_level, opt.converge_rot_rad, opt.converge_trans_mm)
+    sc = score(fine_m, fine_f, pair_of, out.T, matcher, tau=opt.inlier_mm, cos_normals=cos_n, near=opt.change_max_mm)
+    stages["fine"] = time.perf_counter() - t
+    t = time.perf_counter()
+    n_hyp = [len(s) for s in starts]
+    results = [
+        _result(i, prepared[i], out, sc, fine_m, opt, float(runner_ratio[i]), float(runner_angle[i]), n_hyp[i])
+        for i in range(len(prepared))
+    ]
+    stages["summary"] = time.perf_counter() - t
+    per_pair = {k: v / len(prepared) for k, v in stages.items()}
+    for r in results:
+        r.seconds = (time.perf_counter() - t0) / len(prepared)
+        r.stage_seconds = per_pair
+    return results
+
+
+def _hypotheses(prepared: list[_Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions) -> list[np.ndarray]:
+    """Per pair: FPFH+RANSAC poses, the best pre-screened surface-frame poses, landmarks."""
+    empty = [np.zeros((0, 4, 4)) for _ in prepared]
+    ransac, axes = empty, empty
+    if opt.fpfh_hypotheses > 0:
+        radius = opt.fpfh_radius_factor * opt.coarse_voxel
+        feat_m = fpfh(coarse_m, radius, backend=opt.knn_backend)
+        feat_f = fpfh(coarse_f, radius, backend=opt.knn_backend)
+        ransac = hyp.ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
+                                       inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed)
+    if opt.axis_hypotheses > 0:
+        guesses = [hyp.axis_hypotheses(*p.moving[0], *p.fixed[0], opt.pca_angles,
+                                       hyp.anchor_centroids(p.fixed[0][0], p.moving[0][0].shape[0], opt.anchors))
+                   for p in prepared]
+        axes = _prescreen(prepared, coarse_f, guesses, opt)
+    starts = []
+    for i in range(len(prepared)):
+        parts = [ransac[i], axes[i]]
+        if lm_poses[i] is not None:
+            parts.append(lm_poses[i][None])
+        poses = np.concatenate(parts)
+        if poses.shape[0] == 0:
+            raise ValueError("no starting pose: feature and axis hypotheses are switched off and no landmarks were given")
+        starts.append(poses)
+    return starts
+
+
+def _prescreen(prepared: list[_Prepared], coarse_f: Clouds, poses: list[np.ndarray], opt: RegistrationOptions) -> list[np.ndarray]:
+    """Keep the `axis_hypotheses` best poses per pair by a one-shot score on a few samples:
+    hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run."""
+    dev = coarse_f.points.device
+    few = pack([_subset(p.moving[0], opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
+    pair_of = torch.tensor([i for i, T in enumerate(poses) for _ in range(len(T))], device=dev)
+    T = torch.from_numpy(np.concatenate(poses)).to(dev)
+    cv = opt.coarse_voxel
+    sc = score(few.index(pair_of), coarse_f, pair_of, T, Matcher(coarse_f, opt.knn_backend), tau=2 * cv,
+               cos_normals=math.cos(math.radians(opt.normal_max_angle_deg)), near=2 * cv)
+    kept = _top_distinct(pair_of, T, sc.score, opt.axis_hypotheses)
+    by_pair = pair_of[kept].cpu().numpy()
+    Tk = T[kept].cpu().numpy()
+    return [Tk[by_pair == i] for i in range(len(poses))]
+
+
+def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the `keep` best-scoring items per pair that are distinct poses, best first."""
+    pairs = pair_of.cpu().numpy()
+    s = scores.cpu().numpy()
+    Ts = T.cpu().numpy()
+    chosen: list[int] = []
+    for p in np.unique(pairs):
+        items = np.nonzero(pairs == p)[0]
+        mine: list[int] = []
+        for i in items[np.argsort(-s[items], kind="stable")]:
+            if len(mine) >= keep:
+                break
+            if all(not hyp.same_pose(Ts[i], Ts[j]) for j in mine):
+                mine.append(int(i))
+        chosen.extend(mine)
+    return torch.tensor(chosen, dtype=torch.int64, device=pair_of.device)
+
+
+def _winners(pair_of, ranked, T, scores, n_pairs):
+    """Best item per pair, the runner-up's score ratio and its rotation difference (deg)."""
+    best = np.zeros(n_pairs, dtype=np.int64)
+    ratio = np.zeros(n_pairs)
+    angle = np.zeros(n_pairs)
+    pairs = pair_of.cpu().numpy()
+    s = scores.cpu().numpy()
+    Ts = T.cpu().numpy()
+    order = ranked.cpu().numpy()  # grouped by pair, best first within each pair
+    for p in range(n_pairs):
+        items = [int(i) for i in order[pairs[order] == p]]
+        best[p] = items[0]
+        if len(items) > 1 and s[items[0]] > 0:
+            ratio[p] = max(0.0, s[items[1]] / s[items[0]])
+            R = Ts[items[0], :3, :3].T @ Ts[items[1], :3, :3]
+            angle[p] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
+    return torch.from_numpy(best).to(pair_of.device), ratio, angle
+
+
+def _degeneracy(hessian: np.ndarray, radius: float) -> float:
+    """Smallest / largest eigenvalue of the normal equations with rotation scaled to mm."""
+    D = np.diag([1 / radius, 1 / radius, 1 / radius, 1.0, 1.0, 1.0])
+    ev = np.linalg.eigvalsh(D @ hessian @ D)
+    return float(ev[0] / ev[-1]) if ev[-1] > 0 else 0.0
+
+
+def _result(i: int, prep: _Prepared, out, sc: Scores, fine_m: Clouds, opt: RegistrationOptions,
+            runner_ratio: float, runner_angle: float, n_hyp: int) -> RegistrationResult:
+    n = int(fine_m.lengths[i])
+    m = sc.matches
+    r = m.residual[i, :n].cpu().numpy()
+    d2 = m.dist2[i, :n].cpu().numpy()
+    compatible = m.compatible[i, :n].cpu().numpy()
+    tang2 = m.tangential2[i, :n].cpu().numpy()
+    moved = m.moved[i, :n].cpu().numpy()
+    # Inside the overlap: close to the fixed surface and over it (not beyond its border).
+    over = compatible & (d2 < opt.change_max_mm**2) & (tang2 < (3 * prep.spacing) ** 2)
+    outliers = over & (np.abs(r) > opt.changed_mm)
+    regions = changed_regions(moved, outliers, r, 3 * prep.spacing, prep.area_per_sample, opt.min_region_area_mm2)
+    fitness = float(sc.fitness[i])
+    pts = prep.moving[3][0]
+    radius = float(np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean()))
+    degeneracy = _degeneracy(out.hessian[i].cpu().numpy(), radius)
+    reasons = []
+    if runner_ratio > 1 - opt.ambiguity_margin:
+        reasons.append(f"a distinct pose {runner_angle:.0f} deg away fits almost as well (score ratio {runner_ratio:.2f})")
+    if fitness < opt.min_fitness:
+        reasons.append(f"low overlap: only {fitness:.0%} of the moving scan matches the fixed scan")
+    if degeneracy < 1e-3:
+        reasons.append("geometry does not constrain every direction (flat, symmetric or featureless surface)")
+    confidence = (min(1.0, (1 - runner_ratio) / (2 * opt.ambiguity_margin)) * min(1.0, fitness / (2 * opt.min_fitness))
+                  * min(1.0, degeneracy / 1e-2))
+    return RegistrationResult(
+        matrix=out.T[i].cpu().numpy(),
+        rmse_mm=float(sc.trimmed_rmse[i]),
+        fitness=fitness,
+        iterations=int(out.iterations[i]),
+        converged=bool(out.converged[i]),
+        confidence=float(confidence),
+        doubtful=bool(reasons),
+        reason="; ".join(reasons),
+        trimmed_error_mm=float(sc.trimmed_rmse[i]),
+        runner_up_score_ratio=runner_ratio,
+        hypotheses=n_hyp,
+        moving_samples=prep.moving[3][0],
+        outlier_mask=outliers,
+        changed_regions=regions,
+    )

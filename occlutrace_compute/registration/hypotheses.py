@@ -1,0 +1,164 @@
+"""Starting poses for the global search: surface axes x rotations, FPFH + RANSAC, landmarks.
+
+No single source is reliable at any rotation and 35-100 % overlap: axes fail when partial
+overlap shifts the centroid and principal directions, features fail on smooth or repetitive
+patches. So every source contributes a few poses and the batched ICP + scoring decides.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.registration.batch import Clouds
+from occlutrace_compute.registration.features import mutual_nearest
+
+
+def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares rigid transforms (...,4,4) taking src (...,N,3) onto dst (...,N,3)."""
+    cs, cd = src.mean(-2, keepdim=True), dst.mean(-2, keepdim=True)
+    H = (src - cs).transpose(-1, -2) @ (dst - cd)
+    U, _, Vt = torch.linalg.svd(H)
+    d = torch.sign(torch.linalg.det(Vt.transpose(-1, -2) @ U.transpose(-1, -2)))
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    R = Vt.transpose(-1, -2) @ D @ U.transpose(-1, -2)
+    T = torch.zeros(*src.shape[:-2], 4, 4, dtype=src.dtype, device=src.device)
+    T[..., :3, :3] = R
+    T[..., :3, 3] = cd[..., 0, :] - (R @ cs[..., 0, :, None])[..., 0]
+    T[..., 3, 3] = 1
+    return T
+
+
+def _frame(points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and a right-handed frame whose z is the scan's mean surface normal.
+
+    An intraoral scan is an open 'tent' seen from the occlusal side, so its normals average to
+    the occlusal direction, stable under partial overlap; the smallest principal axis stands in
+    when the normals cancel out. x is the major in-plane principal direction.
+    """
+    c = points.mean(0)
+    cov = np.cov((points - c).T)
+    vecs = np.linalg.eigh(cov)[1]
+    mean_n = normals.mean(0)
+    z = mean_n / np.linalg.norm(mean_n) if np.linalg.norm(mean_n) > 0.2 else vecs[:, 0]
+    P = np.eye(3) - np.outer(z, z)
+    x = np.linalg.eigh(P @ cov @ P)[1][:, 2]
+    x = x - z * (x @ z)
+    x /= np.linalg.norm(x)
+    return c, np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def anchor_centroids(fix_pts: np.ndarray, n_moving: int, n_anchors: int) -> np.ndarray:
+    """Where the moving scan's centroid may sit on the fixed one under partial overlap.
+
+    Around each of `n_anchors` spread-out fixed points, the centroid of the fixed patch holding
+    as many coarse samples as the moving scan (same voxel size, so about the same area); plus
+    the whole fixed centroid (full overlap)."""
+    k = int(min(max(n_moving, 1), fix_pts.shape[0]))
+    tree = cKDTree(fix_pts)
+    chosen = [0]
+    d = np.linalg.norm(fix_pts - fix_pts[0], axis=1)
+    for _ in range(n_anchors - 1):  # farthest point sampling
+        chosen.append(int(np.argmax(d)))
+        d = np.minimum(d, np.linalg.norm(fix_pts - fix_pts[chosen[-1]], axis=1))
+    _, nb = tree.query(fix_pts[chosen], k=k)
+    nb = nb.reshape(len(chosen), k)
+    return np.concatenate([fix_pts.mean(0, keepdims=True), fix_pts[nb].mean(1)])
+
+
+def axis_hypotheses(mov_pts: np.ndarray, mov_nrm: np.ndarray, fix_pts: np.ndarray, fix_nrm: np.ndarray,
+                    n_angles: int, anchors: np.ndarray) -> np.ndarray:
+    """(2 x n_angles x len(anchors), 4, 4) poses: surface frames matched, turned about the
+    occlusal axis (both signs of it), the moving centroid put on each anchor."""
+    cm, Fm = _frame(mov_pts, mov_nrm)
+    _, Ff = _frame(fix_pts, fix_nrm)
+    out = []
+    for flip in (1.0, -1.0):
+        Fm_s = Fm @ np.diag([1.0, flip, flip])  # flip z (and y to stay right-handed)
+        for k in range(n_angles):
+            a = 2 * math.pi * k / n_angles
+            Rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+            R = Ff @ Rz @ Fm_s.T
+            for anchor in anchors:
+                T = np.eye(4)
+                T[:3, :3] = R
+                T[:3, 3] = anchor - R @ cm
+                out.append(T)
+    return np.stack(out)
+
+
+def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_f: torch.Tensor, trials: int,
+                      keep: int, inlier_mm: float, min_edge_mm: float, seed: int, max_eval: int = 500) -> list[np.ndarray]:
+    """Per pair, up to `keep` distinct poses from random triplets of feature correspondences."""
+    b = moving.points.shape[0]
+    dev = moving.points.device
+    fwd, back = mutual_nearest(feat_m, feat_f, moving.mask, fixed.mask)
+    bi = torch.arange(b, device=dev)[:, None]
+    has_feat = (feat_m.abs().sum(-1) > 0) & moving.mask
+    mutual = has_feat & (back[bi, fwd] == torch.arange(fwd.shape[1], device=dev)[None])
+    use = torch.where((mutual.sum(1, keepdim=True) >= 30), mutual, has_feat)
+    src_all, dst_all = moving.points, fixed.points[bi, fwd]
+    probs = use.to(torch.float64) + 1e-12
+    # One generator per pair, so a pair draws the same triplets alone or inside any batch.
+    pick = torch.stack([torch.multinomial(probs[i], 3 * trials, replacement=True,
+                                          generator=torch.Generator(device=dev).manual_seed(seed))
+                        for i in range(b)]).view(b, trials, 3)
+    s = src_all[bi[..., None], pick]  # (B,M,3,3)
+    d = dst_all[bi[..., None], pick]
+    ok = torch.ones(b, trials, dtype=torch.bool, device=dev)
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        ls, ld = (s[:, :, i] - s[:, :, j]).norm(dim=-1), (d[:, :, i] - d[:, :, j]).norm(dim=-1)
+        ok &= (ls > min_edge_mm) & (ld > 0.9 * ls) & (ld < ls / 0.9)
+    n_eval = min(trials, max_eval)
+    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
+    Te = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4)
+    oke = ok[bi, order]
+    counts = torch.zeros(b, n_eval, dtype=torch.int64, device=dev)
+    step = max(1, 4_000_000 // max(1, src_all.shape[1]))
+    for a in range(0, n_eval, step):
+        Tc = Te[:, a : a + step].to(torch.float32)
+        moved = src_all.to(torch.float32)[:, None] @ Tc[..., :3, :3].transpose(-1, -2) + Tc[..., None, :3, 3]
+        close = (moved - dst_all.to(torch.float32)[:, None]).norm(dim=-1) < inlier_mm
+        counts[:, a : a + step] = (close & use[:, None]).sum(-1)
+    counts = torch.where(oke, counts, torch.zeros_like(counts))
+    out = []
+    for p in range(b):
+        c = counts[p].cpu().numpy()
+        Tp = Te[p].cpu().numpy()
+        chosen: list[np.ndarray] = []
+        for i in np.argsort(-c, kind="stable"):
+            if c[i] < 3 or len(chosen) >= keep:
+                break
+            if all(not same_pose(Tp[i], q) for q in chosen):
+                chosen.append(Tp[i])
+        out.append(np.stack(chosen) if chosen else np.zeros((0, 4, 4)))
+    return out
+
+
+def same_pose(a: np.ndarray, b: np.ndarray, rot_deg: float = 5.0, trans_mm: float = 1.0) -> bool:
+    """Whether two poses are the same solution (distinctness test for hypotheses)."""
+    R = a[:3, :3].T @ b[:3, :3]
+    angle = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
+    return angle < rot_deg and float(np.linalg.norm(a[:3, 3] - b[:3, 3])) < trans_mm
+
+
+def landmark_pose(landmarks) -> np.ndarray:
+    """Pose from caller landmarks: (moving_points (k,3), fixed_points (k,3)), k >= 3, not collinear."""
+    try:
+        mov, fix = (np.asarray(x, dtype=np.float64) for x in landmarks)
+    except (TypeError, ValueError) as exc:
+        raise InputRejected("landmarks", f"expected (moving_points, fixed_points): {exc}") from None
+    if mov.ndim != 2 or mov.shape[1] != 3 or mov.shape != fix.shape:
+        raise InputRejected("landmarks", f"expected two (k,3) arrays of equal shape, got {mov.shape} and {fix.shape}")
+    if mov.shape[0] < 3:
+        raise InputRejected("landmarks", f"need at least 3 point pairs, got {mov.shape[0]}")
+    if not (np.isfinite(mov).all() and np.isfinite(fix).all()):
+        raise InputRejected("landmarks", "coordinates contain NaN or infinite values")
+    sv = np.linalg.svd(mov - mov.mean(0), compute_uv=False)
+    if sv[1] < 1e-3 * max(sv[0], 1e-12) or sv[0] < 1e-6:
+        raise InputRejected("landmarks", "moving landmarks are collinear or coincident; the pose is undefined")
+    return kabsch(torch.from_numpy(mov), torch.from_numpy(fix)).numpy()

@@ -1,0 +1,51 @@
+"""Tunable knobs of the engine, with defaults measured on synthetic dental rescans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """Defaults suit full-arch intraoral scans in millimetres (about 40-70 mm across).
+
+    Sizes are in mm. The pyramid runs coarse_voxel -> mid_voxel -> fine samples; global
+    hypotheses are refined together at the coarse level, the best few at the mid level, and
+    only the winner at full density (where sub-micrometre accuracy comes from).
+    """
+
+    fine_points: int = 20000  # moving samples at the finest level
+    fixed_points: int = 32000  # fixed samples (denser than moving: closer tangent planes)
+    coarse_voxel: float = 1.6
+    mid_voxel: float = 0.6
+    coarse_iterations: int = 15
+    mid_iterations: int = 10
+    fine_iterations: int = 12
+    fpfh_radius_factor: float = 5.0  # feature radius = factor x coarse_voxel
+    ransac_trials: int = 2000
+    fpfh_hypotheses: int = 8
+    pca_angles: int = 12  # rotations about the occlusal normal, per normal sign
+    anchors: int = 12  # placements of the moving centroid on the fixed scan (partial overlap)
+    prescreen_points: int = 128  # moving samples scoring each (rotation, anchor) guess
+    axis_hypotheses: int = 8  # best pre-screened guesses refined by ICP
+    keep_after_prune: int = 8  # distinct hypotheses surviving the first coarse round
+    keep_after_coarse: int = 3  # distinct hypotheses carried to the mid level
+    coarse_icp_points: int = 400  # moving samples per hypothesis in the coarse ICP
+    mid_icp_points: int = 3000
+    normal_max_angle_deg: float = 60.0  # correspondences whose normals disagree more are dropped
+    final_scale_mm: float = 0.03  # floor of the robust kernel's scale at the finest level
+    fine_mad_factor: float = 1.0  # finest-level kernel scale in units of the residuals' MAD sigma
+    inlier_mm: float = 0.1  # |residual| under which a fine-level correspondence is an inlier
+    changed_mm: float = 0.15  # residual over which an overlapped moving sample counts as changed
+    change_max_mm: float = 4.0  # farther than this from the fixed surface is outside the overlap
+    min_region_area_mm2: float = 2.0  # smaller clusters of changed samples are not reported
+    converge_rot_rad: float = 1e-5  # finest-level step under which ICP has converged (0.3 um at 30 mm)
+    converge_trans_mm: float = 3e-4
+    seed: int = 0
+    knn_backend: str = "auto"  # "kdtree" on CPU, nn.knn backends on GPU
+    # torch threads on CPU: per-iteration tensors are small (< 100k rows), where OpenMP
+    # fork/join costs more than it saves and stalls badly on shared cores (tree searches still
+    # use every core). None keeps the process setting.
+    cpu_threads: int | None = 1
+    ambiguity_margin: float = 0.15  # relative score gap under which two distinct poses are ambiguous
+    min_fitness: float = 0.25

@@ -1,0 +1,65 @@
+"""What the engine returns for one pair; `to_json` is the `metrics` part of result.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ChangedRegion:
+    """A connected cluster of moving samples left out of the fit although inside the overlap."""
+
+    centroid_mm: tuple[float, float, float]  # in FIXED's frame (where the aligned scan lives)
+    n_points: int
+    area_mm2: float
+    mean_deviation_mm: float  # mean unsigned distance of its samples to the fixed surface
+
+    def to_json(self) -> dict:
+        return {
+            "centroid_mm": [round(c, 4) for c in self.centroid_mm],
+            "n_points": self.n_points,
+            "area_mm2": round(self.area_mm2, 3),
+            "mean_deviation_mm": round(self.mean_deviation_mm, 4),
+        }
+
+
+@dataclass
+class RegistrationResult:
+    """`matrix` maps MOVING into FIXED (x_fixed = matrix @ [x_moving, 1]), row-major 4x4."""
+
+    matrix: np.ndarray
+    rmse_mm: float  # RMS point-to-plane residual over inliers at the finest level
+    fitness: float  # share of moving samples with an inlier correspondence (overlap share)
+    iterations: int  # ICP iterations at the finest level (until convergence)
+    converged: bool
+    confidence: float  # 0..1
+    doubtful: bool
+    reason: str  # why doubtful ("" when not)
+    trimmed_error_mm: float  # the ranking score's error term (trimmed RMS distance)
+    runner_up_score_ratio: float  # best distinct alternative's score / winner's (0 if none)
+    hypotheses: int
+    moving_samples: np.ndarray = field(repr=False)  # (n,3) in MOVING's frame
+    outlier_mask: np.ndarray = field(repr=False)  # (n,) bool: changed (inside overlap, rejected)
+    changed_regions: list[ChangedRegion] = field(default_factory=list)
+    seconds: float = 0.0  # wall time per pair (a batch's time divided by its pairs)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "matrix": np.asarray(self.matrix).tolist(),
+            "metrics": {
+                "rmse_mm": self.rmse_mm,
+                "fitness": self.fitness,
+                "iterations": self.iterations,
+                "converged": self.converged,
+                "confidence": self.confidence,
+                "doubtful": self.doubtful,
+                "reason": self.reason,
+                "trimmed_error_mm": self.trimmed_error_mm,
+                "hypotheses": self.hypotheses,
+                "changed_share": float(self.outlier_mask.mean()) if self.outlier_mask.size else 0.0,
+            },
+            "changed_regions": [r.to_json() for r in self.changed_regions],
+        }
