@@ -79,7 +79,12 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     t["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
+    try:
+        reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
+    except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
+        names = {"fixed": fixed_in.name, "moving": moving_in.name}
+        role = e.source.split()[0]
+        raise InputRejected(names.get(role, e.source), e.problem) from None
     t["register"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
