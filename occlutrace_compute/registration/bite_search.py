@@ -1,0 +1,141 @@
+"""Global search for one bite on one arch: anatomical starting poses, a one-shot pre-screen,
+then two rounds of batched trimmed point-to-plane ICP (the pair engine's building blocks).
+
+Scores here cannot pick the answer alone: the bite's OTHER band (the antagonist's teeth) can sit
+on this arch's buccal surface almost as well as the right band. So the search returns a few
+distinct candidates with per-point residual weights, and `bite_joint` decides on both arches at
+once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from occlutrace_compute.registration.batch import Clouds, pack
+from occlutrace_compute.registration.bite_frames import Anchors, BiteFrame, Cloud, Samples, anchor_poses, subset
+from occlutrace_compute.registration.icp import Level, refine, score
+from occlutrace_compute.registration.matcher import Matcher
+
+COS_NORMALS = math.cos(math.radians(60.0))
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Sizes in mm. Defaults measured on synthetic bite cases (see bench/bench_bite.py)."""
+
+    coarse_voxel: float = 1.0
+    anchor_spacing: float = 2.0
+    tilts_deg: tuple[float, ...] = (-15.0, 0.0, 15.0)
+    keypoint_offsets_mm: tuple[float, ...] = (-5.0, 5.0)  # whole bite: one keypoint per band
+    band_min_points: int = 30  # coarse samples a band needs for its own search
+    patch_radius: float = 6.0  # bite patch around a keypoint scoring its starts
+    prescreen_tau: float = 1.0
+    prescreen_points: int = 120
+    keep_prescreen: int = 400
+    round1_points: int = 150
+    keep_round1: int = 24
+    round2_points: int = 800
+    candidates: int = 6
+
+
+@dataclass
+class Candidates:
+    """Distinct bite -> arch poses, best first, with the MSAC weight of every probe point."""
+
+    T: np.ndarray  # (k,4,4)
+    score: np.ndarray  # (k,)
+    weights: np.ndarray  # (k, n_probe) in [0,1]: how well each probe point lies on the arch
+
+    def extended(self, other: "Candidates") -> "Candidates":
+        return Candidates(np.concatenate([self.T, other.T]), np.concatenate([self.score, other.score]),
+                          np.concatenate([self.weights, other.weights]))
+
+
+def transforms(T: np.ndarray, dev: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(T, dtype=np.float64)).to(dev)
+
+
+def repeat_cloud(cloud: Cloud, b: int, dev: torch.device) -> Clouds:
+    return pack([cloud], dev).index(torch.zeros(b, dtype=torch.int64, device=dev))
+
+
+def point_weights(moving: Cloud, fixed: Clouds, matcher: Matcher, T: np.ndarray, tau: float) -> np.ndarray:
+    """(B, n) MSAC weights max(0, 1 - r^2/tau^2) of the moving points under each pose (0 where
+    nothing compatible lies within 2 tau)."""
+    dev = fixed.points.device
+    b = T.shape[0]
+    zeros = torch.zeros(b, dtype=torch.int64, device=dev)
+    sc = score(repeat_cloud(moving, b, dev), fixed, zeros, transforms(T, dev), matcher, tau, COS_NORMALS, 2 * tau)
+    m = sc.matches
+    valid = m.compatible & (m.dist2 < 4 * tau * tau)
+    return (valid * (1 - m.residual**2 / (tau * tau)).clamp_min(0)).cpu().numpy()
+
+
+def top_distinct(T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 4.0, trans_mm: float = 1.0) -> np.ndarray:
+    """Indices of the `keep` best-scoring poses that are pairwise distinct, best first."""
+    cos_limit = 2 * np.cos(np.radians(rot_deg)) + 1  # trace of a rotation by rot_deg
+    chosen: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if len(chosen) >= keep:
+            break
+        if chosen:
+            Tc = T[chosen]
+            trace = np.einsum("kij,ij->k", Tc[:, :3, :3], T[i, :3, :3])
+            near = np.linalg.norm(Tc[:, :3, 3] - T[i, :3, 3], axis=1) < trans_mm
+            if np.any((trace > cos_limit) & near):
+                continue
+        chosen.append(int(i))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _round(moving: Cloud, fixed: Clouds, matcher: Matcher, T: np.ndarray, level: Level, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    dev = fixed.points.device
+    b = T.shape[0]
+    zeros = torch.zeros(b, dtype=torch.int64, device=dev)
+    mov = repeat_cloud(moving, b, dev)
+    out = refine(mov, fixed, zeros, transforms(T, dev), matcher, level, 1e-5, 1e-4)
+    sc = score(mov, fixed, zeros, out.T, matcher, tau, COS_NORMALS, 2 * tau)
+    return out.T.cpu().numpy(), sc.score.cpu().numpy()
+
+
+def _prescreen(coarse: Cloud, frame: BiteFrame, T: np.ndarray, fixed: Clouds, matcher: Matcher, opt: SearchOptions,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-shot score of every start by the bite patch around its keypoint only: that patch
+    must lie on this arch, while the rest of the bite (the other band) would only add noise."""
+    dev = fixed.points.device
+    n_keys = frame.keypoints.shape[0]
+    T = T.reshape(-1, n_keys, 4, 4)
+    scores = np.zeros(T.shape[:2])
+    for k, key in enumerate(frame.keypoints):
+        near = np.linalg.norm(coarse[0] - key, axis=1) < opt.patch_radius
+        patch = subset((coarse[0][near], coarse[1][near]), opt.prescreen_points, seed + k)
+        zeros = torch.zeros(T.shape[0], dtype=torch.int64, device=dev)
+        sc = score(repeat_cloud(patch, T.shape[0], dev), fixed, zeros, transforms(T[:, k], dev), matcher,
+                   opt.prescreen_tau, COS_NORMALS, 1.5 * opt.prescreen_tau)
+        scores[:, k] = sc.score.cpu().numpy()
+    return T.reshape(-1, 4, 4), scores.reshape(-1)
+
+
+def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, probe: Cloud, dev: torch.device,
+           opt: SearchOptions, seed: int = 0) -> Candidates:
+    """Candidate poses of the bite on this arch (bite file -> arch file), best first."""
+    cv = opt.coarse_voxel
+    fixed = pack([arch.coarse], dev)
+    matcher = Matcher(fixed)
+    T = anchor_poses(frame, anchors, opt.tilts_deg)
+    if T.shape[0] == 0:
+        return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe[0].shape[0])))
+    T, pre = _prescreen(bite.coarse, frame, T, fixed, matcher, opt, seed)
+    T = T[top_distinct(T, pre, opt.keep_prescreen)]
+    T, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, matcher, T,
+                  Level(10, 4.0 * cv, 1.5 * cv, 0.3 * cv, COS_NORMALS), tau=0.5 * cv)
+    T = T[top_distinct(T, s, opt.keep_round1)]
+    T, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, matcher, T,
+                  Level(15, 2.0 * cv, 0.6 * cv, 0.15 * cv, COS_NORMALS), tau=0.4 * cv)
+    keep = top_distinct(T, s, opt.candidates)
+    T = T[keep]
+    return Candidates(T, s[keep], point_weights(probe, fixed, matcher, T, 0.5 * cv))
