@@ -114,7 +114,7 @@ def _batch(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.batch import run_batch
 
     summary = run_batch(Path(args.cases), Path(args.output), _options(args), address=args.address,
-                        num_cpus=args.num_cpus, progress=not args.no_progress)
+                        num_cpus=args.num_cpus, progress=not args.no_progress, allow=tuple(args.allow))
     counts = summary.counts()
     print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f"  -> {args.output}/summary.csv, report.html")
     for r in summary.rows:
@@ -131,6 +131,8 @@ def register_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow", action="append", default=[], metavar="REGEX",
+                   help="the lab's own label scheme, exempt from identifier detection (repeatable)")
     p.set_defaults(handler=_batch)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.cases import BadCase, CaseFiles, discover_cases
+from occlutrace_compute.jobs.cases import CaseFiles, discover_cases
 from occlutrace_compute.jobs.models import JobOptions
 from occlutrace_compute.jobs.outputs import RESULT_NAME, write_case_outputs
 from occlutrace_compute.jobs.pipeline import InputFile, run_case, summary_fields
@@ -38,11 +38,12 @@ class CaseRow:
     previews: list[str] = field(default_factory=list)
 
 
-def _execute(label: str, kind: str, inputs: dict[str, InputFile], options: JobOptions) -> dict[str, Any]:
+def _execute(label: str, kind: str, inputs: dict[str, InputFile], options: JobOptions,
+             allow: tuple[str, ...] = ()) -> dict[str, Any]:
     """Runs one case; never raises for a bad case (it is a row, not a crash)."""
     t0 = time.perf_counter()
     try:
-        out = run_case(kind, inputs, options, label)
+        out = run_case(kind, inputs, options, label, allow)
     except InputRejected as e:
         return {"status": "rejected", "reason": str(e), "seconds": time.perf_counter() - t0}
     except Exception as e:  # noqa: BLE001 - our fault; reported per case, the batch goes on
@@ -131,6 +132,7 @@ def run_batch(
     num_cpus: int | None = None,
     progress: bool = True,
     on_row: Callable[[CaseRow], None] | None = None,
+    allow: tuple[str, ...] = (),
 ) -> BatchSummary:
     """Runs every unfinished case of `cases_dir` on Ray and writes OUT/<case>/... and summaries."""
     import ray
@@ -163,7 +165,7 @@ def run_batch(
                         rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
                         bar.update(1)
                         continue
-                    pending[task.remote(case.label, case.kind, inputs, options)] = case
+                    pending[task.remote(case.label, case.kind, inputs, options, allow)] = case
                 if not pending:
                     continue
                 ready, _ = ray.wait(list(pending), num_returns=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ class JobOutput:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
-def _load(role: str, f: InputFile, limits: Limits) -> LoadedMesh:
-    check_filename(f.name)
+def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
+    check_filename(f.name, allow)
     return load_mesh(data=f.data, name=f.name, limits=limits)
 
 
@@ -67,7 +68,8 @@ def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, timings
     return JobOutput(result, files)
 
 
-def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "") -> JobOutput:
+def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "",
+             allow: Sequence[str] = ()) -> JobOutput:
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan."""
     from occlutrace_compute.analysis import deviation
     from occlutrace_compute.registration import register
@@ -75,7 +77,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     limits = Limits()
-    fixed, moving = _load("fixed", fixed_in, limits), _load("moving", moving_in, limits)
+    fixed, moving = _load(fixed_in, limits, allow), _load(moving_in, limits, allow)
     t["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -113,7 +115,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     return _finish(result, files, label, t)
 
 
-def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "") -> JobOutput:
+def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
     """Places the lower arch into occlusion with the upper through the bite scans; contacts."""
     from occlutrace_compute.analysis import contacts
     from occlutrace_compute.registration.bite import register_bite
@@ -121,7 +123,7 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "")
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     limits = Limits()
-    loaded = {role: _load(role, f, limits) for role, f in inputs.items()}
+    loaded = {role: _load(f, limits, allow) for role, f in inputs.items()}
     upper, lower = loaded["upper"], loaded["lower"]
     bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
     t["load"] = time.perf_counter() - t0
@@ -159,14 +161,16 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "")
     return _finish(result, files, label, t)
 
 
-def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "") -> JobOutput:
-    """Runs a pair or bite job; the case label itself must be anonymous."""
+def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",
+             allow: Sequence[str] = ()) -> JobOutput:
+    """Runs a pair or bite job; the case label itself must be anonymous (`allow`: a lab's own
+    label-scheme regexes, exempt from identifier detection)."""
     if label:
-        ensure_anonymous(label, f"case label '{label}'")
+        ensure_anonymous(label, f"case label '{label}'", allow)
     if kind == "pair":
-        return run_pair(inputs["fixed"], inputs["moving"], options, label)
+        return run_pair(inputs["fixed"], inputs["moving"], options, label, allow)
     if kind == "bite":
-        return run_bite(inputs, options, label)
+        return run_bite(inputs, options, label, allow)
     raise InputRejected(label or "job", f"unknown job kind {kind!r}")
 
 
