@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -202,6 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputRejected as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - our fault: one line for the user, the traceback on request
+        if os.environ.get("OCCLUTRACE_DEBUG"):
+            raise
+        print(f"error: internal error ({type(e).__name__}: {e}); set OCCLUTRACE_DEBUG=1 for details", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

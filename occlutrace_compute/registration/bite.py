@@ -34,6 +34,7 @@ from occlutrace_compute.registration.bite_refine import (
     BiteFit, PairChoice, apply, choose_pair, consistent_pair, joint_lower, pose_gap_mm, refine_bite,
 )
 from occlutrace_compute.registration.bite_search import Candidates, SearchOptions, search
+from occlutrace_compute.registration.engine import resolve_device
 from occlutrace_compute.registration.sampling import check_mesh
 
 
@@ -96,15 +97,6 @@ class BiteResult:
         }
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available")
-    return dev
-
-
 def register_bite(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool = False, device: str = "auto",
                   options: BiteOptions | None = None) -> BiteResult:
     """Lower arch into occlusion with the upper through 1-2 buccal bite scans.
@@ -117,7 +109,7 @@ def register_bite(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool = Fa
     names = ["upper", "lower"] + [f"bite{i + 1}" for i in range(len(bites))]
     for name, mesh in zip(names, [upper, lower, *bites]):
         check_mesh(mesh, f"{name} mesh")
-    dev = _device(device)
+    dev = resolve_device(device)
     before = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(1)  # small per-iteration tensors: threads cost more than they save

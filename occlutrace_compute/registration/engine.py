@@ -58,12 +58,13 @@ def _subset(cloud: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generat
     return cloud[0][keep], cloud[1][keep]
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" picks CUDA when present; asking for CUDA without one is the caller's error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available")
+        raise InputRejected("device", "'cuda' requested but no CUDA device is available")
     return dev
 
 
@@ -100,7 +101,7 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
     if not pairs:
         return []
     opt = options or RegistrationOptions()
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     with _cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
         return _register_batch(pairs, opt, dev, landmarks)
 
