@@ -138,3 +138,15 @@ def test_checker_catches_wrong_neighbours():
     bad_pad = good.idx.clone()
     bad_pad[1, -1, 0] = 0
     assert knn_problems(KnnResult(good.dists2, bad_pad), *args)
+
+
+def test_tree_search_honours_the_process_thread_budget(monkeypatch) -> None:
+    """A Ray task with num_cpus=1 gets OMP_NUM_THREADS=1: tree searches must not take every core."""
+    from occlutrace_compute.nn.threads import tree_workers
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert tree_workers() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "garbage")
+    assert tree_workers() == -1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert tree_workers() == -1

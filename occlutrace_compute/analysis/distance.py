@@ -28,6 +28,7 @@ from occlutrace_compute.analysis.triangles import (
 )
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.threads import tree_workers
 
 NormalsFrom = Literal["faces", "vertices"]
 _PAIRS_PER_CHUNK = 262_144
@@ -122,7 +123,7 @@ class SurfaceIndex:
             # within this radius; asking for at least that many neighbours makes them candidates.
             radius = np.minimum(np.sqrt(sq[todo]), limit) + self.rho
             radius = radius * (1 + 1e-9) + 1e-12
-            count = self._tree.query_ball_point(pts[todo], radius, return_length=True, workers=-1)
+            count = self._tree.query_ball_point(pts[todo], radius, return_length=True, workers=tree_workers())
             need = np.minimum(2 ** np.ceil(np.log2(np.maximum(count, k + 1))).astype(np.int64), self._n_proxies)
             for kb in np.unique(need):  # one pass per power of two: at most log2(proxies) passes
                 group = todo[need == kb]
@@ -138,7 +139,7 @@ class SurfaceIndex:
         rows = max(1, _PAIRS_PER_CHUNK // k)
         for start in range(0, len(pts), rows):
             p = pts[start : start + rows]
-            dist, idx = self._tree.query(p, k=k, distance_upper_bound=bound, workers=-1)
+            dist, idx = self._tree.query(p, k=k, distance_upper_bound=bound, workers=tree_workers())
             dist, idx = dist.reshape(len(p), k), idx.reshape(len(p), k)
             found = idx < self._n_proxies
             safe = np.minimum(idx, self._n_proxies - 1)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -75,6 +75,7 @@ def _store_outcome(case: CaseFiles, outcome: dict[str, Any], out_dir: Path) -> C
     case_dir = out_dir / case.label
     if outcome["status"] == "succeeded":
         write_case_outputs(case_dir, outcome["files"])
+        (case_dir / ERROR_NAME).unlink(missing_ok=True)  # an earlier run's failure is history
         return CaseRow(case.label, case.kind, "succeeded", seconds=outcome["seconds"],
                        metrics=summary_fields(outcome["result"]), previews=_previews(case_dir))
     case_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def _connect_ray(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 
 
 def run_batch(
@@ -152,13 +153,13 @@ def run_batch(
         task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_execute)
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))  # bounded in flight: flat memory
         pending: dict[Any, CaseFiles] = {}
-        queue = list(todo)
+        queue = deque(todo)
         bar = tqdm(total=len(todo), unit="case", disable=not progress, dynamic_ncols=True)
         failed = 0
         try:
             while queue or pending:
                 while queue and len(pending) < window:
-                    case = queue.pop(0)
+                    case = queue.popleft()
                     try:
                         inputs = _read_inputs(case)
                     except OSError as e:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from occlutrace_compute.nn.threads import tree_workers
+
 
 def knn(query: torch.Tensor, ref: torch.Tensor, query_lengths: torch.Tensor, ref_lengths: torch.Tensor, k: int):
     from occlutrace_compute.nn.api import KnnResult
@@ -24,7 +26,7 @@ def knn(query: torch.Tensor, ref: torch.Tensor, query_lengths: torch.Tensor, ref
         if nq == 0 or nr == 0:
             continue
         kk = min(k, nr)
-        _, ii = cKDTree(r_np[i, :nr]).query(q_np[i, :nq], k=kk, workers=-1)
+        _, ii = cKDTree(r_np[i, :nr]).query(q_np[i, :nq], k=kk, workers=tree_workers())
         ii = np.asarray(ii, dtype=np.int64).reshape(nq, kk)
         diff = r_np[i][ii] - q_np[i, :nq, None, :]
         dd = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]

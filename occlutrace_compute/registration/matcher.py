@@ -14,6 +14,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from occlutrace_compute.nn import knn
+from occlutrace_compute.nn.threads import tree_workers
 from occlutrace_compute.registration.batch import Clouds
 
 
@@ -57,7 +58,7 @@ class Matcher:
                 continue
             rows = [q[i, : lens[i]] for i in items]
             queries = np.concatenate(rows)
-            dist, ii = tree.query(queries, k=1, distance_upper_bound=max_dist, workers=-1 if len(queries) > 20000 else 1)
+            dist, ii = tree.query(queries, k=1, distance_upper_bound=max_dist, workers=tree_workers() if len(queries) > 20000 else 1)
             ii = np.minimum(ii, tree.n - 1)
             start = 0
             for i, r in zip(items, rows):
