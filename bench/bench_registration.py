@@ -8,11 +8,14 @@ means <= 50 um. Peers:
   gicp+identity small_gicp GICP from the identity (no global initialisation)
 
     python bench/bench_registration.py --cases 50 --scenario changed --overlap 0.35 0.6
+    python bench/bench_registration.py --speed 9      # one pair, ours and Open3D interleaved
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import platform
 import statistics
 import time
@@ -24,6 +27,7 @@ import numpy as np
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import RegistrationOptions, register
 from occlutrace_compute.synth.cases import PairCase, make_pair_case
+from occlutrace_compute.synth.scan import random_pose
 from occlutrace_compute.synth.score import pointwise_rms_um, rotation_error_deg
 
 SUCCESS_UM = 50.0
@@ -35,10 +39,13 @@ class Runs:
     rot_deg: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    doubtful: list[str] = field(default_factory=list)
 
 
-def _ours(case: PairCase, opt: RegistrationOptions) -> tuple[np.ndarray, str]:
+def _ours(case: PairCase, opt: RegistrationOptions, runs: Runs, seed: int) -> tuple[np.ndarray, str]:
     r = register(case.fixed, case.moving, opt, device="cpu")
+    if r.doubtful:
+        runs.doubtful.append(f"case {seed}: {r.reason}")
     note = f"fitness {r.fitness:.2f}, confidence {r.confidence:.2f}" + (f", doubtful: {r.reason}" if r.doubtful else "")
     return r.matrix, note
 
@@ -113,8 +120,40 @@ def _summary(name: str, runs: Runs, seconds: list[float] | None = None) -> str:
     e = np.asarray(runs.errors_um)
     secs = seconds if seconds is not None else runs.seconds
     return (f"{name:<16} success {np.mean(e <= SUCCESS_UM) * 100:5.1f} %  median {np.median(e):8.2f} um  "
-            f"p95 {np.percentile(e, 95):10.1f} um  rot {statistics.median(runs.rot_deg):.4f} deg  "
+            f"p95 {np.percentile(e, 95):10.1f} um  max {e.max():10.1f} um  rot {statistics.median(runs.rot_deg):.4f} deg  "
             f"time median {statistics.median(secs):.3f} s")
+
+
+def _speed(case: PairCase, repeats: int, opt: RegistrationOptions, with_open3d: bool) -> None:
+    """Wall and CPU time of one pair, re-posed at random before every run (the global search is
+    timed too; loading is not), methods interleaved so both see the same machine load."""
+    methods = {"ours": lambda c: register(c.fixed, c.moving, opt, device="cpu").matrix}
+    if with_open3d:
+        o3d = Open3DPipeline()
+        methods["open3d"] = lambda c: o3d(c)[0]
+    for fn in methods.values():  # warm-up, untimed: lazy imports, thread pools
+        fn(case)
+    rng = np.random.default_rng(2026)
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in methods}
+    load_before = os.getloadavg()
+    for _ in range(repeats):
+        pose = random_pose(rng)
+        c = dataclasses.replace(case, moving=case.moving.transformed(pose),
+                                T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(pose))
+        for name, fn in methods.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            T = fn(c)
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            err = pointwise_rms_um(T, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged])
+            rows[name].append((wall, cpu, err))
+    load_after = os.getloadavg()
+    print(f"one pair: fixed {case.fixed.n_vertices}, moving {case.moving.n_vertices} vertices; {repeats} runs "
+          f"each, random pose per run, interleaved; load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    for name, r in rows.items():
+        a = np.asarray(r)
+        print(f"{name:<8} wall median {np.median(a[:, 0]):.3f} s (min {a[:, 0].min():.3f}, max {a[:, 0].max():.3f})  "
+              f"CPU median {np.median(a[:, 1]):.3f} s (min {a[:, 1].min():.3f})  error median {np.median(a[:, 2]):.2f} um, "
+              f"max {a[:, 2].max():.1f} um, within {SUCCESS_UM:.0f} um {int(np.sum(a[:, 2] <= SUCCESS_UM))}/{repeats}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,11 +165,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=0.015, help="vertex noise in mm")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--speed", type=int, default=0, metavar="N",
+                    help="instead: time case --first-seed N times (ours, and Open3D unless --no-peers)")
     args = ap.parse_args(argv)
     overlap = tuple(args.overlap) if args.overlap else ((0.6, 1.0) if args.scenario == "clean" else (0.35, 0.6))
     warnings.filterwarnings("ignore", category=RuntimeWarning)
 
     opt = RegistrationOptions()
+    if args.speed:
+        _speed(make_pair_case(args.first_seed, args.scenario, overlap, args.noise, args.spacing), args.speed, opt,
+               not args.no_peers)
+        return
     ours, o3d_runs, gicp_o3d, gicp_id = Runs(), Runs(), Runs(), Runs()
     o3d_global_s: list[float] = []
     peers = None if args.no_peers else Open3DPipeline()
@@ -138,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in range(args.first_seed, args.first_seed + args.cases):
         case = make_pair_case(seed, args.scenario, overlap, args.noise, args.spacing)
         sizes.append((case.fixed.n_vertices, case.moving.n_vertices))
-        _record(ours, "ours", seed, case, lambda: _ours(case, opt))
+        _record(ours, "ours", seed, case, lambda: _ours(case, opt, ours, seed))
         if peers is not None:
             _record(o3d_runs, "open3d", seed, case, lambda: peers(case))
             o3d_global_s.append(peers.last_global_s)
@@ -158,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         print(_summary("open3d", o3d_runs))
         print(_summary("gicp+o3d", gicp_o3d) + f"  (+ open3d global {statistics.median(o3d_global_s):.3f} s)")
         print(_summary("gicp+identity", gicp_id))
+    print(f"ours flagged doubtful: {len(ours.doubtful)}/{args.cases}")
+    for d in ours.doubtful:
+        print("  " + d)
     failures = ours.failures + o3d_runs.failures + gicp_o3d.failures + gicp_id.failures
     print(f"\nfailures ({len(failures)}):")
     for f in failures:

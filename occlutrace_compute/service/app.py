@@ -460,7 +460,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         counts: dict[str, int] = {}
         page: list[dict] = []
         last = None
-        for job_id, case in batch["jobs"]:
+        for job_id, case in sorted(batch["jobs"]):  # pages follow job-id order
             record = ctl.repo.load(JobRef(tenant, case, job_id))
             state = record.state if record else "purged"
             counts[state] = counts.get(state, 0) + 1
