@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
-from occlutrace_compute.service.app import create_app
 from occlutrace_compute.service.config import ServiceConfig
-from occlutrace_compute.service.link import DispatcherLink
 from occlutrace_compute.service.logs import log, setup_logging
 
 logger = logging.getLogger("occlutrace.controller")
@@ -17,6 +13,9 @@ logger = logging.getLogger("occlutrace.controller")
 
 def build_app(config: ServiceConfig, with_dispatcher: bool = True):
     """The app, connected to Ray (joining OCCLUTRACE_RAY_ADDRESS or starting a local Ray)."""
+    from occlutrace_compute.service.app import create_app  # heavy (FastAPI, Ray): not at CLI start-up
+    from occlutrace_compute.service.link import DispatcherLink
+
     link = None
     if with_dispatcher:
         link = DispatcherLink(config)
@@ -31,6 +30,8 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, config: ServiceConfig 
     config = config or ServiceConfig.from_env()
     app = build_app(config, with_dispatcher)
     log(logger, logging.INFO, "controller starting", route=f"{host}:{port}")
+    import uvicorn
+
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", timeout_keep_alive=30)
 
 
