@@ -302,6 +302,11 @@ def _result(i: int, prep: _Prepared, out, sc: Scores, fine_m: Clouds, opt: Regis
         reasons.append("geometry does not constrain every direction (flat, symmetric or featureless surface)")
     confidence = (min(1.0, (1 - runner_ratio) / (2 * opt.ambiguity_margin)) * min(1.0, fitness / (2 * opt.min_fitness))
                   * min(1.0, degeneracy / 1e-2))
+    if not reasons and confidence < opt.min_confidence:
+        # Each signal alone is under its limit but together they are weak: on 100 changed rescans
+        # every wrong answer scored <= 0.77 here and every right one 1.0 (bench/RESULTS.md).
+        reasons.append(f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
+                       f"with a rival pose at score ratio {runner_ratio:.2f}")
     return RegistrationResult(
         matrix=out.T[i].cpu().numpy(),
         rmse_mm=float(sc.trimmed_rmse[i]),

@@ -49,3 +49,4 @@ class RegistrationOptions:
     cpu_threads: int | None = 1
     ambiguity_margin: float = 0.15  # relative score gap under which two distinct poses are ambiguous
     min_fitness: float = 0.25
+    min_confidence: float = 0.8  # under this the result is flagged doubtful even if no single signal is
