@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from occlutrace_compute import __version__
+from occlutrace_compute import __version__, cli_jobs
 from occlutrace_compute.errors import InputRejected
 
 
@@ -171,14 +171,15 @@ def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
 
 # --- entry point ---------------------------------------------------------------------------
 
-def _job_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
-    from occlutrace_compute import cli_jobs
-
-    return (cli_jobs.register_align, cli_jobs.register_bite, cli_jobs.register_batch, cli_jobs.register_serve,
-            cli_jobs.register_submit)
-
-
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_inspect, register_sanitize, *_job_commands())
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    register_inspect,
+    register_sanitize,
+    cli_jobs.register_align,
+    cli_jobs.register_bite,
+    cli_jobs.register_batch,
+    cli_jobs.register_serve,
+    cli_jobs.register_submit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

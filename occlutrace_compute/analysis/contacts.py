@@ -21,10 +21,10 @@ import numpy as np
 from occlutrace_compute.analysis.colormap import ColorRamp, contact_ramp
 from occlutrace_compute.analysis.distance import SurfaceIndex
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
-from occlutrace_compute.analysis.ply import write_colored_ply
 from occlutrace_compute.analysis.preview import Panel, write_preview
 from occlutrace_compute.analysis.regions import Regions, regions_below
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes.export import export_mesh
 from occlutrace_compute.meshes.model import Mesh
 
 LOCATION_RULE = (
@@ -142,7 +142,7 @@ class ContactReport:
 
     def write_plys(self, upper_path: str | Path, lower_path: str | Path) -> tuple[Path, Path]:
         """Both arches coloured by distance to the other (red in, green contact, blue open, grey far)."""
-        return write_colored_ply(self.upper.colored, upper_path), write_colored_ply(self.lower.colored, lower_path)
+        return export_mesh(self.upper.colored, upper_path, "ply"), export_mesh(self.lower.colored, lower_path, "ply")
 
     def write_preview(self, path: str | Path) -> Path:
         """PNG with both occlusal views side by side and the colour bar."""

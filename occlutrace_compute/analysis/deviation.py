@@ -16,10 +16,10 @@ import numpy as np
 from occlutrace_compute.analysis.colormap import ColorRamp, deviation_ramp
 from occlutrace_compute.analysis.distance import SurfaceIndex
 from occlutrace_compute.analysis.frame import arch_frame
-from occlutrace_compute.analysis.ply import write_colored_ply
 from occlutrace_compute.analysis.preview import Panel, write_preview
 from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogram, summarize
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes.export import export_mesh
 from occlutrace_compute.meshes.model import Mesh
 
 SIGN_CONVENTION = "positive: aligned surface lies outside the reference (along its outward normals)"
@@ -55,7 +55,7 @@ class DeviationReport:
 
     def write_ply(self, path: str | Path) -> Path:
         """Coloured deviation mesh (grey outside overlap, clipped beyond the colour scale)."""
-        return write_colored_ply(self.colored, path)
+        return export_mesh(self.colored, path, "ply")
 
     def write_preview(self, path: str | Path) -> Path:
         """800x600 PNG: occlusal view coloured by deviation, key statistics in the title."""

@@ -45,7 +45,7 @@ def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
 
 
 def _file_bytes(write, suffix: str) -> bytes:
-    """Runs a writer that takes a path (the analysis layer writes files) and returns the bytes."""
+    """Runs a writer that takes a path (matplotlib previews write files) and returns the bytes."""
     with tempfile.TemporaryDirectory(prefix="occlutrace-") as d:
         path = Path(d) / f"out{suffix}"
         write(path)
@@ -97,7 +97,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     t0 = time.perf_counter()
     files = {
         f"aligned.{moving.format}": mesh_to_bytes(aligned, moving.format, moving.encoding),
-        "deviation.ply": _file_bytes(dev.write_ply, ".ply"),
+        "deviation.ply": mesh_to_bytes(dev.colored, "ply"),
         "deviation.png": _file_bytes(dev.write_preview, ".png"),
     }
     t["export"] = time.perf_counter() - t0
@@ -143,10 +143,9 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         f"upper_occlusion.{upper.format}": mesh_to_bytes(upper_occ, upper.format, upper.encoding),
         f"lower_occlusion.{lower.format}": mesh_to_bytes(lower_occ, lower.format, lower.encoding),
         "contacts.png": _file_bytes(report.write_preview, ".png"),
+        "contacts_upper.ply": mesh_to_bytes(report.upper.colored, "ply"),
+        "contacts_lower.ply": mesh_to_bytes(report.lower.colored, "ply"),
     }
-    with tempfile.TemporaryDirectory(prefix="occlutrace-") as d:
-        up, lp = report.write_plys(Path(d) / "u.ply", Path(d) / "l.ply")
-        files["contacts_upper.ply"], files["contacts_lower.ply"] = up.read_bytes(), lp.read_bytes()
     t["export"] = time.perf_counter() - t0
     result = {
         "kind": "bite",

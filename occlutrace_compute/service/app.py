@@ -345,11 +345,14 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
 
     # -- jobs and batches --------------------------------------------------------------------
 
+    def idempotency_lock(tenant: str, key: str | None):
+        """Serialises requests that carry the same Idempotency-Key (within this replica)."""
+        return ctl.key_lock(f"{tenant}\0{key}" if key else new_id("l"))
+
     @app.post("/v1/jobs", response_model=s.JobStatus, status_code=201, tags=["jobs"])
     def create_job(body: s.JobCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
         """Create a pair or bite job on uploaded files of one case."""
-        lock_name = f"{tenant}\0{idempotency_key_}" if idempotency_key_ else new_id("l")
-        with ctl.key_lock(lock_name):
+        with idempotency_lock(tenant, idempotency_key_):
             saved = ctl.idempotent(tenant, idempotency_key_, body)
             job_id = saved["job_id"] if saved else new_id("j")
             record = ctl.build_record(tenant, body, job_id, None, idempotency_key_)
@@ -425,8 +428,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     @app.post("/v1/batches", response_model=s.BatchCreated, status_code=201, tags=["batches"])
     def create_batch(body: s.BatchCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
         """Create many jobs at once; all are validated before any is stored."""
-        lock_name = f"{tenant}\0{idempotency_key_}" if idempotency_key_ else new_id("l")
-        with ctl.key_lock(lock_name):
+        with idempotency_lock(tenant, idempotency_key_):
             saved = ctl.idempotent(tenant, idempotency_key_, body)
             batch_id = saved["batch_id"] if saved else new_id("b")
             job_ids = saved["job_ids"] if saved else [new_id("j") for _ in body.jobs]
