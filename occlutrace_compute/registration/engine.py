@@ -148,7 +148,7 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     for iterations, d0, d1, keep in rounds:
         out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, Level(iterations, d0, d1, cv / 4, cos_n),
                      opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
-        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv)
+        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv, track=True)
         kept = _top_distinct(pair_of, out.T, sc.score, keep)
         pair_of, T = pair_of[kept], out.T[kept]
     stages["coarse"] = time.perf_counter() - t
@@ -160,7 +160,7 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     matcher = Matcher(mid_f, opt.knn_backend)
     out = refine(mid_m.index(pair_of), mid_f, pair_of, T, matcher,
                  Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n), opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
-    sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv)
+    sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv, track=True)
     ranked = _top_distinct(pair_of, out.T, sc.score, 2)
     best_items, runner_ratio, runner_angle = _winners(pair_of, ranked, out.T, sc.score, len(prepared))
     stages["mid"] = time.perf_counter() - t
@@ -173,7 +173,7 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     matcher = Matcher(fine_f, opt.knn_backend)
     fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
     out = refine(fine_m, fine_f, pair_of, out.T[best_items], matcher, fine_level, opt.converge_rot_rad, opt.converge_trans_mm)
-    sc = score(fine_m, fine_f, pair_of, out.T, matcher, tau=opt.inlier_mm, cos_normals=cos_n, near=opt.change_max_mm)
+    sc = score(fine_m, fine_f, pair_of, out.T, matcher, tau=opt.inlier_mm, cos_normals=cos_n, near=opt.change_max_mm, track=True)
     stages["fine"] = time.perf_counter() - t
     t = time.perf_counter()
     n_hyp = [len(s) for s in starts]

@@ -117,13 +117,7 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
     Te = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4)
     oke = ok[bi, order]
-    counts = torch.zeros(b, n_eval, dtype=torch.int64, device=dev)
-    step = max(1, 4_000_000 // max(1, src_all.shape[1]))
-    for a in range(0, n_eval, step):
-        Tc = Te[:, a : a + step].to(torch.float32)
-        moved = src_all.to(torch.float32)[:, None] @ Tc[..., :3, :3].transpose(-1, -2) + Tc[..., None, :3, 3]
-        close = (moved - dst_all.to(torch.float32)[:, None]).norm(dim=-1) < inlier_mm
-        counts[:, a : a + step] = (close & use[:, None]).sum(-1)
+    counts = _inlier_counts(Te, src_all, dst_all, use, inlier_mm)
     counts = torch.where(oke, counts, torch.zeros_like(counts))
     out = []
     for p in range(b):
@@ -137,6 +131,31 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
                 chosen.append(Tp[i])
         out.append(np.stack(chosen) if chosen else np.zeros((0, 4, 4)))
     return out
+
+
+def _inlier_counts(T: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, use: torch.Tensor, inlier_mm: float) -> torch.Tensor:
+    """(B,E) correspondences each pose (B,E,4,4) brings within `inlier_mm`, over the `use` rows.
+
+    The used rows are packed first (often a third of all), and all poses' rotations are applied
+    as one matrix product (B, E*3, 3) @ (B, 3, U) instead of E small batched ones."""
+    b, e = T.shape[:2]
+    counts = torch.zeros(b, e, dtype=torch.int64, device=T.device)
+    u = int(use.sum(1).max())
+    if u == 0:
+        return counts
+    rows = torch.argsort((~use).to(torch.int8), dim=1, stable=True)[:, :u]
+    bi = torch.arange(b, device=T.device)[:, None]
+    real = use[bi, rows]  # (B,U)
+    s, d = src[bi, rows].float(), dst[bi, rows].float()
+    Tf = T.float()
+    step = max(1, 2_000_000 // (3 * u))
+    for a in range(0, e, step):
+        Tc = Tf[:, a : a + step]
+        moved = (Tc[..., :3, :3].reshape(b, -1, 3) @ s.transpose(1, 2)).view(b, Tc.shape[1], 3, u)
+        diff = moved + Tc[..., :3, 3, None] - d.transpose(1, 2)[:, None]
+        close = (diff * diff).sum(2) < inlier_mm * inlier_mm
+        counts[:, a : a + step] = (close & real[:, None]).sum(-1)
+    return counts
 
 
 def same_pose(a: np.ndarray, b: np.ndarray, rot_deg: float = 5.0, trans_mm: float = 1.0) -> bool:

@@ -65,10 +65,10 @@ class Matches:
 
 
 def match(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
-          max_dist: float) -> Matches:
+          max_dist: float, track: bool = False) -> Matches:
     """Nearest fixed sample of every moved sample (none beyond `max_dist`) and its residuals."""
     moved = transform(moving.points, T)
-    d2, idx = matcher.nearest(moved, moving.lengths, pair_of, max_dist)
+    d2, idx = matcher.nearest(moved, moving.lengths, pair_of, max_dist, track)
     q = fixed.points[pair_of[:, None], idx]
     n = fixed.normals[pair_of[:, None], idx]
     diff = moved - q
@@ -96,7 +96,7 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
     for it in range(level.iterations):
         frac = min(1.0, it / settle)
         dmax = level.dmax_start * (level.dmax_end / level.dmax_start) ** frac
-        m = match(moving, fixed, pair_of, T, matcher, level.cos_normals, dmax)
+        m = match(moving, fixed, pair_of, T, matcher, level.cos_normals, dmax, track=True)
         valid = m.compatible & (m.dist2 < dmax * dmax)
         absr = m.residual.abs()
         mad_scale = level.mad_factor * 1.4826 * _masked_median(absr, valid)
@@ -141,10 +141,11 @@ class Scores:
 
 
 def score(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, tau: float,
-          cos_normals: float, near: float) -> Scores:
+          cos_normals: float, near: float, track: bool = False) -> Scores:
     """Rank poses: rewards overlap and penalises residual at once, so a mirror-like pose that
-    lies near the surface but off by a fraction of a millimetre loses to the true one."""
-    m = match(moving, fixed, pair_of, T, matcher, cos_normals, near)
+    lies near the surface but off by a fraction of a millimetre loses to the true one.
+    `track`: the poses come from `refine` on the same batch (its search candidates are reused)."""
+    m = match(moving, fixed, pair_of, T, matcher, cos_normals, near, track)
     valid = m.compatible & (m.dist2 < near * near)
     r2 = m.residual**2
     inl = valid & (r2 < tau * tau)

@@ -2,9 +2,10 @@
 
 Each item belongs to a pair (`pair_of`); all items of a pair share that pair's fixed cloud.
 On CPU a scipy cKDTree per pair is built once per pyramid level and reused by every iteration
-(the fixed cloud never moves), answering all of that pair's hypotheses in one query. Elsewhere
-the `occlutrace_compute.nn.knn` backends ("auto": the best for the device) run over the padded
-batch.
+(the fixed cloud never moves), answering all of that pair's hypotheses in one query; iterative
+callers (ICP) ask with `track=True` and are answered from cached candidates where that is exact
+(see tracking.py). Elsewhere the `occlutrace_compute.nn.knn` backends ("auto": the best for the
+device) run over the padded batch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from scipy.spatial import cKDTree
 from occlutrace_compute.nn import knn
 from occlutrace_compute.nn.threads import tree_workers
 from occlutrace_compute.registration.batch import Clouds
+from occlutrace_compute.registration.tracking import CandidateCache
+
+# Row counts from which a tree query is worth spreading over every core.
+PARALLEL_ROWS = 8000
 
 
 class Matcher:
@@ -28,14 +33,21 @@ class Matcher:
         if self.backend == "kdtree":
             pts = fixed.points.cpu().numpy()
             self._trees = [cKDTree(pts[j, : int(n)]) for j, n in enumerate(fixed.lengths.cpu())]
+            self._cache = CandidateCache(pts, self._search_rows)
 
     def nearest(self, query: torch.Tensor, lengths: torch.Tensor, pair_of: torch.Tensor,
-                max_dist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
+                max_dist: float = float("inf"), track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared distance (B,P) and index (B,P) into the pair's fixed cloud.
 
         Padded rows, and rows with nothing within `max_dist` (a bound that prunes the tree
-        search), get distance inf and index 0."""
+        search), get distance inf and index 0. `track`: the same batch will be asked again
+        after small moves (the CPU path then keeps candidates; results are the same)."""
         if self.backend == "kdtree":
+            if track:
+                q = query.detach().cpu().numpy()
+                real = np.arange(q.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
+                d2, idx = self._cache.nearest(q, real, pair_of.cpu().numpy(), max_dist)
+                return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
             return self._nearest_kdtree(query, lengths, pair_of, max_dist)
         single = query.is_cuda  # float32 on GPUs: searching, not fitting, so precision is ample
         q = query.float() if single else query
@@ -58,7 +70,7 @@ class Matcher:
                 continue
             rows = [q[i, : lens[i]] for i in items]
             queries = np.concatenate(rows)
-            dist, ii = tree.query(queries, k=1, distance_upper_bound=max_dist, workers=tree_workers() if len(queries) > 20000 else 1)
+            dist, ii = tree.query(queries, k=1, distance_upper_bound=max_dist, workers=_workers(len(queries)))
             ii = np.minimum(ii, tree.n - 1)
             start = 0
             for i, r in zip(items, rows):
@@ -67,3 +79,18 @@ class Matcher:
                 idx[i, :n] = ii[start : start + n]
                 start += n
         return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
+
+    def _search_rows(self, pts: np.ndarray, pairs: np.ndarray, k: int, max_dist: float) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest within `max_dist` of rows `pts` (n,3), each in its own pair's tree."""
+        d2 = np.full((pts.shape[0], k), np.inf)
+        idx = np.zeros((pts.shape[0], k), dtype=np.int64)
+        for j in np.unique(pairs):
+            rows = np.nonzero(pairs == j)[0]
+            dist, ii = self._trees[j].query(pts[rows], k=k, distance_upper_bound=max_dist, workers=_workers(len(rows)))
+            d2[rows] = dist.reshape(len(rows), k) ** 2
+            idx[rows] = ii.reshape(len(rows), k)
+        return d2, idx
+
+
+def _workers(rows: int) -> int:
+    return tree_workers() if rows >= PARALLEL_ROWS else 1

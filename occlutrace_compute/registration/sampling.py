@@ -32,6 +32,16 @@ def _cross(tri_a: np.ndarray, tri_b: np.ndarray, tri_c: np.ndarray) -> np.ndarra
                      u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]], axis=1)
 
 
+def _double_areas32(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Twice each face's area, in single precision (it only weights the draw) and computed on
+    coordinate-major (3, F) arrays: contiguous rows make this ~2x faster than (F, 3) rows."""
+    vt = np.ascontiguousarray(v.T, dtype=np.float32)
+    p0, p1, p2 = (np.take(vt, np.ascontiguousarray(f[:, k]), axis=1) for k in range(3))
+    u, w = p1 - p0, p2 - p0
+    cx, cy, cz = u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]
+    return np.sqrt(cx * cx + cy * cy + cz * cz)
+
+
 def sample_surface(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
     """`n` points drawn uniformly by area, with their faces' unit normals, reproducible by seed."""
     points, normals, _ = sample_surface_area(mesh, n, seed, source)
@@ -45,17 +55,16 @@ def sample_surface_area(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh")
         raise ValueError(f"sample count must be positive, got {n}")
     v = np.asarray(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, dtype=np.int64)
-    v32 = v.astype(np.float32)  # areas only weight the draw: single precision halves the traffic
-    cross = _cross(v32[f[:, 0]], v32[f[:, 1]], v32[f[:, 2]])
-    cdf = np.cumsum(np.sqrt(np.einsum("ij,ij->i", cross, cross)), dtype=np.float64)
+    cdf = np.cumsum(_double_areas32(v, f), dtype=np.float64)
     total = float(cdf[-1]) / 2
     if not total > 0:
         raise InputRejected(source, "surface has zero area (all faces degenerate)")
     rng = np.random.default_rng(seed)
-    face = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(cdf) - 1)
+    # Sorted draws: the binary searches and the gathers below then walk memory in order.
+    face = np.minimum(np.searchsorted(cdf, np.sort(rng.random(n)) * cdf[-1], side="right"), len(cdf) - 1)
     r1 = np.sqrt(rng.random(n))
     r2 = rng.random(n)
-    a, b, c = v[f[face, 0]], v[f[face, 1]], v[f[face, 2]]
+    a, b, c = np.take(v, np.take(f, face, axis=0), axis=0).transpose(1, 0, 2)
     points = (1.0 - r1)[:, None] * a + (r1 * (1.0 - r2))[:, None] * b + (r1 * r2)[:, None] * c
     normals = _cross(a, b, c)  # in double precision, from the drawn faces only
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)  # drawn faces have positive area
