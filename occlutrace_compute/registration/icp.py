@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from occlutrace_compute.registration.batch import Clouds, rotate, transform
+from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.matcher import Matcher
 
 
@@ -54,37 +54,83 @@ def _masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nanmedian(torch.where(mask, x, torch.full_like(x, float("nan"))), dim=1).values.nan_to_num(0.0)
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of component-major (B,3,P) vectors -> (B,P)."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                        a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], 1)
+
+
+@dataclass
+class _Packed:
+    """A batch in component-major layout: moving samples (B,3,P), fixed samples and normals
+    flattened to (6, pairs*R) for one gather. torch's products and sums over a length-3
+    trailing axis cost several times the same arithmetic over dim 1 (measured on 20k rows:
+    dot 320 vs 27 us, rotation 256 vs 40 us), and this arithmetic is most of an iteration."""
+
+    points: torch.Tensor
+    normals: torch.Tensor
+    lengths: torch.Tensor
+    mask: torch.Tensor
+    fixed: torch.Tensor
+    stride: int  # R, the padded length of one fixed cloud
+
+    @classmethod
+    def of(cls, moving: Clouds, fixed: Clouds) -> "_Packed":
+        b, r, _ = fixed.points.shape
+        flat = torch.cat([fixed.points, fixed.normals], -1).reshape(b * r, 6).T.contiguous()
+        return cls(moving.points.transpose(1, 2).contiguous(), moving.normals.transpose(1, 2).contiguous(),
+                   moving.lengths, moving.mask, flat, r)
+
+
 @dataclass
 class Matches:
     residual: torch.Tensor  # (B,P) signed point-to-plane residual
     dist2: torch.Tensor  # (B,P) squared distance to the nearest fixed sample
     compatible: torch.Tensor  # (B,P) real row with normals agreeing
-    moved: torch.Tensor  # (B,P,3) moving samples in fixed frame
-    target_normal: torch.Tensor  # (B,P,3)
+    moved_c: torch.Tensor  # (B,3,P) moving samples in fixed frame
+    normal_c: torch.Tensor  # (B,3,P) plane normal of each correspondence
     tangential2: torch.Tensor  # (B,P) squared offset to the match along its tangent plane
+
+    @property
+    def moved(self) -> torch.Tensor:
+        """(B,P,3) view of `moved_c`."""
+        return self.moved_c.transpose(1, 2)
 
 
 def match(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
           max_dist: float, track: bool = False) -> Matches:
     """Nearest fixed sample of every moved sample (none beyond `max_dist`) and its residuals."""
-    moved = transform(moving.points, T)
-    d2, idx = matcher.nearest(moved, moving.lengths, pair_of, max_dist, track)
-    q = fixed.points[pair_of[:, None], idx]
-    n = fixed.normals[pair_of[:, None], idx]
-    diff = moved - q
-    n_moved = rotate(moving.normals, T)
-    cos = (n_moved * n).sum(-1)
-    n = n + n_moved
-    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    r = (diff * n).sum(-1)
-    compatible = moving.mask & (cos > cos_normals) & torch.isfinite(d2)
-    d2 = torch.where(torch.isfinite(d2), d2, torch.full_like(d2, 1e12))
+    return _match(_Packed.of(moving, fixed), pair_of, T, matcher, cos_normals, max_dist, track)
+
+
+def _match(pk: _Packed, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
+           max_dist: float, track: bool) -> Matches:
+    R, t = T[:, :3, :3], T[:, :3, 3]
+    moved = torch.baddbmm(t[:, :, None], R, pk.points)
+    d2, idx = matcher.nearest(moved.transpose(1, 2), pk.lengths, pair_of, max_dist, track)
+    b, p = idx.shape
+    g = pk.fixed.index_select(1, (pair_of[:, None] * pk.stride + idx).reshape(-1)).view(6, b, p).transpose(0, 1)
+    diff = moved - g[:, :3]
+    n_fix = g[:, 3:]
+    n_moved = R @ pk.normals
+    cos = _dot(n_moved, n_fix)
+    n = n_fix + n_moved
+    n = n / torch.sqrt(_dot(n, n)).clamp_min(1e-12)[:, None]
+    r = _dot(diff, n)
+    finite = torch.isfinite(d2)
+    compatible = pk.mask & (cos > cos_normals) & finite
+    d2 = torch.where(finite, d2, torch.full_like(d2, 1e12))
     return Matches(r, d2, compatible, moved, n, (d2 - r * r).clamp_min(0.0))
 
 
 def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tensor, matcher: Matcher, level: Level,
            converge_rot: float = 1e-6, converge_trans: float = 1e-5) -> IcpOutcome:
     """Run one level's iterations on every item; items stop moving once converged."""
+    pk = _Packed.of(moving, fixed)
     T = T0.clone()
     b = T.shape[0]
     dev, dt = T.device, T.dtype
@@ -92,27 +138,26 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
     converged = torch.zeros(b, dtype=torch.bool, device=dev)
     active = torch.ones(b, dtype=torch.bool, device=dev)
     hessian = torch.zeros(b, 6, 6, dtype=dt, device=dev)
+    eye6 = torch.eye(6, dtype=dt, device=dev)
     settle = max(1, level.iterations // 2)
     for it in range(level.iterations):
         frac = min(1.0, it / settle)
         dmax = level.dmax_start * (level.dmax_end / level.dmax_start) ** frac
-        m = match(moving, fixed, pair_of, T, matcher, level.cos_normals, dmax, track=True)
+        m = _match(pk, pair_of, T, matcher, level.cos_normals, dmax, track=True)
         valid = m.compatible & (m.dist2 < dmax * dmax)
-        absr = m.residual.abs()
-        mad_scale = level.mad_factor * 1.4826 * _masked_median(absr, valid)
-        scale = torch.minimum(torch.clamp(mad_scale, min=level.scale_floor), torch.tensor(dmax / 2, dtype=dt, device=dev))
+        mad_scale = level.mad_factor * 1.4826 * _masked_median(m.residual.abs(), valid)
+        scale = torch.clamp(mad_scale, min=level.scale_floor, max=dmax / 2)
         s2 = (scale * scale)[:, None]
         w = valid * (s2 / (s2 + m.residual**2)) ** 2
         wsum = w.sum(1).clamp_min(1e-12)
-        centre = (w[..., None] * m.moved).sum(1) / wsum[:, None]
-        pc = m.moved - centre[:, None]
-        J = torch.cat([torch.cross(pc, m.target_normal, dim=-1), m.target_normal], dim=-1)
-        Jw = J * w[..., None]
-        A = Jw.transpose(1, 2) @ J
-        g = (Jw * m.residual[..., None]).sum(1)
+        centre = (m.moved_c * w[:, None]).sum(2) / wsum[:, None]
+        pc = m.moved_c - centre[:, :, None]
+        J = torch.cat([_cross(pc, m.normal_c), m.normal_c], 1)  # (B,6,P)
+        Jw = J * w[:, None]
+        A = Jw @ J.transpose(1, 2)
+        g = (Jw @ m.residual[:, :, None])[..., 0]
         reg = 1e-9 * A.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-12)
-        A_reg = A + reg[:, None, None] * torch.eye(6, dtype=dt, device=dev)
-        x = -torch.linalg.solve(A_reg, g[..., None])[..., 0]
+        x = -torch.linalg.solve(A + reg[:, None, None] * eye6, g[..., None])[..., 0]
         ok = (valid.sum(1) >= 6) & active & torch.isfinite(x).all(1)
         x = torch.where(ok[:, None], x, torch.zeros_like(x))
         R = _skew_exp(x[:, :3])

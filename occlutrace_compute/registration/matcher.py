@@ -32,7 +32,7 @@ class Matcher:
         self._ref32 = fixed.points.float() if dev.type == "cuda" else fixed.points
         if self.backend == "kdtree":
             pts = fixed.points.cpu().numpy()
-            self._trees = [cKDTree(pts[j, : int(n)]) for j, n in enumerate(fixed.lengths.cpu())]
+            self._trees = [cKDTree(pts[j, : int(n)], balanced_tree=False) for j, n in enumerate(fixed.lengths.cpu())]
             self._cache = CandidateCache(pts, self._search_rows)
 
     def nearest(self, query: torch.Tensor, lengths: torch.Tensor, pair_of: torch.Tensor,

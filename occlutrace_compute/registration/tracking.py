@@ -23,10 +23,13 @@ Search = Callable[[np.ndarray, np.ndarray, int, float], tuple[np.ndarray, np.nda
 
 @dataclass
 class _Anchors:
+    """Per row, component-major ((3,B,P...) arrays: numpy, like torch, is slow over a length-3
+    trailing axis)."""
+
     key: tuple
-    x0: np.ndarray  # (B,P,3) anchor positions
+    x0: np.ndarray  # (3,B,P) anchor positions
     cand: np.ndarray  # (B,P,k) candidate indices into the pair's fixed cloud
-    cpos: np.ndarray  # (B,P,k,3) candidate positions
+    cpos: np.ndarray  # (3,B,P,k) candidate positions
     d1: np.ndarray  # (B,P) distance to the first candidate (inf: none within bound)
     dk: np.ndarray  # (B,P) distance to the k-th candidate (inf: fewer than k within bound)
     bound: np.ndarray  # (B,P) search radius of the anchor query
@@ -45,21 +48,24 @@ class CandidateCache:
         """(B,P) squared distance and index of the nearest fixed sample within `max_dist`
         (inf and 0 when none, and on padded rows) for query points q (B,P,3)."""
         key = (q.shape, pairs.tobytes())
+        qc = [q[..., c] for c in range(3)]
         a = self._anchors
         if a is None or a.key != key:
             a = self._anchors = self._empty(key, q.shape)
             stale = real
         else:
-            e = np.sqrt(((q - a.x0) ** 2).sum(-1))
+            e = np.sqrt(sum((qc[c] - a.x0[c]) ** 2 for c in range(3)))
             with np.errstate(invalid="ignore"):
                 inside = np.where(np.isfinite(a.dk), a.dk - a.d1 > 2 * e, e + max_dist <= a.bound)
             stale = real & ~inside
         if stale.any():
             self._reanchor(a, q, stale, pairs, max_dist)
-        d2c = ((a.cpos - q[:, :, None, :]) ** 2).sum(-1)
-        best = np.argmin(d2c, axis=-1)
-        d2 = np.take_along_axis(d2c, best[..., None], -1)[..., 0]
-        idx = np.take_along_axis(a.cand, best[..., None], -1)[..., 0]
+        with np.errstate(invalid="ignore"):  # inf - inf on missing candidates
+            d2c = sum((a.cpos[c] - qc[c][..., None]) ** 2 for c in range(3))
+        d2c[np.isnan(d2c)] = np.inf
+        best = np.argmin(d2c, axis=-1)[..., None]
+        d2 = np.take_along_axis(d2c, best, -1)[..., 0]
+        idx = np.take_along_axis(a.cand, best, -1)[..., 0]
         miss = ~real | ~(d2 <= max_dist * max_dist)
         d2[miss] = np.inf
         idx[miss] = 0
@@ -68,21 +74,21 @@ class CandidateCache:
     def _empty(self, key: tuple, shape: tuple) -> _Anchors:
         b, p, _ = shape
         k = self.k
-        return _Anchors(key, np.zeros((b, p, 3)), np.zeros((b, p, k), dtype=np.int64), np.full((b, p, k, 3), np.inf),
+        return _Anchors(key, np.zeros((3, b, p)), np.zeros((b, p, k), dtype=np.int64), np.full((3, b, p, k), np.inf),
                         np.full((b, p), np.inf), np.full((b, p), np.inf), np.zeros((b, p)))
 
     def _reanchor(self, a: _Anchors, q: np.ndarray, rows: np.ndarray, pairs: np.ndarray, max_dist: float) -> None:
         bi, pi = np.nonzero(rows)
-        pts = q[bi, pi]
+        pts = np.ascontiguousarray(q[bi, pi])
         row_pair = pairs[bi]
         dist2, idx = self.search(pts, row_pair, self.k, max_dist)
         found = np.isfinite(dist2)
         idx = np.where(found, idx, 0)
         cpos = self.fixed_points[row_pair[:, None], idx]
         cpos[~found] = np.inf  # never the nearest
-        a.x0[bi, pi] = pts
+        a.x0[:, bi, pi] = pts.T
         a.cand[bi, pi] = idx
-        a.cpos[bi, pi] = cpos
+        a.cpos[:, bi, pi] = cpos.transpose(2, 0, 1)
         dist = np.sqrt(dist2)
         a.d1[bi, pi] = dist[:, 0]
         a.dk[bi, pi] = dist[:, -1]
