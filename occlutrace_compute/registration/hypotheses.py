@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.registration.batch import Clouds
@@ -59,14 +58,15 @@ def anchor_centroids(fix_pts: np.ndarray, n_moving: int, n_anchors: int) -> np.n
     as many coarse samples as the moving scan (same voxel size, so about the same area); plus
     the whole fixed centroid (full overlap)."""
     k = int(min(max(n_moving, 1), fix_pts.shape[0]))
-    tree = cKDTree(fix_pts)
     chosen = [0]
     d = np.linalg.norm(fix_pts - fix_pts[0], axis=1)
     for _ in range(n_anchors - 1):  # farthest point sampling
         chosen.append(int(np.argmax(d)))
         d = np.minimum(d, np.linalg.norm(fix_pts - fix_pts[chosen[-1]], axis=1))
-    _, nb = tree.query(fix_pts[chosen], k=k)
-    nb = nb.reshape(len(chosen), k)
+    # k nearest of each anchor by partial sort of one small distance matrix (a tree query for
+    # thousands of neighbours of a dozen points costs 20x more)
+    d2 = ((fix_pts[chosen][:, None, :] - fix_pts[None]) ** 2).sum(-1)
+    nb = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < fix_pts.shape[0] else np.broadcast_to(np.arange(k), d2.shape)
     return np.concatenate([fix_pts.mean(0, keepdims=True), fix_pts[nb].mean(1)])
 
 

@@ -20,7 +20,7 @@ from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.tracking import CandidateCache
 
 # Row counts from which a tree query is worth spreading over every core.
-PARALLEL_ROWS = 8000
+PARALLEL_ROWS = 50000
 
 
 class Matcher:

@@ -18,9 +18,9 @@ class RegistrationOptions:
     fixed_points: int = 32000  # fixed samples (denser than moving: closer tangent planes)
     coarse_voxel: float = 1.6
     mid_voxel: float = 0.6
-    coarse_iterations: int = 15
-    mid_iterations: int = 10
-    fine_iterations: int = 12
+    coarse_iterations: int = 10
+    mid_iterations: int = 8
+    fine_iterations: int = 10
     fpfh_radius_factor: float = 5.0  # feature radius = factor x coarse_voxel
     ransac_trials: int = 2000
     fpfh_hypotheses: int = 8
@@ -31,7 +31,7 @@ class RegistrationOptions:
     keep_after_prune: int = 8  # distinct hypotheses surviving the first coarse round
     keep_after_coarse: int = 3  # distinct hypotheses carried to the mid level
     coarse_icp_points: int = 400  # moving samples per hypothesis in the coarse ICP
-    mid_icp_points: int = 3000
+    mid_icp_points: int = 2000
     normal_max_angle_deg: float = 60.0  # correspondences whose normals disagree more are dropped
     final_scale_mm: float = 0.03  # floor of the robust kernel's scale at the finest level
     fine_mad_factor: float = 1.0  # finest-level kernel scale in units of the residuals' MAD sigma
@@ -43,7 +43,7 @@ class RegistrationOptions:
     converge_trans_mm: float = 3e-4
     seed: int = 0
     knn_backend: str = "auto"  # "kdtree" on CPU, nn.knn backends on GPU
-    # torch threads on CPU: per-iteration tensors are small (< 100k rows), where OpenMP
+    # torch and BLAS threads on CPU: per-iteration tensors are small (< 100k rows), where OpenMP
     # fork/join costs more than it saves and stalls badly on shared cores (tree searches still
     # use every core). None keeps the process setting.
     cpu_threads: int | None = 1
