@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import RegistrationOptions, register
@@ -137,14 +138,18 @@ def _speed(case: PairCase, repeats: int, opt: RegistrationOptions, with_open3d: 
     rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in methods}
     load_before = os.getloadavg()
     for _ in range(repeats):
-        pose = random_pose(rng)
-        c = dataclasses.replace(case, moving=case.moving.transformed(pose),
-                                T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(pose))
+        # The harness's own numpy work runs on one BLAS thread: a BLAS thread left spinning
+        # after it would steal a core from the timed call (measured: +0.1 CPU s per pair).
+        with threadpool_limits(limits=1, user_api="blas"):
+            pose = random_pose(rng)
+            c = dataclasses.replace(case, moving=case.moving.transformed(pose),
+                                    T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(pose))
         for name, fn in methods.items():
             w0, c0 = time.perf_counter(), time.process_time()
             T = fn(c)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-            err = pointwise_rms_um(T, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged])
+            with threadpool_limits(limits=1, user_api="blas"):
+                err = pointwise_rms_um(T, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged])
             rows[name].append((wall, cpu, err))
     load_after = os.getloadavg()
     print(f"one pair: fixed {case.fixed.n_vertices}, moving {case.moving.n_vertices} vertices; {repeats} runs "

@@ -38,7 +38,7 @@ class _Anchors:
 class CandidateCache:
     """Per (batch shape, pair assignment) anchors; a new batch layout starts afresh."""
 
-    def __init__(self, fixed_points: np.ndarray, search: Search, k: int = 4) -> None:
+    def __init__(self, fixed_points: np.ndarray, search: Search, k: int = 3) -> None:
         self.fixed_points = fixed_points  # (pairs, R, 3) padded, as the searches index it
         self.search = search
         self.k = k
