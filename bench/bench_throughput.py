@@ -1,0 +1,96 @@
+"""Batched registration throughput: pairs per second by batch size, global initialisation included.
+
+Target (issue #3): >= 200 pairs/s at 20k sampled points per scan on one H100/H200. Cases are
+generated first (in parallel processes, not timed); every batch size then aligns the same pairs
+with `register_batch` (sampling, hypotheses, coarse/mid/fine ICP; loading excluded) and prints
+pairs/s, success (<= 50 um on the unchanged vertices), median error, and on CUDA the peak GPU
+memory per pair of the batch.
+
+    python bench/bench_throughput.py --device cuda --pairs 512 --batch-sizes 1 8 32 128 256
+    python bench/bench_throughput.py --device cpu --pairs 8 --batch-sizes 1 4     # dry run here
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from occlutrace_compute.registration import RegistrationOptions, register_batch
+from occlutrace_compute.synth.cases import PairCase, make_pair_case
+from occlutrace_compute.synth.score import pointwise_rms_um
+
+SUCCESS_UM = 50.0
+
+
+def _case(args: tuple[int, str, float]) -> PairCase:
+    seed, scenario, spacing = args
+    overlap = (0.6, 1.0) if scenario == "clean" else (0.35, 0.6)
+    return make_pair_case(seed, scenario, overlap, 0.015, spacing)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(cases: list[PairCase], batch: int, opt: RegistrationOptions, device: torch.device) -> dict:
+    """Align every case in batches of `batch`; one untimed warm-up batch first."""
+    pairs = [(c.fixed, c.moving) for c in cases]
+    register_batch(pairs[:batch], opt, device=device)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    errors = []
+    t0 = time.perf_counter()
+    for start in range(0, len(pairs), batch):
+        results = register_batch(pairs[start : start + batch], opt, device=device)
+        for c, r in zip(cases[start : start + batch], results):
+            errors.append(pointwise_rms_um(r.matrix, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged]))
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    e = np.asarray(errors)
+    row = {"batch": batch, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds, "success": float(np.mean(e <= SUCCESS_UM)),
+           "median_um": float(np.median(e))}
+    if device.type == "cuda":
+        row["gpu_mb_per_pair"] = torch.cuda.max_memory_allocated() / batch / 2**20
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
+    ap.add_argument("--points", type=int, default=20000, help="sampled points per scan (moving and fixed)")
+    ap.add_argument("--scenario", choices=("clean", "changed"), default="clean")
+    ap.add_argument("--spacing", type=float, default=0.15, help="scan grid spacing in mm (0.15: ~150k vertices)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes generating the cases")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    t = time.perf_counter()
+    jobs = [(seed, args.scenario, args.spacing) for seed in range(args.pairs)]
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        cases = list(pool.map(_case, jobs, chunksize=4))
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"{args.pairs} {args.scenario} pairs generated in {time.perf_counter() - t:.0f} s; device {device} ({name}); "
+          f"{args.points} points per scan; torch {torch.__version__}", flush=True)
+    opt = replace(RegistrationOptions(), fine_points=args.points, fixed_points=args.points)
+    for batch in args.batch_sizes:
+        row = run(cases, batch, opt, device)
+        extra = f"  GPU peak {row['gpu_mb_per_pair']:.0f} MB/pair" if "gpu_mb_per_pair" in row else ""
+        print(f"batch {batch:4d}: {row['pairs_per_s']:8.2f} pairs/s  success {row['success'] * 100:5.1f} %  "
+              f"median {row['median_um']:.2f} um{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
