@@ -16,3 +16,9 @@ def tree_workers() -> int:
     except ValueError:
         return -1
     return n if n > 0 else -1
+
+
+def thread_budget() -> int:
+    """Threads this process may keep busy: OMP_NUM_THREADS when set, else every core."""
+    n = tree_workers()
+    return n if n > 0 else (os.cpu_count() or 1)
