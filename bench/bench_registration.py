@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in range(args.first_seed, args.first_seed + args.cases):
         case = make_pair_case(seed, args.scenario, overlap, args.noise, args.spacing)
         sizes.append((case.fixed.n_vertices, case.moving.n_vertices))
+        ours.last = None
         _record(ours, "ours", seed, case, lambda: _ours(case, opt, ours, seed))
         if case.changes and ours.last is not None:
             ours.detection.append(_change_detection(case, ours.last, opt))
