@@ -55,14 +55,12 @@ class CandidateCache:
             stale = real
         else:
             e = np.sqrt(sum((qc[c] - a.x0[c]) ** 2 for c in range(3)))
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore"):  # inf - inf where a row has no candidate
                 inside = np.where(np.isfinite(a.dk), a.dk - a.d1 > 2 * e, e + max_dist <= a.bound)
             stale = real & ~inside
         if stale.any():
             self._reanchor(a, q, stale, pairs, max_dist)
-        with np.errstate(invalid="ignore"):  # inf - inf on missing candidates
-            d2c = sum((a.cpos[c] - qc[c][..., None]) ** 2 for c in range(3))
-        d2c[np.isnan(d2c)] = np.inf
+        d2c = sum((a.cpos[c] - qc[c][..., None]) ** 2 for c in range(3))  # missing candidates sit at inf
         best = np.argmin(d2c, axis=-1)[..., None]
         d2 = np.take_along_axis(d2c, best, -1)[..., 0]
         idx = np.take_along_axis(a.cand, best, -1)[..., 0]
