@@ -142,14 +142,17 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     T = torch.from_numpy(np.concatenate(starts)).to(dev)
     cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
     cv, mv = opt.coarse_voxel, opt.mid_voxel
+    centres = _centres(prepared)
     coarse_m = pack([p.moving[1] for p in prepared], dev)
     matcher = Matcher(coarse_f, opt.knn_backend)
     rounds = ((opt.coarse_iterations // 3, 4.0 * cv, 2.0 * cv, opt.keep_after_prune), (opt.coarse_iterations, 2.0 * cv, cv, opt.keep_after_coarse))
     for iterations, d0, d1, keep in rounds:
-        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, Level(iterations, d0, d1, cv / 4, cos_n),
+        # Kernel floor cv / 8: tight enough to reject prepared crowns 1-1.5 mm off (see options).
+        level = Level(iterations, d0, d1, cv / 8, cos_n, opt.search_mad_factor)
+        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, level,
                      opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
         sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv)
-        kept = _top_distinct(pair_of, out.T, sc.score, keep)
+        kept = _top_distinct(pair_of, out.T, sc.score, keep, centres)
         pair_of, T = pair_of[kept], out.T[kept]
     stages["coarse"] = time.perf_counter() - t
 
@@ -159,9 +162,10 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     mid_f = pack([p.fixed[2] for p in prepared], dev)
     matcher = Matcher(mid_f, opt.knn_backend)
     out = refine(mid_m.index(pair_of), mid_f, pair_of, T, matcher,
-                 Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n), opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
+                 Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
+                 opt.converge_trans_mm * 10)
     sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv)
-    ranked = _top_distinct(pair_of, out.T, sc.score, 2)
+    ranked = _top_distinct(pair_of, out.T, sc.score, 2, centres)
     best_items, runner_ratio, runner_angle = _winners(pair_of, ranked, out.T, sc.score, len(prepared))
     stages["mid"] = time.perf_counter() - t
 
@@ -226,13 +230,18 @@ def _prescreen(prepared: list[_Prepared], coarse_f: Clouds, poses: list[np.ndarr
     cv = opt.coarse_voxel
     sc = score(few.index(pair_of), coarse_f, pair_of, T, Matcher(coarse_f, opt.knn_backend), tau=2 * cv,
                cos_normals=math.cos(math.radians(opt.normal_max_angle_deg)), near=2 * cv)
-    kept = _top_distinct(pair_of, T, sc.score, opt.axis_hypotheses)
+    kept = _top_distinct(pair_of, T, sc.score, opt.axis_hypotheses, _centres(prepared))
     by_pair = pair_of[kept].cpu().numpy()
     Tk = T[kept].cpu().numpy()
     return [Tk[by_pair == i] for i in range(len(poses))]
 
 
-def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+def _centres(prepared: list[_Prepared]) -> np.ndarray:
+    """(n_pairs, 3) centroid of each moving scan's coarse cloud, for the distinctness tests."""
+    return np.stack([p.moving[0][0].mean(0) for p in prepared])
+
+
+def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, keep: int, centres: np.ndarray) -> torch.Tensor:
     """Indices of the `keep` best-scoring items per pair that are distinct poses, best first."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
@@ -244,7 +253,7 @@ def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, 
         for i in items[np.argsort(-s[items], kind="stable")]:
             if len(mine) >= keep:
                 break
-            if all(not hyp.same_pose(Ts[i], Ts[j]) for j in mine):
+            if all(not hyp.same_pose(Ts[i], Ts[j], centres[p]) for j in mine):
                 mine.append(int(i))
         chosen.extend(mine)
     return torch.tensor(chosen, dtype=torch.int64, device=pair_of.device)
