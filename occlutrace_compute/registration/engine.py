@@ -168,14 +168,17 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     T = torch.from_numpy(np.concatenate(starts)).to(dev)
     cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
     cv, mv = opt.coarse_voxel, opt.mid_voxel
+    centres = _centres(prepared)
     coarse_m = pack([p.moving[1] for p in prepared], dev)
     matcher = Matcher(coarse_f, opt.knn_backend)
     rounds = ((opt.coarse_iterations // 3, 4.0 * cv, 2.0 * cv, opt.keep_after_prune), (opt.coarse_iterations, 2.0 * cv, cv, opt.keep_after_coarse))
     for iterations, d0, d1, keep in rounds:
-        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, Level(iterations, d0, d1, cv / 4, cos_n),
+        # Kernel floor cv / 8: tight enough to reject prepared crowns 1-1.5 mm off (see options).
+        level = Level(iterations, d0, d1, cv / 8, cos_n, opt.search_mad_factor)
+        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, level,
                      opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
         sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv, track=True)
-        kept = _top_distinct(pair_of, out.T, sc.score, keep)
+        kept = _top_distinct(pair_of, out.T, sc.score, keep, centres)
         pair_of, T = pair_of[kept], out.T[kept]
     stages["coarse"] = time.perf_counter() - t
 
@@ -185,27 +188,34 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     mid_f = pack([p.fixed[2] for p in prepared], dev)
     matcher = Matcher(mid_f, opt.knn_backend)
     out = refine(mid_m.index(pair_of), mid_f, pair_of, T, matcher,
-                 Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n), opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
+                 Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
+                 opt.converge_trans_mm * 10)
     sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv, track=True)
-    ranked = _top_distinct(pair_of, out.T, sc.score, 2)
-    best_items, runner_ratio, runner_angle = _winners(pair_of, ranked, out.T, sc.score, len(prepared))
+    ranked = _top_distinct(pair_of, out.T, sc.score, 2, centres)
+    best_items, runner_items, runner_ratio, runner_angle = _winners(pair_of, ranked, out.T, sc.score, len(prepared))
     stages["mid"] = time.perf_counter() - t
 
-    # Fine level: the winner of each pair at full density.
+    # Fine level: the winner of each pair at full density, with its runner-up where the mid
+    # level could not tell them apart (under heavy change the true pose and a rival 3-4 deg off
+    # score alike at 0.6 mm; over 20k samples and a 0.1 mm inlier band the true one wins).
     t = time.perf_counter()
-    fine_m = pack([p.moving[3] for p in prepared], dev)
+    n = len(prepared)
+    ambiguous = np.nonzero((runner_items >= 0) & (runner_ratio > 1 - opt.ambiguity_margin))[0]
+    items = torch.cat([best_items, torch.from_numpy(runner_items[ambiguous]).to(dev)])
+    pair_of = torch.cat([torch.arange(n, device=dev), torch.from_numpy(ambiguous).to(dev)])
+    fine_m = pack([p.moving[3] for p in prepared], dev).index(pair_of)
     fine_f = pack([p.fixed[3] for p in prepared], dev)
-    pair_of = torch.arange(len(prepared), device=dev)
     matcher = Matcher(fine_f, opt.knn_backend)
     fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
-    out = refine(fine_m, fine_f, pair_of, out.T[best_items], matcher, fine_level, opt.converge_rot_rad, opt.converge_trans_mm)
+    out = refine(fine_m, fine_f, pair_of, out.T[items], matcher, fine_level, opt.converge_rot_rad, opt.converge_trans_mm)
     sc = score(fine_m, fine_f, pair_of, out.T, matcher, tau=opt.inlier_mm, cos_normals=cos_n, near=opt.change_max_mm, track=True)
+    chosen = _fine_duels(ambiguous, out.T, sc.score, runner_ratio, runner_angle, _centres(prepared))
     stages["fine"] = time.perf_counter() - t
     t = time.perf_counter()
     n_hyp = [len(s) for s in starts]
     results = [
-        _result(i, prepared[i], out, sc, fine_m, opt, float(runner_ratio[i]), float(runner_angle[i]), n_hyp[i])
-        for i in range(len(prepared))
+        _result(int(chosen[i]), prepared[i], out, sc, fine_m, opt, float(runner_ratio[i]), float(runner_angle[i]), n_hyp[i])
+        for i in range(n)
     ]
     stages["summary"] = time.perf_counter() - t
     per_pair = {k: v / len(prepared) for k, v in stages.items()}
@@ -259,7 +269,7 @@ def _prescreen(prepared: list[_Prepared], coarse_f: Clouds, poses: list[np.ndarr
     survivors = _top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T) // (5 * len(poses))))
     pair_of, T = pair_of[survivors], T[survivors]
     sc = score(few.index(pair_of), coarse_f, pair_of, T, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
-    kept = _top_distinct(pair_of, T, sc.score, opt.axis_hypotheses)
+    kept = _top_distinct(pair_of, T, sc.score, opt.axis_hypotheses, _centres(prepared))
     by_pair = pair_of[kept].cpu().numpy()
     Tk = T[kept].cpu().numpy()
     return [Tk[by_pair == i] for i in range(len(poses))]
@@ -273,7 +283,12 @@ def _top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int) -> tor
     return torch.from_numpy(np.sort(np.concatenate(chosen))).to(pair_of.device)
 
 
-def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+def _centres(prepared: list[_Prepared]) -> np.ndarray:
+    """(n_pairs, 3) centroid of each moving scan's coarse cloud, for the distinctness tests."""
+    return np.stack([p.moving[0][0].mean(0) for p in prepared])
+
+
+def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, keep: int, centres: np.ndarray) -> torch.Tensor:
     """Indices of the `keep` best-scoring items per pair that are distinct poses, best first."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
@@ -285,15 +300,17 @@ def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, 
         for i in items[np.argsort(-s[items], kind="stable")]:
             if len(mine) >= keep:
                 break
-            if all(not hyp.same_pose(Ts[i], Ts[j]) for j in mine):
+            if all(not hyp.same_pose(Ts[i], Ts[j], centres[p]) for j in mine):
                 mine.append(int(i))
         chosen.extend(mine)
     return torch.tensor(chosen, dtype=torch.int64, device=pair_of.device)
 
 
 def _winners(pair_of, ranked, T, scores, n_pairs):
-    """Best item per pair, the runner-up's score ratio and its rotation difference (deg)."""
+    """Best item per pair, its runner-up (-1: none), the runner-up's score ratio and its
+    rotation difference (deg)."""
     best = np.zeros(n_pairs, dtype=np.int64)
+    runner = np.full(n_pairs, -1, dtype=np.int64)
     ratio = np.zeros(n_pairs)
     angle = np.zeros(n_pairs)
     pairs = pair_of.cpu().numpy()
@@ -304,10 +321,35 @@ def _winners(pair_of, ranked, T, scores, n_pairs):
         items = [int(i) for i in order[pairs[order] == p]]
         best[p] = items[0]
         if len(items) > 1 and s[items[0]] > 0:
+            runner[p] = items[1]
             ratio[p] = max(0.0, s[items[1]] / s[items[0]])
-            R = Ts[items[0], :3, :3].T @ Ts[items[1], :3, :3]
-            angle[p] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
-    return torch.from_numpy(best).to(pair_of.device), ratio, angle
+            angle[p] = _angle_deg(Ts[items[0]], Ts[items[1]])
+    return torch.from_numpy(best).to(pair_of.device), runner, ratio, angle
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    R = a[:3, :3].T @ b[:3, :3]
+    return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
+
+
+def _fine_duels(ambiguous: np.ndarray, T: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray, angle: np.ndarray,
+                centres: np.ndarray) -> np.ndarray:
+    """Fine-level item chosen per pair: item p is pair p's mid winner, item n + k the runner-up
+    of pair ambiguous[k]. The duel's fine scores replace the runner-up ratio and angle (in
+    place); a runner-up that converged onto the winner's pose is no rival at all."""
+    n = len(centres)
+    chosen = np.arange(n)
+    s = scores.cpu().numpy()
+    Ts = T.cpu().numpy()
+    for k, p in enumerate(ambiguous):
+        hi, lo = (n + k, p) if s[n + k] > s[p] else (p, n + k)
+        chosen[p] = hi
+        if hyp.same_pose(Ts[hi], Ts[lo], centres[p]):
+            ratio[p], angle[p] = 0.0, 0.0
+        else:
+            ratio[p] = max(0.0, s[lo] / s[hi]) if s[hi] > 0 else 1.0
+            angle[p] = _angle_deg(Ts[hi], Ts[lo])
+    return chosen
 
 
 def _degeneracy(hessian: np.ndarray, radius: float) -> float:
@@ -319,6 +361,7 @@ def _degeneracy(hessian: np.ndarray, radius: float) -> float:
 
 def _result(i: int, prep: _Prepared, out, sc: Scores, fine_m: Clouds, opt: RegistrationOptions,
             runner_ratio: float, runner_angle: float, n_hyp: int) -> RegistrationResult:
+    """The result of fine-level item `i` (one of `prep`'s pair)."""
     n = int(fine_m.lengths[i])
     m = sc.matches
     r = m.residual[i, :n].cpu().numpy()

@@ -91,9 +91,45 @@ def axis_hypotheses(mov_pts: np.ndarray, mov_nrm: np.ndarray, fix_pts: np.ndarra
     return np.stack(out)
 
 
+def _draw(allowed: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` indices drawn uniformly, with replacement, among the True rows of `allowed` (P,)."""
+    rows = allowed.nonzero()[:, 0]
+    if rows.numel() == 0:
+        rows = torch.zeros(1, dtype=torch.int64, device=allowed.device)
+    return rows[torch.randint(rows.numel(), (n,), generator=generator, device=allowed.device)]
+
+
+def _consistent(s: torch.Tensor, d: torch.Tensor, ns: torch.Tensor, nd: torch.Tensor, min_edge_mm: float,
+                normal_tol: float) -> torch.Tensor:
+    """(B,M) whether each triplet of correspondences (B,M,3,3) can be one rigid motion: its edge
+    lengths agree within 10 % and so do the point-pair invariants of its normals (cosines between
+    the two normals and of each with the edge). Under heavy change only ~1 in 1000 random triplets
+    is all correct; these cheap tests discard most wrong ones before any pose is scored."""
+    edges = ((0, 1), (1, 2), (0, 2))
+    ok = torch.ones(s.shape[:2], dtype=torch.bool, device=s.device)
+    for i, j in edges:
+        ls, ld = (s[:, :, j] - s[:, :, i]).norm(dim=-1), (d[:, :, j] - d[:, :, i]).norm(dim=-1)
+        ok &= (ls > min_edge_mm) & (ld > 0.9 * ls) & (ld < ls / 0.9)
+    keep = ok.nonzero(as_tuple=True)  # few survive the lengths: test the normals on those only
+    s, d, ns, nd = s[keep], d[keep], ns[keep], nd[keep]
+    agree = torch.ones(s.shape[0], dtype=torch.bool, device=s.device)
+    for i, j in edges:
+        es, ed = s[:, j] - s[:, i], d[:, j] - d[:, i]
+        es, ed = es / es.norm(dim=-1, keepdim=True), ed / ed.norm(dim=-1, keepdim=True)
+        for u_s, v_s, u_d, v_d in ((ns[:, i], ns[:, j], nd[:, i], nd[:, j]), (ns[:, i], es, nd[:, i], ed),
+                                   (ns[:, j], es, nd[:, j], ed)):
+            agree &= ((u_s * v_s).sum(-1) - (u_d * v_d).sum(-1)).abs() < normal_tol
+    ok[keep] = agree
+    return ok
+
+
 def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_f: torch.Tensor, trials: int,
-                      keep: int, inlier_mm: float, min_edge_mm: float, seed: int, max_eval: int = 500) -> list[np.ndarray]:
-    """Per pair, up to `keep` distinct poses from random triplets of feature correspondences."""
+                      keep: int, inlier_mm: float, min_edge_mm: float, seed: int, max_eval: int = 500,
+                      normal_tol: float = 0.35) -> list[np.ndarray]:
+    """Per pair, up to `keep` distinct poses from random triplets of feature correspondences.
+
+    Drawing a triplet costs next to nothing, scoring its pose a pass over the cloud: so many
+    triplets are drawn and only the (at most `max_eval`) consistent ones are scored."""
     b = moving.points.shape[0]
     dev = moving.points.device
     fwd, back = mutual_nearest(feat_m, feat_f, moving.mask, fixed.mask)
@@ -102,18 +138,16 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     mutual = has_feat & (back[bi, fwd] == torch.arange(fwd.shape[1], device=dev)[None])
     use = torch.where((mutual.sum(1, keepdim=True) >= 30), mutual, has_feat)
     src_all, dst_all = moving.points, fixed.points[bi, fwd]
-    probs = use.to(torch.float64) + 1e-12
     # One generator per pair, so a pair draws the same triplets alone or inside any batch.
-    pick = torch.stack([torch.multinomial(probs[i], 3 * trials, replacement=True,
-                                          generator=torch.Generator(device=dev).manual_seed(seed))
-                        for i in range(b)]).view(b, trials, 3)
+    pick = torch.stack([_draw(use[i], 3 * trials, torch.Generator(device=dev).manual_seed(seed)) for i in range(b)])
+    pick = pick.view(b, trials, 3)
     s = src_all[bi[..., None], pick]  # (B,M,3,3)
     d = dst_all[bi[..., None], pick]
-    ok = torch.ones(b, trials, dtype=torch.bool, device=dev)
-    for i, j in ((0, 1), (1, 2), (0, 2)):
-        ls, ld = (s[:, :, i] - s[:, :, j]).norm(dim=-1), (d[:, :, i] - d[:, :, j]).norm(dim=-1)
-        ok &= (ls > min_edge_mm) & (ld > 0.9 * ls) & (ld < ls / 0.9)
-    n_eval = min(trials, max_eval)
+    ok = _consistent(s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm,
+                     normal_tol)
+    n_eval = min(max_eval, int(ok.sum(1).max()))
+    if n_eval == 0:
+        return [np.zeros((0, 4, 4)) for _ in range(b)]
     order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
     Te = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4)
     oke = ok[bi, order]
@@ -123,12 +157,18 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     for p in range(b):
         c = counts[p].cpu().numpy()
         Tp = Te[p].cpu().numpy()
+        src, dst = src_all[p, use[p]].cpu().numpy(), dst_all[p, use[p]].cpu().numpy()
+        centre = src_all[p, moving.mask[p]].mean(0).cpu().numpy()
+        proposed: list[np.ndarray] = []
         chosen: list[np.ndarray] = []
         for i in np.argsort(-c, kind="stable"):
-            if c[i] < 3 or len(chosen) >= keep:
+            if c[i] < 3 or len(proposed) >= keep:
                 break
-            if all(not same_pose(Tp[i], q) for q in chosen):
-                chosen.append(Tp[i])
+            if all(not same_pose(Tp[i], q, centre) for q in proposed):
+                proposed.append(Tp[i])
+                T = _refit(Tp[i], src, dst, inlier_mm)
+                if all(not same_pose(T, q, centre) for q in chosen):  # refits of near poses often coincide
+                    chosen.append(T)
         out.append(np.stack(chosen) if chosen else np.zeros((0, 4, 4)))
     return out
 
@@ -158,11 +198,30 @@ def _inlier_counts(T: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, use: t
     return counts
 
 
-def same_pose(a: np.ndarray, b: np.ndarray, rot_deg: float = 5.0, trans_mm: float = 1.0) -> bool:
-    """Whether two poses are the same solution (distinctness test for hypotheses)."""
+def _refit(T: np.ndarray, src: np.ndarray, dst: np.ndarray, inlier_mm: float, rounds: int = 2) -> np.ndarray:
+    """The pose fitted to all its inlier correspondences, not just the triplet that proposed it:
+    a triplet's pose can be degrees off, and under heavy change the true pose's ICP basin is
+    narrow, so a start that close to the truth decides whether the search finds it at all."""
+    for _ in range(rounds):
+        close = np.linalg.norm(src @ T[:3, :3].T + T[:3, 3] - dst, axis=1) < inlier_mm
+        if close.sum() < 3:
+            break
+        T = kabsch(torch.from_numpy(src[close]), torch.from_numpy(dst[close])).numpy()
+    return T
+
+
+def same_pose(a: np.ndarray, b: np.ndarray, centre: np.ndarray, rot_deg: float = 2.0, trans_mm: float = 1.0) -> bool:
+    """Whether two poses are the same solution (distinctness test for hypotheses).
+
+    Translation is compared where both poses put `centre` (the moving scan's centroid), not as
+    raw translation vectors, which depend on where the scan lies in its file's frame (90 mm off
+    its origin, 0.6 deg moved them 1 mm). Under heavy change the true pose and the rival the
+    changed anatomy pulls towards lie ~1 mm and 3-4 deg apart: a wider angle merged them, and
+    the pruning kept the better-scoring rival only."""
     R = a[:3, :3].T @ b[:3, :3]
     angle = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
-    return angle < rot_deg and float(np.linalg.norm(a[:3, 3] - b[:3, 3])) < trans_mm
+    shift = (a[:3, :3] - b[:3, :3]) @ centre + a[:3, 3] - b[:3, 3]
+    return angle < rot_deg and float(np.linalg.norm(shift)) < trans_mm
 
 
 def landmark_pose(landmarks) -> np.ndarray:

@@ -22,7 +22,7 @@ class RegistrationOptions:
     mid_iterations: int = 8
     fine_iterations: int = 10
     fpfh_radius_factor: float = 5.0  # feature radius = factor x coarse_voxel
-    ransac_trials: int = 2000
+    ransac_trials: int = 30000  # drawn triplets; only the consistent ones (<= 500) are scored
     fpfh_hypotheses: int = 8
     pca_angles: int = 12  # rotations about the occlusal normal, per normal sign
     anchors: int = 12  # placements of the moving centroid on the fixed scan (partial overlap)
@@ -33,6 +33,10 @@ class RegistrationOptions:
     coarse_icp_points: int = 400  # moving samples per hypothesis in the coarse ICP
     mid_icp_points: int = 2000
     normal_max_angle_deg: float = 60.0  # correspondences whose normals disagree more are dropped
+    # Coarse and mid kernel scale in units of the residuals' MAD sigma. Tight: when changed
+    # anatomy (prepared crowns, 1-1.5 mm lower) covers most of the overlap, a wider kernel lets
+    # it pull the fit ~1 mm / 3-4 deg off, into a basin the finer levels cannot leave.
+    search_mad_factor: float = 0.6
     final_scale_mm: float = 0.03  # floor of the robust kernel's scale at the finest level
     fine_mad_factor: float = 1.0  # finest-level kernel scale in units of the residuals' MAD sigma
     inlier_mm: float = 0.1  # |residual| under which a fine-level correspondence is an inlier
