@@ -29,7 +29,7 @@ from occlutrace_compute.nn.threads import thread_budget
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.features import fpfh
-from occlutrace_compute.registration.icp import Level, Scores, refine, score
+from occlutrace_compute.registration.icp import IcpOutcome, Level, Scores, refine, score
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.regions import changed_regions
@@ -182,47 +182,111 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
         pair_of, T = pair_of[kept], out.T[kept]
     stages["coarse"] = time.perf_counter() - t
 
-    # Mid level: the best few distinct poses per pair; winner and runner-up.
+    fin = _mid_and_fine(prepared, pair_of, T, opt, dev, stages)
     t = time.perf_counter()
+    n_hyp = [len(s) for s in starts]
+    results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
+    stages["summary"] = time.perf_counter() - t
+    t = time.perf_counter()
+    _search_around_doubtful(prepared, results, fin, opt, dev, n_hyp)
+    stages["local search"] = time.perf_counter() - t
+    per_pair = {k: v / len(prepared) for k, v in stages.items()}
+    for r in results:
+        r.seconds = (time.perf_counter() - t0) / len(prepared)
+        r.stage_seconds = per_pair
+    return results
+
+
+@dataclass
+class _Final:
+    """Fine-level outcome: item `chosen[p]` is pair p's answer; runner-up ratio/angle per pair."""
+
+    out: IcpOutcome
+    scores: Scores
+    fine_m: Clouds
+    chosen: np.ndarray
+    ratio: np.ndarray
+    angle: np.ndarray
+
+    def score_of(self, p: int) -> float:
+        return float(self.scores.score[int(self.chosen[p])])
+
+    def result(self, p: int, prep: _Prepared, opt: RegistrationOptions, n_hyp: int) -> RegistrationResult:
+        return _result(int(self.chosen[p]), prep, self.out, self.scores, self.fine_m, opt, float(self.ratio[p]),
+                       float(self.angle[p]), n_hyp)
+
+
+def _mid_and_fine(prepared: list[_Prepared], pair_of: torch.Tensor, T: torch.Tensor, opt: RegistrationOptions,
+                  dev: torch.device, stages: dict[str, float], finalists: int = 2, margin: float | None = None,
+                  reach_mm: float | None = None) -> _Final:
+    """Mid level: the given poses refined and ranked, the best `finalists` distinct ones per
+    pair kept. Fine level: the winner at full density, with every finalist whose mid score is
+    within `margin` (default: ambiguity_margin) of it: under heavy change the true pose and a
+    rival 3-4 deg off score alike at 0.6 mm, while over 20k samples and a 0.1 mm inlier band the
+    true one wins. `reach_mm`: first correspondence cut of the mid level (default 1.5 coarse
+    voxels)."""
+    t = time.perf_counter()
+    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
+    cv, mv = opt.coarse_voxel, opt.mid_voxel
+    centres = _centres(prepared)
     mid_m = pack([p.moving[2] for p in prepared], dev)
     mid_f = pack([p.fixed[2] for p in prepared], dev)
     matcher = Matcher(mid_f, opt.knn_backend)
     out = refine(mid_m.index(pair_of), mid_f, pair_of, T, matcher,
-                 Level(opt.mid_iterations, 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
+                 Level(opt.mid_iterations, reach_mm or 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
                  opt.converge_trans_mm * 10)
     sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv, track=True)
-    ranked = _top_distinct(pair_of, out.T, sc.score, 2, centres)
-    best_items, runner_items, runner_ratio, runner_angle = _winners(pair_of, ranked, out.T, sc.score, len(prepared))
-    stages["mid"] = time.perf_counter() - t
+    ranked = _top_distinct(pair_of, out.T, sc.score, finalists, centres)
+    items, ratio, angle = _finalists(pair_of, ranked, out.T, sc.score, len(prepared),
+                                     opt.ambiguity_margin if margin is None else margin)
+    stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
 
-    # Fine level: the winner of each pair at full density, with its runner-up where the mid
-    # level could not tell them apart (under heavy change the true pose and a rival 3-4 deg off
-    # score alike at 0.6 mm; over 20k samples and a 0.1 mm inlier band the true one wins).
     t = time.perf_counter()
-    n = len(prepared)
-    ambiguous = np.nonzero((runner_items >= 0) & (runner_ratio > 1 - opt.ambiguity_margin))[0]
-    items = torch.cat([best_items, torch.from_numpy(runner_items[ambiguous]).to(dev)])
-    pair_of = torch.cat([torch.arange(n, device=dev), torch.from_numpy(ambiguous).to(dev)])
+    pair_of = pair_of[items]
     fine_m = pack([p.moving[3] for p in prepared], dev).index(pair_of)
     fine_f = pack([p.fixed[3] for p in prepared], dev)
     matcher = Matcher(fine_f, opt.knn_backend)
     fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
     out = refine(fine_m, fine_f, pair_of, out.T[items], matcher, fine_level, opt.converge_rot_rad, opt.converge_trans_mm)
     sc = score(fine_m, fine_f, pair_of, out.T, matcher, tau=opt.inlier_mm, cos_normals=cos_n, near=opt.change_max_mm, track=True)
-    chosen = _fine_duels(ambiguous, out.T, sc.score, runner_ratio, runner_angle, _centres(prepared))
-    stages["fine"] = time.perf_counter() - t
-    t = time.perf_counter()
-    n_hyp = [len(s) for s in starts]
-    results = [
-        _result(int(chosen[i]), prepared[i], out, sc, fine_m, opt, float(runner_ratio[i]), float(runner_angle[i]), n_hyp[i])
-        for i in range(n)
-    ]
-    stages["summary"] = time.perf_counter() - t
-    per_pair = {k: v / len(prepared) for k, v in stages.items()}
-    for r in results:
-        r.seconds = (time.perf_counter() - t0) / len(prepared)
-        r.stage_seconds = per_pair
-    return results
+    chosen = _fine_duels(pair_of, out.T, sc.score, ratio, angle, centres)
+    stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
+    return _Final(out, sc, fine_m, chosen, ratio, angle)
+
+
+def _search_around_doubtful(prepared: list[_Prepared], results: list[RegistrationResult], first: _Final,
+                            opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> None:
+    """Search harder where the answer is doubtful: when changed anatomy covers most of the
+    overlap the true pose can sit in a narrow basin ~1 mm / 3-4 deg beside the one found, which
+    no global hypothesis reached. Random rigid steps around the answer (about its centroid) go
+    through the mid level (correspondences cut at two step sigmas) and the fine level again; a
+    better fine score replaces the answer, and the old answer, if a different pose, becomes a
+    rival. Up to `local_search_rounds` rounds, each from the last improvement. In place."""
+    todo = [i for i, r in enumerate(results) if r.confidence < opt.min_confidence]
+    best = {i: first.score_of(i) for i in todo}
+    for rnd in range(opt.local_search_rounds if opt.local_search_starts > 0 else 0):
+        if not todo:
+            return
+        sub = [prepared[i] for i in todo]
+        centres = _centres(sub)
+        starts = [hyp.around(results[i].matrix, centres[k], opt.local_search_starts, opt.local_search_deg, opt.local_search_mm,
+                             opt.seed + rnd) for k, i in enumerate(todo)]
+        pair_of = torch.tensor([k for k, s in enumerate(starts) for _ in range(len(s))], device=dev)
+        found = _mid_and_fine(sub, pair_of, torch.from_numpy(np.concatenate(starts)).to(dev), opt, dev, {},
+                              finalists=4, margin=1.0, reach_mm=2 * opt.local_search_mm)
+        improved = []
+        for k, i in enumerate(todo):
+            old, new = best[i], found.score_of(k)
+            if new <= old:
+                continue
+            T = found.out.T[int(found.chosen[k])].cpu().numpy()
+            if not hyp.same_pose(results[i].matrix, T, centres[k]) and old / new > found.ratio[k]:
+                found.ratio[k], found.angle[k] = old / new, _angle_deg(results[i].matrix, T)
+            results[i] = found.result(k, sub[k], opt, n_hyp[i] + (rnd + 1) * opt.local_search_starts)
+            best[i] = new
+            if results[i].confidence < opt.min_confidence:
+                improved.append(i)
+        todo = improved
 
 
 def _hypotheses(prepared: list[_Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions) -> list[np.ndarray]:
@@ -306,25 +370,25 @@ def _top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, 
     return torch.tensor(chosen, dtype=torch.int64, device=pair_of.device)
 
 
-def _winners(pair_of, ranked, T, scores, n_pairs):
-    """Best item per pair, its runner-up (-1: none), the runner-up's score ratio and its
-    rotation difference (deg)."""
-    best = np.zeros(n_pairs, dtype=np.int64)
-    runner = np.full(n_pairs, -1, dtype=np.int64)
-    ratio = np.zeros(n_pairs)
-    angle = np.zeros(n_pairs)
+def _finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, n_pairs: int,
+               margin: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Items going to the fine level (each pair's winner, then its finalists scoring within
+    `margin` of it), and per pair the runner-up's mid score ratio and rotation difference (deg)."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
     Ts = T.cpu().numpy()
     order = ranked.cpu().numpy()  # grouped by pair, best first within each pair
+    ratio = np.zeros(n_pairs)
+    angle = np.zeros(n_pairs)
+    winners, others = [], []
     for p in range(n_pairs):
         items = [int(i) for i in order[pairs[order] == p]]
-        best[p] = items[0]
+        winners.append(items[0])
         if len(items) > 1 and s[items[0]] > 0:
-            runner[p] = items[1]
             ratio[p] = max(0.0, s[items[1]] / s[items[0]])
             angle[p] = _angle_deg(Ts[items[0]], Ts[items[1]])
-    return torch.from_numpy(best).to(pair_of.device), runner, ratio, angle
+            others += [i for i in items[1:] if s[i] / s[items[0]] > 1 - margin]
+    return torch.tensor(winners + others, dtype=torch.int64, device=pair_of.device), ratio, angle
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -332,23 +396,26 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
 
 
-def _fine_duels(ambiguous: np.ndarray, T: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray, angle: np.ndarray,
+def _fine_duels(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray, angle: np.ndarray,
                 centres: np.ndarray) -> np.ndarray:
-    """Fine-level item chosen per pair: item p is pair p's mid winner, item n + k the runner-up
-    of pair ambiguous[k]. The duel's fine scores replace the runner-up ratio and angle (in
-    place); a runner-up that converged onto the winner's pose is no rival at all."""
+    """Fine-level item chosen per pair: the best fine score among the pair's items (item p is
+    pair p's mid winner). Where several items competed, their fine scores replace the runner-up
+    ratio and angle (in place); one that converged onto the winner's pose is no rival."""
     n = len(centres)
-    chosen = np.arange(n)
+    pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
     Ts = T.cpu().numpy()
-    for k, p in enumerate(ambiguous):
-        hi, lo = (n + k, p) if s[n + k] > s[p] else (p, n + k)
-        chosen[p] = hi
-        if hyp.same_pose(Ts[hi], Ts[lo], centres[p]):
+    chosen = np.arange(n)
+    for p in np.unique(pairs[n:]):
+        items = np.nonzero(pairs == p)[0]
+        items = items[np.argsort(-s[items], kind="stable")]
+        best = chosen[p] = int(items[0])
+        rival = next((int(j) for j in items[1:] if not hyp.same_pose(Ts[best], Ts[j], centres[p])), None)
+        if rival is None:
             ratio[p], angle[p] = 0.0, 0.0
         else:
-            ratio[p] = max(0.0, s[lo] / s[hi]) if s[hi] > 0 else 1.0
-            angle[p] = _angle_deg(Ts[hi], Ts[lo])
+            ratio[p] = max(0.0, s[rival] / s[best]) if s[best] > 0 else 1.0
+            angle[p] = _angle_deg(Ts[best], Ts[rival])
     return chosen
 
 

@@ -224,6 +224,19 @@ def same_pose(a: np.ndarray, b: np.ndarray, centre: np.ndarray, rot_deg: float =
     return angle < rot_deg and float(np.linalg.norm(shift)) < trans_mm
 
 
+def around(T: np.ndarray, centre: np.ndarray, n: int, rot_deg: float, trans_mm: float, seed: int) -> np.ndarray:
+    """(n+1, 4, 4): T itself and n random rigid steps from it, each a rotation about `centre`
+    (the moving scan's centroid, so rotating does not also swing the scan away) with normal
+    angles of sigma `rot_deg` and a shift of sigma `trans_mm` per axis."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    steps = np.tile(np.eye(4), (n + 1, 1, 1))
+    steps[1:, :3, :3] = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
+    steps[1:, :3, 3] = centre - steps[1:, :3, :3] @ centre + rng.normal(0.0, trans_mm, (n, 3))
+    return T @ steps
+
+
 def landmark_pose(landmarks) -> np.ndarray:
     """Pose from caller landmarks: (moving_points (k,3), fixed_points (k,3)), k >= 3, not collinear."""
     try:

@@ -53,4 +53,12 @@ class RegistrationOptions:
     cpu_threads: int | None = 1
     ambiguity_margin: float = 0.15  # relative score gap under which two distinct poses are ambiguous
     min_fitness: float = 0.25
+    # Doubtful answers (confidence under min_confidence) are searched again from this many
+    # random rigid steps around them (sigmas below), for up to local_search_rounds rounds:
+    # rescues poses pulled ~1 mm / 3-4 deg off by changed anatomy covering most of the
+    # overlap; ~0.4 s a round, on those pairs only.
+    local_search_starts: int = 32
+    local_search_rounds: int = 3
+    local_search_deg: float = 2.5
+    local_search_mm: float = 0.7
     min_confidence: float = 0.8  # under this the result is flagged doubtful even if no single signal is
