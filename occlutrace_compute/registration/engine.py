@@ -7,8 +7,10 @@ Pipeline, all pairs of a batch moving through each stage together:
   3. every (pair, hypothesis) refined as ONE padded batch at the coarse level, scored;
   4. the best few DISTINCT poses per pair refined at the mid level and re-scored: the winner
      and its runner-up decide the confidence (near-symmetric arches give mirror-like rivals);
-  5. the winner refined at full density in float64 (sub-micrometre accuracy needs many points);
-  6. residuals give fitness, RMSE and the changed regions (rejected though inside the overlap).
+  5. the winner refined at full density in float64 (sub-micrometre accuracy needs many points),
+     beside its runner-up when the mid level could not separate them (finals.py);
+  6. residuals give fitness, RMSE and the changed regions (rejected though inside the overlap);
+     doubtful answers are searched again around themselves (finals.py, verdict.py).
 """
 
 from __future__ import annotations

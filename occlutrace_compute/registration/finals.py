@@ -41,8 +41,8 @@ class Final:
 
 
 def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T: torch.Tensor, opt: RegistrationOptions,
-                  dev: torch.device, stages: dict[str, float], finalists: int = 2, margin: float | None = None,
-                  reach_mm: float | None = None) -> Final:
+                 dev: torch.device, stages: dict[str, float], finalists: int = 2, margin: float | None = None,
+                 reach_mm: float | None = None) -> Final:
     """Mid level: the given poses refined and ranked, the best `finalists` distinct ones per
     pair kept. Fine level: the winner at full density, with every finalist whose mid score is
     within `margin` (default: ambiguity_margin) of it: under heavy change the true pose and a
@@ -79,7 +79,7 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T: torch.Tenso
 
 
 def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationResult], first: Final,
-                            opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> None:
+                           opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> None:
     """Search harder where the answer is doubtful: when changed anatomy covers most of the
     overlap the true pose can sit in a narrow basin ~1 mm / 3-4 deg beside the one found, which
     no global hypothesis reached. Random rigid steps around the answer (about its centroid) go

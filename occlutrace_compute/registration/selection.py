@@ -37,7 +37,7 @@ def top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, k
 
 
 def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, n_pairs: int,
-               margin: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+                   margin: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Items going to the fine level (each pair's winner, then its finalists scoring within
     `margin` of it), and per pair the runner-up's mid score ratio and rotation difference (deg)."""
     pairs = pair_of.cpu().numpy()
@@ -63,7 +63,7 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fine_duels(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray, angle: np.ndarray,
-                centres: np.ndarray) -> np.ndarray:
+               centres: np.ndarray) -> np.ndarray:
     """Fine-level item chosen per pair: the best fine score among the pair's items (item p is
     pair p's mid winner). Where several items competed, their fine scores replace the runner-up
     ratio and angle (in place); one that converged onto the winner's pose is no rival."""

@@ -20,7 +20,7 @@ def degeneracy_ratio(hessian: np.ndarray, radius: float) -> float:
 
 
 def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, opt: RegistrationOptions,
-            runner_ratio: float, runner_angle: float, n_hyp: int) -> RegistrationResult:
+           runner_ratio: float, runner_angle: float, n_hyp: int) -> RegistrationResult:
     """The result of fine-level item `i` (one of `prep`'s pair)."""
     n = int(fine_m.lengths[i])
     m = sc.matches
