@@ -197,6 +197,7 @@ class Bench:
             store=f"file://{tmp / 'store'}", tokens_file=str(tokens), job_fn="bench_service:timed_job",
             ray_namespace="occlutrace-bench", cpu_workers=args.workers, max_workers=args.workers,
             batch_size=4, rate_per_s=10_000.0, rate_burst=10_000, callback_backoff_s=0.05,
+            callback_allow_private=True,  # the bench's receiver listens on 127.0.0.1
         )
         self.store = self.config.open_store()
         port = _free_port()

@@ -294,3 +294,11 @@ def test_serve_main_runs_the_controller_as_a_process(tmp_path):
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(line.get("route") == "/v1/jobs" and line.get("tenant") == "beta" for line in lines)
     assert "tok-b" not in output
+
+
+def test_callback_to_an_internal_address_is_refused_and_nothing_is_stored(env):
+    _, store, c, _ = env
+    r = _pair(c["alpha"], callback_url="http://169.254.169.254/latest/meta-data/")
+    assert r.status_code == 422, r.text
+    assert r.json()["source"] == "callback_url" and "non-public address" in r.json()["problem"]
+    assert c["alpha"].get("/v1/jobs").json()["jobs"] == []

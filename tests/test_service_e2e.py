@@ -44,7 +44,7 @@ def _start(tmp_path, namespace: str, store: str, gate: Gate | None = None, **s3)
     config = ServiceConfig.from_env(
         store=store, tokens_file=str(tokens), job_fn=JOB_FN, ray_namespace=namespace, rescan_s=1.0,
         cpu_workers=1, batch_size=4, rate_per_s=1000.0, rate_burst=5000, callback_secret=SECRET,
-        callback_backoff_s=0.05, **s3,
+        callback_backoff_s=0.05, callback_allow_private=True, **s3,  # the receiver listens on 127.0.0.1
     )
     server = LiveServer(lambda: build_app(config)).start()
     return Service(config, server, Api(server.url, "tok-a"), config.open_store(), gate)

@@ -27,7 +27,7 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.service import schemas as s
 from occlutrace_compute.service.auth import RateLimiter, TokenRegistry
-from occlutrace_compute.service.callbacks import deliver
+from occlutrace_compute.service.callbacks import callback_url_problem, deliver
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.instrumented import InstrumentedStore
 from occlutrace_compute.service.intake import checked_case, checked_file_name, clean_mesh
@@ -115,6 +115,10 @@ class Controller:
         except ValidationError as exc:
             raise ApiError(422, "invalid_job", "invalid job", source="inputs",
                            problem=exc.errors()[0].get("msg", str(exc))) from None
+        if body.callback_url:
+            problem = callback_url_problem(body.callback_url, self.config.callback_allow_private)
+            if problem:
+                raise ApiError(422, "invalid_callback", "callback_url refused", source="callback_url", problem=problem)
         return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem)
 
     def resolve_input(self, tenant: str, case: str, role: str, name: str) -> str:
@@ -421,7 +425,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         log(logger, logging.INFO, "job cancelled", tenant=tenant, job_id=job_id)
         if record.callback_url:
             threading.Thread(target=deliver, args=(record.callback_url, body, config.callback_secret,
-                                                   config.callback_attempts, config.callback_backoff_s),
+                                                   config.callback_attempts, config.callback_backoff_s, None,
+                                                   config.callback_allow_private),
                              daemon=True).start()
         return body
 

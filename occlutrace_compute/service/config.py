@@ -61,6 +61,9 @@ class ServiceConfig:
     rescan_s: float = 10.0
     callback_attempts: int = 5
     callback_backoff_s: float = 0.5
+    # callbacks to loopback/private/link-local addresses (a receiver inside the cluster's own
+    # network); off: a tenant's callback_url must not reach internal services
+    callback_allow_private: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "ServiceConfig":
@@ -105,6 +108,11 @@ class ServiceConfig:
 
 def _coerce(type_name: Any, raw: str) -> Any:
     t = str(type_name)
+    if t.startswith("bool"):
+        value = raw.strip().lower()
+        if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected a boolean (true/false, 1/0), got {raw!r}")
+        return value in ("1", "true", "yes", "on")
     if t.startswith("int"):
         return int(raw)
     if t.startswith("float"):

@@ -391,6 +391,7 @@ class Dispatcher:
             self._callbacks.submit(
                 deliver, outcome["callback_url"], outcome["status"], self.config.callback_secret,
                 self.config.callback_attempts, self.config.callback_backoff_s, self._stop,
+                self.config.callback_allow_private,
             )
 
     def _publish(self) -> None:
