@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.registration.batch import Clouds
@@ -228,8 +229,6 @@ def around(T: np.ndarray, centre: np.ndarray, n: int, rot_deg: float, trans_mm: 
     """(n+1, 4, 4): T itself and n random rigid steps from it, each a rotation about `centre`
     (the moving scan's centroid, so rotating does not also swing the scan away) with normal
     angles of sigma `rot_deg` and a shift of sigma `trans_mm` per axis."""
-    from scipy.spatial.transform import Rotation
-
     rng = np.random.default_rng(seed)
     steps = np.tile(np.eye(4), (n + 1, 1, 1))
     steps[1:, :3, :3] = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()

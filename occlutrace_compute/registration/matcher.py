@@ -44,12 +44,11 @@ class Matcher:
         search), get distance inf and index 0. `track`: the same batch will be asked again
         after small moves (the CPU path then keeps candidates; results are the same)."""
         if self.backend == "kdtree":
-            if track:
-                q = query.detach().cpu().numpy()
-                real = np.arange(q.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
-                d2, idx = self._cache.nearest(q, real, pair_of.cpu().numpy(), max_dist)
-                return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
-            return self._nearest_kdtree(query, lengths, pair_of, max_dist)
+            q = query.detach().cpu().numpy()
+            real = np.arange(q.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
+            pairs = pair_of.cpu().numpy()
+            d2, idx = self._cache.nearest(q, real, pairs, max_dist) if track else self._nearest_rows(q, real, pairs, max_dist)
+            return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
         single = query.is_cuda  # float32 on GPUs: searching, not fitting, so precision is ample
         q = query.float() if single else query
         ref = (self._ref32 if single else self.fixed.points)[pair_of]
@@ -58,38 +57,25 @@ class Matcher:
         d2 = torch.where(d2 <= max_dist * max_dist, d2, torch.full_like(d2, float("inf")))
         return d2, res.idx[..., 0].clamp_min(0)
 
-    def _nearest_kdtree(self, query: torch.Tensor, lengths: torch.Tensor, pair_of: torch.Tensor, max_dist: float):
-        b, p, _ = query.shape
-        q = query.detach().cpu().numpy()
-        lens = lengths.cpu().numpy()
-        pairs = pair_of.cpu().numpy()
-        d2 = np.full((b, p), np.inf)
-        idx = np.zeros((b, p), dtype=np.int64)
-        for j, tree in enumerate(self._trees):
-            items = np.nonzero(pairs == j)[0]
-            if items.size == 0:
-                continue
-            rows = [q[i, : lens[i]] for i in items]
-            queries = np.concatenate(rows)
-            dist, ii = tree.query(queries, k=1, distance_upper_bound=max_dist, workers=_workers(len(queries)))
-            ii = np.minimum(ii, tree.n - 1)
-            start = 0
-            for i, r in zip(items, rows):
-                n = len(r)
-                d2[i, :n] = dist[start : start + n] ** 2
-                idx[i, :n] = ii[start : start + n]
-                start += n
-        return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
+    def _nearest_rows(self, q: np.ndarray, real: np.ndarray, pairs: np.ndarray, max_dist: float) -> tuple[np.ndarray, np.ndarray]:
+        """(B,P) squared distance and index of the nearest fixed sample of every real row."""
+        d2 = np.full(real.shape, np.inf)
+        idx = np.zeros(real.shape, dtype=np.int64)
+        bi, pi = np.nonzero(real)
+        found_d2, found_idx = self._search_rows(q[bi, pi], pairs[bi], 1, max_dist)
+        d2[bi, pi], idx[bi, pi] = found_d2[:, 0], found_idx[:, 0]
+        return d2, idx
 
     def _search_rows(self, pts: np.ndarray, pairs: np.ndarray, k: int, max_dist: float) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest within `max_dist` of rows `pts` (n,3), each in its own pair's tree."""
+        """k nearest within `max_dist` of rows `pts` (n,3), each in its own pair's tree
+        (distance inf and index 0 past the last neighbour found)."""
         d2 = np.full((pts.shape[0], k), np.inf)
         idx = np.zeros((pts.shape[0], k), dtype=np.int64)
         for j in np.unique(pairs):
             rows = np.nonzero(pairs == j)[0]
             dist, ii = self._trees[j].query(pts[rows], k=k, distance_upper_bound=max_dist, workers=_workers(len(rows)))
             d2[rows] = dist.reshape(len(rows), k) ** 2
-            idx[rows] = ii.reshape(len(rows), k)
+            idx[rows] = np.where(np.isfinite(dist), ii, 0).reshape(len(rows), k)
         return d2, idx
 
 

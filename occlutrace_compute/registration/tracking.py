@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # search(rows_points (n,3), pair of each row (n,), k, max_dist) -> (dist2 (n,k), idx (n,k)),
-# inf / any index past the k-th neighbour within max_dist.
+# inf / index 0 past the last neighbour within max_dist.
 Search = Callable[[np.ndarray, np.ndarray, int, float], tuple[np.ndarray, np.ndarray]]
 
 
@@ -81,7 +81,6 @@ class CandidateCache:
         row_pair = pairs[bi]
         dist2, idx = self.search(pts, row_pair, self.k, max_dist)
         found = np.isfinite(dist2)
-        idx = np.where(found, idx, 0)
         cpos = self.fixed_points[row_pair[:, None], idx]
         cpos[~found] = np.inf  # never the nearest
         a.x0[:, bi, pi] = pts.T

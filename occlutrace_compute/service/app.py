@@ -424,9 +424,9 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         body = status_body(record)
         log(logger, logging.INFO, "job cancelled", tenant=tenant, job_id=job_id)
         if record.callback_url:
-            threading.Thread(target=deliver, args=(record.callback_url, body, config.callback_secret,
-                                                   config.callback_attempts, config.callback_backoff_s, None,
-                                                   config.callback_allow_private),
+            threading.Thread(target=deliver, args=(record.callback_url, body, config.callback_secret),
+                             kwargs={"attempts": config.callback_attempts, "backoff_s": config.callback_backoff_s,
+                                     "allow_private": config.callback_allow_private},
                              daemon=True).start()
         return body
 

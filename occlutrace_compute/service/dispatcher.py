@@ -390,8 +390,8 @@ class Dispatcher:
         if outcome.get("callback_url") and outcome.get("status"):
             self._callbacks.submit(
                 deliver, outcome["callback_url"], outcome["status"], self.config.callback_secret,
-                self.config.callback_attempts, self.config.callback_backoff_s, self._stop,
-                self.config.callback_allow_private,
+                attempts=self.config.callback_attempts, backoff_s=self.config.callback_backoff_s, stop=self._stop,
+                allow_private=self.config.callback_allow_private,
             )
 
     def _publish(self) -> None:
