@@ -8,7 +8,7 @@ index -1 and distance +inf.
 Backends (`available_backends(device)` lists the usable ones, best first):
   cuda       our uniform-grid kernel (kernels/grid_knn.cu) via CuPy; GPU only, k <= 64
   pytorch3d  pytorch3d.ops.knn_points, when installed
-  kdtree     scipy cKDTree on all CPU cores; the CPU default
+  kdtree     a kd-tree (pykdtree, OpenMP queries) on the CPU cores; the CPU default
   torch      chunked brute force on any device, bounded memory
 All but pytorch3d compute squared distances with the same formula, so they agree bit for bit.
 """

@@ -77,7 +77,7 @@ def _cpu_threads(n: int | None):
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        with threadpool_limits(limits=n):
+        with threadpool_limits(limits=n, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(before)

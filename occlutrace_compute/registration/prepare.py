@@ -12,7 +12,7 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.nn.threads import thread_budget
 from occlutrace_compute.registration.options import RegistrationOptions
-from occlutrace_compute.registration.sampling import check_mesh, sample_surface_area, voxel_downsample
+from occlutrace_compute.registration.sampling import sample_surface_area, voxel_downsample
 
 MIN_COARSE_POINTS = 30
 MIN_FACES = 50
@@ -41,8 +41,7 @@ def subset(cloud: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generato
 
 def scan_levels(mesh: Mesh, n: int, seed: int, opt: RegistrationOptions, source: str) -> tuple[list, float]:
     """One scan's samples at every pyramid level (coarse, coarse, mid, fine) and its area."""
-    check_mesh(mesh, source, MIN_FACES)
-    p, nrm, area = sample_surface_area(mesh, n, seed=seed, source=source)
+    p, nrm, area = sample_surface_area(mesh, n, seed=seed, source=source, min_faces=MIN_FACES)
     coarse = voxel_downsample(p, nrm, opt.coarse_voxel)
     if coarse[0].shape[0] < MIN_COARSE_POINTS:
         raise InputRejected(source, f"surface too small to register: {coarse[0].shape[0]} coarse samples "

@@ -48,9 +48,11 @@ def sample_surface(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh") -> t
     return points, normals
 
 
-def sample_surface_area(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh") -> tuple[np.ndarray, np.ndarray, float]:
-    """`sample_surface` plus the total surface area (mm^2), which costs nothing extra here."""
-    check_mesh(mesh, source)
+def sample_surface_area(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh",
+                        min_faces: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
+    """`sample_surface` plus the total surface area (mm^2), which costs nothing extra here.
+    Checks the mesh first (`check_mesh`, at least `min_faces` faces)."""
+    check_mesh(mesh, source, min_faces)
     if n < 1:
         raise ValueError(f"sample count must be positive, got {n}")
     v = np.asarray(mesh.vertices, dtype=np.float64)
