@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ENV_VAR = "OCCLUTRACE_KERNELS_DIR"
 
 
 def kernels_dir() -> Path:
-    """`$OCCLUTRACE_KERNELS_DIR`, else the repository's kernels/ folder next to the package."""
+    """`$OCCLUTRACE_KERNELS_DIR`; else the repository's kernels/ next to the package (a source
+    checkout or editable install); else <prefix>/share/occlutrace/kernels, where a wheel puts them."""
     override = os.environ.get(ENV_VAR)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "kernels"
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parents[2] / "kernels"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "occlutrace" / "kernels"
 
 
 def kernel_path(name: str) -> Path:

@@ -1,0 +1,45 @@
+"""A wheel carries everything the package reads at run time, including the CUDA sources."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    (path,) = out.glob("occlutrace_compute-*.whl")
+    return path
+
+
+def test_wheel_holds_kernel_sources_and_package_data(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for source in sorted((REPO / "kernels").glob("*.cu")) + sorted((REPO / "kernels").glob("*.h")):
+        assert any(n.endswith(f".data/data/share/occlutrace/kernels/{source.name}") for n in names), source.name
+    assert any(n.startswith("occlutrace_compute/privacy/data/first_names") for n in names)
+
+
+def test_installed_wheel_finds_its_kernels(wheel, tmp_path):
+    """Installed from the wheel (no source checkout beside it), kernel_files resolves the
+    sources under the environment's share/occlutrace/kernels."""
+    env = tmp_path / "env"
+    venv.create(env, with_pip=False)
+    py = env / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    (module,) = env.glob("lib/python*/site-packages/occlutrace_compute/nn/kernel_files.py")
+    code = ("import importlib.util as u; s = u.spec_from_file_location('kf', r'%s'); m = u.module_from_spec(s); "
+            "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu'))") % module
+    found = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    assert Path(found) == env / "share" / "occlutrace" / "kernels" / "grid_knn.cu"
+    assert Path(found).read_text() == (REPO / "kernels" / "grid_knn.cu").read_text()
