@@ -1,7 +1,7 @@
 """Analysis timings on CPU: exact signed distance, deviation (+ PLY + PNG), contacts (+ PNG).
 
 Prints one line per figure. Sizes follow real intraoral scans (about 150k vertices per arch).
-Usage: python bench/bench_analysis.py [--quick]
+Usage: python bench/bench_analysis.py [--quick] [--large]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _best(fn, repeat: int) -> tuple[str, object]:
     return f"{best:.3f} s (cpu {cpu:.2f} s)", out
 
 
-def bench_signed_distance(n_grid: int, repeat: int) -> None:
+def bench_signed_distance(n_grid: int, repeat: int, peer: bool = True) -> None:
     mesh = _height_field(n_grid)
     rng = np.random.default_rng(0)
     points = mesh.vertices + rng.normal(0.0, 0.05, mesh.vertices.shape)  # a scan ~50 um off
@@ -55,6 +55,8 @@ def bench_signed_distance(n_grid: int, repeat: int) -> None:
     far = mesh.vertices + rng.normal(0.0, 0.3, mesh.vertices.shape)  # badly aligned: 0.3 mm noise
     t_far, _ = _best(lambda: index.query(far, max_distance=1.0), repeat)
     print(f"signed_distance: same mesh, points 0.3 mm (sd) off the surface: query {t_far}")
+    if not peer:
+        return
     sub = rng.choice(len(points), 5000, replace=False)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     t0 = time.perf_counter()
@@ -95,6 +97,7 @@ def bench_contacts(spacing: float, out: Path, repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller meshes, one repetition")
+    parser.add_argument("--large", action="store_true", help="also signed distance on a ~1M-vertex mesh (no peer)")
     parser.add_argument("--out", type=Path, default=None, help="keep the outputs here")
     args = parser.parse_args()
     print(f"CPU cores visible: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
@@ -103,6 +106,8 @@ def main() -> None:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         bench_signed_distance(200 if args.quick else 388, repeat)
+        if args.large:
+            bench_signed_distance(1042, repeat, peer=False)
         bench_deviation(0.3 if args.quick else 0.15, out, repeat)
         bench_contacts(0.3 if args.quick else 0.15, out, repeat)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -8,6 +8,13 @@ import trimesh
 from test_analysis_surfaces import bowl, bumpy, height_field
 
 from occlutrace_compute.analysis.distance import SurfaceIndex, signed_distance
+from occlutrace_compute.analysis.triangles import (
+    closest_on_triangles,
+    feature_normal,
+    mesh_features,
+    on_boundary,
+    sq_distance_to_triangles,
+)
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 
@@ -129,6 +136,99 @@ def test_degenerate_triangles_do_not_break_exactness():
     got = signed_distance(pts, m)
     _, dist, _ = _reference(m, pts)
     np.testing.assert_allclose(np.abs(got.distance), dist, atol=UM)
+
+
+def _brute_force(mesh: Mesh, points: np.ndarray):
+    """Every point against every triangle in float64; the feature pseudo-normal signs the best."""
+    n, m = len(points), mesh.n_faces
+    v, f = mesh.vertices, mesh.faces
+    p = np.repeat(points, m, axis=0)
+    tri = np.tile(f, (n, 1))
+    res = closest_on_triangles(p, v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]])
+    sq = res.sq_distance.reshape(n, m)
+    best = np.argmin(sq, axis=1)
+    pick = np.arange(n) * m + best
+    features = mesh_features(mesh)
+    normal = feature_normal(features, f, best, res.region[pick])
+    side = np.einsum("ij,ij->i", points - res.point[pick], normal)
+    boundary = on_boundary(features, f, best, res.region[pick])
+    return np.where(side < 0, -1.0, 1.0) * np.sqrt(sq[np.arange(n), best]), res.point[pick], boundary
+
+
+def test_open_mesh_matches_brute_force_in_every_region():
+    # Points over the interior, beyond the open edges and past the corners: face, edge and vertex
+    # regions, boundary and not, with a mix of large and small triangles (subdivided proxies).
+    mesh = height_field(bumpy, 3.0, 13)
+    rng = np.random.default_rng(8)
+    v = mesh.vertices.copy()
+    v[:, :2] += rng.uniform(-0.2, 0.2, (len(v), 2))  # slivers and uneven sizes (grid step 0.5)
+    mesh = Mesh(v, mesh.faces)
+    pts = np.column_stack([rng.uniform(-4.5, 4.5, 3000), rng.uniform(-4.5, 4.5, 3000), rng.uniform(-1.5, 1.5, 3000)])
+    want_d, want_closest, want_boundary = _brute_force(mesh, pts)
+    got = SurfaceIndex(mesh).query(pts)
+    # Candidates are ranked in float32: only triangles tied within its rounding may swap.
+    np.testing.assert_allclose(np.abs(got.distance), np.abs(want_d), rtol=0, atol=1e-7)
+    same = np.abs(np.abs(got.distance) - np.abs(want_d)) <= 1e-12
+    assert same.mean() > 0.99
+    np.testing.assert_allclose(got.closest[same], want_closest[same], rtol=0, atol=1e-12)
+    assert (np.sign(got.distance[same]) == np.sign(want_d[same])).all()
+    assert (got.on_boundary[same] == want_boundary[same]).all()
+    assert got.on_boundary.any() and not got.on_boundary.all()
+    by_vertices = SurfaceIndex(mesh, normals_from="vertices").query(pts)
+    np.testing.assert_array_equal(np.abs(by_vertices.distance), np.abs(got.distance))
+    np.testing.assert_array_equal(by_vertices.on_boundary, got.on_boundary)
+    clipped = SurfaceIndex(mesh).query(pts, max_distance=0.4)
+    near = np.abs(want_d) <= 0.4
+    np.testing.assert_array_equal(clipped.distance[near], got.distance[near])
+    assert np.isnan(clipped.distance[~near]).all()
+
+
+def test_float32_scoring_has_the_bits_of_closest_on_triangles():
+    rng = np.random.default_rng(9)
+    corners = rng.normal(0, 1, (5000, 3, 3)).astype(np.float32)
+    corners[::50, 2] = corners[::50, 1]  # degenerate: a segment
+    corners[::70, 1:] = corners[::70, :1]  # degenerate: a point
+    p = rng.normal(0, 2, (5000, 3)).astype(np.float32)
+    want = closest_on_triangles(p, corners[:, 0], corners[:, 1], corners[:, 2]).sq_distance
+    got = sq_distance_to_triangles(p, corners)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_mesh_features_topology_and_pseudo_normals_match_a_plain_loop():
+    mesh = height_field(bumpy, 2.0, 6)
+    rng = np.random.default_rng(10)
+    # Shuffled faces, a fin on one edge (an edge of three faces) and an unused vertex.
+    v = np.concatenate([mesh.vertices, [[0.1, 0.2, 2.0], [9.0, 9.0, 9.0]]])
+    inner = mesh.faces[len(mesh.faces) // 2]
+    f = np.concatenate([mesh.faces, [[inner[0], inner[1], len(mesh.vertices)]]])
+    f = f[rng.permutation(len(f))]
+    got = mesh_features(Mesh(v, f))
+    edge_faces: dict[tuple[int, int], list[int]] = {}
+    for i, tri in enumerate(f.tolist()):
+        for e in range(3):
+            edge_faces.setdefault(tuple(sorted((tri[e], tri[(e + 1) % 3]))), []).append(i)
+    edges = sorted(edge_faces)
+    assert got.edges.tolist() == [list(e) for e in edges]
+    for i, tri in enumerate(f.tolist()):
+        for e in range(3):
+            assert edges[got.face_edges[i, e]] == tuple(sorted((tri[e], tri[(e + 1) % 3])))
+    assert got.boundary_edge.tolist() == [len(edge_faces[e]) == 1 for e in edges]
+    assert 3 in {len(faces) for faces in edge_faces.values()}
+    cross = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    unit = cross / np.linalg.norm(cross, axis=1)[:, None]
+    np.testing.assert_allclose(got.face_normals, unit, atol=1e-15)
+    np.testing.assert_allclose(got.face_areas, 0.5 * np.linalg.norm(cross, axis=1), atol=1e-15)
+    np.testing.assert_allclose(got.edge_normals, [unit[edge_faces[e]].sum(axis=0) for e in edges], atol=1e-14)
+    vertex = np.zeros_like(v)
+    for i, tri in enumerate(f.tolist()):
+        for k in range(3):
+            u, w = v[tri[(k + 1) % 3]] - v[tri[k]], v[tri[(k + 2) % 3]] - v[tri[k]]
+            vertex[tri[k]] += np.arccos(np.clip(u @ w / np.linalg.norm(u) / np.linalg.norm(w), -1, 1)) * unit[i]
+    length = np.linalg.norm(vertex, axis=1)
+    np.testing.assert_allclose(got.vertex_normals, vertex / np.where(length > 0, length, 1)[:, None], atol=1e-14)
+    assert not got.vertex_normals[-1].any()
+    boundary_vertices = {x for e in edges if len(edge_faces[e]) == 1 for x in e}
+    assert set(np.flatnonzero(got.boundary_vertex).tolist()) == boundary_vertices
 
 
 def test_bad_input_is_rejected_clearly():

@@ -1,14 +1,14 @@
 """Exact signed point-to-surface distance (point to TRIANGLE), fast on CPU.
 
-Candidates come from a cKDTree over *proxy points*: one per triangle (its centroid), or a grid of
-sub-triangle centroids for triangles larger than the cover radius `rho`. Every point of every
-triangle is then within `rho` of one of that triangle's proxies, so a triangle whose proxies are
-all farther than D from a query point is at least D - rho away. With the k nearest proxies, the
+Candidates come from a kd-tree (pykdtree) over *proxy points*: one per triangle (its centroid), or
+a grid of sub-triangle centroids for triangles larger than the cover radius `rho`. Every point of
+every triangle is then within `rho` of one of that triangle's proxies, so a triangle whose proxies
+are all farther than D from a query point is at least D - rho away. With the k nearest proxies, the
 best exact distance d over their triangles is proven exact when d <= D_k - rho (D_k: k-th proxy
-distance). For points that fail the test, the proxies within d + rho are counted and at least that
-many neighbours are queried: every triangle that could be closer is then a candidate, so the
-result is always exact. A `max_distance` cutoff lets far points stop early as NaN (without one,
-a point far from a fine mesh may need many candidates).
+distance). A point that fails the test asks for more neighbours (about as many as the proxy
+density it has seen puts within d + rho) and scores only the new ones, until it passes or has every
+proxy, so the result is always exact. A `max_distance` cutoff lets far points stop early as NaN
+(without one, a point far from a fine mesh may need many candidates).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.spatial import cKDTree
+from pykdtree.kdtree import KDTree
 
 from occlutrace_compute.analysis.triangles import (
     MeshFeatures,
@@ -25,14 +25,15 @@ from occlutrace_compute.analysis.triangles import (
     feature_normal,
     mesh_features,
     on_boundary,
+    row_norms,
+    sq_distance_to_triangles,
 )
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.nn.threads import tree_workers
 
 NormalsFrom = Literal["faces", "vertices"]
 _PAIRS_PER_CHUNK = 262_144
-_FIRST_K = 12
+_FIRST_K = 16
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
     """Proxy points, their face ids, and each proxy's cover radius (the global max is rho)."""
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     centroid = (a + b + c) / 3.0
-    radius = np.sqrt(np.max(np.stack([((t - centroid) ** 2).sum(axis=1) for t in (a, b, c)]), axis=0))
+    radius = np.maximum.reduce([row_norms(t - centroid) for t in (a, b, c)])
     n_faces = len(faces)
     budget = 4 * n_faces + 4096
     rho = max(float(np.quantile(radius, 0.75)), 1e-9)
@@ -71,13 +72,15 @@ def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
         if int(np.sum(splits**2)) <= budget:
             break
         rho *= 1.15
-    points, owner = [centroid[splits == 1]], [np.flatnonzero(splits == 1)]
+    whole = splits == 1
+    points, owner = [centroid[whole]], [np.flatnonzero(whole)]
     cover = radius / splits
-    for n in np.unique(splits[splits > 1]):
+    for n in np.unique(splits[~whole]):
         ids = np.flatnonzero(splits == n)
         tmpl = _subdivision_template(int(n))
-        ab, ac = (b - a)[ids], (c - a)[ids]
-        pts = a[ids][:, None, :] + tmpl[None, :, :1] * ab[:, None, :] + tmpl[None, :, 1:] * ac[:, None, :]
+        a_ids = a[ids]
+        ab, ac = b[ids] - a_ids, c[ids] - a_ids
+        pts = a_ids[:, None, :] + tmpl[None, :, :1] * ab[:, None, :] + tmpl[None, :, 1:] * ac[:, None, :]
         points.append(pts.reshape(-1, 3))
         owner.append(np.repeat(ids, len(tmpl)))
     owners = np.concatenate(owner)
@@ -99,13 +102,14 @@ class SurfaceIndex:
         self.features: MeshFeatures = mesh_features(mesh)
         proxy_points, self._proxy_face, self._proxy_cover = _proxies(mesh.vertices, mesh.faces)
         self.rho = float(self._proxy_cover.max())
-        self._tree = cKDTree(proxy_points, balanced_tree=False)  # sliding midpoint: 2x faster build
+        # pykdtree: OpenMP queries on the process's threads (OMP_NUM_THREADS), a fast build.
+        self._tree = KDTree(proxy_points)
+        self._n_proxies = len(proxy_points)
         # Candidates are scored in float32 around the mesh centre (twice as fast; rounding about
         # 1e-4 um per mm from the centre, so it can only swap near-tied triangles); the winner's
         # distance, closest point and sign are recomputed in float64.
         self._center = mesh.vertices.mean(axis=0)
-        self._corners = np.ascontiguousarray((mesh.vertices[mesh.faces] - self._center).transpose(1, 0, 2).astype(np.float32))
-        self._n_proxies = len(proxy_points)
+        self._corners = (mesh.vertices - self._center).astype(np.float32)[mesh.faces]
 
     def query(self, points: np.ndarray, max_distance: float | None = None) -> SurfaceDistance:
         """Exact signed distance of each point to the surface (NaN beyond max_distance)."""
@@ -115,62 +119,77 @@ class SurfaceIndex:
         if not np.isfinite(pts).all():
             raise InputRejected("points", "contain non-finite coordinates")
         limit = np.inf if max_distance is None else float(max_distance)
-        k = min(_FIRST_K, self._n_proxies)
-        sq, face, settled = self._round(pts, k, limit)
-        todo = np.flatnonzero(~settled)
-        if len(todo):
-            # Every triangle that can beat the current best (or reach the cutoff) has a proxy
-            # within this radius; asking for at least that many neighbours makes them candidates.
-            radius = np.minimum(np.sqrt(sq[todo]), limit) + self.rho
-            radius = radius * (1 + 1e-9) + 1e-12
-            count = self._tree.query_ball_point(pts[todo], radius, return_length=True, workers=tree_workers())
-            need = np.minimum(2 ** np.ceil(np.log2(np.maximum(count, k + 1))).astype(np.int64), self._n_proxies)
-            for kb in np.unique(need):  # one pass per power of two: at most log2(proxies) passes
-                group = todo[need == kb]
-                sq[group], face[group], _ = self._round(pts[group], int(kb), limit)
+        sq = np.full(len(pts), np.inf)
+        face = np.full(len(pts), -1, dtype=np.int64)
+        # (points, proxies already scored, proxies to score): a point whose best triangle is not
+        # yet proven asks for more proxies and scores only the new ones; once it has every proxy
+        # nothing is left unscored, so the loop ends.
+        work = [(np.arange(len(pts)), 0, min(_FIRST_K, self._n_proxies))]
+        while work:
+            todo, done, k = work.pop()
+            ask = self._round(pts, todo, done, k, limit, sq, face)
+            work += [(todo[ask == kk], k, int(kk)) for kk in np.unique(ask[ask > 0])]
         return self._finish(pts, sq, face, limit)
 
-    def _round(self, pts: np.ndarray, k: int, limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Best squared distance and face among the k nearest proxies, and whether it is proven."""
+    def _round(
+        self, pts: np.ndarray, todo: np.ndarray, done: int, k: int, limit: float, sq: np.ndarray, face: np.ndarray
+    ) -> np.ndarray:
+        """Score proxies done..k-1 of the todo points into sq / face; how many each asks for next."""
+        ask = np.empty(len(todo), dtype=np.int64)
+        step = max(1, _PAIRS_PER_CHUNK // k)
+        for start in range(0, len(todo), step):
+            rows = todo[start : start + step]
+            sq[rows], face[rows], ask[start : start + step] = self._refine(pts[rows], done, k, limit, sq[rows], face[rows])
+        return ask
+
+    def _refine(
+        self, p: np.ndarray, done: int, k: int, limit: float, best_sq: np.ndarray, best_face: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Improve the best squared distance and face with the proxies ranked done..k-1."""
         bound = limit + self.rho
-        best_sq = np.empty(len(pts))
-        best_face = np.empty(len(pts), dtype=np.int64)
-        settled = np.empty(len(pts), dtype=bool)
-        rows = max(1, _PAIRS_PER_CHUNK // k)
-        for start in range(0, len(pts), rows):
-            p = pts[start : start + rows]
-            dist, idx = self._tree.query(p, k=k, distance_upper_bound=bound, workers=tree_workers())
-            dist, idx = dist.reshape(len(p), k), idx.reshape(len(p), k)
-            found = idx < self._n_proxies
-            safe = np.minimum(idx, self._n_proxies - 1)
-            cand = np.where(found, self._proxy_face[safe], -1)
-            p32 = (p - self._center).astype(np.float32)
-            d2 = np.full((len(p), k), np.inf)
-            # The nearest candidate's exact distance bounds the answer from above; a candidate
-            # whose proxy is farther than that plus its own cover radius cannot beat it.
+        dist, idx = self._tree.query(p, k=k, distance_upper_bound=bound)
+        dist, idx = dist.reshape(len(p), k)[:, done:], idx.reshape(len(p), k)[:, done:]
+        found = idx < self._n_proxies
+        safe = np.where(found, idx, 0)
+        cand = np.where(found, self._proxy_face[safe], -1)
+        p32 = (p - self._center).astype(np.float32)
+        if done == 0:
+            # The nearest candidate's exact distance bounds the answer from above.
             first = np.flatnonzero(found[:, 0])
-            d2[first, 0] = self._sq_to_faces(p32[first], cand[first, 0])
-            upper = np.sqrt(d2[:, 0])
-            worth = found & (dist - self._proxy_cover[safe] <= upper[:, None])
-            worth[:, 0] = False
-            rr, cc = np.nonzero(worth)
-            d2[rr, cc] = self._sq_to_faces(p32[rr], cand[rr, cc])
-            arg = np.argmin(d2, axis=1)
-            row = np.arange(len(p))
-            chunk_sq = d2[row, arg]
-            # Lower bound on the distance of every triangle not among the candidates.
-            kth = np.where(np.isfinite(dist[:, -1]), dist[:, -1], bound)
-            lower = kth - self.rho
-            d = np.sqrt(chunk_sq)
-            sl = slice(start, start + len(p))
-            best_sq[sl] = chunk_sq
-            best_face[sl] = cand[row, arg]
-            settled[sl] = (d <= lower) | ((d > limit) & (lower >= limit))
-        return best_sq, best_face, settled
+            best_sq[first] = self._sq_to_faces(p32[first], cand[first, 0])
+            best_face[first] = cand[first, 0]
+            found[:, 0] = False
+        # A candidate whose proxy is farther than the best so far plus its own cover radius
+        # cannot beat it.
+        worth = found & (dist - self._proxy_cover[safe] <= np.sqrt(best_sq)[:, None])
+        rr, cc = np.nonzero(worth)
+        d2 = np.full(worth.shape, np.inf)
+        d2[rr, cc] = self._sq_to_faces(p32[rr], cand[rr, cc])
+        arg = np.argmin(d2, axis=1)
+        row = np.arange(len(p))
+        better = d2[row, arg] < best_sq  # ties keep the nearer-ranked candidate
+        best_sq[better] = d2[row, arg][better]
+        best_face[better] = cand[row, arg][better]
+        # Lower bound on the distance of every triangle not among the candidates.
+        kth = np.where(np.isfinite(dist[:, -1]), dist[:, -1], bound)
+        lower = kth - self.rho
+        d = np.sqrt(best_sq)
+        proven = (d <= lower) | ((d > limit) & (lower >= limit)) | (k == self._n_proxies)
+        return best_sq, best_face, np.where(proven, 0, self._ask(k, np.minimum(d, limit) + self.rho, kth))
+
+    def _ask(self, k: int, reach: np.ndarray, kth: np.ndarray) -> np.ndarray:
+        """Proxies an unproven point asks for next: all within reach = d + rho make it exact. On a
+        surface, k proxies within kth predict k * (reach / kth)^2 of them; asking for 25% more
+        (a power of two or 1.5 times one, so points share rounds) mostly avoids another round."""
+        with np.errstate(divide="ignore"):
+            want = np.minimum(1.25 * k * (reach / kth) ** 2, self._n_proxies)
+        want = np.maximum(want, k + 1)
+        size = 2.0 ** np.floor(np.log2(want))
+        size = np.where(want <= size, size, np.where(want <= 1.5 * size, 1.5 * size, 2 * size))
+        return np.minimum(size, self._n_proxies).astype(np.int64)
 
     def _sq_to_faces(self, p32: np.ndarray, faces: np.ndarray) -> np.ndarray:
-        c = self._corners
-        return closest_on_triangles(p32, c[0, faces], c[1, faces], c[2, faces]).sq_distance
+        return sq_distance_to_triangles(p32, self._corners[faces])
 
     def _finish(self, pts: np.ndarray, sq: np.ndarray, face: np.ndarray, limit: float) -> SurfaceDistance:
         n = len(pts)

@@ -30,55 +30,79 @@ class ClosestOnTriangles:
     region: np.ndarray  # (P,) int8 region code
 
 
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, y, z of P points
+
+
 def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, y)
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(num)
-    np.divide(num, den, out=out, where=den != 0)
+def _sub(x: Columns, y: Columns) -> Columns:
+    return x[0] - y[0], x[1] - y[1], x[2] - y[2]
+
+
+def _dot3(x: Columns, y: Columns) -> np.ndarray:
+    return x[0] * y[0] + x[1] * y[1] + x[2] * y[2]
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, and 0 where den is 0 (degenerate triangles)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    out[den == 0] = 0
     return out
 
 
-def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> ClosestOnTriangles:
-    """Exact closest point of p[i] on triangle (a[i], b[i], c[i]); degenerate triangles allowed."""
-    ab, ac = b - a, c - a
-    ap, bp, cp = p - a, p - b, p - c
-    d1, d2 = _dot(ab, ap), _dot(ac, ap)
-    d3, d4 = _dot(ab, bp), _dot(ac, bp)
-    d5, d6 = _dot(ab, cp), _dot(ac, cp)
+def _closest(p: Columns, a: Columns, b: Columns, c: Columns) -> tuple[Columns, np.ndarray, np.ndarray, np.ndarray]:
+    """Closest point, its (v, w) with point = a + v*ab + w*ac, and region code.
+
+    Works on coordinate columns: numpy runs 1-D arrays several times faster than (P, 3) rows.
+    """
+    ab, ac = _sub(b, a), _sub(c, a)
+    ap, bp, cp = _sub(p, a), _sub(p, b), _sub(p, c)
+    d1, d2 = _dot3(ab, ap), _dot3(ac, ap)
+    d3, d4 = _dot3(ab, bp), _dot3(ac, bp)
+    d5, d6 = _dot3(ab, cp), _dot3(ac, cp)
     va = d3 * d6 - d5 * d4
     vb = d5 * d2 - d1 * d6
     vc = d1 * d4 - d3 * d2
 
     # Interior by default; then overwrite in reverse priority so Ericson's first matching test wins.
     den = va + vb + vc
-    v = _safe_div(vb, den)
-    w = _safe_div(vc, den)
-    region = np.zeros(len(p), dtype=np.int8)
-    # Each entry: (mask, v, w, region) with point = a + v*ab + w*ac.
-    e_bc = (d4 - d3) + (d5 - d6)
-    t_bc = _safe_div(d4 - d3, e_bc)
-    t_ac = _safe_div(d2, d2 - d6)
-    t_ab = _safe_div(d1, d1 - d3)
-    one, zero = np.ones_like(d1), np.zeros_like(d1)
+    v = _ratio(vb, den)
+    w = _ratio(vc, den)
+    region = np.zeros(len(d1), dtype=np.int8)
+    t_bc = _ratio(d4 - d3, (d4 - d3) + (d5 - d6))
     tests = [
-        (d1 <= 0) & (d2 <= 0), (zero, zero, 4),
-        (d3 >= 0) & (d4 <= d3), (one, zero, 5),
-        (vc <= 0) & (d1 >= 0) & (d3 <= 0), (t_ab, zero, 1),
-        (d6 >= 0) & (d5 <= d6), (zero, one, 6),
-        (vb <= 0) & (d2 >= 0) & (d6 <= 0), (zero, t_ac, 3),
-        (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), (1.0 - t_bc, t_bc, 2),
+        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0, 4),
+        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0, 5),
+        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), _ratio(d1, d1 - d3), 0.0, 1),
+        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0, 6),
+        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, _ratio(d2, d2 - d6), 3),
+        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1.0 - t_bc, t_bc, 2),
     ]
-    masks, values = tests[0::2], tests[1::2]
-    for mask, (mv, mw, code) in zip(reversed(masks), reversed(values)):
+    for mask, mv, mw, code in reversed(tests):
         v = np.where(mask, mv, v)
         w = np.where(mask, mw, w)
         region = np.where(mask, np.int8(code), region)
-    point = a + v[:, None] * ab + w[:, None] * ac
-    diff = p - point
-    bary = np.stack([1.0 - v - w, v, w], axis=1)
-    return ClosestOnTriangles(_dot(diff, diff), point, bary, region.astype(np.int8))
+    point = tuple(a[i] + v * ab[i] + w * ac[i] for i in range(3))
+    return point, v, w, region
+
+
+def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> ClosestOnTriangles:
+    """Exact closest point of p[i] on triangle (a[i], b[i], c[i]); degenerate triangles allowed."""
+    point, v, w, region = _closest(tuple(p.T), tuple(a.T), tuple(b.T), tuple(c.T))
+    diff = _sub(tuple(p.T), point)
+    return ClosestOnTriangles(_dot3(diff, diff), np.stack(point, axis=1), np.stack([1.0 - v - w, v, w], axis=1), region)
+
+
+def sq_distance_to_triangles(p: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Squared distance of p[i] (P, 3) to triangle corners[i] (P, 3, 3): closest_on_triangles'
+    sq_distance without building its (P, 3) outputs."""
+    cols = tuple(p.T)
+    point, _, _, _ = _closest(cols, tuple(corners[:, 0].T), tuple(corners[:, 1].T), tuple(corners[:, 2].T))
+    diff = _sub(cols, point)
+    return _dot3(diff, diff)
 
 
 @dataclass(frozen=True)
@@ -99,41 +123,58 @@ class MeshFeatures:
     face_areas: np.ndarray  # (M,)
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """Row lengths of (P, 3), as np.linalg.norm sums them, without its temporaries."""
+    return np.sqrt(x[:, 0] * x[:, 0] + x[:, 1] * x[:, 1] + x[:, 2] * x[:, 2])
+
+
+def _edge_topology(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique undirected edges (E, 2), each face's edge ids (M, 3) and each edge's face count."""
+    nxt = np.roll(faces, -1, axis=1)
+    keys = (np.minimum(faces, nxt) * np.int64(n_vertices) + np.maximum(faces, nxt)).ravel()
+    # Stable sort is timsort: it rides the long runs of a scan's spatially ordered faces.
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    counts = np.diff(starts, append=len(keys))
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = np.repeat(np.arange(len(starts)), counts)
+    uniq = ordered[starts]
+    return np.stack([uniq // n_vertices, uniq % n_vertices], axis=1), inverse.reshape(-1, 3), counts
+
+
 def mesh_features(mesh: Mesh) -> MeshFeatures:
     """Topology and pseudo-normals of a triangle mesh (any manifoldness; open meshes allowed)."""
     v, f = mesh.vertices, mesh.faces
     n_v = len(v)
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    cross = np.cross(b - a, c - a)
-    norm = np.linalg.norm(cross, axis=1)
+    sides = (b - a, c - b, a - c)  # side k runs from corner k to the next one
+    cross = np.cross(sides[2], sides[0])  # (b - a) x (c - a), bit for bit
+    norm = row_norms(cross)
     face_normals = cross / np.where(norm > 0, norm, 1.0)[:, None]
     face_areas = 0.5 * norm
 
-    corners = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    lo, hi = corners.min(axis=1), corners.max(axis=1)
-    keys = lo * np.int64(n_v) + hi
-    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    edges = np.stack([uniq // n_v, uniq % n_v], axis=1)
-    face_edges = inverse.reshape(-1, 3)
-    per_corner = np.repeat(face_normals, 3, axis=0)
+    edges, face_edges, counts = _edge_topology(f, n_v)
+    corner_edges = face_edges.ravel()
     edge_normals = np.stack(
-        [np.bincount(inverse, weights=per_corner[:, axis], minlength=len(uniq)) for axis in range(3)], axis=1
+        [np.bincount(corner_edges, weights=np.repeat(face_normals[:, axis], 3), minlength=len(edges)) for axis in range(3)],
+        axis=1,
     )
     boundary_edge = counts == 1
     boundary_vertex = np.zeros(n_v, dtype=bool)
     boundary_vertex[edges[boundary_edge].ravel()] = True
 
-    # Angle-weighted vertex normals: the corner angle of each face at each of its vertices.
+    # Angle-weighted vertex normals: the corner angle of each face at each of its vertices, between
+    # side k and the reversed side k-1 (so the cosine is minus their dot product).
     vertex_normals = np.zeros((n_v, 3))
-    tri = (a, b, c)
+    lengths = [row_norms(s) for s in sides]
     for k in range(3):
-        u = tri[(k + 1) % 3] - tri[k]
-        w = tri[(k + 2) % 3] - tri[k]
-        cosang = _dot(u, w) / np.maximum(np.linalg.norm(u, axis=1) * np.linalg.norm(w, axis=1), 1e-300)
+        prev = (k + 2) % 3
+        cosang = -_dot(sides[k], sides[prev]) / np.maximum(lengths[k] * lengths[prev], 1e-300)
         angle = np.arccos(np.clip(cosang, -1.0, 1.0))
         for axis in range(3):
             vertex_normals[:, axis] += np.bincount(f[:, k], weights=angle * face_normals[:, axis], minlength=n_v)
-    vn = np.linalg.norm(vertex_normals, axis=1)
+    vn = row_norms(vertex_normals)
     vertex_normals = vertex_normals / np.where(vn > 0, vn, 1.0)[:, None]
     return MeshFeatures(face_normals, edge_normals, vertex_normals, face_edges, edges, boundary_edge, boundary_vertex, face_areas)
 
