@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -260,7 +261,7 @@ def _close(sock: socket.socket) -> None:
 class CallbackSink:
     """A real HTTP receiver on 127.0.0.1 that records every POST (headers, body)."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, tls: ssl.SSLContext | None = None) -> None:
         import http.server
 
         sink = self
@@ -282,7 +283,10 @@ class CallbackSink:
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
