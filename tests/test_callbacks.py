@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 
 import pytest
 
@@ -106,3 +107,23 @@ def test_pinned_url_keeps_credentials_port_path_and_query():
     assert six.url == "http://[2606:2800:220:1:248:1893:25c8:1946]/hook" and six.server_name is None
     with pytest.raises(CallbackRefused, match="non-public"):
         pin_callback_url("http://127.0.0.1/hook")
+
+
+def test_a_hung_resolver_costs_a_bounded_wait(monkeypatch):
+    """getaddrinfo has no timeout: a lookup that never answers is given up after the bound."""
+    from occlutrace_compute.service import callbacks
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hang(host, *args, **kwargs):
+        if host == "slow.test":
+            release.wait(10)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    monkeypatch.setattr(callbacks, "RESOLVE_TIMEOUT_S", 0.2)
+    try:
+        assert "did not resolve within 0.2 s" in callback_url_problem("https://slow.test/hook")
+    finally:
+        release.set()

@@ -21,6 +21,7 @@ import logging
 import random
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -30,6 +31,11 @@ from occlutrace_compute.service.logs import log
 from occlutrace_compute.service.signing import SIGNATURE_HEADER, sign_body
 
 logger = logging.getLogger("occlutrace.callbacks")
+
+# getaddrinfo has no timeout of its own: lookups run here so that a slow resolver costs a job
+# creation or a delivery at most RESOLVE_TIMEOUT_S (a hung lookup holds one of these threads).
+RESOLVE_TIMEOUT_S = 3.0
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback-dns")
 
 
 class CallbackRefused(ValueError):
@@ -86,8 +92,12 @@ def _address(parts: SplitResult, allow_private: bool) -> ipaddress.IPv4Address |
     """The address to connect to; every address the name resolves to must be public (unless
     `allow_private`), so that no round-robin answer can lead inside."""
     host = parts.hostname
+    lookup = _RESOLVER.submit(socket.getaddrinfo, host, parts.port or (443 if parts.scheme == "https" else 80),
+                              proto=socket.IPPROTO_TCP)
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
+        infos = lookup.result(timeout=RESOLVE_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise CallbackRefused(f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s") from exc
     except (socket.gaierror, UnicodeError) as exc:
         raise CallbackRefused(f"host {host!r} does not resolve") from exc
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
