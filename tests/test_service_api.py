@@ -27,6 +27,7 @@ from occlutrace_compute.service.records import JobRef
 from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
 from occlutrace_compute.service.worker import AlignWorker
 from occlutrace_compute.storage import LocalStore
+from occlutrace_compute.storage.base import KeyNotFound
 
 TOKENS = {"tok-a": "alpha", "tok-b": "beta"}
 
@@ -118,6 +119,39 @@ def test_idempotency_key_creates_one_job(env):
     assert len([k for k in store.list("tenants/alpha/cases/") if k.endswith("job.json")]) == 1
     missing = c["alpha"].post("/v1/jobs", json={**body, "inputs": {"fixed": "fixed.stl", "moving": "nope.stl"}})
     assert missing.status_code == 422 and missing.json()["source"] == "input 'moving'"
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/batches"])
+def test_idempotency_holds_across_replicas_racing_on_one_key(env, tmp_path, path):
+    """Two controller replicas over one store get the same first request at once. Replica A reads
+    the key just before replica B's whole request lands (the interleaving the per-replica lock
+    cannot prevent): A must answer with B's ids, and one job exists."""
+    config, _, c, _ = env
+    job = {"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+    body = job if path == "/v1/jobs" else {"jobs": [job, job]}
+    assert _pair(c["alpha"]).status_code == 201  # uploads the inputs (and one unrelated job)
+    auth = {"Authorization": "Bearer tok-a", "Idempotency-Key": "race-1"}
+    replica_b = TestClient(create_app(config, store=LocalStore(tmp_path / "store")), headers=auth)
+    landed: list[dict] = []
+
+    class SeenBeforeB(LocalStore):
+        """Replica A's store: its first read of an idempotency record predates B's request."""
+
+        def get(self, key: str) -> bytes:
+            if "/idempotency/" in key and not landed:
+                response = replica_b.post(path, json=body)
+                assert response.status_code == 201, response.text
+                landed.append(response.json())
+                raise KeyNotFound(key)
+            return super().get(key)
+
+    replica_a = TestClient(create_app(config, store=SeenBeforeB(tmp_path / "store")), headers=auth)
+    answer = replica_a.post(path, json=body)
+    assert answer.status_code == 200 and landed, answer.text
+    ids = lambda r: [r["job_id"]] if "job_id" in r else [j["job_id"] for j in r["jobs"]]  # noqa: E731
+    assert ids(answer.json()) == ids(landed[0])
+    jobs = [k for k in LocalStore(tmp_path / "store").list("tenants/alpha/cases/") if k.endswith("job.json")]
+    assert len(jobs) == 1 + len(ids(landed[0]))
 
 
 def test_listing_pages_and_batches(env):

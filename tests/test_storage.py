@@ -134,6 +134,35 @@ def test_json_readers_never_see_a_partial_object(store: ObjectStore) -> None:
     assert store.get_json("race.json")["version"] == 19
 
 
+def test_put_if_absent_writes_once(store: ObjectStore) -> None:
+    assert store.put_json_if_absent("claims/k.json", {"job_id": "j-1"}) is True
+    assert store.put_json_if_absent("claims/k.json", {"job_id": "j-2"}) is False
+    assert store.get_json("claims/k.json") == {"job_id": "j-1"}
+    assert store.list("claims/") == ["claims/k.json"]  # no temp file left behind
+
+
+def test_put_if_absent_has_one_winner_among_simultaneous_writers(tmp_path: Path) -> None:
+    """Eight threads race to create one key: exactly one wins and its content is what stays.
+    (Local folder only: moto_server checks If-None-Match and then writes, not atomically as S3
+    and MinIO do.)"""
+    store = LocalStore(tmp_path)
+    start = threading.Barrier(8)
+    won: list[int] = []
+
+    def claim(i: int) -> None:
+        start.wait(10)
+        if store.put_json_if_absent("claims/race.json", {"writer": i}):
+            won.append(i)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1
+    assert store.get_json("claims/race.json") == {"writer": won[0]}
+
+
 def test_put_stream_failure_writes_nothing(store: ObjectStore) -> None:
     store.put_stream("s/obj", [b"ab", b"cd"])
     assert store.get("s/obj") == b"abcd"

@@ -166,6 +166,18 @@ class Controller:
                            source="Idempotency-Key", problem="reused with a different request body")
         return saved
 
+    def claim(self, tenant: str, key: str, body: Any, answer: dict) -> dict:
+        """The answer that holds for this idempotency key: an earlier request's (422 if its body
+        differed), else `answer` (the ids this request will create), recorded with a
+        create-if-absent write. That write is atomic across controller replicas, so two
+        simultaneous first requests with one key agree on one set of ids."""
+        saved = self.idempotent(tenant, key, body)
+        if saved is not None:
+            return saved
+        if self.store.put_json_if_absent(idempotency_key(tenant, key), {**answer, "body": _body_hash(body)}):
+            return answer
+        return self.idempotent(tenant, key, body) or answer
+
     # -- urls --------------------------------------------------------------------------------
 
     def download_url(self, request: Request, tenant: str, key: str) -> str:
@@ -357,18 +369,15 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     def create_job(body: s.JobCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
         """Create a pair or bite job on uploaded files of one case."""
         with idempotency_lock(tenant, idempotency_key_):
-            saved = ctl.idempotent(tenant, idempotency_key_, body)
-            job_id = saved["job_id"] if saved else new_id("j")
-            record = ctl.build_record(tenant, body, job_id, None, idempotency_key_)
-            if saved:
-                ref = JobRef(tenant, record.spec.case, job_id)
-                existing = ctl.repo.load(ref)
+            record = ctl.build_record(tenant, body, new_id("j"), None, idempotency_key_)  # validates first
+            if idempotency_key_:
+                job_id = ctl.claim(tenant, idempotency_key_, body, {"job_id": record.spec.job_id})["job_id"]
+                existing = ctl.repo.load(JobRef(tenant, record.spec.case, job_id))
                 if existing is not None:
                     response.status_code = 200
                     return status_body(existing)
-            elif idempotency_key_:
-                ctl.store.put_json(idempotency_key(tenant, idempotency_key_),
-                                   {"job_id": job_id, "body": _body_hash(body)})
+                if job_id != record.spec.job_id:  # an earlier request's job, not stored yet
+                    record = ctl.build_record(tenant, body, job_id, None, idempotency_key_)
             ctl.submit(record)
             return status_body(record)
 
@@ -434,16 +443,19 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     def create_batch(body: s.BatchCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
         """Create many jobs at once; all are validated before any is stored."""
         with idempotency_lock(tenant, idempotency_key_):
-            saved = ctl.idempotent(tenant, idempotency_key_, body)
-            batch_id = saved["batch_id"] if saved else new_id("b")
-            job_ids = saved["job_ids"] if saved else [new_id("j") for _ in body.jobs]
-            records = [ctl.build_record(tenant, job, job_id, batch_id, idempotency_key_)
-                       for job, job_id in zip(body.jobs, job_ids)]
-            if saved and ctl.store.exists(batch_key(tenant, batch_id)):
+            def build(ids: dict) -> list[JobRecord]:
+                return [ctl.build_record(tenant, job, job_id, ids["batch_id"], idempotency_key_)
+                        for job, job_id in zip(body.jobs, ids["job_ids"])]
+
+            ids = {"batch_id": new_id("b"), "job_ids": [new_id("j") for _ in body.jobs]}
+            records = build(ids)  # all validated before anything is stored
+            if idempotency_key_:
+                claimed = ctl.claim(tenant, idempotency_key_, body, ids)
+                if claimed["batch_id"] != ids["batch_id"]:  # an earlier request's ids
+                    ids, records = claimed, build(claimed)
+            batch_id = ids["batch_id"]
+            if ctl.store.exists(batch_key(tenant, batch_id)):
                 response.status_code = 200
-            elif idempotency_key_:
-                ctl.store.put_json(idempotency_key(tenant, idempotency_key_),
-                                   {"batch_id": batch_id, "job_ids": job_ids, "body": _body_hash(body)})
             ctl.store.put_json(batch_key(tenant, batch_id),
                                {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
             for record in records:

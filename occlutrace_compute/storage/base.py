@@ -46,6 +46,12 @@ class ObjectStore(abc.ABC):
         self.put(key, b"".join(chunks), content_type)
 
     @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write the object only where none has this key, atomically for every client of the
+        store (the compare-and-set that makes one of two simultaneous writers win); False when
+        one exists, which is then left as it was."""
+
+    @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; raises KeyNotFound."""
 
@@ -75,6 +81,9 @@ class ObjectStore(abc.ABC):
     def put_json(self, key: str, obj: Any) -> None:
         """Atomic JSON write (put is atomic in every implementation)."""
         self.put(key, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
+
+    def put_json_if_absent(self, key: str, obj: Any) -> bool:
+        return self.put_if_absent(key, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))

@@ -58,6 +58,26 @@ class LocalStore(ObjectStore):
             raise
         _fsync_dir(path.parent)
 
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """A temp file linked into place: link(2) fails on an existing name, atomically."""
+        path = self._path(key)
+        fd, tmp = self._create_temp(key, path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except IsADirectoryError:
+            raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(path.parent)
+        return True
+
     def _create_temp(self, key: str, parent: Path) -> tuple[int, str]:
         attempt = 1
         while True:

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _MISSING_OBJECT = {"NoSuchKey", "NotFound", "NoSuchObject"}
+_CONFLICT_ASKS = 5  # 409s in a row before a conditional put gives up
 _MIN_PART = 5 * 1024**2
 _MAX_SINGLE_PUT = 5 * 1024**3
 _MAX_EXPIRY = timedelta(days=7)
@@ -160,6 +161,32 @@ class S3Store(ObjectStore):
                 self.bucket, name, io.BytesIO(data), len(data), content_type, part_size=part_size
             ),
         )
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """PutObject with `If-None-Match: *` (S3 conditional writes: AWS S3 and MinIO since 2024).
+        minio-py's put_object takes no request headers, so this calls its PutObject request
+        itself. A 409 (another conditional write of the key in flight) is asked again, as S3
+        advises; a retry after a lost reply may find our own object and answer False (callers
+        that read the object back then see their own content)."""
+        name = self._name(key)
+        data = bytes(data)
+        if len(data) > _MAX_SINGLE_PUT:
+            raise ValueError(f"conditional puts are single requests of at most {_MAX_SINGLE_PUT} bytes")
+        headers = {"Content-Type": content_type, "If-None-Match": "*"}
+
+        def create() -> bool:
+            for _ in range(_CONFLICT_ASKS):
+                try:
+                    self._client._put_object(self.bucket, name, data, headers=headers)
+                    return True
+                except S3Error as exc:
+                    if exc.code == "PreconditionFailed":
+                        return False
+                    if exc.code != "ConditionalRequestConflict":
+                        raise
+            raise StoreError(f"put {key!r}: {_CONFLICT_ASKS} conditional writes in a row met a concurrent one")
+
+        return self._call(f"put {key!r}", create)
 
     def get(self, key: str) -> bytes:
         name = self._name(key)
