@@ -9,7 +9,7 @@ overhead against one process doing the same work, memory over the batch, accurac
 3. The first --compare-cases cases in ONE process through `run_case` (no Ray), then the same
    cases on Ray with num_cpus=1: the apples-to-apples overhead. The single process runs with
    OMP_NUM_THREADS=1 and torch on 1 thread, what a num_cpus=1 Ray task gets (checked by a probe
-   task); scipy's cKDTree `workers=-1` calls use every core in both (they ignore OMP settings).
+   task); the engine's and the distance's kd-trees (pykdtree) follow OMP_NUM_THREADS in both.
 Ray overhead = (wall x cpus - sum of per-case compute measured inside the tasks) / (wall x cpus).
 The machine may be shared: the load average is printed with every phase, and CPU seconds
 (driver, workers, Ray daemons, from psutil) are given beside wall times since they depend
