@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from occlutrace_compute.service.callbacks import CallbackRefused, callback_url_problem, deliver, pin_callback_url
+from occlutrace_compute.service.callbacks import CallbackRefused, callback_target, callback_url_problem, deliver
 from tests.test_service_support import CallbackSink
 
 
@@ -45,20 +45,25 @@ def test_delivery_rechecks_the_address_before_posting():
         sink.close()
 
 
+NAMES = {"callback.test": ["127.0.0.1"], "b\u00fccher.test": ["127.0.0.1"], "two.test": ["127.0.0.2", "127.0.0.1"]}
+
+
 @pytest.fixture
 def callback_name(monkeypatch):
-    """'callback.test' resolves to 127.0.0.1 (no DNS server can be run here for a made-up name);
-    every other name resolves as usual. Yields the list of lookups of that name."""
+    """Made-up names resolve to loopback addresses (no DNS server can be run here for them);
+    every other name resolves as usual. Yields the list of lookups of the made-up names."""
     real = socket.getaddrinfo
     lookups: list[str] = []
 
-    def resolve(host, *args, **kwargs):
-        if host == "callback.test":
+    def resolve(host, port, *args, **kwargs):
+        if host in NAMES:
             lookups.append(host)
-            return real("127.0.0.1", *args, **kwargs)
-        return real(host, *args, **kwargs)
+            return [info for address in NAMES[host] for info in real(address, port, *args, **kwargs)]
+        return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
     return lookups
 
 
@@ -75,6 +80,37 @@ def test_delivery_connects_to_the_checked_address_once_resolved(callback_name):
         assert headers["Host"] == f"callback.test:{sink.port}"
         assert deliver(url, {"job_id": "j-2"}, None, attempts=1) is False  # 127.0.0.1 is not public
         assert len(sink.received) == 1
+    finally:
+        sink.close()
+
+
+def test_delivery_tries_every_checked_address_and_sends_idna_names(callback_name):
+    sink = CallbackSink()
+    try:
+        # two.test: 127.0.0.2 first, where nothing listens; the attempt goes on to 127.0.0.1.
+        assert deliver(f"http://two.test:{sink.port}/hook", {"job_id": "j-4"}, None, attempts=1, allow_private=True)
+        assert sink.received[-1][0]["Host"] == f"two.test:{sink.port}"
+        assert deliver(f"http://b\u00fccher.test:{sink.port}/hook", {"job_id": "j-4"}, None, attempts=1, allow_private=True)
+        assert sink.received[-1][0]["Host"] == f"xn--bcher-kva.test:{sink.port}"
+    finally:
+        sink.close()
+
+
+def test_a_name_that_fails_to_resolve_is_tried_again_at_the_next_attempt(callback_name, monkeypatch):
+    sink = CallbackSink()
+    flaky = socket.getaddrinfo
+    failures = [socket.gaierror("temporary failure in name resolution")]
+
+    def resolve(host, *args, **kwargs):
+        if host == "callback.test" and failures:
+            raise failures.pop()
+        return flaky(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    try:
+        assert deliver(f"http://callback.test:{sink.port}/hook", {"job_id": "j-5"}, None, attempts=2, backoff_s=0.01,
+                       allow_private=True) is True
+        assert not failures and len(sink.received) == 1
     finally:
         sink.close()
 
@@ -99,14 +135,27 @@ def test_https_delivery_to_a_pinned_address_verifies_the_urls_name(callback_name
             sink.close()
 
 
-def test_pinned_url_keeps_credentials_port_path_and_query():
-    pinned = pin_callback_url("https://user:pw@93.184.216.34:8443/a/b?x=1")
-    assert pinned.url == "https://user:pw@93.184.216.34:8443/a/b?x=1"
-    assert pinned.host == "93.184.216.34:8443" and pinned.server_name == "93.184.216.34"
-    six = pin_callback_url("http://[2606:2800:220:1:248:1893:25c8:1946]/hook")
-    assert six.url == "http://[2606:2800:220:1:248:1893:25c8:1946]/hook" and six.server_name is None
+def test_target_keeps_credentials_port_path_and_query():
+    target = callback_target("https://user:pw@93.184.216.34:8443/a/b?x=1")
+    assert target.urls == ("https://user:pw@93.184.216.34:8443/a/b?x=1",)
+    assert target.host == "93.184.216.34:8443" and target.server_name == "93.184.216.34"
+    six = callback_target("http://[2606:2800:220:1:248:1893:25c8:1946]/hook")
+    assert six.urls == ("http://[2606:2800:220:1:248:1893:25c8:1946]/hook",) and six.server_name is None
+    assert six.host == "[2606:2800:220:1:248:1893:25c8:1946]"
     with pytest.raises(CallbackRefused, match="non-public"):
-        pin_callback_url("http://127.0.0.1/hook")
+        callback_target("http://127.0.0.1/hook")
+
+
+def test_through_an_egress_proxy_the_url_is_checked_but_not_pinned(monkeypatch):
+    """A proxy from the environment resolves and connects (CONNECT for https); pinning the
+    address would break its TLS. NO_PROXY hosts are pinned as usual."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "93.184.216.35")
+    proxied = callback_target("https://93.184.216.34/hook")
+    assert proxied.proxied and proxied.urls == ("https://93.184.216.34/hook",)
+    assert not callback_target("https://93.184.216.35/hook").proxied
+    with pytest.raises(CallbackRefused, match="non-public"):
+        callback_target("https://10.0.0.1/hook")
 
 
 def test_a_hung_resolver_costs_a_bounded_wait(monkeypatch):

@@ -140,13 +140,15 @@ def test_checker_catches_wrong_neighbours():
     assert knn_problems(KnnResult(good.dists2, bad_pad), *args)
 
 
-def test_tree_search_honours_the_process_thread_budget(monkeypatch) -> None:
-    """A Ray task with num_cpus=1 gets OMP_NUM_THREADS=1: tree searches must not take every core."""
-    from occlutrace_compute.nn.threads import tree_workers
+def test_thread_pools_honour_the_process_thread_budget(monkeypatch) -> None:
+    """A Ray task with num_cpus=1 gets OMP_NUM_THREADS=1: our thread pools must not take every core."""
+    import os
+
+    from occlutrace_compute.nn.threads import thread_budget
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert tree_workers() == 1
+    assert thread_budget() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "garbage")
-    assert tree_workers() == -1
+    assert thread_budget() == (os.cpu_count() or 1)
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert tree_workers() == -1
+    assert thread_budget() == (os.cpu_count() or 1)

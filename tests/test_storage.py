@@ -141,6 +141,13 @@ def test_put_if_absent_writes_once(store: ObjectStore) -> None:
     assert store.list("claims/") == ["claims/k.json"]  # no temp file left behind
 
 
+def test_local_put_if_absent_on_a_folder_key_is_rejected(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("a/b", b"x")
+    with pytest.raises(InputRejected, match="other objects are stored under this key"):
+        store.put_if_absent("a", b"y")
+
+
 def test_put_if_absent_has_one_winner_among_simultaneous_writers(tmp_path: Path) -> None:
     """Eight threads race to create one key: exactly one wins and its content is what stays.
     (Local folder only: moto_server checks If-None-Match and then writes, not atomically as S3

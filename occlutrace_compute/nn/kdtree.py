@@ -30,7 +30,7 @@ def knn(query: torch.Tensor, ref: torch.Tensor, query_lengths: torch.Tensor, ref
         ii = np.asarray(ii, dtype=np.int64).reshape(nq, kk)
         diff = r_np[i][ii] - q_np[i, :nq, None, :]
         dd = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
-        if kk > 1:  # the tree ranks in float64; keep rows sorted in the input dtype
+        if kk > 1:  # the tree's own distances may round differently; rank by the formula above
             order = np.argsort(dd, axis=1, kind="stable")
             dd, ii = np.take_along_axis(dd, order, 1), np.take_along_axis(ii, order, 1)
         d2[i, :nq, :kk], idx[i, :nq, :kk] = dd, ii

@@ -1,7 +1,8 @@
-"""How many threads a tree search may use in this process.
+"""How many threads this process may keep busy.
 
-Ray gives a `num_cpus=1` task OMP_NUM_THREADS=1; scipy's `workers=-1` would ignore that and run
-N threads in each of N tasks. Honour the process's thread budget when one is set.
+Ray gives a `num_cpus=1` task OMP_NUM_THREADS=1; the kd-trees (pykdtree's OpenMP) follow it by
+themselves, and our own thread pools (side-by-side sampling) ask here, so N tasks on N cores do
+not each run N threads.
 """
 
 from __future__ import annotations
@@ -9,16 +10,10 @@ from __future__ import annotations
 import os
 
 
-def tree_workers() -> int:
-    """scipy cKDTree `workers`: OMP_NUM_THREADS when set, else every core (-1)."""
+def thread_budget() -> int:
+    """OMP_NUM_THREADS when set to a positive number, else every core."""
     try:
         n = int(os.environ.get("OMP_NUM_THREADS", ""))
     except ValueError:
-        return -1
-    return n if n > 0 else -1
-
-
-def thread_budget() -> int:
-    """Threads this process may keep busy: OMP_NUM_THREADS when set, else every core."""
-    n = tree_workers()
+        n = 0
     return n if n > 0 else (os.cpu_count() or 1)

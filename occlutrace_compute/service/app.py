@@ -137,9 +137,8 @@ class Controller:
 
     def submit(self, record: JobRecord) -> None:
         ref = JobRef(record.spec.tenant, record.spec.case, record.spec.job_id)
-        if self.store.exists(ref.key):  # a retried request whose first try got this far
+        if self.store.exists(ref.key) or not self.repo.create(record):  # created by an earlier try or replica
             return
-        self.repo.create(record)
         self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
         log(logger, logging.INFO, "job submitted", tenant=ref.tenant, job_id=ref.job_id,
             kind=record.spec.kind, batch_id=record.batch_id)
@@ -176,7 +175,11 @@ class Controller:
             return saved
         if self.store.put_json_if_absent(idempotency_key(tenant, key), {**answer, "body": _body_hash(body)}):
             return answer
-        return self.idempotent(tenant, key, body) or answer
+        saved = self.idempotent(tenant, key, body)
+        if saved is None:  # the record that won is gone again (a purge in between): go on unrecorded
+            log(logger, logging.WARNING, "idempotency record vanished after a lost claim", tenant=tenant)
+            return answer
+        return saved
 
     # -- urls --------------------------------------------------------------------------------
 
@@ -369,14 +372,20 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     def create_job(body: s.JobCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
         """Create a pair or bite job on uploaded files of one case."""
         with idempotency_lock(tenant, idempotency_key_):
-            record = ctl.build_record(tenant, body, new_id("j"), None, idempotency_key_)  # validates first
-            if idempotency_key_:
+            saved = ctl.idempotent(tenant, idempotency_key_, body)  # a retry: answered without re-validation
+            ref = ctl.repo.find(tenant, saved["job_id"]) if saved else None
+            existing = ctl.repo.load(ref) if ref else None
+            if existing is not None:
+                response.status_code = 200
+                return status_body(existing)
+            record = ctl.build_record(tenant, body, saved["job_id"] if saved else new_id("j"), None, idempotency_key_)
+            if idempotency_key_ and not saved:
                 job_id = ctl.claim(tenant, idempotency_key_, body, {"job_id": record.spec.job_id})["job_id"]
                 existing = ctl.repo.load(JobRef(tenant, record.spec.case, job_id))
                 if existing is not None:
                     response.status_code = 200
                     return status_body(existing)
-                if job_id != record.spec.job_id:  # an earlier request's job, not stored yet
+                if job_id != record.spec.job_id:  # another replica's job, not stored yet
                     record = ctl.build_record(tenant, body, job_id, None, idempotency_key_)
             ctl.submit(record)
             return status_body(record)
@@ -447,9 +456,10 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                 return [ctl.build_record(tenant, job, job_id, ids["batch_id"], idempotency_key_)
                         for job, job_id in zip(body.jobs, ids["job_ids"])]
 
-            ids = {"batch_id": new_id("b"), "job_ids": [new_id("j") for _ in body.jobs]}
+            saved = ctl.idempotent(tenant, idempotency_key_, body)  # 422 first if the key was used otherwise
+            ids = saved or {"batch_id": new_id("b"), "job_ids": [new_id("j") for _ in body.jobs]}
             records = build(ids)  # all validated before anything is stored
-            if idempotency_key_:
+            if idempotency_key_ and not saved:
                 claimed = ctl.claim(tenant, idempotency_key_, body, ids)
                 if claimed["batch_id"] != ids["batch_id"]:  # an earlier request's ids
                     ids, records = claimed, build(claimed)

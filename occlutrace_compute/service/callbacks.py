@@ -21,7 +21,7 @@ import logging
 import random
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import urllib.request
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -32,24 +32,30 @@ from occlutrace_compute.service.signing import SIGNATURE_HEADER, sign_body
 
 logger = logging.getLogger("occlutrace.callbacks")
 
-# getaddrinfo has no timeout of its own: lookups run here so that a slow resolver costs a job
-# creation or a delivery at most RESOLVE_TIMEOUT_S (a hung lookup holds one of these threads).
-RESOLVE_TIMEOUT_S = 3.0
-_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback-dns")
+RESOLVE_TIMEOUT_S = 3.0  # getaddrinfo has no timeout of its own
 
 
 class CallbackRefused(ValueError):
     """A callback URL the service will not request; the message says why."""
 
 
-@dataclass(frozen=True)
-class PinnedUrl:
-    """A callback URL bound to one checked address: `url` names that address, `host` is the
-    Host header and `server_name` the TLS server name (https), both the URL's own name."""
+class CallbackUnresolved(CallbackRefused):
+    """The URL's name did not resolve (in time): refused at job creation, retried at delivery."""
 
-    url: str
-    host: str
-    server_name: str | None
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """Where a delivery connects. Direct: `urls` name the checked addresses (tried in order when
+    one does not connect), with the URL's own name as Host header and TLS server name. Through
+    an egress proxy from the environment: the URL itself, which the proxy resolves."""
+
+    urls: tuple[str, ...]
+    host: str | None  # Host header (direct)
+    server_name: str | None  # TLS server name (direct https)
+
+    @property
+    def proxied(self) -> bool:
+        return self.host is None
 
 
 def callback_url_problem(url: str, allow_private: bool = False) -> str | None:
@@ -59,22 +65,24 @@ def callback_url_problem(url: str, allow_private: bool = False) -> str | None:
     try:
         parts = _parts(url)
         if not allow_private:
-            _address(parts, allow_private)
+            _addresses(parts, allow_private)
     except CallbackRefused as exc:
         return str(exc)
     return None
 
 
-def pin_callback_url(url: str, allow_private: bool = False) -> PinnedUrl:
-    """`url` resolved once and checked (CallbackRefused if it may not be requested), then
-    rewritten to connect to the address that passed."""
+def callback_target(url: str, allow_private: bool = False) -> CallbackTarget:
+    """`url` resolved once and checked (CallbackRefused if it may not be requested), bound to the
+    addresses that passed; through an egress proxy the check stands and the proxy connects."""
     parts = _parts(url)
-    address = _address(parts, allow_private)
-    literal = f"[{address}]" if address.version == 6 else str(address)
+    addresses = _addresses(parts, allow_private)
+    if _proxied(parts):
+        return CallbackTarget((url,), None, None)
+    name = _ascii_host(parts)
     userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (f"{userinfo}@" if userinfo else "") + literal + (f":{parts.port}" if parts.port else "")
-    host = parts.netloc.rpartition("@")[2]
-    return PinnedUrl(parts._replace(netloc=netloc).geturl(), host, parts.hostname if parts.scheme == "https" else None)
+    port = f":{parts.port}" if parts.port else ""
+    urls = tuple(parts._replace(netloc=(f"{userinfo}@" if userinfo else "") + _literal(a) + port).geturl() for a in addresses)
+    return CallbackTarget(urls, name + port, name.strip("[]") if parts.scheme == "https" else None)
 
 
 def _parts(url: str) -> SplitResult:
@@ -88,52 +96,110 @@ def _parts(url: str) -> SplitResult:
     return parts
 
 
-def _address(parts: SplitResult, allow_private: bool) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The address to connect to; every address the name resolves to must be public (unless
-    `allow_private`), so that no round-robin answer can lead inside."""
+def _ascii_host(parts: SplitResult) -> str:
+    """The host as it goes on the wire: an address literal, or the name in IDNA (punycode)."""
     host = parts.hostname
-    lookup = _RESOLVER.submit(socket.getaddrinfo, host, parts.port or (443 if parts.scheme == "https" else 80),
-                              proto=socket.IPPROTO_TCP)
     try:
-        infos = lookup.result(timeout=RESOLVE_TIMEOUT_S)
-    except TimeoutError as exc:
-        raise CallbackRefused(f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s") from exc
-    except (socket.gaierror, UnicodeError) as exc:
-        raise CallbackRefused(f"host {host!r} does not resolve") from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        return _literal(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise CallbackRefused(f"host {host!r} is not a valid host name") from exc
+
+
+def _literal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _proxied(parts: SplitResult) -> bool:
+    """Whether httpx would send this URL through a proxy from the environment (HTTP(S)_PROXY,
+    ALL_PROXY, NO_PROXY): then the proxy resolves the name, and pinning would break its CONNECT."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parts.hostname, proxies)
+
+
+def _addresses(parts: SplitResult, allow_private: bool) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses the name resolves to, all of them public (unless `allow_private`): no
+    round-robin answer may lead inside."""
+    host = parts.hostname
+    infos = _resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     for address in addresses:
         if not allow_private and not address.is_global:
             raise CallbackRefused(f"host {host!r} resolves to a non-public address ({address}); callbacks go to public receivers only")
-    return addresses[0]
+    return addresses
+
+
+def _resolve(host: str, port: int) -> list:
+    """getaddrinfo bounded by RESOLVE_TIMEOUT_S: each lookup on its own daemon thread, so a
+    resolver that never answers one tenant's name holds up no other lookup and no shutdown."""
+    found: dict = {}
+
+    def lookup() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=lookup, name="callback-dns", daemon=True)
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_S)
+    if thread.is_alive():
+        raise CallbackUnresolved(f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s")
+    if "infos" not in found or not found["infos"]:
+        raise CallbackUnresolved(f"host {host!r} does not resolve")
+    return found["infos"]
 
 
 def deliver(url: str, status: dict, secret: str | None, attempts: int = 5, backoff_s: float = 0.5,
             stop: threading.Event | None = None, allow_private: bool = False) -> bool:
-    """POST `status` to `url`; True once a 2xx came back. Never raises."""
-    try:
-        target = pin_callback_url(url, allow_private)
-    except CallbackRefused as exc:
-        log(logger, logging.WARNING, "callback refused", job_id=status.get("job_id"), error=str(exc))
-        return False
+    """POST `status` to `url`; True once a 2xx came back. Never raises. The URL is checked (and
+    resolved) again before every attempt; a refused one is not tried again."""
     body = json.dumps(status, sort_keys=True).encode()
-    headers = {"Content-Type": "application/json", "Host": target.host}
-    extensions = {"sni_hostname": target.server_name} if target.server_name else None
+    headers = {"Content-Type": "application/json"}
     if secret:
         headers[SIGNATURE_HEADER] = sign_body(secret, body)
     waiter = stop or threading.Event()
-    with httpx.Client(timeout=5.0) as client:
-        for attempt in range(1, attempts + 1):
-            try:
-                response = client.post(target.url, content=body, headers=headers, extensions=extensions)
-                if 200 <= response.status_code < 300:
-                    return True
-                problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                problem = type(exc).__name__
-            if attempt < attempts:
-                delay = backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-                if waiter.wait(min(delay, 30.0)):
-                    break
-            log(logger, logging.WARNING, "callback attempt failed", job_id=status.get("job_id"),
-                attempts=attempt, error=problem)
+    for attempt in range(1, attempts + 1):
+        try:
+            problem = _post(callback_target(url, allow_private), body, headers)
+        except CallbackUnresolved as exc:
+            problem = str(exc)  # perhaps only for now
+        except CallbackRefused as exc:
+            log(logger, logging.WARNING, "callback refused", job_id=status.get("job_id"), error=str(exc))
+            return False
+        if problem is None:
+            return True
+        if attempt < attempts:
+            delay = backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+            if waiter.wait(min(delay, 30.0)):
+                break
+        log(logger, logging.WARNING, "callback attempt failed", job_id=status.get("job_id"),
+            attempts=attempt, error=problem)
     return False
+
+
+def _post(target: CallbackTarget, body: bytes, headers: dict[str, str]) -> str | None:
+    """One attempt: None once a 2xx came back, else what went wrong. An address that does not
+    connect passes the attempt on to the next one."""
+    extensions = {"sni_hostname": target.server_name} if target.server_name else None
+    if target.host:
+        headers = {**headers, "Host": target.host}
+    problem = "no address"
+    # Direct: an explicit transport keeps the environment's proxies out (its CA settings stay).
+    transport = None if target.proxied else httpx.HTTPTransport()
+    with httpx.Client(timeout=5.0, transport=transport) as client:
+        for url in target.urls:
+            try:
+                response = client.post(url, content=body, headers=headers, extensions=extensions)
+            except httpx.ConnectError as exc:
+                problem = type(exc).__name__
+                continue
+            except (httpx.HTTPError, ValueError) as exc:
+                return type(exc).__name__
+            return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+    return problem

@@ -98,12 +98,15 @@ class JobRepo:
         if record.state in TERMINAL_STATES:
             self.store.delete(queue_key(record.spec.tenant, record.spec.job_id))
 
-    def create(self, record: JobRecord) -> None:
-        """Index and queue marker first, record last: a crash leaves no record without a marker."""
+    def create(self, record: JobRecord) -> bool:
+        """Index and queue marker first, the record last and only where none exists (False then):
+        a crash leaves no record without a marker, and a second creator of the same job (the
+        loser of an idempotency race between replicas) cannot reset a record a worker has moved on."""
         ref = ref_of(record)
         self.store.put_json(index_key(ref.tenant, ref.job_id), {"case": ref.case})
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
-        self.save(record)
+        record.updated_at = utcnow()
+        return self.store.put_json_if_absent(ref.key, record.model_dump(mode="json"))
 
     def find(self, tenant: str, job_id: str) -> JobRef | None:
         """The tenant's job with that id, or None (another tenant's id finds nothing)."""

@@ -69,9 +69,9 @@ class LocalStore(ObjectStore):
                 os.fsync(f.fileno())
             os.link(tmp, path)
         except FileExistsError:
+            if path.is_dir():
+                raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
             return False
-        except IsADirectoryError:
-            raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import re
 import threading
+import time
 from datetime import timedelta
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
@@ -22,7 +24,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore, StoreError
+from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore, StoreError, StoreUnavailable
 from occlutrace_compute.storage.keys import check_key, folder_prefix
 from occlutrace_compute.storage.retry import RetryPolicy, describe
 
@@ -175,7 +177,7 @@ class S3Store(ObjectStore):
         headers = {"Content-Type": content_type, "If-None-Match": "*"}
 
         def create() -> bool:
-            for _ in range(_CONFLICT_ASKS):
+            for ask in range(_CONFLICT_ASKS):
                 try:
                     self._client._put_object(self.bucket, name, data, headers=headers)
                     return True
@@ -184,7 +186,8 @@ class S3Store(ObjectStore):
                         return False
                     if exc.code != "ConditionalRequestConflict":
                         raise
-            raise StoreError(f"put {key!r}: {_CONFLICT_ASKS} conditional writes in a row met a concurrent one")
+                time.sleep(0.05 * 2**ask * (0.5 + random.random()))
+            raise StoreUnavailable(f"put {key!r}: {_CONFLICT_ASKS} conditional writes in a row met a concurrent one")
 
         return self._call(f"put {key!r}", create)
 
