@@ -260,7 +260,28 @@ def test_metrics_and_health(env):
                  "occlutrace_http_request_duration_seconds_bucket"):
         assert name in text, name
     ready = c["anon"].get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"store": "ok", "ray": "disabled"}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"store": "ok", "conditional_writes": "ok", "ray": "disabled"}
+
+
+def test_readiness_reports_a_store_that_ignores_conditional_writes(env, tmp_path, caplog):
+    """An S3-compatible store without If-None-Match support (stood in for by a folder store that
+    overwrites): reported and logged once, not fatal (each replica still serialises its keys)."""
+    config, _, _, _ = env
+
+    class Overwriting(LocalStore):
+        def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+            self.put(key, data, content_type)
+            return True
+
+    store = Overwriting(tmp_path / "store")
+    client = TestClient(create_app(config, store=store))
+    with caplog.at_level(logging.ERROR, logger="occlutrace.controller"):
+        for _ in range(2):
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["checks"]["conditional_writes"] == "unsupported"
+    assert sum("ignores conditional writes" in r.getMessage() for r in caplog.records) == 1
+    assert store.list("ops/") == []  # the probe cleans up
 
 
 def test_malformed_tokens_file_keeps_the_last_good_tokens(env):

@@ -85,6 +85,24 @@ class Controller:
         self.link = link
         self._key_locks: dict[str, list] = {}  # name -> [lock, users]
         self._key_locks_guard = threading.Lock()
+        self._conditional_writes: str | None = None
+
+    def conditional_writes(self) -> str:
+        """"ok" when the store honours create-if-absent, probed once per process: an S3-compatible
+        store that ignores `If-None-Match` would let two replicas both win an idempotency claim
+        (each replica still serialises its own requests, so this is reported, not fatal)."""
+        if self._conditional_writes is None:
+            key = f"ops/conditional-write-probe/{new_id('p')}.json"
+            try:
+                first = self.store.put_json_if_absent(key, {})
+                again = self.store.put_json_if_absent(key, {})
+            finally:
+                self.store.delete(key)
+            self._conditional_writes = "ok" if first and not again else "unsupported"
+            if self._conditional_writes != "ok":
+                log(logger, logging.ERROR, "the object store ignores conditional writes: idempotency keys hold "
+                    "within each controller replica only")
+        return self._conditional_writes
 
     @contextmanager
     def key_lock(self, name: str) -> Iterator[None]:
@@ -276,6 +294,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         try:
             await asyncio.wait_for(asyncio.to_thread(ctl.store.exists, "readyz"), 10)
             checks["store"] = "ok"
+            checks["conditional_writes"] = await asyncio.wait_for(asyncio.to_thread(ctl.conditional_writes), 10)
         except Exception as exc:
             checks["store"] = type(exc).__name__
         if ctl.link is None:
@@ -286,7 +305,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                 checks["ray"] = "ok"
             except Exception as exc:
                 checks["ray"] = type(exc).__name__
-        ok = all(v in ("ok", "disabled") for v in checks.values())
+        ok = all(v in ("ok", "disabled") for k, v in checks.items() if k != "conditional_writes")
         return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks},
                             headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
 
