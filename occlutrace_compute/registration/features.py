@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from pykdtree.kdtree import KDTree
 
 from occlutrace_compute.nn import knn
 from occlutrace_compute.registration.batch import Clouds
@@ -60,9 +61,9 @@ def fpfh(clouds: Clouds, radius: float, k: int = 32, backend: str = "auto") -> t
     pts, nrm, lengths = clouds.points.float(), clouds.normals.float(), clouds.lengths
     b, p, _ = pts.shape
     k = int(min(k + 1, int(lengths.min())))
-    res = knn(pts, pts, lengths, lengths, k=k, backend=backend)
-    idx = res.idx[..., 1:].clamp_min(0)  # drop self
-    d2 = res.dists2[..., 1:]
+    d2, idx = _neighbours(pts, lengths, k, backend)
+    idx = idx[..., 1:].clamp_min(0)  # drop self
+    d2 = d2[..., 1:]
     nb = (d2 < radius * radius) & (d2 > 0) & clouds.mask[..., None]
     bi = torch.arange(b, device=pts.device)[:, None, None]
     q, qn = pts[bi, idx], nrm[bi, idx]
@@ -80,6 +81,25 @@ def fpfh(clouds: Clouds, radius: float, k: int = 32, backend: str = "auto") -> t
     f = f / f.sum(-1, keepdim=True).clamp_min(1e-12)
     enough = (nb.sum(-1) >= 3)[..., None]
     return f.view(b, p, 3 * BINS) * enough
+
+
+def _neighbours(pts: torch.Tensor, lengths: torch.Tensor, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,P,k) squared distances and indices of each point's k nearest in its own cloud (itself
+    first; padded rows inf / 0). On CPU straight from the kd-tree: its own float32 ranking is all
+    a histogram needs, and the nn backend's exact re-ranking would cost as much again."""
+    if pts.device.type != "cpu" or backend not in ("auto", "kdtree"):
+        res = knn(pts, pts, lengths, lengths, k=k, backend=backend)
+        return res.dists2, res.idx
+    b, p, _ = pts.shape
+    d2 = torch.full((b, p, k), float("inf"), dtype=pts.dtype)
+    idx = torch.zeros((b, p, k), dtype=torch.int64)
+    arr = pts.numpy()
+    for i, n in enumerate(lengths.tolist()):
+        cloud = np.ascontiguousarray(arr[i, :n])
+        dist2, near = KDTree(cloud).query(cloud, k=k, sqr_dists=True)
+        d2[i, :n] = torch.from_numpy(dist2.reshape(n, k))
+        idx[i, :n] = torch.from_numpy(near.reshape(n, k).astype(np.int64))
+    return d2, idx
 
 
 def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor
