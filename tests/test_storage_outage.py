@@ -53,6 +53,7 @@ def test_server_outage_fails_fast_then_recovers(own_server: MotoServer) -> None:
     own_server.stop()
     ops = {
         "put": lambda: store.put("tenants/t/cases/c/b", b"during outage"),
+        "put_if_absent": lambda: store.put_if_absent("tenants/t/cases/c/claim", b"during outage"),
         "get": lambda: store.get("tenants/t/cases/c/a"),
         "exists": lambda: store.exists("tenants/t/cases/c/a"),
         "list": lambda: store.list("tenants/t"),
