@@ -357,3 +357,26 @@ def test_callback_to_an_internal_address_is_refused_and_nothing_is_stored(env):
     assert r.status_code == 422, r.text
     assert r.json()["source"] == "callback_url" and "non-public address" in r.json()["problem"]
     assert c["alpha"].get("/v1/jobs").json()["jobs"] == []
+
+
+def test_a_batch_resolves_each_callback_name_once(env, monkeypatch):
+    """1000 jobs naming one callback URL cost one name lookup, not 1000 (each up to 3 s)."""
+    import socket
+
+    _, _, c, _ = env
+    assert _pair(c["alpha"]).status_code == 201
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def resolve(host, port, *args, **kwargs):
+        if host == "hooks.example-lab.test":
+            lookups.append(host)
+            return real("93.184.216.34", port, *args, **kwargs)  # a public address
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    job = {"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"},
+           "callback_url": "https://hooks.example-lab.test/occlutrace"}
+    r = c["alpha"].post("/v1/batches", json={"jobs": [job] * 20})
+    assert r.status_code == 201, r.text
+    assert len(r.json()["jobs"]) == 20 and lookups == ["hooks.example-lab.test"]

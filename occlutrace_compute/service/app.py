@@ -122,7 +122,9 @@ class Controller:
     # -- jobs --------------------------------------------------------------------------------
 
     def build_record(self, tenant: str, body: s.JobCreate, job_id: str, batch_id: str | None,
-                     idem: str | None) -> JobRecord:
+                     idem: str | None, callbacks_seen: dict[str, str | None] | None = None) -> JobRecord:
+        """The job's record, validated. `callbacks_seen` carries callback URL checks across the
+        jobs of one request: a batch of 1000 jobs usually names one URL, resolved once."""
         case = checked_case(body.case, self.config.allow_patterns)
         keys = {}
         for role, name in body.inputs.items():
@@ -134,7 +136,10 @@ class Controller:
             raise ApiError(422, "invalid_job", "invalid job", source="inputs",
                            problem=exc.errors()[0].get("msg", str(exc))) from None
         if body.callback_url:
-            problem = callback_url_problem(body.callback_url, self.config.callback_allow_private)
+            seen = {} if callbacks_seen is None else callbacks_seen
+            if body.callback_url not in seen:
+                seen[body.callback_url] = callback_url_problem(body.callback_url, self.config.callback_allow_private)
+            problem = seen[body.callback_url]
             if problem:
                 raise ApiError(422, "invalid_callback", "callback_url refused", source="callback_url", problem=problem)
         return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem)
@@ -471,8 +476,10 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     def create_batch(body: s.BatchCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
         """Create many jobs at once; all are validated before any is stored."""
         with idempotency_lock(tenant, idempotency_key_):
+            callbacks_seen: dict[str, str | None] = {}
+
             def build(ids: dict) -> list[JobRecord]:
-                return [ctl.build_record(tenant, job, job_id, ids["batch_id"], idempotency_key_)
+                return [ctl.build_record(tenant, job, job_id, ids["batch_id"], idempotency_key_, callbacks_seen)
                         for job, job_id in zip(body.jobs, ids["job_ids"])]
 
             saved = ctl.idempotent(tenant, idempotency_key_, body)  # 422 first if the key was used otherwise
