@@ -189,13 +189,10 @@ class Controller:
         return saved
 
     def claim(self, tenant: str, key: str, body: Any, answer: dict) -> dict:
-        """The answer that holds for this idempotency key: an earlier request's (422 if its body
-        differed), else `answer` (the ids this request will create), recorded with a
-        create-if-absent write. That write is atomic across controller replicas, so two
+        """For a key `idempotent` found no record of: `answer` (the ids this request will create),
+        recorded with a create-if-absent write, or the answer of a request that recorded one
+        first (422 if its body differed). The write is atomic across controller replicas, so two
         simultaneous first requests with one key agree on one set of ids."""
-        saved = self.idempotent(tenant, key, body)
-        if saved is not None:
-            return saved
         if self.store.put_json_if_absent(idempotency_key(tenant, key), {**answer, "body": _body_hash(body)}):
             return answer
         saved = self.idempotent(tenant, key, body)
@@ -397,20 +394,17 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         """Create a pair or bite job on uploaded files of one case."""
         with idempotency_lock(tenant, idempotency_key_):
             saved = ctl.idempotent(tenant, idempotency_key_, body)  # a retry: answered without re-validation
-            ref = ctl.repo.find(tenant, saved["job_id"]) if saved else None
-            existing = ctl.repo.load(ref) if ref else None
-            if existing is not None:
-                response.status_code = 200
-                return status_body(existing)
-            record = ctl.build_record(tenant, body, saved["job_id"] if saved else new_id("j"), None, idempotency_key_)
-            if idempotency_key_ and not saved:
-                job_id = ctl.claim(tenant, idempotency_key_, body, {"job_id": record.spec.job_id})["job_id"]
-                existing = ctl.repo.load(JobRef(tenant, record.spec.case, job_id))
+            record = None if saved else ctl.build_record(tenant, body, new_id("j"), None, idempotency_key_)
+            if record is not None and idempotency_key_:
+                saved = ctl.claim(tenant, idempotency_key_, body, {"job_id": record.spec.job_id})
+            if saved:
+                ref = ctl.repo.find(tenant, saved["job_id"])
+                existing = ctl.repo.load(ref) if ref else None
                 if existing is not None:
                     response.status_code = 200
                     return status_body(existing)
-                if job_id != record.spec.job_id:  # another replica's job, not stored yet
-                    record = ctl.build_record(tenant, body, job_id, None, idempotency_key_)
+                if record is None or record.spec.job_id != saved["job_id"]:  # not stored yet (a crash, another replica)
+                    record = ctl.build_record(tenant, body, saved["job_id"], None, idempotency_key_)
             ctl.submit(record)
             return status_body(record)
 

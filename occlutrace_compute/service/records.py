@@ -93,8 +93,7 @@ class JobRepo:
             return None
 
     def save(self, record: JobRecord) -> None:
-        record.updated_at = utcnow()
-        self.store.put_json(ref_of(record).key, record.model_dump(mode="json"))
+        self.store.put_json(ref_of(record).key, _stamped(record))
         if record.state in TERMINAL_STATES:
             self.store.delete(queue_key(record.spec.tenant, record.spec.job_id))
 
@@ -105,8 +104,7 @@ class JobRepo:
         ref = ref_of(record)
         self.store.put_json(index_key(ref.tenant, ref.job_id), {"case": ref.case})
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
-        record.updated_at = utcnow()
-        return self.store.put_json_if_absent(ref.key, record.model_dump(mode="json"))
+        return self.store.put_json_if_absent(ref.key, _stamped(record))
 
     def find(self, tenant: str, job_id: str) -> JobRef | None:
         """The tenant's job with that id, or None (another tenant's id finds nothing)."""
@@ -142,3 +140,9 @@ class JobRepo:
 
     def cancelled(self, ref: JobRef) -> bool:
         return self.store.exists(cancel_key(ref.tenant, ref.case, ref.job_id))
+
+
+def _stamped(record: JobRecord) -> dict:
+    """The record as stored, its `updated_at` set to now."""
+    record.updated_at = utcnow()
+    return record.model_dump(mode="json")

@@ -12,7 +12,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore
@@ -40,6 +40,21 @@ class LocalStore(ObjectStore):
         self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
     ) -> None:
         """Stream into a temp file and rename it into place; content_type is not kept locally."""
+        self._publish(key, chunks, os.replace)
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """The temp file linked into place: link(2) fails on an existing name, atomically."""
+        try:
+            self._publish(key, (data,), os.link)
+        except FileExistsError:
+            if self._path(key).is_dir():
+                raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
+            return False
+        return True
+
+    def _publish(self, key: str, chunks: Iterable[bytes], place: Callable[[str, Path], None]) -> None:
+        """Write `chunks` to a synced temp file beside the key's path, then `place(temp, path)`
+        (rename or link); the temp file never outlives the call."""
         path = self._path(key)
         fd, tmp = self._create_temp(key, path.parent)
         try:
@@ -48,35 +63,13 @@ class LocalStore(ObjectStore):
                     f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            place(tmp, path)
         except IsADirectoryError:
-            os.unlink(tmp)
             raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
-
-    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
-        """A temp file linked into place: link(2) fails on an existing name, atomically."""
-        path = self._path(key)
-        fd, tmp = self._create_temp(key, path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)
-        except FileExistsError:
-            if path.is_dir():
-                raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
-            return False
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(tmp)  # gone already after a rename
         _fsync_dir(path.parent)
-        return True
 
     def _create_temp(self, key: str, parent: Path) -> tuple[int, str]:
         attempt = 1
