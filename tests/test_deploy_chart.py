@@ -583,7 +583,7 @@ def test_values_schema_is_strict():
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
     assert schema["additionalProperties"] is False
-    for key in ("controller", "ray", "store", "minio", "monitoring", "auth"):
+    for key in ("controller", "ray", "store", "minio", "monitoring", "auth", "ingress", "gateway", "helmTest"):
         assert schema["properties"][key]["additionalProperties"] is False, key
     # every key of values.yaml is described in the README's values table
     readme = (CHART / "README.md").read_text()
