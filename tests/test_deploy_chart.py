@@ -711,7 +711,7 @@ _group = st.fixed_dictionaries(
      "numCpus": st.integers(1, 64).map(str), "enabled": st.booleans()})
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(groups=st.lists(_group, min_size=1, max_size=6), head_cpus=st.sampled_from(["0", "0", "2"]))
 def test_max_workers_matches_the_model_for_drawn_fleets(tmp_path_factory, groups, head_cpus):
     """Random fleets (any mix of CPU and GPU groups, some disabled) through the real helm."""
