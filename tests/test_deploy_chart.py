@@ -27,8 +27,11 @@ CHART = ROOT / "deploy" / "helm" / "occlutrace"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 INVALID_VALUES = sorted((ROOT / "deploy" / "helm" / "invalid-values").glob("*.yaml"))
 KUBERAY_CRD = Path("/work/shared/kuberay/ray.io_rayclusters.yaml")
+# Gateway API v1.6.1 HTTPRoute v1 schema, extracted unchanged from its CRD (see the folder's README)
+HTTPROUTE_SCHEMA = ROOT / "tests" / "data" / "gateway-api" / "httproute-v1.json"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
-CRD_KINDS = {"RayCluster", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CRD_KINDS = {"RayCluster", "ServiceMonitor", "PodMonitor", "PrometheusRule", "HTTPRoute"}
 
 # The service's Prometheus metrics (occlutrace_compute/service/metrics.py) and their types.
 SERVICE_METRICS: dict[str, str] = {
@@ -108,6 +111,8 @@ def pod_specs(values_file: str | None) -> list[tuple[str, dict]]:
         spec = o.get("spec", {})
         if o["kind"] in {"Deployment", "StatefulSet", "Job"}:
             specs.append((f"{o['kind']}/{o['metadata']['name']}", spec["template"]["spec"]))
+        elif o["kind"] == "Pod":
+            specs.append((f"Pod/{o['metadata']['name']}", spec))
         elif o["kind"] == "RayCluster":
             specs.append(("RayCluster/head", spec["headGroupSpec"]["template"]["spec"]))
             for g in spec.get("workerGroupSpecs", []):
@@ -120,7 +125,8 @@ def pod_specs(values_file: str | None) -> list[tuple[str, dict]]:
 
 def test_ci_values_files_cover_the_variants():
     names = {p.stem for p in CI_VALUES}
-    assert {"gpu-off-values", "external-s3-values", "monitoring-on-values", "default-values"} <= names
+    assert {"gpu-off-values", "external-s3-values", "monitoring-on-values", "default-values",
+            "three-groups-values", "exposure-values"} <= names
 
 
 @pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
@@ -215,7 +221,7 @@ def test_gpu_group_requests_gpus_and_lands_on_gpu_nodes():
     groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}
     gpu = groups["gpu"]
-    n = values_of(None)["ray"]["gpuWorkers"]["gpusPerPod"]
+    n = next(g for g in values_of(None)["ray"]["workerGroups"] if g["name"] == "gpu")["gpus"]
     assert gpu["rayStartParams"]["num-gpus"] == str(n)
     container = gpu["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == n
@@ -284,7 +290,8 @@ def test_every_referenced_secret_exists_or_is_declared_existing(values_file):
     rendered = {o["metadata"]["name"] for o in objects(values_file, "Secret")}
     declared = {values["auth"]["existingSecret"], values["auth"]["signingExistingSecret"],
                 values["ray"]["auth"]["existingSecret"], values["minio"]["existingSecret"],
-                values["store"]["external"]["existingSecret"]} - {""}
+                values["store"]["external"]["existingSecret"], values["helmTest"]["existingSecret"],
+                values["ray"]["gcsFaultTolerance"]["redisPasswordSecret"]} - {""}
     referenced = set()
     for _, spec in pod_specs(values_file):
         for vol in spec.get("volumes", []):
@@ -295,6 +302,10 @@ def test_every_referenced_secret_exists_or_is_declared_existing(values_file):
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef")
                 if ref:
                     referenced.add(ref["name"])
+    ft = one(values_file, "RayCluster")["spec"].get("gcsFaultToleranceOptions", {})
+    ref = ft.get("redisPassword", {}).get("valueFrom", {}).get("secretKeyRef")
+    if ref:
+        referenced.add(ref["name"])
     assert referenced, "no secrets referenced"
     assert referenced <= rendered | declared, referenced - rendered - declared
 
@@ -439,7 +450,8 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         rule = by_name[alert]
         return {"eval_time": "40m", "alertname": alert, "exp_alerts": [{
             "exp_labels": rule["labels"],
-            "exp_annotations": {"summary": summary, "description": rule["annotations"]["description"]}}]}
+            "exp_annotations": {"summary": summary, "description": rule["annotations"]["description"],
+                                "runbook_url": rule["annotations"]["runbook_url"]}}]}
 
     tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": series,
@@ -571,7 +583,7 @@ def test_values_schema_is_strict():
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
     assert schema["additionalProperties"] is False
-    for key in ("controller", "ray", "store", "minio", "monitoring", "auth"):
+    for key in ("controller", "ray", "store", "minio", "monitoring", "auth", "ingress", "gateway", "helmTest"):
         assert schema["properties"][key]["additionalProperties"] is False, key
     # every key of values.yaml is described in the README's values table
     readme = (CHART / "README.md").read_text()
@@ -590,3 +602,264 @@ def test_values_schema_is_strict():
 
     missing = [k for k in leaves(yaml.safe_load((CHART / "values.yaml").read_text())) if f"`{k}`" not in readme]
     assert not missing, f"README values table lacks {missing}"
+
+
+# --- worker groups, Ray pod settings, GCS fault tolerance ---------------------------------
+
+THREE_GROUPS = str(CHART / "ci" / "three-groups-values.yaml")
+EXPOSURE = str(CHART / "ci" / "exposure-values.yaml")
+
+
+def _controller_env(values_file: str | None) -> dict[str, Any]:
+    return _env(one(values_file, "Deployment", "-controller")["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_three_worker_groups_render_as_three_kuberay_groups():
+    """CPU on-demand, H100 x2 and spot L4: each its own workerGroupSpec with its image, accelerator
+    count, node placement and pod settings layered over the ray-wide ones."""
+    values = values_of(THREE_GROUPS)["ray"]
+    rc = one(THREE_GROUPS, "RayCluster")
+    groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
+    assert list(groups) == ["cpu", "h100", "l4-spot"]
+    for want in values["workerGroups"]:
+        g = groups[want["name"]]
+        spec = g["template"]["spec"]
+        c = spec["containers"][0]
+        assert (g["minReplicas"], g["replicas"], g["maxReplicas"]) == (
+            want.get("minReplicas", 0), want.get("replicas", want.get("minReplicas", 0)), want["maxReplicas"])
+        gpus = want.get("gpus", 0)
+        if gpus:
+            assert g["rayStartParams"]["num-gpus"] == str(gpus)
+            assert g["rayStartParams"].get("num-cpus") == want.get("numCpus")
+            assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == gpus
+            assert c["image"].endswith("-cuda")
+        else:
+            assert g["rayStartParams"]["num-cpus"] == want["numCpus"] and "nvidia.com/gpu" not in json.dumps(c)
+            assert c["image"].endswith("-cpu")
+        for k, v in want["nodeSelector"].items():
+            assert spec["nodeSelector"][k] == v
+        labels = g["template"]["metadata"]["labels"]
+        assert labels["occlutrace.io/capacity-type"] == ("spot" if want.get("spot") else "on-demand")
+        assert labels.items() >= want.get("labels", {}).items()
+        # pod settings: the group's own win over ray.*; env is appended; annotations merged
+        assert spec["priorityClassName"] == want.get("priorityClassName", values["priorityClassName"])
+        assert spec.get("runtimeClassName") == want.get("runtimeClassName")
+        annotations = g["template"]["metadata"]["annotations"]
+        assert annotations == {**values["podAnnotations"], **want.get("podAnnotations", {})}
+        env_names = [e["name"] for e in c["env"]]
+        assert env_names[-len(values["extraEnv"]) - len(want.get("extraEnv", [])):] == [
+            e["name"] for e in values["extraEnv"] + want.get("extraEnv", [])]
+        for tsc in spec["topologySpreadConstraints"]:  # defaulted to the pod's own group
+            assert tsc["labelSelector"]["matchLabels"] == {"ray.io/cluster": rc["metadata"]["name"],
+                                                           "ray.io/group": want["name"]}
+    # spot: the ray.spot placement is merged into the spot group only
+    spot_key = next(iter(values["spot"]["nodeSelector"]))
+    assert spot_key in groups["l4-spot"]["template"]["spec"]["nodeSelector"]
+    assert spot_key not in groups["h100"]["template"]["spec"]["nodeSelector"]
+    assert any(t["key"] == values["spot"]["tolerations"][0]["key"]
+               for t in groups["l4-spot"]["template"]["spec"]["tolerations"])
+    # the head gets ray.* plus its own settings
+    head = rc["spec"]["headGroupSpec"]["template"]
+    assert head["spec"]["priorityClassName"] == values["head"]["priorityClassName"]
+    assert head["metadata"]["annotations"] == {**values["podAnnotations"], **values["head"]["podAnnotations"]}
+    assert head["spec"]["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["ray.io/node-type"] == "head"
+    # a PDB for the group that asks for one, selecting exactly that group's pods
+    pdbs = [p for p in objects(THREE_GROUPS, "PodDisruptionBudget") if "-ray-" in p["metadata"]["name"]]
+    assert [p["spec"]["selector"]["matchLabels"]["ray.io/group"] for p in pdbs] == ["h100"]
+    assert _controller_env(THREE_GROUPS)["OCCLUTRACE_MAX_WORKERS"] == "14"  # 2 x 3 H100 + 1 x 8 L4
+
+
+def test_gcs_fault_tolerance_uses_kuberays_options_with_the_password_from_a_secret():
+    ft = one(THREE_GROUPS, "RayCluster")["spec"]["gcsFaultToleranceOptions"]
+    values = values_of(THREE_GROUPS)["ray"]["gcsFaultTolerance"]
+    assert ft["redisAddress"] == values["redisAddress"]
+    assert ft["redisPassword"] == {"valueFrom": {"secretKeyRef": {"name": values["redisPasswordSecret"],
+                                                                  "key": values["redisPasswordKey"]}}}
+    assert "gcsFaultToleranceOptions" not in one(None, "RayCluster")["spec"]
+    # the CRD this chart targets has the field (the annotation form is the pre-1.3 one)
+    spec = raycluster_schema()["properties"]["spec"]["properties"]
+    assert {"redisAddress", "redisPassword"} <= set(spec["gcsFaultToleranceOptions"]["properties"])
+
+
+def _max_workers_model(values: dict) -> int:
+    """What OCCLUTRACE_MAX_WORKERS must be: the dispatcher runs one worker per GPU in GPU mode
+    and one per CPU (OCCLUTRACE_WORKER_CPUS=1) in CPU mode; see docs/deploy.md, Scaling."""
+    groups = [g for g in values["ray"]["workerGroups"] if g.get("enabled", True)]
+    gpus = sum(g["maxReplicas"] * g.get("gpus", 0) for g in groups)
+    cpus = int(values["ray"]["head"]["numCpus"]) + sum(
+        g["maxReplicas"] * int(g["numCpus"]) for g in groups if not g.get("gpus", 0))
+    return max(1, gpus if gpus else cpus)
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_max_workers_counts_gpus_or_cpus_of_every_group(values_file):
+    values = values_of(values_file)
+    expected = values["controller"]["maxWorkers"] or _max_workers_model(values)
+    assert _controller_env(values_file)["OCCLUTRACE_MAX_WORKERS"] == str(expected)
+
+
+def test_max_workers_in_cpu_mode_counts_cpus_not_pods():
+    """Chart 0.1 set the CPU group's maxReplicas (pods): 6 here, for 6 pods x 4 CPUs = 24 workers."""
+    assert _controller_env(str(CHART / "ci" / "gpu-off-values.yaml"))["OCCLUTRACE_MAX_WORKERS"] == "24"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_group = st.fixed_dictionaries(
+    {"gpus": st.sampled_from([0, 0, 1, 2, 8]), "maxReplicas": st.integers(1, 40),
+     "numCpus": st.integers(1, 64).map(str), "enabled": st.booleans()})
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(groups=st.lists(_group, min_size=1, max_size=6), head_cpus=st.sampled_from(["0", "0", "2"]))
+def test_max_workers_matches_the_model_for_drawn_fleets(tmp_path_factory, groups, head_cpus):
+    """Random fleets (any mix of CPU and GPU groups, some disabled) through the real helm."""
+    worker_groups = [{"name": f"g{i}", "minReplicas": 0, **g,
+                      "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}} for i, g in enumerate(groups)]
+    values = {"ray": {"workerGroups": worker_groups, "head": {"numCpus": head_cpus}}}
+    path = tmp_path_factory.mktemp("fleet") / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    out = helm("template", "ot", str(CHART), "-f", str(path))
+    model = _max_workers_model(values_of(str(path)))
+    if not any(g["enabled"] for g in groups) and head_cpus == "0":
+        assert out.returncode != 0 and "no Ray node can run align workers" in out.stderr
+        return
+    assert out.returncode == 0, out.stderr
+    deployment = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"
+                      and d["metadata"]["name"].endswith("-controller"))
+    assert _env(deployment["spec"]["template"]["spec"]["containers"][0])["OCCLUTRACE_MAX_WORKERS"] == str(model)
+    rc = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "RayCluster")
+    assert [g["groupName"] for g in rc["spec"].get("workerGroupSpecs", [])] == [
+        g["name"] for g in worker_groups if g["enabled"]]
+
+
+def test_old_worker_keys_are_refused_with_the_migration_hint():
+    for key in ("cpuWorkers", "gpuWorkers"):
+        out = helm("template", "ot", str(CHART), "--set", f"ray.{key}.enabled=true")
+        assert out.returncode != 0
+        assert f"ray.{key}" in out.stderr and "use the ray.workerGroups list" in out.stderr, out.stderr
+    # the hint points at a section that exists
+    assert "#### Migrating from cpuWorkers and gpuWorkers" in DEPLOY_DOC.read_text()
+
+
+# --- Ingress and Gateway API routes -------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def httproute_schema() -> dict:
+    schema = _strict(json.loads(HTTPROUTE_SCHEMA.read_text())["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_httproutes_match_the_gateway_api_crd(values_file):
+    for route in objects(values_file, "HTTPRoute"):
+        assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+        errors = sorted(jsonschema.Draft7Validator(httproute_schema()).iter_errors(_drop_nulls(route)), key=str)
+        assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+
+
+def test_httproute_check_catches_a_typo():
+    route = copy.deepcopy(one(EXPOSURE, "HTTPRoute", "-api"))
+    route["spec"]["rules"][0]["backendRefs"][0]["prot"] = 80
+    assert list(jsonschema.Draft7Validator(httproute_schema()).iter_errors(route))
+
+
+def test_routes_reach_the_api_and_minio_services_by_existing_ports():
+    values = values_of(EXPOSURE)
+    services = {s["metadata"]["name"]: s for s in objects(EXPOSURE, "Service")}
+    ingress = one(EXPOSURE, "Ingress")
+    by_host = {r["host"]: r["http"]["paths"][0]["backend"]["service"] for r in ingress["spec"]["rules"]}
+    assert set(by_host) == {values["ingress"]["api"]["host"], values["ingress"]["downloads"]["host"]}
+    for host, backend in by_host.items():
+        assert backend["port"]["name"] in {p["name"] for p in services[backend["name"]]["spec"]["ports"]}, host
+    assert by_host[values["ingress"]["api"]["host"]]["name"].endswith("-controller")
+    assert by_host[values["ingress"]["downloads"]["host"]]["name"].endswith("-minio")
+    assert {h for t in ingress["spec"]["tls"] for h in t["hosts"]} == set(by_host)
+    routes = {r["metadata"]["name"].rsplit("-", 1)[-1]: r for r in objects(EXPOSURE, "HTTPRoute")}
+    assert set(routes) == {"api", "downloads"}
+    for name, route in routes.items():
+        assert route["spec"]["hostnames"] == values["gateway"][name]["hostnames"]
+        assert route["spec"]["parentRefs"] == values["gateway"]["parentRefs"]
+        ref = route["spec"]["rules"][0]["backendRefs"][0]
+        assert ref["port"] in {p["port"] for p in services[ref["name"]]["spec"]["ports"]}, name
+    # presigned URLs name the host the downloads route serves
+    public = values["store"]["publicEndpoint"]
+    assert public == f"https://{values['ingress']['downloads']['host']}"
+    assert _controller_env(EXPOSURE)["OCCLUTRACE_S3_PUBLIC_ENDPOINT"] == public
+    assert not objects(None, "Ingress") and not objects(None, "HTTPRoute")
+
+
+# --- helm test ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
+def test_helm_test_pod_calls_the_controller_with_a_known_token(values_file):
+    import hashlib
+
+    values = values_of(values_file)
+    pods = objects(values_file, "Pod")
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    c = pod["spec"]["containers"][0]
+    env = _env(c)
+    service = one(values_file, "Service", "-controller")
+    assert env["OCCLUTRACE_API_URL"] == (f"http://{service['metadata']['name']}.occlutrace.svc:"
+                                         f"{service['spec']['ports'][0]['port']}")
+    script = one(values_file, "ConfigMap", "-helm-test")["data"]["smoke.py"]
+    assert script == (CHART / "files" / "helm-smoke-test.py").read_text().rstrip("\n")
+    assert c["command"][-1].endswith("/smoke.py")
+    token_volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "token")["secret"]
+    if values["helmTest"]["existingSecret"]:
+        assert token_volume["secretName"] == values["helmTest"]["existingSecret"]
+        return
+    # chart-made: the token in the test's Secret is, hashed, a line of the tokens file
+    import base64
+
+    secret = one(values_file, "Secret", "-helm-test")
+    token = base64.b64decode(secret["data"][values["helmTest"]["tokenKey"]]).decode()
+    assert len(token) >= 32 and token_volume["secretName"] == secret["metadata"]["name"]
+    tokens_file = one(values_file, "Secret", "-tokens")["stringData"][values["auth"]["tokensKey"]]
+    line = f"{values['helmTest']['tenant']} sha256:{hashlib.sha256(token.encode()).hexdigest()}"
+    assert line in tokens_file.splitlines()
+    assert token not in tokens_file
+
+
+def test_network_policy_lets_the_test_pod_reach_the_api():
+    pod_labels = one(EXPOSURE, "Pod")["metadata"]["labels"]
+    policy = one(EXPOSURE, "NetworkPolicy", "-controller")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert any(p.get("podSelector", {}).get("matchLabels", {}).items() <= pod_labels.items()
+               and "podSelector" in p for p in peers)
+
+
+def test_helm_test_can_be_turned_off():
+    out = helm("template", "ot", str(CHART), "--set", "helmTest.enabled=false")
+    assert out.returncode == 0, out.stderr
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out.stdout) if d}
+    assert not [k for k in kinds if k[1].endswith("-helm-test")]
+    assert "helm-test sha256:" not in out.stdout
+
+
+# --- runbooks -----------------------------------------------------------------------------
+
+
+def _github_anchor(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_links_a_runbook_section_that_exists():
+    anchors = {_github_anchor(m) for m in re.findall(r"^#{1,6} (.+)$", DEPLOY_DOC.read_text(), re.MULTILINE)}
+    base = values_of(MONITORING_ON)["monitoring"]["prometheusRule"]["runbookBaseUrl"]
+    rules = alert_rules()
+    assert rules
+    for r in rules:
+        url = r["annotations"].get("runbook_url", "")
+        assert url.startswith(base + "#"), f"{r['alert']}: runbook_url {url!r}"
+        anchor = url.split("#", 1)[1]
+        assert anchor in anchors, f"{r['alert']}: docs/deploy.md has no section #{anchor}"

@@ -151,3 +151,53 @@ Include with (dict "ctx" $ "secret" NAME "key" KEY "length" N).
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* The enabled entries of ray.workerGroups, as a YAML list (fromYamlArray to use it). */}}
+{{- define "occlutrace.enabledWorkerGroups" -}}
+{{- $groups := list -}}
+{{- range .Values.ray.workerGroups -}}
+{{- if dig "enabled" true . -}}
+{{- $groups = append $groups . -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $groups -}}
+{{- end -}}
+
+{{/*
+OCCLUTRACE_MAX_WORKERS: the most align workers the dispatcher runs (and asks the autoscaler
+room for). controller.maxWorkers when set; else, with any GPU group, the GPUs of all GPU groups
+at maxReplicas (one worker per GPU); else the CPUs of the CPU groups at maxReplicas plus the
+head's (one CPU align worker per CPU, OCCLUTRACE_WORKER_CPUS=1). At least 1.
+*/}}
+{{- define "occlutrace.maxWorkers" -}}
+{{- if .Values.controller.maxWorkers -}}
+{{- int .Values.controller.maxWorkers -}}
+{{- else -}}
+{{- $gpus := 0 -}}
+{{- $cpus := int .Values.ray.head.numCpus -}}
+{{- range (include "occlutrace.enabledWorkerGroups" . | fromYamlArray) -}}
+{{- $n := int (dig "gpus" 0 .) -}}
+{{- if gt $n 0 -}}
+{{- $gpus = add $gpus (mul (int .maxReplicas) $n) -}}
+{{- else -}}
+{{- $cpus = add $cpus (mul (int .maxReplicas) (int (dig "numCpus" "0" .))) -}}
+{{- end -}}
+{{- end -}}
+{{- max 1 (ternary $gpus $cpus (gt $gpus 0)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Env names the chart sets on the controller (controller.extraEnv must not repeat them). */}}
+{{- define "occlutrace.controllerEnvNames" -}}
+HOME RAY_AUTH_MODE RAY_AUTH_TOKEN_PATH OCCLUTRACE_RAY_ADDRESS OCCLUTRACE_STORE OCCLUTRACE_S3_ENDPOINT OCCLUTRACE_S3_REGION OCCLUTRACE_S3_PUBLIC_ENDPOINT OCCLUTRACE_S3_ACCESS_KEY_FILE OCCLUTRACE_S3_SECRET_KEY_FILE OCCLUTRACE_TOKENS_FILE OCCLUTRACE_URL_SECRET_FILE OCCLUTRACE_CALLBACK_SECRET_FILE OCCLUTRACE_BATCH_SIZE OCCLUTRACE_CPU_WORKERS OCCLUTRACE_MAX_WORKERS OCCLUTRACE_MAX_ATTEMPTS OCCLUTRACE_MAX_UPLOAD_BYTES
+{{- end -}}
+
+{{/* The Secret and key the helm test pod reads its API token from. */}}
+{{- define "occlutrace.helmTestSecretName" -}}
+{{- default (printf "%s-helm-test" (include "occlutrace.fullname" .)) .Values.helmTest.existingSecret -}}
+{{- end -}}
+
+{{/* runbook_url of an alert: include with (dict "ctx" $ "alert" "OccluTraceQueueBacklog"). */}}
+{{- define "occlutrace.runbookUrl" -}}
+{{- printf "%s#%s" .ctx.Values.monitoring.prometheusRule.runbookBaseUrl (lower .alert) -}}
+{{- end -}}
