@@ -65,7 +65,8 @@ def _bite_fields(prefix: str, r) -> dict[str, np.ndarray]:
     for i, f in enumerate(r.fits):
         for band in ("upper", "lower"):
             b = getattr(f, band)
-            out[f"{prefix}.fit{i}.{band}"] = np.asarray([*b.T.ravel(), b.rmse_mm, b.fitness, b.band_share])
+            T_arch_bite = b.T_arch_bite if hasattr(b, "T_arch_bite") else b.T  # (named T before #17)
+            out[f"{prefix}.fit{i}.{band}"] = np.asarray([*T_arch_bite.ravel(), b.rmse_mm, b.fitness, b.band_share])
         out[f"{prefix}.fit{i}.pair"] = np.asarray([f.pair.score, f.pair.runner_up_ratio])
     return out
 

@@ -137,7 +137,7 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
         cands = [search(samples, frame, arch, anc, samples.coarse, dev, so, opt.seed + b) for arch, anc in zip(arches, anchors)]
         cands = _band_search(samples, cands, arches, anchors, dev, so, opt.seed + b)
         for arch_name, c in zip(("upper", "lower"), cands):
-            if len(c.T) == 0:
+            if len(c.T_arch_bite) == 0:
                 raise InputRejected(f"{arch_name} mesh", "no cheek-side (buccal) surface found to place a bite on")
         pair = choose_pair(cands[0], cands[1], upper_coarse, arches[1].coarse[0], up_dirs[0], up_dirs[1])
         if not pair.facing:
@@ -169,8 +169,8 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
     confidence = _confidence(fits, pen_before, opt)
     return BiteResult(
         T_upper_lower=T,
-        T_upper_bites=[f.upper.T for f in fits],
-        T_lower_bites=[f.lower.T for f in fits],
+        T_upper_bites=[f.upper.T_arch_bite for f in fits],
+        T_lower_bites=[f.lower.T_arch_bite for f in fits],
         fits=fits,
         lower_rmse_mm=lower_fit.rmse_mm,
         lower_fitness=lower_fit.fitness,
@@ -193,7 +193,7 @@ def _reconcile(work: list[tuple[Samples, list[Candidates], BiteFit]], arches: li
     at that occlusion. A bite with no such candidate is left out of the joint fit (and said so).
     Returns every bite's fit, the bites the joint fit uses, and a note when one was left out."""
     fits = [w[2] for w in work]
-    T_ul = [f.upper.T @ np.linalg.inv(f.lower.T) for f in fits]
+    T_ul = [f.upper.T_arch_bite @ np.linalg.inv(f.lower.T_arch_bite) for f in fits]
     lower_coarse = arches[1].coarse[0]
     if pose_gap_mm(T_ul[0], T_ul[1], lower_coarse) <= opt.max_bite_disagreement_mm:
         return fits, [0, 1], ""
@@ -228,9 +228,9 @@ def _search_in_occlusion(samples: Samples, arches: list[Samples], T_upper_lower:
                       np.concatenate([au.outward, al.outward @ R.T]), au.up)
     frame = bite_frame(samples.fine, so.keypoint_offsets_mm)
     found = search(samples, frame, both, anchors, samples.coarse, dev, so, seed)
-    if len(found.T) == 0:
+    if len(found.T_arch_bite) == 0:
         return None
-    T_ub = found.T[0]
+    T_ub = found.T_arch_bite[0]
     return PairChoice(T_ub, np.linalg.inv(T_upper_lower) @ T_ub, float(found.score[0]), 0.0, True)
 
 
@@ -239,11 +239,11 @@ def _band_search(samples: Samples, cands: list[Candidates], arches: list[Samples
     """Second chance for the less certain arch: take the band the more certain arch's best
     candidate explains off the bite and search the other arch with the rest alone, a clean
     single-arch strip (the whole bite's other band no longer competes for the fit)."""
-    if any(len(c.T) == 0 for c in cands):
+    if any(len(c.T_arch_bite) == 0 for c in cands):
         return cands
     sure = int(np.argmax([c.score[0] for c in cands]))
     other = 1 - sure
-    on_sure = apply(np.linalg.inv(cands[sure].T[0]), arches[sure].fine)[0]  # the sure arch in bite coordinates
+    on_sure = apply(np.linalg.inv(cands[sure].T_arch_bite[0]), arches[sure].fine)[0]  # the sure arch in bite coordinates
     band = without(samples, on_sure, radius=1.0)
     if band.coarse[0].shape[0] < so.band_min_points:
         return cands

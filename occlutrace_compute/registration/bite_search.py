@@ -46,12 +46,12 @@ class SearchOptions:
 class Candidates:
     """Distinct bite -> arch poses, best first, with the MSAC weight of every probe point."""
 
-    T: np.ndarray  # (k,4,4)
+    T_arch_bite: np.ndarray  # (k,4,4): x_arch = T_arch_bite @ [x_bite, 1]
     score: np.ndarray  # (k,)
     weights: np.ndarray  # (k, n_probe) in [0,1]: how well each probe point lies on the arch
 
     def extended(self, other: "Candidates") -> "Candidates":
-        return Candidates(np.concatenate([self.T, other.T]), np.concatenate([self.score, other.score]),
+        return Candidates(np.concatenate([self.T_arch_bite, other.T_arch_bite]), np.concatenate([self.score, other.score]),
                           np.concatenate([self.weights, other.weights]))
 
 
@@ -63,13 +63,14 @@ def repeat_cloud(cloud: Cloud, b: int, dev: torch.device) -> Clouds:
     return pack([cloud], dev).index(torch.zeros(b, dtype=torch.int64, device=dev))
 
 
-def point_weights(moving: Cloud, fixed: Clouds, matcher: Matcher, T: np.ndarray, tau: float) -> np.ndarray:
-    """(B, n) MSAC weights max(0, 1 - r^2/tau^2) of the moving points under each pose (0 where
-    nothing compatible lies within 2 tau)."""
+def point_weights(moving: Cloud, fixed: Clouds, matcher: Matcher, T_fixed_moving: np.ndarray, tau: float) -> np.ndarray:
+    """(B, n) MSAC weights max(0, 1 - r^2/tau^2) of the moving points under each pose (B,4,4)
+    (0 where nothing compatible lies within 2 tau)."""
     dev = fixed.points.device
-    b = T.shape[0]
+    b = T_fixed_moving.shape[0]
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
-    sc = score(repeat_cloud(moving, b, dev), fixed, zeros, transforms(T, dev), matcher, tau, COS_NORMALS, 2 * tau)
+    sc = score(repeat_cloud(moving, b, dev), fixed, zeros, transforms(T_fixed_moving, dev), matcher, tau, COS_NORMALS,
+               2 * tau)
     m = sc.matches
     valid = m.compatible & (m.dist2 < 4 * tau * tau)
     return (valid * (1 - m.residual**2 / (tau * tau)).clamp_min(0)).cpu().numpy()
@@ -92,23 +93,25 @@ def top_distinct(T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _round(moving: Cloud, fixed: Clouds, matcher: Matcher, T: np.ndarray, level: Level, tau: float) -> tuple[np.ndarray, np.ndarray]:
+def _round(moving: Cloud, fixed: Clouds, matcher: Matcher, T_fixed_moving: np.ndarray, level: Level,
+           tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every pose (B,4,4) refined and scored: the refined poses and their scores (B,)."""
     dev = fixed.points.device
-    b = T.shape[0]
+    b = T_fixed_moving.shape[0]
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     mov = repeat_cloud(moving, b, dev)
-    out = refine(mov, fixed, zeros, transforms(T, dev), matcher, level, 1e-5, 1e-4)
-    sc = score(mov, fixed, zeros, out.T, matcher, tau, COS_NORMALS, 2 * tau)
-    return out.T.cpu().numpy(), sc.score.cpu().numpy()
+    out = refine(mov, fixed, zeros, transforms(T_fixed_moving, dev), matcher, level, 1e-5, 1e-4)
+    sc = score(mov, fixed, zeros, out.T_fixed_moving, matcher, tau, COS_NORMALS, 2 * tau)
+    return out.T_fixed_moving.cpu().numpy(), sc.score.cpu().numpy()
 
 
-def _prescreen(coarse: Cloud, frame: BiteFrame, T: np.ndarray, fixed: Clouds, matcher: Matcher, opt: SearchOptions,
-               seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, fixed: Clouds, matcher: Matcher,
+               opt: SearchOptions, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One-shot score of every start by the bite patch around its keypoint only: that patch
     must lie on this arch, while the rest of the bite (the other band) would only add noise."""
     dev = fixed.points.device
     n_keys = frame.keypoints.shape[0]
-    T = T.reshape(-1, n_keys, 4, 4)
+    T = T_arch_bite.reshape(-1, n_keys, 4, 4)  # (starts, keypoint, 4, 4)
     scores = np.zeros(T.shape[:2])
     for k, key in enumerate(frame.keypoints):
         near = np.linalg.norm(coarse[0] - key, axis=1) < opt.patch_radius
@@ -122,20 +125,20 @@ def _prescreen(coarse: Cloud, frame: BiteFrame, T: np.ndarray, fixed: Clouds, ma
 
 def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, probe: Cloud, dev: torch.device,
            opt: SearchOptions, seed: int = 0) -> Candidates:
-    """Candidate poses of the bite on this arch (bite file -> arch file), best first."""
+    """Candidate poses T_arch_bite of the bite on this arch (bite file -> arch file), best first."""
     cv = opt.coarse_voxel
     fixed = pack([arch.coarse], dev)
     matcher = Matcher(fixed)
-    T = anchor_poses(frame, anchors, opt.tilts_deg)
-    if T.shape[0] == 0:
+    T_arch_bite = anchor_poses(frame, anchors, opt.tilts_deg)
+    if T_arch_bite.shape[0] == 0:
         return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe[0].shape[0])))
-    T, pre = _prescreen(bite.coarse, frame, T, fixed, matcher, opt, seed)
-    T = T[top_distinct(T, pre, opt.keep_prescreen)]
-    T, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, matcher, T,
-                  Level(10, 4.0 * cv, 1.5 * cv, 0.3 * cv, COS_NORMALS), tau=0.5 * cv)
-    T = T[top_distinct(T, s, opt.keep_round1)]
-    T, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, matcher, T,
-                  Level(15, 2.0 * cv, 0.6 * cv, 0.15 * cv, COS_NORMALS), tau=0.4 * cv)
-    keep = top_distinct(T, s, opt.candidates)
-    T = T[keep]
-    return Candidates(T, s[keep], point_weights(probe, fixed, matcher, T, 0.5 * cv))
+    T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, fixed, matcher, opt, seed)
+    T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, pre, opt.keep_prescreen)]
+    T_arch_bite, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, matcher, T_arch_bite,
+                            Level(10, 4.0 * cv, 1.5 * cv, 0.3 * cv, COS_NORMALS), tau=0.5 * cv)
+    T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, s, opt.keep_round1)]
+    T_arch_bite, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, matcher, T_arch_bite,
+                            Level(15, 2.0 * cv, 0.6 * cv, 0.15 * cv, COS_NORMALS), tau=0.4 * cv)
+    keep = top_distinct(T_arch_bite, s, opt.candidates)
+    T_arch_bite = T_arch_bite[keep]
+    return Candidates(T_arch_bite, s[keep], point_weights(probe, fixed, matcher, T_arch_bite, 0.5 * cv))

@@ -96,14 +96,14 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     t = time.perf_counter()
     full_coarse_m = pack([p.moving[0] for p in prepared], dev)
     coarse_f = pack([p.fixed[0] for p in prepared], dev)
-    starts = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
+    starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
     stages["hypotheses"] = time.perf_counter() - t
 
     # Coarse level: every hypothesis of every pair in one batch; a short round prunes the
     # hopeless ones, the survivors converge.
     t = time.perf_counter()
-    pair_of = torch.tensor([i for i, s in enumerate(starts) for _ in range(len(s))], device=dev)
-    T = torch.from_numpy(np.concatenate(starts)).to(dev)
+    pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
+    T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
     cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
     cv = opt.coarse_voxel
     centres = scan_centres(prepared)
@@ -113,16 +113,17 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     for iterations, d0, d1, keep in rounds:
         # Kernel floor cv / 8: tight enough to reject prepared crowns 1-1.5 mm off (see options).
         level = Level(iterations, d0, d1, cv / 8, cos_n, opt.search_mad_factor)
-        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, level,
+        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T_fixed_moving, matcher, level,
                      opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
-        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv, track=True)
-        kept = top_distinct(pair_of, out.T, sc.score, keep, centres)
-        pair_of, T = pair_of[kept], out.T[kept]
+        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T_fixed_moving, matcher, tau=cv / 2, cos_normals=cos_n,
+                   near=cv, track=True)
+        kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
     stages["coarse"] = time.perf_counter() - t
 
-    fin = mid_and_fine(prepared, pair_of, T, opt, dev, stages)
+    fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages)
     t = time.perf_counter()
-    n_hyp = [len(s) for s in starts]
+    n_hyp = [len(s) for s in starts_fixed_moving]
     results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
     stages["summary"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -136,7 +137,8 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
 
 
 def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions) -> list[np.ndarray]:
-    """Per pair: FPFH+RANSAC poses, the best pre-screened surface-frame poses, landmarks."""
+    """Per pair, (k,4,4) starting poses T_fixed_moving: FPFH+RANSAC poses, the best pre-screened
+    surface-frame poses, landmarks."""
     empty = [np.zeros((0, 4, 4)) for _ in prepared]
     ransac, axes = empty, empty
     if opt.fpfh_hypotheses > 0:
@@ -162,24 +164,25 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
     return starts
 
 
-def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses: list[np.ndarray], opt: RegistrationOptions) -> list[np.ndarray]:
-    """Keep the `axis_hypotheses` best poses per pair by a one-shot score on a few samples:
+def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: list[np.ndarray],
+               opt: RegistrationOptions) -> list[np.ndarray]:
+    """Keep the `axis_hypotheses` best poses (T_fixed_moving) per pair by a one-shot score on a few samples:
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
     dev = coarse_f.points.device
     few = pack([subset(p.moving[0], opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
-    pair_of = torch.tensor([i for i, T in enumerate(poses) for _ in range(len(T))], device=dev)
-    T = torch.from_numpy(np.concatenate(poses)).to(dev)
+    pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
+    T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
     cv = opt.coarse_voxel
     matcher = Matcher(coarse_f, opt.knn_backend)
     cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
     q = max(8, opt.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
-    sc = score(quick.index(pair_of), coarse_f, pair_of, T, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
-    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T) // (5 * len(poses))))
-    pair_of, T = pair_of[survivors], T[survivors]
-    sc = score(few.index(pair_of), coarse_f, pair_of, T, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
-    kept = top_distinct(pair_of, T, sc.score, opt.axis_hypotheses, scan_centres(prepared))
+    sc = score(quick.index(pair_of), coarse_f, pair_of, T_fixed_moving, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
+    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving))))
+    pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
+    sc = score(few.index(pair_of), coarse_f, pair_of, T_fixed_moving, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
+    kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.axis_hypotheses, scan_centres(prepared))
     by_pair = pair_of[kept].cpu().numpy()
-    Tk = T[kept].cpu().numpy()
-    return [Tk[by_pair == i] for i in range(len(poses))]
+    kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()
+    return [kept_fixed_moving[by_pair == i] for i in range(len(poses_fixed_moving))]

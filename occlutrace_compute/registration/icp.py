@@ -31,7 +31,7 @@ class Level:
 
 @dataclass
 class IcpOutcome:
-    T: torch.Tensor  # (B,4,4) float64, moving -> fixed
+    T_fixed_moving: torch.Tensor  # (B,4,4) float64: x_fixed = T_fixed_moving @ [x_moving, 1]
     iterations: torch.Tensor  # (B,) iterations until convergence (or all)
     converged: torch.Tensor  # (B,) bool
     hessian: torch.Tensor  # (B,6,6) last normal-equation matrix (centred, for degeneracy checks)
@@ -101,15 +101,16 @@ class Matches:
         return self.moved_c.transpose(1, 2)
 
 
-def match(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
-          max_dist: float, track: bool = False) -> Matches:
-    """Nearest fixed sample of every moved sample (none beyond `max_dist`) and its residuals."""
-    return _match(_Packed.of(moving, fixed), pair_of, T, matcher, cos_normals, max_dist, track)
+def match(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher,
+          cos_normals: float, max_dist: float, track: bool = False) -> Matches:
+    """Nearest fixed sample of every moving sample moved by its item's `T_fixed_moving` (B,4,4)
+    (none beyond `max_dist`) and its residuals."""
+    return _match(_Packed.of(moving, fixed), pair_of, T_fixed_moving, matcher, cos_normals, max_dist, track)
 
 
-def _match(pk: _Packed, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
+def _match(pk: _Packed, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, cos_normals: float,
            max_dist: float, track: bool) -> Matches:
-    R, t = T[:, :3, :3], T[:, :3, 3]
+    R, t = T_fixed_moving[:, :3, :3], T_fixed_moving[:, :3, 3]
     moved = torch.baddbmm(t[:, :, None], R, pk.points)
     d2, idx = matcher.nearest(moved.transpose(1, 2), pk.lengths, pair_of, max_dist, track)
     b, p = idx.shape
@@ -127,13 +128,14 @@ def _match(pk: _Packed, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher
     return Matches(r, d2, compatible, moved, n, (d2 - r * r).clamp_min(0.0))
 
 
-def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tensor, matcher: Matcher, level: Level,
-           converge_rot: float = 1e-6, converge_trans: float = 1e-5) -> IcpOutcome:
-    """Run one level's iterations on every item; items stop moving once converged."""
+def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, init_T_fixed_moving: torch.Tensor, matcher: Matcher,
+           level: Level, converge_rot: float = 1e-6, converge_trans: float = 1e-5) -> IcpOutcome:
+    """Run one level's iterations on every item from its `init_T_fixed_moving` (B,4,4); items
+    stop moving once converged. Each step is found in the fixed frame and applied on the left."""
     pk = _Packed.of(moving, fixed)
-    T = T0.clone()
-    b = T.shape[0]
-    dev, dt = T.device, T.dtype
+    T_fixed_moving = init_T_fixed_moving.clone()
+    b = T_fixed_moving.shape[0]
+    dev, dt = T_fixed_moving.device, T_fixed_moving.dtype
     iterations = torch.full((b,), level.iterations, dtype=torch.int64, device=dev)
     converged = torch.zeros(b, dtype=torch.bool, device=dev)
     active = torch.ones(b, dtype=torch.bool, device=dev)
@@ -143,7 +145,7 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
     for it in range(level.iterations):
         frac = min(1.0, it / settle)
         dmax = level.dmax_start * (level.dmax_end / level.dmax_start) ** frac
-        m = _match(pk, pair_of, T, matcher, level.cos_normals, dmax, track=True)
+        m = _match(pk, pair_of, T_fixed_moving, matcher, level.cos_normals, dmax, track=True)
         valid = m.compatible & (m.dist2 < dmax * dmax)
         mad_scale = level.mad_factor * 1.4826 * _masked_median(m.residual.abs(), valid)
         scale = torch.clamp(mad_scale, min=level.scale_floor, max=dmax / 2)
@@ -161,10 +163,10 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
         ok = (valid.sum(1) >= 6) & active & torch.isfinite(x).all(1)
         x = torch.where(ok[:, None], x, torch.zeros_like(x))
         R = _skew_exp(x[:, :3])
-        step = torch.eye(4, dtype=dt, device=dev).repeat(b, 1, 1)
+        step = torch.eye(4, dtype=dt, device=dev).repeat(b, 1, 1)  # in the fixed frame, about `centre`
         step[:, :3, :3] = R
         step[:, :3, 3] = centre - (R @ centre[..., None])[..., 0] + x[:, 3:]
-        T = step @ T
+        T_fixed_moving = step @ T_fixed_moving
         hessian = torch.where(active[:, None, None], A, hessian)
         if it >= settle:
             small = (x[:, :3].norm(dim=1) < converge_rot) & (x[:, 3:].norm(dim=1) < converge_trans)
@@ -174,7 +176,7 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
             active &= ~newly
             if not bool(active.any()):
                 break
-    return IcpOutcome(T, iterations, converged, hessian)
+    return IcpOutcome(T_fixed_moving, iterations, converged, hessian)
 
 
 @dataclass
@@ -185,16 +187,17 @@ class Scores:
     matches: Matches
 
 
-def score(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, tau: float,
+def score(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, tau: float,
           cos_normals: float, near: float, track: bool = False) -> Scores:
-    """Rank poses: rewards overlap and penalises residual at once, so a mirror-like pose that
-    lies near the surface but off by a fraction of a millimetre loses to the true one.
-    `track`: the poses come from `refine` on the same batch (its search candidates are reused)."""
-    m = match(moving, fixed, pair_of, T, matcher, cos_normals, near, track)
+    """Rank poses `T_fixed_moving` (B,4,4): rewards overlap and penalises residual at once, so a
+    mirror-like pose that lies near the surface but off by a fraction of a millimetre loses to the
+    true one. `track`: the poses come from `refine` on the same batch (its search candidates are
+    reused)."""
+    m = match(moving, fixed, pair_of, T_fixed_moving, matcher, cos_normals, near, track)
     valid = m.compatible & (m.dist2 < near * near)
     r2 = m.residual**2
     inl = valid & (r2 < tau * tau)
-    n = moving.lengths.to(T.dtype)
+    n = moving.lengths.to(T_fixed_moving.dtype)
     s = (valid * (1 - r2 / (tau * tau)).clamp_min(0)).sum(1) / n
     cnt = inl.sum(1)
     rmse = torch.sqrt((r2 * inl).sum(1) / cnt.clamp_min(1))

@@ -52,7 +52,7 @@ def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, 
         reasons.append(f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
                        f"with a rival pose at score ratio {runner_ratio:.2f}")
     return RegistrationResult(
-        matrix=out.T[i].cpu().numpy(),
+        T_fixed_moving=out.T_fixed_moving[i].cpu().numpy(),
         rmse_mm=float(sc.trimmed_rmse[i]),
         fitness=fitness,
         iterations=int(out.iterations[i]),
