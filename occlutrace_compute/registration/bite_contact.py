@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from occlutrace_compute.registration.bite_frames import Cloud
+from occlutrace_compute.registration.levels import Cloud
 
 
 @dataclass
@@ -27,7 +27,7 @@ class UpperSurface:
 
     @classmethod
     def of(cls, cloud: Cloud, area_mm2: float) -> "UpperSurface":
-        return cls(cloud[0], cloud[1], cKDTree(cloud[0]), float(np.sqrt(area_mm2 / max(len(cloud[0]), 1))))
+        return cls(cloud.points, cloud.normals, cKDTree(cloud.points), float(np.sqrt(area_mm2 / max(len(cloud.points), 1))))
 
 
 def signed_depths(upper: UpperSurface, points: np.ndarray, reach_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,14 +17,15 @@ import torch
 
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.bite_contact import UpperSurface, penetrating_share
-from occlutrace_compute.registration.bite_frames import Cloud, Samples, subset
+from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.bite_search import COS_NORMALS, Candidates, transforms
 from occlutrace_compute.registration.icp import Level, match, refine, score
 from occlutrace_compute.registration.matcher import Matcher
 
 
 def apply(T: np.ndarray, cloud: Cloud) -> Cloud:
-    return cloud[0] @ T[:3, :3].T + T[:3, 3], cloud[1] @ T[:3, :3].T
+    """The cloud moved by T (4,4): points rotated and shifted, normals rotated."""
+    return Cloud(cloud.points @ T[:3, :3].T + T[:3, 3], cloud.normals @ T[:3, :3].T)
 
 
 def pose_gap_mm(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
@@ -144,23 +145,23 @@ def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice,
         (bite.fine, fine_points, 0.5, Level(20, 0.4, 0.15, 0.01, cos, 2.5)),
     ):
         up_mask, lo_mask = _bands(cloud, fixed, matchers, poses, dists)
-        bands = [subset((cloud[0][m], cloud[1][m]), n_max, seed) for m in (up_mask, lo_mask)]
-        if min(b[0].shape[0] for b in bands) < 6:
+        bands = [subset(Cloud(cloud.points[m], cloud.normals[m]), n_max, seed) for m in (up_mask, lo_mask)]
+        if min(b.points.shape[0] for b in bands) < 6:
             break
         mov = pack(bands, dev)
         out = refine(mov, both, torch.arange(2, device=dev), transforms(np.stack(poses), dev), both_matcher, level, 1e-7, 1e-6)
         poses = list(out.T_fixed_moving.cpu().numpy())
     up_mask, lo_mask = _bands(bite.fine, fixed, matchers, poses, 0.3)
-    bands = [(bite.fine[0][m], bite.fine[1][m]) for m in (up_mask, lo_mask)]
+    bands = [Cloud(bite.fine.points[m], bite.fine.normals[m]) for m in (up_mask, lo_mask)]
     fits = []
-    n_all = bite.fine[0].shape[0]
+    n_all = bite.fine.points.shape[0]
     for k, band in enumerate(bands):
-        if band[0].shape[0] == 0:
+        if band.points.shape[0] == 0:
             fits.append(BandFit(poses[k], math.inf, 0.0, 0.0))
             continue
         sc = score(pack([band], dev), fixed[k], torch.zeros(1, dtype=torch.int64, device=dev), transforms(poses[k][None], dev),
                    matchers[k], inlier_mm, COS_NORMALS, 0.5)
-        fits.append(BandFit(poses[k], float(sc.trimmed_rmse[0]), float(sc.fitness[0]), band[0].shape[0] / n_all))
+        fits.append(BandFit(poses[k], float(sc.trimmed_rmse[0]), float(sc.fitness[0]), band.points.shape[0] / n_all))
     return BiteFit(fits[0], fits[1], bands[1], pair)
 
 
@@ -177,9 +178,9 @@ def joint_lower(fits: list[BiteFit], lower: Samples, dev: torch.device, inlier_m
     """The lower arch's pose in the occlusion frame fitted to every bite's lower band at once
     (each band placed in the upper frame by its own upper fit): one rigid pose, all overlaps."""
     bands = [apply(f.upper.T_arch_bite, f.lower_band) for f in fits]
-    moving = subset((np.concatenate([b[0] for b in bands]), np.concatenate([b[1] for b in bands])), max_points, seed)
+    moving = subset(Cloud(np.concatenate([b.points for b in bands]), np.concatenate([b.normals for b in bands])), max_points, seed)
     starts = [f.lower.T_arch_bite @ np.linalg.inv(f.upper.T_arch_bite) for f in fits]  # T_lower_upper, per bite
-    gap = pose_gap_mm(np.linalg.inv(starts[0]), np.linalg.inv(starts[-1]), lower.coarse[0]) if len(starts) > 1 else 0.0
+    gap = pose_gap_mm(np.linalg.inv(starts[0]), np.linalg.inv(starts[-1]), lower.coarse.points) if len(starts) > 1 else 0.0
     fixed = pack([lower.fine], dev)
     matcher = Matcher(fixed)
     b = len(starts)

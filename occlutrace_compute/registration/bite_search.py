@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from occlutrace_compute.registration.batch import Clouds, pack
-from occlutrace_compute.registration.bite_frames import Anchors, BiteFrame, Cloud, Samples, anchor_poses, subset
+from occlutrace_compute.registration.bite_frames import Anchors, BiteFrame, anchor_poses
 from occlutrace_compute.registration.icp import Level, refine, score
+from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.matcher import Matcher
 
 COS_NORMALS = math.cos(math.radians(60.0))
@@ -114,8 +115,8 @@ def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, fixed: 
     T = T_arch_bite.reshape(-1, n_keys, 4, 4)  # (starts, keypoint, 4, 4)
     scores = np.zeros(T.shape[:2])
     for k, key in enumerate(frame.keypoints):
-        near = np.linalg.norm(coarse[0] - key, axis=1) < opt.patch_radius
-        patch = subset((coarse[0][near], coarse[1][near]), opt.prescreen_points, seed + k)
+        near = np.linalg.norm(coarse.points - key, axis=1) < opt.patch_radius
+        patch = subset(Cloud(coarse.points[near], coarse.normals[near]), opt.prescreen_points, seed + k)
         zeros = torch.zeros(T.shape[0], dtype=torch.int64, device=dev)
         sc = score(repeat_cloud(patch, T.shape[0], dev), fixed, zeros, transforms(T[:, k], dev), matcher,
                    opt.prescreen_tau, COS_NORMALS, 1.5 * opt.prescreen_tau)
@@ -131,7 +132,7 @@ def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, pro
     matcher = Matcher(fixed)
     T_arch_bite = anchor_poses(frame, anchors, opt.tilts_deg)
     if T_arch_bite.shape[0] == 0:
-        return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe[0].shape[0])))
+        return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe.points.shape[0])))
     T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, fixed, matcher, opt, seed)
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, pre, opt.keep_prescreen)]
     T_arch_bite, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, matcher, T_arch_bite,

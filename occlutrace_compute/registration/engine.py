@@ -33,7 +33,8 @@ from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.finals import mid_and_fine, search_around_doubtful
-from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres, subset
+from occlutrace_compute.registration.levels import subset
+from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres
 from occlutrace_compute.registration.selection import top_distinct, top_per_pair
 
 
@@ -94,8 +95,8 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
 
     stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
     t = time.perf_counter()
-    full_coarse_m = pack([p.moving[0] for p in prepared], dev)
-    coarse_f = pack([p.fixed[0] for p in prepared], dev)
+    full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
+    coarse_f = pack([p.fixed.coarse for p in prepared], dev)
     starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
     stages["hypotheses"] = time.perf_counter() - t
 
@@ -107,7 +108,7 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
     cv = opt.coarse_voxel
     centres = scan_centres(prepared)
-    coarse_m = pack([p.moving[1] for p in prepared], dev)
+    coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
     matcher = Matcher(coarse_f, opt.knn_backend)
     rounds = ((opt.coarse_iterations // 3, 4.0 * cv, 2.0 * cv, opt.keep_after_prune), (opt.coarse_iterations, 2.0 * cv, cv, opt.keep_after_coarse))
     for iterations, d0, d1, keep in rounds:
@@ -148,8 +149,8 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
         ransac = hyp.ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
                                        inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed)
     if opt.axis_hypotheses > 0:
-        guesses = [hyp.axis_hypotheses(*p.moving[0], *p.fixed[0], opt.pca_angles,
-                                       hyp.anchor_centroids(p.fixed[0][0], p.moving[0][0].shape[0], opt.anchors))
+        guesses = [hyp.axis_hypotheses(*p.moving.coarse, *p.fixed.coarse, opt.pca_angles,
+                                       hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0], opt.anchors))
                    for p in prepared]
         axes = _prescreen(prepared, coarse_f, guesses, opt)
     starts = []
@@ -170,7 +171,7 @@ def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: l
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
     dev = coarse_f.points.device
-    few = pack([subset(p.moving[0], opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
+    few = pack([subset(p.moving.coarse, opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
     pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
     cv = opt.coarse_voxel

@@ -53,8 +53,8 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
     cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
     cv, mv = opt.coarse_voxel, opt.mid_voxel
     centres = scan_centres(prepared)
-    mid_m = pack([p.moving[2] for p in prepared], dev)
-    mid_f = pack([p.fixed[2] for p in prepared], dev)
+    mid_m = pack([p.moving.mid for p in prepared], dev)
+    mid_f = pack([p.fixed.mid for p in prepared], dev)
     matcher = Matcher(mid_f, opt.knn_backend)
     out = refine(mid_m.index(pair_of), mid_f, pair_of, T_fixed_moving, matcher,
                  Level(opt.mid_iterations, reach_mm or 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
@@ -68,8 +68,8 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
 
     t = time.perf_counter()
     pair_of = pair_of[items]
-    fine_m = pack([p.moving[3] for p in prepared], dev).index(pair_of)
-    fine_f = pack([p.fixed[3] for p in prepared], dev)
+    fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
+    fine_f = pack([p.fixed.fine for p in prepared], dev)
     matcher = Matcher(fine_f, opt.knn_backend)
     fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
     out = refine(fine_m, fine_f, pair_of, out.T_fixed_moving[items], matcher, fine_level, opt.converge_rot_rad,
