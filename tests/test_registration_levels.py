@@ -1,15 +1,23 @@
-"""Named pyramid levels and the subsets the ICP rounds run on (registration/levels.py)."""
+"""Named pyramid levels, the subsets the ICP rounds run on (levels.py), and the levels' schedules
+(icp.level, schedule.py)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import RegistrationOptions
+from occlutrace_compute.registration.icp import level
 from occlutrace_compute.registration.levels import Cloud, subset
 from occlutrace_compute.registration.prepare import prepare_all
+from occlutrace_compute.registration.schedule import (
+    SEARCH_CONVERGENCE_FACTOR, coarse_levels, fine_level, mid_level, prescreen_level,
+)
 
 
 def _cloud(n: int, seed: int) -> Cloud:
@@ -59,3 +67,27 @@ def test_prepared_levels_are_named_subsets_of_each_other():
     assert np.isin(p.moving.coarse_icp.points, p.moving.coarse.points).all()
     assert p.fixed.coarse_icp is p.fixed.coarse
     assert len(p.fixed.mid.points) > 300
+
+
+def test_an_icp_level_needs_its_cuts_and_floor():
+    with pytest.raises(ValueError, match="dmax_start, dmax_end and scale_floor"):
+        level(iterations=5, near=1.0, dmax_start=2.0)
+    with pytest.raises(ValueError, match="iterations"):
+        level(iterations=-1, near=1.0)
+    scoring = level(near=2.0)  # matches and scores only
+    assert scoring.iterations == 0 and scoring.tau == 2.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(angle=st.floats(1.0, 89.0), rot=st.floats(1e-8, 1e-3), trans=st.floats(1e-7, 1e-2))
+def test_pair_schedule_shares_the_normal_angle_and_loosens_search_convergence(angle, rot, trans):
+    opt = RegistrationOptions(normal_max_angle_deg=angle, converge_rot_rad=rot, converge_trans_mm=trans)
+    levels = [prescreen_level(opt), *coarse_levels(opt), mid_level(opt), fine_level(opt)]
+    assert {lv.cos_normals for lv in levels} == {math.cos(math.radians(angle))}
+    fine = fine_level(opt)
+    assert (fine.converge_rot_rad, fine.converge_trans_mm) == (rot, trans)
+    for search in (*coarse_levels(opt), mid_level(opt)):
+        assert search.converge_rot_rad == rot * SEARCH_CONVERGENCE_FACTOR
+        assert search.converge_trans_mm == trans * SEARCH_CONVERGENCE_FACTOR
+    assert mid_level(opt, reach_mm=1.4).dmax_start == 1.4
+    assert mid_level(opt).dmax_start == 1.5 * opt.coarse_voxel

@@ -18,8 +18,8 @@ import torch
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.bite_contact import UpperSurface, penetrating_share
 from occlutrace_compute.registration.levels import Cloud, Samples, subset
-from occlutrace_compute.registration.bite_search import COS_NORMALS, Candidates, transforms
-from occlutrace_compute.registration.icp import Level, match, refine, score
+from occlutrace_compute.registration.bite_search import Candidates, transforms
+from occlutrace_compute.registration.icp import Level, level, match, refine, score
 from occlutrace_compute.registration.matcher import Matcher
 
 
@@ -119,15 +119,17 @@ class BiteFit:
     pair: PairChoice
 
 
-def _bands(cloud: Cloud, fixed, matchers: list[Matcher], poses: list[np.ndarray], max_dist: float) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of bite points lying on the upper / on the lower (nearer to that arch)."""
+def _bands(cloud: Cloud, matchers: list[Matcher], poses: list[np.ndarray], split: Level) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of bite points lying on the upper / on the lower (nearer to that arch, within
+    `split.near`)."""
     dist = []
-    for f, m, T_arch_bite in zip(fixed, matchers, poses):
-        mm = match(pack([cloud], f.points.device), f, torch.zeros(1, dtype=torch.int64, device=f.points.device),
-                   transforms(T_arch_bite[None], f.points.device), m, COS_NORMALS, max_dist)
+    for m, T_arch_bite in zip(matchers, poses):
+        dev = m.fixed.points.device
+        mm = match(pack([cloud], dev), torch.zeros(1, dtype=torch.int64, device=dev), transforms(T_arch_bite[None], dev), m,
+                   split)
         d = torch.where(mm.compatible, mm.dist2, torch.full_like(mm.dist2, math.inf))[0].cpu().numpy()
         dist.append(d)
-    near = max_dist * max_dist
+    near = split.near * split.near
     return (dist[0] < dist[1]) & (dist[0] < near), (dist[1] <= dist[0]) & (dist[1] < near)
 
 
@@ -139,19 +141,21 @@ def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice,
     both = pack([upper.fine, lower.fine], dev)
     both_matcher = Matcher(both)
     poses = [pair.T_upper_bite, pair.T_lower_bite]  # T_arch_bite of each band
-    cos = COS_NORMALS
-    for cloud, n_max, dists, level in (
-        (bite.mid, 3000, 1.0, Level(15, 1.0, 0.3, 0.05, cos)),
-        (bite.fine, fine_points, 0.5, Level(20, 0.4, 0.15, 0.01, cos, 2.5)),
-    ):
-        up_mask, lo_mask = _bands(cloud, fixed, matchers, poses, dists)
+    # Per level: the bite's samples split into bands within `near` of their arch, then refined.
+    mid = level(iterations=15, dmax_start=1.0, dmax_end=0.3, scale_floor=0.05, converge_rot_rad=1e-7,
+                converge_trans_mm=1e-6, near=1.0)
+    fine = level(iterations=20, dmax_start=0.4, dmax_end=0.15, scale_floor=0.01, mad_factor=2.5, converge_rot_rad=1e-7,
+                 converge_trans_mm=1e-6, near=0.5)
+    for cloud, n_max, band_level in ((bite.mid, 3000, mid), (bite.fine, fine_points, fine)):
+        up_mask, lo_mask = _bands(cloud, matchers, poses, band_level)
         bands = [subset(Cloud(cloud.points[m], cloud.normals[m]), n_max, seed) for m in (up_mask, lo_mask)]
         if min(b.points.shape[0] for b in bands) < 6:
             break
         mov = pack(bands, dev)
-        out = refine(mov, both, torch.arange(2, device=dev), transforms(np.stack(poses), dev), both_matcher, level, 1e-7, 1e-6)
+        out = refine(mov, torch.arange(2, device=dev), transforms(np.stack(poses), dev), both_matcher, band_level)
         poses = list(out.T_fixed_moving.cpu().numpy())
-    up_mask, lo_mask = _bands(bite.fine, fixed, matchers, poses, 0.3)
+    up_mask, lo_mask = _bands(bite.fine, matchers, poses, level(near=0.3))
+    scored = level(tau=inlier_mm, near=0.5)
     bands = [Cloud(bite.fine.points[m], bite.fine.normals[m]) for m in (up_mask, lo_mask)]
     fits = []
     n_all = bite.fine.points.shape[0]
@@ -159,8 +163,8 @@ def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice,
         if band.points.shape[0] == 0:
             fits.append(BandFit(poses[k], math.inf, 0.0, 0.0))
             continue
-        sc = score(pack([band], dev), fixed[k], torch.zeros(1, dtype=torch.int64, device=dev), transforms(poses[k][None], dev),
-                   matchers[k], inlier_mm, COS_NORMALS, 0.5)
+        sc = score(pack([band], dev), torch.zeros(1, dtype=torch.int64, device=dev), transforms(poses[k][None], dev),
+                   matchers[k], scored)
         fits.append(BandFit(poses[k], float(sc.trimmed_rmse[0]), float(sc.fitness[0]), band.points.shape[0] / n_all))
     return BiteFit(fits[0], fits[1], bands[1], pair)
 
@@ -186,9 +190,10 @@ def joint_lower(fits: list[BiteFit], lower: Samples, dev: torch.device, inlier_m
     b = len(starts)
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     mov = pack([moving], dev).index(zeros)
-    out = refine(mov, fixed, zeros, transforms(np.stack(starts), dev), matcher, Level(20, 0.5, 0.15, 0.01, COS_NORMALS, 2.5),
-                 1e-7, 1e-6)
-    sc = score(mov, fixed, zeros, out.T_fixed_moving, matcher, inlier_mm, COS_NORMALS, 0.5)
+    joint = level(iterations=20, dmax_start=0.5, dmax_end=0.15, scale_floor=0.01, mad_factor=2.5, converge_rot_rad=1e-7,
+                  converge_trans_mm=1e-6, tau=inlier_mm, near=0.5)
+    out = refine(mov, zeros, transforms(np.stack(starts), dev), matcher, joint)
+    sc = score(mov, zeros, out.T_fixed_moving, matcher, joint)
     best = int(torch.argmax(sc.score))
     T_lower_upper = out.T_fixed_moving[best].cpu().numpy()
     return LowerFit(np.linalg.inv(T_lower_upper), float(sc.trimmed_rmse[best]), float(sc.fitness[best]), gap)

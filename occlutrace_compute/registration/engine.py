@@ -15,7 +15,6 @@ Pipeline, all pairs of a batch moving through each stage together:
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 
@@ -28,13 +27,14 @@ from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.features import fpfh
-from occlutrace_compute.registration.icp import Level, refine, score
+from occlutrace_compute.registration.icp import refine, score
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.finals import mid_and_fine, search_around_doubtful
 from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres
+from occlutrace_compute.registration.schedule import coarse_levels, prescreen_level
 from occlutrace_compute.registration.selection import top_distinct, top_per_pair
 
 
@@ -105,19 +105,13 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     t = time.perf_counter()
     pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
-    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
-    cv = opt.coarse_voxel
     centres = scan_centres(prepared)
     coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
     matcher = Matcher(coarse_f, opt.knn_backend)
-    rounds = ((opt.coarse_iterations // 3, 4.0 * cv, 2.0 * cv, opt.keep_after_prune), (opt.coarse_iterations, 2.0 * cv, cv, opt.keep_after_coarse))
-    for iterations, d0, d1, keep in rounds:
-        # Kernel floor cv / 8: tight enough to reject prepared crowns 1-1.5 mm off (see options).
-        level = Level(iterations, d0, d1, cv / 8, cos_n, opt.search_mad_factor)
-        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T_fixed_moving, matcher, level,
-                     opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
-        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T_fixed_moving, matcher, tau=cv / 2, cos_normals=cos_n,
-                   near=cv, track=True)
+    prune, converge = coarse_levels(opt)
+    for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
+        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
         kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
         pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
     stages["coarse"] = time.perf_counter() - t
@@ -174,15 +168,14 @@ def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: l
     few = pack([subset(p.moving.coarse, opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
     pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
-    cv = opt.coarse_voxel
     matcher = Matcher(coarse_f, opt.knn_backend)
-    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
+    level = prescreen_level(opt)
     q = max(8, opt.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
-    sc = score(quick.index(pair_of), coarse_f, pair_of, T_fixed_moving, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
+    sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
     survivors = top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving))))
     pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
-    sc = score(few.index(pair_of), coarse_f, pair_of, T_fixed_moving, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
+    sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
     kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.axis_hypotheses, scan_centres(prepared))
     by_pair = pair_of[kept].cpu().numpy()
     kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()

@@ -3,7 +3,6 @@ search around doubtful answers."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -12,11 +11,12 @@ import torch
 
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
-from occlutrace_compute.registration.icp import IcpOutcome, Level, Scores, refine, score
+from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
+from occlutrace_compute.registration.schedule import fine_level, mid_level
 from occlutrace_compute.registration.selection import angle_deg, fine_duels, pick_finalists, top_distinct
 from occlutrace_compute.registration.verdict import result
 
@@ -50,17 +50,13 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
     true one wins. `reach_mm`: first correspondence cut of the mid level (default 1.5 coarse
     voxels)."""
     t = time.perf_counter()
-    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
-    cv, mv = opt.coarse_voxel, opt.mid_voxel
     centres = scan_centres(prepared)
     mid_m = pack([p.moving.mid for p in prepared], dev)
     mid_f = pack([p.fixed.mid for p in prepared], dev)
     matcher = Matcher(mid_f, opt.knn_backend)
-    out = refine(mid_m.index(pair_of), mid_f, pair_of, T_fixed_moving, matcher,
-                 Level(opt.mid_iterations, reach_mm or 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
-                 opt.converge_trans_mm * 10)
-    sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T_fixed_moving, matcher, tau=mv / 2, cos_normals=cos_n, near=mv,
-               track=True)
+    mid = mid_level(opt, reach_mm)
+    out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
+    sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
     ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
     items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
                                      opt.ambiguity_margin if margin is None else margin)
@@ -71,11 +67,9 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
     fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
     fine_f = pack([p.fixed.fine for p in prepared], dev)
     matcher = Matcher(fine_f, opt.knn_backend)
-    fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
-    out = refine(fine_m, fine_f, pair_of, out.T_fixed_moving[items], matcher, fine_level, opt.converge_rot_rad,
-                 opt.converge_trans_mm)
-    sc = score(fine_m, fine_f, pair_of, out.T_fixed_moving, matcher, tau=opt.inlier_mm, cos_normals=cos_n,
-               near=opt.change_max_mm, track=True)
+    fine = fine_level(opt)
+    out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
+    sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
     chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
     stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
     return Final(out, sc, fine_m, chosen, ratio, angle)
