@@ -27,7 +27,8 @@ class UpperSurface:
 
     @classmethod
     def of(cls, cloud: Cloud, area_mm2: float) -> "UpperSurface":
-        return cls(cloud.points, cloud.normals, cKDTree(cloud.points), float(np.sqrt(area_mm2 / max(len(cloud.points), 1))))
+        points, normals = cloud  # a Cloud or any (points, normals) pair
+        return cls(points, normals, cKDTree(points), float(np.sqrt(area_mm2 / max(len(points), 1))))
 
 
 def signed_depths(upper: UpperSurface, points: np.ndarray, reach_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
