@@ -26,6 +26,7 @@ import torch
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration.bite_contact import UpperSurface, max_penetration, settle as settle_lower
 from occlutrace_compute.registration.bite_frames import (
     Anchors, bite_frame, buccal_anchors, occlusal_direction, sample_levels, without,
@@ -111,13 +112,9 @@ def register_bite(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool = Fa
     for name, mesh in zip(names, [upper, lower, *bites]):
         check_mesh(mesh, f"{name} mesh")
     dev = resolve_device(device)
-    before = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)  # small per-iteration tensors: threads cost more than they save
-    try:
+    # Small per-iteration tensors: threads cost more than they save (torch and the BLAS, as the pair engine).
+    with cpu_threads(1 if dev.type == "cpu" else None):
         return _register(upper, lower, bites, settle, dev, opt, names)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: torch.device, opt: BiteOptions,

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.registration import geometry
 from occlutrace_compute.registration.levels import Cloud, Samples
 from occlutrace_compute.registration.sampling import sample_surface_area, voxel_downsample
 
@@ -41,15 +42,12 @@ def without(samples: Samples, points: np.ndarray, radius: float) -> Samples:
                    samples.area_mm2 * len(fine.points) / max(len(samples.fine.points), 1))
 
 
-def occlusal_direction(cloud: Cloud) -> np.ndarray:
-    """Unit vector from an arch towards its antagonist: an arch scan is an open 'tent' seen from
-    the occlusal side, so its area-weighted normals average to that direction."""
+def occlusal_direction(cloud: Cloud, min_mean_normal: float = 0.05) -> np.ndarray:
+    """Unit vector from an arch towards its antagonist (`geometry.occlusal_direction` on the
+    arch's fine, area-weighted samples; the thinnest axis when their mean normal is shorter than
+    `min_mean_normal`)."""
     points, normals = cloud
-    mean = normals.mean(0)
-    if np.linalg.norm(mean) < 0.05:  # normals cancel out: fall back to the thinnest axis
-        pts = points - points.mean(0)
-        return np.linalg.eigh(pts.T @ pts)[1][:, 0]
-    return mean / np.linalg.norm(mean)
+    return geometry.occlusal_direction(points, normals, min_mean_normal)
 
 
 @dataclass

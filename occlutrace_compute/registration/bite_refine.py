@@ -24,8 +24,10 @@ from occlutrace_compute.registration.matcher import Matcher
 
 
 def apply(T: np.ndarray, cloud: Cloud) -> Cloud:
-    """The cloud moved by T (4,4): points rotated and shifted, normals rotated."""
-    return Cloud(cloud.points @ T[:3, :3].T + T[:3, 3], cloud.normals @ T[:3, :3].T)
+    """The cloud (or any (points, normals) pair) moved by T (4,4): points rotated and shifted,
+    normals rotated."""
+    points, normals = cloud
+    return Cloud(points @ T[:3, :3].T + T[:3, 3], normals @ T[:3, :3].T)
 
 
 def pose_gap_mm(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:

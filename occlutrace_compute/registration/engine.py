@@ -16,14 +16,13 @@ Pipeline, all pairs of a batch moving through each stage together:
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.features import fpfh
@@ -63,25 +62,8 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
         return []
     opt = options or RegistrationOptions()
     dev = resolve_device(device)
-    with _cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
+    with cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
         return _register_batch(pairs, opt, dev, landmarks)
-
-
-@contextmanager
-def _cpu_threads(n: int | None):
-    """Run torch's and the BLAS's CPU ops on `n` threads, restoring the process settings
-    afterwards. (A BLAS thread left spinning after numpy's one matrix product doubled the
-    sampling and hypothesis stages' time on 2 cores.)"""
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,

@@ -17,7 +17,8 @@ from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import fine_level, mid_level
-from occlutrace_compute.registration.selection import angle_deg, fine_duels, pick_finalists, top_distinct
+from occlutrace_compute.registration.geometry import rotation_angle_deg
+from occlutrace_compute.registration.selection import fine_duels, pick_finalists, top_distinct
 from occlutrace_compute.registration.verdict import result
 
 
@@ -102,7 +103,7 @@ def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationR
                 continue
             T_fixed_moving = found.out.T_fixed_moving[int(found.chosen[k])].cpu().numpy()
             if not hyp.same_pose(results[i].T_fixed_moving, T_fixed_moving, centres[k]) and old / new > found.ratio[k]:
-                found.ratio[k], found.angle[k] = old / new, angle_deg(results[i].T_fixed_moving, T_fixed_moving)
+                found.ratio[k], found.angle[k] = old / new, rotation_angle_deg(results[i].T_fixed_moving, T_fixed_moving)
             results[i] = found.result(k, sub[k], opt, n_hyp[i] + (rnd + 1) * opt.local_search_starts)
             best[i] = new
             if results[i].confidence < opt.min_confidence:

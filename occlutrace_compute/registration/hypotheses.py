@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.features import mutual_nearest
+from occlutrace_compute.registration.geometry import occlusal_direction, rotation_angle_deg
 
 
 def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -33,18 +34,14 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return T
 
 
-def _frame(points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid and a right-handed frame whose z is the scan's mean surface normal.
-
-    An intraoral scan is an open 'tent' seen from the occlusal side, so its normals average to
-    the occlusal direction, stable under partial overlap; the smallest principal axis stands in
-    when the normals cancel out. x is the major in-plane principal direction.
+def _frame(points: np.ndarray, normals: np.ndarray, min_mean_normal: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and a right-handed frame whose z is the scan's occlusal direction (its mean
+    surface normal; the thinnest principal axis when that is shorter than `min_mean_normal`, on
+    these coarse voxel normals). x is the major in-plane principal direction.
     """
     c = points.mean(0)
     cov = np.cov((points - c).T)
-    vecs = np.linalg.eigh(cov)[1]
-    mean_n = normals.mean(0)
-    z = mean_n / np.linalg.norm(mean_n) if np.linalg.norm(mean_n) > 0.2 else vecs[:, 0]
+    z = occlusal_direction(points, normals, min_mean_normal, scatter=cov)
     P = np.eye(3) - np.outer(z, z)
     x = np.linalg.eigh(P @ cov @ P)[1][:, 2]
     x = x - z * (x @ z)
@@ -223,8 +220,7 @@ def same_pose(T1_fixed_moving: np.ndarray, T2_fixed_moving: np.ndarray, centre_m
     changed anatomy pulls towards lie ~1 mm and 3-4 deg apart: a wider angle merged them, and
     the pruning kept the better-scoring rival only."""
     a, b = T1_fixed_moving, T2_fixed_moving
-    R = a[:3, :3].T @ b[:3, :3]
-    angle = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
+    angle = rotation_angle_deg(a, b)
     shift = (a[:3, :3] - b[:3, :3]) @ centre_moving + a[:3, 3] - b[:3, 3]
     return angle < rot_deg and float(np.linalg.norm(shift)) < trans_mm
 

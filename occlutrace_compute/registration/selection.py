@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from occlutrace_compute.registration import hypotheses as hyp
+from occlutrace_compute.registration.geometry import rotation_angle_deg
 
 
 def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -54,14 +53,9 @@ def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T_fixed_moving: 
         winners.append(items[0])
         if len(items) > 1 and s[items[0]] > 0:
             ratio[p] = max(0.0, s[items[1]] / s[items[0]])
-            angle[p] = angle_deg(poses[items[0]], poses[items[1]])
+            angle[p] = rotation_angle_deg(poses[items[0]], poses[items[1]])
             others += [i for i in items[1:] if s[i] / s[items[0]] > 1 - margin]
     return torch.tensor(winners + others, dtype=torch.int64, device=pair_of.device), ratio, angle
-
-
-def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    R = a[:3, :3].T @ b[:3, :3]
-    return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
 
 
 def fine_duels(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray,
@@ -83,5 +77,5 @@ def fine_duels(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torc
             ratio[p], angle[p] = 0.0, 0.0
         else:
             ratio[p] = max(0.0, s[rival] / s[best]) if s[best] > 0 else 1.0
-            angle[p] = angle_deg(poses[best], poses[rival])
+            angle[p] = rotation_angle_deg(poses[best], poses[rival])
     return chosen
