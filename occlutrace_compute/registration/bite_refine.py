@@ -17,9 +17,9 @@ import torch
 
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.bite_contact import UpperSurface, penetrating_share
-from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.bite_search import Candidates, transforms
 from occlutrace_compute.registration.icp import Level, level, match, refine, score
+from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.matcher import Matcher
 
 

@@ -26,13 +26,13 @@ from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.features import fpfh
+from occlutrace_compute.registration.finals import mid_and_fine, search_around_doubtful
 from occlutrace_compute.registration.icp import refine, score
+from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
-from occlutrace_compute.registration.result import RegistrationResult
-from occlutrace_compute.registration.finals import mid_and_fine, search_around_doubtful
-from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres
+from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import coarse_levels, prescreen_level
 from occlutrace_compute.registration.selection import top_distinct, top_per_pair
 

@@ -11,13 +11,13 @@ import torch
 
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
+from occlutrace_compute.registration.geometry import rotation_angle_deg
 from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import fine_level, mid_level
-from occlutrace_compute.registration.geometry import rotation_angle_deg
 from occlutrace_compute.registration.selection import fine_duels, pick_finalists, top_distinct
 from occlutrace_compute.registration.verdict import result
 
