@@ -44,12 +44,12 @@ class Final:
 def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, opt: RegistrationOptions,
                  dev: torch.device, stages: dict[str, float], finalists: int = 2, margin: float | None = None,
                  reach_mm: float | None = None) -> Final:
-    """Mid level: the given poses (T_fixed_moving, one per item of `pair_of`) refined and ranked, the best `finalists` distinct ones per
-    pair kept. Fine level: the winner at full density, with every finalist whose mid score is
-    within `margin` (default: ambiguity_margin) of it: under heavy change the true pose and a
-    rival 3-4 deg off score alike at 0.6 mm, while over 20k samples and a 0.1 mm inlier band the
-    true one wins. `reach_mm`: first correspondence cut of the mid level (default 1.5 coarse
-    voxels)."""
+    """Mid level: the given poses (T_fixed_moving, one per item of `pair_of`) refined and
+    ranked, the best `finalists` distinct ones per pair kept. Fine level: the winner at full
+    density, with every finalist whose mid score is within `margin` (default: ambiguity_margin)
+    of it: under heavy change the true pose and a rival 3-4 deg off score alike at 0.6 mm, while
+    over 20k samples and a 0.1 mm inlier band the true one wins. `reach_mm`: first
+    correspondence cut of the mid level (default 1.5 coarse voxels)."""
     t = time.perf_counter()
     centres = scan_centres(prepared)
     mid_m = pack([p.moving.mid for p in prepared], dev)
