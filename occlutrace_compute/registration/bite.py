@@ -26,15 +26,17 @@ import torch
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration.bite_contact import UpperSurface, max_penetration, settle as settle_lower
 from occlutrace_compute.registration.bite_frames import (
-    Anchors, Samples, bite_frame, buccal_anchors, occlusal_direction, sample_levels, without,
+    Anchors, bite_frame, buccal_anchors, occlusal_direction, sample_levels, without,
 )
 from occlutrace_compute.registration.bite_refine import (
     BiteFit, PairChoice, apply, choose_pair, consistent_pair, joint_lower, pose_gap_mm, refine_bite,
 )
 from occlutrace_compute.registration.bite_search import Candidates, SearchOptions, search
 from occlutrace_compute.registration.engine import resolve_device
+from occlutrace_compute.registration.levels import Cloud, Samples
 from occlutrace_compute.registration.sampling import check_mesh
 
 
@@ -110,13 +112,9 @@ def register_bite(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool = Fa
     for name, mesh in zip(names, [upper, lower, *bites]):
         check_mesh(mesh, f"{name} mesh")
     dev = resolve_device(device)
-    before = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)  # small per-iteration tensors: threads cost more than they save
-    try:
+    # Small per-iteration tensors: threads cost more than they save (torch and the BLAS, as the pair engine).
+    with cpu_threads(1 if dev.type == "cpu" else None):
         return _register(upper, lower, bites, settle, dev, opt, names)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: torch.device, opt: BiteOptions,
@@ -127,7 +125,7 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
               for k, (m, n) in enumerate(zip((upper, lower), names))]
     up_dirs = [occlusal_direction(a.fine) for a in arches]
     anchors = [buccal_anchors(a, so.anchor_spacing) for a in arches]
-    upper_coarse = UpperSurface.of(arches[0].coarse, arches[0].area_mm2 * len(arches[0].coarse[0]) / len(arches[0].fine[0]))
+    upper_coarse = UpperSurface.of(arches[0].coarse, arches[0].area_mm2 * len(arches[0].coarse.points) / len(arches[0].fine.points))
     upper_fine = UpperSurface.of(arches[0].fine, arches[0].area_mm2)
     reasons: list[str] = []
     work: list[tuple[Samples, list[Candidates], BiteFit]] = []
@@ -137,9 +135,9 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
         cands = [search(samples, frame, arch, anc, samples.coarse, dev, so, opt.seed + b) for arch, anc in zip(arches, anchors)]
         cands = _band_search(samples, cands, arches, anchors, dev, so, opt.seed + b)
         for arch_name, c in zip(("upper", "lower"), cands):
-            if len(c.T) == 0:
+            if len(c.T_arch_bite) == 0:
                 raise InputRejected(f"{arch_name} mesh", "no cheek-side (buccal) surface found to place a bite on")
-        pair = choose_pair(cands[0], cands[1], upper_coarse, arches[1].coarse[0], up_dirs[0], up_dirs[1])
+        pair = choose_pair(cands[0], cands[1], upper_coarse, arches[1].coarse.points, up_dirs[0], up_dirs[1])
         if not pair.facing:
             reasons.append(f"{name}: no placement of the bite puts the arches facing each other")
         work.append((samples, cands, refine_bite(samples, arches[0], arches[1], pair, dev, opt.inlier_mm, opt.seed + b)))
@@ -155,7 +153,7 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
     if len(fits) > 1 and lower_fit.bite_disagreement_mm > opt.max_bite_disagreement_mm:
         reasons.append(f"the two bites place the lower arch {lower_fit.bite_disagreement_mm:.2f} mm apart (RMS)")
 
-    lower_in_upper = apply(T, arches[1].fine)[0]
+    lower_in_upper = apply(T, arches[1].fine).points
     pen_before = max_penetration(upper_fine, lower_in_upper)
     if pen_before > opt.max_penetration_mm:
         reasons.append(f"the arches interpenetrate by {pen_before:.2f} mm in occlusion")
@@ -169,8 +167,8 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
     confidence = _confidence(fits, pen_before, opt)
     return BiteResult(
         T_upper_lower=T,
-        T_upper_bites=[f.upper.T for f in fits],
-        T_lower_bites=[f.lower.T for f in fits],
+        T_upper_bites=[f.upper.T_arch_bite for f in fits],
+        T_lower_bites=[f.lower.T_arch_bite for f in fits],
         fits=fits,
         lower_rmse_mm=lower_fit.rmse_mm,
         lower_fitness=lower_fit.fitness,
@@ -193,11 +191,11 @@ def _reconcile(work: list[tuple[Samples, list[Candidates], BiteFit]], arches: li
     at that occlusion. A bite with no such candidate is left out of the joint fit (and said so).
     Returns every bite's fit, the bites the joint fit uses, and a note when one was left out."""
     fits = [w[2] for w in work]
-    T_ul = [f.upper.T @ np.linalg.inv(f.lower.T) for f in fits]
-    lower_coarse = arches[1].coarse[0]
+    T_ul = [f.upper.T_arch_bite @ np.linalg.inv(f.lower.T_arch_bite) for f in fits]
+    lower_coarse = arches[1].coarse.points
     if pose_gap_mm(T_ul[0], T_ul[1], lower_coarse) <= opt.max_bite_disagreement_mm:
         return fits, [0, 1], ""
-    pens = [max_penetration(upper_fine, apply(T, arches[1].fine)[0]) for T in T_ul]
+    pens = [max_penetration(upper_fine, apply(T, arches[1].fine).points) for T in T_ul]
     win, lose = sorted(range(2), key=lambda k: (pens[k] > opt.max_penetration_mm, -fits[k].pair.score))
     samples, cands, _ = work[lose]
     pair = consistent_pair(cands[0], cands[1], T_ul[win], lower_coarse)
@@ -214,23 +212,23 @@ def _search_in_occlusion(samples: Samples, arches: list[Samples], T_upper_lower:
                          opt: BiteOptions, seed: int) -> PairChoice | None:
     """Place a bite on both arches at once, held in a given occlusion: the whole bite then
     overlaps one surface (no half-overlap), an easy single-surface search."""
-    def joined(level: int) -> tuple[np.ndarray, np.ndarray]:
-        u = (arches[0].fine, arches[0].mid, arches[0].coarse)[level]
-        low = apply(T_upper_lower, (arches[1].fine, arches[1].mid, arches[1].coarse)[level])
-        return np.concatenate([u[0], low[0]]), np.concatenate([u[1], low[1]])
+    def joined(u: Cloud, lower: Cloud) -> Cloud:
+        low = apply(T_upper_lower, lower)
+        return Cloud(np.concatenate([u.points, low.points]), np.concatenate([u.normals, low.normals]))
 
-    both = Samples(joined(0), joined(1), joined(2), arches[0].area_mm2 + arches[1].area_mm2)
+    up, lo = arches
+    both = Samples(joined(up.fine, lo.fine), joined(up.mid, lo.mid), joined(up.coarse, lo.coarse), up.area_mm2 + lo.area_mm2)
     so = opt.search
     au = buccal_anchors(arches[0], so.anchor_spacing)
     al = buccal_anchors(arches[1], so.anchor_spacing)
     R = T_upper_lower[:3, :3]
-    anchors = Anchors(np.concatenate([au.points, apply(T_upper_lower, (al.points, al.outward))[0]]),
+    anchors = Anchors(np.concatenate([au.points, apply(T_upper_lower, Cloud(al.points, al.outward)).points]),
                       np.concatenate([au.outward, al.outward @ R.T]), au.up)
     frame = bite_frame(samples.fine, so.keypoint_offsets_mm)
     found = search(samples, frame, both, anchors, samples.coarse, dev, so, seed)
-    if len(found.T) == 0:
+    if len(found.T_arch_bite) == 0:
         return None
-    T_ub = found.T[0]
+    T_ub = found.T_arch_bite[0]
     return PairChoice(T_ub, np.linalg.inv(T_upper_lower) @ T_ub, float(found.score[0]), 0.0, True)
 
 
@@ -239,13 +237,13 @@ def _band_search(samples: Samples, cands: list[Candidates], arches: list[Samples
     """Second chance for the less certain arch: take the band the more certain arch's best
     candidate explains off the bite and search the other arch with the rest alone, a clean
     single-arch strip (the whole bite's other band no longer competes for the fit)."""
-    if any(len(c.T) == 0 for c in cands):
+    if any(len(c.T_arch_bite) == 0 for c in cands):
         return cands
     sure = int(np.argmax([c.score[0] for c in cands]))
     other = 1 - sure
-    on_sure = apply(np.linalg.inv(cands[sure].T[0]), arches[sure].fine)[0]  # the sure arch in bite coordinates
+    on_sure = apply(np.linalg.inv(cands[sure].T_arch_bite[0]), arches[sure].fine).points  # the sure arch in bite coordinates
     band = without(samples, on_sure, radius=1.0)
-    if band.coarse[0].shape[0] < so.band_min_points:
+    if band.coarse.points.shape[0] < so.band_min_points:
         return cands
     frame = bite_frame(band.fine, (0.0,))
     more = search(band, frame, arches[other], anchors[other], samples.coarse, dev, so, seed + 7)

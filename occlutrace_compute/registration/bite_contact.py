@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from occlutrace_compute.registration.bite_frames import Cloud
+from occlutrace_compute.registration.levels import Cloud
 
 
 @dataclass
@@ -27,7 +27,8 @@ class UpperSurface:
 
     @classmethod
     def of(cls, cloud: Cloud, area_mm2: float) -> "UpperSurface":
-        return cls(cloud[0], cloud[1], cKDTree(cloud[0]), float(np.sqrt(area_mm2 / max(len(cloud[0]), 1))))
+        points, normals = cloud  # a Cloud or any (points, normals) pair
+        return cls(points, normals, cKDTree(points), float(np.sqrt(area_mm2 / max(len(points), 1))))
 
 
 def signed_depths(upper: UpperSurface, points: np.ndarray, reach_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

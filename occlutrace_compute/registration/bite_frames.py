@@ -17,24 +17,14 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.registration import geometry
+from occlutrace_compute.registration.levels import Cloud, Samples
 from occlutrace_compute.registration.sampling import sample_surface_area, voxel_downsample
-
-Cloud = tuple[np.ndarray, np.ndarray]  # (points (n,3), unit normals (n,3))
-
-
-@dataclass
-class Samples:
-    """One scan at three densities (its own file frame): coarse for the search, mid, fine."""
-
-    fine: Cloud
-    mid: Cloud
-    coarse: Cloud
-    area_mm2: float
 
 
 def sample_levels(mesh: Mesh, n_fine: int, mid_voxel: float, coarse_voxel: float, seed: int, source: str) -> Samples:
     p, n, area = sample_surface_area(mesh, n_fine, seed=seed, source=source)
-    return Samples((p, n), voxel_downsample(p, n, mid_voxel), voxel_downsample(p, n, coarse_voxel), area)
+    return Samples(Cloud(p, n), Cloud(*voxel_downsample(p, n, mid_voxel)), Cloud(*voxel_downsample(p, n, coarse_voxel)), area)
 
 
 def without(samples: Samples, points: np.ndarray, radius: float) -> Samples:
@@ -43,30 +33,21 @@ def without(samples: Samples, points: np.ndarray, radius: float) -> Samples:
     tree = cKDTree(points)
 
     def keep(cloud: Cloud) -> Cloud:
-        d, _ = tree.query(cloud[0], k=1, distance_upper_bound=radius)
+        d, _ = tree.query(cloud.points, k=1, distance_upper_bound=radius)
         far = ~np.isfinite(d)
-        return cloud[0][far], cloud[1][far]
+        return Cloud(cloud.points[far], cloud.normals[far])
 
     fine = keep(samples.fine)
-    return Samples(fine, keep(samples.mid), keep(samples.coarse), samples.area_mm2 * len(fine[0]) / max(len(samples.fine[0]), 1))
+    return Samples(fine, keep(samples.mid), keep(samples.coarse),
+                   samples.area_mm2 * len(fine.points) / max(len(samples.fine.points), 1))
 
 
-def subset(cloud: Cloud, n: int, seed: int) -> Cloud:
-    """At most n rows, drawn without replacement (reproducible)."""
-    if cloud[0].shape[0] <= n:
-        return cloud
-    keep = np.sort(np.random.default_rng(seed).choice(cloud[0].shape[0], n, replace=False))
-    return cloud[0][keep], cloud[1][keep]
-
-
-def occlusal_direction(cloud: Cloud) -> np.ndarray:
-    """Unit vector from an arch towards its antagonist: an arch scan is an open 'tent' seen from
-    the occlusal side, so its area-weighted normals average to that direction."""
-    mean = cloud[1].mean(0)
-    if np.linalg.norm(mean) < 0.05:  # normals cancel out: fall back to the thinnest axis
-        pts = cloud[0] - cloud[0].mean(0)
-        return np.linalg.eigh(pts.T @ pts)[1][:, 0]
-    return mean / np.linalg.norm(mean)
+def occlusal_direction(cloud: Cloud, min_mean_normal: float = 0.05) -> np.ndarray:
+    """Unit vector from an arch towards its antagonist (`geometry.occlusal_direction` on the
+    arch's fine, area-weighted samples; the thinnest axis when their mean normal is shorter than
+    `min_mean_normal`)."""
+    points, normals = cloud
+    return geometry.occlusal_direction(points, normals, min_mean_normal)
 
 
 @dataclass
@@ -90,7 +71,7 @@ def buccal_anchors(arch: Samples, spacing_mm: float, smooth_points: int = 60, mi
     coarse_pts, coarse_nrm = arch.coarse
     _, nb = cKDTree(coarse_pts).query(pts, k=min(smooth_points, coarse_pts.shape[0]))
     nrm = coarse_nrm[nb.reshape(len(pts), -1)].mean(1)
-    centre = arch.fine[0].mean(0)
+    centre = arch.fine.points.mean(0)
     flat = np.eye(3) - np.outer(up, up)
     n_h = nrm @ flat
     length = np.linalg.norm(n_h, axis=1)

@@ -17,14 +17,17 @@ import torch
 
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.bite_contact import UpperSurface, penetrating_share
-from occlutrace_compute.registration.bite_frames import Cloud, Samples, subset
-from occlutrace_compute.registration.bite_search import COS_NORMALS, Candidates, transforms
-from occlutrace_compute.registration.icp import Level, match, refine, score
+from occlutrace_compute.registration.bite_search import Candidates, transforms
+from occlutrace_compute.registration.icp import Level, level, match, refine, score
+from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.matcher import Matcher
 
 
 def apply(T: np.ndarray, cloud: Cloud) -> Cloud:
-    return cloud[0] @ T[:3, :3].T + T[:3, 3], cloud[1] @ T[:3, :3].T
+    """The cloud (or any (points, normals) pair) moved by T (4,4): points rotated and shifted,
+    normals rotated."""
+    points, normals = cloud
+    return Cloud(points @ T[:3, :3].T + T[:3, 3], normals @ T[:3, :3].T)
 
 
 def pose_gap_mm(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
@@ -47,7 +50,7 @@ def choose_pair(upper: Candidates, lower: Candidates, upper_surface_coarse: Uppe
     """Rank every (upper, lower) candidate pair by the bite points explained by one arch only,
     with the arches facing each other and not interpenetrating (facing is dropped only when no
     pair achieves it: the result is then reported as doubtful)."""
-    if len(upper.T) == 0 or len(lower.T) == 0:
+    if len(upper.T_arch_bite) == 0 or len(lower.T_arch_bite) == 0:
         raise ValueError("choose_pair needs at least one candidate per arch")
     rows = _pair_rows(upper, lower, upper_surface_coarse, lower_coarse, up_upper, up_lower, penetration_weight, True)
     facing = bool(rows)
@@ -60,15 +63,15 @@ def choose_pair(upper: Candidates, lower: Candidates, upper_surface_coarse: Uppe
         if pose_gap_mm(T_ul, best[3], lower_coarse) > 1.0:
             ratio = max(0.0, s / best[0]) if best[0] > 0 else 1.0
             break
-    return PairChoice(upper.T[best[1]], lower.T[best[2]], best[0], ratio, facing)
+    return PairChoice(upper.T_arch_bite[best[1]], lower.T_arch_bite[best[2]], best[0], ratio, facing)
 
 
 def _pair_rows(upper: Candidates, lower: Candidates, upper_surface_coarse: UpperSurface, lower_coarse: np.ndarray,
                up_upper: np.ndarray, up_lower: np.ndarray, penetration_weight: float, facing: bool) -> list:
     rows = []
-    for i in range(len(upper.T)):
-        for j in range(len(lower.T)):
-            T_ul = upper.T[i] @ np.linalg.inv(lower.T[j])
+    for i in range(len(upper.T_arch_bite)):
+        for j in range(len(lower.T_arch_bite)):
+            T_ul = upper.T_arch_bite[i] @ np.linalg.inv(lower.T_arch_bite[j])
             if facing and float((T_ul[:3, :3] @ up_lower) @ up_upper) > -0.5:  # occlusal directions oppose
                 continue
             wu, wl = upper.weights[i], lower.weights[j]
@@ -84,9 +87,9 @@ def consistent_pair(upper: Candidates, lower: Candidates, T_upper_lower: np.ndar
     """The candidate pair of a bite whose relative pose lies nearest a pose another bite
     settled on (None if none within max_gap_mm): two bites of one patient share ONE occlusion."""
     best: tuple[float, int, int] | None = None
-    for i in range(len(upper.T)):
-        for j in range(len(lower.T)):
-            gap = pose_gap_mm(upper.T[i] @ np.linalg.inv(lower.T[j]), T_upper_lower, lower_coarse)
+    for i in range(len(upper.T_arch_bite)):
+        for j in range(len(lower.T_arch_bite)):
+            gap = pose_gap_mm(upper.T_arch_bite[i] @ np.linalg.inv(lower.T_arch_bite[j]), T_upper_lower, lower_coarse)
             if gap < max_gap_mm and (best is None or gap < best[0]):
                 best = (gap, i, j)
     if best is None:
@@ -94,20 +97,20 @@ def consistent_pair(upper: Candidates, lower: Candidates, T_upper_lower: np.ndar
     _, i, j = best
     wu, wl = upper.weights[i], lower.weights[j]
     once = float(np.mean(np.maximum(wu, wl)) - np.mean(np.minimum(wu, wl)))
-    return PairChoice(upper.T[i], lower.T[j], once, 0.0, True)
+    return PairChoice(upper.T_arch_bite[i], lower.T_arch_bite[j], once, 0.0, True)
 
 
 @dataclass
 class BandFit:
-    """One band of a bite on its arch: bite file -> arch file."""
+    """One band of a bite on its arch."""
 
-    T: np.ndarray
+    T_arch_bite: np.ndarray  # (4,4) bite file -> arch file
     rmse_mm: float  # RMS point-to-plane residual of the band's inliers
     fitness: float  # share of the band's samples within inlier_mm of the arch
     band_share: float  # share of the bite's samples assigned to this band
 
     def to_json(self) -> dict:
-        return {"matrix": self.T.tolist(), "rmse_mm": self.rmse_mm, "fitness": self.fitness, "band_share": self.band_share}
+        return {"matrix": self.T_arch_bite.tolist(), "rmse_mm": self.rmse_mm, "fitness": self.fitness, "band_share": self.band_share}
 
 
 @dataclass
@@ -118,15 +121,17 @@ class BiteFit:
     pair: PairChoice
 
 
-def _bands(cloud: Cloud, fixed, matchers: list[Matcher], poses: list[np.ndarray], max_dist: float) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of bite points lying on the upper / on the lower (nearer to that arch)."""
+def _bands(cloud: Cloud, matchers: list[Matcher], poses: list[np.ndarray], split: Level) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of bite points lying on the upper / on the lower (nearer to that arch, within
+    `split.near`)."""
     dist = []
-    for f, m, T in zip(fixed, matchers, poses):
-        mm = match(pack([cloud], f.points.device), f, torch.zeros(1, dtype=torch.int64, device=f.points.device),
-                   transforms(T[None], f.points.device), m, COS_NORMALS, max_dist)
+    for m, T_arch_bite in zip(matchers, poses):
+        dev = m.fixed.points.device
+        mm = match(pack([cloud], dev), torch.zeros(1, dtype=torch.int64, device=dev), transforms(T_arch_bite[None], dev), m,
+                   split)
         d = torch.where(mm.compatible, mm.dist2, torch.full_like(mm.dist2, math.inf))[0].cpu().numpy()
         dist.append(d)
-    near = max_dist * max_dist
+    near = split.near * split.near
     return (dist[0] < dist[1]) & (dist[0] < near), (dist[1] <= dist[0]) & (dist[1] < near)
 
 
@@ -137,30 +142,32 @@ def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice,
     matchers = [Matcher(f) for f in fixed]
     both = pack([upper.fine, lower.fine], dev)
     both_matcher = Matcher(both)
-    poses = [pair.T_upper_bite, pair.T_lower_bite]
-    cos = COS_NORMALS
-    for cloud, n_max, dists, level in (
-        (bite.mid, 3000, 1.0, Level(15, 1.0, 0.3, 0.05, cos)),
-        (bite.fine, fine_points, 0.5, Level(20, 0.4, 0.15, 0.01, cos, 2.5)),
-    ):
-        up_mask, lo_mask = _bands(cloud, fixed, matchers, poses, dists)
-        bands = [subset((cloud[0][m], cloud[1][m]), n_max, seed) for m in (up_mask, lo_mask)]
-        if min(b[0].shape[0] for b in bands) < 6:
+    poses = [pair.T_upper_bite, pair.T_lower_bite]  # T_arch_bite of each band
+    # Per level: the bite's samples split into bands within `near` of their arch, then refined.
+    mid = level(iterations=15, dmax_start=1.0, dmax_end=0.3, scale_floor=0.05, converge_rot_rad=1e-7,
+                converge_trans_mm=1e-6, near=1.0)
+    fine = level(iterations=20, dmax_start=0.4, dmax_end=0.15, scale_floor=0.01, mad_factor=2.5, converge_rot_rad=1e-7,
+                 converge_trans_mm=1e-6, near=0.5)
+    for cloud, n_max, band_level in ((bite.mid, 3000, mid), (bite.fine, fine_points, fine)):
+        up_mask, lo_mask = _bands(cloud, matchers, poses, band_level)
+        bands = [subset(Cloud(cloud.points[m], cloud.normals[m]), n_max, seed) for m in (up_mask, lo_mask)]
+        if min(b.points.shape[0] for b in bands) < 6:
             break
         mov = pack(bands, dev)
-        out = refine(mov, both, torch.arange(2, device=dev), transforms(np.stack(poses), dev), both_matcher, level, 1e-7, 1e-6)
-        poses = list(out.T.cpu().numpy())
-    up_mask, lo_mask = _bands(bite.fine, fixed, matchers, poses, 0.3)
-    bands = [(bite.fine[0][m], bite.fine[1][m]) for m in (up_mask, lo_mask)]
+        out = refine(mov, torch.arange(2, device=dev), transforms(np.stack(poses), dev), both_matcher, band_level)
+        poses = list(out.T_fixed_moving.cpu().numpy())
+    up_mask, lo_mask = _bands(bite.fine, matchers, poses, level(near=0.3))
+    scored = level(tau=inlier_mm, near=0.5)
+    bands = [Cloud(bite.fine.points[m], bite.fine.normals[m]) for m in (up_mask, lo_mask)]
     fits = []
-    n_all = bite.fine[0].shape[0]
+    n_all = bite.fine.points.shape[0]
     for k, band in enumerate(bands):
-        if band[0].shape[0] == 0:
+        if band.points.shape[0] == 0:
             fits.append(BandFit(poses[k], math.inf, 0.0, 0.0))
             continue
-        sc = score(pack([band], dev), fixed[k], torch.zeros(1, dtype=torch.int64, device=dev), transforms(poses[k][None], dev),
-                   matchers[k], inlier_mm, COS_NORMALS, 0.5)
-        fits.append(BandFit(poses[k], float(sc.trimmed_rmse[0]), float(sc.fitness[0]), band[0].shape[0] / n_all))
+        sc = score(pack([band], dev), torch.zeros(1, dtype=torch.int64, device=dev), transforms(poses[k][None], dev),
+                   matchers[k], scored)
+        fits.append(BandFit(poses[k], float(sc.trimmed_rmse[0]), float(sc.fitness[0]), band.points.shape[0] / n_all))
     return BiteFit(fits[0], fits[1], bands[1], pair)
 
 
@@ -176,18 +183,19 @@ def joint_lower(fits: list[BiteFit], lower: Samples, dev: torch.device, inlier_m
                 max_points: int = 12000) -> LowerFit:
     """The lower arch's pose in the occlusion frame fitted to every bite's lower band at once
     (each band placed in the upper frame by its own upper fit): one rigid pose, all overlaps."""
-    bands = [apply(f.upper.T, f.lower_band) for f in fits]
-    moving = subset((np.concatenate([b[0] for b in bands]), np.concatenate([b[1] for b in bands])), max_points, seed)
-    starts = [f.lower.T @ np.linalg.inv(f.upper.T) for f in fits]  # upper -> lower, per bite
-    gap = pose_gap_mm(np.linalg.inv(starts[0]), np.linalg.inv(starts[-1]), lower.coarse[0]) if len(starts) > 1 else 0.0
+    bands = [apply(f.upper.T_arch_bite, f.lower_band) for f in fits]
+    moving = subset(Cloud(np.concatenate([b.points for b in bands]), np.concatenate([b.normals for b in bands])), max_points, seed)
+    starts = [f.lower.T_arch_bite @ np.linalg.inv(f.upper.T_arch_bite) for f in fits]  # T_lower_upper, per bite
+    gap = pose_gap_mm(np.linalg.inv(starts[0]), np.linalg.inv(starts[-1]), lower.coarse.points) if len(starts) > 1 else 0.0
     fixed = pack([lower.fine], dev)
     matcher = Matcher(fixed)
     b = len(starts)
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     mov = pack([moving], dev).index(zeros)
-    out = refine(mov, fixed, zeros, transforms(np.stack(starts), dev), matcher, Level(20, 0.5, 0.15, 0.01, COS_NORMALS, 2.5),
-                 1e-7, 1e-6)
-    sc = score(mov, fixed, zeros, out.T, matcher, inlier_mm, COS_NORMALS, 0.5)
+    joint = level(iterations=20, dmax_start=0.5, dmax_end=0.15, scale_floor=0.01, mad_factor=2.5, converge_rot_rad=1e-7,
+                  converge_trans_mm=1e-6, tau=inlier_mm, near=0.5)
+    out = refine(mov, zeros, transforms(np.stack(starts), dev), matcher, joint)
+    sc = score(mov, zeros, out.T_fixed_moving, matcher, joint)
     best = int(torch.argmax(sc.score))
-    T_lower_upper = out.T[best].cpu().numpy()
+    T_lower_upper = out.T_fixed_moving[best].cpu().numpy()
     return LowerFit(np.linalg.inv(T_lower_upper), float(sc.trimmed_rmse[best]), float(sc.fitness[best]), gap)

@@ -9,18 +9,16 @@ once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from occlutrace_compute.registration.batch import Clouds, pack
-from occlutrace_compute.registration.bite_frames import Anchors, BiteFrame, Cloud, Samples, anchor_poses, subset
-from occlutrace_compute.registration.icp import Level, refine, score
+from occlutrace_compute.registration.bite_frames import Anchors, BiteFrame, anchor_poses
+from occlutrace_compute.registration.icp import Level, level, refine, score
+from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.matcher import Matcher
-
-COS_NORMALS = math.cos(math.radians(60.0))
 
 
 @dataclass(frozen=True)
@@ -46,12 +44,12 @@ class SearchOptions:
 class Candidates:
     """Distinct bite -> arch poses, best first, with the MSAC weight of every probe point."""
 
-    T: np.ndarray  # (k,4,4)
+    T_arch_bite: np.ndarray  # (k,4,4): x_arch = T_arch_bite @ [x_bite, 1]
     score: np.ndarray  # (k,)
     weights: np.ndarray  # (k, n_probe) in [0,1]: how well each probe point lies on the arch
 
     def extended(self, other: "Candidates") -> "Candidates":
-        return Candidates(np.concatenate([self.T, other.T]), np.concatenate([self.score, other.score]),
+        return Candidates(np.concatenate([self.T_arch_bite, other.T_arch_bite]), np.concatenate([self.score, other.score]),
                           np.concatenate([self.weights, other.weights]))
 
 
@@ -63,13 +61,30 @@ def repeat_cloud(cloud: Cloud, b: int, dev: torch.device) -> Clouds:
     return pack([cloud], dev).index(torch.zeros(b, dtype=torch.int64, device=dev))
 
 
-def point_weights(moving: Cloud, fixed: Clouds, matcher: Matcher, T: np.ndarray, tau: float) -> np.ndarray:
-    """(B, n) MSAC weights max(0, 1 - r^2/tau^2) of the moving points under each pose (0 where
-    nothing compatible lies within 2 tau)."""
-    dev = fixed.points.device
-    b = T.shape[0]
+def _scored(tau: float) -> Level:
+    """Scores by the band `tau`, matching within 2 tau."""
+    return level(tau=tau, near=2 * tau)
+
+
+def _levels(opt: SearchOptions) -> tuple[Level, Level, Level]:
+    """The search's rounds as data: the one-shot pre-screen, then two ICP rounds (a coarse
+    subset, then a mid one with tighter cuts and kernel floor)."""
+    cv = opt.coarse_voxel
+    prescreen = level(tau=opt.prescreen_tau, near=1.5 * opt.prescreen_tau)
+    round1 = level(iterations=10, dmax_start=4.0 * cv, dmax_end=1.5 * cv, scale_floor=0.3 * cv, converge_rot_rad=1e-5,
+                   converge_trans_mm=1e-4, tau=0.5 * cv, near=2 * (0.5 * cv))
+    round2 = level(iterations=15, dmax_start=2.0 * cv, dmax_end=0.6 * cv, scale_floor=0.15 * cv, converge_rot_rad=1e-5,
+                   converge_trans_mm=1e-4, tau=0.4 * cv, near=2 * (0.4 * cv))
+    return prescreen, round1, round2
+
+
+def point_weights(moving: Cloud, matcher: Matcher, T_fixed_moving: np.ndarray, tau: float) -> np.ndarray:
+    """(B, n) MSAC weights max(0, 1 - r^2/tau^2) of the moving points under each pose (B,4,4)
+    (0 where nothing compatible lies within 2 tau)."""
+    dev = matcher.fixed.points.device
+    b = T_fixed_moving.shape[0]
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
-    sc = score(repeat_cloud(moving, b, dev), fixed, zeros, transforms(T, dev), matcher, tau, COS_NORMALS, 2 * tau)
+    sc = score(repeat_cloud(moving, b, dev), zeros, transforms(T_fixed_moving, dev), matcher, _scored(tau))
     m = sc.matches
     valid = m.compatible & (m.dist2 < 4 * tau * tau)
     return (valid * (1 - m.residual**2 / (tau * tau)).clamp_min(0)).cpu().numpy()
@@ -92,50 +107,49 @@ def top_distinct(T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _round(moving: Cloud, fixed: Clouds, matcher: Matcher, T: np.ndarray, level: Level, tau: float) -> tuple[np.ndarray, np.ndarray]:
-    dev = fixed.points.device
-    b = T.shape[0]
+def _round(moving: Cloud, matcher: Matcher, T_fixed_moving: np.ndarray, round_level: Level) -> tuple[np.ndarray, np.ndarray]:
+    """Every pose (B,4,4) refined and scored: the refined poses and their scores (B,)."""
+    dev = matcher.fixed.points.device
+    b = T_fixed_moving.shape[0]
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     mov = repeat_cloud(moving, b, dev)
-    out = refine(mov, fixed, zeros, transforms(T, dev), matcher, level, 1e-5, 1e-4)
-    sc = score(mov, fixed, zeros, out.T, matcher, tau, COS_NORMALS, 2 * tau)
-    return out.T.cpu().numpy(), sc.score.cpu().numpy()
+    out = refine(mov, zeros, transforms(T_fixed_moving, dev), matcher, round_level)
+    sc = score(mov, zeros, out.T_fixed_moving, matcher, round_level)
+    return out.T_fixed_moving.cpu().numpy(), sc.score.cpu().numpy()
 
 
-def _prescreen(coarse: Cloud, frame: BiteFrame, T: np.ndarray, fixed: Clouds, matcher: Matcher, opt: SearchOptions,
-               seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, matcher: Matcher, prescreen: Level,
+               opt: SearchOptions, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One-shot score of every start by the bite patch around its keypoint only: that patch
     must lie on this arch, while the rest of the bite (the other band) would only add noise."""
-    dev = fixed.points.device
+    dev = matcher.fixed.points.device
     n_keys = frame.keypoints.shape[0]
-    T = T.reshape(-1, n_keys, 4, 4)
+    T = T_arch_bite.reshape(-1, n_keys, 4, 4)  # (starts, keypoint, 4, 4)
     scores = np.zeros(T.shape[:2])
     for k, key in enumerate(frame.keypoints):
-        near = np.linalg.norm(coarse[0] - key, axis=1) < opt.patch_radius
-        patch = subset((coarse[0][near], coarse[1][near]), opt.prescreen_points, seed + k)
+        near = np.linalg.norm(coarse.points - key, axis=1) < opt.patch_radius
+        patch = subset(Cloud(coarse.points[near], coarse.normals[near]), opt.prescreen_points, seed + k)
         zeros = torch.zeros(T.shape[0], dtype=torch.int64, device=dev)
-        sc = score(repeat_cloud(patch, T.shape[0], dev), fixed, zeros, transforms(T[:, k], dev), matcher,
-                   opt.prescreen_tau, COS_NORMALS, 1.5 * opt.prescreen_tau)
+        sc = score(repeat_cloud(patch, T.shape[0], dev), zeros, transforms(T[:, k], dev), matcher, prescreen)
         scores[:, k] = sc.score.cpu().numpy()
     return T.reshape(-1, 4, 4), scores.reshape(-1)
 
 
 def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, probe: Cloud, dev: torch.device,
            opt: SearchOptions, seed: int = 0) -> Candidates:
-    """Candidate poses of the bite on this arch (bite file -> arch file), best first."""
+    """Candidate poses T_arch_bite of the bite on this arch (bite file -> arch file), best first."""
     cv = opt.coarse_voxel
     fixed = pack([arch.coarse], dev)
     matcher = Matcher(fixed)
-    T = anchor_poses(frame, anchors, opt.tilts_deg)
-    if T.shape[0] == 0:
-        return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe[0].shape[0])))
-    T, pre = _prescreen(bite.coarse, frame, T, fixed, matcher, opt, seed)
-    T = T[top_distinct(T, pre, opt.keep_prescreen)]
-    T, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, matcher, T,
-                  Level(10, 4.0 * cv, 1.5 * cv, 0.3 * cv, COS_NORMALS), tau=0.5 * cv)
-    T = T[top_distinct(T, s, opt.keep_round1)]
-    T, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, matcher, T,
-                  Level(15, 2.0 * cv, 0.6 * cv, 0.15 * cv, COS_NORMALS), tau=0.4 * cv)
-    keep = top_distinct(T, s, opt.candidates)
-    T = T[keep]
-    return Candidates(T, s[keep], point_weights(probe, fixed, matcher, T, 0.5 * cv))
+    T_arch_bite = anchor_poses(frame, anchors, opt.tilts_deg)
+    if T_arch_bite.shape[0] == 0:
+        return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe.points.shape[0])))
+    prescreen, round1, round2 = _levels(opt)
+    T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, matcher, prescreen, opt, seed)
+    T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, pre, opt.keep_prescreen)]
+    T_arch_bite, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), matcher, T_arch_bite, round1)
+    T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, s, opt.keep_round1)]
+    T_arch_bite, s = _round(subset(bite.mid, opt.round2_points, seed + 2), matcher, T_arch_bite, round2)
+    keep = top_distinct(T_arch_bite, s, opt.candidates)
+    T_arch_bite = T_arch_bite[keep]
+    return Candidates(T_arch_bite, s[keep], point_weights(probe, matcher, T_arch_bite, 0.5 * cv))

@@ -15,25 +15,25 @@ Pipeline, all pairs of a batch moving through each stage together:
 
 from __future__ import annotations
 
-import math
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.features import fpfh
-from occlutrace_compute.registration.icp import Level, refine, score
+from occlutrace_compute.registration.finals import mid_and_fine, search_around_doubtful
+from occlutrace_compute.registration.icp import refine, score
+from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
+from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
-from occlutrace_compute.registration.finals import mid_and_fine, search_around_doubtful
-from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres, subset
+from occlutrace_compute.registration.schedule import coarse_levels, prescreen_level
 from occlutrace_compute.registration.selection import top_distinct, top_per_pair
 
 
@@ -62,25 +62,8 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
         return []
     opt = options or RegistrationOptions()
     dev = resolve_device(device)
-    with _cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
+    with cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
         return _register_batch(pairs, opt, dev, landmarks)
-
-
-@contextmanager
-def _cpu_threads(n: int | None):
-    """Run torch's and the BLAS's CPU ops on `n` threads, restoring the process settings
-    afterwards. (A BLAS thread left spinning after numpy's one matrix product doubled the
-    sampling and hypothesis stages' time on 2 cores.)"""
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,
@@ -94,35 +77,30 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
 
     stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
     t = time.perf_counter()
-    full_coarse_m = pack([p.moving[0] for p in prepared], dev)
-    coarse_f = pack([p.fixed[0] for p in prepared], dev)
-    starts = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
+    full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
+    coarse_f = pack([p.fixed.coarse for p in prepared], dev)
+    starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
     stages["hypotheses"] = time.perf_counter() - t
 
     # Coarse level: every hypothesis of every pair in one batch; a short round prunes the
     # hopeless ones, the survivors converge.
     t = time.perf_counter()
-    pair_of = torch.tensor([i for i, s in enumerate(starts) for _ in range(len(s))], device=dev)
-    T = torch.from_numpy(np.concatenate(starts)).to(dev)
-    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
-    cv = opt.coarse_voxel
+    pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
+    T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
     centres = scan_centres(prepared)
-    coarse_m = pack([p.moving[1] for p in prepared], dev)
+    coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
     matcher = Matcher(coarse_f, opt.knn_backend)
-    rounds = ((opt.coarse_iterations // 3, 4.0 * cv, 2.0 * cv, opt.keep_after_prune), (opt.coarse_iterations, 2.0 * cv, cv, opt.keep_after_coarse))
-    for iterations, d0, d1, keep in rounds:
-        # Kernel floor cv / 8: tight enough to reject prepared crowns 1-1.5 mm off (see options).
-        level = Level(iterations, d0, d1, cv / 8, cos_n, opt.search_mad_factor)
-        out = refine(coarse_m.index(pair_of), coarse_f, pair_of, T, matcher, level,
-                     opt.converge_rot_rad * 10, opt.converge_trans_mm * 10)
-        sc = score(coarse_m.index(pair_of), coarse_f, pair_of, out.T, matcher, tau=cv / 2, cos_normals=cos_n, near=cv, track=True)
-        kept = top_distinct(pair_of, out.T, sc.score, keep, centres)
-        pair_of, T = pair_of[kept], out.T[kept]
+    prune, converge = coarse_levels(opt)
+    for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
+        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
+        kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
     stages["coarse"] = time.perf_counter() - t
 
-    fin = mid_and_fine(prepared, pair_of, T, opt, dev, stages)
+    fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages)
     t = time.perf_counter()
-    n_hyp = [len(s) for s in starts]
+    n_hyp = [len(s) for s in starts_fixed_moving]
     results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
     stages["summary"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -136,7 +114,8 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
 
 
 def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions) -> list[np.ndarray]:
-    """Per pair: FPFH+RANSAC poses, the best pre-screened surface-frame poses, landmarks."""
+    """Per pair, (k,4,4) starting poses T_fixed_moving: FPFH+RANSAC poses, the best pre-screened
+    surface-frame poses, landmarks."""
     empty = [np.zeros((0, 4, 4)) for _ in prepared]
     ransac, axes = empty, empty
     if opt.fpfh_hypotheses > 0:
@@ -146,8 +125,8 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
         ransac = hyp.ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
                                        inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed)
     if opt.axis_hypotheses > 0:
-        guesses = [hyp.axis_hypotheses(*p.moving[0], *p.fixed[0], opt.pca_angles,
-                                       hyp.anchor_centroids(p.fixed[0][0], p.moving[0][0].shape[0], opt.anchors))
+        guesses = [hyp.axis_hypotheses(*p.moving.coarse, *p.fixed.coarse, opt.pca_angles,
+                                       hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0], opt.anchors))
                    for p in prepared]
         axes = _prescreen(prepared, coarse_f, guesses, opt)
     starts = []
@@ -162,24 +141,24 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
     return starts
 
 
-def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses: list[np.ndarray], opt: RegistrationOptions) -> list[np.ndarray]:
-    """Keep the `axis_hypotheses` best poses per pair by a one-shot score on a few samples:
+def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: list[np.ndarray],
+               opt: RegistrationOptions) -> list[np.ndarray]:
+    """Keep the `axis_hypotheses` best poses (T_fixed_moving) per pair by a one-shot score on a few samples:
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
     dev = coarse_f.points.device
-    few = pack([subset(p.moving[0], opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
-    pair_of = torch.tensor([i for i, T in enumerate(poses) for _ in range(len(T))], device=dev)
-    T = torch.from_numpy(np.concatenate(poses)).to(dev)
-    cv = opt.coarse_voxel
+    few = pack([subset(p.moving.coarse, opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
+    pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
+    T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
     matcher = Matcher(coarse_f, opt.knn_backend)
-    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
+    level = prescreen_level(opt)
     q = max(8, opt.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
-    sc = score(quick.index(pair_of), coarse_f, pair_of, T, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
-    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T) // (5 * len(poses))))
-    pair_of, T = pair_of[survivors], T[survivors]
-    sc = score(few.index(pair_of), coarse_f, pair_of, T, matcher, tau=2 * cv, cos_normals=cos_n, near=2 * cv)
-    kept = top_distinct(pair_of, T, sc.score, opt.axis_hypotheses, scan_centres(prepared))
+    sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving))))
+    pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
+    sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+    kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.axis_hypotheses, scan_centres(prepared))
     by_pair = pair_of[kept].cpu().numpy()
-    Tk = T[kept].cpu().numpy()
-    return [Tk[by_pair == i] for i in range(len(poses))]
+    kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()
+    return [kept_fixed_moving[by_pair == i] for i in range(len(poses_fixed_moving))]

@@ -3,7 +3,6 @@ search around doubtful answers."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -12,12 +11,14 @@ import torch
 
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
-from occlutrace_compute.registration.icp import IcpOutcome, Level, Scores, refine, score
+from occlutrace_compute.registration.geometry import rotation_angle_deg
+from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
-from occlutrace_compute.registration.selection import angle_deg, fine_duels, pick_finalists, top_distinct
+from occlutrace_compute.registration.schedule import fine_level, mid_level
+from occlutrace_compute.registration.selection import fine_duels, pick_finalists, top_distinct
 from occlutrace_compute.registration.verdict import result
 
 
@@ -40,40 +41,37 @@ class Final:
                        float(self.angle[p]), n_hyp)
 
 
-def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T: torch.Tensor, opt: RegistrationOptions,
+def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, opt: RegistrationOptions,
                  dev: torch.device, stages: dict[str, float], finalists: int = 2, margin: float | None = None,
                  reach_mm: float | None = None) -> Final:
-    """Mid level: the given poses refined and ranked, the best `finalists` distinct ones per
-    pair kept. Fine level: the winner at full density, with every finalist whose mid score is
-    within `margin` (default: ambiguity_margin) of it: under heavy change the true pose and a
-    rival 3-4 deg off score alike at 0.6 mm, while over 20k samples and a 0.1 mm inlier band the
-    true one wins. `reach_mm`: first correspondence cut of the mid level (default 1.5 coarse
-    voxels)."""
+    """Mid level: the given poses (T_fixed_moving, one per item of `pair_of`) refined and
+    ranked, the best `finalists` distinct ones per pair kept. Fine level: the winner at full
+    density, with every finalist whose mid score is within `margin` (default: ambiguity_margin)
+    of it: under heavy change the true pose and a rival 3-4 deg off score alike at 0.6 mm, while
+    over 20k samples and a 0.1 mm inlier band the true one wins. `reach_mm`: first
+    correspondence cut of the mid level (default 1.5 coarse voxels)."""
     t = time.perf_counter()
-    cos_n = math.cos(math.radians(opt.normal_max_angle_deg))
-    cv, mv = opt.coarse_voxel, opt.mid_voxel
     centres = scan_centres(prepared)
-    mid_m = pack([p.moving[2] for p in prepared], dev)
-    mid_f = pack([p.fixed[2] for p in prepared], dev)
+    mid_m = pack([p.moving.mid for p in prepared], dev)
+    mid_f = pack([p.fixed.mid for p in prepared], dev)
     matcher = Matcher(mid_f, opt.knn_backend)
-    out = refine(mid_m.index(pair_of), mid_f, pair_of, T, matcher,
-                 Level(opt.mid_iterations, reach_mm or 1.5 * cv, 2.0 * mv, mv / 6, cos_n, opt.search_mad_factor), opt.converge_rot_rad * 10,
-                 opt.converge_trans_mm * 10)
-    sc = score(mid_m.index(pair_of), mid_f, pair_of, out.T, matcher, tau=mv / 2, cos_normals=cos_n, near=mv, track=True)
-    ranked = top_distinct(pair_of, out.T, sc.score, finalists, centres)
-    items, ratio, angle = pick_finalists(pair_of, ranked, out.T, sc.score, len(prepared),
+    mid = mid_level(opt, reach_mm)
+    out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
+    sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
+    ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
+    items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
                                      opt.ambiguity_margin if margin is None else margin)
     stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
 
     t = time.perf_counter()
     pair_of = pair_of[items]
-    fine_m = pack([p.moving[3] for p in prepared], dev).index(pair_of)
-    fine_f = pack([p.fixed[3] for p in prepared], dev)
+    fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
+    fine_f = pack([p.fixed.fine for p in prepared], dev)
     matcher = Matcher(fine_f, opt.knn_backend)
-    fine_level = Level(opt.fine_iterations, 2.0 * mv, max(4 * opt.changed_mm, 0.3), opt.final_scale_mm, cos_n, opt.fine_mad_factor)
-    out = refine(fine_m, fine_f, pair_of, out.T[items], matcher, fine_level, opt.converge_rot_rad, opt.converge_trans_mm)
-    sc = score(fine_m, fine_f, pair_of, out.T, matcher, tau=opt.inlier_mm, cos_normals=cos_n, near=opt.change_max_mm, track=True)
-    chosen = fine_duels(pair_of, out.T, sc.score, ratio, angle, centres)
+    fine = fine_level(opt)
+    out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
+    sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
+    chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
     stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
     return Final(out, sc, fine_m, chosen, ratio, angle)
 
@@ -93,19 +91,19 @@ def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationR
             return
         sub = [prepared[i] for i in todo]
         centres = scan_centres(sub)
-        starts = [hyp.around(results[i].matrix, centres[k], opt.local_search_starts, opt.local_search_deg, opt.local_search_mm,
-                             opt.seed + rnd) for k, i in enumerate(todo)]
-        pair_of = torch.tensor([k for k, s in enumerate(starts) for _ in range(len(s))], device=dev)
-        found = mid_and_fine(sub, pair_of, torch.from_numpy(np.concatenate(starts)).to(dev), opt, dev, {},
-                              finalists=4, margin=1.0, reach_mm=2 * opt.local_search_mm)
+        starts_fixed_moving = [hyp.around(results[i].T_fixed_moving, centres[k], opt.local_search_starts, opt.local_search_deg,
+                                          opt.local_search_mm, opt.seed + rnd) for k, i in enumerate(todo)]
+        pair_of = torch.tensor([k for k, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
+        found = mid_and_fine(sub, pair_of, torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev), opt, dev, {},
+                             finalists=4, margin=1.0, reach_mm=2 * opt.local_search_mm)
         improved = []
         for k, i in enumerate(todo):
             old, new = best[i], found.score_of(k)
             if new <= old:
                 continue
-            T = found.out.T[int(found.chosen[k])].cpu().numpy()
-            if not hyp.same_pose(results[i].matrix, T, centres[k]) and old / new > found.ratio[k]:
-                found.ratio[k], found.angle[k] = old / new, angle_deg(results[i].matrix, T)
+            T_fixed_moving = found.out.T_fixed_moving[int(found.chosen[k])].cpu().numpy()
+            if not hyp.same_pose(results[i].T_fixed_moving, T_fixed_moving, centres[k]) and old / new > found.ratio[k]:
+                found.ratio[k], found.angle[k] = old / new, rotation_angle_deg(results[i].T_fixed_moving, T_fixed_moving)
             results[i] = found.result(k, sub[k], opt, n_hyp[i] + (rnd + 1) * opt.local_search_starts)
             best[i] = new
             if results[i].confidence < opt.min_confidence:

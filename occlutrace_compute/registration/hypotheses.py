@@ -16,10 +16,11 @@ from scipy.spatial.transform import Rotation
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.features import mutual_nearest
+from occlutrace_compute.registration.geometry import occlusal_direction, rotation_angle_deg
 
 
 def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Least-squares rigid transforms (...,4,4) taking src (...,N,3) onto dst (...,N,3)."""
+    """Least-squares rigid transforms T_dst_src (...,4,4) taking src (...,N,3) onto dst (...,N,3)."""
     cs, cd = src.mean(-2, keepdim=True), dst.mean(-2, keepdim=True)
     H = (src - cs).transpose(-1, -2) @ (dst - cd)
     U, _, Vt = torch.linalg.svd(H)
@@ -33,18 +34,14 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return T
 
 
-def _frame(points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid and a right-handed frame whose z is the scan's mean surface normal.
-
-    An intraoral scan is an open 'tent' seen from the occlusal side, so its normals average to
-    the occlusal direction, stable under partial overlap; the smallest principal axis stands in
-    when the normals cancel out. x is the major in-plane principal direction.
+def _frame(points: np.ndarray, normals: np.ndarray, min_mean_normal: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and a right-handed frame whose z is the scan's occlusal direction (its mean
+    surface normal; the thinnest principal axis when that is shorter than `min_mean_normal`, on
+    these coarse voxel normals). x is the major in-plane principal direction.
     """
     c = points.mean(0)
     cov = np.cov((points - c).T)
-    vecs = np.linalg.eigh(cov)[1]
-    mean_n = normals.mean(0)
-    z = mean_n / np.linalg.norm(mean_n) if np.linalg.norm(mean_n) > 0.2 else vecs[:, 0]
+    z = occlusal_direction(points, normals, min_mean_normal, scatter=cov)
     P = np.eye(3) - np.outer(z, z)
     x = np.linalg.eigh(P @ cov @ P)[1][:, 2]
     x = x - z * (x @ z)
@@ -73,22 +70,23 @@ def anchor_centroids(fix_pts: np.ndarray, n_moving: int, n_anchors: int) -> np.n
 
 def axis_hypotheses(mov_pts: np.ndarray, mov_nrm: np.ndarray, fix_pts: np.ndarray, fix_nrm: np.ndarray,
                     n_angles: int, anchors: np.ndarray) -> np.ndarray:
-    """(2 x n_angles x len(anchors), 4, 4) poses: surface frames matched, turned about the
-    occlusal axis (both signs of it), the moving centroid put on each anchor."""
-    cm, Fm = _frame(mov_pts, mov_nrm)
-    _, Ff = _frame(fix_pts, fix_nrm)
+    """(2 x n_angles x len(anchors), 4, 4) poses T_fixed_moving: surface frames matched, turned
+    about the occlusal axis (both signs of it), the moving centroid put on each anchor (anchors
+    in the fixed frame)."""
+    centre_moving, R_moving_surface = _frame(mov_pts, mov_nrm)
+    _, R_fixed_surface = _frame(fix_pts, fix_nrm)
     out = []
     for flip in (1.0, -1.0):
-        Fm_s = Fm @ np.diag([1.0, flip, flip])  # flip z (and y to stay right-handed)
+        R_moving_flipped = R_moving_surface @ np.diag([1.0, flip, flip])  # flip z (and y to stay right-handed)
         for k in range(n_angles):
             a = 2 * math.pi * k / n_angles
             Rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
-            R = Ff @ Rz @ Fm_s.T
+            R_fixed_moving = R_fixed_surface @ Rz @ R_moving_flipped.T
             for anchor in anchors:
-                T = np.eye(4)
-                T[:3, :3] = R
-                T[:3, 3] = anchor - R @ cm
-                out.append(T)
+                T_fixed_moving = np.eye(4)
+                T_fixed_moving[:3, :3] = R_fixed_moving
+                T_fixed_moving[:3, 3] = anchor - R_fixed_moving @ centre_moving
+                out.append(T_fixed_moving)
     return np.stack(out)
 
 
@@ -127,7 +125,8 @@ def _consistent(s: torch.Tensor, d: torch.Tensor, ns: torch.Tensor, nd: torch.Te
 def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_f: torch.Tensor, trials: int,
                       keep: int, inlier_mm: float, min_edge_mm: float, seed: int, max_eval: int = 500,
                       normal_tol: float = 0.35) -> list[np.ndarray]:
-    """Per pair, up to `keep` distinct poses from random triplets of feature correspondences.
+    """Per pair, up to `keep` distinct poses T_fixed_moving (k,4,4) from random triplets of
+    feature correspondences.
 
     Drawing a triplet costs next to nothing, scoring its pose a pass over the cloud: so many
     triplets are drawn and only the (at most `max_eval`) consistent ones are scored."""
@@ -150,14 +149,14 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     if n_eval == 0:
         return [np.zeros((0, 4, 4)) for _ in range(b)]
     order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
-    Te = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4)
+    T_fixed_moving = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4): moving samples onto their fixed matches
     oke = ok[bi, order]
-    counts = _inlier_counts(Te, src_all, dst_all, use, inlier_mm)
+    counts = _inlier_counts(T_fixed_moving, src_all, dst_all, use, inlier_mm)
     counts = torch.where(oke, counts, torch.zeros_like(counts))
     out = []
     for p in range(b):
         c = counts[p].cpu().numpy()
-        Tp = Te[p].cpu().numpy()
+        poses = T_fixed_moving[p].cpu().numpy()
         src, dst = src_all[p, use[p]].cpu().numpy(), dst_all[p, use[p]].cpu().numpy()
         centre = src_all[p, moving.mask[p]].mean(0).cpu().numpy()
         proposed: list[np.ndarray] = []
@@ -165,17 +164,17 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
         for i in np.argsort(-c, kind="stable"):
             if c[i] < 3 or len(proposed) >= keep:
                 break
-            if all(not same_pose(Tp[i], q, centre) for q in proposed):
-                proposed.append(Tp[i])
-                T = _refit(Tp[i], src, dst, inlier_mm)
-                if all(not same_pose(T, q, centre) for q in chosen):  # refits of near poses often coincide
-                    chosen.append(T)
+            if all(not same_pose(poses[i], q, centre) for q in proposed):
+                proposed.append(poses[i])
+                refitted = _refit(poses[i], src, dst, inlier_mm)
+                if all(not same_pose(refitted, q, centre) for q in chosen):  # refits of near poses often coincide
+                    chosen.append(refitted)
         out.append(np.stack(chosen) if chosen else np.zeros((0, 4, 4)))
     return out
 
 
 def _inlier_counts(T: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, use: torch.Tensor, inlier_mm: float) -> torch.Tensor:
-    """(B,E) correspondences each pose (B,E,4,4) brings within `inlier_mm`, over the `use` rows.
+    """(B,E) correspondences each pose T_dst_src (B,E,4,4) brings within `inlier_mm`, over the `use` rows.
 
     The used rows are packed first (often a third of all), and all poses' rotations are applied
     as one matrix product (B, E*3, 3) @ (B, 3, U) instead of E small batched ones."""
@@ -200,7 +199,7 @@ def _inlier_counts(T: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, use: t
 
 
 def _refit(T: np.ndarray, src: np.ndarray, dst: np.ndarray, inlier_mm: float, rounds: int = 2) -> np.ndarray:
-    """The pose fitted to all its inlier correspondences, not just the triplet that proposed it:
+    """The pose T_dst_src fitted to all its inlier correspondences src -> dst (n,3), not just the triplet that proposed it:
     a triplet's pose can be degrees off, and under heavy change the true pose's ICP basin is
     narrow, so a start that close to the truth decides whether the search finds it at all."""
     for _ in range(rounds):
@@ -211,33 +210,37 @@ def _refit(T: np.ndarray, src: np.ndarray, dst: np.ndarray, inlier_mm: float, ro
     return T
 
 
-def same_pose(a: np.ndarray, b: np.ndarray, centre: np.ndarray, rot_deg: float = 2.0, trans_mm: float = 1.0) -> bool:
-    """Whether two poses are the same solution (distinctness test for hypotheses).
+def same_pose(T1_fixed_moving: np.ndarray, T2_fixed_moving: np.ndarray, centre_moving: np.ndarray, rot_deg: float = 2.0,
+              trans_mm: float = 1.0) -> bool:
+    """Whether two poses of one moving scan are the same solution (distinctness test for hypotheses).
 
-    Translation is compared where both poses put `centre` (the moving scan's centroid), not as
+    Translation is compared where both poses put `centre_moving` (the moving scan's centroid), not as
     raw translation vectors, which depend on where the scan lies in its file's frame (90 mm off
     its origin, 0.6 deg moved them 1 mm). Under heavy change the true pose and the rival the
     changed anatomy pulls towards lie ~1 mm and 3-4 deg apart: a wider angle merged them, and
     the pruning kept the better-scoring rival only."""
-    R = a[:3, :3].T @ b[:3, :3]
-    angle = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
-    shift = (a[:3, :3] - b[:3, :3]) @ centre + a[:3, 3] - b[:3, 3]
+    a, b = T1_fixed_moving, T2_fixed_moving
+    angle = rotation_angle_deg(a, b)
+    shift = (a[:3, :3] - b[:3, :3]) @ centre_moving + a[:3, 3] - b[:3, 3]
     return angle < rot_deg and float(np.linalg.norm(shift)) < trans_mm
 
 
-def around(T: np.ndarray, centre: np.ndarray, n: int, rot_deg: float, trans_mm: float, seed: int) -> np.ndarray:
-    """(n+1, 4, 4): T itself and n random rigid steps from it, each a rotation about `centre`
-    (the moving scan's centroid, so rotating does not also swing the scan away) with normal
-    angles of sigma `rot_deg` and a shift of sigma `trans_mm` per axis."""
+def around(T_fixed_moving: np.ndarray, centre_moving: np.ndarray, n: int, rot_deg: float, trans_mm: float,
+           seed: int) -> np.ndarray:
+    """(n+1, 4, 4) poses T_fixed_moving: the given one and n random rigid steps from it, each
+    taken in the MOVING frame (applied on the right: T_fixed_moving @ step_in_moving) as a
+    rotation about `centre_moving` (the moving scan's centroid, so rotating does not also swing
+    the scan away) with normal angles of sigma `rot_deg` and a shift of sigma `trans_mm` per axis."""
     rng = np.random.default_rng(seed)
-    steps = np.tile(np.eye(4), (n + 1, 1, 1))
-    steps[1:, :3, :3] = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
-    steps[1:, :3, 3] = centre - steps[1:, :3, :3] @ centre + rng.normal(0.0, trans_mm, (n, 3))
-    return T @ steps
+    steps_in_moving = np.tile(np.eye(4), (n + 1, 1, 1))
+    steps_in_moving[1:, :3, :3] = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
+    steps_in_moving[1:, :3, 3] = centre_moving - steps_in_moving[1:, :3, :3] @ centre_moving + rng.normal(0.0, trans_mm, (n, 3))
+    return T_fixed_moving @ steps_in_moving
 
 
 def landmark_pose(landmarks) -> np.ndarray:
-    """Pose from caller landmarks: (moving_points (k,3), fixed_points (k,3)), k >= 3, not collinear."""
+    """Pose T_fixed_moving (4,4) from caller landmarks: (moving_points (k,3), fixed_points (k,3)),
+    k >= 3, not collinear."""
     try:
         mov, fix = (np.asarray(x, dtype=np.float64) for x in landmarks)
     except (TypeError, ValueError) as exc:

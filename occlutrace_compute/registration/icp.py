@@ -9,6 +9,7 @@ to a floor, so changed regions end with ~zero weight instead of pulling the fit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,21 +18,42 @@ from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.matcher import Matcher
 
 
-@dataclass
+@dataclass(frozen=True)
 class Level:
-    """One pyramid level's schedule (distances in mm)."""
+    """One pyramid level: how ICP runs there and how its poses are matched and scored
+    (distances in mm). Built by `level`, which takes the normal angle in degrees."""
 
-    iterations: int
+    iterations: int  # ICP iterations (0: the level only matches and scores)
     dmax_start: float  # correspondence distance cut at the first iteration
     dmax_end: float  # ... reached half-way, then held (convergence is only judged there)
     scale_floor: float  # smallest robust-kernel scale
+    mad_factor: float  # robust scale = factor x 1.4826 x median |residual| (not under the floor)
+    converge_rot_rad: float  # an item whose step (after the first half) is under both has converged
+    converge_trans_mm: float
     cos_normals: float  # min cosine between matched normals
-    mad_factor: float = 2.5  # robust scale = factor x 1.4826 x median |residual| (not under the floor)
+    tau: float  # score: |residual| under which a correspondence counts (MSAC band, inliers)
+    near: float  # match and score: no correspondence farther than this
+
+
+def level(*, near: float, tau: float | None = None, iterations: int = 0, dmax_start: float = math.nan,
+          dmax_end: float = math.nan, scale_floor: float = math.nan, mad_factor: float = 2.5,
+          converge_rot_rad: float = 1e-6, converge_trans_mm: float = 1e-5, normal_max_angle_deg: float = 60.0) -> Level:
+    """A `Level`, every value named. A level that only matches and scores (no `iterations`)
+    needs `near` (and `tau` to score, default `near`); an ICP level also its correspondence cuts
+    and kernel floor. Correspondences whose normals differ by more than `normal_max_angle_deg`
+    are dropped."""
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if iterations and not (dmax_start > 0 and dmax_end > 0 and scale_floor > 0):
+        raise ValueError("an ICP level needs positive dmax_start, dmax_end and scale_floor, got "
+                         f"{dmax_start}, {dmax_end}, {scale_floor}")
+    return Level(iterations, dmax_start, dmax_end, scale_floor, mad_factor, converge_rot_rad, converge_trans_mm,
+                 math.cos(math.radians(normal_max_angle_deg)), near if tau is None else tau, near)
 
 
 @dataclass
 class IcpOutcome:
-    T: torch.Tensor  # (B,4,4) float64, moving -> fixed
+    T_fixed_moving: torch.Tensor  # (B,4,4) float64: x_fixed = T_fixed_moving @ [x_moving, 1]
     iterations: torch.Tensor  # (B,) iterations until convergence (or all)
     converged: torch.Tensor  # (B,) bool
     hessian: torch.Tensor  # (B,6,6) last normal-equation matrix (centred, for degeneracy checks)
@@ -101,15 +123,16 @@ class Matches:
         return self.moved_c.transpose(1, 2)
 
 
-def match(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
-          max_dist: float, track: bool = False) -> Matches:
-    """Nearest fixed sample of every moved sample (none beyond `max_dist`) and its residuals."""
-    return _match(_Packed.of(moving, fixed), pair_of, T, matcher, cos_normals, max_dist, track)
+def match(moving: Clouds, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, level: Level,
+          track: bool = False) -> Matches:
+    """Nearest sample of the item's fixed cloud (the matcher's) for every moving sample moved
+    by its item's `T_fixed_moving` (B,4,4), none beyond `level.near`, and its residuals."""
+    return _match(_Packed.of(moving, matcher.fixed), pair_of, T_fixed_moving, matcher, level.cos_normals, level.near, track)
 
 
-def _match(pk: _Packed, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, cos_normals: float,
+def _match(pk: _Packed, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, cos_normals: float,
            max_dist: float, track: bool) -> Matches:
-    R, t = T[:, :3, :3], T[:, :3, 3]
+    R, t = T_fixed_moving[:, :3, :3], T_fixed_moving[:, :3, 3]
     moved = torch.baddbmm(t[:, :, None], R, pk.points)
     d2, idx = matcher.nearest(moved.transpose(1, 2), pk.lengths, pair_of, max_dist, track)
     b, p = idx.shape
@@ -127,13 +150,15 @@ def _match(pk: _Packed, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher
     return Matches(r, d2, compatible, moved, n, (d2 - r * r).clamp_min(0.0))
 
 
-def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tensor, matcher: Matcher, level: Level,
-           converge_rot: float = 1e-6, converge_trans: float = 1e-5) -> IcpOutcome:
-    """Run one level's iterations on every item; items stop moving once converged."""
-    pk = _Packed.of(moving, fixed)
-    T = T0.clone()
-    b = T.shape[0]
-    dev, dt = T.device, T.dtype
+def refine(moving: Clouds, pair_of: torch.Tensor, init_T_fixed_moving: torch.Tensor, matcher: Matcher,
+           level: Level) -> IcpOutcome:
+    """Run one level's iterations on every item from its `init_T_fixed_moving` (B,4,4), against
+    its pair's fixed cloud (the matcher's); items stop moving once converged. Each step is found
+    in the fixed frame and applied on the left."""
+    pk = _Packed.of(moving, matcher.fixed)
+    T_fixed_moving = init_T_fixed_moving.clone()
+    b = T_fixed_moving.shape[0]
+    dev, dt = T_fixed_moving.device, T_fixed_moving.dtype
     iterations = torch.full((b,), level.iterations, dtype=torch.int64, device=dev)
     converged = torch.zeros(b, dtype=torch.bool, device=dev)
     active = torch.ones(b, dtype=torch.bool, device=dev)
@@ -143,7 +168,7 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
     for it in range(level.iterations):
         frac = min(1.0, it / settle)
         dmax = level.dmax_start * (level.dmax_end / level.dmax_start) ** frac
-        m = _match(pk, pair_of, T, matcher, level.cos_normals, dmax, track=True)
+        m = _match(pk, pair_of, T_fixed_moving, matcher, level.cos_normals, dmax, track=True)
         valid = m.compatible & (m.dist2 < dmax * dmax)
         mad_scale = level.mad_factor * 1.4826 * _masked_median(m.residual.abs(), valid)
         scale = torch.clamp(mad_scale, min=level.scale_floor, max=dmax / 2)
@@ -161,20 +186,20 @@ def refine(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T0: torch.Tenso
         ok = (valid.sum(1) >= 6) & active & torch.isfinite(x).all(1)
         x = torch.where(ok[:, None], x, torch.zeros_like(x))
         R = _skew_exp(x[:, :3])
-        step = torch.eye(4, dtype=dt, device=dev).repeat(b, 1, 1)
+        step = torch.eye(4, dtype=dt, device=dev).repeat(b, 1, 1)  # in the fixed frame, about `centre`
         step[:, :3, :3] = R
         step[:, :3, 3] = centre - (R @ centre[..., None])[..., 0] + x[:, 3:]
-        T = step @ T
+        T_fixed_moving = step @ T_fixed_moving
         hessian = torch.where(active[:, None, None], A, hessian)
         if it >= settle:
-            small = (x[:, :3].norm(dim=1) < converge_rot) & (x[:, 3:].norm(dim=1) < converge_trans)
+            small = (x[:, :3].norm(dim=1) < level.converge_rot_rad) & (x[:, 3:].norm(dim=1) < level.converge_trans_mm)
             newly = small & active
             iterations = torch.where(newly, torch.full_like(iterations, it + 1), iterations)
             converged |= newly
             active &= ~newly
             if not bool(active.any()):
                 break
-    return IcpOutcome(T, iterations, converged, hessian)
+    return IcpOutcome(T_fixed_moving, iterations, converged, hessian)
 
 
 @dataclass
@@ -185,16 +210,18 @@ class Scores:
     matches: Matches
 
 
-def score(moving: Clouds, fixed: Clouds, pair_of: torch.Tensor, T: torch.Tensor, matcher: Matcher, tau: float,
-          cos_normals: float, near: float, track: bool = False) -> Scores:
-    """Rank poses: rewards overlap and penalises residual at once, so a mirror-like pose that
-    lies near the surface but off by a fraction of a millimetre loses to the true one.
-    `track`: the poses come from `refine` on the same batch (its search candidates are reused)."""
-    m = match(moving, fixed, pair_of, T, matcher, cos_normals, near, track)
+def score(moving: Clouds, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, level: Level,
+          track: bool = False) -> Scores:
+    """Rank poses `T_fixed_moving` (B,4,4) by `level.tau` and `level.near`: rewards overlap and
+    penalises residual at once, so a mirror-like pose that lies near the surface but off by a
+    fraction of a millimetre loses to the true one. `track`: the poses come from `refine` on the
+    same batch (its search candidates are reused)."""
+    tau, near = level.tau, level.near
+    m = match(moving, pair_of, T_fixed_moving, matcher, level, track)
     valid = m.compatible & (m.dist2 < near * near)
     r2 = m.residual**2
     inl = valid & (r2 < tau * tau)
-    n = moving.lengths.to(T.dtype)
+    n = moving.lengths.to(T_fixed_moving.dtype)
     s = (valid * (1 - r2 / (tau * tau)).clamp_min(0)).sum(1) / n
     cnt = inl.sum(1)
     rmse = torch.sqrt((r2 * inl).sum(1) / cnt.clamp_min(1))

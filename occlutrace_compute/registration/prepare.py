@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import numpy as np
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.nn.threads import thread_budget
+from occlutrace_compute.registration.levels import Cloud, Levels, subset
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.sampling import sample_surface_area, voxel_downsample
 
@@ -20,33 +22,24 @@ MIN_FACES = 50
 
 @dataclass
 class Prepared:
-    """One pair's samples at every pyramid level (numpy, in each mesh's own frame).
+    """One pair's samples at every pyramid level (numpy, in each mesh's own frame). The moving
+    side's coarse_icp and mid levels are ICP subsets; the fixed side keeps full clouds (it is only
+    searched, in a tree)."""
 
-    Levels: 0 coarse voxel cloud (features), 1 its subset for the hypothesis ICP, 2 mid voxel
-    subset, 3 fine samples. The fixed side keeps full clouds (it is only searched, in a tree).
-    """
-
-    moving: list[tuple[np.ndarray, np.ndarray]]
-    fixed: list[tuple[np.ndarray, np.ndarray]]
+    moving: Levels
+    fixed: Levels
     spacing: float  # mean distance between fine moving samples (mm)
     area_per_sample: float
 
 
-def subset(cloud: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    if cloud[0].shape[0] <= n:
-        return cloud
-    keep = np.sort(rng.choice(cloud[0].shape[0], n, replace=False))
-    return cloud[0][keep], cloud[1][keep]
-
-
-def scan_levels(mesh: Mesh, n: int, seed: int, opt: RegistrationOptions, source: str) -> tuple[list, float]:
-    """One scan's samples at every pyramid level (coarse, coarse, mid, fine) and its area."""
+def scan_levels(mesh: Mesh, n: int, seed: int, opt: RegistrationOptions, source: str) -> tuple[Levels, float]:
+    """One scan's samples at every pyramid level (coarse_icp: the whole coarse cloud) and its area."""
     p, nrm, area = sample_surface_area(mesh, n, seed=seed, source=source, min_faces=MIN_FACES)
-    coarse = voxel_downsample(p, nrm, opt.coarse_voxel)
-    if coarse[0].shape[0] < MIN_COARSE_POINTS:
-        raise InputRejected(source, f"surface too small to register: {coarse[0].shape[0]} coarse samples "
+    coarse = Cloud(*voxel_downsample(p, nrm, opt.coarse_voxel))
+    if coarse.points.shape[0] < MIN_COARSE_POINTS:
+        raise InputRejected(source, f"surface too small to register: {coarse.points.shape[0]} coarse samples "
                             f"at {opt.coarse_voxel} mm, need {MIN_COARSE_POINTS}")
-    return [coarse, coarse, voxel_downsample(p, nrm, opt.mid_voxel), (p, nrm)], area
+    return Levels(coarse, coarse, Cloud(*voxel_downsample(p, nrm, opt.mid_voxel)), Cloud(p, nrm)), area
 
 
 def prepare_all(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions) -> list[Prepared]:
@@ -70,8 +63,8 @@ def prepare_all(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions) -> lis
     prepared = []
     for (mov, area), (fix, _) in zip(scans[::2], scans[1::2]):
         rng = np.random.default_rng(opt.seed)
-        mov[1] = subset(mov[0], opt.coarse_icp_points, rng)
-        mov[2] = subset(mov[2], opt.mid_icp_points, rng)
+        coarse_icp = subset(mov.coarse, opt.coarse_icp_points, rng)  # drawn first: the same rng draws mid's
+        mov = dataclasses.replace(mov, coarse_icp=coarse_icp, mid=subset(mov.mid, opt.mid_icp_points, rng))
         per_sample = area / opt.fine_points
         prepared.append(Prepared(mov, fix, math.sqrt(per_sample), per_sample))
     return prepared
@@ -79,4 +72,4 @@ def prepare_all(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions) -> lis
 
 def scan_centres(prepared: list[Prepared]) -> np.ndarray:
     """(n_pairs, 3) centroid of each moving scan's coarse cloud, for the distinctness tests."""
-    return np.stack([p.moving[0][0].mean(0) for p in prepared])
+    return np.stack([p.moving.coarse.points.mean(0) for p in prepared])

@@ -27,9 +27,10 @@ class ChangedRegion:
 
 @dataclass
 class RegistrationResult:
-    """`matrix` maps MOVING into FIXED (x_fixed = matrix @ [x_moving, 1]), row-major 4x4."""
+    """`T_fixed_moving` maps MOVING into FIXED (x_fixed = T_fixed_moving @ [x_moving, 1]),
+    row-major 4x4; result.json calls it `matrix` (the contract's name, also kept as a property)."""
 
-    matrix: np.ndarray
+    T_fixed_moving: np.ndarray
     rmse_mm: float  # RMS point-to-plane residual over inliers at the finest level
     fitness: float  # share of moving samples with an inlier correspondence (overlap share)
     iterations: int  # ICP iterations at the finest level (until convergence)
@@ -46,9 +47,14 @@ class RegistrationResult:
     seconds: float = 0.0  # wall time per pair (a batch's time divided by its pairs)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """`T_fixed_moving` under the JSON contract's name."""
+        return self.T_fixed_moving
+
     def to_json(self) -> dict:
         return {
-            "matrix": np.asarray(self.matrix).tolist(),
+            "matrix": np.asarray(self.T_fixed_moving).tolist(),
             "metrics": {
                 "rmse_mm": self.rmse_mm,
                 "fitness": self.fitness,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from occlutrace_compute.registration import hypotheses as hyp
+from occlutrace_compute.registration.geometry import rotation_angle_deg
 
 
 def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -18,11 +17,13 @@ def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int) -> torc
     return torch.from_numpy(np.sort(np.concatenate(chosen))).to(pair_of.device)
 
 
-def top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, keep: int, centres: np.ndarray) -> torch.Tensor:
-    """Indices of the `keep` best-scoring items per pair that are distinct poses, best first."""
+def top_distinct(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, keep: int,
+                 centres: np.ndarray) -> torch.Tensor:
+    """Indices of the `keep` best-scoring items per pair that are distinct poses, best first
+    (`centres`: (n_pairs,3) moving centroids, in the moving frame)."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
-    Ts = T.cpu().numpy()
+    poses = T_fixed_moving.cpu().numpy()
     chosen: list[int] = []
     for p in np.unique(pairs):
         items = np.nonzero(pairs == p)[0]
@@ -30,19 +31,19 @@ def top_distinct(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, k
         for i in items[np.argsort(-s[items], kind="stable")]:
             if len(mine) >= keep:
                 break
-            if all(not hyp.same_pose(Ts[i], Ts[j], centres[p]) for j in mine):
+            if all(not hyp.same_pose(poses[i], poses[j], centres[p]) for j in mine):
                 mine.append(int(i))
         chosen.extend(mine)
     return torch.tensor(chosen, dtype=torch.int64, device=pair_of.device)
 
 
-def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, n_pairs: int,
-                   margin: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor,
+                   n_pairs: int, margin: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Items going to the fine level (each pair's winner, then its finalists scoring within
     `margin` of it), and per pair the runner-up's mid score ratio and rotation difference (deg)."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
-    Ts = T.cpu().numpy()
+    poses = T_fixed_moving.cpu().numpy()
     order = ranked.cpu().numpy()  # grouped by pair, best first within each pair
     ratio = np.zeros(n_pairs)
     angle = np.zeros(n_pairs)
@@ -52,34 +53,29 @@ def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T: torch.Tensor,
         winners.append(items[0])
         if len(items) > 1 and s[items[0]] > 0:
             ratio[p] = max(0.0, s[items[1]] / s[items[0]])
-            angle[p] = angle_deg(Ts[items[0]], Ts[items[1]])
+            angle[p] = rotation_angle_deg(poses[items[0]], poses[items[1]])
             others += [i for i in items[1:] if s[i] / s[items[0]] > 1 - margin]
     return torch.tensor(winners + others, dtype=torch.int64, device=pair_of.device), ratio, angle
 
 
-def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    R = a[:3, :3].T @ b[:3, :3]
-    return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
-
-
-def fine_duels(pair_of: torch.Tensor, T: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray, angle: np.ndarray,
-               centres: np.ndarray) -> np.ndarray:
+def fine_duels(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray,
+               angle: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Fine-level item chosen per pair: the best fine score among the pair's items (item p is
     pair p's mid winner). Where several items competed, their fine scores replace the runner-up
     ratio and angle (in place); one that converged onto the winner's pose is no rival."""
     n = len(centres)
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
-    Ts = T.cpu().numpy()
+    poses = T_fixed_moving.cpu().numpy()
     chosen = np.arange(n)
     for p in np.unique(pairs[n:]):
         items = np.nonzero(pairs == p)[0]
         items = items[np.argsort(-s[items], kind="stable")]
         best = chosen[p] = int(items[0])
-        rival = next((int(j) for j in items[1:] if not hyp.same_pose(Ts[best], Ts[j], centres[p])), None)
+        rival = next((int(j) for j in items[1:] if not hyp.same_pose(poses[best], poses[j], centres[p])), None)
         if rival is None:
             ratio[p], angle[p] = 0.0, 0.0
         else:
             ratio[p] = max(0.0, s[rival] / s[best]) if s[best] > 0 else 1.0
-            angle[p] = angle_deg(Ts[best], Ts[rival])
+            angle[p] = rotation_angle_deg(poses[best], poses[rival])
     return chosen

@@ -34,7 +34,7 @@ def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, 
     outliers = over & (np.abs(r) > opt.changed_mm)
     regions = changed_regions(moved, outliers, r, 3 * prep.spacing, prep.area_per_sample, opt.min_region_area_mm2)
     fitness = float(sc.fitness[i])
-    pts = prep.moving[3][0]
+    pts = prep.moving.fine.points
     radius = float(np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean()))
     degeneracy = degeneracy_ratio(out.hessian[i].cpu().numpy(), radius)
     reasons = []
@@ -52,7 +52,7 @@ def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, 
         reasons.append(f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
                        f"with a rival pose at score ratio {runner_ratio:.2f}")
     return RegistrationResult(
-        matrix=out.T[i].cpu().numpy(),
+        T_fixed_moving=out.T_fixed_moving[i].cpu().numpy(),
         rmse_mm=float(sc.trimmed_rmse[i]),
         fitness=fitness,
         iterations=int(out.iterations[i]),
@@ -63,7 +63,7 @@ def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, 
         trimmed_error_mm=float(sc.trimmed_rmse[i]),
         runner_up_score_ratio=runner_ratio,
         hypotheses=n_hyp,
-        moving_samples=prep.moving[3][0],
+        moving_samples=prep.moving.fine.points,
         outlier_mask=outliers,
         changed_regions=regions,
     )
