@@ -31,9 +31,19 @@ class JobOptions(BaseModel):
     tolerance_mm: float = Field(0.05, gt=0, le=5)
     contact_threshold_mm: float = Field(0.1, gt=0, le=5)
     settle: bool = False
+    max_distance_mm: float = Field(1.0, gt=0, le=10, description="deviation: farther surfaces are outside the overlap")
+    color_scale_mm: float = Field(0.2, gt=0, le=10, description="deviation map: colours span +/- this many mm")
+    band_mm: float = Field(0.1, ge=0, le=5, description="deviation map: a flat green band of +/- this many mm")
     landmarks: list[list[list[float]]] | None = Field(
         None, description="Optional pairs [[x,y,z] in moving, [x,y,z] in fixed], at least 3"
     )
+
+
+    @model_validator(mode="after")
+    def _scale(self) -> "JobOptions":
+        if self.band_mm >= self.color_scale_mm:
+            raise ValueError(f"band_mm ({self.band_mm}) must be smaller than color_scale_mm ({self.color_scale_mm})")
+        return self
 
 
 class JobSpec(BaseModel):

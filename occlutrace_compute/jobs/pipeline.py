@@ -91,7 +91,8 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
 
     t0 = time.perf_counter()
     aligned = moving.mesh.transformed(reg.matrix)
-    dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm)
+    dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
+                    color_scale_mm=options.color_scale_mm)
     t["deviation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
