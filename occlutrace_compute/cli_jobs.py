@@ -64,6 +64,10 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
     for flag, name, typ, help_ in ANALYSIS_OPTIONS:
         if help_.split(":")[0] in kinds:
             g.add_argument(flag, dest=name, type=typ, default=getattr(_DEFAULTS, name), metavar="MM", help=help_)
+    if "pair" in kinds:
+        g.add_argument("--arch", choices=("upper", "lower"), default=None,
+                       help="pair: which arch the scans show, so the maps name the patient's left and right "
+                       "(default: from file names such as upper_reference.stl, else not named)")
     if "bite" in kinds:
         g.add_argument("--settle", action="store_true", help="bite: remove interpenetration by a small constrained refinement")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -75,6 +79,8 @@ def options_from_args(args: argparse.Namespace) -> JobOptions:
     """JobOptions from the flags of add_analysis_options (absent flags keep their defaults)."""
     values = {name: getattr(args, name) for _, name, _, _ in ANALYSIS_OPTIONS if hasattr(args, name)}
     values["settle"] = bool(getattr(args, "settle", False))
+    if getattr(args, "arch", None):
+        values["arch"] = args.arch
     return _options(args, **values)
 
 

@@ -11,7 +11,8 @@ labs name them (case-insensitive; separators, camelCase and a prefix such as `ca
 | bite: lower arch | `lower`, `LowerJaw`, `mandible`/`mandibular` |
 | bite: bite scan (1 or 2) | `bite*`, `BuccalBite*`, `occlusion*` |
 
-Pair words win over arch words (`upper_reference` + `upper_rescan` is a pair of upper scans);
+Pair words win over arch words (`upper_reference` + `upper_rescan` is a pair of upper scans, and
+its maps name the patient's sides as for an upper arch: option `arch`);
 bite words win over arch words (`BuccalBite_upper` is a bite). An optional `case.json`
 (`CaseManifest`) names the roles and per-case options explicitly and overrides the names.
 A folder that holds meshes but forms no case is reported (`BadCase`: the reason and the
@@ -133,7 +134,10 @@ def _from_names(folder: Path, label: str, meshes: list[Path]) -> CaseFiles | Non
             if len(r) > 1:
                 raise InputRejected(label, f"{p.name} names both the reference and the rescan; rename it or add {MANIFEST_NAME}")
             by_role.setdefault(r.pop(), []).append(p)
-        return CaseFiles(label, folder, "pair", _one_each(label, by_role, ("fixed", "moving"), "pair"))
+        files = _one_each(label, by_role, ("fixed", "moving"), "pair")
+        arches = [roles[p] & {"upper", "lower"} for p in files.values()]
+        arch = arches[0] if arches[0] == arches[1] and len(arches[0]) == 1 else set()
+        return CaseFiles(label, folder, "pair", files, {"arch": arch.pop()} if arch else {})
     by_role = {}
     for p, r in roles.items():
         if "bite" in r:
@@ -185,7 +189,7 @@ def _from_manifest(folder: Path, label: str, path: Path) -> CaseFiles:
         raise InputRejected(where, f"names no files and none of the meshes is recognised; {EXPECTED_NAMES}")
     if manifest.kind and manifest.kind != case.kind:
         raise InputRejected(where, f"says kind '{manifest.kind}' but the file names make a {case.kind} case")
-    return CaseFiles(label, folder, case.kind, case.files, dict(manifest.options))
+    return CaseFiles(label, folder, case.kind, case.files, {**case.options, **manifest.options})
 
 
 def _errors(e: ValidationError) -> str:

@@ -34,6 +34,7 @@ class JobOptions(BaseModel):
     max_distance_mm: float = Field(1.0, gt=0, le=10, description="deviation: farther surfaces are outside the overlap")
     color_scale_mm: float = Field(0.2, gt=0, le=10, description="deviation map: colours span +/- this many mm")
     band_mm: float = Field(0.1, ge=0, le=5, description="deviation map: a flat green band of +/- this many mm")
+    arch: Literal["upper", "lower"] | None = Field(None, description="pair: which arch (names patient left/right on the maps)")
     landmarks: list[list[list[float]]] | None = Field(
         None, description="Optional pairs [[x,y,z] in moving, [x,y,z] in fixed], at least 3"
     )

@@ -92,13 +92,13 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     t0 = time.perf_counter()
     aligned = moving.mesh.transformed(reg.matrix)
     dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
-                    color_scale_mm=options.color_scale_mm)
+                    color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch)
     t["deviation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     files = {
         f"aligned.{moving.format}": mesh_to_bytes(aligned, moving.format, moving.encoding),
-        "deviation.ply": mesh_to_bytes(dev.colored, "ply"),
+        "deviation.ply": mesh_to_bytes(dev.colored, "ply", quality=dev.shown),
         "deviation.png": _file_bytes(dev.write_preview, ".png"),
     }
     t["export"] = time.perf_counter() - t0
@@ -144,8 +144,8 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         f"upper_occlusion.{upper.format}": mesh_to_bytes(upper_occ, upper.format, upper.encoding),
         f"lower_occlusion.{lower.format}": mesh_to_bytes(lower_occ, lower.format, lower.encoding),
         "contacts.png": _file_bytes(report.write_preview, ".png"),
-        "contacts_upper.ply": mesh_to_bytes(report.upper.colored, "ply"),
-        "contacts_lower.ply": mesh_to_bytes(report.lower.colored, "ply"),
+        "contacts_upper.ply": mesh_to_bytes(report.upper.colored, "ply", quality=report.upper.distance),
+        "contacts_lower.ply": mesh_to_bytes(report.lower.colored, "ply", quality=report.lower.distance),
     }
     t["export"] = time.perf_counter() - t0
     result = {
