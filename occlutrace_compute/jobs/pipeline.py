@@ -68,6 +68,24 @@ def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, timings
     return JobOutput(result, files)
 
 
+def _located(regions: list[dict], reference, options: JobOptions) -> list[dict]:
+    """Changed regions with their place on the arch (sector, patient side, arch) beside the centroid."""
+    from occlutrace_compute.analysis.frame import arch_frame
+    from occlutrace_compute.analysis.sectors import locate_regions
+
+    return locate_regions(regions, arch_frame(reference), options.arch) if regions else []
+
+
+def _with_report(out: JobOutput, options: JobOptions, mesh, values, ramp, frame, arch) -> JobOutput:
+    """Adds the case's inspection page (with its 3D view) and PDF to the outputs."""
+    from occlutrace_compute.analysis.report import case_report_files, viewer_payload
+
+    viewer = viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, arch)
+    shown = options.model_dump(mode="json", exclude={"landmarks", "device"})
+    out.files.update(case_report_files(out.result, out.files, viewer, shown))
+    return out
+
+
 def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "",
              allow: Sequence[str] = ()) -> JobOutput:
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan."""
@@ -108,12 +126,15 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         "inputs": {"fixed": fixed_in.name, "moving": moving_in.name},
         "matrix": reg_json["matrix"],
         "metrics": reg_json["metrics"],
-        "changed_regions": reg_json["changed_regions"],
+        "changed_regions": _located(reg_json["changed_regions"], fixed.mesh, options),
         "deviation": dev.to_dict(),
         "warnings": fixed.warnings + moving.warnings,
-        "outputs": sorted(files),
+        "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    return _finish(result, files, label, t)
+    from occlutrace_compute.analysis.frame import arch_frame
+
+    out = _finish(result, files, label, t)
+    return _with_report(out, options, dev.colored, dev.shown, dev.ramp, arch_frame(dev.colored), options.arch)
 
 
 def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
@@ -156,9 +177,15 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         "registration": bite.to_json(),
         "contacts": report.to_dict(),
         "warnings": [w for m in loaded.values() for w in m.warnings],
-        "outputs": sorted(files),
+        "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    return _finish(result, files, label, t)
+    from occlutrace_compute.meshes.model import Mesh
+
+    out = _finish(result, files, label, t)
+    both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
+    values = np.concatenate([report.upper.distance, report.lower.distance])
+    return _with_report(out, options, both, values, report.ramp, report.upper.frame, "upper")
 
 
 def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",
