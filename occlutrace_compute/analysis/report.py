@@ -298,7 +298,9 @@ def case_page(result: dict, images: list[tuple[str, bytes]], viewer: dict | None
         v = verdict(kind, None, None, result.get("registration", {}).get("doubtful"))
         metrics, kind_text = _bite_metrics(result, options.get("contact_threshold_mm")), "bite: arches placed into occlusion"
     inputs = [(f"input: {role}", name) for role, name in sorted((result.get("inputs") or {}).items())]
-    inputs += [(f"option: {k}", _fmt(val)) for k, val in sorted(options.items()) if k != "landmarks" and val is not None]
+    relevant = {"pair": ("tolerance_mm", "band_mm", "color_scale_mm", "max_distance_mm", "arch"),
+                "bite": ("contact_threshold_mm", "settle")}.get(kind, ())
+    inputs += [(f"option: {k}", _fmt(val)) for k, val in sorted(options.items()) if k in relevant and val is not None]
     return _env().get_template("case.html.j2").render(
         case=result.get("case") or "(no label)", kind_text=kind_text, stamp=_stamp(), version=__version__,
         verdict=v, metrics=metrics, regions=_regions(result), viewer=viewer, inputs=inputs,
@@ -329,8 +331,9 @@ def case_pdf(result: dict, images: list[tuple[str, bytes]], options: dict | None
     y = 0.885
     for m in metrics:
         fig.text(0.06, y, m["label"], fontsize=8.5, weight="bold")
-        fig.text(0.30, y, m["text"], fontsize=8.5, color="#a11111" if m["flag"] else "black")
-        fig.text(0.52, y, m["explain"][:80], fontsize=7, color="#555555")
+        fig.text(0.26, y, m["text"], fontsize=8.5, color="#a11111" if m["flag"] else "black")
+        explain = m["explain"] if len(m["explain"]) <= 84 else m["explain"][:83] + "\u2026"
+        fig.text(0.45, y, explain, fontsize=6.3, color="#555555")
         y -= 0.018
     for r in (_regions(result) or [])[:8]:
         fig.text(0.06, y, f"changed: {r['where']}, {r['area']} mm², mean {r['mean']} mm", fontsize=7.5)

@@ -194,7 +194,8 @@ def _connect_ray(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        # address="local": always our own Ray, never a cluster someone started with `ray start` here.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 
 
 def run_batch(
