@@ -68,6 +68,10 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
         g.add_argument("--arch", choices=("upper", "lower"), default=None,
                        help="pair: which arch the scans show, so the maps name the patient's left and right "
                        "(default: from file names such as upper_reference.stl, else not named)")
+        g.add_argument("--region-sectors", metavar="LIST", default=None,
+                       help="pair: align on these arch sectors of the fixed scan only, comma-separated, e.g. "
+                       "'left molar,right molar' (sides need --arch); the deviation still covers the whole overlap "
+                       "(default: whole arch)")
     if "bite" in kinds:
         g.add_argument("--settle", action="store_true", help="bite: remove interpenetration by a small constrained refinement")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -81,7 +85,41 @@ def options_from_args(args: argparse.Namespace) -> JobOptions:
     values["settle"] = bool(getattr(args, "settle", False))
     if getattr(args, "arch", None):
         values["arch"] = args.arch
+    region: dict = {}
+    if getattr(args, "region_sectors", None):
+        region["sectors"] = [w.strip() for w in args.region_sectors.split(",") if w.strip()]
+    if getattr(args, "region_sphere", None):
+        region["spheres"] = [_sphere(s) for s in args.region_sphere]
+    if getattr(args, "region_mask", None):
+        region["vertices"] = _mask_indices(args.region_mask)
+    if region:
+        values["reference_region"] = region
     return _options(args, **values)
+
+
+def _sphere(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise InputRejected("--region-sphere", f"expected X,Y,Z,RADIUS in mm, got '{text}'")
+    return values
+
+
+def _mask_indices(path: str) -> list[int]:
+    """Fixed-scan vertex indices from a .npy (bool mask or integer indices) or a text file of indices."""
+    import numpy as np
+
+    try:
+        if path.lower().endswith(".npy"):
+            arr = np.load(path, allow_pickle=False)
+            idx = np.flatnonzero(arr) if arr.dtype == bool else np.asarray(arr, dtype=np.int64).ravel()
+        else:
+            idx = np.asarray([int(x) for x in Path(path).read_text().replace(",", " ").split()], dtype=np.int64)
+    except (OSError, ValueError) as e:
+        raise InputRejected(path, f"cannot read the region mask (.npy bool mask or indices, or a text file of indices): {e}") from None
+    return idx.tolist()
 
 
 def finish_help(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +178,9 @@ def register_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("moving", metavar="MOVING", help="the rescan to align onto FIXED (.stl, .ply or .obj)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
     p.add_argument("--init", metavar="LANDMARKS.json", help="corresponding points [[moving xyz], [fixed xyz]], >= 3 pairs")
+    p.add_argument("--region-sphere", action="append", metavar="X,Y,Z,R",
+                   help="align on the fixed scan within R mm of (X,Y,Z) (fixed frame; repeatable; with other region options: the union)")
+    p.add_argument("--region-mask", metavar="FILE", help="align on these fixed-scan vertices: .npy bool mask or indices, or a text file of indices")
     add_analysis_options(p, ("pair",))
     p.set_defaults(handler=_align)
 
@@ -224,7 +265,8 @@ camelCase and a prefix such as case7_ are fine):
 
 An optional case.json in a case folder names roles and options explicitly:
   {"kind": "pair", "files": {"fixed": "scan_a.stl", "moving": "scan_b.stl"},
-   "options": {"tolerance_mm": 0.1, "landmarks": [[[x,y,z], [x,y,z]], ...]}}
+   "options": {"tolerance_mm": 0.1, "arch": "upper", "landmarks": [[[x,y,z], [x,y,z]], ...],
+               "reference_region": {"sectors": ["left molar"], "spheres": [[x,y,z,r]], "vertices": [...]}}}
 A folder whose meshes form no case is reported as rejected (summary.csv/json, report.html and
 here), with the reason and the names expected; it never stops the batch.
 

@@ -214,6 +214,16 @@ def _pair_metrics(result: dict) -> list[dict[str, Any]]:
          f"share farther than {_fmt(maxd, '{:g}')} mm from the reference (deep changes, violet/magenta, not in the statistics)"),
         ("changed regions", str(len(result.get("changed_regions", []))), "connected areas where the rescan differs from the reference"),
     ]
+    region = result.get("reference_region")
+    if region:
+        spec = region.get("spec", {})
+        parts = [", ".join(spec.get("sectors") or [])] if spec.get("sectors") else []
+        parts += [f"{len(spec['spheres'])} sphere(s)"] if spec.get("spheres") else []
+        parts += [f"{spec['vertices']} chosen vertices"] if spec.get("vertices") else []
+        rows.insert(0, ("aligned on", f"{'; '.join(parts)} ({_fmt(_scaled(region.get('fixed_share'), 100), '{:.0f} %')} of the reference)",
+                        f"registered on this stable region only (fit RMS {_fmt(region.get('rmse_um'), '{:.1f}')} µm; it moved the "
+                        f"rescan by up to {_fmt(region.get('change_from_whole_arch_um'), '{:.0f}')} µm from the whole-arch fit); "
+                        "deviations cover the whole overlap"))
     return [{"label": a, "text": b, "explain": c, "flag": a == "alignment doubtful" and m.get("doubtful") is True} for a, b, c in rows]
 
 

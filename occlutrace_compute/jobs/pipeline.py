@@ -105,10 +105,21 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         names = {"fixed": fixed_in.name, "moving": moving_in.name}
         role = e.source.split()[0]
         raise InputRejected(names.get(role, e.source), e.problem) from None
+    matrix, region_json = reg.matrix, None
+    if options.reference_region is not None:
+        from occlutrace_compute.registration.region import refine_on_region, region_mask
+
+        spec = options.reference_region
+        mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
+        fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
+        matrix = fit.matrix
+        region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
+                                  | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
+        region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
     t["register"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    aligned = moving.mesh.transformed(reg.matrix)
+    aligned = moving.mesh.transformed(matrix)
     dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
                     color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch)
     t["deviation"] = time.perf_counter() - t0
@@ -124,10 +135,11 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     result = {
         "kind": "pair",
         "inputs": {"fixed": fixed_in.name, "moving": moving_in.name},
-        "matrix": reg_json["matrix"],
+        "matrix": reg_json["matrix"] if region_json is None else region_json["matrix"],
         "metrics": reg_json["metrics"],
         "changed_regions": _located(reg_json["changed_regions"], fixed.mesh, options),
         "deviation": dev.to_dict(),
+        **({"reference_region": region_json} if region_json else {}),
         "warnings": fixed.warnings + moving.warnings,
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
