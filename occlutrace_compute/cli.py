@@ -125,8 +125,10 @@ def register_inspect(subparsers: argparse._SubParsersAction) -> None:
         help="describe mesh files: format, size, metadata to strip, privacy flags",
         description="Exit code 1 when any file would be rejected (unusable mesh, or a file name "
         "that looks like a patient identifier); metadata findings are listed, sanitize strips them.",
+        formatter_class=cli_jobs.HelpFormatter,
+        epilog="example:\n  occlutrace inspect samples/case-0001-pair/fixed.ply samples/case-0001-pair/moving.ply --json",
     )
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="mesh files (.stl, .ply, .obj) to describe")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
     p.add_argument(
         "--allow",
@@ -162,9 +164,11 @@ def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sanitize",
         help="write a copy of a mesh without embedded metadata (same format, same geometry)",
+        formatter_class=cli_jobs.HelpFormatter,
+        epilog="example:\n  occlutrace sanitize scan.ply -o scan.clean.ply",
     )
-    p.add_argument("input", metavar="IN")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("input", metavar="IN", help="the mesh to copy (.stl, .ply or .obj)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the clean copy (same suffix as IN)")
     _add_limit_options(p)
     p.set_defaults(handler=_sanitize)
 
@@ -190,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in COMMANDS:
         register(subparsers)
+    cli_jobs.finish_help(parser)
     return parser
 
 

@@ -41,6 +41,103 @@ def _options(args: argparse.Namespace, **extra) -> JobOptions:
         raise InputRejected("options", str(e)) from None
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the layout of descriptions and examples (tables, command lines) as written."""
+
+
+_DEFAULTS = JobOptions()
+# (flag, JobOptions field, type, help); one table so batch, submit, align and bite agree.
+ANALYSIS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
+    ("--tolerance", "tolerance_mm", float, "pair: deviation tolerance in mm; a vertex within +/- it passes (default: %(default)s)"),
+    ("--band", "band_mm", float, "pair: flat green band of the deviation map, +/- mm (default: %(default)s)"),
+    ("--color-scale", "color_scale_mm", float, "pair: the deviation colours span +/- this many mm; beyond it: "
+     "'beyond the scale' colours (default: %(default)s)"),
+    ("--max-distance", "max_distance_mm", float, "pair: surfaces farther apart than this many mm count as no "
+     "overlap (default: %(default)s)"),
+    ("--contact-threshold", "contact_threshold_mm", float, "bite: a contact is closer than this many mm (default: %(default)s)"),
+)
+
+
+def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("pair", "bite")) -> None:
+    """The analysis options of JobOptions as flags (the flags of `batch` and `submit`)."""
+    g = p.add_argument_group("analysis options (a case's case.json overrides them)")
+    for flag, name, typ, help_ in ANALYSIS_OPTIONS:
+        if help_.split(":")[0] in kinds:
+            g.add_argument(flag, dest=name, type=typ, default=getattr(_DEFAULTS, name), metavar="MM", help=help_)
+    if "pair" in kinds:
+        g.add_argument("--arch", choices=("upper", "lower"), default=None,
+                       help="pair: which arch the scans show, so the maps name the patient's left and right "
+                       "(default: from file names such as upper_reference.stl, else not named)")
+        g.add_argument("--region-sectors", metavar="LIST", default=None,
+                       help="pair: align on these arch sectors of the fixed scan only, comma-separated, e.g. "
+                       "'left molar,right molar' (sides need --arch); the deviation still covers the whole overlap "
+                       "(default: whole arch)")
+    if "bite" in kinds:
+        g.add_argument("--settle", action="store_true", help="bite: remove interpenetration by a small constrained refinement")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where registration runs; auto: a GPU when there is one (default: %(default)s)")
+    g.add_argument("--strict", action="store_true", help="exit code 3 when any alignment is doubtful (else a warning)")
+
+
+def options_from_args(args: argparse.Namespace) -> JobOptions:
+    """JobOptions from the flags of add_analysis_options (absent flags keep their defaults)."""
+    values = {name: getattr(args, name) for _, name, _, _ in ANALYSIS_OPTIONS if hasattr(args, name)}
+    values["settle"] = bool(getattr(args, "settle", False))
+    if getattr(args, "arch", None):
+        values["arch"] = args.arch
+    region: dict = {}
+    if getattr(args, "region_sectors", None):
+        region["sectors"] = [w.strip() for w in args.region_sectors.split(",") if w.strip()]
+    if getattr(args, "region_sphere", None):
+        region["spheres"] = [_sphere(s) for s in args.region_sphere]
+    if getattr(args, "region_mask", None):
+        region["vertices"] = _mask_indices(args.region_mask)
+    if region:
+        values["reference_region"] = region
+    return _options(args, **values)
+
+
+def _sphere(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise InputRejected("--region-sphere", f"expected X,Y,Z,RADIUS in mm, got '{text}'")
+    return values
+
+
+def _mask_indices(path: str) -> list[int]:
+    """Fixed-scan vertex indices from a .npy (bool mask or integer indices) or a text file of indices."""
+    import numpy as np
+
+    try:
+        if path.lower().endswith(".npy"):
+            arr = np.load(path, allow_pickle=False)
+            idx = np.flatnonzero(arr) if arr.dtype == bool else np.asarray(arr, dtype=np.int64).ravel()
+        else:
+            idx = np.asarray([int(x) for x in Path(path).read_text().replace(",", " ").split()], dtype=np.int64)
+    except (OSError, ValueError) as e:
+        raise InputRejected(path, f"cannot read the region mask (.npy bool mask or indices, or a text file of indices): {e}") from None
+    return idx.tolist()
+
+
+def finish_help(parser: argparse.ArgumentParser) -> None:
+    """Every argument of every command gets help text with its default (some come from modules
+    that do not say them); run once on the whole parser."""
+    known = {"host": "address to listen on (default: %(default)s)", "port": "TCP port (default: %(default)s)"}
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for sub in subs:
+        for p in sub.choices.values():
+            for a in p._actions:
+                if isinstance(a, argparse._HelpAction) or a.help == argparse.SUPPRESS:
+                    continue
+                if not a.help:
+                    a.help = known.get(a.dest, a.dest.replace("_", " "))
+                if "default" not in a.help and a.default not in (None, False, [], argparse.SUPPRESS) and a.option_strings:
+                    a.help += " (default: %(default)s)"
+
+
 def _write(out: str, files: dict[str, bytes]) -> None:
     from occlutrace_compute.jobs.outputs import write_case_outputs
 
@@ -59,7 +156,7 @@ def _print_pair(result: dict) -> None:
 def _align(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.pipeline import run_pair
 
-    options = _options(args, tolerance_mm=args.tolerance, landmarks=_landmarks(args.init))
+    options = options_from_args(args).model_copy(update={"landmarks": _landmarks(args.init)})
     out = run_pair(_read_input(args.fixed), _read_input(args.moving), options)
     _write(args.output, out.files)
     _print_pair(out.result)
@@ -68,14 +165,23 @@ def _align(args: argparse.Namespace) -> int:
 
 
 def register_align(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("align", help="register MOVING onto FIXED (any pose), with a deviation map")
-    p.add_argument("fixed", metavar="FIXED")
-    p.add_argument("moving", metavar="MOVING")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p = sub.add_parser(
+        "align", help="register MOVING onto FIXED (any pose), with a deviation map",
+        formatter_class=HelpFormatter,
+        description="Registers the rescan MOVING onto the reference FIXED (any pose, partial overlap) and "
+        "measures the deviation of the aligned scan. Writes OUT/result.json, OUT/aligned.<ext>, "
+        "OUT/deviation.ply (colours + signed mm as the per-vertex 'quality') and OUT/deviation.png.",
+        epilog="example:\n  occlutrace align samples/case-0002-changed/fixed.stl samples/case-0002-changed/moving.stl "
+        "-o out/case-0002 --tolerance 0.05",
+    )
+    p.add_argument("fixed", metavar="FIXED", help="the reference scan (.stl, .ply or .obj); results are in its frame")
+    p.add_argument("moving", metavar="MOVING", help="the rescan to align onto FIXED (.stl, .ply or .obj)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
     p.add_argument("--init", metavar="LANDMARKS.json", help="corresponding points [[moving xyz], [fixed xyz]], >= 3 pairs")
-    p.add_argument("--tolerance", type=float, default=0.05, help="deviation tolerance in mm (default 0.05)")
-    p.add_argument("--strict", action="store_true", help="exit 3 when the alignment is doubtful")
+    p.add_argument("--region-sphere", action="append", metavar="X,Y,Z,R",
+                   help="align on the fixed scan within R mm of (X,Y,Z) (fixed frame; repeatable; with other region options: the union)")
+    p.add_argument("--region-mask", metavar="FILE", help="align on these fixed-scan vertices: .npy bool mask or indices, or a text file of indices")
+    add_analysis_options(p, ("pair",))
     p.set_defaults(handler=_align)
 
 
@@ -86,7 +192,7 @@ def _bite(args: argparse.Namespace) -> int:
         raise InputRejected("--bite", f"at most two bite scans, got {len(args.bite)}")
     inputs = {"upper": _read_input(args.upper), "lower": _read_input(args.lower)}
     inputs.update({f"bite{i + 1}": _read_input(b) for i, b in enumerate(args.bite)})
-    options = _options(args, contact_threshold_mm=args.threshold, settle=args.settle)
+    options = options_from_args(args)
     out = run_bite(inputs, options)
     _write(args.output, out.files)
     per_side = out.result["contacts"]["per_side"]
@@ -95,44 +201,98 @@ def _bite(args: argparse.Namespace) -> int:
     if out.result["registration"].get("doubtful"):
         print(f"warning: bite registration is doubtful: {out.result['registration'].get('reason')}", file=sys.stderr)
     print(f"wrote {args.output}/: {', '.join(sorted(out.files))}")
-    return 0
+    return 3 if out.result["registration"].get("doubtful") and args.strict else 0
 
 
 def register_bite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bite", help="place upper and lower arch into occlusion through buccal bite scans")
-    p.add_argument("--upper", required=True)
-    p.add_argument("--lower", required=True)
-    p.add_argument("--bite", required=True, action="append", help="a buccal bite scan (give one or two)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threshold", type=float, default=0.1, help="contact distance threshold in mm (default 0.1)")
-    p.add_argument("--settle", action="store_true", help="remove interpenetration by a small constrained refinement")
+    p = sub.add_parser(
+        "bite", help="place upper and lower arch into occlusion through buccal bite scans",
+        formatter_class=HelpFormatter,
+        description="Places LOWER into occlusion with UPPER (UPPER's frame) through one or two buccal bite "
+        "scans and measures occlusal contacts. Writes OUT/result.json, the arches in occlusion, "
+        "OUT/contacts_upper.ply and OUT/contacts_lower.ply (colours + signed mm as 'quality') and OUT/contacts.png.",
+        epilog="example:\n  occlutrace bite --upper samples/case-0003-bite/upper.ply --lower samples/case-0003-bite/lower.ply "
+        "--bite samples/case-0003-bite/bite1.ply -o out/case-0003",
+    )
+    p.add_argument("--upper", required=True, metavar="FILE", help="upper arch scan (.stl, .ply or .obj)")
+    p.add_argument("--lower", required=True, metavar="FILE", help="lower arch scan (.stl, .ply or .obj)")
+    p.add_argument("--bite", required=True, action="append", metavar="FILE", help="a buccal bite scan (give one or two)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    p.add_argument("--threshold", dest="contact_threshold_mm", type=float, default=_DEFAULTS.contact_threshold_mm,
+                   metavar="MM", help=argparse.SUPPRESS)  # the old spelling of --contact-threshold
+    add_analysis_options(p, ("bite",))
     p.set_defaults(handler=_bite)
 
 
 def _batch(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.batch import run_batch
 
-    summary = run_batch(Path(args.cases), Path(args.output), _options(args), address=args.address,
-                        num_cpus=args.num_cpus, progress=not args.no_progress, allow=tuple(args.allow))
+    summary = run_batch(Path(args.cases), Path(args.output), options_from_args(args), address=args.address,
+                        num_cpus=args.num_cpus, progress=not args.no_progress, allow=tuple(args.allow),
+                        force=args.force)
+    return report_rows(summary, args.output, args.strict)
+
+
+def report_rows(summary, output: str | Path, strict: bool) -> int:
+    """Prints the counts, each case that did not succeed (stdout, and its reason on stderr) and
+    the exit code: 1 when a case did not succeed, else 3 when --strict and one is doubtful."""
     counts = summary.counts()
-    print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f"  -> {args.output}/summary.csv, report.html")
+    print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f"  -> {output}/summary.csv, report.html")
+    doubtful = [r for r in summary.rows if r.metrics.get("doubtful") is True]
     for r in summary.rows:
-        if r.status in ("failed", "rejected"):
+        if r.status in ("failed", "rejected", "interrupted"):
+            print(f"  {r.case}: {r.status}")
             print(f"{r.case}: {r.status}: {r.reason}", file=sys.stderr)
-    return 0 if summary.ok else 1
+    for r in doubtful:
+        print(f"warning: {r.case}: alignment is doubtful", file=sys.stderr)
+    if not summary.ok:
+        return 1
+    return 3 if strict and doubtful else 0
+
+
+BATCH_LAYOUT = """\
+Layout of DIR: one folder per case, at any depth; the case's label is its path under DIR.
+File roles come from names labs use (case-insensitive, any of .stl .ply .obj; separators,
+camelCase and a prefix such as case7_ are fine):
+
+  role                   names recognised (examples)
+  ---------------------  ---------------------------------------------------------------
+  pair: reference        fixed, reference, ref, baseline, initial, first, before
+  pair: rescan           moving, rescan, followup, follow-up, second, after
+  bite: upper arch       upper, UpperJaw, maxilla, maxillary
+  bite: lower arch       lower, LowerJaw, mandible, mandibular
+  bite: bite scan (1-2)  bite*, BuccalBite*, occlusion*
+
+An optional case.json in a case folder names roles and options explicitly:
+  {"kind": "pair", "files": {"fixed": "scan_a.stl", "moving": "scan_b.stl"},
+   "options": {"tolerance_mm": 0.1, "arch": "upper", "landmarks": [[[x,y,z], [x,y,z]], ...],
+               "reference_region": {"sectors": ["left molar"], "spheres": [[x,y,z,r]], "vertices": [...]}}}
+A folder whose meshes form no case is reported as rejected (summary.csv/json, report.html and
+here), with the reason and the names expected; it never stops the batch.
+
+Resume: a case finished in OUT with the same input files (SHA-256) and options is skipped;
+--force re-runs every case. An interrupted batch still writes its summary and report.
+Exit code: 0 all succeeded, 1 a case failed/was rejected/interrupted, 3 --strict and a doubtful one.
+
+example:
+  occlutrace batch samples -o out --tolerance 0.05 --num-cpus 2
+"""
 
 
 def register_batch(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("batch", help="run every case folder under DIR on Ray (resumable)")
-    p.add_argument("cases", metavar="DIR")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p = sub.add_parser("batch", help="run every case folder under DIR on Ray (resumable)",
+                       formatter_class=HelpFormatter, description="Runs every case folder under DIR on Ray "
+                       "and writes OUT/<case>/... (as align/bite do), OUT/summary.csv, OUT/summary.json and "
+                       "OUT/report.html.", epilog=BATCH_LAYOUT)
+    p.add_argument("cases", metavar="DIR", help="folder of case folders (see the layout below)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing; resumable)")
     p.add_argument("--address", default=os.environ.get("OCCLUTRACE_RAY_ADDRESS"), help="Ray cluster address (default: env OCCLUTRACE_RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true", help="re-run every case, even those finished in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow", action="append", default=[], metavar="REGEX",
                    help="the lab's own label scheme, exempt from identifier detection (repeatable)")
+    add_analysis_options(p)
     p.set_defaults(handler=_batch)
 
 
@@ -146,7 +306,9 @@ def _serve(args: argparse.Namespace) -> int:
 def register_serve(sub: argparse._SubParsersAction) -> None:
     from occlutrace_compute.service.server import add_serve_arguments
 
-    p = sub.add_parser("serve", help="run the HTTP controller (and the Ray dispatcher)")
+    p = sub.add_parser("serve", help="run the HTTP controller (and the Ray dispatcher)", formatter_class=HelpFormatter,
+                       epilog="example:\n  occlutrace serve --host 0.0.0.0 --port 8000 --store file:///srv/occlutrace "
+                       "--tokens-file /etc/occlutrace/tokens")
     add_serve_arguments(p)
     p.set_defaults(handler=_serve)
 
@@ -160,6 +322,11 @@ def _submit(args: argparse.Namespace) -> int:
 def register_submit(sub: argparse._SubParsersAction) -> None:
     from occlutrace_compute.service.client import add_submit_arguments
 
-    p = sub.add_parser("submit", help="send a folder of cases to a controller as one batch (resumable)")
+    p = sub.add_parser("submit", help="send a folder of cases to a controller as one batch (resumable)",
+                       formatter_class=HelpFormatter, description="Sends every case folder under DIR (the layout "
+                       "of `occlutrace batch --help`) to a controller as one batch; with --wait, results land in "
+                       "OUT/<case>/ with OUT/summary.csv, summary.json and report.html, as with batch.",
+                       epilog="example:\n  occlutrace submit samples --server https://occlutrace.example "
+                       "--token-file ~/.occlutrace-token --wait -o out --tolerance 0.05")
     add_submit_arguments(p)
     p.set_defaults(handler=_submit)

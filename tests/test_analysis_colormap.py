@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from occlutrace_compute.analysis.colormap import GREY, contact_ramp, deviation_ramp
+from occlutrace_compute.analysis.colormap import BEYOND_ABOVE, BEYOND_BELOW, GREY, contact_ramp, deviation_ramp
 
 
-def test_deviation_ramp_is_symmetric_clipped_and_grey_for_nan():
+def test_deviation_ramp_is_symmetric_with_distinct_beyond_colours_and_grey_for_nan():
     ramp = deviation_ramp(0.2)
     rgb = ramp.rgb(np.array([-0.5, -0.2, 0.0, 0.2, 0.5, np.nan]))
-    np.testing.assert_allclose(rgb[0], rgb[1])  # clipped below
-    np.testing.assert_allclose(rgb[3], rgb[4])  # clipped above
+    np.testing.assert_allclose(rgb[0], BEYOND_BELOW)  # beyond the scale: its own colour, not the end's
+    np.testing.assert_allclose(rgb[4], BEYOND_ABOVE)
+    for a, b in ((rgb[0], rgb[1]), (rgb[4], rgb[3]), (rgb[0], rgb[5]), (rgb[4], rgb[5])):
+        assert np.abs(a - b).max() > 0.2  # beyond != end of scale != no overlap
     np.testing.assert_allclose(rgb[5], GREY)
     assert rgb[2][1] > rgb[2][0] and rgb[2][1] > rgb[2][2]  # green at zero
     assert rgb[1][2] > rgb[1][0] and rgb[3][0] > rgb[3][2]  # blue below, red above
@@ -40,3 +42,15 @@ def test_invalid_scales_are_refused(bad):
         deviation_ramp(bad)
     with pytest.raises(ValueError):
         contact_ramp(threshold_mm=0.1, cutoff_mm=0.1 + bad - 0.1)
+
+
+def test_tolerance_band_is_one_flat_colour_with_hard_edges():
+    ramp = deviation_ramp(0.3, band_mm=0.1)
+    inside = ramp.rgb(np.array([-0.1, -0.05, 0.0, 0.07, 0.1 - 1e-9]))
+    assert np.ptp(inside, axis=0).max() == 0  # flat green
+    assert inside[0][1] > inside[0][0] and inside[0][1] > inside[0][2]
+    outside = ramp.rgb(np.array([-0.1 - 1e-9, 0.1 + 1e-9]))
+    assert np.abs(outside - inside[:2]).max() > 0.3  # a hard step at the band's edges
+    assert 0.0 in ramp.ticks and 0.1 in ramp.ticks and -0.1 in ramp.ticks
+    with pytest.raises(ValueError):
+        deviation_ramp(0.1, band_mm=0.1)

@@ -10,7 +10,7 @@ import trimesh
 from PIL import Image
 from test_analysis_surfaces import bumpy, height_field, offset_bumpy
 
-from occlutrace_compute.analysis.colormap import GREY
+from occlutrace_compute.analysis.colormap import BEYOND_ABOVE, BEYOND_BELOW, GREY
 from occlutrace_compute.analysis.deviation import deviation
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
@@ -67,17 +67,20 @@ def test_outputs_ply_png_and_json(reference, tmp_path):
     grey = np.round(np.array(GREY) * 255).astype(np.uint8)
     assert (colors[~rep.overlap, :3] == grey).all()
     assert not (colors[rep.overlap, :3] == grey).all(axis=1).any()
-    # Clipped, not grey, beyond the colour scale: the deepest and highest measured points are the
-    # scale's end colours.
+    # Beyond the colour scale: the beyond colours (violet below, magenta above), neither grey nor
+    # the scale's end colours.
     d = rep.distance
     lo, hi = np.nanargmin(d), np.nanargmax(d)
     assert d[lo] < -0.2 and d[hi] > 0.2
-    np.testing.assert_array_equal(colors[lo], rep.ramp.rgba8(np.array([-0.2]))[0])
-    np.testing.assert_array_equal(colors[hi], rep.ramp.rgba8(np.array([0.2]))[0])
+    np.testing.assert_array_equal(colors[lo, :3], np.round(np.array(BEYOND_BELOW) * 255))
+    np.testing.assert_array_equal(colors[hi, :3], np.round(np.array(BEYOND_ABOVE) * 255))
+    # The signed values ride along as the PLY's per-vertex `quality` (float), NaN outside overlap.
+    quality = np.asarray(back.metadata["_ply_raw"]["vertex"]["data"]["quality"], dtype=np.float64)
+    np.testing.assert_allclose(quality, rep.distance.astype(np.float32), equal_nan=True)
 
     png = rep.write_preview(tmp_path / "deviation.png")
     with Image.open(png) as im:
-        assert im.size == (800, 600)
+        assert im.size == (1400, 960)
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
     # The map's colours are in the picture (shaded): some clearly red and clearly blue pixels.
     assert ((pixels[:, 0] > 150) & (pixels[:, 2] < 80)).sum() > 500

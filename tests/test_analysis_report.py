@@ -1,4 +1,5 @@
-"""write_batch_report: a self-contained, escaped HTML report with inline thumbnails."""
+"""write_batch_report: a self-contained, escaped HTML index with inline thumbnails, sorting and
+filtering by inline script only (nothing fetched); case pages and PDFs."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path):
     parser = _Collect()
     parser.feed(doc)
     tags = [t for t, _ in parser.tags]
-    assert "script" not in tags and "link" not in tags
+    assert "link" not in tags and tags.count("script") == 1  # the inline sort/filter script
     for tag, attrs in parser.tags:
+        assert not (tag == "script" and "src" in attrs)
         for key in ("src", "href"):
             if key in attrs:
                 assert attrs[key].startswith("data:image/png;base64,"), (tag, attrs[key][:40])
@@ -73,14 +75,62 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path):
     assert "&lt;script&gt;" in doc
     for needle in ("succeeded: 2", "failed: 1", "rejected: 1", "4 cases"):
         assert needle in text
-    for needle in ("0.012 mm", "91.0%", "93.4%", "0.88", "24.7 mm\u00b2", "27.9 mm\u00b2", "0.038 mm",
+    for needle in ("12.3", "91.0", "93.4", "0.88", "24.7", "27.9", "0.038", "reg. RMSE [µm]", "dev. RMS [mm]",
+                   "contact L [mm²]", "max penetration [mm]",
                    "expected 684 bytes", "preview missing.png unavailable", "preview broken.png unavailable",
                    "no preview", "iterations", "12.3 s"):
         assert needle in text, needle
-    assert 'class="doubtful"' in doc  # case-002 flagged
+    assert 'doubtful" data-v="1"' in doc  # case-002 flagged
+    assert 'data-verdict="pass"' in doc  # case-001: 93.4 % within tolerance
 
 
 def test_empty_batch_still_writes_a_report(tmp_path):
     out = write_batch_report([], tmp_path / "report.html")
     doc = out.read_text(encoding="utf-8")
     assert "0 cases" in doc and "succeeded: 0" in doc and doc.rstrip().endswith("</html>")
+
+
+def test_csv_cells_are_short_and_spreadsheet_friendly():
+    from occlutrace_compute.jobs.batch import csv_value
+
+    assert csv_value("deviation_rms_mm", 0.123456789012345) == "0.123"
+    assert csv_value("rmse_um", 12.345678) == "12.3"
+    assert csv_value("doubtful", False) == "false" and csv_value("doubtful", True) == "true"
+    assert csv_value("fitness", 0.86712345678) == "0.8671"
+    assert csv_value("x", None) == "" and csv_value("x", float("nan")) == ""
+
+
+def test_case_page_and_pdf_explain_judge_and_locate(tmp_path):
+    from occlutrace_compute.analysis.colormap import deviation_ramp
+    from occlutrace_compute.analysis.frame import arch_frame
+    from occlutrace_compute.analysis.report import case_report_files, viewer_payload
+    from occlutrace_compute.synth.arch import make_arch
+
+    arch = make_arch("upper", 4, 0.5)
+    png = io.BytesIO()
+    Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(png, format="PNG")
+    evil = '<img src=x onerror=alert(1)>'
+    result = {"kind": "pair", "case": "lab/" + evil, "inputs": {"fixed": "a.stl", "moving": "b.stl"},
+              "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
+              "deviation": {"rms_mm": 0.178, "mean_mm": -0.037, "median_mm": 0.003, "p5_mm": -0.4, "p95_mm": 0.059,
+                            "max_abs_mm": 0.996, "within_tolerance_share": 0.795, "tolerance_mm": 0.05,
+                            "overlap_share": 0.938, "beyond_max_distance_share": 0.001, "max_distance_mm": 1.0},
+              "changed_regions": [{"centroid_mm": [1, 2, 3], "area_mm2": 152.6, "mean_deviation_mm": 0.664,
+                                   "location": {"text": "upper left anterior"}}],
+              "warnings": [evil]}
+    viewer = viewer_payload(arch.mesh.vertices, arch.mesh.faces, np.zeros(arch.mesh.n_vertices), deviation_ramp(0.2, 0.1),
+                            arch_frame(arch.mesh), "upper")
+    files = case_report_files(result, {"deviation.png": png.getvalue()}, viewer, {"tolerance_mm": 0.05})
+    doc = files["report.html"].decode()
+    parser = _Collect()
+    parser.feed(doc)
+    text = "".join(parser.text)
+    for needle in ("FAIL", "79.5 % of the measured surface lies within \u00b10.050 mm", "26.4 µm", "0.178 mm",
+                   "-0.400 \u2026 +0.059 mm", "upper left anterior", "152.6", "+0.664", "root-mean-square",
+                   "registration errors in µm, deviations in mm"):
+        assert needle in text, needle
+    assert evil in text and evil not in doc  # escaped everywhere
+    assert "http://" not in doc and "https://" not in doc
+    for tag, attrs in parser.tags:
+        assert not (tag == "script" and "src" in attrs) and tag != "link"
+    assert files["report.pdf"].startswith(b"%PDF") and len(files["report.pdf"]) > 2000

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import ray
 
-from occlutrace_compute.jobs.batch import run_batch
+from occlutrace_compute.jobs.batch import STAMP_NAME, case_stamp, run_batch, stamp_bytes
+from occlutrace_compute.jobs.cases import discover_cases
+from occlutrace_compute.jobs.models import JobOptions
 from occlutrace_compute.meshes import load_mesh
 from occlutrace_compute.synth.score import pointwise_rms_um
 
@@ -21,7 +23,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -87,6 +89,8 @@ def test_cli_exit_code_reflects_failures(tmp_path: Path) -> None:
     (root / "case-0001").mkdir(parents=True)
     for name in ("fixed.ply", "moving.ply"):
         shutil.copy(SAMPLES / "case-0001-pair" / name, root / "case-0001" / name)
+    case = discover_cases(root)[0][0]
+    (out / "case-0001" / STAMP_NAME).write_bytes(stamp_bytes(case_stamp(case, JobOptions())))
     ok = subprocess.run([sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
@@ -97,3 +101,59 @@ def test_cli_exit_code_reflects_failures(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     assert "case-0002: rejected: pair case without moving" in bad.stderr
+
+
+def test_vendor_names_options_resume_on_change_force_and_interruption(local_ray, tmp_path: Path) -> None:
+    """Vendor-named folders and an unrecognisable one all appear; per-case options are used; an
+    interrupted batch writes its summary; a changed input or option re-runs only that case."""
+    from occlutrace_compute.meshes import export_mesh
+
+    root, out = tmp_path / "cases", tmp_path / "out"
+    a, b, odd = root / "lab" / "a", root / "lab" / "b", root / "odd"
+    for folder in (a, b, odd):
+        folder.mkdir(parents=True)
+    shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", a / "Reference.ply")
+    shutil.copy(SAMPLES / "case-0001-pair" / "moving.ply", a / "FollowUp.ply")
+    shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", b / "scan_1.ply")
+    shutil.copy(SAMPLES / "case-0001-pair" / "moving.ply", b / "scan_2.ply")
+    (b / "case.json").write_text(json.dumps({"files": {"fixed": "scan_1.ply", "moving": "scan_2.ply"},
+                                             "options": {"tolerance_mm": 0.2}}))
+    shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", odd / "UnknownScan.ply")
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(root, out, progress=False, on_row=stop, num_cpus=1)
+    rows = {r["case"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert rows["odd"]["status"] == "rejected" and "UpperJaw" in rows["odd"]["reason"]
+    assert sorted(r["status"] for c, r in rows.items() if c != "odd") == ["interrupted", "succeeded"]
+    assert "odd" in (out / "report.html").read_text() and "odd,unknown,rejected" in (out / "summary.csv").read_text()
+
+    first = run_batch(root, out, progress=False)
+    st = {r.case: r.status for r in first.rows}
+    assert sorted([st["lab/a"], st["lab/b"]]) == ["skipped", "succeeded"] and st["odd"] == "rejected"
+    tol_b = json.loads((out / "lab/b/result.json").read_text())["deviation"]["tolerance_mm"]
+    assert tol_b == 0.2
+    assert json.loads((out / "lab/a/result.json").read_text())["deviation"]["tolerance_mm"] == 0.05
+
+    # Same geometry, other bytes (ASCII PLY): the input hash changed, so case a runs again.
+    export_mesh(load_mesh(a / "FollowUp.ply").mesh, a / "FollowUp.ply", "ply", encoding="ascii")
+    (b / "case.json").write_text(json.dumps({"files": {"fixed": "scan_1.ply", "moving": "scan_2.ply"}}))
+    again = run_batch(root, out, progress=False)
+    assert {r.case: r.status for r in again.rows if r.case != "odd"} == {"lab/a": "succeeded", "lab/b": "succeeded"}
+    assert json.loads((out / "lab/b/result.json").read_text())["deviation"]["tolerance_mm"] == 0.05
+    assert {r.case: r.status for r in run_batch(root, out, progress=False).rows if r.case != "odd"} == \
+        {"lab/a": "skipped", "lab/b": "skipped"}
+    forced = run_batch(root, out, progress=False, force=True)
+    assert {r.case: r.status for r in forced.rows if r.case != "odd"} == {"lab/a": "succeeded", "lab/b": "succeeded"}
+    mode = (out / "lab/a/result.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask(), oct(mode)
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0o022)
+    os.umask(m)
+    return m

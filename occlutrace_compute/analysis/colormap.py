@@ -2,8 +2,10 @@
 
 A map is a piecewise-linear ramp over fixed millimetre anchors (not data-scaled), so colours mean
 the same thing in every case. Equal adjacent anchor positions make a hard step (contact maps change
-colour exactly at 0 and at the threshold). Values beyond the ends are clipped; NaN (no
-measurement) is grey.
+colour exactly at 0 and at the threshold; the deviation map's tolerance band is one flat green).
+Values beyond the ends take the ramp's own "beyond the scale" colours where it has them (magenta
+above, violet below: a 1.5 mm preparation must not look like missing scan), else are clipped;
+NaN (no measurement, no overlap) is grey.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 from matplotlib.colors import ListedColormap, Normalize
 
 GREY = (0.72, 0.72, 0.72)
+BEYOND_ABOVE = (0.85, 0.0, 0.85)  # magenta: above the scale
+BEYOND_BELOW = (0.33, 0.0, 0.50)  # violet: below the scale
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class ColorRamp:
     colors: tuple[tuple[float, float, float], ...]
     label: str
     grey_above: bool = False  # True: values above vmax are "out of range" (grey), not clipped
+    above: tuple[float, float, float] | None = None  # colour of values above vmax (None: clipped)
+    below: tuple[float, float, float] | None = None  # colour of values below vmin (None: clipped)
+    nan_label: str = "no measurement"
 
     @property
     def vmin(self) -> float:
@@ -48,7 +55,16 @@ class ColorRamp:
         out[~finite] = GREY
         if self.grey_above:
             out[finite & (x > self.vmax)] = GREY
+        if self.above is not None:
+            out[finite & (x > self.vmax)] = self.above
+        if self.below is not None:
+            out[finite & (x < self.vmin)] = self.below
         return out
+
+    @property
+    def ticks(self) -> list[float]:
+        """The anchor positions worth a label on a colour bar (each once, 0 included)."""
+        return sorted(set(self.positions) | ({0.0} if self.vmin < 0 < self.vmax else set()))
 
     def rgba8(self, values: np.ndarray) -> np.ndarray:
         """(N, 4) uint8 RGBA for mesh vertex colours."""
@@ -61,20 +77,26 @@ class ColorRamp:
         return ListedColormap(self.rgb(grid)), Normalize(self.vmin, self.vmax)
 
 
-def deviation_ramp(scale_mm: float = 0.2) -> ColorRamp:
-    """Symmetric diverging map over +/-scale: blue (below) - cyan - green (0) - yellow - red (above).
+def deviation_ramp(scale_mm: float = 0.2, band_mm: float = 0.0) -> ColorRamp:
+    """Symmetric diverging map over +/-scale: blue (below) - cyan - green (0) - yellow - red (above),
+    with one flat green over the tolerance band +/-band_mm (0: no band), magenta above the scale
+    and violet below it.
 
     The dental-CAD convention: green means on the reference, warm means the scan lies outside it
     (material excess), cold inside (deficit).
     """
-    s = float(scale_mm)
+    s, b = float(scale_mm), float(band_mm)
     if not s > 0:
         raise ValueError(f"colour scale must be positive, got {scale_mm}")
-    return ColorRamp(
-        positions=(-s, -s / 2, 0.0, s / 2, s),
-        colors=((0.05, 0.15, 0.75), (0.0, 0.75, 0.95), (0.15, 0.78, 0.2), (0.98, 0.85, 0.05), (0.85, 0.05, 0.05)),
-        label="signed deviation [mm]",
-    )
+    if not 0 <= b < s:
+        raise ValueError(f"the tolerance band must be in [0, scale), got {band_mm} for a scale of {scale_mm}")
+    blue, cyan, green, yellow, red = (0.05, 0.15, 0.75), (0.0, 0.75, 0.95), (0.15, 0.78, 0.2), (0.98, 0.85, 0.05), (0.85, 0.05, 0.05)
+    if b > 0:
+        positions, colors = (-s, -b, -b, b, b, s), (blue, cyan, green, green, yellow, red)
+    else:
+        positions, colors = (-s, -s / 2, 0.0, s / 2, s), (blue, cyan, green, yellow, red)
+    return ColorRamp(positions=positions, colors=colors, label="signed deviation [mm]",
+                     above=BEYOND_ABOVE, below=BEYOND_BELOW, nan_label="no overlap")
 
 
 def contact_ramp(threshold_mm: float = 0.1, cutoff_mm: float = 0.5, depth_mm: float = 0.3) -> ColorRamp:
@@ -89,4 +111,5 @@ def contact_ramp(threshold_mm: float = 0.1, cutoff_mm: float = 0.5, depth_mm: fl
         colors=((0.4, 0.0, 0.0), (1.0, 0.1, 0.1), (0.1, 0.8, 0.15), (0.55, 0.9, 0.2), (0.55, 0.8, 1.0), (0.05, 0.1, 0.55)),
         label="distance to opposing arch [mm]",
         grey_above=True,
+        nan_label=f"farther than {c:g} mm",
     )

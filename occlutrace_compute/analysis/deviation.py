@@ -3,7 +3,11 @@
 Only the overlap counts: a vertex of the aligned scan is measured when its closest reference point
 is within max_distance_mm AND not on the reference's open boundary. A rescan covering a different
 part of the arch than the reference would otherwise add its whole non-overlapping part as large
-"deviations" clamped to the reference's rim.
+"deviations" clamped to the reference's rim. A vertex farther than max_distance_mm but facing the
+reference's interior (not its rim; searched up to FAR_FACTOR x max_distance_mm) is "beyond": left
+out of the statistics like the non-overlap, but its signed value is kept (`values`, the PLY's
+`quality`) and drawn in the beyond-the-scale colour, so a deep preparation does not read as
+missing scan.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import numpy as np
 from occlutrace_compute.analysis.colormap import ColorRamp, deviation_ramp
 from occlutrace_compute.analysis.distance import SurfaceIndex
 from occlutrace_compute.analysis.frame import arch_frame
-from occlutrace_compute.analysis.preview import Panel, write_preview
+from occlutrace_compute.analysis.preview import write_arch_sheet
 from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogram, summarize
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.export import export_mesh
 from occlutrace_compute.meshes.model import Mesh
 
+FAR_FACTOR = 3.0
 SIGN_CONVENTION = "positive: aligned surface lies outside the reference (along its outward normals)"
 
 
@@ -36,6 +41,21 @@ class DeviationReport:
     max_distance_mm: float
     ramp: ColorRamp
     colored: Mesh  # the aligned mesh with deviation vertex colours
+    values: np.ndarray | None = None  # (N,) mm: distance, plus the beyond-max-distance values; NaN: no overlap
+    band_mm: float = 0.0
+    arch: str | None = None  # "upper" | "lower" | None (unknown: patient sides not named)
+
+    @property
+    def shown(self) -> np.ndarray:
+        """Per-vertex values of the map and the PLY's quality (mm; NaN: no overlap)."""
+        return self.distance if self.values is None else self.values
+
+    @property
+    def beyond_share(self) -> float:
+        """Share of vertices farther than max_distance_mm from the reference's interior."""
+        if not len(self.overlap):
+            return 0.0
+        return float(np.mean(np.isfinite(self.shown) & ~self.overlap))
 
     @property
     def overlap_share(self) -> float:
@@ -46,6 +66,9 @@ class DeviationReport:
         return {
             **self.stats.to_dict(),
             "overlap_share": self.overlap_share,
+            "beyond_max_distance_share": self.beyond_share,
+            "band_mm": self.band_mm,
+            "arch": self.arch,
             "n_vertices": int(len(self.overlap)),
             "max_distance_mm": self.max_distance_mm,
             "color_scale_mm": [self.ramp.vmin, self.ramp.vmax],
@@ -55,21 +78,27 @@ class DeviationReport:
 
     def write_ply(self, path: str | Path) -> Path:
         """Coloured deviation mesh (grey outside overlap, clipped beyond the colour scale)."""
-        return export_mesh(self.colored, path, "ply")
+        return export_mesh(self.colored, path, "ply", quality=self.shown)
 
     def write_preview(self, path: str | Path) -> Path:
-        """800x600 PNG: occlusal view coloured by deviation, key statistics in the title."""
+        """1400x960 PNG: occlusal, frontal and buccal views coloured by deviation, colour bar with
+        units and tolerance band, histogram; key statistics in the title."""
         s = self.stats
         if s.count:
             title = (
                 f"deviation  RMS {s.rms_mm:.3f} mm   mean {s.mean_mm:+.3f} mm   "
-                f"within \u00b1{s.tolerance_mm:g} mm: {100 * s.within_tolerance_share:.1f} %   "
+                f"within \u00b1{s.tolerance_mm:.3f} mm: {100 * s.within_tolerance_share:.1f} %   "
                 f"overlap {100 * self.overlap_share:.0f} %"
             )
         else:
             title = "deviation: no overlap with the reference"
-        panel = Panel(self.colored, self.distance, arch_frame(self.colored), "occlusal view (grey: outside overlap)")
-        return write_preview(path, [panel], self.ramp, title)
+        subtitle = (f"aligned rescan vs reference; positive = rescan outside the reference; grey = no overlap; "
+                    f"farther than {self.max_distance_mm:g} mm: beyond-the-scale colours, not in the statistics")
+        frame = arch_frame(self.colored)
+        superior = {"upper": -frame.occlusal, "lower": frame.occlusal}.get(self.arch or "")
+        arch_name = f"{self.arch} arch" if self.arch else "arch (upper/lower not stated: sides not named)"
+        return write_arch_sheet(path, self.colored, self.shown, frame, superior, self.ramp, title, subtitle, arch_name,
+                                self.histogram.to_dict(), self.band_mm or None, s.tolerance_mm)
 
 
 def deviation(
@@ -78,17 +107,24 @@ def deviation(
     tolerance_mm: float = 0.05,
     max_distance_mm: float = 1.0,
     color_scale_mm: float = 0.2,
+    band_mm: float = 0.0,
+    arch: str | None = None,
 ) -> DeviationReport:
-    """Signed distance of each aligned vertex to the reference surface, restricted to the overlap."""
+    """Signed distance of each aligned vertex to the reference surface, restricted to the overlap.
+
+    band_mm: the flat green tolerance band of the map; arch: "upper"/"lower" names the patient's
+    sides on the views (None: not named)."""
     if aligned.n_vertices == 0:
         raise InputRejected("aligned", "has no vertices")
     if not tolerance_mm > 0 or not max_distance_mm > 0:
         raise ValueError(f"tolerance and max distance must be positive, got {tolerance_mm}, {max_distance_mm}")
-    measured = SurfaceIndex(reference, name="reference").query(aligned.vertices, max_distance=max_distance_mm)
-    overlap = np.isfinite(measured.distance) & ~measured.on_boundary
+    measured = SurfaceIndex(reference, name="reference").query(aligned.vertices, max_distance=FAR_FACTOR * max_distance_mm)
+    facing = np.isfinite(measured.distance) & ~measured.on_boundary
+    overlap = facing & (np.abs(np.nan_to_num(measured.distance, nan=np.inf)) <= max_distance_mm)
     distance = np.where(overlap, measured.distance, np.nan)
-    ramp = deviation_ramp(color_scale_mm)
-    colored = Mesh(aligned.vertices, aligned.faces, ramp.rgba8(distance))
+    values = np.where(facing, measured.distance, np.nan)
+    ramp = deviation_ramp(color_scale_mm, band_mm)
+    colored = Mesh(aligned.vertices, aligned.faces, ramp.rgba8(values))
     return DeviationReport(
         distance=distance,
         overlap=overlap,
@@ -97,4 +133,7 @@ def deviation(
         max_distance_mm=float(max_distance_mm),
         ramp=ramp,
         colored=colored,
+        values=values,
+        band_mm=float(band_mm),
+        arch=arch,
     )

@@ -1,57 +1,72 @@
-"""Self-contained batch report (report.html): one file a technician opens in any browser.
+"""Inspection reports: a page per case (report.html + report.pdf) and the batch index (report.html).
 
-Everything is inline (CSS, thumbnails as base64 PNG data URIs) so the file can be mailed or
-archived alone. All text from rows is escaped. Thumbnails are downscaled and palette-quantised
-(a few tens of kB each) so a thousand-case batch stays openable.
+Rendered with Jinja2 templates (analysis/templates/, autoescaped: every value from a row, a file
+name or a reason is text, never markup). Everything a page needs is inside it — CSS, the sheets as
+PNG data URIs, the 3D viewer (a small hand-written WebGL script, templates/viewer.js) and its
+mesh as base64 — so a page can be mailed, archived or opened offline. Units: registration errors
+in µm, deviations in mm with 3 decimals, areas in mm², stated in every header.
+
+A pair case passes when at least PASS_SHARE of the measured surface lies within ±tolerance and the
+alignment is not doubtful (then: "check"). Bite cases have no tolerance verdict.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
+import json
 import math
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 from PIL import Image
 
 THUMB_WIDTH_PX = 320
+PASS_SHARE = 0.90
+VIEWER_MAX_VERTICES = 60_000  # the embedded 3D mesh: ~1.3 MB of base64 at most
+CASE_PAGE = "report.html"
+CASE_PDF = "report.pdf"
 
-# Headline columns per kind: (label, accepted metric keys (first present wins), format).
-_HEADLINES: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
-    "pair": [
-        ("RMSE", ("rmse_mm", "metrics.rmse_mm"), "{:.3f} mm"),
-        ("fitness", ("fitness", "metrics.fitness"), "{:.1%}"),
-        ("deviation RMS", ("deviation_rms_mm", "deviation.rms_mm"), "{:.3f} mm"),
-        ("within tol.", ("within_tolerance_share", "deviation_within_tolerance_share", "deviation.within_tolerance_share"), "{:.1%}"),
-        ("confidence", ("confidence", "metrics.confidence"), "{:.2f}"),
-        ("doubtful", ("doubtful", "metrics.doubtful"), "{}"),
-    ],
-    "bite": [
-        ("contact L", ("contact_area_left_mm2", "contacts.per_side.left.contact_area_mm2"), "{:.1f} mm\u00b2"),
-        ("contact R", ("contact_area_right_mm2", "contacts.per_side.right.contact_area_mm2"), "{:.1f} mm\u00b2"),
-        ("max penetration", ("max_penetration_mm", "contacts.max_penetration_mm"), "{:.3f} mm"),
-        ("confidence", ("confidence", "metrics.confidence"), "{:.2f}"),
-        ("doubtful", ("doubtful", "metrics.doubtful"), "{}"),
-    ],
-}
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
-h1{font-size:20px;margin:0 0 4px}.meta{color:#666;font-size:13px;margin-bottom:12px}
-.counts span{display:inline-block;margin:0 8px 8px 0;padding:4px 10px;border-radius:12px;font-size:13px}
-table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:left;font-size:13px}
-th{background:#f4f4f4;position:sticky;top:0}
-.st{font-weight:600;border-radius:4px;padding:2px 6px;white-space:nowrap}
-.succeeded,.skipped{background:#e3f4e1;color:#1d6b1a}.failed{background:#fbe3e3;color:#a11}
-.rejected{background:#fff0d6;color:#8a5300}.other{background:#eee;color:#444}
-.doubtful{color:#a11;font-weight:600}.reason{color:#a11;max-width:420px;word-break:break-word}
-dl{margin:0;display:grid;grid-template-columns:auto auto;gap:2px 10px}dt{color:#666}dd{margin:0}
-img{max-width:320px;border:1px solid #ccc;display:block;margin-bottom:4px}
-.missing{color:#999;font-style:italic}details{font-size:12px;margin-top:6px}
-"""
+@lru_cache(maxsize=1)
+def _env():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+                      autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+                      undefined=StrictUndefined, trim_blocks=False)
+    env.filters["status_class"] = lambda s: s if s in ("succeeded", "skipped", "failed", "rejected") else "other"
+    env.filters["verdict_class"] = lambda v: {"pass": "pass", "fail": "fail", "check": "check"}.get(str(v), "na")
+    return env
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _fmt(value: Any, pattern: str = "{}") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "\u2013"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    try:
+        return pattern.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _scaled(value: Any, k: float) -> float | None:
+    x = _num(value)
+    return None if x is None else x * k
 
 
 def _flatten(metrics: Any, prefix: str = "") -> dict[str, Any]:
@@ -67,20 +82,45 @@ def _flatten(metrics: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _fmt(value: Any, pattern: str = "{}") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "\u2013"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    try:
-        return pattern.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+# --- verdict -----------------------------------------------------------------------------------
 
 
-def _thumbnail(path: Any) -> str:
-    """An <img> with the PNG inlined, or a note saying why there is none."""
-    name = html.escape(Path(str(path)).name)
+def verdict(kind: str, within_share: Any, tolerance_mm: Any, doubtful: Any) -> dict[str, str]:
+    """{"key": pass|fail|check|n/a, "title", "text"} of a case against its tolerance."""
+    if doubtful is True:
+        return {"key": "check", "title": "CHECK: alignment doubtful",
+                "text": "The registration is not clearly right; look at the views before trusting any figure."}
+    share, tol = _num(within_share), _num(tolerance_mm)
+    if kind != "pair" or share is None:
+        text = "Bite cases have no tolerance verdict; contacts and penetration are listed below." if kind == "bite" \
+            else "Nothing was measured against a tolerance."
+        return {"key": "n/a", "title": "no verdict", "text": text}
+    within = f"{100 * share:.1f} % of the measured surface lies within \u00b1{_fmt(tol, '{:.3f}')} mm"
+    if share >= PASS_SHARE:
+        return {"key": "pass", "title": "PASS", "text": f"{within} (pass: at least {100 * PASS_SHARE:.0f} %)."}
+    return {"key": "fail", "title": "FAIL", "text": f"{within}; a pass needs at least {100 * PASS_SHARE:.0f} %."}
+
+
+# --- the batch index ---------------------------------------------------------------------------
+
+# (label, accepted metric keys (first present wins), scale, format, explanation)
+_COLUMNS: list[tuple[str, tuple[str, ...], float, str, str]] = [
+    ("reg. RMSE [µm]", ("rmse_mm", "metrics.rmse_mm"), 1000.0, "{:.1f}", "registration error on the unchanged surface"),
+    ("fitness [%]", ("fitness", "metrics.fitness"), 100.0, "{:.1f}", "share of the rescan matched to the reference"),
+    ("dev. RMS [mm]", ("deviation_rms_mm", "deviation.rms_mm"), 1.0, "{:.3f}", "RMS deviation over the overlap"),
+    ("within tol. [%]", ("within_tolerance_share", "deviation_within_tolerance_share", "deviation.within_tolerance_share"),
+     100.0, "{:.1f}", "share of the measured surface within the tolerance"),
+    ("confidence", ("confidence", "metrics.confidence", "registration.confidence"), 1.0, "{:.2f}", "0-1, how clearly the alignment wins"),
+    ("contact L [mm²]", ("contact_area_left_mm2", "contacts.per_side.left.contact_area_mm2"), 1.0, "{:.1f}", "contact area, patient left"),
+    ("contact R [mm²]", ("contact_area_right_mm2", "contacts.per_side.right.contact_area_mm2"), 1.0, "{:.1f}", "contact area, patient right"),
+    ("max penetration [mm]", ("max_penetration_mm", "contacts.max_penetration_mm"), 1.0, "{:.3f}", "deepest interpenetration"),
+    ("doubtful", ("doubtful", "metrics.doubtful", "registration.doubtful"), 1.0, "{}", "the alignment needs a look"),
+]
+
+
+def _thumbnail(path: Any) -> dict[str, str]:
+    """{"src": data URI, "name"} of a downscaled PNG, or {"note"} saying why there is none."""
+    name = Path(str(path)).name
     try:
         with Image.open(str(path)) as im:
             im = im.convert("RGB")
@@ -89,84 +129,242 @@ def _thumbnail(path: Any) -> str:
             buf = io.BytesIO()
             im.quantize(colors=256).save(buf, format="PNG", optimize=True)
     except (OSError, ValueError) as e:
-        return f'<div class="missing">preview {name} unavailable ({html.escape(type(e).__name__)})</div>'
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{name}" title="{name}" src="data:image/png;base64,{data}">'
+        return {"note": f"preview {name} unavailable ({type(e).__name__})", "name": name}
+    return {"src": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), "name": name}
 
 
-def _seconds(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        return ""
-    return f'<div class="meta">{value:.1f} s</div>'
-
-
-def _status_class(status: str) -> str:
-    return status if status in ("succeeded", "skipped", "failed", "rejected") else "other"
-
-
-def _row_html(row: dict) -> str:
-    status = str(row.get("status", ""))
-    kind = str(row.get("kind", ""))
+def _index_row(row: dict, base: Path | None) -> dict[str, Any]:
+    kind, status = str(row.get("kind", "")), str(row.get("status", ""))
     flat = _flatten(row.get("metrics") or {})
-    headline, used = [], set()
-    for label, keys, pattern in _HEADLINES.get(kind, []):
+    cells, used = [], set()
+    for label, keys, scale, pattern, _ in _COLUMNS:
         key = next((k for k in keys if k in flat), None)
-        if key is None:
-            continue
+        value = flat.get(key) if key else None
         used.add(key)
-        css = ' class="doubtful"' if label == "doubtful" and flat[key] is True else ""
-        headline.append(f"<dt>{html.escape(label)}</dt><dd{css}>{html.escape(_fmt(flat[key], pattern))}</dd>")
-    rest = [f"<dt>{html.escape(k)}</dt><dd>{html.escape(_fmt(v))}</dd>" for k, v in sorted(flat.items()) if k not in used]
-    metrics_html = f"<dl>{''.join(headline)}</dl>" if headline else ""
-    if rest:
-        metrics_html += f"<details><summary>all metrics ({len(rest)})</summary><dl>{''.join(rest)}</dl></details>"
-    reason = row.get("reason") or ""
-    previews = row.get("previews") or []
-    thumbs = "".join(_thumbnail(p) for p in previews) or '<div class="missing">no preview</div>'
-    return (
-        "<tr>"
-        f"<td>{html.escape(str(row.get('case', '')))}</td>"
-        f"<td>{html.escape(kind)}</td>"
-        f'<td><span class="st {_status_class(status)}">{html.escape(status)}</span>{_seconds(row.get("seconds"))}</td>'
-        f"<td>{metrics_html}</td>"
-        f'<td class="reason">{html.escape(str(reason))}</td>'
-        f"<td>{thumbs}</td>"
-        "</tr>"
-    )
+        num = _num(value)
+        shown = (num * scale if num is not None else value)
+        cells.append({"text": _fmt(shown, pattern) if value is not None else "",
+                      "sort": "" if value is None else (f"{num * scale:.9g}" if num is not None else ("1" if value is True else "0")),
+                      "flag": label == "doubtful" and value is True})
+    rest = [(k, _fmt(v)) for k, v in sorted(flat.items()) if k not in used]
+    seconds = _num(row.get("seconds"))
+    case = str(row.get("case", ""))
+    page = None
+    if base is not None and status in ("succeeded", "skipped") and (base / case / CASE_PAGE).is_file():
+        page = f"{case}/{CASE_PAGE}"
+    tol = next((flat[k] for k in ("tolerance_mm", "deviation.tolerance_mm") if k in flat), None)
+    within = next((flat[k] for k in _COLUMNS[3][1] if k in flat), None)
+    doubtful = next((flat[k] for k in _COLUMNS[-1][1] if k in flat), None)
+    v = verdict(kind, within, tol, doubtful)["key"] if status in ("succeeded", "skipped") else "n/a"
+    return {"case": case, "kind": kind, "status": status, "reason": str(row.get("reason") or ""),
+            "seconds": f"{seconds:.1f} s" if seconds and seconds > 0 else "", "cells": cells, "rest": rest,
+            "thumbs": [_thumbnail(p) for p in (row.get("previews") or [])], "page": page, "verdict": v}
 
 
-def _counts(rows: Iterable[dict]) -> dict[str, int]:
+def _counts(rows: Iterable[dict]) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for row in rows:
         status = str(row.get("status", ""))
         counts[status] = counts.get(status, 0) + 1
-    return counts
+    order = ["succeeded", "skipped", "failed", "rejected", "interrupted"]
+    labels = [s for s in order if s in counts or s in ("succeeded", "failed", "rejected")]
+    return [(s, counts.get(s, 0)) for s in labels + sorted(k for k in counts if k not in order)]
 
 
 def write_batch_report(rows: list[dict], out_path: str | Path, title: str = "OccluTrace batch report") -> Path:
-    """Write report.html for a batch: summary counts, then one row per case.
-
-    Each row: case, kind, status, reason, metrics (dict, may be nested), previews (PNG paths;
-    missing or unreadable files are noted, not fatal), optionally seconds (run time).
-    """
-    counts = _counts(rows)
-    order = ["succeeded", "skipped", "failed", "rejected"]
-    labels = order + sorted(k for k in counts if k not in order)
-    badges = "".join(
-        f'<span class="st {_status_class(s)}">{html.escape(s)}: {counts.get(s, 0)}</span>' for s in labels if s in counts or s in ("succeeded", "failed", "rejected")
-    )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = "".join(_row_html(r) for r in rows)
-    doc = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
-        f'<div class="meta">{len(rows)} cases \u00b7 generated {stamp}</div>'
-        f'<div class="counts">{badges}</div>'
-        "<table><thead><tr><th>case</th><th>kind</th><th>status</th><th>key numbers</th>"
-        "<th>reason</th><th>previews</th></tr></thead>"
-        f"<tbody>{body}</tbody></table></body></html>\n"
-    )
+    """Write the batch index: counts, a filterable and sortable table with one row per case (its
+    verdict, key figures, reason, preview thumbnail, link to its page when OUT/<case>/report.html
+    exists). Rows: case, kind, status, reason, metrics (dict, may be nested), previews (PNG paths;
+    missing or unreadable files are noted, not fatal), optionally seconds."""
     out = Path(out_path)
+    doc = _env().get_template("batch.html.j2").render(
+        title=title, stamp=_stamp(), rows=[_index_row(r, out.parent) for r in rows], counts=_counts(rows),
+        columns=[{"label": c[0], "explain": c[4]} for c in _COLUMNS])
     out.write_text(doc, encoding="utf-8")
     return out
+
+
+# --- a case's page and PDF ---------------------------------------------------------------------
+
+
+def _pair_metrics(result: dict) -> list[dict[str, Any]]:
+    m, d = result.get("metrics", {}), result.get("deviation", {})
+    tol, maxd = d.get("tolerance_mm"), d.get("max_distance_mm")
+    p5, p95 = _num(d.get("p5_mm")), _num(d.get("p95_mm"))
+    rows = [
+        ("registration RMSE", _fmt(_scaled(m.get("rmse_mm"), 1000), "{:.1f} µm"),
+         "root-mean-square distance between the scans over the unchanged surface the alignment used"),
+        ("fitness", _fmt(_scaled(m.get("fitness"), 100), "{:.1f} %"),
+         "share of the rescan's sampled surface matched to the reference by the alignment"),
+        ("confidence", _fmt(m.get("confidence"), "{:.2f}"),
+         "0-1: how clearly the chosen alignment beats the alternatives tried; below 0.5, check by eye"),
+        ("alignment doubtful", _fmt(m.get("doubtful")) + (f" ({m['reason']})" if m.get("doubtful") and m.get("reason") else ""),
+         "yes: the registration may be wrong, so every deviation below may be too"),
+        ("deviation RMS", _fmt(d.get("rms_mm"), "{:.3f} mm"), "root-mean-square signed distance of the aligned rescan from the reference, over the overlap"),
+        ("mean deviation", _fmt(d.get("mean_mm"), "{:+.3f} mm"), "average signed distance: positive = rescan outside the reference (more material)"),
+        ("median deviation", _fmt(d.get("median_mm"), "{:+.3f} mm"), "half the measured surface lies above, half below"),
+        ("5th \u2013 95th percentile", "\u2013" if p5 is None or p95 is None else f"{p5:+.3f} \u2026 {p95:+.3f} mm",
+         "90 % of the measured surface lies between these two values"),
+        ("largest |deviation|", _fmt(d.get("max_abs_mm"), "{:.3f} mm"), "the largest distance measured within the overlap"),
+        ("within tolerance", _fmt(_scaled(d.get("within_tolerance_share"), 100), "{:.1f} %")
+         + f" within \u00b1{_fmt(tol, '{:.3f}')} mm", "share of the measured surface inside the tolerance"),
+        ("overlap", _fmt(_scaled(d.get("overlap_share"), 100), "{:.1f} %"),
+         "share of the rescan lying over the reference; elsewhere: grey, not measured"),
+        ("beyond max distance", _fmt(_scaled(d.get("beyond_max_distance_share"), 100), "{:.1f} %"),
+         f"share farther than {_fmt(maxd, '{:g}')} mm from the reference (deep changes, violet/magenta, not in the statistics)"),
+        ("changed regions", str(len(result.get("changed_regions", []))), "connected areas where the rescan differs from the reference"),
+    ]
+    region = result.get("reference_region")
+    if region:
+        spec = region.get("spec", {})
+        parts = [", ".join(spec.get("sectors") or [])] if spec.get("sectors") else []
+        parts += [f"{len(spec['spheres'])} sphere(s)"] if spec.get("spheres") else []
+        parts += [f"{spec['vertices']} chosen vertices"] if spec.get("vertices") else []
+        rows.insert(0, ("aligned on", f"{'; '.join(parts)} ({_fmt(_scaled(region.get('fixed_share'), 100), '{:.0f} %')} of the reference)",
+                        f"registered on this stable region only (fit RMS {_fmt(region.get('rmse_um'), '{:.1f}')} µm; it moved the "
+                        f"rescan by up to {_fmt(region.get('change_from_whole_arch_um'), '{:.0f}')} µm from the whole-arch fit); "
+                        "deviations cover the whole overlap"))
+    return [{"label": a, "text": b, "explain": c, "flag": a == "alignment doubtful" and m.get("doubtful") is True} for a, b, c in rows]
+
+
+def _bite_metrics(result: dict, threshold: Any) -> list[dict[str, Any]]:
+    c, reg = result.get("contacts", {}), result.get("registration", {})
+    per = c.get("per_side", {})
+    rows = []
+    for side in ("left", "right"):
+        s = per.get(side, {})
+        rows.append((f"contact area, patient {side}", _fmt(s.get("contact_area_mm2"), "{:.2f} mm²"),
+                     f"arch surface closer than {_fmt(threshold, '{:g}')} mm to the opposing arch on the patient's {side}"))
+    rows += [
+        ("max penetration", _fmt(c.get("max_penetration_mm"), "{:.3f} mm"),
+         "deepest interpenetration of the arches in occlusion; scan noise alone gives a few hundredths"),
+        ("registration confidence", _fmt(reg.get("confidence"), "{:.2f}"), "0-1: how clearly the bite placement wins"),
+        ("bite doubtful", _fmt(reg.get("doubtful")) + (f" ({reg['reason']})" if reg.get("doubtful") and reg.get("reason") else ""),
+         "yes: the occlusion may be wrong, so may the contacts"),
+    ]
+    return [{"label": a, "text": b, "explain": e, "flag": a == "bite doubtful" and reg.get("doubtful") is True} for a, b, e in rows]
+
+
+def viewer_payload(vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, ramp, frame, arch: str | None) -> dict[str, Any]:
+    """The 3D view's data: the mesh (merged to at most ~VIEWER_MAX_VERTICES) in the arch's own
+    frame (x, anterior, occlusal), colours from `ramp`, base64; camera presets for the arch."""
+    from occlutrace_compute.analysis.preview import cluster
+
+    v, f, vals = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), np.asarray(values, dtype=np.float64)
+    cell = math.sqrt(_area(vertices, faces) / VIEWER_MAX_VERTICES)  # about one vertex per cell
+    for _ in range(8):  # bounded: each try merges 1.5x coarser
+        if len(v) <= VIEWER_MAX_VERTICES:
+            break
+        v, f, vals = cluster(vertices, faces, values, cell)
+        cell *= 1.5
+    local = frame.local(v).astype("<f4")
+    rgb = np.ascontiguousarray(ramp.rgba8(vals)[:, :3])
+    head = local.tobytes() + rgb.tobytes()
+    head += b"\0" * ((4 - len(head) % 4) % 4)
+    data = base64.b64encode(head + f.astype("<u4").tobytes()).decode("ascii")
+    # yaw/pitch of each preset camera (see viewer.js): pitch +90 puts the frame's -occlusal up.
+    upper = arch == "upper"
+    pitch = 90 if upper else -90
+    right = (-1.0, 0.0) if upper else (1.0, 0.0)  # the patient's right in (x, anterior)
+
+    def yaw(tx: float, ty: float) -> float:
+        return math.degrees(math.atan2(tx, ty) if upper else math.atan2(-tx, -ty))
+
+    presets = {"occlusal": [0, 0], "front": [yaw(0.0, 1.0), pitch], "right": [yaw(*right), pitch],
+               "left": [yaw(-right[0], -right[1]), pitch]}
+    note = "" if arch else "Arch (upper/lower) not stated: the side buttons may show the other side."
+    return {"n_vertices": len(local), "n_faces": len(f), "data": data, "presets": json.dumps(presets), "note": note}
+
+
+def _area(vertices: np.ndarray, faces: np.ndarray) -> float:
+    v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+    return float(0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1).sum()) or 1.0
+
+
+def _regions(result: dict) -> list[dict[str, str]] | None:
+    if result.get("kind") != "pair":
+        return None
+    out = []
+    for r in sorted(result.get("changed_regions", []), key=lambda r: -float(r.get("area_mm2", 0))):
+        loc = r.get("location") or {}
+        out.append({"where": loc.get("text", "\u2013"), "area": _fmt(r.get("area_mm2"), "{:.1f}"),
+                    "mean": _fmt(r.get("mean_deviation_mm"), "{:+.3f}"),
+                    "centroid": ", ".join(f"{c:.1f}" for c in r.get("centroid_mm", []))})
+    return out
+
+
+def case_page(result: dict, images: list[tuple[str, bytes]], viewer: dict | None = None,
+              options: dict | None = None, batch_link: str | None = None) -> str:
+    """The case's inspection page (HTML text). images: (title, PNG bytes) shown full size."""
+    from occlutrace_compute import __version__
+
+    kind = result.get("kind", "")
+    options = options or {}
+    if kind == "pair":
+        d = result.get("deviation", {})
+        v = verdict(kind, d.get("within_tolerance_share"), d.get("tolerance_mm"), result.get("metrics", {}).get("doubtful"))
+        metrics, kind_text = _pair_metrics(result), "pair: rescan aligned onto the reference"
+    else:
+        v = verdict(kind, None, None, result.get("registration", {}).get("doubtful"))
+        metrics, kind_text = _bite_metrics(result, options.get("contact_threshold_mm")), "bite: arches placed into occlusion"
+    inputs = [(f"input: {role}", name) for role, name in sorted((result.get("inputs") or {}).items())]
+    relevant = {"pair": ("tolerance_mm", "band_mm", "color_scale_mm", "max_distance_mm", "arch"),
+                "bite": ("contact_threshold_mm", "settle")}.get(kind, ())
+    inputs += [(f"option: {k}", _fmt(val)) for k, val in sorted(options.items()) if k in relevant and val is not None]
+    return _env().get_template("case.html.j2").render(
+        case=result.get("case") or "(no label)", kind_text=kind_text, stamp=_stamp(), version=__version__,
+        verdict=v, metrics=metrics, regions=_regions(result), viewer=viewer, inputs=inputs,
+        warnings=result.get("warnings") or [], batch_link=batch_link,
+        images=[{"title": t, "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")} for t, png in images])
+
+
+def case_pdf(result: dict, images: list[tuple[str, bytes]], options: dict | None = None) -> bytes:
+    """One A4 page per case (matplotlib's PDF backend): verdict, key figures, the first sheet."""
+    from matplotlib.backends.backend_pdf import FigureCanvasPdf
+    from matplotlib.figure import Figure
+
+    kind = result.get("kind", "")
+    options = options or {}
+    if kind == "pair":
+        d = result.get("deviation", {})
+        v = verdict(kind, d.get("within_tolerance_share"), d.get("tolerance_mm"), result.get("metrics", {}).get("doubtful"))
+        metrics = _pair_metrics(result)
+    else:
+        v = verdict(kind, None, None, result.get("registration", {}).get("doubtful"))
+        metrics = _bite_metrics(result, options.get("contact_threshold_mm"))
+    fig = Figure(figsize=(8.27, 11.69))
+    FigureCanvasPdf(fig)
+    fig.text(0.06, 0.965, f"Inspection report: {result.get('case') or '(no label)'}", fontsize=15, weight="bold")
+    colour = {"pass": "#1d6b1a", "fail": "#a11111", "check": "#8a5300"}.get(v["key"], "#444444")
+    fig.text(0.06, 0.935, v["title"], fontsize=13, weight="bold", color=colour)
+    fig.text(0.06, 0.915, v["text"], fontsize=8.5, wrap=True)
+    y = 0.885
+    for m in metrics:
+        fig.text(0.06, y, m["label"], fontsize=8.5, weight="bold")
+        fig.text(0.26, y, m["text"], fontsize=8.5, color="#a11111" if m["flag"] else "black")
+        explain = m["explain"] if len(m["explain"]) <= 84 else m["explain"][:83] + "\u2026"
+        fig.text(0.45, y, explain, fontsize=6.3, color="#555555")
+        y -= 0.018
+    for r in (_regions(result) or [])[:8]:
+        fig.text(0.06, y, f"changed: {r['where']}, {r['area']} mm², mean {r['mean']} mm", fontsize=7.5)
+        y -= 0.015
+    if images:
+        with Image.open(io.BytesIO(images[0][1])) as im:
+            arr = np.asarray(im.convert("RGB"))
+        h = min(y - 0.03, 0.62 * arr.shape[0] / arr.shape[1] * 8.27 / 11.69 * 1.45)
+        ax = fig.add_axes((0.04, 0.03, 0.92, max(0.1, h)))
+        ax.imshow(arr, interpolation="antialiased")
+        ax.set_axis_off()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="pdf")
+    return buf.getvalue()
+
+
+def case_report_files(result: dict, files: dict[str, bytes], viewer: dict | None = None,
+                      options: dict | None = None) -> dict[str, bytes]:
+    """report.html and report.pdf of a finished case, from its result and output files."""
+    titles = {"deviation.png": "Deviation map: occlusal, frontal and buccal views, colour scale and histogram",
+              "contacts.png": "Occlusal contacts: both arches, colour scale"}
+    images = [(titles.get(n, n), data) for n, data in sorted(files.items()) if n.endswith(".png")]
+    return {CASE_PAGE: case_page(result, images, viewer, options, batch_link=None).encode("utf-8"),
+            CASE_PDF: case_pdf(result, images, options)}

@@ -2,14 +2,19 @@
 
 The driver reads input bytes and writes outputs; Ray tasks only compute. That keeps the
 same code right on a remote cluster (`--address`), where workers share no disk with us.
-A case counts as finished once `OUT/<case>/result.json` says so: it is written last and
-atomically, so a crash mid-batch loses at most the cases in flight.
+A case counts as finished once `OUT/<case>/result.json` says so AND `OUT/<case>/run.json` (the
+SHA-256 of each input and the options it ran with) matches the case as it is now: a changed
+input or option re-runs it, `force` re-runs every case. result.json is written last and
+atomically, so a crash mid-batch loses at most the cases in flight; an interrupted batch
+(Ctrl-C, an exception) still writes summary.csv/json and report.html of what finished.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from occlutrace_compute.jobs.outputs import RESULT_NAME, write_case_outputs
 from occlutrace_compute.jobs.pipeline import InputFile, run_case, summary_fields
 
 ERROR_NAME = "error.json"
+STAMP_NAME = "run.json"
 
 
 @dataclass
@@ -31,7 +37,7 @@ class CaseRow:
 
     case: str
     kind: str
-    status: str  # succeeded | failed | rejected | skipped (finished in an earlier run)
+    status: str  # succeeded | failed | rejected | skipped (finished in an earlier run) | interrupted
     reason: str = ""
     seconds: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +61,37 @@ def _read_inputs(case: CaseFiles) -> dict[str, InputFile]:
     return {role: InputFile(path.name, path.read_bytes()) for role, path in case.files.items()}
 
 
-def finished_row(case: CaseFiles, out_dir: Path) -> CaseRow | None:
+def case_options(case: CaseFiles, options: JobOptions) -> JobOptions:
+    """The batch options with the case's own (case.json) on top; InputRejected when they are invalid."""
+    if not case.options:
+        return options
+    try:
+        return JobOptions.model_validate({**options.model_dump(), **case.options})
+    except ValueError as e:
+        raise InputRejected(f"{case.label}/case.json", f"invalid options: {e}") from None
+
+
+def case_stamp(case: CaseFiles, options: JobOptions) -> dict[str, Any]:
+    """What a finished case ran on: each input's name and SHA-256, and the options (run.json).
+
+    Reads every input once, streaming (O(1) memory); cheap beside the case itself."""
+    inputs = {}
+    for role, path in sorted(case.files.items()):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        inputs[role] = {"file": path.name, "sha256": h.hexdigest()}
+    return {"inputs": inputs, "options": options.model_dump(mode="json")}
+
+
+def stamp_bytes(stamp: dict[str, Any]) -> bytes:
+    return json.dumps(stamp, indent=2, sort_keys=True).encode()
+
+
+def finished_row(case: CaseFiles, out_dir: Path, stamp: dict[str, Any] | None = None) -> CaseRow | None:
+    """The row of a case already finished in OUT with the same inputs and options, else None
+    (`stamp` None: any finished result counts)."""
     path = out_dir / case.label / RESULT_NAME
     try:
         result = json.loads(path.read_text())
@@ -63,6 +99,12 @@ def finished_row(case: CaseFiles, out_dir: Path) -> CaseRow | None:
         return None
     if result.get("status") != "succeeded":
         return None
+    if stamp is not None:
+        try:
+            if json.loads((out_dir / case.label / STAMP_NAME).read_text()) != json.loads(stamp_bytes(stamp)):
+                return None
+        except (OSError, ValueError):
+            return None
     return CaseRow(case.label, case.kind, "skipped", "finished in an earlier run",
                    metrics=summary_fields(result), previews=_previews(out_dir / case.label))
 
@@ -71,10 +113,13 @@ def _previews(case_dir: Path) -> list[str]:
     return [str(p) for p in sorted(case_dir.glob("*.png"))]
 
 
-def _store_outcome(case: CaseFiles, outcome: dict[str, Any], out_dir: Path) -> CaseRow:
+def _store_outcome(case: CaseFiles, outcome: dict[str, Any], out_dir: Path, stamp: dict[str, Any] | None = None) -> CaseRow:
     case_dir = out_dir / case.label
     if outcome["status"] == "succeeded":
-        write_case_outputs(case_dir, outcome["files"])
+        files = dict(outcome["files"])
+        if stamp is not None:
+            files[STAMP_NAME] = stamp_bytes(stamp)
+        write_case_outputs(case_dir, files)
         (case_dir / ERROR_NAME).unlink(missing_ok=True)  # an earlier run's failure is history
         return CaseRow(case.label, case.kind, "succeeded", seconds=outcome["seconds"],
                        metrics=summary_fields(outcome["result"]), previews=_previews(case_dir))
@@ -98,16 +143,43 @@ class BatchSummary:
         return c
 
 
+def csv_value(key: str, value: Any) -> str:
+    """A summary.csv cell: booleans true/false, millimetres to 3 decimals (micrometres to 1),
+    shares to 4, other floats to 6 significant digits, missing values empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        if key.endswith("_um"):
+            return f"{value:.1f}"
+        if key.endswith(("_mm", "_mm2")):
+            return f"{value:.3f}"
+        if key.endswith(("share", "fitness", "confidence")):
+            return f"{value:.4f}"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _csv_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Registration errors in micrometres in the CSV, as in the report (rmse_mm -> rmse_um)."""
+    return {(k[:-3] + "_um" if k == "rmse_mm" else k): (v * 1000.0 if k == "rmse_mm" and isinstance(v, (int, float)) else v)
+            for k, v in metrics.items()}
+
+
 def write_summaries(rows: list[CaseRow], out_dir: Path) -> None:
     from occlutrace_compute.analysis.report import write_batch_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    metric_keys = sorted({k for r in rows for k in r.metrics})
+    csv_rows = [_csv_metrics(r.metrics) for r in rows]
+    metric_keys = sorted({k for m in csv_rows for k in m})
     with open(out_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case", "kind", "status", "reason", "seconds", *metric_keys])
-        for r in rows:
-            w.writerow([r.case, r.kind, r.status, r.reason, f"{r.seconds:.3f}", *(r.metrics.get(k, "") for k in metric_keys)])
+        for r, m in zip(rows, csv_rows):
+            w.writerow([r.case, r.kind, r.status, r.reason, f"{r.seconds:.3f}", *(csv_value(k, m.get(k)) for k in metric_keys)])
     payload = [{"case": r.case, "kind": r.kind, "status": r.status, "reason": r.reason,
                 "seconds": round(r.seconds, 3), "metrics": r.metrics} for r in rows]
     (out_dir / "summary.json").write_text(json.dumps(payload, indent=2))
@@ -122,7 +194,8 @@ def _connect_ray(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        # address="local": always our own Ray, never a cluster someone started with `ray start` here.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 
 
 def run_batch(
@@ -134,8 +207,14 @@ def run_batch(
     progress: bool = True,
     on_row: Callable[[CaseRow], None] | None = None,
     allow: tuple[str, ...] = (),
+    force: bool = False,
 ) -> BatchSummary:
-    """Runs every unfinished case of `cases_dir` on Ray and writes OUT/<case>/... and summaries."""
+    """Runs every unfinished case of `cases_dir` on Ray and writes OUT/<case>/... and summaries.
+
+    A case runs with `options` overridden by its case.json; it is skipped when OUT holds its
+    result for the same inputs and options (unless `force`). Summaries are written even when
+    the batch is interrupted: cases not finished then are rows with status "interrupted".
+    """
     import ray
     from tqdm import tqdm
 
@@ -143,47 +222,64 @@ def run_batch(
     cases, bad = discover_cases(Path(cases_dir))
     out_dir = Path(out_dir)
     rows: list[CaseRow] = [CaseRow(b.label, "unknown", "rejected", b.reason) for b in bad]
-    todo: list[CaseFiles] = []
+    todo: list[tuple[CaseFiles, JobOptions, dict[str, Any]]] = []
     for case in cases:
-        done = finished_row(case, out_dir)
-        rows.append(done) if done else todo.append(case)
-
-    if todo:
-        _connect_ray(address, num_cpus)
-        task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_execute)
-        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))  # bounded in flight: flat memory
-        pending: dict[Any, CaseFiles] = {}
-        queue = deque(todo)
-        bar = tqdm(total=len(todo), unit="case", disable=not progress, dynamic_ncols=True)
-        failed = 0
         try:
-            while queue or pending:
-                while queue and len(pending) < window:
-                    case = queue.popleft()
-                    try:
-                        inputs = _read_inputs(case)
-                    except OSError as e:
-                        rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
-                        bar.update(1)
+            opts = case_options(case, options)
+            stamp = case_stamp(case, opts)
+        except InputRejected as e:
+            rows.append(CaseRow(case.label, case.kind, "rejected", str(e)))
+            continue
+        except OSError as e:
+            rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
+            continue
+        done = None if force else finished_row(case, out_dir, stamp)
+        rows.append(done) if done else todo.append((case, opts, stamp))
+
+    finished: set[str] = set()
+    try:
+        if todo:
+            _connect_ray(address, num_cpus)
+            task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_execute)
+            window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))  # bounded in flight: flat memory
+            pending: dict[Any, tuple[CaseFiles, dict[str, Any]]] = {}
+            queue = deque(todo)
+            bar = tqdm(total=len(todo), unit="case", disable=not progress, dynamic_ncols=True)
+            failed = 0
+            try:
+                while queue or pending:
+                    while queue and len(pending) < window:
+                        case, opts, stamp = queue.popleft()
+                        try:
+                            inputs = _read_inputs(case)
+                        except OSError as e:
+                            rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
+                            finished.add(case.label)
+                            bar.update(1)
+                            continue
+                        pending[task.remote(case.label, case.kind, inputs, opts, allow)] = (case, stamp)
+                    if not pending:
                         continue
-                    pending[task.remote(case.label, case.kind, inputs, options, allow)] = case
-                if not pending:
-                    continue
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                case = pending.pop(ready[0])
-                try:
-                    outcome = ray.get(ready[0])
-                except Exception as e:  # noqa: BLE001 - a worker crash after retries
-                    outcome = {"status": "failed", "reason": f"worker crashed: {type(e).__name__}", "seconds": 0.0}
-                row = _store_outcome(case, outcome, out_dir)
-                rows.append(row)
-                failed += row.status != "succeeded"
-                bar.update(1)
-                bar.set_postfix(failed=failed)
-                if on_row:
-                    on_row(row)
-        finally:
-            bar.close()
-    rows.sort(key=lambda r: r.case)
-    write_summaries(rows, out_dir)
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    case, stamp = pending.pop(ready[0])
+                    try:
+                        outcome = ray.get(ready[0])
+                    except Exception as e:  # noqa: BLE001 - a worker crash after retries
+                        outcome = {"status": "failed", "reason": f"worker crashed: {type(e).__name__}", "seconds": 0.0}
+                    row = _store_outcome(case, outcome, out_dir, stamp)
+                    rows.append(row)
+                    finished.add(case.label)
+                    failed += row.status != "succeeded"
+                    bar.update(1)
+                    bar.set_postfix(failed=failed)
+                    if on_row:
+                        on_row(row)
+            finally:
+                bar.close()
+    finally:
+        # Interrupted (Ctrl-C, an exception): what finished is on disk; say so in the summaries too.
+        rows.extend(CaseRow(c.label, c.kind, "interrupted", "the batch stopped before this case finished")
+                    for c, _, _ in todo if c.label not in finished)
+        rows.sort(key=lambda r: r.case)
+        write_summaries(rows, out_dir)
     return BatchSummary(rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobKind = Literal["pair", "bite"]
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
@@ -24,6 +24,23 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class ReferenceRegion(BaseModel):
+    """Register on this region of the FIXED scan only (union of the parts given); the deviation is
+    still measured over the whole overlap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vertices: list[int] | None = Field(None, description="fixed-scan vertex indices")
+    sectors: list[str] | None = Field(None, description='arch sectors, e.g. ["left molar", "right molar"]')
+    spheres: list[list[float]] | None = Field(None, description="[x, y, z, radius_mm] in the fixed scan's frame")
+
+    @model_validator(mode="after")
+    def _some(self) -> "ReferenceRegion":
+        if not (self.vertices or self.sectors or self.spheres):
+            raise ValueError("a reference region needs vertices, sectors or spheres")
+        return self
+
+
 class JobOptions(BaseModel):
     """Per-job knobs; defaults are the product's documented defaults."""
 
@@ -31,9 +48,21 @@ class JobOptions(BaseModel):
     tolerance_mm: float = Field(0.05, gt=0, le=5)
     contact_threshold_mm: float = Field(0.1, gt=0, le=5)
     settle: bool = False
+    max_distance_mm: float = Field(1.0, gt=0, le=10, description="deviation: farther surfaces are outside the overlap")
+    color_scale_mm: float = Field(0.2, gt=0, le=10, description="deviation map: colours span +/- this many mm")
+    band_mm: float = Field(0.1, ge=0, le=5, description="deviation map: a flat green band of +/- this many mm")
+    arch: Literal["upper", "lower"] | None = Field(None, description="pair: which arch (names patient left/right on the maps)")
+    reference_region: ReferenceRegion | None = Field(None, description="pair: align on this region of the fixed scan only")
     landmarks: list[list[list[float]]] | None = Field(
         None, description="Optional pairs [[x,y,z] in moving, [x,y,z] in fixed], at least 3"
     )
+
+
+    @model_validator(mode="after")
+    def _scale(self) -> "JobOptions":
+        if self.band_mm >= self.color_scale_mm:
+            raise ValueError(f"band_mm ({self.band_mm}) must be smaller than color_scale_mm ({self.color_scale_mm})")
+        return self
 
 
 class JobSpec(BaseModel):

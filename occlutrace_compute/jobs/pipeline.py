@@ -68,6 +68,24 @@ def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, timings
     return JobOutput(result, files)
 
 
+def _located(regions: list[dict], reference, options: JobOptions) -> list[dict]:
+    """Changed regions with their place on the arch (sector, patient side, arch) beside the centroid."""
+    from occlutrace_compute.analysis.frame import arch_frame
+    from occlutrace_compute.analysis.sectors import locate_regions
+
+    return locate_regions(regions, arch_frame(reference), options.arch) if regions else []
+
+
+def _with_report(out: JobOutput, options: JobOptions, mesh, values, ramp, frame, arch) -> JobOutput:
+    """Adds the case's inspection page (with its 3D view) and PDF to the outputs."""
+    from occlutrace_compute.analysis.report import case_report_files, viewer_payload
+
+    viewer = viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, arch)
+    shown = options.model_dump(mode="json", exclude={"landmarks", "device"})
+    out.files.update(case_report_files(out.result, out.files, viewer, shown))
+    return out
+
+
 def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "",
              allow: Sequence[str] = ()) -> JobOutput:
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan."""
@@ -87,17 +105,29 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         names = {"fixed": fixed_in.name, "moving": moving_in.name}
         role = e.source.split()[0]
         raise InputRejected(names.get(role, e.source), e.problem) from None
+    matrix, region_json = reg.matrix, None
+    if options.reference_region is not None:
+        from occlutrace_compute.registration.region import refine_on_region, region_mask
+
+        spec = options.reference_region
+        mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
+        fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
+        matrix = fit.matrix
+        region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
+                                  | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
+        region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
     t["register"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    aligned = moving.mesh.transformed(reg.matrix)
-    dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm)
+    aligned = moving.mesh.transformed(matrix)
+    dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
+                    color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch)
     t["deviation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     files = {
         f"aligned.{moving.format}": mesh_to_bytes(aligned, moving.format, moving.encoding),
-        "deviation.ply": mesh_to_bytes(dev.colored, "ply"),
+        "deviation.ply": mesh_to_bytes(dev.colored, "ply", quality=dev.shown),
         "deviation.png": _file_bytes(dev.write_preview, ".png"),
     }
     t["export"] = time.perf_counter() - t0
@@ -105,14 +135,18 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     result = {
         "kind": "pair",
         "inputs": {"fixed": fixed_in.name, "moving": moving_in.name},
-        "matrix": reg_json["matrix"],
+        "matrix": reg_json["matrix"] if region_json is None else region_json["matrix"],
         "metrics": reg_json["metrics"],
-        "changed_regions": reg_json["changed_regions"],
+        "changed_regions": _located(reg_json["changed_regions"], fixed.mesh, options),
         "deviation": dev.to_dict(),
+        **({"reference_region": region_json} if region_json else {}),
         "warnings": fixed.warnings + moving.warnings,
-        "outputs": sorted(files),
+        "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    return _finish(result, files, label, t)
+    from occlutrace_compute.analysis.frame import arch_frame
+
+    out = _finish(result, files, label, t)
+    return _with_report(out, options, dev.colored, dev.shown, dev.ramp, arch_frame(dev.colored), options.arch)
 
 
 def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
@@ -143,8 +177,8 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         f"upper_occlusion.{upper.format}": mesh_to_bytes(upper_occ, upper.format, upper.encoding),
         f"lower_occlusion.{lower.format}": mesh_to_bytes(lower_occ, lower.format, lower.encoding),
         "contacts.png": _file_bytes(report.write_preview, ".png"),
-        "contacts_upper.ply": mesh_to_bytes(report.upper.colored, "ply"),
-        "contacts_lower.ply": mesh_to_bytes(report.lower.colored, "ply"),
+        "contacts_upper.ply": mesh_to_bytes(report.upper.colored, "ply", quality=report.upper.distance),
+        "contacts_lower.ply": mesh_to_bytes(report.lower.colored, "ply", quality=report.lower.distance),
     }
     t["export"] = time.perf_counter() - t0
     result = {
@@ -155,9 +189,15 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         "registration": bite.to_json(),
         "contacts": report.to_dict(),
         "warnings": [w for m in loaded.values() for w in m.warnings],
-        "outputs": sorted(files),
+        "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    return _finish(result, files, label, t)
+    from occlutrace_compute.meshes.model import Mesh
+
+    out = _finish(result, files, label, t)
+    both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
+    values = np.concatenate([report.upper.distance, report.lower.distance])
+    return _with_report(out, options, both, values, report.ramp, report.upper.frame, "upper")
 
 
 def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",

@@ -23,7 +23,8 @@ import httpx
 from tqdm import tqdm
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.batch import ERROR_NAME, BatchSummary, CaseRow, finished_row, write_summaries
+from occlutrace_compute.jobs.batch import (ERROR_NAME, STAMP_NAME, BatchSummary, CaseRow, case_options, case_stamp,
+                                           finished_row, stamp_bytes, write_summaries)
 from occlutrace_compute.jobs.cases import CaseFiles, discover_cases
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobOptions
 from occlutrace_compute.jobs.outputs import RESULT_NAME, write_case_outputs
@@ -102,10 +103,13 @@ class Submission:
         tmp.replace(self.path)
 
 
-def _digest(case: CaseFiles) -> str:
+def _digest(case: CaseFiles, stamp: dict | None = None) -> str:
+    """The case's content key: label, inputs and (when given) options, so that a changed case is a new job."""
     h = hashlib.sha256(case.label.encode())
     for role in sorted(case.files):
         h.update(role.encode() + hashlib.sha256(case.files[role].read_bytes()).digest())
+    if stamp is not None:
+        h.update(json.dumps(stamp["options"], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -145,8 +149,11 @@ def _send_case(client: Client, case: CaseFiles, options: JobOptions) -> tuple[di
 
 def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: bool = False,
                  options: JobOptions | None = None, progress: bool = True, poll_s: float = 2.0,
-                 timeout_s: float | None = None, transport: httpx.BaseTransport | None = None) -> BatchSummary:
-    """Send every unfinished case of `cases_dir`; with `wait`, download results into `out_dir`."""
+                 timeout_s: float | None = None, transport: httpx.BaseTransport | None = None,
+                 force: bool = False) -> BatchSummary:
+    """Send every unfinished case of `cases_dir` (options: the batch's, under each case.json's);
+    with `wait`, download results into `out_dir`. A case whose inputs or options changed since
+    it was sent or finished is sent again; `force` sends every case again."""
     options = options or JobOptions()
     out_dir = Path(out_dir)
     cases, bad = discover_cases(Path(cases_dir))
@@ -155,34 +162,43 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
     client = Client(server, token, transport=transport)
     try:
         todo = []
+        stamps: dict[str, dict] = {}
         for case in cases:
-            done = finished_row(case, out_dir)
+            try:
+                opts = case_options(case, options)
+                stamps[case.label] = stamp = case_stamp(case, opts)
+            except (InputRejected, OSError) as e:
+                rows[case.label] = CaseRow(case.label, case.kind, "rejected", str(e))
+                continue
+            done = None if force else finished_row(case, out_dir, stamp)
             if done:
                 rows[case.label] = done
             else:
-                todo.append(case)
-        new = [c for c in todo if c.label not in state.jobs]
+                todo.append((case, opts))
+        new = [(c, o) for c, o in todo if force or c.label not in state.jobs
+               or state.jobs[c.label].get("digest") != _digest(c, stamps[c.label])]
         specs: list[tuple[CaseFiles, dict]] = []
-        for case in tqdm(new, desc="upload", unit="case", disable=not progress or not new):
-            spec, reason = _send_case(client, case, options)
+        for case, opts in tqdm(new, desc="upload", unit="case", disable=not progress or not new):
+            spec, reason = _send_case(client, case, opts)
             if spec is None:
                 rows[case.label] = CaseRow(case.label, case.kind, "rejected", reason)
             else:
                 specs.append((case, spec))
         for start in range(0, len(specs), BATCH_CHUNK):
             chunk = specs[start:start + BATCH_CHUNK]
-            key = "submit-" + hashlib.sha256("".join(_digest(c) for c, _ in chunk).encode()).hexdigest()[:40]
+            key = "submit-" + hashlib.sha256("".join(_digest(c, stamps[c.label]) for c, _ in chunk).encode()).hexdigest()[:40]
             response = client.request("POST", "/v1/batches", json={"jobs": [s for _, s in chunk]},
                                       headers={"Idempotency-Key": key})
             if response.status_code not in (200, 201):
                 raise SubmitError(f"the server refused the batch: {_problem(response)}")
             for (case, spec), job in zip(chunk, response.json()["jobs"]):
-                state.jobs[case.label] = {"case": spec["case"], "job_id": job["job_id"], "kind": case.kind}
+                state.jobs[case.label] = {"case": spec["case"], "job_id": job["job_id"], "kind": case.kind,
+                                          "digest": _digest(case, stamps[case.label])}
             state.save()
-        pending = {label: job for label, job in state.jobs.items() if label not in rows
-                   and any(c.label == label for c in todo)}
+        todo_labels = {c.label for c, _ in todo}
+        pending = {label: job for label, job in state.jobs.items() if label not in rows and label in todo_labels}
         if wait:
-            _wait_and_download(client, pending, out_dir, rows, progress, poll_s, timeout_s)
+            _wait_and_download(client, pending, out_dir, rows, progress, poll_s, timeout_s, stamps)
         else:
             for label, job in pending.items():
                 rows[label] = CaseRow(label, job["kind"], "submitted", job["job_id"])
@@ -195,7 +211,7 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
 
 
 def _wait_and_download(client: Client, pending: dict[str, dict], out_dir: Path, rows: dict[str, CaseRow],
-                       progress: bool, poll_s: float, timeout_s: float | None) -> None:
+                       progress: bool, poll_s: float, timeout_s: float | None, stamps: dict[str, dict]) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     bar = tqdm(total=len(pending), desc="results", unit="case", disable=not progress or not pending)
     try:
@@ -205,7 +221,7 @@ def _wait_and_download(client: Client, pending: dict[str, dict], out_dir: Path, 
                 if response.status_code == 404:
                     rows[label] = CaseRow(label, job["kind"], "failed", "the job no longer exists (purged?)")
                 elif response.json()["state"] in TERMINAL_STATES:
-                    rows[label] = _collect(client, label, job, out_dir)
+                    rows[label] = _collect(client, label, job, out_dir, stamps.get(label))
                 else:
                     continue
                 del pending[label]
@@ -218,7 +234,7 @@ def _wait_and_download(client: Client, pending: dict[str, dict], out_dir: Path, 
         bar.close()
 
 
-def _collect(client: Client, label: str, job: dict, out_dir: Path) -> CaseRow:
+def _collect(client: Client, label: str, job: dict, out_dir: Path, stamp: dict | None = None) -> CaseRow:
     from occlutrace_compute.jobs.pipeline import summary_fields
 
     body = client.request("GET", f"/v1/jobs/{job['job_id']}/result").json()
@@ -235,6 +251,8 @@ def _collect(client: Client, label: str, job: dict, out_dir: Path) -> CaseRow:
         files[f["name"].rsplit("/", 1)[-1]] = response.content
     if RESULT_NAME not in files:
         files[RESULT_NAME] = json.dumps(body["result"], indent=2).encode()
+    if stamp is not None:
+        files[STAMP_NAME] = stamp_bytes(stamp)
     write_case_outputs(case_dir, files)
     try:
         metrics = summary_fields(body["result"])
@@ -246,27 +264,43 @@ def _collect(client: Client, label: str, job: dict, out_dir: Path) -> CaseRow:
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `occlutrace submit`."""
-    parser.add_argument("cases_dir", type=Path, metavar="DIR")
+    from occlutrace_compute.cli_jobs import add_analysis_options
+
+    parser.add_argument("cases_dir", type=Path, metavar="DIR", help="folder of case folders (layout: occlutrace batch --help)")
     parser.add_argument("--server", required=True, help="controller URL, e.g. https://occlutrace.example")
-    parser.add_argument("--token-file", required=True, type=Path)
-    parser.add_argument("-o", "--out", type=Path, default=Path("occlutrace-results"))
+    parser.add_argument("--token-file", required=True, type=Path, metavar="FILE", help="file holding the API token (one line)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("occlutrace-results"), metavar="OUT",
+                        help="where submission state and, with --wait, results go (default: %(default)s)")
+    parser.add_argument("--out", dest="output", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--wait", action="store_true", help="wait and download every result into OUT/<case>/")
-    parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="give up waiting after this many seconds (default: wait until every job ends)")
+    parser.add_argument("--force", action="store_true", help="send every case again, even those finished in OUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_analysis_options(parser)
 
 
 def submit_from_args(args: argparse.Namespace) -> int:
-    """Exit code 0 only when every case was submitted (and, with --wait, succeeded)."""
+    """Exit code 0 only when every case was submitted (and, with --wait, succeeded); 3 with
+    --strict --wait when one is doubtful."""
+    from occlutrace_compute.cli_jobs import options_from_args
+
     try:
-        summary = submit_cases(args.cases_dir, args.server, read_token(args.token_file), args.out, wait=args.wait,
-                               progress=not args.no_progress, timeout_s=args.timeout)
+        summary = submit_cases(args.cases_dir, args.server, read_token(args.token_file), args.output, wait=args.wait,
+                               options=options_from_args(args), progress=not args.no_progress,
+                               timeout_s=args.timeout, force=args.force)
     except (SubmitError, InputRejected) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = summary.counts()
     print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    for r in summary.rows:
+        if r.status in ("failed", "rejected"):
+            print(f"  {r.case}: {r.status}: {r.reason}")
     ok_states = ("succeeded", "skipped") if args.wait else ("succeeded", "skipped", "submitted")
-    return 0 if all(r.status in ok_states for r in summary.rows) else 1
+    if not all(r.status in ok_states for r in summary.rows):
+        return 1
+    return 3 if args.strict and args.wait and any(r.metrics.get("doubtful") is True for r in summary.rows) else 0
 
 
 def submit_main(argv: list[str] | None = None) -> int:

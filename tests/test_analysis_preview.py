@@ -1,0 +1,121 @@
+"""Deviation sheets: patient sides named correctly in every view, beyond-the-scale vs no overlap,
+the triangle rasteriser on uneven meshes (one huge face, slivers), the PNG's legend and size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from occlutrace_compute.analysis import deviation
+from occlutrace_compute.analysis.colormap import BEYOND_BELOW, GREY, deviation_ramp
+from occlutrace_compute.analysis.frame import arch_frame
+from occlutrace_compute.analysis.preview import View, arch_views, rasterize, write_arch_sheet
+from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.synth.arch import make_arch
+
+
+@pytest.fixture(scope="module")
+def upper():
+    return make_arch("upper", 3, 0.6)  # canonical frame: x = patient right, y = anterior, z = superior
+
+
+def _warm_cold_columns(image: np.ndarray) -> tuple[float, float]:
+    px = image.reshape(-1, 3).astype(int)
+    cols = np.tile(np.arange(image.shape[1]), image.shape[0])
+    warm = (px[:, 0] > 150) & (px[:, 2] < 90)
+    cold = (px[:, 2] > 120) & (px[:, 0] < 90)
+    assert warm.sum() > 200 and cold.sum() > 200
+    return cols[warm].mean(), cols[cold].mean()
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 10_000))
+def test_patient_sides_are_named_right_in_any_scanner_frame(upper, seed):
+    """Warm on the patient's right, cold on the left: every view puts them where its labels say,
+    whatever rotation the scan arrives in."""
+    R = Rotation.random(random_state=seed).as_matrix()
+    mesh = Mesh(upper.mesh.vertices @ R.T, upper.mesh.faces)
+    x = upper.mesh.vertices[:, 0]
+    values = np.where(x > 4, 0.18, np.where(x < -4, -0.18, 0.0))
+    ramp = deviation_ramp(0.2, 0.05)
+    frame = arch_frame(mesh)
+    views = arch_views(frame, R @ np.array([0.0, 0.0, 1.0]))
+    occ, front, right_buccal, left_buccal = views
+    for view in (occ, front):
+        image, _ = rasterize(mesh.vertices, mesh.faces, values, view, ramp, 400, 300)
+        warm_col, cold_col = _warm_cold_columns(image)
+        assert (warm_col > cold_col) == (view.right_label == "patient right"), view.name
+    image, _ = rasterize(mesh.vertices, mesh.faces, values, right_buccal, ramp, 300, 200)
+    px = image.reshape(-1, 3).astype(int)
+    assert ((px[:, 0] > 150) & (px[:, 2] < 90)).sum() > 5 * ((px[:, 2] > 120) & (px[:, 0] < 90)).sum()
+    image, _ = rasterize(mesh.vertices, mesh.faces, values, left_buccal, ramp, 300, 200)
+    px = image.reshape(-1, 3).astype(int)
+    assert ((px[:, 2] > 120) & (px[:, 0] < 90)).sum() > 5 * ((px[:, 0] > 150) & (px[:, 2] < 90)).sum()
+
+
+def _grid(n: int, half: float, z: np.ndarray | float = 0.0) -> Mesh:
+    t = np.linspace(-half, half, n)
+    xx, yy = np.meshgrid(t, t)
+    zz = np.broadcast_to(np.asarray(z, dtype=np.float64), xx.shape) if np.ndim(z) == 0 else np.asarray(z).reshape(xx.shape)
+    i = np.arange(n * n).reshape(n, n)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    return Mesh(np.stack([xx.ravel(), yy.ravel(), zz.ravel()], axis=1), faces)
+
+
+def test_a_deep_preparation_is_beyond_the_scale_not_missing(tmp_path):
+    """1.5 mm below the reference, beyond the 1 mm overlap cutoff: kept as a value (PLY quality),
+    violet on the map, out of the statistics; a part off the reference's edge stays grey."""
+    n = 61
+    reference = _grid(n, 10.0)
+    xx, yy = np.meshgrid(np.linspace(-10, 10, n), np.linspace(-10, 10, n))
+    z = np.where(np.hypot(xx - 3, yy) < 2.5, -1.5, 0.02)
+    aligned = _grid(n, 10.0, z)
+    aligned = Mesh(aligned.vertices + np.array([4.0, 0.0, 0.0]), aligned.faces)  # 4 mm off the edge: no overlap
+    rep = deviation(aligned, reference, band_mm=0.1)
+    prep = np.hypot(xx.ravel() + 4 - 3 - 4, yy.ravel()) < 2.0
+    assert np.isnan(rep.distance[prep]).all()  # not in the statistics
+    np.testing.assert_allclose(rep.shown[prep], -1.5, atol=1e-6)
+    off_edge = aligned.vertices[:, 0] > 10.5
+    assert off_edge.any() and np.isnan(rep.shown[off_edge]).all()
+    colors = rep.colored.vertex_colors[:, :3]
+    assert (colors[prep] == np.round(np.array(BEYOND_BELOW) * 255)).all()
+    assert (colors[off_edge] == np.round(np.array(GREY) * 255)).all()
+    assert 0 < rep.to_dict()["beyond_max_distance_share"] < 0.2
+
+
+def test_rasterizer_one_huge_face_and_slivers_fill_the_view():
+    """Two faces covering the whole view, plus 20k slivers and sub-pixel faces on top: the view is
+    filled (no holes), nearer surfaces win, memory stays bounded by chunking."""
+    big = np.array([[-50, -50, 0], [50, -50, 0], [50, 50, 0], [-50, 50, 0]], dtype=np.float64)
+    rng = np.random.default_rng(1)
+    base = rng.uniform(-40, 30, (20000, 3)) * np.array([1, 1, 0]) + np.array([0, 0, 1.0])
+    sliver = np.concatenate([base, base + [10.0, 0.001, 0], base + [0.01, 1.0, 0]])  # long thin triangles, 10 x 1 mm
+    verts = np.concatenate([big, sliver])
+    k = np.arange(20000) + 4
+    faces = np.concatenate([[[0, 1, 2], [0, 2, 3]], np.stack([k, k + 20000, k + 40000], 1)])
+    values = np.zeros(len(verts))
+    values[4:] = 0.15  # slivers are warm, the big plane is green
+    view = View("top", np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]))
+    image, _ = rasterize(verts, faces, values, view, deviation_ramp(0.2, 0.1), 320, 240, margin_px=0)
+    assert (image[:, 42:278].reshape(-1, 3) != 255).any(axis=1).all()  # the 100 mm square: 240 px, no hole
+    px = image.reshape(-1, 3).astype(int)
+    assert ((px[:, 0] > 200) & (px[:, 1] < 150) & (px[:, 2] < 60)).sum() > 1000  # slivers on top, drawn
+
+
+def test_sheet_has_legend_views_and_histogram(upper, tmp_path):
+    mesh = upper.mesh
+    values = np.where(mesh.vertices[:, 0] > 10, np.nan, 0.3 * np.sin(mesh.vertices[:, 1] / 4))
+    from occlutrace_compute.analysis.stats import histogram
+
+    ramp = deviation_ramp(0.2, 0.1)
+    out = write_arch_sheet(tmp_path / "s.png", mesh, values, arch_frame(mesh), np.array([0, 0, 1.0]), ramp,
+                           "title", "subtitle", "upper arch", histogram(values, 0.2).to_dict(), 0.1, 0.05)
+    with Image.open(out) as im:
+        assert im.size == (1400, 960)
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    for colour in (BEYOND_BELOW, GREY):
+        assert (np.abs(px.astype(int) - np.round(np.array(colour) * 255)).max(axis=1) <= 2).sum() > 100
