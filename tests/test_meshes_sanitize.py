@@ -70,7 +70,8 @@ CASES = {
     "be.ply": (lambda: ply("binary", ">"), {"ply.comment", "ply.obj_info", "ply.element"}),
     "scan.obj": (
         obj,
-        {"obj.comment", "obj.mtllib", "obj.object_name", "obj.group_name", "obj.usemtl", "obj.statement"},
+        {"obj.comment", "obj.mtllib", "obj.object_name", "obj.group_name", "obj.usemtl", "obj.statement",
+         "obj.smoothing_group", "obj.vt", "obj.vn", "obj.face_refs"},  # fmt: skip
     ),
 }
 
