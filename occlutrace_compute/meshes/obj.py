@@ -203,12 +203,13 @@ def _metadata(t: text.Tokens, kind: np.ndarray, c_start: np.ndarray, c_end: np.n
     return metadata
 
 
-def write(mesh: Mesh, encoding: str) -> bytes:
-    """'v x y z [r g b [a]]' (colours as floats 0..1; alpha only when some vertex is not opaque)
-    and 'f a b c'; nothing else."""
+def write(mesh: Mesh, encoding: str, keep_alpha: bool = False) -> bytes:
+    """'v x y z [r g b]' (colours as floats 0..1) and 'f a b c'; nothing else. Exports carry RGB
+    only (7-value 'v' lines are not widely read); sanitize passes keep_alpha so that a file whose
+    'v' lines gave an alpha keeps it ('v x y z r g b a', written only when some vertex is not opaque)."""
     rows = [f"v {x!r} {y!r} {z!r}" for x, y, z in mesh.vertices.tolist()]
     if mesh.vertex_colors is not None:
-        alpha = bool((mesh.vertex_colors[:, 3] != 255).any())
+        alpha = keep_alpha and bool((mesh.vertex_colors[:, 3] != 255).any())
         channels = mesh.vertex_colors[:, : 4 if alpha else 3].astype(np.float64) / 255.0
         rows = [r + "".join(f" {c!r}" for c in cs) for r, cs in zip(rows, channels.tolist())]
     rows += [f"f {a} {b} {c}" for a, b, c in (mesh.faces + 1).tolist()]

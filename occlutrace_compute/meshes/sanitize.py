@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes import obj
 from occlutrace_compute.meshes.export import mesh_to_bytes
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.load import load_mesh, read_bytes
@@ -51,7 +52,9 @@ def _rewrite(before: LoadedMesh, name: str, fmt: str, encoding: str) -> bytes:
             exact32 = np.array_equal(mesh.vertices.astype(np.float32).astype(np.float64), mesh.vertices)
         if not exact32:
             raise InputRejected(name, "cannot write binary STL: coordinates need more than float32 precision")
-    return mesh_to_bytes(mesh, fmt, "ascii" if fmt == "obj" else encoding)
+    if fmt == "obj":
+        return obj.write(mesh, "ascii", keep_alpha=True)  # exports drop alpha; a clean copy keeps it
+    return mesh_to_bytes(mesh, fmt, encoding)
 
 
 def sanitize_bytes(
