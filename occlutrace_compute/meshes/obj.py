@@ -153,13 +153,11 @@ def _faces(t: text.Tokens, kind: np.ndarray, lines: np.ndarray, name: str, limit
     del slash
     first_slash = slashes[np.minimum(np.searchsorted(slashes, cs), len(slashes) - 1)] if len(slashes) else ce
     vend = np.where((first_slash > cs) & (first_slash < ce), first_slash, ce)
-    values = text.numbers(buf, cs, vend)
-    if values is None or not text.integers(values):
-        raise InputRejected(name, "corrupt OBJ: an 'f' index is not an integer")
-    if np.abs(values).max() >= 2.0**62:
+    if (vend - cs).max() > 19:
         raise InputRejected(name, "face index out of range: beyond 64-bit integers")
-    idx = values.astype(np.int64)
-    del values
+    idx = text.whole_numbers(buf, cs, vend)
+    if idx is None:
+        raise InputRejected(name, "corrupt OBJ: an 'f' index is not an integer")
     if (idx == 0).any():
         raise InputRejected(name, "face index out of range: 0 (OBJ indices start at 1)")
     if (idx < 0).any():  # relative to the vertices defined so far

@@ -422,10 +422,32 @@ class _AsciiBody:
 
     def __init__(self, header: Header, data: bytes, name: str) -> None:
         self.h, self.name = header, name
-        values = text.all_numbers(data[header.body_start :])
-        if values is None:
-            raise InputRejected(name, "corrupt ASCII PLY: a value is not a number")
-        self.vals = values
+        self.vals = self._values(data[header.body_start :])
+
+    def _values(self, body: bytes) -> np.ndarray:
+        """Every value as float64: the fixed-size elements before the first list element (the
+        vertices) by numpy's float parser, the rest by the integer parser when every property
+        from there on is an integer (the faces), else by the float parser too."""
+        bad = InputRejected(self.name, "corrupt ASCII PLY: a value is not a number")
+        first_list = self._first_list()
+        split = sum(len(el.props) * el.count for el in self.h.elements[:first_list])
+        t = text.tokenize(text.as_array(body), lines=False)
+        split = min(split, len(t.start))
+        head = text.all_numbers(body[: int(t.end[split - 1])] if split else b"")
+        if head is None or len(head) != split:
+            raise bad
+        if split == len(t.start):
+            return head
+        whole = all(p.type[0] != "f" for el in self.h.elements[first_list:] for p in el.props)
+        tail = text.whole_numbers(t.buf, t.start[split:], t.end[split:]) if whole else None
+        if tail is None:
+            tail = text.all_numbers(body[int(t.start[split]) :])
+            if tail is None:
+                raise bad
+        return np.concatenate([head, tail.astype(np.float64, copy=False)])
+
+    def _first_list(self) -> int:
+        return next((i for i, el in enumerate(self.h.elements) if any(p.is_list for p in el.props)), len(self.h.elements))
 
     def read(self) -> Body:
         pos = 0

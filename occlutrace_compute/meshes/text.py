@@ -65,8 +65,9 @@ def line_breaks(buf: np.ndarray) -> np.ndarray:
     return nl
 
 
-def tokenize(buf: np.ndarray, blank: np.ndarray | None = None) -> Tokens:
-    """Tokens of `buf`; bytes where `blank` is True count as whitespace (cut comments)."""
+def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = True) -> Tokens:
+    """Tokens of `buf`; bytes where `blank` is True count as whitespace (cut comments). With
+    lines=False the line tables are left empty (a PLY body has no line structure)."""
     ws = _WS[buf]
     if blank is not None:
         ws |= blank
@@ -82,6 +83,9 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None) -> Tokens:
     bounds = np.flatnonzero(edge)
     del edge
     start, end = bounds[0::2], bounds[1::2]
+    if not lines:
+        empty = np.empty(0, np.int64)
+        return Tokens(buf, start, end, empty, empty, empty)
     line = np.searchsorted(line_breaks(buf), start)
     new_line = np.ones(len(start), dtype=bool)
     if len(start):
@@ -156,3 +160,36 @@ def integers(values: np.ndarray) -> bool:
 
 def summary(count: int, nbytes: int, what: str) -> str:
     return f"{count} {what}, {nbytes} bytes"
+
+
+_POW10_DIGITS = 18  # 18 decimal digits always fit int64
+
+
+def whole_numbers(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """int64 values of decimal integer tokens ('-'? digits, at most 18 digits); None when a token
+    is anything else. Column by column over the digits (at most 18 passes over t tokens): several
+    times faster than a float parser, and O(t) memory."""
+    n_tok = len(start)
+    if n_tok == 0:
+        return np.empty(0, np.int64)
+    neg = buf[start] == 45
+    first = start + neg
+    length = end - first
+    if length.min() < 1 or length.max() > _POW10_DIGITS:
+        return None
+    value = np.zeros(n_tok, np.int64)
+    for k in range(int(length.max())):
+        live = length > k
+        if live.all():
+            d = buf[first + k].astype(np.int64) - 48
+            if d.min() < 0 or d.max() > 9:
+                return None
+            value *= 10
+            value += d
+        else:
+            at = np.flatnonzero(live)
+            d = buf[first[at] + k].astype(np.int64) - 48
+            if d.min() < 0 or d.max() > 9:
+                return None
+            value[at] = value[at] * 10 + d
+    return np.where(neg, -value, value)
