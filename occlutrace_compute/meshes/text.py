@@ -6,8 +6,8 @@ of the buffer in which every byte outside the wanted tokens is blanked: one pass
 rounded like float(), and a token that is not a number makes the whole call fail.
 
 Worst case for a buffer of n bytes and t tokens: time O(n + t log n); memory about 4n bytes of
-masks plus 3 int64 arrays of t (token starts, ends, lines), i.e. at most ~14x the buffer when
-every other byte starts a token.
+masks plus 3 int32 arrays of t (token starts, ends, lines): at most ~10x the buffer when every
+other byte starts a token (bench/bench_parse_memory.py measures the whole loaders).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ class Tokens:
     per line that holds any token, its first token (`first`) and token count (`count`)."""
 
     buf: np.ndarray  # (n,) uint8
-    start: np.ndarray  # (t,) int64
-    end: np.ndarray  # (t,) int64
-    line: np.ndarray  # (t,) int64, 0-based line of each token
-    first: np.ndarray  # (L,) int64 index of the first token of each non-blank line
-    count: np.ndarray  # (L,) int64 tokens on that line
+    start: np.ndarray  # (t,) int32 (int64 for buffers over 2 GiB)
+    end: np.ndarray  # (t,) likewise
+    line: np.ndarray  # (t,) 0-based line of each token
+    first: np.ndarray  # (L,) index of the first token of each non-blank line
+    count: np.ndarray  # (L,) tokens on that line
 
     @property
     def length(self) -> np.ndarray:
@@ -82,11 +82,14 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = Tru
     del inside
     bounds = np.flatnonzero(edge)
     del edge
-    start, end = bounds[0::2], bounds[1::2]
+    # byte positions fit int32 below 2 GiB: halves the token tables, the bulk of the memory
+    small = np.int32 if len(buf) < 2**31 - 1 else np.int64
+    start, end = bounds[0::2].astype(small), bounds[1::2].astype(small)
+    del bounds
     if not lines:
-        empty = np.empty(0, np.int64)
+        empty = np.empty(0, small)
         return Tokens(buf, start, end, empty, empty, empty)
-    line = np.searchsorted(line_breaks(buf), start)
+    line = np.searchsorted(line_breaks(buf).astype(small), start).astype(small)
     new_line = np.ones(len(start), dtype=bool)
     if len(start):
         np.not_equal(line[1:], line[:-1], out=new_line[1:])
