@@ -101,7 +101,10 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, load_mesh
 path, name, corners = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 data = Path(path).read_bytes()
-limits = Limits(max_bytes=10**9) if corners is None else Limits(max_bytes=10**9, max_polygon_corners=corners, max_faces=10**8)
+try:
+    limits = Limits(max_bytes=10**9) if corners is None else Limits(max_bytes=10**9, max_polygon_corners=corners, max_faces=10**8)
+except TypeError:  # an older tree without the corner limit: it parses every polygon
+    limits = Limits(max_bytes=10**9, max_faces=10**8)
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 def run():
