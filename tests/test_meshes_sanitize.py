@@ -209,6 +209,7 @@ def test_issue11_ply_property_names_extra_properties_and_lists_are_dropped(encod
     assert any(v.startswith("vertex.confidence (float") for v in props)
     assert f"face.flags (uchar, 320 {unit})" in props
     assert any(v.startswith("face.patient (list uchar uchar, ") for v in props)
+    assert "face.patient as text: Smith" in props  # a name spelled as a uchar list is shown as text
     assert ("ply.element", f"Maria_Garcia (1 records, {1 if encoding == 'ascii' else 4} {unit})") in found
     clean = sanitize_bytes(data, "p.ply")
     for secret in (PAYLOAD.encode(), b"Smith", b"confidence", b"flags", b"patient", b"Maria", b"age"):

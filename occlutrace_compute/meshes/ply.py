@@ -233,6 +233,8 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
                 size = el.count * (int(p.type[1]) if body.unit == "bytes" else 1)
                 what = _TYPE_NAMES[p.type]
             metadata.append(("ply.property", f"{el.name}.{p.name} ({what}, {size} {body.unit})"))
+            if p.is_list and p.type in ("u1", "i1"):
+                metadata += _spelled(f"{el.name}.{p.name}", data_el.lists[p.name])
     faces, dropped = _faces(header, body, name, limits)
     if dropped:
         warnings.append(f"dropped {dropped} faces with fewer than 3 vertices")
@@ -246,6 +248,20 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
 
 _TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
                "f4": "float", "f8": "double"}  # fmt: skip
+
+
+def _spelled(where: str, ld: ListData, records: int = 50) -> list[tuple[str, str]]:
+    """Byte lists that read as text (a name spelled as a uchar list), from the first records."""
+    out, seen = [], set()
+    ends = np.cumsum(ld.counts[:records])
+    for a, b in zip(ends - ld.counts[:records], ends):
+        chars = np.asarray(ld.items[int(a) : int(b)]).astype(np.int64)
+        if len(chars) >= 2 and ((chars >= 32) & (chars < 127)).all():
+            word = bytes(chars.astype(np.uint8)).decode("ascii")
+            if word not in seen and len(seen) < 5:
+                seen.add(word)
+                out.append(("ply.property", f"{where} as text: {printable(word)}"))
+    return out
 
 
 def _list_size(p: Prop, ld: ListData, unit: str) -> int:
