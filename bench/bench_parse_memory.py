@@ -139,12 +139,12 @@ print(json.dumps({"outcome": outcome, "faces": faces, "seconds": seconds, "peak"
 """
 
 
-def measure(data: bytes, name: str, corners: int | None) -> dict:
+def measure(data: bytes, name: str, corners: int | None, modes=("rss", "tracemalloc")) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
         out = {}
-        for mode in ("rss", "tracemalloc"):
+        for mode in modes:
             proc = subprocess.run(
                 [sys.executable, "-c", CHILD, str(path), name, json.dumps(corners), mode],
                 capture_output=True, text=True, env=os.environ.copy(), check=True,
@@ -157,13 +157,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=8.0)
     ap.add_argument("--only", default="")
+    ap.add_argument("--rss-only", action="store_true", help="skip tracemalloc (slow on per-object loaders)")
     args = ap.parse_args()
     print("case | input MB | outcome | s | peak RSS growth MB | tracemalloc peak MB | triangles MB | peak/triangles | peak/input MB")
     for label, (data, name, corners) in cases(args.mb).items():
         if args.only and args.only not in label:
             continue
-        m = measure(data, name, corners)
-        rss, tm = m["rss"], m["tracemalloc"]
+        m = measure(data, name, corners, ("rss",) if args.rss_only else ("rss", "tracemalloc"))
+        rss = m["rss"]
+        tm = m.get("tracemalloc", {"peak": 0})
         tri_mb = rss["faces"] * 24 / 1e6
         peak_mb = max(rss["peak"], tm["peak"]) / 1e6
         ratio = f"{peak_mb / tri_mb:.1f}" if tri_mb else "-"
