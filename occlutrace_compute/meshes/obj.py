@@ -20,7 +20,7 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, printable, report
+from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, printable
 from occlutrace_compute.meshes.polygons import check_polygons, fan_triangulate
 from occlutrace_compute.meshes.validate import check_counts
 

@@ -161,10 +161,6 @@ def integers(values: np.ndarray) -> bool:
         return bool(np.all((np.floor(values) == values) & (np.abs(values) <= 2.0**53)))
 
 
-def summary(count: int, nbytes: int, what: str) -> str:
-    return f"{count} {what}, {nbytes} bytes"
-
-
 _POW10_DIGITS = 18  # 18 decimal digits always fit int64
 
 
