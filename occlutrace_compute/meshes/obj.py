@@ -136,21 +136,17 @@ def _faces(t: text.Tokens, kind: np.ndarray, lines: np.ndarray, name: str, limit
     inside = text.span_mask(len(buf), cs, ce)
     if np.any(inside & ~_CORNER_BYTES[buf]) or np.any(buf[cs] == 47):
         raise InputRejected(name, "corrupt OBJ: an 'f' index is not an integer")
-    slash = buf == 47
-    per_token = np.cumsum(slash, dtype=np.int64)
-    n_slash = per_token[ce - 1] - per_token[cs] + 1 * slash[cs]
-    del per_token
+    slashes = np.flatnonzero(buf == 47)  # few or none: counted per token by two sorted searches
+    n_slash = np.searchsorted(slashes, ce) - np.searchsorted(slashes, cs)
     minus = np.flatnonzero(inside & (buf == 45))
     del inside
     if len(minus):
         after = np.minimum(minus + 1, len(buf) - 1)
         starts_token = np.isin(minus, cs) | (buf[np.maximum(minus - 1, 0)] == 47)
-        if not (starts_token.all() and text._DIGIT[buf[after]].all() and (minus + 1 < len(buf)).all()):
+        if not (starts_token.all() and text.DIGIT[buf[after]].all() and (minus + 1 < len(buf)).all()):
             raise InputRejected(name, "corrupt OBJ: an 'f' index is not an integer")
     if n_slash.max() > 2:
         raise InputRejected(name, "corrupt OBJ: an 'f' corner has more than 3 parts")
-    slashes = np.flatnonzero(slash)
-    del slash
     first_slash = slashes[np.minimum(np.searchsorted(slashes, cs), len(slashes) - 1)] if len(slashes) else ce
     vend = np.where((first_slash > cs) & (first_slash < ce), first_slash, ce)
     if (vend - cs).max() > 19:

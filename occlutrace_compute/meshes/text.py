@@ -19,8 +19,8 @@ import numpy as np
 
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
-_DIGIT = np.zeros(256, dtype=bool)
-_DIGIT[48:58] = True
+DIGIT = np.zeros(256, dtype=bool)
+DIGIT[48:58] = True
 
 
 def as_array(data: bytes) -> np.ndarray:
