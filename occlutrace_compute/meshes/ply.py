@@ -534,8 +534,12 @@ class _AsciiBody:
 
     def _jump_starts(self, el: Element, pos: int) -> tuple[np.ndarray, int]:
         """Record starts by pointer jumping: nxt[i] = where a record starting at value i ends."""
+        if el.count == 0:
+            return np.empty(0, np.int64), pos
         vals = self.vals[pos:]
         n = len(vals)
+        if n == 0:
+            raise self._bad_list(el)
         stop = n + 1  # sentinel: no valid record starts here
         nxt = np.arange(n + 2, dtype=np.int64)
         for p in el.props:
@@ -548,8 +552,6 @@ class _AsciiBody:
                 nxt = np.where(ok, nxt + 1 + np.where(ok, k, 0).astype(np.int64), stop)
             nxt[nxt > n] = stop
         nxt[n:] = stop
-        if el.count == 0:
-            return np.empty(0, np.int64), pos
         orbit, jump = np.zeros(1, np.int64), nxt
         while len(orbit) < el.count + 1:
             orbit = np.concatenate([orbit, jump[orbit]])
