@@ -88,7 +88,7 @@ def _print_report(r: dict[str, Any]) -> None:
     print(f"  vertices: {r['vertices']}  faces: {r['faces']}")
     print(f"  bounding box (mm): min {xyz(r['bbox_min_mm'])} max {xyz(r['bbox_max_mm'])} size {xyz(r['bbox_size_mm'])}")
     print(f"  watertight: {'yes' if r['watertight'] else 'no'}  colours: {'yes' if r['has_colors'] else 'no'}")
-    print(f"  metadata ({len(r['metadata'])} fields, removed by `occlutrace sanitize`):")
+    print(f"  metadata ({len(r['metadata'])} fields, dropped by `occlutrace sanitize`):")
     for m in r["metadata"]:
         print(f"    {m['field']}: {m['value']}")
     print(f"  privacy flags: {len(r['privacy'])}")
@@ -146,15 +146,19 @@ def register_inspect(subparsers: argparse._SubParsersAction) -> None:
 
 def _sanitize(args: argparse.Namespace) -> int:
     from occlutrace_compute.meshes import sanitize_file
-    from occlutrace_compute.meshes.detect import suffix_of
+    from occlutrace_compute.meshes.detect import FORMATS, suffix_of
 
-    if suffix_of(args.input) != suffix_of(args.output):
-        raise InputRejected(args.output, f"the output must keep the input's suffix (.{suffix_of(args.input)})")
+    fmt = suffix_of(args.output)
+    if fmt not in FORMATS:
+        raise InputRejected(args.output, f"the output needs a mesh suffix ({', '.join('.' + f for f in FORMATS)})")
+    same = fmt == suffix_of(args.input)
     try:
-        removed = sanitize_file(args.input, args.output, _limits(args))
+        removed = sanitize_file(
+            args.input, args.output, _limits(args), fmt=None if same else fmt, encoding=args.encoding
+        )
     except OSError as e:
         raise InputRejected(args.output, f"cannot write: {e.strerror or e}") from None
-    print(f"{args.input} -> {args.output}: removed {len(removed)} metadata fields")
+    print(f"{args.input} -> {args.output}: rewritten from its geometry; dropped {len(removed)} metadata fields")
     for field, value in removed:
         print(f"  {field}: {value}")
     return 0
@@ -163,12 +167,22 @@ def _sanitize(args: argparse.Namespace) -> int:
 def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sanitize",
-        help="write a copy of a mesh without embedded metadata (same format, same geometry)",
+        help="write a copy of a mesh from its geometry alone (positions, triangles, colours): "
+        "nothing else of the input survives",
+        description="The copy keeps the input's format (the output's suffix may name another) and "
+        "encoding (unless --encoding); it is re-read and must give the same geometry.",
         formatter_class=cli_jobs.HelpFormatter,
         epilog="example:\n  occlutrace sanitize scan.ply -o scan.clean.ply",
     )
     p.add_argument("input", metavar="IN", help="the mesh to copy (.stl, .ply or .obj)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the clean copy (same suffix as IN)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="the clean copy (the suffix picks the format: same as IN unless another is named)",
+    )
+    p.add_argument(
+        "--encoding", choices=("ascii", "binary"), default=None,
+        help="the copy's encoding (default: the input's)",
+    )
     _add_limit_options(p)
     p.set_defaults(handler=_sanitize)
 

@@ -75,7 +75,7 @@ def test_allow_pattern_exempts_the_lab_scheme(files, capsys):
 def test_sanitize_command(files, tmp_path, capsys):
     dst = tmp_path / "clean.ply"
     assert main(["sanitize", str(files["tagged"]), "-o", str(dst)]) == 0
-    assert "removed 1 metadata fields" in capsys.readouterr().out
+    assert "dropped 1 metadata fields" in capsys.readouterr().out
     assert b"Smith" not in dst.read_bytes()
     a, b = load_mesh(files["tagged"]), load_mesh(dst)
     assert np.array_equal(a.mesh.vertices, b.mesh.vertices)
@@ -83,7 +83,12 @@ def test_sanitize_command(files, tmp_path, capsys):
     assert main(["sanitize", str(files["truncated"]), "-o", str(tmp_path / "t.ply")]) == 1
     assert capsys.readouterr().err.startswith(f"error: {files['truncated']}: truncated")
     assert not (tmp_path / "t.ply").exists()
-    assert main(["sanitize", str(files["tagged"]), "-o", str(tmp_path / "x.stl")]) == 1
+    assert main(["sanitize", str(files["tagged"]), "-o", str(tmp_path / "x.txt")]) == 1
+    # another suffix asks for another format: same triangles, no colours in STL
+    assert main(["sanitize", str(files["tagged"]), "-o", str(tmp_path / "x.stl"), "--encoding", "ascii"]) == 0
+    c = load_mesh(tmp_path / "x.stl")
+    assert (c.format, c.encoding, c.metadata) == ("stl", "ascii", [])
+    assert np.array_equal(c.mesh.vertices[c.mesh.faces], a.mesh.vertices[a.mesh.faces])
 
 
 def test_console_script_errors_are_one_line_and_version(files):

@@ -15,7 +15,7 @@ import pytest
 import trimesh
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import Mesh, load_mesh, mesh_to_bytes, sanitize_bytes
+from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, sanitize_bytes
 
 CASE_SECONDS = 5.0  # one input may never take longer (a hang fails the test)
 BUDGET_SECONDS = 12.0  # the whole random sweep
@@ -206,3 +206,62 @@ def test_huge_header_counts_are_rejected_before_allocation():
             assert peak < 2_000_000 + 20 * len(data), (name, peak)
     finally:
         tracemalloc.stop()
+
+
+# --- issue 11: one polygon with a million corners (the old loader triangulated it in a loop) --------
+
+
+def one_polygon(fmt: str, corners: int) -> tuple[bytes, str]:
+    """4 vertices and ONE polygon cycling over three of them: its fan (0, j, j+1) has no
+    degenerate triangle, so every one of its corners - 2 triangles is kept."""
+    verts = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], float)
+    idx = np.arange(corners) % 3 + 1
+    idx[0] = 0
+    if fmt == "obj":
+        head = "".join(f"v {x} {y} {z}\n" for x, y, z in verts)
+        return (head + "f " + " ".join(map(str, idx + 1)) + "\n").encode(), "poly.obj"
+    enc = "ascii" if fmt == "ply-ascii" else "binary_little_endian"
+    head = (
+        f"ply\nformat {enc} 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+        "element face 1\nproperty list uint int vertex_indices\nend_header\n"
+    ).encode()
+    if fmt == "ply-ascii":
+        body = " ".join(map(str, verts.ravel())) + f"\n{corners} " + " ".join(map(str, idx)) + "\n"
+        return head + body.encode(), "poly.ply"
+    return head + verts.astype("<f4").tobytes() + struct.pack("<I", corners) + idx.astype("<i4").tobytes(), "poly.ply"
+
+
+@pytest.mark.parametrize("fmt", ["ply-binary", "ply-ascii", "obj"])
+def test_issue11_one_huge_polygon_is_refused_naming_file_and_polygon(fmt):
+    data, name = one_polygon(fmt, 400_000)
+    with pytest.raises(InputRejected) as e:
+        load_mesh(data=data, name=name)
+    assert str(e.value).startswith(f"{name}: ") and "polygon 1 has 400000 corners" in str(e.value)
+    assert "limit of 1000 corners per polygon" in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["ply-binary", "ply-ascii", "obj"])
+def test_issue11_huge_polygon_within_the_limit_loads_in_bounded_memory(fmt):
+    """Allowed by a raised limit, a 200k-corner polygon is fan-triangulated with numpy: peak
+    memory stays within a small multiple of the triangle array (bench/ measures the constant)."""
+    corners = 200_000
+    data, name = one_polygon(fmt, corners)
+    tracemalloc.start()
+    try:
+        lm = load_mesh(data=data, name=name, limits=Limits(max_polygon_corners=corners))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lm.mesh.n_faces == corners - 2
+    triangle_bytes = (corners - 2) * 3 * 8
+    assert peak < 6 * triangle_bytes + 20 * len(data), (peak, triangle_bytes)
+
+
+def test_issue11_triangles_implied_by_polygons_are_checked_before_triangulating():
+    """Ten 200-corner polygons are 10 faces in the header but 1980 triangles."""
+    verts = "".join(f"v {x} {y} 0\n" for x, y in [(0, 0), (10, 0), (0, 10), (10, 10)])
+    face = "f 1 " + " ".join(str(2 + j % 3) for j in range(199)) + "\n"
+    data = (verts + face * 10).encode()
+    with pytest.raises(InputRejected, match="the 10 polygons make 1980 triangles > limit 1000"):
+        load_mesh(data=data, name="many.obj", limits=Limits(max_faces=1000))
+    assert load_mesh(data=data, name="many.obj").mesh.n_faces > 0

@@ -70,7 +70,8 @@ CASES = {
     "be.ply": (lambda: ply("binary", ">"), {"ply.comment", "ply.obj_info", "ply.element"}),
     "scan.obj": (
         obj,
-        {"obj.comment", "obj.mtllib", "obj.object_name", "obj.group_name", "obj.usemtl", "obj.statement"},
+        {"obj.comment", "obj.mtllib", "obj.object_name", "obj.group_name", "obj.usemtl", "obj.statement",
+         "obj.smoothing_group", "obj.vt", "obj.vn", "obj.face_refs"},  # fmt: skip
     ),
 }
 
@@ -127,3 +128,104 @@ def test_sanitize_is_idempotent_and_a_clean_file_is_unchanged():
 def test_sanitize_rejects_invalid_input():
     with pytest.raises(InputRejected, match="truncated"):
         sanitize_bytes(binary_stl()[:500], "x.stl")
+
+
+# --- issue 11: what the old stripper edited around (each of these kept the payload before) ------
+
+PAYLOAD = "John_Smith_DOB_19800314"
+
+
+def _same_triangles(a: bytes, b: bytes, name: str) -> bool:
+    x, y = load_mesh(data=a, name=name).mesh, load_mesh(data=b, name=name).mesh
+    return np.array_equal(x.vertices[x.faces], y.vertices[y.faces])
+
+
+def test_issue11_ascii_stl_keyword_tails_are_dropped():
+    text = mesh_to_bytes(arch(), "stl", "ascii").decode()
+    for line in ("outer loop", "endloop", "endfacet"):
+        text = text.replace(f"\n{line}\n", f"\n{line} {PAYLOAD}\n", 5)
+    lines = text.splitlines()
+    lines[1] += f" {PAYLOAD}"  # after 'facet normal x y z'
+    lines[-1] = f"endsolid {PAYLOAD}"
+    data = ("\n".join(lines) + "\n").encode()
+    found = {f for f, _ in find_metadata(data=data, name="t.stl")}
+    assert {"stl.facet_text", "stl.outer_text", "stl.endloop_text", "stl.endfacet_text", "stl.endsolid_name"} <= found
+    clean = sanitize_bytes(data, "t.stl")
+    assert PAYLOAD.encode() not in clean and b"Smith" not in clean
+    assert _same_triangles(data, clean, "t.stl")
+
+
+def test_issue11_binary_stl_normal_bytes_are_recomputed():
+    data = bytearray(mesh_to_bytes(arch(), "stl"))
+    for i in range(3):  # 12 bytes of a facet's normal hold anything
+        data[84 + 50 * i : 84 + 50 * i + 12] = PAYLOAD.encode()[12 * i : 12 * i + 12].ljust(12, b"#")
+    data = bytes(data)
+    found = dict(find_metadata(data=data, name="t.stl"))
+    assert found["stl.normal_bytes"].startswith("3 of 320 facet normals") and "36 bytes" in found["stl.normal_bytes"]
+    clean = sanitize_bytes(data, "t.stl")
+    for chunk in (b"John_Smith_D", b"OB_19800314"):
+        assert chunk not in clean
+    expected = mesh_to_bytes(arch(), "stl")  # the same triangles written by us: geometric normals
+    assert clean == expected
+
+
+def _ply_with_extras(encoding: str) -> bytes:
+    """A PLY whose vertex element has an extra uchar property named PAYLOAD and a float
+    'confidence'; whose face element has an extra 'flags' uchar and a name spelled as a uchar
+    list; plus an extra element named after the patient."""
+    m = arch()
+    spelled = list(b"Smith")
+    head = [
+        "ply", f"format {'ascii' if encoding == 'ascii' else 'binary_little_endian'} 1.0",
+        f"element vertex {len(m.vertices)}", "property float x", "property float y", "property float z",
+        "property uchar red", "property uchar green", "property uchar blue", "property uchar alpha",
+        f"property uchar {PAYLOAD}", "property float confidence",
+        f"element face {len(m.faces)}", "property uchar flags", "property list uchar int vertex_indices",
+        "property list uchar uchar patient",
+        "element Maria_Garcia 1", "property float age",
+        "end_header",
+    ]  # fmt: skip
+    if encoding == "ascii":
+        rows = [" ".join([*(repr(float(x)) for x in v), *map(str, c), "7", "0.25"]) for v, c in zip(m.vertices, m.vertex_colors)]
+        rows += [" ".join(map(str, [9, 3, *f, len(spelled), *spelled])) for f in m.faces]
+        rows.append("1980.0314")
+        body = ("\n".join(rows) + "\n").encode()
+    else:
+        vr = np.empty(len(m.vertices), [("p", "<f4", (3,)), ("c", "u1", (4,)), ("x", "u1"), ("q", "<f4")])
+        vr["p"], vr["c"], vr["x"], vr["q"] = m.vertices, m.vertex_colors, 7, 0.25
+        fr = np.empty(len(m.faces), [("fl", "u1"), ("n", "u1"), ("i", "<i4", (3,)), ("k", "u1"), ("s", "u1", (5,))])
+        fr["fl"], fr["n"], fr["i"], fr["k"], fr["s"] = 9, 3, m.faces, 5, spelled
+        body = vr.tobytes() + fr.tobytes() + struct.pack("<f", 1980.0314)
+    return ("\n".join(head) + "\n").encode() + body
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary"])
+def test_issue11_ply_property_names_extra_properties_and_lists_are_dropped(encoding):
+    data = _ply_with_extras(encoding)
+    found = find_metadata(data=data, name="p.ply")
+    props = [v for f, v in found if f == "ply.property"]
+    unit = "values" if encoding == "ascii" else "bytes"
+    assert f"vertex.{PAYLOAD} (uchar, 162 {unit})" in props
+    assert any(v.startswith("vertex.confidence (float") for v in props)
+    assert f"face.flags (uchar, 320 {unit})" in props
+    assert any(v.startswith("face.patient (list uchar uchar, ") for v in props)
+    assert "face.patient as text: Smith" in props  # a name spelled as a uchar list is shown as text
+    assert ("ply.element", f"Maria_Garcia (1 records, {1 if encoding == 'ascii' else 4} {unit})") in found
+    clean = sanitize_bytes(data, "p.ply")
+    for secret in (PAYLOAD.encode(), b"Smith", b"confidence", b"flags", b"patient", b"Maria", b"age"):
+        assert secret not in clean
+    if encoding == "binary":
+        assert bytes([5, *b"Smith"]) not in clean
+    a, b = load_mesh(data=data, name="p.ply").mesh, load_mesh(data=clean, name="p.ply").mesh
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    assert np.array_equal(a.vertex_colors, b.vertex_colors)
+    assert clean == mesh_to_bytes(a, "ply", encoding)  # nothing but what the writer writes
+
+
+def test_issue11_obj_names_smoothing_groups_and_corner_refs_are_reported_and_dropped():
+    data = obj().replace(b"s 1", f"s {PAYLOAD}".encode()).replace(b"f 1/1/1", b"f 1/19800314/1", 1)
+    found = find_metadata(data=data, name="o.obj")
+    assert ("obj.smoothing_group", PAYLOAD) in found
+    assert any(f == "obj.face_refs" and v.startswith("960 face corners carry vt/vn indices") for f, v in found)
+    clean = sanitize_bytes(data, "o.obj")
+    assert PAYLOAD.encode() not in clean and b"19800314" not in clean and b"/" not in clean

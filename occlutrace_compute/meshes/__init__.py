@@ -1,4 +1,4 @@
-"""Mesh files: load, validate, sanitize (strip metadata) and export STL/OBJ/PLY."""
+"""Mesh files: load, validate, sanitize (re-write from the parsed geometry alone) and export STL/OBJ/PLY."""
 
 from occlutrace_compute.meshes.export import export_mesh, mesh_to_bytes
 from occlutrace_compute.meshes.limits import Limits

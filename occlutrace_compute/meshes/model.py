@@ -38,8 +38,11 @@ class Mesh:
 class LoadedMesh:
     """A mesh as read from a file, with what the file said about itself.
 
-    metadata lists every embedded field found (STL header text, PLY comments/obj_info, OBJ
-    comments, object/group names, material refs): they are what `sanitize` strips.
+    metadata lists, as (field, value), everything of the file that is not geometry and that
+    `sanitize` therefore does not write: STL headers, names, keyword tails, foreign normals,
+    attribute bytes; PLY comments, obj_info, extra elements/properties/lists; OBJ comments,
+    names, normals, texture coordinates, corner refs. Repeated fields give up to 10 sample
+    values and one "<count> ..., <bytes> bytes" summary (see each format module).
     """
 
     mesh: Mesh

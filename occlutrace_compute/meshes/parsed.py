@@ -44,8 +44,15 @@ def colors_to_uint8(channels: list[np.ndarray], scale_max: float) -> np.ndarray:
     return out
 
 
-def fan(idx: np.ndarray) -> np.ndarray:
-    """Fan triangulation of (M, k) polygons, k >= 3, into (M * (k - 2), 3) int64 triangles."""
-    k = idx.shape[1]
-    tris = [np.stack([idx[:, 0], idx[:, j], idx[:, j + 1]], axis=1) for j in range(1, k - 1)]
-    return np.stack(tris, axis=1).reshape(-1, 3).astype(np.int64)
+def report(field: str, samples: list[str], count: int, nbytes: int, what: str) -> list[tuple[str, str]]:
+    """Metadata entries for a field found many times: up to 10 distinct sample values, then one
+    summary `"<count> <what>, <nbytes> bytes"` (inspect's "which field, how many, how many bytes")."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for s in samples:
+        p = printable(s)
+        if p and p not in seen and len(seen) < 10:
+            seen.add(p)
+            out.append((field, p))
+    out.append((field, f"{count} {what}, {nbytes} bytes"))
+    return out

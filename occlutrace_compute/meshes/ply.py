@@ -1,14 +1,22 @@
 """PLY: own header parser (counts checked against the file size before any allocation), numpy
 record views for binary bodies, a token stream for ASCII bodies.
 
-Only `vertex` (x, y, z, optional red/green/blue/alpha) and `face` (vertex_indices list) are read;
-other properties are kept by sanitize, other elements are dropped by it (scanner extras such as
-camera or range-grid records).
+Only `vertex` (x, y, z, optional red/green/blue/alpha or diffuse_*) and `face` (vertex_indices
+list) are geometry. Everything else is reported as metadata and never written back (sanitize
+re-serialises from the parsed arrays): comments, obj_info, a format version other than 1.0, extra
+elements (scanner extras such as camera or range-grid records), extra vertex/face properties and
+lists (normals, quality, confidence, or a name spelled as a uchar list), data after the last
+element.
+
+Worst case: the header's counts are checked against the limits and the file size before any
+array exists; binary fixed-size records are numpy views; polygons are checked against the limits
+(corners per polygon, total triangles) before they are triangulated (meshes/polygons.py).
 """
 
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +24,10 @@ import numpy as np
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, fan, printable
+from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes.obj import ranges
+from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, printable
+from occlutrace_compute.meshes.polygons import fan_triangulate
 from occlutrace_compute.meshes.validate import check_counts
 
 MAX_HEADER = 1 << 20
@@ -60,15 +71,29 @@ class Header:
 
 
 @dataclass
-class Body:
-    """The arrays we use, and where each element lies (byte or token ranges) for sanitize."""
 
-    columns: dict[str, np.ndarray]  # vertex properties by name
-    faces: np.ndarray
-    dropped_faces: int
-    spans: list[tuple[int, int]]
-    records: list[list[int] | int]  # ASCII: tokens per record, per element
+@dataclass
+class ListData:
+    """One list property of every record: its lengths and its items one record after another."""
+
+    counts: np.ndarray  # (records,) int64
+    items: np.ndarray  # (sum(counts),) values as read (ASCII: float64; binary: the property type)
+
+
+@dataclass
+class ElementData:
+    """What one element's records held: scalar columns and list properties by name, its size."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    lists: dict[str, ListData] = field(default_factory=dict)
+    size: int = 0  # bytes (binary) or values (ASCII) the element's records take
+
+
+@dataclass
+class Body:
+    elements: dict[str, ElementData]
     trailing: str  # what follows the last declared element ("" when nothing)
+    unit: str  # "bytes" or "values"
 
 
 def parse_header(data: bytes, name: str, limits: Limits) -> Header:
@@ -180,70 +205,125 @@ def _min_record(el: Element, ascii_: bool) -> int:
     return max(total, 1) if ascii_ else total
 
 
+
 def parse(data: bytes, name: str, limits: Limits) -> Parsed:
     header = parse_header(data, name, limits)
-    body = _read_body(header, data, name)
+    body = _AsciiBody(header, data, name).read() if header.order is None else _BinaryBody(header, data, name).read()
     warnings = []
     metadata = list(header.metadata)
+    version = header.format_line.split()[2]
+    if version != "1.0":
+        metadata.append(("ply.format_version", printable(version)))
+    vertex = body.elements["vertex"]
+    color_names = _color_names(vertex.columns)
     for el in header.elements:
+        data_el = body.elements[el.name]
         if el.name not in ("vertex", "face"):
-            metadata.append(("ply.element", f"{el.name} ({el.count} records)"))
-    if body.dropped_faces:
-        warnings.append(f"dropped {body.dropped_faces} faces with fewer than 3 vertices")
+            metadata.append(("ply.element", f"{el.name} ({el.count} records, {data_el.size} {body.unit})"))
+            continue
+        used = {"x", "y", "z", *color_names} if el.name == "vertex" else {_face_prop(el).name}
+        for p in el.props:
+            if p.name in used:
+                continue
+            if p.is_list:
+                ld = data_el.lists[p.name]
+                size = _list_size(p, ld, body.unit)
+                what = f"list {_TYPE_NAMES[p.count_type]} {_TYPE_NAMES[p.type]}"
+            else:
+                size = el.count * (int(p.type[1]) if body.unit == "bytes" else 1)
+                what = _TYPE_NAMES[p.type]
+            metadata.append(("ply.property", f"{el.name}.{p.name} ({what}, {size} {body.unit})"))
+            if p.is_list and p.type in ("u1", "i1"):
+                metadata += _spelled(f"{el.name}.{p.name}", data_el.lists[p.name])
+    faces, dropped = _faces(header, body, name, limits)
+    if dropped:
+        warnings.append(f"dropped {dropped} faces with fewer than 3 vertices")
     if body.trailing:
         metadata.append(("ply.trailing_data", body.trailing))
         warnings.append(f"ignored {body.trailing} after the declared elements")
-    cols = body.columns
+    cols = vertex.columns
     vertices = np.stack([cols["x"], cols["y"], cols["z"]], axis=1).astype(np.float64)
-    return Parsed(vertices, body.faces, _colors(cols), metadata, warnings)
+    return Parsed(vertices, faces, _colors(cols, color_names), metadata, warnings)
 
 
-def _colors(cols: dict[str, np.ndarray]) -> np.ndarray | None:
+_TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
+               "f4": "float", "f8": "double"}  # fmt: skip
+
+
+def _spelled(where: str, ld: ListData, records: int = 50) -> list[tuple[str, str]]:
+    """Byte lists that read as text (a name spelled as a uchar list), from the first records."""
+    out, seen = [], set()
+    ends = np.cumsum(ld.counts[:records])
+    for a, b in zip(ends - ld.counts[:records], ends):
+        chars = np.asarray(ld.items[int(a) : int(b)]).astype(np.int64)
+        if len(chars) >= 2 and ((chars >= 32) & (chars < 127)).all():
+            word = bytes(chars.astype(np.uint8)).decode("ascii")
+            if word not in seen and len(seen) < 5:
+                seen.add(word)
+                out.append(("ply.property", f"{where} as text: {printable(word)}"))
+    return out
+
+
+def _list_size(p: Prop, ld: ListData, unit: str) -> int:
+    if unit == "values":
+        return len(ld.counts) + len(ld.items)
+    return len(ld.counts) * int(p.count_type[1]) + len(ld.items) * int(p.type[1])
+
+
+def _color_names(cols: dict[str, np.ndarray]) -> tuple[str, ...]:
     for names in _COLOR_NAMES:
         if all(n in cols for n in names[:3]):
-            channels = [cols[n] for n in names if n in cols]
-            floats = any(c.dtype.kind == "f" for c in channels)
-            return colors_to_uint8(channels, 1.0 if floats else 255.0)
-    return None
+            return tuple(n for n in names if n in cols)
+    return ()
 
 
-def _read_body(header: Header, data: bytes, name: str) -> Body:
-    if header.order is None:
-        return _AsciiBody(header, data, name).read()
-    return _BinaryBody(header, data, name).read()
+def _colors(cols: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray | None:
+    if not names:
+        return None
+    channels = [cols[n] for n in names]
+    floats = any(c.dtype.kind == "f" for c in channels)
+    return colors_to_uint8(channels, 1.0 if floats else 255.0)
 
 
-def _triangulate(polys: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Fan triangulation of polygons of mixed sizes; those with < 3 corners are dropped."""
-    tris = [fan(p.reshape(1, -1)) for p in polys if len(p) >= 3]
-    dropped = sum(1 for p in polys if len(p) < 3)
-    if not tris:
-        return np.empty((0, 3), np.int64), dropped
-    return np.concatenate(tris), dropped
+def _faces(header: Header, body: Body, name: str, limits: Limits) -> tuple[np.ndarray, int]:
+    """Fan triangles of the face element's polygons; those with < 3 corners are dropped."""
+    face = next(el for el in header.elements if el.name == "face")
+    ld = body.elements["face"].lists[_face_prop(face).name]
+    counts, items = ld.counts, ld.items
+    if items.dtype.kind == "f":  # ASCII: whole numbers only
+        if not text.integers(items):
+            raise InputRejected(name, "corrupt ASCII PLY: a face index is not an integer")
+        items = items.astype(np.int64)
+    keep = counts >= 3
+    dropped = int(len(counts) - np.count_nonzero(keep))
+    if dropped:
+        items = items[np.repeat(keep, counts)]
+        counts = counts[keep]
+    return fan_triangulate(items, counts, name, limits, "PLY"), dropped
 
 
 class _BinaryBody:
+    """numpy record views for fixed-size records and for list elements whose records all have the
+    first record's list lengths (the usual all-triangle file); otherwise a lean walk over the
+    records that only collects offsets (O(records) steps, each a few byte reads, no arrays), the
+    items then gathered in one vectorised read."""
+
     def __init__(self, header: Header, data: bytes, name: str) -> None:
         self.h, self.data, self.name = header, data, name
 
     def read(self) -> Body:
         off = self.h.body_start
-        columns: dict[str, np.ndarray] = {}
-        faces, dropped = np.empty((0, 3), np.int64), 0
-        spans = []
+        out: dict[str, ElementData] = {}
         for el in self.h.elements:
             start = off
             if not any(p.is_list for p in el.props):
                 arr, off = self._fixed(el, off, {})
+                out[el.name] = ElementData({p.name: arr[f"p{i}"] for i, p in enumerate(el.props)})
             else:
-                arr, off = self._lists(el, off)
-            spans.append((start, off))
-            if el.name == "vertex":
-                columns = {p.name: arr[f"p{i}"] for i, p in enumerate(el.props) if not p.is_list}
-            elif el.name == "face":
-                faces, dropped = arr
+                out[el.name], off = self._lists(el, off)
+            out[el.name].size = off - start
         extra = len(self.data) - off
-        return Body(columns, faces, dropped, spans, [], f"{extra} bytes" if extra else "")
+        return Body(out, f"{extra} bytes" if extra else "", "bytes")
 
     def _dtype(self, el: Element, list_len: dict[int, int]) -> np.dtype:
         o = self.h.order
@@ -263,23 +343,22 @@ class _BinaryBody:
             raise InputRejected(self.name, f"truncated PLY: '{el.name}' records run past the end of the file")
         return np.frombuffer(self.data, dt, count=el.count, offset=off), end
 
-    def _lists(self, el: Element, off: int):
-        """Fast path: every list holds as many items as the first record's; else walk records."""
+    def _lists(self, el: Element, off: int) -> tuple[ElementData, int]:
         list_len = self._first_lengths(el, off)
-        index = _face_prop(el)
         if list_len is not None:
             dt = self._dtype(el, list_len)
             if off + dt.itemsize * el.count <= len(self.data):
                 arr = np.frombuffer(self.data, dt, count=el.count, offset=off)
                 if all((arr[f"n{i}"] == k).all() for i, k in list_len.items()):
-                    end = off + dt.itemsize * el.count
-                    if index is None:
-                        return None, end
-                    idx = arr[f"p{el.props.index(index)}"]
-                    if idx.shape[1] < 3:
-                        return (np.empty((0, 3), np.int64), el.count), end
-                    return (fan(idx), 0), end
-        return self._walk(el, off, index)
+                    result = ElementData()
+                    for i, p in enumerate(el.props):
+                        if p.is_list:
+                            counts = np.full(el.count, list_len[i], np.int64)
+                            result.lists[p.name] = ListData(counts, arr[f"p{i}"].reshape(-1))
+                        else:
+                            result.columns[p.name] = arr[f"p{i}"]
+                    return result, off + dt.itemsize * el.count
+        return self._walk(el, off)
 
     def _first_lengths(self, el: Element, off: int) -> dict[int, int] | None:
         """List lengths of the first record, or None when that record does not fit the file."""
@@ -298,18 +377,21 @@ class _BinaryBody:
                 off += size
         return lengths
 
-    def _walk(self, el: Element, off: int, index: Prop | None):
-        """Record by record (polygons of mixed sizes); every read is bounds-checked."""
+    def _walk(self, el: Element, off: int) -> tuple[ElementData, int]:
+        """Record by record, every read bounds-checked; collects (item offset, count) per list."""
         data, o, n = self.data, self.h.order, len(self.data)
         truncated = InputRejected(self.name, f"truncated PLY: '{el.name}' records run past the end of the file")
-        polys = []
         plan = [
-            (p, struct.Struct(o + _STRUCT[p.count_type]) if p.is_list else None, int(p.type[1]))
-            for p in el.props
+            (i, struct.Struct(o + _STRUCT[p.count_type]) if p.is_list else None, int(p.type[1]))
+            for i, p in enumerate(el.props)
         ]
+        where = {i: array("q") for i, fmt, _ in plan if fmt is not None}
+        counts = {i: array("q") for i in where}
+        scalars = {i: array("q") for i, fmt, _ in plan if fmt is None}
         for _ in range(el.count):
-            for p, count_fmt, item in plan:
+            for i, count_fmt, item in plan:
                 if count_fmt is None:
+                    scalars[i].append(off)
                     off += item
                     continue
                 if off + count_fmt.size > n:
@@ -318,113 +400,174 @@ class _BinaryBody:
                 off += count_fmt.size
                 if k < 0 or off + k * item > n:
                     raise truncated
-                if p is index:
-                    polys.append(np.frombuffer(data, o + p.type, k, off))
+                where[i].append(off)
+                counts[i].append(k)
                 off += k * item
             if off > n:
                 raise truncated
-        return (_triangulate(polys) if index is not None else None), off
+        result = ElementData()
+        for i, p in enumerate(el.props):
+            dt = np.dtype(o + p.type)
+            if p.is_list:
+                k = np.frombuffer(counts[i], np.int64)
+                at = np.repeat(np.frombuffer(where[i], np.int64), k)
+                at += (np.arange(len(at)) - np.repeat(np.cumsum(k) - k, k)) * dt.itemsize
+                result.lists[p.name] = ListData(k, _gather(data, dt, at))
+            else:
+                result.columns[p.name] = _gather(data, dt, np.frombuffer(scalars[i], np.int64))
+        return result, off
+
+
+def _gather(data: bytes, dt: np.dtype, at: np.ndarray) -> np.ndarray:
+    """Values of type dt at the byte offsets `at` (unaligned reads through a stride-1 view)."""
+    if len(at) == 0:
+        return np.empty(0, dt)
+    view = np.ndarray((len(data) - dt.itemsize + 1,), dt, buffer=data, offset=0, strides=(1,))
+    return view[at]
 
 
 _STRUCT = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I"}
 
 
 class _AsciiBody:
+    """Every value of the body parsed in one numpy call (meshes/text.py), then each element cut
+    from that array: fixed-size records by a reshape; list elements by a reshape when every record
+    has the first record's lengths, else by pointer jumping (record starts found by doubling a
+    next-record table over the values, O(v log r) for v values and r records), never a Python
+    loop over records or lines. Memory: the values (8 bytes each) plus two int64 tables as long."""
+
     def __init__(self, header: Header, data: bytes, name: str) -> None:
         self.h, self.name = header, name
-        self.tokens = data[header.body_start :].split()
+        self.vals = self._values(data[header.body_start :])
+
+    def _values(self, body: bytes) -> np.ndarray:
+        """Every value as float64: the fixed-size elements before the first list element (the
+        vertices) by numpy's float parser, the rest by the integer parser when every property
+        from there on is an integer (the faces), else by the float parser too."""
+        bad = InputRejected(self.name, "corrupt ASCII PLY: a value is not a number")
+        first_list = self._first_list()
+        split = sum(len(el.props) * el.count for el in self.h.elements[:first_list])
+        t = text.tokenize(text.as_array(body), lines=False)
+        split = min(split, len(t.start))
+        head = text.all_numbers(body[: int(t.end[split - 1])] if split else b"")
+        if head is None or len(head) != split:
+            raise bad
+        if split == len(t.start):
+            return head
+        whole = all(p.type[0] != "f" for el in self.h.elements[first_list:] for p in el.props)
+        tail = text.whole_numbers(t.buf, t.start[split:], t.end[split:]) if whole else None
+        if tail is None:
+            tail = text.all_numbers(body[int(t.start[split]) :])
+            if tail is None:
+                raise bad
+        return np.concatenate([head, tail.astype(np.float64, copy=False)])
+
+    def _first_list(self) -> int:
+        return next((i for i, el in enumerate(self.h.elements) if any(p.is_list for p in el.props)), len(self.h.elements))
 
     def read(self) -> Body:
         pos = 0
-        columns: dict[str, np.ndarray] = {}
-        faces, dropped = np.empty((0, 3), np.int64), 0
-        spans, records = [], []
+        out: dict[str, ElementData] = {}
         for el in self.h.elements:
             start = pos
             if not any(p.is_list for p in el.props):
                 width = len(el.props)
-                values = self._numbers(pos, pos + width * el.count, el, np.float64).reshape(el.count, width)
+                block = self._take(pos, width * el.count, el).reshape(el.count, width)
                 pos += width * el.count
-                records.append(width)
-                if el.name == "vertex":
-                    columns = {p.name: self._typed(values[:, i], p) for i, p in enumerate(el.props)}
+                out[el.name] = ElementData({p.name: self._typed(block[:, i], p) for i, p in enumerate(el.props)})
             else:
-                pos, polys, lens = self._lists(el, pos)
-                records.append(lens)
-                if el.name == "face":
-                    faces, dropped = polys
-            spans.append((start, pos))
-        extra = len(self.tokens) - pos
-        return Body(columns, faces, dropped, spans, records, f"{extra} values" if extra else "")
+                out[el.name], pos = self._lists(el, pos)
+            out[el.name].size = pos - start
+        extra = len(self.vals) - pos
+        return Body(out, f"{extra} values" if extra else "", "values")
 
-    def _numbers(self, a: int, b: int, el: Element, dtype) -> np.ndarray:
-        if b > len(self.tokens):
+    def _take(self, a: int, n: int, el: Element) -> np.ndarray:
+        if a + n > len(self.vals):
             raise InputRejected(self.name, f"truncated PLY: fewer '{el.name}' values than the header declares")
-        try:
-            return np.array(self.tokens[a:b], dtype=dtype)
-        except (ValueError, OverflowError):
-            raise InputRejected(self.name, f"corrupt ASCII PLY: a '{el.name}' value is not a number") from None
+        return self.vals[a : a + n]
 
     def _typed(self, col: np.ndarray, p: Prop) -> np.ndarray:
         """Values of uchar properties (colours) as uint8, like a binary body gives them."""
         return np.clip(np.nan_to_num(col), 0, 255).astype(np.uint8) if p.type == "u1" else col
 
-    def _lists(self, el: Element, pos: int):
-        index = _face_prop(el)
-        simple = len(el.props) == 1 and index is not None
-        if simple:
-            n = 4 * el.count
-            block = self._numbers(pos, pos + n, el, np.int64) if pos + n <= len(self.tokens) else None
-            if block is not None and (block.reshape(-1, 4)[:, 0] == 3).all():
-                return pos + n, (block.reshape(-1, 4)[:, 1:], 0), 4
-        polys, lens = [], []
-        for _ in range(el.count):
-            start = pos
-            for p in el.props:
-                if not p.is_list:
-                    pos += 1
-                    continue
-                k = int(self._numbers(pos, pos + 1, el, np.int64)[0])
-                if k < 0 or pos + 1 + k > len(self.tokens):
-                    raise InputRejected(self.name, f"truncated or corrupt PLY: bad list length in '{el.name}'")
-                if p is index:
-                    polys.append(self._numbers(pos + 1, pos + 1 + k, el, np.int64))
-                pos += 1 + k
-            if pos > len(self.tokens):
-                raise InputRejected(self.name, f"truncated PLY: fewer '{el.name}' values than the header declares")
-            lens.append(pos - start)
-        return pos, (_triangulate(polys) if index is not None else None), lens
+    def _bad_list(self, el: Element) -> InputRejected:
+        return InputRejected(self.name, f"truncated or corrupt PLY: bad list length in '{el.name}'")
 
+    def _lists(self, el: Element, pos: int) -> tuple[ElementData, int]:
+        starts, end = self._uniform_starts(el, pos)
+        if starts is None:
+            starts, end = self._jump_starts(el, pos)
+        result = ElementData()
+        off = starts
+        for p in el.props:
+            if not p.is_list:
+                result.columns[p.name] = self._typed(self.vals[off], p)
+                off = off + 1
+                continue
+            k = self.vals[off].astype(np.int64)  # whole and >= 0: checked by the record walk
+            result.lists[p.name] = ListData(k, self.vals[ranges(off + 1, k)])
+            off = off + 1 + k
+        return result, end
 
-def strip(data: bytes, name: str, limits: Limits) -> bytes:
-    """Header without comment/obj_info lines and extra elements; vertex and face records verbatim."""
-    header = parse_header(data, name, limits)
-    body = _read_body(header, data, name)
-    kept = [i for i, el in enumerate(header.elements) if el.name in ("vertex", "face")]
-    lines = ["ply", header.format_line]
-    for i in kept:
-        lines += header.elements[i].lines
-    head = ("\n".join(lines) + "\nend_header\n").encode("ascii")
-    if header.order is not None:
-        return head + b"".join(data[body.spans[i][0] : body.spans[i][1]] for i in kept)
-    tokens = data[header.body_start :].split()
-    out = []
-    for i in kept:
-        a, b = body.spans[i]
-        lens = body.records[i]
-        if isinstance(lens, int):
-            out += [b" ".join(tokens[j : j + lens]) for j in range(a, b, lens)]
-        else:
-            for k in lens:
-                out.append(b" ".join(tokens[a : a + k]))
-                a += k
-    return head + b"\n".join(out) + b"\n"
+    def _uniform_starts(self, el: Element, pos: int) -> tuple[np.ndarray | None, int]:
+        """Record starts when every record has the first one's list lengths (a reshape's worth)."""
+        vals, n = self.vals, len(self.vals)
+        off, count_at = pos, []
+        for p in el.props:
+            if off >= n:
+                return None, 0
+            if p.is_list:
+                k = vals[off]
+                if not (k >= 0 and k == int(k)) or off + 1 + k > n:
+                    return None, 0
+                count_at.append((off - pos, k))
+                off += 1 + int(k)
+            else:
+                off += 1
+        size = off - pos
+        if pos + size * el.count > n:
+            return None, 0
+        block = vals[pos : pos + size * el.count].reshape(el.count, size)
+        if all((block[:, at] == k).all() for at, k in count_at):
+            return pos + size * np.arange(el.count, dtype=np.int64), pos + size * el.count
+        return None, 0
+
+    def _jump_starts(self, el: Element, pos: int) -> tuple[np.ndarray, int]:
+        """Record starts by pointer jumping: nxt[i] = where a record starting at value i ends."""
+        if el.count == 0:
+            return np.empty(0, np.int64), pos
+        vals = self.vals[pos:]
+        n = len(vals)
+        if n == 0:
+            raise self._bad_list(el)
+        stop = n + 1  # sentinel: no valid record starts here
+        nxt = np.arange(n + 2, dtype=np.int64)
+        for p in el.props:
+            inside = nxt < n
+            if not p.is_list:
+                nxt[inside] += 1
+            else:
+                k = np.where(inside, vals[np.minimum(nxt, n - 1)], -1.0)
+                ok = inside & (k >= 0) & (k == np.floor(k)) & (k <= n)
+                nxt = np.where(ok, nxt + 1 + np.where(ok, k, 0).astype(np.int64), stop)
+            nxt[nxt > n] = stop
+        nxt[n:] = stop
+        orbit, jump = np.zeros(1, np.int64), nxt
+        while len(orbit) < el.count + 1:
+            orbit = np.concatenate([orbit, jump[orbit]])
+            if len(orbit) < el.count + 1:
+                jump = jump[jump]
+        orbit = orbit[: el.count + 1]
+        if orbit[-1] == stop:
+            raise self._bad_list(el)
+        return pos + orbit[:-1], pos + int(orbit[-1])
 
 
 def write(mesh: Mesh, encoding: str) -> bytes:
     """Vertices as float when float32 holds them exactly, else double; colours as uchar RGBA."""
     v, f, c = mesh.vertices, mesh.faces, mesh.vertex_colors
-    exact32 = np.array_equal(v.astype(np.float32).astype(np.float64), v)
+    with np.errstate(over="ignore"):  # huge doubles overflow float32: then they are not exact
+        exact32 = np.array_equal(v.astype(np.float32).astype(np.float64), v)
     vtype = "float" if exact32 else "double"
     lines = ["ply", f"format {'ascii' if encoding == 'ascii' else 'binary_little_endian'} 1.0"]
     lines += [f"element vertex {len(v)}"] + [f"property {vtype} {a}" for a in "xyz"]

@@ -2,31 +2,37 @@
 
 STL has no shared vertices; corners are merged by exact equality so vertex counts mean something.
 Binary coordinates are float32 (exact in float64); ASCII ones are read as float64 as written.
+
+Only the corners are geometry. Everything else a file can carry is reported as metadata and never
+written back (sanitize re-serialises from the parsed corners): the binary header, facet normals
+that are not the facet's geometric normal (12 bytes a facet: any bytes fit), the 2 attribute bytes
+(no colour convention is read, so they are written as zero), bytes after the last record; ASCII
+solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <text>`,
+`endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
+
+ASCII parsing is vectorised over the whole buffer (see meshes/text.py): no Python loop over
+lines. Worst case O(n) time and ~14x the file in memory (token tables), then the merge.
 """
 
 from __future__ import annotations
 
-import re
 import struct
-from collections import Counter
 
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes import text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.merge import merge_exact
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.meshes.parsed import Parsed, printable
+from occlutrace_compute.meshes.parsed import Parsed, printable, report
 from occlutrace_compute.meshes.validate import check_counts
 
 RECORD = np.dtype([("normal", "<f4", (3,)), ("v", "<f4", (3, 3)), ("attr", "<u2")])
 _KEYWORDS = ("solid", "facet", "outer", "vertex", "endloop", "endfacet", "endsolid")
-_VERTEX = re.compile(r"^[ \t]*vertex[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\S+)[ \t]*\r?$", re.M)
-_SOLID = re.compile(r"^[ \t]*(solid|endsolid)\b[ \t]*(.*?)[ \t]*\r?$", re.M)
-_FIRST_WORD = re.compile(r"^[ \t]*(\S+)", re.M)
-_OTHER = re.compile(
-    r"^[ \t]*(?!(?:solid|facet|outer|vertex|endloop|endfacet|endsolid)\b)(\S[^\r\n]*)", re.M
-)
+SOLID, FACET, OUTER, VERTEX, ENDLOOP, ENDFACET, ENDSOLID = range(1, 8)
+_BLOCK = (OUTER, VERTEX, VERTEX, VERTEX, ENDLOOP, ENDFACET)  # the lines after each 'facet'
+NORMAL_TOLERANCE = 1e-4  # per component: float32 rounding of any exporter's normal stays far below
 
 
 def _binary_count(data: bytes, name: str, limits: Limits) -> int:
@@ -44,6 +50,24 @@ def _binary_count(data: bytes, name: str, limits: Limits) -> int:
     return n
 
 
+def geometric_normals(tri: np.ndarray) -> np.ndarray:
+    """(M, 3) unit normals of (M, 3, 3) triangles (right-hand rule), zero for degenerate ones."""
+    with np.errstate(all="ignore"):
+        tri = tri.astype(np.float64, copy=False)
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        length = np.linalg.norm(n, axis=1, keepdims=True)
+        return np.where(length > 0, n / np.where(length > 0, length, 1), 0.0)
+
+
+def _foreign_normals(stored: np.ndarray, tri: np.ndarray) -> int:
+    """How many stored normals are neither zero nor the geometric normal (up to rounding)."""
+    stored = stored.astype(np.float64)
+    with np.errstate(all="ignore"):
+        close = np.abs(stored - geometric_normals(tri)).max(axis=1) <= NORMAL_TOLERANCE
+    zero = (stored == 0).all(axis=1)
+    return int(np.count_nonzero(~(close | zero)))
+
+
 def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
     n = _binary_count(data, name, limits)
     rec = np.frombuffer(data, RECORD, count=n, offset=84)
@@ -51,9 +75,17 @@ def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
     header = printable(data[:80].rstrip(b"\x00 ").decode("latin-1"))
     if header:
         metadata.append(("stl.header", header))
+    foreign = _foreign_normals(rec["normal"], rec["v"])
+    if foreign:
+        metadata.append(
+            ("stl.normal_bytes", f"{foreign} of {n} facet normals are not the facet's geometric normal "
+             f"({12 * foreign} bytes), replaced by computed normals")
+        )
     tagged = int(np.count_nonzero(rec["attr"]))
     if tagged:
-        metadata.append(("stl.attribute_bytes", f"{tagged} of {n} triangles carry attribute bytes"))
+        metadata.append(
+            ("stl.attribute_bytes", f"{tagged} of {n} triangles carry attribute bytes ({2 * tagged} bytes), zeroed")
+        )
     warnings = []
     extra = len(data) - 84 - 50 * n
     if extra:
@@ -65,80 +97,115 @@ def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
     return Parsed(vertices, faces.reshape(-1, 3), None, metadata, warnings)
 
 
-def strip_binary(data: bytes, name: str, limits: Limits) -> bytes:
-    """Zeroed header and attribute bytes, nothing after the last triangle; records untouched."""
-    n = _binary_count(data, name, limits)
-    out = bytearray(data[: 84 + 50 * n])
-    out[:80] = bytes(80)
-    np.frombuffer(out, RECORD, count=n, offset=84)["attr"] = 0
-    return bytes(out)
+def _line_kinds(t: text.Tokens) -> np.ndarray:
+    """(L,) int8 keyword code of each non-blank line's first token (0: not an STL keyword)."""
+    first_keys = text.keys(t.buf, t.start[t.first], t.end[t.first])
+    kind = np.zeros(len(t.first), dtype=np.int8)
+    for code, word in enumerate(_KEYWORDS, 1):
+        kind[first_keys == text.key(word)] = code
+    return kind
 
 
-def _ascii_text(data: bytes, name: str) -> str:
-    try:
-        return data.decode("ascii")
-    except UnicodeDecodeError as e:
-        raise InputRejected(name, f"corrupt ASCII STL: non-ASCII byte at offset {e.start}") from None
+def _second_word_is(t: text.Tokens, lines: np.ndarray, word: str) -> bool:
+    second = t.first[lines] + 1
+    return bool(np.all(text.keys(t.buf, t.start[second], t.end[second]) == text.key(word)))
 
 
 def parse_ascii(data: bytes, name: str, limits: Limits) -> Parsed:
-    text = _ascii_text(data, name)
-    check_counts(name, 0, text.count("endfacet"), limits)
-    counts = Counter(_FIRST_WORD.findall(text))  # one pass over the text for the structure check
-    n_facets, n_solid = counts["facet"], counts["solid"]
-    if counts["endsolid"] < n_solid or n_solid == 0:
+    check_counts(name, 0, data.count(b"endfacet"), limits)
+    buf = text.as_array(data)
+    high = buf >= 128
+    if high.any():
+        raise InputRejected(name, f"corrupt ASCII STL: non-ASCII byte at offset {int(np.argmax(high))}")
+    del high
+    t = text.tokenize(buf)
+    kind = _line_kinds(t)
+    stl_lines = np.flatnonzero(kind)  # non-blank lines that start with an STL keyword
+    k = kind[stl_lines]
+    n_solid, n_end = int(np.count_nonzero(k == SOLID)), int(np.count_nonzero(k == ENDSOLID))
+    if n_solid == 0 or n_end < n_solid:
         raise InputRejected(name, "truncated ASCII STL: no 'endsolid' after the last triangle")
-    if not (counts["outer"] == counts["endloop"] == counts["endfacet"] == n_facets) or (
-        counts["vertex"] != 3 * n_facets
-    ):
+    f = np.flatnonzero(k == FACET)  # positions in k of every facet line
+    in_block = int(np.count_nonzero((k >= FACET) & (k <= ENDFACET)))
+    ok = in_block == 7 * len(f) and (len(f) == 0 or f[-1] + 6 < len(k))
+    if ok:
+        for j, expect in enumerate(_BLOCK, 1):
+            ok = ok and bool(np.all(k[f + j] == expect))
+    if not ok:
+        n_vertex = int(np.count_nonzero(k == VERTEX))
         raise InputRejected(
             name,
-            f"corrupt ASCII STL: {n_facets} facets but {counts['vertex']} vertex lines, "
-            f"{counts['endfacet']} endfacet lines",
+            f"corrupt ASCII STL: {len(f)} facets but {n_vertex} vertex lines, "
+            f"{int(np.count_nonzero(k == ENDFACET))} endfacet lines, or a facet's lines out of order",
         )
-    corners = _VERTEX.findall(text)
-    if len(corners) != 3 * n_facets:
+    depth = np.cumsum(np.where(k == SOLID, 1, np.where(k == ENDSOLID, -1, 0)))
+    if depth.min() < 0 or depth.max() > 1 or depth[-1] != 0 or (len(f) and depth[f].min() < 1):
+        raise InputRejected(name, "corrupt ASCII STL: 'solid' and 'endsolid' lines do not enclose the facets")
+    facet, vert = stl_lines[f], stl_lines[f[:, None] + np.arange(2, 5)]  # line numbers
+    if np.any(t.count[facet] < 5) or not _second_word_is(t, facet, "normal"):
+        raise InputRejected(name, "corrupt ASCII STL: a 'facet' line is not 'facet normal x y z'")
+    outer = stl_lines[f + 1]
+    if np.any(t.count[outer] < 2) or not _second_word_is(t, outer, "loop"):
+        raise InputRejected(name, "corrupt ASCII STL: an 'outer' line is not 'outer loop'")
+    if np.any(t.count[vert] != 4):
         raise InputRejected(name, "corrupt ASCII STL: a vertex line does not hold 3 numbers")
-    try:
-        raw = np.array(corners, dtype=np.float64).reshape(-1, 3)
-    except ValueError:
-        raise InputRejected(name, "corrupt ASCII STL: a vertex coordinate is not a number") from None
-    metadata = [(f"stl.{kw}_name", printable(v)) for kw, v in _SOLID.findall(text) if v.strip()]
-    if set(counts) - set(_KEYWORDS):
-        metadata += [("stl.text", printable(line)) for line in _OTHER.findall(text)]
-    vertices, faces = merge_exact(raw)
+    # every facet's 12 numbers in file order: normal (3), then 3 corners (3 each)
+    idx = np.concatenate([t.first[facet][:, None] + np.arange(2, 5)]
+                         + [t.first[vert[:, c]][:, None] + np.arange(1, 4) for c in range(3)], axis=1)
+    values = text.numbers(buf, t.start[idx.ravel()], t.end[idx.ravel()])
+    if values is None:
+        raise InputRejected(name, "corrupt ASCII STL: a vertex coordinate or facet normal is not a number")
+    values = values.reshape(-1, 4, 3)
+    metadata = _ascii_metadata(t, kind, stl_lines, k, f, values)
+    vertices, faces = merge_exact(np.ascontiguousarray(values[:, 1:].reshape(-1, 3)))
     return Parsed(vertices, faces.reshape(-1, 3), None, metadata)
 
 
-def strip_ascii(data: bytes, name: str, limits: Limits) -> bytes:
-    """Bare 'solid'/'endsolid' lines, geometry lines verbatim, every other line dropped."""
-    out = []
-    for line in _ascii_text(data, name).splitlines():
-        words = line.split(None, 1)
-        if not words or words[0] not in _KEYWORDS:
-            continue
-        out.append(words[0] if words[0] in ("solid", "endsolid") else line.rstrip())
-    return ("\n".join(out) + "\n").encode("ascii")
+_TAILS = ((FACET, 5, "facet"), (OUTER, 2, "outer"), (ENDLOOP, 1, "endloop"), (ENDFACET, 1, "endfacet"))
 
 
-def _normals(tri: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        length = np.linalg.norm(n, axis=1, keepdims=True)
-        return np.where(length > 0, n / np.where(length > 0, length, 1), 0.0)
+def _ascii_metadata(t: text.Tokens, kind, stl_lines, k, f, values) -> list[tuple[str, str]]:
+    """Solid names, keyword tails, foreign normals and non-STL lines: all dropped by sanitize."""
+    metadata: list[tuple[str, str]] = []
+    for code, field in ((SOLID, "stl.solid_name"), (ENDSOLID, "stl.endsolid_name")):
+        lines = stl_lines[k == code]
+        named = lines[t.count[lines] > 1]
+        metadata += [(field, printable(t.line_text(int(i), 1))) for i in named[:100]]
+        if len(named) > 100:
+            metadata.append((field, f"{len(named) - 100} more named lines"))
+    foreign = _foreign_normals(values[:, 0], values[:, 1:])
+    if foreign:
+        metadata.append(
+            ("stl.facet_normal", f"{foreign} of {len(f)} facet normals are not the facet's geometric normal, "
+             "replaced by computed normals")
+        )
+    for code, fixed, word in _TAILS:
+        lines = stl_lines[k == code]
+        tailed = lines[t.count[lines] > fixed]
+        if len(tailed):
+            last = t.first[tailed] + t.count[tailed] - 1
+            nbytes = int((t.end[last] - t.start[t.first[tailed] + fixed]).sum())
+            samples = [t.line_text(int(i), fixed) for i in tailed[:50]]
+            metadata += report(f"stl.{word}_text", samples, len(tailed), nbytes, f"'{word}' lines end in text")
+    other = np.flatnonzero(kind == 0)
+    metadata += [("stl.text", printable(t.line_text(int(i)))) for i in other[:100]]
+    if len(other) > 100:
+        metadata.append(("stl.text", f"{len(other) - 100} more lines that are not STL"))
+    return metadata
 
 
 def write(mesh: Mesh, encoding: str) -> bytes:
-    """A neutral file: zero header (binary) or a bare 'solid' (ASCII); no colours in STL."""
+    """A neutral file: zero header (binary) or a bare 'solid' (ASCII); normals computed from the
+    corners; attribute bytes zero; no colours in STL."""
     tri = mesh.vertices[mesh.faces]
-    normals = _normals(tri)
+    normals = geometric_normals(tri)
     if encoding == "binary":
         rec = np.zeros(len(tri), RECORD)
         rec["normal"] = normals
         rec["v"] = tri
         return bytes(80) + struct.pack("<I", len(tri)) + rec.tobytes()
     parts = ["solid"]
-    for n, t in zip(normals.astype(np.float32).tolist(), tri.tolist()):  # normals are not read back
+    for n, t in zip(normals.astype(np.float32).tolist(), tri.tolist()):
         parts.append(
             f"facet normal {n[0]:.7g} {n[1]:.7g} {n[2]:.7g}\nouter loop\n"
             f"vertex {t[0][0]!r} {t[0][1]!r} {t[0][2]!r}\n"
