@@ -193,7 +193,7 @@ class CountingStore(LocalStore):
 
 
 def plant(repo: JobRepo, n: int, states: list[str] | None = None, tenant: str = "alpha", start_ms: int | None = None,
-          case_of=lambda i: f"case-{i % 7}") -> list[JobRecord]:
+          case_of=lambda i: f"case-{i % 7}", batch_id: str | None = None) -> list[JobRecord]:
     """`n` jobs as the service writes them (create, then a transition to their state), ids spread
     over minutes so that they fall into several index shards."""
     start_ms = start_ms or int(time.time() * 1000) - 10_000_000
@@ -204,7 +204,7 @@ def plant(repo: JobRepo, n: int, states: list[str] | None = None, tenant: str = 
         spec = JobSpec(job_id=job_id, tenant=tenant, case=case, kind="pair",
                        inputs={"fixed": f"tenants/{tenant}/cases/{case}/inputs/f.stl",
                                "moving": f"tenants/{tenant}/cases/{case}/inputs/m.stl"})
-        record = JobRecord(spec=spec)
+        record = JobRecord(spec=spec, batch_id=batch_id)
         assert repo.create(record)
         state = states[i] if states else "succeeded"
         if state != "queued":
@@ -303,6 +303,34 @@ def test_purge_removes_the_case_from_every_index(tmp_path, no_fsync):
         listed = client.get("/v1/jobs", params={"limit": 100, **({"state": state} if state else {})}).json()["jobs"]
         assert {j["case"] for j in listed} <= {"kept-1"}
     assert len(client.get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == 12
+
+
+def test_batch_status_reads_the_done_entries_not_every_member(tmp_path, no_fsync):
+    """A finished 300-job batch: counts from one listing, and only the page's records read
+    (the old status read all 300 records per request); a purged case's members count as purged."""
+    store = CountingStore(tmp_path / "store")
+    rng = random.Random(7)
+    states = [rng.choice(("succeeded", "failed", "rejected", "cancelled")) for _ in range(300)]
+    states[:5] = ["queued", "running", "queued", "succeeded", "failed"]
+    records = plant(JobRepo(store), 300, states=states, batch_id="b0123456789abcdef",
+                    case_of=lambda i: f"case-{i % 10}")
+    store.put_json("tenants/alpha/batches/b0123456789abcdef.json", {
+        "batch_id": "b0123456789abcdef", "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
+    client = _app(tmp_path, store)
+    store.calls = 0
+    status = client.get("/v1/batches/b0123456789abcdef", params={"limit": 20}).json()
+    want: dict[str, int] = {}
+    for state in states:
+        want[state] = want.get(state, 0) + 1
+    assert status["counts"] == want and status["total"] == 300 and not status["done"]
+    assert [j["job_id"] for j in status["jobs"]] == [r.spec.job_id for r in records[:20]]
+    assert store.calls <= 2 + 3 + 20, store.calls  # batch, done entries, 3 active members, the page
+    purged = {r.spec.job_id for r in records if r.spec.case == "case-3"}
+    assert client.delete("/v1/cases/case-3").status_code == 200
+    assert [k for k in store.list("tenants/alpha/batches/") if any(j in k for j in purged)] == []
+    status = client.get("/v1/batches/b0123456789abcdef", params={"limit": 300}).json()
+    assert status["counts"]["purged"] == 30 and sum(status["counts"].values()) == 300
+    assert {j["job_id"] for j in status["jobs"]} == {r.spec.job_id for r in records} - purged
 
 
 # -- the dispatcher's restart: the active jobs' markers, nothing of the history ----------------

@@ -501,18 +501,18 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             batch = ctl.store.get_json(batch_key(tenant, batch_id))
         except (KeyNotFound, InputRejected):
             raise _not_found("batch") from None
+        members = sorted(batch["jobs"])  # pages follow job-id order
+        states = ctl.repo.batch_states(tenant, batch_id, [(job_id, case) for job_id, case in members])
         counts: dict[str, int] = {}
-        page: list[dict] = []
-        last = None
-        for job_id, case in sorted(batch["jobs"]):  # pages follow job-id order
-            record = ctl.repo.load(JobRef(tenant, case, job_id))
-            state = record.state if record else "purged"
-            counts[state] = counts.get(state, 0) + 1
-            if record is not None and (after is None or job_id > after) and len(page) < limit:
-                page.append(status_body(record))
-                last = job_id
+        for state in states.values():
+            counts[state or "purged"] = counts.get(state or "purged", 0) + 1
+        # The page: the next `limit` members that are not purged, read in parallel.
+        wanted = [JobRef(tenant, case, job_id) for job_id, case in members
+                  if (after is None or job_id > after) and states[job_id] is not None][:limit]
+        page = [status_body(r) for r in ctl.repo.load_many(wanted) if r is not None]
+        last = wanted[-1].job_id if wanted else None
         done = all(state in TERMINAL_STATES or state == "purged" for state in counts)
-        more = last is not None and any(job_id > last for job_id, _ in batch["jobs"])
+        more = last is not None and any(job_id > last for job_id, _ in members)
         return {"batch_id": batch_id, "total": len(batch["jobs"]), "counts": counts, "done": done,
                 "jobs": page, "next": last if more else None}
 

@@ -13,7 +13,8 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
   local store small and keeps the keys in id order. Entries are hints checked against the record
   (a lost race may leave a stale one, which the listings skip);
 - `tenants/<t>/idempotency/<sha256(key)>.json` -> {"job_id"|"batch_id"};
-- `tenants/<t>/batches/<id>.json` -> the batch's job ids;
+- `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
+  <job id>.<final state>` (empty) per member once final: the batch's counters;
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
 """
 
@@ -73,6 +74,16 @@ def all_index_prefix(tenant: str) -> str:
 
 def state_index_prefix(tenant: str, state: str) -> str:
     return f"tenants/{tenant}/index/state/{state}/"
+
+
+def batch_done_prefix(tenant: str, batch_id: str) -> str:
+    return f"tenants/{tenant}/batches/{batch_id}/done/"
+
+
+def batch_done_key(tenant: str, batch_id: str, job_id: str, state: str) -> str:
+    """`tenants/<t>/batches/<b>/done/<id>.<state>` (empty): a member job's final state, written
+    when it becomes final, so a batch's counts are one listing, not a read of every member."""
+    return f"{batch_done_prefix(tenant, batch_id)}{job_id}.{state}"
 
 
 def listing_key(prefix: str, job_id: str, case: str) -> str:
@@ -153,6 +164,8 @@ class JobRepo:
         a crash in between leaves the marker, and the dispatcher's rescan calls this again."""
         ref = ref_of(record)
         self.store.put(listing_key(state_index_prefix(ref.tenant, record.state), ref.job_id, ref.case), b"")
+        if record.batch_id:
+            self.store.put(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state), b"")
         self.store.delete(queue_key(ref.tenant, ref.job_id))
 
     def create(self, record: JobRecord) -> bool:
@@ -160,7 +173,8 @@ class JobRepo:
         a crash leaves no record without a marker, and a second creator of the same job (the
         loser of an idempotency race between replicas) cannot reset a record a worker has moved on."""
         ref = ref_of(record)
-        self.store.put_json(index_key(ref.tenant, ref.job_id), {"case": ref.case})
+        entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
+        self.store.put_json(index_key(ref.tenant, ref.job_id), entry)
         self.store.put(listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"")
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
         return self.store.put_json_if_absent(ref.key, _stamped(record))
@@ -224,14 +238,42 @@ class JobRepo:
 
         return [r for r in parallel_map(read, keys) if r is not None]
 
+    def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str]]) -> dict[str, str | None]:
+        """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs): the
+        final ones from one listing of the batch's done entries, the others (still active, or
+        purged, or in two done entries after a lost race) from their records, read in parallel.
+        Cost: one listing of at most the batch's size, plus O(members not yet final)."""
+        done: dict[str, set[str]] = {}
+        for key in self.store.iter_keys(batch_done_prefix(tenant, batch_id)):
+            job_id, _, state = key.rsplit("/", 1)[-1].partition(".")
+            done.setdefault(job_id, set()).add(state)
+        states: dict[str, str | None] = {}
+        unsure: list[JobRef] = []
+        for job_id, case in members:
+            final = done.get(job_id)
+            if final is not None and len(final) == 1:
+                states[job_id] = next(iter(final))
+            else:
+                unsure.append(JobRef(tenant, case, job_id))
+        for ref, record in zip(unsure, self.load_many(unsure)):
+            states[ref.job_id] = record.state if record is not None else None
+        return states
+
     def outside_keys(self, ref: JobRef) -> list[str]:
-        """The keys of a job kept outside its case prefix (indexes, queue marker): a purge of
-        the case deletes them too."""
+        """The keys of a job kept outside its case prefix (indexes, queue marker, its batch's
+        done entries): a purge of the case deletes them too. Reads the job's id index entry
+        (for its batch), so call it before deleting that."""
+        try:
+            batch = self.store.get_json(index_key(ref.tenant, ref.job_id)).get("batch")
+        except KeyNotFound:
+            batch = None
+        finals = sorted(TERMINAL_STATES)
         return [
             index_key(ref.tenant, ref.job_id),
             queue_key(ref.tenant, ref.job_id),
             listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
-            *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in sorted(TERMINAL_STATES)),
+            *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
+            *(batch_done_key(ref.tenant, batch, ref.job_id, st) for st in (finals if batch else ())),
         ]
 
     def cancelled(self, ref: JobRef) -> bool:
