@@ -74,13 +74,14 @@ def layout(n: int, active: int) -> list[tuple[str, str, str, str | None]]:
     return jobs
 
 
-def objects_of(jid: str, case: str, state: str, batch: str | None) -> list[tuple[str, bytes]]:
+def objects_of(jid: str, case: str, state: str, batch: str | None, id_index: bool = True) -> list[tuple[str, bytes]]:
     t = f"tenants/{TENANT}"
     out = [
         (f"{t}/cases/{case}/jobs/{jid}/job.json", record_json(jid, case, state, batch).encode()),
-        (f"{t}/index/jobs/{jid}.json", json.dumps({"case": case}).encode()),
         (f"{t}/index/all/{shard(jid)}/{jid}.{case}", b""),
     ]
+    if id_index or state == "queued":
+        out.append((f"{t}/index/jobs/{jid}.json", json.dumps({"case": case}).encode()))
     if state == "queued":
         out.append((f"queue/{TENANT}/{jid}.json", json.dumps({"case": case}).encode()))
     else:
@@ -96,10 +97,11 @@ def batch_object(jobs) -> tuple[str, bytes]:
             json.dumps({"batch_id": "b000000000000batch", "jobs": members}).encode())
 
 
-def plant_local(root: Path, n: int, active: int) -> None:
+def plant_local(root: Path, n: int, active: int, id_index: bool = True) -> None:
     """Plain file writes in the LocalStore layout (no fsync: a bench fixture, not the service)."""
     marker = root / "planted.json"
-    if marker.exists() and json.loads(marker.read_text()) == {"n": n, "active": active}:
+    if marker.exists() and {"id_index": True, **json.loads(marker.read_text())} == {"n": n, "active": active,
+                                                                                  "id_index": id_index}:
         return
     if root.exists() and any(root.iterdir()):
         raise SystemExit(f"{root} holds another planting: use an empty folder")
@@ -107,7 +109,7 @@ def plant_local(root: Path, n: int, active: int) -> None:
     jobs = layout(n, active)
     made: set[str] = set()
     for i, job in enumerate(jobs):
-        for key, data in objects_of(*job):
+        for key, data in objects_of(*job, id_index=id_index):
             path = root / key
             parent = str(path.parent)
             if parent not in made:
@@ -120,7 +122,7 @@ def plant_local(root: Path, n: int, active: int) -> None:
     key, data = batch_object(jobs)
     (root / key).parent.mkdir(parents=True, exist_ok=True)
     (root / key).write_bytes(data)
-    marker.write_text(json.dumps({"n": n, "active": active}))
+    marker.write_text(json.dumps({"n": n, "active": active, "id_index": id_index}))
     print(f"  planted {n:,} + {active} jobs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
@@ -194,6 +196,9 @@ def main() -> None:
     ap.add_argument("--s3", action="store_true", help="moto_server on loopback instead of a local folder")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--slow-repeat", type=int, default=1, help="repeats of the restart and the filtered page")
+    ap.add_argument("--no-id-index", action="store_true",
+                    help="plant no `index/jobs/<id>.json` for finished jobs: read only by the old code's "
+                         "listing (and by lookups by id, not timed here); saves a file per job (1M runs on tmpfs)")
     ap.add_argument("--label", default="")
     ap.add_argument("--json", type=Path, help="append one JSON line per size here")
     args = ap.parse_args()
@@ -224,10 +229,11 @@ def main() -> None:
 
                 root = (args.store or Path(tempfile.gettempdir()) / "occlutrace-bench-cp") / f"n{n}"
                 root.mkdir(parents=True, exist_ok=True)
-                plant_local(root, n, args.active)
+                plant_local(root, n, args.active, id_index=not args.no_id_index)
                 store, url = LocalStore(root), f"file://{root}"
             row = measure(store, url, n, args.active, args.repeat, args.slow_repeat)
-            row.update(label=args.label, code=code, backend="s3" if args.s3 else "local")
+            row.update(label=args.label, code=code, backend="s3" if args.s3 else "local",
+                       store=str(args.store) if not args.s3 else "moto", id_index=not args.no_id_index)
             print(f"{n:>9,} {row['restart_s']:>9.3f} {row['page_s']:>8.3f} {row['first_page_s']:>9.3f}"
                   f" {row['filtered_page_s']:>9.3f} {row['batch_s']:>8.3f}", flush=True)
             if args.json:

@@ -383,3 +383,22 @@ def test_dispatcher_restart_reads_nothing_of_the_history(tmp_path, s3_server, s3
     assert requests, "the dispatcher reached the store through the gate"
     touched = [path for _, path in requests if "hist-" in path or "prefix=tenants" in path]
     assert touched == [], touched[:5]
+
+
+def test_reindex_lists_jobs_stored_before_the_indexes(tmp_path, no_fsync):
+    from occlutrace_compute.service.reindex import reindex
+
+    store = LocalStore(tmp_path / "store")
+    states = [STATES[i % len(STATES)] for i in range(18)]
+    records = plant(JobRepo(store), 18, states=states, batch_id="b0123456789abcdef")
+    for prefix in ("tenants/alpha/index/all/", "tenants/alpha/index/state/", "tenants/alpha/batches/"):
+        store.delete_prefix(prefix)  # a store written before the indexes existed
+    client = _app(tmp_path, store)
+    assert client.get("/v1/jobs").json()["jobs"] == []
+    assert reindex(store) == 18 and reindex(store) == 18  # again: the same keys
+    assert [j["job_id"] for j in client.get("/v1/jobs").json()["jobs"]] == [r.spec.job_id for r in records]
+    for state in STATES:
+        listed = client.get("/v1/jobs", params={"state": state}).json()["jobs"]
+        assert [j["job_id"] for j in listed] == [r.spec.job_id for r in records if r.state == state]
+    done = store.list("tenants/alpha/batches/b0123456789abcdef/done/")
+    assert len(done) == sum(s in TERMINAL_STATES for s in states)
