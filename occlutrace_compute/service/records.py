@@ -1,8 +1,8 @@
 """Job records in the object store: keys, reads, writes and the small indexes around them.
 
 The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. Beside it:
-- `tenants/<t>/index/jobs/<id>.json` -> {"case"}: find a job by id and list a tenant's jobs
-  (ids sort by creation time);
+- `tenants/<t>/index/jobs/<id>.json` -> {"case", "batch"?}: find a job by id (ids sort by
+  creation time);
 - `queue/<t>/<id>.json` -> {"case"}: the cheap "active jobs" list the dispatcher rebuilds from
   and rescans, and the index of the queued/running filters; written before the record and
   removed once the job is final and indexed as such (a marker without a record is dropped);
