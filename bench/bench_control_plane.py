@@ -194,6 +194,8 @@ def main() -> None:
     ap.add_argument("--active", type=int, default=300)
     ap.add_argument("--store", type=Path, help="parent folder of the planted stores (kept for reuse)")
     ap.add_argument("--s3", action="store_true", help="moto_server on loopback instead of a local folder")
+    ap.add_argument("--s3-endpoint", help="with --s3: a running moto_server (http://127.0.0.1:PORT) whose buckets "
+                                          "keep the planting for the next run (else a fresh one is started)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--slow-repeat", type=int, default=1, help="repeats of the restart and the filtered page")
     ap.add_argument("--no-id-index", action="store_true",
@@ -211,18 +213,24 @@ def main() -> None:
     moto = None
     if args.s3:
         sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
-        from s3server import MotoServer
+        from s3server import MotoServer, S3Endpoint
 
-        moto = MotoServer(Path(tempfile.mkdtemp()))
-        moto.start()
+        if args.s3_endpoint:
+            info = S3Endpoint(args.s3_endpoint)
+        else:
+            moto = MotoServer(Path(tempfile.mkdtemp()))
+            moto.start()
+            info = moto.info
     try:
         for n in args.sizes:
             if args.s3:
                 from occlutrace_compute.storage import S3Store
 
-                info = moto.info()
                 store = S3Store(info.endpoint, info.access_key, info.secret_key, f"bench-{n}", region=info.region)
-                plant_s3(store, n, args.active)
+                planted = {"n": n, "active": args.active}
+                if not store.exists("planted.json") or store.get_json("planted.json") != planted:
+                    plant_s3(store, n, args.active)
+                    store.put_json("planted.json", planted)
                 url = f"file://{tempfile.mkdtemp()}"  # unused: the app is given the store
             else:
                 from occlutrace_compute.storage import LocalStore
