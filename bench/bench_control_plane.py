@@ -97,18 +97,35 @@ def batch_object(jobs) -> tuple[str, bytes]:
             json.dumps({"batch_id": "b000000000000batch", "jobs": members}).encode())
 
 
-def plant_local(root: Path, n: int, active: int, id_index: bool = True) -> None:
-    """Plain file writes in the LocalStore layout (no fsync: a bench fixture, not the service)."""
+SPARSE_RECORDS = 5000
+
+
+def plant_local(root: Path, n: int, active: int, id_index: bool = True, sparse: bool = False) -> None:
+    """Plain file writes in the LocalStore layout (no fsync: a bench fixture, not the service).
+    `sparse`: past the first SPARSE_RECORDS finished jobs (which hold the batch and the first
+    pages), only the listing and state index entries are written, not the records."""
     marker = root / "planted.json"
-    if marker.exists() and {"id_index": True, **json.loads(marker.read_text())} == {"n": n, "active": active,
-                                                                                  "id_index": id_index}:
+    want = {"n": n, "active": active, "id_index": id_index, "sparse": sparse}
+    if marker.exists() and {"id_index": True, "sparse": False, **json.loads(marker.read_text())} == want:
         return
     if root.exists() and any(root.iterdir()):
         raise SystemExit(f"{root} holds another planting: use an empty folder")
     t0 = time.perf_counter()
     jobs = layout(n, active)
     made: set[str] = set()
+    flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
     for i, job in enumerate(jobs):
+        if sparse and SPARSE_RECORDS <= i < n:
+            jid, case, state, _ = job
+            for prefix in ("all", f"state/{state}"):
+                folder = f"{root}/tenants/{TENANT}/index/{prefix}/{shard(jid)}"
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                os.close(os.open(f"{folder}/{jid}.{case}", flags, 0o600))
+            if i % 100_000 == 0:
+                print(f"  planted {i:,} jobs ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            continue
         for key, data in objects_of(*job, id_index=id_index):
             path = root / key
             parent = str(path.parent)
@@ -122,7 +139,7 @@ def plant_local(root: Path, n: int, active: int, id_index: bool = True) -> None:
     key, data = batch_object(jobs)
     (root / key).parent.mkdir(parents=True, exist_ok=True)
     (root / key).write_bytes(data)
-    marker.write_text(json.dumps({"n": n, "active": active, "id_index": id_index}))
+    marker.write_text(json.dumps(want))
     print(f"  planted {n:,} + {active} jobs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
@@ -201,6 +218,9 @@ def main() -> None:
     ap.add_argument("--no-id-index", action="store_true",
                     help="plant no `index/jobs/<id>.json` for finished jobs: read only by the old code's "
                          "listing (and by lookups by id, not timed here); saves a file per job (1M runs on tmpfs)")
+    ap.add_argument("--sparse", action="store_true",
+                    help="plant the records of the first 5,000 finished jobs only (the others: their index "
+                         "entries): what the new code reads; for 1M on a tmpfs, whose inodes run out")
     ap.add_argument("--label", default="")
     ap.add_argument("--json", type=Path, help="append one JSON line per size here")
     args = ap.parse_args()
@@ -237,11 +257,12 @@ def main() -> None:
 
                 root = (args.store or Path(tempfile.gettempdir()) / "occlutrace-bench-cp") / f"n{n}"
                 root.mkdir(parents=True, exist_ok=True)
-                plant_local(root, n, args.active, id_index=not args.no_id_index)
+                plant_local(root, n, args.active, id_index=not args.no_id_index, sparse=args.sparse)
                 store, url = LocalStore(root), f"file://{root}"
             row = measure(store, url, n, args.active, args.repeat, args.slow_repeat)
             row.update(label=args.label, code=code, backend="s3" if args.s3 else "local",
-                       store=str(args.store) if not args.s3 else "moto", id_index=not args.no_id_index)
+                       store=str(args.store) if not args.s3 else "moto", id_index=not args.no_id_index,
+                       sparse=args.sparse)
             print(f"{n:>9,} {row['restart_s']:>9.3f} {row['page_s']:>8.3f} {row['first_page_s']:>9.3f}"
                   f" {row['filtered_page_s']:>9.3f} {row['batch_s']:>8.3f}", flush=True)
             if args.json:
