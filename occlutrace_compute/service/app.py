@@ -36,14 +36,13 @@ from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.metrics import controller_metrics
 from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, SizeLimit
 from occlutrace_compute.service.records import (
+    ID_RE,
     JobRef,
     JobRepo,
     batch_key,
     cancel_key,
     idempotency_key,
-    index_key,
     new_id,
-    queue_key,
 )
 from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
 from occlutrace_compute.service.worker import status_body
@@ -413,20 +412,16 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                   after: Annotated[str | None, Query(max_length=64)] = None,
                   state: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|rejected|cancelled)$")] = None,
                   ) -> s.JobList:
-        """The tenant's jobs, oldest first, `limit` per page."""
-        ids = [i for i in ctl.repo.list_ids(tenant) if after is None or i > after]
-        jobs: list[dict] = []
-        last: str | None = None
-        for job_id in ids:
-            if len(jobs) >= limit:
-                break
-            last = job_id
-            ref = ctl.repo.find(tenant, job_id)
-            record = ctl.repo.load(ref) if ref else None
-            if record is not None and (state is None or record.state == state):
-                jobs.append(status_body(record))
-        more = last is not None and last != ids[-1]
-        return s.JobList(jobs=[s.JobStatus(**j) for j in jobs], next=last if more else None)
+        """The tenant's jobs, oldest first: one page of at most `limit`. Pass `next` as `after` for
+        the next page; a filtered page may hold fewer than `limit` jobs and still have a `next`.
+        Cost O(limit) whatever the tenant's history: one index listing and the page's records."""
+        if after is not None and not ID_RE.match(after):
+            raise ApiError(422, "invalid_cursor", "`after` must be a job id (a page's `next`)", source="after",
+                           problem="not a job id")
+        refs, cursor = ctl.repo.page_refs(tenant, state, after, limit)
+        records = ctl.repo.load_many(refs)
+        jobs = [status_body(r) for r in records if r is not None and (state is None or r.state == state)]
+        return s.JobList(jobs=[s.JobStatus(**j) for j in jobs], next=cursor)
 
     @app.get("/v1/jobs/{job_id}", response_model=s.JobStatus, tags=["jobs"],
              responses={404: {"model": s.ErrorBody}})
@@ -506,18 +501,18 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             batch = ctl.store.get_json(batch_key(tenant, batch_id))
         except (KeyNotFound, InputRejected):
             raise _not_found("batch") from None
+        members = sorted(batch["jobs"])  # pages follow job-id order
+        states = ctl.repo.batch_states(tenant, batch_id, [(job_id, case) for job_id, case in members])
         counts: dict[str, int] = {}
-        page: list[dict] = []
-        last = None
-        for job_id, case in sorted(batch["jobs"]):  # pages follow job-id order
-            record = ctl.repo.load(JobRef(tenant, case, job_id))
-            state = record.state if record else "purged"
-            counts[state] = counts.get(state, 0) + 1
-            if record is not None and (after is None or job_id > after) and len(page) < limit:
-                page.append(status_body(record))
-                last = job_id
+        for state in states.values():
+            counts[state or "purged"] = counts.get(state or "purged", 0) + 1
+        # The page: the next `limit` members that are not purged, read in parallel.
+        wanted = [JobRef(tenant, case, job_id) for job_id, case in members
+                  if (after is None or job_id > after) and states[job_id] is not None][:limit]
+        page = [status_body(r) for r in ctl.repo.load_many(wanted) if r is not None]
+        last = wanted[-1].job_id if wanted else None
         done = all(state in TERMINAL_STATES or state == "purged" for state in counts)
-        more = last is not None and any(job_id > last for job_id, _ in batch["jobs"])
+        more = last is not None and any(job_id > last for job_id, _ in members)
         return {"batch_id": batch_id, "total": len(batch["jobs"]), "counts": counts, "done": done,
                 "jobs": page, "next": last if more else None}
 
@@ -545,7 +540,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             ref = JobRef.parse(key)
             if ref is None:
                 continue
-            for extra in (index_key(tenant, ref.job_id), queue_key(tenant, ref.job_id)):
+            for extra in ctl.repo.outside_keys(ref):  # index entries and queue marker of the job
                 if ctl.store.exists(extra):
                     ctl.store.delete(extra)
                     removed.append(extra)

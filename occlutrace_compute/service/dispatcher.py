@@ -1,7 +1,8 @@
 """The dispatcher: one named, detached Ray actor that feeds queued jobs to worker actors.
 
 It holds no state of its own worth keeping: at every (re)start it rebuilds its queue from the
-job records in the store, then rescans the store's queue markers periodically, so a job whose
+store's queue markers (one per active job: the cost follows the work in flight, not the
+history), then rescans them periodically, so a job whose
 notification was lost, or whose worker or dispatcher died, is picked up again. Workers are
 actors it owns (restartable); when one dies its batch's unfinished jobs go back to the queue.
 Tenants are served round-robin when batches are packed, so one tenant's thousand jobs do not
@@ -139,14 +140,17 @@ class Dispatcher:
                 self._stop.wait(RETRY_DELAY_S)
 
     def _rebuild(self) -> None:
-        """Full scan of the job records: every queued or running job goes back in the queue."""
+        """Every job with a queue marker goes back in the queue: O(active jobs), never O(history).
+
+        A marker exists from before a job's record is written until after it is final, so the
+        markers cover every job that may still need a run. Records are not read here: the
+        worker reads each one anyway and skips a final or missing one, and the rescan drops
+        such markers, so the first batch can go out after one listing of the markers."""
         count = 0
-        for ref in self.repo.all_job_refs():
-            record = self.repo.load(ref)
-            if record is not None and record.state not in TERMINAL_STATES:
-                self._enqueue(ref)
-                count += 1
-        log(logger, logging.INFO, "queue rebuilt from the store", count=count)
+        for ref, _marker in self.repo.queued_refs():
+            self._enqueue(ref)
+            count += 1
+        log(logger, logging.INFO, "queue rebuilt from the queue markers", count=count)
 
     def _rescan(self) -> None:
         """Pick up jobs whose notification was lost; drop stale queue markers."""
@@ -158,7 +162,7 @@ class Dispatcher:
                 if _age_s(ref.job_id) > ORPHAN_MARKER_AGE_S:
                     self.repo.store.delete(marker)
             elif record.state in TERMINAL_STATES:
-                self.repo.store.delete(marker)
+                self.repo.finalize(record)  # its state index entry, then the marker removed
             else:
                 self._enqueue(ref)
 

@@ -41,8 +41,8 @@ class InstrumentedStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._call("exists", lambda: self.inner.exists(key))
 
-    def list(self, prefix: str) -> list[str]:
-        return self._call("list", lambda: self.inner.list(prefix))
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        return self._call("list", lambda: self.inner.list(prefix, start_after, limit))
 
     def delete(self, key: str) -> None:
         self._call("delete", lambda: self.inner.delete(key))

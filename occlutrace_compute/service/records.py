@@ -1,12 +1,20 @@
 """Job records in the object store: keys, reads, writes and the small indexes around them.
 
 The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. Beside it:
-- `tenants/<t>/index/jobs/<id>.json` -> {"case"}: find a job by id and list a tenant's jobs
-  (ids sort by creation time);
-- `queue/<t>/<id>.json` -> {"case"}: the cheap "active jobs" list the dispatcher rescans; written
-  before the record and removed once the job is final (a marker without a record is dropped);
+- `tenants/<t>/index/jobs/<id>.json` -> {"case", "batch"?}: find a job by id (ids sort by
+  creation time);
+- `queue/<t>/<id>.json` -> {"case"}: the cheap "active jobs" list the dispatcher rebuilds from
+  and rescans, and the index of the queued/running filters; written before the record and
+  removed once the job is final and indexed as such (a marker without a record is dropped);
+- `tenants/<t>/index/all/<ts>/<id>.<case>` (empty): every job, for the unfiltered listing, and
+  `tenants/<t>/index/state/<final state>/<ts>/<id>.<case>` (empty), written when the job becomes
+  final: the listings read a page of these (O(page)), never the tenant's whole history. `<ts>`
+  is `<id[1:6]>/<id[6:9]>` (creation time, 74 h then 65 s buckets): it keeps every folder of a
+  local store small and keeps the keys in id order. Entries are hints checked against the record
+  (a lost race may leave a stale one, which the listings skip);
 - `tenants/<t>/idempotency/<sha256(key)>.json` -> {"job_id"|"batch_id"};
-- `tenants/<t>/batches/<id>.json` -> the batch's job ids;
+- `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
+  <job id>.<final state>` (empty) per member once final: the batch's counters;
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
 """
 
@@ -16,7 +24,9 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, utcnow
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
@@ -25,6 +35,12 @@ from occlutrace_compute.storage.keys import job_prefix, job_record_key
 ID_RE = re.compile(r"^[a-z][0-9a-f]{12,40}$")
 JOB_KEY_RE = re.compile(r"^tenants/([^/]+)/cases/([^/]+)/jobs/([^/]+)/job\.json$")
 QUEUE_PREFIX = "queue/"
+T = TypeVar("T")
+R = TypeVar("R")
+# Parallel store reads for a page or a rebuild: hides S3 round trips; a local store gains little.
+READ_THREADS = 16
+# After `<id>.` in a listing key comes the case id, whose characters all sort below this one.
+_AFTER_ANY_CASE = "~"
 
 
 def new_id(prefix: str) -> str:
@@ -46,6 +62,52 @@ def index_key(tenant: str, job_id: str) -> str:
 
 def queue_key(tenant: str, job_id: str) -> str:
     return f"{QUEUE_PREFIX}{tenant}/{job_id}.json"
+
+
+def queue_prefix(tenant: str) -> str:
+    return f"{QUEUE_PREFIX}{tenant}/"
+
+
+def all_index_prefix(tenant: str) -> str:
+    return f"tenants/{tenant}/index/all/"
+
+
+def state_index_prefix(tenant: str, state: str) -> str:
+    return f"tenants/{tenant}/index/state/{state}/"
+
+
+def batch_done_prefix(tenant: str, batch_id: str) -> str:
+    return f"tenants/{tenant}/batches/{batch_id}/done/"
+
+
+def batch_done_key(tenant: str, batch_id: str, job_id: str, state: str) -> str:
+    """`tenants/<t>/batches/<b>/done/<id>.<state>` (empty): a member job's final state, written
+    when it becomes final, so a batch's counts are one listing, not a read of every member."""
+    return f"{batch_done_prefix(tenant, batch_id)}{job_id}.{state}"
+
+
+def listing_key(prefix: str, job_id: str, case: str) -> str:
+    """`<prefix><id[1:6]>/<id[6:9]>/<id>.<case>`: sorted like the ids, sharded by creation time."""
+    return f"{prefix}{job_id[1:6]}/{job_id[6:9]}/{job_id}.{case}"
+
+
+def listing_start(prefix: str, after: str | None) -> str | None:
+    """The `start_after` that lists the entries of ids greater than `after` (a valid id)."""
+    return None if after is None else f"{prefix}{after[1:6]}/{after[6:9]}/{after}.{_AFTER_ANY_CASE}"
+
+
+def parse_listing_key(tenant: str, key: str) -> "JobRef | None":
+    job_id, _, case = key.rsplit("/", 1)[-1].partition(".")
+    return JobRef(tenant, case, job_id) if ID_RE.match(job_id) and case else None
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`[fn(x) for x in items]`, up to READ_THREADS at a time (store reads of one page)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def idempotency_key(tenant: str, key: str) -> str:
@@ -95,14 +157,25 @@ class JobRepo:
     def save(self, record: JobRecord) -> None:
         self.store.put_json(ref_of(record).key, _stamped(record))
         if record.state in TERMINAL_STATES:
-            self.store.delete(queue_key(record.spec.tenant, record.spec.job_id))
+            self.finalize(record)
+
+    def finalize(self, record: JobRecord) -> None:
+        """A final record: its state index entry, then (only then) its queue marker removed, so
+        a crash in between leaves the marker, and the dispatcher's rescan calls this again."""
+        ref = ref_of(record)
+        self.store.put(listing_key(state_index_prefix(ref.tenant, record.state), ref.job_id, ref.case), b"")
+        if record.batch_id:
+            self.store.put(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state), b"")
+        self.store.delete(queue_key(ref.tenant, ref.job_id))
 
     def create(self, record: JobRecord) -> bool:
         """Index and queue marker first, the record last and only where none exists (False then):
         a crash leaves no record without a marker, and a second creator of the same job (the
         loser of an idempotency race between replicas) cannot reset a record a worker has moved on."""
         ref = ref_of(record)
-        self.store.put_json(index_key(ref.tenant, ref.job_id), {"case": ref.case})
+        entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
+        self.store.put_json(index_key(ref.tenant, ref.job_id), entry)
+        self.store.put(listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"")
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
         return self.store.put_json_if_absent(ref.key, _stamped(record))
 
@@ -116,27 +189,92 @@ class JobRepo:
             return None
         return JobRef(tenant, case, job_id)
 
-    def list_ids(self, tenant: str) -> list[str]:
-        prefix = index_prefix(tenant)
-        return [k[len(prefix):-len(".json")] for k in self.store.list(prefix) if k.endswith(".json")]
+    def page_refs(self, tenant: str, state: str | None, after: str | None, limit: int) -> tuple[list[JobRef], str | None]:
+        """One page of the tenant's job refs in id order, after job id `after` (a valid id or
+        None): up to `limit` entries of the index that answers `state` (None: every job; queued
+        or running: the queue markers; a final state: its state index), and the cursor for the
+        next page (None at the end). Entries are hints: the caller checks each record's state.
+        Cost: one LIST of `limit` keys (plus one GET per queue marker, in parallel)."""
+        if state is None or state in TERMINAL_STATES:
+            prefix = all_index_prefix(tenant) if state is None else state_index_prefix(tenant, state)
+            keys = self.store.list(prefix, start_after=listing_start(prefix, after), limit=limit)
+            refs = [r for r in (parse_listing_key(tenant, k) for k in keys) if r is not None]
+        else:
+            prefix = queue_prefix(tenant)
+            start = None if after is None else queue_key(tenant, after)
+            keys = self.store.list(prefix, start_after=start, limit=limit)
+            refs = [r for r, _ in self._marker_refs(keys)]
+        last = keys[-1] if len(keys) == limit else None
+        if last is None:
+            return refs, None
+        return refs, last.rsplit("/", 1)[-1].partition(".")[0]
+
+    def load_many(self, refs: list[JobRef]) -> list[JobRecord | None]:
+        """The records of `refs` (None where gone), read in parallel."""
+        return parallel_map(self.load, refs)
 
     def queued_refs(self) -> list[tuple[JobRef, str]]:
-        """(ref, marker key) for every queue marker: the dispatcher's periodic rescan."""
-        out = []
-        for key in self.store.list(QUEUE_PREFIX):
+        """(ref, marker key) for every queue marker: the active jobs, whatever the history size.
+        Markers are listed a page at a time and read in parallel: O(active jobs)."""
+        out: list[tuple[JobRef, str]] = []
+        page: list[str] = []
+        for key in self.store.iter_keys(QUEUE_PREFIX):
+            page.append(key)
+            if len(page) == 1000:
+                out += self._marker_refs(page)
+                page = []
+        return out + self._marker_refs(page)
+
+    def _marker_refs(self, keys: list[str]) -> list[tuple[JobRef, str]]:
+        def read(key: str) -> tuple[JobRef, str] | None:
             parts = key[len(QUEUE_PREFIX):].split("/")
             if len(parts) != 2 or not parts[1].endswith(".json"):
-                continue
+                return None
             try:
                 case = self.store.get_json(key)["case"]
             except KeyNotFound:
-                continue
-            out.append((JobRef(parts[0], case, parts[1][: -len(".json")]), key))
-        return out
+                return None
+            return JobRef(parts[0], case, parts[1][: -len(".json")]), key
 
-    def all_job_refs(self) -> list[JobRef]:
-        """Every job record in the store: the full scan done when the dispatcher (re)starts."""
-        return [r for r in (JobRef.parse(k) for k in self.store.list("tenants/")) if r is not None]
+        return [r for r in parallel_map(read, keys) if r is not None]
+
+    def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str]]) -> dict[str, str | None]:
+        """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs): the
+        final ones from one listing of the batch's done entries, the others (still active, or
+        purged, or in two done entries after a lost race) from their records, read in parallel.
+        Cost: one listing of at most the batch's size, plus O(members not yet final)."""
+        done: dict[str, set[str]] = {}
+        for key in self.store.iter_keys(batch_done_prefix(tenant, batch_id)):
+            job_id, _, state = key.rsplit("/", 1)[-1].partition(".")
+            done.setdefault(job_id, set()).add(state)
+        states: dict[str, str | None] = {}
+        unsure: list[JobRef] = []
+        for job_id, case in members:
+            final = done.get(job_id)
+            if final is not None and len(final) == 1:
+                states[job_id] = next(iter(final))
+            else:
+                unsure.append(JobRef(tenant, case, job_id))
+        for ref, record in zip(unsure, self.load_many(unsure)):
+            states[ref.job_id] = record.state if record is not None else None
+        return states
+
+    def outside_keys(self, ref: JobRef) -> list[str]:
+        """The keys of a job kept outside its case prefix (indexes, queue marker, its batch's
+        done entries): a purge of the case deletes them too. Reads the job's id index entry
+        (for its batch), so call it before deleting that."""
+        try:
+            batch = self.store.get_json(index_key(ref.tenant, ref.job_id)).get("batch")
+        except KeyNotFound:
+            batch = None
+        finals = sorted(TERMINAL_STATES)
+        return [
+            index_key(ref.tenant, ref.job_id),
+            queue_key(ref.tenant, ref.job_id),
+            listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
+            *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
+            *(batch_done_key(ref.tenant, batch, ref.job_id, st) for st in (finals if batch else ())),
+        ]
 
     def cancelled(self, ref: JobRef) -> bool:
         return self.store.exists(cancel_key(ref.tenant, ref.case, ref.job_id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import json
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 class StoreError(RuntimeError):
@@ -30,7 +30,7 @@ DEFAULT_URL_EXPIRY = timedelta(minutes=15)
 
 
 class ObjectStore(abc.ABC):
-    """put/get/exists/list/delete-prefix/presigned URLs/atomic JSON."""
+    """put/get/exists/list (paginated)/delete-prefix/presigned URLs/atomic JSON."""
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
@@ -59,8 +59,15 @@ class ObjectStore(abc.ABC):
     def exists(self, key: str) -> bool: ...
 
     @abc.abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Every key under `prefix` (recursive), sorted."""
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """Keys under `prefix` (recursive), sorted by their UTF-8 bytes (S3's order).
+
+        `start_after`: only keys greater than it (need not exist; S3's `StartAfter`);
+        `limit`: at most that many (S3's `MaxKeys`), the first in order. With a limit the cost
+        is O(limit) plus the cost of finding `start_after` (one request on S3; on a local
+        folder, reading the folders along its path), never O(keys under `prefix`): page
+        through a big prefix with `iter_keys`.
+        """
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -77,6 +84,18 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def presigned_put(self, key: str, expires: timedelta = DEFAULT_URL_EXPIRY) -> str | None:
         """A time-limited upload URL, or None where the store has none (local folder)."""
+
+    def iter_keys(self, prefix: str, start_after: str | None = None, page: int = 1000) -> Iterator[str]:
+        """Every key under `prefix` after `start_after`, in order, fetched `page` keys at a time:
+        memory O(page) however many keys there are, and the caller can stop early."""
+        if page < 1:
+            raise ValueError(f"iter_keys page must be >= 1, got {page}")
+        while True:  # each trip lists keys strictly after the last one: ends when a page is short
+            keys = self.list(prefix, start_after=start_after, limit=page)
+            yield from keys
+            if len(keys) < page:
+                return
+            start_after = keys[-1]
 
     def put_json(self, key: str, obj: Any) -> None:
         """Atomic JSON write (put is atomic in every implementation)."""

@@ -8,11 +8,12 @@ never a partial one. Temp files are invisible to `list`. Files are created mode 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore
@@ -95,18 +96,38 @@ class LocalStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """An ordered walk: each folder's entries are read and sorted as keys would sort (a
+        folder `b` as `b/`), folders wholly before `start_after` are skipped unread, and the walk
+        stops at `limit` keys. Cost: the folders along `start_after`'s path plus those that hold
+        the page, each read whole (so keep folders bounded: the job indexes shard by time)."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"list limit must be >= 1, got {limit}")
         prefix = folder_prefix(prefix)
         base = self.root.joinpath(*prefix.split("/")) if prefix else self.root
-        keys = []
-        for folder, _dirs, files in os.walk(base):
-            rel = Path(folder).relative_to(self.root).as_posix()
-            keys.extend(
-                name if rel == "." else f"{rel}/{name}"
-                for name in files
-                if not name.startswith(TEMP_PREFIX)
-            )
-        return sorted(keys)
+        walk = self._ordered(base, prefix, start_after)
+        return list(walk) if limit is None else list(itertools.islice(walk, limit))
+
+    def _ordered(self, folder: Path, rel: str, after: str | None) -> Iterator[str]:
+        """Keys under `folder` (whose keys start with `rel`) greater than `after`, in order.
+        Recursion depth is bounded by the key depth (keys are at most 1024 bytes)."""
+        try:
+            with os.scandir(folder) as it:
+                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name)
+                           for e in it if not e.name.startswith(TEMP_PREFIX)]
+        except (FileNotFoundError, NotADirectoryError):  # gone (a concurrent purge) or an object
+            return
+        entries.sort()
+        for sort_name, name in entries:
+            key = rel + sort_name
+            if not sort_name.endswith("/"):
+                if after is None or key > after:
+                    yield key
+            elif after is None or key > after:
+                yield from self._ordered(folder / name, key, None)  # every key in it is after
+            elif after.startswith(key):
+                yield from self._ordered(folder / name, key, after)
+            # else: every key in the folder sorts before `after`: skipped unread
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -9,6 +9,7 @@ Credentials live only inside the minio client: never in repr(), messages or pick
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 import re
@@ -223,17 +224,25 @@ class S3Store(ObjectStore):
 
         return self._call(f"exists {key!r}", stat)
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """ListObjectsV2 with `StartAfter` and `MaxKeys`: a page of up to 1000 keys is one request.
+        A whole-prefix listing (no limit) follows continuation tokens, 1000 keys a request."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"list limit must be >= 1, got {limit}")
         full = self.prefix + folder_prefix(prefix)
-        names = self._call(
-            f"list {prefix!r}",
-            lambda: [
-                obj.object_name
-                for obj in self._client.list_objects(self.bucket, prefix=full or None, recursive=True)
-            ],
-        )
-        # Names ending in '/' are folder markers made by consoles, not objects.
-        return sorted(n[len(self.prefix):] for n in names if n and not n.endswith("/"))
+        after = self.prefix + start_after if start_after else None
+
+        def fetch() -> list[str]:
+            names = self._client._list_objects(  # the public list_objects takes no MaxKeys
+                self.bucket, prefix=full or None, start_after=after, encoding_type="url",
+                max_keys=min(limit, 1000) if limit else None,
+            )
+            # Names ending in '/' are folder markers made by consoles, not objects.
+            objects = (n[len(self.prefix):] for n in (o.object_name for o in names) if n and not n.endswith("/"))
+            return list(objects if limit is None else itertools.islice(objects, limit))
+
+        keys = self._call(f"list {prefix!r}", fetch)
+        return keys if limit is not None else sorted(keys)
 
     def delete(self, key: str) -> None:
         name = self._name(key)
