@@ -25,7 +25,7 @@ from occlutrace_compute.service.dispatcher import get_dispatcher
 from occlutrace_compute.service.server import build_app
 from occlutrace_compute.service.signing import SIGNATURE_HEADER, verify_body
 
-TOKENS = {"tok-a": "alpha", "tok-b": "beta"}
+TOKENS = {"tok-alpha-0123456789": "alpha", "tok-beta-01234567890": "beta"}
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SECRET = "callback-secret"
 
@@ -47,7 +47,7 @@ def _start(tmp_path, namespace: str, store: str, gate: Gate | None = None, **s3)
         callback_backoff_s=0.05, callback_allow_private=True, **s3,  # the receiver listens on 127.0.0.1
     )
     server = LiveServer(lambda: build_app(config)).start()
-    return Service(config, server, Api(server.url, "tok-a"), config.open_store(), gate)
+    return Service(config, server, Api(server.url, "tok-alpha-0123456789"), config.open_store(), gate)
 
 
 def _stop(svc: Service) -> None:
@@ -188,7 +188,7 @@ def test_200_concurrent_clients_each_accepted_once(local):
 
     async def main():
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=local.server.url, headers={"Authorization": "Bearer tok-a"},
+        async with httpx.AsyncClient(base_url=local.server.url, headers={"Authorization": "Bearer tok-alpha-0123456789"},
                                      timeout=60, limits=limits) as http:
             return await asyncio.gather(*(client(http, i) for i in range(200)))
 
@@ -253,7 +253,7 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
             (cases / label).mkdir(parents=True, exist_ok=True)
             (cases / label / name).write_bytes(mesh_bytes(i))
     out = tmp_path / "out"
-    summary = submit_cases(cases, local.server.url, "tok-a", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
+    summary = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
     by_case = {r.case: r for r in summary.rows}
     assert by_case["lab1/case-a"].status == by_case["case-b"].status == "succeeded"
     assert by_case["Smith_John_1972-03-04"].status == "rejected" and "personal name" in by_case["Smith_John_1972-03-04"].reason
@@ -267,7 +267,7 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
 
     before = jobs()
     (out / "case-b" / "result.json").unlink()  # an interrupted download
-    again = submit_cases(cases, local.server.url, "tok-a", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
+    again = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
     states = {r.case: r.status for r in again.rows}
     assert states["lab1/case-a"] == "skipped" and states["case-b"] == "succeeded"
     assert (out / "case-b" / "result.json").exists() and jobs() == before  # nothing submitted twice

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, utcnow
+from occlutrace_compute.service.purges import CasePurged, still
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
 from occlutrace_compute.storage.keys import job_prefix, job_record_key
 
@@ -92,19 +93,48 @@ class JobRepo:
         except KeyNotFound:
             return None
 
-    def save(self, record: JobRecord) -> None:
-        self.store.put_json(ref_of(record).key, _stamped(record))
+    def save(self, record: JobRecord) -> bool:
+        """Write the record unless its case was purged since the job was created (checked before
+        and after the write, see purges.py): False then, and everything of the job is deleted."""
+        ref = ref_of(record)
+        if not self.current(record):
+            self.discard(ref)
+            return False
+        self.store.put_json(ref.key, _stamped(record))
         if record.state in TERMINAL_STATES:
             self.store.delete(queue_key(record.spec.tenant, record.spec.job_id))
+        if not self.current(record):
+            self.discard(ref)
+            return False
+        return True
+
+    def current(self, record: JobRecord) -> bool:
+        """Whether the record's case is still at the purge generation the job was created under."""
+        return still(self.store, record.spec.tenant, record.spec.case, record.generation)
+
+    def discard(self, ref: JobRef) -> None:
+        """Delete every object of a job whose case was purged under it: its folder, index entry
+        and queue marker (the purge may have listed the case before some of them were written)."""
+        self.store.delete_prefix(ref.prefix)
+        self.store.delete(index_key(ref.tenant, ref.job_id))
+        self.store.delete(queue_key(ref.tenant, ref.job_id))
 
     def create(self, record: JobRecord) -> bool:
         """Index and queue marker first, the record last and only where none exists (False then):
         a crash leaves no record without a marker, and a second creator of the same job (the
-        loser of an idempotency race between replicas) cannot reset a record a worker has moved on."""
+        loser of an idempotency race between replicas) cannot reset a record a worker has moved on.
+        Raises CasePurged (after deleting what it wrote) if the case was purged meanwhile."""
         ref = ref_of(record)
+        if not self.current(record):
+            self.discard(ref)
+            raise CasePurged(ref.case)
         self.store.put_json(index_key(ref.tenant, ref.job_id), {"case": ref.case})
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
-        return self.store.put_json_if_absent(ref.key, _stamped(record))
+        created = self.store.put_json_if_absent(ref.key, _stamped(record))
+        if not self.current(record):
+            self.discard(ref)
+            raise CasePurged(ref.case)
+        return created
 
     def find(self, tenant: str, job_id: str) -> JobRef | None:
         """The tenant's job with that id, or None (another tenant's id finds nothing)."""
