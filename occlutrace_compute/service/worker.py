@@ -22,7 +22,7 @@ from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.records import JobRef, JobRepo
-from occlutrace_compute.storage.base import ObjectStore, StoreError
+from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
 
 logger = logging.getLogger("occlutrace.worker")
 JobFn = Callable[[JobSpec, ObjectStore], dict]
@@ -132,7 +132,8 @@ class AlignWorker:
 
     def _attempt(self, ref: JobRef, refund: int | None, started: list[int]) -> dict:
         record = self.repo.load(ref)
-        if record is None:
+        if record is None:  # purged; an attempt cut short by an outage may have left outputs
+            self.store.delete_prefix(ref.prefix + "outputs/")
             return {"key": ref.key, "state": "gone", "final": False}
         if record.state in TERMINAL_STATES:
             return {"key": ref.key, "state": record.state, "final": False}
@@ -158,6 +159,8 @@ class AlignWorker:
             record.state, record.result = "succeeded", result
         except InputRejected as exc:
             record.state, record.reason = "rejected", str(exc)
+        except KeyNotFound as exc:  # an object of the job vanished (a purge under it): the job's fault
+            record.state, record.reason = "rejected", f"an object of the job is gone: {exc}"[:500]
         except StoreError:  # the store's fault, not the job's: re-queued uncharged (_run_one)
             raise
         except Exception as exc:  # our fault: retry, then fail with the reason
