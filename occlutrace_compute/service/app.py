@@ -8,6 +8,7 @@ dispatcher's periodic rescan finds the job anyway.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ from occlutrace_compute.service.records import (
 from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
 from occlutrace_compute.service.worker import status_body
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
+from occlutrace_compute.storage.local import DISK_ERRNOS
 from occlutrace_compute.storage.keys import case_prefix, check_id, input_key, job_prefix, split_case_key
 from occlutrace_compute.storage.keys import purge_case as purge_case_objects
 
@@ -59,7 +61,7 @@ logger = logging.getLogger("occlutrace.controller")
 RETRY_AFTER_S = 5
 HIDDEN_OUTPUTS = ("job.json", "cancel")
 PINNED_INPUTS = "inputs/"  # a job's own copies of its inputs, under its prefix (not outputs)
-STAGING_INDEX = "staging/"  # staging/<expiry ms, 12 hex>-<upload id>.json -> {tenant, case}
+STAGING_INDEX = "staging/"  # staging/<upload id>.json -> {tenant, case}; ids sort by creation time
 OUTPUT_KEY_RE = re.compile(r"^jobs/[a-z][0-9a-f]{12,40}/outputs/[^/]+$")
 
 
@@ -78,6 +80,14 @@ def _not_found(what: str) -> ApiError:
 def _purged_meanwhile(case: str) -> ApiError:
     return ApiError(409, "case_purged", "the case was purged while this request was writing to it; nothing was kept",
                     source="case", problem="purged")
+
+
+def _created_s(object_id: str) -> float | None:
+    """Creation time of a `new_id` id (a letter, then 12 hex digits of ms since the epoch)."""
+    try:
+        return int(object_id[1:13], 16) / 1000.0
+    except ValueError:
+        return None
 
 
 def _body_hash(model: Any) -> str:
@@ -273,12 +283,6 @@ class Controller:
         token = sign_grant(self.config.url_secret, UrlGrant(tenant, key, "GET", time.time() + self.config.url_expiry_s))
         return str(request.url_for("download", token=token))
 
-    def upload_url(self, request: Request, tenant: str, key: str) -> str:
-        url = self.store.presigned_put(key, timedelta(seconds=self.config.url_expiry_s))
-        if url:
-            return url
-        token = sign_grant(self.config.url_secret, UrlGrant(tenant, key, "PUT", time.time() + self.config.url_expiry_s))
-        return str(request.url_for("upload_put", token=token))
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -348,6 +352,16 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         log(logger, logging.WARNING, "store unavailable", error=type(exc).__name__)
         return error_response(503, {"error": "store_unavailable", "message": "the object store is unavailable; retry later"},
                               {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(OSError)
+    async def _disk(_: Request, exc: OSError) -> JSONResponse:
+        """The controller's own disk (a multipart upload spools to a temp file): full is 503."""
+        if exc.errno in DISK_ERRNOS:
+            log(logger, logging.WARNING, "controller disk unavailable", error=errno.errorcode.get(exc.errno, "?"))
+            return error_response(503, {"error": "disk_unavailable", "message": "the controller's disk is full or "
+                                        "failing; retry later"}, {"Retry-After": str(RETRY_AFTER_S)})
+        log(logger, logging.ERROR, "unexpected OS error", error=type(exc).__name__)
+        return error_response(500, {"error": "internal", "message": "internal error"})
 
     # -- health and metrics ------------------------------------------------------------------
 
@@ -423,10 +437,9 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         generation = purges.generation(ctl.store, tenant, case)
         upload_id = new_id("u")
         staging = f"{case_prefix(tenant, case)}staging/{upload_id}/"
-        expires = time.time() + config.staging_ttl_s
-        entry = staging_entry(upload_id, expires)
+        entry = staging_entry(upload_id)
         ctl.store.put_json(entry, {"tenant": tenant, "case": case})  # first: the sweeper finds it whatever happens
-        ctl.store.put_json(staging + "meta.json", {"name": fname, "generation": generation, "expires": expires})
+        ctl.store.put_json(staging + "meta.json", {"name": fname, "generation": generation})
         if not purges.still(ctl.store, tenant, case, generation):
             ctl.store.delete_prefix(staging)
             ctl.store.delete(entry)
@@ -439,8 +452,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             commit=f"/v1/cases/{case}/uploads/{upload_id}/commit",
         )
 
-    def staging_entry(upload_id: str, expires: float) -> str:
-        return f"{STAGING_INDEX}{int(expires * 1000):012x}-{upload_id}.json"
+    def staging_entry(upload_id: str) -> str:
+        return f"{STAGING_INDEX}{upload_id}.json"
 
     @app.put("/v1/uploads/{token}", status_code=204, name="upload_put", tags=["uploads"],
              responses={403: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
@@ -496,24 +509,23 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             return store_input(tenant, case, name, ctl.store.get(staging + "data"), int(meta.get("generation", 0)))
         finally:
             ctl.store.delete_prefix(staging)
-            ctl.store.delete(staging_entry(upload_id, float(meta.get("expires", 0))))
+            ctl.store.delete(staging_entry(upload_id))
 
     def sweep_staging(now: float | None = None) -> int:
         """Delete uploads whose staging outlived `staging_ttl_s` (never committed); returns how many.
-        The index is sorted by expiry, so the sweep stops at the first one still valid."""
+        Upload ids sort by creation time, so the sweep stops at the first one still valid: one
+        listing plus one read and two deletes per expired upload."""
         now = time.time() if now is None else now
         swept = 0
         for key in ctl.store.list(STAGING_INDEX):
-            stem = key[len(STAGING_INDEX):]
-            try:
-                expires_ms = int(stem[:12], 16)
-            except ValueError:
+            upload_id = key[len(STAGING_INDEX):-len(".json")]
+            created = _created_s(upload_id)
+            if created is None:
                 continue
-            if expires_ms / 1000.0 > now:
+            if created + config.staging_ttl_s > now:
                 break
             try:
                 entry = ctl.store.get_json(key)
-                upload_id = stem[13:-len(".json")]
                 ctl.store.delete_prefix(f"{case_prefix(entry['tenant'], entry['case'])}staging/{upload_id}/")
             except KeyNotFound:
                 pass
@@ -641,6 +653,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             batch_id = ids["batch_id"]
             if ctl.store.exists(batch_key(tenant, batch_id)):
                 response.status_code = 200
+            for case in sorted({r.spec.case for r in records}):  # first: how a purge finds the batch
+                ctl.store.put(f"{case_prefix(tenant, case)}batches/{batch_id}", b"")
             ctl.store.put_json(batch_key(tenant, batch_id),
                                {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
             purged: set[str] = set()
@@ -652,6 +666,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             purged |= {case for case, gen in generations.items() if not purges.still(ctl.store, tenant, case, gen)}
             for case in purged:  # a purge that ran meanwhile: the batch keeps no trace of the case
                 ctl.scrub_batch(tenant, batch_id, case)
+                ctl.store.delete(f"{case_prefix(tenant, case)}batches/{batch_id}")
             statuses = []
             for record in records:
                 if record.spec.case in purged:
@@ -719,16 +734,16 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                     removed.append(extra)
                 touched.append(extra)
         uploads = {k[len(prefix) + 8:].split("/", 1)[0] for k in removed if k.startswith(prefix + "staging/")}
-        if uploads:
-            for entry in ctl.store.list(STAGING_INDEX):
-                if entry.rsplit("-", 1)[-1][: -len(".json")] in uploads:
-                    ctl.store.delete(entry)
-                    removed.append(entry)
-                    touched.append(entry)
-        batches = f"tenants/{tenant}/batches/"
-        for key in ctl.store.list(batches):
-            if ctl.scrub_batch(tenant, key[len(batches):-len(".json")], case):
-                touched.append(key)
+        for upload_id in sorted(uploads):
+            entry = staging_entry(upload_id)
+            if ctl.store.exists(entry):
+                ctl.store.delete(entry)
+                removed.append(entry)
+            touched.append(entry)
+        batch_ids = {k[len(prefix) + 8:] for k in removed if k.startswith(prefix + "batches/")}
+        for batch_id in sorted(batch_ids):  # the batches that named the case (markers under the case)
+            ctl.scrub_batch(tenant, batch_id, case)
+            touched.append(batch_key(tenant, batch_id))
         versions, unremoved = ctl.store.purge_versions(prefix)
         for key in touched:
             more, refused = ctl.store.purge_versions(key, exact=True)

@@ -23,7 +23,7 @@ from occlutrace_compute.storage.keys import TEMP_PREFIX, check_key, folder_prefi
 _CREATE_ATTEMPTS = 3
 # The disk, not the caller: full, over quota, read-only, failing. Raised as StoreUnavailable so the
 # controller answers 503 + Retry-After (never a bare 500) and a worker re-queues the job uncharged.
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
 
 
 class LocalStore(ObjectStore):
@@ -190,7 +190,7 @@ class LocalStore(ObjectStore):
 
 def _disk_error(exc: OSError, what: str, root: Path) -> Exception:
     """StoreUnavailable for a disk fault (full, quota, read-only, I/O); anything else as it was."""
-    if exc.errno in _DISK_ERRNOS:
+    if exc.errno in DISK_ERRNOS:
         return StoreUnavailable(f"{what}: local store {root} unavailable: {os.strerror(exc.errno)}")
     return exc
 
