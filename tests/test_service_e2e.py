@@ -29,6 +29,7 @@ from occlutrace_compute.service.signing import SIGNATURE_HEADER, verify_body
 TOKENS = {"tok-alpha-0123456789": "alpha", "tok-beta-01234567890": "beta"}
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SECRET = "callback-secret"
+OUTAGE_AFTER_S = 2.0  # an outage goes on this long after the job met it (longer than one store op's retries)
 
 
 @dataclass
@@ -184,7 +185,8 @@ def test_three_store_outages_during_one_job_are_not_charged(s3):
         s3.gate.shut()
         try:
             wait_for(outage_marker(job["job_id"], run).exists, 60, f"run {run} to meet the outage")
-        finally:
+            time.sleep(OUTAGE_AFTER_S)  # the fault's length, not a synchronisation: the worker's own
+        finally:                        # writes of the outcome must meet the outage too
             s3.gate.reopen()
     done = api.wait_state(job["job_id"], ("succeeded", "failed", "rejected"), 120)
     print(f"3 store outages during one job: {done['state']} after {time.monotonic() - started:.1f} s, "
