@@ -284,7 +284,6 @@ class Controller:
         return str(request.url_for("download", token=token))
 
 
-
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -494,6 +493,9 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         case = checked_case(case, config.allow_patterns)
         check_id("upload id", upload_id)
         staging = f"{case_prefix(tenant, case)}staging/{upload_id}/"
+        created = _created_s(upload_id)
+        if created is None or created + config.staging_ttl_s < time.time():  # expired, maybe not swept yet
+            raise _not_found("upload")
         try:
             meta = ctl.store.get_json(staging + "meta.json")
         except KeyNotFound:

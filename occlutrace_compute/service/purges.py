@@ -68,7 +68,8 @@ def begin(store: ObjectStore, tenant: str, case: str) -> int:
 def end(store: ObjectStore, tenant: str, case: str, number: int) -> None:
     """A purge's last step, once everything is deleted: new writers of the case may start. A purge
     that fails before this leaves the case refusing writers until it is purged again (fail safe)."""
-    store.put_json(tombstone_key(tenant, case), {"generation": number, "purging": False})
+    if _state(store, tenant, case) == (number, True):  # a later purge of the case still running keeps its mark
+        store.put_json(tombstone_key(tenant, case), {"generation": number, "purging": False})
 
 
 def still(store: ObjectStore, tenant: str, case: str, started: int) -> bool:
