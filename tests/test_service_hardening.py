@@ -9,9 +9,7 @@ import json
 import random
 import select
 import socket
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,15 +56,27 @@ def _leftovers(store, case: str, job_ids: list[str]) -> list[str]:
     return left
 
 
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def local(tmp_path):
-    shm = Path("/dev/shm")
-    root = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path / "store"  # fsync-free: a fast race loop
+    """The controller in process on a real folder store: a private tmpfs where the tests may
+    mount one (fsync is free there: the 200-round race loop stays fast), else a plain folder."""
+    root = tmp_path / "store"
+    mounted = _mount_tmpfs(root, "256m")
     config = _config(tmp_path, f"file://{root}")
     store = LocalStore(root)
     app = create_app(config, store=store)
     yield config, store, TestClient(app, headers={"Authorization": f"Bearer {ALPHA}"}), app
-    shutil.rmtree(root, ignore_errors=True)
+    if mounted:
+        subprocess.run(["umount", "-l", str(root)], check=False)
 
 
 # -- 2. purge is final -----------------------------------------------------------------------
@@ -332,8 +342,7 @@ def test_commit_learns_the_size_before_reading_the_object(s3_server, s3_bucket, 
 @pytest.fixture
 def tiny_disk(tmp_path):
     mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+    if not _mount_tmpfs(mount, "1m"):
         pytest.skip("needs to mount a 1 MB tmpfs (root)")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
