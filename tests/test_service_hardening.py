@@ -424,3 +424,64 @@ def test_role_list_is_checked_in_the_body_model():
     with pytest.raises(ValueError):
         JobCreate(case="c", kind="pair", inputs={"fixed": "a", "moving": "b", "extra": "c"})
     assert json.loads(JobCreate(case="c", kind="pair", inputs={"fixed": "a", "moving": "b"}).model_dump_json())
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from occlutrace_compute.service.auth import parse_tokens  # noqa: E402
+from occlutrace_compute.service.callbacks import is_public  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["nat64", "nat64-local", "6to4", "mapped", "compatible"]))
+def test_an_ipv6_address_is_as_public_as_the_ipv4_address_it_carries(v4_int, form):
+    import ipaddress
+
+    v4 = ipaddress.IPv4Address(v4_int)
+    embed = {"nat64": (0x0064FF9B << 96) | v4_int, "nat64-local": (0x0064FF9B0001 << 80) | v4_int,
+             "6to4": (0x2002 << 112) | (v4_int << 80) | 1, "mapped": (0xFFFF << 32) | v4_int,
+             "compatible": v4_int}[form]
+    v6 = ipaddress.IPv6Address(embed)
+    if form == "compatible" and v4_int <= 1:
+        return  # :: and ::1 are IPv6's own unspecified and loopback addresses
+    if not v4.is_global:
+        assert not is_public(v6), (form, v4, v6)
+    elif v6.is_global:
+        assert is_public(v6), (form, v4, v6)
+
+
+_tenant = st.sampled_from(["alpha", "beta", "gamma", "lab-1", "lab-2"])
+_token = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="#"), min_size=1, max_size=30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_tenant, _token, st.sampled_from(["ok", "extra", "missing", "badtenant"])), max_size=12))
+def test_a_tokens_file_never_proves_a_tenant_named_on_a_bad_line(lines):
+    text = ""
+    bad_tenants, any_unreadable = set(), False
+    for tenant, token, kind in lines:
+        if kind == "ok":
+            text += f"{tenant} {token}\n"
+        elif kind == "extra":
+            text += f"{tenant} {token} extra\n"
+            bad_tenants.add(tenant)
+        elif kind == "missing":
+            text += f"{tenant}\n"
+            bad_tenants.add(tenant)
+        else:
+            text += f"!{tenant} {token}\n"
+            any_unreadable = True
+    parsed = parse_tokens(text)
+    loaded = {e.tenant for e in parsed.entries}
+    assert not loaded & bad_tenants
+    if any_unreadable:
+        assert not loaded
+    owners: dict[bytes, set[str]] = {}
+    for entry in parsed.entries:
+        owners.setdefault(entry.digest, set()).add(entry.tenant)
+    assert all(len(t) == 1 for t in owners.values())  # no token proves two tenants
+    for tenant, token, kind in lines:  # every loaded plain token is long enough
+        if kind == "ok" and tenant in loaded and not token.startswith("sha256:"):
+            assert any(len(tok) >= 16 for t, tok, k in lines if t == tenant and k == "ok")
