@@ -251,23 +251,36 @@ def test_unauthenticated_150mb_upload_is_refused_before_the_body(tmp_path):
     config = _config(tmp_path, max_upload_bytes=200_000_000)
     counting: list[_Counting] = []
     server = LiveServer(lambda: counting.append(_Counting(create_app(config))) or counting[-1]).start()
-    total = 150 * 1024 * 1024
+    # a well-formed multipart body (a 150 MB file part), streamed: never more than 64 KiB in memory
+    part_head = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.stl"\r\n'
+                 b"Content-Type: application/octet-stream\r\n\r\n")
+    part_tail = b"\r\n--xyz--\r\n"
+    file_bytes = 150 * 1024 * 1024
+    total = len(part_head) + file_bytes + len(part_tail)
     chunk = b"\0" * 65536
     head = (f"POST /v1/cases/case-307/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong-token-000000\r\n"
-            f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {total}\r\n\r\n").encode()
+            f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {total}\r\n\r\n").encode()
     sent, answer = 0, b""
+
+    def body_piece(offset: int) -> bytes:
+        if offset < len(part_head):
+            return part_head[offset:]
+        if offset < len(part_head) + file_bytes:
+            return chunk[: len(part_head) + file_bytes - offset]
+        return part_tail[offset - len(part_head) - file_bytes:]
+
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
             sock.sendall(head)
-            while sent < total:  # stream: never more than one chunk in memory
-                readable, writable, _ = select.select([sock], [sock], [], 10)
-                if readable:
+            while sent < total:
+                readable, _, _ = select.select([sock], [sock], [], 60)
+                if readable:  # the server answered (early): stop sending
                     break
                 try:
-                    sent += sock.send(chunk[: total - sent])
+                    sent += sock.send(body_piece(sent))
                 except OSError:
                     break
-            sock.settimeout(10)
+            sock.settimeout(60)
             try:
                 while b"\r\n\r\n" not in answer and (part := sock.recv(65536)):
                     answer += part
@@ -307,7 +320,8 @@ def test_a_job_body_with_thousands_of_roles_is_refused_before_any_store_call(tmp
     config = _config(tmp_path)
     store = CountingStore(tmp_path / "store")
     client = TestClient(create_app(config, store=store), headers={"Authorization": f"Bearer {ALPHA}"})
-    body = {"case": "case-308", "kind": "pair", "inputs": {f"role{i}": f"f{i}.stl" for i in range(8000)}}
+    store.put("tenants/alpha/cases/case-308/inputs/fixed.stl", FIXED)
+    body = {"case": "case-308", "kind": "pair", "inputs": {f"role{i}": "fixed.stl" for i in range(8000)}}
     CountingStore.calls = 0
     started = time.monotonic()
     r = client.post("/v1/jobs", json=body)
