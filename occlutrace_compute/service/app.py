@@ -722,7 +722,10 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         """Delete every object of the case (inputs, staging, jobs, outputs), its job index and
         queue entries, its upload index entries and its label in batch records; on a versioned
         bucket the older versions of all of these too (`unremoved` lists what the bucket refused).
-        Final: see purges.py for why no writer that started before can bring anything back."""
+        Final: see purges.py for why no writer that started before can bring anything back.
+        Cost: one listing and one delete per object of the case, two calls per job, upload and
+        batch naming it, plus (versioned buckets) one version listing per touched key; nothing
+        proportional to the tenant's other cases."""
         check_id("case label", case)
         number = purges.begin(ctl.store, tenant, case)
         prefix = case_prefix(tenant, case)

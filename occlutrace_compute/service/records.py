@@ -8,6 +8,9 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
 - `tenants/<t>/idempotency/<sha256(key)>.json` -> {"job_id"|"batch_id"};
 - `tenants/<t>/batches/<id>.json` -> the batch's job ids;
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
+
+Writes of a record check the case's purge generation before and after (purges.py): a record
+whose case was purged meanwhile is not written, or is deleted again with everything of its job.
 """
 
 from __future__ import annotations

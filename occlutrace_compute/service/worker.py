@@ -5,7 +5,10 @@ pipeline `occlutrace_compute.jobs.runner:run_job(spec, store) -> dict`), so the 
 drive a worker with small job functions of their own.
 
 Attempts are counted when a job STARTS on a worker, so a batch-mate of a job that kills the
-worker is not charged; a job already started `max_attempts` times is failed, never re-run.
+worker is not charged; a job already started `max_attempts` times is failed, never re-run. A
+worker that loses the store never raises: the job goes back "queued" with its attempt refunded
+(see `_run_one`). Every record write is checked against the case's purge generation
+(`JobRepo.save`), so a job purged while it ran leaves nothing behind.
 """
 
 from __future__ import annotations
