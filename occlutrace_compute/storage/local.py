@@ -119,13 +119,25 @@ class LocalStore(ObjectStore):
                 parent.mkdir(parents=True, exist_ok=True)
                 return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
             except (FileExistsError, NotADirectoryError):
-                raise InputRejected(
-                    f"object key {key!r}", "a parent of this key is itself an object"
-                ) from None
+                # either a parent really is a file, or a concurrent delete_prefix removed a folder
+                # between mkdir's "exists" and its is_dir check: only the first is the caller's fault
+                if self._file_ancestor(parent) or attempt >= _CREATE_ATTEMPTS:
+                    raise InputRejected(
+                        f"object key {key!r}", "a parent of this key is itself an object"
+                    ) from None
+                attempt += 1
             except FileNotFoundError:
                 if attempt >= _CREATE_ATTEMPTS:
                     raise
                 attempt += 1
+
+    def _file_ancestor(self, folder: Path) -> bool:
+        """Whether `folder` or one of its parents below the root is a file (not a folder)."""
+        while folder != self.root and self.root in folder.parents:
+            if folder.is_file():
+                return True
+            folder = folder.parent
+        return False
 
     def get(self, key: str) -> bytes:
         try:
@@ -196,8 +208,13 @@ def _disk_error(exc: OSError, what: str, root: Path) -> Exception:
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable: without it a power loss can forget the new directory entry."""
-    fd = os.open(folder, os.O_RDONLY)
+    """Make the rename durable: without it a power loss can forget the new directory entry. A
+    folder already gone was emptied and removed by a concurrent delete_prefix (a purge): the
+    entry it would make durable is deleted, so there is nothing left to sync."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         os.fsync(fd)
     finally:
