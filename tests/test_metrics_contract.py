@@ -55,13 +55,13 @@ def required_series(name: str, types: dict[str, str]) -> set[str]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metrics")
-    tokens = write_tokens(tmp / "tokens", {"tok-m": "metrics"})
+    tokens = write_tokens(tmp / "tokens", {"tok-metrics-0123456": "metrics"})
     config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
                                     ray_namespace="metrics-contract", rescan_s=1.0, cpu_workers=1, batch_size=4,
                                     rate_burst=5000)  # the default job function: the real pipeline
     with ray_session(num_cpus=2):
         server = LiveServer(lambda: build_app(config)).start()
-        yield server, Api(server.url, "tok-m")
+        yield server, Api(server.url, "tok-metrics-0123456")
         server.stop()
         dispatcher = get_dispatcher(config)
         ray.get(dispatcher.shutdown.remote(), timeout=30)

@@ -29,7 +29,7 @@ from occlutrace_compute.service.worker import AlignWorker
 from occlutrace_compute.storage import LocalStore
 from occlutrace_compute.storage.base import KeyNotFound
 
-TOKENS = {"tok-a": "alpha", "tok-b": "beta"}
+TOKENS = {"tok-alpha-0123456789": "alpha", "tok-beta-01234567890": "beta"}
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_missing_or_wrong_token_is_401_everywhere(env):
 def test_tokens_file_hashed_entries_and_reload(env, tmp_path):
     config, store, c, tokens = env
     digest = hashlib.sha256(b"rotated-secret").hexdigest()
-    tokens.write_text(f"# rotated\ngamma sha256:{digest}\nalpha tok-a  # still valid\n")
+    tokens.write_text(f"# rotated\ngamma sha256:{digest}\nalpha tok-alpha-0123456789  # still valid\n")
     app = c["alpha"].app
     fresh = TestClient(app, headers={"Authorization": "Bearer rotated-secret"})
     assert fresh.get("/v1/jobs").status_code == 200
@@ -130,7 +130,7 @@ def test_idempotency_holds_across_replicas_racing_on_one_key(env, tmp_path, path
     job = {"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
     body = job if path == "/v1/jobs" else {"jobs": [job, job]}
     assert _pair(c["alpha"]).status_code == 201  # uploads the inputs (and one unrelated job)
-    auth = {"Authorization": "Bearer tok-a", "Idempotency-Key": "race-1"}
+    auth = {"Authorization": "Bearer tok-alpha-0123456789", "Idempotency-Key": "race-1"}
     replica_b = TestClient(create_app(config, store=LocalStore(tmp_path / "store")), headers=auth)
     landed: list[dict] = []
 
@@ -242,10 +242,10 @@ def test_upload_url_flow_on_the_local_store(env):
 def test_rate_limit_answers_429_with_retry_after(tmp_path):
     tokens = write_tokens(tmp_path / "tokens", TOKENS)
     config = ServiceConfig.from_env(store=f"file://{tmp_path}", tokens_file=str(tokens), rate_per_s=0.5, rate_burst=3)
-    client = TestClient(create_app(config), headers={"Authorization": "Bearer tok-a"})
+    client = TestClient(create_app(config), headers={"Authorization": "Bearer tok-alpha-0123456789"})
     codes = [client.get("/v1/jobs").status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
-    other = TestClient(client.app, headers={"Authorization": "Bearer tok-b"})
+    other = TestClient(client.app, headers={"Authorization": "Bearer tok-beta-01234567890"})
     assert other.get("/v1/jobs").status_code == 200  # per tenant
     r = client.get("/v1/jobs")
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
@@ -284,13 +284,29 @@ def test_readiness_reports_a_store_that_ignores_conditional_writes(env, tmp_path
     assert store.list("ops/") == []  # the probe cleans up
 
 
-def test_malformed_tokens_file_keeps_the_last_good_tokens(env):
+def test_tokens_file_fails_closed(env, caplog):
+    """A malformed file refuses the tenants it can no longer prove (never the last good tokens:
+    a token revoked in the same edit stays revoked); a token listed for two tenants and very
+    short tokens are not loaded; every problem is logged by line, never by token."""
     _, _, c, tokens = env
+    alpha, beta = "tok-alpha-0123456789", "tok-beta-01234567890"
     assert c["alpha"].get("/v1/jobs").status_code == 200
-    tokens.write_text("alpha tok-a extra-field\n")  # line 1 malformed
-    assert c["alpha"].get("/v1/jobs").status_code == 200
-    tokens.write_text("beta tok-b\n")
-    assert c["alpha"].get("/v1/jobs").status_code == 401 and c["beta"].get("/v1/jobs").status_code == 200
+    with caplog.at_level(logging.ERROR, logger="occlutrace.auth"):
+        tokens.write_text(f"alpha {alpha} extra-field\nbeta {beta}\n")  # alpha's line is malformed
+        assert c["alpha"].get("/v1/jobs").status_code == 401 and c["beta"].get("/v1/jobs").status_code == 200
+        tokens.write_text(f"alpha {alpha}\nbeta\n")  # beta revoked, and a typo on its line
+        assert c["beta"].get("/v1/jobs").status_code == 401 and c["alpha"].get("/v1/jobs").status_code == 200
+        tokens.write_text(f"alpha {alpha}\n!!! {beta}\n")  # whose line is that? nobody's token holds
+        assert c["alpha"].get("/v1/jobs").status_code == 401
+        tokens.write_text(f"alpha {alpha}\nbeta {alpha}\n")  # one token, two tenants
+        assert c["alpha"].get("/v1/jobs").status_code == 401
+        tokens.write_text(f"alpha {alpha}\nbeta tok-b\n")  # guessable
+        assert c["alpha"].get("/v1/jobs").status_code == 200
+        assert TestClient(c["alpha"].app, headers={"Authorization": "Bearer tok-b"}).get("/v1/jobs").status_code == 401
+    messages = [r.getMessage() + str(getattr(r, "fields", "")) for r in caplog.records]
+    logged = " ".join(str(r.__dict__) for r in caplog.records)
+    assert any("several tenants" in m for m in [logged]) and "shorter than 16" in logged
+    assert alpha not in logged and beta not in logged and messages
 
 
 def test_signed_urls_expire_and_are_bound_to_method():
@@ -321,7 +337,7 @@ def test_logs_hold_no_tokens_urls_or_file_names(env):
     text = buffer.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert any(line.get("job_id") == job["job_id"] and line.get("tenant") == "alpha" for line in lines)
-    for secret in ["tok-a", "wrong-token-xyz", "fixed.stl", *(f["url"].rsplit("/", 1)[-1] for f in files)]:
+    for secret in ["tok-alpha-0123456789", "wrong-token-xyz", "fixed.stl", *(f["url"].rsplit("/", 1)[-1] for f in files)]:
         assert secret not in text
 
 
@@ -341,14 +357,14 @@ def test_serve_main_runs_the_controller_as_a_process(tmp_path):
                 return proc.poll() is not None
         wait_for(up, 60, "the controller process to answer")
         assert proc.poll() is None
-        r = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": "Bearer tok-b"})
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": "Bearer tok-beta-01234567890"})
         assert r.status_code == 200 and r.json() == {"jobs": [], "next": None}
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0].decode()
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(line.get("route") == "/v1/jobs" and line.get("tenant") == "beta" for line in lines)
-    assert "tok-b" not in output
+    assert "tok-beta-01234567890" not in output
 
 
 def test_callback_to_an_internal_address_is_refused_and_nothing_is_stored(env):

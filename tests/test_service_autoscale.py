@@ -47,7 +47,7 @@ def test_queued_jobs_request_resources_and_a_new_node_gets_a_worker(mode, tmp_pa
         ray.shutdown()
         cluster.shutdown()
         pytest.skip("autoscaler v2 keeps the request in the GCS, not in the channel read here")
-    tokens = write_tokens(tmp_path / "tokens", {"tok-a": "alpha"})
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
                                     ray_namespace=f"autoscale-{mode}", rescan_s=1.0, batch_size=1, cpu_workers=1,
                                     min_workers=1, max_workers=MAX_WORKERS, worker_idle_s=1.0)
@@ -64,7 +64,7 @@ def test_queued_jobs_request_resources_and_a_new_node_gets_a_worker(mode, tmp_pa
                 if "/started-" in key and json.loads(store.get(key))["node"] == node_id]
 
     try:
-        api = Api(server.url, "tok-a")
+        api = Api(server.url, "tok-alpha-0123456789")
         wait_for(lambda: workers() == 1, 30, "the floor worker")
         assert requested_bundles() == []
         for role, seed in (("fixed", 0), ("moving", 1)):

@@ -31,13 +31,13 @@ def cluster():
 
 def test_node_removed_mid_batch_loses_no_job(cluster, tmp_path):
     c, nodes = cluster
-    tokens = write_tokens(tmp_path / "tokens", {"tok-a": "alpha"})
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
                                     ray_namespace="cluster-test", rescan_s=1.0, cpu_workers=2, batch_size=4)
     server = LiveServer(lambda: build_app(config)).start()
     store = config.open_store()
     try:
-        api = Api(server.url, "tok-a")
+        api = Api(server.url, "tok-alpha-0123456789")
         for role, seed in (("fixed", 0), ("moving", 1)):
             assert api.upload("hold-401", f"{role}.stl", mesh_bytes(seed)).status_code == 201
         job = {"case": "hold-401", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import ray
 from test_service_support import (
-    JOB_FN, Api, CallbackSink, Gate, LiveServer, mesh_bytes, ray_session, wait_for, write_tokens,
+    JOB_FN, Api, CallbackSink, Gate, LiveServer, ctl_key, mesh_bytes, outage_marker, ray_session, wait_for,
+    write_tokens,
 )
 
 from occlutrace_compute.meshes import load_mesh
@@ -25,9 +26,10 @@ from occlutrace_compute.service.dispatcher import get_dispatcher
 from occlutrace_compute.service.server import build_app
 from occlutrace_compute.service.signing import SIGNATURE_HEADER, verify_body
 
-TOKENS = {"tok-a": "alpha", "tok-b": "beta"}
+TOKENS = {"tok-alpha-0123456789": "alpha", "tok-beta-01234567890": "beta"}
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SECRET = "callback-secret"
+OUTAGE_AFTER_S = 2.0  # an outage goes on this long after the job met it (longer than one store op's retries)
 
 
 @dataclass
@@ -44,10 +46,11 @@ def _start(tmp_path, namespace: str, store: str, gate: Gate | None = None, **s3)
     config = ServiceConfig.from_env(
         store=store, tokens_file=str(tokens), job_fn=JOB_FN, ray_namespace=namespace, rescan_s=1.0,
         cpu_workers=1, batch_size=4, rate_per_s=1000.0, rate_burst=5000, callback_secret=SECRET,
-        callback_backoff_s=0.05, callback_allow_private=True, **s3,  # the receiver listens on 127.0.0.1
+        callback_backoff_s=0.05, callback_allow_private=True,  # the receiver listens on 127.0.0.1
+        privacy_allow=r"MRN-\d{7}", **s3,  # a lab whose case labels carry its own (non-patient) numbers
     )
     server = LiveServer(lambda: build_app(config)).start()
-    return Service(config, server, Api(server.url, "tok-a"), config.open_store(), gate)
+    return Service(config, server, Api(server.url, "tok-alpha-0123456789"), config.open_store(), gate)
 
 
 def _stop(svc: Service) -> None:
@@ -124,8 +127,8 @@ def test_pair_and_bite_end_to_end_on_s3(s3):
         sink.close()
     r = s3.api.http.post("/v1/cases/case-103/uploads", json={"name": "fixed.stl"})
     grant = r.json()
-    assert grant["url"].startswith(s3.gate.endpoint) and "X-Amz-Signature" in grant["url"]
-    assert httpx.put(grant["url"], content=mesh_bytes(7)).status_code == 200
+    assert grant["url"].startswith(s3.server.url)  # single-use grants are the controller's, on S3 too
+    assert httpx.put(grant["url"], content=mesh_bytes(7)).status_code == 204
     committed = s3.api.http.post(grant["commit"])
     assert committed.status_code == 201, committed.text
     assert s3.store.list("tenants/alpha/cases/case-103/") == ["tenants/alpha/cases/case-103/inputs/fixed.stl"]
@@ -161,6 +164,53 @@ def test_s3_outage_answers_503_then_recovers_without_losing_jobs(s3):
     assert len(records) == 2
 
 
+def test_allow_patterns_reach_the_workers(local):
+    """A label the controller accepts under OCCLUTRACE_PRIVACY_ALLOW runs on a Ray worker with the
+    same patterns (the real pipeline checks the label again)."""
+    job = _submit_sample(local, "case-0001-pair", "real-MRN-4471882")
+    done = local.api.wait_state(job["job_id"], ("succeeded", "failed", "rejected"), 120)
+    assert done["state"] == "succeeded", done
+    refused = local.api.http.post("/v1/cases/real-DOB-1961-04-03/files", files={"file": ("fixed.stl", mesh_bytes(0))})
+    assert refused.status_code == 422  # the patterns exempt the lab's scheme, nothing else
+
+
+def test_three_store_outages_during_one_job_are_not_charged(s3):
+    """S3 goes away three times while the job runs; each time the worker re-queues it uncharged
+    (no 'worker lost'), and once S3 stays up the job succeeds on its first charged attempt."""
+    api = s3.api
+    job = api.pair("outage-401")
+    started = time.monotonic()
+    for run in (1, 2, 3):
+        wait_for(lambda: s3.store.exists(ctl_key(job["job_id"], f"started-{run}")), 60, f"run {run} to start")
+        s3.gate.shut()
+        try:
+            wait_for(outage_marker(job["job_id"], run).exists, 60, f"run {run} to meet the outage")
+            time.sleep(OUTAGE_AFTER_S)  # the fault's length, not a synchronisation: the worker's own
+        finally:                        # writes of the outcome must meet the outage too
+            s3.gate.reopen()
+    done = api.wait_state(job["job_id"], ("succeeded", "failed", "rejected"), 120)
+    print(f"3 store outages during one job: {done['state']} after {time.monotonic() - started:.1f} s, "
+          f"attempts charged {done['attempts']}")
+    assert done["state"] == "succeeded" and done["attempts"] == 1, done
+
+
+def test_purge_racing_running_jobs_on_ray_leaves_nothing(local):
+    api, store = local.api, local.store
+    jobs = []
+    for i in range(6):
+        job = api.pair(f"slow1-race-{i}", seed=i)
+        if i % 2:  # half purged while running, half while queued or finishing
+            wait_for(lambda: store.list(f"testctl/{job['job_id']}/"), 60, "the job to start")
+        assert api.http.delete(f"/v1/cases/slow1-race-{i}").status_code == 200
+        jobs.append(job)
+    later = api.pair("case-race-after")  # one worker, jobs in order: this ends after the purged ones
+    assert api.wait_state(later["job_id"], ("succeeded",), 120)["state"] == "succeeded"
+    for i, job in enumerate(jobs):
+        left = [k for k in store.list("") if not k.startswith("testctl/")
+                and (f"slow1-race-{i}" in k or job["job_id"] in k)]
+        assert left == [], left
+
+
 def test_200_concurrent_clients_each_accepted_once(local):
     api = local.api
     for role, seed in (("fixed", 0), ("moving", 1)):
@@ -188,7 +238,7 @@ def test_200_concurrent_clients_each_accepted_once(local):
 
     async def main():
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=local.server.url, headers={"Authorization": "Bearer tok-a"},
+        async with httpx.AsyncClient(base_url=local.server.url, headers={"Authorization": "Bearer tok-alpha-0123456789"},
                                      timeout=60, limits=limits) as http:
             return await asyncio.gather(*(client(http, i) for i in range(200)))
 
@@ -253,7 +303,7 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
             (cases / label).mkdir(parents=True, exist_ok=True)
             (cases / label / name).write_bytes(mesh_bytes(i))
     out = tmp_path / "out"
-    summary = submit_cases(cases, local.server.url, "tok-a", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
+    summary = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
     by_case = {r.case: r for r in summary.rows}
     assert by_case["lab1/case-a"].status == by_case["case-b"].status == "succeeded"
     assert by_case["Smith_John_1972-03-04"].status == "rejected" and "personal name" in by_case["Smith_John_1972-03-04"].reason
@@ -267,7 +317,7 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
 
     before = jobs()
     (out / "case-b" / "result.json").unlink()  # an interrupted download
-    again = submit_cases(cases, local.server.url, "tok-a", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
+    again = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
     states = {r.case: r.status for r in again.rows}
     assert states["lab1/case-a"] == "skipped" and states["case-b"] == "succeeded"
     assert (out / "case-b" / "result.json").exists() and jobs() == before  # nothing submitted twice

@@ -22,14 +22,14 @@ FINAL = ("succeeded", "failed", "rejected", "cancelled")
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
-    tokens = write_tokens(tmp / "tokens", {"tok-a": "alpha"})
+    tokens = write_tokens(tmp / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
                                     ray_namespace="faults", rescan_s=1.0, cpu_workers=1, max_attempts=3,
                                     rate_burst=5000)
     with ray_session(num_cpus=2):
         server = LiveServer(lambda: build_app(config)).start()
         store = config.open_store()
-        yield config, server, Api(server.url, "tok-a"), store
+        yield config, server, Api(server.url, "tok-alpha-0123456789"), store
         server.stop()
         dispatcher = get_dispatcher(config)
         ray.get(dispatcher.shutdown.remote(), timeout=30)

@@ -18,7 +18,7 @@ from occlutrace_compute.service.config import ServiceConfig
 def _schema():
     """Built at import (schemathesis parametrizes at collection); the folder lives as long as the module."""
     tmp = Path(_TMP.name)
-    tokens = write_tokens(tmp / "tokens", {"tok-a": "alpha"})
+    tokens = write_tokens(tmp / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
                                     rate_burst=100_000, max_upload_bytes=100_000)
     app = create_app(config)
@@ -35,5 +35,5 @@ schema = _schema()
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_server_errors(case):
-    response = case.call(headers={"Authorization": "Bearer tok-a"})
+    response = case.call(headers={"Authorization": "Bearer tok-alpha-0123456789"})
     case.validate_response(response, checks=[not_a_server_error])

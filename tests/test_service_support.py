@@ -43,6 +43,8 @@ def scripted_job(spec: JobSpec, store: ObjectStore) -> dict:
     hold-*: on the first attempt, announce `started-1` (with the pid) and wait for `release`;
     poison-*: kill the worker process every time; bad-*: reject the input;
     flaky-*: raise on the first attempt; slowN-*: take N tenths of a second;
+    outage-*: on its first 3 runs, wait for `release-N` until the store fails, leave a file
+    `outage_marker(job_id, N)` on this machine's disk, and let the store error go;
     real-*: the real pipeline, `occlutrace_compute.jobs.runner.run_job`.
     """
     if spec.case.startswith("real-"):
@@ -65,6 +67,14 @@ def scripted_job(spec: JobSpec, store: ObjectStore) -> dict:
         deadline = time.monotonic() + RELEASE_WAIT_S
         while time.monotonic() < deadline and not store.exists(ctl_key(spec.job_id, "release")):
             time.sleep(0.05)
+    if label.startswith("outage-") and attempt <= 3:
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        try:
+            while time.monotonic() < deadline and not store.exists(ctl_key(spec.job_id, f"release-{attempt}")):
+                time.sleep(0.05)
+        except Exception:
+            outage_marker(spec.job_id, attempt).touch()
+            raise
     if label.startswith("slow"):
         time.sleep(int(label[4:label.index("-")]) / 10)
     digests = {role: hashlib.sha256(store.get(key)).hexdigest() for role, key in spec.inputs.items()}
@@ -81,6 +91,12 @@ def scripted_job(spec: JobSpec, store: ObjectStore) -> dict:
     store.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
     store.put(prefix + "aligned.stl", store.get(spec.inputs[min(spec.inputs)]))  # fixed / bite1
     return result
+
+
+def outage_marker(job_id: str, run: int) -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"occlutrace-outage-{job_id}-{run}"
 
 
 def mesh_bytes(seed: int = 0, fmt: str = "stl") -> bytes:

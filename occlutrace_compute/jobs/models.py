@@ -74,6 +74,9 @@ class JobSpec(BaseModel):
     kind: JobKind
     inputs: dict[str, str]
     options: JobOptions = Field(default_factory=JobOptions)
+    allow: tuple[str, ...] = Field(
+        (), description="the lab's privacy allow patterns in force when the job was created (regexes)"
+    )
 
     @model_validator(mode="after")
     def _roles(self) -> "JobSpec":
@@ -97,6 +100,10 @@ class JobRecord(BaseModel):
     batch_id: str | None = None
     callback_url: str | None = None
     idempotency_key: str | None = None
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="role -> the key each input was copied from when the job was created"
+    )
+    generation: int = Field(0, description="the case's purge generation when the job was created")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     result: dict | None = None

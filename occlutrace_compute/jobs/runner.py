@@ -1,7 +1,9 @@
 """Runs one stored job: inputs from the object store in, outputs to the store out.
 
 The service's workers call `run_job`; the job record itself (state, attempts) is the
-dispatcher's business, not this function's.
+dispatcher's business, not this function's. The privacy allow patterns come with the job
+(`spec.allow`, set by the controller from `OCCLUTRACE_PRIVACY_ALLOW` when the job was created), so
+a label the controller accepted is judged by the same rules on the worker.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def run_job(spec: JobSpec, store: ObjectStore) -> dict[str, Any]:
     Returns the result with `outputs` mapping each output name to its object key. Raises
     InputRejected for bad input (state `rejected`); anything else is our fault (`failed`).
     """
-    out = run_case(spec.kind, _read_inputs(spec, store), spec.options, spec.case)
+    out = run_case(spec.kind, _read_inputs(spec, store), spec.options, spec.case, spec.allow)
     keys = {name: output_key(spec.tenant, spec.case, spec.job_id, name) for name in out.files}
     for name, data in out.files.items():
         if name != "result.json":

@@ -8,10 +8,13 @@ dispatcher's periodic rescan finds the job anyway.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import math
+import re
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -26,15 +29,17 @@ from pydantic import ValidationError
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.service import schemas as s
-from occlutrace_compute.service.auth import RateLimiter, TokenRegistry
-from occlutrace_compute.service.callbacks import callback_url_problem, deliver
+from occlutrace_compute.service import purges
+from occlutrace_compute.service.auth import FailedAuthLimiter, RateLimiter, TokenRegistry
+from occlutrace_compute.service.callbacks import CallbackPool, callback_url_problem, deliver
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.instrumented import InstrumentedStore
 from occlutrace_compute.service.intake import checked_case, checked_file_name, clean_mesh
 from occlutrace_compute.service.link import DispatcherLink
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.metrics import controller_metrics
-from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, SizeLimit
+from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, Authenticate, SizeLimit
+from occlutrace_compute.service.purges import CasePurged
 from occlutrace_compute.service.records import (
     ID_RE,
     JobRef,
@@ -47,12 +52,16 @@ from occlutrace_compute.service.records import (
 from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
 from occlutrace_compute.service.worker import status_body
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
-from occlutrace_compute.storage.keys import case_prefix, check_id, input_key, split_case_key
+from occlutrace_compute.storage.local import DISK_ERRNOS
+from occlutrace_compute.storage.keys import case_prefix, check_id, input_key, job_prefix, split_case_key
 from occlutrace_compute.storage.keys import purge_case as purge_case_objects
 
 logger = logging.getLogger("occlutrace.controller")
 RETRY_AFTER_S = 5
 HIDDEN_OUTPUTS = ("job.json", "cancel")
+PINNED_INPUTS = "inputs/"  # a job's own copies of its inputs, under its prefix (not outputs)
+STAGING_INDEX = "staging/"  # staging/<upload id>.json -> {tenant, case}; ids sort by creation time
+OUTPUT_KEY_RE = re.compile(r"^jobs/[a-z][0-9a-f]{12,40}/outputs/[^/]+$")
 
 
 class ApiError(Exception):
@@ -65,6 +74,19 @@ class ApiError(Exception):
 
 def _not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
+
+
+def _purged_meanwhile(case: str) -> ApiError:
+    return ApiError(409, "case_purged", "the case was purged while this request was writing to it; nothing was kept",
+                    source="case", problem="purged")
+
+
+def _created_s(object_id: str) -> float | None:
+    """Creation time of a `new_id` id (a letter, then 12 hex digits of ms since the epoch)."""
+    try:
+        return int(object_id[1:13], 16) / 1000.0
+    except ValueError:
+        return None
 
 
 def _body_hash(model: Any) -> str:
@@ -81,10 +103,13 @@ class Controller:
         self.repo = JobRepo(self.store)
         self.tokens = TokenRegistry(config.tokens_file)
         self.limiter = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.auth_failures = FailedAuthLimiter(config.auth_fail_per_s, config.auth_fail_burst)
+        self.callbacks = CallbackPool(config.callback_concurrency)
         self.link = link
         self._key_locks: dict[str, list] = {}  # name -> [lock, users]
         self._key_locks_guard = threading.Lock()
         self._conditional_writes: str | None = None
+        self.stopping = threading.Event()
 
     def conditional_writes(self) -> str:
         """"ok" when the store honours create-if-absent, probed once per process: an S3-compatible
@@ -102,6 +127,27 @@ class Controller:
                 log(logger, logging.ERROR, "the object store ignores conditional writes: idempotency keys hold "
                     "within each controller replica only")
         return self._conditional_writes
+
+    def scrub_batch(self, tenant: str, batch_id: str, case: str) -> bool:
+        """Forget `case` in one batch record: its jobs stay counted (as purged), its label goes."""
+        key = batch_key(tenant, batch_id)
+        try:
+            batch = self.store.get_json(key)
+        except KeyNotFound:
+            return False
+        if not any(entry[1] == case for entry in batch["jobs"]):
+            return False
+        batch["jobs"] = [[job_id, None if c == case else c] for job_id, c in batch["jobs"]]
+        self.store.put_json(key, batch)
+        return True
+
+    def write_probe(self) -> None:
+        """Write and delete a small object: a store that reads but cannot write is not ready."""
+        key = f"ops/write-probe/{new_id('p')}"
+        try:
+            self.store.put(key, b"\0" * 4096)
+        finally:
+            self.store.delete(key)
 
     @contextmanager
     def key_lock(self, name: str) -> Iterator[None]:
@@ -121,19 +167,13 @@ class Controller:
     # -- jobs --------------------------------------------------------------------------------
 
     def build_record(self, tenant: str, body: s.JobCreate, job_id: str, batch_id: str | None,
-                     idem: str | None, callbacks_seen: dict[str, str | None] | None = None) -> JobRecord:
+                     idem: str | None, callbacks_seen: dict[str, str | None] | None = None,
+                     generations: dict[str, int] | None = None) -> JobRecord:
         """The job's record, validated. `callbacks_seen` carries callback URL checks across the
-        jobs of one request: a batch of 1000 jobs usually names one URL, resolved once."""
+        jobs of one request: a batch of 1000 jobs usually names one URL, resolved once;
+        `generations` likewise the purge generation of each case (read once per case)."""
         case = checked_case(body.case, self.config.allow_patterns)
-        keys = {}
-        for role, name in body.inputs.items():
-            keys[role] = self.resolve_input(tenant, case, role, name)
-        try:
-            spec = JobSpec(job_id=job_id, tenant=tenant, case=case, kind=body.kind, inputs=keys,
-                           options=body.options)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid_job", "invalid job", source="inputs",
-                           problem=exc.errors()[0].get("msg", str(exc))) from None
+        keys = {role: self.input_source(tenant, case, role, name) for role, name in body.inputs.items()}
         if body.callback_url:
             seen = {} if callbacks_seen is None else callbacks_seen
             if body.callback_url not in seen:
@@ -141,25 +181,57 @@ class Controller:
             problem = seen[body.callback_url]
             if problem:
                 raise ApiError(422, "invalid_callback", "callback_url refused", source="callback_url", problem=problem)
-        return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem)
+        # the store only now, the request being valid: the generation first (a purge after this
+        # point is seen by the record's creation), then the inputs, which must exist
+        generations = {} if generations is None else generations
+        if case not in generations:
+            generations[case] = purges.generation(self.store, tenant, case)
+        for role, key in keys.items():
+            if not self.store.exists(key):
+                raise InputRejected(f"input {role!r}", f"no committed file {body.inputs[role]!r} in case {case!r}")
+        pinned = {role: f"{job_prefix(tenant, case, job_id)}{PINNED_INPUTS}{role}/{key.rsplit('/', 1)[-1]}"
+                  for role, key in keys.items()}
+        try:
+            spec = JobSpec(job_id=job_id, tenant=tenant, case=case, kind=body.kind, inputs=pinned,
+                           options=body.options, allow=self.config.allow_patterns)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_job", "invalid job", source="inputs",
+                           problem=exc.errors()[0].get("msg", str(exc))) from None
+        return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem,
+                         generation=generations[case], sources=keys)
 
-    def resolve_input(self, tenant: str, case: str, role: str, name: str) -> str:
-        """An uploaded file name of the case, or a full key of the SAME tenant and case."""
+    def input_source(self, tenant: str, case: str, role: str, name: str) -> str:
+        """The key a job input names, checked without a store call: a committed file of the case
+        (`inputs/<name>`, by name or full key) or an output of an earlier job of the SAME tenant
+        and case. Nothing else: not staging (uncommitted, unsanitised), not job records."""
         source = f"input {role!r}"
-        if "/" in name:
-            parts = split_case_key(name)
-            if parts.tenant != tenant or parts.case != case:
-                raise InputRejected(source, f"{name!r} is not a file of case {case!r}")
-            key = name
-        else:
-            key = input_key(tenant, case, name)
-        if not self.store.exists(key):
-            raise InputRejected(source, f"no uploaded file {name!r} in case {case!r}")
-        return key
+        if "/" not in name:
+            return input_key(tenant, case, name)
+        parts = split_case_key(name)
+        if parts.tenant != tenant or parts.case != case:
+            raise InputRejected(source, f"{name!r} is not a file of case {case!r}")
+        if not (parts.rest.startswith("inputs/") and parts.rest.count("/") == 1) and not OUTPUT_KEY_RE.match(parts.rest):
+            raise InputRejected(source, f"{name!r} is neither a committed input nor an earlier job's output")
+        return name
 
     def submit(self, record: JobRecord) -> None:
+        """Pin the inputs (each copied under the job's own prefix: a later upload of the same name
+        cannot change a queued job's input) and create the record; CasePurged if the case was
+        purged meanwhile (then nothing of the job is left)."""
         ref = JobRef(record.spec.tenant, record.spec.case, record.spec.job_id)
-        if self.store.exists(ref.key) or not self.repo.create(record):  # created by an earlier try or replica
+        if self.store.exists(ref.key):  # created by an earlier try or replica
+            return
+        try:
+            for role, key in record.sources.items():
+                try:
+                    self.store.copy(key, record.spec.inputs[role])
+                except KeyNotFound:
+                    raise InputRejected(f"input {role!r}", f"{key.rsplit('/', 1)[-1]!r} was deleted meanwhile") from None
+            created = self.repo.create(record)
+        except (InputRejected, CasePurged):
+            self.repo.discard(ref)
+            raise
+        if not created:
             return
         self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
         log(logger, logging.INFO, "job submitted", tenant=ref.tenant, job_id=ref.job_id,
@@ -210,28 +282,18 @@ class Controller:
         token = sign_grant(self.config.url_secret, UrlGrant(tenant, key, "GET", time.time() + self.config.url_expiry_s))
         return str(request.url_for("download", token=token))
 
-    def upload_url(self, request: Request, tenant: str, key: str) -> str:
-        url = self.store.presigned_put(key, timedelta(seconds=self.config.url_expiry_s))
-        if url:
-            return url
-        token = sign_grant(self.config.url_secret, UrlGrant(tenant, key, "PUT", time.time() + self.config.url_expiry_s))
-        return str(request.url_for("upload_put", token=token))
-
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 def tenant_of(request: Request,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The caller's tenant from `Authorization: Bearer <token>`; 401 or 429 otherwise."""
+    """The caller's tenant, found by the `Authenticate` middleware before the body was read (the
+    bearer dependency stays for the OpenAPI schema); 429 over the tenant's rate."""
     ctl: Controller = request.app.state.controller
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise ApiError(401, "unauthorized", "missing bearer token", headers=challenge)
-    tenant = ctl.tokens.tenant_for(credentials.credentials)
-    if tenant is None:
-        raise ApiError(401, "unauthorized", "invalid bearer token", headers=challenge)
-    request.scope[TENANT_SCOPE_KEY] = tenant
+    tenant = request.scope.get(TENANT_SCOPE_KEY)
+    if tenant is None:  # a route outside the middleware's reach: never served unauthenticated
+        raise ApiError(401, "unauthorized", "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     wait = ctl.limiter.acquire(tenant)
     if wait > 0:
         raise ApiError(429, "rate_limited", "too many requests", headers={"Retry-After": str(math.ceil(wait))})
@@ -273,6 +335,12 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return error_response(status, {"error": "rejected", "message": str(exc), "source": exc.source,
                                        "problem": exc.problem})
 
+    @app.exception_handler(CasePurged)
+    async def _purged(_: Request, exc: CasePurged) -> JSONResponse:
+        return error_response(409, {"error": "case_purged", "message": "the case is being purged or was purged "
+                                    "while this request wrote to it; nothing of the request was kept",
+                                    "source": "case", "problem": "purged"})
+
     @app.exception_handler(KeyNotFound)
     async def _missing(_: Request, exc: KeyNotFound) -> JSONResponse:
         return error_response(404, {"error": "not_found", "message": "no such object"})
@@ -282,6 +350,16 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         log(logger, logging.WARNING, "store unavailable", error=type(exc).__name__)
         return error_response(503, {"error": "store_unavailable", "message": "the object store is unavailable; retry later"},
                               {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(OSError)
+    async def _disk(_: Request, exc: OSError) -> JSONResponse:
+        """The controller's own disk (a multipart upload spools to a temp file): full is 503."""
+        if exc.errno in DISK_ERRNOS:
+            log(logger, logging.WARNING, "controller disk unavailable", error=errno.errorcode.get(exc.errno, "?"))
+            return error_response(503, {"error": "disk_unavailable", "message": "the controller's disk is full or "
+                                        "failing; retry later"}, {"Retry-After": str(RETRY_AFTER_S)})
+        log(logger, logging.ERROR, "unexpected OS error", error=type(exc).__name__)
+        return error_response(500, {"error": "internal", "message": "internal error"})
 
     # -- health and metrics ------------------------------------------------------------------
 
@@ -294,6 +372,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         checks: dict[str, str] = {}
         try:
             await asyncio.wait_for(asyncio.to_thread(ctl.store.exists, "readyz"), 10)
+            await asyncio.wait_for(asyncio.to_thread(ctl.write_probe), 10)  # a full disk reads fine
             checks["store"] = "ok"
             checks["conditional_writes"] = await asyncio.wait_for(asyncio.to_thread(ctl.conditional_writes), 10)
         except Exception as exc:
@@ -322,10 +401,18 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
 
     # -- uploads -----------------------------------------------------------------------------
 
-    def store_input(tenant: str, case: str, name: str, data: bytes) -> s.UploadInfo:
+    def store_input(tenant: str, case: str, name: str, data: bytes, generation: int | None = None) -> s.UploadInfo:
+        """Sanitise and store one input, unless the case is purged meanwhile (checked before and
+        after the write; the input is deleted again then, and the answer is 409)."""
         clean = clean_mesh(data, name, config.max_upload_bytes)
         key = input_key(tenant, case, name)
+        started = purges.generation(ctl.store, tenant, case) if generation is None else generation
+        if not purges.still(ctl.store, tenant, case, started):
+            raise _purged_meanwhile(case)
         ctl.store.put(key, clean)
+        if not purges.still(ctl.store, tenant, case, started):
+            ctl.store.delete(key)
+            raise _purged_meanwhile(case)
         ctl.metrics.bytes_in.inc(len(data))
         log(logger, logging.INFO, "input stored", tenant=tenant, bytes=len(clean))
         return s.UploadInfo(name=name, key=key, bytes=len(clean))
@@ -341,26 +428,62 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
 
     @app.post("/v1/cases/{case}/uploads", response_model=s.UploadUrlResponse, status_code=201, tags=["uploads"])
     def create_upload(case: str, body: s.UploadUrlRequest, request: Request, tenant: Tenant) -> s.UploadUrlResponse:
-        """A time-limited PUT URL for a big file; commit it afterwards to validate and sanitise it."""
+        """A time-limited, single-use PUT URL for a big file; commit it afterwards to validate and
+        sanitise it. Uncommitted uploads are deleted `staging_ttl_s` after this call."""
         case = checked_case(case, config.allow_patterns)
         fname = checked_file_name(body.name, config.allow_patterns)
+        generation = purges.generation(ctl.store, tenant, case)
         upload_id = new_id("u")
         staging = f"{case_prefix(tenant, case)}staging/{upload_id}/"
-        ctl.store.put_json(staging + "meta.json", {"name": fname})
+        entry = staging_entry(upload_id)
+        ctl.store.put_json(entry, {"tenant": tenant, "case": case})  # first: the sweeper finds it whatever happens
+        ctl.store.put_json(staging + "meta.json", {"name": fname, "generation": generation})
+        if not purges.still(ctl.store, tenant, case, generation):
+            ctl.store.delete_prefix(staging)
+            ctl.store.delete(entry)
+            raise _purged_meanwhile(case)
+        token = sign_grant(config.url_secret, UrlGrant(tenant, staging + "data", "PUT",
+                                                       time.time() + min(config.url_expiry_s, config.staging_ttl_s)))
         return s.UploadUrlResponse(
-            upload_id=upload_id, url=ctl.upload_url(request, tenant, staging + "data"),
-            expires_in=config.url_expiry_s, commit=f"/v1/cases/{case}/uploads/{upload_id}/commit",
+            upload_id=upload_id, url=str(request.url_for("upload_put", token=token)),
+            expires_in=min(config.url_expiry_s, config.staging_ttl_s),
+            commit=f"/v1/cases/{case}/uploads/{upload_id}/commit",
         )
 
+    def staging_entry(upload_id: str) -> str:
+        return f"{STAGING_INDEX}{upload_id}.json"
+
     @app.put("/v1/uploads/{token}", status_code=204, name="upload_put", tags=["uploads"],
-             responses={403: {"model": s.ErrorBody}})
+             responses={403: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
     async def upload_put(token: str, request: Request) -> Response:
-        """Local-store counterpart of an S3 presigned PUT: the token authorises one object."""
+        """The signed PUT target: the token authorises one upload, once. Refused (before the body
+        is read) once it was used, committed, expired or its case purged."""
         grant = verify_grant(config.url_secret, token, "PUT")
-        if grant is None:
+        staging = grant.key[: -len("data")] if grant and grant.key.endswith("/data") else None
+        if grant is None or staging is None:
             raise ApiError(403, "forbidden", "invalid or expired upload URL")
-        data = await request.body()
-        await asyncio.to_thread(ctl.store.put, grant.key, data)
+        parts = split_case_key(grant.key)
+        try:
+            meta = await asyncio.to_thread(ctl.store.get_json, staging + "meta.json")
+        except KeyNotFound:  # committed, purged or expired: the grant died with its staging
+            raise ApiError(403, "forbidden", "invalid or expired upload URL") from None
+        started = int(meta.get("generation", 0))
+        if not await asyncio.to_thread(purges.still, ctl.store, parts.tenant, parts.case, started):
+            raise ApiError(403, "forbidden", "invalid or expired upload URL")
+        if not await asyncio.to_thread(ctl.store.put_json_if_absent, staging + "used.json", {}):
+            raise ApiError(409, "upload_used", "this upload URL was used already; ask for a new one")
+        try:
+            with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
+                async for chunk in request.stream():  # SizeLimit bounds the total
+                    spool.write(chunk)
+                spool.seek(0)
+                await asyncio.to_thread(ctl.store.put_stream, grant.key, iter(lambda: spool.read(1 << 20), b""))
+        except BaseException:  # the body never arrived whole: the grant may be used again
+            await asyncio.to_thread(ctl.store.delete, staging + "used.json")
+            raise
+        if not await asyncio.to_thread(purges.still, ctl.store, parts.tenant, parts.case, started):
+            await asyncio.to_thread(ctl.store.delete_prefix, staging)
+            raise ApiError(403, "forbidden", "invalid or expired upload URL")
         return Response(status_code=204)
 
     @app.post("/v1/cases/{case}/uploads/{upload_id}/commit", response_model=s.UploadInfo, status_code=201,
@@ -369,18 +492,60 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         case = checked_case(case, config.allow_patterns)
         check_id("upload id", upload_id)
         staging = f"{case_prefix(tenant, case)}staging/{upload_id}/"
+        created = _created_s(upload_id)
+        if created is None or created + config.staging_ttl_s < time.time():  # expired, maybe not swept yet
+            raise _not_found("upload")
         try:
-            name = ctl.store.get_json(staging + "meta.json")["name"]
+            meta = ctl.store.get_json(staging + "meta.json")
         except KeyNotFound:
             raise _not_found("upload") from None
+        name = meta["name"]
         try:
-            data = ctl.store.get(staging + "data")
+            size = ctl.store.size(staging + "data")  # a HEAD: an oversized object is never read
         except KeyNotFound:
             raise ApiError(409, "not_uploaded", "nothing was PUT to the upload URL yet", source=name) from None
         try:
-            return store_input(tenant, case, name, data)
+            if size > config.max_upload_bytes:
+                raise InputRejected(name, f"file too large: {size} bytes > limit {config.max_upload_bytes}")
+            return store_input(tenant, case, name, ctl.store.get(staging + "data"), int(meta.get("generation", 0)))
         finally:
             ctl.store.delete_prefix(staging)
+            ctl.store.delete(staging_entry(upload_id))
+
+    def sweep_staging(now: float | None = None) -> int:
+        """Delete uploads whose staging outlived `staging_ttl_s` (never committed); returns how many.
+        Upload ids sort by creation time, so the sweep stops at the first one still valid: one
+        listing plus one read and two deletes per expired upload."""
+        now = time.time() if now is None else now
+        swept = 0
+        for key in ctl.store.list(STAGING_INDEX):
+            upload_id = key[len(STAGING_INDEX):-len(".json")]
+            created = _created_s(upload_id)
+            if created is None:
+                continue
+            if created + config.staging_ttl_s > now:
+                break
+            try:
+                entry = ctl.store.get_json(key)
+                ctl.store.delete_prefix(f"{case_prefix(entry['tenant'], entry['case'])}staging/{upload_id}/")
+            except KeyNotFound:
+                pass
+            ctl.store.delete(key)
+            swept += 1
+        if swept:
+            log(logger, logging.INFO, "expired uploads deleted", count=swept)
+        return swept
+
+    app.state.sweep_staging = sweep_staging
+    if config.staging_sweep_s > 0:
+        def sweeper() -> None:
+            while not ctl.stopping.wait(config.staging_sweep_s):
+                try:
+                    sweep_staging()
+                except Exception as exc:  # a store outage: next round
+                    log(logger, logging.WARNING, "staging sweep failed", error=type(exc).__name__)
+
+        threading.Thread(target=sweeper, name="staging-sweeper", daemon=True).start()
 
     # -- jobs and batches --------------------------------------------------------------------
 
@@ -437,7 +602,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         if record.state == "succeeded":
             for key in ctl.store.list(ref.prefix):
                 name = key[len(ref.prefix):]
-                if name not in HIDDEN_OUTPUTS:
+                if name not in HIDDEN_OUTPUTS and not name.startswith(PINNED_INPUTS):
                     files.append(s.OutputFile(name=name, url=ctl.download_url(request, tenant, key)))
         return s.JobResult(job_id=job_id, state=record.state, reason=record.reason, result=record.result,
                            files=files, expires_in=config.url_expiry_s)
@@ -451,14 +616,16 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             raise ApiError(409, "conflict", f"the job is already {record.state}", source="job", problem=record.state)
         ctl.store.put(cancel_key(ref.tenant, ref.case, ref.job_id), b"")
         record.state, record.reason, record.result = "cancelled", "cancelled by the client", None
-        ctl.repo.save(record)
+        if not ctl.repo.save(record):  # purged meanwhile: nothing of it is left
+            raise _not_found("job")
+        # after the marker: outputs written before it go here, later ones the worker removes
+        ctl.store.delete_prefix(ref.prefix + "outputs/")
         body = status_body(record)
         log(logger, logging.INFO, "job cancelled", tenant=tenant, job_id=job_id)
         if record.callback_url:
-            threading.Thread(target=deliver, args=(record.callback_url, body, config.callback_secret),
-                             kwargs={"attempts": config.callback_attempts, "backoff_s": config.callback_backoff_s,
-                                     "allow_private": config.callback_allow_private},
-                             daemon=True).start()
+            ctl.callbacks.submit(tenant, deliver, record.callback_url, body, config.callback_secret,
+                                 attempts=config.callback_attempts, backoff_s=config.callback_backoff_s,
+                                 allow_private=config.callback_allow_private)
         return body
 
     @app.post("/v1/batches", response_model=s.BatchCreated, status_code=201, tags=["batches"])
@@ -466,9 +633,11 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         """Create many jobs at once; all are validated before any is stored."""
         with idempotency_lock(tenant, idempotency_key_):
             callbacks_seen: dict[str, str | None] = {}
+            generations: dict[str, int] = {}
 
             def build(ids: dict) -> list[JobRecord]:
-                return [ctl.build_record(tenant, job, job_id, ids["batch_id"], idempotency_key_, callbacks_seen)
+                return [ctl.build_record(tenant, job, job_id, ids["batch_id"], idempotency_key_, callbacks_seen,
+                                         generations)
                         for job, job_id in zip(body.jobs, ids["job_ids"])]
 
             saved = ctl.idempotent(tenant, idempotency_key_, body)  # 422 first if the key was used otherwise
@@ -481,12 +650,24 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             batch_id = ids["batch_id"]
             if ctl.store.exists(batch_key(tenant, batch_id)):
                 response.status_code = 200
+            for case in sorted({r.spec.case for r in records}):  # first: how a purge finds the batch
+                ctl.store.put(f"{case_prefix(tenant, case)}batches/{batch_id}", b"")
             ctl.store.put_json(batch_key(tenant, batch_id),
                                {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
+            purged: set[str] = set()
             for record in records:
-                ctl.submit(record)
+                try:
+                    ctl.submit(record)
+                except CasePurged:
+                    purged.add(record.spec.case)
+            purged |= {case for case, gen in generations.items() if not purges.still(ctl.store, tenant, case, gen)}
+            for case in purged:  # a purge that ran meanwhile: the batch keeps no trace of the case
+                ctl.scrub_batch(tenant, batch_id, case)
+                ctl.store.delete(f"{case_prefix(tenant, case)}batches/{batch_id}")
             statuses = []
             for record in records:
+                if record.spec.case in purged:
+                    continue
                 current = ctl.repo.load(JobRef(tenant, record.spec.case, record.spec.job_id))
                 statuses.append(status_body(current or record))
             return {"batch_id": batch_id, "jobs": statuses}
@@ -533,20 +714,49 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
 
     @app.delete("/v1/cases/{case}", response_model=s.PurgeResult, tags=["cases"])
     def purge(case: str, tenant: Tenant) -> s.PurgeResult:
-        """Delete every object of the case (inputs, jobs, outputs) and its index entries."""
+        """Delete every object of the case (inputs, staging, jobs, outputs), its job index and
+        queue entries, its upload index entries and its label in batch records; on a versioned
+        bucket the older versions of all of these too (`unremoved` lists what the bucket refused).
+        Final: see purges.py for why no writer that started before can bring anything back.
+        Cost: one listing and one delete per object of the case, two calls per job, upload and
+        batch naming it, plus (versioned buckets) one version listing per touched key; nothing
+        proportional to the tenant's other cases."""
         check_id("case label", case)
+        number = purges.begin(ctl.store, tenant, case)
+        prefix = case_prefix(tenant, case)
         removed = purge_case_objects(ctl.store, tenant, case)
-        for key in list(removed):
-            ref = JobRef.parse(key)
-            if ref is None:
-                continue
-            for extra in ctl.repo.outside_keys(ref):  # index entries and queue marker of the job
+        touched: list[str] = []
+        job_ids = {k[len(prefix) + 5:].split("/", 1)[0] for k in removed if k.startswith(prefix + "jobs/")}
+        for job_id in sorted(job_ids):
+            for extra in ctl.repo.outside_keys(JobRef(tenant, case, job_id)):  # indexes, queue marker
                 if ctl.store.exists(extra):
                     ctl.store.delete(extra)
                     removed.append(extra)
+                touched.append(extra)
+        uploads = {k[len(prefix) + 8:].split("/", 1)[0] for k in removed if k.startswith(prefix + "staging/")}
+        for upload_id in sorted(uploads):
+            entry = staging_entry(upload_id)
+            if ctl.store.exists(entry):
+                ctl.store.delete(entry)
+                removed.append(entry)
+            touched.append(entry)
+        batch_ids = {k[len(prefix) + 8:] for k in removed if k.startswith(prefix + "batches/")}
+        for batch_id in sorted(batch_ids):  # the batches that named the case (markers under the case)
+            ctl.scrub_batch(tenant, batch_id, case)
+            touched.append(batch_key(tenant, batch_id))
+        versions, unremoved = ctl.store.purge_versions(prefix)
+        for key in touched:
+            more, refused = ctl.store.purge_versions(key, exact=True)
+            versions, unremoved = versions + more, unremoved + refused
+        purges.end(ctl.store, tenant, case, number)
+        if unremoved:
+            log(logger, logging.ERROR, "purge left object versions the bucket refused to delete", tenant=tenant,
+                count=len(unremoved))
         log(logger, logging.INFO, "case purged", tenant=tenant, count=len(removed))
-        return s.PurgeResult(case=case, removed=sorted(removed), count=len(removed))
+        return s.PurgeResult(case=case, removed=sorted(removed), count=len(removed), versions_removed=versions,
+                             unremoved=unremoved)
 
     app.add_middleware(SizeLimit, upload_limit=config.max_upload_bytes + 64 * 1024, json_limit=config.max_json_bytes)
+    app.add_middleware(Authenticate, tenant_for=ctl.tokens.tenant_for, failures=ctl.auth_failures)
     app.add_middleware(AccessLog, metrics=ctl.metrics)
     return app

@@ -22,7 +22,9 @@ import random
 import socket
 import threading
 import urllib.request
+from collections import deque
 from dataclasses import dataclass
+from typing import Any, Callable
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -129,9 +131,41 @@ def _addresses(parts: SplitResult, allow_private: bool) -> list[ipaddress.IPv4Ad
     infos = _resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     for address in addresses:
-        if not allow_private and not address.is_global:
+        if not allow_private and not is_public(address):
             raise CallbackRefused(f"host {host!r} resolves to a non-public address ({address}); callbacks go to public receivers only")
     return addresses
+
+
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, whatever the translation that would reach them:
+    IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96 and the local-use
+    64:ff9b:1::/48, RFC 6052/8215, last 32 bits), 6to4 (2002:AABB:CCDD::/48) and Teredo (server,
+    and the client address obfuscated in the last 32 bits)."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are not IPv4
+        found.append(low32)
+    if any(address in net for net in _NAT64):
+        found.append(low32)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Public itself and, for IPv6, in every IPv4 address it embeds (a NAT64 or 6to4 gateway
+    would otherwise carry a callback to 10.0.0.1 or 169.254.169.254)."""
+    if not address.is_global:
+        return False
+    return address.version == 4 or all(v4.is_global for v4 in embedded_ipv4(address))
 
 
 def _resolve(host: str, port: int) -> list:
@@ -153,6 +187,49 @@ def _resolve(host: str, port: int) -> list:
     if "infos" not in found or not found["infos"]:
         raise CallbackUnresolved(f"host {host!r} does not resolve")
     return found["infos"]
+
+
+class CallbackPool:
+    """Callback deliveries, at most `per_tenant` at a time for each tenant, each tenant's queue in
+    order. A tenant whose receiver never answers ties up its own `per_tenant` threads only, never
+    another tenant's deliveries. Threads are made on demand and end when their tenant's queue is
+    empty: at most (tenants with pending callbacks) x `per_tenant` threads."""
+
+    def __init__(self, per_tenant: int = 2) -> None:
+        if per_tenant < 1:
+            raise ValueError(f"callback concurrency per tenant must be >= 1, got {per_tenant}")
+        self.per_tenant = per_tenant
+        self._queues: dict[str, deque[tuple[Callable[..., Any], tuple, dict]]] = {}
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, tenant: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self._queues.setdefault(tenant, deque()).append((fn, args, kwargs))
+            if self._running.get(tenant, 0) >= self.per_tenant:
+                return
+            self._running[tenant] = self._running.get(tenant, 0) + 1
+        threading.Thread(target=self._drain, args=(tenant,), name=f"callback-{tenant}", daemon=True).start()
+
+    def _drain(self, tenant: str) -> None:
+        while True:  # ends when the tenant's queue is empty; each item is one bounded delivery
+            with self._lock:
+                jobs = self._queues.get(tenant)
+                if not jobs:
+                    self._queues.pop(tenant, None)
+                    self._running[tenant] -= 1
+                    if not self._running[tenant]:
+                        del self._running[tenant]
+                    return
+                fn, args, kwargs = jobs.popleft()
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:  # deliver never raises; anything else must not kill the drain
+                log(logger, logging.ERROR, "callback task failed", error=type(exc).__name__)
+
+    def pending(self, tenant: str) -> int:
+        with self._lock:
+            return len(self._queues.get(tenant, ()))
 
 
 def deliver(url: str, status: dict, secret: str | None, attempts: int = 5, backoff_s: float = 0.5,

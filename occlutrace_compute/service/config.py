@@ -49,6 +49,13 @@ class ServiceConfig:
     max_json_bytes: int = 1_000_000
     rate_per_s: float = 20.0
     rate_burst: int = 200
+    # failed authentication per client address: `auth_fail_burst` failures, then one per
+    # 1/`auth_fail_per_s` seconds; over that every request from the address answers 429
+    auth_fail_per_s: float = 0.5
+    auth_fail_burst: int = 30
+    # uncommitted uploads (staging) are deleted this long after their grant was made
+    staging_ttl_s: int = 3600
+    staging_sweep_s: float = 60.0  # how often a controller looks for expired staging (0: never)
     # dispatcher / workers
     job_fn: str = "occlutrace_compute.jobs.runner:run_job"
     batch_size: int = 4
@@ -60,6 +67,7 @@ class ServiceConfig:
     worker_idle_s: float = 120.0  # a worker above the floor idle this long is let go (node can go)
     rescan_s: float = 10.0
     callback_attempts: int = 5
+    callback_concurrency: int = 2  # deliveries in flight per tenant (one tenant cannot hold up another's)
     callback_backoff_s: float = 0.5
     # callbacks to loopback/private/link-local addresses (a receiver inside the cluster's own
     # network); off: a tenant's callback_url must not reach internal services

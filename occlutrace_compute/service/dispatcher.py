@@ -25,7 +25,6 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ from ray.autoscaler.sdk import request_resources
 from ray.exceptions import GetTimeoutError, RayError
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES
-from occlutrace_compute.service.callbacks import deliver
+from occlutrace_compute.service.callbacks import CallbackPool, deliver
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.metrics import ClusterMetrics
@@ -85,7 +84,8 @@ class Dispatcher:
         self._stats: dict[str, Any] = {"started": False}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._callbacks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback")
+        self._refunds: dict[str, int] = {}  # job key -> attempt that met a store outage (uncharged)
+        self._callbacks = CallbackPool(config.callback_concurrency)
         self._thread = threading.Thread(target=self._run, name="dispatch-loop", daemon=True)
         self._thread.start()
 
@@ -323,7 +323,8 @@ class Dispatcher:
             if not batch:
                 return
             slot.batch = batch
-            slot.batch_ref = slot.handle.run_batch.remote([ref.key for ref in batch])
+            refunds = {ref.key: self._refunds.pop(ref.key) for ref in batch if ref.key in self._refunds}
+            slot.batch_ref = slot.handle.run_batch.remote([ref.key for ref in batch], refunds)
             self._busy.update(ref.key for ref in batch)
             self.metrics.batch_size.observe(len(batch))
             log(logger, logging.INFO, "batch dispatched", worker=slot.index, batch_size=len(batch))
@@ -383,7 +384,9 @@ class Dispatcher:
         ref = JobRef.parse(outcome["key"])
         if ref is None:
             return
-        if outcome["state"] == "queued":  # a failed attempt with attempts left
+        if outcome["state"] == "queued":  # a failed attempt with attempts left, or a store outage
+            if outcome.get("refund") is not None:
+                self._refunds[ref.key] = outcome["refund"]
             self._defer(ref)
             return
         if not outcome.get("final"):
@@ -393,7 +396,7 @@ class Dispatcher:
             self.metrics.observe_job(outcome["figures"])
         if outcome.get("callback_url") and outcome.get("status"):
             self._callbacks.submit(
-                deliver, outcome["callback_url"], outcome["status"], self.config.callback_secret,
+                ref.tenant, deliver, outcome["callback_url"], outcome["status"], self.config.callback_secret,
                 attempts=self.config.callback_attempts, backoff_s=self.config.callback_backoff_s, stop=self._stop,
                 allow_private=self.config.callback_allow_private,
             )

@@ -41,6 +41,15 @@ class InstrumentedStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._call("exists", lambda: self.inner.exists(key))
 
+    def size(self, key: str) -> int:
+        return self._call("exists", lambda: self.inner.size(key))
+
+    def copy(self, src: str, dst: str) -> None:
+        self._call("put", lambda: self.inner.copy(src, dst))
+
+    def purge_versions(self, prefix: str, exact: bool = False) -> tuple[int, list[str]]:
+        return self._call("delete", lambda: self.inner.purge_versions(prefix, exact))
+
     def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
         return self._call("list", lambda: self.inner.list(prefix, start_after, limit))
 

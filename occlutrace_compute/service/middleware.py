@@ -1,4 +1,4 @@
-"""ASGI middleware: request-size limits, HTTP metrics and the JSON access log.
+"""ASGI middleware: authentication, request-size limits, HTTP metrics and the JSON access log.
 
 The access log and the metrics name the matched route TEMPLATE (`/v1/download/{token}`), never
 the raw path, so signed tokens in URLs stay out of logs and label values.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from typing import Any, Awaitable, Callable
@@ -21,17 +22,60 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 TENANT_SCOPE_KEY = "occlutrace.tenant"  # set by the auth dependency, read by the access log
 UPLOAD_PATHS = re.compile(r"^/v1/(cases/[^/]+/files|uploads/[^/]+)$")
+# Authorised by the signed token in the path (like an S3 presigned URL), not by a bearer token.
+GRANT_PATHS = re.compile(r"^/v1/(uploads|download)/[^/]+$")
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _send_json(send: Send, status: int, body: dict) -> None:
+async def _send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
     raw = json.dumps(body).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": raw})
+
+
+class Authenticate:
+    """The bearer token of every `/v1` request is checked here, before the app runs and so before
+    a byte of the body is read: an unauthenticated upload costs its headers, never disk or memory.
+    The tenant goes into the scope (`TENANT_SCOPE_KEY`) for the routes. Failed attempts are
+    counted per client address (`FailedAuthLimiter`): past the limit, 429 + Retry-After.
+
+    `tenant_for(token) -> tenant | None` and the limiter are the controller's."""
+
+    def __init__(self, app: Any, tenant_for: Callable[[str], str | None], failures: Any) -> None:
+        self.app = app
+        self.tenant_for = tenant_for
+        self.failures = failures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/") or GRANT_PATHS.match(path):
+            await self.app(scope, receive, send)
+            return
+        address = (scope.get("client") or ("unknown", 0))[0]
+        wait = self.failures.blocked(address)
+        if wait > 0:
+            await _send_json(send, 429, {"error": "rate_limited", "message": "too many failed authentications",
+                                         "source": "Authorization", "problem": None},
+                             {"Retry-After": str(max(1, math.ceil(wait)))})
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        tenant = self.tenant_for(token) if scheme.lower() == "bearer" and token else None
+        if tenant is None:
+            self.failures.failed(address)
+            message = "invalid bearer token" if token else "missing bearer token"
+            await _send_json(send, 401, {"error": "unauthorized", "message": message, "source": None,
+                                         "problem": None}, {"WWW-Authenticate": "Bearer"})
+            return
+        scope[TENANT_SCOPE_KEY] = tenant
+        await self.app(scope, receive, send)
 
 
 class SizeLimit:

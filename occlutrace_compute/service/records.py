@@ -16,6 +16,9 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
 - `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
   <job id>.<final state>` (empty) per member once final: the batch's counters;
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
+
+Writes of a record check the case's purge generation before and after (purges.py): a record
+whose case was purged meanwhile is not written, or is deleted again with everything of its job.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, utcnow
+from occlutrace_compute.service.purges import CasePurged, still
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
 from occlutrace_compute.storage.keys import job_prefix, job_record_key
 
@@ -154,10 +158,20 @@ class JobRepo:
         except KeyNotFound:
             return None
 
-    def save(self, record: JobRecord) -> None:
-        self.store.put_json(ref_of(record).key, _stamped(record))
+    def save(self, record: JobRecord) -> bool:
+        """Write the record unless its case was purged since the job was created (checked before
+        and after the write, see purges.py): False then, and everything of the job is deleted."""
+        ref = ref_of(record)
+        if not self.current(record):
+            self.discard(ref)
+            return False
+        self.store.put_json(ref.key, _stamped(record))
         if record.state in TERMINAL_STATES:
             self.finalize(record)
+        if not self.current(record):
+            self.discard(ref)
+            return False
+        return True
 
     def finalize(self, record: JobRecord) -> None:
         """A final record: its state index entry, then (only then) its queue marker removed, so
@@ -168,16 +182,37 @@ class JobRepo:
             self.store.put(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state), b"")
         self.store.delete(queue_key(ref.tenant, ref.job_id))
 
+    def current(self, record: JobRecord) -> bool:
+        """Whether the record's case is still at the purge generation the job was created under."""
+        return still(self.store, record.spec.tenant, record.spec.case, record.generation)
+
+    def discard(self, ref: JobRef) -> None:
+        """Delete every object of a job whose case was purged under it: its folder and every key
+        it has outside the case prefix (index entries, listing and state entries, batch done
+        entries, queue marker; the purge may have listed the case before some were written)."""
+        outside = self.outside_keys(ref)
+        self.store.delete_prefix(ref.prefix)
+        for key in outside:
+            self.store.delete(key)
+
     def create(self, record: JobRecord) -> bool:
         """Index and queue marker first, the record last and only where none exists (False then):
         a crash leaves no record without a marker, and a second creator of the same job (the
-        loser of an idempotency race between replicas) cannot reset a record a worker has moved on."""
+        loser of an idempotency race between replicas) cannot reset a record a worker has moved on.
+        Raises CasePurged (after deleting what it wrote) if the case was purged meanwhile."""
         ref = ref_of(record)
+        if not self.current(record):
+            self.discard(ref)
+            raise CasePurged(ref.case)
         entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
         self.store.put_json(index_key(ref.tenant, ref.job_id), entry)
         self.store.put(listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"")
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
-        return self.store.put_json_if_absent(ref.key, _stamped(record))
+        created = self.store.put_json_if_absent(ref.key, _stamped(record))
+        if not self.current(record):
+            self.discard(ref)
+            raise CasePurged(ref.case)
+        return created
 
     def find(self, tenant: str, job_id: str) -> JobRef | None:
         """The tenant's job with that id, or None (another tenant's id finds nothing)."""
@@ -238,7 +273,7 @@ class JobRepo:
 
         return [r for r in parallel_map(read, keys) if r is not None]
 
-    def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str]]) -> dict[str, str | None]:
+    def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str | None]]) -> dict[str, str | None]:
         """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs): the
         final ones from one listing of the batch's done entries, the others (still active, or
         purged, or in two done entries after a lost race) from their records, read in parallel.
@@ -250,6 +285,9 @@ class JobRepo:
         states: dict[str, str | None] = {}
         unsure: list[JobRef] = []
         for job_id, case in members:
+            if case is None:  # the member's case was purged: its label is scrubbed from the batch
+                states[job_id] = None
+                continue
             final = done.get(job_id)
             if final is not None and len(final) == 1:
                 states[job_id] = next(iter(final))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from occlutrace_compute.jobs.models import JobKind, JobOptions, JobState
+from occlutrace_compute.jobs.models import BITE_ROLES, PAIR_ROLES, JobKind, JobOptions, JobState
 
 
 class ErrorBody(BaseModel):
@@ -39,10 +39,26 @@ class JobCreate(BaseModel):
     case: str = Field(min_length=1, max_length=128, description="case label (de-identified)")
     kind: JobKind
     inputs: dict[str, str] = Field(
-        description="role -> uploaded file name of the case (pair: fixed, moving; bite: upper, lower, bite1[, bite2])"
+        max_length=len(BITE_ROLES),
+        description="role -> committed file name of the case, or the key of an earlier job's output of the "
+                    "same case (pair: fixed, moving; bite: upper, lower, bite1[, bite2])",
     )
     options: JobOptions = Field(default_factory=JobOptions)
     callback_url: str | None = Field(None, max_length=2000, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _roles(self) -> "JobCreate":
+        """The roles of the kind and nothing else, checked with the body (before any store call:
+        one store call per role follows, so the role count must be bounded first)."""
+        roles = set(self.inputs)
+        if self.kind == "pair" and roles != set(PAIR_ROLES):
+            raise ValueError(f"a pair job needs inputs {list(PAIR_ROLES)}, got {sorted(roles)[:8]}")
+        if self.kind == "bite" and not ({"upper", "lower", "bite1"} <= roles <= set(BITE_ROLES)):
+            raise ValueError(f"a bite job needs inputs upper, lower, bite1 [, bite2], got {sorted(roles)[:8]}")
+        for name in self.inputs.values():
+            if not 0 < len(name) <= 1024:
+                raise ValueError("an input names a file (1 to 1024 characters)")
+        return self
 
 
 class JobStatus(BaseModel):
@@ -98,3 +114,8 @@ class PurgeResult(BaseModel):
     case: str
     removed: list[str]
     count: int
+    versions_removed: int = Field(0, description="older object versions deleted (versioned buckets)")
+    unremoved: list[str] = Field(
+        default_factory=list,
+        description="'key: reason' for each object version the bucket refused to delete (object lock, permissions)",
+    )

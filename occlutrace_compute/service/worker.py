@@ -5,7 +5,10 @@ pipeline `occlutrace_compute.jobs.runner:run_job(spec, store) -> dict`), so the 
 drive a worker with small job functions of their own.
 
 Attempts are counted when a job STARTS on a worker, so a batch-mate of a job that kills the
-worker is not charged; a job already started `max_attempts` times is failed, never re-run.
+worker is not charged; a job already started `max_attempts` times is failed, never re-run. A
+worker that loses the store never raises: the job goes back "queued" with its attempt refunded
+(see `_run_one`). Every record write is checked against the case's purge generation
+(`JobRepo.save`), so a job purged while it ran leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.records import JobRef, JobRepo
-from occlutrace_compute.storage.base import ObjectStore, StoreError
+from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
 
 logger = logging.getLogger("occlutrace.worker")
 JobFn = Callable[[JobSpec, ObjectStore], dict]
@@ -103,21 +106,42 @@ class AlignWorker:
     def info(self) -> dict:
         return {"device": self.device, "pid": os.getpid(), "node": socket.gethostname()}
 
-    def run_batch(self, keys: list[str]) -> list[dict]:
-        """Outcome per job: {key, state, final, kind, figures?, callback_url?, status?}."""
+    def run_batch(self, keys: list[str], refunds: dict[str, int] | None = None) -> list[dict]:
+        """Outcome per job: {key, state, final, kind, figures?, callback_url?, status?, refund?}.
+
+        `refunds` (key -> attempt number) names attempts that ended in a store outage which this
+        worker could not record (see `_run_one`): such a job's next start is not charged again.
+        """
         outcomes = []
         for key in keys:
             ref = JobRef.parse(key)
             if ref is not None:
-                outcomes.append(self._run_one(ref))
+                outcomes.append(self._run_one(ref, (refunds or {}).get(key)))
         return outcomes
 
-    def _run_one(self, ref: JobRef) -> dict:
+    def _run_one(self, ref: JobRef, refund: int | None = None) -> dict:
+        """One job; never raises for a store fault. A job that loses the store (reading its record,
+        running, writing its outcome) is answered "queued" (the dispatcher re-queues it after a
+        pause) with `refund` set to the attempt it started, uncharged: an outage is not the job's
+        fault, and the store may be unable to take the refund now, so the dispatcher carries it."""
+        started: list[int] = []
+        try:
+            return self._attempt(ref, refund, started)
+        except StoreError as exc:
+            log(logger, logging.WARNING, "store lost: job re-queued uncharged", tenant=ref.tenant,
+                job_id=ref.job_id, error=type(exc).__name__)
+            return {"key": ref.key, "state": "queued", "final": False,
+                    "refund": started[0] if started else refund}
+
+    def _attempt(self, ref: JobRef, refund: int | None, started: list[int]) -> dict:
         record = self.repo.load(ref)
-        if record is None:
+        if record is None:  # purged; an attempt cut short by an outage may have left outputs
+            self.store.delete_prefix(ref.prefix + "outputs/")
             return {"key": ref.key, "state": "gone", "final": False}
         if record.state in TERMINAL_STATES:
             return {"key": ref.key, "state": record.state, "final": False}
+        if record.state == "running" and refund is not None and record.attempts == refund:
+            record.attempts -= 1  # that attempt met a store outage: not charged
         if self.repo.cancelled(ref):
             record.state, record.reason = "cancelled", "cancelled before it started"
             return self._finish(ref, record, None)
@@ -126,7 +150,9 @@ class AlignWorker:
             record.reason = f"gave up after {record.attempts} attempts: the worker was lost each time"
             return self._finish(ref, record, None)
         record.state, record.attempts, record.reason = "running", record.attempts + 1, None
-        self.repo.save(record)
+        if not self.repo.save(record):  # purged
+            return {"key": ref.key, "state": "gone", "final": False}
+        started.append(record.attempts)
         fields = {"tenant": ref.tenant, "job_id": ref.job_id, "attempts": record.attempts, "device": self.device}
         log(logger, logging.INFO, "job started", **fields)
         start = time.monotonic()
@@ -136,9 +162,10 @@ class AlignWorker:
             record.state, record.result = "succeeded", result
         except InputRejected as exc:
             record.state, record.reason = "rejected", str(exc)
-        except StoreError as exc:  # the store's fault, not the job's: not charged, re-queued
-            record.state, record.attempts, record.reason = "queued", record.attempts - 1, None
-            log(logger, logging.WARNING, "store failed during the job", error=type(exc).__name__, **fields)
+        except KeyNotFound as exc:  # an object of the job vanished (a purge under it): the job's fault
+            record.state, record.reason = "rejected", f"an object of the job is gone: {exc}"[:500]
+        except StoreError:  # the store's fault, not the job's: re-queued uncharged (_run_one)
+            raise
         except Exception as exc:  # our fault: retry, then fail with the reason
             reason = f"{type(exc).__name__}: {exc}"[:500]
             record.reason = reason
@@ -148,16 +175,23 @@ class AlignWorker:
         return self._finish(ref, record, figures)
 
     def _finish(self, ref: JobRef, record: JobRecord, figures: dict | None) -> dict:
-        """Write the outcome unless the job was purged or cancelled meanwhile (cancel wins)."""
-        if not self.store.exists(ref.key):  # purged while running: leave nothing behind
-            self.store.delete_prefix(ref.prefix)
-            return {"key": ref.key, "state": "gone", "final": False}
+        """Write the outcome unless the job was purged or cancelled meanwhile (cancel wins).
+
+        Purged: `repo.save` checks the case's purge generation before and after the write and
+        deletes the job's objects (outputs included) when it changed. Cancelled: the outputs go;
+        the cancel marker is checked after the outputs were written, so outputs written before a
+        cancel are removed either by the controller (after its marker) or here."""
+        gone = {"key": ref.key, "state": "gone", "final": False}
         if self.repo.cancelled(ref):
             record.state, record.result = "cancelled", None
-        self.repo.save(record)
+        if not self.repo.save(record):
+            return gone
         if record.state != "cancelled" and self.repo.cancelled(ref):  # cancel raced the save
             record.state, record.result = "cancelled", None
-            self.repo.save(record)
+            if not self.repo.save(record):
+                return gone
+        if record.state == "cancelled":
+            self.store.delete_prefix(ref.prefix + "outputs/")
         final = record.state in TERMINAL_STATES
         log(logger, logging.INFO, "job " + record.state, tenant=ref.tenant, job_id=ref.job_id,
             state=record.state, attempts=record.attempts)

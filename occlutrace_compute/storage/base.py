@@ -58,6 +58,22 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes without reading it (a stat, an S3 HEAD); raises KeyNotFound.
+        Callers with a size limit ask this before `get`, so an oversized object never reaches memory."""
+        return len(self.get(key))  # a fallback for minimal stores; both real stores override it
+
+    def copy(self, src: str, dst: str) -> None:
+        """`dst` becomes an independent copy of `src` (later writes to `src` do not change it);
+        raises KeyNotFound. Server-side where the store can (S3 CopyObject, a hard link)."""
+        self.put(dst, self.get(src))
+
+    def purge_versions(self, prefix: str, exact: bool = False) -> tuple[int, list[str]]:
+        """Remove the noncurrent versions (and delete markers) of every key under `prefix` (`exact`:
+        of that one key) where the store keeps versions: (versions removed, "key: why" for each one that could not be).
+        A store without versions has nothing to do."""
+        return 0, []
+
     @abc.abstractmethod
     def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
         """Keys under `prefix` (recursive), sorted by their UTF-8 bytes (S3's order).

@@ -8,6 +8,7 @@ never a partial one. Temp files are invisible to `list`. Files are created mode 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import tempfile
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore
+from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore, StoreUnavailable
 from occlutrace_compute.storage.keys import TEMP_PREFIX, check_key, folder_prefix
 
 # A concurrent delete_prefix may remove the (empty) folder between our mkdir and our mkstemp.
 _CREATE_ATTEMPTS = 3
+# The disk, not the caller: full, over quota, read-only, failing. Raised as StoreUnavailable so the
+# controller answers 503 + Retry-After (never a bare 500) and a worker re-queues the job uncharged.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
 
 
 class LocalStore(ObjectStore):
@@ -55,9 +59,13 @@ class LocalStore(ObjectStore):
 
     def _publish(self, key: str, chunks: Iterable[bytes], place: Callable[[str, Path], None]) -> None:
         """Write `chunks` to a synced temp file beside the key's path, then `place(temp, path)`
-        (rename or link); the temp file never outlives the call."""
+        (rename or link); the temp file never outlives the call. A full or failing disk raises
+        StoreUnavailable."""
         path = self._path(key)
-        fd, tmp = self._create_temp(key, path.parent)
+        try:
+            fd, tmp = self._create_temp(key, path.parent)
+        except OSError as exc:
+            raise _disk_error(exc, f"put {key!r}", self.root) from exc
         try:
             with os.fdopen(fd, "wb") as f:
                 for chunk in chunks:
@@ -67,10 +75,43 @@ class LocalStore(ObjectStore):
             place(tmp, path)
         except IsADirectoryError:
             raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
+        except OSError as exc:
+            raise _disk_error(exc, f"put {key!r}", self.root) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # gone already after a rename
         _fsync_dir(path.parent)
+
+    def copy(self, src: str, dst: str) -> None:
+        """A hard link to `src`'s file under a temp name, renamed to `dst`: no byte is copied, and
+        since every write replaces a key's file (rename), a later write to `src` leaves `dst` as it was."""
+        source = self._path(src)
+        if not source.is_file():
+            raise KeyNotFound(src)
+        path = self._path(dst)
+        fd, tmp = self._create_temp(dst, path.parent)
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+            os.link(source, tmp)
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            raise KeyNotFound(src) from None
+        except OSError as exc:
+            raise _disk_error(exc, f"copy {src!r} to {dst!r}", self.root) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(path.parent)
+
+    def size(self, key: str) -> int:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFound(key) from None
+        if not os.path.isfile(self._path(key)):
+            raise KeyNotFound(key)
+        return st.st_size
 
     def _create_temp(self, key: str, parent: Path) -> tuple[int, str]:
         attempt = 1
@@ -79,13 +120,25 @@ class LocalStore(ObjectStore):
                 parent.mkdir(parents=True, exist_ok=True)
                 return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
             except (FileExistsError, NotADirectoryError):
-                raise InputRejected(
-                    f"object key {key!r}", "a parent of this key is itself an object"
-                ) from None
+                # either a parent really is a file, or a concurrent delete_prefix removed a folder
+                # between mkdir's "exists" and its is_dir check: only the first is the caller's fault
+                if self._file_ancestor(parent) or attempt >= _CREATE_ATTEMPTS:
+                    raise InputRejected(
+                        f"object key {key!r}", "a parent of this key is itself an object"
+                    ) from None
+                attempt += 1
             except FileNotFoundError:
                 if attempt >= _CREATE_ATTEMPTS:
                     raise
                 attempt += 1
+
+    def _file_ancestor(self, folder: Path) -> bool:
+        """Whether `folder` or one of its parents below the root is a file (not a folder)."""
+        while folder != self.root and self.root in folder.parents:
+            if folder.is_file():
+                return True
+            folder = folder.parent
+        return False
 
     def get(self, key: str) -> bytes:
         try:
@@ -168,9 +221,21 @@ class LocalStore(ObjectStore):
         return None
 
 
+def _disk_error(exc: OSError, what: str, root: Path) -> Exception:
+    """StoreUnavailable for a disk fault (full, quota, read-only, I/O); anything else as it was."""
+    if exc.errno in DISK_ERRNOS:
+        return StoreUnavailable(f"{what}: local store {root} unavailable: {os.strerror(exc.errno)}")
+    return exc
+
+
 def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable: without it a power loss can forget the new directory entry."""
-    fd = os.open(folder, os.O_RDONLY)
+    """Make the rename durable: without it a power loss can forget the new directory entry. A
+    folder already gone was emptied and removed by a concurrent delete_prefix (a purge): the
+    entry it would make durable is deleted, so there is nothing left to sync."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         os.fsync(fd)
     finally:

@@ -13,15 +13,17 @@ import itertools
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 from urllib.parse import urlsplit
 
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
@@ -223,6 +225,75 @@ class S3Store(ObjectStore):
             return True
 
         return self._call(f"exists {key!r}", stat)
+
+    def size(self, key: str) -> int:
+        """One HEAD: the size before any byte is read."""
+        name = self._name(key)
+
+        def stat() -> int:
+            try:
+                return int(self._client.stat_object(self.bucket, name).size)
+            except S3Error as exc:
+                if exc.code in _MISSING_OBJECT:
+                    raise KeyNotFound(key) from None
+                raise
+
+        return self._call(f"size {key!r}", stat)
+
+    def copy(self, src: str, dst: str) -> None:
+        """Server-side CopyObject: no byte passes through this process."""
+        source, name = self._name(src), self._name(dst)
+
+        def copy() -> None:
+            try:
+                self._client.copy_object(self.bucket, name, CopySource(self.bucket, source))
+            except S3Error as exc:
+                if exc.code in _MISSING_OBJECT:
+                    raise KeyNotFound(src) from None
+                raise
+
+        self._call(f"copy {src!r}", copy)
+
+    def purge_versions(self, prefix: str, exact: bool = False) -> tuple[int, list[str]]:
+        """Where the bucket is (or was) versioned: delete every remaining version and delete
+        marker under `prefix` (`exact`: of that one key). Versions the bucket refuses to delete
+        (object lock, missing s3:DeleteObjectVersion permission) are reported, never hidden."""
+        full = self.prefix + (check_key(prefix) if exact else folder_prefix(prefix))
+        status = self._call("versioning", lambda: self._client.get_bucket_versioning(self.bucket).status)
+        if status not in ("Enabled", "Suspended"):
+            return 0, []
+        versions = self._call(
+            f"list versions {prefix!r}",
+            lambda: [(o.object_name, o.version_id) for o in self._client.list_objects(
+                self.bucket, prefix=full or None, recursive=True, include_version=True)],
+        )
+        versions = [(n, v) for n, v in versions if n and not n.endswith("/") and (not exact or n == full)]
+        if not versions:
+            return 0, []
+        errors = self._call(
+            f"delete versions {prefix!r}",
+            lambda: list(self._client.remove_objects(
+                self.bucket, [DeleteObject(n, v) for n, v in versions])),
+        )
+        failed = [f"{e.name[len(self.prefix):]}: {e.code}" for e in errors]
+        return len(versions) - len(failed), failed
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
+        """Chunks spooled to a temp file (memory stays flat for a 200 MB upload), then one PUT
+        from it: a retry reads the file again from the start."""
+        name = self._name(key)
+        with tempfile.TemporaryFile() as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            size = spool.tell()
+            if size > _MAX_SINGLE_PUT:
+                raise ValueError(f"put {key!r}: {size} bytes is over the single-PUT limit of {_MAX_SINGLE_PUT}")
+
+            def put() -> None:
+                spool.seek(0)
+                self._client.put_object(self.bucket, name, spool, size, content_type, part_size=max(size, _MIN_PART))
+
+            self._call(f"put {key!r}", put)
 
     def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
         """ListObjectsV2 with `StartAfter` and `MaxKeys`: a page of up to 1000 keys is one request.
