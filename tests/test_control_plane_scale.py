@@ -215,10 +215,10 @@ def plant(repo: JobRepo, n: int, states: list[str] | None = None, tenant: str = 
 
 
 def _app(tmp_path, store):
-    tokens = write_tokens(tmp_path / "tokens", {"tok-a": "alpha", "tok-b": "beta"})
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha", "tok-beta-01234567890": "beta"})
     config = ServiceConfig.from_env(store=f"file://{store.root}", tokens_file=str(tokens), job_fn=JOB_FN)
     app = create_app(config, store=store)
-    return TestClient(app, headers={"Authorization": "Bearer tok-a"})
+    return TestClient(app, headers={"Authorization": "Bearer tok-alpha-0123456789"})
 
 
 @pytest.fixture
@@ -256,9 +256,9 @@ def test_pages_walk_every_job_once_in_id_order_for_every_filter(tmp_path, backen
     states = [rng.choice(STATES) for _ in range(60 if backend == "local" else 30)]
     records = plant(JobRepo(store), len(states), states=states)
     plant(JobRepo(store), 5, tenant="beta", start_ms=int(time.time() * 1000) - 9_000_000)
-    tokens = write_tokens(tmp_path / "tokens", {"tok-a": "alpha"})
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(store=f"file://{tmp_path / 'unused'}", tokens_file=str(tokens), job_fn=JOB_FN)
-    client = TestClient(create_app(config, store=store), headers={"Authorization": "Bearer tok-a"})
+    client = TestClient(create_app(config, store=store), headers={"Authorization": "Bearer tok-alpha-0123456789"})
     for state in (None, *STATES):
         seen, after, pages = [], None, 0
         while True:
@@ -357,7 +357,7 @@ def test_dispatcher_restart_reads_nothing_of_the_history(tmp_path, s3_server, s3
             direct.put(f"tenants/alpha/cases/{case}/inputs/{role}.stl", b"solid x\nendsolid x\n")
         active += plant(repo, 1, states=["queued"], start_ms=int(time.time() * 1000) + i, case_of=lambda _: case)
     gate = RecordingGate(int(s3_server.endpoint.rsplit(":", 1)[1]))
-    tokens = write_tokens(tmp_path / "tokens", {"tok-a": "alpha"})
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(
         store=f"s3://{s3_bucket}", s3_endpoint=gate.endpoint, s3_access_key=s3_server.access_key,
         s3_secret_key=s3_server.secret_key, s3_region=s3_server.region, tokens_file=str(tokens),

@@ -325,7 +325,7 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
     from occlutrace_compute.jobs.models import JobOptions
 
     (cases / "case-b" / "case.json").write_text(json.dumps({"options": {"contact_threshold_mm": 0.2}}))
-    changed = submit_cases(cases, local.server.url, "tok-a", out, wait=True, progress=False, poll_s=0.2, timeout_s=120,
+    changed = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120,
                            options=JobOptions(tolerance_mm=0.1))
     states = {r.case: r.status for r in changed.rows}
     assert states["lab1/case-a"] == states["case-b"] == "succeeded" and jobs() == before + 2  # options changed: re-sent

@@ -229,7 +229,7 @@ class Controller:
                     raise InputRejected(f"input {role!r}", f"{key.rsplit('/', 1)[-1]!r} was deleted meanwhile") from None
             created = self.repo.create(record)
         except (InputRejected, CasePurged):
-            self.repo.discard(ref)
+            self.repo.discard(ref, record.batch_id)
             raise
         if not created:
             return

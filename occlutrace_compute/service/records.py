@@ -163,13 +163,13 @@ class JobRepo:
         and after the write, see purges.py): False then, and everything of the job is deleted."""
         ref = ref_of(record)
         if not self.current(record):
-            self.discard(ref)
+            self.discard(ref, record.batch_id)
             return False
         self.store.put_json(ref.key, _stamped(record))
         if record.state in TERMINAL_STATES:
             self.finalize(record)
         if not self.current(record):
-            self.discard(ref)
+            self.discard(ref, record.batch_id)
             return False
         return True
 
@@ -186,11 +186,11 @@ class JobRepo:
         """Whether the record's case is still at the purge generation the job was created under."""
         return still(self.store, record.spec.tenant, record.spec.case, record.generation)
 
-    def discard(self, ref: JobRef) -> None:
+    def discard(self, ref: JobRef, batch_id: str | None = None) -> None:
         """Delete every object of a job whose case was purged under it: its folder and every key
         it has outside the case prefix (index entries, listing and state entries, batch done
         entries, queue marker; the purge may have listed the case before some were written)."""
-        outside = self.outside_keys(ref)
+        outside = self.outside_keys(ref, batch_id)
         self.store.delete_prefix(ref.prefix)
         for key in outside:
             self.store.delete(key)
@@ -202,7 +202,7 @@ class JobRepo:
         Raises CasePurged (after deleting what it wrote) if the case was purged meanwhile."""
         ref = ref_of(record)
         if not self.current(record):
-            self.discard(ref)
+            self.discard(ref, record.batch_id)
             raise CasePurged(ref.case)
         entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
         self.store.put_json(index_key(ref.tenant, ref.job_id), entry)
@@ -210,7 +210,7 @@ class JobRepo:
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
         created = self.store.put_json_if_absent(ref.key, _stamped(record))
         if not self.current(record):
-            self.discard(ref)
+            self.discard(ref, record.batch_id)
             raise CasePurged(ref.case)
         return created
 
@@ -297,14 +297,16 @@ class JobRepo:
             states[ref.job_id] = record.state if record is not None else None
         return states
 
-    def outside_keys(self, ref: JobRef) -> list[str]:
+    def outside_keys(self, ref: JobRef, batch: str | None = None) -> list[str]:
         """The keys of a job kept outside its case prefix (indexes, queue marker, its batch's
-        done entries): a purge of the case deletes them too. Reads the job's id index entry
-        (for its batch), so call it before deleting that."""
-        try:
-            batch = self.store.get_json(index_key(ref.tenant, ref.job_id)).get("batch")
-        except KeyNotFound:
-            batch = None
+        done entries): a purge of the case deletes them too. Without `batch` it reads the job's
+        id index entry for it, so call it before deleting that (a writer discarding its own job
+        passes the record's batch: a concurrent purge may have deleted the index entry already)."""
+        if batch is None:
+            try:
+                batch = self.store.get_json(index_key(ref.tenant, ref.job_id)).get("batch")
+            except KeyNotFound:
+                batch = None
         finals = sorted(TERMINAL_STATES)
         return [
             index_key(ref.tenant, ref.job_id),
