@@ -163,3 +163,20 @@ def test_errors_are_specific(server, tmp_path):
     with OccluTraceClient("http://127.0.0.1:9", "tok-a", retries=2, sleep=lambda s: None) as api:
         with pytest.raises(Unreachable):
             api.list_jobs()
+
+
+def test_the_client_builds_as_its_own_wheel(tmp_path):
+    """clients/python is a distribution of its own: a wheel with the package, its py.typed and
+    nothing of the server."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(CLIENT_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "out"), str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "out").glob("occlutrace_client-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"occlutrace_client/__init__.py", "occlutrace_client/client.py", "occlutrace_client/models.py",
+            "occlutrace_client/py.typed"} <= set(names)
+    assert not [n for n in names if not n.startswith(("occlutrace_client/", "occlutrace_client-"))], names
