@@ -180,3 +180,23 @@ def test_the_client_builds_as_its_own_wheel(tmp_path):
     assert {"occlutrace_client/__init__.py", "occlutrace_client/client.py", "occlutrace_client/models.py",
             "occlutrace_client/py.typed"} <= set(names)
     assert not [n for n in names if not n.startswith(("occlutrace_client/", "occlutrace_client-"))], names
+
+
+def _cases(tmp_path: Path) -> Path:
+    for i, role in enumerate(("fixed", "moving")):
+        (tmp_path / "cases" / "case-1").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cases" / "case-1" / f"{role}.stl").write_bytes(mesh_bytes(i))
+    (tmp_path / "token").write_text("wrong-token\n")
+    return tmp_path / "cases"
+
+
+def test_submit_says_what_to_do_on_a_refused_token_and_a_missing_client(server, tmp_path, monkeypatch, capsys):
+    from occlutrace_compute.service.client import submit_main
+
+    argv = [str(_cases(tmp_path)), "--server", server.url, "--token-file", str(tmp_path / "token"),
+            "-o", str(tmp_path / "out"), "--no-progress"]
+    assert submit_main(argv) == 2
+    assert "refused the token (401): check --token-file" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "occlutrace_client", None)  # not installed
+    assert submit_main(argv) == 2
+    assert "pip install -e clients/python" in capsys.readouterr().err
