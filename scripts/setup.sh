@@ -11,3 +11,4 @@ fi
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
+python -m pip install -q -e clients/python  # the typed API client (its own distribution), used by `occlutrace submit`

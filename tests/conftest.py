@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# The client distribution of this repository (clients/python, package occlutrace_client): the
+# tests use the checkout's copy, as they do the server package's, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients" / "python"))
 
 
 def _has_cuda() -> bool:

@@ -33,6 +33,9 @@ def test_wheel_holds_kernel_sources_and_package_data(wheel):
     for source in sorted((REPO / "kernels").glob("*.cu")) + sorted((REPO / "kernels").glob("*.h")):
         assert any(n.endswith(f".data/data/share/occlutrace/kernels/{source.name}") for n in names), source.name
     assert any(n.startswith("occlutrace_compute/privacy/data/first_names") for n in names)
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css", "swagger-ui/LICENSE", "swagger-ui/NOTICE",
+                  "redoc/redoc.standalone.js", "redoc/LICENSE"):  # /docs and /redoc work offline
+        assert f"occlutrace_compute/service/static/{asset}" in names, asset
 
 
 def test_installed_wheel_finds_its_kernels(wheel, tmp_path):

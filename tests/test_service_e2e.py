@@ -331,3 +331,31 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
     assert states["lab1/case-a"] == states["case-b"] == "succeeded" and jobs() == before + 2  # options changed: re-sent
     sent = json.loads((out / "case-b" / "run.json").read_text())["options"]
     assert sent["contact_threshold_mm"] == 0.2 and sent["tolerance_mm"] == 0.1
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_python_client_round_trip(store, request, tmp_path, monkeypatch):
+    """The client distribution (clients/python) through the real controller and Ray workers:
+    upload -> job -> wait -> result -> download -> purge; on S3 the uploads go through
+    presigned PUT URLs and the downloads through presigned GETs of the S3 server."""
+    import occlutrace_client.client
+    from occlutrace_client import OccluTraceClient
+
+    local = request.getfixturevalue(store)
+    if store == "s3":
+        monkeypatch.setattr(occlutrace_client.client, "PRESIGNED_ABOVE_BYTES", 1000)
+    with OccluTraceClient(local.server.url, "tok-a") as api:
+        for seed, role in enumerate(("fixed", "moving")):
+            api.upload_file("client-rt", f"{role}.stl", mesh_bytes(seed))
+        job = api.create_job(case="client-rt", kind="pair", inputs={"fixed": "fixed.stl", "moving": "moving.stl"},
+                             options={"tolerance_mm": 0.1})
+        done = api.wait(job.job_id, timeout_s=120, poll_s=0.1)
+        assert done.state == "succeeded", done
+        result = api.get_result(job.job_id)
+        assert result.result["metrics"]["rmse_mm"] == 0.02 and {f.name for f in result.files} >= {"outputs/result.json"}
+        assert all(("/v1/download/" in f.url) == (store == "local") for f in result.files)  # S3: presigned GETs
+        files = api.download_outputs(job.job_id, tmp_path / "out")
+        assert files["aligned.stl"].read_bytes() == local.store.get("tenants/alpha/cases/client-rt/inputs/fixed.stl")
+        assert json.loads(files["result.json"].read_bytes())["inputs"] == result.result["inputs"]
+        purged = api.purge("client-rt")
+        assert purged.count >= 4 and not local.store.list("tenants/alpha/cases/client-rt/")

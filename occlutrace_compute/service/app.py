@@ -33,6 +33,7 @@ from occlutrace_compute.service import purges
 from occlutrace_compute.service.auth import FailedAuthLimiter, RateLimiter, TokenRegistry
 from occlutrace_compute.service.callbacks import CallbackPool, callback_url_problem, deliver
 from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.docs import add_docs_routes, operation_id
 from occlutrace_compute.service.instrumented import InstrumentedStore
 from occlutrace_compute.service.intake import checked_case, checked_file_name, clean_mesh
 from occlutrace_compute.service.link import DispatcherLink
@@ -314,6 +315,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         title="OccluTrace Compute",
         version="1.0",
         description="Rigid alignment and analysis of de-identified dental surface meshes.",
+        docs_url=None, redoc_url=None,  # served from the package's own assets (add_docs_routes): no CDN
+        generate_unique_id_function=operation_id,
         responses={401: {"model": s.ErrorBody}, 422: {"model": s.ErrorBody}, 429: {"model": s.ErrorBody},
                    503: {"model": s.ErrorBody}},
     )
@@ -756,6 +759,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return s.PurgeResult(case=case, removed=sorted(removed), count=len(removed), versions_removed=versions,
                              unremoved=unremoved)
 
+    add_docs_routes(app)
     app.add_middleware(SizeLimit, upload_limit=config.max_upload_bytes + 64 * 1024, json_limit=config.max_json_bytes)
     app.add_middleware(Authenticate, tenant_for=ctl.tokens.tenant_for, failures=ctl.auth_failures)
     app.add_middleware(AccessLog, metrics=ctl.metrics)

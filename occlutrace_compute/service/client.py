@@ -15,9 +15,10 @@ import json
 import re
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Iterator
 
 import httpx
 from tqdm import tqdm
@@ -26,11 +27,13 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.batch import (ERROR_NAME, STAMP_NAME, BatchSummary, CaseRow, case_options, case_stamp,
                                            finished_row, stamp_bytes, write_summaries)
 from occlutrace_compute.jobs.cases import CaseFiles, discover_cases
-from occlutrace_compute.jobs.models import TERMINAL_STATES, JobOptions
+from occlutrace_compute.jobs.models import JobOptions
 from occlutrace_compute.jobs.outputs import RESULT_NAME, write_case_outputs
 
+if TYPE_CHECKING:
+    from occlutrace_client import OccluTraceClient
+
 STATE_NAME = ".occlutrace-submit.json"
-PRESIGNED_ABOVE_BYTES = 32 * 1024 * 1024
 RETRIES = 6
 BATCH_CHUNK = 500
 
@@ -52,33 +55,28 @@ def case_id(label: str) -> str:
     return cid[:128] or "case"
 
 
-class Client:
-    """HTTP with bounded retries on 429/503/connection errors (honouring Retry-After)."""
+def _client(server: str, token: str, transport: httpx.BaseTransport | None) -> OccluTraceClient:
+    try:
+        from occlutrace_client import OccluTraceClient
+    except ImportError:
+        raise SubmitError("occlutrace submit needs the client distribution: pip install -e clients/python "
+                          "(from the repository)") from None
+    return OccluTraceClient(server, token, transport=transport, retries=RETRIES)
 
-    def __init__(self, server: str, token: str, timeout_s: float = 120.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self.http = httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
-                                 timeout=timeout_s, transport=transport)
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(1, RETRIES + 1):
-            try:
-                response = self.http.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
-                if attempt == RETRIES:
-                    raise SubmitError(f"{self.http.base_url}: unreachable ({type(exc).__name__})") from None
-                time.sleep(min(2 ** attempt * 0.25, 10))
-                continue
-            if response.status_code in (429, 502, 503, 504) and attempt < RETRIES:
-                time.sleep(min(float(response.headers.get("Retry-After", 2 ** attempt * 0.25)), 30))
-                continue
-            if response.status_code == 401:
-                raise SubmitError("the server refused the token (401): check --token-file")
-            return response
-        raise AssertionError("unreachable")  # the loop returns or raises
+@contextmanager
+def _api_errors(server: str) -> Iterator[None]:
+    """The client's errors as SubmitError, saying what to do."""
+    from occlutrace_client import ApiError, Unreachable
 
-    def close(self) -> None:
-        self.http.close()
+    try:
+        yield
+    except Unreachable as exc:
+        raise SubmitError(f"{server}: unreachable ({exc.__cause__.__class__.__name__})") from None
+    except ApiError as exc:
+        if exc.status == 401:
+            raise SubmitError("the server refused the token (401): check --token-file") from None
+        raise SubmitError(f"{server} answered HTTP {exc.status}: {exc.message}; re-run to resume") from None
 
 
 @dataclass
@@ -113,36 +111,20 @@ def _digest(case: CaseFiles, stamp: dict | None = None) -> str:
     return h.hexdigest()
 
 
-def _problem(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return body.get("message") or json.dumps(body.get("detail"))
-    except ValueError:
-        return f"HTTP {response.status_code}"
-
-
-def _upload(client: Client, cid: str, name: str, path: Path) -> httpx.Response:
-    if path.stat().st_size <= PRESIGNED_ABOVE_BYTES:
-        return client.request("POST", f"/v1/cases/{cid}/files", files={"file": (name, path.read_bytes())})
-    grant = client.request("POST", f"/v1/cases/{cid}/uploads", json={"name": name})
-    if grant.status_code != 201:
-        return grant
-    body = grant.json()
-    put = httpx.put(body["url"], content=path.read_bytes(), timeout=600)
-    if put.status_code >= 300:
-        raise SubmitError(f"{path}: upload URL answered HTTP {put.status_code}")
-    return client.request("POST", body["commit"])
-
-
-def _send_case(client: Client, case: CaseFiles, options: JobOptions) -> tuple[dict | None, str]:
+def _send_case(client: OccluTraceClient, case: CaseFiles, options: JobOptions) -> tuple[dict | None, str]:
     """Upload one case's files; the job to create (or None) and a rejection reason."""
+    from occlutrace_client import ApiError
+
     cid = case_id(case.label)
     inputs = {}
     for role, path in case.files.items():
         name = f"{role}{path.suffix.lower()}"
-        response = _upload(client, cid, name, path)
-        if response.status_code != 201:
-            return None, f"{case.label}/{path.name}: {_problem(response)}"
+        try:
+            client.upload_file(cid, name, path)
+        except ApiError as exc:
+            if exc.status in (401, 429) or exc.status >= 500:
+                raise
+            return None, f"{case.label}/{path.name}: {exc.message}"
         inputs[role] = name
     return {"case": cid, "kind": case.kind, "inputs": inputs, "options": options.model_dump(mode="json")}, ""
 
@@ -156,52 +138,57 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
     it was sent or finished is sent again; `force` sends every case again."""
     options = options or JobOptions()
     out_dir = Path(out_dir)
+    client = _client(server, token, transport)
+    from occlutrace_client import ApiError
+
     cases, bad = discover_cases(Path(cases_dir))
     rows: dict[str, CaseRow] = {b.label: CaseRow(b.label, "unknown", "rejected", b.reason) for b in bad}
     state = Submission.load(out_dir)
-    client = Client(server, token, transport=transport)
     try:
-        todo = []
-        stamps: dict[str, dict] = {}
-        for case in cases:
-            try:
-                opts = case_options(case, options)
-                stamps[case.label] = stamp = case_stamp(case, opts)
-            except (InputRejected, OSError) as e:
-                rows[case.label] = CaseRow(case.label, case.kind, "rejected", str(e))
-                continue
-            done = None if force else finished_row(case, out_dir, stamp)
-            if done:
-                rows[case.label] = done
+        with _api_errors(server):
+            todo = []
+            stamps: dict[str, dict] = {}
+            for case in cases:
+                try:
+                    opts = case_options(case, options)
+                    stamps[case.label] = stamp = case_stamp(case, opts)
+                except (InputRejected, OSError) as e:
+                    rows[case.label] = CaseRow(case.label, case.kind, "rejected", str(e))
+                    continue
+                done = None if force else finished_row(case, out_dir, stamp)
+                if done:
+                    rows[case.label] = done
+                else:
+                    todo.append((case, opts))
+            new = [(c, o) for c, o in todo if force or c.label not in state.jobs
+                   or state.jobs[c.label].get("digest") != _digest(c, stamps[c.label])]
+            specs: list[tuple[CaseFiles, dict]] = []
+            for case, opts in tqdm(new, desc="upload", unit="case", disable=not progress or not new):
+                spec, reason = _send_case(client, case, opts)
+                if spec is None:
+                    rows[case.label] = CaseRow(case.label, case.kind, "rejected", reason)
+                else:
+                    specs.append((case, spec))
+            for start in range(0, len(specs), BATCH_CHUNK):
+                chunk = specs[start:start + BATCH_CHUNK]
+                key = "submit-" + hashlib.sha256("".join(_digest(c, stamps[c.label]) for c, _ in chunk).encode()).hexdigest()[:40]
+                try:
+                    created = client.create_batch([s for _, s in chunk], idempotency_key=key)
+                except ApiError as exc:
+                    if exc.status == 401:
+                        raise
+                    raise SubmitError(f"the server refused the batch: {exc.message}") from None
+                for (case, spec), job in zip(chunk, created.jobs):
+                    state.jobs[case.label] = {"case": spec["case"], "job_id": job.job_id, "kind": case.kind,
+                                              "digest": _digest(case, stamps[case.label])}
+                state.save()
+            todo_labels = {c.label for c, _ in todo}
+            pending = {label: job for label, job in state.jobs.items() if label not in rows and label in todo_labels}
+            if wait:
+                _wait_and_download(client, pending, out_dir, rows, progress, poll_s, timeout_s, stamps)
             else:
-                todo.append((case, opts))
-        new = [(c, o) for c, o in todo if force or c.label not in state.jobs
-               or state.jobs[c.label].get("digest") != _digest(c, stamps[c.label])]
-        specs: list[tuple[CaseFiles, dict]] = []
-        for case, opts in tqdm(new, desc="upload", unit="case", disable=not progress or not new):
-            spec, reason = _send_case(client, case, opts)
-            if spec is None:
-                rows[case.label] = CaseRow(case.label, case.kind, "rejected", reason)
-            else:
-                specs.append((case, spec))
-        for start in range(0, len(specs), BATCH_CHUNK):
-            chunk = specs[start:start + BATCH_CHUNK]
-            key = "submit-" + hashlib.sha256("".join(_digest(c, stamps[c.label]) for c, _ in chunk).encode()).hexdigest()[:40]
-            response = client.request("POST", "/v1/batches", json={"jobs": [s for _, s in chunk]},
-                                      headers={"Idempotency-Key": key})
-            if response.status_code not in (200, 201):
-                raise SubmitError(f"the server refused the batch: {_problem(response)}")
-            for (case, spec), job in zip(chunk, response.json()["jobs"]):
-                state.jobs[case.label] = {"case": spec["case"], "job_id": job["job_id"], "kind": case.kind,
-                                          "digest": _digest(case, stamps[case.label])}
-            state.save()
-        todo_labels = {c.label for c, _ in todo}
-        pending = {label: job for label, job in state.jobs.items() if label not in rows and label in todo_labels}
-        if wait:
-            _wait_and_download(client, pending, out_dir, rows, progress, poll_s, timeout_s, stamps)
-        else:
-            for label, job in pending.items():
-                rows[label] = CaseRow(label, job["kind"], "submitted", job["job_id"])
+                for label, job in pending.items():
+                    rows[label] = CaseRow(label, job["kind"], "submitted", job["job_id"])
     finally:
         client.close()
     ordered = sorted(rows.values(), key=lambda r: r.case)
@@ -210,20 +197,25 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
     return BatchSummary(ordered)
 
 
-def _wait_and_download(client: Client, pending: dict[str, dict], out_dir: Path, rows: dict[str, CaseRow],
+def _wait_and_download(client: OccluTraceClient, pending: dict[str, dict], out_dir: Path, rows: dict[str, CaseRow],
                        progress: bool, poll_s: float, timeout_s: float | None, stamps: dict[str, dict]) -> None:
+    from occlutrace_client import ApiError
+
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     bar = tqdm(total=len(pending), desc="results", unit="case", disable=not progress or not pending)
     try:
         while pending:  # bounded by the deadline, or by every job reaching a final state
             for label, job in list(pending.items()):
-                response = client.request("GET", f"/v1/jobs/{job['job_id']}")
-                if response.status_code == 404:
+                try:
+                    final = client.get_job(job["job_id"]).final
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
                     rows[label] = CaseRow(label, job["kind"], "failed", "the job no longer exists (purged?)")
-                elif response.json()["state"] in TERMINAL_STATES:
-                    rows[label] = _collect(client, label, job, out_dir, stamps.get(label))
                 else:
-                    continue
+                    if not final:
+                        continue
+                    rows[label] = _collect(client, label, job, out_dir, stamps.get(label))
                 del pending[label]
                 bar.update(1)
             if pending:
@@ -234,28 +226,30 @@ def _wait_and_download(client: Client, pending: dict[str, dict], out_dir: Path, 
         bar.close()
 
 
-def _collect(client: Client, label: str, job: dict, out_dir: Path, stamp: dict | None = None) -> CaseRow:
+def _collect(client: OccluTraceClient, label: str, job: dict, out_dir: Path, stamp: dict | None = None) -> CaseRow:
     from occlutrace_compute.jobs.pipeline import summary_fields
 
-    body = client.request("GET", f"/v1/jobs/{job['job_id']}/result").json()
+    from occlutrace_client import ApiError
+
+    body = client.get_result(job["job_id"])
     case_dir = out_dir / label
-    if body["state"] != "succeeded":
+    if body.state != "succeeded":
         case_dir.mkdir(parents=True, exist_ok=True)
-        (case_dir / ERROR_NAME).write_text(json.dumps({"status": body["state"], "reason": body["reason"]}, indent=2))
-        return CaseRow(label, job["kind"], body["state"], body.get("reason") or "")
+        (case_dir / ERROR_NAME).write_text(json.dumps({"status": body.state, "reason": body.reason}, indent=2))
+        return CaseRow(label, job["kind"], body.state, body.reason or "")
     files: dict[str, bytes] = {}
-    for f in body["files"]:
-        response = httpx.get(f["url"], timeout=600)
-        if response.status_code != 200:
-            raise SubmitError(f"{label}: download of {f['name']} failed (HTTP {response.status_code}); re-run to resume")
-        files[f["name"].rsplit("/", 1)[-1]] = response.content
+    for f in body.files:
+        try:
+            files[f.name.rsplit("/", 1)[-1]] = client.download(f.url)
+        except ApiError as exc:
+            raise SubmitError(f"{label}: download of {f.name} failed (HTTP {exc.status}); re-run to resume") from None
     if RESULT_NAME not in files:
-        files[RESULT_NAME] = json.dumps(body["result"], indent=2).encode()
+        files[RESULT_NAME] = json.dumps(body.result, indent=2).encode()
     if stamp is not None:
         files[STAMP_NAME] = stamp_bytes(stamp)
     write_case_outputs(case_dir, files)
     try:
-        metrics = summary_fields(body["result"])
+        metrics = summary_fields(body.result)
     except (KeyError, TypeError):
         metrics = {}
     return CaseRow(label, job["kind"], "succeeded", metrics=metrics,
