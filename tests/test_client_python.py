@@ -23,7 +23,7 @@ from occlutrace_compute.service.app import create_app
 from occlutrace_compute.service.config import ServiceConfig
 
 CLIENT_DIR = Path(__file__).resolve().parents[1] / "clients" / "python"
-TOKENS = {"tok-a": "alpha"}
+TOKENS = {"tok-alpha-0123456789": "alpha"}
 
 
 def _config(tmp: Path, **extra) -> ServiceConfig:
@@ -89,7 +89,7 @@ def test_the_client_imports_nothing_of_the_server_stack(tmp_path):
 
 def test_a_lost_create_response_is_retried_without_a_second_job(server):
     lose = LoseResponses("/v1/jobs")
-    with OccluTraceClient(server.url, "tok-a", transport=lose, sleep=lambda s: None) as api:
+    with OccluTraceClient(server.url, "tok-alpha-0123456789", transport=lose, sleep=lambda s: None) as api:
         inputs = _pair_files(api, "lost-1")
         job = api.create_job(case="lost-1", kind="pair", inputs=inputs)
         assert lose.lost == 1 and job.state == "queued"
@@ -97,7 +97,7 @@ def test_a_lost_create_response_is_retried_without_a_second_job(server):
         assert api.get_job(job.job_id).job_id == job.job_id
 
         lose_batch = LoseResponses("/v1/batches", times=2)
-        api_b = OccluTraceClient(server.url, "tok-a", transport=lose_batch, sleep=lambda s: None)
+        api_b = OccluTraceClient(server.url, "tok-alpha-0123456789", transport=lose_batch, sleep=lambda s: None)
         batch = api_b.create_batch([JobCreate(case="lost-1", kind="pair", inputs=inputs)] * 3)
         api_b.close()
         assert lose_batch.lost == 2 and len({j.job_id for j in batch.jobs}) == 3
@@ -110,11 +110,11 @@ def test_429_retry_after_is_honoured(tmp_path):
     live = LiveServer(lambda: create_app(config)).start()
     waits: list[float] = []
     try:
-        with OccluTraceClient(live.url, "tok-a", sleep=lambda s: (waits.append(s), time.sleep(s))) as api:
+        with OccluTraceClient(live.url, "tok-alpha-0123456789", sleep=lambda s: (waits.append(s), time.sleep(s))) as api:
             assert api.list_jobs().jobs == []
             assert api.list_jobs().jobs == []  # the bucket is empty: 429, Retry-After 2 (1 if slow), then served
         assert len(waits) == 1 and waits[0] in (1.0, 2.0)
-        with OccluTraceClient(live.url, "tok-a", retries=1) as api:
+        with OccluTraceClient(live.url, "tok-alpha-0123456789", retries=1) as api:
             with pytest.raises(ApiError) as err:
                 api.list_jobs()
                 api.list_jobs()
@@ -127,7 +127,7 @@ def test_presigned_upload_path_and_listing_and_purge(server, monkeypatch):
     import occlutrace_client.client as module
 
     monkeypatch.setattr(module, "PRESIGNED_ABOVE_BYTES", 1000)  # every mesh goes PUT URL + commit
-    with OccluTraceClient(server.url, "tok-a") as api:
+    with OccluTraceClient(server.url, "tok-alpha-0123456789") as api:
         inputs = _pair_files(api, "big-1")
         assert server.store.exists("tenants/alpha/cases/big-1/inputs/moving.stl")
         assert not server.store.list("tenants/alpha/cases/big-1/staging/")  # committed and cleaned up
@@ -144,7 +144,7 @@ def test_presigned_upload_path_and_listing_and_purge(server, monkeypatch):
 
 
 def test_errors_are_specific(server, tmp_path):
-    with OccluTraceClient(server.url, "tok-a") as api:
+    with OccluTraceClient(server.url, "tok-alpha-0123456789") as api:
         with pytest.raises(ApiError) as err:
             api.upload_file("err-1", "fixed.stl", b"solid nothing\nendsolid nothing\n")
         assert err.value.status == 422 and err.value.source and "fixed.stl" in str(err.value)
@@ -159,7 +159,7 @@ def test_errors_are_specific(server, tmp_path):
     with OccluTraceClient(server.url, "wrong-token") as api, pytest.raises(ApiError) as err:
         api.list_jobs()
     assert err.value.status == 401
-    with OccluTraceClient("http://127.0.0.1:9", "tok-a", retries=2, sleep=lambda s: None) as api:
+    with OccluTraceClient("http://127.0.0.1:9", "tok-alpha-0123456789", retries=2, sleep=lambda s: None) as api:
         with pytest.raises(Unreachable):
             api.list_jobs()
 

@@ -344,7 +344,7 @@ def test_python_client_round_trip(store, request, tmp_path, monkeypatch):
     local = request.getfixturevalue(store)
     if store == "s3":
         monkeypatch.setattr(occlutrace_client.client, "PRESIGNED_ABOVE_BYTES", 1000)
-    with OccluTraceClient(local.server.url, "tok-a") as api:
+    with OccluTraceClient(local.server.url, "tok-alpha-0123456789") as api:
         for seed, role in enumerate(("fixed", "moving")):
             api.upload_file("client-rt", f"{role}.stl", mesh_bytes(seed))
         job = api.create_job(case="client-rt", kind="pair", inputs={"fixed": "fixed.stl", "moving": "moving.stl"},

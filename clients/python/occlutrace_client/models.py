@@ -105,3 +105,5 @@ class PurgeResult(_Response):
     case: str
     removed: list[str]
     count: int
+    versions_removed: int = 0  # older object versions deleted (versioned buckets)
+    unremoved: list[str] = []  # "key: reason" for each version the bucket refused to delete
