@@ -7,9 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.models import JobOptions
+
+if TYPE_CHECKING:  # pydantic models are imported by the commands that run jobs, not by `inspect`
+    from occlutrace_compute.jobs.models import JobOptions
 
 
 def _read_input(path: str):
@@ -35,10 +38,17 @@ def _landmarks(path: str | None) -> list | None:
 
 
 def _options(args: argparse.Namespace, **extra) -> JobOptions:
+    from occlutrace_compute.jobs.models import JobOptions
+
     try:
         return JobOptions(device=args.device, **extra)
     except ValueError as e:
         raise InputRejected("options", str(e)) from None
+
+
+def _add_encoding_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-encoding", action="store_true",
+                   help="write the aligned meshes in their input's encoding (ASCII stays ASCII); default: binary")
 
 
 def _write(out: str, files: dict[str, bytes]) -> None:
@@ -59,7 +69,7 @@ def _print_pair(result: dict) -> None:
 def _align(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.pipeline import run_pair
 
-    options = _options(args, tolerance_mm=args.tolerance, landmarks=_landmarks(args.init))
+    options = _options(args, tolerance_mm=args.tolerance, landmarks=_landmarks(args.init), keep_encoding=args.keep_encoding)
     out = run_pair(_read_input(args.fixed), _read_input(args.moving), options)
     _write(args.output, out.files)
     _print_pair(out.result)
@@ -76,6 +86,7 @@ def register_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", metavar="LANDMARKS.json", help="corresponding points [[moving xyz], [fixed xyz]], >= 3 pairs")
     p.add_argument("--tolerance", type=float, default=0.05, help="deviation tolerance in mm (default 0.05)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the alignment is doubtful")
+    _add_encoding_option(p)
     p.set_defaults(handler=_align)
 
 
@@ -86,7 +97,7 @@ def _bite(args: argparse.Namespace) -> int:
         raise InputRejected("--bite", f"at most two bite scans, got {len(args.bite)}")
     inputs = {"upper": _read_input(args.upper), "lower": _read_input(args.lower)}
     inputs.update({f"bite{i + 1}": _read_input(b) for i, b in enumerate(args.bite)})
-    options = _options(args, contact_threshold_mm=args.threshold, settle=args.settle)
+    options = _options(args, contact_threshold_mm=args.threshold, settle=args.settle, keep_encoding=args.keep_encoding)
     out = run_bite(inputs, options)
     _write(args.output, out.files)
     per_side = out.result["contacts"]["per_side"]
@@ -107,13 +118,14 @@ def register_bite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threshold", type=float, default=0.1, help="contact distance threshold in mm (default 0.1)")
     p.add_argument("--settle", action="store_true", help="remove interpenetration by a small constrained refinement")
+    _add_encoding_option(p)
     p.set_defaults(handler=_bite)
 
 
 def _batch(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.batch import run_batch
 
-    summary = run_batch(Path(args.cases), Path(args.output), _options(args), address=args.address,
+    summary = run_batch(Path(args.cases), Path(args.output), _options(args, keep_encoding=args.keep_encoding), address=args.address,
                         num_cpus=args.num_cpus, progress=not args.no_progress, allow=tuple(args.allow))
     counts = summary.counts()
     print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f"  -> {args.output}/summary.csv, report.html")
@@ -131,6 +143,7 @@ def register_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-progress", action="store_true")
+    _add_encoding_option(p)
     p.add_argument("--allow", action="append", default=[], metavar="REGEX",
                    help="the lab's own label scheme, exempt from identifier detection (repeatable)")
     p.set_defaults(handler=_batch)
@@ -143,11 +156,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_serve(sub: argparse._SubParsersAction) -> None:
-    from occlutrace_compute.service.server import add_serve_arguments
-
+def register_serve(sub: argparse._SubParsersAction, full: bool = True) -> None:
+    """full=False: the subcommand is listed but its options (which import the service: FastAPI,
+    the store clients) are left out; main() asks for them only when `serve` is the command."""
     p = sub.add_parser("serve", help="run the HTTP controller (and the Ray dispatcher)")
-    add_serve_arguments(p)
+    if full:
+        from occlutrace_compute.service.server import add_serve_arguments
+
+        add_serve_arguments(p)
     p.set_defaults(handler=_serve)
 
 
@@ -157,9 +173,11 @@ def _submit(args: argparse.Namespace) -> int:
     return submit_from_args(args)
 
 
-def register_submit(sub: argparse._SubParsersAction) -> None:
-    from occlutrace_compute.service.client import add_submit_arguments
-
+def register_submit(sub: argparse._SubParsersAction, full: bool = True) -> None:
+    """full=False: listed without its options (see register_serve)."""
     p = sub.add_parser("submit", help="send a folder of cases to a controller as one batch (resumable)")
-    add_submit_arguments(p)
+    if full:
+        from occlutrace_compute.service.client import add_submit_arguments
+
+        add_submit_arguments(p)
     p.set_defaults(handler=_submit)

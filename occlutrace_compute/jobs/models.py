@@ -31,6 +31,11 @@ class JobOptions(BaseModel):
     tolerance_mm: float = Field(0.05, gt=0, le=5)
     contact_threshold_mm: float = Field(0.1, gt=0, le=5)
     settle: bool = False
+    keep_encoding: bool = Field(
+        False,
+        description="Write aligned meshes in their input's encoding (an ASCII input gives an ASCII output); "
+        "by default they are binary (OBJ is always text)",
+    )
     landmarks: list[list[list[float]]] | None = Field(
         None, description="Optional pairs [[x,y,z] in moving, [x,y,z] in fixed], at least 3"
     )
