@@ -352,3 +352,26 @@ def test_far_points_on_a_fine_mesh_cost_one_small_query_at_any_cutoff():
         assert np.isnan(got.distance).all()
         assert counter.asked == 400 * 16, cutoff  # one round of 16 neighbours each
         assert took < 1.0, (cutoff, took)  # generous (about 5 ms here); the old code: > 10 s
+
+
+@pytest.mark.parametrize("normals_from", ["faces", "vertices"])
+def test_features_built_around_the_hit_faces_equal_the_whole_meshes(normals_from):
+    # A query that hits few faces signs them from the faces around their vertices only; the
+    # signs and boundary flags must be those of the whole mesh's features (holes and rims too).
+    mesh = height_field(bumpy, 6.0, 61)
+    keep = np.ones(mesh.n_faces, dtype=bool)
+    keep[np.random.default_rng(13).choice(mesh.n_faces, 300, replace=False)] = False  # holes
+    mesh = Mesh(mesh.vertices, mesh.faces[keep])
+    rng = np.random.default_rng(14)
+    pts = np.column_stack([rng.uniform(-7, 7, 400), rng.uniform(-7, 7, 400), rng.uniform(-1.5, 1.5, 400)])
+    local = SurfaceIndex(mesh, normals_from).query(pts, max_distance=0.6)
+    whole_index = SurfaceIndex(mesh, normals_from)
+    whole_index.features  # built first: the query then uses the whole mesh's
+    whole = whole_index.query(pts, max_distance=0.6)
+    hit = np.isfinite(whole.distance)
+    assert 50 < hit.sum() and len(np.unique(whole.face[hit])) < mesh.n_faces // 4
+    assert whole.on_boundary.any()
+    np.testing.assert_array_equal(np.isfinite(local.distance), hit)
+    np.testing.assert_array_equal(np.sign(local.distance[hit]), np.sign(whole.distance[hit]))
+    np.testing.assert_allclose(local.distance[hit], whole.distance[hit], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(local.on_boundary, whole.on_boundary)

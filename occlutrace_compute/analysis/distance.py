@@ -62,6 +62,12 @@ def _openmp() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def one_openmp_thread():
+    """Context manager: tree queries on one OpenMP thread (for callers that run queries on
+    several Python threads themselves, or small queries)."""
+    return _openmp().limit(limits=1, user_api="openmp")
+
+
 @dataclass(frozen=True)
 class SurfaceDistance:
     """Signed distances of N points to a surface; NaN / -1 where farther than max_distance.
@@ -125,7 +131,6 @@ class SurfaceIndex:
             raise InputRejected(name, "has non-finite vertex coordinates")
         self.mesh = mesh
         self.normals_from = normals_from
-        self.features: MeshFeatures = mesh_features(mesh)
         proxy_points, self._proxy_face, self._proxy_cover = _proxies(mesh.vertices, mesh.faces)
         self.rho = float(self._proxy_cover.max())
         # pykdtree: OpenMP queries on the process's threads (OMP_NUM_THREADS), a fast build.
@@ -136,6 +141,29 @@ class SurfaceIndex:
         # distance, closest point and sign are recomputed in float64.
         self._center = mesh.vertices.mean(axis=0)
         self._corners = (mesh.vertices - self._center).astype(np.float32)[mesh.faces]
+
+    @functools.cached_property
+    def features(self) -> MeshFeatures:
+        """Topology and pseudo-normals of the whole mesh (queries build them only around the
+        faces they hit, see _local_features)."""
+        return mesh_features(self.mesh)
+
+    def _local_features(self, hit_faces: np.ndarray) -> tuple[MeshFeatures, np.ndarray, np.ndarray]:
+        """Features exact for the given faces, the faces array they index and each given face's
+        row in it. A face's pseudo-normals and boundary flags depend only on the faces around its
+        vertices, so those suffice; a query that hits most of the mesh (a deviation map) uses the
+        whole mesh's, one that hits a few percent (contacts with a cutoff) saves their cost.
+        Time and memory O(M) for the ring selection, plus mesh_features of the ring."""
+        faces = self.mesh.faces
+        if "features" in self.__dict__ or len(hit_faces) > len(faces) // 4:
+            return self.features, faces, hit_faces
+        used = np.zeros(self.mesh.n_vertices, dtype=bool)
+        used[faces[hit_faces].ravel()] = True
+        ring = np.flatnonzero(used[faces].any(axis=1))
+        ring_vertices, ring_faces = np.unique(faces[ring], return_inverse=True)
+        sub = Mesh(self.mesh.vertices[ring_vertices], ring_faces.reshape(-1, 3).astype(np.int64))
+        row = np.searchsorted(ring, hit_faces)  # ring is sorted and holds every hit face
+        return mesh_features(sub), sub.faces, row
 
     def query(self, points: np.ndarray, max_distance: float | None = None) -> SurfaceDistance:
         """Exact signed distance of each point (N, 3) to the surface (NaN beyond max_distance).
@@ -161,7 +189,7 @@ class SurfaceIndex:
             if len(todo) * k <= _SERIAL_PAIRS:
                 # A small round: OpenMP's thread start and barrier cost more than the search (and
                 # far more on a busy machine, where a descheduled thread stalls the barrier).
-                with _openmp().limit(limits=1, user_api="openmp"):
+                with one_openmp_thread():
                     ask = self._round(pts, todo, done, k, limit, sq, face)
             else:
                 ask = self._round(pts, todo, done, k, limit, sq, face)
@@ -190,10 +218,25 @@ class SurfaceIndex:
         self, p: np.ndarray, done: int, k: int, limit: float, best_sq: np.ndarray, best_face: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Improve the best squared distance and face with the proxies ranked done..k-1."""
-        reach = self.reach(limit)
-        dist, idx = self._tree.query(p, k=k, distance_upper_bound=reach)
+        dist, idx = self._tree.query(p, k=k, distance_upper_bound=self.reach(limit))
         dist, idx = dist.reshape(len(p), k)[:, done:], idx.reshape(len(p), k)[:, done:]
         found = idx < self._n_proxies
+        # A point with no proxy within reach is done here: nothing of the surface is within the
+        # cutoff (contacts: most of an arch). Only the others are scored.
+        live = np.flatnonzero(found.any(axis=1))
+        if len(live) == len(p):
+            return self._score(p, done, k, limit, best_sq, best_face, dist, idx, found)
+        ask = np.zeros(len(p), dtype=np.int64)
+        if len(live):
+            best_sq[live], best_face[live], ask[live] = self._score(
+                p[live], done, k, limit, best_sq[live], best_face[live], dist[live], idx[live], found[live])
+        return best_sq, best_face, ask
+
+    def _score(
+        self, p: np.ndarray, done: int, k: int, limit: float, best_sq: np.ndarray, best_face: np.ndarray,
+        dist: np.ndarray, idx: np.ndarray, found: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """_refine for points with at least one proxy within reach: score, prove, ask."""
         # Fewer than k proxies within reach: the tree gave every one, so every triangle within the
         # cutoff is among the candidates. Decided from the tree's answer, not from arithmetic.
         complete = ~found[:, -1]
@@ -253,15 +296,18 @@ class SurfaceIndex:
             f = self.mesh.faces[f_ids]
             v = self.mesh.vertices
             res = closest_on_triangles(pts[hit], v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
+            unique_faces, row_of = np.unique(f_ids, return_inverse=True)
+            features, faces, rows = self._local_features(unique_faces)
+            local = rows[row_of]
             if self.normals_from == "faces":
-                normal = feature_normal(self.features, self.mesh.faces, f_ids, res.region)
+                normal = feature_normal(features, faces, local, res.region)
             else:
-                normal = np.einsum("pk,pkj->pj", res.bary, self.features.vertex_normals[f])
+                normal = np.einsum("pk,pkj->pj", res.bary, features.vertex_normals[faces[local]])
             side = np.einsum("ij,ij->i", pts[hit] - res.point, normal)
             distance[hit] = np.where(side < 0, -1.0, 1.0) * np.sqrt(res.sq_distance)
             closest[hit] = res.point
             out_face[hit] = f_ids
-            boundary[hit] = on_boundary(self.features, self.mesh.faces, f_ids, res.region)
+            boundary[hit] = on_boundary(features, faces, local, res.region)
         return SurfaceDistance(distance, closest, out_face, boundary)
 
 
