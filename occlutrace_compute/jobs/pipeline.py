@@ -57,6 +57,14 @@ def _results(futures: dict[str, Future]) -> dict[str, LoadedMesh]:
     return {role: fut.result() for role, fut in futures.items()}
 
 
+def _reference_index(surface_index, mesh):
+    """The deviation reference's index with its whole-mesh features (a deviation map hits most
+    of the reference), built on a worker thread."""
+    index = surface_index(mesh, name="reference")
+    index.features
+    return index
+
+
 def _aligned_encoding(loaded: LoadedMesh, options: JobOptions) -> str:
     """Binary unless the job asks to keep the input's encoding (OBJ is always text)."""
     return loaded.encoding if options.keep_encoding else "binary"
@@ -101,6 +109,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
         from occlutrace_compute.analysis import deviation
+        from occlutrace_compute.analysis.distance import SurfaceIndex
         from occlutrace_compute.registration import register
 
         loaded = _results(loading)
@@ -108,6 +117,8 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         t["load"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        # The deviation's index of FIXED does not depend on the pose: built beside the registration.
+        indexing = pool.submit(_reference_index, SurfaceIndex, fixed.mesh)
         try:
             reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
         except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
@@ -118,7 +129,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
 
         t0 = time.perf_counter()
         aligned = moving.mesh.transformed(reg.matrix)
-        dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm)
+        dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, reference_index=indexing.result())
         t["deviation"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
