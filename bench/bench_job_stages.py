@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--kinds", default="pair,bite")
     ap.add_argument("--imports", action="store_true", help="also time a fresh `occlutrace align` process")
+    ap.add_argument("--only", default="", help="comma-separated inputs to run, e.g. 'ply binary,stl ascii'")
     args = ap.parse_args()
     generate(args.data)
     run_job("pair", args.data / "pair_ply_binary")  # warm-up: first imports, first allocations
@@ -110,8 +111,12 @@ def main() -> None:
         formats = PAIR_FORMATS if kind == "pair" else BITE_FORMATS
         rows = {}
         for fmt, enc in formats:
+            if args.only and f"{fmt} {enc}" not in args.only.split(","):
+                continue
             runs = [run_job(kind, args.data / f"{kind}_{fmt}_{enc}") for _ in range(args.repeat)]
             rows[f"{fmt} {enc}"] = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+        if not rows:
+            continue
         keys = list(next(iter(rows.values())))
         print(f"\n{kind} job\n| input | " + " | ".join(keys) + " |")
         print("| --- " * (len(keys) + 1) + "|")
