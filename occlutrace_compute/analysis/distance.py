@@ -22,10 +22,11 @@ together with the round's largest ask, so a query is one chain of rounds, each f
 Worst case, per point p, with c(p) = the number of proxies within reach of p (c(p) <= n_proxies,
 and all of them when there is no cutoff): p asks again only while its k-th proxy is within reach,
 i.e. while k <= c(p), so its last k is <= max(16, 4 c(p)); k grows at least 4/3 per round, so a
-query takes at most 1 + log_{4/3}(n_proxies / 16) rounds (52 for a million proxies), the tree returns at most 4 times the last k
-over all rounds (<= 16 max(16, c(p)) neighbours) and p scores at most max(16, 4 c(p)) triangles
-exactly. Memory: at most 262,144 (point, candidate) pairs in flight (plus one point's k when k is
-larger). Proxies: at most 4 per triangle + 4096 (see `_proxies`).
+query takes at most 1 + log_{4/3}(n_proxies / 16) rounds (40 for a million proxies), the tree
+returns at most 4 times p's last k over all rounds (<= 16 max(16, c(p)) neighbours) and p scores
+at most max(16, 4 c(p)) triangles exactly. A point with no proxy within reach (no surface within
+the cutoff) costs one 16-neighbour query. Memory: at most 262,144 (point, candidate) pairs in
+flight (plus one point's k when k is larger). Proxies: about 4 per triangle + 4096 (`_proxies`).
 """
 
 from __future__ import annotations
