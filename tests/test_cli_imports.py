@@ -62,3 +62,16 @@ def test_serve_and_submit_still_have_their_options():
     serve = build_parser("serve")._subparsers._group_actions[0].choices["serve"].format_help()
     submit = build_parser("submit")._subparsers._group_actions[0].choices["submit"].format_help()
     assert "--port" in serve and "--server" in submit
+
+
+def test_keep_encoding_is_an_option_of_align_bite_and_batch():
+    from occlutrace_compute.cli import build_parser
+
+    argv = {
+        "align": ["align", "f.ply", "m.ply", "-o", "out"],
+        "bite": ["bite", "--upper", "u.ply", "--lower", "l.ply", "--bite", "b.ply", "-o", "out"],
+        "batch": ["batch", "cases", "-o", "out"],
+    }
+    for command, args in argv.items():
+        assert build_parser(command).parse_args(args).keep_encoding is False
+        assert build_parser(command).parse_args([*args, "--keep-encoding"]).keep_encoding is True
