@@ -46,11 +46,20 @@ def _privacy_flags(name: str, metadata: Sequence[tuple[str, str]], allow: Sequen
     return [{"field": where, "kind": f.kind, "text": f.text, "message": f.message} for where, f in found]
 
 
+def _watertight(faces) -> bool:
+    """Every undirected edge used by exactly two faces (trimesh's is_watertight, without the
+    seconds its import costs a short command)."""
+    import numpy as np
+
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool((counts == 2).all())
+
+
 def describe(path: str, limits, allow: Sequence[str] = ()) -> dict[str, Any]:
     """What `inspect` reports for one file; InputRejected when the service would reject it
     (an unusable mesh, or a file name that looks like a patient identifier)."""
     import numpy as np
-    import trimesh
 
     from occlutrace_compute.meshes import load_mesh
 
@@ -58,7 +67,7 @@ def describe(path: str, limits, allow: Sequence[str] = ()) -> dict[str, Any]:
     flags = _privacy_flags(Path(path).name, lm.metadata, allow)
     v = lm.mesh.vertices
     lo, hi = v.min(axis=0), v.max(axis=0)
-    watertight = trimesh.Trimesh(v, lm.mesh.faces, process=False).is_watertight
+    watertight = _watertight(lm.mesh.faces)
     report = {
         "file": path,
         "format": lm.format,
@@ -200,20 +209,41 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose options import heavy modules (the service: FastAPI, store clients): built in
+# full only when they are the command being run (or for the top-level help), so `align` and
+# `inspect` start without them.
+LAZY_COMMANDS: dict[str, Callable[..., None]] = {
+    "serve": cli_jobs.register_serve,
+    "submit": cli_jobs.register_submit,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the command being run, other heavy commands are listed without
+    their options (see LAZY_COMMANDS)."""
     parser = argparse.ArgumentParser(
         prog="occlutrace", description="Rigid alignment and analysis of dental surface meshes."
     )
     parser.add_argument("--version", action="version", version=f"occlutrace {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    lazy = {fn: name for name, fn in LAZY_COMMANDS.items()}
     for register in COMMANDS:
-        register(subparsers)
+        if register in lazy and command is not None and command != lazy[register]:
+            register(subparsers, full=False)
+        else:
+            register(subparsers)
     cli_jobs.finish_help(parser)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the top level has only flag options)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)

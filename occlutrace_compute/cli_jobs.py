@@ -7,9 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.models import JobOptions
+
+if TYPE_CHECKING:  # pydantic models are imported by the commands that run jobs, not by `inspect`
+    from occlutrace_compute.jobs.models import JobOptions
 
 
 def _read_input(path: str):
@@ -35,6 +38,8 @@ def _landmarks(path: str | None) -> list | None:
 
 
 def _options(args: argparse.Namespace, **extra) -> JobOptions:
+    from occlutrace_compute.jobs.models import JobOptions
+
     try:
         return JobOptions(device=args.device, **extra)
     except ValueError as e:
@@ -83,6 +88,7 @@ def options_from_args(args: argparse.Namespace) -> JobOptions:
     """JobOptions from the flags of add_analysis_options (absent flags keep their defaults)."""
     values = {name: getattr(args, name) for _, name, _, _ in ANALYSIS_OPTIONS if hasattr(args, name)}
     values["settle"] = bool(getattr(args, "settle", False))
+    values["keep_encoding"] = bool(getattr(args, "keep_encoding", False))
     if getattr(args, "arch", None):
         values["arch"] = args.arch
     region: dict = {}
@@ -138,6 +144,11 @@ def finish_help(parser: argparse.ArgumentParser) -> None:
                     a.help += " (default: %(default)s)"
 
 
+def _add_encoding_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-encoding", action="store_true",
+                   help="write the aligned meshes in their input's encoding (ASCII stays ASCII); default: binary")
+
+
 def _write(out: str, files: dict[str, bytes]) -> None:
     from occlutrace_compute.jobs.outputs import write_case_outputs
 
@@ -182,6 +193,7 @@ def register_align(sub: argparse._SubParsersAction) -> None:
                    help="align on the fixed scan within R mm of (X,Y,Z) (fixed frame; repeatable; with other region options: the union)")
     p.add_argument("--region-mask", metavar="FILE", help="align on these fixed-scan vertices: .npy bool mask or indices, or a text file of indices")
     add_analysis_options(p, ("pair",))
+    _add_encoding_option(p)
     p.set_defaults(handler=_align)
 
 
@@ -221,6 +233,7 @@ def register_bite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", dest="contact_threshold_mm", type=float, default=_DEFAULTS.contact_threshold_mm,
                    metavar="MM", help=argparse.SUPPRESS)  # the old spelling of --contact-threshold
     add_analysis_options(p, ("bite",))
+    _add_encoding_option(p)
     p.set_defaults(handler=_bite)
 
 
@@ -290,6 +303,7 @@ def register_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     p.add_argument("--force", action="store_true", help="re-run every case, even those finished in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_encoding_option(p)
     p.add_argument("--allow", action="append", default=[], metavar="REGEX",
                    help="the lab's own label scheme, exempt from identifier detection (repeatable)")
     add_analysis_options(p)
@@ -303,13 +317,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_serve(sub: argparse._SubParsersAction) -> None:
-    from occlutrace_compute.service.server import add_serve_arguments
-
+def register_serve(sub: argparse._SubParsersAction, full: bool = True) -> None:
+    """full=False: the subcommand is listed but its options (which import the service: FastAPI,
+    the store clients) are left out; main() asks for them only when `serve` is the command."""
     p = sub.add_parser("serve", help="run the HTTP controller (and the Ray dispatcher)", formatter_class=HelpFormatter,
                        epilog="example:\n  occlutrace serve --host 0.0.0.0 --port 8000 --store file:///srv/occlutrace "
                        "--tokens-file /etc/occlutrace/tokens")
-    add_serve_arguments(p)
+    if full:
+        from occlutrace_compute.service.server import add_serve_arguments
+
+        add_serve_arguments(p)
     p.set_defaults(handler=_serve)
 
 
@@ -319,14 +336,16 @@ def _submit(args: argparse.Namespace) -> int:
     return submit_from_args(args)
 
 
-def register_submit(sub: argparse._SubParsersAction) -> None:
-    from occlutrace_compute.service.client import add_submit_arguments
-
+def register_submit(sub: argparse._SubParsersAction, full: bool = True) -> None:
+    """full=False: listed without its options (see register_serve)."""
     p = sub.add_parser("submit", help="send a folder of cases to a controller as one batch (resumable)",
                        formatter_class=HelpFormatter, description="Sends every case folder under DIR (the layout "
                        "of `occlutrace batch --help`) to a controller as one batch; with --wait, results land in "
                        "OUT/<case>/ with OUT/summary.csv, summary.json and report.html, as with batch.",
                        epilog="example:\n  occlutrace submit samples --server https://occlutrace.example "
                        "--token-file ~/.occlutrace-token --wait -o out --tolerance 0.05")
-    add_submit_arguments(p)
+    if full:
+        from occlutrace_compute.service.client import add_submit_arguments
+
+        add_submit_arguments(p)
     p.set_defaults(handler=_submit)

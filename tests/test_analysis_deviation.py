@@ -117,3 +117,17 @@ def test_synthetic_rescan_with_clinical_changes():
     # Changed surface stands out clearly.
     assert np.nanmean(d[overlap & ~unchanged]) > 5 * np.nanmean(d[overlap & unchanged])
     assert rep.stats.within_tolerance_share < np.mean(d[overlap & unchanged] <= 0.05)
+
+
+def test_a_prebuilt_reference_index_gives_the_same_map_and_must_match_the_reference():
+    # A job builds the reference's index beside the registration and hands it to deviation().
+    from occlutrace_compute.analysis.distance import SurfaceIndex
+    from occlutrace_compute.synth import make_arch
+
+    reference = make_arch("upper", 5, 0.6).mesh
+    aligned = make_arch("upper", 5, 0.6 * 1.07).mesh
+    own = deviation(aligned, reference)
+    given = deviation(aligned, reference, reference_index=SurfaceIndex(reference))
+    np.testing.assert_array_equal(given.distance, own.distance)
+    with pytest.raises(ValueError, match="another mesh"):
+        deviation(aligned, reference, reference_index=SurfaceIndex(aligned))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import trimesh
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_analysis_surfaces import bowl, bumpy, height_field
 
 from occlutrace_compute.analysis.distance import SurfaceIndex, signed_distance
@@ -241,3 +245,133 @@ def test_bad_input_is_rejected_clearly():
         signed_distance(np.zeros((3, 2)), mesh)
     with pytest.raises(ValueError, match="normals_from"):
         signed_distance(np.zeros((1, 3)), mesh, normals_from="corners")  # type: ignore[arg-type]
+
+
+# --- bounded work per query (issue 12) ---------------------------------------------------------
+
+
+class _CountingTree:
+    """Wraps the index's kd-tree and counts the neighbours asked for (points x k per query)."""
+
+    def __init__(self, tree) -> None:
+        self.tree = tree
+        self.asked = 0
+
+    def query(self, p, k, distance_upper_bound):
+        self.asked += len(p) * k
+        return self.tree.query(p, k=k, distance_upper_bound=distance_upper_bound)
+
+
+def _uneven(seed: int) -> Mesh:
+    """Fine "teeth" (0.13 mm grid) beside coarse 'gingiva' (2.5 mm grid), one huge triangle below
+    both and a fan of slivers (8 mm long, 1 um wide) through the fine part."""
+    rng = np.random.default_rng(seed)
+    fine = height_field(lambda x, y: 0.4 * np.sin(3 * x) * np.cos(2 * y), 2.0, 31)
+    xx, yy = np.meshgrid(np.linspace(2.0, 17.0, 7), np.linspace(-2.0, 2.0, 3))
+    coarse_v = np.stack([xx.ravel(), yy.ravel(), 0.3 * np.sin(xx.ravel())], axis=1)
+    i = np.arange(21).reshape(3, 7)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    coarse_f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    huge_v = np.array([[-60.0, -60, -4], [60, -60, -4], [0, 80, -4]])
+    start = rng.uniform(-2, 2, (20, 3)) * [1, 1, 0.2]
+    along = rng.normal(size=(20, 3))
+    along /= np.linalg.norm(along, axis=1)[:, None]
+    side = np.cross(along, rng.normal(size=(20, 3)))
+    side /= np.linalg.norm(side, axis=1)[:, None]
+    sliver_v = np.concatenate([start, start + 8 * along, start + 4 * along + 1e-3 * side])
+    n0, n1, n2 = len(fine.vertices), 21, 3
+    sliver_f = np.stack([np.arange(20), np.arange(20) + 20, np.arange(20) + 40], axis=1) + n0 + n1 + n2
+    v = np.concatenate([fine.vertices, coarse_v, huge_v, sliver_v])
+    f = np.concatenate([fine.faces, coarse_f + n0, [[n0 + n1, n0 + n1 + 1, n0 + n1 + 2]], sliver_f])
+    return Mesh(v, f.astype(np.int64))
+
+
+def _rounding_cutoffs(rho: float, lo: float = 0.05, hi: float = 3.0) -> np.ndarray:
+    """Cutoffs for which (limit + rho) - rho < limit: the old code's stopping rule never held."""
+    c = np.linspace(lo, hi, 50_000)
+    return c[(c + rho) - rho < c]
+
+
+def _neighbour_bound(index: SurfaceIndex, mesh: Mesh, pts: np.ndarray, limit: float) -> int:
+    """The stated worst case: sum over points of 16 * max(16, proxies within limit + rho)."""
+    from scipy.spatial import cKDTree
+
+    from occlutrace_compute.analysis.distance import _proxies
+
+    proxies, _, _ = _proxies(mesh.vertices, mesh.faces)
+    within = cKDTree(proxies).query_ball_point(pts, (limit + index.rho) * (1 + 1e-6), return_length=True)
+    return int(np.sum(16 * np.maximum(16, within)))
+
+
+def test_rounding_cutoffs_exist_for_an_uneven_mesh():
+    index = SurfaceIndex(_uneven(0))
+    assert len(_rounding_cutoffs(index.rho)) > 100
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), cutoff=st.floats(0.02, 3.0), rounding=st.booleans(), pick=st.floats(0, 1))
+def test_uneven_meshes_any_cutoff_exact_and_bounded(seed, cutoff, rounding, pick):
+    mesh = _uneven(seed % 7)
+    index = SurfaceIndex(mesh)
+    if rounding:
+        bad = _rounding_cutoffs(index.rho)
+        cutoff = float(bad[int(pick * (len(bad) - 1))])
+        assert (cutoff + index.rho) - index.rho < cutoff
+    rng = np.random.default_rng(seed)
+    fine_pts = rng.uniform(-2, 2, (90, 3)) * [1, 1, 0] + [0, 0, 1] * rng.uniform(-4, 4, (90, 1))
+    box_pts = rng.uniform([-5, -5, -6], [20, 5, 5], (60, 3))
+    pts = np.concatenate([fine_pts, box_pts])
+    counter = _CountingTree(index._tree)
+    index._tree = counter
+    got = index.query(pts, max_distance=cutoff)
+    assert counter.asked <= _neighbour_bound(index, mesh, pts, cutoff)
+    want, _, _ = _brute_force(mesh, pts)
+    near = np.abs(want) <= cutoff - 1e-6
+    far = np.abs(want) > cutoff + 1e-6
+    np.testing.assert_allclose(np.abs(got.distance[near]), np.abs(want[near]), rtol=0, atol=1e-6)
+    assert np.isnan(got.distance[far]).all()
+
+
+def test_far_points_on_a_fine_mesh_cost_one_small_query_at_any_cutoff():
+    # 400 points 2.5-4 mm off a fine surface (150k faces): none has surface within the cutoff.
+    # The old stopping rule compared (limit + rho) - rho with limit; where that rounds down, each
+    # point asked for more and more proxies up to the whole mesh (seconds to minutes).
+    mesh = height_field(bumpy, 12.0, 275)
+    index = SurfaceIndex(mesh)
+    rng = np.random.default_rng(12)
+    xy = rng.uniform(-10, 10, (400, 2))
+    pts = np.column_stack([xy, bumpy(xy[:, 0], xy[:, 1]) + rng.choice([-1, 1], 400) * rng.uniform(2.5, 4, 400)])
+    cutoffs = [0.2, 0.5, 1.0, 1.5, 2.0, *_rounding_cutoffs(index.rho, 0.2, 2.0)[[0, -1]]]
+    counter = _CountingTree(index._tree)
+    index._tree = counter
+    for cutoff in cutoffs:
+        counter.asked = 0
+        t0 = time.perf_counter()
+        got = index.query(pts, max_distance=cutoff)
+        took = time.perf_counter() - t0
+        assert np.isnan(got.distance).all()
+        assert counter.asked == 400 * 16, cutoff  # one round of 16 neighbours each
+        assert took < 1.0, (cutoff, took)  # generous (about 5 ms here); the old code: > 10 s
+
+
+@pytest.mark.parametrize("normals_from", ["faces", "vertices"])
+def test_features_built_around_the_hit_faces_equal_the_whole_meshes(normals_from):
+    # A query that hits few faces signs them from the faces around their vertices only; the
+    # signs and boundary flags must be those of the whole mesh's features (holes and rims too).
+    mesh = height_field(bumpy, 6.0, 61)
+    keep = np.ones(mesh.n_faces, dtype=bool)
+    keep[np.random.default_rng(13).choice(mesh.n_faces, 300, replace=False)] = False  # holes
+    mesh = Mesh(mesh.vertices, mesh.faces[keep])
+    rng = np.random.default_rng(14)
+    pts = np.column_stack([rng.uniform(-7, 7, 400), rng.uniform(-7, 7, 400), rng.uniform(-1.5, 1.5, 400)])
+    local = SurfaceIndex(mesh, normals_from).query(pts, max_distance=0.6)
+    whole_index = SurfaceIndex(mesh, normals_from)
+    whole_index.features  # built first: the query then uses the whole mesh's
+    whole = whole_index.query(pts, max_distance=0.6)
+    hit = np.isfinite(whole.distance)
+    assert 50 < hit.sum() and len(np.unique(whole.face[hit])) < mesh.n_faces // 4
+    assert whole.on_boundary.any()
+    np.testing.assert_array_equal(np.isfinite(local.distance), hit)
+    np.testing.assert_array_equal(np.sign(local.distance[hit]), np.sign(whole.distance[hit]))
+    np.testing.assert_allclose(local.distance[hit], whole.distance[hit], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(local.on_boundary, whole.on_boundary)

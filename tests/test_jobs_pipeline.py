@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from occlutrace_compute.errors import InputRejected
@@ -37,3 +38,47 @@ def test_bad_landmarks_are_rejected() -> None:
 
     with pytest.raises(InputRejected, match="at least 3 pairs"):
         _landmarks(JobOptions(landmarks=[[[0, 0, 0], [1, 1, 1]]]))
+
+
+# --- outputs' encoding, parallel loading (issue 12) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    from occlutrace_compute.synth import make_pair_case
+
+    return make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.45)
+
+
+def _pair_inputs(case, fmt: str, encoding: str) -> dict[str, InputFile]:
+    from occlutrace_compute.meshes import mesh_to_bytes
+
+    return {role: InputFile(f"{role}.{fmt}", mesh_to_bytes(getattr(case, role), fmt, encoding)) for role in ("fixed", "moving")}
+
+
+def test_aligned_mesh_is_binary_unless_the_input_encoding_is_kept(small_pair) -> None:
+    from occlutrace_compute.meshes import load_mesh
+
+    default = run_case("pair", _pair_inputs(small_pair, "stl", "ascii"), JobOptions(device="cpu"), "case-0001")
+    kept = run_case("pair", _pair_inputs(small_pair, "ply", "ascii"), JobOptions(device="cpu", keep_encoding=True), "case-0001")
+    stl, ply = load_mesh(data=default.files["aligned.stl"], name="aligned.stl"), load_mesh(data=kept.files["aligned.ply"], name="aligned.ply")
+    assert stl.encoding == "binary" and ply.encoding == "ascii"
+    # Same pose either way (ASCII rounds to its printed digits), same result contract.
+    assert stl.mesh.n_faces == ply.mesh.n_faces == small_pair.moving.n_faces
+    moved = small_pair.moving.transformed(np.asarray(kept.result["matrix"]))
+    assert abs(ply.mesh.vertices - moved.vertices).max() < 1e-3
+    assert set(default.result) == set(kept.result)
+    assert default.result["outputs"] == sorted(set(default.files) - {"result.json"}) and "deviation.png" in default.files
+    assert {"load", "register", "deviation", "preview", "export"} <= set(default.result["timings_seconds"])
+
+
+def test_both_inputs_bad_names_the_fixed_file_first() -> None:
+    # The inputs parse on two threads; the error raised is still the first role's.
+    for _ in range(5):
+        with pytest.raises(InputRejected) as e:
+            run_case("pair", BROKEN, JobOptions(), "case-0001")
+        assert e.value.source == "fixed.stl"
+    good_fixed = {"fixed": InputFile("fixed.stl", BROKEN["moving"].data), "moving": BROKEN["moving"]}
+    with pytest.raises(InputRejected) as e:
+        run_case("pair", good_fixed, JobOptions(), "case-0001")
+    assert e.value.source == "fixed.stl"

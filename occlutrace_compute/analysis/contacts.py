@@ -13,13 +13,14 @@ on typical arches), otherwise "posterior".
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from occlutrace_compute.analysis.colormap import ColorRamp, contact_ramp
-from occlutrace_compute.analysis.distance import SurfaceIndex
+from occlutrace_compute.analysis.distance import SurfaceIndex, one_openmp_thread
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
 from occlutrace_compute.analysis.preview import Panel, write_preview
 from occlutrace_compute.analysis.regions import Regions, regions_below
@@ -199,23 +200,39 @@ def _arch(name: str, mesh: Mesh, distance: np.ndarray, superior_hint: np.ndarray
     )
 
 
+def _measure(name: str, mesh: Mesh, other_name: str, other: Mesh, up: np.ndarray, threshold: float, cutoff: float,
+             ramp: ColorRamp) -> ArchContacts:
+    """One arch's side of contacts(): distances to the other arch, regions, colours. Runs on one
+    thread with OpenMP on one thread too (the two arches run side by side on the two cores)."""
+    with one_openmp_thread():
+        distance = SurfaceIndex(other, name=other_name).query(mesh.vertices, max_distance=cutoff).distance
+        return _arch(name, mesh, distance, up, threshold, cutoff, ramp)
+
+
 def contacts(upper: Mesh, lower: Mesh, threshold_mm: float = 0.1, cutoff_mm: float = 0.5) -> ContactReport:
     """Contacts and penetrations between upper and lower arch (both in the occlusion frame).
 
     cutoff_mm: distances beyond it are not measured (NaN, grey in the colour map).
+    Both arches are measured at once on two threads. Time: two SurfaceIndex builds (O(M log M))
+    and two bounded queries (see distance.py: each point's work is bounded by the proxies within
+    cutoff + rho of it), then O(N + M) for regions and colours; about 0.5 s of CPU per arch of
+    120k vertices.
     """
     if not (0 < threshold_mm < cutoff_mm):
         raise ValueError(f"need 0 < threshold_mm < cutoff_mm, got {threshold_mm}, {cutoff_mm}")
     for name, mesh in (("upper", upper), ("lower", lower)):
         if mesh.n_vertices == 0 or mesh.n_faces == 0:
             raise InputRejected(name, "has no triangles")
-    d_upper = SurfaceIndex(lower, name="lower").query(upper.vertices, max_distance=cutoff_mm).distance
-    d_lower = SurfaceIndex(upper, name="upper").query(lower.vertices, max_distance=cutoff_mm).distance
     up = upper.vertices.mean(axis=0) - lower.vertices.mean(axis=0)
     ramp = contact_ramp(threshold_mm, cutoff_mm)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlutrace-contacts") as pool:
+        lower_side = pool.submit(_measure, "lower", lower, "upper", upper, up, threshold_mm, cutoff_mm, ramp)
+        # An error in the upper side is raised first (leaving the block waits for the worker).
+        upper_side = _measure("upper", upper, "lower", lower, up, threshold_mm, cutoff_mm, ramp)
+        lower_contacts = lower_side.result()
     return ContactReport(
-        upper=_arch("upper", upper, d_upper, up, threshold_mm, cutoff_mm, ramp),
-        lower=_arch("lower", lower, d_lower, up, threshold_mm, cutoff_mm, ramp),
+        upper=upper_side,
+        lower=lower_contacts,
         threshold_mm=float(threshold_mm),
         cutoff_mm=float(cutoff_mm),
         ramp=ramp,

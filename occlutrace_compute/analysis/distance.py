@@ -1,23 +1,43 @@
-"""Exact signed point-to-surface distance (point to TRIANGLE), fast on CPU.
+"""Exact signed point-to-surface distance (point to TRIANGLE), fast on CPU, bounded work per point.
 
 Candidates come from a kd-tree (pykdtree) over *proxy points*: one per triangle (its centroid), or
 a grid of sub-triangle centroids for triangles larger than the cover radius `rho`. Every point of
 every triangle is then within `rho` of one of that triangle's proxies, so a triangle whose proxies
-are all farther than D from a query point is at least D - rho away. With the k nearest proxies, the
-best exact distance d over their triangles is proven exact when d <= D_k - rho (D_k: k-th proxy
-distance). A point that fails the test asks for more neighbours (about as many as the proxy
-density it has seen puts within d + rho) and scores only the new ones, until it passes or has every
-proxy, so the result is always exact. A `max_distance` cutoff lets far points stop early as NaN
-(without one, a point far from a fine mesh may need many candidates).
+are all farther than D from a query point is at least D - rho away.
+
+A query asks the tree for the k nearest proxies within `reach = limit + rho` (limit: the
+`max_distance` cutoff, padded by a relative 1e-9 against the tree's rounding). A point is done when
+
+- the tree returned FEWER than k proxies: every proxy within reach is among them, so every triangle
+  within the cutoff is a candidate and the best one is exact (or the point is beyond the cutoff).
+  This is decided from the tree's answer itself, never by comparing a bound with itself after
+  arithmetic (`(limit + rho) - rho` rounds below `limit` for some rho);
+- or the best exact distance d over the candidates is <= D_k - rho (D_k: k-th proxy distance);
+- or it has every proxy.
+
+Otherwise it asks for more: about as many as the proxy density it has seen puts within d + rho,
+at least 4/3 and at most 4 times its k (sizes 2^n or 1.5 * 2^n); all points left in a round go on
+together with the round's largest ask, so a query is one chain of rounds, each for many points.
+
+Worst case, per point p, with c(p) = the number of proxies within reach of p (c(p) <= n_proxies,
+and all of them when there is no cutoff): p asks again only while its k-th proxy is within reach,
+i.e. while k <= c(p), so its last k is <= max(16, 4 c(p)); k grows at least 4/3 per round, so a
+query takes at most 1 + log_{4/3}(n_proxies / 16) rounds (40 for a million proxies), the tree
+returns at most 4 times p's last k over all rounds (<= 16 max(16, c(p)) neighbours) and p scores
+at most max(16, 4 c(p)) triangles exactly. A point with no proxy within reach (no surface within
+the cutoff) costs one 16-neighbour query. Memory: at most 262,144 (point, candidate) pairs in
+flight (plus one point's k when k is larger). Proxies: about 4 per triangle + 4096 (`_proxies`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from pykdtree.kdtree import KDTree
+from threadpoolctl import ThreadpoolController
 
 from occlutrace_compute.analysis.triangles import (
     MeshFeatures,
@@ -34,6 +54,19 @@ from occlutrace_compute.meshes.model import Mesh
 NormalsFrom = Literal["faces", "vertices"]
 _PAIRS_PER_CHUNK = 262_144
 _FIRST_K = 16
+_SERIAL_PAIRS = 32_768  # (point, neighbour) pairs under which a tree query runs on one thread
+
+
+@functools.lru_cache(maxsize=1)
+def _openmp() -> ThreadpoolController:
+    """Created after pykdtree is imported, so it sees pykdtree's OpenMP runtime."""
+    return ThreadpoolController()
+
+
+def one_openmp_thread():
+    """Context manager: tree queries on one OpenMP thread (for callers that run queries on
+    several Python threads themselves, or small queries)."""
+    return _openmp().limit(limits=1, user_api="openmp")
 
 
 @dataclass(frozen=True)
@@ -99,7 +132,6 @@ class SurfaceIndex:
             raise InputRejected(name, "has non-finite vertex coordinates")
         self.mesh = mesh
         self.normals_from = normals_from
-        self.features: MeshFeatures = mesh_features(mesh)
         proxy_points, self._proxy_face, self._proxy_cover = _proxies(mesh.vertices, mesh.faces)
         self.rho = float(self._proxy_cover.max())
         # pykdtree: OpenMP queries on the process's threads (OMP_NUM_THREADS), a fast build.
@@ -111,25 +143,66 @@ class SurfaceIndex:
         self._center = mesh.vertices.mean(axis=0)
         self._corners = (mesh.vertices - self._center).astype(np.float32)[mesh.faces]
 
+    @functools.cached_property
+    def features(self) -> MeshFeatures:
+        """Topology and pseudo-normals of the whole mesh (queries build them only around the
+        faces they hit, see _local_features)."""
+        return mesh_features(self.mesh)
+
+    def _local_features(self, hit_faces: np.ndarray) -> tuple[MeshFeatures, np.ndarray, np.ndarray]:
+        """Features exact for the given faces, the faces array they index and each given face's
+        row in it. A face's pseudo-normals and boundary flags depend only on the faces around its
+        vertices, so those suffice; a query that hits most of the mesh (a deviation map) uses the
+        whole mesh's, one that hits a few percent (contacts with a cutoff) saves their cost.
+        Time and memory O(M) for the ring selection, plus mesh_features of the ring."""
+        faces = self.mesh.faces
+        if "features" in self.__dict__ or len(hit_faces) > len(faces) // 4:
+            return self.features, faces, hit_faces
+        used = np.zeros(self.mesh.n_vertices, dtype=bool)
+        used[faces[hit_faces].ravel()] = True
+        ring = np.flatnonzero(used[faces].any(axis=1))
+        ring_vertices, ring_faces = np.unique(faces[ring], return_inverse=True)
+        sub = Mesh(self.mesh.vertices[ring_vertices], ring_faces.reshape(-1, 3).astype(np.int64))
+        row = np.searchsorted(ring, hit_faces)  # ring is sorted and holds every hit face
+        return mesh_features(sub), sub.faces, row
+
     def query(self, points: np.ndarray, max_distance: float | None = None) -> SurfaceDistance:
-        """Exact signed distance of each point to the surface (NaN beyond max_distance)."""
+        """Exact signed distance of each point (N, 3) to the surface (NaN beyond max_distance).
+
+        Work per point is bounded by the number of proxies within max_distance + rho of it (see the
+        module docstring): a point with no surface within the cutoff costs one 16-neighbour query.
+        """
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"points must have shape (N, 3), got {pts.shape}")
         if not np.isfinite(pts).all():
             raise InputRejected("points", "contain non-finite coordinates")
+        if max_distance is not None and not float(max_distance) >= 0:
+            raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
         limit = np.inf if max_distance is None else float(max_distance)
         sq = np.full(len(pts), np.inf)
         face = np.full(len(pts), -1, dtype=np.int64)
         # (points, proxies already scored, proxies to score): a point whose best triangle is not
-        # yet proven asks for more proxies and scores only the new ones; once it has every proxy
-        # nothing is left unscored, so the loop ends.
-        work = [(np.arange(len(pts)), 0, min(_FIRST_K, self._n_proxies))]
-        while work:
-            todo, done, k = work.pop()
-            ask = self._round(pts, todo, done, k, limit, sq, face)
-            work += [(todo[ask == kk], k, int(kk)) for kk in np.unique(ask[ask > 0])]
+        # yet proven asks for more proxies (k grows >= 4/3 per round) and scores only the new
+        # ones; at k == n_proxies nothing is left, so the loop ends after a bounded number of rounds.
+        todo, done, k = np.arange(len(pts)), 0, min(_FIRST_K, self._n_proxies)
+        while len(todo):
+            if len(todo) * k <= _SERIAL_PAIRS:
+                # A small round: OpenMP's thread start and barrier cost more than the search (and
+                # far more on a busy machine, where a descheduled thread stalls the barrier).
+                with one_openmp_thread():
+                    ask = self._round(pts, todo, done, k, limit, sq, face)
+            else:
+                ask = self._round(pts, todo, done, k, limit, sq, face)
+            # Every unproven point takes the largest ask of the round: one chain of rounds (few,
+            # each for many points), and each ask is <= 4k <= 4 c(p) for every point still here.
+            todo, done, k = todo[ask > 0], k, int(ask.max(initial=0))
         return self._finish(pts, sq, face, limit)
+
+    def reach(self, limit: float) -> float:
+        """Tree search radius for a cutoff: limit + rho, padded against the tree's rounding (its
+        squared distances carry a relative error near 1e-16; a wider radius only adds candidates)."""
+        return (limit + self.rho) * (1.0 + 1e-9) + 1e-12
 
     def _round(
         self, pts: np.ndarray, todo: np.ndarray, done: int, k: int, limit: float, sq: np.ndarray, face: np.ndarray
@@ -146,10 +219,28 @@ class SurfaceIndex:
         self, p: np.ndarray, done: int, k: int, limit: float, best_sq: np.ndarray, best_face: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Improve the best squared distance and face with the proxies ranked done..k-1."""
-        bound = limit + self.rho
-        dist, idx = self._tree.query(p, k=k, distance_upper_bound=bound)
+        dist, idx = self._tree.query(p, k=k, distance_upper_bound=self.reach(limit))
         dist, idx = dist.reshape(len(p), k)[:, done:], idx.reshape(len(p), k)[:, done:]
         found = idx < self._n_proxies
+        # A point with no proxy within reach is done here: nothing of the surface is within the
+        # cutoff (contacts: most of an arch). Only the others are scored.
+        live = np.flatnonzero(found.any(axis=1))
+        if len(live) == len(p):
+            return self._score(p, done, k, limit, best_sq, best_face, dist, idx, found)
+        ask = np.zeros(len(p), dtype=np.int64)
+        if len(live):
+            best_sq[live], best_face[live], ask[live] = self._score(
+                p[live], done, k, limit, best_sq[live], best_face[live], dist[live], idx[live], found[live])
+        return best_sq, best_face, ask
+
+    def _score(
+        self, p: np.ndarray, done: int, k: int, limit: float, best_sq: np.ndarray, best_face: np.ndarray,
+        dist: np.ndarray, idx: np.ndarray, found: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """_refine for points with at least one proxy within reach: score, prove, ask."""
+        # Fewer than k proxies within reach: the tree gave every one, so every triangle within the
+        # cutoff is among the candidates. Decided from the tree's answer, not from arithmetic.
+        complete = ~found[:, -1]
         safe = np.where(found, idx, 0)
         cand = np.where(found, self._proxy_face[safe], -1)
         p32 = (p - self._center).astype(np.float32)
@@ -159,9 +250,10 @@ class SurfaceIndex:
             best_sq[first] = self._sq_to_faces(p32[first], cand[first, 0])
             best_face[first] = cand[first, 0]
             found[:, 0] = False
-        # A candidate whose proxy is farther than the best so far plus its own cover radius
-        # cannot beat it.
-        worth = found & (dist - self._proxy_cover[safe] <= np.sqrt(best_sq)[:, None])
+        # A candidate whose proxy is farther than the best so far (or the cutoff, padded like
+        # reach) plus its own cover radius cannot beat it or be within the cutoff.
+        near = dist - self._proxy_cover[safe]
+        worth = found & (near <= np.sqrt(best_sq)[:, None]) & (near <= limit * (1.0 + 1e-9) + 1e-12)
         rr, cc = np.nonzero(worth)
         d2 = np.full(worth.shape, np.inf)
         d2[rr, cc] = self._sq_to_faces(p32[rr], cand[rr, cc])
@@ -170,20 +262,22 @@ class SurfaceIndex:
         better = d2[row, arg] < best_sq  # ties keep the nearer-ranked candidate
         best_sq[better] = d2[row, arg][better]
         best_face[better] = cand[row, arg][better]
-        # Lower bound on the distance of every triangle not among the candidates.
-        kth = np.where(np.isfinite(dist[:, -1]), dist[:, -1], bound)
-        lower = kth - self.rho
+        # Every triangle not among the candidates is at least kth - rho away (kth: finite here
+        # for every point that is not complete).
+        kth = dist[:, -1]
         d = np.sqrt(best_sq)
-        proven = (d <= lower) | ((d > limit) & (lower >= limit)) | (k == self._n_proxies)
+        proven = complete | (d <= kth - self.rho) | (k >= self._n_proxies)
         return best_sq, best_face, np.where(proven, 0, self._ask(k, np.minimum(d, limit) + self.rho, kth))
 
     def _ask(self, k: int, reach: np.ndarray, kth: np.ndarray) -> np.ndarray:
         """Proxies an unproven point asks for next: all within reach = d + rho make it exact. On a
         surface, k proxies within kth predict k * (reach / kth)^2 of them; asking for 25% more
-        (a power of two or 1.5 times one, so points share rounds) mostly avoids another round."""
-        with np.errstate(divide="ignore"):
-            want = np.minimum(1.25 * k * (reach / kth) ** 2, self._n_proxies)
-        want = np.maximum(want, k + 1)
+        mostly avoids another round. Capped at 4k (a bad prediction, e.g. kth near 0, cannot ask
+        for the whole mesh) and at least the next size up (>= 4k/3): sizes are 16, 2^n or
+        1.5 * 2^n, and 4k is itself a size."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want = 1.25 * k * (reach / kth) ** 2
+        want = np.clip(np.nan_to_num(want, nan=4.0 * k, posinf=4.0 * k), k + 1, 4 * k)
         size = 2.0 ** np.floor(np.log2(want))
         size = np.where(want <= size, size, np.where(want <= 1.5 * size, 1.5 * size, 2 * size))
         return np.minimum(size, self._n_proxies).astype(np.int64)
@@ -203,15 +297,18 @@ class SurfaceIndex:
             f = self.mesh.faces[f_ids]
             v = self.mesh.vertices
             res = closest_on_triangles(pts[hit], v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
+            unique_faces, row_of = np.unique(f_ids, return_inverse=True)
+            features, faces, rows = self._local_features(unique_faces)
+            local = rows[row_of]
             if self.normals_from == "faces":
-                normal = feature_normal(self.features, self.mesh.faces, f_ids, res.region)
+                normal = feature_normal(features, faces, local, res.region)
             else:
-                normal = np.einsum("pk,pkj->pj", res.bary, self.features.vertex_normals[f])
+                normal = np.einsum("pk,pkj->pj", res.bary, features.vertex_normals[faces[local]])
             side = np.einsum("ij,ij->i", pts[hit] - res.point, normal)
             distance[hit] = np.where(side < 0, -1.0, 1.0) * np.sqrt(res.sq_distance)
             closest[hit] = res.point
             out_face[hit] = f_ids
-            boundary[hit] = on_boundary(self.features, self.mesh.faces, f_ids, res.region)
+            boundary[hit] = on_boundary(features, faces, local, res.region)
         return SurfaceDistance(distance, closest, out_face, boundary)
 
 

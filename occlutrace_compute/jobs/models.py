@@ -53,6 +53,11 @@ class JobOptions(BaseModel):
     band_mm: float = Field(0.1, ge=0, le=5, description="deviation map: a flat green band of +/- this many mm")
     arch: Literal["upper", "lower"] | None = Field(None, description="pair: which arch (names patient left/right on the maps)")
     reference_region: ReferenceRegion | None = Field(None, description="pair: align on this region of the fixed scan only")
+    keep_encoding: bool = Field(
+        False,
+        description="Write aligned meshes in their input's encoding (an ASCII input gives an ASCII output); "
+        "by default they are binary (OBJ is always text)",
+    )
     landmarks: list[list[list[float]]] | None = Field(
         None, description="Optional pairs [[x,y,z] in moving, [x,y,z] in fixed], at least 3"
     )

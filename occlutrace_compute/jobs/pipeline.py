@@ -11,6 +11,7 @@ import json
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,31 @@ class JobOutput:
 def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
     check_filename(f.name, allow)
     return load_mesh(data=f.data, name=f.name, limits=limits)
+
+
+def _start_loads(pool: ThreadPoolExecutor, inputs: dict[str, InputFile], allow: Sequence[str]) -> dict[str, Future]:
+    """Parses the inputs on the pool's threads: numpy parsing and validation release the GIL for
+    most of their work, so two files load side by side (and beside the imports of the stages)."""
+    limits = Limits()
+    return {role: pool.submit(_load, f, limits, allow) for role, f in inputs.items()}
+
+
+def _results(futures: dict[str, Future]) -> dict[str, LoadedMesh]:
+    """The loaded meshes in role order: the first bad input (in that order) is the error raised."""
+    return {role: fut.result() for role, fut in futures.items()}
+
+
+def _reference_index(surface_index, mesh):
+    """The deviation reference's index with its whole-mesh features (a deviation map hits most
+    of the reference), built on a worker thread."""
+    index = surface_index(mesh, name="reference")
+    index.features
+    return index
+
+
+def _aligned_encoding(loaded: LoadedMesh, options: JobOptions) -> str:
+    """Binary unless the job asks to keep the input's encoding (OBJ is always text)."""
+    return loaded.encoding if options.keep_encoding else "binary"
 
 
 def _file_bytes(write, suffix: str) -> bytes:
@@ -88,49 +114,65 @@ def _with_report(out: JobOutput, options: JobOptions, mesh, values, ramp, frame,
 
 def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "",
              allow: Sequence[str] = ()) -> JobOutput:
-    """Registers MOVING onto FIXED, then measures the deviation of the aligned scan."""
-    from occlutrace_compute.analysis import deviation
-    from occlutrace_compute.registration import register
+    """Registers MOVING onto FIXED, then measures the deviation of the aligned scan.
 
+    Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
+    thread imports the registration and analysis stages; the mesh exports encode on a thread
+    while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each
+    stage as this thread sees it: load includes waiting for the parses, export the wait for the
+    encodings after the preview.
+    """
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    limits = Limits()
-    fixed, moving = _load(fixed_in, limits, allow), _load(moving_in, limits, allow)
-    t["load"] = time.perf_counter() - t0
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
+        loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
+        from occlutrace_compute.analysis import deviation
+        from occlutrace_compute.analysis.distance import SurfaceIndex
+        from occlutrace_compute.registration import register
 
-    t0 = time.perf_counter()
-    try:
-        reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
-    except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
-        names = {"fixed": fixed_in.name, "moving": moving_in.name}
-        role = e.source.split()[0]
-        raise InputRejected(names.get(role, e.source), e.problem) from None
-    matrix, region_json = reg.matrix, None
-    if options.reference_region is not None:
-        from occlutrace_compute.registration.region import refine_on_region, region_mask
+        loaded = _results(loading)
+        fixed, moving = loaded["fixed"], loaded["moving"]
+        t["load"] = time.perf_counter() - t0
 
-        spec = options.reference_region
-        mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
-        fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
-        matrix = fit.matrix
-        region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
-                                  | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
-        region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
-    t["register"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # The deviation's index of FIXED does not depend on the pose: built beside the registration.
+        indexing = pool.submit(_reference_index, SurfaceIndex, fixed.mesh)
+        try:
+            reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
+        except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
+            names = {"fixed": fixed_in.name, "moving": moving_in.name}
+            role = e.source.split()[0]
+            raise InputRejected(names.get(role, e.source), e.problem) from None
+        matrix, region_json = reg.matrix, None
+        if options.reference_region is not None:
+            from occlutrace_compute.registration.region import refine_on_region, region_mask
 
-    t0 = time.perf_counter()
-    aligned = moving.mesh.transformed(matrix)
-    dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
-                    color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch)
-    t["deviation"] = time.perf_counter() - t0
+            spec = options.reference_region
+            mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
+            fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
+            matrix = fit.matrix
+            region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
+                                      | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
+            region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
+        t["register"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    files = {
-        f"aligned.{moving.format}": mesh_to_bytes(aligned, moving.format, moving.encoding),
-        "deviation.ply": mesh_to_bytes(dev.colored, "ply", quality=dev.shown),
-        "deviation.png": _file_bytes(dev.write_preview, ".png"),
-    }
-    t["export"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        aligned = moving.mesh.transformed(matrix)
+        dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
+                        color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch,
+                        reference_index=indexing.result())
+        t["deviation"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        exports = {
+            f"aligned.{moving.format}": pool.submit(mesh_to_bytes, aligned, moving.format, _aligned_encoding(moving, options)),
+            "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
+        }
+        files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
+        t["preview"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        files.update({name: fut.result() for name, fut in exports.items()})
+        t["export"] = time.perf_counter() - t0
     reg_json = reg.to_json()
     result = {
         "kind": "pair",
@@ -150,37 +192,45 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
 
 
 def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
-    """Places the lower arch into occlusion with the upper through the bite scans; contacts."""
-    from occlutrace_compute.analysis import contacts
-    from occlutrace_compute.registration.bite import register_bite
+    """Places the lower arch into occlusion with the upper through the bite scans; contacts.
 
+    Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
+    thread beside the preview.
+    """
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    limits = Limits()
-    loaded = {role: _load(f, limits, allow) for role, f in inputs.items()}
-    upper, lower = loaded["upper"], loaded["lower"]
-    bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
-    t["load"] = time.perf_counter() - t0
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
+        loading = _start_loads(pool, inputs, allow)
+        from occlutrace_compute.analysis import contacts
+        from occlutrace_compute.registration.bite import register_bite
 
-    t0 = time.perf_counter()
-    bite = register_bite(upper.mesh, lower.mesh, bites, settle=options.settle, device=options.device)
-    t["register"] = time.perf_counter() - t0
+        loaded = _results(loading)
+        upper, lower = loaded["upper"], loaded["lower"]
+        bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
+        t["load"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
-    lower_occ = lower.mesh.transformed(bite.T_upper_lower)
-    report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm)
-    t["contacts"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bite = register_bite(upper.mesh, lower.mesh, bites, settle=options.settle, device=options.device)
+        t["register"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    files = {
-        f"upper_occlusion.{upper.format}": mesh_to_bytes(upper_occ, upper.format, upper.encoding),
-        f"lower_occlusion.{lower.format}": mesh_to_bytes(lower_occ, lower.format, lower.encoding),
-        "contacts.png": _file_bytes(report.write_preview, ".png"),
-        "contacts_upper.ply": mesh_to_bytes(report.upper.colored, "ply", quality=report.upper.distance),
-        "contacts_lower.ply": mesh_to_bytes(report.lower.colored, "ply", quality=report.lower.distance),
-    }
-    t["export"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
+        lower_occ = lower.mesh.transformed(bite.T_upper_lower)
+        report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm)
+        t["contacts"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        exports = {
+            f"upper_occlusion.{upper.format}": pool.submit(mesh_to_bytes, upper_occ, upper.format, _aligned_encoding(upper, options)),
+            f"lower_occlusion.{lower.format}": pool.submit(mesh_to_bytes, lower_occ, lower.format, _aligned_encoding(lower, options)),
+            "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),
+            "contacts_lower.ply": pool.submit(mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance),
+        }
+        files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
+        t["preview"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        files.update({name: fut.result() for name, fut in exports.items()})
+        t["export"] = time.perf_counter() - t0
     result = {
         "kind": "bite",
         "inputs": {role: f.name for role, f in inputs.items()},
