@@ -50,7 +50,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the layout of descriptions and examples (tables, command lines) as written."""
 
 
-_DEFAULTS = JobOptions()
+def _defaults() -> JobOptions:
+    """JobOptions' defaults (imported when a parser is built, so the help states them)."""
+    from occlutrace_compute.jobs.models import JobOptions
+
+    return JobOptions()
 # (flag, JobOptions field, type, help); one table so batch, submit, align and bite agree.
 ANALYSIS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--tolerance", "tolerance_mm", float, "pair: deviation tolerance in mm; a vertex within +/- it passes (default: %(default)s)"),
@@ -68,7 +72,7 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
     g = p.add_argument_group("analysis options (a case's case.json overrides them)")
     for flag, name, typ, help_ in ANALYSIS_OPTIONS:
         if help_.split(":")[0] in kinds:
-            g.add_argument(flag, dest=name, type=typ, default=getattr(_DEFAULTS, name), metavar="MM", help=help_)
+            g.add_argument(flag, dest=name, type=typ, default=getattr(_defaults(), name), metavar="MM", help=help_)
     if "pair" in kinds:
         g.add_argument("--arch", choices=("upper", "lower"), default=None,
                        help="pair: which arch the scans show, so the maps name the patient's left and right "
@@ -230,7 +234,7 @@ def register_bite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lower", required=True, metavar="FILE", help="lower arch scan (.stl, .ply or .obj)")
     p.add_argument("--bite", required=True, action="append", metavar="FILE", help="a buccal bite scan (give one or two)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
-    p.add_argument("--threshold", dest="contact_threshold_mm", type=float, default=_DEFAULTS.contact_threshold_mm,
+    p.add_argument("--threshold", dest="contact_threshold_mm", type=float, default=_defaults().contact_threshold_mm,
                    metavar="MM", help=argparse.SUPPRESS)  # the old spelling of --contact-threshold
     add_analysis_options(p, ("bite",))
     _add_encoding_option(p)
