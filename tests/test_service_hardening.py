@@ -386,7 +386,7 @@ def test_a_full_disk_answers_json_503_and_readiness_fails(tmp_path, tiny_disk):
         except OSError:
             pass
         r = api.post("/v1/cases/case-310/files", files={"file": ("fixed.stl", mesh_bytes(0))})
-        assert r.status_code == 503 and r.headers["content-type"] == "application/json", (r.status_code, r.text)
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json", (r.status_code, r.text)
         assert r.json()["error"] == "store_unavailable" and int(r.headers["retry-after"]) > 0
         ready = httpx.get(f"{server.url}/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["store"] == "StoreUnavailable"

@@ -22,9 +22,11 @@ from datetime import timedelta
 from typing import Annotated, Any, Iterator
 
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
@@ -40,6 +42,9 @@ from occlutrace_compute.service.link import DispatcherLink
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.metrics import controller_metrics
 from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, Authenticate, SizeLimit
+from occlutrace_compute.service.openapi import AUTHED, problem
+from occlutrace_compute.service.openapi import install as install_openapi
+from occlutrace_compute.service.problems import PROBLEM_MEDIA_TYPE, problem_body, validation_problem
 from occlutrace_compute.service.purges import CasePurged
 from occlutrace_compute.service.records import (
     ID_RE,
@@ -302,6 +307,34 @@ def tenant_of(request: Request,
 
 
 Tenant = Annotated[str, Depends(tenant_of)]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", description="an ETag of an earlier answer: 304 if the job is unchanged")]
+LOCATION = {"Location": {"description": "the path of the created resource", "required": True,
+                         "schema": {"type": "string"}}}
+ETAG = {"ETag": {"description": "the status's entity tag, for If-None-Match", "required": True,
+                 "schema": {"type": "string"}}}
+
+
+READYZ_503 = {503: {"description": "not ready: the same body, `ready` false",
+                   "content": {"application/json": {"schema": {"type": "object"}}}, "headers": {
+    "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}}}}
+
+
+def _location(request: Request, collection: str, object_id: str) -> str:
+    """The created resource's path (a relative reference, RFC 9110), under the ingress prefix."""
+    return f"{request.scope.get('root_path', '').rstrip('/')}/v1/{collection}/{object_id}"
+
+
+def _etag(body: dict) -> str:
+    """A strong ETag of a status body: its canonical JSON's digest (the same body, the same tag,
+    on every replica)."""
+    return '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*`, or a list of tags compared weakly (a `W/` prefix ignored)."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
                                        description="a retried request with the same key creates nothing new")]
 
@@ -317,41 +350,52 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         description="Rigid alignment and analysis of de-identified dental surface meshes.",
         docs_url=None, redoc_url=None,  # served from the package's own assets (add_docs_routes): no CDN
         generate_unique_id_function=operation_id,
-        responses={401: {"model": s.ErrorBody}, 422: {"model": s.ErrorBody}, 429: {"model": s.ErrorBody},
-                   503: {"model": s.ErrorBody}},
     )
     app.state.controller = ctl
 
     # -- errors ------------------------------------------------------------------------------
 
+    # Every error answer is an RFC 9457 problem (service/problems.py), FastAPI's own included.
     def error_response(status: int, body: dict, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse(status_code=status, content=body, headers=headers)
+        return JSONResponse(status_code=status, content=body, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, {"error": exc.error, "message": exc.message, "source": exc.source,
-                                           "problem": exc.problem}, exc.headers)
+        return error_response(exc.status, problem_body(exc.status, exc.error, exc.message, exc.source, exc.problem),
+                              exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's validation errors and malformed JSON: every failing field in `errors`."""
+        return error_response(422, validation_problem(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Unknown routes (404), wrong methods (405, with Allow), unparsable multipart (400)."""
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return error_response(exc.status_code, problem_body(exc.status_code, codes.get(exc.status_code, "http_error"),
+                                                            detail), dict(exc.headers or {}))
 
     @app.exception_handler(InputRejected)
     async def _rejected(_: Request, exc: InputRejected) -> JSONResponse:
         status = 413 if exc.problem.startswith("file too large") else 422
-        return error_response(status, {"error": "rejected", "message": str(exc), "source": exc.source,
-                                       "problem": exc.problem})
+        return error_response(status, problem_body(status, "rejected", str(exc), exc.source, exc.problem))
 
     @app.exception_handler(CasePurged)
     async def _purged(_: Request, exc: CasePurged) -> JSONResponse:
-        return error_response(409, {"error": "case_purged", "message": "the case is being purged or was purged "
-                                    "while this request wrote to it; nothing of the request was kept",
-                                    "source": "case", "problem": "purged"})
+        return error_response(409, problem_body(409, "case_purged", "the case is being purged or was purged while "
+                                                "this request wrote to it; nothing of the request was kept",
+                                                "case", "purged"))
 
     @app.exception_handler(KeyNotFound)
     async def _missing(_: Request, exc: KeyNotFound) -> JSONResponse:
-        return error_response(404, {"error": "not_found", "message": "no such object"})
+        return error_response(404, problem_body(404, "not_found", "no such object"))
 
     @app.exception_handler(StoreError)
     async def _store_down(_: Request, exc: StoreError) -> JSONResponse:
         log(logger, logging.WARNING, "store unavailable", error=type(exc).__name__)
-        return error_response(503, {"error": "store_unavailable", "message": "the object store is unavailable; retry later"},
+        return error_response(503, problem_body(503, "store_unavailable", "the object store is unavailable; retry later"),
                               {"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(OSError)
@@ -359,10 +403,10 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         """The controller's own disk (a multipart upload spools to a temp file): full is 503."""
         if exc.errno in DISK_ERRNOS:
             log(logger, logging.WARNING, "controller disk unavailable", error=errno.errorcode.get(exc.errno, "?"))
-            return error_response(503, {"error": "disk_unavailable", "message": "the controller's disk is full or "
-                                        "failing; retry later"}, {"Retry-After": str(RETRY_AFTER_S)})
+            return error_response(503, problem_body(503, "disk_unavailable", "the controller's disk is full or "
+                                                    "failing; retry later"), {"Retry-After": str(RETRY_AFTER_S)})
         log(logger, logging.ERROR, "unexpected OS error", error=type(exc).__name__)
-        return error_response(500, {"error": "internal", "message": "internal error"})
+        return error_response(500, problem_body(500, "internal", "internal error"))
 
     # -- health and metrics ------------------------------------------------------------------
 
@@ -370,7 +414,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses=READYZ_503)
     async def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -392,7 +436,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks},
                             headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         text = ctl.metrics.exposition()
         if ctl.link is not None:
@@ -420,7 +464,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         log(logger, logging.INFO, "input stored", tenant=tenant, bytes=len(clean))
         return s.UploadInfo(name=name, key=key, bytes=len(clean))
 
-    @app.post("/v1/cases/{case}/files", response_model=s.UploadInfo, status_code=201, tags=["uploads"])
+    @app.post("/v1/cases/{case}/files", response_model=s.UploadInfo, status_code=201, tags=["uploads"],
+              responses=problem(*AUTHED, 400, 409, 413, 422))
     def upload_file(case: str, tenant: Tenant, file: Annotated[UploadFile, File()],
                     name: Annotated[str | None, Form(max_length=255)] = None) -> s.UploadInfo:
         """Upload one mesh (STL/OBJ/PLY): validated and stripped of metadata before it is stored."""
@@ -429,7 +474,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         data = file.file.read(config.max_upload_bytes + 1)
         return store_input(tenant, case, fname, data)
 
-    @app.post("/v1/cases/{case}/uploads", response_model=s.UploadUrlResponse, status_code=201, tags=["uploads"])
+    @app.post("/v1/cases/{case}/uploads", response_model=s.UploadUrlResponse, status_code=201, tags=["uploads"],
+              responses=problem(*AUTHED, 409, 413, 422))
     def create_upload(case: str, body: s.UploadUrlRequest, request: Request, tenant: Tenant) -> s.UploadUrlResponse:
         """A time-limited, single-use PUT URL for a big file; commit it afterwards to validate and
         sanitise it. Uncommitted uploads are deleted `staging_ttl_s` after this call."""
@@ -457,7 +503,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return f"{STAGING_INDEX}{upload_id}.json"
 
     @app.put("/v1/uploads/{token}", status_code=204, name="upload_put", tags=["uploads"],
-             responses={403: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
+             responses=problem(403, 409, 413, 503))
     async def upload_put(token: str, request: Request) -> Response:
         """The signed PUT target: the token authorises one upload, once. Refused (before the body
         is read) once it was used, committed, expired or its case purged."""
@@ -490,7 +536,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return Response(status_code=204)
 
     @app.post("/v1/cases/{case}/uploads/{upload_id}/commit", response_model=s.UploadInfo, status_code=201,
-              tags=["uploads"], responses={404: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
+              tags=["uploads"], responses=problem(*AUTHED, 404, 409, 413, 422))
     def commit_upload(case: str, upload_id: str, tenant: Tenant) -> s.UploadInfo:
         case = checked_case(case, config.allow_patterns)
         check_id("upload id", upload_id)
@@ -556,8 +602,13 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         """Serialises requests that carry the same Idempotency-Key (within this replica)."""
         return ctl.key_lock(f"{tenant}\0{key}" if key else new_id("l"))
 
-    @app.post("/v1/jobs", response_model=s.JobStatus, status_code=201, tags=["jobs"])
-    def create_job(body: s.JobCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
+    @app.post("/v1/jobs", response_model=s.JobStatus, status_code=201, tags=["jobs"],
+              responses={201: {"headers": LOCATION},
+                         200: {"model": s.JobStatus, "headers": LOCATION,
+                               "description": "a retry with the same Idempotency-Key: the job the first request created"},
+                         **problem(*AUTHED, 409, 413, 422)})
+    def create_job(body: s.JobCreate, request: Request, response: Response, tenant: Tenant,
+                   idempotency_key_: IdemKey = None) -> Any:
         """Create a pair or bite job on uploaded files of one case."""
         with idempotency_lock(tenant, idempotency_key_):
             saved = ctl.idempotent(tenant, idempotency_key_, body)  # a retry: answered without re-validation
@@ -569,13 +620,15 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                 existing = ctl.repo.load(ref) if ref else None
                 if existing is not None:
                     response.status_code = 200
+                    response.headers["Location"] = _location(request, "jobs", existing.spec.job_id)
                     return status_body(existing)
                 if record is None or record.spec.job_id != saved["job_id"]:  # not stored yet (a crash, another replica)
                     record = ctl.build_record(tenant, body, saved["job_id"], None, idempotency_key_)
             ctl.submit(record)
+            response.headers["Location"] = _location(request, "jobs", record.spec.job_id)
             return status_body(record)
 
-    @app.get("/v1/jobs", response_model=s.JobList, tags=["jobs"])
+    @app.get("/v1/jobs", response_model=s.JobList, tags=["jobs"], responses=problem(*AUTHED, 422))
     def list_jobs(tenant: Tenant, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   after: Annotated[str | None, Query(max_length=64)] = None,
                   state: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|rejected|cancelled)$")] = None,
@@ -592,12 +645,22 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return s.JobList(jobs=[s.JobStatus(**j) for j in jobs], next=cursor)
 
     @app.get("/v1/jobs/{job_id}", response_model=s.JobStatus, tags=["jobs"],
-             responses={404: {"model": s.ErrorBody}})
-    def get_job(job_id: str, tenant: Tenant) -> Any:
-        return status_body(ctl.status(tenant, job_id)[1])
+             responses={200: {"headers": ETAG},
+                        304: {"headers": ETAG, "description": "not modified since the ETag sent in If-None-Match"},
+                        **problem(*AUTHED, 404)})
+    def get_job(job_id: str, tenant: Tenant, response: Response, if_none_match: IfNoneMatch = None) -> Any:
+        """The job's status, with an ETag: poll with `If-None-Match` and an unchanged job answers
+        304 without a body."""
+        body = status_body(ctl.status(tenant, job_id)[1])
+        etag = _etag(body)
+        if if_none_match is not None and _etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+        response.headers["ETag"] = etag
+        response.headers["Cache-Control"] = "no-cache"  # may be cached, always revalidated
+        return body
 
     @app.get("/v1/jobs/{job_id}/result", response_model=s.JobResult, tags=["jobs"],
-             responses={404: {"model": s.ErrorBody}})
+             responses=problem(*AUTHED, 404))
     def get_result(job_id: str, request: Request, tenant: Tenant) -> s.JobResult:
         """The result JSON and a time-limited download URL for every output of the job."""
         ref, record = ctl.status(tenant, job_id)
@@ -611,7 +674,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                            files=files, expires_in=config.url_expiry_s)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=s.JobStatus, tags=["jobs"],
-              responses={404: {"model": s.ErrorBody}, 409: {"model": s.ErrorBody}})
+              responses=problem(*AUTHED, 404, 409, 413))
     def cancel_job(job_id: str, tenant: Tenant) -> Any:
         """Stop a job: not started -> never runs; running -> its result is discarded."""
         ref, record = ctl.status(tenant, job_id)
@@ -631,8 +694,13 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                                  allow_private=config.callback_allow_private)
         return body
 
-    @app.post("/v1/batches", response_model=s.BatchCreated, status_code=201, tags=["batches"])
-    def create_batch(body: s.BatchCreate, response: Response, tenant: Tenant, idempotency_key_: IdemKey = None) -> Any:
+    @app.post("/v1/batches", response_model=s.BatchCreated, status_code=201, tags=["batches"],
+              responses={201: {"headers": LOCATION},
+                         200: {"model": s.BatchCreated, "headers": LOCATION,
+                               "description": "a retry with the same Idempotency-Key: the batch the first request created"},
+                         **problem(*AUTHED, 413, 422)})
+    def create_batch(body: s.BatchCreate, request: Request, response: Response, tenant: Tenant,
+                     idempotency_key_: IdemKey = None) -> Any:
         """Create many jobs at once; all are validated before any is stored."""
         with idempotency_lock(tenant, idempotency_key_):
             callbacks_seen: dict[str, str | None] = {}
@@ -653,6 +721,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             batch_id = ids["batch_id"]
             if ctl.store.exists(batch_key(tenant, batch_id)):
                 response.status_code = 200
+            response.headers["Location"] = _location(request, "batches", batch_id)
             for case in sorted({r.spec.case for r in records}):  # first: how a purge finds the batch
                 ctl.store.put(f"{case_prefix(tenant, case)}batches/{batch_id}", b"")
             ctl.store.put_json(batch_key(tenant, batch_id),
@@ -676,7 +745,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             return {"batch_id": batch_id, "jobs": statuses}
 
     @app.get("/v1/batches/{batch_id}", response_model=s.BatchStatus, tags=["batches"],
-             responses={404: {"model": s.ErrorBody}})
+             responses=problem(*AUTHED, 404, 422))
     def get_batch(batch_id: str, tenant: Tenant, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   after: Annotated[str | None, Query(max_length=64)] = None) -> Any:
         """Counts by state over the whole batch, and one page of its jobs."""
@@ -702,8 +771,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
 
     # -- downloads and purge -----------------------------------------------------------------
 
-    @app.get("/v1/download/{token}", name="download", tags=["results"],
-             responses={403: {"model": s.ErrorBody}, 200: {"content": {"application/octet-stream": {}}}})
+    @app.get("/v1/download/{token}", name="download", tags=["results"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}}}, **problem(403, 404, 503)})
     async def download(token: str) -> Response:
         """Local-store counterpart of an S3 presigned GET: the token authorises one object."""
         grant = verify_grant(config.url_secret, token, "GET")
@@ -715,7 +784,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return Response(data, media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
-    @app.delete("/v1/cases/{case}", response_model=s.PurgeResult, tags=["cases"])
+    @app.delete("/v1/cases/{case}", response_model=s.PurgeResult, tags=["cases"], responses=problem(*AUTHED, 422))
     def purge(case: str, tenant: Tenant) -> s.PurgeResult:
         """Delete every object of the case (inputs, staging, jobs, outputs), its job index and
         queue entries, its upload index entries and its label in batch records; on a versioned
@@ -760,6 +829,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                              unremoved=unremoved)
 
     add_docs_routes(app)
+    install_openapi(app)
     app.add_middleware(SizeLimit, upload_limit=config.max_upload_bytes + 64 * 1024, json_limit=config.max_json_bytes)
     app.add_middleware(Authenticate, tenant_for=ctl.tokens.tenant_for, failures=ctl.auth_failures)
     app.add_middleware(AccessLog, metrics=ctl.metrics)

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from occlutrace_compute.service.logs import log
 from occlutrace_compute.service.metrics import ControllerMetrics
+from occlutrace_compute.service.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 logger = logging.getLogger("occlutrace.http")
 Scope = dict[str, Any]
@@ -30,11 +31,13 @@ class _TooLarge(Exception):
     pass
 
 
-async def _send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+async def _send_problem(send: Send, body: dict, headers: dict[str, str] | None = None) -> None:
+    """An RFC 9457 answer (service/problems.py), the same body the app's error handlers give."""
+    status = body["status"]
     raw = json.dumps(body).encode()
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(raw)).encode()),
                             *extra]})
     await send({"type": "http.response.body", "body": raw})
 
@@ -60,9 +63,9 @@ class Authenticate:
         address = (scope.get("client") or ("unknown", 0))[0]
         wait = self.failures.blocked(address)
         if wait > 0:
-            await _send_json(send, 429, {"error": "rate_limited", "message": "too many failed authentications",
-                                         "source": "Authorization", "problem": None},
-                             {"Retry-After": str(max(1, math.ceil(wait)))})
+            await _send_problem(send, problem_body(429, "rate_limited", "too many failed authentications",
+                                                   "Authorization"),
+                                {"Retry-After": str(max(1, math.ceil(wait)))})
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
@@ -71,8 +74,7 @@ class Authenticate:
         if tenant is None:
             self.failures.failed(address)
             message = "invalid bearer token" if token else "missing bearer token"
-            await _send_json(send, 401, {"error": "unauthorized", "message": message, "source": None,
-                                         "problem": None}, {"WWW-Authenticate": "Bearer"})
+            await _send_problem(send, problem_body(401, "unauthorized", message), {"WWW-Authenticate": "Bearer"})
             return
         scope[TENANT_SCOPE_KEY] = tenant
         await self.app(scope, receive, send)
@@ -91,11 +93,11 @@ class SizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.upload_limit if UPLOAD_PATHS.match(scope["path"]) else self.json_limit
-        problem = {"error": "too_large", "message": f"request body over the limit of {limit} bytes",
-                   "source": "request body", "problem": f"larger than {limit} bytes"}
+        problem = problem_body(413, "too_large", f"request body over the limit of {limit} bytes", "request body",
+                               f"larger than {limit} bytes")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_json(send, 413, problem)
+            await _send_problem(send, problem)
             return
         seen = 0
         started = False
@@ -119,7 +121,7 @@ class SizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _send_json(send, 413, problem)
+                await _send_problem(send, problem)
 
 
 class AccessLog:

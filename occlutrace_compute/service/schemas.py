@@ -9,11 +9,27 @@ from pydantic import BaseModel, Field, model_validator
 from occlutrace_compute.jobs.models import BITE_ROLES, PAIR_ROLES, JobKind, JobOptions, JobState
 
 
-class ErrorBody(BaseModel):
-    error: str = Field(description="machine-readable code, e.g. 'rejected', 'not_found'")
-    message: str
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: e.g. ['body', 'jobs', 3, 'case']")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. 'missing', 'json_invalid'")
+
+
+class Problem(BaseModel):
+    """Every error answer (RFC 9457 `application/problem+json`); see service/problems.py."""
+
+    type: str = Field(description="URN naming the problem: 'urn:occlutrace:problem:<error>'")
+    title: str = Field(description="the HTTP status phrase")
+    status: int
+    detail: str = Field(description="what went wrong, for a person")
+    error: str = Field(description="machine-readable code, e.g. 'rejected', 'not_found', 'invalid_request'")
+    message: str = Field(description="the same text as `detail` (the first error shape's name)")
     source: str | None = Field(None, description="the file, label or field at fault")
-    problem: str | None = None
+    problem: str | None = Field(None, description="what is wrong with `source`")
+    errors: list[FieldError] | None = Field(None, description="validation errors: every failing field")
+
+
+ErrorBody = Problem  # the first name of the error model
 
 
 class UploadInfo(BaseModel):

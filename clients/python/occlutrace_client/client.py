@@ -56,8 +56,9 @@ class ApiError(OccluTraceError):
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> "ApiError":
-        """Reads either error shape: ours (`error`, `message`, `source`, `problem`), RFC 9457
-        problem+json (`type`, `title`, `detail`, ...) or FastAPI's `{"detail": [...]}`."""
+        """Reads the server's RFC 9457 problem+json (`type`, `title`, `detail`, with our `error`,
+        `message`, `source`, `problem` and a validation error's `errors`), and the older shapes:
+        `{error, message, source, problem}` and FastAPI's `{"detail": [...]}`."""
         try:
             body = response.json()
         except ValueError:
@@ -233,8 +234,16 @@ class OccluTraceClient:
         """Poll until the job is final (succeeded, failed, rejected, cancelled); WaitTimeout
         after `timeout_s` (None: wait as long as it takes)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        job: JobStatus | None = None
+        etag: str | None = None
         while True:
-            job = self.get_job(job_id)
+            # A poll sends the last ETag: an unchanged job answers 304 with no body.
+            headers = {"If-None-Match": etag} if etag and job is not None else {}
+            response = self._send(self.http, "GET", f"/v1/jobs/{job_id}", headers=headers)
+            if response.status_code != 304 or job is None:
+                if response.status_code >= 300:
+                    raise ApiError.from_response(response)
+                job, etag = JobStatus.model_validate(response.json()), response.headers.get("ETag")
             if job.final:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
