@@ -87,3 +87,29 @@ def test_every_answer_is_declared(case):
     case.validate_response(response, checks=CONFORMANCE)
     bare = case.call(headers={"Authorization": "Bearer wrong-token-000000000"})
     case.validate_response(bare, checks=CONFORMANCE)
+
+
+PAIR = {"case": "case-1", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+
+
+class _Workflow(live.as_state_machine()):
+    """Stateful: the document's links (a created job -> its status, result, cancel; a batch ->
+    its status) followed against the running server, every answer checked as above."""
+
+    def before_call(self, case):
+        """Creations get a valid body (random ones are the test above's job), so that the links
+        lead somewhere: a real job or batch, then its status, result, cancel."""
+        if case.method.upper() == "POST" and case.path in ("/v1/jobs", "/v1/batches"):
+            case.body = {"jobs": [PAIR, PAIR]} if case.path == "/v1/batches" else dict(PAIR)
+            case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+
+    def get_call_kwargs(self, case):
+        return {"headers": {"Authorization": "Bearer tok-alpha-0123456789"}}
+
+    def validate_response(self, response, case, additional_checks=None, **kwargs):
+        case.validate_response(response, checks=CONFORMANCE)
+
+
+TestWorkflow = _Workflow.TestCase
+TestWorkflow.settings = settings(max_examples=10, stateful_step_count=6, deadline=None,
+                                 suppress_health_check=list(HealthCheck), derandomize=True)

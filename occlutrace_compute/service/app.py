@@ -42,7 +42,7 @@ from occlutrace_compute.service.link import DispatcherLink
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.metrics import controller_metrics
 from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, Authenticate, SizeLimit
-from occlutrace_compute.service.openapi import AUTHED, problem
+from occlutrace_compute.service.openapi import AUTHED, BATCH_LINKS, JOB_LINKS, problem
 from occlutrace_compute.service.openapi import install as install_openapi
 from occlutrace_compute.service.problems import PROBLEM_MEDIA_TYPE, problem_body, validation_problem
 from occlutrace_compute.service.purges import CasePurged
@@ -603,8 +603,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return ctl.key_lock(f"{tenant}\0{key}" if key else new_id("l"))
 
     @app.post("/v1/jobs", response_model=s.JobStatus, status_code=201, tags=["jobs"],
-              responses={201: {"headers": LOCATION},
-                         200: {"model": s.JobStatus, "headers": LOCATION,
+              responses={201: {"headers": LOCATION, "links": JOB_LINKS},
+                         200: {"model": s.JobStatus, "headers": LOCATION, "links": JOB_LINKS,
                                "description": "a retry with the same Idempotency-Key: the job the first request created"},
                          **problem(*AUTHED, 409, 413, 422)})
     def create_job(body: s.JobCreate, request: Request, response: Response, tenant: Tenant,
@@ -695,8 +695,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         return body
 
     @app.post("/v1/batches", response_model=s.BatchCreated, status_code=201, tags=["batches"],
-              responses={201: {"headers": LOCATION},
-                         200: {"model": s.BatchCreated, "headers": LOCATION,
+              responses={201: {"headers": LOCATION, "links": BATCH_LINKS},
+                         200: {"model": s.BatchCreated, "headers": LOCATION, "links": BATCH_LINKS,
                                "description": "a retry with the same Idempotency-Key: the batch the first request created"},
                          **problem(*AUTHED, 413, 422)})
     def create_batch(body: s.BatchCreate, request: Request, response: Response, tenant: Tenant,

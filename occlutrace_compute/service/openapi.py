@@ -29,6 +29,10 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
           "headers": _RETRY_AFTER},
     503: {"description": "object store or controller disk unavailable", "headers": _RETRY_AFTER},
 }
+# OpenAPI links: what a created job or batch leads to (generated clients and stateful tests follow them)
+JOB_LINKS = {op: {"operationId": op, "parameters": {"job_id": "$response.body#/job_id"}}
+             for op in ("getJob", "getResult", "cancelJob")}
+BATCH_LINKS = {"getBatch": {"operationId": "getBatch", "parameters": {"batch_id": "$response.body#/batch_id"}}}
 AUTHED = (401, 429, 503)  # what every bearer-token route can answer: the auth layer, the limiter, the store
 
 
