@@ -184,3 +184,23 @@ def test_error_bodies_parse_in_the_client(server):
                         headers={"Content-Type": "application/json"})
     assert info.value.status == 422 and info.value.code == "invalid_request"
     assert info.value.source == "body.case" and info.value.body["errors"]
+
+
+def test_a_bug_answers_a_problem_without_its_details(tmp_path):
+    """An unexpected exception in a route (here: the store's listing raising a plain bug) is a
+    500 problem naming nothing of the exception."""
+    config = _config(tmp_path)
+    app = create_app(config)
+    store = app.state.controller.store
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("secret detail")
+
+    store.list = broken
+    live = LiveServer(lambda: app).start()
+    try:
+        r = httpx.get(f"{live.url}/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        assert_problem(r, 500, "internal")
+        assert "secret" not in r.text and "ZeroDivision" not in r.text
+    finally:
+        live.stop()

@@ -408,6 +408,12 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         log(logger, logging.ERROR, "unexpected OS error", error=type(exc).__name__)
         return error_response(500, problem_body(500, "internal", "internal error"))
 
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        """A bug: the same problem shape, nothing of the exception in it (Starlette's error
+        layer re-raises after this answer, so the traceback is still logged)."""
+        return error_response(500, problem_body(500, "internal", "internal error"))
+
     # -- health and metrics ------------------------------------------------------------------
 
     @app.get("/healthz", tags=["ops"])
