@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def pair():
     from occlutrace_compute.synth import make_pair_case
 
-    return make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.45)
+    return make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.8)
 
 
 def _no_planted(folder: Path) -> None:
@@ -132,7 +132,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
         reencode(buf.getvalue(), "bomb.png", Limits())
 
 
-_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"), min_size=6, max_size=30)
+_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#\\"), min_size=6, max_size=30)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -196,28 +196,6 @@ def test_medit_textured_obj_aligned_end_to_end_by_the_cli(tmp_path, pair):
     assert np.array_equal(aligned.mesh.uv, source.uv) and np.array_equal(aligned.mesh.faces, source.faces)
     matrix = np.asarray(json.loads((out / "result.json").read_text())["matrix"])
     assert np.abs(aligned.mesh.vertices - source.transformed(matrix).vertices).max() < 1e-9
-
-
-def test_textured_case_folder_through_batch(tmp_path, pair):
-    import ray
-
-    from occlutrace_compute.jobs.batch import run_batch
-    from occlutrace_compute.meshes import export_mesh
-
-    case = tmp_path / "cases" / "case-0101"
-    case.mkdir(parents=True)
-    export_mesh(pair.fixed, case / "fixed.ply")
-    write_case(case, pair.moving, "moving", "png")
-    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        summary = run_batch(tmp_path / "cases", tmp_path / "out", progress=False)
-    finally:
-        ray.shutdown()
-    assert summary.ok, [r.reason for r in summary.rows]
-    done = tmp_path / "out" / "case-0101"
-    assert {"aligned.obj", "aligned.mtl", "aligned.png"} <= {p.name for p in done.iterdir()}
-    _no_planted(tmp_path / "out")
-    assert load_mesh(done / "aligned.obj").mesh.texture is not None
 
 
 def test_service_uploads_re_make_mtl_and_texture_and_the_job_finds_them(tmp_path, pair):
