@@ -226,3 +226,28 @@ def test_service_uploads_re_make_mtl_and_texture_and_the_job_finds_them(tmp_path
     aligned = load_mesh(data=store.get(result["outputs"]["aligned.obj"]), name="aligned.obj",
                         companions={n: store.get(k) for n, k in result["outputs"].items()})
     assert aligned.mesh.texture is not None and aligned.mesh.uv is not None
+
+
+def test_http_uploads_of_mtl_and_texture_are_re_made_or_refused_naming_the_file(tmp_path):
+    from fastapi.testclient import TestClient
+    from test_service_support import JOB_FN, write_tokens
+
+    from occlutrace_compute.service.app import create_app
+    from occlutrace_compute.service.config import ServiceConfig
+    from occlutrace_compute.storage import LocalStore
+
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
+    config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
+                                    max_upload_bytes=200_000)
+    store = LocalStore(tmp_path / "store")
+    c = TestClient(create_app(config, store=store), headers={"Authorization": "Bearer tok-alpha-0123456789"})
+    for name, data in (("scan.mtl", mtl_bytes("texture.jpg")), ("texture.jpg", image_bytes("jpeg"))):
+        r = c.post("/v1/cases/case-001/files", files={"file": (name, data)})
+        assert r.status_code == 201, r.text
+        assert not [p for p in PLANTED if p in store.get(r.json()["key"])]
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "GIF")
+    r = c.post("/v1/cases/case-001/files", files={"file": ("skin.png", buf.getvalue())})
+    assert r.status_code == 422 and r.json()["source"] == "skin.png" and "texture" in r.json()["problem"], r.text
+    r = c.post("/v1/cases/case-001/files", files={"file": ("scan2.mtl", mtl_bytes("Smith_John_1972-03-04.jpg"))})
+    assert r.status_code == 422 and "Smith_John" in r.json()["problem"], r.text
