@@ -113,8 +113,17 @@ def _texcoords(t: text.Tokens, lines: np.ndarray, name: str, limits: Limits) -> 
     if len(lines) and (widths.min() < 1 or widths.max() > 3):
         raise InputRejected(name, "corrupt OBJ: a 'vt' line holds no value or more than 3")
     uv = np.zeros((len(lines), 2))
+    if len(lines) and widths.min() == widths.max():  # the usual file: one pass over all values
+        vals = text.numbers(t.buf, t.start[ranges(t.first[lines] + 1, widths)], t.end[ranges(t.first[lines] + 1, widths)])
+        if vals is None:
+            raise InputRejected(name, "corrupt OBJ: a 'vt' value is not a number")
+        vals = vals.reshape(len(lines), -1)
+        uv[:, : min(2, vals.shape[1])] = vals[:, :2]
+        widths = np.zeros_like(widths)  # done: the loop below reads nothing
     for k in (0, 1):  # at most two passes, whatever the file
         has = widths > k
+        if not has.any():
+            continue
         tok = t.first[lines[has]] + 1 + k
         vals = text.numbers(t.buf, t.start[tok], t.end[tok])
         if vals is None:
