@@ -17,9 +17,11 @@ if TYPE_CHECKING:  # pydantic models are imported by the commands that run jobs,
 
 def _read_input(path: str):
     from occlutrace_compute.jobs.pipeline import InputFile
+    from occlutrace_compute.meshes.limits import Limits
+    from occlutrace_compute.meshes.load import beside
 
-    try:
-        return InputFile(Path(path).name, Path(path).read_bytes())
+    try:  # a textured OBJ/PLY finds its MTL and image beside the file
+        return InputFile(Path(path).name, Path(path).read_bytes(), beside(path, Limits()))
     except OSError as e:
         raise InputRejected(path, f"cannot read the file: {e.strerror or e}") from None
 

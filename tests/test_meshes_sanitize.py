@@ -71,7 +71,7 @@ CASES = {
     "scan.obj": (
         obj,
         {"obj.comment", "obj.mtllib", "obj.object_name", "obj.group_name", "obj.usemtl", "obj.statement",
-         "obj.smoothing_group", "obj.vt", "obj.vn", "obj.face_refs"},  # fmt: skip
+         "obj.smoothing_group", "obj.vn", "obj.face_refs"},  # fmt: skip  (vt: UVs are kept since #11 item 5)
     ),
 }
 

@@ -57,8 +57,18 @@ def _execute(label: str, kind: str, inputs: dict[str, InputFile], options: JobOp
     return {"status": "succeeded", "result": out.result, "files": out.files, "seconds": time.perf_counter() - t0}
 
 
+def _companions(folder: Path) -> dict[str, bytes]:
+    """The case folder's MTL and texture files (a textured OBJ/PLY finds its own among them by name)."""
+    from occlutrace_compute.meshes.texture import COMPANION_SUFFIXES
+
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in COMPANION_SUFFIXES}
+
+
 def _read_inputs(case: CaseFiles) -> dict[str, InputFile]:
-    return {role: InputFile(path.name, path.read_bytes()) for role, path in case.files.items()}
+    folders = {path.parent for path in case.files.values()}
+    extra = {f: _companions(f) for f in folders}
+    return {role: InputFile(path.name, path.read_bytes(), extra[path.parent]) for role, path in case.files.items()}
 
 
 def case_options(case: CaseFiles, options: JobOptions) -> JobOptions:

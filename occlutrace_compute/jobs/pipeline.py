@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +21,21 @@ import numpy as np
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import RESULT_SCHEMA_VERSION, JobOptions
 from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_bytes
+from occlutrace_compute.meshes.export import mesh_files
 from occlutrace_compute.privacy import check_filename, ensure_anonymous
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """One uploaded or on-disk mesh: its (anonymous) file name and raw bytes."""
+    """One uploaded or on-disk mesh: its (anonymous) file name and raw bytes.
+
+    companions: where a textured mesh's MTL and image are found by base name (the files of a
+    case folder, a function reading beside the file or among a case's committed inputs); None:
+    a texture the mesh names is dropped with a warning."""
 
     name: str
     data: bytes
+    companions: Mapping[str, bytes] | Callable[[str], bytes | None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -42,7 +48,7 @@ class JobOutput:
 
 def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
     check_filename(f.name, allow)
-    return load_mesh(data=f.data, name=f.name, limits=limits)
+    return load_mesh(data=f.data, name=f.name, limits=limits, companions=f.companions)
 
 
 def _start_loads(pool: ThreadPoolExecutor, inputs: dict[str, InputFile], allow: Sequence[str]) -> dict[str, Future]:
@@ -76,6 +82,16 @@ def _file_bytes(write, suffix: str) -> bytes:
         path = Path(d) / f"out{suffix}"
         write(path)
         return path.read_bytes()
+
+
+def _collected(exports: dict[str, Future]) -> dict[str, bytes]:
+    """The encoded exports: a future gives one file's bytes, or (mesh_files: a mesh with its MTL
+    and re-encoded texture) a dict of files."""
+    files: dict[str, bytes] = {}
+    for name, fut in exports.items():
+        got = fut.result()
+        files.update(got if isinstance(got, dict) else {name: got})
+    return files
 
 
 def _landmarks(options: JobOptions) -> tuple[np.ndarray, np.ndarray] | None:
@@ -165,13 +181,13 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
 
         t0 = time.perf_counter()
         exports = {
-            f"aligned.{moving.format}": pool.submit(mesh_to_bytes, aligned, moving.format, _aligned_encoding(moving, options)),
+            "aligned": pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)),
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
         }
         files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
         t["preview"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        files.update({name: fut.result() for name, fut in exports.items()})
+        files.update(_collected(exports))
         t["export"] = time.perf_counter() - t0
     reg_json = reg.to_json()
     result = {
@@ -221,15 +237,15 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
 
         t0 = time.perf_counter()
         exports = {
-            f"upper_occlusion.{upper.format}": pool.submit(mesh_to_bytes, upper_occ, upper.format, _aligned_encoding(upper, options)),
-            f"lower_occlusion.{lower.format}": pool.submit(mesh_to_bytes, lower_occ, lower.format, _aligned_encoding(lower, options)),
+            "upper_occlusion": pool.submit(mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)),
+            "lower_occlusion": pool.submit(mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)),
             "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),
             "contacts_lower.ply": pool.submit(mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance),
         }
         files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
         t["preview"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        files.update({name: fut.result() for name, fut in exports.items()})
+        files.update(_collected(exports))
         t["export"] = time.perf_counter() - t0
     result = {
         "kind": "bite",

@@ -14,10 +14,22 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import JobSpec
 from occlutrace_compute.jobs.pipeline import InputFile, run_case
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
-from occlutrace_compute.storage.keys import case_prefix, output_key
+from occlutrace_compute.storage.keys import case_prefix, input_key, output_key
 
 CONTENT_TYPES = {"json": "application/json", "png": "image/png", "ply": "application/octet-stream",
-                 "stl": "model/stl", "obj": "model/obj"}
+                 "stl": "model/stl", "obj": "model/obj", "mtl": "model/mtl", "jpg": "image/jpeg"}
+
+
+def _case_inputs(spec: JobSpec, store: ObjectStore):
+    """A textured OBJ/PLY's MTL and image, looked up by base name among the case's committed
+    (and so already re-made, see service/intake.py) inputs; None when there is no such input."""
+    def read(name: str) -> bytes | None:
+        try:
+            return store.get(input_key(spec.tenant, spec.case, name))
+        except (KeyNotFound, ValueError):
+            return None
+
+    return read
 
 
 def _read_inputs(spec: JobSpec, store: ObjectStore) -> dict[str, InputFile]:
@@ -27,7 +39,7 @@ def _read_inputs(spec: JobSpec, store: ObjectStore) -> dict[str, InputFile]:
         if not key.startswith(prefix):
             raise InputRejected(role, f"input key {key!r} is not inside case {spec.case!r}")
         try:
-            inputs[role] = InputFile(key.rsplit("/", 1)[-1], store.get(key))
+            inputs[role] = InputFile(key.rsplit("/", 1)[-1], store.get(key), _case_inputs(spec, store))
         except KeyNotFound:
             raise InputRejected(role, f"input {key!r} does not exist (deleted or never uploaded)") from None
     return inputs

@@ -10,6 +10,7 @@ import numpy as np
 from occlutrace_compute.meshes import obj, ply, stl
 from occlutrace_compute.meshes.detect import FORMATS, suffix_of
 from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.meshes.texture import companion_files
 
 _WRITERS: dict[str, Callable[[Mesh, str], bytes]] = {"stl": stl.write, "obj": obj.write, "ply": ply.write}
 
@@ -61,6 +62,20 @@ def _ply_with_quality(mesh: Mesh, encoding: str, quality: np.ndarray) -> bytes:
     frec["n"] = 3
     frec["i"] = f
     return head + rec.tobytes() + frec.tobytes()
+
+
+def mesh_files(mesh: Mesh, stem: str, fmt: str, encoding: str = "binary") -> dict[str, bytes]:
+    """`{<stem>.<fmt>: mesh}` plus, for a textured OBJ or PLY, its texture files (OBJ: `<stem>.mtl`
+    and `<stem>.png|jpg`; PLY: the image), all named by us (meshes/texture.py)."""
+    fmt = fmt.lower().lstrip(".")
+    ref, extra = companion_files(fmt, mesh.texture if mesh.uv is not None else None, stem)
+    if fmt == "obj":
+        main = obj.write(mesh, encoding, ref=ref)
+    elif fmt == "ply":
+        main = ply.write(mesh, encoding, ref=ref)
+    else:
+        main = mesh_to_bytes(mesh, fmt, encoding)
+    return {f"{stem}.{fmt}": main, **extra}
 
 
 def export_mesh(mesh: Mesh, path: str | Path, fmt: str | None = None, encoding: str = "binary", *,

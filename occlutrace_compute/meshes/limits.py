@@ -22,6 +22,7 @@ class Limits:
     max_vertices: int = 5_000_000
     max_faces: int = 10_000_000
     max_polygon_corners: int = 1000
+    max_texture_pixels: int = 64_000_000  # an 8k x 8k texture; checked from the image header before decoding
     units: Literal["warn", "reject"] = "warn"
     min_extent_mm: float = 5.0
     max_extent_mm: float = 300.0

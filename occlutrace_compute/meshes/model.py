@@ -7,17 +7,37 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Texture:
+    """A texture image re-encoded from its decoded pixels alone (meshes/texture.py): `data` is a
+    fresh PNG or JPEG with no EXIF, XMP, ICC profile, text chunks, comments or thumbnails."""
+
+    data: bytes
+    fmt: str  # "png" | "jpeg"
+    width: int
+    height: int
+
+    @property
+    def suffix(self) -> str:
+        return "jpg" if self.fmt == "jpeg" else "png"
+
+
 @dataclass
 class Mesh:
     """A triangle surface in millimetres.
 
     vertices: (N, 3) float64; faces: (M, 3) int64 indices into vertices;
-    vertex_colors: optional (N, 4) uint8 RGBA (kept through load/export for PLY and OBJ).
+    vertex_colors: optional (N, 4) uint8 RGBA (kept through load/export for PLY and OBJ);
+    uv: optional (N, 2) float64 texture coordinates, one per vertex (OBJ corners whose UVs differ
+    for one vertex are split into several vertices on load, see meshes/obj.py);
+    texture: optional re-encoded image the UVs index (OBJ: written with an MTL; PLY: TextureFile).
     """
 
     vertices: np.ndarray
     faces: np.ndarray
     vertex_colors: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    texture: Texture | None = None
 
     @property
     def n_vertices(self) -> int:
@@ -31,7 +51,8 @@ class Mesh:
         """A copy with vertices mapped by a 4x4 row-major transform (x' = R x + t)."""
         m = np.asarray(matrix, dtype=np.float64)
         v = self.vertices @ m[:3, :3].T + m[:3, 3]
-        return Mesh(v, self.faces.copy(), None if self.vertex_colors is None else self.vertex_colors.copy())
+        return Mesh(v, self.faces.copy(), None if self.vertex_colors is None else self.vertex_colors.copy(),
+                    None if self.uv is None else self.uv.copy(), self.texture)
 
 
 @dataclass
@@ -51,3 +72,4 @@ class LoadedMesh:
     encoding: str  # "ascii" | "binary"
     metadata: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    texture_ref: str | None = None  # the MTL (OBJ) or image (PLY) file the input named, if any

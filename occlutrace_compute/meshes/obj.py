@@ -1,10 +1,15 @@
-"""Wavefront OBJ: v (optionally with r g b [a] colours), f (polygons, v/vt/vn, negative indices).
+"""Wavefront OBJ: v (optionally with r g b [a] colours), vt, f (polygons, v/vt/vn, negative indices).
 
-Only vertex positions, colours and face corners are geometry. Everything else is reported as
-metadata and never written back (sanitize re-serialises from the parsed arrays): comments
-(whole-line and inline), o/g names, mtllib/usemtl, smoothing groups, a 'v' line's 4th value (w),
-vt/vn/vp/l/p lines, the vt/vn indices in face corners, free-form statements. OBJ is text only, so
-`encoding` is always ascii.
+Vertex positions, colours, face corners and texture coordinates (vt lines used by every face
+corner as v/vt) are kept. UVs are kept PER VERTEX: where one vertex has different UVs at
+different corners (a texture seam) it is split into one vertex per distinct (v, vt) pair, the
+copies appended after the original vertices (done with one np.unique, no loop), so a file whose
+UVs are already per vertex keeps its numbering exactly. The first `mtllib` names the MTL whose
+map_Kd texture is loaded by meshes/texture.py. Everything else is reported as metadata and never
+written back (sanitize re-serialises from the parsed arrays): comments (whole-line and inline),
+o/g names, mtllib/usemtl names (ours replace them), smoothing groups, a 'v' line's 4th value (w),
+vn/vp/l/p lines, vn indices in face corners (and vt ones when not every corner
+has one), free-form statements. OBJ is text only, so `encoding` is always ascii.
 
 Parsing is vectorised over the whole buffer (meshes/text.py): no Python loop over lines, tokens
 or polygons. Worst case for an n-byte file: time O(n log n) (sorted searches), memory ~14x the
@@ -25,7 +30,7 @@ from occlutrace_compute.meshes.polygons import check_polygons, fan_triangulate
 from occlutrace_compute.meshes.validate import check_counts
 
 _KEYWORDS = ("v", "f", "vt", "vn", "vp", "l", "p", "o", "g", "s", "mtllib", "usemtl")
-V, F = 1, 2
+V, F, VT = 1, 2, 3
 _NAMED = {"o": "obj.object_name", "g": "obj.group_name", "mtllib": "obj.mtllib", "usemtl": "obj.usemtl",
           "s": "obj.smoothing_group"}  # fmt: skip
 _COUNTED = {"vt": "texture coordinate lines", "vn": "vertex normal lines", "vp": "parameter-space vertex lines",
@@ -76,8 +81,80 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
     check_counts(name, len(v_lines), len(f_lines), limits)
     metadata = _metadata(t, kind, c_start, c_end)
     vertices, colors, warnings, w_meta = _vertices(t, v_lines, name)
-    faces, f_meta = _faces(t, kind, f_lines, name, limits)
-    return Parsed(vertices, faces, colors, metadata + w_meta + f_meta, warnings)
+    faces, corner_vt, f_meta, f_warn = _faces(t, kind, f_lines, name, limits)
+    warnings = warnings + f_warn
+    uv = None
+    if corner_vt is not None:
+        uvs = _texcoords(t, np.flatnonzero(kind == VT), name, limits)
+        faces, vertices, colors, uv = split_by_uv(faces, corner_vt, vertices, colors, uvs, name)
+    else:
+        metadata += _counted(t, kind, VT, "vt", "texture coordinate lines")
+    mtllib = np.flatnonzero((kind == _KEYWORDS.index("mtllib") + 1) & (t.count > 1))
+    ref = t.line_text(int(mtllib[0]), 1) if len(mtllib) else None
+    if ref is not None and uv is None:
+        warnings = warnings + ["texture dropped: the faces carry no texture coordinates"]
+        ref = None
+    return Parsed(vertices, faces, colors, metadata + w_meta + f_meta, warnings, uv, ref)
+
+
+def _counted(t: text.Tokens, kind: np.ndarray, code: int, word: str, what: str) -> list[tuple[str, str]]:
+    lines = np.flatnonzero(kind == code)
+    if len(lines) == 0:
+        return []
+    nbytes = int((t.end[t.first[lines] + t.count[lines] - 1] - t.start[t.first[lines]]).sum())
+    return [(f"obj.{word}", f"{len(lines)} {what}, {nbytes} bytes")]
+
+
+def _texcoords(t: text.Tokens, lines: np.ndarray, name: str, limits: Limits) -> np.ndarray:
+    """(K, 2) float64 u, v of the vt lines (a missing v is 0; a 3rd value w is dropped)."""
+    if len(lines) > limits.max_vertices * 3:
+        raise InputRejected(name, f"too many texture coordinates: {len(lines)} > limit {limits.max_vertices * 3}")
+    widths = t.count[lines] - 1
+    if len(lines) and (widths.min() < 1 or widths.max() > 3):
+        raise InputRejected(name, "corrupt OBJ: a 'vt' line holds no value or more than 3")
+    uv = np.zeros((len(lines), 2))
+    if len(lines) and widths.min() == widths.max():  # the usual file: one pass over all values
+        vals = text.numbers(t.buf, t.start[ranges(t.first[lines] + 1, widths)], t.end[ranges(t.first[lines] + 1, widths)])
+        if vals is None:
+            raise InputRejected(name, "corrupt OBJ: a 'vt' value is not a number")
+        vals = vals.reshape(len(lines), -1)
+        uv[:, : min(2, vals.shape[1])] = vals[:, :2]
+        widths = np.zeros_like(widths)  # done: the loop below reads nothing
+    for k in (0, 1):  # at most two passes, whatever the file
+        has = widths > k
+        if not has.any():
+            continue
+        tok = t.first[lines[has]] + 1 + k
+        vals = text.numbers(t.buf, t.start[tok], t.end[tok])
+        if vals is None:
+            raise InputRejected(name, "corrupt OBJ: a 'vt' value is not a number")
+        uv[has, k] = vals
+    if not np.isfinite(uv).all():
+        raise InputRejected(name, "corrupt OBJ: a 'vt' value is not finite")
+    return uv
+
+
+def split_by_uv(faces: np.ndarray, corner_vt: np.ndarray, vertices: np.ndarray, colors: np.ndarray | None,
+                uvs: np.ndarray, name: str):
+    """Per-vertex UVs from per-corner (v, vt) pairs: a vertex seen with k distinct vt gets k-1
+    copies appended after the original vertices. faces, corner_vt (T, 3) 0-based.
+
+    Worst case: one np.unique over the 3T corner pairs, O(T log T) time, ~5 int64 arrays of 3T.
+    Returns (faces, vertices, colors, uv) with uv (N', 2)."""
+    n_v, n_t = len(vertices), len(uvs)  # corner_vt is in range (checked in _faces)
+    if faces.size == 0 or faces.min() < 0 or faces.max() >= n_v:
+        return faces, vertices, colors, None  # validate names the bad face index
+    pairs, inverse = np.unique(faces.ravel() * n_t + corner_vt.ravel(), return_inverse=True)
+    pv, pt = pairs // n_t, pairs % n_t
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = pv[1:] != pv[:-1]
+    new = np.where(first, pv, n_v + np.cumsum(~first) - 1)
+    extra = pv[~first]
+    out_v = np.concatenate([vertices, vertices[extra]]) if len(extra) else vertices
+    out_c = None if colors is None else (np.concatenate([colors, colors[extra]]) if len(extra) else colors)
+    uv = np.zeros((len(out_v), 2))
+    uv[new] = uvs[pt]
+    return new[inverse.ravel()].reshape(-1, 3), out_v, out_c, uv
 
 
 def _vertices(t: text.Tokens, lines: np.ndarray, name: str):
@@ -124,7 +201,7 @@ def _vertices(t: text.Tokens, lines: np.ndarray, name: str):
 def _faces(t: text.Tokens, kind: np.ndarray, lines: np.ndarray, name: str, limits: Limits):
     """1-based (or negative, relative) corner indices to 0-based fan triangles."""
     if len(lines) == 0:
-        return np.empty((0, 3), np.int64), []
+        return np.empty((0, 3), np.int64), None, [], []
     sizes = t.count[lines] - 1
     if sizes.min() < 3:
         raise InputRejected(name, f"corrupt OBJ: an 'f' line with {int(sizes.min())} corners")
@@ -162,11 +239,39 @@ def _faces(t: text.Tokens, kind: np.ndarray, lines: np.ndarray, name: str, limit
     else:
         idx -= 1
     meta = []
-    refs = vend < ce
+    vt = _corner_vt(buf, slashes, cs, ce, vend, n_slash, kind, lines, sizes, name)
+    warn = []
+    if vt is not None and vt.size and (vt.min() < 0 or vt.max() >= int((kind == VT).sum())):
+        bad = int(vt.min() if vt.min() < 0 else vt.max()) + 1
+        warn, vt = [f"texture coordinates dropped: a face corner names vt {bad}, the file has {int((kind == VT).sum())}"], None
+    vt_end = vend if vt is None else np.where(n_slash == 2, slashes[np.minimum(np.searchsorted(slashes, cs) + 1, len(slashes) - 1)], ce)
+    refs = vt_end < ce
     if refs.any():
-        meta = [("obj.face_refs", f"{int(refs.sum())} face corners carry vt/vn indices, "
-                 f"{int((ce - vend).sum())} bytes")]  # fmt: skip
-    return fan_triangulate(idx, sizes, name, limits, "OBJ"), meta
+        meta = [("obj.face_refs", f"{int(refs.sum())} face corners carry {'vn' if vt is not None else 'vt/vn'} indices, "
+                 f"{int((ce - vt_end).sum())} bytes")]  # fmt: skip
+    tri = fan_triangulate(idx, sizes, name, limits, "OBJ")
+    return tri, (None if vt is None else fan_triangulate(vt, sizes, name, limits, "OBJ")), meta, warn
+
+
+def _corner_vt(buf, slashes, cs, ce, vend, n_slash, kind, lines, sizes, name) -> np.ndarray | None:
+    """0-based vt index of every corner when every corner has one (v/vt or v/vt/vn), else None."""
+    if len(slashes) == 0 or (n_slash == 0).any():
+        return None
+    a = vend + 1
+    second = np.where(n_slash == 2, slashes[np.minimum(np.searchsorted(slashes, cs) + 1, len(slashes) - 1)], ce)
+    if (second <= a).any():  # v//vn: no texture coordinate at some corner
+        return None
+    if (second - a - (buf[a] == 45)).max() > 18:
+        raise InputRejected(name, "texture coordinate index out of range: beyond 64-bit integers")
+    vt = text.whole_numbers(buf, a, second)
+    if vt is None:
+        raise InputRejected(name, "corrupt OBJ: a 'vt' index in an 'f' corner is not an integer")
+    if (vt == 0).any():
+        raise InputRejected(name, "texture coordinate index out of range: 0 (OBJ indices start at 1)")
+    if (vt < 0).any():
+        defined = np.cumsum(kind == VT)[lines]
+        return np.where(vt > 0, vt - 1, np.repeat(defined, sizes) + vt)
+    return vt - 1
 
 
 def _metadata(t: text.Tokens, kind: np.ndarray, c_start: np.ndarray, c_end: np.ndarray) -> list[tuple[str, str]]:
@@ -180,7 +285,7 @@ def _metadata(t: text.Tokens, kind: np.ndarray, c_start: np.ndarray, c_end: np.n
             metadata.append(("obj.comment", f"{len(c_start) - _MAX_LISTED} more comments, {more} bytes"))
     for code, word in enumerate(_KEYWORDS, 1):
         lines = np.flatnonzero(kind == code)
-        if len(lines) == 0 or word in ("v", "f"):
+        if len(lines) == 0 or word in ("v", "f", "vt"):
             continue
         nbytes = int((t.end[t.first[lines] + t.count[lines] - 1] - t.start[t.first[lines]]).sum())
         if word in _COUNTED:
@@ -197,14 +302,22 @@ def _metadata(t: text.Tokens, kind: np.ndarray, c_start: np.ndarray, c_end: np.n
     return metadata
 
 
-def write(mesh: Mesh, encoding: str, keep_alpha: bool = False) -> bytes:
-    """'v x y z [r g b]' (colours as floats 0..1) and 'f a b c'; nothing else. Exports carry RGB
-    only (7-value 'v' lines are not widely read); sanitize passes keep_alpha so that a file whose
-    'v' lines gave an alpha keeps it ('v x y z r g b a', written only when some vertex is not opaque)."""
+def write(mesh: Mesh, encoding: str, keep_alpha: bool = False, ref: str | None = None) -> bytes:
+    """'v x y z [r g b]' (colours as floats 0..1), 'vt u v' and 'f a b c' (or 'f a/a b/b c/c'
+    with UVs); with UVs and `ref`, 'mtllib <ref>' and 'usemtl texture' (names given by the caller:
+    meshes/texture.py writes that MTL). Nothing else. Exports carry RGB only (7-value 'v' lines
+    are not widely read); sanitize passes keep_alpha so that a file whose 'v' lines gave an alpha
+    keeps it ('v x y z r g b a', written only when some vertex is not opaque)."""
     rows = [f"v {x!r} {y!r} {z!r}" for x, y, z in mesh.vertices.tolist()]
     if mesh.vertex_colors is not None:
         alpha = keep_alpha and bool((mesh.vertex_colors[:, 3] != 255).any())
         channels = mesh.vertex_colors[:, : 4 if alpha else 3].astype(np.float64) / 255.0
         rows = [r + "".join(f" {c!r}" for c in cs) for r, cs in zip(rows, channels.tolist())]
-    rows += [f"f {a} {b} {c}" for a, b, c in (mesh.faces + 1).tolist()]
+    if ref is not None and mesh.uv is not None:
+        rows = [f"mtllib {ref}", "usemtl texture"] + rows
+    if mesh.uv is not None:
+        rows += [f"vt {u!r} {v!r}" for u, v in mesh.uv.tolist()]
+        rows += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in (mesh.faces + 1).tolist()]
+    else:
+        rows += [f"f {a} {b} {c}" for a, b, c in (mesh.faces + 1).tolist()]
     return ("\n".join(rows) + "\n").encode("ascii")

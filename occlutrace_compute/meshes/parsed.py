@@ -20,6 +20,8 @@ class Parsed:
     colors: np.ndarray | None = None
     metadata: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    uv: np.ndarray | None = None  # (N, 2) float64 per vertex
+    texture_ref: str | None = None  # OBJ: the mtllib file name; PLY: the TextureFile name
 
 
 def printable(text: str, limit: int = 500) -> str:

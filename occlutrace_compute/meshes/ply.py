@@ -1,8 +1,9 @@
 """PLY: own header parser (counts checked against the file size before any allocation), numpy
 record views for binary bodies, a token stream for ASCII bodies.
 
-Only `vertex` (x, y, z, optional red/green/blue/alpha or diffuse_*) and `face` (vertex_indices
-list) are geometry. Everything else is reported as metadata and never written back (sanitize
+Only `vertex` (x, y, z, optional red/green/blue/alpha or diffuse_*, optional texture_u/texture_v,
+s/t or u/v) and `face` (vertex_indices list) are geometry; a `comment TextureFile <image>` names
+the texture (loaded, re-encoded and renamed by meshes/texture.py; the comment itself is dropped). Everything else is reported as metadata and never written back (sanitize
 re-serialises from the parsed arrays): comments, obj_info, a format version other than 1.0, extra
 elements (scanner extras such as camera or range-grid records), extra vertex/face properties and
 lists (normals, quality, confidence, or a name spelled as a uchar list), data after the last
@@ -39,6 +40,7 @@ _TYPES = {
 }  # fmt: skip
 _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _INDEX_NAMES = ("vertex_indices", "vertex_index")
+_UV_NAMES = (("texture_u", "texture_v"), ("s", "t"), ("u", "v"))
 _COLOR_NAMES = (("red", "green", "blue", "alpha"), ("diffuse_red", "diffuse_green", "diffuse_blue", "diffuse_alpha"))
 
 
@@ -216,12 +218,13 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
         metadata.append(("ply.format_version", printable(version)))
     vertex = body.elements["vertex"]
     color_names = _color_names(vertex.columns)
+    uv_names = next((n for n in _UV_NAMES if all(a in vertex.columns for a in n)), ())
     for el in header.elements:
         data_el = body.elements[el.name]
         if el.name not in ("vertex", "face"):
             metadata.append(("ply.element", f"{el.name} ({el.count} records, {data_el.size} {body.unit})"))
             continue
-        used = {"x", "y", "z", *color_names} if el.name == "vertex" else {_face_prop(el).name}
+        used = {"x", "y", "z", *color_names, *uv_names} if el.name == "vertex" else {_face_prop(el).name}
         for p in el.props:
             if p.name in used:
                 continue
@@ -243,7 +246,17 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
         warnings.append(f"ignored {body.trailing} after the declared elements")
     cols = vertex.columns
     vertices = np.stack([cols["x"], cols["y"], cols["z"]], axis=1).astype(np.float64)
-    return Parsed(vertices, faces, _colors(cols, color_names), metadata, warnings)
+    uv = None
+    if uv_names:
+        uv = np.stack([cols[uv_names[0]], cols[uv_names[1]]], axis=1).astype(np.float64)
+        if not np.isfinite(uv).all():
+            raise InputRejected(name, "corrupt PLY: a texture coordinate is not finite")
+    texture_files = [v.split(None, 1)[1] for k, v in header.metadata
+                     if k == "ply.comment" and v.split(None, 1)[:1] == ["TextureFile"] and len(v.split(None, 1)) == 2]
+    ref = texture_files[0] if texture_files and uv is not None else None
+    if texture_files and uv is None:
+        warnings.append("texture dropped: the vertices carry no texture coordinates")
+    return Parsed(vertices, faces, _colors(cols, color_names), metadata, warnings, uv, ref)
 
 
 _TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
@@ -563,32 +576,45 @@ class _AsciiBody:
         return pos + orbit[:-1], pos + int(orbit[-1])
 
 
-def write(mesh: Mesh, encoding: str) -> bytes:
-    """Vertices as float when float32 holds them exactly, else double; colours as uchar RGBA."""
+def write(mesh: Mesh, encoding: str, ref: str | None = None) -> bytes:
+    """Vertices as float when float32 holds them exactly, else double; colours as uchar RGBA;
+    UVs as double texture_u/texture_v; with UVs and `ref`, `comment TextureFile <ref>` (a name
+    given by the caller, the only comment ever written)."""
     v, f, c = mesh.vertices, mesh.faces, mesh.vertex_colors
     with np.errstate(over="ignore"):  # huge doubles overflow float32: then they are not exact
         exact32 = np.array_equal(v.astype(np.float32).astype(np.float64), v)
     vtype = "float" if exact32 else "double"
+    uv = mesh.uv
     lines = ["ply", f"format {'ascii' if encoding == 'ascii' else 'binary_little_endian'} 1.0"]
+    if uv is not None and ref is not None:
+        lines.append(f"comment TextureFile {ref}")
     lines += [f"element vertex {len(v)}"] + [f"property {vtype} {a}" for a in "xyz"]
     if c is not None:
         lines += [f"property uchar {a}" for a in ("red", "green", "blue", "alpha")]
+    if uv is not None:
+        lines += ["property double texture_u", "property double texture_v"]
     lines += [f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]
     head = ("\n".join(lines) + "\n").encode("ascii")
     if encoding == "ascii":
         rows = [" ".join(map(repr, r)) for r in v.tolist()]
         if c is not None:
             rows = [f"{r} {a} {b} {g} {al}" for r, (a, b, g, al) in zip(rows, c.tolist())]
+        if uv is not None:
+            rows = [f"{r} {a!r} {b!r}" for r, (a, b) in zip(rows, uv.tolist())]
         rows += [f"3 {a} {b} {g}" for a, b, g in f.tolist()]
         return head + ("\n".join(rows) + "\n").encode("ascii")
     vfields = [(a, "<f4" if exact32 else "<f8") for a in "xyz"]
     if c is not None:
         vfields.append(("rgba", "u1", (4,)))
+    if uv is not None:
+        vfields.append(("uv", "<f8", (2,)))
     vrec = np.empty(len(v), np.dtype(vfields))
     for i, a in enumerate("xyz"):
         vrec[a] = v[:, i]
     if c is not None:
         vrec["rgba"] = c
+    if uv is not None:
+        vrec["uv"] = uv
     frec = np.empty(len(f), np.dtype([("n", "u1"), ("i", "<i4", (3,))]))
     frec["n"] = 3
     frec["i"] = f

@@ -27,6 +27,8 @@ def validate(parsed: Parsed, name: str, limits: Limits) -> tuple[Mesh, list[str]
     if len(f) == 0:
         raise InputRejected(name, "empty mesh: no faces (a point cloud cannot be aligned as a surface)")
     check_counts(name, len(v), len(f), limits)
+    if parsed.uv is not None and (parsed.uv.shape != (len(v), 2) or not np.isfinite(parsed.uv).all()):
+        raise InputRejected(name, "corrupt texture coordinates: not one finite (u, v) per vertex")
     finite = np.isfinite(v).all(axis=1)
     if not finite.all():
         raise InputRejected(
@@ -47,7 +49,7 @@ def validate(parsed: Parsed, name: str, limits: Limits) -> tuple[Mesh, list[str]
         f = f[keep]
         warnings.append(f"dropped {dropped} degenerate faces (zero area)")
     warnings += _units(v, name, limits)
-    return Mesh(v, f, parsed.colors), warnings
+    return Mesh(v, f, parsed.colors, parsed.uv), warnings
 
 
 def _non_degenerate(v: np.ndarray, f: np.ndarray) -> np.ndarray:

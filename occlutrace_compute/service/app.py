@@ -457,7 +457,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     def store_input(tenant: str, case: str, name: str, data: bytes, generation: int | None = None) -> s.UploadInfo:
         """Sanitise and store one input, unless the case is purged meanwhile (checked before and
         after the write; the input is deleted again then, and the answer is 409)."""
-        clean = clean_mesh(data, name, config.max_upload_bytes)
+        clean = clean_mesh(data, name, config.max_upload_bytes, config.allow_patterns)
         key = input_key(tenant, case, name)
         started = purges.generation(ctl.store, tenant, case) if generation is None else generation
         if not purges.still(ctl.store, tenant, case, started):

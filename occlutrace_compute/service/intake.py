@@ -1,7 +1,9 @@
 """Validation and de-identification of everything a client sends before it is stored.
 
 Case labels and file names go through the privacy checks (they are shown to people and end up
-in keys); mesh bytes are validated and stripped of every embedded field by `sanitize_bytes`.
+in keys); mesh bytes are validated and stripped of every embedded field by `sanitize_bytes`; a textured
+mesh's MTL and PNG/JPEG texture, uploaded as files of the same case, are re-made by
+`clean_companion`.
 All failures raise `InputRejected` naming the label or file and the problem.
 """
 
@@ -12,6 +14,7 @@ from typing import Sequence
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, sanitize_bytes
+from occlutrace_compute.meshes.texture import COMPANION_SUFFIXES, clean_companion
 from occlutrace_compute.privacy import check_filename, ensure_anonymous
 from occlutrace_compute.storage.keys import MAX_NAME_LENGTH, check_id
 
@@ -32,8 +35,19 @@ def checked_file_name(raw: str, allow: Sequence[str] = ()) -> str:
     return name
 
 
-def clean_mesh(data: bytes, name: str, max_bytes: int) -> bytes:
-    """The sanitised mesh bytes, ready to store; InputRejected for anything unusable."""
+def clean_mesh(data: bytes, name: str, max_bytes: int, allow: Sequence[str] = ()) -> bytes:
+    """The sanitised bytes, ready to store; InputRejected for anything unusable.
+
+    Meshes are re-serialised; a textured OBJ/PLY keeps the base name of the MTL/image it names
+    (after the same privacy check as an uploaded file name) so the job finds the case's
+    uploaded MTL and image. An uploaded MTL is re-written by us (`newmtl texture`, `map_Kd
+    <checked image name>`), an uploaded PNG/JPEG re-encoded from its pixels (meshes/texture.py)."""
     if len(data) > max_bytes:
         raise InputRejected(name, f"file too large: {len(data)} bytes > limit {max_bytes}")
-    return sanitize_bytes(data, name, Limits(max_bytes=max_bytes))
+    limits = Limits(max_bytes=max_bytes)
+    def checked_ref(ref: str) -> str:
+        return checked_file_name(ref, allow)
+
+    if name.lower().endswith(COMPANION_SUFFIXES):
+        return clean_companion(data, name, limits, checked_ref)
+    return sanitize_bytes(data, name, limits, keep_refs=checked_ref)
