@@ -44,6 +44,24 @@ class RayHead:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
+        # Ray's worker processes start sessions of their own: find them by this head's temp dir
+        for pid, cmdline in _processes():
+            if str(self.root) in cmdline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _processes() -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                pass
+    return found
 
 
 @pytest.mark.skipif(not RAY.exists(), reason="the ray CLI is not installed beside this Python")
@@ -97,4 +115,5 @@ def test_readiness_stays_green_while_the_ray_head_is_killed_and_restarted(tmp_pa
             except subprocess.TimeoutExpired:
                 controller.kill()
         head.kill()
+        wait_for(lambda: not [p for p, cmd in _processes() if str(root) in cmd], 10, "the head's processes to end")
         shutil.rmtree(root, ignore_errors=True)
