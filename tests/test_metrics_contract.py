@@ -138,3 +138,25 @@ def test_metrics_cover_the_chart_and_carry_a_real_job(service):
     assert grew("occlutrace_jobs_submitted_total", kind="pair") == 1
     assert grew("occlutrace_bytes_in_total") == sum(p.stat().st_size for p in SAMPLE.glob("*.ply"))
     assert grew("occlutrace_http_requests_total", route="/v1/jobs", status="201") == 1
+
+
+def test_oldest_queued_age_is_the_oldest_waiting_job_whatever_its_queue():
+    """The gauge's value: the oldest of the jobs queued per tenant and deferred for a retry (not
+    necessarily at a queue's head); a malformed id is skipped, an empty queue is 0."""
+    import time
+    from collections import deque
+
+    from occlutrace_compute.service.dispatcher import Dispatcher
+
+    def job_id(age_s: float) -> str:
+        return "j" + format(int((time.time() - age_s) * 1000), "012x") + "0a1b"
+
+    d = object.__new__(Dispatcher)  # the method reads only the queues: no loop, no Ray
+    d._queues, d._deferred = {}, []
+    assert d._oldest_queued_age_s() == 0.0
+    d._queues = {"a": deque([JobRef("a", "c1", job_id(5)), JobRef("a", "c1", job_id(400))]),
+                 "b": deque([JobRef("b", "c2", "not-an-id")])}
+    d._deferred = [(0.0, JobRef("b", "c2", job_id(90)))]
+    assert 399 <= d._oldest_queued_age_s() <= 401
+    d._queues["a"].pop()
+    assert 89 <= d._oldest_queued_age_s() <= 91  # the deferred job is now the oldest

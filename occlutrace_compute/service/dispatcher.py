@@ -427,7 +427,6 @@ class Dispatcher:
                 "worker_pids": [s.pid for s in self._slots if s.ready],
             }
 
-
     def _oldest_queued_age_s(self) -> float:
         """Age of the oldest job waiting for a worker (queued or deferred), 0 when none.
 

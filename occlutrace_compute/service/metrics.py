@@ -3,7 +3,8 @@
 Two registries, because two kinds of process own them:
 - controller metrics (HTTP, submissions, bytes, store errors) live in each controller replica;
 - cluster metrics (finished jobs, job latency, queue depth and oldest queued age, batches, stages,
-  ICP, RMSE, workers, requested workers) live in the dispatcher actor, which receives each job's figures from the workers with the job's outcome.
+  ICP, RMSE, workers, requested workers) live in the dispatcher actor, which receives each job's
+  figures from the workers with the job's outcome.
 A controller's `/metrics` serves its own registry followed by the dispatcher's exposition text
 (fetched with a short timeout), so one scrape target shows both. With several controller
 replicas the cluster series are identical on each: aggregate them with max(), not sum().
