@@ -48,6 +48,10 @@ SERVICE_METRICS: dict[str, str] = {
     "occlutrace_store_errors_total": "counter",
     "occlutrace_http_requests_total": "counter",
     "occlutrace_http_request_duration_seconds": "histogram",
+    "occlutrace_dispatcher_up": "gauge",
+    "occlutrace_job_latency_seconds": "histogram",
+    "occlutrace_oldest_queued_job_age_seconds": "gauge",
+    "occlutrace_requested_workers": "gauge",
 }
 
 
@@ -463,6 +467,63 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
             {"eval_time": "40m", "alertname": "OccluTraceJobFailureRate", "exp_alerts": []},
         ],
     }]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    out = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_slo_and_dispatcher_alerts_fire_on_synthetic_series(tmp_path):
+    """The SLO alerts and the dispatcher alert: a cluster whose jobs take ~2 h, whose oldest job
+    waits an hour, whose requested workers never come and whose dispatcher no controller reaches
+    raises each of them; a healthy cluster (fast jobs, empty queue, workers as requested) none."""
+    promtool = _promtool()
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]}))
+    ns = 'namespace="occlutrace"'
+    buckets = ("1", "60", "3600", "7200", "+Inf")
+
+    def cluster(up: int, age: int, requested: int, ready: int, latency_le: str) -> list[dict]:
+        series = []
+        for pod in ("c1", "c2"):  # both replicas serve the same cluster series
+            lab = f'{ns},pod="{pod}"'
+            series += [
+                {"series": f"occlutrace_dispatcher_up{{{lab}}}", "values": f"{up}x60"},
+                {"series": f"occlutrace_oldest_queued_job_age_seconds{{{lab}}}", "values": f"{age}x60"},
+                {"series": f"occlutrace_requested_workers{{{lab}}}", "values": f"{requested}x60"},
+                {"series": f'occlutrace_workers{{{lab},device="cuda"}}', "values": f"{ready}x60"},
+            ]
+            for le in buckets:  # one succeeded pair job a minute, each in bucket `latency_le`
+                grows = buckets.index(le) >= buckets.index(latency_le)
+                series.append({"series": f'occlutrace_job_latency_seconds_bucket{{{lab},kind="pair",'
+                                         f'state="succeeded",le="{le}"}}', "values": "0+1x60" if grows else "0x60"})
+        return series
+
+    by_name = {r["alert"]: r for r in alert_rules()}
+    slo = ("OccluTraceDispatcherDown", "OccluTraceJobLatencySLO", "OccluTraceOldestQueuedJob",
+           "OccluTraceWorkersUnprovisioned")
+
+    summaries = {  # p95 of jobs all in (3600, 7200]: 3600 + 0.95 * 3600 s = 1 h 57 min
+        "OccluTraceDispatcherDown": "No OccluTrace controller reaches the dispatcher in occlutrace",
+        "OccluTraceJobLatencySLO": "95th percentile OccluTrace job latency 1h 57m 0s over the last hour (occlutrace)",
+        "OccluTraceOldestQueuedJob": "An OccluTrace job has waited 1h 0m 0s for a worker (occlutrace)",
+        "OccluTraceWorkersUnprovisioned": "The OccluTrace dispatcher asks for 4 workers that do not become ready "
+                                          "(occlutrace)",
+    }
+
+    def fires(alert: str) -> dict:
+        rule = by_name[alert]
+        return {"eval_time": "40m", "alertname": alert, "exp_alerts": [{
+            "exp_labels": rule["labels"],
+            "exp_annotations": {"summary": summaries[alert], "description": rule["annotations"]["description"],
+                                "runbook_url": rule["annotations"]["runbook_url"]}}]}
+
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": cluster(0, 3600, 4, 0, "7200"),
+         "alert_rule_test": [fires(a) for a in slo]},
+        {"interval": "1m", "input_series": cluster(1, 0, 2, 2, "60"),
+         "alert_rule_test": [{"eval_time": "40m", "alertname": a, "exp_alerts": []} for a in slo]},
+    ]}
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
     out = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)

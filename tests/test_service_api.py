@@ -10,19 +10,23 @@ import hashlib
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 
 import httpx
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_service_support import JOB_FN, free_port, mesh_bytes, wait_for, write_tokens
 
 from occlutrace_compute.service.app import create_app
 from occlutrace_compute.service.config import ServiceConfig
-from occlutrace_compute.service.logs import JsonFormatter
+from occlutrace_compute.service.logs import REQUEST_ID_RE, JsonFormatter, request_id_from
 from occlutrace_compute.service.records import JobRef
 from occlutrace_compute.service.signing import UrlGrant, sign_grant, verify_grant
 from occlutrace_compute.service.worker import AlignWorker
@@ -261,7 +265,7 @@ def test_metrics_and_health(env):
         assert name in text, name
     ready = c["anon"].get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"store": "ok", "conditional_writes": "ok", "ray": "disabled"}
+    assert ready.json()["checks"] == {"store": "ok", "conditional_writes": "ok"}  # Ray is no part of it
 
 
 def test_readiness_reports_a_store_that_ignores_conditional_writes(env, tmp_path, caplog):
@@ -339,6 +343,57 @@ def test_logs_hold_no_tokens_urls_or_file_names(env):
     assert any(line.get("job_id") == job["job_id"] and line.get("tenant") == "alpha" for line in lines)
     for secret in ["tok-alpha-0123456789", "wrong-token-xyz", "fixed.stl", *(f["url"].rsplit("/", 1)[-1] for f in files)]:
         assert secret not in text
+
+
+def test_request_id_is_echoed_stored_and_on_the_workers_log_lines(env):
+    """X-Request-ID: a well-formed one is kept, a hostile or missing one replaced by a generated
+    id; echoed on every answer (a 401 included), stored in the job's record, and on each log line
+    of the request and of the worker's run of that job; log times are ISO-8601 UTC."""
+    config, store, c, _ = env
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("occlutrace")
+    logger.addHandler(handler)
+    try:
+        job = _pair(c["alpha"], case="case-010", headers={"X-Request-ID": "web-7f3a.42:1"})
+        assert job.status_code == 201 and job.headers["x-request-id"] == "web-7f3a.42:1"
+        job_id = job.json()["job_id"]
+        record = json.loads(store.get(JobRef("alpha", "case-010", job_id).key))
+        assert record["request_id"] == "web-7f3a.42:1"
+        outcome = _run_in_process(config, JobRef("alpha", "case-010", job_id).key)
+        assert outcome[0]["state"] == "succeeded"
+        hostile = c["alpha"].get(f"/v1/jobs/{job_id}", headers={"X-Request-ID": "a b\x7f<script>" + "x" * 200})
+        unauth = c["anon"].get("/v1/jobs", headers={"X-Request-ID": "client-401"})
+        plain = c["alpha"].get(f"/v1/jobs/{job_id}")
+    finally:
+        logger.removeHandler(handler)
+    generated = hostile.headers["x-request-id"]
+    assert hostile.status_code == 200 and len(generated) == 32 and int(generated, 16) >= 0
+    assert unauth.status_code == 401 and unauth.headers["x-request-id"] == "client-401"
+    assert plain.headers["x-request-id"] not in (generated, "web-7f3a.42:1")
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    for line in lines:
+        assert datetime.fromisoformat(line["time"].replace("Z", "+00:00")).utcoffset() == timedelta(0)
+        assert "ts" not in line
+    of_job = [line for line in lines if line.get("job_id") == job_id]
+    worker_lines = [line for line in of_job if line["logger"] == "occlutrace.worker"]
+    assert {line["msg"] for line in worker_lines} >= {"job started", "job succeeded"}, of_job
+    assert all(line.get("request_id") == "web-7f3a.42:1" for line in worker_lines + [
+        line for line in of_job if line["msg"] == "job submitted"]), of_job
+    access = [line for line in lines if line["msg"] == "request"]
+    assert {line["request_id"] for line in access} >= {"web-7f3a.42:1", generated, "client-401"}
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_request_id_from_keeps_only_plain_tokens(header):
+    """Whatever a client sends, the id that reaches logs and records is a plain token of at most
+    128 characters: the client's own when it already is one, else a fresh uuid."""
+    got = request_id_from(header)
+    assert REQUEST_ID_RE.match(got) and len(got) <= 128
+    plain = bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", header))
+    assert (got == header) == plain
 
 
 def test_serve_main_runs_the_controller_as_a_process(tmp_path):

@@ -109,6 +109,9 @@ class JobRecord(BaseModel):
         default_factory=dict, description="role -> the key each input was copied from when the job was created"
     )
     generation: int = Field(0, description="the case's purge generation when the job was created")
+    request_id: str | None = Field(
+        None, description="X-Request-ID of the request that created the job (also on the worker's log lines for it)"
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     result: dict | None = None

@@ -39,7 +39,7 @@ from occlutrace_compute.service.docs import add_docs_routes, operation_id
 from occlutrace_compute.service.instrumented import InstrumentedStore
 from occlutrace_compute.service.intake import checked_case, checked_file_name, clean_mesh
 from occlutrace_compute.service.link import DispatcherLink
-from occlutrace_compute.service.logs import log, setup_logging
+from occlutrace_compute.service.logs import REQUEST_ID, log, setup_logging
 from occlutrace_compute.service.metrics import controller_metrics
 from occlutrace_compute.service.middleware import TENANT_SCOPE_KEY, AccessLog, Authenticate, SizeLimit
 from occlutrace_compute.service.openapi import AUTHED, BATCH_LINKS, JOB_LINKS, problem
@@ -204,7 +204,7 @@ class Controller:
             raise ApiError(422, "invalid_job", "invalid job", source="inputs",
                            problem=exc.errors()[0].get("msg", str(exc))) from None
         return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem,
-                         generation=generations[case], sources=keys)
+                         generation=generations[case], sources=keys, request_id=REQUEST_ID.get())
 
     def input_source(self, tenant: str, case: str, role: str, name: str) -> str:
         """The key a job input names, checked without a store call: a committed file of the case
@@ -430,26 +430,23 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
             checks["conditional_writes"] = await asyncio.wait_for(asyncio.to_thread(ctl.conditional_writes), 10)
         except Exception as exc:
             checks["store"] = type(exc).__name__
-        if ctl.link is None:
-            checks["ray"] = "disabled"
-        else:
-            try:
-                await ctl.link.call("ping")
-                checks["ray"] = "ok"
-            except Exception as exc:
-                checks["ray"] = type(exc).__name__
-        ok = all(v in ("ok", "disabled") for k, v in checks.items() if k != "conditional_writes")
+        # Only what this pod needs to serve: its store. Ray and the dispatcher are shared by every
+        # replica; their health is occlutrace_dispatcher_up (see /metrics) and an alert, since
+        # failing readiness on them would take every replica out of the Service at once.
+        ok = checks["store"] == "ok"
         return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks},
                             headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics() -> Response:
-        text = ctl.metrics.exposition()
+        cluster = b""
         if ctl.link is not None:
             try:
-                text += await ctl.link.call("metrics_text")
+                cluster = await ctl.link.call("metrics_text")
             except Exception:
                 pass  # the dispatcher is restarting: serve the controller's own series
+        ctl.metrics.dispatcher_up.set(1 if cluster else 0)
+        text = ctl.metrics.exposition() + cluster
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # -- uploads -----------------------------------------------------------------------------

@@ -226,6 +226,7 @@ class Dispatcher:
         needed = min(math.ceil(backlog / max(self.config.batch_size, 1)), self.config.max_workers)
         wanted = max(floor, needed)
         self._request(needed)
+        self.metrics.oldest_queued_age.set(self._oldest_queued_age_s())  # here: once per SCALE_S
         for _ in range(max(floor - len(self._own()), 0)):  # the floor, even before the cluster has room
             self._add_worker()
         room = self._room()
@@ -266,6 +267,7 @@ class Dispatcher:
             return
         request_resources(bundles=[self._shape()] * workers)
         self._requested = workers
+        self.metrics.requested_workers.set(workers)
         log(logger, logging.INFO, "autoscaler request", count=workers, device="cuda" if self._gpu_mode else "cpu")
 
     def _add_worker(self) -> None:
@@ -391,7 +393,11 @@ class Dispatcher:
             return
         if not outcome.get("final"):
             return
-        self.metrics.jobs_finished.labels(kind=outcome.get("kind", "unknown"), state=outcome["state"]).inc()
+        kind = outcome.get("kind", "unknown")
+        self.metrics.jobs_finished.labels(kind=kind, state=outcome["state"]).inc()
+        latency_s = _age_s(ref.job_id)  # created -> now (final); a malformed id has no age to count
+        if math.isfinite(latency_s):
+            self.metrics.job_latency.labels(kind=kind, state=outcome["state"]).observe(max(latency_s, 0.0))
         if outcome.get("figures"):
             self.metrics.observe_job(outcome["figures"])
         if outcome.get("callback_url") and outcome.get("status"):
@@ -420,6 +426,16 @@ class Dispatcher:
                 "requested_workers": self._requested or 0,
                 "worker_pids": [s.pid for s in self._slots if s.ready],
             }
+
+    def _oldest_queued_age_s(self) -> float:
+        """Age of the oldest job waiting for a worker (queued or deferred), 0 when none.
+
+        O(queued jobs) time, O(queued jobs) memory: called once per SCALE_S (from _scale), so a
+        queue of 100k jobs costs some tens of ms of id parsing a second."""
+        waiting = [ref for jobs in self._queues.values() for ref in jobs]
+        waiting += [ref for _, ref in self._deferred]
+        ages = [age for age in (_age_s(ref.job_id) for ref in waiting) if math.isfinite(age)]
+        return max(max(ages, default=0.0), 0.0)
 
 
 def _age_s(job_id: str) -> float:

@@ -2,8 +2,9 @@
 
 Two registries, because two kinds of process own them:
 - controller metrics (HTTP, submissions, bytes, store errors) live in each controller replica;
-- cluster metrics (finished jobs, queue depth, batches, stages, ICP, RMSE, workers) live in the
-  dispatcher actor, which receives each job's figures from the workers with the job's outcome.
+- cluster metrics (finished jobs, job latency, queue depth and oldest queued age, batches, stages,
+  ICP, RMSE, workers, requested workers) live in the dispatcher actor, which receives each job's
+  figures from the workers with the job's outcome.
 A controller's `/metrics` serves its own registry followed by the dispatcher's exposition text
 (fetched with a short timeout), so one scrape target shows both. With several controller
 replicas the cluster series are identical on each: aggregate them with max(), not sum().
@@ -26,6 +27,8 @@ disable_created_metrics()  # no *_created series: they double the exposition for
 
 STORE_OPS = ("put", "get", "exists", "list", "delete", "presign")  # see instrumented.InstrumentedStore
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# a job waits in the queue behind others: minutes to hours, not the milliseconds of a request
+JOB_SECONDS_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 
 
 class ControllerMetrics:
@@ -46,6 +49,12 @@ class ControllerMetrics:
         self.http_duration = Histogram(
             "occlutrace_http_request_duration_seconds", "HTTP request latency", ["route"],
             buckets=SECONDS_BUCKETS, registry=r,
+        )
+        # set at each scrape from a ping of the dispatcher: Ray's health is a metric and an
+        # alert, never this pod's readiness (a Ray head restart must not empty the Service)
+        self.dispatcher_up = Gauge(
+            "occlutrace_dispatcher_up", "1 when this controller reached the dispatcher at the last scrape",
+            registry=r,
         )
 
     def exposition(self) -> bytes:
@@ -80,6 +89,20 @@ class ClusterMetrics:
             buckets=(1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3), registry=r,
         )
         self.workers = Gauge("occlutrace_workers", "Ready workers by device", ["device"], registry=r)
+        self.job_latency = Histogram(
+            "occlutrace_job_latency_seconds", "Job end-to-end latency: created (the id's time) to final state",
+            ["kind", "state"], buckets=JOB_SECONDS_BUCKETS, registry=r,
+        )
+        for kind in get_args(JobKind):
+            for state in sorted(TERMINAL_STATES):
+                self.job_latency.labels(kind=kind, state=state)
+        self.oldest_queued_age = Gauge(
+            "occlutrace_oldest_queued_job_age_seconds", "Age of the oldest job queued and not on a worker (0: none)",
+            registry=r,
+        )
+        self.requested_workers = Gauge(
+            "occlutrace_requested_workers", "Workers' worth of resources asked of the Ray autoscaler", registry=r,
+        )
 
     def observe_job(self, figures: dict) -> None:
         """Record one job's figures as reported by a worker (see worker.job_figures)."""

@@ -2,6 +2,10 @@
 
 The access log and the metrics name the matched route TEMPLATE (`/v1/download/{token}`), never
 the raw path, so signed tokens in URLs stay out of logs and label values.
+
+Every request gets a request id (the client's `X-Request-ID` when it is a plain token, else a
+new one), echoed in the response's `X-Request-ID` header, put on every log line written while
+the request is served (logs.REQUEST_ID) and stored in the records of the jobs it creates.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 import time
 from typing import Any, Awaitable, Callable
 
-from occlutrace_compute.service.logs import log
+from occlutrace_compute.service.logs import REQUEST_ID, log, request_id_from
 from occlutrace_compute.service.metrics import ControllerMetrics
 from occlutrace_compute.service.problems import PROBLEM_MEDIA_TYPE, problem_body
 
@@ -125,7 +129,8 @@ class SizeLimit:
 
 
 class AccessLog:
-    """Counts and times every request by route template; logs one JSON line per request."""
+    """Counts and times every request by route template; logs one JSON line per request; gives
+    the request its id (outermost middleware, so even a 401/413/429 answer carries it)."""
 
     def __init__(self, app: Any, metrics: ControllerMetrics) -> None:
         self.app = app
@@ -137,11 +142,16 @@ class AccessLog:
             return
         start = time.perf_counter()
         status = 500
+        header = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = request_id_from(header)
+        token = REQUEST_ID.set(request_id)
 
         async def tracking_send(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
             await send(message)
 
         try:
@@ -153,3 +163,4 @@ class AccessLog:
             self.metrics.http_duration.labels(route=route).observe(elapsed)
             log(logger, logging.INFO, "request", method=scope["method"], route=route, status=status,
                 duration_s=round(elapsed, 4), tenant=scope.get(TENANT_SCOPE_KEY))
+            REQUEST_ID.reset(token)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.service.config import ServiceConfig
-from occlutrace_compute.service.logs import log, setup_logging
+from occlutrace_compute.service.logs import REQUEST_ID, log, setup_logging
 from occlutrace_compute.service.records import JobRef, JobRepo
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
 
@@ -125,6 +125,7 @@ class AlignWorker:
         pause) with `refund` set to the attempt it started, uncharged: an outage is not the job's
         fault, and the store may be unable to take the refund now, so the dispatcher carries it."""
         started: list[int] = []
+        token = REQUEST_ID.set(None)  # _attempt sets the job's request id once its record is read
         try:
             return self._attempt(ref, refund, started)
         except StoreError as exc:
@@ -132,6 +133,8 @@ class AlignWorker:
                 job_id=ref.job_id, error=type(exc).__name__)
             return {"key": ref.key, "state": "queued", "final": False,
                     "refund": started[0] if started else refund}
+        finally:
+            REQUEST_ID.reset(token)
 
     def _attempt(self, ref: JobRef, refund: int | None, started: list[int]) -> dict:
         record = self.repo.load(ref)
@@ -140,6 +143,7 @@ class AlignWorker:
             return {"key": ref.key, "state": "gone", "final": False}
         if record.state in TERMINAL_STATES:
             return {"key": ref.key, "state": record.state, "final": False}
+        REQUEST_ID.set(record.request_id)  # every log line about this job names its request
         if record.state == "running" and refund is not None and record.attempts == refund:
             record.attempts -= 1  # that attempt met a store outage: not charged
         if self.repo.cancelled(ref):

@@ -1,0 +1,119 @@
+"""Readiness is this pod's own business: a real Ray head (`ray start --head`, its own process
+group) is killed and started again under a running controller (a separate process joined to
+it); `/readyz` answers 200 throughout, while `/metrics` shows the loss as
+`occlutrace_dispatcher_up 0`. (The old `/readyz` pinged the dispatcher: 503 within seconds.)
+Not asserted: that the controller reaches the new head's dispatcher; a driver of the old cluster
+does not rejoin a new one (docs/deploy.md, OccluTraceDispatcherDown: restart the controllers)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from test_service_support import TESTS_DIR, free_port, wait_for, write_tokens
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+class RayHead:
+    """`ray start --head --block` in a process group of its own, so that killing the group ends
+    exactly this head's processes (GCS, raylet, its workers), never another Ray on the machine."""
+
+    def __init__(self, root: Path, port: int, env: dict[str, str]) -> None:
+        self.root, self.port, self.env = root, port, env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = self.root / f"head-{id(self)}-{os.urandom(2).hex()}.log"
+        self.proc = subprocess.Popen(
+            [str(RAY), "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.root / 'ray'}", "--block"],
+            env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: b"Ray runtime started" in log.read_bytes() or self.proc.poll() is not None, 120,
+                 "the Ray head to start", every_s=0.2)
+        assert self.proc.poll() is None, log.read_text()[-2000:]
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        # Ray's worker processes start sessions of their own: find them by this head's temp dir
+        for pid, cmdline in _processes():
+            if str(self.root) in cmdline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _processes() -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not RAY.exists(), reason="the ray CLI is not installed beside this Python")
+def test_readiness_stays_green_while_the_ray_head_is_killed_and_restarted(tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's socket paths have a limit
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent), str(TESTS_DIR)]))
+    head = RayHead(root, free_port(), env)
+    port = free_port()
+    tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
+    controller = None
+    try:
+        head.start()
+        controller = subprocess.Popen(
+            [sys.executable, "-m", "occlutrace_compute.service.server", "--port", str(port),
+             "--store", f"file://{tmp_path / 'store'}", "--tokens-file", str(tokens),
+             "--ray-address", f"127.0.0.1:{head.port}"],
+            env=env, cwd=TESTS_DIR.parent, stdout=(tmp_path / "controller.log").open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+
+        def dispatcher_up() -> float | None:
+            """The controller's occlutrace_dispatcher_up; /readyz must be 200 at every look."""
+            ready = httpx.get(f"{base}/readyz", timeout=10)
+            assert ready.status_code == 200 and ready.json()["ready"], ready.text
+            text = httpx.get(f"{base}/metrics", timeout=10).text
+            return next(float(line.split()[1]) for line in text.splitlines()
+                        if line.startswith("occlutrace_dispatcher_up "))
+
+        def reachable() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                assert controller.poll() is None, (tmp_path / "controller.log").read_text()[-3000:]
+                return False
+
+        wait_for(reachable, 120, "the controller to serve")
+        wait_for(lambda: dispatcher_up() == 1, 60, "the controller to reach the dispatcher", every_s=0.2)
+
+        head.kill()
+        wait_for(lambda: dispatcher_up() == 0, 60, "the controller to see the dispatcher gone", every_s=0.2)
+        head.start()
+        for _ in range(5):  # head back (a new cluster): the controller is still in its Service
+            dispatcher_up()
+        assert controller.poll() is None
+    finally:
+        if controller is not None:
+            controller.terminate()
+            try:
+                controller.wait(20)
+            except subprocess.TimeoutExpired:
+                controller.kill()
+        head.kill()
+        wait_for(lambda: not [p for p, cmd in _processes() if str(root) in cmd], 10, "the head's processes to end")
+        shutil.rmtree(root, ignore_errors=True)
