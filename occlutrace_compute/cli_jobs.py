@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -52,6 +53,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the layout of descriptions and examples (tables, command lines) as written."""
 
 
+@functools.cache
 def _defaults() -> JobOptions:
     """JobOptions' defaults (imported when a parser is built, so the help states them)."""
     from occlutrace_compute.jobs.models import JobOptions

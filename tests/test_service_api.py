@@ -6,6 +6,7 @@ worker class runs it in this process with a scripted job function.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import httpx
@@ -322,22 +324,30 @@ def test_signed_urls_expire_and_are_bound_to_method():
     assert verify_grant("secret", token, "GET", now=time.time() + 901) is None
 
 
-def test_logs_hold_no_tokens_urls_or_file_names(env):
-    config, _, c, _ = env
+
+@contextlib.contextmanager
+def json_logs() -> Iterator[io.StringIO]:
+    """The service's log lines, as the JSON formatter writes them, while the block runs."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("occlutrace")
     logger.addHandler(handler)
     try:
+        yield buffer
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_logs_hold_no_tokens_urls_or_file_names(env):
+    config, _, c, _ = env
+    with json_logs() as buffer:
         job = _pair(c["alpha"], case="case-009").json()
         _run_in_process(config, JobRef("alpha", "case-009", job["job_id"]).key)
         files = c["alpha"].get(f"/v1/jobs/{job['job_id']}/result").json()["files"]
         for f in files:
             assert c["anon"].get(f["url"]).status_code == 200
         c["anon"].get("/v1/jobs", headers={"Authorization": "Bearer wrong-token-xyz"})
-    finally:
-        logger.removeHandler(handler)
     text = buffer.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert any(line.get("job_id") == job["job_id"] and line.get("tenant") == "alpha" for line in lines)
@@ -350,12 +360,7 @@ def test_request_id_is_echoed_stored_and_on_the_workers_log_lines(env):
     id; echoed on every answer (a 401 included), stored in the job's record, and on each log line
     of the request and of the worker's run of that job; log times are ISO-8601 UTC."""
     config, store, c, _ = env
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("occlutrace")
-    logger.addHandler(handler)
-    try:
+    with json_logs() as buffer:
         job = _pair(c["alpha"], case="case-010", headers={"X-Request-ID": "web-7f3a.42:1"})
         assert job.status_code == 201 and job.headers["x-request-id"] == "web-7f3a.42:1"
         job_id = job.json()["job_id"]
@@ -366,8 +371,6 @@ def test_request_id_is_echoed_stored_and_on_the_workers_log_lines(env):
         hostile = c["alpha"].get(f"/v1/jobs/{job_id}", headers={"X-Request-ID": "a b\x7f<script>" + "x" * 200})
         unauth = c["anon"].get("/v1/jobs", headers={"X-Request-ID": "client-401"})
         plain = c["alpha"].get(f"/v1/jobs/{job_id}")
-    finally:
-        logger.removeHandler(handler)
     generated = hostile.headers["x-request-id"]
     assert hostile.status_code == 200 and len(generated) == 32 and int(generated, 16) >= 0
     assert unauth.status_code == 401 and unauth.headers["x-request-id"] == "client-401"
