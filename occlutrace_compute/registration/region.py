@@ -19,7 +19,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.meshes.model import Mesh, vertex_normals
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,6 @@ class RegionFit:
                 "fixed_share": round(self.region_share, 4), "matched_points": self.matched_points,
                 "rmse_um": round(1000 * self.rmse_mm, 2), "iterations": self.iterations,
                 "change_from_whole_arch_um": round(1000 * self.change_from_whole_arch_mm, 1)}
-
-
-def _vertex_normals(mesh: Mesh) -> np.ndarray:
-    v, f = mesh.vertices, mesh.faces
-    cross = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], cross)
-    return n / np.maximum(np.linalg.norm(n, axis=1), 1e-300)[:, None]
 
 
 def region_mask(fixed: Mesh, vertices: list[int] | None = None, sectors: list[str] | None = None,
@@ -91,7 +82,7 @@ def refine_on_region(fixed: Mesh, moving: Mesh, T_whole: np.ndarray, mask: np.nd
                      max_points: int = 40_000, start_cap_mm: float = 1.0, trim: float = 0.9) -> RegionFit:
     """Trimmed point-to-plane ICP of MOVING onto the masked part of FIXED, from T_whole."""
     region = np.flatnonzero(mask)
-    P, N = fixed.vertices[region], _vertex_normals(fixed)[region]
+    P, N = fixed.vertices[region], vertex_normals(fixed)[region]
     tree = cKDTree(P)
     m = moving.vertices[:: max(1, moving.n_vertices // max_points)]
     T = np.asarray(T_whole, dtype=np.float64).copy()

@@ -19,7 +19,8 @@ from occlutrace_compute.synth.arch import (
 )
 from occlutrace_compute.synth.changes import fragment, gingiva_patches, move_teeth, plan_changes, prepare_teeth
 from occlutrace_compute.synth.occlusion import ContactTruth, closest_on_surface, contact_truth
-from occlutrace_compute.synth.scan import add_noise, crop, random_pose, scan_extent, vertex_normals
+from occlutrace_compute.meshes.model import vertex_normals
+from occlutrace_compute.synth.scan import add_noise, crop, random_pose, scan_extent
 
 # A vertex counts as changed when it lies farther than this from the unchanged surface.
 CHANGE_TOLERANCE_MM = 0.01

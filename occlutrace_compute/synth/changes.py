@@ -14,7 +14,7 @@ import numpy as np
 
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.synth.arch import ArchModel, ArchSample, columns
-from occlutrace_compute.synth.scan import vertex_normals
+from occlutrace_compute.meshes.model import vertex_normals
 
 
 @dataclass

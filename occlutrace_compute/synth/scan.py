@@ -7,7 +7,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.meshes.model import Mesh, vertex_normals
 from occlutrace_compute.synth.arch import SEG_GUM_B, SEG_GUM_L, ArchSample
 
 
@@ -63,15 +63,6 @@ def crop(mesh: Mesh, keep: np.ndarray) -> tuple[Mesh, np.ndarray]:
     remap = np.full(mesh.n_vertices, -1, dtype=np.int64)
     remap[used] = np.arange(used.size)
     return Mesh(mesh.vertices[used], remap[faces]), used
-
-
-def vertex_normals(mesh: Mesh) -> np.ndarray:
-    tri = mesh.vertices[mesh.faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # area weighted
-    idx = mesh.faces.ravel()
-    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, k], 3), minlength=mesh.n_vertices) for k in range(3)], 1)
-    norm = np.linalg.norm(vn, axis=1, keepdims=True)
-    return vn / np.where(norm > 0, norm, 1.0)
 
 
 def add_noise(mesh: Mesh, sigma_mm: float, rng: np.random.Generator) -> Mesh:
