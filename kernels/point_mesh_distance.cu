@@ -11,8 +11,9 @@
 // Search: depth-first, nearer child first, a node is skipped when the lower bound on its box
 // distance exceeds the best squared distance so far (which starts at the cutoff's square, so a
 // point with no surface within the cutoff stops at the root's box). Every node is visited at most
-// once: at most 2 n_leaf - 1 box tests and n_leaf * leaf_size triangle tests per point, and the
-// stack never holds more than depth + 1 nodes, whatever the floating-point values.
+// once and its children's boxes are tested when it is opened: at most 2 n_leaf - 1 box tests
+// (counting each box once; the re-check of a popped node's box is not counted) and M triangle
+// tests per point, and the stack never holds more than depth + 1 nodes, whatever the values.
 //
 // Exactness: the closest point on a triangle is Ericson's (Real-Time Collision Detection 5.1.5)
 // written in the same operations, in the same order, as analysis/triangles.py's numpy version;
@@ -112,6 +113,7 @@ __host__ __device__ __forceinline__ double pmd_box_sq(const double *p, const dou
 //   out_*        (N,), (N, 3), (N,), (N,): signed distance, closest point, face, on the open
 //                boundary; written only for points with a triangle within the cutoff (the caller
 //                fills them with NaN, NaN, -1, 0 first)
+//   out_work     (N,) or null: box tests + triangle tests of each point (tests check the bound)
 #define PMD_PARAMS                                                                                \
     const double *__restrict__ points, const long long *__restrict__ order, long long n_points,  \
         const double *__restrict__ node_box, const int *__restrict__ leaf_faces, long long n_leaf, \
@@ -121,12 +123,13 @@ __host__ __device__ __forceinline__ double pmd_box_sq(const double *p, const dou
         const unsigned char *__restrict__ boundary_edge,                                          \
         const unsigned char *__restrict__ boundary_vertex, double limit_sq, double limit,         \
         int sign_from_vertices, double *__restrict__ out_distance, double *__restrict__ out_closest, \
-        long long *__restrict__ out_face, unsigned char *__restrict__ out_boundary
+        long long *__restrict__ out_face, unsigned char *__restrict__ out_boundary,               \
+        long long *__restrict__ out_work
 
 #define PMD_ARGS                                                                                  \
     points, order, n_points, node_box, leaf_faces, n_leaf, leaf_size, vertices, faces, face_edges, \
         face_normals, edge_normals, vertex_normals, boundary_edge, boundary_vertex, limit_sq, limit, \
-        sign_from_vertices, out_distance, out_closest, out_face, out_boundary
+        sign_from_vertices, out_distance, out_closest, out_face, out_boundary, out_work
 
 __host__ __device__ void pmd_query(long long slot, PMD_PARAMS) {
     const long long t = order[slot];
@@ -137,14 +140,18 @@ __host__ __device__ void pmd_query(long long slot, PMD_PARAMS) {
     long long stack[PMD_STACK];
     int top = 0;
     stack[top++] = 1;
+    long long work = 1;  // the root's box test
+    if (pmd_box_sq(p, node_box + 6) > best) top = 0;
     while (top > 0) {
         const long long node = stack[--top];
+        // Children are tested when their parent is opened; re-check: best may have shrunk since.
         if (pmd_box_sq(p, node_box + 6 * node) > best) continue;
         if (node >= n_leaf) {
             const int *leaf = leaf_faces + (node - n_leaf) * leaf_size;
             for (int i = 0; i < leaf_size; ++i) {
                 const long long f = leaf[i];
                 if (f < 0) break;  // padding comes last
+                ++work;
                 double point[3], v, w;
                 int r;
                 const double d2 = pmd_closest(p, vertices + 3 * faces[3 * f], vertices + 3 * faces[3 * f + 1],
@@ -159,6 +166,7 @@ __host__ __device__ void pmd_query(long long slot, PMD_PARAMS) {
         // Push the farther child first so the nearer one is searched first (a tight best early).
         const long long l = 2 * node, rr = 2 * node + 1;
         const double dl = pmd_box_sq(p, node_box + 6 * l), dr = pmd_box_sq(p, node_box + 6 * rr);
+        work += 2;
         if (dl <= dr) {
             if (dr <= best) stack[top++] = rr;
             if (dl <= best) stack[top++] = l;
@@ -168,6 +176,7 @@ __host__ __device__ void pmd_query(long long slot, PMD_PARAMS) {
         }
     }
 
+    if (out_work) out_work[t] = work;
     if (best_face < 0) return;  // the caller filled the outputs with "nothing within the cutoff"
     const long long f = best_face;
     const long long *fv = faces + 3 * f;

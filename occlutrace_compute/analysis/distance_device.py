@@ -205,7 +205,7 @@ def _cpu_library(path: str) -> ctypes.CDLL:
     lib.point_mesh_distance_cpu.restype = None
     lib.point_mesh_distance_cpu.argtypes = (
         [ctypes.c_void_p] * 2 + [ctypes.c_longlong] + [ctypes.c_void_p] * 2 + [ctypes.c_longlong, ctypes.c_int]
-        + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 4
+        + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 5
     )  # fmt: skip
     return lib
 
@@ -311,6 +311,15 @@ class DeviceSurfaceIndex:
         SurfaceIndex.query's contract. Points on the host (numpy) in, numpy out."""
         if self.backend == "numpy":
             return self._numpy.query(points, max_distance)
+        return self.query_counted(points, max_distance, count_work=False)[0]
+
+    def query_counted(
+        self, points: np.ndarray, max_distance: float | None = None, count_work: bool = True
+    ) -> tuple[SurfaceDistance, np.ndarray | None]:
+        """query, and each point's box + triangle tests (N,) int64 when count_work (tests check
+        the stated bound: at most 2 n_leaf - 1 + M)."""
+        if self.backend == "numpy":
+            raise ValueError("work counts come from the kernel: device 'cuda' or 'cpu-twin'")
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"points must have shape (N, 3), got {pts.shape}")
@@ -330,35 +339,52 @@ class DeviceSurfaceIndex:
             "face": xp.full(n, -1, dtype=np.int64),
             "boundary": xp.zeros(n, dtype=np.uint8),
         }
+        if count_work:
+            out["work"] = xp.zeros(n, dtype=np.int64)
         if n:
             a = self._arrays
-            p = xp.ascontiguousarray(xp.asarray(pts))
-            order = xp.asarray(morton_order(pts))  # a warp (or an OpenMP chunk) walks one region
             args = [
-                p, order, n, a["node_box"], a["leaf_faces"], self.tree.n_leaf, LEAF_SIZE, a["vertices"], a["faces"],
+                xp.ascontiguousarray(xp.asarray(pts)), xp.asarray(morton_order(pts)), n,
+                a["node_box"], a["leaf_faces"], self.tree.n_leaf, LEAF_SIZE, a["vertices"], a["faces"],
                 a["face_edges"], a["face_normals"], a["edge_normals"], a["vertex_normals"], a["boundary_edge"],
                 a["boundary_vertex"], padded * padded, limit, int(self.normals_from == "vertices"),
-                out["distance"], out["closest"], out["face"], out["boundary"],
+                out["distance"], out["closest"], out["face"], out["boundary"], out.get("work"),
             ]  # fmt: skip
+            # Points sorted along the Z-curve (args[1]): a warp (or an OpenMP chunk) walks one region.
             if self.backend == "cuda":
-                self._launch(args, n)
+                import cupy
+
+                with cupy.cuda.Device(self._device_index):
+                    kernel = _cuda_function(self._device_index)
+                    kernel(((n + _THREADS - 1) // _THREADS,), (_THREADS,), cuda_args(args))
             else:
                 self._lib.point_mesh_distance_cpu(*[_c_arg(x) for x in args])
         if xp is not np:
             out = {k: xp.asnumpy(v) for k, v in out.items()}
-        return SurfaceDistance(out["distance"], out["closest"], out["face"], out["boundary"].astype(bool))
+        res = SurfaceDistance(out["distance"], out["closest"], out["face"], out["boundary"].astype(bool))
+        return res, out.get("work")
 
-    def _launch(self, args: list, n: int) -> None:
-        import cupy
 
-        with cupy.cuda.Device(self._device_index):
-            kernel = _cuda_function(self._device_index)
-            typed = [
-                np.int64(x) if isinstance(x, int) and i in (2, 5) else
-                np.int32(x) if isinstance(x, int) else np.float64(x) if isinstance(x, float) else x
-                for i, x in enumerate(args)
-            ]  # fmt: skip
-            kernel(((n + _THREADS - 1) // _THREADS,), (_THREADS,), tuple(typed))
+# The kernel's scalar parameters by position (PMD_PARAMS): 64-bit counts, 32-bit ints, doubles.
+_INT64_ARGS, _INT32_ARGS, _FLOAT64_ARGS = (2, 5), (6, 17), (15, 16)
+
+
+def cuda_args(args: list) -> tuple:
+    """The launch's arguments typed as the kernel declares them (CuPy packs numpy scalars by their
+    dtype; a Python int would go as 64 bits into a 32-bit slot); None: a null pointer."""
+    typed = []
+    for i, x in enumerate(args):
+        if i in _INT64_ARGS:
+            typed.append(np.int64(x))
+        elif i in _INT32_ARGS:
+            typed.append(np.int32(x))
+        elif i in _FLOAT64_ARGS:
+            typed.append(np.float64(x))
+        elif x is None:
+            typed.append(np.uint64(0))
+        else:
+            typed.append(x)
+    return tuple(typed)
 
 
 def _c_arg(x):
@@ -366,7 +392,7 @@ def _c_arg(x):
         return ctypes.c_void_p(x.ctypes.data)
     if isinstance(x, float):
         return ctypes.c_double(x)
-    return x  # ints: ctypes converts them by the argtypes
+    return x  # ints by the argtypes; None: a null pointer
 
 
 def signed_distance(

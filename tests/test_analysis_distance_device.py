@@ -1,0 +1,302 @@
+"""The device distance kernel (kernels/point_mesh_distance.cu) through its CPU twin (the same file
+built with g++ and kernels/cpu_shim.h), on every machine: exact against a float64 brute force and
+against analysis/distance.py on very uneven meshes, at random cutoffs, with signs, within its stated
+work bound; its CUDA build's parameters against the launch (PTX, no GPU needed)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_analysis_surfaces import bumpy, height_field
+
+from occlutrace_compute.analysis import distance_device as dd
+from occlutrace_compute.analysis.distance import SurfaceIndex
+from occlutrace_compute.analysis.triangles import (
+    closest_on_triangles,
+    feature_normal,
+    mesh_features,
+    on_boundary,
+)
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.kernel_files import kernels_dir
+
+NVCC = shutil.which("nvcc") or next((p for p in ["/usr/local/cuda/bin/nvcc"] if Path(p).is_file()), None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _twin(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed")
+    dd.compile_cpu_twin()  # once, before any timing-free assertions
+
+
+def twin(mesh: Mesh, normals_from: str = "faces") -> dd.DeviceSurfaceIndex:
+    # One thread: tests share a small, busy CPU.
+    return dd.DeviceSurfaceIndex(mesh, normals_from, device="cpu-twin", threads=1)  # type: ignore[arg-type]
+
+
+def uneven(seed: int) -> Mesh:
+    """Fine 'teeth' (a 0.1 mm bumpy patch), coarse 'gingiva' (3 mm triangles) around it, one face
+    spanning 150 mm under everything, and slivers (10 mm long, 0.5 um wide) through the fine part."""
+    rng = np.random.default_rng(seed)
+    fine = height_field(bumpy, 1.5, 31)
+    xx, yy = np.meshgrid(np.linspace(1.5, 19.5, 7), np.linspace(-3.0, 3.0, 3))
+    coarse_v = np.stack([xx.ravel(), yy.ravel(), 0.5 * np.cos(xx.ravel() / 3)], axis=1)
+    i = np.arange(21).reshape(3, 7)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    coarse_f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    huge_v = np.array([[-75.0, -75, -5], [75, -75, -5], [0, 90, -5]])
+    start = rng.uniform(-1.5, 1.5, (25, 3)) * [1, 1, 0.3]
+    along = rng.normal(size=(25, 3))
+    along /= np.linalg.norm(along, axis=1)[:, None]
+    side = np.cross(along, rng.normal(size=(25, 3)))
+    side /= np.linalg.norm(side, axis=1)[:, None]
+    sliver_v = np.concatenate([start, start + 10 * along, start + 5 * along + 5e-4 * side])
+    n0 = len(fine.vertices)
+    sliver_f = np.stack([np.arange(25), np.arange(25) + 25, np.arange(25) + 50], axis=1) + n0 + 24
+    v = np.concatenate([fine.vertices, coarse_v, huge_v, sliver_v])
+    f = np.concatenate([fine.faces, coarse_f + n0, [[n0 + 21, n0 + 22, n0 + 23]], sliver_f])
+    return Mesh(v, f.astype(np.int64))
+
+
+def query_points(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Over the fine part, over the gingiva, beyond every edge and below the huge face."""
+    fine = np.column_stack([rng.uniform(-2.5, 2.5, (n, 2)), rng.uniform(-3, 3, n)])
+    wide = rng.uniform([-6, -6, -9], [24, 6, 6], (n, 3))
+    return np.concatenate([fine, wide])
+
+
+def brute_force(mesh: Mesh, points: np.ndarray, normals_from: str = "faces"):
+    """Every point against every triangle in float64 (numpy's closest_on_triangles), signed like
+    distance.py: (signed distance, closest point, face, on_boundary)."""
+    n, m = len(points), mesh.n_faces
+    v, f = mesh.vertices, mesh.faces
+    tri = np.tile(f, (n, 1))
+    res = closest_on_triangles(np.repeat(points, m, axis=0), v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]])
+    sq = res.sq_distance.reshape(n, m)
+    best = np.argmin(sq, axis=1)
+    pick = np.arange(n) * m + best
+    feat = mesh_features(mesh)
+    if normals_from == "faces":
+        normal = feature_normal(feat, f, best, res.region[pick])
+    else:
+        normal = np.einsum("pk,pkj->pj", res.bary[pick], feat.vertex_normals[f[best]])
+    side = np.einsum("ij,ij->i", points - res.point[pick], normal)
+    signed = np.where(side < 0, -1.0, 1.0) * np.sqrt(sq[np.arange(n), best])
+    return signed, res.point[pick], best, on_boundary(feat, f, best, res.region[pick])
+
+
+def tree_bound(index: dd.DeviceSurfaceIndex) -> int:
+    return 2 * index.tree.n_leaf - 1 + index.mesh.n_faces
+
+
+@pytest.mark.parametrize("normals_from", ["faces", "vertices"])
+def test_twin_equals_float64_brute_force_bit_for_bit(normals_from):
+    mesh = uneven(1)
+    pts = query_points(np.random.default_rng(2), 300)
+    want_d, want_p, want_f, want_b = brute_force(mesh, pts, normals_from)
+    got, work = twin(mesh, normals_from).query_counted(pts)
+    # Same formula, same order, no FMA: the winner's distance is the brute force's minimum exactly.
+    np.testing.assert_array_equal(np.abs(got.distance), np.abs(want_d))
+    same = got.face == want_f  # exact ties (a shared edge or vertex) may pick another face
+    assert same.mean() > 0.8
+    np.testing.assert_array_equal(got.closest[same], want_p[same])
+    np.testing.assert_array_equal(got.on_boundary[same], want_b[same])
+    np.testing.assert_allclose(got.closest, want_p, rtol=0, atol=1e-12)
+    clear = np.abs(want_d) > 1e-9
+    np.testing.assert_array_equal(np.sign(got.distance[clear]), np.sign(want_d[clear]))
+    assert (got.distance < 0).any() and (got.distance > 0).any() and got.on_boundary.any()
+    assert work is not None and work.max() <= tree_bound(twin(mesh)) and work.min() >= 1
+
+
+def test_twin_matches_distance_py_and_trimesh_on_an_arch_like_scan():
+    from occlutrace_compute.synth import make_arch
+
+    mesh = make_arch("upper", 1, 0.5).mesh
+    rng = np.random.default_rng(3)
+    pts = mesh.vertices[rng.choice(mesh.n_vertices, 1500, replace=False)] + rng.normal(0, 0.4, (1500, 3))
+    got = twin(mesh).query(pts)
+    cpu = SurfaceIndex(mesh).query(pts)
+    # distance.py ranks candidates in float32 (it may keep a triangle tied within that rounding),
+    # then recomputes in float64: ours is never farther, and within a nanometre.
+    assert (np.abs(got.distance) <= np.abs(cpu.distance) + 1e-12).all()
+    np.testing.assert_allclose(np.abs(got.distance), np.abs(cpu.distance), rtol=0, atol=1e-6)
+    clear = np.abs(cpu.distance) > 1e-6
+    np.testing.assert_array_equal(np.sign(got.distance[clear]), np.sign(cpu.distance[clear]))
+    same = got.face == cpu.face
+    np.testing.assert_array_equal(got.distance[same], cpu.distance[same])
+    np.testing.assert_array_equal(got.on_boundary[same], cpu.on_boundary[same])
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    _, tm_dist, _ = trimesh.proximity.closest_point(tm, pts)
+    np.testing.assert_allclose(np.abs(got.distance), tm_dist, rtol=0, atol=1e-6)
+
+
+def test_closed_mesh_sign_is_inside_outside():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=5.0)
+    mesh = Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces, dtype=np.int64))
+    rng = np.random.default_rng(4)
+    pts = rng.uniform(-8, 8, (3000, 3))
+    # Points near vertices and edges too, where only pseudo-normals sign right.
+    pts[:500] = mesh.vertices[rng.choice(mesh.n_vertices, 500)] * rng.uniform(0.9, 1.1, (500, 1))
+    got = twin(mesh).query(pts)
+    inside = sphere.contains(pts)
+    clear = np.abs(got.distance) > 1e-6
+    np.testing.assert_array_equal(got.distance[clear] < 0, inside[clear])
+    assert not got.on_boundary.any()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), cutoff=st.floats(0.0, 4.0), rounding=st.booleans(), pick=st.floats(0, 1))
+def test_uneven_meshes_any_cutoff_exact_and_within_the_bound(seed, cutoff, rounding, pick):
+    mesh = uneven(seed % 5)
+    index = twin(mesh)
+    if rounding:  # cutoffs where (limit + rho) - rho < limit for distance.py's rho
+        rho = SurfaceIndex(mesh).rho
+        c = np.linspace(0.05, 3.0, 20_000)
+        bad = c[(c + rho) - rho < c]
+        cutoff = float(bad[int(pick * (len(bad) - 1))])
+    pts = query_points(np.random.default_rng(seed), 60)
+    got, work = index.query_counted(pts, max_distance=cutoff)
+    want, _, _, _ = brute_force(mesh, pts)
+    near, far = np.abs(want) <= cutoff, np.abs(want) > cutoff
+    np.testing.assert_array_equal(np.abs(got.distance[near]), np.abs(want[near]))
+    assert np.isnan(got.distance[far]).all() and (got.face[far] == -1).all() and np.isnan(got.closest[far]).all()
+    clear = near & (np.abs(want) > 1e-9)
+    np.testing.assert_array_equal(np.sign(got.distance[clear]), np.sign(want[clear]))
+    assert work is not None and work.max() <= tree_bound(index)
+    cpu = SurfaceIndex(mesh).query(pts, max_distance=cutoff)
+    both = np.isfinite(cpu.distance) & np.isfinite(got.distance)
+    np.testing.assert_allclose(np.abs(got.distance[both]), np.abs(cpu.distance[both]), rtol=0, atol=1e-6)
+    edge = np.abs(np.abs(want) - cutoff) <= 1e-6  # only within distance.py's float32 rounding of it
+    np.testing.assert_array_equal(np.isfinite(got.distance)[~edge], np.isfinite(cpu.distance)[~edge])
+
+
+def test_points_beyond_the_cutoff_outside_the_mesh_box_cost_one_box_test():
+    """The stated best case, which a search without the cutoff in its bound would not meet."""
+    mesh = height_field(bumpy, 3.0, 61)
+    index = twin(mesh)
+    pts = np.random.default_rng(5).uniform(-3, 3, (400, 3)) + [0, 0, 20]  # 20 mm above a 1 mm-high patch
+    res, work = index.query_counted(pts, max_distance=2.0)
+    assert np.isnan(res.distance).all()
+    assert work is not None and (work == 1).all()
+    _, work_all = index.query_counted(pts)
+    assert work_all is not None and (work_all > 10).all()  # without a cutoff it has to search
+
+
+def test_work_per_point_is_logarithmic_on_a_fine_surface():
+    """Bounded by construction (every node once); on a fine scan-like surface far below it."""
+    mesh = height_field(bumpy, 3.0, 121)  # 28.8k triangles
+    index = twin(mesh)
+    pts = np.random.default_rng(6).uniform([-3, -3, -0.5], [3, 3, 1.5], (2000, 3))
+    _, work = index.query_counted(pts, max_distance=0.5)
+    assert work is not None and work.max() <= tree_bound(index)
+    assert np.median(work) < 0.02 * mesh.n_faces
+
+
+def test_tree_holds_every_face_once_with_boxes_that_contain_them():
+    for seed in range(3):
+        mesh = uneven(seed)
+        tree = dd.build_tree(mesh.vertices, mesh.faces)
+        lf = tree.leaf_faces
+        np.testing.assert_array_equal(np.sort(lf[lf >= 0]), np.arange(mesh.n_faces))
+        leaves = lf.reshape(tree.n_leaf, dd.LEAF_SIZE)
+        assert ((leaves >= 0).sum(axis=1) >= 1).all()  # no empty leaf: padding spread by the splits
+        # padding only at the end of a leaf (the kernel stops at the first -1)
+        assert all(np.all(np.diff((row < 0).astype(int)) >= 0) for row in leaves)
+        for leaf, faces in enumerate(leaves):
+            corners = mesh.vertices[mesh.faces[faces[faces >= 0]]].reshape(-1, 3)
+            node = tree.node_box[tree.n_leaf + leaf]
+            assert (corners >= node[:3]).all() and (corners <= node[3:]).all()
+        parent, child = tree.node_box[1 : tree.n_leaf], tree.node_box[2 : 2 * tree.n_leaf].reshape(-1, 2, 6)
+        assert (parent[:, :3] <= child[:, :, :3].min(axis=1)).all() and (parent[:, 3:] >= child[:, :, 3:].max(axis=1)).all()
+        assert tree.depth == int(np.log2(tree.n_leaf)) and tree.n_leaf * dd.LEAF_SIZE < 2 * mesh.n_faces + dd.LEAF_SIZE
+
+
+@pytest.mark.parametrize("n_faces", [1, 2, 3, 5, 9, 33])
+def test_tiny_meshes_and_empty_queries(n_faces):
+    rng = np.random.default_rng(n_faces)
+    mesh = Mesh(rng.normal(size=(3 * n_faces, 3)), np.arange(3 * n_faces).reshape(-1, 3))
+    index = twin(mesh)
+    pts = rng.normal(size=(50, 3)) * 2
+    want, _, _, _ = brute_force(mesh, pts)
+    np.testing.assert_array_equal(np.abs(index.query(pts).distance), np.abs(want))
+    empty = index.query(np.zeros((0, 3)))
+    assert empty.distance.shape == (0,) and empty.closest.shape == (0, 3)
+
+
+def test_degenerate_triangles_and_a_point_on_the_surface():
+    v = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0], [0, 1, 0], [3, 3, 3]])
+    f = np.array([[0, 1, 2], [3, 4, 3], [0, 1, 3], [5, 5, 5]])  # a segment, a point, a real one, a point
+    mesh = Mesh(v, f)
+    pts = np.array([[0.2, 0.2, 0.0], [0.5, -1, 0], [3, 3, 4], [0, 1, 1], [5, 5, 5]])
+    want, _, _, _ = brute_force(mesh, pts)
+    got = twin(mesh).query(pts)
+    np.testing.assert_array_equal(np.abs(got.distance), np.abs(want))
+    assert abs(got.distance[0]) <= 1e-15  # on the real triangle (rounding of the closest point)
+
+
+def test_bad_input_is_rejected_clearly():
+    mesh = uneven(0)
+    index = twin(mesh)
+    with pytest.raises(ValueError, match="shape"):
+        index.query(np.zeros((4, 2)))
+    with pytest.raises(InputRejected, match="non-finite"):
+        index.query(np.array([[0.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="max_distance"):
+        index.query(np.zeros((1, 3)), max_distance=-1.0)
+    with pytest.raises(InputRejected, match="no triangles"):
+        twin(Mesh(np.zeros((3, 3)), np.zeros((0, 3), dtype=np.int64)))
+    with pytest.raises(InputRejected, match="non-finite"):
+        twin(Mesh(np.array([[0.0, 0, 0], [1, 0, np.inf], [0, 1, 0]]), np.array([[0, 1, 2]])))
+    with pytest.raises(ValueError, match="normals_from"):
+        twin(mesh, "edges")
+    with pytest.raises(ValueError, match="device"):
+        dd.DeviceSurfaceIndex(mesh, device="tpu")  # type: ignore[arg-type]
+
+
+def test_auto_without_a_gpu_is_distance_py_and_cuda_refuses_clearly(monkeypatch):
+    monkeypatch.setattr(dd, "cuda_available", lambda: False)
+    assert dd.resolve_backend("auto") == "numpy"
+    mesh = uneven(0)
+    pts = query_points(np.random.default_rng(7), 40)
+    auto = dd.signed_distance(pts, mesh, max_distance=1.0)
+    np.testing.assert_array_equal(auto.distance, SurfaceIndex(mesh).query(pts, 1.0).distance)
+    with pytest.raises(RuntimeError, match="cuda"):
+        dd.DeviceSurfaceIndex(mesh, device="cuda")
+    monkeypatch.setattr(dd, "cuda_available", lambda: True)
+    assert dd.resolve_backend("auto") == "cuda"
+
+
+def test_cpu_twin_build_is_cached_by_source(tmp_path):
+    first = dd.compile_cpu_twin(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert dd.compile_cpu_twin(tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert list(tmp_path.iterdir()) == [first]  # no temporary left behind
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_cuda_kernel_parameters_match_the_launch(tmp_path):
+    """The GPU entry point takes exactly what query passes, in order and width (checked on the PTX:
+    pointers and int64 as 64-bit integers, ints as 32-bit, doubles as f64), no GPU needed."""
+    out = tmp_path / "pmd.ptx"
+    subprocess.run([NVCC, "-ptx", "-arch=sm_80", str(kernels_dir() / dd.KERNEL), "-o", str(out)], check=True, timeout=300)
+    params = re.search(r"\.entry point_mesh_distance\((.*?)\)", out.read_text(), re.DOTALL).group(1)
+    arrays = {np.dtype(np.float64): "u64"}
+    sample = [np.zeros(1)] * 2 + [1] + [np.zeros(1)] * 2 + [1, 4] + [np.zeros(1)] * 8 + [1.0, 1.0, 0] + [np.zeros(1)] * 4 + [None]
+    want = []
+    for x in dd.cuda_args(sample):
+        if isinstance(x, np.ndarray):
+            want.append(arrays[x.dtype])
+        else:
+            want.append({np.dtype(np.int64): "u64", np.dtype(np.uint64): "u64", np.dtype(np.int32): "u32",
+                         np.dtype(np.float64): "f64"}[x.dtype])  # fmt: skip
+    assert re.findall(r"\.param \.(\w+) ", params) == want
