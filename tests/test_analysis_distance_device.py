@@ -140,18 +140,32 @@ def test_twin_matches_distance_py_and_trimesh_on_an_arch_like_scan():
     np.testing.assert_allclose(np.abs(got.distance), tm_dist, rtol=0, atol=1e-6)
 
 
-def test_closed_mesh_sign_is_inside_outside():
-    sphere = trimesh.creation.icosphere(subdivisions=3, radius=5.0)
-    mesh = Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces, dtype=np.int64))
+def _needle() -> trimesh.Trimesh:
+    """A closed tetrahedron 10 mm long, 1 mm wide: around its tip, the closest feature is the tip
+    vertex (or an edge) and a face normal signs about half of the outside points wrong."""
+    v = np.array([[0.0, 0, 10], [1, 0, 0], [-0.5, 0.866, 0], [-0.5, -0.866, 0]])
+    tm = trimesh.Trimesh(v, [[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], process=False)
+    tm.fix_normals()
+    return tm
+
+
+@pytest.mark.parametrize("shape", ["sphere", "needle"])
+def test_closed_mesh_sign_is_inside_outside(shape):
     rng = np.random.default_rng(4)
-    pts = rng.uniform(-8, 8, (3000, 3))
-    # Points near vertices and edges too, where only pseudo-normals sign right.
-    pts[:500] = mesh.vertices[rng.choice(mesh.n_vertices, 500)] * rng.uniform(0.9, 1.1, (500, 1))
+    if shape == "sphere":
+        tm = trimesh.creation.icosphere(subdivisions=3, radius=5.0)
+        pts = rng.uniform(-8, 8, (3000, 3))
+        # Points near vertices and edges too, where only pseudo-normals sign right.
+        pts[:500] = tm.vertices[rng.choice(len(tm.vertices), 500)] * rng.uniform(0.9, 1.1, (500, 1))
+    else:
+        tm = _needle()
+        pts = np.concatenate([[0, 0, 10] + rng.normal(0, 0.3, (1000, 3)), rng.uniform([-1.5, -1.5, -1], [1.5, 1.5, 11], (1000, 3))])
+    mesh = Mesh(np.asarray(tm.vertices), np.asarray(tm.faces, dtype=np.int64))
     got = twin(mesh).query(pts)
-    inside = sphere.contains(pts)
+    inside = tm.contains(pts)
     clear = np.abs(got.distance) > 1e-6
     np.testing.assert_array_equal(got.distance[clear] < 0, inside[clear])
-    assert not got.on_boundary.any()
+    assert not got.on_boundary.any() and inside.any() and not inside.all()
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
