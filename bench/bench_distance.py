@@ -11,28 +11,38 @@ Cases:
 
 libigl has no cutoff: it always returns the exact distance (AABB tree built per call: both the
 build and the query are timed, ours likewise builds its index in "build+query").
-Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3]
+
+Device path (analysis/distance_device.py, kernels/point_mesh_distance.cu): its CPU twin (the same
+kernel source built with g++, --threads OpenMP threads, default 1) is a column of the same run,
+and the CUDA build with --device cuda. --warp adds NVIDIA Warp's mesh_query_point_sign_normal
+(float32 meshes; CPU, or CUDA with --device cuda) when warp-lang is importable: the measured
+alternative to our kernel (not a dependency).
+Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3] [--threads 1] [--device cuda] [--warp]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
 from occlutrace_compute.analysis.distance import SurfaceIndex
+from occlutrace_compute.analysis.distance_device import DeviceSurfaceIndex
 from occlutrace_compute.analysis.triangles import mesh_features
 from occlutrace_compute.synth import make_arch
 
+T = TypeVar("T")
+CPU: dict[int, float] = {}  # CPU seconds (all threads) of the best run of each timed call, by id of its result
 
-CPU = {}  # CPU seconds (all threads) of the best run of each timed call, by id of its result
 
-
-def _best(fn, repeat: int) -> tuple[float, object]:
+def _best(fn: Callable[[], T], repeat: int) -> tuple[float, T]:  # repeat >= 1
     """Best wall seconds of `repeat` runs (a shared machine: the least disturbed run); its CPU
     seconds go to CPU[id(result)]."""
-    best, cpu, out = np.inf, 0.0, None
+    best, cpu = np.inf, 0.0
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
@@ -43,10 +53,17 @@ def _best(fn, repeat: int) -> tuple[float, object]:
     return best, out
 
 
+def _build_and_query(mesh, points: np.ndarray, cutoff: float | None):
+    return SurfaceIndex(mesh).query(points, max_distance=cutoff)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spacing", type=float, default=0.15)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="OpenMP threads of the kernel's CPU twin")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: add the kernel's CUDA build")
+    ap.add_argument("--warp", action="store_true", help="add NVIDIA Warp's mesh query as a column")
     args = ap.parse_args()
     import igl
 
@@ -55,6 +72,15 @@ def main() -> None:
     t_build, index = _best(lambda: SurfaceIndex(mesh), args.repeat)
     print(f"arch: {mesh.n_vertices} vertices, {mesh.n_faces} faces; rho {index.rho:.4f} mm; our index build {t_build:.3f} s; "
           f"best of {args.repeat}")
+    DeviceSurfaceIndex(mesh, device="cpu-twin")  # compiles the twin once (cached), outside the timings
+    t_dev, twin = _best(lambda: DeviceSurfaceIndex(mesh, device="cpu-twin", threads=args.threads), args.repeat)
+    devices = {f"twin({args.threads} thr)": twin}
+    line = f"device index build (tree + features; host numpy): cpu twin {t_dev:.3f} s"
+    if args.device == "cuda":
+        t_cuda, devices["cuda"] = _best(lambda: DeviceSurfaceIndex(mesh, device="cuda"), args.repeat)
+        line += f", cuda {t_cuda:.3f} s (incl. upload)"
+    print(line)
+    warp = _warp_query(mesh, args.device) if args.warp else None
     rng = np.random.default_rng(0)
     normals = mesh_features(mesh).vertex_normals
     sel = rng.choice(mesh.n_vertices, 400, replace=False)
@@ -65,30 +91,87 @@ def main() -> None:
     rounding = c[(c + index.rho) - index.rho < c]
     cutoffs = [0.2, 0.5, 1.0, 1.5, 2.0, *rounding[[0, len(rounding) // 2, -1]]]
     for name, pts in (("far", far), ("mixed", mixed)):
-        t_igl, igl_out = _best(lambda: igl.point_mesh_squared_distance(pts, v, f), args.repeat)
+        t_igl, igl_out = _best(partial(igl.point_mesh_squared_distance, pts, v, f), args.repeat)
         exact = np.sqrt(igl_out[0])
         worst, err = 0.0, 0.0
         for cutoff in cutoffs:
-            t, res = _best(lambda: index.query(pts, max_distance=cutoff), args.repeat)
+            t, res = _best(partial(index.query, pts, max_distance=cutoff), args.repeat)
             worst = max(worst, t)
             near = exact <= cutoff - 1e-9
             assert np.isnan(res.distance[exact > cutoff + 1e-9]).all()
             err = max(err, float(np.max(np.abs(np.abs(res.distance[near]) - exact[near]), initial=0.0)))
+        dev_text = []
+        for dev_name, dev in devices.items():
+            d_worst, d_err = 0.0, 0.0
+            for cutoff in cutoffs:
+                t, res = _best(partial(dev.query, pts, max_distance=cutoff), args.repeat)
+                d_worst = max(d_worst, t)
+                near = exact <= cutoff - 1e-9
+                assert np.isnan(res.distance[exact > cutoff + 1e-9]).all()
+                d_err = max(d_err, float(np.max(np.abs(np.abs(res.distance[near]) - exact[near]), initial=0.0)))
+            dev_text.append(f"{dev_name} worst {d_worst * 1000:.1f} ms (max |dev - libigl| {d_err * 1000:.2e} um)")
         print(f"{name}: 400 points, {len(cutoffs)} cutoffs (3 of them rounding: {', '.join(f'{x:.6f}' for x in cutoffs[5:])} mm): "
               f"ours worst {worst * 1000:.1f} ms per query (max |ours - libigl| {err * 1000:.2e} um); "
-              f"libigl {t_igl * 1000:.1f} ms (no cutoff, AABB built per call)")
+              f"libigl {t_igl * 1000:.1f} ms (no cutoff, AABB built per call); {'; '.join(dev_text)}")
 
     scan = make_arch("upper", 3, args.spacing * 1.07).mesh.vertices  # an independent sampling
     t_igl, igl_out = _best(lambda: igl.point_mesh_squared_distance(scan, v, f), args.repeat)
     sq, c_igl = igl_out[0], CPU[id(igl_out)]
     for cutoff in (1.0, None):
-        t_q, res = _best(lambda: index.query(scan, max_distance=cutoff), args.repeat)
-        t_all, both = _best(lambda: SurfaceIndex(mesh).query(scan, max_distance=cutoff), args.repeat)
+        t_q, res = _best(partial(index.query, scan, max_distance=cutoff), args.repeat)
+        t_all, both = _best(partial(_build_and_query, mesh, scan, cutoff), args.repeat)
         ok = np.isfinite(res.distance)
         err = np.max(np.abs(np.abs(res.distance[ok]) - np.sqrt(sq[ok])))
         print(f"scan: {len(scan)} points vs the arch, cutoff {cutoff}: ours query {t_q:.3f} s (cpu {CPU[id(res)]:.3f}), "
               f"build+query {t_all:.3f} s (cpu {CPU[id(both)]:.3f}); libigl {t_igl:.3f} s (cpu {c_igl:.3f}); "
               f"max |ours - libigl| {err * 1000:.2e} um")
+        for dev_name, dev in devices.items():
+            t_d, got = _best(partial(dev.query, scan, max_distance=cutoff), args.repeat)
+            same_nan = np.array_equal(np.isnan(got.distance), np.isnan(res.distance))
+            both_ok = ok & np.isfinite(got.distance)
+            d_err = np.max(np.abs(np.abs(got.distance[both_ok]) - np.sqrt(sq[both_ok])))
+            d_ours = np.max(np.abs(got.distance[both_ok] - res.distance[both_ok]))
+            print(f"  {dev_name}: query {t_d:.3f} s (cpu {CPU[id(got)]:.3f}); max |dev - libigl| {d_err * 1000:.2e} um, "
+                  f"max |dev - ours| (signed) {d_ours * 1000:.2e} um, same NaNs as ours: {same_nan}")
+        if warp is not None:
+            t_w, w_dist = _best(partial(warp, scan, 1e6 if cutoff is None else cutoff), args.repeat)
+            both_ok = ok & np.isfinite(w_dist)
+            w_err = np.max(np.abs(np.abs(w_dist[both_ok]) - np.sqrt(sq[both_ok])))
+            flips = int(np.sum(np.sign(w_dist[both_ok]) != np.sign(res.distance[both_ok])))
+            print(f"  warp (float32, {args.device}): query {t_w:.3f} s; max |warp - libigl| {w_err * 1000:.2e} um; "
+                  f"sign differs from ours at {flips} of {int(both_ok.sum())} points")
+
+
+def _warp_query(mesh, device: str):
+    """NVIDIA Warp's signed mesh query as a callable (points, cutoff) -> signed distances (NaN
+    beyond the cutoff); kernel compiled and mesh built here, outside the timings."""
+    import warp as wp
+
+    wp.config.quiet = True
+    wp.init()
+    dev = "cuda:0" if device == "cuda" else "cpu"
+
+    @wp.kernel
+    def query(mesh_id: wp.uint64, pts: wp.array(dtype=wp.vec3), max_dist: float, out: wp.array(dtype=float)):  # type: ignore[valid-type]
+        tid = wp.tid()
+        p = pts[tid]
+        q = wp.mesh_query_point_sign_normal(mesh_id, p, max_dist)
+        if q.result:
+            out[tid] = q.sign * wp.length(p - wp.mesh_eval_position(mesh_id, q.face, q.u, q.v))
+        else:
+            out[tid] = wp.nan
+
+    w_mesh = wp.Mesh(points=wp.array(mesh.vertices.astype(np.float32), dtype=wp.vec3, device=dev),
+                     indices=wp.array(mesh.faces.astype(np.int32).ravel(), dtype=int, device=dev))  # fmt: skip
+
+    def run(points: np.ndarray, cutoff: float) -> np.ndarray:
+        p = wp.array(points.astype(np.float32), dtype=wp.vec3, device=dev)
+        out = wp.empty(len(points), dtype=float, device=dev)
+        wp.launch(query, dim=len(points), inputs=[w_mesh.id, p, float(cutoff), out], device=dev)
+        return out.numpy().astype(np.float64)
+
+    run(mesh.vertices[:10], 1.0)  # compile (seconds on the CPU, cached in ~/.cache/warp)
+    return run
 
 
 if __name__ == "__main__":

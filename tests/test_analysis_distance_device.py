@@ -314,3 +314,19 @@ def test_cuda_kernel_parameters_match_the_launch(tmp_path):
             want.append({np.dtype(np.int64): "u64", np.dtype(np.uint64): "u64", np.dtype(np.int32): "u32",
                          np.dtype(np.float64): "f64"}[x.dtype])  # fmt: skip
     assert re.findall(r"\.param \.(\w+) ", params) == want
+
+
+def test_surface_index_for_a_jobs_device(monkeypatch):
+    mesh = uneven(2)
+    pts = query_points(np.random.default_rng(8), 30)
+    monkeypatch.setattr(dd, "cuda_available", lambda: False)
+    assert isinstance(dd.surface_index(mesh, device="cpu"), SurfaceIndex)
+    assert isinstance(dd.surface_index(mesh, device="auto"), SurfaceIndex)  # no GPU: distance.py
+    on_twin = dd.surface_index(mesh, device="cpu-twin")
+    assert isinstance(on_twin, dd.DeviceSurfaceIndex) and on_twin.backend == "cpu-twin"
+    want, _, _, _ = brute_force(mesh, pts)
+    np.testing.assert_array_equal(np.abs(on_twin.query(pts).distance), np.abs(want))
+    with pytest.raises(RuntimeError, match="cuda"):
+        dd.surface_index(mesh, device="cuda")
+    with pytest.raises(ValueError, match="device"):
+        dd.surface_index(mesh, device="gpu")

@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -372,7 +372,7 @@ _INT64_ARGS, _INT32_ARGS, _FLOAT64_ARGS = (2, 5), (6, 17), (15, 16)
 def cuda_args(args: list) -> tuple:
     """The launch's arguments typed as the kernel declares them (CuPy packs numpy scalars by their
     dtype; a Python int would go as 64 bits into a 32-bit slot); None: a null pointer."""
-    typed = []
+    typed: list[object] = []
     for i, x in enumerate(args):
         if i in _INT64_ARGS:
             typed.append(np.int64(x))
@@ -393,6 +393,26 @@ def _c_arg(x):
     if isinstance(x, float):
         return ctypes.c_double(x)
     return x  # ints by the argtypes; None: a null pointer
+
+
+class DistanceIndex(Protocol):
+    """What deviation and contacts use of an index: SurfaceIndex and DeviceSurfaceIndex both are one."""
+
+    def query(self, points: np.ndarray, max_distance: float | None = None) -> SurfaceDistance: ...
+
+
+JOB_DEVICES: dict[str, Device] = {"auto": "auto", "cpu": "numpy", "cuda": "cuda", "cpu-twin": "cpu-twin"}
+
+
+def surface_index(mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh", device: str = "cpu") -> DistanceIndex:
+    """An index for a job's device ("auto", "cpu", "cuda" as in JobOptions.device; "cpu-twin"):
+    "cpu" is distance.py's SurfaceIndex itself, "auto" the CUDA kernel when a GPU is usable."""
+    if device not in JOB_DEVICES:
+        raise ValueError(f"device must be one of {sorted(JOB_DEVICES)}, not {device!r}")
+    backend = resolve_backend(JOB_DEVICES[device])
+    if backend == "numpy":
+        return SurfaceIndex(mesh, normals_from, name)
+    return DeviceSurfaceIndex(mesh, normals_from, name, device=backend)
 
 
 def signed_distance(
