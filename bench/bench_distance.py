@@ -137,9 +137,10 @@ def main() -> None:
             t_w, w_dist = _best(partial(warp, scan, 1e6 if cutoff is None else cutoff), args.repeat)
             both_ok = ok & np.isfinite(w_dist)
             w_err = np.max(np.abs(np.abs(w_dist[both_ok]) - np.sqrt(sq[both_ok])))
-            flips = int(np.sum(np.sign(w_dist[both_ok]) != np.sign(res.distance[both_ok])))
-            print(f"  warp (float32, {args.device}): query {t_w:.3f} s; max |warp - libigl| {w_err * 1000:.2e} um; "
-                  f"sign differs from ours at {flips} of {int(both_ok.sum())} points")
+            flip = both_ok & (np.sign(w_dist) != np.sign(res.distance))
+            print(f"  warp (float32, {args.device}): query {t_w:.3f} s (cpu {CPU[id(w_dist)]:.3f}); max |warp - libigl| "
+                  f"{w_err * 1000:.2e} um; sign differs from ours at {int(flip.sum())} of {int(both_ok.sum())} points "
+                  f"(|distance| there up to {np.max(np.abs(res.distance[flip]), initial=0) * 1000:.2f} um)")
 
 
 def _warp_query(mesh, device: str):
