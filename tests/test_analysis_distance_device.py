@@ -330,3 +330,31 @@ def test_surface_index_for_a_jobs_device(monkeypatch):
         dd.surface_index(mesh, device="cuda")
     with pytest.raises(ValueError, match="device"):
         dd.surface_index(mesh, device="gpu")
+
+
+def test_kernel_compiles_with_nvrtc_as_cupy_does():
+    """The CUDA path's real compile: NVRTC, no standard headers, the module's own options."""
+    import ctypes
+
+    from test_nn_grid_kernel import NVRTC
+
+    if NVRTC is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc to run)")
+    lib = ctypes.CDLL(NVRTC)
+    prog = ctypes.c_void_p()
+    source = (kernels_dir() / dd.KERNEL).read_bytes()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source, dd.KERNEL.encode(), 0, None, None) == 0
+    try:
+        options = [o.encode() for o in (*dd.CUDA_OPTIONS, "--gpu-architecture=compute_90")]
+        rc = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        assert rc == 0, log.value.decode(errors="replace")
+        lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+        ptx = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetPTX(prog, ptx)
+        assert b".entry point_mesh_distance(" in ptx.value
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
