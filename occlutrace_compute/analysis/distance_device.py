@@ -2,27 +2,38 @@
 (CuPy/NVRTC), the same source built for the CPU (its twin, g++ + OpenMP), same answers as
 analysis/distance.py (same signature, cutoff, sign and outputs).
 
-Route chosen: a kernel of our own, not NVIDIA Warp's mesh queries (measured on this 2-core CPU
-machine, warp-lang 1.x CPU path, 121k-face synthetic arch, 124k scan vertices, bench_distance.py):
+Route chosen: a kernel of our own, not NVIDIA Warp's mesh queries. Measured on this 2-core CPU
+machine (no GPU available), warp-lang 1.19.0 (Apache-2.0) on its CPU path against this kernel's
+CPU twin, same run (bench/RESULTS.md, issue 16 "device distances"):
 
-- exactness: Warp's meshes are float32 (`wp.Mesh(points=wp.vec3)`); its distances differ from our
-  float64 ones by up to ~1e-2 um on a 50 mm arch, and `mesh_query_point_sign_normal` signs from
-  the face normal with an epsilon test at edges and vertices, not from our angle-weighted
-  pseudo-normals, nor from blended vertex normals (normals_from="vertices"), and reports no
-  closest feature (on_boundary). Our kernel is float64 and writes Ericson's closest point in the
-  same operations as triangles.py: compiled without FMA contraction, the winner's distance and
-  closest point equal distance.py's bit for bit (tests/test_analysis_distance_device.py);
-- bounded work: both are BVH searches; ours states and tests its bound (below);
-- every CI run: Warp's CPU path needs its bundled LLVM JIT and compiles kernels on first use
-  (seconds, cached in ~/.cache/warp); ours is one g++ call of the file the GPU compiles, like
-  kernels/grid_knn.cu, and the CUDA build is PTX-checked for sm_80/sm_90 by
-  tests/test_nn_grid_kernel.py on every run. No new dependency (CuPy is already the `gpu` extra).
+- exactness: Warp's meshes are float32 (`wp.Mesh(points=wp.vec3)`): on a 471k-face arch it is
+  up to 7.7e-3 um from the exact distance (ours: 7e-12 um, i.e. libigl's float64 rounding; bit
+  for bit equal to a float64 numpy brute force in the tests). `mesh_query_point_sign_normal` signs
+  with angle-weighted pseudo-normals too, but picks the feature with an epsilon of 1e-3 of the
+  mean edge length and, per its docs, skips near-degenerate triangles: on our uneven test meshes
+  it signed 1-6 of 600 points differently from distance.py (all on 0.5 um-wide slivers, up to
+  4.7 mm away); it has no "blended vertex normals" sign (normals_from="vertices") and reports no
+  closest feature (on_boundary), and its cutoff is strict (< max_dist, ours <= as distance.py's).
+  Ours writes Ericson's closest point in the same operations as triangles.py, so on every input
+  it gives distance.py's answer (up to distance.py's float32 candidate ranking, <= 2e-3 um);
+- bounded work: both are BVH searches; ours states its bound (below) and the tests check it
+  with a per-point work count;
+- speed, CPU, one thread, 207k scan points vs 471k faces: Warp 0.26 s CPU, our twin 0.38 s CPU,
+  distance.py 1.4-1.6 s CPU (float32 arithmetic is the likely difference; GPU speed unmeasured);
+- every CI run: Warp's CPU path JIT-compiles the kernel with its bundled LLVM on first use (15-34 s
+  here, then cached in ~/.cache/warp) and adds a ~100 MB wheel; ours is one g++ call of the file
+  the GPU compiles (as kernels/grid_knn.cu), its PTX is built for sm_80/sm_90 on every run with
+  nvcc, and its NVRTC compile checked wherever libnvrtc is found (tests/test_nn_grid_kernel.py,
+  tests/test_analysis_distance_device.py).
+  No new dependency: CuPy is already the `gpu` extra.
 
-Tree (built here, on the host, O(M log M) time, O(M) memory): triangles sorted by the 63-bit
-Morton code of their centroids, cut into leaves of LEAF_SIZE faces, an implicit complete binary
-tree over the leaves (n_leaf a power of two, at most 2 M / LEAF_SIZE + 1; boxes: 2 n_leaf x 6
-float64). Very uneven meshes (one face spanning the arch, slivers) only loosen boxes: a query still
-visits each node at most once.
+Tree (build_tree, on the host in numpy): top-down median splits along each node's longest
+centroid axis on an implicit complete binary tree over leaves of LEAF_SIZE faces (n_leaf a power
+of two, < 2 M / LEAF_SIZE + 1; boxes: 2 n_leaf x 6 float64). log2(n_leaf) levels of one row-wise
+partition each: O(M log M) time, O(M) memory; 1.0 s CPU for 471k faces (SurfaceIndex's build:
+0.26 s), plus mesh_features (0.35 s): the host cost this path still has (a torch port of
+build_tree would put it on the device too). Very uneven meshes (one face spanning the arch,
+slivers) only loosen boxes: a query still visits each node at most once.
 
 Worst case per point (the kernel, whatever the floating-point values): at most 2 n_leaf - 1 box
 tests and M triangle tests (every node once), a stack of depth + 1 <= 64 nodes; a point with no
