@@ -358,3 +358,12 @@ def test_kernel_compiles_with_nvrtc_as_cupy_does():
         assert b".entry point_mesh_distance(" in ptx.value
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def test_cpu_twin_refuses_a_cache_folder_others_can_write(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(RuntimeError, match="not private"):
+        dd.compile_cpu_twin(shared)
+    assert list(shared.iterdir()) == []

@@ -197,7 +197,11 @@ def compile_cpu_twin(build_dir: Path | None = None, compiler: str = "g++") -> Pa
     source, shim = kernel_path(KERNEL), kernel_path("cpu_shim.h")
     digest = hashlib.sha256(source.read_bytes() + shim.read_bytes() + " ".join(CPU_FLAGS).encode()).hexdigest()[:16]
     folder = Path(build_dir) if build_dir is not None else _cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        # A shared temporary folder: never load a library someone else could have put there.
+        raise RuntimeError(f"kernel cache {folder} is not private to this user; set {CACHE_ENV} to a folder of yours")
     out = folder / f"libpoint_mesh_distance_{digest}.so"
     if out.is_file():
         return out
@@ -278,7 +282,8 @@ class DeviceSurfaceIndex:
         self, mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh", device: Device = "auto",
         threads: int | None = None,
     ) -> None:
-        """`threads`: OpenMP threads of the CPU twin (default: OpenMP's, all cores)."""
+        """`threads`: OpenMP threads of the CPU twin (default: OpenMP's, all cores; the setting is
+        the twin library's, so process-wide)."""
         self.backend: Backend = resolve_backend(device)
         if self.backend == "numpy":
             self._numpy = SurfaceIndex(mesh, normals_from, name)
