@@ -367,3 +367,20 @@ def test_cpu_twin_refuses_a_cache_folder_others_can_write(tmp_path):
     with pytest.raises(RuntimeError, match="not private"):
         dd.compile_cpu_twin(shared)
     assert list(shared.iterdir()) == []
+
+
+def test_the_jobs_reference_index_helper_takes_a_device_index():
+    """pipeline._reference_index(surface_index, mesh) builds `features` and deviation checks
+    `.mesh`: the device index has both, for the lead's one-line hook (partial(surface_index, device=...))."""
+    from functools import partial
+
+    from occlutrace_compute.analysis.deviation import deviation
+    from occlutrace_compute.jobs.pipeline import _reference_index
+
+    mesh = height_field(bumpy, 3.0, 41)
+    index = _reference_index(partial(dd.surface_index, device="cpu-twin"), mesh)
+    assert isinstance(index, dd.DeviceSurfaceIndex) and index.mesh is mesh
+    moved = Mesh(mesh.vertices + [0.0, 0.0, 0.02], mesh.faces)
+    on_twin = deviation(moved, mesh, reference_index=index)  # type: ignore[arg-type]
+    on_cpu = deviation(moved, mesh)
+    np.testing.assert_allclose(on_twin.distance, on_cpu.distance, rtol=0, atol=1e-6, equal_nan=True)

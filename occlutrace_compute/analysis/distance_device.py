@@ -62,7 +62,7 @@ from occlutrace_compute.analysis.distance import (
     SurfaceDistance,
     SurfaceIndex,
 )
-from occlutrace_compute.analysis.triangles import mesh_features
+from occlutrace_compute.analysis.triangles import MeshFeatures, mesh_features
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.nn.kernel_files import kernel_path
@@ -285,6 +285,8 @@ class DeviceSurfaceIndex:
         """`threads`: OpenMP threads of the CPU twin (default: OpenMP's, all cores; the setting is
         the twin library's, so process-wide)."""
         self.backend: Backend = resolve_backend(device)
+        self.mesh = mesh
+        self.normals_from = normals_from
         if self.backend == "numpy":
             self._numpy = SurfaceIndex(mesh, normals_from, name)
             return
@@ -294,10 +296,8 @@ class DeviceSurfaceIndex:
             raise InputRejected(name, "has no triangles to measure distances to")
         if not np.isfinite(mesh.vertices).all():
             raise InputRejected(name, "has non-finite vertex coordinates")
-        self.mesh = mesh
-        self.normals_from = normals_from
         self.tree = build_tree(mesh.vertices, mesh.faces)
-        feat = mesh_features(mesh)
+        self._features = feat = mesh_features(mesh)
         host = {
             "node_box": self.tree.node_box,
             "leaf_faces": self.tree.leaf_faces,
@@ -321,6 +321,11 @@ class DeviceSurfaceIndex:
             if threads is not None:
                 self._lib.point_mesh_distance_cpu_set_threads(ctypes.c_int(threads))
         self._arrays = {k: self._xp.ascontiguousarray(self._xp.asarray(v)) for k, v in host.items()}
+
+    @property
+    def features(self) -> MeshFeatures:
+        """The whole mesh's topology and pseudo-normals (SurfaceIndex.features)."""
+        return self._numpy.features if self.backend == "numpy" else self._features
 
     def query(self, points: np.ndarray, max_distance: float | None = None) -> SurfaceDistance:
         """Exact signed distance of each point (N, 3) to the surface (NaN beyond max_distance);
@@ -413,6 +418,11 @@ def _c_arg(x):
 
 class DistanceIndex(Protocol):
     """What deviation and contacts use of an index: SurfaceIndex and DeviceSurfaceIndex both are one."""
+
+    mesh: Mesh
+
+    @property
+    def features(self) -> MeshFeatures: ...
 
     def query(self, points: np.ndarray, max_distance: float | None = None) -> SurfaceDistance: ...
 
