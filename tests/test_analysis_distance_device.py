@@ -384,3 +384,81 @@ def test_the_jobs_reference_index_helper_takes_a_device_index():
     on_twin = deviation(moved, mesh, reference_index=index)  # type: ignore[arg-type]
     on_cpu = deviation(moved, mesh)
     np.testing.assert_allclose(on_twin.distance, on_cpu.distance, rtol=0, atol=1e-6, equal_nan=True)
+
+
+class _DeviceArray(np.ndarray):
+    """A stand-in for a CuPy array: host memory, but a type the fake launch can tell apart."""
+
+
+def _fake_cupy(launches: list):
+    """A CuPy stand-in (mocks only the GPU): arrays are _DeviceArray, the launch checks the grid and
+    every argument's type as CuPy would pack it, then runs the CPU twin on the same memory."""
+    import contextlib
+    import ctypes
+    import types
+
+    lib = dd._cpu_library(str(dd.compile_cpu_twin()))
+
+    def dev(a):
+        return np.ascontiguousarray(a).view(_DeviceArray)
+
+    def kernel(grid, block, args):
+        n = int(args[2])
+        assert grid[0] * block[0] >= n and block[0] <= 1024
+        c_args = []
+        for i, x in enumerate(args):
+            if isinstance(x, np.ndarray):
+                assert isinstance(x, _DeviceArray), f"argument {i} is host memory"
+                c_args.append(ctypes.c_void_p(x.ctypes.data))
+            elif i in dd._INT64_ARGS:
+                assert type(x) is np.int64, i
+                c_args.append(int(x))
+            elif i in dd._INT32_ARGS:
+                assert type(x) is np.int32, i
+                c_args.append(int(x))
+            elif i in dd._FLOAT64_ARGS:
+                assert type(x) is np.float64, i
+                c_args.append(ctypes.c_double(float(x)))
+            else:
+                assert type(x) is np.uint64 and x == 0, f"argument {i}: {type(x)}"  # a null pointer
+                c_args.append(None)
+        launches.append(n)
+        lib.point_mesh_distance_cpu(*c_args)
+
+    cuda = types.SimpleNamespace(Device=lambda i: contextlib.nullcontext(), runtime=types.SimpleNamespace(getDevice=lambda: 0))
+    fake = types.SimpleNamespace(
+        cuda=cuda,
+        asarray=dev,
+        ascontiguousarray=dev,
+        full=lambda shape, value, dtype=np.float64: dev(np.full(shape, value, dtype=dtype)),
+        zeros=lambda shape, dtype=np.float64: dev(np.zeros(shape, dtype=dtype)),
+        asnumpy=lambda a: np.asarray(a).view(np.ndarray).copy(),
+    )
+    return fake, kernel
+
+
+@pytest.mark.parametrize("count_work", [False, True])
+def test_cuda_branch_with_a_fake_cupy_gives_the_twins_answers(monkeypatch, count_work):
+    """The CUDA branch of DeviceSurfaceIndex (uploads, argument types, launch grid, null work
+    pointer, download) on every run, against a CuPy stand-in that runs the twin."""
+    import sys
+
+    launches: list[int] = []
+    fake, kernel = _fake_cupy(launches)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(dd, "cuda_available", lambda: True)
+    monkeypatch.setattr(dd, "_cuda_function", lambda index: kernel)
+    mesh = uneven(3)
+    pts = query_points(np.random.default_rng(9), 200)
+    on_cuda = dd.DeviceSurfaceIndex(mesh, device="cuda")
+    assert on_cuda.backend == "cuda"
+    got, work = on_cuda.query_counted(pts, 0.7, count_work=count_work)
+    want, work_twin = twin(mesh).query_counted(pts, 0.7)
+    assert launches == [len(pts)]
+    assert type(got.distance) is np.ndarray and got.on_boundary.dtype == bool
+    np.testing.assert_array_equal(got.distance, want.distance)
+    np.testing.assert_array_equal(got.closest, want.closest)
+    np.testing.assert_array_equal(got.face, want.face)
+    assert (work is None) if not count_work else np.array_equal(work, work_twin)
+    assert dd.DeviceSurfaceIndex(mesh, device="cuda").query(np.zeros((0, 3))).distance.shape == (0,)
+    assert launches == [len(pts)]  # nothing launched for no points
