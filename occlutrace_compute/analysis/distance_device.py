@@ -14,8 +14,8 @@ CPU twin, same run (bench/RESULTS.md, issue 16 "device distances"):
   it signed 1-6 of 600 points differently from distance.py (all on 0.5 um-wide slivers, up to
   4.7 mm away); it has no "blended vertex normals" sign (normals_from="vertices") and reports no
   closest feature (on_boundary), and its cutoff is strict (< max_dist, ours <= as distance.py's).
-  Ours writes Ericson's closest point in the same operations as triangles.py, so on every input
-  it gives distance.py's answer (up to distance.py's float32 candidate ranking, <= 2e-3 um);
+  Ours writes Ericson's closest point in the same operations as triangles.py: on every input
+  tested it gives distance.py's answer (up to distance.py's float32 candidate ranking, <= 2e-3 um);
 - bounded work: both are BVH searches; ours states its bound (below) and the tests check it
   with a per-point work count;
 - speed, CPU, one thread, 207k scan points vs 471k faces: Warp 0.26 s CPU, our twin 0.38 s CPU,
