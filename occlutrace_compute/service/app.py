@@ -17,9 +17,9 @@ import re
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, AsyncIterator, Iterator
 
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -344,7 +344,21 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     """The ASGI app. `link` None: no dispatcher (jobs are stored and wait for one)."""
     setup_logging()
     ctl = Controller(config, store or config.open_store(), link)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """The dispatcher link's watchdog runs while the app serves (it rejoins Ray after a head
+        restart; see service/link.py)."""
+        if link is not None:
+            link.start_watchdog()
+        try:
+            yield
+        finally:
+            if link is not None:
+                await asyncio.to_thread(link.stop_watchdog)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="OccluTrace Compute",
         version="1.0",
         description="Rigid alignment and analysis of de-identified dental surface meshes.",
