@@ -314,9 +314,10 @@ ETAG = {"ETag": {"description": "the status's entity tag, for If-None-Match", "r
                  "schema": {"type": "string"}}}
 
 
-READYZ_503 = {503: {"description": "not ready: the same body, `ready` false",
-                   "content": {"application/json": {"schema": {"type": "object"}}}, "headers": {
-    "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}}}}
+READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": s.Readiness, "description": "ready"},
+    503: {"model": s.Readiness, "description": "not ready: the same body, `ready` false", "headers": {
+        "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}}}}
 
 
 def _location(request: Request, collection: str, object_id: str) -> str:
@@ -430,11 +431,11 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
 
     # -- health and metrics ------------------------------------------------------------------
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["ops"], response_model=s.Health)
+    async def healthz() -> s.Health:
+        return s.Health(status="ok")
 
-    @app.get("/readyz", tags=["ops"], responses=READYZ_503)
+    @app.get("/readyz", tags=["ops"], responses=READYZ_RESPONSES)
     async def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -789,7 +790,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     # -- downloads and purge -----------------------------------------------------------------
 
     @app.get("/v1/download/{token}", name="download", tags=["results"], response_class=Response,
-             responses={200: {"content": {"application/octet-stream": {}}}, **problem(403, 404, 503)})
+             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        **problem(403, 404, 503)})
     async def download(token: str) -> Response:
         """Local-store counterpart of an S3 presigned GET: the token authorises one object."""
         grant = verify_grant(config.url_secret, token, "GET")
