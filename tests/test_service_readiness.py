@@ -96,7 +96,10 @@ def test_readiness_stays_green_while_the_ray_head_is_killed_and_restarted(tmp_pa
 
         def dispatcher_up() -> float | None:
             """The controller's occlutrace_dispatcher_up; /readyz must be 200 at every look."""
-            ready = httpx.get(f"{base}/readyz", timeout=10)
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=10)
+            except httpx.TransportError:
+                raise AssertionError((tmp_path / "controller.log").read_text()[-3000:]) from None
             assert ready.status_code == 200 and ready.json()["ready"], ready.text
             text = httpx.get(f"{base}/metrics", timeout=10).text
             return next(float(line.split()[1]) for line in text.splitlines()

@@ -73,8 +73,9 @@ class DispatcherLink:
     Watchdog cost, bounded by construction: one probe (at most `probe_timeout_s`) every
     `probe_s` seconds while connected; while disconnected one reconnect attempt, then a wait of
     `Backoff(backoff_base_s, backoff_cap_s)` (never less than backoff_base_s / 2), so at most
-    2 * 3600 / backoff_base_s attempts an hour and never a busy loop. A lost head is noticed
-    within max_failures * (probe_s + probe_timeout_s) seconds.
+    2 * 3600 / backoff_base_s attempts an hour and never a busy loop. A head whose port closed
+    (this link joined it by address) is noticed within probe_s + probe_timeout_s seconds; a
+    dispatcher that stops answering within max_failures * (probe_s + probe_timeout_s).
     """
 
     def __init__(self, config: ServiceConfig, *, probe_s: float = 2.0, probe_timeout_s: float = 5.0,
@@ -130,6 +131,16 @@ class DispatcherLink:
             self._disconnect()
             return False
 
+    def _head_gone(self) -> bool:
+        """Whether the head this link joined refuses connections (a TCP connect, bounded). Seen
+        at once, the driver is dropped before a new head can start on the same address: a
+        driver of the old cluster must never meet the new one (and a dead head also makes
+        actor calls block)."""
+        address = self.config.ray_address
+        if not (self._owns_ray and address):
+            return False
+        return not gcs_reachable(address, self.probe_timeout_s)
+
     def _probe(self) -> bool:
         handle = self._handle
         if handle is None:
@@ -159,14 +170,16 @@ class DispatcherLink:
         delay = self.probe_s
         while not self._stop.wait(delay):  # every pass waits first: no busy loop
             if self._handle is not None:
-                if self._probe():
+                head_gone = self._head_gone()
+                if not head_gone and self._probe():
                     failures, delay = 0, self.probe_s
                     continue
                 failures += 1
-                if failures < self.max_failures:
+                if not head_gone and failures < self.max_failures:
                     delay = self.probe_s
                     continue
-                log(logger, logging.WARNING, "dispatcher lost; reconnecting", error=f"{failures} failed probes")
+                log(logger, logging.WARNING, "dispatcher lost; reconnecting",
+                    error="the Ray head's port is closed" if head_gone else f"{failures} failed probes")
                 self._disconnect()
             if self._reconnect():
                 self.reconnects += 1
