@@ -4,7 +4,8 @@ Case labels and file names go through the privacy checks (they are shown to peop
 in keys); mesh bytes are validated and stripped of every embedded field by `sanitize_bytes`; a textured
 mesh's MTL and PNG/JPEG texture, uploaded as files of the same case, are re-made by
 `clean_companion`.
-All failures raise `InputRejected` naming the label or file and the problem.
+All failures raise `InputRejected` naming the label or file and the problem (`FileTooLarge`, its
+subclass, for a file over the limit: the API answers 413 for it, 422 for the others).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, sanitize_bytes
 from occlutrace_compute.meshes.texture import COMPANION_SUFFIXES, clean_companion
 from occlutrace_compute.privacy import check_filename, ensure_anonymous
+from occlutrace_compute.service.errors import FileTooLarge
 from occlutrace_compute.storage.keys import MAX_NAME_LENGTH, check_id
 
 
@@ -43,7 +45,7 @@ def clean_mesh(data: bytes, name: str, max_bytes: int, allow: Sequence[str] = ()
     uploaded MTL and image. An uploaded MTL is re-written by us (`newmtl texture`, `map_Kd
     <checked image name>`), an uploaded PNG/JPEG re-encoded from its pixels (meshes/texture.py)."""
     if len(data) > max_bytes:
-        raise InputRejected(name, f"file too large: {len(data)} bytes > limit {max_bytes}")
+        raise FileTooLarge(name, len(data), max_bytes)
     limits = Limits(max_bytes=max_bytes)
     def checked_ref(ref: str) -> str:
         return checked_file_name(ref, allow)

@@ -135,3 +135,15 @@ class PurgeResult(BaseModel):
         default_factory=list,
         description="'key: reason' for each object version the bucket refused to delete (object lock, permissions)",
     )
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field("ok", description="the process serves requests")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="this replica can serve: its object store answers reads and writes")
+    checks: dict[str, str] = Field(
+        description="`store`: 'ok' or the failing error's type name; `conditional_writes`: 'ok' or 'unsupported' "
+                    "(the store ignores create-if-absent: idempotency keys hold within each replica only)",
+    )
