@@ -137,3 +137,25 @@ def test_to_slots_lays_grouped_items_out_in_order():
     assert slot[real].tolist() == items.tolist()
     assert real.sum(1).tolist() == [2, 1, 2, 0]
     assert slot[0, :2].tolist() == [1, 6]
+
+
+def test_axis_hypotheses_match_the_numpy_ones_up_to_eigenvector_sign():
+    from occlutrace_compute.registration.batch import pack
+    from occlutrace_compute.registration.batched import axes
+
+    rng = np.random.default_rng(6)
+    clouds = []
+    for n in (60, 200, 140):  # ragged: padding must not count
+        p = rng.normal(0, 1, (n, 3)) * [20.0, 8.0, 3.0]
+        nrm = rng.normal(0, 1, (n, 3)) + [0, 0, 2.5 if n != 140 else 0.0]  # the last: normals cancel out
+        clouds.append((p, nrm / np.linalg.norm(nrm, axis=1, keepdims=True)))
+    mov, fix = pack(clouds, torch.device("cpu")), pack(clouds[::-1], torch.device("cpu"))
+    got = axes.axis_hypotheses(mov, fix, 12, 5)
+    for i in range(3):
+        fx = clouds[::-1][i]
+        anchors = hyp.anchor_centroids(fx[0], clouds[i][0].shape[0], 5)
+        want = hyp.axis_hypotheses(*clouds[i], *fx, 12, anchors)
+        assert got[i].shape == want.shape
+        # every numpy pose is one of ours (a sign flip of an eigenvector reorders the set)
+        d = np.abs(got[i].numpy()[None] - want[:, None]).reshape(len(want), len(want), -1).max(-1)
+        assert d.min(1).max() < 1e-9

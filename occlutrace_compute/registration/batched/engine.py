@@ -4,8 +4,7 @@ The stages of `registration.engine` (read its docstring for the method), with ev
 as tensor ops over the whole batch (`select.py`, `ransac.py`, `summary.py`): the number of torch
 calls and of device->host transfers per call does not grow with the number of pairs
 (tests/test_batch_flat.py counts them at batch 8 and 128). What the host still does per pair:
-sampling each scan and drawing its ICP subsets (`prepare.prepare_all`, `subset`), the surface-frame
-guesses (`hypotheses.axis_hypotheses`, numpy), packing, and writing each result with its changed
+sampling each scan and drawing its ICP subsets (`prepare.prepare_all`, `subset`), packing, and writing each result with its changed
 regions (`regions.changed_regions`); on CPU the kd-trees are searched per pair (on a GPU the
 `nn.knn` backends run over the whole batch). Figures: bench/RESULTS.md, issue 16.
 
@@ -27,7 +26,7 @@ from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
-from occlutrace_compute.registration.batched import select
+from occlutrace_compute.registration.batched import axes, select
 from occlutrace_compute.registration.batched.matcher import FlatMatcher
 from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
 from occlutrace_compute.registration.batched.summary import summarize
@@ -124,10 +123,8 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, ce
         parts.append(ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
                                        inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed))
     if opt.axis_hypotheses > 0:
-        guesses = np.stack([hyp.axis_hypotheses(*p.moving.coarse, *p.fixed.coarse, opt.pca_angles,
-                                                hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0],
-                                                                     opt.anchors)) for p in prepared])
-        parts.append(_prescreen(prepared, coarse_f, centres, torch.from_numpy(guesses).to(dev), opt))
+        guesses = axes.axis_hypotheses(coarse_m, coarse_f, opt.pca_angles, opt.anchors)
+        parts.append(_prescreen(prepared, coarse_f, centres, guesses, opt))
     if any(lm is not None for lm in lm_poses):
         lm = np.stack([np.eye(4) if p is None else p for p in lm_poses])[:, None]
         given = torch.tensor([p is not None for p in lm_poses], device=dev)[:, None]

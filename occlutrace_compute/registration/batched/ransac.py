@@ -24,18 +24,27 @@ from occlutrace_compute.registration.hypotheses import (
 )
 
 
-def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor,
+                   budget: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest descriptor in b (B,R,F) of every row of a (B,P,F) and in a of every row of b, by
-    |x|^2 - 2 x.y over one batched matrix product (the numpy path's formula); padded rows get 0."""
+    |y|^2 - 2 x.y from batched matrix products (the numpy path's formula; padded rows get 0).
+
+    Memory: one (b', P, R) float32 block at a time, b' pairs chosen so the block has at most
+    `budget` entries (1 GB of float32 and a few chunks at batch 128 of 2k-point clouds: the call
+    count grows with the batch only where memory requires it)."""
     fa, fb = feat_a.float(), feat_b.float()
-    ab = torch.bmm(fa, fb.transpose(1, 2))  # (B,P,R)
     inf = torch.tensor(float("inf"), device=fa.device)
-    d_fwd = torch.where(mask_b[:, None, :], ab * -2 + (fb * fb).sum(-1)[:, None, :], inf)
-    d_back = torch.where(mask_a[:, :, None], ab * -2 + (fa * fa).sum(-1)[:, :, None], inf)
-    fwd = torch.where(mask_a, d_fwd.argmin(2), 0)
-    back = torch.where(mask_b, d_back.argmin(1), 0)
-    return fwd, back
+    aa = torch.where(mask_a, (fa * fa).sum(-1), inf)  # padded rows never nearest
+    bb = torch.where(mask_b, (fb * fb).sum(-1), inf)
+    b, p, r = fa.shape[0], fa.shape[1], fb.shape[1]
+    step = max(1, budget // max(1, p * r))
+    fwd_parts, back_parts = [], []
+    for s in range(0, b, step):
+        e = s + step
+        fwd_parts.append(torch.baddbmm(bb[s:e, None, :], fa[s:e], fb[s:e].transpose(1, 2), alpha=-2).argmin(2))
+        back_parts.append(torch.baddbmm(aa[s:e, None, :], fb[s:e], fa[s:e].transpose(1, 2), alpha=-2).argmin(2))
+    fwd, back = torch.cat(fwd_parts), torch.cat(back_parts)
+    return torch.where(mask_a, fwd, 0), torch.where(mask_b, back, 0)
 
 
 def draw(use: torch.Tensor, n: int, seed: int) -> torch.Tensor:
