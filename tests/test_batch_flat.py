@@ -3,15 +3,23 @@ transfer counts that do not grow with the batch, same answers."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from occlutrace_compute.meshes import load_mesh
+from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.registration import RegistrationOptions, batched, selection
 from occlutrace_compute.registration import hypotheses as hyp
-from occlutrace_compute.registration import selection
 from occlutrace_compute.registration.batched import ransac, select
+from occlutrace_compute.registration.batched.counting import Counts, OpCounter
 from occlutrace_compute.registration.batched.engine import around, to_slots
 from occlutrace_compute.registration.geometry import rotation_angle_deg
 
@@ -159,3 +167,68 @@ def test_axis_hypotheses_match_the_numpy_ones_up_to_eigenvector_sign():
         # every numpy pose is one of ours (a sign flip of an eigenvector reorders the set)
         d = np.abs(got[i].numpy()[None] - want[:, None]).reshape(len(want), len(want), -1).max(-1)
         assert d.min(1).max() < 1e-9
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# Small clouds (a few thousand samples per scan) keep 128 pairs to seconds; the counts are about
+# the structure, not the accuracy.
+TINY = RegistrationOptions(fine_points=1500, fixed_points=2500, ransac_trials=2000, local_search_starts=8)
+
+
+@pytest.fixture(scope="module")
+def sample_pairs() -> list[tuple[Mesh, Mesh]]:
+    return [(load_mesh(SAMPLES / c / f"fixed.{ext}").mesh, load_mesh(SAMPLES / c / f"moving.{ext}").mesh)
+            for c, ext in (("case-0001-pair", "ply"), ("case-0002-changed", "stl"))]
+
+
+def _counted(pairs, opt) -> tuple[list, Counts]:
+    with OpCounter() as oc:
+        results = batched.register_batch(pairs, opt, device="cpu")
+    return results, oc.counts
+
+
+def test_flat_path_ops_and_transfers_do_not_grow_with_the_batch(sample_pairs):
+    """Issue 16's CPU proxy: torch calls and device->host transfers of one call within 10 % at
+    batch 8 and 128 (the per-pair engine: 4.5x the ops and 8x the transfers, bench/RESULTS.md)."""
+    small, c8 = _counted((sample_pairs * 4)[:8], TINY)
+    large, c128 = _counted((sample_pairs * 64)[:128], TINY)
+    assert abs(c128.ops / c8.ops - 1) <= 0.10, (c8.ops, c128.ops)
+    assert abs(c128.transfers / c8.transfers - 1) <= 0.10, (c8.transfers, c128.transfers)
+    for i in (0, 1):  # a pair's answer does not depend on the batch around it
+        np.testing.assert_allclose(large[126 + i].matrix, small[i].matrix, atol=1e-9)
+
+
+def test_flat_path_gives_the_per_pair_engine_answers(sample_pairs):
+    """Same matrices within 0.1 um on every moving sample, same verdicts, on a clean and a changed
+    pair; one pair with landmarks only (no global search), one forced through the local search."""
+    from occlutrace_compute.registration import register_batch
+
+    moving = sample_pairs[0][1]
+    idx = np.random.default_rng(0).choice(moving.n_vertices, 6, replace=False)
+    truth = np.asarray(json.loads((SAMPLES / "case-0001-pair" / "truth.json").read_text())["T_fixed_moving"])
+    lm = (moving.vertices[idx], moving.vertices[idx] @ truth[:3, :3].T + truth[:3, 3])
+    cases = [(TINY, sample_pairs, None),
+             (dataclasses.replace(TINY, fpfh_hypotheses=0, axis_hypotheses=0), sample_pairs[:1], [lm]),
+             (dataclasses.replace(TINY, min_confidence=1.01), sample_pairs[1:], None)]
+    for opt, pairs, landmarks in cases:
+        want = register_batch(pairs, opt, device="cpu", landmarks=landmarks)
+        got = batched.register_batch(pairs, opt, device="cpu", landmarks=landmarks)
+        for (_, mov), w, g in zip(pairs, want, got):
+            v = mov.vertices
+            moved_w, moved_g = v @ w.matrix[:3, :3].T + w.matrix[:3, 3], v @ g.matrix[:3, :3].T + g.matrix[:3, 3]
+            assert np.abs(moved_w - moved_g).max() < 1e-4  # mm
+            # (not `hypotheses`: other RANSAC draws propose another number of distinct poses)
+            assert (g.doubtful, g.iterations, g.converged) == (w.doubtful, w.iterations, w.converged)
+            assert abs(g.fitness - w.fitness) < 1e-6 and abs(g.confidence - w.confidence) < 1e-6
+            assert np.array_equal(g.outlier_mask, w.outlier_mask)
+            assert [r.n_points for r in g.changed_regions] == [r.n_points for r in w.changed_regions]
+
+
+def test_flat_path_rejects_what_the_engine_rejects(sample_pairs):
+    fixed, moving = sample_pairs[0]
+    with pytest.raises(ValueError, match="no starting pose"):
+        batched.register_batch([(fixed, moving)], dataclasses.replace(TINY, fpfh_hypotheses=0, axis_hypotheses=0),
+                               device="cpu")
+    with pytest.raises(ValueError, match="landmark sets"):
+        batched.register_batch([(fixed, moving)], TINY, device="cpu", landmarks=[None, None])
+    assert batched.register_batch([], TINY) == []

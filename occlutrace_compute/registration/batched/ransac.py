@@ -110,14 +110,15 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     T_prop = T_sorted[bi, slots]
     # refits: every proposal on all the correspondences it brings within inlier_mm, rounds at once
     src, dst = src_all[:, None], dst_all[:, None]  # (B,1,P,3)
+    width = slots.shape[1]  # keep, or fewer when fewer triplets were scored
     active = real.clone()
     for _ in range(refit_rounds):
         moved = src @ T_prop[..., :3, :3].transpose(-1, -2) + T_prop[..., None, :3, 3]
-        close = use[:, None] & ((moved - dst).norm(dim=-1) < inlier_mm)  # (B,keep,P)
+        close = use[:, None] & ((moved - dst).norm(dim=-1) < inlier_mm)  # (B,width,P)
         active = active & (close.sum(-1) >= 3)
-        fitted = weighted_kabsch(src.expand(-1, keep, -1, -1), dst.expand(-1, keep, -1, -1), close.to(dt))
+        fitted = weighted_kabsch(src.expand(-1, width, -1, -1), dst.expand(-1, width, -1, -1), close.to(dt))
         T_prop = torch.where(active[..., None, None], fitted, T_prop)
-    chosen = greedy_distinct(T_prop, real, keep, centre)
+    chosen = greedy_distinct(T_prop, real, width, centre)
     slots = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)
     return T_prop[bi, slots], chosen[bi, slots]
 
