@@ -235,3 +235,21 @@ def test_flat_path_rejects_what_the_engine_rejects(sample_pairs):
     with pytest.raises(ValueError, match="landmark sets"):
         batched.register_batch([(fixed, moving)], TINY, device="cpu", landmarks=[None, None])
     assert batched.register_batch([], TINY) == []
+
+
+@pytest.mark.gpu
+def test_flat_path_on_cuda_matches_cpu_and_stays_flat(sample_pairs):
+    """Not run in this session (no GPU): the flat path on CUDA answers like the CPU engine (float32
+    searches: within 5 um) and its counts stay flat there too."""
+    from occlutrace_compute.registration import register_batch
+
+    want = register_batch(sample_pairs, TINY, device="cpu")
+    with OpCounter() as small:
+        got = batched.register_batch(sample_pairs * 4, TINY, device="cuda")
+    for (_, mov), w, g in zip(sample_pairs, want, got):
+        v = mov.vertices
+        assert np.abs(v @ (w.matrix[:3, :3] - g.matrix[:3, :3]).T + (w.matrix[:3, 3] - g.matrix[:3, 3])).max() < 5e-3
+    with OpCounter() as large:
+        batched.register_batch(sample_pairs * 64, TINY, device="cuda")
+    assert abs(large.counts.ops / small.counts.ops - 1) <= 0.10
+    assert abs(large.counts.transfers / small.counts.transfers - 1) <= 0.10
