@@ -8,6 +8,11 @@ memory per pair of the batch.
 
     python bench/bench_throughput.py --device cuda --pairs 512 --batch-sizes 1 8 32 128 256
     python bench/bench_throughput.py --device cpu --pairs 8 --batch-sizes 1 4     # dry run here
+
+`--paths pairs flat` runs both batch paths on the same cases in the same run: `pairs` is
+`registration.register_batch` (choices made per pair on the host), `flat` is
+`registration.batched.register_batch` (issue 16: every choice as tensor ops over the batch).
+`--count` also prints the torch ops and device->host transfers of one batch per path.
 """
 
 from __future__ import annotations
@@ -19,18 +24,20 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 import torch
 
-from occlutrace_compute.registration import RegistrationOptions, register_batch
+from occlutrace_compute.registration import RegistrationOptions, batched, register_batch
+from occlutrace_compute.registration.batched.counting import OpCounter
 from occlutrace_compute.synth.cases import PairCase, make_pair_case
 from occlutrace_compute.synth.score import pointwise_rms_um
 
 SUCCESS_UM = 50.0
 
 
-def _case(args: tuple[int, str, float]) -> PairCase:
+def _case(args: tuple[int, Literal["clean", "changed"], float]) -> PairCase:
     seed, scenario, spacing = args
     overlap = (0.6, 1.0) if scenario == "clean" else (0.35, 0.6)
     return make_pair_case(seed, scenario, overlap, 0.015, spacing)
@@ -41,23 +48,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run(cases: list[PairCase], batch: int, opt: RegistrationOptions, device: torch.device) -> dict:
-    """Align every case in batches of `batch`; one untimed warm-up batch first."""
+PATHS = {"pairs": register_batch, "flat": batched.register_batch}
+
+
+def run(cases: list[PairCase], batch: int, opt: RegistrationOptions, device: torch.device, path: str = "pairs",
+        count: bool = False) -> dict:
+    """Align every case in batches of `batch` along `path`; one untimed warm-up batch first (counted
+    when `count`)."""
     pairs = [(c.fixed, c.moving) for c in cases]
-    register_batch(pairs[:batch], opt, device=device)
+    register = PATHS[path]
+    counter = OpCounter()
+    if count:
+        with counter:
+            register(pairs[:batch], opt, device=device)
+    else:
+        register(pairs[:batch], opt, device=device)
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     errors = []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for start in range(0, len(pairs), batch):
-        results = register_batch(pairs[start : start + batch], opt, device=device)
+        results = register(pairs[start : start + batch], opt, device=device)
         for c, r in zip(cases[start : start + batch], results):
             errors.append(pointwise_rms_um(r.matrix, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged]))
     _sync(device)
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - cpu0  # every thread of the process: robust to other load
     e = np.asarray(errors)
-    row = {"batch": batch, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds, "success": float(np.mean(e <= SUCCESS_UM)),
+    row = {"path": path, "ops": counter.counts.ops, "transfers": counter.counts.transfers, "batch": batch, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds,
+           "cpu_ms_per_pair": cpu_seconds / len(pairs) * 1e3, "success": float(np.mean(e <= SUCCESS_UM)),
            "median_um": float(np.median(e))}
     if device.type == "cuda":
         row["gpu_mb_per_pair"] = torch.cuda.max_memory_allocated() / batch / 2**20
@@ -72,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--points", type=int, default=20000, help="sampled points per scan (moving and fixed)")
     ap.add_argument("--scenario", choices=("clean", "changed"), default="clean")
     ap.add_argument("--spacing", type=float, default=0.15, help="scan grid spacing in mm (0.15: ~150k vertices)")
+    ap.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["pairs"], help="batch paths to compare")
+    ap.add_argument("--count", action="store_true", help="count torch ops and transfers of the warm-up batch")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes generating the cases")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -86,10 +108,13 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.points} points per scan; torch {torch.__version__}", flush=True)
     opt = replace(RegistrationOptions(), fine_points=args.points, fixed_points=args.points)
     for batch in args.batch_sizes:
-        row = run(cases, batch, opt, device)
-        extra = f"  GPU peak {row['gpu_mb_per_pair']:.0f} MB/pair" if "gpu_mb_per_pair" in row else ""
-        print(f"batch {batch:4d}: {row['pairs_per_s']:8.2f} pairs/s  success {row['success'] * 100:5.1f} %  "
-              f"median {row['median_um']:.2f} um{extra}", flush=True)
+        for path in args.paths:
+            row = run(cases, batch, opt, device, path, args.count)
+            extra = f"  GPU peak {row['gpu_mb_per_pair']:.0f} MB/pair" if "gpu_mb_per_pair" in row else ""
+            if args.count:
+                extra += f"  ops {row['ops']} transfers {row['transfers']}"
+            print(f"{path:5s} batch {batch:4d}: {row['pairs_per_s']:8.2f} pairs/s  {row['cpu_ms_per_pair']:7.0f} CPU ms/pair  success {row['success'] * 100:5.1f} %  "
+                  f"median {row['median_um']:.2f} um{extra}", flush=True)
 
 
 if __name__ == "__main__":

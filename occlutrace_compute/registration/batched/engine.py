@@ -1,0 +1,261 @@
+"""`register_batch` with no per-pair host work between loading and results.
+
+The stages of `registration.engine` (read its docstring for the method), with every choice made
+as tensor ops over the whole batch (`select.py`, `ransac.py`, `summary.py`): the number of torch
+calls and of device->host transfers per call does not grow with the number of pairs
+(tests/test_batch_flat.py counts them at batch 8 and 128). What the host still does per pair:
+sampling each scan and drawing its ICP subsets (`prepare.prepare_all`, `subset`), packing, and writing each result with its changed
+regions (`regions.changed_regions`); on CPU the kd-trees are searched per pair (on a GPU the
+`nn.knn` backends run over the whole batch). Figures: bench/RESULTS.md, issue 16.
+
+Answers: the RANSAC draws come from one shared uniform stream (not `hypotheses._draw`'s per-pair
+`randint`), so starting poses differ from `registration.engine`'s; final matrices agree within
+0.1 um on the test cases (tests/test_batch_flat.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.nn.threads import cpu_threads
+from occlutrace_compute.registration import hypotheses as hyp
+from occlutrace_compute.registration.batch import Clouds, pack
+from occlutrace_compute.registration.batched import axes, select
+from occlutrace_compute.registration.batched.matcher import FlatMatcher
+from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
+from occlutrace_compute.registration.batched.summary import summarize
+from occlutrace_compute.registration.engine import resolve_device
+from occlutrace_compute.registration.features import fpfh
+from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
+from occlutrace_compute.registration.levels import subset
+from occlutrace_compute.registration.options import RegistrationOptions
+from occlutrace_compute.registration.prepare import Prepared, prepare_all
+from occlutrace_compute.registration.result import RegistrationResult
+from occlutrace_compute.registration.schedule import (
+    coarse_levels,
+    fine_level,
+    mid_level,
+    prescreen_level,
+)
+
+
+def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions | None = None,
+                   device: str | torch.device = "auto", landmarks: list | None = None) -> list[RegistrationResult]:
+    """`registration.register_batch`'s contract: align many (fixed, moving) pairs; `landmarks`, if
+    given, holds per pair None or (moving_points (k,3), fixed_points (k,3))."""
+    if not pairs:
+        return []
+    opt = options or RegistrationOptions()
+    dev = resolve_device(device)
+    landmarks = landmarks or [None] * len(pairs)
+    if len(landmarks) != len(pairs):
+        raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
+    with cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
+        return _register_batch(pairs, opt, dev, landmarks)
+
+
+def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,
+                    landmarks: list) -> list[RegistrationResult]:
+    t0 = time.perf_counter()
+    prepared = prepare_all(pairs, opt)
+    lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+    stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
+    b = len(prepared)
+
+    t = time.perf_counter()
+    full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
+    coarse_f = pack([p.fixed.coarse for p in prepared], dev)
+    centres = _centres(full_coarse_m)
+    T_start, real = _hypotheses(prepared, full_coarse_m, coarse_f, centres, lm_poses, opt)
+    if not bool(real.any(1).all()):
+        raise ValueError("no starting pose: feature and axis hypotheses are switched off and no landmarks were given")
+    n_hyp = real.sum(1).tolist()
+    stages["hypotheses"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pair_of = torch.arange(b, device=dev)[:, None].expand(real.shape)[real]
+    T_fixed_moving = T_start[real]
+    coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
+    matcher = FlatMatcher(coarse_f, opt.knn_backend)
+    prune, converge = coarse_levels(opt)
+    for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
+        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
+        kept = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
+    stages["coarse"] = time.perf_counter() - t
+
+    fin = mid_and_fine(prepared, centres, pair_of, T_fixed_moving, opt, dev, stages)
+    t = time.perf_counter()
+    results = summarize(prepared, fin.chosen, fin.out, fin.scores, fin.fine_m, opt, fin.ratio, fin.angle, n_hyp)
+    stages["summary"] = time.perf_counter() - t
+    t = time.perf_counter()
+    done = search_around_doubtful(prepared, centres, results, fin, opt, dev, n_hyp)
+    stages["local search"] = time.perf_counter() - t
+    per_pair = {k: v / b for k, v in stages.items()}
+    for r in done:
+        r.seconds = (time.perf_counter() - t0) / b
+        r.stage_seconds = per_pair
+    return done
+
+
+def _centres(coarse: Clouds) -> torch.Tensor:
+    """(B,3) centroid of each moving coarse cloud (`prepare.scan_centres`, on the device)."""
+    return (coarse.points * coarse.mask[..., None]).sum(1) / coarse.lengths.clamp_min(1)[:, None].to(coarse.points.dtype)
+
+
+def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, centres: torch.Tensor, lm_poses: list,
+                opt: RegistrationOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Starting poses T_fixed_moving (B,H,4,4) and which are real (B,H), per pair in
+    `engine._hypotheses`' order: FPFH+RANSAC, pre-screened surface-frame poses, landmarks."""
+    b, dev, dt = len(prepared), coarse_m.points.device, coarse_m.points.dtype
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if opt.fpfh_hypotheses > 0:
+        radius = opt.fpfh_radius_factor * opt.coarse_voxel
+        feat_m = fpfh(coarse_m, radius, backend=opt.knn_backend)
+        feat_f = fpfh(coarse_f, radius, backend=opt.knn_backend)
+        parts.append(ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
+                                       inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed))
+    if opt.axis_hypotheses > 0:
+        guesses = axes.axis_hypotheses(coarse_m, coarse_f, opt.pca_angles, opt.anchors)
+        parts.append(_prescreen(prepared, coarse_f, centres, guesses, opt))
+    if any(lm is not None for lm in lm_poses):
+        lm = np.stack([np.eye(4) if p is None else p for p in lm_poses])[:, None]
+        given = torch.tensor([p is not None for p in lm_poses], device=dev)[:, None]
+        parts.append((torch.from_numpy(lm).to(dev), given))
+    if not parts:
+        return torch.zeros(b, 0, 4, 4, dtype=dt, device=dev), torch.zeros(b, 0, dtype=torch.bool, device=dev)
+    return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
+
+def to_slots(pair_of: torch.Tensor, items: torch.Tensor, n_pairs: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items grouped by pair (pair_of[items] non-decreasing) laid out as (n_pairs, width) slots,
+    in order: item indices and which slots are real."""
+    pairs = pair_of[items]
+    count = torch.bincount(pairs, minlength=n_pairs)
+    rank = torch.arange(items.numel(), device=items.device) - (torch.cumsum(count, 0) - count)[pairs]
+    slot = torch.zeros(n_pairs, width, dtype=torch.int64, device=items.device)
+    real = torch.zeros(n_pairs, width, dtype=torch.bool, device=items.device)
+    slot[pairs, rank] = items
+    real[pairs, rank] = True
+    return slot, real
+
+
+def _prescreen(prepared: list[Prepared], coarse_f: Clouds, centres: torch.Tensor, guesses: torch.Tensor,
+               opt: RegistrationOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """`engine._prescreen` over the (B,G,4,4) guesses: the `axis_hypotheses` best distinct per
+    pair, (B,axis_hypotheses,4,4) and which are real."""
+    dev = coarse_f.points.device
+    b, g = guesses.shape[:2]
+    few = pack([subset(p.moving.coarse, opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
+    pair_of = torch.arange(b, device=dev).repeat_interleave(g)
+    T_fixed_moving = guesses.reshape(b * g, 4, 4)
+    matcher = FlatMatcher(coarse_f, opt.knn_backend)
+    level = prescreen_level(opt)
+    q = max(8, opt.prescreen_points // 4)
+    quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
+    sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+    survivors = select.top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, (b * g) // (5 * b)), b)
+    pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
+    sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+    kept = select.top_distinct(pair_of, T_fixed_moving, sc.score, opt.axis_hypotheses, centres)
+    slot, real = to_slots(pair_of, kept, b, opt.axis_hypotheses)
+    return T_fixed_moving[slot], real
+
+
+@dataclass
+class Final:
+    """Fine-level outcome: item `chosen[p]` is pair p's answer; runner-up ratio/angle per pair (B,)."""
+
+    out: IcpOutcome
+    scores: Scores
+    fine_m: Clouds
+    chosen: torch.Tensor
+    ratio: torch.Tensor
+    angle: torch.Tensor
+
+
+def mid_and_fine(prepared: list[Prepared], centres: torch.Tensor, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor,
+                 opt: RegistrationOptions, dev: torch.device, stages: dict[str, float], finalists: int = 2,
+                 margin: float | None = None, reach_mm: float | None = None) -> Final:
+    """`finals.mid_and_fine` with the batched choices."""
+    t = time.perf_counter()
+    mid_m = pack([p.moving.mid for p in prepared], dev)
+    matcher = FlatMatcher(pack([p.fixed.mid for p in prepared], dev), opt.knn_backend)
+    mid = mid_level(opt, reach_mm)
+    out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
+    sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
+    ranked = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
+    items, ratio, angle = select.pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
+                                                opt.ambiguity_margin if margin is None else margin)
+    stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
+
+    t = time.perf_counter()
+    pair_of = pair_of[items]
+    fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
+    matcher = FlatMatcher(pack([p.fixed.fine for p in prepared], dev), opt.knn_backend)
+    fine = fine_level(opt)
+    out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
+    sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
+    chosen, ratio, angle = select.fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
+    stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
+    return Final(out, sc, fine_m, chosen, ratio, angle)
+
+
+def _steps(n: int, rot_deg: float, trans_mm: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`hypotheses.around`'s random steps (the same draws): rotations (n,3,3) and shifts (n,3)."""
+    rng = np.random.default_rng(seed)
+    R = Rotation.from_rotvec(rng.normal(0.0, np.radians(rot_deg), (n, 3))).as_matrix()
+    return R, rng.normal(0.0, trans_mm, (n, 3))
+
+
+def around(T_fixed_moving: torch.Tensor, centres: torch.Tensor, n: int, rot_deg: float, trans_mm: float,
+           seed: int) -> torch.Tensor:
+    """`hypotheses.around` for K poses at once: (K, n+1, 4, 4), the pose then n steps about each centre."""
+    R_np, shift_np = _steps(n, rot_deg, trans_mm, seed)
+    k, dev, dt = T_fixed_moving.shape[0], T_fixed_moving.device, T_fixed_moving.dtype
+    R, shift = torch.from_numpy(R_np).to(dev, dt), torch.from_numpy(shift_np).to(dev, dt)
+    steps = torch.eye(4, dtype=dt, device=dev).repeat(k, n + 1, 1, 1)
+    steps[:, 1:, :3, :3] = R
+    steps[:, 1:, :3, 3] = centres[:, None] - (R[None] @ centres[:, None, :, None])[..., 0] + shift
+    return T_fixed_moving[:, None] @ steps
+
+
+def search_around_doubtful(prepared: list[Prepared], centres: torch.Tensor, results: list, first: Final,
+                           opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> list[RegistrationResult]:
+    """`finals.search_around_doubtful` for all doubtful pairs at once, each round one batch."""
+    results = list(results)
+    todo = [i for i, r in enumerate(results) if r.confidence < opt.min_confidence]
+    best = first.scores.score[first.chosen].clone()
+    T_now = first.out.T_fixed_moving[first.chosen].clone()
+    for rnd in range(opt.local_search_rounds if opt.local_search_starts > 0 else 0):
+        if not todo:
+            break
+        idx = torch.tensor(todo, device=dev)
+        sub = [prepared[i] for i in todo]
+        c = centres[idx]
+        starts = around(T_now[idx], c, opt.local_search_starts, opt.local_search_deg, opt.local_search_mm, opt.seed + rnd)
+        pair_of = torch.arange(len(todo), device=dev).repeat_interleave(starts.shape[1])
+        found = mid_and_fine(sub, c, pair_of, starts.reshape(-1, 4, 4), opt, dev, {}, finalists=4, margin=1.0,
+                             reach_mm=2 * opt.local_search_mm)
+        old, new = best[idx], found.scores.score[found.chosen]
+        T_new = found.out.T_fixed_moving[found.chosen]
+        better = new > old
+        rival = better & ~select.same_pose(T_now[idx], T_new, c) & (old / new > found.ratio)
+        ratio = torch.where(rival, old / new, found.ratio)
+        angle = torch.where(rival, select.rotation_angle_deg(T_now[idx], T_new), found.angle)
+        which = [k for k, up in enumerate(better.tolist()) if up]
+        redone = summarize(sub, found.chosen, found.out, found.scores, found.fine_m, opt, ratio, angle,
+                           [n_hyp[i] + (rnd + 1) * opt.local_search_starts for i in todo], which)
+        for k in which:
+            results[todo[k]] = redone[k]
+        best[idx] = torch.where(better, new, old)
+        T_now[idx] = torch.where(better[:, None, None], T_new, T_now[idx])
+        todo = [todo[k] for k in which if results[todo[k]].confidence < opt.min_confidence]
+    return results
