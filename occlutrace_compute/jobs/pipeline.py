@@ -67,7 +67,7 @@ def _reference_index(surface_index, mesh):
     """The deviation reference's index with its whole-mesh features (a deviation map hits most
     of the reference), built on a worker thread."""
     index = surface_index(mesh, name="reference")
-    index.features
+    _ = index.features  # the property builds and caches them
     return index
 
 
