@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ class Clouds:
         return Clouds(self.points[items], self.normals[items], self.lengths[items])
 
 
-def pack(clouds: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> Clouds:
+def pack(clouds: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) -> Clouds:
     """Pad a list of (points, normals) arrays into one float64 batch on `device`."""
     b = len(clouds)
     p = max(c[0].shape[0] for c in clouds)

@@ -43,11 +43,12 @@ class Matcher:
         search), get distance inf and index 0. `track`: the same batch will be asked again
         after small moves (the CPU path then keeps candidates; results are the same)."""
         if self.backend == "kdtree":
-            q = query.detach().cpu().numpy()
-            real = np.arange(q.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
+            q_np = query.detach().cpu().numpy()
+            real = np.arange(q_np.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
             pairs = pair_of.cpu().numpy()
-            d2, idx = self._cache.nearest(q, real, pairs, max_dist) if track else self._nearest_rows(q, real, pairs, max_dist)
-            return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
+            d2_np, idx_np = (self._cache.nearest(q_np, real, pairs, max_dist) if track
+                             else self._nearest_rows(q_np, real, pairs, max_dist))
+            return torch.from_numpy(d2_np).to(query.device), torch.from_numpy(idx_np).to(query.device)
         single = query.is_cuda  # float32 on GPUs: searching, not fitting, so precision is ample
         q = query.float() if single else query
         ref = (self._ref32 if single else self.fixed.points)[pair_of]

@@ -314,7 +314,7 @@ ETAG = {"ETag": {"description": "the status's entity tag, for If-None-Match", "r
                  "schema": {"type": "string"}}}
 
 
-READYZ_503 = {503: {"description": "not ready: the same body, `ready` false",
+READYZ_503: dict[int | str, dict[str, Any]] = {503: {"description": "not ready: the same body, `ready` false",
                    "content": {"application/json": {"schema": {"type": "object"}}}, "headers": {
     "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}}}}
 
@@ -627,6 +627,7 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
                     return status_body(existing)
                 if record is None or record.spec.job_id != saved["job_id"]:  # not stored yet (a crash, another replica)
                     record = ctl.build_record(tenant, body, saved["job_id"], None, idempotency_key_)
+            assert record is not None  # built above unless answered from the saved key
             ctl.submit(record)
             response.headers["Location"] = _location(request, "jobs", record.spec.job_id)
             return status_body(record)
