@@ -112,7 +112,7 @@ def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Ten
         fwd = d.argmin(2)
         d.masked_fill_(~mask_a[:, :, None], float("inf"))
         return fwd, d.argmin(1)
-    # On CPU numpy's BLAS and row-wise argmin run ~5x faster than torch's single-thread cdist.
+    # On CPU numpy's BLAS and row-wise argmin beat torch's single-thread cdist (bench/RESULTS.md).
     fa, fb = feat_a.float().numpy(), feat_b.float().numpy()
     fwd_np = np.zeros(mask_a.shape, dtype=np.int64)
     back_np = np.zeros(mask_b.shape, dtype=np.int64)

@@ -7,10 +7,9 @@ callers (ICP) ask with `track=True` and are answered from cached candidates wher
 (see tracking.py). Elsewhere the `occlutrace_compute.nn.knn` backends ("auto": the best for the
 device) run over the padded batch.
 
-The CPU trees are pykdtree's: its OpenMP queries spread even a 2k-row query over the cores
-(0.22 against scipy cKDTree's 0.70 ms on 2 cores; a 20k-row one 7.8 against 14.7 ms), where
-scipy's per-call worker threads only pay off past ~16k rows. ICP asks thousands of such small
-queries per pair.
+The CPU trees are pykdtree's: its OpenMP queries spread even a 2k-row query over the cores,
+where scipy's per-call worker threads only pay off on far larger ones (figures: bench/RESULTS.md, "Measurements behind choices in the code").
+ICP asks thousands of such small queries per pair.
 """
 
 from __future__ import annotations

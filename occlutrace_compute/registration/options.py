@@ -56,7 +56,7 @@ class RegistrationOptions:
     # Doubtful answers (confidence under min_confidence) are searched again from this many
     # random rigid steps around them (sigmas below), for up to local_search_rounds rounds:
     # rescues poses pulled ~1 mm / 3-4 deg off by changed anatomy covering most of the
-    # overlap; ~0.4 s a round, on those pairs only.
+    # overlap; a fraction of a second a round (bench/RESULTS.md), on those pairs only.
     local_search_starts: int = 32
     local_search_rounds: int = 3
     local_search_deg: float = 2.5

@@ -45,9 +45,9 @@ def scan_levels(mesh: Mesh, n: int, seed: int, opt: RegistrationOptions, source:
 def prepare_all(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions) -> list[Prepared]:
     """Sample every scan of the batch; the moving scan gets the ICP subsets of its levels.
 
-    Sampling is host-side numpy work (~20 ms per 150k-vertex scan) that releases the GIL, so the
-    scans are sampled side by side on the process's thread budget: a single 150k-vertex pair
-    takes 25 instead of 37 ms on 2 cores, and a GPU batch is not fed by one core."""
+    Sampling is host-side numpy work that releases the GIL, so the scans are sampled side by side
+    on the process's thread budget: even a single pair gains (figures: bench/RESULTS.md, "Measurements behind choices in the code"),
+    and a GPU batch is not fed by one core."""
     many = len(pairs) > 1
     jobs = []
     for i, (fixed, moving) in enumerate(pairs):
