@@ -50,7 +50,8 @@ def _pair_fields(prefix: str, r) -> dict[str, np.ndarray]:
            f"{prefix}.samples": r.moving_samples}
     for k in ("rmse_mm", "fitness", "iterations", "converged", "confidence", "doubtful", "trimmed_error_mm",
               "runner_up_score_ratio", "hypotheses"):
-        out[f"{prefix}.{k}"] = np.asarray(getattr(r, k))
+        # (trimmed_error_mm was rmse_mm under a second name before #17)
+        out[f"{prefix}.{k}"] = np.asarray(getattr(r, k) if hasattr(r, k) else r.rmse_mm)
     out[f"{prefix}.regions"] = np.asarray([[*c.centroid_mm, c.n_points, c.area_mm2, c.mean_deviation_mm]
                                            for c in r.changed_regions]).reshape(-1, 6)
     return out
