@@ -1,4 +1,5 @@
-"""`occlutrace align`, `bite` and `batch`: the job commands of the CLI (see cli.py)."""
+"""`occlutrace align`, `bite`, `batch`, `serve` and `submit`: the job and service commands of the
+CLI (cli.py registers them with `inspect` and `sanitize`)."""
 
 from __future__ import annotations
 

@@ -245,7 +245,10 @@ def run_batch(
             rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
             continue
         done = None if force else finished_row(case, out_dir, stamp)
-        rows.append(done) if done else todo.append((case, opts, stamp))
+        if done:
+            rows.append(done)
+        else:
+            todo.append((case, opts, stamp))
 
     finished: set[str] = set()
     try:

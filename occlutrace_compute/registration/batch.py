@@ -43,12 +43,3 @@ def pack(clouds: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) 
         torch.from_numpy(nrm).to(device),
         torch.from_numpy(lengths).to(device),
     )
-
-
-def transform(points: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """Apply (B,4,4) transforms to (B,P,3) points."""
-    return points @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
-
-
-def rotate(vectors: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    return vectors @ T[:, :3, :3].transpose(1, 2)
