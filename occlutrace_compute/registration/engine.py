@@ -35,6 +35,7 @@ from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import coarse_levels, prescreen_level
 from occlutrace_compute.registration.selection import top_distinct, top_per_pair
+from occlutrace_compute.timing import stopwatch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -72,40 +73,37 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     if len(landmarks) != len(pairs):
         raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
     t0 = time.perf_counter()
-    prepared = prepare_all(pairs, opt)
-    lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+    stages: dict[str, float] = {}
+    with stopwatch(stages, "sampling"):
+        prepared = prepare_all(pairs, opt)
+        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
 
-    stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
-    t = time.perf_counter()
-    full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
-    coarse_f = pack([p.fixed.coarse for p in prepared], dev)
-    starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
-    stages["hypotheses"] = time.perf_counter() - t
+    with stopwatch(stages, "hypotheses"):
+        full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
+        coarse_f = pack([p.fixed.coarse for p in prepared], dev)
+        starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
 
     # Coarse level: every hypothesis of every pair in one batch; a short round prunes the
     # hopeless ones, the survivors converge.
-    t = time.perf_counter()
-    pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
-    T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
-    centres = scan_centres(prepared)
-    coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-    matcher = Matcher(coarse_f, opt.knn_backend)
-    prune, converge = coarse_levels(opt)
-    for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
-        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
-        kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
-        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
-    stages["coarse"] = time.perf_counter() - t
+    with stopwatch(stages, "coarse"):
+        pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
+        T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
+        centres = scan_centres(prepared)
+        coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
+        matcher = Matcher(coarse_f, opt.knn_backend)
+        prune, converge = coarse_levels(opt)
+        for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
+            out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+            sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
+            kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+            pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
 
     fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages)
-    t = time.perf_counter()
-    n_hyp = [len(s) for s in starts_fixed_moving]
-    results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
-    stages["summary"] = time.perf_counter() - t
-    t = time.perf_counter()
-    search_around_doubtful(prepared, results, fin, opt, dev, n_hyp)
-    stages["local search"] = time.perf_counter() - t
+    with stopwatch(stages, "summary"):
+        n_hyp = [len(s) for s in starts_fixed_moving]
+        results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
+    with stopwatch(stages, "local search"):
+        search_around_doubtful(prepared, results, fin, opt, dev, n_hyp)
     per_pair = {k: v / len(prepared) for k, v in stages.items()}
     for r in results:
         r.seconds = (time.perf_counter() - t0) / len(prepared)

@@ -3,7 +3,6 @@ search around doubtful answers."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import fine_level, mid_level
 from occlutrace_compute.registration.selection import fine_duels, pick_finalists, top_distinct
 from occlutrace_compute.registration.verdict import result
+from occlutrace_compute.timing import stopwatch
 
 
 @dataclass
@@ -50,29 +50,27 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
     of it: under heavy change the true pose and a rival 3-4 deg off score alike at 0.6 mm, while
     over 20k samples and a 0.1 mm inlier band the true one wins. `reach_mm`: first
     correspondence cut of the mid level (default 1.5 coarse voxels)."""
-    t = time.perf_counter()
-    centres = scan_centres(prepared)
-    mid_m = pack([p.moving.mid for p in prepared], dev)
-    mid_f = pack([p.fixed.mid for p in prepared], dev)
-    matcher = Matcher(mid_f, opt.knn_backend)
-    mid = mid_level(opt, reach_mm)
-    out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
-    sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
-    ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-    items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
-                                     opt.ambiguity_margin if margin is None else margin)
-    stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
+    with stopwatch(stages, "mid"):
+        centres = scan_centres(prepared)
+        mid_m = pack([p.moving.mid for p in prepared], dev)
+        mid_f = pack([p.fixed.mid for p in prepared], dev)
+        matcher = Matcher(mid_f, opt.knn_backend)
+        mid = mid_level(opt, reach_mm)
+        out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
+        sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
+        ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
+        items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
+                                             opt.ambiguity_margin if margin is None else margin)
 
-    t = time.perf_counter()
-    pair_of = pair_of[items]
-    fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
-    fine_f = pack([p.fixed.fine for p in prepared], dev)
-    matcher = Matcher(fine_f, opt.knn_backend)
-    fine = fine_level(opt)
-    out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
-    sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
-    chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
-    stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
+    with stopwatch(stages, "fine"):
+        pair_of = pair_of[items]
+        fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
+        fine_f = pack([p.fixed.fine for p in prepared], dev)
+        matcher = Matcher(fine_f, opt.knn_backend)
+        fine = fine_level(opt)
+        out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
+        sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
+        chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
     return Final(out, sc, fine_m, chosen, ratio, angle)
 
 
