@@ -18,7 +18,6 @@ import platform
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{args.pairs} {args.scenario} pairs generated in {time.perf_counter() - t:.0f} s; device {device} ({name}); "
           f"{args.points} points per scan; torch {torch.__version__}", flush=True)
-    opt = replace(RegistrationOptions(), fine_points=args.points, fixed_points=args.points)
+    opt = RegistrationOptions().updated(fine_points=args.points, fixed_points=args.points)
     for batch in args.batch_sizes:
         row = run(cases, batch, opt, device)
         extra = f"  GPU peak {row['gpu_mb_per_pair']:.0f} MB/pair" if "gpu_mb_per_pair" in row else ""
