@@ -78,12 +78,12 @@ def main() -> None:
         moto.start()
         info = moto.info()
         store_url = "s3://noop-bench"
-        extra = dict(s3_endpoint=info.endpoint, s3_access_key=info.access_key, s3_secret_key=info.secret_key,
-                     s3_region=info.region)
+        extra = {"s3_endpoint": info.endpoint, "s3_access_key": info.access_key,
+                 "s3_secret_key": info.secret_key, "s3_region": info.region}
     else:
         store_url = f"file://{args.store or tmp / 'store'}"
     env = {"PYTHONPATH": os.pathsep.join([str(BENCH_DIR), code, str(BENCH_DIR.parent / "tests")])}
-    os.environ["RAY_worker_niceness"] = "0"
+    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact name)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="occlutrace-noop",
              runtime_env={"env_vars": env})
     config = ServiceConfig.from_env(

@@ -62,8 +62,8 @@ def _change_detection(case: PairCase, r, opt: RegistrationOptions, near_mm: floa
     if len(changed) == 0 or len(out) == 0:
         return (float("nan") if len(out) == 0 else 0.0), (float("nan") if len(changed) == 0 else 0.0)
     placed = changed @ case.T_fixed_moving[:3, :3].T + case.T_fixed_moving[:3, 3]
-    sd = SurfaceIndex(case.fixed).query(placed, max_distance=opt.change_max_mm)
-    detectable = changed[np.isfinite(sd.distance) & ~sd.on_boundary & (np.abs(sd.distance) > opt.changed_mm)]
+    sd = SurfaceIndex(case.fixed).query(placed, max_distance=opt.verdict.change_max_mm)
+    detectable = changed[np.isfinite(sd.distance) & ~sd.on_boundary & (np.abs(sd.distance) > opt.verdict.changed_mm)]
     precision = float(np.mean(cKDTree(changed).query(out)[0] < near_mm))
     recall = float(np.mean(cKDTree(out).query(detectable)[0] < near_mm)) if len(detectable) else float("nan")
     return precision, recall
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     if ours.detection:
         det = np.asarray(ours.detection)
         print(f"ours changed-sample detection (median over cases): precision {np.nanmedian(det[:, 0]):.3f}, "
-              f"recall of detectable changes (> {opt.changed_mm} mm, over the fixed surface) {np.nanmedian(det[:, 1]):.3f}")
+              f"recall of detectable changes (> {opt.verdict.changed_mm} mm, over the fixed surface) {np.nanmedian(det[:, 1]):.3f}")
     print(f"ours flagged doubtful: {len(ours.doubtful)}/{args.cases}")
     for d in ours.doubtful:
         print("  " + d)

@@ -190,7 +190,7 @@ class Bench:
         env = {"PYTHONPATH": os.pathsep.join([str(BENCH_DIR), str(REPO)]),
                "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
         if not args.keep_ray_niceness:  # Ray starts workers at nice 15: slower than this process on a busy box
-            os.environ["RAY_worker_niceness"] = "0"
+            os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact name)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="occlutrace-bench",
                  runtime_env={"env_vars": env})
         self.config = ServiceConfig.from_env(

@@ -23,7 +23,6 @@ import platform
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{args.pairs} {args.scenario} pairs generated in {time.perf_counter() - t:.0f} s; device {device} ({name}); "
           f"{args.points} points per scan; torch {torch.__version__}", flush=True)
-    opt = replace(RegistrationOptions(), fine_points=args.points, fixed_points=args.points)
+    opt = RegistrationOptions().updated(fine_points=args.points, fixed_points=args.points)
     for batch in args.batch_sizes:
         for path in args.paths:
             row = run(cases, batch, opt, device, path, args.count)

@@ -14,7 +14,6 @@ Generated cases are cached as pickles (--cache, default /tmp/refactor_check_case
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pickle
 import sys
 import time
@@ -28,7 +27,16 @@ from occlutrace_compute.registration.bite import register_bite
 from occlutrace_compute.synth import make_bite_case
 from occlutrace_compute.synth.cases import make_pair_case
 
-FAST = RegistrationOptions(fine_points=8000, fixed_points=12000)
+
+
+def _options(**changes) -> RegistrationOptions:
+    """Flat field names on the grouped options (#17) and on the flat ones before them."""
+    if hasattr(RegistrationOptions, "updated"):
+        return RegistrationOptions().updated(**changes)
+    return RegistrationOptions(**changes)
+
+
+FAST = _options(fine_points=8000, fixed_points=12000)
 
 
 def _cached(cache: Path, name: str, make):
@@ -50,7 +58,8 @@ def _pair_fields(prefix: str, r) -> dict[str, np.ndarray]:
            f"{prefix}.samples": r.moving_samples}
     for k in ("rmse_mm", "fitness", "iterations", "converged", "confidence", "doubtful", "trimmed_error_mm",
               "runner_up_score_ratio", "hypotheses"):
-        out[f"{prefix}.{k}"] = np.asarray(getattr(r, k))
+        # (trimmed_error_mm was rmse_mm under a second name before #17)
+        out[f"{prefix}.{k}"] = np.asarray(getattr(r, k) if hasattr(r, k) else r.rmse_mm)
     out[f"{prefix}.regions"] = np.asarray([[*c.centroid_mm, c.n_points, c.area_mm2, c.mean_deviation_mm]
                                            for c in r.changed_regions]).reshape(-1, 6)
     return out
@@ -86,10 +95,10 @@ def run(cache: Path) -> dict[str, np.ndarray]:
     idx = np.random.default_rng(0).choice(clean.moving.n_vertices, 6, replace=False)
     mov = clean.moving.vertices[idx]
     fix = mov @ clean.T_fixed_moving[:3, :3].T + clean.T_fixed_moving[:3, 3]
-    lm_opt = RegistrationOptions(fine_points=8000, fixed_points=12000, fpfh_hypotheses=0, axis_hypotheses=0)
+    lm_opt = _options(fine_points=8000, fixed_points=12000, fpfh_hypotheses=0, axis_hypotheses=0)
     out |= _pair_fields("landmarks", register(clean.fixed, clean.moving, lm_opt, landmarks=(mov, fix), device="cpu"))
     # Every answer counts as doubtful: the local search around it runs (rounds stop early on no gain).
-    searched = register(changed.fixed, changed.moving, dataclasses.replace(FAST, min_confidence=1.01), device="cpu")
+    searched = register(changed.fixed, changed.moving, _options(fine_points=8000, fixed_points=12000, min_confidence=1.01), device="cpu")
     out |= _pair_fields("searched", searched)
     print(f"pairs: {time.perf_counter() - t:.1f} s (forced local search: hypotheses={searched.hypotheses})", flush=True)
     t = time.perf_counter()

@@ -198,7 +198,7 @@ def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
 
 # --- entry point ---------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+COMMANDS: tuple[Callable[..., None], ...] = (
     register_inspect,
     register_sanitize,
     cli_jobs.register_align,

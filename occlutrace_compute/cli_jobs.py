@@ -1,4 +1,5 @@
-"""`occlutrace align`, `bite` and `batch`: the job commands of the CLI (see cli.py)."""
+"""`occlutrace align`, `bite`, `batch`, `serve` and `submit`: the job and service commands of the
+CLI (cli.py registers them with `inspect` and `sanitize`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
 from occlutrace_compute.errors import InputRejected
 
@@ -59,6 +60,18 @@ def _defaults() -> JobOptions:
     from occlutrace_compute.jobs.models import JobOptions
 
     return JobOptions()
+
+
+def _choices(name: str) -> tuple[str, ...]:
+    """The values a Literal field of JobOptions allows (an optional field's None left out)."""
+    from occlutrace_compute.jobs.models import JobOptions
+
+    def values(tp: object) -> tuple[str, ...]:
+        if get_origin(tp) is Literal:
+            return get_args(tp)
+        return tuple(v for arg in get_args(tp) for v in values(arg))
+
+    return values(JobOptions.model_fields[name].annotation)
 # (flag, JobOptions field, type, help); one table so batch, submit, align and bite agree.
 ANALYSIS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--tolerance", "tolerance_mm", float, "pair: deviation tolerance in mm; a vertex within +/- it passes (default: %(default)s)"),
@@ -78,7 +91,7 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
         if help_.split(":")[0] in kinds:
             g.add_argument(flag, dest=name, type=typ, default=getattr(_defaults(), name), metavar="MM", help=help_)
     if "pair" in kinds:
-        g.add_argument("--arch", choices=("upper", "lower"), default=None,
+        g.add_argument("--arch", choices=_choices("arch"), default=_defaults().arch,
                        help="pair: which arch the scans show, so the maps name the patient's left and right "
                        "(default: from file names such as upper_reference.stl, else not named)")
         g.add_argument("--region-sectors", metavar="LIST", default=None,
@@ -87,7 +100,7 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
                        "(default: whole arch)")
     if "bite" in kinds:
         g.add_argument("--settle", action="store_true", help="bite: remove interpenetration by a small constrained refinement")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    g.add_argument("--device", choices=_choices("device"), default=_defaults().device,
                    help="where registration runs; auto: a GPU when there is one (default: %(default)s)")
     g.add_argument("--strict", action="store_true", help="exit code 3 when any alignment is doubtful (else a warning)")
 
@@ -95,8 +108,8 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
 def options_from_args(args: argparse.Namespace) -> JobOptions:
     """JobOptions from the flags of add_analysis_options (absent flags keep their defaults)."""
     values = {name: getattr(args, name) for _, name, _, _ in ANALYSIS_OPTIONS if hasattr(args, name)}
-    values["settle"] = bool(getattr(args, "settle", False))
-    values["keep_encoding"] = bool(getattr(args, "keep_encoding", False))
+    values["settle"] = bool(getattr(args, "settle", _defaults().settle))
+    values["keep_encoding"] = bool(getattr(args, "keep_encoding", _defaults().keep_encoding))
     if getattr(args, "arch", None):
         values["arch"] = args.arch
     region: dict = {}

@@ -366,7 +366,7 @@ def test_features_built_around_the_hit_faces_equal_the_whole_meshes(normals_from
     pts = np.column_stack([rng.uniform(-7, 7, 400), rng.uniform(-7, 7, 400), rng.uniform(-1.5, 1.5, 400)])
     local = SurfaceIndex(mesh, normals_from).query(pts, max_distance=0.6)
     whole_index = SurfaceIndex(mesh, normals_from)
-    whole_index.features  # built first: the query then uses the whole mesh's
+    _ = whole_index.features  # built first: the query then uses the whole mesh's
     whole = whole_index.query(pts, max_distance=0.6)
     hit = np.isfinite(whole.distance)
     assert 50 < hit.sum() and len(np.unique(whole.face[hit])) < mesh.n_faces // 4

@@ -47,3 +47,26 @@ def test_batch_help_documents_the_case_layout_and_options() -> None:
 
     opts = options_from_args(args)
     assert (opts.tolerance_mm, opts.color_scale_mm, opts.settle) == (0.1, 0.5, True)
+
+
+def test_option_defaults_and_choices_come_from_job_options(monkeypatch) -> None:
+    """The job flags carry JobOptions' defaults and allowed values, not copies: no flags give
+    JobOptions(), and a default changed in JobOptions is the CLI's default too."""
+    from occlutrace_compute import cli_jobs
+    from occlutrace_compute.jobs.models import JobOptions
+
+    commands = (["align", "f", "m", "-o", "o"], ["bite", "--upper", "u", "--lower", "l", "--bite", "b", "-o", "o"],
+                ["batch", "d", "-o", "o"])
+    for argv in commands:
+        assert cli_jobs.options_from_args(build_parser().parse_args(argv)) == JobOptions(), argv
+    align = _commands()["align"]
+    choices = {a.dest: a.choices for a in align._actions if a.choices}
+    assert (set(choices["device"]), set(choices["arch"])) == ({"auto", "cpu", "cuda"}, {"upper", "lower"})
+
+    changed = JobOptions(device="cpu", tolerance_mm=0.07, arch="lower")
+    monkeypatch.setattr(cli_jobs, "_defaults", lambda: changed)
+    for argv in commands:
+        assert cli_jobs.options_from_args(build_parser().parse_args(argv)).device == "cpu", argv
+    for argv in (commands[0], commands[2]):  # the pair flags (bite has no --tolerance or --arch)
+        opts = cli_jobs.options_from_args(build_parser().parse_args(argv))
+        assert (opts.tolerance_mm, opts.arch) == (0.07, "lower"), argv

@@ -104,13 +104,13 @@ def _check_pages(store: ObjectStore, keys: list[str], prefix: str, start_after: 
     assert list(store.iter_keys(prefix, start_after=start_after, page=limit)) == expected
 
 
-_PAGE_ARGS = dict(
-    keys=_KEYS,
-    prefix=st.sampled_from(["", "a", "b", "a/b"]),
-    start_after=st.none() | _SEGMENT | st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
+_PAGE_ARGS = {
+    "keys": _KEYS,
+    "prefix": st.sampled_from(["", "a", "b", "a/b"]),
+    "start_after": st.none() | _SEGMENT | st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
     | st.text(alphabet="abz/.-0~", max_size=6),
-    limit=st.integers(1, 7),
-)
+    "limit": st.integers(1, 7),
+}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -66,7 +66,7 @@ def test_smoke_script_runs_a_real_job_and_purges_its_case(service, tmp_path):
     assert "job " in out.stdout and ": succeeded" in out.stdout
     # the case is gone again: nothing of the test tenant's cases is left in the store
     store = config.open_store()
-    assert not [k for k in store.list("tenants/helm-test/cases/")], store.list("tenants/helm-test/cases/")
+    assert not list(store.list("tenants/helm-test/cases/")), store.list("tenants/helm-test/cases/")
 
 
 def test_smoke_script_fails_clearly_on_a_wrong_token(service, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 
@@ -110,9 +109,9 @@ def changed_case():
 def test_local_search_keeps_a_good_answer(changed_case):
     """Forced on every pair (min_confidence above 1), the search around a right answer may
     only move it within the right basin."""
-    fast = RegistrationOptions(fine_points=8000, fixed_points=12000)
-    plain = register(changed_case.fixed, changed_case.moving, dataclasses.replace(fast, local_search_starts=0), device="cpu")
-    forced = register(changed_case.fixed, changed_case.moving, dataclasses.replace(fast, min_confidence=1.01), device="cpu")
+    fast = RegistrationOptions().updated(fine_points=8000, fixed_points=12000)
+    plain = register(changed_case.fixed, changed_case.moving, fast.updated(starts=0), device="cpu")
+    forced = register(changed_case.fixed, changed_case.moving, fast.updated(min_confidence=1.01), device="cpu")
     c = changed_case
     for r in (plain, forced):
         assert pointwise_rms_um(r.matrix, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged]) < 15.0

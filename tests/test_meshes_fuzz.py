@@ -186,7 +186,7 @@ def huge_headers() -> Iterator[tuple[bytes, str]]:
         for element in (b"vertex", b"face"):
             for count in (b"4294967295", b"1000000000", b"4999999", b"9999999", b"99999999999999999999"):
                 declared = b"element " + element + b" " + count
-                yield re.sub(rb"element " + element + rb" \d+", declared, files[name], 1), name
+                yield re.sub(rb"element " + element + rb" \d+", declared, files[name], count=1), name
     ply = bytearray(files["d.ply"])
     first_face = ply.index(b"end_header\n") + 11 + 42 * (3 * 8 + 4)  # 42 vertices: 3 double + 4 uchar
     ply[first_face] = 255  # a first polygon claiming 255 corners

@@ -176,7 +176,7 @@ def build_ply(p: dict, encoding: str) -> bytes:
             row.append(1234567.0 + i)
         vrows.append(row)
     frows = []
-    for i, face in enumerate(F):
+    for face in F:
         row = [1] if "face_property" in p else []
         row += [3, *face]
         if "face_list" in p:
@@ -200,7 +200,7 @@ def build_ply(p: dict, encoding: str) -> bytes:
         o = "<" if encoding == "le" else ">"
         body = b""
         for row in vrows:
-            for (n, t), x in zip(vprops, row):
+            for (_n, t), x in zip(vprops, row):
                 body += struct.pack(o + ("d" if t == "f8" else "B"), x)
         for row in frows:
             r = list(row)
@@ -221,7 +221,7 @@ def build_obj(p: dict) -> bytes:
     out += [f"mtllib {p['mtllib']}"] if "mtllib" in p else []
     out += [f"o {p['o']}"] if "o" in p else []
     out += [f"g {p['g']}"] if "g" in p else []
-    for i, (xyz, c) in enumerate(zip(V, C)):
+    for i, (xyz, _c) in enumerate(zip(V, C)):
         parts = [num(x) for x in xyz]
         if i == 2 and "spelling" in p:
             parts[2] = spelled(xyz[2], p["spelling"])

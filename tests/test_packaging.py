@@ -47,8 +47,8 @@ def test_installed_wheel_finds_its_kernels(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True, timeout=300)
     (module,) = env.glob("lib/python*/site-packages/occlutrace_compute/nn/kernel_files.py")
-    code = ("import importlib.util as u; s = u.spec_from_file_location('kf', r'%s'); m = u.module_from_spec(s); "
-            "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu'))") % module
+    code = (f"import importlib.util as u; s = u.spec_from_file_location('kf', r'{module}'); m = u.module_from_spec(s); "
+            "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu'))")
     found = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True, timeout=60,
                            cwd=tmp_path).stdout.strip()  # not the checkout: its egg-info would answer
     assert Path(found) == env / "share" / "occlutrace" / "kernels" / "grid_knn.cu"

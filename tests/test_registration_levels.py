@@ -58,7 +58,7 @@ def _grid(n: int, step: float) -> Mesh:
 
 
 def test_prepared_levels_are_named_subsets_of_each_other():
-    opt = RegistrationOptions(fine_points=3000, fixed_points=4000, coarse_icp_points=40, mid_icp_points=300)
+    opt = RegistrationOptions().updated(fine_points=3000, fixed_points=4000, coarse_icp_points=40, mid_icp_points=300)
     (p,) = prepare_all([(_grid(40, 0.5), _grid(30, 0.5))], opt)
     assert p.moving.fine.points.shape == (3000, 3) and p.fixed.fine.points.shape == (4000, 3)
     # The moving side's ICP levels are subsets of its voxel clouds; the fixed side keeps them whole.
@@ -81,7 +81,7 @@ def test_an_icp_level_needs_its_cuts_and_floor():
 @settings(max_examples=20, deadline=None)
 @given(angle=st.floats(1.0, 89.0), rot=st.floats(1e-8, 1e-3), trans=st.floats(1e-7, 1e-2))
 def test_pair_schedule_shares_the_normal_angle_and_loosens_search_convergence(angle, rot, trans):
-    opt = RegistrationOptions(normal_max_angle_deg=angle, converge_rot_rad=rot, converge_trans_mm=trans)
+    opt = RegistrationOptions().updated(normal_max_angle_deg=angle, converge_rot_rad=rot, converge_trans_mm=trans)
     levels = [prescreen_level(opt), *coarse_levels(opt), mid_level(opt), fine_level(opt)]
     assert {lv.cos_normals for lv in levels} == {math.cos(math.radians(angle))}
     fine = fine_level(opt)
@@ -90,4 +90,4 @@ def test_pair_schedule_shares_the_normal_angle_and_loosens_search_convergence(an
         assert search.converge_rot_rad == rot * SEARCH_CONVERGENCE_FACTOR
         assert search.converge_trans_mm == trans * SEARCH_CONVERGENCE_FACTOR
     assert mid_level(opt, reach_mm=1.4).dmax_start == 1.4
-    assert mid_level(opt).dmax_start == 1.5 * opt.coarse_voxel
+    assert mid_level(opt).dmax_start == 1.5 * opt.sampling.coarse_voxel

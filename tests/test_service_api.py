@@ -228,7 +228,7 @@ def test_cancel_and_purge(env):
     assert r.status_code == 200
     removed = r.json()["removed"]
     assert any(k.endswith("inputs/fixed.stl") for k in removed) and any("/index/jobs/" in k for k in removed)
-    assert [k for k in store.list("") if "case-001" in k or job["job_id"] in k and not k.startswith("testctl/")] == []
+    assert [k for k in store.list("") if "case-001" in k or (job["job_id"] in k and not k.startswith("testctl/"))] == []
     assert c["alpha"].get(f"/v1/jobs/{job['job_id']}").status_code == 404
 
 

@@ -91,6 +91,8 @@ def deviation_ramp(scale_mm: float = 0.2, band_mm: float = 0.0) -> ColorRamp:
     if not 0 <= b < s:
         raise ValueError(f"the tolerance band must be in [0, scale), got {band_mm} for a scale of {scale_mm}")
     blue, cyan, green, yellow, red = (0.05, 0.15, 0.75), (0.0, 0.75, 0.95), (0.15, 0.78, 0.2), (0.98, 0.85, 0.05), (0.85, 0.05, 0.05)
+    positions: tuple[float, ...]
+    colors: tuple[tuple[float, float, float], ...]
     if b > 0:
         positions, colors = (-s, -b, -b, b, b, s), (blue, cyan, green, green, yellow, red)
     else:

@@ -178,7 +178,7 @@ def _regions(name: str, regions: Regions, frame: ArchFrame, superior: np.ndarray
                 n_vertices=int(regions.n_vertices[i]),
                 side="right" if float(np.dot(across[i], right_dir)) > 0 else "left",
                 segment="anterior" if local[i, 1] >= front_edge - ANTERIOR_SHARE * frame.extent[1] else "posterior",
-                centroid=tuple(float(c) for c in regions.centroid[i]),
+                centroid=(float(regions.centroid[i, 0]), float(regions.centroid[i, 1]), float(regions.centroid[i, 2])),
             )
         )
     return sorted(out, key=lambda r: r.min_distance_mm)

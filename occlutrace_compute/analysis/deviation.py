@@ -87,7 +87,7 @@ class DeviationReport:
         if s.count:
             title = (
                 f"deviation  RMS {s.rms_mm:.3f} mm   mean {s.mean_mm:+.3f} mm   "
-                f"within \u00b1{s.tolerance_mm:.3f} mm: {100 * s.within_tolerance_share:.1f} %   "
+                f"within \u00b1{s.tolerance_mm:.3f} mm: {100 * (s.within_tolerance_share or 0.0):.1f} %   "
                 f"overlap {100 * self.overlap_share:.0f} %"
             )
         else:

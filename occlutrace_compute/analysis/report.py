@@ -122,8 +122,8 @@ def _thumbnail(path: Any) -> dict[str, str]:
     """{"src": data URI, "name"} of a downscaled PNG, or {"note"} saying why there is none."""
     name = Path(str(path)).name
     try:
-        with Image.open(str(path)) as im:
-            im = im.convert("RGB")
+        with Image.open(str(path)) as src:
+            im = src.convert("RGB")
             if im.width > THUMB_WIDTH_PX:
                 im = im.resize((THUMB_WIDTH_PX, round(im.height * THUMB_WIDTH_PX / im.width)), Image.Resampling.LANCZOS)
             buf = io.BytesIO()

@@ -14,10 +14,12 @@ import numpy as np
 
 from occlutrace_compute.meshes.model import Mesh
 
-# Region codes: 0 interior; 1..3 edges (a,b), (b,c), (c,a); 4..6 vertices a, b, c.
+# Region codes of a closest point: the face interior, an edge, or a corner. An edge's code minus
+# EDGE_AB is its index e in MeshFeatures.face_edges (e0=(a,b), e1=(b,c), e2=(c,a)); a corner's
+# code minus VERTEX_A is its index in the face's (a, b, c).
 INTERIOR = 0
-EDGE_REGIONS = (1, 2, 3)
-VERTEX_REGIONS = (4, 5, 6)
+EDGE_AB, EDGE_BC, EDGE_CA = 1, 2, 3
+VERTEX_A, VERTEX_B, VERTEX_C = 4, 5, 6
 
 
 @dataclass(frozen=True)
@@ -71,15 +73,15 @@ def _closest(p: Columns, a: Columns, b: Columns, c: Columns) -> tuple[Columns, n
     den = va + vb + vc
     v = _ratio(vb, den)
     w = _ratio(vc, den)
-    region = np.zeros(len(d1), dtype=np.int8)
+    region = np.full(len(d1), INTERIOR, dtype=np.int8)
     t_bc = _ratio(d4 - d3, (d4 - d3) + (d5 - d6))
     tests = [
-        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0, 4),
-        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0, 5),
-        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), _ratio(d1, d1 - d3), 0.0, 1),
-        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0, 6),
-        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, _ratio(d2, d2 - d6), 3),
-        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1.0 - t_bc, t_bc, 2),
+        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0, VERTEX_A),
+        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0, VERTEX_B),
+        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), _ratio(d1, d1 - d3), 0.0, EDGE_AB),
+        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0, VERTEX_C),
+        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, _ratio(d2, d2 - d6), EDGE_CA),
+        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1.0 - t_bc, t_bc, EDGE_BC),
     ]
     for mask, mv, mw, code in reversed(tests):
         v = np.where(mask, mv, v)
@@ -182,20 +184,20 @@ def mesh_features(mesh: Mesh) -> MeshFeatures:
 def feature_normal(features: MeshFeatures, faces: np.ndarray, face: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Pseudo-normal of the feature (face, edge or vertex) each closest point lies on."""
     out = features.face_normals[face].copy()
-    is_edge = (region >= 1) & (region <= 3)
+    is_edge = (region >= EDGE_AB) & (region <= EDGE_CA)
     if is_edge.any():
-        out[is_edge] = features.edge_normals[features.face_edges[face[is_edge], region[is_edge] - 1]]
-    is_vertex = region >= 4
+        out[is_edge] = features.edge_normals[features.face_edges[face[is_edge], region[is_edge] - EDGE_AB]]
+    is_vertex = region >= VERTEX_A
     if is_vertex.any():
-        out[is_vertex] = features.vertex_normals[faces[face[is_vertex], region[is_vertex] - 4]]
+        out[is_vertex] = features.vertex_normals[faces[face[is_vertex], region[is_vertex] - VERTEX_A]]
     return out
 
 
 def on_boundary(features: MeshFeatures, faces: np.ndarray, face: np.ndarray, region: np.ndarray) -> np.ndarray:
     """True where the closest point lies on an open-boundary edge or vertex of the mesh."""
     out = np.zeros(len(face), dtype=bool)
-    is_edge = (region >= 1) & (region <= 3)
-    out[is_edge] = features.boundary_edge[features.face_edges[face[is_edge], region[is_edge] - 1]]
-    is_vertex = region >= 4
-    out[is_vertex] = features.boundary_vertex[faces[face[is_vertex], region[is_vertex] - 4]]
+    is_edge = (region >= EDGE_AB) & (region <= EDGE_CA)
+    out[is_edge] = features.boundary_edge[features.face_edges[face[is_edge], region[is_edge] - EDGE_AB]]
+    is_vertex = region >= VERTEX_A
+    out[is_vertex] = features.boundary_vertex[faces[face[is_vertex], region[is_vertex] - VERTEX_A]]
     return out

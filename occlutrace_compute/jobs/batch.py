@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import time
 from collections import deque
@@ -202,10 +203,10 @@ def _connect_ray(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
         # address="local": always our own Ray, never a cluster someone started with `ray start` here.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
 
 def run_batch(
@@ -244,7 +245,10 @@ def run_batch(
             rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
             continue
         done = None if force else finished_row(case, out_dir, stamp)
-        rows.append(done) if done else todo.append((case, opts, stamp))
+        if done:
+            rows.append(done)
+        else:
+            todo.append((case, opts, stamp))
 
     finished: set[str] = set()
     try:

@@ -67,7 +67,7 @@ def _reference_index(surface_index, mesh):
     """The deviation reference's index with its whole-mesh features (a deviation map hits most
     of the reference), built on a worker thread."""
     index = surface_index(mesh, name="reference")
-    index.features
+    _ = index.features  # the property builds and caches them
     return index
 
 
@@ -180,7 +180,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         t["deviation"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        exports = {
+        exports: dict[str, Future] = {
             "aligned": pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)),
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
         }
@@ -236,7 +236,7 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         t["contacts"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        exports = {
+        exports: dict[str, Future] = {
             "upper_occlusion": pool.submit(mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)),
             "lower_occlusion": pool.submit(mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)),
             "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),

@@ -31,6 +31,7 @@ def read_bytes(path: str | Path | None, limits: Limits, data: bytes | None, name
         raise TypeError("load_mesh needs a path or data")
     source = name if name is not None else str(path)
     if data is None:
+        assert path is not None  # both None is refused above
         try:
             size = os.stat(path).st_size
             if size > limits.max_bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +49,11 @@ _COLOR_NAMES = (("red", "green", "blue", "alpha"), ("diffuse_red", "diffuse_gree
 class Prop:
     name: str
     type: str  # numpy kind+size, e.g. "f4"
-    count_type: str | None = None  # set for a list property
+    count_type: str = ""  # set for a list property
 
     @property
     def is_list(self) -> bool:
-        return self.count_type is not None
+        return bool(self.count_type)
 
 
 @dataclass
@@ -167,6 +168,14 @@ def _face_prop(el: Element) -> Prop | None:
     return next((p for p in el.props if p.is_list and p.name in _INDEX_NAMES), None)
 
 
+def _checked_face_prop(el: Element) -> Prop:
+    """The face element's index list, which _check_declared has made sure of."""
+    p = _face_prop(el)
+    if p is None:
+        raise RuntimeError(f"PLY element '{el.name}' has no index list (not checked before parsing)")
+    return p
+
+
 def _check_declared(header: Header, size: int, name: str, limits: Limits) -> None:
     """Rejects counts the limits or the file size cannot hold, before a single array exists."""
     by_name = {el.name: el for el in header.elements}
@@ -224,7 +233,7 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
         if el.name not in ("vertex", "face"):
             metadata.append(("ply.element", f"{el.name} ({el.count} records, {data_el.size} {body.unit})"))
             continue
-        used = {"x", "y", "z", *color_names, *uv_names} if el.name == "vertex" else {_face_prop(el).name}
+        used = {"x", "y", "z", *color_names, *uv_names} if el.name == "vertex" else {_checked_face_prop(el).name}
         for p in el.props:
             if p.name in used:
                 continue
@@ -265,7 +274,8 @@ _TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4":
 
 def _spelled(where: str, ld: ListData, records: int = 50) -> list[tuple[str, str]]:
     """Byte lists that read as text (a name spelled as a uchar list), from the first records."""
-    out, seen = [], set()
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
     ends = np.cumsum(ld.counts[:records])
     for a, b in zip(ends - ld.counts[:records], ends):
         chars = np.asarray(ld.items[int(a) : int(b)]).astype(np.int64)
@@ -301,7 +311,7 @@ def _colors(cols: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray |
 def _faces(header: Header, body: Body, name: str, limits: Limits) -> tuple[np.ndarray, int]:
     """Fan triangles of the face element's polygons; those with < 3 corners are dropped."""
     face = next(el for el in header.elements if el.name == "face")
-    ld = body.elements["face"].lists[_face_prop(face).name]
+    ld = body.elements["face"].lists[_checked_face_prop(face).name]
     counts, items = ld.counts, ld.items
     if items.dtype.kind == "f":  # ASCII: whole numbers only
         if not text.integers(items):
@@ -322,7 +332,9 @@ class _BinaryBody:
     items then gathered in one vectorised read."""
 
     def __init__(self, header: Header, data: bytes, name: str) -> None:
-        self.h, self.data, self.name = header, data, name
+        if header.order is None:
+            raise ValueError("an ASCII PLY body has no byte order")
+        self.h, self.data, self.name, self.order = header, data, name, header.order
 
     def read(self) -> Body:
         off = self.h.body_start
@@ -339,8 +351,8 @@ class _BinaryBody:
         return Body(out, f"{extra} bytes" if extra else "", "bytes")
 
     def _dtype(self, el: Element, list_len: dict[int, int]) -> np.dtype:
-        o = self.h.order
-        fields = []
+        o = self.order
+        fields: list[tuple[Any, ...]] = []
         for i, p in enumerate(el.props):
             if p.is_list:
                 fields.append((f"n{i}", o + p.count_type))
@@ -381,7 +393,7 @@ class _BinaryBody:
             if off + size > len(self.data):
                 return None
             if p.is_list:
-                k = int(np.frombuffer(self.data, self.h.order + p.count_type, 1, off)[0])
+                k = int(np.frombuffer(self.data, self.order + p.count_type, 1, off)[0])
                 if k < 0 or off + size + k * int(p.type[1]) > len(self.data):
                     return None
                 lengths[i] = k
@@ -392,7 +404,7 @@ class _BinaryBody:
 
     def _walk(self, el: Element, off: int) -> tuple[ElementData, int]:
         """Record by record, every read bounds-checked; collects (item offset, count) per list."""
-        data, o, n = self.data, self.h.order, len(self.data)
+        data, o, n = self.data, self.order, len(self.data)
         truncated = InputRejected(self.name, f"truncated PLY: '{el.name}' records run past the end of the file")
         plan = [
             (i, struct.Struct(o + _STRUCT[p.count_type]) if p.is_list else None, int(p.type[1]))
@@ -603,7 +615,7 @@ def write(mesh: Mesh, encoding: str, ref: str | None = None) -> bytes:
             rows = [f"{r} {a!r} {b!r}" for r, (a, b) in zip(rows, uv.tolist())]
         rows += [f"3 {a} {b} {g}" for a, b, g in f.tolist()]
         return head + ("\n".join(rows) + "\n").encode("ascii")
-    vfields = [(a, "<f4" if exact32 else "<f8") for a in "xyz"]
+    vfields: list[tuple[Any, ...]] = [(a, "<f4" if exact32 else "<f8") for a in "xyz"]
     if c is not None:
         vfields.append(("rgba", "u1", (4,)))
     if uv is not None:

@@ -47,13 +47,18 @@ def find_metadata(
     return load_mesh(path, limits, data=data, name=name).metadata
 
 
+def _same_optional(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Both absent, or both present and equal."""
+    if a is None or b is None:
+        return a is None and b is None
+    return np.array_equal(a, b)
+
+
 def _same_geometry(a: Mesh, b: Mesh, stl: bool) -> bool:
     if stl:  # STL stores corners: compare the triangles' coordinates, not the merged numbering
         return np.array_equal(a.vertices[a.faces], b.vertices[b.faces])
-    same_colors = (a.vertex_colors is None) == (b.vertex_colors is None) and (
-        a.vertex_colors is None or np.array_equal(a.vertex_colors, b.vertex_colors)
-    )
-    same_uv = (a.uv is None) == (b.uv is None) and (a.uv is None or np.array_equal(a.uv, b.uv))
+    same_colors = _same_optional(a.vertex_colors, b.vertex_colors)
+    same_uv = _same_optional(a.uv, b.uv)
     return np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces) and same_colors and same_uv
 
 

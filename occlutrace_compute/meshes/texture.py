@@ -113,7 +113,7 @@ def reencode(data: bytes, name: str, limits: Limits) -> Texture:
             width, height = im.size
             if width * height > limits.max_texture_pixels:
                 raise InputRejected(name, f"texture too large: {width}x{height} pixels > limit {limits.max_texture_pixels}")
-            fmt = im.format.lower()
+            fmt = (im.format or "").lower()  # one of `formats` once opened
             mode = "RGBA" if (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info) and fmt == "png" else "RGB"
             pixels = im.convert(mode).tobytes()
     except InputRejected:

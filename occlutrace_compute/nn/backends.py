@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from occlutrace_compute.nn import cuda_grid, kdtree, pytorch3d_backend, torch_brute
 
-Backend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], object]
+if TYPE_CHECKING:  # (api imports this module)
+    from occlutrace_compute.nn.api import KnnResult
+
+Backend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], "KnnResult"]
 
 
 @dataclass(frozen=True)

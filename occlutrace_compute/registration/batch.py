@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ class Clouds:
         return Clouds(self.points[items], self.normals[items], self.lengths[items])
 
 
-def pack(clouds: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> Clouds:
+def pack(clouds: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) -> Clouds:
     """Pad a list of (points, normals) arrays into one float64 batch on `device`."""
     b = len(clouds)
     p = max(c[0].shape[0] for c in clouds)
@@ -42,12 +43,3 @@ def pack(clouds: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> C
         torch.from_numpy(nrm).to(device),
         torch.from_numpy(lengths).to(device),
     )
-
-
-def transform(points: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """Apply (B,4,4) transforms to (B,P,3) points."""
-    return points @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
-
-
-def rotate(vectors: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    return vectors @ T[:, :3, :3].transpose(1, 2)

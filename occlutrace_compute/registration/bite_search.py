@@ -3,8 +3,8 @@ then two rounds of batched trimmed point-to-plane ICP (the pair engine's buildin
 
 Scores here cannot pick the answer alone: the bite's OTHER band (the antagonist's teeth) can sit
 on this arch's buccal surface almost as well as the right band. So the search returns a few
-distinct candidates with per-point residual weights, and `bite_joint` decides on both arches at
-once.
+distinct candidates with per-point residual weights, and `bite_refine.choose_pair` decides on
+both arches at once.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import coarse_levels, prescreen_level
 from occlutrace_compute.registration.selection import top_distinct, top_per_pair
+from occlutrace_compute.timing import stopwatch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -62,7 +63,7 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
         return []
     opt = options or RegistrationOptions()
     dev = resolve_device(device)
-    with cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
+    with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None):
         return _register_batch(pairs, opt, dev, landmarks)
 
 
@@ -72,40 +73,37 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     if len(landmarks) != len(pairs):
         raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
     t0 = time.perf_counter()
-    prepared = prepare_all(pairs, opt)
-    lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+    stages: dict[str, float] = {}
+    with stopwatch(stages, "sampling"):
+        prepared = prepare_all(pairs, opt)
+        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
 
-    stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
-    t = time.perf_counter()
-    full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
-    coarse_f = pack([p.fixed.coarse for p in prepared], dev)
-    starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
-    stages["hypotheses"] = time.perf_counter() - t
+    with stopwatch(stages, "hypotheses"):
+        full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
+        coarse_f = pack([p.fixed.coarse for p in prepared], dev)
+        starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
 
     # Coarse level: every hypothesis of every pair in one batch; a short round prunes the
     # hopeless ones, the survivors converge.
-    t = time.perf_counter()
-    pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
-    T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
-    centres = scan_centres(prepared)
-    coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-    matcher = Matcher(coarse_f, opt.knn_backend)
-    prune, converge = coarse_levels(opt)
-    for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
-        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
-        kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
-        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
-    stages["coarse"] = time.perf_counter() - t
+    with stopwatch(stages, "coarse"):
+        pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
+        T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
+        centres = scan_centres(prepared)
+        coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
+        matcher = Matcher(coarse_f, opt.runtime.knn_backend)
+        prune, converge = coarse_levels(opt)
+        for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
+            out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+            sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
+            kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+            pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
 
     fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages)
-    t = time.perf_counter()
-    n_hyp = [len(s) for s in starts_fixed_moving]
-    results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
-    stages["summary"] = time.perf_counter() - t
-    t = time.perf_counter()
-    search_around_doubtful(prepared, results, fin, opt, dev, n_hyp)
-    stages["local search"] = time.perf_counter() - t
+    with stopwatch(stages, "summary"):
+        n_hyp = [len(s) for s in starts_fixed_moving]
+        results = [fin.result(i, prepared[i], opt, n_hyp[i]) for i in range(len(prepared))]
+    with stopwatch(stages, "local search"):
+        search_around_doubtful(prepared, results, fin, opt, dev, n_hyp)
     per_pair = {k: v / len(prepared) for k, v in stages.items()}
     for r in results:
         r.seconds = (time.perf_counter() - t0) / len(prepared)
@@ -118,15 +116,15 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
     surface-frame poses, landmarks."""
     empty = [np.zeros((0, 4, 4)) for _ in prepared]
     ransac, axes = empty, empty
-    if opt.fpfh_hypotheses > 0:
-        radius = opt.fpfh_radius_factor * opt.coarse_voxel
-        feat_m = fpfh(coarse_m, radius, backend=opt.knn_backend)
-        feat_f = fpfh(coarse_f, radius, backend=opt.knn_backend)
-        ransac = hyp.ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
-                                       inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed)
-    if opt.axis_hypotheses > 0:
-        guesses = [hyp.axis_hypotheses(*p.moving.coarse, *p.fixed.coarse, opt.pca_angles,
-                                       hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0], opt.anchors))
+    if opt.hypotheses.fpfh_hypotheses > 0:
+        radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
+        feat_m = fpfh(coarse_m, radius, backend=opt.runtime.knn_backend)
+        feat_f = fpfh(coarse_f, radius, backend=opt.runtime.knn_backend)
+        ransac = hyp.ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.hypotheses.ransac_trials, opt.hypotheses.fpfh_hypotheses,
+                                       inlier_mm=1.5 * opt.sampling.coarse_voxel, min_edge_mm=4 * opt.sampling.coarse_voxel, seed=opt.runtime.seed)
+    if opt.hypotheses.axis_hypotheses > 0:
+        guesses = [hyp.axis_hypotheses(*p.moving.coarse, *p.fixed.coarse, opt.hypotheses.pca_angles,
+                                       hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0], opt.hypotheses.anchors))
                    for p in prepared]
         axes = _prescreen(prepared, coarse_f, guesses, opt)
     starts = []
@@ -147,18 +145,18 @@ def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: l
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
     dev = coarse_f.points.device
-    few = pack([subset(p.moving.coarse, opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
+    few = pack([subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed)) for p in prepared], dev)
     pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
-    matcher = Matcher(coarse_f, opt.knn_backend)
+    matcher = Matcher(coarse_f, opt.runtime.knn_backend)
     level = prescreen_level(opt)
-    q = max(8, opt.prescreen_points // 4)
+    q = max(8, opt.hypotheses.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
     sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving))))
+    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving))))
     pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
     sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.axis_hypotheses, scan_centres(prepared))
+    kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, scan_centres(prepared))
     by_pair = pair_of[kept].cpu().numpy()
     kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()
     return [kept_fixed_moving[by_pair == i] for i in range(len(poses_fixed_moving))]

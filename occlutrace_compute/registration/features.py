@@ -112,15 +112,15 @@ def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Ten
         fwd = d.argmin(2)
         d.masked_fill_(~mask_a[:, :, None], float("inf"))
         return fwd, d.argmin(1)
-    # On CPU numpy's BLAS and row-wise argmin run ~5x faster than torch's single-thread cdist.
+    # On CPU numpy's BLAS and row-wise argmin beat torch's single-thread cdist (bench/RESULTS.md).
     fa, fb = feat_a.float().numpy(), feat_b.float().numpy()
-    fwd = np.zeros(mask_a.shape, dtype=np.int64)
-    back = np.zeros(mask_b.shape, dtype=np.int64)
+    fwd_np = np.zeros(mask_a.shape, dtype=np.int64)
+    back_np = np.zeros(mask_b.shape, dtype=np.int64)
     for i, (na, nb) in enumerate(zip(mask_a.sum(1).tolist(), mask_b.sum(1).tolist())):
         if na and nb:
-            fwd[i, :na] = _nearest_rows(fa[i, :na], fb[i, :nb])
-            back[i, :nb] = _nearest_rows(fb[i, :nb], fa[i, :na])
-    return torch.from_numpy(fwd), torch.from_numpy(back)
+            fwd_np[i, :na] = _nearest_rows(fa[i, :na], fb[i, :nb])
+            back_np[i, :nb] = _nearest_rows(fb[i, :nb], fa[i, :na])
+    return torch.from_numpy(fwd_np), torch.from_numpy(back_np)
 
 
 def _nearest_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

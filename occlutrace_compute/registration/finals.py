@@ -3,7 +3,6 @@ search around doubtful answers."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import fine_level, mid_level
 from occlutrace_compute.registration.selection import fine_duels, pick_finalists, top_distinct
 from occlutrace_compute.registration.verdict import result
+from occlutrace_compute.timing import stopwatch
 
 
 @dataclass
@@ -50,29 +50,27 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
     of it: under heavy change the true pose and a rival 3-4 deg off score alike at 0.6 mm, while
     over 20k samples and a 0.1 mm inlier band the true one wins. `reach_mm`: first
     correspondence cut of the mid level (default 1.5 coarse voxels)."""
-    t = time.perf_counter()
-    centres = scan_centres(prepared)
-    mid_m = pack([p.moving.mid for p in prepared], dev)
-    mid_f = pack([p.fixed.mid for p in prepared], dev)
-    matcher = Matcher(mid_f, opt.knn_backend)
-    mid = mid_level(opt, reach_mm)
-    out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
-    sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
-    ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-    items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
-                                     opt.ambiguity_margin if margin is None else margin)
-    stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
+    with stopwatch(stages, "mid"):
+        centres = scan_centres(prepared)
+        mid_m = pack([p.moving.mid for p in prepared], dev)
+        mid_f = pack([p.fixed.mid for p in prepared], dev)
+        matcher = Matcher(mid_f, opt.runtime.knn_backend)
+        mid = mid_level(opt, reach_mm)
+        out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
+        sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
+        ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
+        items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
+                                             opt.verdict.ambiguity_margin if margin is None else margin)
 
-    t = time.perf_counter()
-    pair_of = pair_of[items]
-    fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
-    fine_f = pack([p.fixed.fine for p in prepared], dev)
-    matcher = Matcher(fine_f, opt.knn_backend)
-    fine = fine_level(opt)
-    out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
-    sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
-    chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
-    stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
+    with stopwatch(stages, "fine"):
+        pair_of = pair_of[items]
+        fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
+        fine_f = pack([p.fixed.fine for p in prepared], dev)
+        matcher = Matcher(fine_f, opt.runtime.knn_backend)
+        fine = fine_level(opt)
+        out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
+        sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
+        chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
     return Final(out, sc, fine_m, chosen, ratio, angle)
 
 
@@ -84,18 +82,18 @@ def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationR
     through the mid level (correspondences cut at two step sigmas) and the fine level again; a
     better fine score replaces the answer, and the old answer, if a different pose, becomes a
     rival. Up to `local_search_rounds` rounds, each from the last improvement. In place."""
-    todo = [i for i, r in enumerate(results) if r.confidence < opt.min_confidence]
+    todo = [i for i, r in enumerate(results) if r.confidence < opt.verdict.min_confidence]
     best = {i: first.score_of(i) for i in todo}
-    for rnd in range(opt.local_search_rounds if opt.local_search_starts > 0 else 0):
+    for rnd in range(opt.local_search.rounds if opt.local_search.starts > 0 else 0):
         if not todo:
             return
         sub = [prepared[i] for i in todo]
         centres = scan_centres(sub)
-        starts_fixed_moving = [hyp.around(results[i].T_fixed_moving, centres[k], opt.local_search_starts, opt.local_search_deg,
-                                          opt.local_search_mm, opt.seed + rnd) for k, i in enumerate(todo)]
+        starts_fixed_moving = [hyp.around(results[i].T_fixed_moving, centres[k], opt.local_search.starts, opt.local_search.step_deg,
+                                          opt.local_search.step_mm, opt.runtime.seed + rnd) for k, i in enumerate(todo)]
         pair_of = torch.tensor([k for k, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
         found = mid_and_fine(sub, pair_of, torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev), opt, dev, {},
-                             finalists=4, margin=1.0, reach_mm=2 * opt.local_search_mm)
+                             finalists=4, margin=1.0, reach_mm=2 * opt.local_search.step_mm)
         improved = []
         for k, i in enumerate(todo):
             old, new = best[i], found.score_of(k)
@@ -104,8 +102,8 @@ def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationR
             T_fixed_moving = found.out.T_fixed_moving[int(found.chosen[k])].cpu().numpy()
             if not hyp.same_pose(results[i].T_fixed_moving, T_fixed_moving, centres[k]) and old / new > found.ratio[k]:
                 found.ratio[k], found.angle[k] = old / new, rotation_angle_deg(results[i].T_fixed_moving, T_fixed_moving)
-            results[i] = found.result(k, sub[k], opt, n_hyp[i] + (rnd + 1) * opt.local_search_starts)
+            results[i] = found.result(k, sub[k], opt, n_hyp[i] + (rnd + 1) * opt.local_search.starts)
             best[i] = new
-            if results[i].confidence < opt.min_confidence:
+            if results[i].confidence < opt.verdict.min_confidence:
                 improved.append(i)
         todo = improved

@@ -90,8 +90,8 @@ def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class _Packed:
     """A batch in component-major layout: moving samples (B,3,P), fixed samples and normals
     flattened to (6, pairs*R) for one gather. torch's products and sums over a length-3
-    trailing axis cost several times the same arithmetic over dim 1 (measured on 20k rows:
-    dot 320 vs 27 us, rotation 256 vs 40 us), and this arithmetic is most of an iteration."""
+    trailing axis cost several times the same arithmetic over dim 1 (figures: bench/RESULTS.md, "Measurements behind choices in the code"),
+    and this arithmetic is most of an iteration."""
 
     points: torch.Tensor
     normals: torch.Tensor

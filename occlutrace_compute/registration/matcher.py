@@ -7,10 +7,9 @@ callers (ICP) ask with `track=True` and are answered from cached candidates wher
 (see tracking.py). Elsewhere the `occlutrace_compute.nn.knn` backends ("auto": the best for the
 device) run over the padded batch.
 
-The CPU trees are pykdtree's: its OpenMP queries spread even a 2k-row query over the cores
-(0.22 against scipy cKDTree's 0.70 ms on 2 cores; a 20k-row one 7.8 against 14.7 ms), where
-scipy's per-call worker threads only pay off past ~16k rows. ICP asks thousands of such small
-queries per pair.
+The CPU trees are pykdtree's: its OpenMP queries spread even a 2k-row query over the cores,
+where scipy's per-call worker threads only pay off on far larger ones (figures: bench/RESULTS.md, "Measurements behind choices in the code").
+ICP asks thousands of such small queries per pair.
 """
 
 from __future__ import annotations
@@ -43,11 +42,12 @@ class Matcher:
         search), get distance inf and index 0. `track`: the same batch will be asked again
         after small moves (the CPU path then keeps candidates; results are the same)."""
         if self.backend == "kdtree":
-            q = query.detach().cpu().numpy()
-            real = np.arange(q.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
+            q_np = query.detach().cpu().numpy()
+            real = np.arange(q_np.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
             pairs = pair_of.cpu().numpy()
-            d2, idx = self._cache.nearest(q, real, pairs, max_dist) if track else self._nearest_rows(q, real, pairs, max_dist)
-            return torch.from_numpy(d2).to(query.device), torch.from_numpy(idx).to(query.device)
+            d2_np, idx_np = (self._cache.nearest(q_np, real, pairs, max_dist) if track
+                             else self._nearest_rows(q_np, real, pairs, max_dist))
+            return torch.from_numpy(d2_np).to(query.device), torch.from_numpy(idx_np).to(query.device)
         single = query.is_cuda  # float32 on GPUs: searching, not fitting, so precision is ample
         q = query.float() if single else query
         ref = (self._ref32 if single else self.fixed.points)[pair_of]

@@ -87,7 +87,7 @@ def refine_on_region(fixed: Mesh, moving: Mesh, T_whole: np.ndarray, mask: np.nd
     m = moving.vertices[:: max(1, moving.n_vertices // max_points)]
     T = np.asarray(T_whole, dtype=np.float64).copy()
     cap, rmse, used, it = start_cap_mm, float("nan"), 0, 0
-    for it in range(1, max_iterations + 1):  # bounded; stops early when the update is negligible
+    for it in range(1, max_iterations + 1):  # noqa: B007 (reported after the loop); bounded, stops early when the update is negligible
         q = m @ T[:3, :3].T + T[:3, 3]
         d, j = tree.query(q, distance_upper_bound=cap)
         ok = np.isfinite(d)

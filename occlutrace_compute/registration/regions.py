@@ -10,6 +10,10 @@ from scipy.spatial import cKDTree
 from occlutrace_compute.registration.result import ChangedRegion
 
 
+def _xyz(p: np.ndarray) -> tuple[float, float, float]:
+    return float(p[0]), float(p[1]), float(p[2])
+
+
 def changed_regions(points: np.ndarray, mask: np.ndarray, deviation: np.ndarray, link_mm: float,
                     area_per_sample: float, min_area_mm2: float) -> list[ChangedRegion]:
     """Clusters of masked samples linked within `link_mm`, largest first; tiny ones dropped."""
@@ -28,7 +32,7 @@ def changed_regions(points: np.ndarray, mask: np.ndarray, deviation: np.ndarray,
             break
         members = labels == lab
         regions.append(ChangedRegion(
-            centroid_mm=tuple(float(c) for c in pts[members].mean(0)),
+            centroid_mm=_xyz(pts[members].mean(0)),
             n_points=int(counts[lab]),
             area_mm2=float(area),
             mean_deviation_mm=float(np.abs(deviation[sel][members]).mean()),

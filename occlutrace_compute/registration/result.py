@@ -31,14 +31,17 @@ class RegistrationResult:
     row-major 4x4; result.json calls it `matrix` (the contract's name, also kept as a property)."""
 
     T_fixed_moving: np.ndarray
-    rmse_mm: float  # RMS point-to-plane residual over inliers at the finest level
+    # result.json's metrics.rmse_mm (the contract's name): RMS point-to-plane residual at the finest
+    # level over the final score's inliers (|residual| < tau, within `near`, compatible normals), so
+    # trimmed: changed anatomy and the part outside the overlap do not count. It is the ranking
+    # score's error term too (one number, once called trimmed_error_mm as well).
+    rmse_mm: float
     fitness: float  # share of moving samples with an inlier correspondence (overlap share)
     iterations: int  # ICP iterations at the finest level (until convergence)
     converged: bool
     confidence: float  # 0..1
     doubtful: bool
     reason: str  # why doubtful ("" when not)
-    trimmed_error_mm: float  # the ranking score's error term (trimmed RMS distance)
     runner_up_score_ratio: float  # best distinct alternative's score / winner's (0 if none)
     hypotheses: int
     moving_samples: np.ndarray = field(repr=False)  # (n,3) in MOVING's frame
@@ -63,7 +66,6 @@ class RegistrationResult:
                 "confidence": self.confidence,
                 "doubtful": self.doubtful,
                 "reason": self.reason,
-                "trimmed_error_mm": self.trimmed_error_mm,
                 "hypotheses": self.hypotheses,
                 "changed_share": float(self.outlier_mask.mean()) if self.outlier_mask.size else 0.0,
             },

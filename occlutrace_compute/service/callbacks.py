@@ -100,7 +100,7 @@ def _parts(url: str) -> SplitResult:
 
 def _ascii_host(parts: SplitResult) -> str:
     """The host as it goes on the wire: an address literal, or the name in IDNA (punycode)."""
-    host = parts.hostname
+    host = _hostname(parts)
     try:
         return _literal(ipaddress.ip_address(host))
     except ValueError:
@@ -109,6 +109,12 @@ def _ascii_host(parts: SplitResult) -> str:
         return host.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise CallbackRefused(f"host {host!r} is not a valid host name") from exc
+
+
+def _hostname(parts: SplitResult) -> str:
+    if not parts.hostname:
+        raise CallbackRefused("the callback URL has no host")
+    return parts.hostname
 
 
 def _literal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -121,13 +127,14 @@ def _proxied(parts: SplitResult) -> bool:
     proxies = urllib.request.getproxies_environment()
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
-    return not urllib.request.proxy_bypass_environment(parts.hostname, proxies)
+    return not urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]  # (public, not in typeshed)
+        _hostname(parts), proxies)
 
 
 def _addresses(parts: SplitResult, allow_private: bool) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The addresses the name resolves to, all of them public (unless `allow_private`): no
     round-robin answer may lead inside."""
-    host = parts.hostname
+    host = _hostname(parts)
     infos = _resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     for address in addresses:

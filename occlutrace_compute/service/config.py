@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from occlutrace_compute.storage.base import ObjectStore
@@ -85,9 +85,6 @@ class ServiceConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("store", default_store_url())
         return cls(**values)
-
-    def with_(self, **changes: Any) -> "ServiceConfig":
-        return replace(self, **changes)
 
     @property
     def allow_patterns(self) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import timedelta
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -56,7 +57,7 @@ class InstrumentedStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._call("delete", lambda: self.inner.delete(key))
 
-    def delete_prefix(self, prefix: str) -> list[str]:
+    def delete_prefix(self, prefix: str) -> builtins.list[str]:  # (`list` is a method here)
         return self._call("delete", lambda: self.inner.delete_prefix(prefix))
 
     def presigned_get(self, key: str, expires: timedelta = DEFAULT_URL_EXPIRY) -> str | None:

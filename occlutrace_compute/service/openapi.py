@@ -94,7 +94,7 @@ def _finish(document: dict[str, Any]) -> dict[str, Any]:
             auto = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
             if auto.get("$ref", "").endswith("/HTTPValidationError"):  # FastAPI's own, not declared by us
                 del responses["422"]
-            for status, response in responses.items():
+            for response in responses.values():
                 content = response.get("content", {})
                 schema = content.get("application/json", {}).get("schema", {})
                 if schema.get("$ref", "").endswith("/Problem"):

@@ -46,10 +46,10 @@ def validation_problem(raw_errors: list[dict[str, Any]]) -> dict[str, Any]:
     (never `input` or `ctx`: the rejected value may be large or carry what the client must not
     see echoed in logs). Malformed JSON gets the code `invalid_json`, other failures
     `invalid_request`; `source`/`problem` name the first failing field."""
-    errors = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+    errors: list[dict[str, Any]] = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
                "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
               for e in raw_errors[:MAX_FIELD_ERRORS]]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request", "type": ""}
+    first: dict[str, Any] = errors[0] if errors else {"loc": [], "msg": "invalid request", "type": ""}
     code = "invalid_json" if first["type"] == "json_invalid" else "invalid_request"
     where = _loc_text(first["loc"])
     more = len(raw_errors) - 1

@@ -313,7 +313,7 @@ class JobRepo:
             queue_key(ref.tenant, ref.job_id),
             listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
             *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
-            *(batch_done_key(ref.tenant, batch, ref.job_id, st) for st in (finals if batch else ())),
+            *((batch_done_key(ref.tenant, batch, ref.job_id, st) for st in finals) if batch else ()),
         ]
 
     def cancelled(self, ref: JobRef) -> bool:

@@ -9,6 +9,7 @@ the same way. Implementations: a local folder (the embedded default) and S3 thro
 from __future__ import annotations
 
 import abc
+import builtins
 import json
 from datetime import timedelta
 from typing import Any, Iterable, Iterator
@@ -90,7 +91,7 @@ class ObjectStore(abc.ABC):
         """Delete one object; deleting a missing key is not an error (idempotent)."""
 
     @abc.abstractmethod
-    def delete_prefix(self, prefix: str) -> list[str]:
+    def delete_prefix(self, prefix: str) -> builtins.list[str]:  # (`list` is a method here)
         """Delete every object under `prefix`; returns the keys removed."""
 
     @abc.abstractmethod

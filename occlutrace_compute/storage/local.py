@@ -7,6 +7,7 @@ never a partial one. Temp files are invisible to `list`. Files are created mode 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import itertools
@@ -188,7 +189,7 @@ class LocalStore(ObjectStore):
             path.unlink()
             self._prune(path.parent)
 
-    def delete_prefix(self, prefix: str) -> list[str]:
+    def delete_prefix(self, prefix: str) -> builtins.list[str]:  # (`list` is a method here)
         keys = self.list(prefix)
         for key in keys:
             with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ Credentials live only inside the minio client: never in repr(), messages or pick
 
 from __future__ import annotations
 
+import builtins
 import io
 import itertools
 import os
@@ -177,7 +178,7 @@ class S3Store(ObjectStore):
         data = bytes(data)
         if len(data) > _MAX_SINGLE_PUT:
             raise ValueError(f"conditional puts are single requests of at most {_MAX_SINGLE_PUT} bytes")
-        headers = {"Content-Type": content_type, "If-None-Match": "*"}
+        headers: dict[str, str | list[str] | tuple[str]] = {"Content-Type": content_type, "If-None-Match": "*"}
 
         def create() -> bool:
             for ask in range(_CONFLICT_ASKS):
@@ -232,7 +233,10 @@ class S3Store(ObjectStore):
 
         def stat() -> int:
             try:
-                return int(self._client.stat_object(self.bucket, name).size)
+                size = self._client.stat_object(self.bucket, name).size
+                if size is None:
+                    raise StoreError(f"no size in the HEAD answer for {key!r}")
+                return int(size)
             except S3Error as exc:
                 if exc.code in _MISSING_OBJECT:
                     raise KeyNotFound(key) from None
@@ -275,7 +279,7 @@ class S3Store(ObjectStore):
             lambda: list(self._client.remove_objects(
                 self.bucket, [DeleteObject(n, v) for n, v in versions])),
         )
-        failed = [f"{e.name[len(self.prefix):]}: {e.code}" for e in errors]
+        failed = [f"{(e.name or '')[len(self.prefix):]}: {e.code}" for e in errors]
         return len(versions) - len(failed), failed
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
@@ -319,7 +323,7 @@ class S3Store(ObjectStore):
         name = self._name(key)
         self._call(f"delete {key!r}", lambda: self._client.remove_object(self.bucket, name))
 
-    def delete_prefix(self, prefix: str) -> list[str]:
+    def delete_prefix(self, prefix: str) -> builtins.list[str]:  # (`list` is a method here)
         """One listing, then multi-object deletes; objects written after the listing survive."""
         keys = self.list(prefix)
         if not keys:

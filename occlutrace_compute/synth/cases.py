@@ -231,7 +231,7 @@ def _bite_surface(upper: ArchModel, lower: ArchModel, side: str, spacing_mm: flo
     s0, z0 = all_s.min() - 1, all_z.min() - 1
     shape = (int((all_s.max() - s0) / cell) + 3, int((all_z.max() - z0) / cell) + 3)
     front = np.full(shape, -np.inf)
-    for (smp, cand), (s_u, u_u, z) in zip(parts, coords):
+    for (_smp, cand), (s_u, u_u, z) in zip(parts, coords):
         i = ((s_u[cand] - s0) / cell).astype(int)
         j = ((z[cand] - z0) / cell).astype(int)
         np.maximum.at(front, (i, j), u_u[cand])

@@ -76,7 +76,7 @@ def bumpy_sphere(subdivisions: int = 3, radius_mm: float = 10.0) -> list[tuple[t
         index: dict[tuple[int, int, int], int] = {_vertex_key(v): i for i, v in enumerate(unit)}
         new_faces = []
 
-        def midpoint(a: int, b: int) -> int:
+        def midpoint(a: int, b: int, index: dict[tuple[int, int, int], int] = index) -> int:
             m = [(unit[a][k] + unit[b][k]) / 2.0 for k in range(3)]
             n = math.sqrt(sum(c * c for c in m))
             v = tuple(c / n for c in m)
