@@ -172,9 +172,8 @@ def test_axis_hypotheses_match_the_numpy_ones_up_to_eigenvector_sign():
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # Small clouds (about a thousand samples per scan) and fewer guesses keep 128 pairs to seconds;
 # the counts are about the structure, not the accuracy.
-TINY = RegistrationOptions(fine_points=800, fixed_points=1200, ransac_trials=1000, pca_angles=4, anchors=4,
-                           fpfh_hypotheses=4, axis_hypotheses=4, keep_after_prune=4, local_search_starts=4,
-                           local_search_rounds=2)
+TINY = RegistrationOptions().updated(fine_points=800, fixed_points=1200, ransac_trials=1000, pca_angles=4, anchors=4,
+                                     fpfh_hypotheses=4, axis_hypotheses=4, keep_after_prune=4, starts=4, rounds=2)
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +210,8 @@ def test_flat_path_gives_the_per_pair_engine_answers(sample_pairs):
     truth = np.asarray(json.loads((SAMPLES / "case-0001-pair" / "truth.json").read_text())["T_fixed_moving"])
     lm = (moving.vertices[idx], moving.vertices[idx] @ truth[:3, :3].T + truth[:3, 3])
     cases = [(TINY, sample_pairs, None),
-             (dataclasses.replace(TINY, fpfh_hypotheses=0, axis_hypotheses=0), sample_pairs[:1], [lm]),
-             (dataclasses.replace(TINY, min_confidence=1.01), sample_pairs[1:], None)]
+             (TINY.updated(fpfh_hypotheses=0, axis_hypotheses=0), sample_pairs[:1], [lm]),
+             (TINY.updated(min_confidence=1.01), sample_pairs[1:], None)]
     for opt, pairs, landmarks in cases:
         want = register_batch(pairs, opt, device="cpu", landmarks=landmarks)
         got = batched.register_batch(pairs, opt, device="cpu", landmarks=landmarks)
@@ -230,7 +229,7 @@ def test_flat_path_gives_the_per_pair_engine_answers(sample_pairs):
 def test_flat_path_rejects_what_the_engine_rejects(sample_pairs):
     fixed, moving = sample_pairs[0]
     with pytest.raises(ValueError, match="no starting pose"):
-        batched.register_batch([(fixed, moving)], dataclasses.replace(TINY, fpfh_hypotheses=0, axis_hypotheses=0),
+        batched.register_batch([(fixed, moving)], TINY.updated(fpfh_hypotheses=0, axis_hypotheses=0),
                                device="cpu")
     with pytest.raises(ValueError, match="landmark sets"):
         batched.register_batch([(fixed, moving)], TINY, device="cpu", landmarks=[None, None])

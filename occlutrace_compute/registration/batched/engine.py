@@ -56,7 +56,7 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
     landmarks = landmarks or [None] * len(pairs)
     if len(landmarks) != len(pairs):
         raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
-    with cpu_threads(opt.cpu_threads if dev.type == "cpu" else None):
+    with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None):
         return _register_batch(pairs, opt, dev, landmarks)
 
 
@@ -82,9 +82,9 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     pair_of = torch.arange(b, device=dev)[:, None].expand(real.shape)[real]
     T_fixed_moving = T_start[real]
     coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-    matcher = FlatMatcher(coarse_f, opt.knn_backend)
+    matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
     prune, converge = coarse_levels(opt)
-    for level, keep in ((prune, opt.keep_after_prune), (converge, opt.keep_after_coarse)):
+    for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
         out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
         sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
         kept = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
@@ -116,14 +116,14 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, ce
     `engine._hypotheses`' order: FPFH+RANSAC, pre-screened surface-frame poses, landmarks."""
     b, dev, dt = len(prepared), coarse_m.points.device, coarse_m.points.dtype
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if opt.fpfh_hypotheses > 0:
-        radius = opt.fpfh_radius_factor * opt.coarse_voxel
-        feat_m = fpfh(coarse_m, radius, backend=opt.knn_backend)
-        feat_f = fpfh(coarse_f, radius, backend=opt.knn_backend)
-        parts.append(ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.ransac_trials, opt.fpfh_hypotheses,
-                                       inlier_mm=1.5 * opt.coarse_voxel, min_edge_mm=4 * opt.coarse_voxel, seed=opt.seed))
-    if opt.axis_hypotheses > 0:
-        guesses = axes.axis_hypotheses(coarse_m, coarse_f, opt.pca_angles, opt.anchors)
+    if opt.hypotheses.fpfh_hypotheses > 0:
+        radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
+        feat_m = fpfh(coarse_m, radius, backend=opt.runtime.knn_backend)
+        feat_f = fpfh(coarse_f, radius, backend=opt.runtime.knn_backend)
+        parts.append(ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.hypotheses.ransac_trials, opt.hypotheses.fpfh_hypotheses,
+                                       inlier_mm=1.5 * opt.sampling.coarse_voxel, min_edge_mm=4 * opt.sampling.coarse_voxel, seed=opt.runtime.seed))
+    if opt.hypotheses.axis_hypotheses > 0:
+        guesses = axes.axis_hypotheses(coarse_m, coarse_f, opt.hypotheses.pca_angles, opt.hypotheses.anchors)
         parts.append(_prescreen(prepared, coarse_f, centres, guesses, opt))
     if any(lm is not None for lm in lm_poses):
         lm = np.stack([np.eye(4) if p is None else p for p in lm_poses])[:, None]
@@ -153,19 +153,19 @@ def _prescreen(prepared: list[Prepared], coarse_f: Clouds, centres: torch.Tensor
     pair, (B,axis_hypotheses,4,4) and which are real."""
     dev = coarse_f.points.device
     b, g = guesses.shape[:2]
-    few = pack([subset(p.moving.coarse, opt.prescreen_points, np.random.default_rng(opt.seed)) for p in prepared], dev)
+    few = pack([subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed)) for p in prepared], dev)
     pair_of = torch.arange(b, device=dev).repeat_interleave(g)
     T_fixed_moving = guesses.reshape(b * g, 4, 4)
-    matcher = FlatMatcher(coarse_f, opt.knn_backend)
+    matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
     level = prescreen_level(opt)
-    q = max(8, opt.prescreen_points // 4)
+    q = max(8, opt.hypotheses.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
     sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    survivors = select.top_per_pair(pair_of, sc.score, max(4 * opt.axis_hypotheses, (b * g) // (5 * b)), b)
+    survivors = select.top_per_pair(pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, (b * g) // (5 * b)), b)
     pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
     sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    kept = select.top_distinct(pair_of, T_fixed_moving, sc.score, opt.axis_hypotheses, centres)
-    slot, real = to_slots(pair_of, kept, b, opt.axis_hypotheses)
+    kept = select.top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, centres)
+    slot, real = to_slots(pair_of, kept, b, opt.hypotheses.axis_hypotheses)
     return T_fixed_moving[slot], real
 
 
@@ -187,19 +187,19 @@ def mid_and_fine(prepared: list[Prepared], centres: torch.Tensor, pair_of: torch
     """`finals.mid_and_fine` with the batched choices."""
     t = time.perf_counter()
     mid_m = pack([p.moving.mid for p in prepared], dev)
-    matcher = FlatMatcher(pack([p.fixed.mid for p in prepared], dev), opt.knn_backend)
+    matcher = FlatMatcher(pack([p.fixed.mid for p in prepared], dev), opt.runtime.knn_backend)
     mid = mid_level(opt, reach_mm)
     out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
     sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
     ranked = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
     items, ratio, angle = select.pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
-                                                opt.ambiguity_margin if margin is None else margin)
+                                                opt.verdict.ambiguity_margin if margin is None else margin)
     stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
 
     t = time.perf_counter()
     pair_of = pair_of[items]
     fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
-    matcher = FlatMatcher(pack([p.fixed.fine for p in prepared], dev), opt.knn_backend)
+    matcher = FlatMatcher(pack([p.fixed.fine for p in prepared], dev), opt.runtime.knn_backend)
     fine = fine_level(opt)
     out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
     sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
@@ -231,19 +231,19 @@ def search_around_doubtful(prepared: list[Prepared], centres: torch.Tensor, resu
                            opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> list[RegistrationResult]:
     """`finals.search_around_doubtful` for all doubtful pairs at once, each round one batch."""
     results = list(results)
-    todo = [i for i, r in enumerate(results) if r.confidence < opt.min_confidence]
+    todo = [i for i, r in enumerate(results) if r.confidence < opt.verdict.min_confidence]
     best = first.scores.score[first.chosen].clone()
     T_now = first.out.T_fixed_moving[first.chosen].clone()
-    for rnd in range(opt.local_search_rounds if opt.local_search_starts > 0 else 0):
+    for rnd in range(opt.local_search.rounds if opt.local_search.starts > 0 else 0):
         if not todo:
             break
         idx = torch.tensor(todo, device=dev)
         sub = [prepared[i] for i in todo]
         c = centres[idx]
-        starts = around(T_now[idx], c, opt.local_search_starts, opt.local_search_deg, opt.local_search_mm, opt.seed + rnd)
+        starts = around(T_now[idx], c, opt.local_search.starts, opt.local_search.step_deg, opt.local_search.step_mm, opt.runtime.seed + rnd)
         pair_of = torch.arange(len(todo), device=dev).repeat_interleave(starts.shape[1])
         found = mid_and_fine(sub, c, pair_of, starts.reshape(-1, 4, 4), opt, dev, {}, finalists=4, margin=1.0,
-                             reach_mm=2 * opt.local_search_mm)
+                             reach_mm=2 * opt.local_search.step_mm)
         old, new = best[idx], found.scores.score[found.chosen]
         T_new = found.out.T_fixed_moving[found.chosen]
         better = new > old
@@ -252,10 +252,10 @@ def search_around_doubtful(prepared: list[Prepared], centres: torch.Tensor, resu
         angle = torch.where(rival, select.rotation_angle_deg(T_now[idx], T_new), found.angle)
         which = [k for k, up in enumerate(better.tolist()) if up]
         redone = summarize(sub, found.chosen, found.out, found.scores, found.fine_m, opt, ratio, angle,
-                           [n_hyp[i] + (rnd + 1) * opt.local_search_starts for i in todo], which)
+                           [n_hyp[i] + (rnd + 1) * opt.local_search.starts for i in todo], which)
         for k in which:
             results[todo[k]] = redone[k]
         best[idx] = torch.where(better, new, old)
         T_now[idx] = torch.where(better[:, None, None], T_new, T_now[idx])
-        todo = [todo[k] for k in which if results[todo[k]].confidence < opt.min_confidence]
+        todo = [todo[k] for k in which if results[todo[k]].confidence < opt.verdict.min_confidence]
     return results

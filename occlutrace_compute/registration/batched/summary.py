@@ -33,8 +33,8 @@ def summarize(prepared: list[Prepared], items: torch.Tensor, out: IcpOutcome, sc
     r = m.residual[items]
     link = torch.tensor([3 * p.spacing for p in prepared], dtype=dt, device=dev)
     # Inside the overlap: close to the fixed surface and over it (not beyond its border).
-    over = real & m.compatible[items] & (m.dist2[items] < opt.change_max_mm**2) & (m.tangential2[items] < (link * link)[:, None])
-    outliers = over & (r.abs() > opt.changed_mm)
+    over = real & m.compatible[items] & (m.dist2[items] < opt.verdict.change_max_mm**2) & (m.tangential2[items] < (link * link)[:, None])
+    outliers = over & (r.abs() > opt.verdict.changed_mm)
     fitness, rmse = sc.fitness[items], sc.trimmed_rmse[items]
     pts = fine_m.points[items]
     nf = n.to(dt)
@@ -44,7 +44,7 @@ def summarize(prepared: list[Prepared], items: torch.Tensor, out: IcpOutcome, sc
     scale[:, :3] = 1 / radius[:, None]
     ev = torch.linalg.eigvalsh(scale[:, :, None] * out.hessian[items] * scale[:, None, :])
     degeneracy = torch.where(ev[:, -1] > 0, ev[:, 0] / ev[:, -1], torch.zeros_like(ev[:, 0]))
-    confidence = ((1 - ratio) / (2 * opt.ambiguity_margin)).clamp_max(1.0) * (fitness / (2 * opt.min_fitness)).clamp_max(1.0) \
+    confidence = ((1 - ratio) / (2 * opt.verdict.ambiguity_margin)).clamp_max(1.0) * (fitness / (2 * opt.verdict.min_fitness)).clamp_max(1.0) \
         * (degeneracy / 1e-2).clamp_max(1.0)
     table = torch.stack([nf, fitness.to(dt), rmse.to(dt), out.iterations[items].to(dt), out.converged[items].to(dt),
                          confidence.to(dt), degeneracy, ratio.to(dt), angle.to(dt)], 1).cpu().numpy()
@@ -63,20 +63,20 @@ def _write(prep: Prepared, opt: RegistrationOptions, row: dict, T_fixed_moving: 
     n = int(row["length"])
     outliers = outliers[:n]
     regions = changed_regions(moved_c[:, :n].T, outliers, residual[:n], 3 * prep.spacing, prep.area_per_sample,
-                              opt.min_region_area_mm2)
+                              opt.verdict.min_region_area_mm2)
     ratio, angle, fitness, confidence = row["ratio"], row["angle"], row["fitness"], row["confidence"]
     reasons = []
-    if ratio > 1 - opt.ambiguity_margin:
+    if ratio > 1 - opt.verdict.ambiguity_margin:
         reasons.append(f"a distinct pose {angle:.0f} deg away fits almost as well (score ratio {ratio:.2f})")
-    if fitness < opt.min_fitness:
+    if fitness < opt.verdict.min_fitness:
         reasons.append(f"low overlap: only {fitness:.0%} of the moving scan matches the fixed scan")
     if row["degeneracy"] < 1e-3:
         reasons.append("geometry does not constrain every direction (flat, symmetric or featureless surface)")
-    if not reasons and confidence < opt.min_confidence:
+    if not reasons and confidence < opt.verdict.min_confidence:
         reasons.append(f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
                        f"with a rival pose at score ratio {ratio:.2f}")
     return RegistrationResult(
         T_fixed_moving=T_fixed_moving, rmse_mm=row["rmse"], fitness=fitness, iterations=int(row["iterations"]),
         converged=bool(row["converged"]), confidence=confidence, doubtful=bool(reasons), reason="; ".join(reasons),
-        trimmed_error_mm=row["rmse"], runner_up_score_ratio=ratio, hypotheses=n_hyp,
+        runner_up_score_ratio=ratio, hypotheses=n_hyp,
         moving_samples=prep.moving.fine.points, outlier_mask=outliers, changed_regions=regions)
