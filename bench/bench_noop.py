@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-TENANT, TOKEN = "alpha", "tok-noop"
+TENANT, TOKEN = "alpha", "tok-noop-bench-0123456789"
 
 
 def noop_job(spec, store) -> dict:
