@@ -27,10 +27,11 @@ import importlib
 import json
 import logging
 import os
+import queue
 import socket
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
 logger = logging.getLogger("occlutrace.worker")
 JobFn = Callable[[JobSpec, ObjectStore], dict]
 RUNNING_HINTS = "ops/running/"
+COMMIT_GRACE_S = 0.02  # a finished job waits this long at most for batch-mates to share its writes
 
 
 def running_hint_key(worker_id: str) -> str:
@@ -158,23 +160,17 @@ class AlignWorker:
         refs = [ref for ref in (JobRef.parse(key) for key in keys) if ref is not None]
         outcomes: dict[str, Outcome] = {}
         runs = self._start(refs, refunds or {}, outcomes)
-        commits: list[Future] = []
-        done: list[_Run] = []
-        for run in runs:
-            if run.started is None:  # cancelled or exhausted at start: only its outcome to write
-                done.append(run)
-                continue
-            if not self._hint(run, outcomes):
-                continue
-            self._run_one(run)
-            done.append(run)
-            if not commits or commits[-1].done():  # the committer is free: hand it what is ready
-                commits.append(self._committer.submit(self._finish, done, outcomes))
-                done = []
-        if done:
-            commits.append(self._committer.submit(self._finish, done, outcomes))
-        for commit in commits:
-            commit.result()
+        inbox: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        commits = self._committer.submit(self._commit_loop, inbox, outcomes)
+        try:
+            for run in runs:
+                if run.started is None or self._hint(run, outcomes):  # None: cancelled or exhausted at start
+                    if run.started is not None:
+                        self._run_one(run)
+                    inbox.put(run)
+        finally:
+            inbox.put(None)
+            commits.result()
         if any(run.started is not None for run in runs):
             self._clear_hint()
         return [outcomes[ref.key] for ref in refs if ref.key in outcomes]
@@ -275,6 +271,29 @@ class AlignWorker:
             REQUEST_ID.reset(token)
 
     # -- step 3: write ----------------------------------------------------------------------
+
+    def _commit_loop(self, inbox: queue.SimpleQueue[_Run | None], outcomes: dict[str, Outcome]) -> None:
+        """The committer: writes finished jobs in rounds, each round what finished within
+        COMMIT_GRACE_S of its first job (or until the batch ended), so a batch of quick jobs
+        is written in one round and a slow job's outcome waits at most COMMIT_GRACE_S.
+        Ends at the batch's end mark (None); at most one wait of COMMIT_GRACE_S per round."""
+        ended = False
+        while not ended:
+            first = inbox.get()
+            if first is None:
+                return
+            runs = [first]
+            deadline = time.monotonic() + COMMIT_GRACE_S
+            while True:
+                try:
+                    more = inbox.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    break
+                if more is None:
+                    ended = True
+                    break
+                runs.append(more)
+            self._finish(runs, outcomes)
 
     def _finish(self, runs: list[_Run], outcomes: dict[str, Outcome]) -> None:
         """Write the outcomes of `runs` unless purged or cancelled meanwhile (cancel wins), in
