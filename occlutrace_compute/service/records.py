@@ -174,10 +174,19 @@ class JobRepo:
         self.store = store
 
     def load(self, ref: JobRef) -> JobRecord | None:
-        try:
-            return JobRecord.model_validate(self.store.get_json(ref.key))
+        try:  # pydantic parses the bytes itself: ~2x faster than json.loads + model_validate
+            return JobRecord.model_validate_json(self.store.get(ref.key))
         except KeyNotFound:
             return None
+
+    def state_of(self, ref: JobRef) -> str | None:
+        """The job's state alone (None: no record), without validating the whole record: what
+        a batch's counts need of a member that is not final yet."""
+        try:
+            state = self.store.get_json(ref.key).get("state")
+        except KeyNotFound:
+            return None
+        return str(state) if state is not None else None
 
     def save(self, record: JobRecord) -> bool:
         """Write the record unless its case was purged since the job was created (checked before
@@ -401,8 +410,8 @@ class JobRepo:
                 states[job_id] = next(iter(final))
             else:
                 unsure.append(JobRef(tenant, case, job_id))
-        for ref, record in zip(unsure, self.load_many(unsure)):
-            states[ref.job_id] = record.state if record is not None else None
+        for ref, state in zip(unsure, parallel_map(self.state_of, unsure)):
+            states[ref.job_id] = state
         return states
 
     def outside_keys(self, ref: JobRef, batch: str | None = None) -> list[str]:
