@@ -14,7 +14,11 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
   (a lost race may leave a stale one, which the listings skip);
 - `tenants/<t>/idempotency/<sha256(key)>.json` -> {"job_id"|"batch_id"};
 - `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
-  <job id>.<final state>` (empty) per member once final: the batch's counters;
+  <job id>.<final state>` (empty) per member once final, `.../running/<job id>` (empty) while a
+  member is marked running: the batch's counters (two listings, no record read; a member in
+  neither is queued). The running entry is written beside the record, removed with the queue
+  marker or when the job goes back to the queue; a crash between may leave it a little stale
+  (a queued member counted running until its next run ends);
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
 
 Writes of a record check the case's purge generation before and after (purges.py): a record
@@ -95,6 +99,11 @@ def batch_done_key(tenant: str, batch_id: str, job_id: str, state: str) -> str:
     """`tenants/<t>/batches/<b>/done/<id>.<state>` (empty): a member job's final state, written
     when it becomes final, so a batch's counts are one listing, not a read of every member."""
     return f"{batch_done_prefix(tenant, batch_id)}{job_id}.{state}"
+
+
+def batch_running_key(tenant: str, batch_id: str, job_id: str) -> str:
+    """`tenants/<t>/batches/<b>/running/<id>` (empty): a member marked running (see the module)."""
+    return f"tenants/{tenant}/batches/{batch_id}/running/{job_id}"
 
 
 def listing_key(prefix: str, job_id: str, case: str) -> str:
@@ -198,6 +207,8 @@ class JobRepo:
         self.store.put_json(ref.key, _stamped(record))
         if record.state in TERMINAL_STATES:
             self.finalize(record)
+        else:
+            self._running_entry(record)
         if not self.current(record):
             self.discard(ref, record.batch_id)
             return False
@@ -210,7 +221,17 @@ class JobRepo:
         self.store.put(listing_key(state_index_prefix(ref.tenant, record.state), ref.job_id, ref.case), b"")
         if record.batch_id:
             self.store.put(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state), b"")
+            self.store.delete(batch_running_key(ref.tenant, record.batch_id, ref.job_id))
         self.store.delete(queue_key(ref.tenant, ref.job_id))
+
+    def _running_entry(self, record: JobRecord) -> None:
+        """A batch member's running entry, after its record: written while running, gone once queued."""
+        if record.batch_id and record.state in ("running", "queued"):
+            key = batch_running_key(record.spec.tenant, record.batch_id, record.spec.job_id)
+            if record.state == "running":
+                self.store.put(key, b"")
+            else:
+                self.store.delete(key)
 
     def save_many(self, records: list[JobRecord]) -> list[bool]:
         """`save` for many records in a few parallel rounds instead of one chain per record: the
@@ -224,6 +245,7 @@ class JobRepo:
         ok = self._current_many(records)
         live = [r for r, good in zip(records, ok) if good]
         parallel_map(lambda r: self.store.put_json(ref_of(r).key, _stamped(r)), live)
+        parallel_map(self._running_entry, [r for r in live if r.state not in TERMINAL_STATES])
         self.finalize_many([r for r in live if r.state in TERMINAL_STATES])
         after = iter(self._current_many(live))
         answer = [good and next(after) for good in ok]
@@ -242,7 +264,9 @@ class JobRepo:
             if record.batch_id:
                 entries.append(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state))
         parallel_map(lambda key: self.store.put(key, b""), entries)
-        parallel_map(lambda r: self.store.delete(queue_key(r.spec.tenant, r.spec.job_id)), records)
+        gone = [queue_key(r.spec.tenant, r.spec.job_id) for r in records]
+        gone += [batch_running_key(r.spec.tenant, r.batch_id, r.spec.job_id) for r in records if r.batch_id]
+        parallel_map(self.store.delete, gone)
 
     def _current_many(self, records: list[JobRecord]) -> list[bool]:
         """`current` of each record, the tombstone read once per (tenant, case, generation)."""
@@ -391,50 +415,90 @@ class JobRepo:
         return [r for r in parallel_map(read, keys) if r is not None]
 
     def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str | None]]) -> dict[str, str | None]:
-        """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs): the
-        final ones from one listing of the batch's done entries, the others (still active, or
-        purged, or in two done entries after a lost race) from their records, read in parallel.
-        Cost: one listing of at most the batch's size, plus O(members not yet final)."""
+        """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs), from
+        one listing of the batch's entries: a done entry gives a final state, a running entry
+        "running", neither "queued" (module docstring). Only a member with two done entries
+        (a lost race) has its record read. Cost: one listing of at most twice the batch's size,
+        no record read: the same for an active batch as for a finished one."""
         done: dict[str, set[str]] = {}
-        for key in self.store.iter_keys(batch_done_prefix(tenant, batch_id)):
-            job_id, _, state = key.rsplit("/", 1)[-1].partition(".")
-            done.setdefault(job_id, set()).add(state)
+        running: set[str] = set()
+        prefix = f"tenants/{tenant}/batches/{batch_id}/"
+        for key in self.store.iter_keys(prefix):
+            kind, _, name = key[len(prefix):].partition("/")
+            if kind == "done":
+                job_id, _, state = name.partition(".")
+                done.setdefault(job_id, set()).add(state)
+            elif kind == "running":
+                running.add(name)
         states: dict[str, str | None] = {}
         unsure: list[JobRef] = []
         for job_id, case in members:
+            final = done.get(job_id)
             if case is None:  # the member's case was purged: its label is scrubbed from the batch
                 states[job_id] = None
-                continue
-            final = done.get(job_id)
-            if final is not None and len(final) == 1:
+            elif final is not None and len(final) == 1:
                 states[job_id] = next(iter(final))
-            else:
+            elif final is not None:
                 unsure.append(JobRef(tenant, case, job_id))
-        for ref, state in zip(unsure, parallel_map(self.state_of, unsure)):
-            states[ref.job_id] = state
+            else:
+                states[job_id] = "running" if job_id in running else "queued"
+        for ref, read in zip(unsure, parallel_map(self.state_of, unsure)):
+            states[ref.job_id] = read
         return states
 
     def outside_keys(self, ref: JobRef, batch: str | None = None) -> list[str]:
         """The keys of a job kept outside its case prefix (indexes, queue marker, its batch's
-        done entries): a purge of the case deletes them too. Without `batch` it reads the job's
-        id index entry for it, so call it before deleting that (a writer discarding its own job
-        passes the record's batch: a concurrent purge may have deleted the index entry already)."""
+        done and running entries): a purge of the case deletes them too. Without `batch` it reads
+        the job's id index entry for it, so call it before deleting that (a writer discarding its
+        own job passes the record's batch: a concurrent purge may have deleted the index entry
+        already). A purge of a whole case uses `case_outside_keys` (no read per job)."""
         if batch is None:
             try:
                 batch = self.store.get_json(index_key(ref.tenant, ref.job_id)).get("batch")
             except KeyNotFound:
                 batch = None
-        finals = sorted(TERMINAL_STATES)
-        return [
-            index_key(ref.tenant, ref.job_id),
-            queue_key(ref.tenant, ref.job_id),
-            listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
-            *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
-            *(batch_done_key(ref.tenant, batch, ref.job_id, st) for st in (finals if batch else ())),
-        ]
+        return _outside(ref, batch)
+
+    def case_outside_keys(self, tenant: str, case: str, job_ids: Iterable[str],
+                          batch_ids: Iterable[str]) -> list[str]:
+        """`outside_keys` of every job of a case being purged: `job_ids` (the case's job folders)
+        and `batch_ids` (the case's batch markers, `cases/<c>/batches/<b>`, written before any
+        job of the batch). Each job's batch is found in the batch records (read in parallel),
+        not in its id index entry: O(batches) reads instead of O(jobs). Call it before the
+        batches are scrubbed of the case (a scrubbed record no longer names its jobs' case)."""
+        batch_ids = sorted(set(batch_ids))
+
+        def members(batch_id: str) -> list[str]:
+            try:
+                doc = self.store.get_json(batch_key(tenant, batch_id))
+            except KeyNotFound:  # created, purged or discarded around us: its jobs carry no batch entries
+                return []
+            return [str(entry[0]) for entry in doc.get("jobs", []) if len(entry) == 2 and entry[1] == case]
+
+        batch_of: dict[str, str] = {}
+        for batch_id, job_list in zip(batch_ids, parallel_map(members, batch_ids)):
+            for job_id in job_list:
+                batch_of[job_id] = batch_id
+        return [key for job_id in sorted(set(job_ids))
+                for key in _outside(JobRef(tenant, case, job_id), batch_of.get(job_id))]
 
     def cancelled(self, ref: JobRef) -> bool:
         return self.store.exists(cancel_key(ref.tenant, ref.case, ref.job_id))
+
+
+def _outside(ref: JobRef, batch: str | None) -> list[str]:
+    """The keys `outside_keys` names for a job of `batch` (None: created alone)."""
+    finals = sorted(TERMINAL_STATES)
+    keys = [
+        index_key(ref.tenant, ref.job_id),
+        queue_key(ref.tenant, ref.job_id),
+        listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
+        *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
+    ]
+    if batch:
+        keys += [batch_done_key(ref.tenant, batch, ref.job_id, st) for st in finals]
+        keys.append(batch_running_key(ref.tenant, batch, ref.job_id))
+    return keys
 
 
 def _json(obj: object) -> bytes:
