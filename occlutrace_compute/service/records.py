@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from occlutrace_compute.errors import InputRejected
@@ -244,8 +245,10 @@ class JobRepo:
             return []
         ok = self._current_many(records)
         live = [r for r, good in zip(records, ok) if good]
-        parallel_map(lambda r: self.store.put_json(ref_of(r).key, _stamped(r)), live)
-        parallel_map(self._running_entry, [r for r in live if r.state not in TERMINAL_STATES])
+        # one round: the records, and beside them (hints, see the module) the running entries
+        writes: list[Callable[[], None]] = [partial(self.store.put_json, ref_of(r).key, _stamped(r)) for r in live]
+        writes += [partial(self._running_entry, r) for r in live if r.state not in TERMINAL_STATES and r.batch_id]
+        parallel_map(lambda write: write(), writes)
         self.finalize_many([r for r in live if r.state in TERMINAL_STATES])
         after = iter(self._current_many(live))
         answer = [good and next(after) for good in ok]
