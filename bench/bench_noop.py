@@ -78,7 +78,7 @@ def main() -> None:
 
         moto = MotoServer(tmp)
         moto.start()
-        info = moto.info()
+        info = moto.info
         store_url = "s3://noop-bench"
         extra = dict(s3_endpoint=info.endpoint, s3_access_key=info.access_key, s3_secret_key=info.secret_key,
                      s3_region=info.region)
