@@ -18,6 +18,7 @@ Run it with `PYTHONPATH` naming the checkout to measure, as bench_control_plane.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -78,6 +79,7 @@ def main() -> None:
 
         moto = MotoServer(tmp)
         moto.start()
+        atexit.register(moto.stop)  # also when the set-up below fails
         info = moto.info
         store_url = "s3://noop-bench"
         extra = dict(s3_endpoint=info.endpoint, s3_access_key=info.access_key, s3_secret_key=info.secret_key,
