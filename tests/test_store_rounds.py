@@ -140,3 +140,15 @@ def test_purge_keys_cost_one_read_per_batch_not_per_job(tmp_path):
     got = repo.case_outside_keys("alpha", "case-1", [r.spec.job_id for r in jobs], ["b0000000000001", "b0000000000002"])
     assert sorted(got) == want
     assert len(gets) == 2, gets  # the two batch records; outside_keys read 45 index entries
+
+
+def test_create_many_leaves_nothing_when_an_input_vanished(store):
+    from occlutrace_compute.errors import InputRejected
+
+    repo = JobRepo(store)
+    batch = records(10, batch_id="b0123456789abc")
+    store.delete("tenants/alpha/cases/case-1/inputs/moving.stl")  # deleted between validation and creation
+    with pytest.raises(InputRejected, match="moving.stl"):
+        repo.create_many(batch)
+    assert repo.queued_refs() == []
+    assert store.list("tenants/alpha/index/") == [] and store.list("tenants/alpha/cases/case-1/jobs/") == []
