@@ -37,7 +37,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 BENCH_DIR = Path(__file__).resolve().parent
-TENANT, TOKEN = "alpha", "tok-bench"
+TENANT, TOKEN = "alpha", "tok-bench-0123456789"
 BATCH_JOBS = 1000
 START_MS = 1_700_000_000_000  # history ids: one job every 30 ms from here (about 8 h per 1M)
 

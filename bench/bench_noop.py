@@ -2,11 +2,11 @@
 
     python bench/bench_noop.py [--jobs 2000] [--batch 1000] [--store DIR] [--s3]
 
-Starts a local Ray (num_cpus=2) with the dispatcher and one CPU worker, and a real controller
+Starts a local Ray (num_cpus=2) with the dispatcher and `--workers` CPU workers (default 1), and a real controller
 (uvicorn on 127.0.0.1); the workers run `noop_job` (the `job_fn` hook: reads nothing, returns a
 small result). One case's inputs are uploaded once, then `--jobs` jobs are created in batches of
-`--batch` (POST /v1/batches) and the batches polled (GET /v1/batches/{id}, every 0.5 s) until
-every job is final. Prints creation time, time to the last final state, jobs/s, and checks that
+`--batch` (POST /v1/batches) and the batches polled (GET /v1/batches/{id}?limit=1, every 0.5 s)
+until every job is final. Prints creation time, time to the last final state, jobs/s, and checks that
 every job succeeded on its first attempt (nothing lost, nothing run twice).
 
 `--store DIR`: run on that local store, e.g. one planted by bench_control_plane.py with a big
@@ -18,6 +18,7 @@ Run it with `PYTHONPATH` naming the checkout to measure, as bench_control_plane.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-TENANT, TOKEN = "alpha", "tok-noop"
+TENANT, TOKEN = "alpha", "tok-noop-bench-0123456789"
 
 
 def noop_job(spec, store) -> dict:
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--store", type=Path)
     ap.add_argument("--s3", action="store_true")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--workers", type=int, default=1, help="CPU workers (each takes one of the 2 Ray CPUs)")
+    ap.add_argument("--job-batch", type=int, default=4, help="jobs per dispatched batch (OCCLUTRACE_BATCH_SIZE)")
     args = ap.parse_args()
 
     import httpx
@@ -76,7 +79,8 @@ def main() -> None:
 
         moto = MotoServer(tmp)
         moto.start()
-        info = moto.info()
+        atexit.register(moto.stop)  # also when the set-up below fails
+        info = moto.info
         store_url = "s3://noop-bench"
         extra = {"s3_endpoint": info.endpoint, "s3_access_key": info.access_key,
                  "s3_secret_key": info.secret_key, "s3_region": info.region}
@@ -88,7 +92,8 @@ def main() -> None:
              runtime_env={"env_vars": env})
     config = ServiceConfig.from_env(
         store=store_url, tokens_file=str(tmp / "tokens"), job_fn="bench_noop:noop_job",
-        ray_namespace="occlutrace-noop", cpu_workers=1, max_workers=1, rate_per_s=10_000.0, rate_burst=10_000,
+        ray_namespace="occlutrace-noop", cpu_workers=args.workers, max_workers=args.workers,
+        batch_size=args.job_batch, rate_per_s=10_000.0, rate_burst=10_000,
         **extra,
     )
     port = _free_port()
@@ -121,16 +126,16 @@ def main() -> None:
         pending = set(batches)
         statuses: dict[str, dict] = {}
 
-        def all_done() -> bool:
+        def all_done() -> bool:  # counts only while waiting (limit=1): a client polling progress
             for batch_id in list(pending):
-                status = http.get(f"/v1/batches/{batch_id}", params={"limit": 1000}).json()
-                if status["done"]:
-                    statuses[batch_id] = status
+                if http.get(f"/v1/batches/{batch_id}", params={"limit": 1}).json()["done"]:
                     pending.discard(batch_id)
             return not pending
 
         _wait(all_done, args.timeout, "every job final", 0.5)
         t_final = time.perf_counter() - t0
+        for batch_id in batches:  # every job's attempts, once all are final
+            statuses[batch_id] = http.get(f"/v1/batches/{batch_id}", params={"limit": 1000}).json()
         counts: dict[str, int] = {}
         attempts: dict[int, int] = {}
         for status in statuses.values():
@@ -139,6 +144,7 @@ def main() -> None:
             for j in status["jobs"]:
                 attempts[j["attempts"]] = attempts.get(j["attempts"], 0) + 1
         print(f"code: {code}  store: {'moto S3' if args.s3 else store_url}")
+        print(f"{args.workers} worker(s), {args.job_batch} jobs a dispatched batch")
         print(f"{args.jobs} no-op jobs in batches of {args.batch}: created in {t_created:.1f} s"
               f" ({args.jobs / t_created:.0f} jobs/s), all final after {t_final:.1f} s"
               f" -> {args.jobs / t_final:.0f} jobs/s end to end")

@@ -144,19 +144,22 @@ def test_oldest_queued_age_is_the_oldest_waiting_job_whatever_its_queue():
     """The gauge's value: the oldest of the jobs queued per tenant and deferred for a retry (not
     necessarily at a queue's head); a malformed id is skipped, an empty queue is 0."""
     import time
-    from collections import deque
 
     from occlutrace_compute.service.dispatcher import Dispatcher
+    from occlutrace_compute.service.fairqueue import FairQueue
 
     def job_id(age_s: float) -> str:
         return "j" + format(int((time.time() - age_s) * 1000), "012x") + "0a1b"
 
-    d = object.__new__(Dispatcher)  # the method reads only the queues: no loop, no Ray
-    d._queues, d._deferred = {}, []
+    d = object.__new__(Dispatcher)  # the method reads only the queue: no loop, no Ray
+    d.queue = FairQueue()
     assert d._oldest_queued_age_s() == 0.0
-    d._queues = {"a": deque([JobRef("a", "c1", job_id(5)), JobRef("a", "c1", job_id(400))]),
-                 "b": deque([JobRef("b", "c2", "not-an-id")])}
-    d._deferred = [(0.0, JobRef("b", "c2", job_id(90)))]
+    for ref in (JobRef("a", "c1", job_id(5)), JobRef("a", "c1", job_id(400)), JobRef("b", "c2", "not-an-id")):
+        d.queue.enqueue(ref)
+    d.queue.defer(JobRef("b", "c2", job_id(90)), due=0.0)
     assert 399 <= d._oldest_queued_age_s() <= 401
-    d._queues["a"].pop()
+    d.queue = FairQueue()
+    d.queue.enqueue(JobRef("a", "c1", job_id(5)))
+    d.queue.enqueue(JobRef("b", "c2", "not-an-id"))
+    d.queue.defer(JobRef("b", "c2", job_id(90)), due=0.0)
     assert 89 <= d._oldest_queued_age_s() <= 91  # the deferred job is now the oldest

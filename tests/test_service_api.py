@@ -189,7 +189,7 @@ def test_results_download_and_tenant_isolation(env):
     job = _pair(c["alpha"]).json()
     key = JobRef("alpha", "case-001", job["job_id"]).key
     outcome = _run_in_process(config, key)
-    assert outcome[0]["state"] == "succeeded"
+    assert outcome[0].state == "succeeded"
     result = c["alpha"].get(f"/v1/jobs/{job['job_id']}/result").json()
     names = {f["name"]: f["url"] for f in result["files"]}
     assert set(names) == {"outputs/result.json", "outputs/aligned.stl"}
@@ -222,7 +222,7 @@ def test_cancel_and_purge(env):
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     assert c["alpha"].post(f"/v1/jobs/{job['job_id']}/cancel").status_code == 409
     outcome = _run_in_process(config, JobRef("alpha", "case-001", job["job_id"]).key)
-    assert outcome[0]["state"] == "cancelled" and c["alpha"].get(f"/v1/jobs/{job['job_id']}").json()["state"] == "cancelled"
+    assert outcome[0].state == "cancelled" and c["alpha"].get(f"/v1/jobs/{job['job_id']}").json()["state"] == "cancelled"
 
     r = c["alpha"].delete("/v1/cases/case-001")
     assert r.status_code == 200
@@ -367,7 +367,7 @@ def test_request_id_is_echoed_stored_and_on_the_workers_log_lines(env):
         record = json.loads(store.get(JobRef("alpha", "case-010", job_id).key))
         assert record["request_id"] == "web-7f3a.42:1"
         outcome = _run_in_process(config, JobRef("alpha", "case-010", job_id).key)
-        assert outcome[0]["state"] == "succeeded"
+        assert outcome[0].state == "succeeded"
         hostile = c["alpha"].get(f"/v1/jobs/{job_id}", headers={"X-Request-ID": "a b\x7f<script>" + "x" * 200})
         unauth = c["anon"].get("/v1/jobs", headers={"X-Request-ID": "client-401"})
         plain = c["alpha"].get(f"/v1/jobs/{job_id}")

@@ -105,9 +105,9 @@ def test_purge_racing_a_running_job_leaves_nothing_200_times(local):
         def run() -> None:
             start.wait()
             try:
-                result["outcome"] = worker.run_batch([JobRef("alpha", case, job_id).key])[0]
+                result["outcome"] = worker.run_batch([JobRef("alpha", case, job_id).key])[0].state
             except BaseException as exc:  # reported by the assertion below
-                result["outcome"] = {"state": f"raised {exc!r}"}
+                result["outcome"] = f"raised {exc!r}"
 
         thread = threading.Thread(target=run)
         thread.start()
@@ -122,7 +122,7 @@ def test_purge_racing_a_running_job_leaves_nothing_200_times(local):
         purged = client.delete(f"/v1/cases/{case}")
         thread.join(30)
         assert purged.status_code == 200, purged.text
-        state = result["outcome"]["state"]
+        state = result["outcome"]
         assert not state.startswith("raised"), state
         outcomes[state] = outcomes.get(state, 0) + 1
         assert _leftovers(store, case, [job_id]) == [], (round_, state)
@@ -189,7 +189,7 @@ def test_job_inputs_are_committed_files_pinned_at_creation(local):
     pinned = hashlib.sha256(store.get(f"tenants/alpha/cases/{case}/inputs/fixed.stl")).hexdigest()
     assert client.post(f"/v1/cases/{case}/files", files={"file": ("fixed.stl", mesh_bytes(9))}).status_code == 201
     outcome = AlignWorker(config).run_batch([JobRef("alpha", case, job["job_id"]).key])[0]
-    assert outcome["state"] == "succeeded"
+    assert outcome.state == "succeeded"
     result = client.get(f"/v1/jobs/{job['job_id']}/result").json()
     assert result["result"]["inputs"]["fixed"] == pinned  # the file as it was when the job was made
     assert {f["name"] for f in result["files"]} == {"outputs/result.json", "outputs/aligned.stl"}
@@ -207,7 +207,7 @@ def test_cancelling_a_running_job_removes_its_outputs(local):
                                         "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}).json()
     done: dict = {}
     thread = threading.Thread(target=lambda: done.update(
-        AlignWorker(config).run_batch([JobRef("alpha", case, job["job_id"]).key])[0]))
+        state=AlignWorker(config).run_batch([JobRef("alpha", case, job["job_id"]).key])[0].state))
     thread.start()
     deadline = time.monotonic() + 30
     while not store.list(f"testctl/{job['job_id']}/") and time.monotonic() < deadline:

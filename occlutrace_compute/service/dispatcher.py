@@ -4,9 +4,10 @@ It holds no state of its own worth keeping: at every (re)start it rebuilds its q
 store's queue markers (one per active job: the cost follows the work in flight, not the
 history), then rescans them periodically, so a job whose
 notification was lost, or whose worker or dispatcher died, is picked up again. Workers are
-actors it owns (restartable); when one dies its batch's unfinished jobs go back to the queue.
-Tenants are served round-robin when batches are packed, so one tenant's thousand jobs do not
-starve another tenant's one.
+actors it owns (restartable); when one dies its batch's unfinished jobs go back to the queue,
+every one but the job its running hint names with its attempt given back (worker.py). Tenants
+are served round-robin when batches are packed (fairqueue.py), so one tenant's thousand jobs do
+not starve another tenant's one.
 
 Scaling: the dispatcher asks the Ray autoscaler for one worker-shaped bundle per batch of
 queued or running jobs (`request_resources`, capped at `max_workers`), clears the request when
@@ -24,7 +25,6 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +35,13 @@ from ray.exceptions import GetTimeoutError, RayError
 from occlutrace_compute.jobs.models import TERMINAL_STATES
 from occlutrace_compute.service.callbacks import CallbackPool, deliver
 from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.fairqueue import FairQueue
 from occlutrace_compute.service.logs import log, setup_logging
 from occlutrace_compute.service.metrics import ClusterMetrics
-from occlutrace_compute.service.records import JobRef, JobRepo
-from occlutrace_compute.service.worker import AlignWorker, status_body
+from occlutrace_compute.service.outcomes import LOST_REASON, Outcome, settle
+from occlutrace_compute.service.records import JobRef, JobRepo, new_id
+from occlutrace_compute.service.worker import AlignWorker, running_hint_key, status_body
+from occlutrace_compute.storage.base import KeyNotFound
 
 logger = logging.getLogger("occlutrace.dispatcher")
 DISPATCHER_NAME = "occlutrace-dispatcher"
@@ -52,6 +55,7 @@ SCALE_S = 1.0  # how often the worker count and the autoscaler request are revis
 class _Slot:
     handle: Any
     index: int
+    worker_id: str
     gpu: bool
     idle_since: float
     device: str = "cpu"
@@ -71,12 +75,7 @@ class Dispatcher:
         self.repo = JobRepo(config.open_store())
         self.metrics = ClusterMetrics()
         self._notes: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._queues: dict[str, deque[JobRef]] = {}
-        self._tenant_order: deque[str] = deque()
-        self._pending: set[str] = set()
-        self._busy: set[str] = set()
-        self._deferred: list[tuple[float, JobRef]] = []
-        self._waiting: set[str] = set()
+        self.queue = FairQueue()
         self._slots: list[_Slot] = []
         self._next_index = 0
         self._gpu_mode = False  # sticky: a cluster that has shown a GPU gets GPU workers
@@ -97,6 +96,11 @@ class Dispatcher:
     def notify(self, key: str) -> None:
         """A new job record was written under `key`; the periodic rescan covers a lost notify."""
         self._notes.put(key)
+
+    def notify_many(self, keys: list[str]) -> None:
+        """`notify` for the jobs of a batch: one Ray call for all of them."""
+        for key in keys:
+            self._notes.put(key)
 
     def stats(self) -> dict:
         with self._lock:
@@ -155,7 +159,7 @@ class Dispatcher:
     def _rescan(self) -> None:
         """Pick up jobs whose notification was lost; drop stale queue markers."""
         for ref, marker in self.repo.queued_refs():
-            if ref.key in self._pending or ref.key in self._busy or ref.key in self._waiting:
+            if ref.key in self.queue:
                 continue
             record = self.repo.load(ref)
             if record is None:
@@ -177,44 +181,14 @@ class Dispatcher:
                 self._enqueue(ref)
 
     def _enqueue(self, ref: JobRef) -> None:
-        if ref.key in self._pending or ref.key in self._busy or ref.key in self._waiting:
-            return
-        if ref.tenant not in self._queues:
-            self._queues[ref.tenant] = deque()
-            self._tenant_order.append(ref.tenant)
-        self._queues[ref.tenant].append(ref)
-        self._pending.add(ref.key)
+        self.queue.enqueue(ref)
 
     def _defer(self, ref: JobRef) -> None:
         """Back in the queue after a pause (a failed attempt, a lost worker): no hot retry loop."""
-        if ref.key not in self._waiting:
-            self._waiting.add(ref.key)
-            self._deferred.append((time.monotonic() + RETRY_DELAY_S, ref))
+        self.queue.defer(ref, time.monotonic() + RETRY_DELAY_S)
 
     def _release_deferred(self) -> None:
-        now = time.monotonic()
-        due = [ref for t, ref in self._deferred if t <= now]
-        self._deferred = [(t, ref) for t, ref in self._deferred if t > now]
-        for ref in due:
-            self._waiting.discard(ref.key)
-            self._enqueue(ref)
-
-    def _next_batch(self) -> list[JobRef]:
-        """Up to batch_size jobs, one tenant at a time in rotation (fair share)."""
-        batch: list[JobRef] = []
-        idle_rounds = 0
-        while len(batch) < self.config.batch_size and self._tenant_order and idle_rounds < len(self._tenant_order):
-            tenant = self._tenant_order[0]
-            self._tenant_order.rotate(-1)
-            jobs = self._queues.get(tenant)
-            if not jobs:
-                idle_rounds += 1
-                continue
-            idle_rounds = 0
-            ref = jobs.popleft()
-            self._pending.discard(ref.key)
-            batch.append(ref)
-        return batch
+        self.queue.release_due(time.monotonic())
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -222,7 +196,7 @@ class Dispatcher:
         """Worker count and autoscaler request follow the queue, within [floor, max_workers]."""
         self._gpu_mode = self._gpu_mode or ray.cluster_resources().get("GPU", 0) > 0
         floor = self._floor()
-        backlog = len(self._pending) + len(self._deferred) + len(self._busy)
+        backlog = self.queue.depth + self.queue.in_flight
         needed = min(math.ceil(backlog / max(self.config.batch_size, 1)), self.config.max_workers)
         wanted = max(floor, needed)
         self._request(needed)
@@ -277,8 +251,9 @@ class Dispatcher:
             max_restarts=-1,
             max_task_retries=0,
         )
-        slot = _Slot(handle=remote.remote(self.config), index=self._next_index, gpu=self._gpu_mode,
-                     idle_since=time.monotonic())
+        worker_id = new_id("w")
+        slot = _Slot(handle=remote.remote(self.config, worker_id), index=self._next_index, worker_id=worker_id,
+                     gpu=self._gpu_mode, idle_since=time.monotonic())
         slot.info_ref = slot.handle.info.remote()
         self._next_index += 1
         self._slots.append(slot)
@@ -321,13 +296,12 @@ class Dispatcher:
         for slot in self._slots:
             if not slot.ready or slot.batch_ref is not None:
                 continue
-            batch = self._next_batch()
+            batch = self.queue.next_batch(self.config.batch_size)
             if not batch:
                 return
             slot.batch = batch
             refunds = {ref.key: self._refunds.pop(ref.key) for ref in batch if ref.key in self._refunds}
             slot.batch_ref = slot.handle.run_batch.remote([ref.key for ref in batch], refunds)
-            self._busy.update(ref.key for ref in batch)
             self.metrics.batch_size.observe(len(batch))
             log(logger, logging.INFO, "batch dispatched", worker=slot.index, batch_size=len(batch))
 
@@ -341,7 +315,7 @@ class Dispatcher:
             slot = running[ref]
             batch, slot.batch, slot.batch_ref = slot.batch, [], None
             slot.idle_since = time.monotonic()
-            self._busy.difference_update(r.key for r in batch)
+            self.queue.done(batch)
             try:
                 outcomes = ray.get(ref, timeout=5)
             except (RayError, GetTimeoutError) as exc:
@@ -360,49 +334,69 @@ class Dispatcher:
             self._enqueue(ref)
 
     def _worker_lost(self, slot: _Slot, batch: list[JobRef], exc: Exception) -> None:
-        """The worker died (or the task broke): unfinished jobs go back, or fail if exhausted."""
+        """The worker died (or the task broke): unfinished jobs go back, or fail if exhausted.
+
+        The worker charged every job of the batch when the batch started; its running hint names
+        the one job that was running (if any). That job keeps its charge (`settle`: re-queued, or
+        failed once exhausted); every other one still "running" gets its attempt back, so a
+        batch-mate of a job that kills workers is never charged for it. No hint, or one naming
+        an attempt the record does not show (a stale one): no job of this batch had started."""
         slot.ready = False
         slot.info_ref = slot.handle.info.remote()
         log(logger, logging.WARNING, "worker lost", worker=slot.index, error=type(exc).__name__,
             batch_size=len(batch))
+        culprit = self._read_hint(slot.worker_id)
         for ref in batch:
             record = self.repo.load(ref)
             if record is None or record.state in TERMINAL_STATES:
                 continue
-            if record.state == "running" and record.attempts >= self.config.max_attempts:
-                record.state = "failed"
-                record.reason = f"the worker was lost on each of {record.attempts} attempts"
-                self.repo.save(record)
-                self._record_outcome({"key": ref.key, "state": "failed", "final": True,
-                                      "kind": record.spec.kind, "callback_url": record.callback_url,
-                                      "status": status_body(record)})
-                continue
             if record.state == "running":
-                record.state = "queued"
-                self.repo.save(record)
+                if culprit == (ref.key, record.attempts):
+                    settle(record, self.config.max_attempts, LOST_REASON.format(attempts=record.attempts))
+                    record.reason = record.reason if record.state == "failed" else None
+                else:  # charged by the batch's start, never ran: given back
+                    record.state, record.attempts = "queued", max(record.attempts - 1, 0)
+                if not self.repo.save(record):
+                    continue
+                if record.state == "failed":
+                    self._record_outcome(Outcome(ref.key, "failed", final=True, kind=record.spec.kind,
+                                                 callback_url=record.callback_url, status=status_body(record)))
+                    continue
             self._defer(ref)
 
-    def _record_outcome(self, outcome: dict) -> None:
-        ref = JobRef.parse(outcome["key"])
+    def _read_hint(self, worker_id: str) -> tuple[str, int] | None:
+        """(job key, attempt) of the job the worker last started, read and removed; None if none."""
+        key = running_hint_key(worker_id)
+        try:
+            hint = self.repo.store.get_json(key)
+            self.repo.store.delete(key)
+            return str(hint["key"]), int(hint["attempt"])
+        except KeyNotFound:
+            return None
+        except (ValueError, KeyError, TypeError):  # torn by a power loss: no job known to have run
+            return None
+
+    def _record_outcome(self, outcome: Outcome) -> None:
+        ref = JobRef.parse(outcome.key)
         if ref is None:
             return
-        if outcome["state"] == "queued":  # a failed attempt with attempts left, or a store outage
-            if outcome.get("refund") is not None:
-                self._refunds[ref.key] = outcome["refund"]
+        if outcome.state == "queued":  # a failed attempt with attempts left, or a store outage
+            if outcome.refund is not None:
+                self._refunds[ref.key] = outcome.refund
             self._defer(ref)
             return
-        if not outcome.get("final"):
+        if not outcome.final:
             return
-        kind = outcome.get("kind", "unknown")
-        self.metrics.jobs_finished.labels(kind=kind, state=outcome["state"]).inc()
+        kind = outcome.kind
+        self.metrics.jobs_finished.labels(kind=kind, state=outcome.state).inc()
         latency_s = _age_s(ref.job_id)  # created -> now (final); a malformed id has no age to count
         if math.isfinite(latency_s):
-            self.metrics.job_latency.labels(kind=kind, state=outcome["state"]).observe(max(latency_s, 0.0))
-        if outcome.get("figures"):
-            self.metrics.observe_job(outcome["figures"])
-        if outcome.get("callback_url") and outcome.get("status"):
+            self.metrics.job_latency.labels(kind=kind, state=outcome.state).observe(max(latency_s, 0.0))
+        if outcome.figures:
+            self.metrics.observe_job(outcome.figures)
+        if outcome.callback_url and outcome.status:
             self._callbacks.submit(
-                ref.tenant, deliver, outcome["callback_url"], outcome["status"], self.config.callback_secret,
+                ref.tenant, deliver, outcome.callback_url, outcome.status, self.config.callback_secret,
                 attempts=self.config.callback_attempts, backoff_s=self.config.callback_backoff_s, stop=self._stop,
                 allow_private=self.config.callback_allow_private,
             )
@@ -414,14 +408,14 @@ class Dispatcher:
                 ready[slot.device] = ready.get(slot.device, 0) + 1
         for device, n in ready.items():
             self.metrics.workers.labels(device=device).set(n)
-        depth = len(self._pending) + len(self._deferred)
+        depth = self.queue.depth
         self.metrics.queue_depth.set(depth)
         with self._lock:
             self._stats = {
                 "started": True,
                 "pid": os.getpid(),
                 "queue_depth": depth,
-                "in_flight": len(self._busy),
+                "in_flight": self.queue.in_flight,
                 "workers": ready,
                 "requested_workers": self._requested or 0,
                 "worker_pids": [s.pid for s in self._slots if s.ready],
@@ -432,9 +426,7 @@ class Dispatcher:
 
         O(queued jobs) time, O(queued jobs) memory: called once per SCALE_S (from _scale), so a
         queue of 100k jobs costs some tens of ms of id parsing a second."""
-        waiting = [ref for jobs in self._queues.values() for ref in jobs]
-        waiting += [ref for _, ref in self._deferred]
-        ages = [age for age in (_age_s(ref.job_id) for ref in waiting) if math.isfinite(age)]
+        ages = [age for age in (_age_s(ref.job_id) for ref in self.queue.waiting()) if math.isfinite(age)]
         return max(max(ages, default=0.0), 0.0)
 
 

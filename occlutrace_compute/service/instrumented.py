@@ -33,6 +33,9 @@ class InstrumentedStore(ObjectStore):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
         self._call("put", lambda: self.inner.put_stream(key, chunks, content_type))
 
+    def put_transient(self, key: str, data: bytes) -> None:
+        self._call("put", lambda: self.inner.put_transient(key, data))
+
     def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         return self._call("put", lambda: self.inner.put_if_absent(key, data, content_type))
 

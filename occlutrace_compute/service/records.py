@@ -14,7 +14,11 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
   (a lost race may leave a stale one, which the listings skip);
 - `tenants/<t>/idempotency/<sha256(key)>.json` -> {"job_id"|"batch_id"};
 - `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
-  <job id>.<final state>` (empty) per member once final: the batch's counters;
+  <job id>.<final state>` (empty) per member once final, `.../running/<job id>` (empty) while a
+  member is marked running: the batch's counters (two listings, no record read; a member in
+  neither is queued). The running entry is written beside the record, removed with the queue
+  marker or when the job goes back to the queue; a crash between may leave it a little stale
+  (a queued member counted running until its next run ends);
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
 
 Writes of a record check the case's purge generation before and after (purges.py): a record
@@ -24,13 +28,18 @@ whose case was purged meanwhile is not written, or is deleted again with everyth
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from functools import partial
+from typing import TypeVar
 
+from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, utcnow
 from occlutrace_compute.service.purges import CasePurged, still
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
@@ -41,10 +50,13 @@ JOB_KEY_RE = re.compile(r"^tenants/([^/]+)/cases/([^/]+)/jobs/([^/]+)/job\.json$
 QUEUE_PREFIX = "queue/"
 T = TypeVar("T")
 R = TypeVar("R")
-# Parallel store reads for a page or a rebuild: hides S3 round trips; a local store gains little.
+# Parallel store calls for a page, a rebuild or a batched write round: hides S3 round trips, and
+# on a local folder concurrent fsyncs share journal commits (16 writers: ~0.6 ms a put against
+# ~10 ms one at a time on the dev box's disk, see bench/RESULTS.md, issue 18).
 READ_THREADS = 16
 # After `<id>.` in a listing key comes the case id, whose characters all sort below this one.
 _AFTER_ANY_CASE = "~"
+JSON_TYPE, BYTES_TYPE = "application/json", "application/octet-stream"
 
 
 def new_id(prefix: str) -> str:
@@ -90,6 +102,11 @@ def batch_done_key(tenant: str, batch_id: str, job_id: str, state: str) -> str:
     return f"{batch_done_prefix(tenant, batch_id)}{job_id}.{state}"
 
 
+def batch_running_key(tenant: str, batch_id: str, job_id: str) -> str:
+    """`tenants/<t>/batches/<b>/running/<id>` (empty): a member marked running (see the module)."""
+    return f"tenants/{tenant}/batches/{batch_id}/running/{job_id}"
+
+
 def listing_key(prefix: str, job_id: str, case: str) -> str:
     """`<prefix><id[1:6]>/<id[6:9]>/<id>.<case>`: sorted like the ids, sharded by creation time."""
     return f"{prefix}{job_id[1:6]}/{job_id[6:9]}/{job_id}.{case}"
@@ -100,18 +117,32 @@ def listing_start(prefix: str, after: str | None) -> str | None:
     return None if after is None else f"{prefix}{after[1:6]}/{after[6:9]}/{after}.{_AFTER_ANY_CASE}"
 
 
-def parse_listing_key(tenant: str, key: str) -> "JobRef | None":
+def parse_listing_key(tenant: str, key: str) -> JobRef | None:
     job_id, _, case = key.rsplit("/", 1)[-1].partition(".")
     return JobRef(tenant, case, job_id) if ID_RE.match(job_id) and case else None
 
 
+_POOL_PREFIX = "store-round"
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
 def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """`[fn(x) for x in items]`, up to READ_THREADS at a time (store reads of one page)."""
+    """`[fn(x) for x in items]`, up to READ_THREADS at a time, on one pool per process (a pool
+    made per call cost ~1-2 ms of thread starts per round). Called from one of the pool's own
+    threads it runs in that thread, one at a time: a nested call cannot wait for threads that
+    wait for it. The first exception raised by `fn` is raised (after every call ended)."""
+    global _pool
     items = list(items)
-    if len(items) <= 1:
+    if len(items) <= 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
         return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(items))) as pool:
-        return list(pool.map(fn, items))
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix=_POOL_PREFIX)
+        pool = _pool
+    futures = [pool.submit(fn, x) for x in items]
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def idempotency_key(tenant: str, key: str) -> str:
@@ -137,7 +168,7 @@ class JobRef:
         return job_prefix(self.tenant, self.case, self.job_id)
 
     @classmethod
-    def parse(cls, key: str) -> "JobRef | None":
+    def parse(cls, key: str) -> JobRef | None:
         m = JOB_KEY_RE.match(key)
         return cls(*m.groups()) if m else None
 
@@ -153,10 +184,19 @@ class JobRepo:
         self.store = store
 
     def load(self, ref: JobRef) -> JobRecord | None:
-        try:
-            return JobRecord.model_validate(self.store.get_json(ref.key))
+        try:  # pydantic parses the bytes itself: ~2x faster than json.loads + model_validate
+            return JobRecord.model_validate_json(self.store.get(ref.key))
         except KeyNotFound:
             return None
+
+    def state_of(self, ref: JobRef) -> str | None:
+        """The job's state alone (None: no record), without validating the whole record: what
+        a batch's counts need of a member that is not final yet."""
+        try:
+            state = self.store.get_json(ref.key).get("state")
+        except KeyNotFound:
+            return None
+        return str(state) if state is not None else None
 
     def save(self, record: JobRecord) -> bool:
         """Write the record unless its case was purged since the job was created (checked before
@@ -168,6 +208,8 @@ class JobRepo:
         self.store.put_json(ref.key, _stamped(record))
         if record.state in TERMINAL_STATES:
             self.finalize(record)
+        else:
+            self._running_entry(record)
         if not self.current(record):
             self.discard(ref, record.batch_id)
             return False
@@ -180,7 +222,60 @@ class JobRepo:
         self.store.put(listing_key(state_index_prefix(ref.tenant, record.state), ref.job_id, ref.case), b"")
         if record.batch_id:
             self.store.put(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state), b"")
+            self.store.delete(batch_running_key(ref.tenant, record.batch_id, ref.job_id))
         self.store.delete(queue_key(ref.tenant, ref.job_id))
+
+    def _running_entry(self, record: JobRecord) -> None:
+        """A batch member's running entry, after its record: written while running, gone once queued."""
+        if record.batch_id and record.state in ("running", "queued"):
+            key = batch_running_key(record.spec.tenant, record.batch_id, record.spec.job_id)
+            if record.state == "running":
+                self.store.put(key, b"")
+            else:
+                self.store.delete(key)
+
+    def save_many(self, records: list[JobRecord]) -> list[bool]:
+        """`save` for many records in a few parallel rounds instead of one chain per record: the
+        purge generation read once per case, every record written, the final ones' entries
+        (`finalize_many`), the generations read again; `save`'s answer per record (False: its
+        case was purged, everything of the job deleted). Same guarantees as `save` for each one:
+        each record is written before its own entries, each marker removed after its entries.
+        Cost: 3 parallel rounds of store calls + 2 reads per distinct case."""
+        if not records:
+            return []
+        ok = self._current_many(records)
+        live = [r for r, good in zip(records, ok) if good]
+        # one round: the records, and beside them (hints, see the module) the running entries
+        writes: list[Callable[[], None]] = [partial(self.store.put_json, ref_of(r).key, _stamped(r)) for r in live]
+        writes += [partial(self._running_entry, r) for r in live if r.state not in TERMINAL_STATES and r.batch_id]
+        parallel_map(lambda write: write(), writes)
+        self.finalize_many([r for r in live if r.state in TERMINAL_STATES])
+        after = iter(self._current_many(live))
+        answer = [good and next(after) for good in ok]
+        for record, good in zip(records, answer):
+            if not good:
+                self.discard(ref_of(record), record.batch_id)
+        return answer
+
+    def finalize_many(self, records: list[JobRecord]) -> None:
+        """`finalize` for many final records: every entry in one parallel round, then every
+        marker removed in another (a crash in between leaves markers: the rescan finishes)."""
+        entries = []
+        for record in records:
+            ref = ref_of(record)
+            entries.append(listing_key(state_index_prefix(ref.tenant, record.state), ref.job_id, ref.case))
+            if record.batch_id:
+                entries.append(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state))
+        parallel_map(lambda key: self.store.put(key, b""), entries)
+        gone = [queue_key(r.spec.tenant, r.spec.job_id) for r in records]
+        gone += [batch_running_key(r.spec.tenant, r.batch_id, r.spec.job_id) for r in records if r.batch_id]
+        parallel_map(self.store.delete, gone)
+
+    def _current_many(self, records: list[JobRecord]) -> list[bool]:
+        """`current` of each record, the tombstone read once per (tenant, case, generation)."""
+        cases = sorted({(r.spec.tenant, r.spec.case, r.generation) for r in records})
+        answers = dict(zip(cases, parallel_map(lambda c: still(self.store, *c), cases)))
+        return [answers[(r.spec.tenant, r.spec.case, r.generation)] for r in records]
 
     def current(self, record: JobRecord) -> bool:
         """Whether the record's case is still at the purge generation the job was created under."""
@@ -213,6 +308,55 @@ class JobRepo:
             self.discard(ref, record.batch_id)
             raise CasePurged(ref.case)
         return created
+
+    def create_many(self, records: list[JobRecord]) -> tuple[list[JobRecord], set[str]]:
+        """Pin the inputs of many jobs and create them, in parallel rounds (what `create` and the
+        controller's per-job submit do, with the same order per job): records already stored
+        (an earlier try, another replica) skipped; the inputs copied under each job's prefix
+        (`record.sources` -> `record.spec.inputs`); the id index, listing entry and queue marker
+        of every job; every record, created only where none exists. Returns (the records this
+        call created, the cases purged meanwhile: nothing of their jobs is left). A source
+        deleted meanwhile raises InputRejected after every job of the call was deleted again.
+        Cost: 4 parallel rounds of store calls and 2 reads per case, for any number of jobs,
+        where one at a time a local folder paid ~10 synced writes in a row per job."""
+        if not records:
+            return [], set()
+        exists = parallel_map(lambda r: self.store.exists(ref_of(r).key), records)
+        todo = [r for r, there in zip(records, exists) if not there]
+        purged = self._purged_cases(todo)
+        todo = [r for r in todo if r.spec.case not in purged]
+        copies = [(src, r.spec.inputs[role]) for r in todo for role, src in r.sources.items()]
+
+        def pin(pair: tuple[str, str]) -> str | None:
+            try:
+                self.store.copy(*pair)
+            except KeyNotFound:
+                return pair[0]
+            return None
+
+        gone = [src for src in parallel_map(pin, copies) if src is not None]
+        if gone:
+            parallel_map(lambda r: self.discard(ref_of(r), r.batch_id), todo)
+            raise InputRejected("job input", f"{gone[0].rsplit('/', 1)[-1]!r} was deleted meanwhile")
+        entries: list[tuple[str, bytes, str]] = []
+        for record in todo:
+            ref = ref_of(record)
+            entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
+            entries += [(index_key(ref.tenant, ref.job_id), _json(entry), JSON_TYPE),
+                        (listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"", BYTES_TYPE),
+                        (queue_key(ref.tenant, ref.job_id), _json({"case": ref.case}), JSON_TYPE)]
+        parallel_map(lambda kv: self.store.put(*kv), entries)
+        made = parallel_map(lambda r: self.store.put_json_if_absent(ref_of(r).key, _stamped(r)), todo)
+        late = self._purged_cases(todo)
+        if late:
+            parallel_map(lambda r: self.discard(ref_of(r), r.batch_id), [r for r in todo if r.spec.case in late])
+        created = [r for r, new in zip(todo, made) if new and r.spec.case not in late]
+        return created, purged | late
+
+    def _purged_cases(self, records: list[JobRecord]) -> set[str]:
+        """The cases of `records` no longer at their records' purge generation (one read each)."""
+        current = self._current_many(records)
+        return {r.spec.case for r, ok in zip(records, current) if not ok}
 
     def find(self, tenant: str, job_id: str) -> JobRef | None:
         """The tenant's job with that id, or None (another tenant's id finds nothing)."""
@@ -274,50 +418,95 @@ class JobRepo:
         return [r for r in parallel_map(read, keys) if r is not None]
 
     def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str | None]]) -> dict[str, str | None]:
-        """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs): the
-        final ones from one listing of the batch's done entries, the others (still active, or
-        purged, or in two done entries after a lost race) from their records, read in parallel.
-        Cost: one listing of at most the batch's size, plus O(members not yet final)."""
+        """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs), from
+        one listing of the batch's entries: a done entry gives a final state, a running entry
+        "running", neither "queued" (module docstring). Only a member with two done entries
+        (a lost race) has its record read. Cost: one listing of at most twice the batch's size,
+        no record read: the same for an active batch as for a finished one."""
         done: dict[str, set[str]] = {}
-        for key in self.store.iter_keys(batch_done_prefix(tenant, batch_id)):
-            job_id, _, state = key.rsplit("/", 1)[-1].partition(".")
-            done.setdefault(job_id, set()).add(state)
+        running: set[str] = set()
+        prefix = f"tenants/{tenant}/batches/{batch_id}/"
+        for key in self.store.iter_keys(prefix):
+            kind, _, name = key[len(prefix):].partition("/")
+            if kind == "done":
+                job_id, _, state = name.partition(".")
+                done.setdefault(job_id, set()).add(state)
+            elif kind == "running":
+                running.add(name)
         states: dict[str, str | None] = {}
         unsure: list[JobRef] = []
         for job_id, case in members:
+            final = done.get(job_id)
             if case is None:  # the member's case was purged: its label is scrubbed from the batch
                 states[job_id] = None
-                continue
-            final = done.get(job_id)
-            if final is not None and len(final) == 1:
+            elif final is not None and len(final) == 1:
                 states[job_id] = next(iter(final))
-            else:
+            elif final is not None:
                 unsure.append(JobRef(tenant, case, job_id))
-        for ref, record in zip(unsure, self.load_many(unsure)):
-            states[ref.job_id] = record.state if record is not None else None
+            else:
+                states[job_id] = "running" if job_id in running else "queued"
+        for ref, read in zip(unsure, parallel_map(self.state_of, unsure)):
+            states[ref.job_id] = read
         return states
 
     def outside_keys(self, ref: JobRef, batch: str | None = None) -> list[str]:
         """The keys of a job kept outside its case prefix (indexes, queue marker, its batch's
-        done entries): a purge of the case deletes them too. Without `batch` it reads the job's
-        id index entry for it, so call it before deleting that (a writer discarding its own job
-        passes the record's batch: a concurrent purge may have deleted the index entry already)."""
+        done and running entries): a purge of the case deletes them too. Without `batch` it reads
+        the job's id index entry for it, so call it before deleting that (a writer discarding its
+        own job passes the record's batch: a concurrent purge may have deleted the index entry
+        already). A purge of a whole case uses `case_outside_keys` (no read per job)."""
         if batch is None:
             try:
                 batch = self.store.get_json(index_key(ref.tenant, ref.job_id)).get("batch")
             except KeyNotFound:
                 batch = None
-        finals = sorted(TERMINAL_STATES)
-        return [
-            index_key(ref.tenant, ref.job_id),
-            queue_key(ref.tenant, ref.job_id),
-            listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
-            *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
-            *((batch_done_key(ref.tenant, batch, ref.job_id, st) for st in finals) if batch else ()),
-        ]
+        return _outside(ref, batch)
+
+    def case_outside_keys(self, tenant: str, case: str, job_ids: Iterable[str],
+                          batch_ids: Iterable[str]) -> list[str]:
+        """`outside_keys` of every job of a case being purged: `job_ids` (the case's job folders)
+        and `batch_ids` (the case's batch markers, `cases/<c>/batches/<b>`, written before any
+        job of the batch). Each job's batch is found in the batch records (read in parallel),
+        not in its id index entry: O(batches) reads instead of O(jobs). Call it before the
+        batches are scrubbed of the case (a scrubbed record no longer names its jobs' case)."""
+        batch_ids = sorted(set(batch_ids))
+
+        def members(batch_id: str) -> list[str]:
+            try:
+                doc = self.store.get_json(batch_key(tenant, batch_id))
+            except KeyNotFound:  # created, purged or discarded around us: its jobs carry no batch entries
+                return []
+            return [str(entry[0]) for entry in doc.get("jobs", []) if len(entry) == 2 and entry[1] == case]
+
+        batch_of: dict[str, str] = {}
+        for batch_id, job_list in zip(batch_ids, parallel_map(members, batch_ids)):
+            for job_id in job_list:
+                batch_of[job_id] = batch_id
+        return [key for job_id in sorted(set(job_ids))
+                for key in _outside(JobRef(tenant, case, job_id), batch_of.get(job_id))]
 
     def cancelled(self, ref: JobRef) -> bool:
         return self.store.exists(cancel_key(ref.tenant, ref.case, ref.job_id))
+
+
+def _outside(ref: JobRef, batch: str | None) -> list[str]:
+    """The keys `outside_keys` names for a job of `batch` (None: created alone)."""
+    finals = sorted(TERMINAL_STATES)
+    keys = [
+        index_key(ref.tenant, ref.job_id),
+        queue_key(ref.tenant, ref.job_id),
+        listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case),
+        *(listing_key(state_index_prefix(ref.tenant, st), ref.job_id, ref.case) for st in finals),
+    ]
+    if batch:
+        keys += [batch_done_key(ref.tenant, batch, ref.job_id, st) for st in finals]
+        keys.append(batch_running_key(ref.tenant, batch, ref.job_id))
+    return keys
+
+
+def _json(obj: object) -> bytes:
+    """As `ObjectStore.put_json` writes it."""
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
 
 
 def _stamped(record: JobRecord) -> dict:

@@ -46,6 +46,14 @@ class ObjectStore(abc.ABC):
         """
         self.put(key, b"".join(chunks), content_type)
 
+    def put_transient(self, key: str, data: bytes) -> None:
+        """Write a small hint that must be visible to every reader at once and survive the
+        writing process dying, but may be lost with the machine (no fsync where the store has a
+        choice; S3's every PUT is durable anyway). Readers still never see a partial object
+        while the machine is up; after a power loss the object may be missing, old, or empty:
+        a reader must accept each. Default: `put`."""
+        self.put(key, data)
+
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         """Write the object only where none has this key, atomically for every client of the

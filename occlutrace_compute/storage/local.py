@@ -48,6 +48,11 @@ class LocalStore(ObjectStore):
         """Stream into a temp file and rename it into place; content_type is not kept locally."""
         self._publish(key, chunks, os.replace)
 
+    def put_transient(self, key: str, data: bytes) -> None:
+        """A temp file renamed into place without fsync (see ObjectStore.put_transient): ~0.1 ms
+        where a synced put waits for two journal commits (~10 ms on the dev box's disk)."""
+        self._publish(key, (data,), os.replace, sync=False)
+
     def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         """The temp file linked into place: link(2) fails on an existing name, atomically."""
         try:
@@ -58,7 +63,8 @@ class LocalStore(ObjectStore):
             return False
         return True
 
-    def _publish(self, key: str, chunks: Iterable[bytes], place: Callable[[str, Path], None]) -> None:
+    def _publish(self, key: str, chunks: Iterable[bytes], place: Callable[[str, Path], None],
+                 sync: bool = True) -> None:
         """Write `chunks` to a synced temp file beside the key's path, then `place(temp, path)`
         (rename or link); the temp file never outlives the call. A full or failing disk raises
         StoreUnavailable."""
@@ -72,7 +78,8 @@ class LocalStore(ObjectStore):
                 for chunk in chunks:
                     f.write(chunk)
                 f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    os.fsync(f.fileno())
             place(tmp, path)
         except IsADirectoryError:
             raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
@@ -81,7 +88,8 @@ class LocalStore(ObjectStore):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # gone already after a rename
-        _fsync_dir(path.parent)
+        if sync:
+            _fsync_dir(path.parent)
 
     def copy(self, src: str, dst: str) -> None:
         """A hard link to `src`'s file under a temp name, renamed to `dst`: no byte is copied, and

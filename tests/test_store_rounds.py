@@ -1,0 +1,154 @@
+"""Batched store rounds (issue 18, item 2): jobs created and run in parallel rounds, a worker's
+running hint, a lost worker's batch-mates given their attempt back, purge keys found per batch."""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import SimpleNamespace
+
+import pytest
+from test_control_plane_scale import CountingStore
+
+from occlutrace_compute.jobs.models import JobRecord, JobSpec
+from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.dispatcher import Dispatcher
+from occlutrace_compute.service.fairqueue import FairQueue
+from occlutrace_compute.service.records import JobRef, JobRepo, new_id
+from occlutrace_compute.service.worker import AlignWorker, running_hint_key
+from occlutrace_compute.storage import local
+from occlutrace_compute.storage.local import LocalStore
+
+SEEN: dict[str, list[str]] = {}
+
+
+def states_at_start(spec, store) -> dict:
+    """A job function that notes the states of its batch-mates' records when it starts."""
+    repo = JobRepo(store)
+    SEEN[spec.job_id] = [r.state for r in repo.load_many([JobRef(spec.tenant, spec.case, j) for j in SEEN["batch"]])]
+    return {"ok": True}
+
+
+def records(n: int, case: str = "case-1", batch_id: str | None = None) -> list[JobRecord]:
+    out = []
+    for _ in range(n):
+        job_id = new_id("j")
+        spec = JobSpec(job_id=job_id, tenant="alpha", case=case, kind="pair",
+                       inputs={r: f"tenants/alpha/cases/{case}/jobs/{job_id}/inputs/{r}/{r}.stl" for r in ("fixed", "moving")})
+        out.append(JobRecord(spec=spec, batch_id=batch_id,
+                             sources={r: f"tenants/alpha/cases/{case}/inputs/{r}.stl" for r in ("fixed", "moving")}))
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LocalStore(tmp_path / "store")
+    for role in ("fixed", "moving"):
+        s.put(f"tenants/alpha/cases/case-1/inputs/{role}.stl", b"solid x\nendsolid x\n")
+    return s
+
+
+def test_put_transient_is_visible_at_once_without_fsync(tmp_path, monkeypatch):
+    s = LocalStore(tmp_path)
+    calls = []
+    monkeypatch.setattr(local.os, "fsync", lambda fd: calls.append(fd))
+    s.put_transient("ops/running/w1.json", b'{"key": 1}')
+    assert s.get("ops/running/w1.json") == b'{"key": 1}' and calls == []
+    s.put("ops/x", b"1")
+    assert len(calls) == 2  # a durable put: the file, then its folder
+    assert [n for n in os.listdir(tmp_path / "ops" / "running")] == ["w1.json"]  # no temp file left
+
+
+def test_create_many_pins_inputs_indexes_and_queues_every_job(store):
+    repo = JobRepo(store)
+    batch = records(30, batch_id="b0123456789abc")
+    created, purged = repo.create_many(batch)
+    assert len(created) == 30 and purged == set()
+    again, _ = repo.create_many(batch)  # a retry: nothing created twice
+    assert again == []
+    assert sorted(ref.job_id for ref, _ in repo.queued_refs()) == sorted(r.spec.job_id for r in batch)
+    for r in batch:
+        assert store.get(r.spec.inputs["fixed"]) == b"solid x\nendsolid x\n"
+        assert repo.find("alpha", r.spec.job_id) == JobRef("alpha", "case-1", r.spec.job_id)
+
+
+def test_a_batch_is_marked_running_in_one_round_and_ends_final(store, tmp_path):
+    repo = JobRepo(store)
+    batch = records(6, batch_id="b0123456789abc")
+    repo.create_many(batch)
+    SEEN.clear()
+    SEEN["batch"] = [r.spec.job_id for r in batch]
+    config = ServiceConfig(store=f"file://{store.root}", job_fn="test_store_rounds:states_at_start")
+    worker = AlignWorker(config, "w-test")
+    outcomes = worker.run_batch([JobRef("alpha", "case-1", r.spec.job_id).key for r in batch])
+    assert [o.state for o in outcomes] == ["succeeded"] * 6 and all(o.final for o in outcomes)
+    # every job of the batch was charged before the first one ran: the start is one round
+    first = SEEN[batch[0].spec.job_id]
+    assert first == ["running"] * 6
+    assert repo.batch_states("alpha", "b0123456789abc", [(r.spec.job_id, "case-1") for r in batch]) == \
+        {r.spec.job_id: "succeeded" for r in batch}
+    assert repo.queued_refs() == [] and not store.exists(running_hint_key("w-test"))
+    assert store.list("tenants/alpha/batches/b0123456789abc/running/") == []
+    assert all(rec.attempts == 1 for rec in repo.load_many([JobRef("alpha", "case-1", r.spec.job_id) for r in batch]))
+
+
+def test_a_lost_worker_charges_only_the_job_its_hint_names(store):
+    """The worker charged its batch of 4 at start and died running the third: that one keeps
+    its attempt, the other three get theirs back (the old accounting charged at each job's own
+    start; batched starts keep that promise through the hint)."""
+    repo = JobRepo(store)
+    batch = records(4, batch_id="b0123456789abc")
+    repo.create_many(batch)
+    for r in batch:
+        r.state, r.attempts = "running", 1
+    assert all(repo.save_many(batch))
+    culprit = JobRef("alpha", "case-1", batch[2].spec.job_id)
+    store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
+    d = object.__new__(Dispatcher)
+    d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
+    slot = SimpleNamespace(ready=True, index=0, worker_id="w-dead",
+                           handle=SimpleNamespace(info=SimpleNamespace(remote=lambda: None)), info_ref=None)
+    refs = [JobRef("alpha", "case-1", r.spec.job_id) for r in batch]
+    d._worker_lost(slot, refs, RuntimeError("killed"))
+    after = {rec.spec.job_id: (rec.state, rec.attempts) for rec in repo.load_many(refs)}
+    assert after == {r.spec.job_id: ("queued", 1 if r.spec.job_id == culprit.job_id else 0) for r in batch}
+    assert d.queue.depth == 4 and not store.exists(running_hint_key("w-dead"))
+    assert store.list("tenants/alpha/batches/b0123456789abc/running/") == []
+
+
+def test_purge_keys_cost_one_read_per_batch_not_per_job(tmp_path):
+    store = CountingStore(tmp_path / "store")
+    for role in ("fixed", "moving"):
+        store.put(f"tenants/alpha/cases/case-1/inputs/{role}.stl", b"x")
+    repo = JobRepo(store)
+    jobs = records(20, batch_id="b0000000000001") + records(20, batch_id="b0000000000002") + records(5)
+    for batch_id in ("b0000000000001", "b0000000000002"):
+        store.put_json(f"tenants/alpha/batches/{batch_id}.json", {
+            "batch_id": batch_id, "jobs": [[r.spec.job_id, "case-1"] for r in jobs if r.batch_id == batch_id]})
+    repo.create_many(jobs)
+    want = sorted(k for r in jobs for k in repo.outside_keys(JobRef("alpha", "case-1", r.spec.job_id)))
+    gets = []
+    real_get = store.get
+    lock = threading.Lock()
+
+    def counted(key: str) -> bytes:
+        with lock:
+            gets.append(key)
+        return real_get(key)
+
+    store.get = counted
+    got = repo.case_outside_keys("alpha", "case-1", [r.spec.job_id for r in jobs], ["b0000000000001", "b0000000000002"])
+    assert sorted(got) == want
+    assert len(gets) == 2, gets  # the two batch records; outside_keys read 45 index entries
+
+
+def test_create_many_leaves_nothing_when_an_input_vanished(store):
+    from occlutrace_compute.errors import InputRejected
+
+    repo = JobRepo(store)
+    batch = records(10, batch_id="b0123456789abc")
+    store.delete("tenants/alpha/cases/case-1/inputs/moving.stl")  # deleted between validation and creation
+    with pytest.raises(InputRejected, match="moving.stl"):
+        repo.create_many(batch)
+    assert repo.queued_refs() == []
+    assert store.list("tenants/alpha/index/") == [] and store.list("tenants/alpha/cases/case-1/jobs/") == []
