@@ -256,6 +256,19 @@ class Controller:
         if self.link is not None:
             self.link.notify(ref.key)
 
+    def submit_many(self, records: list[JobRecord]) -> set[str]:
+        """`submit` for the jobs of one batch in a few parallel store rounds (`JobRepo.create_many`)
+        and one dispatcher notification; returns the cases purged meanwhile (nothing of their
+        jobs is left). InputRejected if an input was deleted meanwhile (nothing of the call left)."""
+        created, purged = self.repo.create_many(records)
+        for record in created:
+            self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
+            log(logger, logging.INFO, "job submitted", tenant=record.spec.tenant, job_id=record.spec.job_id,
+                kind=record.spec.kind, batch_id=record.batch_id)
+        if self.link is not None and created:
+            self.link.notify_many([JobRef(r.spec.tenant, r.spec.case, r.spec.job_id).key for r in created])
+        return purged
+
     def status(self, tenant: str, job_id: str) -> tuple[JobRef, JobRecord]:
         ref = self.repo.find(tenant, job_id)
         record = self.repo.load(ref) if ref else None
@@ -355,22 +368,21 @@ class Controller:
                 self.store.put(f"{case_prefix(tenant, case)}batches/{batch_id}", b"")
             self.store.put_json(batch_key(tenant, batch_id),
                                 {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
-            purged: set[str] = set()
-            for record in records:
-                try:
-                    self.submit(record)
-                except CasePurged:
-                    purged.add(record.spec.case)
+            try:
+                purged = self.submit_many(records)
+            except InputRejected:
+                if not existed:  # an input deleted meanwhile: no job of the batch was left, nor is its record
+                    self.store.delete(batch_key(tenant, batch_id))
+                    for case in sorted({r.spec.case for r in records}):
+                        self.store.delete(f"{case_prefix(tenant, case)}batches/{batch_id}")
+                raise
             purged |= {case for case, gen in generations.items() if not purges.still(self.store, tenant, case, gen)}
             for case in purged:  # a purge that ran meanwhile: the batch keeps no trace of the case
                 self.scrub_batch(tenant, batch_id, case)
                 self.store.delete(f"{case_prefix(tenant, case)}batches/{batch_id}")
-            statuses = []
-            for record in records:
-                if record.spec.case in purged:
-                    continue
-                current = self.repo.load(JobRef(tenant, record.spec.case, record.spec.job_id))
-                statuses.append(status_body(current or record))
+            kept = [record for record in records if record.spec.case not in purged]
+            currents = self.repo.load_many([JobRef(tenant, r.spec.case, r.spec.job_id) for r in kept])
+            statuses = [status_body(current or record) for record, current in zip(kept, currents)]
             return BatchCreated(batch_id, statuses, existed)
 
     # -- pagination ----------------------------------------------------------------------------
@@ -492,7 +504,7 @@ class Controller:
         queue entries, its upload index entries and its label in batch records; on a versioned
         bucket the older versions of all of these too (`unremoved` lists what the bucket refused).
         Final: see purges.py for why no writer that started before can bring anything back.
-        Cost: one listing and one delete per object of the case, two calls per job, upload and
+        Cost: one listing and one delete per object of the case, one read per batch naming the case, one call per job, upload and
         batch naming it, plus (versioned buckets) one version listing per touched key; nothing
         proportional to the tenant's other cases."""
         check_id("case label", case)
@@ -501,12 +513,13 @@ class Controller:
         removed = purge_case_objects(self.store, tenant, case)
         touched: list[str] = []
         job_ids = {k[len(prefix) + 5:].split("/", 1)[0] for k in removed if k.startswith(prefix + "jobs/")}
-        for job_id in sorted(job_ids):
-            for extra in self.repo.outside_keys(JobRef(tenant, case, job_id)):  # indexes, queue marker
-                if self.store.exists(extra):
-                    self.store.delete(extra)
-                    removed.append(extra)
-                touched.append(extra)
+        batch_ids = {k[len(prefix) + 8:] for k in removed if k.startswith(prefix + "batches/")}
+        # indexes, queue markers, batch entries: each job's batch from the batch records (O(batches) reads)
+        for extra in self.repo.case_outside_keys(tenant, case, job_ids, batch_ids):
+            if self.store.exists(extra):
+                self.store.delete(extra)
+                removed.append(extra)
+            touched.append(extra)
         uploads = {k[len(prefix) + 8:].split("/", 1)[0] for k in removed if k.startswith(prefix + "staging/")}
         for upload_id in sorted(uploads):
             entry = staging_entry(upload_id)
@@ -514,7 +527,6 @@ class Controller:
                 self.store.delete(entry)
                 removed.append(entry)
             touched.append(entry)
-        batch_ids = {k[len(prefix) + 8:] for k in removed if k.startswith(prefix + "batches/")}
         for batch_id in sorted(batch_ids):  # the batches that named the case (markers under the case)
             self.scrub_batch(tenant, batch_id, case)
             touched.append(batch_key(tenant, batch_id))

@@ -200,6 +200,16 @@ class DispatcherLink:
         except Exception as exc:  # noqa: BLE001 -- the dispatcher's rescan covers a lost notify
             log(logger, logging.WARNING, "dispatcher notify failed", error=type(exc).__name__)
 
+    def notify_many(self, keys: list[str]) -> None:
+        """`notify` for the jobs of a batch: one Ray call."""
+        handle = self._handle
+        if handle is None:
+            return  # the watchdog is reconnecting; the dispatcher's rescan finds the jobs
+        try:
+            handle.notify_many.remote(keys)
+        except Exception as exc:  # noqa: BLE001 -- the dispatcher's rescan covers a lost notify
+            log(logger, logging.WARNING, "dispatcher notify failed", error=type(exc).__name__)
+
     async def call(self, method: str, timeout_s: float = 2.0) -> Any:
         """Call a dispatcher method; DispatcherUnavailable while the watchdog reconnects."""
         handle = self._handle
