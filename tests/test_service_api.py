@@ -454,3 +454,15 @@ def test_a_batch_resolves_each_callback_name_once(env, monkeypatch):
     r = c["alpha"].post("/v1/batches", json={"jobs": [job] * 20})
     assert r.status_code == 201, r.text
     assert len(r.json()["jobs"]) == 20 and lookups == ["hooks.example-lab.test"]
+
+
+@pytest.mark.parametrize("value", ["abc\n", "tok-1\n"])
+def test_validation_patterns_refuse_a_trailing_newline(value):
+    """`$` matches before a final newline: an id, tenant or request id ending in one would reach
+    logs and keys (log-line injection). Each pattern ends in \\Z."""
+    from occlutrace_compute.service.auth import TENANT_RE
+    from occlutrace_compute.service.records import ID_RE
+
+    assert request_id_from(value) != value
+    assert not TENANT_RE.match(value)
+    assert not ID_RE.match("j0123456789abc\n")

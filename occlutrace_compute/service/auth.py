@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from occlutrace_compute.service.logs import log
 
 logger = logging.getLogger("occlutrace.auth")
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 
 MIN_TOKEN_CHARS = 16  # a plain token shorter than this could be guessed; hashed entries are exempt

@@ -73,7 +73,7 @@ logger = logging.getLogger("occlutrace.controller")
 HIDDEN_OUTPUTS = ("job.json", "cancel")
 PINNED_INPUTS = "inputs/"  # a job's own copies of its inputs, under its prefix (not outputs)
 STAGING_INDEX = "staging/"  # staging/<upload id>.json -> {tenant, case}; ids sort by creation time
-OUTPUT_KEY_RE = re.compile(r"^jobs/[a-z][0-9a-f]{12,40}/outputs/[^/]+$")
+OUTPUT_KEY_RE = re.compile(r"^jobs/[a-z][0-9a-f]{12,40}/outputs/[^/]+\Z")
 
 
 def created_s(object_id: str) -> float | None:

@@ -28,7 +28,7 @@ ALLOWED_FIELDS = frozenset(
 )
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("occlutrace_request_id", default=None)
 # What a client's X-Request-ID may be: an id, never free text (it goes into logs and job records).
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 
 def request_id_from(header: str | None) -> str:

@@ -26,9 +26,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 TENANT_SCOPE_KEY = "occlutrace.tenant"  # set by the auth dependency, read by the access log
-UPLOAD_PATHS = re.compile(r"^/v1/(cases/[^/]+/files|uploads/[^/]+)$")
+UPLOAD_PATHS = re.compile(r"^/v1/(cases/[^/]+/files|uploads/[^/]+)\Z")
 # Authorised by the signed token in the path (like an S3 presigned URL), not by a bearer token.
-GRANT_PATHS = re.compile(r"^/v1/(uploads|download)/[^/]+$")
+GRANT_PATHS = re.compile(r"^/v1/(uploads|download)/[^/]+\Z")
 
 
 class _TooLarge(Exception):

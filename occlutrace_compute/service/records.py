@@ -45,8 +45,8 @@ from occlutrace_compute.service.purges import CasePurged, still
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
 from occlutrace_compute.storage.keys import job_prefix, job_record_key
 
-ID_RE = re.compile(r"^[a-z][0-9a-f]{12,40}$")
-JOB_KEY_RE = re.compile(r"^tenants/([^/]+)/cases/([^/]+)/jobs/([^/]+)/job\.json$")
+ID_RE = re.compile(r"^[a-z][0-9a-f]{12,40}\Z")
+JOB_KEY_RE = re.compile(r"^tenants/([^/]+)/cases/([^/]+)/jobs/([^/]+)/job\.json\Z")
 QUEUE_PREFIX = "queue/"
 T = TypeVar("T")
 R = TypeVar("R")
