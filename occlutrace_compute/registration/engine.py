@@ -63,6 +63,14 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
         return []
     opt = options or RegistrationOptions()
     dev = resolve_device(device)
+    if dev.type == "cuda" and len(pairs) > 1:
+        # Many pairs on a GPU: the flat path, whose torch calls and transfers do not grow with the
+        # batch (per-op launches and syncs are what a GPU batch pays for; bench/RESULTS.md, issue 16).
+        # Same matrices within 0.1 um (tests/test_batch_flat.py); on CPU it costs as much as this
+        # path, which stays the reference there.
+        from occlutrace_compute.registration import batched
+
+        return batched.register_batch(pairs, opt, device=dev, landmarks=landmarks)
     with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None):
         return _register_batch(pairs, opt, dev, landmarks)
 
