@@ -149,8 +149,8 @@ def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: to
             return pair, refine_bite(samples, arches[0], arches[1], pair, dev, opt.inlier_mm, opt.seed + b)
 
         pair, fit = place(cands)
-        banded = _clear(pair, fit, opt)  # early exit: a clear placement needs no band search
-        if not banded:
+        banded = False
+        if not _clear(pair, fit, opt):  # early exit: a clear placement needs no band search
             more = _band_search(samples, cands, arches, anchors, dev, so, opt.seed + b, workers)
             banded = True
             if more is not cands:
