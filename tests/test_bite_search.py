@@ -9,11 +9,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from occlutrace_compute.registration.bite_frames import bite_frame, buccal_anchors, sample_levels
-from occlutrace_compute.registration.bite_search import (
-    SERIAL, SearchOptions, Workers, _levels, _round, anchor_poses, search,
-)
 from occlutrace_compute.registration.batch import pack
+from occlutrace_compute.registration.bite_frames import (
+    bite_frame,
+    buccal_anchors,
+    sample_levels,
+)
+from occlutrace_compute.registration.bite_search import (
+    SERIAL,
+    SearchOptions,
+    Workers,
+    _levels,
+    _round,
+    anchor_poses,
+    search,
+)
 from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.synth import make_bite_case
 
