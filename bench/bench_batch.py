@@ -82,14 +82,19 @@ def bite_dirs(root: Path, n: int, spacing: float) -> list[Path]:
 
 
 def subset_dir(root: Path, dirs: list[Path], repeat: int = 1) -> Path:
-    """A batch root holding links to `dirs` only: labels case-NNN, then case-NNN-rK for the
+    """A batch root holding (hard-linked) copies of `dirs` only: labels case-NNN, then case-NNN-rK for the
     K-th extra pass (a longer batch for the memory series without generating more cases)."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
     for k in range(repeat):
         for d in dirs:
-            (root / (d.name if k == 0 else f"{d.name}-r{k}")).symlink_to(d.resolve(), target_is_directory=True)
+            # hard links: case discovery does not follow symlinked folders (jobs/cases.py)
+            folder = root / (d.name if k == 0 else f"{d.name}-r{k}")
+            folder.mkdir()
+            for f in d.iterdir():
+                if f.is_file():
+                    os.link(f, folder / f.name)
     return root
 
 
@@ -270,7 +275,15 @@ def run_ray(cases_root: Path, n_cases: int, out: Path, cpus: int, options, inter
     ls = load()
     t0 = time.perf_counter()
     # the same call as jobs/batch._connect_ray, timed on its own
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s to register: a loaded box can miss that
+        try:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            break
+        except Exception as e:  # Ray raises a bare Exception for the timeout
+            print(f"  ray.init failed ({e}); retrying", flush=True)
+            ray.shutdown()
+            if attempt == 2:
+                raise
     startup = time.perf_counter() - t0
     mon = Monitor(interval_s)
     mon.start()
