@@ -69,7 +69,7 @@ def test_untracked_round_gives_the_tracked_answer(scans) -> None:
     assert not np.allclose(T_a, T)  # the starts did move
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(n=st.integers(0, 5000), cost=st.integers(1, 20000), threads=st.integers(1, 64))
 def test_chunks_cover_every_start_once(n: int, cost: int, threads: int) -> None:
     w = Workers(threads, torch.device("meta"))  # no pool: chunking only
