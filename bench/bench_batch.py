@@ -6,6 +6,10 @@ overhead against one process doing the same work, memory over the batch, accurac
 1. N synthetic pair cases (alternating clean/changed, formats ply/stl/obj in turn) are cached
    under WORKDIR/cases-sp<spacing> (a case with truth.json is complete and reused).
 2. Ray with --num-cpus on all N cases (the throughput, memory and accuracy run).
+   --bite-cases K adds K bite cases (make_bite_case, 2 bites, ply) labelled case-1NN-bite: they
+   sort after the pair cases, so a batch taken in label order starts its longest cases last
+   (issue 12: the batch now starts the largest inputs first and hashes each case as its turn
+   comes). Bite cases count in wall and throughput, not in the pair accuracy.
 3. The first --compare-cases cases in ONE process through `run_case` (no Ray), then the same
    cases on Ray with num_cpus=1: the apples-to-apples overhead. The single process runs with
    OMP_NUM_THREADS=1 and torch on 1 thread, what a num_cpus=1 Ray task gets (checked by a probe
@@ -64,15 +68,33 @@ def case_dirs(root: Path, n: int, spacing: float) -> list[Path]:
     return dirs
 
 
+def bite_dirs(root: Path, n: int, spacing: float) -> list[Path]:
+    """n two-bite cases (seeds 0..n-1) as binary PLY, labelled case-1NN-bite."""
+    from occlutrace_compute.synth import make_bite_case, write_bite_case
+
+    dirs = []
+    for i in range(n):
+        d = root / f"case-{100 + i:03d}-bite"
+        if not (d / "truth.json").exists():
+            write_bite_case(make_bite_case(i, n_bites=2, spacing_mm=spacing), d, "ply")
+        dirs.append(d)
+    return dirs
+
+
 def subset_dir(root: Path, dirs: list[Path], repeat: int = 1) -> Path:
-    """A batch root holding links to `dirs` only: labels case-NNN, then case-NNN-rK for the
+    """A batch root holding (hard-linked) copies of `dirs` only: labels case-NNN, then case-NNN-rK for the
     K-th extra pass (a longer batch for the memory series without generating more cases)."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
     for k in range(repeat):
         for d in dirs:
-            (root / (d.name if k == 0 else f"{d.name}-r{k}")).symlink_to(d.resolve(), target_is_directory=True)
+            # hard links: case discovery does not follow symlinked folders (jobs/cases.py)
+            folder = root / (d.name if k == 0 else f"{d.name}-r{k}")
+            folder.mkdir()
+            for f in d.iterdir():
+                if f.is_file():
+                    os.link(f, folder / f.name)
     return root
 
 
@@ -253,7 +275,15 @@ def run_ray(cases_root: Path, n_cases: int, out: Path, cpus: int, options, inter
     ls = load()
     t0 = time.perf_counter()
     # the same call as jobs/batch._connect_ray, timed on its own
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s to register: a loaded box can miss that
+        try:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            break
+        except Exception as e:  # Ray raises a bare Exception for the timeout
+            print(f"  ray.init failed ({e}); retrying", flush=True)
+            ray.shutdown()
+            if attempt == 2:
+                raise
     startup = time.perf_counter() - t0
     mon = Monitor(interval_s)
     mon.start()
@@ -310,6 +340,9 @@ def accuracy(dirs: list[Path], out: Path, other: Path | None) -> dict:
             missing.append(d.name)
             continue
         truth = json.loads((d / "truth.json").read_text())
+        if truth.get("kind") == "bite":
+            stages.setdefault("bite register", []).append(result.get("timings_seconds", {}).get("register", float("nan")))
+            continue
         for k, v in result.get("timings_seconds", {}).items():
             stages.setdefault(k, []).append(v)
         try:
@@ -407,6 +440,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="the main Ray run takes every case this many times (longer memory series; default 1)")
     ap.add_argument("--interval", type=float, default=1.0, help="memory sampling interval s (default 1)")
+    ap.add_argument("--bite-cases", type=int, default=0, help="bite cases added to the main Ray run (default 0)")
     args = ap.parse_args()
     if args.cases < 1 or args.num_cpus < 1 or args.repeat < 1 or not 0.05 <= args.spacing <= 2.0:
         ap.error("--cases, --num-cpus and --repeat must be >= 1, --spacing within [0.05, 2]")
@@ -418,8 +452,9 @@ def main() -> None:
     print(f"load average at start: {load()}")
     cases_root = args.workdir / f"cases-sp{args.spacing:.2f}"
     dirs = case_dirs(cases_root, args.cases, args.spacing)
-    n_main = args.cases * args.repeat
-    main_root = subset_dir(args.workdir / f"batch-{args.cases}x{args.repeat}", dirs, args.repeat)
+    bites = bite_dirs(cases_root, args.bite_cases, args.spacing)
+    n_main = (args.cases + args.bite_cases) * args.repeat
+    main_root = subset_dir(args.workdir / f"batch-{args.cases}b{args.bite_cases}x{args.repeat}", dirs + bites, args.repeat)
 
     runs: list[Run] = []
     print(f"[{time.strftime('%H:%M:%S')}] Ray num_cpus={args.num_cpus} on {n_main} cases ...", flush=True)
@@ -434,7 +469,7 @@ def main() -> None:
         ray1 = run_ray(subset_dir(args.workdir / f"batch-{n_cmp}x1", cmp_dirs), n_cmp,
                        args.workdir / "out-ray-1", 1, options, args.interval)
         runs.append(ray1)
-    acc = accuracy(dirs, args.workdir / "out-ray-main", args.workdir / "out-seq" if seq else None)
+    acc = accuracy(dirs + bites, args.workdir / "out-ray-main", args.workdir / "out-seq" if seq else None)
     print_report(args, runs, acc, seq, ray1)
     print(f"\nload average at end: {load()}")
 

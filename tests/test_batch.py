@@ -181,3 +181,29 @@ def test_textured_case_folder_through_batch(local_ray, tmp_path: Path) -> None:
     for f in (tmp_path / "out").rglob("*"):
         assert not f.is_file() or not [p for p in PLANTED if p in f.read_bytes()], f
     assert load_mesh(done / "aligned.obj").mesh.texture is not None
+
+
+def test_plan_judges_cases_largest_first_and_only_when_their_turn_comes(tmp_path: Path) -> None:
+    """Issue 12 item 3: the first case starts after ONE case is hashed (the rest are hashed while
+    it computes), and the largest case goes first (a long case last would idle the other cores)."""
+    from occlutrace_compute.jobs.batch import _Plan
+    from occlutrace_compute.meshes import export_mesh
+
+    root = tmp_path / "cases"
+    for name in ("case-a", "case-b", "case-c"):
+        shutil.copytree(SAMPLES / "case-0001-pair", root / name)
+    big = root / "case-b" / "moving.ply"
+    export_mesh(load_mesh(big).mesh, big, "ply", encoding="ascii")  # same scan, more bytes
+    (root / "case-c" / "fixed.ply").write_bytes(b"")  # judged (hashed) fine; rejected by the job later
+    cases, bad = discover_cases(root)
+    assert not bad and len(cases) == 3
+
+    plan = _Plan(cases, JobOptions(), tmp_path / "out", force=False)
+    first = plan.next()
+    assert first is not None and first[0].label == "case-b"
+    assert len(plan.queue) == 2 and not plan.rows  # nobody else hashed yet
+    assert first[2] == json.loads(stamp_bytes(case_stamp(first[0], first[1])))
+    labels = [first[0].label]
+    while (nxt := plan.next()) is not None:
+        labels.append(nxt[0].label)
+    assert labels == ["case-b", "case-a", "case-c"]  # then by size (c is smallest), ties by label

@@ -3,7 +3,6 @@ transfer counts that do not grow with the batch, same answers."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 

@@ -126,3 +126,16 @@ def test_unusable_input_is_rejected(case_one):
     bad.vertices[0, 0] = np.nan
     with pytest.raises(InputRejected, match="lower mesh"):
         register_bite(case_one.upper, bad, case_one.bites)
+
+
+def test_clear_placement_skips_the_band_search_with_the_same_answer(case_two, one_bite_right):
+    """Issue 12 item 3: a first placement that passes every test with margin skips the band
+    search; forcing the band search (nothing is ever 'clear') must land on the same occlusion."""
+    from dataclasses import replace
+
+    from occlutrace_compute.registration.bite import BiteOptions
+
+    always = replace(BiteOptions(), clear_band_fitness=2.0)  # never clear: the band search always runs
+    full = register_bite(case_two.upper, case_two.lower, [case_two.bites[1]], settle=True, options=always)
+    assert pointwise_rms_um(full.T_upper_lower, one_bite_right.T_upper_lower, case_two.lower.vertices) < 1.0
+    assert full.doubtful == one_bite_right.doubtful

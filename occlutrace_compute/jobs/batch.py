@@ -18,9 +18,10 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.cases import CaseFiles, discover_cases
@@ -209,6 +210,53 @@ def _connect_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
 
+class _Plan:
+    """The cases still to look at, largest inputs first, each judged (options, input hashes,
+    finished in an earlier run?) only when its turn comes: the first case starts computing after
+    one case's hashing, not everyone's, and later cases are hashed while earlier ones compute.
+    Largest first: a long case started last would leave the other cores idle at the end.
+
+    Judging one case costs O(its input bytes) time and O(1) memory (streamed hash)."""
+
+    def __init__(self, cases: list[CaseFiles], options: JobOptions, out_dir: Path, force: bool) -> None:
+        self.queue = deque(sorted(cases, key=lambda c: (-_input_bytes(c), c.label)))
+        self.options = options
+        self.out_dir = out_dir
+        self.force = force
+        self.rows: list[CaseRow] = []  # cases settled while judging: rejected, skipped
+
+    def next(self) -> tuple[CaseFiles, JobOptions, dict[str, Any]] | None:
+        """The next case to run with its options and stamp; None when none is left."""
+        while self.queue:
+            case = self.queue.popleft()
+            try:
+                opts = case_options(case, self.options)
+                stamp = case_stamp(case, opts)
+            except InputRejected as e:
+                self.rows.append(CaseRow(case.label, case.kind, "rejected", str(e)))
+                continue
+            except OSError as e:
+                self.rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
+                continue
+            done = None if self.force else finished_row(case, self.out_dir, stamp)
+            if done:
+                self.rows.append(done)
+                continue
+            return case, opts, stamp
+        return None
+
+
+def _input_bytes(case: CaseFiles) -> int:
+    """Total size of a case's inputs (0 for one that cannot be read: its error shows when judged)."""
+    total = 0
+    for path in case.files.values():
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 def run_batch(
     cases_dir: Path,
     out_dir: Path,
@@ -225,6 +273,9 @@ def run_batch(
     A case runs with `options` overridden by its case.json; it is skipped when OUT holds its
     result for the same inputs and options (unless `force`). Summaries are written even when
     the batch is interrupted: cases not finished then are rows with status "interrupted".
+    Cases are judged and read as their turn comes (largest inputs first) while the cases in
+    flight compute: up to 2 x CPUs cases wait in Ray with their inputs read, so a core that
+    finishes a case starts the next one at once.
     """
     import ray
     from tqdm import tqdm
@@ -233,45 +284,31 @@ def run_batch(
     cases, bad = discover_cases(Path(cases_dir))
     out_dir = Path(out_dir)
     rows: list[CaseRow] = [CaseRow(b.label, "unknown", "rejected", b.reason) for b in bad]
-    todo: list[tuple[CaseFiles, JobOptions, dict[str, Any]]] = []
-    for case in cases:
-        try:
-            opts = case_options(case, options)
-            stamp = case_stamp(case, opts)
-        except InputRejected as e:
-            rows.append(CaseRow(case.label, case.kind, "rejected", str(e)))
-            continue
-        except OSError as e:
-            rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
-            continue
-        done = None if force else finished_row(case, out_dir, stamp)
-        if done:
-            rows.append(done)
-        else:
-            todo.append((case, opts, stamp))
-
-    finished: set[str] = set()
+    plan = _Plan(cases, options, out_dir, force)
+    ran: list[CaseRow] = []
     try:
-        if todo:
+        first = plan.next()
+        if first is not None:
             _connect_ray(address, num_cpus)
             task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_execute)
             window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))  # bounded in flight: flat memory
             pending: dict[Any, tuple[CaseFiles, dict[str, Any]]] = {}
-            queue = deque(todo)
-            bar = tqdm(total=len(todo), unit="case", disable=not progress, dynamic_ncols=True)
+            nxt: tuple[CaseFiles, JobOptions, dict[str, Any]] | None = first
+            bar = tqdm(total=len(cases), unit="case", disable=not progress, dynamic_ncols=True)
             failed = 0
             try:
-                while queue or pending:
-                    while queue and len(pending) < window:
-                        case, opts, stamp = queue.popleft()
+                while nxt is not None or pending:
+                    while nxt is not None and len(pending) < window:
+                        case, opts, stamp = nxt
                         try:
                             inputs = _read_inputs(case)
                         except OSError as e:
-                            rows.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
-                            finished.add(case.label)
-                            bar.update(1)
-                            continue
-                        pending[task.remote(case.label, case.kind, inputs, opts, allow)] = (case, stamp)
+                            ran.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
+                        else:
+                            pending[task.remote(case.label, case.kind, inputs, opts, allow)] = (case, stamp)
+                        nxt = plan.next()
+                        bar.n = len(ran) + len(plan.rows)
+                        bar.refresh()
                     if not pending:
                         continue
                     ready, _ = ray.wait(list(pending), num_returns=1)
@@ -281,19 +318,22 @@ def run_batch(
                     except Exception as e:  # noqa: BLE001 - a worker crash after retries
                         outcome = {"status": "failed", "reason": f"worker crashed: {type(e).__name__}", "seconds": 0.0}
                     row = _store_outcome(case, outcome, out_dir, stamp)
-                    rows.append(row)
-                    finished.add(case.label)
+                    ran.append(row)
                     failed += row.status != "succeeded"
-                    bar.update(1)
+                    bar.n = len(ran) + len(plan.rows)
                     bar.set_postfix(failed=failed)
                     if on_row:
                         on_row(row)
             finally:
                 bar.close()
+        else:
+            plan.queue.clear()  # every case judged: nothing to run
     finally:
         # Interrupted (Ctrl-C, an exception): what finished is on disk; say so in the summaries too.
+        rows += plan.rows + ran
+        seen = {r.case for r in rows}
         rows.extend(CaseRow(c.label, c.kind, "interrupted", "the batch stopped before this case finished")
-                    for c, _, _ in todo if c.label not in finished)
+                    for c in cases if c.label not in seen)
         rows.sort(key=lambda r: r.case)
         write_summaries(rows, out_dir)
     return BatchSummary(rows)

@@ -9,10 +9,14 @@ both arches at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.bite_frames import Anchors, BiteFrame, anchor_poses
@@ -32,7 +36,7 @@ class SearchOptions:
     band_min_points: int = 30  # coarse samples a band needs for its own search
     patch_radius: float = 6.0  # bite patch around a keypoint scoring its starts
     prescreen_tau: float = 1.0
-    prescreen_points: int = 120
+    prescreen_points: int = 60  # 120 before issue 12: same answers on the bench seeds, half the pre-screen
     keep_prescreen: int = 400
     round1_points: int = 150
     keep_round1: int = 24
@@ -51,6 +55,63 @@ class Candidates:
     def extended(self, other: "Candidates") -> "Candidates":
         return Candidates(np.concatenate([self.T_arch_bite, other.T_arch_bite]), np.concatenate([self.score, other.score]),
                           np.concatenate([self.weights, other.weights]))
+
+
+class Workers:
+    """Threads that share out a search's starts: every start is scored and refined on its own
+    (the batch is only vectorisation), so cutting the starts into chunks and running each chunk
+    with its own matcher on its own thread gives the same poses and scores as one batch.
+
+    CPU only (one thread elsewhere: a GPU batch is already parallel). Inside a worker the
+    kd-tree's OpenMP runs on one thread (N threads x N OpenMP threads would oversubscribe the
+    cores); torch and the BLAS are capped by the caller (`cpu_threads`)."""
+
+    def __init__(self, threads: int, dev: torch.device) -> None:
+        self.threads = max(1, threads) if dev.type == "cpu" else 1
+        self.dev = dev
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bite") if self.threads > 1 else None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map(self, fn: Callable[..., object], items: Sequence) -> list:
+        """fn(item) for every item, in order; on the pool when there is one (one OpenMP thread
+        inside each worker)."""
+        if self._pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+
+        def one(x: object) -> object:
+            with threadpool_limits(limits=1, user_api="openmp"):
+                return fn(x)
+
+        return list(self._pool.map(one, items))
+
+    def chunks(self, n_items: int, row_cost: int, min_rows: int = 20000) -> list[slice]:
+        """Consecutive slices of n_items starts, one per thread, each worth at least `min_rows`
+        matched rows (`row_cost` rows a start): a small batch stays whole (threads cost more)."""
+        k = int(min(self.threads, max(1, n_items * row_cost // min_rows), max(1, n_items)))
+        edges = np.linspace(0, n_items, k + 1).round().astype(int)
+        return [slice(int(a), int(b)) for a, b in pairwise(edges)]
+
+
+SERIAL = Workers(1, torch.device("cpu"))
+
+
+class _Untracked(Matcher):
+    """A matcher that searches the tree afresh every iteration. Round 1's starts move by
+    millimetres per iteration, so ~70 % of its rows fail the candidate cache's test and are
+    searched again for 3 neighbours: the cache then costs more than it saves (same answers)."""
+
+    def nearest(self, query: torch.Tensor, lengths: torch.Tensor, pair_of: torch.Tensor,
+                max_dist: float = float("inf"), track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().nearest(query, lengths, pair_of, max_dist, False)
 
 
 def transforms(T: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -107,49 +168,67 @@ def top_distinct(T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _round(moving: Cloud, matcher: Matcher, T_fixed_moving: np.ndarray, round_level: Level) -> tuple[np.ndarray, np.ndarray]:
-    """Every pose (B,4,4) refined and scored: the refined poses and their scores (B,)."""
-    dev = matcher.fixed.points.device
-    b = T_fixed_moving.shape[0]
-    zeros = torch.zeros(b, dtype=torch.int64, device=dev)
-    mov = repeat_cloud(moving, b, dev)
-    out = refine(mov, zeros, transforms(T_fixed_moving, dev), matcher, round_level)
-    sc = score(mov, zeros, out.T_fixed_moving, matcher, round_level)
-    return out.T_fixed_moving.cpu().numpy(), sc.score.cpu().numpy()
+def _round(moving: Cloud, fixed: Clouds, T_fixed_moving: np.ndarray, round_level: Level,
+           workers: Workers = SERIAL, tracked: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Every pose (B,4,4) refined and scored: the refined poses and their scores (B,). The
+    score reuses the refinement's tracked neighbours (exact, see tracking.py); `tracked`
+    False: every iteration searches the tree afresh (same answers, cheaper for far moves)."""
+    dev = fixed.points.device
+
+    def one(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        matcher = Matcher(fixed) if tracked else _Untracked(fixed)
+        T = T_fixed_moving[rows]
+        zeros = torch.zeros(T.shape[0], dtype=torch.int64, device=dev)
+        mov = repeat_cloud(moving, T.shape[0], dev)
+        out = refine(mov, zeros, transforms(T, dev), matcher, round_level)
+        sc = score(mov, zeros, out.T_fixed_moving, matcher, round_level, track=True)
+        return out.T_fixed_moving.cpu().numpy(), sc.score.cpu().numpy()
+
+    parts = workers.map(one, workers.chunks(T_fixed_moving.shape[0], moving.points.shape[0] * round_level.iterations))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, matcher: Matcher, prescreen: Level,
-               opt: SearchOptions, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, fixed: Clouds, prescreen: Level,
+               opt: SearchOptions, seed: int, workers: Workers = SERIAL) -> tuple[np.ndarray, np.ndarray]:
     """One-shot score of every start by the bite patch around its keypoint only: that patch
     must lie on this arch, while the rest of the bite (the other band) would only add noise."""
-    dev = matcher.fixed.points.device
+    dev = fixed.points.device
     n_keys = frame.keypoints.shape[0]
     T = T_arch_bite.reshape(-1, n_keys, 4, 4)  # (starts, keypoint, 4, 4)
-    scores = np.zeros(T.shape[:2])
+    patches = []
     for k, key in enumerate(frame.keypoints):
         near = np.linalg.norm(coarse.points - key, axis=1) < opt.patch_radius
-        patch = subset(Cloud(coarse.points[near], coarse.normals[near]), opt.prescreen_points, seed + k)
-        zeros = torch.zeros(T.shape[0], dtype=torch.int64, device=dev)
-        sc = score(repeat_cloud(patch, T.shape[0], dev), zeros, transforms(T[:, k], dev), matcher, prescreen)
-        scores[:, k] = sc.score.cpu().numpy()
+        patches.append(subset(Cloud(coarse.points[near], coarse.normals[near]), opt.prescreen_points, seed + k))
+
+    def one(job: tuple[int, slice]) -> np.ndarray:
+        k, rows = job
+        Tk = T[rows, k]
+        zeros = torch.zeros(Tk.shape[0], dtype=torch.int64, device=dev)
+        sc = score(repeat_cloud(patches[k], Tk.shape[0], dev), zeros, transforms(Tk, dev), Matcher(fixed), prescreen)
+        return sc.score.cpu().numpy()
+
+    jobs = [(k, rows) for k in range(n_keys) for rows in workers.chunks(T.shape[0], opt.prescreen_points)]
+    parts = workers.map(one, jobs)
+    scores = np.stack([np.concatenate([p for (k, _), p in zip(jobs, parts) if k == key]) for key in range(n_keys)], 1)
     return T.reshape(-1, 4, 4), scores.reshape(-1)
 
 
 def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, probe: Cloud, dev: torch.device,
-           opt: SearchOptions, seed: int = 0) -> Candidates:
-    """Candidate poses T_arch_bite of the bite on this arch (bite file -> arch file), best first."""
+           opt: SearchOptions, seed: int = 0, workers: Workers = SERIAL) -> Candidates:
+    """Candidate poses T_arch_bite of the bite on this arch (bite file -> arch file), best first.
+
+    `workers` share out the starts of the pre-screen and of both rounds (same result)."""
     cv = opt.coarse_voxel
     fixed = pack([arch.coarse], dev)
-    matcher = Matcher(fixed)
     T_arch_bite = anchor_poses(frame, anchors, opt.tilts_deg)
     if T_arch_bite.shape[0] == 0:
         return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe.points.shape[0])))
     prescreen, round1, round2 = _levels(opt)
-    T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, matcher, prescreen, opt, seed)
+    T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, fixed, prescreen, opt, seed, workers)
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, pre, opt.keep_prescreen)]
-    T_arch_bite, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), matcher, T_arch_bite, round1)
+    T_arch_bite, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, T_arch_bite, round1, workers, tracked=False)
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, s, opt.keep_round1)]
-    T_arch_bite, s = _round(subset(bite.mid, opt.round2_points, seed + 2), matcher, T_arch_bite, round2)
+    T_arch_bite, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, T_arch_bite, round2, workers)
     keep = top_distinct(T_arch_bite, s, opt.candidates)
     T_arch_bite = T_arch_bite[keep]
-    return Candidates(T_arch_bite, s[keep], point_weights(probe, matcher, T_arch_bite, 0.5 * cv))
+    return Candidates(T_arch_bite, s[keep], point_weights(probe, Matcher(fixed), T_arch_bite, 0.5 * cv))
