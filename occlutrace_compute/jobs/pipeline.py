@@ -118,13 +118,23 @@ def _located(regions: list[dict], reference, options: JobOptions) -> list[dict]:
     return locate_regions(regions, arch_frame(reference), options.arch) if regions else []
 
 
-def _with_report(out: JobOutput, options: JobOptions, mesh, values, ramp, frame, arch) -> JobOutput:
-    """Adds the case's inspection page (with its 3D view) and PDF to the outputs."""
-    from occlutrace_compute.analysis.report import case_report_files, viewer_payload
+def _viewer(mesh, values, ramp, frame, arch) -> dict[str, Any]:
+    """The report's 3D view data (run on a pool thread beside the preview)."""
+    from occlutrace_compute.analysis.report import viewer_payload
 
-    viewer = viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, arch)
+    return viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, arch)
+
+
+def _with_report(out: JobOutput, options: JobOptions, viewer: dict[str, Any]) -> JobOutput:
+    """Adds the case's inspection page (with its 3D view) and PDF to the outputs; its time is
+    the `report` stage."""
+    from occlutrace_compute.analysis.report import case_report_files
+
+    t0 = time.perf_counter()
     shown = options.model_dump(mode="json", exclude={"landmarks", "device"})
     out.files.update(case_report_files(out.result, out.files, viewer, shown))
+    out.result["timings_seconds"]["report"] = round(time.perf_counter() - t0, 4)
+    out.files["result.json"] = json.dumps(out.result, indent=2).encode()
     return out
 
 
@@ -180,6 +190,8 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         t["deviation"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        frame = dev.frame  # once, for the preview and the 3D view
+        viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
         exports = {
             "aligned": pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)),
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
@@ -188,6 +200,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         t["preview"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         files.update(_collected(exports))
+        viewer = viewing.result()
         t["export"] = time.perf_counter() - t0
     reg_json = reg.to_json()
     result = {
@@ -201,10 +214,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         "warnings": fixed.warnings + moving.warnings,
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    from occlutrace_compute.analysis.frame import arch_frame
-
-    out = _finish(result, files, label, t)
-    return _with_report(out, options, dev.colored, dev.shown, dev.ramp, arch_frame(dev.colored), options.arch)
+    return _with_report(_finish(result, files, label, t), options, viewer)
 
 
 def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
@@ -242,10 +252,17 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
             "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),
             "contacts_lower.ply": pool.submit(mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance),
         }
+        from occlutrace_compute.meshes.model import Mesh
+
+        both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                    np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
+        values = np.concatenate([report.upper.distance, report.lower.distance])
+        viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
         files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
         t["preview"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         files.update(_collected(exports))
+        viewer = viewing.result()
         t["export"] = time.perf_counter() - t0
     result = {
         "kind": "bite",
@@ -257,13 +274,7 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         "warnings": [w for m in loaded.values() for w in m.warnings],
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    from occlutrace_compute.meshes.model import Mesh
-
-    out = _finish(result, files, label, t)
-    both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
-                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
-    values = np.concatenate([report.upper.distance, report.lower.distance])
-    return _with_report(out, options, both, values, report.ramp, report.upper.frame, "upper")
+    return _with_report(_finish(result, files, label, t), options, viewer)
 
 
 def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",
