@@ -44,6 +44,23 @@ class JobOutput:
 
     result: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per stage, all threads (benchmarks)
+
+
+class _Stages:
+    """Wall seconds (result.json's timings_seconds) and process CPU seconds (all threads) per stage."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.start()
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, stage: str) -> None:
+        self.wall[stage] = time.perf_counter() - self._wall
+        self.cpu[stage] = time.process_time() - self._cpu
 
 
 def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
@@ -103,11 +120,11 @@ def _landmarks(options: JobOptions) -> tuple[np.ndarray, np.ndarray] | None:
     return pts[:, 0], pts[:, 1]
 
 
-def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, timings: dict[str, float]) -> JobOutput:
+def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, clock: _Stages) -> JobOutput:
     result.update({"schema_version": RESULT_SCHEMA_VERSION, "case": label, "status": "succeeded",
-                   "timings_seconds": {k: round(v, 4) for k, v in timings.items()}})
+                   "timings_seconds": {k: round(v, 4) for k, v in clock.wall.items()}})
     files["result.json"] = json.dumps(result, indent=2).encode()
-    return JobOutput(result, files)
+    return JobOutput(result, files, clock.cpu)
 
 
 def _located(regions: list[dict], reference, options: JobOptions) -> list[dict]:
@@ -130,10 +147,11 @@ def _with_report(out: JobOutput, options: JobOptions, viewer: dict[str, Any]) ->
     the `report` stage."""
     from occlutrace_compute.analysis.report import case_report_files
 
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     shown = options.model_dump(mode="json", exclude={"landmarks", "device"})
     out.files.update(case_report_files(out.result, out.files, viewer, shown))
-    out.result["timings_seconds"]["report"] = round(time.perf_counter() - t0, 4)
+    out.result["timings_seconds"]["report"] = round(time.perf_counter() - w0, 4)
+    out.cpu_seconds["report"] = time.process_time() - c0
     out.files["result.json"] = json.dumps(out.result, indent=2).encode()
     return out
 
@@ -148,8 +166,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     stage as this thread sees it: load includes waiting for the parses, export the wait for the
     encodings after the preview.
     """
-    t: dict[str, float] = {}
-    t0 = time.perf_counter()
+    clock = _Stages()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
         from occlutrace_compute.analysis import deviation
@@ -158,9 +175,9 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
 
         loaded = _results(loading)
         fixed, moving = loaded["fixed"], loaded["moving"]
-        t["load"] = time.perf_counter() - t0
+        clock.stop("load")
 
-        t0 = time.perf_counter()
+        clock.start()
         # The deviation's index of FIXED does not depend on the pose: built beside the registration.
         indexing = pool.submit(_reference_index, SurfaceIndex, fixed.mesh)
         try:
@@ -180,16 +197,16 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
             region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
                                       | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
             region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
-        t["register"] = time.perf_counter() - t0
+        clock.stop("register")
 
-        t0 = time.perf_counter()
+        clock.start()
         aligned = moving.mesh.transformed(matrix)
         dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
                         color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch,
                         reference_index=indexing.result())
-        t["deviation"] = time.perf_counter() - t0
+        clock.stop("deviation")
 
-        t0 = time.perf_counter()
+        clock.start()
         frame = dev.frame  # once, for the preview and the 3D view
         viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
         exports = {
@@ -197,11 +214,11 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
         }
         files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
-        t["preview"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        clock.stop("preview")
+        clock.start()
         files.update(_collected(exports))
         viewer = viewing.result()
-        t["export"] = time.perf_counter() - t0
+        clock.stop("export")
     reg_json = reg.to_json()
     result = {
         "kind": "pair",
@@ -214,7 +231,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         "warnings": fixed.warnings + moving.warnings,
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    return _with_report(_finish(result, files, label, t), options, viewer)
+    return _with_report(_finish(result, files, label, clock), options, viewer)
 
 
 def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
@@ -223,8 +240,7 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
     Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
     thread beside the preview.
     """
-    t: dict[str, float] = {}
-    t0 = time.perf_counter()
+    clock = _Stages()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         loading = _start_loads(pool, inputs, allow)
         from occlutrace_compute.analysis import contacts
@@ -233,19 +249,19 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         loaded = _results(loading)
         upper, lower = loaded["upper"], loaded["lower"]
         bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
-        t["load"] = time.perf_counter() - t0
+        clock.stop("load")
 
-        t0 = time.perf_counter()
+        clock.start()
         bite = register_bite(upper.mesh, lower.mesh, bites, settle=options.settle, device=options.device)
-        t["register"] = time.perf_counter() - t0
+        clock.stop("register")
 
-        t0 = time.perf_counter()
+        clock.start()
         upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
         lower_occ = lower.mesh.transformed(bite.T_upper_lower)
         report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm)
-        t["contacts"] = time.perf_counter() - t0
+        clock.stop("contacts")
 
-        t0 = time.perf_counter()
+        clock.start()
         exports = {
             "upper_occlusion": pool.submit(mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)),
             "lower_occlusion": pool.submit(mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)),
@@ -259,11 +275,11 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         values = np.concatenate([report.upper.distance, report.lower.distance])
         viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
         files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
-        t["preview"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        clock.stop("preview")
+        clock.start()
         files.update(_collected(exports))
         viewer = viewing.result()
-        t["export"] = time.perf_counter() - t0
+        clock.stop("export")
     result = {
         "kind": "bite",
         "inputs": {role: f.name for role, f in inputs.items()},
@@ -274,7 +290,7 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         "warnings": [w for m in loaded.values() for w in m.warnings],
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    return _with_report(_finish(result, files, label, t), options, viewer)
+    return _with_report(_finish(result, files, label, clock), options, viewer)
 
 
 def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",
