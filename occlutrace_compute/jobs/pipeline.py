@@ -80,10 +80,12 @@ def _results(futures: dict[str, Future]) -> dict[str, LoadedMesh]:
     return {role: fut.result() for role, fut in futures.items()}
 
 
-def _reference_index(surface_index, mesh):
+def _reference_index(surface_index, loading: Future):
     """The deviation reference's index with its whole-mesh features (a deviation map hits most
-    of the reference), built on a worker thread."""
-    index = surface_index(mesh, name="reference")
+    of the reference), built on a worker thread as soon as the reference is parsed: beside the
+    imports of the registration and the registration itself, which do not need it. A bad
+    reference raises its load error here too (the job reports it from the load first)."""
+    index = surface_index(loading.result().mesh, name="reference")
     index.features
     return index
 
@@ -161,16 +163,23 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan.
 
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
-    thread imports the registration and analysis stages; the mesh exports encode on a thread
-    while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each
+    thread imports the registration and analysis stages, the reference's distance index builds
+    on a thread from the moment the reference is parsed (beside the imports and the
+    registration), the deviation query runs on two threads, and the mesh exports and the
+    report's 3D-view data are made on the pool's threads while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each
     stage as this thread sees it: load includes waiting for the parses, export the wait for the
     encodings after the preview.
     """
     clock = _Stages()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
-        from occlutrace_compute.analysis import deviation
         from occlutrace_compute.analysis.distance import SurfaceIndex
+
+        # The deviation's index of FIXED does not depend on the pose: queued behind the parses
+        # (it starts when one ends and waits for FIXED's), it builds while this thread imports
+        # the registration (torch: ~2 s of a command) and registers.
+        indexing = pool.submit(_reference_index, SurfaceIndex, loading["fixed"])
+        from occlutrace_compute.analysis import deviation
         from occlutrace_compute.registration import register
 
         loaded = _results(loading)
@@ -178,8 +187,6 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         clock.stop("load")
 
         clock.start()
-        # The deviation's index of FIXED does not depend on the pose: built beside the registration.
-        indexing = pool.submit(_reference_index, SurfaceIndex, fixed.mesh)
         try:
             reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
         except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
