@@ -118,7 +118,7 @@ def _query_halves(index: SurfaceIndex, points: np.ndarray, max_distance: float) 
     Same answer as one query (points are independent); same worst case, split in two."""
     if len(points) < SPLIT_MIN_POINTS:
         return index.query(points, max_distance=max_distance)
-    index.features  # built once here, not by both halves at once
+    _ = index.features  # built once here, not by both halves at once
     half = len(points) // 2
 
     def part(rows: np.ndarray) -> SurfaceDistance:

@@ -86,7 +86,7 @@ def _reference_index(surface_index, loading: Future):
     imports of the registration and the registration itself, which do not need it. A bad
     reference raises its load error here too (the job reports it from the load first)."""
     index = surface_index(loading.result().mesh, name="reference")
-    index.features
+    _ = index.features
     return index
 
 
