@@ -71,9 +71,14 @@ def run_job(kind: str, folder: Path) -> dict[str, float]:
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         write_case_outputs(Path(tmp) / "out", out.files)
-    row = {"read": t_read, **out.result["timings_seconds"], "write": time.perf_counter() - t1}
+    timings = dict(out.result["timings_seconds"])
+    if "report" not in timings:  # before the report stage was timed: it was the rest of the job
+        timings["report"] = (t1 - w0) - t_read - sum(timings.values())
+    row = {"read": t_read, **timings, "write": time.perf_counter() - t1}
     row["job wall"] = time.perf_counter() - w0
     row["job cpu"] = time.process_time() - c0
+    for stage, cpu in getattr(out, "cpu_seconds", {}).items():  # checkouts before per-stage CPU: none
+        row[f"{stage} cpu"] = cpu
     return row
 
 

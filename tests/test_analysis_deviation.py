@@ -131,3 +131,22 @@ def test_a_prebuilt_reference_index_gives_the_same_map_and_must_match_the_refere
     np.testing.assert_array_equal(given.distance, own.distance)
     with pytest.raises(ValueError, match="another mesh"):
         deviation(aligned, reference, reference_index=SurfaceIndex(aligned))
+
+
+def test_the_two_thread_query_gives_exactly_the_one_thread_answer(reference):
+    """deviation() splits a large query over two threads: each point's answer (distance, closest
+    point, face, boundary flag; NaN beyond the cutoff) is the single query's, bit for bit."""
+    from occlutrace_compute.analysis.deviation import SPLIT_MIN_POINTS, _query_halves
+    from occlutrace_compute.analysis.distance import SurfaceIndex
+
+    rng = np.random.default_rng(12)
+    n = SPLIT_MIN_POINTS + 5_001
+    near = reference.vertices[rng.integers(0, reference.n_vertices, n)]
+    points = near + rng.uniform(-0.05, 0.05, (n, 3)) + np.array([0.0, 0.0, 1.0]) * rng.uniform(-0.8, 0.8, (n, 1))
+    points[:50, :2] += 7.0  # off the reference's edge: no surface within the cutoff
+    index = SurfaceIndex(reference)
+    one, two = index.query(points, max_distance=0.5), _query_halves(index, points, 0.5)
+    for a, b in ((one.distance, two.distance), (one.closest, two.closest), (one.face, two.face),
+                 (one.on_boundary, two.on_boundary)):
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(one.distance).any() and np.isfinite(one.distance).any()

@@ -370,15 +370,19 @@ def test_cpu_twin_refuses_a_cache_folder_others_can_write(tmp_path):
 
 
 def test_the_jobs_reference_index_helper_takes_a_device_index():
-    """pipeline._reference_index(surface_index, mesh) builds `features` and deviation checks
-    `.mesh`: the device index has both, for the lead's one-line hook (partial(surface_index, device=...))."""
+    """pipeline._reference_index(surface_index, loading) builds `features` and deviation checks
+    `.mesh`: the device index has both (the job passes partial(surface_index, device=...))."""
+    from concurrent.futures import Future
     from functools import partial
+    from types import SimpleNamespace
 
     from occlutrace_compute.analysis.deviation import deviation
     from occlutrace_compute.jobs.pipeline import _reference_index
 
     mesh = height_field(bumpy, 3.0, 41)
-    index = _reference_index(partial(dd.surface_index, device="cpu-twin"), mesh)
+    loading: Future = Future()
+    loading.set_result(SimpleNamespace(mesh=mesh))
+    index = _reference_index(partial(dd.surface_index, device="cpu-twin"), loading)
     assert isinstance(index, dd.DeviceSurfaceIndex) and index.mesh is mesh
     moved = Mesh(mesh.vertices + [0.0, 0.0, 0.02], mesh.faces)
     on_twin = deviation(moved, mesh, reference_index=index)  # type: ignore[arg-type]

@@ -11,9 +11,12 @@ NaN (no measurement, no overlap) is grey.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.colors import ListedColormap, Normalize
+
+if TYPE_CHECKING:  # matplotlib only for callers that draw with it: a job's outputs do not import it
+    from matplotlib.colors import ListedColormap, Normalize
 
 GREY = (0.72, 0.72, 0.72)
 BEYOND_ABOVE = (0.85, 0.0, 0.85)  # magenta: above the scale
@@ -73,6 +76,8 @@ class ColorRamp:
 
     def matplotlib(self, samples: int = 512) -> tuple[ListedColormap, Normalize]:
         """The same ramp as a matplotlib colormap + norm, for colour bars."""
+        from matplotlib.colors import ListedColormap, Normalize
+
         grid = np.linspace(self.vmin, self.vmax, samples)
         return ListedColormap(self.rgb(grid)), Normalize(self.vmin, self.vmax)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from occlutrace_compute.analysis.colormap import ColorRamp, contact_ramp
 from occlutrace_compute.analysis.distance import SurfaceIndex, one_openmp_thread
+from occlutrace_compute.analysis.distance_device import surface_index
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
 from occlutrace_compute.analysis.preview import Panel, write_preview
 from occlutrace_compute.analysis.regions import Regions, regions_below
@@ -201,17 +202,21 @@ def _arch(name: str, mesh: Mesh, distance: np.ndarray, superior_hint: np.ndarray
 
 
 def _measure(name: str, mesh: Mesh, other_name: str, other: Mesh, up: np.ndarray, threshold: float, cutoff: float,
-             ramp: ColorRamp) -> ArchContacts:
+             ramp: ColorRamp, device: str) -> ArchContacts:
     """One arch's side of contacts(): distances to the other arch, regions, colours. Runs on one
     thread with OpenMP on one thread too (the two arches run side by side on the two cores)."""
     with one_openmp_thread():
-        distance = SurfaceIndex(other, name=other_name).query(mesh.vertices, max_distance=cutoff).distance
+        index = SurfaceIndex(other, name=other_name) if device == "cpu" else surface_index(other, name=other_name, device=device)
+        distance = index.query(mesh.vertices, max_distance=cutoff).distance
         return _arch(name, mesh, distance, up, threshold, cutoff, ramp)
 
 
-def contacts(upper: Mesh, lower: Mesh, threshold_mm: float = 0.1, cutoff_mm: float = 0.5) -> ContactReport:
+def contacts(upper: Mesh, lower: Mesh, threshold_mm: float = 0.1, cutoff_mm: float = 0.5,
+             device: str = "cpu") -> ContactReport:
     """Contacts and penetrations between upper and lower arch (both in the occlusion frame).
 
+    device: a job's "cpu" / "auto" / "cuda" (analysis/distance_device.py: "auto" measures with
+    the CUDA kernel when a GPU is usable, else exactly as "cpu").
     cutoff_mm: distances beyond it are not measured (NaN, grey in the colour map).
     Both arches are measured at once on two threads. Time: two SurfaceIndex builds (O(M log M))
     and two bounded queries (see distance.py: each point's work is bounded by the proxies within
@@ -226,9 +231,9 @@ def contacts(upper: Mesh, lower: Mesh, threshold_mm: float = 0.1, cutoff_mm: flo
     up = upper.vertices.mean(axis=0) - lower.vertices.mean(axis=0)
     ramp = contact_ramp(threshold_mm, cutoff_mm)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlutrace-contacts") as pool:
-        lower_side = pool.submit(_measure, "lower", lower, "upper", upper, up, threshold_mm, cutoff_mm, ramp)
+        lower_side = pool.submit(_measure, "lower", lower, "upper", upper, up, threshold_mm, cutoff_mm, ramp, device)
         # An error in the upper side is raised first (leaving the block waits for the worker).
-        upper_side = _measure("upper", upper, "lower", lower, up, threshold_mm, cutoff_mm, ramp)
+        upper_side = _measure("upper", upper, "lower", lower, up, threshold_mm, cutoff_mm, ramp, device)
         lower_contacts = lower_side.result()
     return ContactReport(
         upper=upper_side,

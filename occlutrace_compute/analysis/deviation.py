@@ -12,14 +12,16 @@ missing scan.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from occlutrace_compute.analysis.colormap import ColorRamp, deviation_ramp
-from occlutrace_compute.analysis.distance import SurfaceIndex
-from occlutrace_compute.analysis.frame import arch_frame
+from occlutrace_compute.analysis.distance import SurfaceDistance, SurfaceIndex, one_openmp_thread
+from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
 from occlutrace_compute.analysis.preview import write_arch_sheet
 from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogram, summarize
 from occlutrace_compute.errors import InputRejected
@@ -44,6 +46,12 @@ class DeviationReport:
     values: np.ndarray | None = None  # (N,) mm: distance, plus the beyond-max-distance values; NaN: no overlap
     band_mm: float = 0.0
     arch: str | None = None  # "upper" | "lower" | None (unknown: patient sides not named)
+
+    @functools.cached_property
+    def frame(self) -> ArchFrame:
+        """The aligned scan's arch frame (computed once: the preview and the report's 3D view
+        both orient by it)."""
+        return arch_frame(self.colored)
 
     @property
     def shown(self) -> np.ndarray:
@@ -94,11 +102,34 @@ class DeviationReport:
             title = "deviation: no overlap with the reference"
         subtitle = (f"aligned rescan vs reference; positive = rescan outside the reference; grey = no overlap; "
                     f"farther than {self.max_distance_mm:g} mm: beyond-the-scale colours, not in the statistics")
-        frame = arch_frame(self.colored)
+        frame = self.frame
         superior = {"upper": -frame.occlusal, "lower": frame.occlusal}.get(self.arch or "")
         arch_name = f"{self.arch} arch" if self.arch else "arch (upper/lower not stated: sides not named)"
         return write_arch_sheet(path, self.colored, self.shown, frame, superior, self.ramp, title, subtitle, arch_name,
                                 self.histogram.to_dict(), self.band_mm or None, s.tolerance_mm)
+
+
+SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)
+
+
+def _query_halves(index: SurfaceIndex, points: np.ndarray, max_distance: float) -> SurfaceDistance:
+    """index.query on two threads, one half of the points each (each tree query on one OpenMP
+    thread): the exact scoring is numpy work that releases the GIL, so two cores share it.
+    Same answer as one query (points are independent); same worst case, split in two."""
+    if len(points) < SPLIT_MIN_POINTS:
+        return index.query(points, max_distance=max_distance)
+    _ = index.features  # built once here, not by both halves at once
+    half = len(points) // 2
+
+    def part(rows: np.ndarray) -> SurfaceDistance:
+        with one_openmp_thread():
+            return index.query(rows, max_distance=max_distance)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-deviation") as pool:
+        first, second = pool.map(part, (points[:half], points[half:]))
+    return SurfaceDistance(*(np.concatenate([a, b]) for a, b in zip(
+        (first.distance, first.closest, first.face, first.on_boundary),
+        (second.distance, second.closest, second.face, second.on_boundary))))
 
 
 def deviation(
@@ -127,7 +158,7 @@ def deviation(
         reference_index = SurfaceIndex(reference, name="reference")
     elif reference_index.mesh is not reference:
         raise ValueError("reference_index was built for another mesh than reference")
-    measured = reference_index.query(aligned.vertices, max_distance=FAR_FACTOR * max_distance_mm)
+    measured = _query_halves(reference_index, aligned.vertices, FAR_FACTOR * max_distance_mm)
     facing = np.isfinite(measured.distance) & ~measured.on_boundary
     overlap = facing & (np.abs(np.nan_to_num(measured.distance, nan=np.inf)) <= max_distance_mm)
     distance = np.where(overlap, measured.distance, np.nan)

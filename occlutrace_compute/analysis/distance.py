@@ -16,8 +16,9 @@ A query asks the tree for the k nearest proxies within `reach = limit + rho` (li
 - or it has every proxy.
 
 Otherwise it asks for more: about as many as the proxy density it has seen puts within d + rho,
-at least 4/3 and at most 4 times its k (sizes 2^n or 1.5 * 2^n); all points left in a round go on
-together with the round's largest ask, so a query is one chain of rounds, each for many points.
+at least 4/3 and at most 4 times its k (sizes 2^n or 1.5 * 2^n); the points left in a round that
+ask for the same size go on together (one tree query per group of equal (scored, asked) sizes:
+with S <= 2 log2(n_proxies) + 2 sizes, at most S^2 groups a round, each for many points).
 
 Worst case, per point p, with c(p) = the number of proxies within reach of p (c(p) <= n_proxies,
 and all of them when there is no cutoff): p asks again only while its k-th proxy is within reach,
@@ -182,21 +183,28 @@ class SurfaceIndex:
         limit = np.inf if max_distance is None else float(max_distance)
         sq = np.full(len(pts), np.inf)
         face = np.full(len(pts), -1, dtype=np.int64)
-        # (points, proxies already scored, proxies to score): a point whose best triangle is not
-        # yet proven asks for more proxies (k grows >= 4/3 per round) and scores only the new
-        # ones; at k == n_proxies nothing is left, so the loop ends after a bounded number of rounds.
-        todo, done, k = np.arange(len(pts)), 0, min(_FIRST_K, self._n_proxies)
-        while len(todo):
-            if len(todo) * k <= _SERIAL_PAIRS:
-                # A small round: OpenMP's thread start and barrier cost more than the search (and
-                # far more on a busy machine, where a descheduled thread stalls the barrier).
-                with one_openmp_thread():
+        # Groups of (points, proxies already scored, proxies to score): a point whose best
+        # triangle is not yet proven asks for more proxies (k grows >= 4/3 per round) and scores
+        # only the new ones; at k == n_proxies nothing is left, so every point leaves after a
+        # bounded number of rounds. Points asking for the same size go on together: one tree
+        # query per (done, k) group, at most (number of sizes)^2 groups a round.
+        groups = [(np.arange(len(pts)), 0, min(_FIRST_K, self._n_proxies))]
+        while groups:
+            asks: dict[tuple[int, int], list[np.ndarray]] = {}
+            for todo, done, k in groups:
+                if len(todo) * k <= _SERIAL_PAIRS:
+                    # A small round: OpenMP's thread start and barrier cost more than the search
+                    # (and far more on a busy machine, where a descheduled thread stalls the barrier).
+                    with one_openmp_thread():
+                        ask = self._round(pts, todo, done, k, limit, sq, face)
+                else:
                     ask = self._round(pts, todo, done, k, limit, sq, face)
-            else:
-                ask = self._round(pts, todo, done, k, limit, sq, face)
-            # Every unproven point takes the largest ask of the round: one chain of rounds (few,
-            # each for many points), and each ask is <= 4k <= 4 c(p) for every point still here.
-            todo, done, k = todo[ask > 0], k, int(ask.max(initial=0))
+                # Each point takes its own ask (<= 4k <= 4 c(p)); asking for the round's largest
+                # made a few far points' k everybody's (on a 150k-vertex deviation map: 1.46M
+                # pairs in round 2 instead of 0.46M).
+                for size in np.unique(ask[ask > 0]):
+                    asks.setdefault((k, int(size)), []).append(todo[ask == size])
+            groups = [(np.concatenate(rows), done, k) for (done, k), rows in sorted(asks.items())]
         return self._finish(pts, sq, face, limit)
 
     def reach(self, limit: float) -> float:

@@ -65,7 +65,6 @@ from occlutrace_compute.analysis.distance import (
 from occlutrace_compute.analysis.triangles import MeshFeatures, mesh_features
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.nn.kernel_files import kernel_path
 
 Backend = Literal["cuda", "cpu-twin", "numpy"]
 Device = Literal["auto", "cuda", "cpu-twin", "numpy"]
@@ -194,6 +193,8 @@ def compile_cpu_twin(build_dir: Path | None = None, compiler: str = "g++") -> Pa
     exe = shutil.which(compiler)
     if exe is None:
         raise RuntimeError(f"C++ compiler {compiler!r} not found")
+    from occlutrace_compute.nn.kernel_files import kernel_path  # here: the nn package imports torch
+
     source, shim = kernel_path(KERNEL), kernel_path("cpu_shim.h")
     digest = hashlib.sha256(source.read_bytes() + shim.read_bytes() + " ".join(CPU_FLAGS).encode()).hexdigest()[:16]
     folder = Path(build_dir) if build_dir is not None else _cache_dir()
@@ -251,6 +252,8 @@ def _cuda_function(device_index: int):
     import cupy
 
     with cupy.cuda.Device(device_index):
+        from occlutrace_compute.nn.kernel_files import kernel_path
+
         module = cupy.RawModule(code=kernel_path(KERNEL).read_text(), options=CUDA_OPTIONS)
         return module.get_function("point_mesh_distance")
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from occlutrace_compute.jobs.models import RESULT_SCHEMA_VERSION, JobOptions
 from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_bytes
 from occlutrace_compute.meshes.export import mesh_files
 from occlutrace_compute.privacy import check_filename, ensure_anonymous
+from occlutrace_compute.timing import stopwatch
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,19 @@ class JobOutput:
 
     result: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per stage, all threads (benchmarks)
+
+
+class _Stages:
+    """Wall seconds (result.json's timings_seconds) and process CPU seconds (all threads) per
+    stage: `with clock.stage("load"):` (timing.stopwatch)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        return stopwatch(self.wall, name, self.cpu)
 
 
 def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
@@ -63,11 +78,13 @@ def _results(futures: dict[str, Future]) -> dict[str, LoadedMesh]:
     return {role: fut.result() for role, fut in futures.items()}
 
 
-def _reference_index(surface_index, mesh):
+def _reference_index(surface_index, loading: Future):
     """The deviation reference's index with its whole-mesh features (a deviation map hits most
-    of the reference), built on a worker thread."""
-    index = surface_index(mesh, name="reference")
-    _ = index.features  # the property builds and caches them
+    of the reference), built on a worker thread as soon as the reference is parsed: beside the
+    imports of the registration and the registration itself, which do not need it. A bad
+    reference raises its load error here too (the job reports it from the load first)."""
+    index = surface_index(loading.result().mesh, name="reference")
+    _ = index.features
     return index
 
 
@@ -103,11 +120,11 @@ def _landmarks(options: JobOptions) -> tuple[np.ndarray, np.ndarray] | None:
     return pts[:, 0], pts[:, 1]
 
 
-def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, timings: dict[str, float]) -> JobOutput:
+def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, clock: _Stages) -> JobOutput:
     result.update({"schema_version": RESULT_SCHEMA_VERSION, "case": label, "status": "succeeded",
-                   "timings_seconds": {k: round(v, 4) for k, v in timings.items()}})
+                   "timings_seconds": {k: round(v, 4) for k, v in clock.wall.items()}})
     files["result.json"] = json.dumps(result, indent=2).encode()
-    return JobOutput(result, files)
+    return JobOutput(result, files, clock.cpu)
 
 
 def _located(regions: list[dict], reference, options: JobOptions) -> list[dict]:
@@ -118,13 +135,24 @@ def _located(regions: list[dict], reference, options: JobOptions) -> list[dict]:
     return locate_regions(regions, arch_frame(reference), options.arch) if regions else []
 
 
-def _with_report(out: JobOutput, options: JobOptions, mesh, values, ramp, frame, arch) -> JobOutput:
-    """Adds the case's inspection page (with its 3D view) and PDF to the outputs."""
-    from occlutrace_compute.analysis.report import case_report_files, viewer_payload
+def _viewer(mesh, values, ramp, frame, arch) -> dict[str, Any]:
+    """The report's 3D view data (run on a pool thread beside the preview)."""
+    from occlutrace_compute.analysis.report import viewer_payload
 
-    viewer = viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, arch)
-    shown = options.model_dump(mode="json", exclude={"landmarks", "device"})
-    out.files.update(case_report_files(out.result, out.files, viewer, shown))
+    return viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, arch)
+
+
+def _with_report(out: JobOutput, options: JobOptions, viewer: dict[str, Any]) -> JobOutput:
+    """Adds the case's inspection page (with its 3D view) and PDF to the outputs; its time is
+    the `report` stage."""
+    from occlutrace_compute.analysis.report import case_report_files
+
+    wall: dict[str, float] = {}
+    with stopwatch(wall, "report", out.cpu_seconds):
+        shown = options.model_dump(mode="json", exclude={"landmarks", "device"})
+        out.files.update(case_report_files(out.result, out.files, viewer, shown))
+    out.result["timings_seconds"]["report"] = round(wall["report"], 4)
+    out.files["result.json"] = json.dumps(out.result, indent=2).encode()
     return out
 
 
@@ -133,62 +161,66 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan.
 
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
-    thread imports the registration and analysis stages; the mesh exports encode on a thread
-    while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each
+    thread imports the registration and analysis stages, the reference's distance index builds
+    on a thread from the moment the reference is parsed (beside the imports and the
+    registration), the deviation query runs on two threads, and the mesh exports and the
+    report's 3D-view data are made on the pool's threads while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each
     stage as this thread sees it: load includes waiting for the parses, export the wait for the
     encodings after the preview.
     """
-    t: dict[str, float] = {}
-    t0 = time.perf_counter()
+    clock = _Stages()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
-        loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
-        from occlutrace_compute.analysis import deviation
-        from occlutrace_compute.analysis.distance import SurfaceIndex
-        from occlutrace_compute.registration import register
+        with clock.stage("load"):
+            loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
+            from occlutrace_compute.analysis.distance_device import surface_index
 
-        loaded = _results(loading)
-        fixed, moving = loaded["fixed"], loaded["moving"]
-        t["load"] = time.perf_counter() - t0
+            # The deviation's index of FIXED does not depend on the pose: queued behind the parses
+            # (it starts when one ends and waits for FIXED's), it builds while this thread imports
+            # the registration (torch: ~2 s of a command) and registers. On the job's device
+            # (distance_device: "auto" is the CUDA kernel when a GPU is usable, else distance.py).
+            indexing = pool.submit(_reference_index, partial(surface_index, device=options.device), loading["fixed"])
+            from occlutrace_compute.analysis import deviation
+            from occlutrace_compute.registration import register
 
-        t0 = time.perf_counter()
-        # The deviation's index of FIXED does not depend on the pose: built beside the registration.
-        indexing = pool.submit(_reference_index, SurfaceIndex, fixed.mesh)
-        try:
-            reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
-        except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
-            names = {"fixed": fixed_in.name, "moving": moving_in.name}
-            role = e.source.split()[0]
-            raise InputRejected(names.get(role, e.source), e.problem) from None
-        matrix, region_json = reg.matrix, None
-        if options.reference_region is not None:
-            from occlutrace_compute.registration.region import refine_on_region, region_mask
+            loaded = _results(loading)
+            fixed, moving = loaded["fixed"], loaded["moving"]
 
-            spec = options.reference_region
-            mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
-            fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
-            matrix = fit.matrix
-            region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
-                                      | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
-            region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
-        t["register"] = time.perf_counter() - t0
+        with clock.stage("register"):
+            try:
+                reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
+            except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
+                names = {"fixed": fixed_in.name, "moving": moving_in.name}
+                role = e.source.split()[0]
+                raise InputRejected(names.get(role, e.source), e.problem) from None
+            matrix, region_json = reg.matrix, None
+            if options.reference_region is not None:
+                from occlutrace_compute.registration.region import refine_on_region, region_mask
 
-        t0 = time.perf_counter()
-        aligned = moving.mesh.transformed(matrix)
-        dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm, max_distance_mm=options.max_distance_mm,
-                        color_scale_mm=options.color_scale_mm, band_mm=options.band_mm, arch=options.arch,
-                        reference_index=indexing.result())
-        t["deviation"] = time.perf_counter() - t0
+                spec = options.reference_region
+                mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
+                fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
+                matrix = fit.matrix
+                region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
+                                          | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
+                region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
 
-        t0 = time.perf_counter()
-        exports: dict[str, Future] = {
-            "aligned": pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)),
-            "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
-        }
-        files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
-        t["preview"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        files.update(_collected(exports))
-        t["export"] = time.perf_counter() - t0
+        with clock.stage("deviation"):
+            aligned = moving.mesh.transformed(matrix)
+            dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm,
+                            max_distance_mm=options.max_distance_mm, color_scale_mm=options.color_scale_mm,
+                            band_mm=options.band_mm, arch=options.arch, reference_index=indexing.result())
+
+        with clock.stage("preview"):
+            frame = dev.frame  # once, for the preview and the 3D view
+            viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
+            exports: dict[str, Future] = {
+                "aligned": pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)),
+                "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
+            }
+            files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
+        with clock.stage("export"):
+            files.update(_collected(exports))
+            viewer = viewing.result()
     reg_json = reg.to_json()
     result = {
         "kind": "pair",
@@ -201,10 +233,7 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
         "warnings": fixed.warnings + moving.warnings,
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    from occlutrace_compute.analysis.frame import arch_frame
-
-    out = _finish(result, files, label, t)
-    return _with_report(out, options, dev.colored, dev.shown, dev.ramp, arch_frame(dev.colored), options.arch)
+    return _with_report(_finish(result, files, label, clock), options, viewer)
 
 
 def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
@@ -213,40 +242,44 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
     Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
     thread beside the preview.
     """
-    t: dict[str, float] = {}
-    t0 = time.perf_counter()
+    clock = _Stages()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
-        loading = _start_loads(pool, inputs, allow)
-        from occlutrace_compute.analysis import contacts
-        from occlutrace_compute.registration.bite import register_bite
+        with clock.stage("load"):
+            loading = _start_loads(pool, inputs, allow)
+            from occlutrace_compute.analysis import contacts
+            from occlutrace_compute.registration.bite import register_bite
 
-        loaded = _results(loading)
-        upper, lower = loaded["upper"], loaded["lower"]
-        bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
-        t["load"] = time.perf_counter() - t0
+            loaded = _results(loading)
+            upper, lower = loaded["upper"], loaded["lower"]
+            bites = [loaded[r].mesh for r in ("bite1", "bite2") if r in loaded]
 
-        t0 = time.perf_counter()
-        bite = register_bite(upper.mesh, lower.mesh, bites, settle=options.settle, device=options.device)
-        t["register"] = time.perf_counter() - t0
+        with clock.stage("register"):
+            bite = register_bite(upper.mesh, lower.mesh, bites, settle=options.settle, device=options.device)
 
-        t0 = time.perf_counter()
-        upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
-        lower_occ = lower.mesh.transformed(bite.T_upper_lower)
-        report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm)
-        t["contacts"] = time.perf_counter() - t0
+        with clock.stage("contacts"):
+            upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
+            lower_occ = lower.mesh.transformed(bite.T_upper_lower)
+            report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
 
-        t0 = time.perf_counter()
-        exports: dict[str, Future] = {
-            "upper_occlusion": pool.submit(mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)),
-            "lower_occlusion": pool.submit(mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)),
-            "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),
-            "contacts_lower.ply": pool.submit(mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance),
-        }
-        files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
-        t["preview"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        files.update(_collected(exports))
-        t["export"] = time.perf_counter() - t0
+        with clock.stage("preview"):
+            exports: dict[str, Future] = {
+                "upper_occlusion": pool.submit(mesh_files, upper_occ, "upper_occlusion", upper.format,
+                                               _aligned_encoding(upper, options)),
+                "lower_occlusion": pool.submit(mesh_files, lower_occ, "lower_occlusion", lower.format,
+                                               _aligned_encoding(lower, options)),
+                "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),
+                "contacts_lower.ply": pool.submit(mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance),
+            }
+            from occlutrace_compute.meshes.model import Mesh
+
+            both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                        np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
+            values = np.concatenate([report.upper.distance, report.lower.distance])
+            viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
+            files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
+        with clock.stage("export"):
+            files.update(_collected(exports))
+            viewer = viewing.result()
     result = {
         "kind": "bite",
         "inputs": {role: f.name for role, f in inputs.items()},
@@ -257,13 +290,7 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
         "warnings": [w for m in loaded.values() for w in m.warnings],
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
-    from occlutrace_compute.meshes.model import Mesh
-
-    out = _finish(result, files, label, t)
-    both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
-                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
-    values = np.concatenate([report.upper.distance, report.lower.distance])
-    return _with_report(out, options, both, values, report.ramp, report.upper.frame, "upper")
+    return _with_report(_finish(result, files, label, clock), options, viewer)
 
 
 def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",
