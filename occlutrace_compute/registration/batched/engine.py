@@ -35,6 +35,7 @@ from occlutrace_compute.registration.features import fpfh
 from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.options import RegistrationOptions
+from occlutrace_compute.timing import stopwatch
 from occlutrace_compute.registration.prepare import Prepared, prepare_all
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import (
@@ -63,41 +64,38 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
 def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,
                     landmarks: list) -> list[RegistrationResult]:
     t0 = time.perf_counter()
-    prepared = prepare_all(pairs, opt)
-    lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
-    stages: dict[str, float] = {"sampling": time.perf_counter() - t0}
+    stages: dict[str, float] = {}
+    with stopwatch(stages, "sampling"):
+        prepared = prepare_all(pairs, opt)
+        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
     b = len(prepared)
 
-    t = time.perf_counter()
-    full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
-    coarse_f = pack([p.fixed.coarse for p in prepared], dev)
-    centres = _centres(full_coarse_m)
-    T_start, real = _hypotheses(prepared, full_coarse_m, coarse_f, centres, lm_poses, opt)
-    if not bool(real.any(1).all()):
-        raise ValueError("no starting pose: feature and axis hypotheses are switched off and no landmarks were given")
-    n_hyp = real.sum(1).tolist()
-    stages["hypotheses"] = time.perf_counter() - t
+    with stopwatch(stages, "hypotheses"):
+        full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
+        coarse_f = pack([p.fixed.coarse for p in prepared], dev)
+        centres = _centres(full_coarse_m)
+        T_start, real = _hypotheses(prepared, full_coarse_m, coarse_f, centres, lm_poses, opt)
+        if not bool(real.any(1).all()):
+            raise ValueError("no starting pose: feature and axis hypotheses are switched off and no landmarks were given")
+        n_hyp = real.sum(1).tolist()
 
-    t = time.perf_counter()
-    pair_of = torch.arange(b, device=dev)[:, None].expand(real.shape)[real]
-    T_fixed_moving = T_start[real]
-    coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-    matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
-    prune, converge = coarse_levels(opt)
-    for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
-        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
-        kept = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
-        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
-    stages["coarse"] = time.perf_counter() - t
+    with stopwatch(stages, "coarse"):
+        pair_of = torch.arange(b, device=dev)[:, None].expand(real.shape)[real]
+        T_fixed_moving = T_start[real]
+        coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
+        matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
+        prune, converge = coarse_levels(opt)
+        for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
+            out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+            sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
+            kept = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+            pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
 
     fin = mid_and_fine(prepared, centres, pair_of, T_fixed_moving, opt, dev, stages)
-    t = time.perf_counter()
-    results = summarize(prepared, fin.chosen, fin.out, fin.scores, fin.fine_m, opt, fin.ratio, fin.angle, n_hyp)
-    stages["summary"] = time.perf_counter() - t
-    t = time.perf_counter()
-    done = search_around_doubtful(prepared, centres, results, fin, opt, dev, n_hyp)
-    stages["local search"] = time.perf_counter() - t
+    with stopwatch(stages, "summary"):
+        results = summarize(prepared, fin.chosen, fin.out, fin.scores, fin.fine_m, opt, fin.ratio, fin.angle, n_hyp)
+    with stopwatch(stages, "local search"):
+        done = search_around_doubtful(prepared, centres, results, fin, opt, dev, n_hyp)
     per_pair = {k: v / b for k, v in stages.items()}
     for r in done:
         r.seconds = (time.perf_counter() - t0) / b
@@ -185,26 +183,24 @@ def mid_and_fine(prepared: list[Prepared], centres: torch.Tensor, pair_of: torch
                  opt: RegistrationOptions, dev: torch.device, stages: dict[str, float], finalists: int = 2,
                  margin: float | None = None, reach_mm: float | None = None) -> Final:
     """`finals.mid_and_fine` with the batched choices."""
-    t = time.perf_counter()
-    mid_m = pack([p.moving.mid for p in prepared], dev)
-    matcher = FlatMatcher(pack([p.fixed.mid for p in prepared], dev), opt.runtime.knn_backend)
-    mid = mid_level(opt, reach_mm)
-    out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
-    sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
-    ranked = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-    items, ratio, angle = select.pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
-                                                opt.verdict.ambiguity_margin if margin is None else margin)
-    stages["mid"] = stages.get("mid", 0.0) + time.perf_counter() - t
+    with stopwatch(stages, "mid"):
+        mid_m = pack([p.moving.mid for p in prepared], dev)
+        matcher = FlatMatcher(pack([p.fixed.mid for p in prepared], dev), opt.runtime.knn_backend)
+        mid = mid_level(opt, reach_mm)
+        out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
+        sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
+        ranked = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
+        items, ratio, angle = select.pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
+                                                    opt.verdict.ambiguity_margin if margin is None else margin)
 
-    t = time.perf_counter()
-    pair_of = pair_of[items]
-    fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
-    matcher = FlatMatcher(pack([p.fixed.fine for p in prepared], dev), opt.runtime.knn_backend)
-    fine = fine_level(opt)
-    out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
-    sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
-    chosen, ratio, angle = select.fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
-    stages["fine"] = stages.get("fine", 0.0) + time.perf_counter() - t
+    with stopwatch(stages, "fine"):
+        pair_of = pair_of[items]
+        fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
+        matcher = FlatMatcher(pack([p.fixed.fine for p in prepared], dev), opt.runtime.knn_backend)
+        fine = fine_level(opt)
+        out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
+        sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
+        chosen, ratio, angle = select.fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
     return Final(out, sc, fine_m, chosen, ratio, angle)
 
 
