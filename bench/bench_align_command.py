@@ -46,8 +46,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "occlutrace-stages")
     ap.add_argument("--case", default="pair_ply_binary", help="folder under --data with fixed.* and moving.*")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH",
-                    help="a tree to run `occlutrace align` from (repeatable; default ours=this tree)")
+    ap.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="a tree to run `occlutrace align` from (repeatable; default ours=this tree)",
+    )
     ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
     folder = args.data / args.case
@@ -57,19 +62,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in checkouts:
             env = os.environ | {"PYTHONPATH": path}
-            contenders.append((f"occlutrace align ({label})", [sys.executable, "-m", "occlutrace_compute.cli", "align",
-                                                                fixed, moving, "-o", f"{tmp}/{label}", "--device", "cpu"], env))
+            contenders.append(
+                (
+                    f"occlutrace align ({label})",
+                    [
+                        sys.executable,
+                        "-m",
+                        "occlutrace_compute.cli",
+                        "align",
+                        fixed,
+                        moving,
+                        "-o",
+                        f"{tmp}/{label}",
+                        "--device",
+                        "cpu",
+                    ],
+                    env,
+                )
+            )
         if not args.no_peer:
-            contenders.append(("peer recipe", [sys.executable, str(HERE / "peer_align.py"), fixed, moving,
-                                               "-o", f"{tmp}/peer"], dict(os.environ)))
+            contenders.append(
+                (
+                    "peer recipe",
+                    [sys.executable, str(HERE / "peer_align.py"), fixed, moving, "-o", f"{tmp}/peer"],
+                    dict(os.environ),
+                )
+            )
         for _, cmd, env in contenders:  # warm-up: page cache, .pyc files
             run(cmd, env)
         rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in contenders}
         for _ in range(args.runs):
             for name, cmd, env in contenders:
                 rows[name].append(run(cmd, env))
-    print(f"{args.case}: {args.runs} counted rounds after a warm-up, contenders in turn; load now "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.case}: {args.runs} counted rounds after a warm-up, contenders in turn; load now "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     print("| | wall median (min-max) | CPU median | peak memory | wall / peer (median of rounds) | CPU / peer |")
     print("| --- | --- | --- | --- | --- | --- |")
     peer = rows.get("peer recipe")
@@ -77,12 +105,17 @@ def main() -> None:
         walls, cpus, mems = zip(*runs)
         ratio = ""
         if peer and name != "peer recipe":
-            ratio = (f"{statistics.median(a[0] / b[0] for a, b in zip(runs, peer)):.2f} | "
-                     f"{statistics.median(a[1] / b[1] for a, b in zip(runs, peer)):.2f}")
+            ratio = (
+                f"{statistics.median(a[0] / b[0] for a, b in zip(runs, peer)):.2f} | "
+                f"{statistics.median(a[1] / b[1] for a, b in zip(runs, peer)):.2f}"
+            )
         else:
             ratio = " | "
-        print(f"| {name} | {statistics.median(walls):.2f} s ({min(walls):.2f}-{max(walls):.2f}) | "
-              f"{statistics.median(cpus):.2f} s | {max(mems):.0f} MiB | {ratio} |", flush=True)
+        print(
+            f"| {name} | {statistics.median(walls):.2f} s ({min(walls):.2f}-{max(walls):.2f}) | "
+            f"{statistics.median(cpus):.2f} s | {max(mems):.0f} MiB | {ratio} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

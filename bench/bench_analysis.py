@@ -50,8 +50,10 @@ def bench_signed_distance(n_grid: int, repeat: int, peer: bool = True) -> None:
     t_build, index = _best(lambda: SurfaceIndex(mesh), repeat)
     t_query, res = _best(lambda: index.query(points, max_distance=1.0), repeat)
     t_once, _ = _best(lambda: SurfaceIndex(mesh).query(points, max_distance=1.0), repeat)
-    print(f"signed_distance: {len(points)} points (~50 um off) vs {mesh.n_vertices} vertices / {mesh.n_faces} faces: "
-          f"build {t_build}, query {t_query}, both {t_once}")
+    print(
+        f"signed_distance: {len(points)} points (~50 um off) vs {mesh.n_vertices} vertices / {mesh.n_faces} faces: "
+        f"build {t_build}, query {t_query}, both {t_once}"
+    )
     far = mesh.vertices + rng.normal(0.0, 0.3, mesh.vertices.shape)  # badly aligned: 0.3 mm noise
     t_far, _ = _best(lambda: index.query(far, max_distance=1.0), repeat)
     print(f"signed_distance: same mesh, points 0.3 mm (sd) off the surface: query {t_far}")
@@ -63,8 +65,10 @@ def bench_signed_distance(n_grid: int, repeat: int, peer: bool = True) -> None:
     _, dist, _ = trimesh.proximity.closest_point(tm, points[sub])
     t_tm = time.perf_counter() - t0
     err = np.max(np.abs(np.abs(res.distance[sub]) - dist))
-    print(f"peer trimesh.proximity.closest_point: 5000 points {t_tm:.3f} s "
-          f"(~{t_tm * len(points) / 5000:.1f} s for all); max |difference| {err * 1000:.2e} um")
+    print(
+        f"peer trimesh.proximity.closest_point: 5000 points {t_tm:.3f} s "
+        f"(~{t_tm * len(points) / 5000:.1f} s for all); max |difference| {err * 1000:.2e} um"
+    )
 
 
 def bench_deviation(spacing: float, out: Path, repeat: int) -> None:
@@ -76,9 +80,11 @@ def bench_deviation(spacing: float, out: Path, repeat: int) -> None:
     t_ply, _ = _best(lambda: rep.write_ply(out / "deviation.ply"), repeat)
     t_png, _ = _best(lambda: rep.write_preview(out / "deviation.png"), repeat)
     s = rep.stats
-    print(f"deviation: {aligned.n_vertices} vs {reference.n_vertices} vertices: {t}, PLY {t_ply}, "
-          f"PNG {t_png} ({(out / 'deviation.png').stat().st_size // 1024} kB); "
-          f"RMS {s.rms_mm * 1000:.1f} um, overlap {rep.overlap_share:.1%}")
+    print(
+        f"deviation: {aligned.n_vertices} vs {reference.n_vertices} vertices: {t}, PLY {t_ply}, "
+        f"PNG {t_png} ({(out / 'deviation.png').stat().st_size // 1024} kB); "
+        f"RMS {s.rms_mm * 1000:.1f} um, overlap {rep.overlap_share:.1%}"
+    )
 
 
 def bench_contacts(spacing: float, out: Path, repeat: int) -> None:
@@ -89,9 +95,11 @@ def bench_contacts(spacing: float, out: Path, repeat: int) -> None:
     t, rep = _best(lambda: contacts(upper, lower), repeat)
     t_png, _ = _best(lambda: rep.write_preview(out / "contacts.png"), repeat)
     s = rep.summary()
-    print(f"contacts: {upper.n_vertices} + {lower.n_vertices} vertices: {t}, PNG {t_png}; "
-          f"area L/R {s['left']['contact_area_mm2']:.1f}/{s['right']['contact_area_mm2']:.1f} mm2, "
-          f"max penetration {rep.max_penetration_mm * 1000:.1f} um")
+    print(
+        f"contacts: {upper.n_vertices} + {lower.n_vertices} vertices: {t}, PNG {t_png}; "
+        f"area L/R {s['left']['contact_area_mm2']:.1f}/{s['right']['contact_area_mm2']:.1f} mm2, "
+        f"max penetration {rep.max_penetration_mm * 1000:.1f} um"
+    )
 
 
 def main() -> None:

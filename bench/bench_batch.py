@@ -166,8 +166,11 @@ class Monitor:
         if not s:
             return ["  (no samples)"]
         pick = {"start": s[0], "10%": s[len(s) // 10], "middle": s[len(s) // 2], "end": s[-1]}
-        lines = [f"  RSS MB ({len(s)} samples, every {self.interval_s:.0f} s)   "
-                 + "  ".join(f"{k:>8}" for k in pick) + f"  {'peak':>8}"]
+        lines = [
+            f"  RSS MB ({len(s)} samples, every {self.interval_s:.0f} s)   "
+            + "  ".join(f"{k:>8}" for k in pick)
+            + f"  {'peak':>8}"
+        ]
         series = {
             "driver": [x.driver_mb for x in s],
             "workers (sum)": [sum(x.workers_mb) for x in s],
@@ -178,8 +181,10 @@ class Monitor:
         for name, v in series.items():
             lines.append(f"  {name:<36}" + "  ".join(f"{v[i]:8.0f}" for i in idx.values()) + f"  {max(v):8.0f}")
         lines.append("  worker RSS MB at the end: " + ", ".join(f"{m:.0f}" for m in sorted(s[-1].workers_mb)))
-        lines.append(f"  worker processes seen: {max(len(x.workers_mb) for x in s)} at once, "
-                     f"{sum(1 for k, _ in self.cpu.values() if k == 'worker')} in all")
+        lines.append(
+            f"  worker processes seen: {max(len(x.workers_mb) for x in s)} at once, "
+            f"{sum(1 for k, _ in self.cpu.values() if k == 'worker')} in all"
+        )
         return lines
 
 
@@ -242,7 +247,7 @@ def run_sequential(dirs: list[Path], out: Path, options) -> Run:
         c0, w0 = time.process_time(), time.perf_counter()
         try:
             res = run_case(case.kind, inputs, options, case.label)
-        except Exception as e:  # noqa: BLE001 - counted like a failed batch row
+        except Exception as e:
             statuses["failed"] = statuses.get("failed", 0) + 1
             print(f"  {d.name}: {type(e).__name__}: {e}")
             continue
@@ -251,16 +256,30 @@ def run_sequential(dirs: list[Path], out: Path, options) -> Run:
         write_case_outputs(out / case.label, res.files)
         statuses["succeeded"] = statuses.get("succeeded", 0) + 1
     wall = time.perf_counter() - t0
-    return Run("1 process", 1, len(dirs), wall, compute, statuses, ls, load(),
-               cpu_driver_s=time.process_time() - cpu0, cpu_per_case_s=cpu)
+    return Run(
+        "1 process",
+        1,
+        len(dirs),
+        wall,
+        compute,
+        statuses,
+        ls,
+        load(),
+        cpu_driver_s=time.process_time() - cpu0,
+        cpu_per_case_s=cpu,
+    )
 
 
 def _probe() -> dict:
     """What a num_cpus=1 task sees: thread settings and cores."""
     import torch
 
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))}
+    return {
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+    }
 
 
 def run_ray(cases_root: Path, n_cases: int, out: Path, cpus: int, options, interval_s: float) -> Run:
@@ -277,7 +296,9 @@ def run_ray(cases_root: Path, n_cases: int, out: Path, cpus: int, options, inter
     # the same call as jobs/batch._connect_ray, timed on its own
     for attempt in range(3):  # Ray gives its raylet 30 s to register: a loaded box can miss that
         try:
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(
+                address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+            )
             break
         except Exception as e:  # Ray raises a bare Exception for the timeout
             print(f"  ray.init failed ({e}); retrying", flush=True)
@@ -299,10 +320,22 @@ def run_ray(cases_root: Path, n_cases: int, out: Path, cpus: int, options, inter
     for r in rows:
         if r.status != "succeeded":
             print(f"  {r.case}: {r.status}: {r.reason}")
-    return Run(f"Ray num_cpus={cpus}", cpus, n_cases, wall, [r.seconds for r in rows if r.status == "succeeded"],
-               statuses, ls, load(), startup_s=startup, cpu_driver_s=cpu_driver,
-               cpu_workers_s=mon.cpu_seconds("worker"), cpu_daemons_s=mon.cpu_seconds("daemon"),
-               monitor=mon, probe=probe)
+    return Run(
+        f"Ray num_cpus={cpus}",
+        cpus,
+        n_cases,
+        wall,
+        [r.seconds for r in rows if r.status == "succeeded"],
+        statuses,
+        ls,
+        load(),
+        startup_s=startup,
+        cpu_driver_s=cpu_driver,
+        cpu_workers_s=mon.cpu_seconds("worker"),
+        cpu_daemons_s=mon.cpu_seconds("daemon"),
+        monitor=mon,
+        probe=probe,
+    )
 
 
 # ---------------------------------------------------------------- accuracy
@@ -341,13 +374,15 @@ def accuracy(dirs: list[Path], out: Path, other: Path | None) -> dict:
             continue
         truth = json.loads((d / "truth.json").read_text())
         if truth.get("kind") == "bite":
-            stages.setdefault("bite register", []).append(result.get("timings_seconds", {}).get("register", float("nan")))
+            stages.setdefault("bite register", []).append(
+                result.get("timings_seconds", {}).get("register", float("nan"))
+            )
             continue
         for k, v in result.get("timings_seconds", {}).items():
             stages.setdefault(k, []).append(v)
         try:
             pts = scoring_points(d)
-        except Exception as e:  # noqa: BLE001 - reported, the others still score
+        except Exception as e:
             unscorable.append(f"{d.name}: {e}")
             continue
         est = np.asarray(result["matrix"])
@@ -364,8 +399,15 @@ def accuracy(dirs: list[Path], out: Path, other: Path | None) -> dict:
                 agree.append(pointwise_rms_um(est, np.asarray(o["matrix"]), pts))
             except (OSError, ValueError):
                 pass
-    return {"errors": errors, "groups": groups, "doubtful": doubtful, "missing": missing,
-            "unscorable": unscorable, "agree_um": agree, "stages": stages}
+    return {
+        "errors": errors,
+        "groups": groups,
+        "doubtful": doubtful,
+        "missing": missing,
+        "unscorable": unscorable,
+        "agree_um": agree,
+        "stages": stages,
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -376,55 +418,79 @@ def q(v: list[float], p: float) -> float:
 
 
 def print_report(args, runs: list[Run], acc: dict, seq: Run | None, ray1: Run | None) -> None:
-    print(f"\n== occlutrace batch benchmark: spacing {args.spacing} mm, host {os.cpu_count()} cores, "
-          f"torch threads 1 (engine), OMP_NUM_THREADS=1")
-    hdr = (f"{'run':<16}{'cases':>6}{'ok':>5}{'start s':>9}{'wall s':>9}{'cases/min':>10}{'compute s':>10}"
-           f"{'med s/case':>11}{'overhead':>9}{'CPU s':>8}   load 1-min start -> end")
+    print(
+        f"\n== occlutrace batch benchmark: spacing {args.spacing} mm, host {os.cpu_count()} cores, "
+        f"torch threads 1 (engine), OMP_NUM_THREADS=1"
+    )
+    hdr = (
+        f"{'run':<16}{'cases':>6}{'ok':>5}{'start s':>9}{'wall s':>9}{'cases/min':>10}{'compute s':>10}"
+        f"{'med s/case':>11}{'overhead':>9}{'CPU s':>8}   load 1-min start -> end"
+    )
     print(hdr)
     for r in runs:
-        print(f"{r.name:<16}{r.n_cases:>6}{r.ok:>5}{r.startup_s:>9.1f}{r.wall_s:>9.1f}{r.rate:>10.2f}"
-              f"{sum(r.compute_s):>10.1f}{statistics.median(r.compute_s) if r.compute_s else float('nan'):>11.2f}"
-              f"{100 * r.overhead:>8.1f}%{r.cpu_total:>8.0f}   {r.load_start.split('/')[0]} -> {r.load_end.split('/')[0]}")
-    print("  overhead = (wall x cpus - sum of per-case compute inside run_case) / (wall x cpus);"
-          " CPU s = driver + workers + Ray daemons")
+        print(
+            f"{r.name:<16}{r.n_cases:>6}{r.ok:>5}{r.startup_s:>9.1f}{r.wall_s:>9.1f}{r.rate:>10.2f}"
+            f"{sum(r.compute_s):>10.1f}{statistics.median(r.compute_s) if r.compute_s else float('nan'):>11.2f}"
+            f"{100 * r.overhead:>8.1f}%{r.cpu_total:>8.0f}   {r.load_start.split('/')[0]} -> {r.load_end.split('/')[0]}"
+        )
+    print(
+        "  overhead = (wall x cpus - sum of per-case compute inside run_case) / (wall x cpus);"
+        " CPU s = driver + workers + Ray daemons"
+    )
     for r in runs:
         if r.cpus and r.name != "1 process":
-            print(f"  {r.name}: CPU s driver {r.cpu_driver_s:.1f}, workers {r.cpu_workers_s:.1f},"
-                  f" Ray daemons {r.cpu_daemons_s:.1f}; task sees {r.probe}")
+            print(
+                f"  {r.name}: CPU s driver {r.cpu_driver_s:.1f}, workers {r.cpu_workers_s:.1f},"
+                f" Ray daemons {r.cpu_daemons_s:.1f}; task sees {r.probe}"
+            )
     if seq and ray1:
-        print(f"  same {seq.n_cases} cases, 1 process vs Ray num_cpus=1: wall {seq.wall_s:.1f} s vs {ray1.wall_s:.1f} s"
-              f" -> Ray overhead {100 * (ray1.wall_s - seq.wall_s) / ray1.wall_s:.1f}% of the Ray wall"
-              f" (+{ray1.startup_s:.1f} s start-up); CPU {seq.cpu_driver_s:.0f} s vs {ray1.cpu_total:.0f} s"
-              f" -> {100 * (ray1.cpu_total - seq.cpu_driver_s) / ray1.cpu_total:.1f}% more CPU on Ray;"
-              f" median per-case compute {statistics.median(seq.compute_s):.2f} s vs {statistics.median(ray1.compute_s):.2f} s"
-              f" (1 process: median CPU {statistics.median(seq.cpu_per_case_s):.2f} s per case)")
+        print(
+            f"  same {seq.n_cases} cases, 1 process vs Ray num_cpus=1: wall {seq.wall_s:.1f} s vs {ray1.wall_s:.1f} s"
+            f" -> Ray overhead {100 * (ray1.wall_s - seq.wall_s) / ray1.wall_s:.1f}% of the Ray wall"
+            f" (+{ray1.startup_s:.1f} s start-up); CPU {seq.cpu_driver_s:.0f} s vs {ray1.cpu_total:.0f} s"
+            f" -> {100 * (ray1.cpu_total - seq.cpu_driver_s) / ray1.cpu_total:.1f}% more CPU on Ray;"
+            f" median per-case compute {statistics.median(seq.compute_s):.2f} s vs {statistics.median(ray1.compute_s):.2f} s"
+            f" (1 process: median CPU {statistics.median(seq.cpu_per_case_s):.2f} s per case)"
+        )
         main = runs[0]
         if main.cpus > 1:
             eff = main.rate / (main.cpus * seq.rate)
-            print(f"  {main.name}: {main.rate:.2f} cases/min vs {seq.rate:.2f} in 1 process:"
-                  f" speed-up {main.rate / seq.rate:.2f}x on {main.cpus} CPUs (efficiency {100 * eff:.0f}%)")
+            print(
+                f"  {main.name}: {main.rate:.2f} cases/min vs {seq.rate:.2f} in 1 process:"
+                f" speed-up {main.rate / seq.rate:.2f}x on {main.cpus} CPUs (efficiency {100 * eff:.0f}%)"
+            )
     if acc["stages"]:
-        print(f"  stages inside run_case ({runs[0].name}), median s: "
-              + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in acc["stages"].items()))
+        print(
+            f"  stages inside run_case ({runs[0].name}), median s: "
+            + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in acc["stages"].items())
+        )
     for r in runs:
         if r.monitor:
             print(f"\n-- memory during {r.name} ({r.n_cases} cases)")
             print("\n".join(r.monitor.memory_table()))
     e = list(acc["errors"].values())
     print(f"\n-- accuracy ({runs[0].name}): pointwise RMS error over unchanged moving geometry, um")
-    print(f"  scored {len(e)}  missing {len(acc['missing'])}  unscorable {len(acc['unscorable'])}"
-          f"  doubtful {acc['doubtful']}")
+    print(
+        f"  scored {len(e)}  missing {len(acc['missing'])}  unscorable {len(acc['unscorable'])}"
+        f"  doubtful {acc['doubtful']}"
+    )
     if e:
-        print(f"  all      median {q(e, 50):7.2f}  p90 {q(e, 90):7.2f}  p95 {q(e, 95):7.2f}  max {max(e):9.2f}"
-              f"  success (<= {SUCCESS_UM:.0f} um) {sum(x <= SUCCESS_UM for x in e)}/{len(e)}")
+        print(
+            f"  all      median {q(e, 50):7.2f}  p90 {q(e, 90):7.2f}  p95 {q(e, 95):7.2f}  max {max(e):9.2f}"
+            f"  success (<= {SUCCESS_UM:.0f} um) {sum(x <= SUCCESS_UM for x in e)}/{len(e)}"
+        )
         for g, v in sorted(acc["groups"].items()):
-            print(f"  {g:<8} median {q(v, 50):7.2f}  p90 {q(v, 90):7.2f}  max {max(v):9.2f}"
-                  f"  success {sum(x <= SUCCESS_UM for x in v)}/{len(v)}")
+            print(
+                f"  {g:<8} median {q(v, 50):7.2f}  p90 {q(v, 90):7.2f}  max {max(v):9.2f}"
+                f"  success {sum(x <= SUCCESS_UM for x in v)}/{len(v)}"
+            )
         worst = sorted(acc["errors"].items(), key=lambda kv: -kv[1])[:3]
         print("  worst: " + ", ".join(f"{k} {v:.1f}" for k, v in worst))
     if acc["agree_um"]:
-        print(f"  same cases in 1 process vs Ray: matrices differ by max {max(acc['agree_um']):.4f} um pointwise"
-              f" over {len(acc['agree_um'])} cases")
+        print(
+            f"  same cases in 1 process vs Ray: matrices differ by max {max(acc['agree_um']):.4f} um pointwise"
+            f" over {len(acc['agree_um'])} cases"
+        )
     for u in acc["unscorable"]:
         print(f"  unscorable: {u}")
 
@@ -435,10 +501,18 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=0.3, help="scan spacing mm (0.3 default; 0.15 = full resolution)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/occlutrace-bench-batch"))
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray for the main run (default 2)")
-    ap.add_argument("--compare-cases", type=int, default=None,
-                    help="cases for the 1-process vs Ray num_cpus=1 comparison (default: --cases; 0 = skip)")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="the main Ray run takes every case this many times (longer memory series; default 1)")
+    ap.add_argument(
+        "--compare-cases",
+        type=int,
+        default=None,
+        help="cases for the 1-process vs Ray num_cpus=1 comparison (default: --cases; 0 = skip)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="the main Ray run takes every case this many times (longer memory series; default 1)",
+    )
     ap.add_argument("--interval", type=float, default=1.0, help="memory sampling interval s (default 1)")
     ap.add_argument("--bite-cases", type=int, default=0, help="bite cases added to the main Ray run (default 0)")
     args = ap.parse_args()
@@ -454,7 +528,9 @@ def main() -> None:
     dirs = case_dirs(cases_root, args.cases, args.spacing)
     bites = bite_dirs(cases_root, args.bite_cases, args.spacing)
     n_main = (args.cases + args.bite_cases) * args.repeat
-    main_root = subset_dir(args.workdir / f"batch-{args.cases}b{args.bite_cases}x{args.repeat}", dirs + bites, args.repeat)
+    main_root = subset_dir(
+        args.workdir / f"batch-{args.cases}b{args.bite_cases}x{args.repeat}", dirs + bites, args.repeat
+    )
 
     runs: list[Run] = []
     print(f"[{time.strftime('%H:%M:%S')}] Ray num_cpus={args.num_cpus} on {n_main} cases ...", flush=True)
@@ -466,8 +542,14 @@ def main() -> None:
         seq = run_sequential(cmp_dirs, args.workdir / "out-seq", options)
         runs.append(seq)
         print(f"[{time.strftime('%H:%M:%S')}] Ray num_cpus=1 on {n_cmp} cases ...", flush=True)
-        ray1 = run_ray(subset_dir(args.workdir / f"batch-{n_cmp}x1", cmp_dirs), n_cmp,
-                       args.workdir / "out-ray-1", 1, options, args.interval)
+        ray1 = run_ray(
+            subset_dir(args.workdir / f"batch-{n_cmp}x1", cmp_dirs),
+            n_cmp,
+            args.workdir / "out-ray-1",
+            1,
+            options,
+            args.interval,
+        )
         runs.append(ray1)
     acc = accuracy(dirs + bites, args.workdir / "out-ray-main", args.workdir / "out-seq" if seq else None)
     print_report(args, runs, acc, seq, ray1)

@@ -42,10 +42,13 @@ def _summary(label: str, errors: list[float], doubtful: list[bool], wall: list[f
     e = np.asarray(errors)
     d = np.asarray(doubtful)
     ok = e < SUCCESS_UM
-    print(f"{label}: n={e.size} success(<{SUCCESS_UM:.0f} um)={ok.mean():.1%} median={np.median(e):.1f} um "
-          f"p95={np.percentile(e, 95):.1f} um max={e.max():.1f} um | doubtful: on failures {int((d & ~ok).sum())}/{int((~ok).sum())}, "
-          f"on successes {int((d & ok).sum())}/{int(ok.sum())} | time/case wall median {np.median(wall):.1f} s "
-          f"(max {max(wall):.1f}), CPU median {np.median(cpu):.1f} s", flush=True)
+    print(
+        f"{label}: n={e.size} success(<{SUCCESS_UM:.0f} um)={ok.mean():.1%} median={np.median(e):.1f} um "
+        f"p95={np.percentile(e, 95):.1f} um max={e.max():.1f} um | doubtful: on failures {int((d & ~ok).sum())}/{int((~ok).sum())}, "
+        f"on successes {int((d & ok).sum())}/{int(ok.sum())} | time/case wall median {np.median(wall):.1f} s "
+        f"(max {max(wall):.1f}), CPU median {np.median(cpu):.1f} s",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -69,9 +72,12 @@ def main() -> None:
             err = pointwise_rms_um(r.T_upper_lower, case.T_upper_lower, case.lower.vertices)
             for lst, v in zip(stats[len(bites)], (err, r.doubtful, wall, cpu)):
                 lst.append(v)
-            print(f"seed {seed} bites {len(bites)}: error {err:.1f} um, confidence {r.confidence:.2f}, doubtful {r.doubtful} "
-                  f"{r.reason!r}, penetration {r.interpenetration_before_mm:.3f} -> {r.interpenetration_after_mm:.3f} mm, "
-                  f"{wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+            print(
+                f"seed {seed} bites {len(bites)}: error {err:.1f} um, confidence {r.confidence:.2f}, doubtful {r.doubtful} "
+                f"{r.reason!r}, penetration {r.interpenetration_before_mm:.3f} -> {r.interpenetration_after_mm:.3f} mm, "
+                f"{wall:.1f} s wall, {cpu:.1f} s CPU",
+                flush=True,
+            )
     for n in (1, 2):
         _summary(f"{n} bite{'s' if n > 1 else ''}", *stats[n])
 

@@ -51,16 +51,39 @@ def shard(jid: str) -> str:
 
 
 def record_json(jid: str, case: str, state: str, batch_id: str | None) -> str:
-    inputs = {"fixed": f"tenants/{TENANT}/cases/{case}/inputs/fixed.stl",
-              "moving": f"tenants/{TENANT}/cases/{case}/inputs/moving.stl"}
-    return json.dumps({
-        "spec": {"job_id": jid, "tenant": TENANT, "case": case, "kind": "pair", "inputs": inputs,
-                 "options": {"device": "auto", "tolerance_mm": 0.05, "contact_threshold_mm": 0.1,
-                             "settle": False, "landmarks": None}},
-        "state": state, "attempts": 1 if state != "queued" else 0, "reason": None, "batch_id": batch_id,
-        "callback_url": None, "idempotency_key": None, "created_at": "2026-12-01T00:00:00Z",
-        "updated_at": "2026-12-01T00:00:01Z", "result": {"status": "succeeded"} if state == "succeeded" else None,
-    }, indent=2, sort_keys=True)
+    inputs = {
+        "fixed": f"tenants/{TENANT}/cases/{case}/inputs/fixed.stl",
+        "moving": f"tenants/{TENANT}/cases/{case}/inputs/moving.stl",
+    }
+    return json.dumps(
+        {
+            "spec": {
+                "job_id": jid,
+                "tenant": TENANT,
+                "case": case,
+                "kind": "pair",
+                "inputs": inputs,
+                "options": {
+                    "device": "auto",
+                    "tolerance_mm": 0.05,
+                    "contact_threshold_mm": 0.1,
+                    "settle": False,
+                    "landmarks": None,
+                },
+            },
+            "state": state,
+            "attempts": 1 if state != "queued" else 0,
+            "reason": None,
+            "batch_id": batch_id,
+            "callback_url": None,
+            "idempotency_key": None,
+            "created_at": "2026-12-01T00:00:00Z",
+            "updated_at": "2026-12-01T00:00:01Z",
+            "result": {"status": "succeeded"} if state == "succeeded" else None,
+        },
+        indent=2,
+        sort_keys=True,
+    )
 
 
 def layout(n: int, active: int) -> list[tuple[str, str, str, str | None]]:
@@ -93,8 +116,10 @@ def objects_of(jid: str, case: str, state: str, batch: str | None, id_index: boo
 
 def batch_object(jobs) -> tuple[str, bytes]:
     members = [[jid, case] for jid, case, _, batch in jobs if batch]
-    return (f"tenants/{TENANT}/batches/b000000000000batch.json",
-            json.dumps({"batch_id": "b000000000000batch", "jobs": members}).encode())
+    return (
+        f"tenants/{TENANT}/batches/b000000000000batch.json",
+        json.dumps({"batch_id": "b000000000000batch", "jobs": members}).encode(),
+    )
 
 
 SPARSE_RECORDS = 5000
@@ -149,8 +174,10 @@ def plant_s3(store, n: int, active: int) -> None:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda kv: store.put(*kv), objects))
-    print(f"  planted {n:,} + {active} jobs ({len(objects):,} objects) in {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr)
+    print(
+        f"  planted {n:,} + {active} jobs ({len(objects):,} objects) in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -183,8 +210,7 @@ def measure(store, config_store_url: str, n: int, active: int, repeat: int, slow
 
     tokens = Path(tempfile.mkdtemp()) / "tokens"
     tokens.write_text(f"{TENANT} {TOKEN}\n")
-    config = ServiceConfig.from_env(store=config_store_url, tokens_file=str(tokens), rate_burst=10**6,
-                                    rate_per_s=10**6)
+    config = ServiceConfig.from_env(store=config_store_url, tokens_file=str(tokens), rate_burst=10**6, rate_per_s=10**6)
     client = TestClient(create_app(config, store=store), headers={"Authorization": f"Bearer {TOKEN}"})
     logging.getLogger("occlutrace").setLevel(logging.WARNING)  # no access log line per request
 
@@ -211,16 +237,25 @@ def main() -> None:
     ap.add_argument("--active", type=int, default=300)
     ap.add_argument("--store", type=Path, help="parent folder of the planted stores (kept for reuse)")
     ap.add_argument("--s3", action="store_true", help="moto_server on loopback instead of a local folder")
-    ap.add_argument("--s3-endpoint", help="with --s3: a running moto_server (http://127.0.0.1:PORT) whose buckets "
-                                          "keep the planting for the next run (else a fresh one is started)")
+    ap.add_argument(
+        "--s3-endpoint",
+        help="with --s3: a running moto_server (http://127.0.0.1:PORT) whose buckets "
+        "keep the planting for the next run (else a fresh one is started)",
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--slow-repeat", type=int, default=1, help="repeats of the restart and the filtered page")
-    ap.add_argument("--no-id-index", action="store_true",
-                    help="plant no `index/jobs/<id>.json` for finished jobs: read only by the old code's "
-                         "listing (and by lookups by id, not timed here); saves a file per job (1M runs on tmpfs)")
-    ap.add_argument("--sparse", action="store_true",
-                    help="plant the records of the first 5,000 finished jobs only (the others: their index "
-                         "entries): what the new code reads; for 1M on a tmpfs, whose inodes run out")
+    ap.add_argument(
+        "--no-id-index",
+        action="store_true",
+        help="plant no `index/jobs/<id>.json` for finished jobs: read only by the old code's "
+        "listing (and by lookups by id, not timed here); saves a file per job (1M runs on tmpfs)",
+    )
+    ap.add_argument(
+        "--sparse",
+        action="store_true",
+        help="plant the records of the first 5,000 finished jobs only (the others: their index "
+        "entries): what the new code reads; for 1M on a tmpfs, whose inodes run out",
+    )
     ap.add_argument("--label", default="")
     ap.add_argument("--json", type=Path, help="append one JSON line per size here")
     args = ap.parse_args()
@@ -260,11 +295,19 @@ def main() -> None:
                 plant_local(root, n, args.active, id_index=not args.no_id_index, sparse=args.sparse)
                 store, url = LocalStore(root), f"file://{root}"
             row = measure(store, url, n, args.active, args.repeat, args.slow_repeat)
-            row.update(label=args.label, code=code, backend="s3" if args.s3 else "local",
-                       store=str(args.store) if not args.s3 else "moto", id_index=not args.no_id_index,
-                       sparse=args.sparse)
-            print(f"{n:>9,} {row['restart_s']:>9.3f} {row['page_s']:>8.3f} {row['first_page_s']:>9.3f}"
-                  f" {row['filtered_page_s']:>9.3f} {row['batch_s']:>8.3f}", flush=True)
+            row.update(
+                label=args.label,
+                code=code,
+                backend="s3" if args.s3 else "local",
+                store=str(args.store) if not args.s3 else "moto",
+                id_index=not args.no_id_index,
+                sparse=args.sparse,
+            )
+            print(
+                f"{n:>9,} {row['restart_s']:>9.3f} {row['page_s']:>8.3f} {row['first_page_s']:>9.3f}"
+                f" {row['filtered_page_s']:>9.3f} {row['batch_s']:>8.3f}",
+                flush=True,
+            )
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(row) + "\n")

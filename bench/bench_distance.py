@@ -70,8 +70,10 @@ def main() -> None:
     mesh = make_arch("upper", 3, args.spacing).mesh
     v, f = np.ascontiguousarray(mesh.vertices), np.ascontiguousarray(mesh.faces.astype(np.int64))
     t_build, index = _best(lambda: SurfaceIndex(mesh), args.repeat)
-    print(f"arch: {mesh.n_vertices} vertices, {mesh.n_faces} faces; rho {index.rho:.4f} mm; our index build {t_build:.3f} s; "
-          f"best of {args.repeat}")
+    print(
+        f"arch: {mesh.n_vertices} vertices, {mesh.n_faces} faces; rho {index.rho:.4f} mm; our index build {t_build:.3f} s; "
+        f"best of {args.repeat}"
+    )
     DeviceSurfaceIndex(mesh, device="cpu-twin")  # compiles the twin once (cached), outside the timings
     t_dev, twin = _best(lambda: DeviceSurfaceIndex(mesh, device="cpu-twin", threads=args.threads), args.repeat)
     devices = {f"twin({args.threads} thr)": twin}
@@ -110,9 +112,11 @@ def main() -> None:
                 assert np.isnan(res.distance[exact > cutoff + 1e-9]).all()
                 d_err = max(d_err, float(np.max(np.abs(np.abs(res.distance[near]) - exact[near]), initial=0.0)))
             dev_text.append(f"{dev_name} worst {d_worst * 1000:.1f} ms (max |dev - libigl| {d_err * 1000:.2e} um)")
-        print(f"{name}: 400 points, {len(cutoffs)} cutoffs (3 of them rounding: {', '.join(f'{x:.6f}' for x in cutoffs[5:])} mm): "
-              f"ours worst {worst * 1000:.1f} ms per query (max |ours - libigl| {err * 1000:.2e} um); "
-              f"libigl {t_igl * 1000:.1f} ms (no cutoff, AABB built per call); {'; '.join(dev_text)}")
+        print(
+            f"{name}: 400 points, {len(cutoffs)} cutoffs (3 of them rounding: {', '.join(f'{x:.6f}' for x in cutoffs[5:])} mm): "
+            f"ours worst {worst * 1000:.1f} ms per query (max |ours - libigl| {err * 1000:.2e} um); "
+            f"libigl {t_igl * 1000:.1f} ms (no cutoff, AABB built per call); {'; '.join(dev_text)}"
+        )
 
     scan = make_arch("upper", 3, args.spacing * 1.07).mesh.vertices  # an independent sampling
     t_igl, igl_out = _best(lambda: igl.point_mesh_squared_distance(scan, v, f), args.repeat)
@@ -122,25 +126,31 @@ def main() -> None:
         t_all, both = _best(partial(_build_and_query, mesh, scan, cutoff), args.repeat)
         ok = np.isfinite(res.distance)
         err = np.max(np.abs(np.abs(res.distance[ok]) - np.sqrt(sq[ok])))
-        print(f"scan: {len(scan)} points vs the arch, cutoff {cutoff}: ours query {t_q:.3f} s (cpu {CPU[id(res)]:.3f}), "
-              f"build+query {t_all:.3f} s (cpu {CPU[id(both)]:.3f}); libigl {t_igl:.3f} s (cpu {c_igl:.3f}); "
-              f"max |ours - libigl| {err * 1000:.2e} um")
+        print(
+            f"scan: {len(scan)} points vs the arch, cutoff {cutoff}: ours query {t_q:.3f} s (cpu {CPU[id(res)]:.3f}), "
+            f"build+query {t_all:.3f} s (cpu {CPU[id(both)]:.3f}); libigl {t_igl:.3f} s (cpu {c_igl:.3f}); "
+            f"max |ours - libigl| {err * 1000:.2e} um"
+        )
         for dev_name, dev in devices.items():
             t_d, got = _best(partial(dev.query, scan, max_distance=cutoff), args.repeat)
             same_nan = np.array_equal(np.isnan(got.distance), np.isnan(res.distance))
             both_ok = ok & np.isfinite(got.distance)
             d_err = np.max(np.abs(np.abs(got.distance[both_ok]) - np.sqrt(sq[both_ok])))
             d_ours = np.max(np.abs(got.distance[both_ok] - res.distance[both_ok]))
-            print(f"  {dev_name}: query {t_d:.3f} s (cpu {CPU[id(got)]:.3f}); max |dev - libigl| {d_err * 1000:.2e} um, "
-                  f"max |dev - ours| (signed) {d_ours * 1000:.2e} um, same NaNs as ours: {same_nan}")
+            print(
+                f"  {dev_name}: query {t_d:.3f} s (cpu {CPU[id(got)]:.3f}); max |dev - libigl| {d_err * 1000:.2e} um, "
+                f"max |dev - ours| (signed) {d_ours * 1000:.2e} um, same NaNs as ours: {same_nan}"
+            )
         if warp is not None:
             t_w, w_dist = _best(partial(warp, scan, 1e6 if cutoff is None else cutoff), args.repeat)
             both_ok = ok & np.isfinite(w_dist)
             w_err = np.max(np.abs(np.abs(w_dist[both_ok]) - np.sqrt(sq[both_ok])))
             flip = both_ok & (np.sign(w_dist) != np.sign(res.distance))
-            print(f"  warp (float32, {args.device}): query {t_w:.3f} s (cpu {CPU[id(w_dist)]:.3f}); max |warp - libigl| "
-                  f"{w_err * 1000:.2e} um; sign differs from ours at {int(flip.sum())} of {int(both_ok.sum())} points "
-                  f"(|distance| there up to {np.max(np.abs(res.distance[flip]), initial=0) * 1000:.2f} um)")
+            print(
+                f"  warp (float32, {args.device}): query {t_w:.3f} s (cpu {CPU[id(w_dist)]:.3f}); max |warp - libigl| "
+                f"{w_err * 1000:.2e} um; sign differs from ours at {int(flip.sum())} of {int(both_ok.sum())} points "
+                f"(|distance| there up to {np.max(np.abs(res.distance[flip]), initial=0) * 1000:.2f} um)"
+            )
 
 
 def _warp_query(mesh, device: str):

@@ -88,9 +88,25 @@ def import_seconds(folder: Path) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         fixed, moving = next(folder.glob("fixed.*")), next(folder.glob("moving.*"))
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "occlutrace_compute.cli", "align",
-                               str(fixed), str(moving), "-o", tmp, "--device", "cpu"],
-                              capture_output=True, text=True, env=os.environ.copy())
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "occlutrace_compute.cli",
+                "align",
+                str(fixed),
+                str(moving),
+                "-o",
+                tmp,
+                "--device",
+                "cpu",
+            ],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+        )
         wall = time.perf_counter() - t0
     total_us = 0
     for line in done.stderr.splitlines():
@@ -130,8 +146,10 @@ def main() -> None:
     if args.imports:
         for fmt, enc in (("ply", "binary"), ("stl", "ascii")):
             imp, wall = zip(*(import_seconds(args.data / f"pair_{fmt}_{enc}") for _ in range(args.repeat)))
-            print(f"\n`occlutrace align` ({fmt} {enc}): imports {statistics.median(imp):.3f} s, "
-                  f"whole command {statistics.median(wall):.3f} s (median of {args.repeat})")
+            print(
+                f"\n`occlutrace align` ({fmt} {enc}): imports {statistics.median(imp):.3f} s, "
+                f"whole command {statistics.median(wall):.3f} s (median of {args.repeat})"
+            )
 
 
 if __name__ == "__main__":

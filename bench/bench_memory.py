@@ -63,10 +63,17 @@ def make(args: argparse.Namespace) -> None:
     (out / "fixed.ply").write_bytes(mesh_to_bytes(case.fixed, "ply", "binary"))
     (out / "moving.ply").write_bytes(mesh_to_bytes(case.moving, "ply", "binary"))
     np.savez(out / "truth.npz", T_fixed_moving=case.T_fixed_moving, moving_unchanged=case.moving_unchanged)
-    info = {"seed": args.seed, "scenario": args.scenario, "spacing_mm": args.spacing, "overlap": case.overlap,
-            "fixed_vertices": case.fixed.n_vertices, "moving_vertices": case.moving.n_vertices,
-            "fixed_faces": len(case.fixed.faces), "moving_faces": len(case.moving.faces),
-            "generation_s": round(gen_s, 1)}
+    info = {
+        "seed": args.seed,
+        "scenario": args.scenario,
+        "spacing_mm": args.spacing,
+        "overlap": case.overlap,
+        "fixed_vertices": case.fixed.n_vertices,
+        "moving_vertices": case.moving.n_vertices,
+        "fixed_faces": len(case.fixed.faces),
+        "moving_faces": len(case.moving.faces),
+        "generation_s": round(gen_s, 1),
+    }
     (out / "case.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
 
@@ -92,8 +99,11 @@ def run(args: argparse.Namespace) -> None:
             matrix, doubtful, timings = r.matrix, r.doubtful, r.stage_seconds
             moving_vertices = moving.vertices
         else:
-            out = run_pair(InputFile("fixed.ply", (d / "fixed.ply").read_bytes()),
-                           InputFile("moving.ply", (d / "moving.ply").read_bytes()), JobOptions(device="cpu"))
+            out = run_pair(
+                InputFile("fixed.ply", (d / "fixed.ply").read_bytes()),
+                InputFile("moving.ply", (d / "moving.ply").read_bytes()),
+                JobOptions(device="cpu"),
+            )
             matrix = np.asarray(out.result["matrix"])
             doubtful, timings = out.result["metrics"]["doubtful"], out.result["timings_seconds"]
             moving_vertices = None
@@ -109,7 +119,8 @@ def run(args: argparse.Namespace) -> None:
         "rss_after_imports_mb": round(base / MB),
         "peak_rss_sampled_mb": round(sampler.peak / MB),
         "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # KiB on Linux
-        "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
         "error_um": round(pointwise_rms_um(matrix, T, moving_vertices[unchanged]), 3),
         "rotation_error_deg": round(rotation_error_deg(matrix, T), 5),
         "doubtful": bool(doubtful),
@@ -132,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--dir", required=True)
     mk.add_argument("--seed", type=int, default=7)
     mk.add_argument("--scenario", choices=("clean", "changed"), default="clean")
-    mk.add_argument("--overlap", type=float, nargs=2, default=(0.85, 1.0), help="large overlap: the biggest moving scan")
+    mk.add_argument(
+        "--overlap", type=float, nargs=2, default=(0.85, 1.0), help="large overlap: the biggest moving scan"
+    )
     mk.add_argument("--spacing", type=float, default=0.065, help="mm; 0.065 gives ~1 M vertices per scan")
     mk.add_argument("--noise", type=float, default=0.015)
     rn = sub.add_parser("run")

@@ -82,29 +82,52 @@ def main() -> None:
         atexit.register(moto.stop)  # also when the set-up below fails
         info = moto.info
         store_url = "s3://noop-bench"
-        extra = {"s3_endpoint": info.endpoint, "s3_access_key": info.access_key,
-                 "s3_secret_key": info.secret_key, "s3_region": info.region}
+        extra = {
+            "s3_endpoint": info.endpoint,
+            "s3_access_key": info.access_key,
+            "s3_secret_key": info.secret_key,
+            "s3_region": info.region,
+        }
     else:
         store_url = f"file://{args.store or tmp / 'store'}"
     env = {"PYTHONPATH": os.pathsep.join([str(BENCH_DIR), code, str(BENCH_DIR.parent / "tests")])}
     os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact name)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="occlutrace-noop",
-             runtime_env={"env_vars": env})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="occlutrace-noop",
+        runtime_env={"env_vars": env},
+    )
     config = ServiceConfig.from_env(
-        store=store_url, tokens_file=str(tmp / "tokens"), job_fn="bench_noop:noop_job",
-        ray_namespace="occlutrace-noop", cpu_workers=args.workers, max_workers=args.workers,
-        batch_size=args.job_batch, rate_per_s=10_000.0, rate_burst=10_000,
+        store=store_url,
+        tokens_file=str(tmp / "tokens"),
+        job_fn="bench_noop:noop_job",
+        ray_namespace="occlutrace-noop",
+        cpu_workers=args.workers,
+        max_workers=args.workers,
+        batch_size=args.job_batch,
+        rate_per_s=10_000.0,
+        rate_burst=10_000,
         **extra,
     )
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, access_log=False,
-                                           log_level="warning", limit_concurrency=1000, timeout_keep_alive=30))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(config),
+            host="127.0.0.1",
+            port=port,
+            access_log=False,
+            log_level="warning",
+            limit_concurrency=1000,
+            timeout_keep_alive=30,
+        )
+    )
     logging.getLogger("occlutrace").setLevel(logging.WARNING)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     _wait(lambda: server.started, 60, "uvicorn start", 0.05)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"},
-                        timeout=300)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300)
     try:
         _wait(lambda: http.get("/readyz").status_code == 200, 180, "controller ready", 0.5)
         for role, seed in (("fixed", 0), ("moving", 1)):
@@ -145,9 +168,11 @@ def main() -> None:
                 attempts[j["attempts"]] = attempts.get(j["attempts"], 0) + 1
         print(f"code: {code}  store: {'moto S3' if args.s3 else store_url}")
         print(f"{args.workers} worker(s), {args.job_batch} jobs a dispatched batch")
-        print(f"{args.jobs} no-op jobs in batches of {args.batch}: created in {t_created:.1f} s"
-              f" ({args.jobs / t_created:.0f} jobs/s), all final after {t_final:.1f} s"
-              f" -> {args.jobs / t_final:.0f} jobs/s end to end")
+        print(
+            f"{args.jobs} no-op jobs in batches of {args.batch}: created in {t_created:.1f} s"
+            f" ({args.jobs / t_created:.0f} jobs/s), all final after {t_final:.1f} s"
+            f" -> {args.jobs / t_final:.0f} jobs/s end to end"
+        )
         print(f"states: {counts}  attempts: {attempts}")
         assert counts == {"succeeded": args.jobs}, counts
         assert attempts == {1: args.jobs}, attempts

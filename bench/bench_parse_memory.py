@@ -50,7 +50,12 @@ def one_polygon(fmt: str, nbytes: int) -> bytes:
     if fmt == "ply-ascii":
         body = " ".join(map(str, VERTS.ravel())) + f"\n{corners} " + " ".join(map(str, idx)) + "\n"
         return ply_head("ascii", 1) + body.encode()
-    return ply_head("binary_little_endian", 1) + VERTS.astype("<f4").tobytes() + struct.pack("<I", corners) + idx.astype("<i4").tobytes()
+    return (
+        ply_head("binary_little_endian", 1)
+        + VERTS.astype("<f4").tobytes()
+        + struct.pack("<I", corners)
+        + idx.astype("<i4").tobytes()
+    )
 
 
 def mixed(fmt: str, nbytes: int) -> bytes:
@@ -159,7 +164,9 @@ def main() -> None:
     ap.add_argument("--only", default="")
     ap.add_argument("--rss-only", action="store_true", help="skip tracemalloc (slow on per-object loaders)")
     args = ap.parse_args()
-    print("case | input MB | outcome | s | peak RSS growth MB | tracemalloc peak MB | triangles MB | peak/triangles | peak/input MB")
+    print(
+        "case | input MB | outcome | s | peak RSS growth MB | tracemalloc peak MB | triangles MB | peak/triangles | peak/input MB"
+    )
     for label, (data, name, corners) in cases(args.mb).items():
         if args.only and args.only not in label:
             continue

@@ -50,7 +50,9 @@ def main() -> None:
     print(f"mesh: {mesh.n_vertices} vertices, {mesh.n_faces} faces")
 
     def ours() -> None:
-        write_arch_sheet(out / "ours.png", mesh, values, frame, -frame.occlusal, ramp, "bench", "sub", "upper arch", hist, 0.1, 0.05)
+        write_arch_sheet(
+            out / "ours.png", mesh, values, frame, -frame.occlusal, ramp, "bench", "sub", "upper arch", hist, 0.1, 0.05
+        )
 
     def peer() -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

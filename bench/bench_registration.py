@@ -106,9 +106,17 @@ class Open3DPipeline:
         fs, ft = reg.compute_fpfh_feature(src, param), reg.compute_fpfh_feature(tgt, param)
         dist = 1.5 * self.voxel
         ransac = reg.registration_ransac_based_on_feature_matching(
-            src, tgt, fs, ft, True, dist, reg.TransformationEstimationPointToPoint(False), 3,
+            src,
+            tgt,
+            fs,
+            ft,
+            True,
+            dist,
+            reg.TransformationEstimationPointToPoint(False),
+            3,
             [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
-            reg.RANSACConvergenceCriteria(100000, 0.999))
+            reg.RANSACConvergenceCriteria(100000, 0.999),
+        )
         self.last_global = np.asarray(ransac.transformation).copy()
         self.last_global_s = time.perf_counter() - t0
         return ransac
@@ -118,17 +126,30 @@ class Open3DPipeline:
         reg = o3d.pipelines.registration
         ransac = self.global_pose(case)
         src_f, tgt_f = self._cloud(case.moving, self.fine_voxel), self._cloud(case.fixed, self.fine_voxel)
-        icp = reg.registration_icp(src_f, tgt_f, 4 * self.fine_voxel, ransac.transformation,
-                                   reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(max_iteration=50))
+        icp = reg.registration_icp(
+            src_f,
+            tgt_f,
+            4 * self.fine_voxel,
+            ransac.transformation,
+            reg.TransformationEstimationPointToPlane(),
+            reg.ICPConvergenceCriteria(max_iteration=50),
+        )
         return np.asarray(icp.transformation), f"RANSAC fitness {ransac.fitness:.2f}, ICP fitness {icp.fitness:.2f}"
 
 
 def _gicp(case: PairCase, init: np.ndarray) -> tuple[np.ndarray, str]:
     import small_gicp
 
-    res = small_gicp.align(case.fixed.vertices, case.moving.vertices, init, registration_type="GICP",
-                           downsampling_resolution=0.25, max_correspondence_distance=1.0, num_threads=2,
-                           max_iterations=50)
+    res = small_gicp.align(
+        case.fixed.vertices,
+        case.moving.vertices,
+        init,
+        registration_type="GICP",
+        downsampling_resolution=0.25,
+        max_correspondence_distance=1.0,
+        num_threads=2,
+        max_iterations=50,
+    )
     return np.asarray(res.T_target_source), f"converged {res.converged}, {res.iterations} iterations"
 
 
@@ -154,9 +175,11 @@ def _record(runs: Runs, name: str, seed: int, case: PairCase, fn) -> None:
 def _summary(name: str, runs: Runs, seconds: list[float] | None = None) -> str:
     e = np.asarray(runs.errors_um)
     secs = seconds if seconds is not None else runs.seconds
-    return (f"{name:<16} success {np.mean(e <= SUCCESS_UM) * 100:5.1f} %  median {np.median(e):8.2f} um  "
-            f"p95 {np.percentile(e, 95):10.1f} um  max {e.max():10.1f} um  rot {statistics.median(runs.rot_deg):.4f} deg  "
-            f"time median {statistics.median(secs):.3f} s")
+    return (
+        f"{name:<16} success {np.mean(e <= SUCCESS_UM) * 100:5.1f} %  median {np.median(e):8.2f} um  "
+        f"p95 {np.percentile(e, 95):10.1f} um  max {e.max():10.1f} um  rot {statistics.median(runs.rot_deg):.4f} deg  "
+        f"time median {statistics.median(secs):.3f} s"
+    )
 
 
 def _speed(case: PairCase, repeats: int, opt: RegistrationOptions, with_open3d: bool) -> None:
@@ -182,8 +205,9 @@ def _speed(case: PairCase, repeats: int, opt: RegistrationOptions, with_open3d: 
         # after it would steal a core from the timed call (measured: +0.1 CPU s per pair).
         with threadpool_limits(limits=1, user_api="blas"):
             pose = random_pose(rng)
-            c = dataclasses.replace(case, moving=case.moving.transformed(pose),
-                                    T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(pose))
+            c = dataclasses.replace(
+                case, moving=case.moving.transformed(pose), T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(pose)
+            )
         for name, fn in methods.items():
             w0, c0 = time.perf_counter(), time.process_time()
             T = fn(c)
@@ -192,13 +216,17 @@ def _speed(case: PairCase, repeats: int, opt: RegistrationOptions, with_open3d: 
                 err = pointwise_rms_um(T, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged])
             rows[name].append((wall, cpu, err))
     load_after = os.getloadavg()
-    print(f"one pair: fixed {case.fixed.n_vertices}, moving {case.moving.n_vertices} vertices; {repeats} runs "
-          f"each, random pose per run, interleaved; load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    print(
+        f"one pair: fixed {case.fixed.n_vertices}, moving {case.moving.n_vertices} vertices; {repeats} runs "
+        f"each, random pose per run, interleaved; load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
+    )
     for name, r in rows.items():
         a = np.asarray(r)
-        print(f"{name:<8} wall median {np.median(a[:, 0]):.3f} s (min {a[:, 0].min():.3f}, max {a[:, 0].max():.3f})  "
-              f"CPU median {np.median(a[:, 1]):.3f} s (min {a[:, 1].min():.3f})  error median {np.median(a[:, 2]):.2f} um, "
-              f"max {a[:, 2].max():.1f} um, within {SUCCESS_UM:.0f} um {int(np.sum(a[:, 2] <= SUCCESS_UM))}/{repeats}")
+        print(
+            f"{name:<8} wall median {np.median(a[:, 0]):.3f} s (min {a[:, 0].min():.3f}, max {a[:, 0].max():.3f})  "
+            f"CPU median {np.median(a[:, 1]):.3f} s (min {a[:, 1].min():.3f})  error median {np.median(a[:, 2]):.2f} um, "
+            f"max {a[:, 2].max():.1f} um, within {SUCCESS_UM:.0f} um {int(np.sum(a[:, 2] <= SUCCESS_UM))}/{repeats}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,16 +238,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=0.015, help="vertex noise in mm")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true")
-    ap.add_argument("--speed", type=int, default=0, metavar="N",
-                    help="instead: time case --first-seed N times (ours, and Open3D unless --no-peers)")
+    ap.add_argument(
+        "--speed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: time case --first-seed N times (ours, and Open3D unless --no-peers)",
+    )
     args = ap.parse_args(argv)
     overlap = tuple(args.overlap) if args.overlap else ((0.6, 1.0) if args.scenario == "clean" else (0.35, 0.6))
     warnings.filterwarnings("ignore", category=RuntimeWarning)
 
     opt = RegistrationOptions()
     if args.speed:
-        _speed(make_pair_case(args.first_seed, args.scenario, overlap, args.noise, args.spacing), args.speed, opt,
-               not args.no_peers)
+        _speed(
+            make_pair_case(args.first_seed, args.scenario, overlap, args.noise, args.spacing),
+            args.speed,
+            opt,
+            not args.no_peers,
+        )
         return
     ours, o3d_runs, gicp_o3d, gicp_id = Runs(), Runs(), Runs(), Runs()
     o3d_global_s: list[float] = []
@@ -238,14 +275,23 @@ def main(argv: list[str] | None = None) -> None:
             init = peers.last_global if peers.last_global is not None else np.eye(4)
             _record(gicp_o3d, "gicp+o3d", seed, case, lambda: _gicp(case, init))
             _record(gicp_id, "gicp+identity", seed, case, lambda: _gicp(case, np.eye(4)))
-        print(f"case {seed}: ours {ours.errors_um[-1]:.2f} um {ours.seconds[-1]:.3f} s"
-              + (f" | open3d {o3d_runs.errors_um[-1]:.2f} um {o3d_runs.seconds[-1]:.3f} s"
-                 f" | gicp+o3d {gicp_o3d.errors_um[-1]:.2f} um" if peers is not None else ""), flush=True)
+        print(
+            f"case {seed}: ours {ours.errors_um[-1]:.2f} um {ours.seconds[-1]:.3f} s"
+            + (
+                f" | open3d {o3d_runs.errors_um[-1]:.2f} um {o3d_runs.seconds[-1]:.3f} s"
+                f" | gicp+o3d {gicp_o3d.errors_um[-1]:.2f} um"
+                if peers is not None
+                else ""
+            ),
+            flush=True,
+        )
 
     nv = np.asarray(sizes)
-    print(f"\n{args.cases} {args.scenario} cases, overlap {overlap[0]:.2f}-{overlap[1]:.2f}, spacing {args.spacing} mm, "
-          f"noise {args.noise * 1000:.0f} um; vertices fixed median {int(np.median(nv[:, 0]))}, moving "
-          f"{int(np.median(nv[:, 1]))}; {platform.node()} {platform.processor() or platform.machine()}")
+    print(
+        f"\n{args.cases} {args.scenario} cases, overlap {overlap[0]:.2f}-{overlap[1]:.2f}, spacing {args.spacing} mm, "
+        f"noise {args.noise * 1000:.0f} um; vertices fixed median {int(np.median(nv[:, 0]))}, moving "
+        f"{int(np.median(nv[:, 1]))}; {platform.node()} {platform.processor() or platform.machine()}"
+    )
     print(_summary("ours", ours))
     if peers is not None:
         print(_summary("open3d", o3d_runs))
@@ -253,8 +299,10 @@ def main(argv: list[str] | None = None) -> None:
         print(_summary("gicp+identity", gicp_id))
     if ours.detection:
         det = np.asarray(ours.detection)
-        print(f"ours changed-sample detection (median over cases): precision {np.nanmedian(det[:, 0]):.3f}, "
-              f"recall of detectable changes (> {opt.verdict.changed_mm} mm, over the fixed surface) {np.nanmedian(det[:, 1]):.3f}")
+        print(
+            f"ours changed-sample detection (median over cases): precision {np.nanmedian(det[:, 0]):.3f}, "
+            f"recall of detectable changes (> {opt.verdict.changed_mm} mm, over the fixed surface) {np.nanmedian(det[:, 1]):.3f}"
+        )
     print(f"ours flagged doubtful: {len(ours.doubtful)}/{args.cases}")
     for d in ours.doubtful:
         print("  " + d)

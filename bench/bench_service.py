@@ -38,9 +38,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -52,6 +53,7 @@ TOKEN, TENANT = "tok-bench", "alpha"
 
 
 # -- the worker side: imported by the Ray workers as `bench_service:timed_job` ----------------
+
 
 class _TimedStore:
     """Delegates to the worker's store; adds up the seconds spent in get and put."""
@@ -92,6 +94,7 @@ def timed_job(spec: Any, store: Any) -> dict:
 
 # -- the client side ---------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     label: str
@@ -122,7 +125,7 @@ class CallbackSink:
         self.arrived: dict[str, float] = {}
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 now = time.time()
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 sink.arrived.setdefault(body["job_id"], now)
@@ -170,7 +173,9 @@ def make_cases(n: int, folder: Path, spacing_mm: float) -> list[Case]:
     for seed in range(len(cases), n):
         d = folder / f"synth-{seed}"
         fmt = "stl" if seed % 2 else "ply"
-        write_pair_case(make_pair_case(seed, "changed" if seed % 3 == 0 else "clean", spacing_mm=spacing_mm), d, fmt=fmt)
+        write_pair_case(
+            make_pair_case(seed, "changed" if seed % 3 == 0 else "clean", spacing_mm=spacing_mm), d, fmt=fmt
+        )
         cases.append(Case(f"case-{9000 + seed}", {r: d / f"{r}.{fmt}" for r in ("fixed", "moving")}))
     return cases
 
@@ -187,24 +192,45 @@ class Bench:
         self.args = args
         tokens = tmp / "tokens"
         tokens.write_text(f"{TENANT} {TOKEN}\n")
-        env = {"PYTHONPATH": os.pathsep.join([str(BENCH_DIR), str(REPO)]),
-               "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), str(REPO)]),
+            "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"],
+        }
         if not args.keep_ray_niceness:  # Ray starts workers at nice 15: slower than this process on a busy box
             os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact name)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="occlutrace-bench",
-                 runtime_env={"env_vars": env})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace="occlutrace-bench",
+            runtime_env={"env_vars": env},
+        )
         self.config = ServiceConfig.from_env(
-            store=f"file://{tmp / 'store'}", tokens_file=str(tokens), job_fn="bench_service:timed_job",
-            ray_namespace="occlutrace-bench", cpu_workers=args.workers, max_workers=args.workers,
-            batch_size=4, rate_per_s=10_000.0, rate_burst=10_000, callback_backoff_s=0.05,
+            store=f"file://{tmp / 'store'}",
+            tokens_file=str(tokens),
+            job_fn="bench_service:timed_job",
+            ray_namespace="occlutrace-bench",
+            cpu_workers=args.workers,
+            max_workers=args.workers,
+            batch_size=4,
+            rate_per_s=10_000.0,
+            rate_burst=10_000,
+            callback_backoff_s=0.05,
             callback_allow_private=True,  # the bench's receiver listens on 127.0.0.1
         )
         self.store = self.config.open_store()
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        server_config = uvicorn.Config(build_app(self.config), host="127.0.0.1", port=port, access_log=False,
-                                       log_level="warning", limit_concurrency=1000, backlog=1024,
-                                       timeout_keep_alive=30)
+        server_config = uvicorn.Config(
+            build_app(self.config),
+            host="127.0.0.1",
+            port=port,
+            access_log=False,
+            log_level="warning",
+            limit_concurrency=1000,
+            backlog=1024,
+            timeout_keep_alive=30,
+        )
         logging.getLogger("occlutrace").setLevel(logging.WARNING)  # no per-request log lines here
         self.server = uvicorn.Server(server_config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -239,8 +265,12 @@ class Bench:
         return time.perf_counter() - t0
 
     def create(self, case: Case, sample: Sample) -> str:
-        body = {"case": case.label, "kind": "pair", "callback_url": self.sink.url,
-                "inputs": {role: p.name for role, p in case.files.items()}}
+        body = {
+            "case": case.label,
+            "kind": "pair",
+            "callback_url": self.sink.url,
+            "inputs": {role: p.name for role, p in case.files.items()},
+        }
         sample.t_create = time.time()
         r = self.http.post("/v1/jobs", json=body)
         sample.t_created = time.time()
@@ -260,8 +290,9 @@ class Bench:
         if upload:
             sample.upload_s = self.upload(case)
         job_id = self.create(case, sample)
-        sample.state = _wait(lambda: (s := self.state(job_id)) in TERMINAL and s, 600, f"job {job_id}",
-                             self.args.poll_s)
+        sample.state = _wait(
+            lambda: (s := self.state(job_id)) in TERMINAL and s, 600, f"job {job_id}", self.args.poll_s
+        )
         sample.t_seen = time.time()
         if sample.state != "succeeded":
             raise RuntimeError(f"job {job_id} of {case.label} ended {sample.state}")
@@ -280,8 +311,10 @@ class Bench:
         from occlutrace_compute.jobs.pipeline import InputFile, run_case
         from occlutrace_compute.storage.keys import input_key
 
-        inputs = {role: InputFile(p.name, self.store.get(input_key(TENANT, case.label, p.name)))
-                  for role, p in case.files.items()}
+        inputs = {
+            role: InputFile(p.name, self.store.get(input_key(TENANT, case.label, p.name)))
+            for role, p in case.files.items()
+        }
         t0 = time.perf_counter()
         out = run_case("pair", inputs, JobOptions(), case.label)
         return time.perf_counter() - t0, out.result["timings_seconds"]
@@ -303,8 +336,10 @@ class Bench:
                 sample = self.service_job(case, upload=False)
                 sample.upload_s, sample.inproc_s, sample.inproc_stages = upload_s, inproc, stages
             samples.append(sample)
-            print(f"  {case.label}: e2e {sample.t_seen - sample.t_create:.2f} s, in-process {sample.inproc_s:.2f} s",
-                  flush=True)
+            print(
+                f"  {case.label}: e2e {sample.t_seen - sample.t_create:.2f} s, in-process {sample.inproc_s:.2f} s",
+                flush=True,
+            )
         return samples
 
     def burst(self, cases: list[Case]) -> tuple[float, list[Sample]]:
@@ -342,8 +377,9 @@ class Bench:
 
         async def main() -> list[tuple[float, str]]:
             limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-            async with httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"},
-                                         timeout=120, limits=limits) as http:
+            async with httpx.AsyncClient(
+                base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120, limits=limits
+            ) as http:
                 return await asyncio.gather(*(one(http, i) for i in range(clients)))
 
         results = asyncio.run(main())
@@ -355,13 +391,20 @@ class Bench:
 
 # -- report ------------------------------------------------------------------------------------
 
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def report(samples: list[Sample], burst_s: float, burst: list[Sample], create_lat: list[float],
-           load: tuple[tuple[float, ...], tuple[float, ...]], args: argparse.Namespace) -> str:
+def report(
+    samples: list[Sample],
+    burst_s: float,
+    burst: list[Sample],
+    create_lat: list[float],
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    args: argparse.Namespace,
+) -> str:
     inproc = [s.inproc_s for s in samples]
     e2e = [s.t_seen - s.t_create for s in samples]
     e2e_up = [s.t_seen - s.t_create + s.upload_s for s in samples]
@@ -394,8 +437,10 @@ def report(samples: list[Sample], burst_s: float, burst: list[Sample], create_la
 
     def row(name: str, values: list[float], fmt: str = "{:.3f}") -> None:
         if values:
-            lines.append(f"| {name} | {fmt.format(pct(values, .5))} | {fmt.format(pct(values, .9))} | "
-                         f"{fmt.format(max(values))} |")
+            lines.append(
+                f"| {name} | {fmt.format(pct(values, 0.5))} | {fmt.format(pct(values, 0.9))} | "
+                f"{fmt.format(max(values))} |"
+            )
 
     row("in-process compute (run_case)", inproc)
     row("end-to-end, create -> final seen", e2e)
@@ -410,20 +455,33 @@ def report(samples: list[Sample], burst_s: float, burst: list[Sample], create_la
     row("service time outside compute (e2e - worker compute)", service_fixed)
     row("same, as % of in-process compute", [100 * f / c for f, c in zip(service_fixed, inproc)], "{:.1f} %")
     for stage in samples[0].inproc_stages:
-        row(f"stage `{stage}`: worker / in-process",
-            [s.worker_stages[stage] / s.inproc_stages[stage] for s in samples
-             if s.inproc_stages.get(stage) and s.worker_stages.get(stage)], "{:.2f}")
-    lines += ["", f"Burst: {len(burst)} jobs created at once on the uploaded inputs: all final after "
-              f"{burst_s:.1f} s = {60 * len(burst) / burst_s:.1f} jobs/min; in one process the same jobs "
-              f"take {sum(inproc):.1f} s in sequence = {60 * n / sum(inproc):.1f} jobs/min "
-              f"(service throughput {100 * sum(inproc) / burst_s:.0f} % of in-process)."]
+        row(
+            f"stage `{stage}`: worker / in-process",
+            [
+                s.worker_stages[stage] / s.inproc_stages[stage]
+                for s in samples
+                if s.inproc_stages.get(stage) and s.worker_stages.get(stage)
+            ],
+            "{:.2f}",
+        )
+    lines += [
+        "",
+        f"Burst: {len(burst)} jobs created at once on the uploaded inputs: all final after "
+        f"{burst_s:.1f} s = {60 * len(burst) / burst_s:.1f} jobs/min; in one process the same jobs "
+        f"take {sum(inproc):.1f} s in sequence = {60 * n / sum(inproc):.1f} jobs/min "
+        f"(service throughput {100 * sum(inproc) / burst_s:.0f} % of in-process).",
+    ]
     bq = [s.marks["start"] - s.t_created for s in burst]
-    lines.append(f"Burst queue wait p50 {pct(bq, .5):.1f} s, max {max(bq):.1f} s; burst create call p50 "
-                 f"{1000 * pct([s.create_s for s in burst], .5):.0f} ms.")
+    lines.append(
+        f"Burst queue wait p50 {pct(bq, 0.5):.1f} s, max {max(bq):.1f} s; burst create call p50 "
+        f"{1000 * pct([s.create_s for s in burst], 0.5):.0f} ms."
+    )
     if create_lat:
-        lines.append(f"Job creation under {len(create_lat)} concurrent clients (one POST /v1/jobs each, "
-                     f"Idempotency-Key): p50 {pct(create_lat, .5) * 1000:.0f} ms, p90 {pct(create_lat, .9) * 1000:.0f} ms, "
-                     f"p99 {pct(create_lat, .99) * 1000:.0f} ms, max {max(create_lat) * 1000:.0f} ms.")
+        lines.append(
+            f"Job creation under {len(create_lat)} concurrent clients (one POST /v1/jobs each, "
+            f"Idempotency-Key): p50 {pct(create_lat, 0.5) * 1000:.0f} ms, p90 {pct(create_lat, 0.9) * 1000:.0f} ms, "
+            f"p99 {pct(create_lat, 0.99) * 1000:.0f} ms, max {max(create_lat) * 1000:.0f} ms."
+        )
     return "\n".join(lines)
 
 
@@ -433,10 +491,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="CPU workers (the local Ray has 2 CPUs)")
     parser.add_argument("--clients", type=int, default=200, help="concurrent creators; 0 skips that phase")
     parser.add_argument("--poll-s", type=float, default=0.05)
-    parser.add_argument("--spacing", type=float, default=SAMPLE_SPACING_MM,
-                        help="synthetic grid in mm (0.15: the generator's full resolution; samples only at 0.5)")
-    parser.add_argument("--keep-ray-niceness", action="store_true",
-                        help="leave Ray's worker niceness (15) instead of 0, this process's")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=SAMPLE_SPACING_MM,
+        help="synthetic grid in mm (0.15: the generator's full resolution; samples only at 0.5)",
+    )
+    parser.add_argument(
+        "--keep-ray-niceness", action="store_true", help="leave Ray's worker niceness (15) instead of 0, this process's"
+    )
     args = parser.parse_args()
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="occlutrace-bench-service-") as d:

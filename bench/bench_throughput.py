@@ -50,8 +50,14 @@ def _sync(device: torch.device) -> None:
 PATHS = {"pairs": register_batch, "flat": batched.register_batch}
 
 
-def run(cases: list[PairCase], batch: int, opt: RegistrationOptions, device: torch.device, path: str = "pairs",
-        count: bool = False) -> dict:
+def run(
+    cases: list[PairCase],
+    batch: int,
+    opt: RegistrationOptions,
+    device: torch.device,
+    path: str = "pairs",
+    count: bool = False,
+) -> dict:
     """Align every case in batches of `batch` along `path`; one untimed warm-up batch first (counted
     when `count`)."""
     pairs = [(c.fixed, c.moving) for c in cases]
@@ -75,9 +81,17 @@ def run(cases: list[PairCase], batch: int, opt: RegistrationOptions, device: tor
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - cpu0  # every thread of the process: robust to other load
     e = np.asarray(errors)
-    row = {"path": path, "ops": counter.counts.ops, "transfers": counter.counts.transfers, "batch": batch, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds,
-           "cpu_ms_per_pair": cpu_seconds / len(pairs) * 1e3, "success": float(np.mean(e <= SUCCESS_UM)),
-           "median_um": float(np.median(e))}
+    row = {
+        "path": path,
+        "ops": counter.counts.ops,
+        "transfers": counter.counts.transfers,
+        "batch": batch,
+        "pairs": len(pairs),
+        "pairs_per_s": len(pairs) / seconds,
+        "cpu_ms_per_pair": cpu_seconds / len(pairs) * 1e3,
+        "success": float(np.mean(e <= SUCCESS_UM)),
+        "median_um": float(np.median(e)),
+    }
     if device.type == "cuda":
         row["gpu_mb_per_pair"] = torch.cuda.max_memory_allocated() / batch / 2**20
     return row
@@ -96,15 +110,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes generating the cases")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     t = time.perf_counter()
     jobs = [(seed, args.scenario, args.spacing) for seed in range(args.pairs)]
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         cases = list(pool.map(_case, jobs, chunksize=4))
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"{args.pairs} {args.scenario} pairs generated in {time.perf_counter() - t:.0f} s; device {device} ({name}); "
-          f"{args.points} points per scan; torch {torch.__version__}", flush=True)
+    print(
+        f"{args.pairs} {args.scenario} pairs generated in {time.perf_counter() - t:.0f} s; device {device} ({name}); "
+        f"{args.points} points per scan; torch {torch.__version__}",
+        flush=True,
+    )
     opt = RegistrationOptions().updated(fine_points=args.points, fixed_points=args.points)
     for batch in args.batch_sizes:
         for path in args.paths:
@@ -112,8 +132,11 @@ def main(argv: list[str] | None = None) -> None:
             extra = f"  GPU peak {row['gpu_mb_per_pair']:.0f} MB/pair" if "gpu_mb_per_pair" in row else ""
             if args.count:
                 extra += f"  ops {row['ops']} transfers {row['transfers']}"
-            print(f"{path:5s} batch {batch:4d}: {row['pairs_per_s']:8.2f} pairs/s  {row['cpu_ms_per_pair']:7.0f} CPU ms/pair  success {row['success'] * 100:5.1f} %  "
-                  f"median {row['median_um']:.2f} um{extra}", flush=True)
+            print(
+                f"{path:5s} batch {batch:4d}: {row['pairs_per_s']:8.2f} pairs/s  {row['cpu_ms_per_pair']:7.0f} CPU ms/pair  success {row['success'] * 100:5.1f} %  "
+                f"median {row['median_um']:.2f} um{extra}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,17 @@ def global_pose(fixed: np.ndarray, moving: np.ndarray, voxel: float = 1.0) -> np
     fs, ft = reg.compute_fpfh_feature(src, param), reg.compute_fpfh_feature(tgt, param)
     dist = 1.5 * voxel
     ransac = reg.registration_ransac_based_on_feature_matching(
-        src, tgt, fs, ft, True, dist, reg.TransformationEstimationPointToPoint(False), 3,
+        src,
+        tgt,
+        fs,
+        ft,
+        True,
+        dist,
+        reg.TransformationEstimationPointToPoint(False),
+        3,
         [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
-        reg.RANSACConvergenceCriteria(100000, 0.999))
+        reg.RANSACConvergenceCriteria(100000, 0.999),
+    )
     return np.asarray(ransac.transformation)
 
 
@@ -53,8 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         print("error: a mesh has no vertices", file=sys.stderr)
         return 1
     init = global_pose(fixed, moving)
-    res = small_gicp.align(fixed, moving, init, registration_type="GICP", downsampling_resolution=0.25,
-                           max_correspondence_distance=1.0, num_threads=2, max_iterations=50)
+    res = small_gicp.align(
+        fixed,
+        moving,
+        init,
+        registration_type="GICP",
+        downsampling_resolution=0.25,
+        max_correspondence_distance=1.0,
+        num_threads=2,
+        max_iterations=50,
+    )
     moving_mesh.transform(np.asarray(res.T_target_source))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

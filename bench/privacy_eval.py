@@ -22,8 +22,8 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from occlutrace_compute.privacy import people  # noqa: E402
-from occlutrace_compute.privacy.evaluation import (  # noqa: E402
+from occlutrace_compute.privacy import people
+from occlutrace_compute.privacy.evaluation import (
     CorpusRow,
     Outcome,
     kind_recall,
@@ -31,15 +31,17 @@ from occlutrace_compute.privacy.evaluation import (  # noqa: E402
     run,
     score,
 )
-from occlutrace_compute.privacy.names import name_lists  # noqa: E402
+from occlutrace_compute.privacy.names import name_lists
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "privacy_corpus.tsv"
 
 
 def _line(label: str, outcomes: list[Outcome]) -> str:
     s = score(outcomes)
-    return (f"{label:<34} n={len(outcomes):>4}  precision={s.precision:.3f}  recall={s.recall:.3f}"
-            f"  (tp={s.tp} fp={s.fp} fn={s.fn} tn={s.tn})")
+    return (
+        f"{label:<34} n={len(outcomes):>4}  precision={s.precision:.3f}  recall={s.recall:.3f}"
+        f"  (tp={s.tp} fp={s.fp} fn={s.fn} tn={s.tn})"
+    )
 
 
 def _patched_lists(**changes: frozenset[str]) -> Callable[[], object]:
@@ -56,12 +58,16 @@ def _ablation(name: str) -> Iterator[None]:
         "baseline": {},
         "no English-word filter for unlisted words": {"name_lists": _patched_lists(english=frozenset())},
         "ambiguous names (Brown, Long) never alone": {
-            "_alone_is_name": lambda t, lists: t.key not in lists.words and original_alone(t, lists)},
+            "_alone_is_name": lambda t, lists: t.key not in lists.words and original_alone(t, lists)
+        },
         "lowercase listed names never alone": {
-            "_alone_is_name": lambda t, lists: (t.word.is_title or t.word.is_caps) and original_alone(t, lists)},
+            "_alone_is_name": lambda t, lists: (t.word.is_title or t.word.is_caps) and original_alone(t, lists)
+        },
         "no unlisted-name patterns": {
-            "_tag": lambda w, lists: (lambda t: dataclasses.replace(t, cls=people.Cls.OTHER, score=0.0)
-                                      if t.cls is people.Cls.NAMEY else t)(original_tag(w, lists))},
+            "_tag": lambda w, lists: (
+                lambda t: dataclasses.replace(t, cls=people.Cls.OTHER, score=0.0) if t.cls is people.Cls.NAMEY else t
+            )(original_tag(w, lists))
+        },
         "no ambiguity: every listed name strong": {"name_lists": _patched_lists(words=frozenset())},
     }[name]
     with _patches(patches):

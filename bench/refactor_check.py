@@ -28,7 +28,6 @@ from occlutrace_compute.synth import make_bite_case
 from occlutrace_compute.synth.cases import make_pair_case
 
 
-
 def _options(**changes) -> RegistrationOptions:
     """Flat field names on the grouped options (#17) and on the flat ones before them."""
     if hasattr(RegistrationOptions, "updated"):
@@ -54,22 +53,46 @@ def _cached(cache: Path, name: str, make):
 
 
 def _pair_fields(prefix: str, r) -> dict[str, np.ndarray]:
-    out = {f"{prefix}.matrix": np.asarray(r.matrix), f"{prefix}.outliers": r.outlier_mask,
-           f"{prefix}.samples": r.moving_samples}
-    for k in ("rmse_mm", "fitness", "iterations", "converged", "confidence", "doubtful", "trimmed_error_mm",
-              "runner_up_score_ratio", "hypotheses"):
+    out = {
+        f"{prefix}.matrix": np.asarray(r.matrix),
+        f"{prefix}.outliers": r.outlier_mask,
+        f"{prefix}.samples": r.moving_samples,
+    }
+    for k in (
+        "rmse_mm",
+        "fitness",
+        "iterations",
+        "converged",
+        "confidence",
+        "doubtful",
+        "trimmed_error_mm",
+        "runner_up_score_ratio",
+        "hypotheses",
+    ):
         # (trimmed_error_mm was rmse_mm under a second name before #17)
         out[f"{prefix}.{k}"] = np.asarray(getattr(r, k) if hasattr(r, k) else r.rmse_mm)
-    out[f"{prefix}.regions"] = np.asarray([[*c.centroid_mm, c.n_points, c.area_mm2, c.mean_deviation_mm]
-                                           for c in r.changed_regions]).reshape(-1, 6)
+    out[f"{prefix}.regions"] = np.asarray(
+        [[*c.centroid_mm, c.n_points, c.area_mm2, c.mean_deviation_mm] for c in r.changed_regions]
+    ).reshape(-1, 6)
     return out
 
 
 def _bite_fields(prefix: str, r) -> dict[str, np.ndarray]:
-    out = {f"{prefix}.T_upper_lower": r.T_upper_lower, f"{prefix}.T_upper_bites": np.stack(r.T_upper_bites),
-           f"{prefix}.T_lower_bites": np.stack(r.T_lower_bites), f"{prefix}.settle": r.settle_translation_mm}
-    for k in ("lower_rmse_mm", "lower_fitness", "bite_disagreement_mm", "confidence", "doubtful",
-              "interpenetration_before_mm", "interpenetration_after_mm"):
+    out = {
+        f"{prefix}.T_upper_lower": r.T_upper_lower,
+        f"{prefix}.T_upper_bites": np.stack(r.T_upper_bites),
+        f"{prefix}.T_lower_bites": np.stack(r.T_lower_bites),
+        f"{prefix}.settle": r.settle_translation_mm,
+    }
+    for k in (
+        "lower_rmse_mm",
+        "lower_fitness",
+        "bite_disagreement_mm",
+        "confidence",
+        "doubtful",
+        "interpenetration_before_mm",
+        "interpenetration_after_mm",
+    ):
         out[f"{prefix}.{k}"] = np.asarray(getattr(r, k))
     for i, f in enumerate(r.fits):
         for band in ("upper", "lower"):
@@ -81,16 +104,21 @@ def _bite_fields(prefix: str, r) -> dict[str, np.ndarray]:
 
 
 def run(cache: Path) -> dict[str, np.ndarray]:
-    clean = _cached(cache, "pair_clean_1", lambda: make_pair_case(1, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.4))
-    changed = _cached(cache, "pair_changed_2", lambda: make_pair_case(2, "changed", (0.35, 0.6), noise_mm=0.015,
-                                                                      spacing_mm=0.4))
+    clean = _cached(
+        cache, "pair_clean_1", lambda: make_pair_case(1, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.4)
+    )
+    changed = _cached(
+        cache, "pair_changed_2", lambda: make_pair_case(2, "changed", (0.35, 0.6), noise_mm=0.015, spacing_mm=0.4)
+    )
     bite = _cached(cache, "bite_3", lambda: make_bite_case(3, n_bites=2, spacing_mm=0.3))
     out: dict[str, np.ndarray] = {}
     t = time.perf_counter()
     out |= _pair_fields("clean", register(clean.fixed, clean.moving, FAST, device="cpu"))
     changed_r = register(changed.fixed, changed.moving, FAST, device="cpu")
     out |= _pair_fields("changed", changed_r)
-    for i, r in enumerate(register_batch([(clean.fixed, clean.moving), (changed.fixed, changed.moving)], FAST, device="cpu")):
+    for i, r in enumerate(
+        register_batch([(clean.fixed, clean.moving), (changed.fixed, changed.moving)], FAST, device="cpu")
+    ):
         out |= _pair_fields(f"batch{i}", r)
     idx = np.random.default_rng(0).choice(clean.moving.n_vertices, 6, replace=False)
     mov = clean.moving.vertices[idx]
@@ -98,7 +126,9 @@ def run(cache: Path) -> dict[str, np.ndarray]:
     lm_opt = _options(fine_points=8000, fixed_points=12000, fpfh_hypotheses=0, axis_hypotheses=0)
     out |= _pair_fields("landmarks", register(clean.fixed, clean.moving, lm_opt, landmarks=(mov, fix), device="cpu"))
     # Every answer counts as doubtful: the local search around it runs (rounds stop early on no gain).
-    searched = register(changed.fixed, changed.moving, _options(fine_points=8000, fixed_points=12000, min_confidence=1.01), device="cpu")
+    searched = register(
+        changed.fixed, changed.moving, _options(fine_points=8000, fixed_points=12000, min_confidence=1.01), device="cpu"
+    )
     out |= _pair_fields("searched", searched)
     print(f"pairs: {time.perf_counter() - t:.1f} s (forced local search: hypotheses={searched.hypotheses})", flush=True)
     t = time.perf_counter()

@@ -185,11 +185,16 @@ def register_sanitize(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", metavar="IN", help="the mesh to copy (.stl, .ply or .obj)")
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUT",
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
         help="the clean copy (the suffix picks the format: same as IN unless another is named)",
     )
     p.add_argument(
-        "--encoding", choices=("ascii", "binary"), default=None,
+        "--encoding",
+        choices=("ascii", "binary"),
+        default=None,
         help="the copy's encoding (default: the input's)",
     )
     _add_limit_options(p)
@@ -256,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - our fault: one line for the user, the traceback on request
+    except Exception as e:
         if os.environ.get("OCCLUTRACE_DEBUG"):
             raise
         print(f"error: internal error ({type(e).__name__}: {e}); set OCCLUTRACE_DEBUG=1 for details", file=sys.stderr)

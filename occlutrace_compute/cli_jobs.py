@@ -72,15 +72,36 @@ def _choices(name: str) -> tuple[str, ...]:
         return tuple(v for arg in get_args(tp) for v in values(arg))
 
     return values(JobOptions.model_fields[name].annotation)
+
+
 # (flag, JobOptions field, type, help); one table so batch, submit, align and bite agree.
 ANALYSIS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
-    ("--tolerance", "tolerance_mm", float, "pair: deviation tolerance in mm; a vertex within +/- it passes (default: %(default)s)"),
+    (
+        "--tolerance",
+        "tolerance_mm",
+        float,
+        "pair: deviation tolerance in mm; a vertex within +/- it passes (default: %(default)s)",
+    ),
     ("--band", "band_mm", float, "pair: flat green band of the deviation map, +/- mm (default: %(default)s)"),
-    ("--color-scale", "color_scale_mm", float, "pair: the deviation colours span +/- this many mm; beyond it: "
-     "'beyond the scale' colours (default: %(default)s)"),
-    ("--max-distance", "max_distance_mm", float, "pair: surfaces farther apart than this many mm count as no "
-     "overlap (default: %(default)s)"),
-    ("--contact-threshold", "contact_threshold_mm", float, "bite: a contact is closer than this many mm (default: %(default)s)"),
+    (
+        "--color-scale",
+        "color_scale_mm",
+        float,
+        "pair: the deviation colours span +/- this many mm; beyond it: "
+        "'beyond the scale' colours (default: %(default)s)",
+    ),
+    (
+        "--max-distance",
+        "max_distance_mm",
+        float,
+        "pair: surfaces farther apart than this many mm count as no overlap (default: %(default)s)",
+    ),
+    (
+        "--contact-threshold",
+        "contact_threshold_mm",
+        float,
+        "bite: a contact is closer than this many mm (default: %(default)s)",
+    ),
 )
 
 
@@ -91,17 +112,31 @@ def add_analysis_options(p: argparse.ArgumentParser, kinds: tuple[str, ...] = ("
         if help_.split(":")[0] in kinds:
             g.add_argument(flag, dest=name, type=typ, default=getattr(_defaults(), name), metavar="MM", help=help_)
     if "pair" in kinds:
-        g.add_argument("--arch", choices=_choices("arch"), default=_defaults().arch,
-                       help="pair: which arch the scans show, so the maps name the patient's left and right "
-                       "(default: from file names such as upper_reference.stl, else not named)")
-        g.add_argument("--region-sectors", metavar="LIST", default=None,
-                       help="pair: align on these arch sectors of the fixed scan only, comma-separated, e.g. "
-                       "'left molar,right molar' (sides need --arch); the deviation still covers the whole overlap "
-                       "(default: whole arch)")
+        g.add_argument(
+            "--arch",
+            choices=_choices("arch"),
+            default=_defaults().arch,
+            help="pair: which arch the scans show, so the maps name the patient's left and right "
+            "(default: from file names such as upper_reference.stl, else not named)",
+        )
+        g.add_argument(
+            "--region-sectors",
+            metavar="LIST",
+            default=None,
+            help="pair: align on these arch sectors of the fixed scan only, comma-separated, e.g. "
+            "'left molar,right molar' (sides need --arch); the deviation still covers the whole overlap "
+            "(default: whole arch)",
+        )
     if "bite" in kinds:
-        g.add_argument("--settle", action="store_true", help="bite: remove interpenetration by a small constrained refinement")
-    g.add_argument("--device", choices=_choices("device"), default=_defaults().device,
-                   help="where registration runs; auto: a GPU when there is one (default: %(default)s)")
+        g.add_argument(
+            "--settle", action="store_true", help="bite: remove interpenetration by a small constrained refinement"
+        )
+    g.add_argument(
+        "--device",
+        choices=_choices("device"),
+        default=_defaults().device,
+        help="where registration runs; auto: a GPU when there is one (default: %(default)s)",
+    )
     g.add_argument("--strict", action="store_true", help="exit code 3 when any alignment is doubtful (else a warning)")
 
 
@@ -145,7 +180,9 @@ def _mask_indices(path: str) -> list[int]:
         else:
             idx = np.asarray([int(x) for x in Path(path).read_text().replace(",", " ").split()], dtype=np.int64)
     except (OSError, ValueError) as e:
-        raise InputRejected(path, f"cannot read the region mask (.npy bool mask or indices, or a text file of indices): {e}") from None
+        raise InputRejected(
+            path, f"cannot read the region mask (.npy bool mask or indices, or a text file of indices): {e}"
+        ) from None
     return idx.tolist()
 
 
@@ -161,13 +198,20 @@ def finish_help(parser: argparse.ArgumentParser) -> None:
                     continue
                 if not a.help:
                     a.help = known.get(a.dest, a.dest.replace("_", " "))
-                if "default" not in a.help and a.default not in (None, False, [], argparse.SUPPRESS) and a.option_strings:
+                if (
+                    "default" not in a.help
+                    and a.default not in (None, False, [], argparse.SUPPRESS)
+                    and a.option_strings
+                ):
                     a.help += " (default: %(default)s)"
 
 
 def _add_encoding_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep-encoding", action="store_true",
-                   help="write the aligned meshes in their input's encoding (ASCII stays ASCII); default: binary")
+    p.add_argument(
+        "--keep-encoding",
+        action="store_true",
+        help="write the aligned meshes in their input's encoding (ASCII stays ASCII); default: binary",
+    )
 
 
 def _write(out: str, files: dict[str, bytes]) -> None:
@@ -178,9 +222,11 @@ def _write(out: str, files: dict[str, bytes]) -> None:
 
 def _print_pair(result: dict) -> None:
     m, d = result["metrics"], result["deviation"]
-    print(f"rmse {m['rmse_mm'] * 1000:.1f} um  fitness {m['fitness']:.2f}  confidence {m['confidence']:.2f}"
-          f"  deviation RMS {d['rms_mm'] if d['rms_mm'] is None else round(d['rms_mm'], 4)} mm"
-          f"  changed regions {len(result['changed_regions'])}")
+    print(
+        f"rmse {m['rmse_mm'] * 1000:.1f} um  fitness {m['fitness']:.2f}  confidence {m['confidence']:.2f}"
+        f"  deviation RMS {d['rms_mm'] if d['rms_mm'] is None else round(d['rms_mm'], 4)} mm"
+        f"  changed regions {len(result['changed_regions'])}"
+    )
     if m["doubtful"]:
         print(f"warning: alignment is doubtful: {m['reason']}", file=sys.stderr)
 
@@ -198,7 +244,8 @@ def _align(args: argparse.Namespace) -> int:
 
 def register_align(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "align", help="register MOVING onto FIXED (any pose), with a deviation map",
+        "align",
+        help="register MOVING onto FIXED (any pose), with a deviation map",
         formatter_class=HelpFormatter,
         description="Registers the rescan MOVING onto the reference FIXED (any pose, partial overlap) and "
         "measures the deviation of the aligned scan. Writes OUT/result.json, OUT/aligned.<ext>, "
@@ -209,10 +256,20 @@ def register_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("fixed", metavar="FIXED", help="the reference scan (.stl, .ply or .obj); results are in its frame")
     p.add_argument("moving", metavar="MOVING", help="the rescan to align onto FIXED (.stl, .ply or .obj)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
-    p.add_argument("--init", metavar="LANDMARKS.json", help="corresponding points [[moving xyz], [fixed xyz]], >= 3 pairs")
-    p.add_argument("--region-sphere", action="append", metavar="X,Y,Z,R",
-                   help="align on the fixed scan within R mm of (X,Y,Z) (fixed frame; repeatable; with other region options: the union)")
-    p.add_argument("--region-mask", metavar="FILE", help="align on these fixed-scan vertices: .npy bool mask or indices, or a text file of indices")
+    p.add_argument(
+        "--init", metavar="LANDMARKS.json", help="corresponding points [[moving xyz], [fixed xyz]], >= 3 pairs"
+    )
+    p.add_argument(
+        "--region-sphere",
+        action="append",
+        metavar="X,Y,Z,R",
+        help="align on the fixed scan within R mm of (X,Y,Z) (fixed frame; repeatable; with other region options: the union)",
+    )
+    p.add_argument(
+        "--region-mask",
+        metavar="FILE",
+        help="align on these fixed-scan vertices: .npy bool mask or indices, or a text file of indices",
+    )
     add_analysis_options(p, ("pair",))
     _add_encoding_option(p)
     p.set_defaults(handler=_align)
@@ -229,8 +286,10 @@ def _bite(args: argparse.Namespace) -> int:
     out = run_bite(inputs, options)
     _write(args.output, out.files)
     per_side = out.result["contacts"]["per_side"]
-    print(f"contacts: left {per_side['left']['contact_area_mm2']:.2f} mm2, right {per_side['right']['contact_area_mm2']:.2f} mm2;"
-          f" max penetration {out.result['contacts']['max_penetration_mm']:.3f} mm")
+    print(
+        f"contacts: left {per_side['left']['contact_area_mm2']:.2f} mm2, right {per_side['right']['contact_area_mm2']:.2f} mm2;"
+        f" max penetration {out.result['contacts']['max_penetration_mm']:.3f} mm"
+    )
     if out.result["registration"].get("doubtful"):
         print(f"warning: bite registration is doubtful: {out.result['registration'].get('reason')}", file=sys.stderr)
     print(f"wrote {args.output}/: {', '.join(sorted(out.files))}")
@@ -239,7 +298,8 @@ def _bite(args: argparse.Namespace) -> int:
 
 def register_bite(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bite", help="place upper and lower arch into occlusion through buccal bite scans",
+        "bite",
+        help="place upper and lower arch into occlusion through buccal bite scans",
         formatter_class=HelpFormatter,
         description="Places LOWER into occlusion with UPPER (UPPER's frame) through one or two buccal bite "
         "scans and measures occlusal contacts. Writes OUT/result.json, the arches in occlusion, "
@@ -249,10 +309,18 @@ def register_bite(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--upper", required=True, metavar="FILE", help="upper arch scan (.stl, .ply or .obj)")
     p.add_argument("--lower", required=True, metavar="FILE", help="lower arch scan (.stl, .ply or .obj)")
-    p.add_argument("--bite", required=True, action="append", metavar="FILE", help="a buccal bite scan (give one or two)")
+    p.add_argument(
+        "--bite", required=True, action="append", metavar="FILE", help="a buccal bite scan (give one or two)"
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
-    p.add_argument("--threshold", dest="contact_threshold_mm", type=float, default=_defaults().contact_threshold_mm,
-                   metavar="MM", help=argparse.SUPPRESS)  # the old spelling of --contact-threshold
+    p.add_argument(
+        "--threshold",
+        dest="contact_threshold_mm",
+        type=float,
+        default=_defaults().contact_threshold_mm,
+        metavar="MM",
+        help=argparse.SUPPRESS,
+    )  # the old spelling of --contact-threshold
     add_analysis_options(p, ("bite",))
     _add_encoding_option(p)
     p.set_defaults(handler=_bite)
@@ -261,9 +329,16 @@ def register_bite(sub: argparse._SubParsersAction) -> None:
 def _batch(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.batch import run_batch
 
-    summary = run_batch(Path(args.cases), Path(args.output), options_from_args(args), address=args.address,
-                        num_cpus=args.num_cpus, progress=not args.no_progress, allow=tuple(args.allow),
-                        force=args.force)
+    summary = run_batch(
+        Path(args.cases),
+        Path(args.output),
+        options_from_args(args),
+        address=args.address,
+        num_cpus=args.num_cpus,
+        progress=not args.no_progress,
+        allow=tuple(args.allow),
+        force=args.force,
+    )
     return report_rows(summary, args.output, args.strict)
 
 
@@ -314,19 +389,33 @@ example:
 
 
 def register_batch(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("batch", help="run every case folder under DIR on Ray (resumable)",
-                       formatter_class=HelpFormatter, description="Runs every case folder under DIR on Ray "
-                       "and writes OUT/<case>/... (as align/bite do), OUT/summary.csv, OUT/summary.json and "
-                       "OUT/report.html.", epilog=BATCH_LAYOUT)
+    p = sub.add_parser(
+        "batch",
+        help="run every case folder under DIR on Ray (resumable)",
+        formatter_class=HelpFormatter,
+        description="Runs every case folder under DIR on Ray "
+        "and writes OUT/<case>/... (as align/bite do), OUT/summary.csv, OUT/summary.json and "
+        "OUT/report.html.",
+        epilog=BATCH_LAYOUT,
+    )
     p.add_argument("cases", metavar="DIR", help="folder of case folders (see the layout below)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing; resumable)")
-    p.add_argument("--address", default=os.environ.get("OCCLUTRACE_RAY_ADDRESS"), help="Ray cluster address (default: env OCCLUTRACE_RAY_ADDRESS, else a local Ray)")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("OCCLUTRACE_RAY_ADDRESS"),
+        help="Ray cluster address (default: env OCCLUTRACE_RAY_ADDRESS, else a local Ray)",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     p.add_argument("--force", action="store_true", help="re-run every case, even those finished in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_encoding_option(p)
-    p.add_argument("--allow", action="append", default=[], metavar="REGEX",
-                   help="the lab's own label scheme, exempt from identifier detection (repeatable)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="the lab's own label scheme, exempt from identifier detection (repeatable)",
+    )
     add_analysis_options(p)
     p.set_defaults(handler=_batch)
 
@@ -341,9 +430,13 @@ def _serve(args: argparse.Namespace) -> int:
 def register_serve(sub: argparse._SubParsersAction, full: bool = True) -> None:
     """full=False: the subcommand is listed but its options (which import the service: FastAPI,
     the store clients) are left out; main() asks for them only when `serve` is the command."""
-    p = sub.add_parser("serve", help="run the HTTP controller (and the Ray dispatcher)", formatter_class=HelpFormatter,
-                       epilog="example:\n  occlutrace serve --host 0.0.0.0 --port 8000 --store file:///srv/occlutrace "
-                       "--tokens-file /etc/occlutrace/tokens")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP controller (and the Ray dispatcher)",
+        formatter_class=HelpFormatter,
+        epilog="example:\n  occlutrace serve --host 0.0.0.0 --port 8000 --store file:///srv/occlutrace "
+        "--tokens-file /etc/occlutrace/tokens",
+    )
     if full:
         from occlutrace_compute.service.server import add_serve_arguments
 
@@ -359,12 +452,16 @@ def _submit(args: argparse.Namespace) -> int:
 
 def register_submit(sub: argparse._SubParsersAction, full: bool = True) -> None:
     """full=False: listed without its options (see register_serve)."""
-    p = sub.add_parser("submit", help="send a folder of cases to a controller as one batch (resumable)",
-                       formatter_class=HelpFormatter, description="Sends every case folder under DIR (the layout "
-                       "of `occlutrace batch --help`) to a controller as one batch; with --wait, results land in "
-                       "OUT/<case>/ with OUT/summary.csv, summary.json and report.html, as with batch.",
-                       epilog="example:\n  occlutrace submit samples --server https://occlutrace.example "
-                       "--token-file ~/.occlutrace-token --wait -o out --tolerance 0.05")
+    p = sub.add_parser(
+        "submit",
+        help="send a folder of cases to a controller as one batch (resumable)",
+        formatter_class=HelpFormatter,
+        description="Sends every case folder under DIR (the layout "
+        "of `occlutrace batch --help`) to a controller as one batch; with --wait, results land in "
+        "OUT/<case>/ with OUT/summary.csv, summary.json and report.html, as with batch.",
+        epilog="example:\n  occlutrace submit samples --server https://occlutrace.example "
+        "--token-file ~/.occlutrace-token --wait -o out --tolerance 0.05",
+    )
     if full:
         from occlutrace_compute.service.client import add_submit_arguments
 

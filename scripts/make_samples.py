@@ -25,8 +25,12 @@ def main() -> None:
     out = parser.parse_args().out
     for name in ("case-0001-pair", "case-0002-changed", "case-0003-bite"):
         shutil.rmtree(out / name, ignore_errors=True)
-    write_pair_case(make_pair_case(101, "clean", overlap=(0.7, 0.8), spacing_mm=SPACING_MM), out / "case-0001-pair", fmt="ply")
-    write_pair_case(make_pair_case(102, "changed", overlap=(0.7, 0.8), spacing_mm=SPACING_MM), out / "case-0002-changed", fmt="stl")
+    write_pair_case(
+        make_pair_case(101, "clean", overlap=(0.7, 0.8), spacing_mm=SPACING_MM), out / "case-0001-pair", fmt="ply"
+    )
+    write_pair_case(
+        make_pair_case(102, "changed", overlap=(0.7, 0.8), spacing_mm=SPACING_MM), out / "case-0002-changed", fmt="stl"
+    )
     write_bite_case(make_bite_case(103, n_bites=1, spacing_mm=SPACING_MM), out / "case-0003-bite", fmt="ply")
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({total / 1e6:.1f} MB)")

@@ -16,9 +16,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -152,9 +152,7 @@ class CuttingProxy:
                 continue
             client.settimeout(5)
             for src, dst, way in ((client, upstream, "up"), (upstream, client, "down")):
-                threading.Thread(
-                    target=self._pump, args=(src, dst, way == self.direction), daemon=True
-                ).start()
+                threading.Thread(target=self._pump, args=(src, dst, way == self.direction), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, limited: bool) -> None:
         sent = 0

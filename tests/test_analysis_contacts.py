@@ -53,7 +53,9 @@ def test_distances_and_area_agree_with_an_independent_trimesh_reference():
     # Small, coarse, wavy case: trimesh's closest points give the distances; a dense Monte-Carlo
     # sample of the lower surface gives the contact area.
     lower = height_field(lambda x, y: 0.2 * np.sin(1.3 * x) * np.cos(0.9 * y), 3.0, 31)
-    upper = height_field(lambda x, y: 0.25 + 0.2 * np.cos(1.1 * x + 0.4) * np.sin(0.8 * y + 0.3), 3.0, 29, normals_up=False)
+    upper = height_field(
+        lambda x, y: 0.25 + 0.2 * np.cos(1.1 * x + 0.4) * np.sin(0.8 * y + 0.3), 3.0, 29, normals_up=False
+    )
     rep = contacts(upper, lower, threshold_mm=0.1, cutoff_mm=1.0)
     tm_upper = trimesh.Trimesh(upper.vertices, upper.faces, process=False)
     closest, dist, tri = trimesh.proximity.closest_point(tm_upper, lower.vertices)

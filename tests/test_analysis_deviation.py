@@ -146,7 +146,11 @@ def test_the_two_thread_query_gives_exactly_the_one_thread_answer(reference):
     points[:50, :2] += 7.0  # off the reference's edge: no surface within the cutoff
     index = SurfaceIndex(reference)
     one, two = index.query(points, max_distance=0.5), _query_halves(index, points, 0.5)
-    for a, b in ((one.distance, two.distance), (one.closest, two.closest), (one.face, two.face),
-                 (one.on_boundary, two.on_boundary)):
+    for a, b in (
+        (one.distance, two.distance),
+        (one.closest, two.closest),
+        (one.face, two.face),
+        (one.on_boundary, two.on_boundary),
+    ):
         np.testing.assert_array_equal(a, b)
     assert np.isnan(one.distance).any() and np.isfinite(one.distance).any()

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from test_analysis_surfaces import bumpy, height_field
 
 from occlutrace_compute.analysis import distance_device as dd
@@ -159,7 +158,9 @@ def test_closed_mesh_sign_is_inside_outside(shape):
         pts[:500] = tm.vertices[rng.choice(len(tm.vertices), 500)] * rng.uniform(0.9, 1.1, (500, 1))
     else:
         tm = _needle()
-        pts = np.concatenate([[0, 0, 10] + rng.normal(0, 0.3, (1000, 3)), rng.uniform([-1.5, -1.5, -1], [1.5, 1.5, 11], (1000, 3))])
+        pts = np.concatenate(
+            [[0, 0, 10] + rng.normal(0, 0.3, (1000, 3)), rng.uniform([-1.5, -1.5, -1], [1.5, 1.5, 11], (1000, 3))]
+        )
     mesh = Mesh(np.asarray(tm.vertices), np.asarray(tm.faces, dtype=np.int64))
     got = twin(mesh).query(pts)
     inside = tm.contains(pts)
@@ -231,7 +232,9 @@ def test_tree_holds_every_face_once_with_boxes_that_contain_them():
             node = tree.node_box[tree.n_leaf + leaf]
             assert (corners >= node[:3]).all() and (corners <= node[3:]).all()
         parent, child = tree.node_box[1 : tree.n_leaf], tree.node_box[2 : 2 * tree.n_leaf].reshape(-1, 2, 6)
-        assert (parent[:, :3] <= child[:, :, :3].min(axis=1)).all() and (parent[:, 3:] >= child[:, :, 3:].max(axis=1)).all()
+        assert (parent[:, :3] <= child[:, :, :3].min(axis=1)).all() and (
+            parent[:, 3:] >= child[:, :, 3:].max(axis=1)
+        ).all()
         assert tree.depth == int(np.log2(tree.n_leaf)) and tree.n_leaf * dd.LEAF_SIZE < 2 * mesh.n_faces + dd.LEAF_SIZE
 
 
@@ -302,10 +305,21 @@ def test_cuda_kernel_parameters_match_the_launch(tmp_path):
     """The GPU entry point takes exactly what query passes, in order and width (checked on the PTX:
     pointers and int64 as 64-bit integers, ints as 32-bit, doubles as f64), no GPU needed."""
     out = tmp_path / "pmd.ptx"
-    subprocess.run([NVCC, "-ptx", "-arch=sm_80", str(kernels_dir() / dd.KERNEL), "-o", str(out)], check=True, timeout=300)
+    subprocess.run(
+        [NVCC, "-ptx", "-arch=sm_80", str(kernels_dir() / dd.KERNEL), "-o", str(out)], check=True, timeout=300
+    )
     params = re.search(r"\.entry point_mesh_distance\((.*?)\)", out.read_text(), re.DOTALL).group(1)
     arrays = {np.dtype(np.float64): "u64"}
-    sample = [np.zeros(1)] * 2 + [1] + [np.zeros(1)] * 2 + [1, 4] + [np.zeros(1)] * 8 + [1.0, 1.0, 0] + [np.zeros(1)] * 4 + [None]
+    sample = (
+        [np.zeros(1)] * 2
+        + [1]
+        + [np.zeros(1)] * 2
+        + [1, 4]
+        + [np.zeros(1)] * 8
+        + [1.0, 1.0, 0]
+        + [np.zeros(1)] * 4
+        + [None]
+    )
     want = []
     for x in dd.cuda_args(sample):
         if isinstance(x, np.ndarray):
@@ -429,7 +443,9 @@ def _fake_cupy(launches: list):
         launches.append(n)
         lib.point_mesh_distance_cpu(*c_args)
 
-    cuda = types.SimpleNamespace(Device=lambda i: contextlib.nullcontext(), runtime=types.SimpleNamespace(getDevice=lambda: 0))
+    cuda = types.SimpleNamespace(
+        Device=lambda i: contextlib.nullcontext(), runtime=types.SimpleNamespace(getDevice=lambda: 0)
+    )
     fake = types.SimpleNamespace(
         cuda=cuda,
         asarray=dev,

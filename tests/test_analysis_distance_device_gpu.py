@@ -79,6 +79,8 @@ def test_cuda_scan_sized_query_is_fast_and_says_how_fast():
     t0 = time.perf_counter()
     res = index.query(scan, max_distance=1.0)
     took = time.perf_counter() - t0
-    print(f"\ncuda distances: {len(scan)} points vs {mesh.n_faces} faces in {took * 1000:.1f} ms (host in/out included)")
+    print(
+        f"\ncuda distances: {len(scan)} points vs {mesh.n_faces} faces in {took * 1000:.1f} ms (host in/out included)"
+    )
     assert np.isfinite(res.distance).mean() > 0.9
     assert took < 5.0  # a hang guard, not a benchmark (bench/bench_distance.py --device cuda)

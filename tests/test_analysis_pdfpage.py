@@ -16,8 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from occlutrace_compute.analysis.pdfpage import PdfPage, png_rows
@@ -36,20 +35,20 @@ def _objects(pdf: bytes) -> dict[int, bytes]:
     assert pdf[start:].startswith(b"xref\n")
     head = _search(rb"^xref\n0 (\d+)\n", pdf[start:])
     count = int(head.group(1))
-    table = pdf[start + head.end():].split(b"\n")[:count]
+    table = pdf[start + head.end() :].split(b"\n")[:count]
     assert table[0] == b"0000000000 65535 f "
     out = {}
     for number, row in enumerate(table[1:], start=1):
         offset = int(row[:10])
         assert pdf[offset:].startswith(b"%d 0 obj\n" % number), number
         end = pdf.index(b"\nendobj\n", offset)
-        out[number] = pdf[offset + len(b"%d 0 obj\n" % number):end]
+        out[number] = pdf[offset + len(b"%d 0 obj\n" % number) : end]
     return out
 
 
 def _stream(body: bytes) -> bytes:
     length = int(_search(rb"/Length (\d+)", body).group(1))
-    data = body[body.index(b"stream\n") + 7:]
+    data = body[body.index(b"stream\n") + 7 :]
     return data[:length]
 
 
@@ -111,13 +110,32 @@ def test_not_an_image_is_a_clear_error():
 
 
 def _result() -> dict:
-    return {"kind": "pair", "case": "lab (a) \\ b) 漢",
-            "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
-            "deviation": {"rms_mm": 0.178, "mean_mm": -0.037, "median_mm": 0.003, "p5_mm": -0.4, "p95_mm": 0.059,
-                          "max_abs_mm": 0.996, "within_tolerance_share": 0.795, "tolerance_mm": 0.05,
-                          "overlap_share": 0.938, "beyond_max_distance_share": 0.001, "max_distance_mm": 1.0},
-            "changed_regions": [{"centroid_mm": [1, 2, 3], "area_mm2": 152.6, "mean_deviation_mm": 0.664,
-                                 "location": {"text": "upper left anterior"}}]}
+    return {
+        "kind": "pair",
+        "case": "lab (a) \\ b) 漢",
+        "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
+        "deviation": {
+            "rms_mm": 0.178,
+            "mean_mm": -0.037,
+            "median_mm": 0.003,
+            "p5_mm": -0.4,
+            "p95_mm": 0.059,
+            "max_abs_mm": 0.996,
+            "within_tolerance_share": 0.795,
+            "tolerance_mm": 0.05,
+            "overlap_share": 0.938,
+            "beyond_max_distance_share": 0.001,
+            "max_distance_mm": 1.0,
+        },
+        "changed_regions": [
+            {
+                "centroid_mm": [1, 2, 3],
+                "area_mm2": 152.6,
+                "mean_deviation_mm": 0.664,
+                "location": {"text": "upper left anterior"},
+            }
+        ],
+    }
 
 
 def test_case_pdf_is_valid_has_no_metadata_and_carries_the_sheet():
@@ -142,8 +160,14 @@ def test_a_pdf_reader_extracts_the_verdict_and_figures(tmp_path):
     path = tmp_path / "report.pdf"
     path.write_bytes(case_pdf(_result(), [("deviation map", png.getvalue())]))
     text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
-    for needle in ("Inspection report: lab (a) \\ b) ?", "FAIL", "79.5 % of the measured surface lies within \u00b10.050 mm",
-                   "26.4 \u00b5m", "-0.400 \u2026 +0.059 mm", "changed: upper left anterior, 152.6 mm\u00b2, mean +0.664 mm"):
+    for needle in (
+        "Inspection report: lab (a) \\ b) ?",
+        "FAIL",
+        "79.5 % of the measured surface lies within \u00b10.050 mm",
+        "26.4 \u00b5m",
+        "-0.400 \u2026 +0.059 mm",
+        "changed: upper left anterior, 152.6 mm\u00b2, mean +0.664 mm",
+    ):
         assert needle in text, needle
 
 
@@ -169,8 +193,9 @@ print(json.dumps({"matplotlib": "matplotlib" in sys.modules, "pdf": files["repor
 def test_the_job_outputs_import_no_matplotlib(tmp_path):
     """Deviation map, preview PNG, report page and PDF in a fresh interpreter: matplotlib (~0.7 s
     of a command's imports, ~0.4 s CPU per PDF page) is never imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"matplotlib": False, "pdf": "%PDF-"}
     with Image.open(tmp_path / "deviation.png") as im:

@@ -59,7 +59,11 @@ def test_patient_sides_are_named_right_in_any_scanner_frame(upper, seed):
 def _grid(n: int, half: float, z: np.ndarray | float = 0.0) -> Mesh:
     t = np.linspace(-half, half, n)
     xx, yy = np.meshgrid(t, t)
-    zz = np.broadcast_to(np.asarray(z, dtype=np.float64), xx.shape) if np.ndim(z) == 0 else np.asarray(z).reshape(xx.shape)
+    zz = (
+        np.broadcast_to(np.asarray(z, dtype=np.float64), xx.shape)
+        if np.ndim(z) == 0
+        else np.asarray(z).reshape(xx.shape)
+    )
     i = np.arange(n * n).reshape(n, n)
     a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
     faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
@@ -112,8 +116,20 @@ def test_sheet_has_legend_views_and_histogram(upper, tmp_path):
     from occlutrace_compute.analysis.stats import histogram
 
     ramp = deviation_ramp(0.2, 0.1)
-    out = write_arch_sheet(tmp_path / "s.png", mesh, values, arch_frame(mesh), np.array([0, 0, 1.0]), ramp,
-                           "title", "subtitle", "upper arch", histogram(values, 0.2).to_dict(), 0.1, 0.05)
+    out = write_arch_sheet(
+        tmp_path / "s.png",
+        mesh,
+        values,
+        arch_frame(mesh),
+        np.array([0, 0, 1.0]),
+        ramp,
+        "title",
+        "subtitle",
+        "upper arch",
+        histogram(values, 0.2).to_dict(),
+        0.1,
+        0.05,
+    )
     with Image.open(out) as im:
         assert im.size == (1400, 960)
         px = np.asarray(im.convert("RGB")).reshape(-1, 3)

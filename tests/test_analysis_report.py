@@ -39,17 +39,56 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path):
     not_png = tmp_path / "broken.png"
     not_png.write_bytes(b"not an image")
     rows = [
-        {"case": "case-001", "kind": "pair", "status": "succeeded", "reason": "", "seconds": 12.34,
-         "metrics": {"rmse_mm": 0.0123, "fitness": 0.91, "deviation_rms_mm": 0.021,
-                     "within_tolerance_share": 0.934, "confidence": 0.88, "doubtful": False, "iterations": 31},
-         "previews": [_png(tmp_path / "dev.png", (0, 120, 0))]},
-        {"case": "case-002", "kind": "bite", "status": "succeeded", "reason": "",
-         "metrics": {"contacts": {"per_side": {"left": {"contact_area_mm2": 24.7}, "right": {"contact_area_mm2": 27.9}},
-                                  "max_penetration_mm": 0.038}, "doubtful": True},
-         "previews": [_png(tmp_path / "contacts.png", (200, 0, 0), (1000, 520)), str(tmp_path / "missing.png"), str(not_png)]},
-        {"case": evil, "kind": "pair", "status": "failed", "reason": f"RuntimeError: {evil}", "metrics": {}, "previews": []},
-        {"case": "case-004", "kind": "bite", "status": "rejected",
-         "reason": "upper.stl: binary STL truncated (expected 684 bytes, got 80)", "metrics": None},
+        {
+            "case": "case-001",
+            "kind": "pair",
+            "status": "succeeded",
+            "reason": "",
+            "seconds": 12.34,
+            "metrics": {
+                "rmse_mm": 0.0123,
+                "fitness": 0.91,
+                "deviation_rms_mm": 0.021,
+                "within_tolerance_share": 0.934,
+                "confidence": 0.88,
+                "doubtful": False,
+                "iterations": 31,
+            },
+            "previews": [_png(tmp_path / "dev.png", (0, 120, 0))],
+        },
+        {
+            "case": "case-002",
+            "kind": "bite",
+            "status": "succeeded",
+            "reason": "",
+            "metrics": {
+                "contacts": {
+                    "per_side": {"left": {"contact_area_mm2": 24.7}, "right": {"contact_area_mm2": 27.9}},
+                    "max_penetration_mm": 0.038,
+                },
+                "doubtful": True,
+            },
+            "previews": [
+                _png(tmp_path / "contacts.png", (200, 0, 0), (1000, 520)),
+                str(tmp_path / "missing.png"),
+                str(not_png),
+            ],
+        },
+        {
+            "case": evil,
+            "kind": "pair",
+            "status": "failed",
+            "reason": f"RuntimeError: {evil}",
+            "metrics": {},
+            "previews": [],
+        },
+        {
+            "case": "case-004",
+            "kind": "bite",
+            "status": "rejected",
+            "reason": "upper.stl: binary STL truncated (expected 684 bytes, got 80)",
+            "metrics": None,
+        },
     ]
     out = write_batch_report(rows, tmp_path / "report.html")
     doc = out.read_text(encoding="utf-8")
@@ -75,10 +114,25 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path):
     assert "&lt;script&gt;" in doc
     for needle in ("succeeded: 2", "failed: 1", "rejected: 1", "4 cases"):
         assert needle in text
-    for needle in ("12.3", "91.0", "93.4", "0.88", "24.7", "27.9", "0.038", "reg. RMSE [µm]", "dev. RMS [mm]",
-                   "contact L [mm²]", "max penetration [mm]",
-                   "expected 684 bytes", "preview missing.png unavailable", "preview broken.png unavailable",
-                   "no preview", "iterations", "12.3 s"):
+    for needle in (
+        "12.3",
+        "91.0",
+        "93.4",
+        "0.88",
+        "24.7",
+        "27.9",
+        "0.038",
+        "reg. RMSE [µm]",
+        "dev. RMS [mm]",
+        "contact L [mm²]",
+        "max penetration [mm]",
+        "expected 684 bytes",
+        "preview missing.png unavailable",
+        "preview broken.png unavailable",
+        "no preview",
+        "iterations",
+        "12.3 s",
+    ):
         assert needle in text, needle
     assert 'doubtful" data-v="1"' in doc  # case-002 flagged
     assert 'data-verdict="pass"' in doc  # case-001: 93.4 % within tolerance
@@ -109,25 +163,60 @@ def test_case_page_and_pdf_explain_judge_and_locate(tmp_path):
     arch = make_arch("upper", 4, 0.5)
     png = io.BytesIO()
     Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(png, format="PNG")
-    evil = '<img src=x onerror=alert(1)>'
-    result = {"kind": "pair", "case": "lab/" + evil, "inputs": {"fixed": "a.stl", "moving": "b.stl"},
-              "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
-              "deviation": {"rms_mm": 0.178, "mean_mm": -0.037, "median_mm": 0.003, "p5_mm": -0.4, "p95_mm": 0.059,
-                            "max_abs_mm": 0.996, "within_tolerance_share": 0.795, "tolerance_mm": 0.05,
-                            "overlap_share": 0.938, "beyond_max_distance_share": 0.001, "max_distance_mm": 1.0},
-              "changed_regions": [{"centroid_mm": [1, 2, 3], "area_mm2": 152.6, "mean_deviation_mm": 0.664,
-                                   "location": {"text": "upper left anterior"}}],
-              "warnings": [evil]}
-    viewer = viewer_payload(arch.mesh.vertices, arch.mesh.faces, np.zeros(arch.mesh.n_vertices), deviation_ramp(0.2, 0.1),
-                            arch_frame(arch.mesh), "upper")
+    evil = "<img src=x onerror=alert(1)>"
+    result = {
+        "kind": "pair",
+        "case": "lab/" + evil,
+        "inputs": {"fixed": "a.stl", "moving": "b.stl"},
+        "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
+        "deviation": {
+            "rms_mm": 0.178,
+            "mean_mm": -0.037,
+            "median_mm": 0.003,
+            "p5_mm": -0.4,
+            "p95_mm": 0.059,
+            "max_abs_mm": 0.996,
+            "within_tolerance_share": 0.795,
+            "tolerance_mm": 0.05,
+            "overlap_share": 0.938,
+            "beyond_max_distance_share": 0.001,
+            "max_distance_mm": 1.0,
+        },
+        "changed_regions": [
+            {
+                "centroid_mm": [1, 2, 3],
+                "area_mm2": 152.6,
+                "mean_deviation_mm": 0.664,
+                "location": {"text": "upper left anterior"},
+            }
+        ],
+        "warnings": [evil],
+    }
+    viewer = viewer_payload(
+        arch.mesh.vertices,
+        arch.mesh.faces,
+        np.zeros(arch.mesh.n_vertices),
+        deviation_ramp(0.2, 0.1),
+        arch_frame(arch.mesh),
+        "upper",
+    )
     files = case_report_files(result, {"deviation.png": png.getvalue()}, viewer, {"tolerance_mm": 0.05})
     doc = files["report.html"].decode()
     parser = _Collect()
     parser.feed(doc)
     text = "".join(parser.text)
-    for needle in ("FAIL", "79.5 % of the measured surface lies within \u00b10.050 mm", "26.4 µm", "0.178 mm",
-                   "-0.400 \u2026 +0.059 mm", "upper left anterior", "152.6", "+0.664", "root-mean-square",
-                   "registration errors in µm, deviations in mm"):
+    for needle in (
+        "FAIL",
+        "79.5 % of the measured surface lies within \u00b10.050 mm",
+        "26.4 µm",
+        "0.178 mm",
+        "-0.400 \u2026 +0.059 mm",
+        "upper left anterior",
+        "152.6",
+        "+0.664",
+        "root-mean-square",
+        "registration errors in µm, deviations in mm",
+    ):
         assert needle in text, needle
     assert evil in text and evil not in doc  # escaped everywhere
     assert "http://" not in doc and "https://" not in doc

@@ -7,7 +7,7 @@ U-shaped arch ribbon (known anterior/left/right). The few tests here check the b
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,7 +22,9 @@ def grid_faces(rows: int, cols: int, flip: bool = False) -> np.ndarray:
     return f[:, ::-1].copy() if flip else f
 
 
-def height_field(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], half: float, n: int, normals_up: bool = True) -> Mesh:
+def height_field(
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], half: float, n: int, normals_up: bool = True
+) -> Mesh:
     """Open surface z = fn(x, y) over [-half, half]^2 with n x n vertices."""
     x = np.linspace(-half, half, n)
     xx, yy = np.meshgrid(x, x)
@@ -64,7 +66,9 @@ def bowl(radius: float, bottom_z: float, r_max: float, n: int) -> Mesh:
     return Mesh(v, grid_faces(n, n, flip=True))
 
 
-def arch_ribbon(z_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], normals_up: bool, n_along: int = 400, n_across: int = 24) -> Mesh:
+def arch_ribbon(
+    z_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], normals_up: bool, n_along: int = 400, n_across: int = 24
+) -> Mesh:
     """U-shaped ribbon like a dental arch: semicircle (radius 22 mm, incisors at +y) plus straight
     legs back to y = -14, 8 mm wide. Patient's right is +x when +z is superior."""
     r, leg, half_w = 22.0, 14.0, 4.0

@@ -92,14 +92,22 @@ def test_cli_exit_code_reflects_failures(tmp_path: Path) -> None:
         shutil.copy(SAMPLES / "case-0001-pair" / name, root / "case-0001" / name)
     case = discover_cases(root)[0][0]
     (out / "case-0001" / STAMP_NAME).write_bytes(stamp_bytes(case_stamp(case, JobOptions())))
-    ok = subprocess.run([sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "skipped=1" in ok.stdout
     (root / "case-0002").mkdir()
     shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", root / "case-0002" / "fixed.ply")
-    bad = subprocess.run([sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "occlutrace_compute.cli", "batch", str(root), "-o", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1
     assert "case-0002: rejected: pair case without moving" in bad.stderr
 
@@ -117,8 +125,9 @@ def test_vendor_names_options_resume_on_change_force_and_interruption(local_ray,
     shutil.copy(SAMPLES / "case-0001-pair" / "moving.ply", a / "FollowUp.ply")
     shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", b / "scan_1.ply")
     shutil.copy(SAMPLES / "case-0001-pair" / "moving.ply", b / "scan_2.ply")
-    (b / "case.json").write_text(json.dumps({"files": {"fixed": "scan_1.ply", "moving": "scan_2.ply"},
-                                             "options": {"tolerance_mm": 0.2}}))
+    (b / "case.json").write_text(
+        json.dumps({"files": {"fixed": "scan_1.ply", "moving": "scan_2.ply"}, "options": {"tolerance_mm": 0.2}})
+    )
     shutil.copy(SAMPLES / "case-0001-pair" / "fixed.ply", odd / "UnknownScan.ply")
 
     def stop(row):
@@ -144,8 +153,10 @@ def test_vendor_names_options_resume_on_change_force_and_interruption(local_ray,
     again = run_batch(root, out, progress=False)
     assert {r.case: r.status for r in again.rows if r.case != "odd"} == {"lab/a": "succeeded", "lab/b": "succeeded"}
     assert json.loads((out / "lab/b/result.json").read_text())["deviation"]["tolerance_mm"] == 0.05
-    assert {r.case: r.status for r in run_batch(root, out, progress=False).rows if r.case != "odd"} == \
-        {"lab/a": "skipped", "lab/b": "skipped"}
+    assert {r.case: r.status for r in run_batch(root, out, progress=False).rows if r.case != "odd"} == {
+        "lab/a": "skipped",
+        "lab/b": "skipped",
+    }
     forced = run_batch(root, out, progress=False, force=True)
     assert {r.case: r.status for r in forced.rows if r.case != "odd"} == {"lab/a": "succeeded", "lab/b": "succeeded"}
     mode = (out / "lab/a/result.json").stat().st_mode & 0o777

@@ -9,14 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from scipy.spatial.transform import Rotation
 
 from occlutrace_compute.meshes import load_mesh
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.registration import RegistrationOptions, batched, selection
-from occlutrace_compute.registration import hypotheses as hyp
+from occlutrace_compute.registration import RegistrationOptions, batched, hypotheses as hyp, selection
 from occlutrace_compute.registration.batched import ransac, select
 from occlutrace_compute.registration.batched.counting import Counts, OpCounter
 from occlutrace_compute.registration.batched.engine import around, to_slots
@@ -52,19 +50,32 @@ def _case(seed: int, n_pairs: int, max_items: int, tie_scores: bool):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), n_pairs=st.integers(1, 6), max_items=st.integers(1, 12), keep=st.integers(1, 5),
-       ties=st.booleans())
+@given(
+    seed=st.integers(0, 10_000),
+    n_pairs=st.integers(1, 6),
+    max_items=st.integers(1, 12),
+    keep=st.integers(1, 5),
+    ties=st.booleans(),
+)
 def test_top_distinct_and_top_per_pair_match_per_pair_selection(seed, n_pairs, max_items, keep, ties):
     pair_of, poses, scores, centres = _case(seed, n_pairs, max_items, ties)
     want = selection.top_distinct(pair_of, poses, scores, keep, centres)
     got = select.top_distinct(pair_of, poses, scores, keep, torch.from_numpy(centres))
     assert got.tolist() == want.tolist()
-    assert select.top_per_pair(pair_of, scores, keep, n_pairs).tolist() == selection.top_per_pair(pair_of, scores, keep).tolist()
+    assert (
+        select.top_per_pair(pair_of, scores, keep, n_pairs).tolist()
+        == selection.top_per_pair(pair_of, scores, keep).tolist()
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), n_pairs=st.integers(1, 6), max_items=st.integers(1, 8), ties=st.booleans(),
-       margin=st.sampled_from([0.15, 1.0]))
+@given(
+    seed=st.integers(0, 10_000),
+    n_pairs=st.integers(1, 6),
+    max_items=st.integers(1, 8),
+    ties=st.booleans(),
+    margin=st.sampled_from([0.15, 1.0]),
+)
 def test_finalists_and_duels_match_per_pair_selection(seed, n_pairs, max_items, ties, margin):
     pair_of, poses, scores, centres = _case(seed, n_pairs, max_items, ties)
     ranked = selection.top_distinct(pair_of, poses, scores, 4, centres)
@@ -79,8 +90,9 @@ def test_finalists_and_duels_match_per_pair_selection(seed, n_pairs, max_items, 
     fine_scores = torch.from_numpy(rng.integers(0, 3, len(items)) / 3.0 if ties else rng.random(len(items)))
     r0, a0 = ratio.copy(), angle.copy()
     chosen = selection.fine_duels(fine_pairs, fine_poses, fine_scores, r0, a0, centres)
-    got_chosen, got_r, got_a = select.fine_duels(fine_pairs, fine_poses, fine_scores, torch.from_numpy(ratio),
-                                                 torch.from_numpy(angle), torch.from_numpy(centres))
+    got_chosen, got_r, got_a = select.fine_duels(
+        fine_pairs, fine_poses, fine_scores, torch.from_numpy(ratio), torch.from_numpy(angle), torch.from_numpy(centres)
+    )
     assert got_chosen.tolist() == chosen.tolist()
     np.testing.assert_array_equal(got_r.numpy(), r0)
     np.testing.assert_allclose(got_a.numpy(), a0, atol=1e-9)
@@ -98,8 +110,11 @@ def test_same_pose_and_angle_match_the_numpy_ones():
     assert 20 < sum(want) < 280  # both answers well represented
     got = select.same_pose(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c))
     assert got.tolist() == want
-    np.testing.assert_allclose(select.rotation_angle_deg(torch.from_numpy(a), torch.from_numpy(b)).numpy(),
-                               [rotation_angle_deg(x, y) for x, y in zip(a, b)], atol=1e-6)
+    np.testing.assert_allclose(
+        select.rotation_angle_deg(torch.from_numpy(a), torch.from_numpy(b)).numpy(),
+        [rotation_angle_deg(x, y) for x, y in zip(a, b)],
+        atol=1e-6,
+    )
 
 
 def test_draw_is_uniform_over_allowed_rows_and_the_same_alone_or_in_a_batch():
@@ -171,14 +186,26 @@ def test_axis_hypotheses_match_the_numpy_ones_up_to_eigenvector_sign():
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # Small clouds (about a thousand samples per scan) and fewer guesses keep 128 pairs to seconds;
 # the counts are about the structure, not the accuracy.
-TINY = RegistrationOptions().updated(fine_points=800, fixed_points=1200, ransac_trials=1000, pca_angles=4, anchors=4,
-                                     fpfh_hypotheses=4, axis_hypotheses=4, keep_after_prune=4, starts=4, rounds=2)
+TINY = RegistrationOptions().updated(
+    fine_points=800,
+    fixed_points=1200,
+    ransac_trials=1000,
+    pca_angles=4,
+    anchors=4,
+    fpfh_hypotheses=4,
+    axis_hypotheses=4,
+    keep_after_prune=4,
+    starts=4,
+    rounds=2,
+)
 
 
 @pytest.fixture(scope="module")
 def sample_pairs() -> list[tuple[Mesh, Mesh]]:
-    return [(load_mesh(SAMPLES / c / f"fixed.{ext}").mesh, load_mesh(SAMPLES / c / f"moving.{ext}").mesh)
-            for c, ext in (("case-0001-pair", "ply"), ("case-0002-changed", "stl"))]
+    return [
+        (load_mesh(SAMPLES / c / f"fixed.{ext}").mesh, load_mesh(SAMPLES / c / f"moving.{ext}").mesh)
+        for c, ext in (("case-0001-pair", "ply"), ("case-0002-changed", "stl"))
+    ]
 
 
 def _counted(pairs, opt) -> tuple[list, Counts]:
@@ -208,9 +235,11 @@ def test_flat_path_gives_the_per_pair_engine_answers(sample_pairs):
     idx = np.random.default_rng(0).choice(moving.n_vertices, 6, replace=False)
     truth = np.asarray(json.loads((SAMPLES / "case-0001-pair" / "truth.json").read_text())["T_fixed_moving"])
     lm = (moving.vertices[idx], moving.vertices[idx] @ truth[:3, :3].T + truth[:3, 3])
-    cases = [(TINY, sample_pairs, None),
-             (TINY.updated(fpfh_hypotheses=0, axis_hypotheses=0), sample_pairs[:1], [lm]),
-             (TINY.updated(min_confidence=1.01), sample_pairs[1:], None)]
+    cases = [
+        (TINY, sample_pairs, None),
+        (TINY.updated(fpfh_hypotheses=0, axis_hypotheses=0), sample_pairs[:1], [lm]),
+        (TINY.updated(min_confidence=1.01), sample_pairs[1:], None),
+    ]
     for opt, pairs, landmarks in cases:
         want = register_batch(pairs, opt, device="cpu", landmarks=landmarks)
         got = batched.register_batch(pairs, opt, device="cpu", landmarks=landmarks)
@@ -228,8 +257,7 @@ def test_flat_path_gives_the_per_pair_engine_answers(sample_pairs):
 def test_flat_path_rejects_what_the_engine_rejects(sample_pairs):
     fixed, moving = sample_pairs[0]
     with pytest.raises(ValueError, match="no starting pose"):
-        batched.register_batch([(fixed, moving)], TINY.updated(fpfh_hypotheses=0, axis_hypotheses=0),
-                               device="cpu")
+        batched.register_batch([(fixed, moving)], TINY.updated(fpfh_hypotheses=0, axis_hypotheses=0), device="cpu")
     with pytest.raises(ValueError, match="landmark sets"):
         batched.register_batch([(fixed, moving)], TINY, device="cpu", landmarks=[None, None])
     assert batched.register_batch([], TINY) == []

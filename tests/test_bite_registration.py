@@ -59,7 +59,10 @@ def test_one_bite_recovers_the_occlusion(case_two, one_bite_right):
     # the bite's own poses chain to the same relative pose
     T_chain = one_bite_right.T_upper_bites[0] @ np.linalg.inv(one_bite_right.T_lower_bites[0])
     assert _error_um(T_chain, case_two) < 2 * TOLERANCE_UM
-    assert pointwise_rms_um(one_bite_right.T_upper_bites[0], case_two.T_upper_bites[1], case_two.bites[1].vertices) < TOLERANCE_UM
+    assert (
+        pointwise_rms_um(one_bite_right.T_upper_bites[0], case_two.T_upper_bites[1], case_two.bites[1].vertices)
+        < TOLERANCE_UM
+    )
 
 
 def test_two_bites_recover_the_occlusion_jointly(case_two, two_bites):

@@ -12,20 +12,35 @@ from occlutrace_compute.service.callbacks import CallbackRefused, callback_targe
 from tests.test_service_support import CallbackSink
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8080/hook", "http://localhost/hook", "http://[::1]/hook", "http://10.1.2.3/hook",
-    "http://192.168.0.10/hook", "http://172.20.0.5/hook", "http://169.254.169.254/latest/meta-data/",
-    "http://[fe80::1]/hook", "http://0.0.0.0/hook", "http://100.64.0.1/hook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://172.20.0.5/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://0.0.0.0/hook",
+        "http://100.64.0.1/hook",
+    ],
+)
 def test_internal_addresses_are_refused_unless_the_deployment_allows_them(url):
     problem = callback_url_problem(url)
     assert problem and "non-public address" in problem
     assert callback_url_problem(url, allow_private=True) is None
 
 
-@pytest.mark.parametrize("url, fragment", [
-    ("ftp://example.com/hook", "http(s) URL"), ("http:///hook", "http(s) URL"), ("http://[::1/hook", "not a valid URL"),
-])
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("ftp://example.com/hook", "http(s) URL"),
+        ("http:///hook", "http(s) URL"),
+        ("http://[::1/hook", "not a valid URL"),
+    ],
+)
 def test_malformed_urls_are_refused_even_when_private_ones_are_allowed(url, fragment):
     assert fragment in (callback_url_problem(url, allow_private=True) or "")
 
@@ -76,7 +91,7 @@ def test_delivery_connects_to_the_checked_address_once_resolved(callback_name):
         url = f"http://callback.test:{sink.port}/hook"
         assert deliver(url, {"job_id": "j-2"}, None, attempts=1, allow_private=True) is True
         assert callback_name == ["callback.test"]
-        (headers, _), = sink.received
+        ((headers, _),) = sink.received
         assert headers["Host"] == f"callback.test:{sink.port}"
         assert deliver(url, {"job_id": "j-2"}, None, attempts=1) is False  # 127.0.0.1 is not public
         assert len(sink.received) == 1
@@ -90,7 +105,9 @@ def test_delivery_tries_every_checked_address_and_sends_idna_names(callback_name
         # two.test: 127.0.0.2 first, where nothing listens; the attempt goes on to 127.0.0.1.
         assert deliver(f"http://two.test:{sink.port}/hook", {"job_id": "j-4"}, None, attempts=1, allow_private=True)
         assert sink.received[-1][0]["Host"] == f"two.test:{sink.port}"
-        assert deliver(f"http://b\u00fccher.test:{sink.port}/hook", {"job_id": "j-4"}, None, attempts=1, allow_private=True)
+        assert deliver(
+            f"http://b\u00fccher.test:{sink.port}/hook", {"job_id": "j-4"}, None, attempts=1, allow_private=True
+        )
         assert sink.received[-1][0]["Host"] == f"xn--bcher-kva.test:{sink.port}"
     finally:
         sink.close()
@@ -108,8 +125,17 @@ def test_a_name_that_fails_to_resolve_is_tried_again_at_the_next_attempt(callbac
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     try:
-        assert deliver(f"http://callback.test:{sink.port}/hook", {"job_id": "j-5"}, None, attempts=2, backoff_s=0.01,
-                       allow_private=True) is True
+        assert (
+            deliver(
+                f"http://callback.test:{sink.port}/hook",
+                {"job_id": "j-5"},
+                None,
+                attempts=2,
+                backoff_s=0.01,
+                allow_private=True,
+            )
+            is True
+        )
         assert not failures and len(sink.received) == 1
     finally:
         sink.close()
@@ -127,8 +153,9 @@ def test_https_delivery_to_a_pinned_address_verifies_the_urls_name(callback_name
         ca.issue_cert(cert_name).configure_cert(server)
         sink = CallbackSink(tls=server)
         try:
-            delivered = deliver(f"https://callback.test:{sink.port}/hook", {"job_id": "j-3"}, None, attempts=1,
-                                allow_private=True)
+            delivered = deliver(
+                f"https://callback.test:{sink.port}/hook", {"job_id": "j-3"}, None, attempts=1, allow_private=True
+            )
             assert delivered is expected, cert_name
             assert len(sink.received) == int(expected)
         finally:

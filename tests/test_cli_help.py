@@ -42,7 +42,9 @@ def test_batch_help_documents_the_case_layout_and_options() -> None:
     text = _commands()["batch"].format_help()
     for word in ("UpperJaw", "mandible", "BuccalBite", "rescan", "case.json", "--force", "--tolerance", "--band"):
         assert word in text
-    args = build_parser().parse_args(["batch", "d", "-o", "o", "--tolerance", "0.1", "--color-scale", "0.5", "--settle"])
+    args = build_parser().parse_args(
+        ["batch", "d", "-o", "o", "--tolerance", "0.1", "--color-scale", "0.5", "--settle"]
+    )
     from occlutrace_compute.cli_jobs import options_from_args
 
     opts = options_from_args(args)
@@ -55,8 +57,11 @@ def test_option_defaults_and_choices_come_from_job_options(monkeypatch) -> None:
     from occlutrace_compute import cli_jobs
     from occlutrace_compute.jobs.models import JobOptions
 
-    commands = (["align", "f", "m", "-o", "o"], ["bite", "--upper", "u", "--lower", "l", "--bite", "b", "-o", "o"],
-                ["batch", "d", "-o", "o"])
+    commands = (
+        ["align", "f", "m", "-o", "o"],
+        ["bite", "--upper", "u", "--lower", "l", "--bite", "b", "-o", "o"],
+        ["batch", "d", "-o", "o"],
+    )
     for argv in commands:
         assert cli_jobs.options_from_args(build_parser().parse_args(argv)) == JobOptions(), argv
     align = _commands()["align"]

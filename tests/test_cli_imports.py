@@ -27,8 +27,9 @@ print(json.dumps({{"code": code, "loaded": sorted(m for m in {heavy!r} if m in s
 
 
 def _run(call: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE.format(call=call, heavy=HEAVY)], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(call=call, heavy=HEAVY)], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

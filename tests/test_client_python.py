@@ -10,11 +10,11 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
+import tomllib
 from test_service_support import LiveServer, mesh_bytes, write_tokens
 
 import occlutrace_client
@@ -27,8 +27,9 @@ TOKENS = {"tok-alpha-0123456789": "alpha"}
 
 
 def _config(tmp: Path, **extra) -> ServiceConfig:
-    return ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(write_tokens(tmp / "tokens", TOKENS)),
-                                  **extra)
+    return ServiceConfig.from_env(
+        store=f"file://{tmp / 'store'}", tokens_file=str(write_tokens(tmp / "tokens", TOKENS)), **extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +81,14 @@ def test_models_have_the_fields_of_the_servers_schema(server):
 def test_the_client_imports_nothing_of_the_server_stack(tmp_path):
     deps = tomllib.loads((CLIENT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
     assert sorted(d.split(">")[0].split("=")[0] for d in deps) == ["httpx", "pydantic"]
-    code = ("import sys, occlutrace_client; bad = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'torch', 'ray', 'numpy', 'occlutrace_compute', 'fastapi', 'trimesh'}); print(bad); assert not bad")
+    code = (
+        "import sys, occlutrace_client; bad = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'ray', 'numpy', 'occlutrace_compute', 'fastapi', 'trimesh'}); print(bad); assert not bad"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(CLIENT_DIR)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -110,7 +115,9 @@ def test_429_retry_after_is_honoured(tmp_path):
     live = LiveServer(lambda: create_app(config)).start()
     waits: list[float] = []
     try:
-        with OccluTraceClient(live.url, "tok-alpha-0123456789", sleep=lambda s: (waits.append(s), time.sleep(s))) as api:
+        with OccluTraceClient(
+            live.url, "tok-alpha-0123456789", sleep=lambda s: (waits.append(s), time.sleep(s))
+        ) as api:
             assert api.list_jobs().jobs == []
             assert api.list_jobs().jobs == []  # the bucket is empty: 429, Retry-After 2 (1 if slow), then served
         assert len(waits) == 1 and waits[0] in (1.0, 2.0)
@@ -172,12 +179,31 @@ def test_the_client_builds_as_its_own_wheel(tmp_path):
 
     src = tmp_path / "src"
     shutil.copytree(CLIENT_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "out"), str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "out"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = (tmp_path / "out").glob("occlutrace_client-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"occlutrace_client/__init__.py", "occlutrace_client/client.py", "occlutrace_client/models.py",
-            "occlutrace_client/py.typed"} <= set(names)
+    assert {
+        "occlutrace_client/__init__.py",
+        "occlutrace_client/client.py",
+        "occlutrace_client/models.py",
+        "occlutrace_client/py.typed",
+    } <= set(names)
     assert not [n for n in names if not n.startswith(("occlutrace_client/", "occlutrace_client-"))], names
 
 
@@ -192,8 +218,16 @@ def _cases(tmp_path: Path) -> Path:
 def test_submit_says_what_to_do_on_a_refused_token_and_a_missing_client(server, tmp_path, monkeypatch, capsys):
     from occlutrace_compute.service.client import submit_main
 
-    argv = [str(_cases(tmp_path)), "--server", server.url, "--token-file", str(tmp_path / "token"),
-            "-o", str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        str(_cases(tmp_path)),
+        "--server",
+        server.url,
+        "--token-file",
+        str(tmp_path / "token"),
+        "-o",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert submit_main(argv) == 2
     assert "refused the token (401): check --token-file" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "occlutrace_client", None)  # not installed

@@ -72,8 +72,13 @@ def _tools() -> Path:
     if not all(b.exists() for b in bins) or not (root / "node_modules" / "openapi-fetch").exists():
         root.mkdir(parents=True, exist_ok=True)
         try:
-            out = subprocess.run(["npm", "install", "--prefix", str(root), "--no-audit", "--no-fund", *TOOLS],
-                                 check=False, capture_output=True, text=True, timeout=180)
+            out = subprocess.run(
+                ["npm", "install", "--prefix", str(root), "--no-audit", "--no-fund", *TOOLS],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
         except subprocess.TimeoutExpired:
             pytest.skip("npm install timed out (registry unreachable?)")
         if out.returncode != 0:
@@ -87,18 +92,42 @@ def test_typescript_types_from_the_schema_check_a_round_trip_and_refuse_bad_call
     (tmp_path / "openapi.json").write_text(json.dumps(app.openapi()))
     (tmp_path / "node_modules").symlink_to(tools / "node_modules")
     bin_dir = tools / "node_modules" / ".bin"
-    gen = subprocess.run([str(bin_dir / "openapi-typescript"), "openapi.json", "-o", "api.d.ts"], cwd=tmp_path,
-                         check=False, capture_output=True, text=True, timeout=120)
+    gen = subprocess.run(
+        [str(bin_dir / "openapi-typescript"), "openapi.json", "-o", "api.d.ts"],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert gen.returncode == 0, gen.stdout + gen.stderr
     (tmp_path / "round_trip.ts").write_text(ROUND_TRIP)
     (tmp_path / "refused.ts").write_text(REFUSED)
-    (tmp_path / "tsconfig.json").write_text(json.dumps({
-        "compilerOptions": {"strict": True, "noEmit": True, "target": "es2022", "module": "esnext",
-                            "moduleResolution": "bundler", "lib": ["es2022", "dom"], "skipLibCheck": True,
-                            "types": []},
-        "files": ["round_trip.ts", "refused.ts"]}))
-    check = subprocess.run([str(bin_dir / "tsc"), "-p", "tsconfig.json", "--pretty", "false"], cwd=tmp_path,
-                           check=False, capture_output=True, text=True, timeout=120)
+    (tmp_path / "tsconfig.json").write_text(
+        json.dumps(
+            {
+                "compilerOptions": {
+                    "strict": True,
+                    "noEmit": True,
+                    "target": "es2022",
+                    "module": "esnext",
+                    "moduleResolution": "bundler",
+                    "lib": ["es2022", "dom"],
+                    "skipLibCheck": True,
+                    "types": [],
+                },
+                "files": ["round_trip.ts", "refused.ts"],
+            }
+        )
+    )
+    check = subprocess.run(
+        [str(bin_dir / "tsc"), "-p", "tsconfig.json", "--pretty", "false"],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     errors = re.findall(r"^(\S+\.ts)\((\d+),\d+\): error", check.stdout, re.MULTILINE)
     bad_lines = {str(i + 1) for i, line in enumerate(REFUSED.splitlines()) if "// BAD" in line}
     assert not [e for e in errors if e[0] != "refused.ts"], check.stdout  # the round trip type-checks

@@ -74,7 +74,7 @@ def exported(env_file: Path) -> dict[str, str]:
     out = {}
     for line in env_file.read_text().splitlines():
         if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
+            key, _, value = line[len("export ") :].partition("=")
             out[key] = value
     return out
 
@@ -82,8 +82,7 @@ def exported(env_file: Path) -> dict[str, str]:
 def session_processes(cluster_dir: Path, sids: list[str]) -> list[str]:
     """Live (non-zombie) processes of the sessions the script started."""
     out = subprocess.run(["ps", "-eo", "sid=,stat=,pid=,args="], capture_output=True, text=True, timeout=30)
-    return [line for line in out.stdout.splitlines()
-            if line.split()[0] in sids and not line.split()[1].startswith("Z")]
+    return [line for line in out.stdout.splitlines() if line.split()[0] in sids and not line.split()[1].startswith("Z")]
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +95,23 @@ def cluster() -> Iterator[Cluster]:
     try:
         start = subprocess.run(
             ["bash", str(SCRIPT), "start", "--workers", str(WORKERS), "--port", str(port), "--dir", str(cluster_dir)],
-            capture_output=True, text=True, env=env, timeout=START_TIMEOUT_S,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=START_TIMEOUT_S,
         )
         sids = [p.read_text().strip() for p in cluster_dir.glob("node*.pid")]
         assert start.returncode == 0, start.stdout + start.stderr
         driver_env = {**env, **exported(cluster_dir / "env.sh")}
         yield Cluster(cluster_dir, (cluster_dir / "address").read_text().strip(), driver_env, start.stdout)
     finally:
-        stop = subprocess.run(["bash", str(SCRIPT), "stop", "--dir", str(cluster_dir)],
-                              capture_output=True, text=True, env=env, timeout=STOP_TIMEOUT_S)
+        stop = subprocess.run(
+            ["bash", str(SCRIPT), "stop", "--dir", str(cluster_dir)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=STOP_TIMEOUT_S,
+        )
         leftover = session_processes(cluster_dir, sids)
         shutil.rmtree(cluster_dir, ignore_errors=True)
         assert stop.returncode == 0, stop.stdout + stop.stderr
@@ -112,8 +119,14 @@ def cluster() -> Iterator[Cluster]:
 
 
 def run_driver(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=DRIVER_TIMEOUT_S, cwd=tempfile.gettempdir())
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=DRIVER_TIMEOUT_S,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 NODES_AND_TASKS = """
@@ -140,8 +153,9 @@ def test_start_prints_address_and_commands(cluster):
     assert cluster.env["RAY_AUTH_MODE"] == "token"
     token = Path(cluster.env["RAY_AUTH_TOKEN_PATH"])
     assert token.stat().st_mode & 0o077 == 0, "the Ray token file is readable by others"
-    status = subprocess.run(["bash", str(SCRIPT), "status", "--dir", str(cluster.dir)],
-                            capture_output=True, text=True, timeout=30)
+    status = subprocess.run(
+        ["bash", str(SCRIPT), "status", "--dir", str(cluster.dir)], capture_output=True, text=True, timeout=30
+    )
     assert status.returncode == 0 and f"{1 + WORKERS} node(s)" in status.stdout, status.stdout
 
 
@@ -156,8 +170,14 @@ def test_every_node_joins_and_runs_tasks(cluster):
 def first_refusal(code: str, env: dict[str, str], deadline_s: float = 90) -> str:
     """Runs a driver until its stderr shows that the cluster refused it (Ray retries for ~20 s
     before giving up; the first refusal is enough), then ends it. Returns the stderr read."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tempfile.gettempdir())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
     lines: list[str] = []
     try:
         with selectors.DefaultSelector() as sel:
@@ -184,17 +204,29 @@ def test_a_driver_without_the_token_is_refused(cluster, tmp_path):
 
 
 def test_second_start_on_a_running_cluster_is_refused(cluster):
-    out = subprocess.run(["bash", str(SCRIPT), "start", "--dir", str(cluster.dir)], capture_output=True,
-                         text=True, env=script_env(), timeout=60)
+    out = subprocess.run(
+        ["bash", str(SCRIPT), "start", "--dir", str(cluster.dir)],
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=60,
+    )
     assert out.returncode != 0 and "is running" in out.stderr, out.stderr
 
 
 def test_bad_options_are_refused_with_a_reason():
-    for args, message in ((["--workers", "two"], "--workers must be a whole number"),
-                          (["--port", "15000"], "--port must be 1024-9900"),
-                          (["--frobnicate"], "unknown option --frobnicate")):
-        out = subprocess.run(["bash", str(SCRIPT), "start", *args, "--dir", "/tmp/ocx-never-started"],
-                             capture_output=True, text=True, env=script_env(), timeout=30)
+    for args, message in (
+        (["--workers", "two"], "--workers must be a whole number"),
+        (["--port", "15000"], "--port must be 1024-9900"),
+        (["--frobnicate"], "unknown option --frobnicate"),
+    ):
+        out = subprocess.run(
+            ["bash", str(SCRIPT), "start", *args, "--dir", "/tmp/ocx-never-started"],
+            capture_output=True,
+            text=True,
+            env=script_env(),
+            timeout=30,
+        )
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
     assert not Path("/tmp/ocx-never-started").exists()
 
@@ -218,8 +250,14 @@ def test_batch_runs_through_the_cluster(cluster, tmp_path):
         pytest.skip(reason)
     out_dir = tmp_path / "out"
     occlutrace = shutil.which("occlutrace", path=str(Path(sys.executable).parent))
-    run = subprocess.run([occlutrace, "batch", str(SAMPLES), "-o", str(out_dir), "--address", cluster.address],
-                         capture_output=True, text=True, env=cluster.env, timeout=600, cwd=tmp_path)
+    run = subprocess.run(
+        [occlutrace, "batch", str(SAMPLES), "-o", str(out_dir), "--address", cluster.address],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     summary = json.loads((out_dir / "summary.json").read_text())
     cases = sorted(p.name for p in SAMPLES.iterdir() if p.is_dir())

@@ -17,8 +17,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from test_service_support import JOB_FN, Gate, ray_session, wait_for, write_tokens
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
@@ -59,7 +58,7 @@ class RecordingGate(Gate):
                     with self._rec_lock:
                         self.requests += found
                     cut = data.rfind(b"\r\n")
-                    carry = data[cut + 2:][-200:] if cut >= 0 else data[-200:]
+                    carry = data[cut + 2 :][-200:] if cut >= 0 else data[-200:]
                 dst.sendall(chunk)
         except OSError:
             pass
@@ -107,7 +106,9 @@ def _check_pages(store: ObjectStore, keys: list[str], prefix: str, start_after: 
 _PAGE_ARGS = {
     "keys": _KEYS,
     "prefix": st.sampled_from(["", "a", "b", "a/b"]),
-    "start_after": st.none() | _SEGMENT | st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
+    "start_after": st.none()
+    | _SEGMENT
+    | st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
     | st.text(alphabet="abz/.-0~", max_size=6),
     "limit": st.integers(1, 7),
 }
@@ -172,6 +173,7 @@ def test_s3_page_is_one_list_request(s3_server, s3_bucket):
 
 # -- the job listing: O(page) store calls, whatever the history --------------------------------
 
+
 class CountingStore(LocalStore):
     """A local store that counts reads (the calls a page pays for)."""
 
@@ -192,8 +194,15 @@ class CountingStore(LocalStore):
         return super().list(prefix, *page)
 
 
-def plant(repo: JobRepo, n: int, states: list[str] | None = None, tenant: str = "alpha", start_ms: int | None = None,
-          case_of=lambda i: f"case-{i % 7}", batch_id: str | None = None) -> list[JobRecord]:
+def plant(
+    repo: JobRepo,
+    n: int,
+    states: list[str] | None = None,
+    tenant: str = "alpha",
+    start_ms: int | None = None,
+    case_of=lambda i: f"case-{i % 7}",
+    batch_id: str | None = None,
+) -> list[JobRecord]:
     """`n` jobs as the service writes them (create, then a transition to their state), ids spread
     over minutes so that they fall into several index shards."""
     start_ms = start_ms or int(time.time() * 1000) - 10_000_000
@@ -201,9 +210,16 @@ def plant(repo: JobRepo, n: int, states: list[str] | None = None, tenant: str = 
     for i in range(n):
         job_id = f"j{start_ms + i * 997:012x}{i:012x}"
         case = case_of(i)
-        spec = JobSpec(job_id=job_id, tenant=tenant, case=case, kind="pair",
-                       inputs={"fixed": f"tenants/{tenant}/cases/{case}/inputs/f.stl",
-                               "moving": f"tenants/{tenant}/cases/{case}/inputs/m.stl"})
+        spec = JobSpec(
+            job_id=job_id,
+            tenant=tenant,
+            case=case,
+            kind="pair",
+            inputs={
+                "fixed": f"tenants/{tenant}/cases/{case}/inputs/f.stl",
+                "moving": f"tenants/{tenant}/cases/{case}/inputs/m.stl",
+            },
+        )
         record = JobRecord(spec=spec, batch_id=batch_id)
         assert repo.create(record)
         state = states[i] if states else "succeeded"
@@ -313,12 +329,15 @@ def test_batch_status_reads_the_done_entries_not_every_member(tmp_path, no_fsync
     rng = random.Random(7)
     states = [rng.choice(("succeeded", "failed", "rejected", "cancelled")) for _ in range(300)]
     states[:5] = ["queued", "running", "queued", "succeeded", "failed"]
-    records = plant(JobRepo(store), 300, states=states, batch_id="b0123456789abcdef",
-                    case_of=lambda i: f"case-{i % 10}")
+    records = plant(
+        JobRepo(store), 300, states=states, batch_id="b0123456789abcdef", case_of=lambda i: f"case-{i % 10}"
+    )
     for case in {r.spec.case for r in records}:  # as POST /v1/batches writes them: how a purge finds the batch
         store.put(f"tenants/alpha/cases/{case}/batches/b0123456789abcdef", b"")
-    store.put_json("tenants/alpha/batches/b0123456789abcdef.json", {
-        "batch_id": "b0123456789abcdef", "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
+    store.put_json(
+        "tenants/alpha/batches/b0123456789abcdef.json",
+        {"batch_id": "b0123456789abcdef", "jobs": [[r.spec.job_id, r.spec.case] for r in records]},
+    )
     client = _app(tmp_path, store)
     store.calls = 0
     status = client.get("/v1/batches/b0123456789abcdef", params={"limit": 20}).json()
@@ -339,6 +358,7 @@ def test_batch_status_reads_the_done_entries_not_every_member(tmp_path, no_fsync
 
 
 # -- the dispatcher's restart: the active jobs' markers, nothing of the history ----------------
+
 
 def test_dispatcher_restart_reads_nothing_of_the_history(tmp_path, s3_server, s3_bucket):
     """120 finished jobs of history and 3 queued ones on S3: the dispatcher (on Ray, its store
@@ -364,9 +384,16 @@ def test_dispatcher_restart_reads_nothing_of_the_history(tmp_path, s3_server, s3
     gate = RecordingGate(int(s3_server.endpoint.rsplit(":", 1)[1]))
     tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
     config = ServiceConfig.from_env(
-        store=f"s3://{s3_bucket}", s3_endpoint=gate.endpoint, s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key, s3_region=s3_server.region, tokens_file=str(tokens),
-        job_fn=JOB_FN, ray_namespace="scale", rescan_s=1.0, cpu_workers=1,
+        store=f"s3://{s3_bucket}",
+        s3_endpoint=gate.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_region=s3_server.region,
+        tokens_file=str(tokens),
+        job_fn=JOB_FN,
+        ray_namespace="scale",
+        rescan_s=1.0,
+        cpu_workers=1,
     )
     try:
         with ray_session(num_cpus=2):
@@ -376,8 +403,12 @@ def test_dispatcher_restart_reads_nothing_of_the_history(tmp_path, s3_server, s3
             try:
                 for record in active:
                     ref = JobRef("alpha", record.spec.case, record.spec.job_id)
-                    wait_for(lambda: (r := repo.load(ref)) is not None and r.state in TERMINAL_STATES, 120,
-                             f"job {ref.job_id} to finish", every_s=0.2)
+                    wait_for(
+                        lambda: (r := repo.load(ref)) is not None and r.state in TERMINAL_STATES,
+                        120,
+                        f"job {ref.job_id} to finish",
+                        every_s=0.2,
+                    )
                     assert repo.load(ref).state == "succeeded"
             finally:
                 ray.get(dispatcher.shutdown.remote(), timeout=30)

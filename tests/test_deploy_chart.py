@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ def helm(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=60)
 
 
-@lru_cache(maxsize=None)
+@cache
 def render(values_file: str | None = None, release: str = "ot", namespace: str = "occlutrace") -> tuple:
     """`helm template` output as a tuple of objects (cached: each render costs ~0.1 s)."""
     args = ["template", release, str(CHART), "--namespace", namespace]
@@ -129,8 +129,14 @@ def pod_specs(values_file: str | None) -> list[tuple[str, dict]]:
 
 def test_ci_values_files_cover_the_variants():
     names = {p.stem for p in CI_VALUES}
-    assert {"gpu-off-values", "external-s3-values", "monitoring-on-values", "default-values",
-            "three-groups-values", "exposure-values"} <= names
+    assert {
+        "gpu-off-values",
+        "external-s3-values",
+        "monitoring-on-values",
+        "default-values",
+        "three-groups-values",
+        "exposure-values",
+    } <= names
 
 
 @pytest.mark.parametrize("values_file", CASES, ids=CASE_IDS)
@@ -150,8 +156,10 @@ def test_builtin_objects_match_kubernetes_schemas(values_file):
             try:
                 kubernetes_validate.validate(o, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{o['kind']}/{o['metadata']['name']} invalid for Kubernetes {version}: "
-                            f"{exc.message} at {list(exc.path)}")
+                pytest.fail(
+                    f"{o['kind']}/{o['metadata']['name']} invalid for Kubernetes {version}: "
+                    f"{exc.message} at {list(exc.path)}"
+                )
 
 
 def test_kubernetes_validation_is_not_a_no_op():
@@ -277,8 +285,12 @@ def test_controller_points_at_the_ray_head_and_the_store(values_file):
     else:
         assert env["OCCLUTRACE_S3_ENDPOINT"] == values["store"]["external"]["endpoint"]
         assert not objects(values_file, "StatefulSet") and not objects(values_file, "Job")
-    for name in ("OCCLUTRACE_S3_ACCESS_KEY_FILE", "OCCLUTRACE_S3_SECRET_KEY_FILE", "OCCLUTRACE_TOKENS_FILE",
-                 "OCCLUTRACE_URL_SECRET_FILE"):
+    for name in (
+        "OCCLUTRACE_S3_ACCESS_KEY_FILE",
+        "OCCLUTRACE_S3_SECRET_KEY_FILE",
+        "OCCLUTRACE_TOKENS_FILE",
+        "OCCLUTRACE_URL_SECRET_FILE",
+    ):
         assert any(env[name].startswith(m["mountPath"] + "/") for m in controller["volumeMounts"]), name
     assert not any(k in env for k in ("OCCLUTRACE_S3_ACCESS_KEY", "OCCLUTRACE_S3_SECRET_KEY")), "secrets in env"
     ray_auth = values["ray"]["auth"]["enabled"]
@@ -292,10 +304,15 @@ def test_controller_points_at_the_ray_head_and_the_store(values_file):
 def test_every_referenced_secret_exists_or_is_declared_existing(values_file):
     values = values_of(values_file)
     rendered = {o["metadata"]["name"] for o in objects(values_file, "Secret")}
-    declared = {values["auth"]["existingSecret"], values["auth"]["signingExistingSecret"],
-                values["ray"]["auth"]["existingSecret"], values["minio"]["existingSecret"],
-                values["store"]["external"]["existingSecret"], values["helmTest"]["existingSecret"],
-                values["ray"]["gcsFaultTolerance"]["redisPasswordSecret"]} - {""}
+    declared = {
+        values["auth"]["existingSecret"],
+        values["auth"]["signingExistingSecret"],
+        values["ray"]["auth"]["existingSecret"],
+        values["minio"]["existingSecret"],
+        values["store"]["external"]["existingSecret"],
+        values["helmTest"]["existingSecret"],
+        values["ray"]["gcsFaultTolerance"]["redisPasswordSecret"],
+    } - {""}
     referenced = set()
     for _, spec in pod_specs(values_file):
         for vol in spec.get("volumes", []):
@@ -400,8 +417,12 @@ def alert_rules(values_file: str = MONITORING_ON) -> list[dict]:
 def test_alert_rules_are_well_formed():
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert {"OccluTraceQueueBacklog", "OccluTraceJobFailureRate", "OccluTraceNoReadyWorkers",
-            "OccluTraceStoreErrors"} <= names
+    assert {
+        "OccluTraceQueueBacklog",
+        "OccluTraceJobFailureRate",
+        "OccluTraceNoReadyWorkers",
+        "OccluTraceStoreErrors",
+    } <= names
     for r in rules:
         assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r["alert"]
         assert DURATION.match(r["for"]), r["alert"]
@@ -437,39 +458,60 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
     report them) raise their alerts; the alerts about other symptoms stay silent."""
     promtool = _promtool()
     (tmp_path / "rules.yaml").write_text(
-        yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]}))
+        yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]})
+    )
     ns = 'namespace="occlutrace"'
     two_pods = [f'{{{ns},pod="c1"}}', f'{{{ns},pod="c2"}}']
     series = []
     for pod in two_pods:  # both replicas serve the same cluster series
         series += [
             {"series": f"occlutrace_queue_depth{pod}", "values": "500x60"},
-            {"series": f"occlutrace_workers{pod[:-1]},device=\"cuda\"}}", "values": "0x60"},
-            {"series": f"occlutrace_jobs_finished_total{pod[:-1]},kind=\"pair\",state=\"succeeded\"}}",
-             "values": "0x60"},
+            {"series": f'occlutrace_workers{pod[:-1]},device="cuda"}}', "values": "0x60"},
+            {"series": f'occlutrace_jobs_finished_total{pod[:-1]},kind="pair",state="succeeded"}}', "values": "0x60"},
         ]
     by_name = {r["alert"]: r for r in alert_rules()}
 
     def fires(alert: str, summary: str) -> dict:
         rule = by_name[alert]
-        return {"eval_time": "40m", "alertname": alert, "exp_alerts": [{
-            "exp_labels": rule["labels"],
-            "exp_annotations": {"summary": summary, "description": rule["annotations"]["description"],
-                                "runbook_url": rule["annotations"]["runbook_url"]}}]}
+        return {
+            "eval_time": "40m",
+            "alertname": alert,
+            "exp_alerts": [
+                {
+                    "exp_labels": rule["labels"],
+                    "exp_annotations": {
+                        "summary": summary,
+                        "description": rule["annotations"]["description"],
+                        "runbook_url": rule["annotations"]["runbook_url"],
+                    },
+                }
+            ],
+        }
 
-    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m", "input_series": series,
-        "alert_rule_test": [
-            fires("OccluTraceQueueBacklog", "500 OccluTrace jobs queued in occlutrace"),
-            fires("OccluTraceNoReadyWorkers", "No ready OccluTrace align workers in occlutrace"),
-            fires("OccluTraceJobsStalled", "OccluTrace jobs are queued but none finished in 30 minutes (occlutrace)"),
-            {"eval_time": "40m", "alertname": "OccluTraceStoreErrors", "exp_alerts": []},
-            {"eval_time": "40m", "alertname": "OccluTraceJobFailureRate", "exp_alerts": []},
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    fires("OccluTraceQueueBacklog", "500 OccluTrace jobs queued in occlutrace"),
+                    fires("OccluTraceNoReadyWorkers", "No ready OccluTrace align workers in occlutrace"),
+                    fires(
+                        "OccluTraceJobsStalled",
+                        "OccluTrace jobs are queued but none finished in 30 minutes (occlutrace)",
+                    ),
+                    {"eval_time": "40m", "alertname": "OccluTraceStoreErrors", "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": "OccluTraceJobFailureRate", "exp_alerts": []},
+                ],
+            }
         ],
-    }]}
+    }
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
-    out = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
-                         timeout=60, cwd=tmp_path)
+    out = subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -479,7 +521,8 @@ def test_slo_and_dispatcher_alerts_fire_on_synthetic_series(tmp_path):
     raises each of them; a healthy cluster (fast jobs, empty queue, workers as requested) none."""
     promtool = _promtool()
     (tmp_path / "rules.yaml").write_text(
-        yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]}))
+        yaml.safe_dump({"groups": one(MONITORING_ON, "PrometheusRule")["spec"]["groups"]})
+    )
     ns = 'namespace="occlutrace"'
     buckets = ("1", "60", "3600", "7200", "+Inf")
 
@@ -495,38 +538,68 @@ def test_slo_and_dispatcher_alerts_fire_on_synthetic_series(tmp_path):
             ]
             for le in buckets:  # one succeeded pair job a minute, each in bucket `latency_le`
                 grows = buckets.index(le) >= buckets.index(latency_le)
-                series.append({"series": f'occlutrace_job_latency_seconds_bucket{{{lab},kind="pair",'
-                                         f'state="succeeded",le="{le}"}}', "values": "0+1x60" if grows else "0x60"})
+                series.append(
+                    {
+                        "series": f'occlutrace_job_latency_seconds_bucket{{{lab},kind="pair",'
+                        f'state="succeeded",le="{le}"}}',
+                        "values": "0+1x60" if grows else "0x60",
+                    }
+                )
         return series
 
     by_name = {r["alert"]: r for r in alert_rules()}
-    slo = ("OccluTraceDispatcherDown", "OccluTraceJobLatencySLO", "OccluTraceOldestQueuedJob",
-           "OccluTraceWorkersUnprovisioned")
+    slo = (
+        "OccluTraceDispatcherDown",
+        "OccluTraceJobLatencySLO",
+        "OccluTraceOldestQueuedJob",
+        "OccluTraceWorkersUnprovisioned",
+    )
 
     summaries = {  # p95 of jobs all in (3600, 7200]: 3600 + 0.95 * 3600 s = 1 h 57 min
         "OccluTraceDispatcherDown": "No OccluTrace controller reaches the dispatcher in occlutrace",
         "OccluTraceJobLatencySLO": "95th percentile OccluTrace job latency 1h 57m 0s over the last hour (occlutrace)",
         "OccluTraceOldestQueuedJob": "An OccluTrace job has waited 1h 0m 0s for a worker (occlutrace)",
         "OccluTraceWorkersUnprovisioned": "The OccluTrace dispatcher asks for 4 workers that do not become ready "
-                                          "(occlutrace)",
+        "(occlutrace)",
     }
 
     def fires(alert: str) -> dict:
         rule = by_name[alert]
-        return {"eval_time": "40m", "alertname": alert, "exp_alerts": [{
-            "exp_labels": rule["labels"],
-            "exp_annotations": {"summary": summaries[alert], "description": rule["annotations"]["description"],
-                                "runbook_url": rule["annotations"]["runbook_url"]}}]}
+        return {
+            "eval_time": "40m",
+            "alertname": alert,
+            "exp_alerts": [
+                {
+                    "exp_labels": rule["labels"],
+                    "exp_annotations": {
+                        "summary": summaries[alert],
+                        "description": rule["annotations"]["description"],
+                        "runbook_url": rule["annotations"]["runbook_url"],
+                    },
+                }
+            ],
+        }
 
-    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [
-        {"interval": "1m", "input_series": cluster(0, 3600, 4, 0, "7200"),
-         "alert_rule_test": [fires(a) for a in slo]},
-        {"interval": "1m", "input_series": cluster(1, 0, 2, 2, "60"),
-         "alert_rule_test": [{"eval_time": "40m", "alertname": a, "exp_alerts": []} for a in slo]},
-    ]}
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": cluster(0, 3600, 4, 0, "7200"),
+                "alert_rule_test": [fires(a) for a in slo],
+            },
+            {
+                "interval": "1m",
+                "input_series": cluster(1, 0, 2, 2, "60"),
+                "alert_rule_test": [{"eval_time": "40m", "alertname": a, "exp_alerts": []} for a in slo],
+            },
+        ],
+    }
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
-    out = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
-                         timeout=60, cwd=tmp_path)
+    out = subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -653,9 +726,20 @@ def test_values_schema_is_strict():
         out = []
         for k, v in d.items():
             path = f"{prefix}{k}"
-            if isinstance(v, dict) and v and k not in {"resources", "nodeSelector", "labels", "podSecurityContext",
-                                                       "containerSecurityContext", "operatorNamespaceSelector",
-                                                       "monitoringNamespaceSelector"}:
+            if (
+                isinstance(v, dict)
+                and v
+                and k
+                not in {
+                    "resources",
+                    "nodeSelector",
+                    "labels",
+                    "podSecurityContext",
+                    "containerSecurityContext",
+                    "operatorNamespaceSelector",
+                    "monitoringNamespaceSelector",
+                }
+            ):
                 out += leaves(v, path + ".")
             else:
                 out.append(path)
@@ -687,7 +771,10 @@ def test_three_worker_groups_render_as_three_kuberay_groups():
         spec = g["template"]["spec"]
         c = spec["containers"][0]
         assert (g["minReplicas"], g["replicas"], g["maxReplicas"]) == (
-            want.get("minReplicas", 0), want.get("replicas", want.get("minReplicas", 0)), want["maxReplicas"])
+            want.get("minReplicas", 0),
+            want.get("replicas", want.get("minReplicas", 0)),
+            want["maxReplicas"],
+        )
         gpus = want.get("gpus", 0)
         if gpus:
             assert g["rayStartParams"]["num-gpus"] == str(gpus)
@@ -708,17 +795,22 @@ def test_three_worker_groups_render_as_three_kuberay_groups():
         annotations = g["template"]["metadata"]["annotations"]
         assert annotations == {**values["podAnnotations"], **want.get("podAnnotations", {})}
         env_names = [e["name"] for e in c["env"]]
-        assert env_names[-len(values["extraEnv"]) - len(want.get("extraEnv", [])):] == [
-            e["name"] for e in values["extraEnv"] + want.get("extraEnv", [])]
+        assert env_names[-len(values["extraEnv"]) - len(want.get("extraEnv", [])) :] == [
+            e["name"] for e in values["extraEnv"] + want.get("extraEnv", [])
+        ]
         for tsc in spec["topologySpreadConstraints"]:  # defaulted to the pod's own group
-            assert tsc["labelSelector"]["matchLabels"] == {"ray.io/cluster": rc["metadata"]["name"],
-                                                           "ray.io/group": want["name"]}
+            assert tsc["labelSelector"]["matchLabels"] == {
+                "ray.io/cluster": rc["metadata"]["name"],
+                "ray.io/group": want["name"],
+            }
     # spot: the ray.spot placement is merged into the spot group only
     spot_key = next(iter(values["spot"]["nodeSelector"]))
     assert spot_key in groups["l4-spot"]["template"]["spec"]["nodeSelector"]
     assert spot_key not in groups["h100"]["template"]["spec"]["nodeSelector"]
-    assert any(t["key"] == values["spot"]["tolerations"][0]["key"]
-               for t in groups["l4-spot"]["template"]["spec"]["tolerations"])
+    assert any(
+        t["key"] == values["spot"]["tolerations"][0]["key"]
+        for t in groups["l4-spot"]["template"]["spec"]["tolerations"]
+    )
     # the head gets ray.* plus its own settings
     head = rc["spec"]["headGroupSpec"]["template"]
     assert head["spec"]["priorityClassName"] == values["head"]["priorityClassName"]
@@ -734,8 +826,9 @@ def test_gcs_fault_tolerance_uses_kuberays_options_with_the_password_from_a_secr
     ft = one(THREE_GROUPS, "RayCluster")["spec"]["gcsFaultToleranceOptions"]
     values = values_of(THREE_GROUPS)["ray"]["gcsFaultTolerance"]
     assert ft["redisAddress"] == values["redisAddress"]
-    assert ft["redisPassword"] == {"valueFrom": {"secretKeyRef": {"name": values["redisPasswordSecret"],
-                                                                  "key": values["redisPasswordKey"]}}}
+    assert ft["redisPassword"] == {
+        "valueFrom": {"secretKeyRef": {"name": values["redisPasswordSecret"], "key": values["redisPasswordKey"]}}
+    }
     assert "gcsFaultToleranceOptions" not in one(None, "RayCluster")["spec"]
     # the CRD this chart targets has the field (the annotation form is the pre-1.3 one)
     spec = raycluster_schema()["properties"]["spec"]["properties"]
@@ -748,7 +841,8 @@ def _max_workers_model(values: dict) -> int:
     groups = [g for g in values["ray"]["workerGroups"] if g.get("enabled", True)]
     gpus = sum(g["maxReplicas"] * g.get("gpus", 0) for g in groups)
     cpus = int(values["ray"]["head"]["numCpus"]) + sum(
-        g["maxReplicas"] * int(g["numCpus"]) for g in groups if not g.get("gpus", 0))
+        g["maxReplicas"] * int(g["numCpus"]) for g in groups if not g.get("gpus", 0)
+    )
     return max(1, gpus if gpus else cpus)
 
 
@@ -764,20 +858,31 @@ def test_max_workers_in_cpu_mode_counts_cpus_not_pods():
     assert _controller_env(str(CHART / "ci" / "gpu-off-values.yaml"))["OCCLUTRACE_MAX_WORKERS"] == "24"
 
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    given,
+    settings,
+    strategies as st,
+)
 
 _group = st.fixed_dictionaries(
-    {"gpus": st.sampled_from([0, 0, 1, 2, 8]), "maxReplicas": st.integers(1, 40),
-     "numCpus": st.integers(1, 64).map(str), "enabled": st.booleans()})
+    {
+        "gpus": st.sampled_from([0, 0, 1, 2, 8]),
+        "maxReplicas": st.integers(1, 40),
+        "numCpus": st.integers(1, 64).map(str),
+        "enabled": st.booleans(),
+    }
+)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(groups=st.lists(_group, min_size=1, max_size=6), head_cpus=st.sampled_from(["0", "0", "2"]))
 def test_max_workers_matches_the_model_for_drawn_fleets(tmp_path_factory, groups, head_cpus):
     """Random fleets (any mix of CPU and GPU groups, some disabled) through the real helm."""
-    worker_groups = [{"name": f"g{i}", "minReplicas": 0, **g,
-                      "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}} for i, g in enumerate(groups)]
+    worker_groups = [
+        {"name": f"g{i}", "minReplicas": 0, **g, "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}}
+        for i, g in enumerate(groups)
+    ]
     values = {"ray": {"workerGroups": worker_groups, "head": {"numCpus": head_cpus}}}
     path = tmp_path_factory.mktemp("fleet") / "values.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -787,12 +892,16 @@ def test_max_workers_matches_the_model_for_drawn_fleets(tmp_path_factory, groups
         assert out.returncode != 0 and "no Ray node can run align workers" in out.stderr
         return
     assert out.returncode == 0, out.stderr
-    deployment = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"
-                      and d["metadata"]["name"].endswith("-controller"))
+    deployment = next(
+        d
+        for d in yaml.safe_load_all(out.stdout)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-controller")
+    )
     assert _env(deployment["spec"]["template"]["spec"]["containers"][0])["OCCLUTRACE_MAX_WORKERS"] == str(model)
     rc = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "RayCluster")
     assert [g["groupName"] for g in rc["spec"].get("workerGroupSpecs", [])] == [
-        g["name"] for g in worker_groups if g["enabled"]]
+        g["name"] for g in worker_groups if g["enabled"]
+    ]
 
 
 def test_old_worker_keys_are_refused_with_the_migration_hint():
@@ -869,8 +978,9 @@ def test_helm_test_pod_calls_the_controller_with_a_known_token(values_file):
     c = pod["spec"]["containers"][0]
     env = _env(c)
     service = one(values_file, "Service", "-controller")
-    assert env["OCCLUTRACE_API_URL"] == (f"http://{service['metadata']['name']}.occlutrace.svc:"
-                                         f"{service['spec']['ports'][0]['port']}")
+    assert env["OCCLUTRACE_API_URL"] == (
+        f"http://{service['metadata']['name']}.occlutrace.svc:{service['spec']['ports'][0]['port']}"
+    )
     script = one(values_file, "ConfigMap", "-helm-test")["data"]["smoke.py"]
     assert script == (CHART / "files" / "helm-smoke-test.py").read_text().rstrip("\n")
     assert c["command"][-1].endswith("/smoke.py")
@@ -894,8 +1004,10 @@ def test_network_policy_lets_the_test_pod_reach_the_api():
     pod_labels = one(EXPOSURE, "Pod")["metadata"]["labels"]
     policy = one(EXPOSURE, "NetworkPolicy", "-controller")
     peers = policy["spec"]["ingress"][0]["from"]
-    assert any(p.get("podSelector", {}).get("matchLabels", {}).items() <= pod_labels.items()
-               and "podSelector" in p for p in peers)
+    assert any(
+        p.get("podSelector", {}).get("matchLabels", {}).items() <= pod_labels.items() and "podSelector" in p
+        for p in peers
+    )
 
 
 def test_helm_test_can_be_turned_off():

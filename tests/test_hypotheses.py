@@ -10,8 +10,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from occlutrace_compute.registration import RegistrationOptions, register
-from occlutrace_compute.registration import hypotheses as hyp
+from occlutrace_compute.registration import RegistrationOptions, hypotheses as hyp, register
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.features import fpfh
 from occlutrace_compute.registration.sampling import sample_surface, voxel_downsample
@@ -51,7 +50,9 @@ def test_consistency_keeps_rigid_triplets_and_drops_flipped_normals():
     bad[:, :, 1] *= -1  # one correspondence's normal points the other way
     t = torch.from_numpy
     rigid = hyp._consistent(t(s), t(d), t(ns), t(nd), min_edge_mm=1.0, normal_tol=0.35)
-    long_edges = np.all([np.linalg.norm(s[..., i, :] - s[..., j, :], axis=-1) > 1.0 for i, j in ((0, 1), (1, 2), (0, 2))], 0)
+    long_edges = np.all(
+        [np.linalg.norm(s[..., i, :] - s[..., j, :], axis=-1) > 1.0 for i, j in ((0, 1), (1, 2), (0, 2))], 0
+    )
     assert bool((rigid.numpy() == long_edges).all()) and long_edges.sum() > 40
     flipped = hyp._consistent(t(s), t(d), t(ns), t(bad), min_edge_mm=1.0, normal_tol=0.35)
     assert int(flipped.sum()) < 0.2 * int(rigid.sum())
@@ -94,7 +95,9 @@ def test_ransac_finds_the_pose_between_two_samplings_of_one_surface():
         p, n = sample_surface(mesh, 20000, seed=seed)
         clouds.append(pack([voxel_downsample(p, n, 1.6)], torch.device("cpu")))
     feats = [fpfh(c, 8.0) for c in clouds]
-    poses = hyp.ransac_hypotheses(clouds[0], clouds[1], feats[0], feats[1], 30000, 8, inlier_mm=2.4, min_edge_mm=6.4, seed=0)[0]
+    poses = hyp.ransac_hypotheses(
+        clouds[0], clouds[1], feats[0], feats[1], 30000, 8, inlier_mm=2.4, min_edge_mm=6.4, seed=0
+    )[0]
     best = min(rotation_error_deg(T, case.T_fixed_moving) for T in poses)
     assert best < 3.0
 

@@ -52,16 +52,39 @@ def test_missing_root_is_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "names, kind, roles",
     [
-        (("UpperJaw.ply", "LowerJaw.ply", "BuccalBite.ply"), "bite", {"upper": "UpperJaw.ply", "lower": "LowerJaw.ply", "bite1": "BuccalBite.ply"}),
-        (("Maxilla.STL", "Mandible.stl", "BuccalBiteLeft.obj", "BuccalBiteRight.obj"), "bite",
-         {"upper": "Maxilla.STL", "lower": "Mandible.stl", "bite1": "BuccalBiteLeft.obj", "bite2": "BuccalBiteRight.obj"}),
-        (("case7_maxillary.ply", "case7_mandibular.ply", "case7_occlusion.ply"), "bite",
-         {"upper": "case7_maxillary.ply", "lower": "case7_mandibular.ply", "bite1": "case7_occlusion.ply"}),
+        (
+            ("UpperJaw.ply", "LowerJaw.ply", "BuccalBite.ply"),
+            "bite",
+            {"upper": "UpperJaw.ply", "lower": "LowerJaw.ply", "bite1": "BuccalBite.ply"},
+        ),
+        (
+            ("Maxilla.STL", "Mandible.stl", "BuccalBiteLeft.obj", "BuccalBiteRight.obj"),
+            "bite",
+            {
+                "upper": "Maxilla.STL",
+                "lower": "Mandible.stl",
+                "bite1": "BuccalBiteLeft.obj",
+                "bite2": "BuccalBiteRight.obj",
+            },
+        ),
+        (
+            ("case7_maxillary.ply", "case7_mandibular.ply", "case7_occlusion.ply"),
+            "bite",
+            {"upper": "case7_maxillary.ply", "lower": "case7_mandibular.ply", "bite1": "case7_occlusion.ply"},
+        ),
         (("reference.stl", "rescan.stl"), "pair", {"fixed": "reference.stl", "moving": "rescan.stl"}),
         (("Baseline.PLY", "Follow-Up.ply"), "pair", {"fixed": "Baseline.PLY", "moving": "Follow-Up.ply"}),
         (("first.obj", "second.obj"), "pair", {"fixed": "first.obj", "moving": "second.obj"}),
-        (("upper_reference.stl", "upper_rescan.stl"), "pair", {"fixed": "upper_reference.stl", "moving": "upper_rescan.stl"}),
-        (("UPPER.stl", "LOWER.stl", "BITE1.stl"), "bite", {"upper": "UPPER.stl", "lower": "LOWER.stl", "bite1": "BITE1.stl"}),
+        (
+            ("upper_reference.stl", "upper_rescan.stl"),
+            "pair",
+            {"fixed": "upper_reference.stl", "moving": "upper_rescan.stl"},
+        ),
+        (
+            ("UPPER.stl", "LOWER.stl", "BITE1.stl"),
+            "bite",
+            {"upper": "UPPER.stl", "lower": "LOWER.stl", "bite1": "BITE1.stl"},
+        ),
     ],
 )
 def test_vendor_and_clinical_names(tmp_path: Path, names, kind, roles) -> None:
@@ -97,8 +120,11 @@ def test_case_json_names_roles_and_options(tmp_path: Path) -> None:
     import json
 
     _touch(tmp_path / "c1", "scan_a.stl", "scan_b.stl")
-    (tmp_path / "c1" / "case.json").write_text(json.dumps(
-        {"kind": "pair", "files": {"fixed": "scan_a.stl", "moving": "scan_b.stl"}, "options": {"tolerance_mm": 0.1}}))
+    (tmp_path / "c1" / "case.json").write_text(
+        json.dumps(
+            {"kind": "pair", "files": {"fixed": "scan_a.stl", "moving": "scan_b.stl"}, "options": {"tolerance_mm": 0.1}}
+        )
+    )
     _touch(tmp_path / "c2", "UpperJaw.stl", "LowerJaw.stl", "BuccalBite.stl")
     (tmp_path / "c2" / "case.json").write_text(json.dumps({"options": {"contact_threshold_mm": 0.2, "settle": True}}))
     _touch(tmp_path / "c3", "fixed.stl", "moving.stl")
@@ -111,7 +137,11 @@ def test_case_json_names_roles_and_options(tmp_path: Path) -> None:
     (tmp_path / "c6" / "case.json").write_text(json.dumps({"colour": "red"}))
     cases, bad = discover_cases(tmp_path)
     by = {c.label: c for c in cases}
-    assert by["c1"].kind == "pair" and by["c1"].files["moving"].name == "scan_b.stl" and by["c1"].options == {"tolerance_mm": 0.1}
+    assert (
+        by["c1"].kind == "pair"
+        and by["c1"].files["moving"].name == "scan_b.stl"
+        and by["c1"].options == {"tolerance_mm": 0.1}
+    )
     assert by["c2"].kind == "bite" and by["c2"].options["settle"] is True
     reasons = {b.label: b.reason for b in bad}
     assert set(reasons) == {"c3", "c4", "c5", "c6"}
@@ -123,13 +153,36 @@ def test_case_json_names_roles_and_options(tmp_path: Path) -> None:
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-_ROLE_WORDS = st.sampled_from(["upper", "UpperJaw", "maxilla", "lower", "LowerJaw", "mandible", "bite", "BuccalBite",
-                               "reference", "baseline", "rescan", "followup", "scan", "model", "x"])
+_ROLE_WORDS = st.sampled_from(
+    [
+        "upper",
+        "UpperJaw",
+        "maxilla",
+        "lower",
+        "LowerJaw",
+        "mandible",
+        "bite",
+        "BuccalBite",
+        "reference",
+        "baseline",
+        "rescan",
+        "followup",
+        "scan",
+        "model",
+        "x",
+    ]
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["", "case_", "Case-12 "]), _ROLE_WORDS, st.sampled_from([".stl", ".PLY", ".obj"])),
-                min_size=1, max_size=6, unique_by=lambda t: t[1]))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["", "case_", "Case-12 "]), _ROLE_WORDS, st.sampled_from([".stl", ".PLY", ".obj"])),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda t: t[1],
+    )
+)
 def test_any_folder_of_meshes_is_a_case_or_a_reported_rejection(tmp_path_factory, files) -> None:
     """Whatever the names, a folder with meshes is never silently dropped."""
     root = tmp_path_factory.mktemp("h")

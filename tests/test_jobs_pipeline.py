@@ -53,22 +53,32 @@ def small_pair():
 def _pair_inputs(case, fmt: str, encoding: str) -> dict[str, InputFile]:
     from occlutrace_compute.meshes import mesh_to_bytes
 
-    return {role: InputFile(f"{role}.{fmt}", mesh_to_bytes(getattr(case, role), fmt, encoding)) for role in ("fixed", "moving")}
+    return {
+        role: InputFile(f"{role}.{fmt}", mesh_to_bytes(getattr(case, role), fmt, encoding))
+        for role in ("fixed", "moving")
+    }
 
 
 def test_aligned_mesh_is_binary_unless_the_input_encoding_is_kept(small_pair) -> None:
     from occlutrace_compute.meshes import load_mesh
 
     default = run_case("pair", _pair_inputs(small_pair, "stl", "ascii"), JobOptions(device="cpu"), "case-0001")
-    kept = run_case("pair", _pair_inputs(small_pair, "ply", "ascii"), JobOptions(device="cpu", keep_encoding=True), "case-0001")
-    stl, ply = load_mesh(data=default.files["aligned.stl"], name="aligned.stl"), load_mesh(data=kept.files["aligned.ply"], name="aligned.ply")
+    kept = run_case(
+        "pair", _pair_inputs(small_pair, "ply", "ascii"), JobOptions(device="cpu", keep_encoding=True), "case-0001"
+    )
+    stl, ply = (
+        load_mesh(data=default.files["aligned.stl"], name="aligned.stl"),
+        load_mesh(data=kept.files["aligned.ply"], name="aligned.ply"),
+    )
     assert stl.encoding == "binary" and ply.encoding == "ascii"
     # Same pose either way (ASCII rounds to its printed digits), same result contract.
     assert stl.mesh.n_faces == ply.mesh.n_faces == small_pair.moving.n_faces
     moved = small_pair.moving.transformed(np.asarray(kept.result["matrix"]))
     assert abs(ply.mesh.vertices - moved.vertices).max() < 1e-3
     assert set(default.result) == set(kept.result)
-    assert default.result["outputs"] == sorted(set(default.files) - {"result.json"}) and "deviation.png" in default.files
+    assert (
+        default.result["outputs"] == sorted(set(default.files) - {"result.json"}) and "deviation.png" in default.files
+    )
     assert {"load", "register", "deviation", "preview", "export"} <= set(default.result["timings_seconds"])
 
 

@@ -27,8 +27,7 @@ import os
 import struct
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.meshes import find_metadata, load_mesh, sanitize_bytes
 from occlutrace_compute.meshes.stl import geometric_normals
@@ -56,8 +55,9 @@ texts = st.one_of(
     st.tuples(st.sampled_from(NAMES), st.dates()).map(lambda t: f"{t[0]} {t[1]:%Y-%m-%d}"),
     st.tuples(st.sampled_from(NAMES), st.integers(10**6, 10**10)).map(lambda t: f"{t[0]} MRN{t[1]}"),
     st.dates().map(lambda d: f"DOB {d:%d.%m.%Y}"),
-    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _-:.", min_size=6, max_size=40)
-    .map(lambda s: "Q" + " ".join(s.split()) + "Z"),  # an upper-case letter: clean files have none
+    st.text(
+        alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _-:.", min_size=6, max_size=40
+    ).map(lambda s: "Q" + " ".join(s.split()) + "Z"),  # an upper-case letter: clean files have none
 )
 tokens = texts.map(lambda s: s.replace(" ", "_"))
 numbers = st.integers(10**9, 10**15).map(str)  # longer than any number a clean file holds
@@ -184,6 +184,7 @@ def build_ply(p: dict, encoding: str) -> bytes:
         frows.append(row)
     erows = [[float(p["normals"]) if "normals" in p else 3.25]] * 2 if "element" in p else []
     if encoding == "ascii":
+
         def fmt_row(row, spell=None):
             return " ".join(num(x) if isinstance(x, float) else str(int(x)) for x in row)
 

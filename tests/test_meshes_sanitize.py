@@ -70,8 +70,17 @@ CASES = {
     "be.ply": (lambda: ply("binary", ">"), {"ply.comment", "ply.obj_info", "ply.element"}),
     "scan.obj": (
         obj,
-        {"obj.comment", "obj.mtllib", "obj.object_name", "obj.group_name", "obj.usemtl", "obj.statement",
-         "obj.smoothing_group", "obj.vn", "obj.face_refs"},  # fmt: skip  (vt: UVs are kept since #11 item 5)
+        {
+            "obj.comment",
+            "obj.mtllib",
+            "obj.object_name",
+            "obj.group_name",
+            "obj.usemtl",
+            "obj.statement",
+            "obj.smoothing_group",
+            "obj.vn",
+            "obj.face_refs",
+        },  # fmt: skip  (vt: UVs are kept since #11 item 5)
     ),
 }
 
@@ -186,7 +195,10 @@ def _ply_with_extras(encoding: str) -> bytes:
         "end_header",
     ]  # fmt: skip
     if encoding == "ascii":
-        rows = [" ".join([*(repr(float(x)) for x in v), *map(str, c), "7", "0.25"]) for v, c in zip(m.vertices, m.vertex_colors)]
+        rows = [
+            " ".join([*(repr(float(x)) for x in v), *map(str, c), "7", "0.25"])
+            for v, c in zip(m.vertices, m.vertex_colors)
+        ]
         rows += [" ".join(map(str, [9, 3, *f, len(spelled), *spelled])) for f in m.faces]
         rows.append("1980.0314")
         body = ("\n".join(rows) + "\n").encode()

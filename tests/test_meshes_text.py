@@ -10,11 +10,9 @@ Python's float() and a loop-based fan triangulation written here.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from occlutrace_compute.meshes import Limits, ply, stl
-from occlutrace_compute.meshes import obj as objfmt
+from occlutrace_compute.meshes import Limits, obj as objfmt, ply, stl
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}"]
 

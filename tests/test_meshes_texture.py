@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from occlutrace_compute.errors import InputRejected
@@ -21,7 +20,7 @@ from occlutrace_compute.meshes import Limits, find_metadata, load_mesh, sanitize
 from occlutrace_compute.meshes.model import Mesh
 
 sys.path.insert(0, str(Path(__file__).parent))
-from texture_case import PLANTED, corner_uvs, image_bytes, mtl_bytes, obj_bytes, write_case  # noqa: E402
+from texture_case import PLANTED, corner_uvs, image_bytes, mtl_bytes, obj_bytes, write_case
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +53,18 @@ def test_sanitize_writes_obj_mtl_and_reencoded_texture_geometry_and_uvs_unchange
     _corners_kept(before.mesh, pair.moving)
     assert before.mesh.n_vertices > pair.moving.n_vertices  # the seam's corners were split
     fields = {f for f, _ in find_metadata(src)}
-    assert {"obj.comment", "obj.object_name", "obj.usemtl", "mtl.comment", "mtl.newmtl", "mtl.Ka", "mtl.illum",
-            "texture.exif", "texture.icc_profile", "texture.file"} <= fields
+    assert {
+        "obj.comment",
+        "obj.object_name",
+        "obj.usemtl",
+        "mtl.comment",
+        "mtl.newmtl",
+        "mtl.Ka",
+        "mtl.illum",
+        "texture.exif",
+        "texture.icc_profile",
+        "texture.file",
+    } <= fields
     assert "texture.comment" in fields or "texture.Comment" in fields
     assert "texture.xmp" in fields or "texture.XML:com.adobe.xmp" in fields
     out = tmp_path / "out"
@@ -66,7 +75,9 @@ def test_sanitize_writes_obj_mtl_and_reencoded_texture_geometry_and_uvs_unchange
     assert (out / "clean.mtl").read_bytes() == f"newmtl texture\nmap_Kd clean.{suffix}\n".encode()
     _no_planted(out)
     after = load_mesh(out / "clean.obj")
-    assert np.array_equal(after.mesh.vertices, before.mesh.vertices) and np.array_equal(after.mesh.faces, before.mesh.faces)
+    assert np.array_equal(after.mesh.vertices, before.mesh.vertices) and np.array_equal(
+        after.mesh.faces, before.mesh.faces
+    )
     assert np.array_equal(after.mesh.uv, before.mesh.uv)
     with Image.open(out / f"clean.{suffix}") as im:
         assert im.size == (64, 48) and im.format == fmt.upper()
@@ -80,12 +91,26 @@ def test_sanitize_writes_obj_mtl_and_reencoded_texture_geometry_and_uvs_unchange
 def test_ply_texture_coordinates_and_texture_file_kept(tmp_path, pair):
     m = pair.moving
     uv = np.round(np.random.default_rng(1).random((m.n_vertices, 2)), 6)
-    head = ["ply", "format ascii 1.0", "comment TextureFile DOB19800314.png", f"comment Patient {PLANTED[0].decode()}",
-            f"element vertex {m.n_vertices}", "property float x", "property float y", "property float z",
-            "property float s", "property float t", f"element face {m.n_faces}", "property list uchar int vertex_indices",
-            "end_header"]
+    head = [
+        "ply",
+        "format ascii 1.0",
+        "comment TextureFile DOB19800314.png",
+        f"comment Patient {PLANTED[0].decode()}",
+        f"element vertex {m.n_vertices}",
+        "property float x",
+        "property float y",
+        "property float z",
+        "property float s",
+        "property float t",
+        f"element face {m.n_faces}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
     v32 = m.vertices.astype(np.float32)
-    rows = [f"{x!r} {y!r} {z!r} {u!r} {w!r}" for (x, y, z), (u, w) in zip(v32.astype(np.float64).tolist(), uv.astype(np.float32).astype(np.float64).tolist())]
+    rows = [
+        f"{x!r} {y!r} {z!r} {u!r} {w!r}"
+        for (x, y, z), (u, w) in zip(v32.astype(np.float64).tolist(), uv.astype(np.float32).astype(np.float64).tolist())
+    ]
     rows += [f"3 {a} {b} {c}" for a, b, c in m.faces.tolist()]
     (tmp_path / "scan.ply").write_text("\n".join(head + rows) + "\n")
     (tmp_path / "DOB19800314.png").write_bytes(image_bytes("png"))
@@ -131,20 +156,30 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
         reencode(buf.getvalue(), "bomb.png", Limits())
 
 
-_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#\\"), min_size=6, max_size=30)
+_TEXT = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#\\"), min_size=6, max_size=30
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=_TEXT, fmt=st.sampled_from(["jpeg", "png"]), where=st.sampled_from(["newmtl", "Ka", "comment", "map_Ks", "tail"]))
+@given(
+    payload=_TEXT,
+    fmt=st.sampled_from(["jpeg", "png"]),
+    where=st.sampled_from(["newmtl", "Ka", "comment", "map_Ks", "tail"]),
+)
 def test_payloads_in_mtl_fields_and_image_metadata_never_survive(tmp_path_factory, payload, fmt, where):
     payload = "Zq" + payload  # a letter pair no number, keyword or name we write contains
     mesh = _small()
     d = tmp_path_factory.mktemp("p")
     suffix = "jpg" if fmt == "jpeg" else "png"
     (d / f"t.{suffix}").write_bytes(image_bytes(fmt, payload=payload, size=(16, 16)))
-    mtl = {"newmtl": f"newmtl {payload}\nmap_Kd t.{suffix}\n", "Ka": f"newmtl a\nKa {payload}\nmap_Kd t.{suffix}\n",
-           "comment": f"# {payload}\nnewmtl a\nmap_Kd t.{suffix}\n", "map_Ks": f"newmtl a\nmap_Ks {payload}\nmap_Kd t.{suffix}\n",
-           "tail": f"newmtl a\nmap_Kd t.{suffix} # {payload}\n"}[where]
+    mtl = {
+        "newmtl": f"newmtl {payload}\nmap_Kd t.{suffix}\n",
+        "Ka": f"newmtl a\nKa {payload}\nmap_Kd t.{suffix}\n",
+        "comment": f"# {payload}\nnewmtl a\nmap_Kd t.{suffix}\n",
+        "map_Ks": f"newmtl a\nmap_Ks {payload}\nmap_Kd t.{suffix}\n",
+        "tail": f"newmtl a\nmap_Kd t.{suffix} # {payload}\n",
+    }[where]
     (d / "m.mtl").write_text(mtl)
     (d / "s.obj").write_bytes(obj_bytes(mesh, "m.mtl", payload=payload))
     out = d / "out"
@@ -172,8 +207,14 @@ def _small() -> Mesh:
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    return subprocess.run([sys.executable, "-m", "occlutrace_compute.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "occlutrace_compute.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def test_medit_textured_obj_aligned_end_to_end_by_the_cli(tmp_path, pair):
@@ -206,8 +247,12 @@ def test_service_uploads_re_make_mtl_and_texture_and_the_job_finds_them(tmp_path
     from occlutrace_compute.storage.local import LocalStore
 
     store = LocalStore(tmp_path / "store")
-    uploads = {"fixed.ply": mesh_to_bytes(pair.fixed, "ply"), "moving.obj": obj_bytes(pair.moving, "moving.mtl"),
-               "moving.mtl": mtl_bytes("texture.jpg"), "texture.jpg": image_bytes("jpeg")}
+    uploads = {
+        "fixed.ply": mesh_to_bytes(pair.fixed, "ply"),
+        "moving.obj": obj_bytes(pair.moving, "moving.mtl"),
+        "moving.mtl": mtl_bytes("texture.jpg"),
+        "texture.jpg": image_bytes("jpeg"),
+    }
     with pytest.raises(InputRejected, match="PatientID-4711"):  # an identifying texture name is refused
         clean_mesh(mtl_bytes("PatientID-4711_texture.jpg"), "moving.mtl", 10**8)
     for name, data in uploads.items():
@@ -215,15 +260,23 @@ def test_service_uploads_re_make_mtl_and_texture_and_the_job_finds_them(tmp_path
         assert not [p for p in PLANTED if p in clean]
         store.put(input_key("lab1", "case-7", name), clean)
     assert store.get(input_key("lab1", "case-7", "moving.mtl")) == b"newmtl texture\nmap_Kd texture.jpg\n"
-    spec = JobSpec(job_id="job-1", tenant="lab1", case="case-7", kind="pair",
-                   inputs={"fixed": input_key("lab1", "case-7", "fixed.ply"), "moving": input_key("lab1", "case-7", "moving.obj")},
-                   options={"device": "cpu"})
+    spec = JobSpec(
+        job_id="job-1",
+        tenant="lab1",
+        case="case-7",
+        kind="pair",
+        inputs={"fixed": input_key("lab1", "case-7", "fixed.ply"), "moving": input_key("lab1", "case-7", "moving.obj")},
+        options={"device": "cpu"},
+    )
     result = run_job(spec, store)
     assert {"aligned.obj", "aligned.mtl", "aligned.jpg"} <= set(result["outputs"])
     for key in store.iter_keys("tenants/"):
         assert not [p for p in PLANTED if p in store.get(key)], key
-    aligned = load_mesh(data=store.get(result["outputs"]["aligned.obj"]), name="aligned.obj",
-                        companions={n: store.get(k) for n, k in result["outputs"].items()})
+    aligned = load_mesh(
+        data=store.get(result["outputs"]["aligned.obj"]),
+        name="aligned.obj",
+        companions={n: store.get(k) for n, k in result["outputs"].items()},
+    )
     assert aligned.mesh.texture is not None and aligned.mesh.uv is not None
 
 
@@ -236,8 +289,9 @@ def test_http_uploads_of_mtl_and_texture_are_re_made_or_refused_naming_the_file(
     from occlutrace_compute.storage import LocalStore
 
     tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
-    config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
-                                    max_upload_bytes=200_000)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN, max_upload_bytes=200_000
+    )
     store = LocalStore(tmp_path / "store")
     c = TestClient(create_app(config, store=store), headers={"Authorization": "Bearer tok-alpha-0123456789"})
     for name, data in (("scan.mtl", mtl_bytes("texture.jpg")), ("texture.jpg", image_bytes("jpeg"))):

@@ -58,9 +58,15 @@ def required_series(name: str, types: dict[str, str]) -> set[str]:
 def service(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metrics")
     tokens = write_tokens(tmp / "tokens", {"tok-metrics-0123456": "metrics"})
-    config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
-                                    ray_namespace="metrics-contract", rescan_s=1.0, cpu_workers=1, batch_size=4,
-                                    rate_burst=5000)  # the default job function: the real pipeline
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp / 'store'}",
+        tokens_file=str(tokens),
+        ray_namespace="metrics-contract",
+        rescan_s=1.0,
+        cpu_workers=1,
+        batch_size=4,
+        rate_burst=5000,
+    )  # the default job function: the real pipeline
     with ray_session(num_cpus=2):
         server = LiveServer(lambda: build_app(config)).start()
         yield server, Api(server.url, "tok-metrics-0123456"), config
@@ -81,9 +87,11 @@ def test_metrics_cover_the_chart_and_carry_a_real_job(service):
     before = scrape(server.url)  # controller series are per process: other tests may have moved them
     for path in sorted(SAMPLE.glob("*.ply")):
         assert api.upload("real-metrics-1", path.name, path.read_bytes()).status_code == 201
-    r = api.http.post("/v1/jobs", json={"case": "real-metrics-1", "kind": "pair",
-                                         "inputs": {"fixed": "fixed.ply", "moving": "moving.ply"}},
-                      headers={"X-Request-ID": "metrics-req-1"})
+    r = api.http.post(
+        "/v1/jobs",
+        json={"case": "real-metrics-1", "kind": "pair", "inputs": {"fixed": "fixed.ply", "moving": "moving.ply"}},
+        headers={"X-Request-ID": "metrics-req-1"},
+    )
     assert r.status_code == 201 and r.headers["x-request-id"] == "metrics-req-1", r.text
     done = api.wait_state(r.json()["job_id"], ("succeeded", "failed", "rejected"), 120)
     assert done["state"] == "succeeded", done
@@ -102,8 +110,12 @@ def test_metrics_cover_the_chart_and_carry_a_real_job(service):
     logs_dir = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
 
     def worker_lines() -> list[dict] | None:
-        lines = [json.loads(line) for f in logs_dir.glob("worker-*.out") for line in f.read_text().splitlines()
-                 if line.startswith("{") and '"occlutrace.worker"' in line and r.json()["job_id"] in line]
+        lines = [
+            json.loads(line)
+            for f in logs_dir.glob("worker-*.out")
+            for line in f.read_text().splitlines()
+            if line.startswith("{") and '"occlutrace.worker"' in line and r.json()["job_id"] in line
+        ]
         return lines if any(line["msg"] == "job succeeded" for line in lines) else None
 
     lines = wait_for(worker_lines, 30, "the worker's log lines of the job", every_s=0.2)
@@ -132,6 +144,7 @@ def test_metrics_cover_the_chart_and_carry_a_real_job(service):
     assert after.samples["occlutrace_dispatcher_up"] == [({}, 1.0)]
     assert after.types["occlutrace_requested_workers"] == "gauge"
     assert after.samples["occlutrace_requested_workers"][0][1] >= 0
+
     def grew(name: str, **labels: str) -> float:
         return after.total(name, **labels) - before.total(name, **labels)
 

@@ -22,8 +22,12 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy(REPO / name, src / name)
     for name in ("occlutrace_compute", "kernels"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (path,) = out.glob("occlutrace_compute-*.whl")
     return path
 
@@ -33,8 +37,14 @@ def test_wheel_holds_kernel_sources_and_package_data(wheel):
     for source in sorted((REPO / "kernels").glob("*.cu")) + sorted((REPO / "kernels").glob("*.h")):
         assert any(n.endswith(f".data/data/share/occlutrace/kernels/{source.name}") for n in names), source.name
     assert any(n.startswith("occlutrace_compute/privacy/data/first_names") for n in names)
-    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css", "swagger-ui/LICENSE", "swagger-ui/NOTICE",
-                  "redoc/redoc.standalone.js", "redoc/LICENSE"):  # /docs and /redoc work offline
+    for asset in (
+        "swagger-ui/swagger-ui-bundle.js",
+        "swagger-ui/swagger-ui.css",
+        "swagger-ui/LICENSE",
+        "swagger-ui/NOTICE",
+        "redoc/redoc.standalone.js",
+        "redoc/LICENSE",
+    ):  # /docs and /redoc work offline
         assert f"occlutrace_compute/service/static/{asset}" in names, asset
 
 
@@ -44,12 +54,19 @@ def test_installed_wheel_finds_its_kernels(wheel, tmp_path):
     env = tmp_path / "env"
     venv.create(env, with_pip=False)
     py = env / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (module,) = env.glob("lib/python*/site-packages/occlutrace_compute/nn/kernel_files.py")
-    code = (f"import importlib.util as u; s = u.spec_from_file_location('kf', r'{module}'); m = u.module_from_spec(s); "
-            "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu'))")
-    found = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True, timeout=60,
-                           cwd=tmp_path).stdout.strip()  # not the checkout: its egg-info would answer
+    code = (
+        f"import importlib.util as u; s = u.spec_from_file_location('kf', r'{module}'); m = u.module_from_spec(s); "
+        "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu'))"
+    )
+    found = subprocess.run(
+        [str(py), "-c", code], check=True, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    ).stdout.strip()  # not the checkout: its egg-info would answer
     assert Path(found) == env / "share" / "occlutrace" / "kernels" / "grid_knn.cu"
     assert Path(found).read_text() == (REPO / "kernels" / "grid_knn.cu").read_text()

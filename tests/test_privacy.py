@@ -20,12 +20,40 @@ def kinds(text: str, allow: tuple[str, ...] = ()) -> list[tuple[str, str]]:
 
 
 ANONYMOUS = [
-    "case-0017", "LAB-2024-00017", "WO-88123", "A17-upper", "upper", "lower", "bite_left", "scan_2",
-    "prep-36", "crown_46", "batch-7/case-0012", "maxilla", "mandible", "buccal bite right", "rescan",
-    "implant_36", "bridge_11-12-13", "arch", "tooth 46", "Upper_Arch_Final", "OK_UK_Biss", "Will_upper",
-    "May_lower", "mark_margin_upper", "iTero_export_upper", "ScanBody_36", "szczęka_górna",
-    "mâchoire_supérieure", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "v2.1.24_lower", "2024_Q3_batch12",
-    "Exported by 3Shape Dental System 2.21.0.0", "Emergency_Repair_11", "scan 2 via Trios 5",
+    "case-0017",
+    "LAB-2024-00017",
+    "WO-88123",
+    "A17-upper",
+    "upper",
+    "lower",
+    "bite_left",
+    "scan_2",
+    "prep-36",
+    "crown_46",
+    "batch-7/case-0012",
+    "maxilla",
+    "mandible",
+    "buccal bite right",
+    "rescan",
+    "implant_36",
+    "bridge_11-12-13",
+    "arch",
+    "tooth 46",
+    "Upper_Arch_Final",
+    "OK_UK_Biss",
+    "Will_upper",
+    "May_lower",
+    "mark_margin_upper",
+    "iTero_export_upper",
+    "ScanBody_36",
+    "szczęka_górna",
+    "mâchoire_supérieure",
+    "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+    "v2.1.24_lower",
+    "2024_Q3_batch12",
+    "Exported by 3Shape Dental System 2.21.0.0",
+    "Emergency_Repair_11",
+    "scan 2 via Trios 5",
 ]
 
 
@@ -77,9 +105,22 @@ def test_lowercase_english_word_names_need_capitals_or_company() -> None:
 
 @pytest.mark.parametrize(
     "date",
-    ["1972-03-04", "04.03.1972", "3/4/72", "19720304", "04031972", "4 March 1972", "March 4, 1972",
-     "4. März 1972", "4 mars 1972", "4 de marzo de 1972", "04-Mar-1972", "4Mar72", "12th March 1965",
-     "20240517_143012"],
+    [
+        "1972-03-04",
+        "04.03.1972",
+        "3/4/72",
+        "19720304",
+        "04031972",
+        "4 March 1972",
+        "March 4, 1972",
+        "4. März 1972",
+        "4 mars 1972",
+        "4 de marzo de 1972",
+        "04-Mar-1972",
+        "4Mar72",
+        "12th March 1965",
+        "20240517_143012",
+    ],
 )
 def test_dates(date: str) -> None:
     assert kinds(f"upper {date} scan") == [("date", date)]
@@ -87,8 +128,13 @@ def test_dates(date: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "part"),
-    [("DOB 1972 upper", "DOB 1972"), ("dob_03-04-72", "dob_03-04-72"), ("geb. 04.03.1972", "geb. 04.03.1972"),
-     ("né le 4/3/1972", "4/3/1972"), ("born 1965-03-12", "born 1965-03-12")],
+    [
+        ("DOB 1972 upper", "DOB 1972"),
+        ("dob_03-04-72", "dob_03-04-72"),
+        ("geb. 04.03.1972", "geb. 04.03.1972"),
+        ("né le 4/3/1972", "4/3/1972"),
+        ("born 1965-03-12", "born 1965-03-12"),
+    ],
 )
 def test_birth_markers(text: str, part: str) -> None:
     found = find_identifiers(text)
@@ -102,9 +148,15 @@ def test_impossible_and_future_dates_are_not_dates() -> None:
 
 @pytest.mark.parametrize(
     ("text", "part"),
-    [("MRN 0012345 upper", "MRN 0012345"), ("chart#12345", "chart#12345"), ("Pat 0012345 UK", "Pat 0012345"),
-     ("PID-998877", "PID-998877"), ("Akte 20931", "Akte 20931"), ("upper_88123456", "88123456"),
-     ("123456_bite", "123456")],
+    [
+        ("MRN 0012345 upper", "MRN 0012345"),
+        ("chart#12345", "chart#12345"),
+        ("Pat 0012345 UK", "Pat 0012345"),
+        ("PID-998877", "PID-998877"),
+        ("Akte 20931", "Akte 20931"),
+        ("upper_88123456", "88123456"),
+        ("123456_bite", "123456"),
+    ],
 )
 def test_record_numbers(text: str, part: str) -> None:
     assert kinds(text) == [("mrn", part)]
@@ -117,9 +169,15 @@ def test_short_lab_numbers_are_not_record_numbers() -> None:
 
 @pytest.mark.parametrize(
     ("text", "part"),
-    [("123-45-6789 upper", "123-45-6789"), ("SSN 123456789", "SSN 123456789"),
-     ("RSSMRA72C04H501X_upper", "RSSMRA72C04H501X"), ("720304-1234_UK", "720304-1234"),
-     ("AB123456C_lower", "AB123456C"), ("943 476 5919", "943 476 5919"), ("44051401458", "44051401458")],
+    [
+        ("123-45-6789 upper", "123-45-6789"),
+        ("SSN 123456789", "SSN 123456789"),
+        ("RSSMRA72C04H501X_upper", "RSSMRA72C04H501X"),
+        ("720304-1234_UK", "720304-1234"),
+        ("AB123456C_lower", "AB123456C"),
+        ("943 476 5919", "943 476 5919"),
+        ("44051401458", "44051401458"),
+    ],
 )
 def test_national_ids(text: str, part: str) -> None:
     assert kinds(text) == [("ssn", part)]
@@ -127,8 +185,13 @@ def test_national_ids(text: str, part: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "scheme"),
-    [("upper_111222333", "Dutch BSN"), ("12345678Z_lower", "Spanish DNI/NIE"), ("1 72 03 75 123 456 78", "French NIR"),
-     ("720304-1234", "Nordic personal number"), ("RSSMRA72C04H501X", "Italian codice fiscale")],
+    [
+        ("upper_111222333", "Dutch BSN"),
+        ("12345678Z_lower", "Spanish DNI/NIE"),
+        ("1 72 03 75 123 456 78", "French NIR"),
+        ("720304-1234", "Nordic personal number"),
+        ("RSSMRA72C04H501X", "Italian codice fiscale"),
+    ],
 )
 def test_national_id_messages_name_the_scheme(text: str, scheme: str) -> None:
     [finding] = find_identifiers(text)
@@ -142,8 +205,17 @@ def test_invalid_ssn_shapes_are_not_ssns() -> None:
 
 @pytest.mark.parametrize(
     "phone",
-    ["+49 30 1234567", "+49 (0)171 2345678", "(555) 123-4567", "555-123-4567", "+44 20 7946 0958",
-     "030/1234567", "06 12 34 56 78", "0049 89 12345678", "+1 415 555 0132"],
+    [
+        "+49 30 1234567",
+        "+49 (0)171 2345678",
+        "(555) 123-4567",
+        "555-123-4567",
+        "+44 20 7946 0958",
+        "030/1234567",
+        "06 12 34 56 78",
+        "0049 89 12345678",
+        "+1 415 555 0132",
+    ],
 )
 def test_phones(phone: str) -> None:
     assert kinds(f"upper {phone}") == [("phone", phone)]
@@ -160,9 +232,23 @@ def test_emails(email: str) -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["12 Main Street", "221B Baker St", "Hauptstraße 5", "Hauptstr. 12", "Berliner Str. 12", "Kerkstraat 12a",
-     "12 rue de la Paix", "Calle Mayor 5", "Via Roma 10", "Rua Augusta 25", "ul. Marszałkowska 10",
-     "Atatürk Cad. No: 5", "Storgatan 5", "Vesterbrogade 3", "45 Elm Road"],
+    [
+        "12 Main Street",
+        "221B Baker St",
+        "Hauptstraße 5",
+        "Hauptstr. 12",
+        "Berliner Str. 12",
+        "Kerkstraat 12a",
+        "12 rue de la Paix",
+        "Calle Mayor 5",
+        "Via Roma 10",
+        "Rua Augusta 25",
+        "ul. Marszałkowska 10",
+        "Atatürk Cad. No: 5",
+        "Storgatan 5",
+        "Vesterbrogade 3",
+        "45 Elm Road",
+    ],
 )
 def test_addresses(address: str) -> None:
     assert kinds(f"{address} upper") == [("address", address)]
@@ -220,8 +306,12 @@ def test_invalid_allow_pattern_is_input_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("name", "stem"),
-    [("Smith_John_upper.stl", "Smith_John_upper"), ("scan.ply.gz", "scan"), ("upper", "upper"),
-     ("case-0017.v2.STL", "case-0017.v2")],
+    [
+        ("Smith_John_upper.stl", "Smith_John_upper"),
+        ("scan.ply.gz", "scan"),
+        ("upper", "upper"),
+        ("case-0017.v2.STL", "case-0017.v2"),
+    ],
 )
 def test_filename_stem(name: str, stem: str) -> None:
     assert filename_stem(name) == stem

@@ -40,7 +40,10 @@ def _pose_error_um(T: np.ndarray, truth: np.ndarray, points: np.ndarray) -> floa
 @pytest.mark.parametrize("seed", [2])  # seed 1 (upper): 399 um vs 3.7 um, by hand
 def test_aligning_on_the_stable_region_measures_the_movement_whole_arch_hides(seed):
     c, moving, moved = _ortho_case(seed)
-    inputs = (InputFile("fixed.ply", mesh_to_bytes(c.fixed, "ply")), InputFile("moving.ply", mesh_to_bytes(moving, "ply")))
+    inputs = (
+        InputFile("fixed.ply", mesh_to_bytes(c.fixed, "ply")),
+        InputFile("moving.ply", mesh_to_bytes(moving, "ply")),
+    )
     whole = run_pair(*inputs, JobOptions(device="cpu", arch=c.jaw))
     region = run_pair(*inputs, JobOptions(device="cpu", arch=c.jaw, reference_region={"sectors": ["molar"]}))
     # The moved segment's measured displacement is right when the pose is right: pose error on it.
@@ -54,8 +57,10 @@ def test_aligning_on_the_stable_region_measures_the_movement_whole_arch_hides(se
     assert block["change_from_whole_arch_um"] > 100 and np.allclose(block["matrix"], region.result["matrix"])
     # The deviation is still measured over the whole overlap, and now shows the 0.4 mm movement.
     assert region.result["deviation"]["overlap_share"] > 0.8
-    assert region.result["deviation"]["p95_mm"] - region.result["deviation"]["p5_mm"] > \
-        whole.result["deviation"]["p95_mm"] - whole.result["deviation"]["p5_mm"]
+    assert (
+        region.result["deviation"]["p95_mm"] - region.result["deviation"]["p5_mm"]
+        > whole.result["deviation"]["p95_mm"] - whole.result["deviation"]["p5_mm"]
+    )
 
 
 def test_region_parts_are_checked():
@@ -64,9 +69,13 @@ def test_region_parts_are_checked():
     assert region_mask(c.fixed, spheres=[centre + [8.0]]).sum() >= 100
     both = region_mask(c.fixed, sectors=["right molar", "left molar"], arch=c.jaw)
     assert both.sum() == region_mask(c.fixed, sectors=["molar"], arch=c.jaw).sum()
-    for kwargs, problem in [({"sectors": ["left molar"]}, "state the arch"), ({"sectors": ["canine"]}, "expected"),
-                            ({"spheres": [[0, 0, 0]]}, r"expected \[x, y, z"), ({"vertices": [10**9]}, "vertex indices"),
-                            ({"spheres": [[1e6, 0, 0, 1.0]]}, "need at least 100")]:
+    for kwargs, problem in [
+        ({"sectors": ["left molar"]}, "state the arch"),
+        ({"sectors": ["canine"]}, "expected"),
+        ({"spheres": [[0, 0, 0]]}, r"expected \[x, y, z"),
+        ({"vertices": [10**9]}, "vertex indices"),
+        ({"spheres": [[1e6, 0, 0, 1.0]]}, "need at least 100"),
+    ]:
         with pytest.raises(InputRejected, match=problem):
             region_mask(c.fixed, **kwargs)
     with pytest.raises(ValueError):

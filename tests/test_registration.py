@@ -12,7 +12,11 @@ from scipy.spatial.transform import Rotation
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import (
-    RegistrationOptions, register, register_batch, sample_surface, voxel_downsample,
+    RegistrationOptions,
+    register,
+    register_batch,
+    sample_surface,
+    voxel_downsample,
 )
 from occlutrace_compute.synth.cases import PairCase, make_pair_case
 from occlutrace_compute.synth.score import pointwise_rms_um, rotation_error_deg
@@ -51,8 +55,9 @@ def _grid(nx: int, ny: int, step: float, height=lambda x, y: 0.0 * x) -> Mesh:
 
 def _moved(case: PairCase, T_extra: np.ndarray) -> PairCase:
     """The same case with the moving scan moved by T_extra (ground truth updated)."""
-    return dataclasses.replace(case, moving=case.moving.transformed(T_extra),
-                               T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(T_extra))
+    return dataclasses.replace(
+        case, moving=case.moving.transformed(T_extra), T_fixed_moving=case.T_fixed_moving @ np.linalg.inv(T_extra)
+    )
 
 
 def test_sample_surface_is_area_weighted_reproducible_with_face_normals():
@@ -125,8 +130,16 @@ def test_ragged_batch_matches_single_pairs(clean_case, changed_case):
 
 def test_torch_backend_matches_kdtree(clean_case):
     """The GPU path (padded torch nearest neighbours) agrees with the CPU tree path."""
-    opt = FAST.updated(knn_backend="torch", fine_points=2000, fixed_points=3000, mid_icp_points=400,
-                       coarse_icp_points=200, prescreen_points=64, mid_voxel=1.0, anchors=4)
+    opt = FAST.updated(
+        knn_backend="torch",
+        fine_points=2000,
+        fixed_points=3000,
+        mid_icp_points=400,
+        coarse_icp_points=200,
+        prescreen_points=64,
+        mid_voxel=1.0,
+        anchors=4,
+    )
     a = register(clean_case.fixed, clean_case.moving, opt, device="cpu")
     b = register(clean_case.fixed, clean_case.moving, opt.updated(knn_backend="kdtree"), device="cpu")
     assert pointwise_rms_um(a.matrix, b.matrix, clean_case.moving.vertices) < 1.0
@@ -177,9 +190,15 @@ def test_bad_inputs_are_rejected_clearly(clean_case):
     with pytest.raises(InputRejected, match="moving mesh: surface too small"):
         register(clean_case.fixed, tiny, FAST, device="cpu")
     with pytest.raises(InputRejected, match="landmarks: need at least 3"):
-        register(clean_case.fixed, clean_case.moving, FAST, landmarks=(np.zeros((2, 3)), np.zeros((2, 3))), device="cpu")
+        register(
+            clean_case.fixed, clean_case.moving, FAST, landmarks=(np.zeros((2, 3)), np.zeros((2, 3))), device="cpu"
+        )
     with pytest.raises(InputRejected, match="pair 1: moving mesh"):
-        register_batch([(clean_case.fixed, clean_case.moving), (clean_case.fixed, Mesh(bad, clean_case.moving.faces))], FAST, device="cpu")
+        register_batch(
+            [(clean_case.fixed, clean_case.moving), (clean_case.fixed, Mesh(bad, clean_case.moving.faces))],
+            FAST,
+            device="cpu",
+        )
 
 
 @pytest.mark.gpu

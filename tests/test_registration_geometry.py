@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from scipy.spatial.transform import Rotation
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -56,7 +55,9 @@ def test_occlusal_direction_is_the_mean_normal_or_the_thinnest_axis():
     assert np.allclose(up, normals.mean(0) / np.linalg.norm(normals.mean(0)))
     assert up[2] > 0.99
     # normals that cancel out (each sample seen from both sides): the thinnest axis, either sign
-    axis = occlusal_direction(np.concatenate([points, points]), np.concatenate([normals, -normals]), min_mean_normal=0.05)
+    axis = occlusal_direction(
+        np.concatenate([points, points]), np.concatenate([normals, -normals]), min_mean_normal=0.05
+    )
     assert abs(axis[2]) > 0.99
     # the threshold decides: the same normals, a threshold above their mean's length
     length = float(np.linalg.norm(normals.mean(0)))

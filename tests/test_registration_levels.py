@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import RegistrationOptions
@@ -16,7 +15,11 @@ from occlutrace_compute.registration.icp import level
 from occlutrace_compute.registration.levels import Cloud, subset
 from occlutrace_compute.registration.prepare import prepare_all
 from occlutrace_compute.registration.schedule import (
-    SEARCH_CONVERGENCE_FACTOR, coarse_levels, fine_level, mid_level, prescreen_level,
+    SEARCH_CONVERGENCE_FACTOR,
+    coarse_levels,
+    fine_level,
+    mid_level,
+    prescreen_level,
 )
 
 

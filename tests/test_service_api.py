@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import httpx
-
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from test_service_support import JOB_FN, free_port, mesh_bytes, wait_for, write_tokens
 
 from occlutrace_compute.service.app import create_app
@@ -41,8 +39,9 @@ TOKENS = {"tok-alpha-0123456789": "alpha", "tok-beta-01234567890": "beta"}
 @pytest.fixture
 def env(tmp_path):
     tokens = write_tokens(tmp_path / "tokens", TOKENS)
-    config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens),
-                                    job_fn=JOB_FN, max_upload_bytes=200_000)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN, max_upload_bytes=200_000
+    )
     store = LocalStore(tmp_path / "store")
     app = create_app(config, store=store)
     clients = {name: TestClient(app, headers={"Authorization": f"Bearer {tok}"}) for tok, name in TOKENS.items()}
@@ -54,9 +53,11 @@ def _pair(client, case="case-001", **extra):
     for role, seed in (("fixed", 0), ("moving", 1)):
         r = client.post(f"/v1/cases/{case}/files", files={"file": (f"{role}.stl", mesh_bytes(seed))})
         assert r.status_code == 201, r.text
-    return client.post("/v1/jobs", json={"case": case, "kind": "pair",
-                                          "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}, **extra},
-                       headers=extra.pop("headers", None))
+    return client.post(
+        "/v1/jobs",
+        json={"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}, **extra},
+        headers=extra.pop("headers", None),
+    )
 
 
 def _run_in_process(config, job_key):
@@ -65,11 +66,18 @@ def _run_in_process(config, job_key):
 
 def test_missing_or_wrong_token_is_401_everywhere(env):
     _, _, c, _ = env
-    calls = [("get", "/v1/jobs"), ("get", "/v1/jobs/j0000000000000000000000"), ("post", "/v1/jobs"),
-             ("post", "/v1/batches"), ("get", "/v1/batches/b0000000000000000000000"),
-             ("delete", "/v1/cases/case-001"), ("post", "/v1/cases/case-001/files"),
-             ("post", "/v1/cases/case-001/uploads"), ("post", "/v1/jobs/j0000000000000000000000/cancel"),
-             ("get", "/v1/jobs/j0000000000000000000000/result")]
+    calls = [
+        ("get", "/v1/jobs"),
+        ("get", "/v1/jobs/j0000000000000000000000"),
+        ("post", "/v1/jobs"),
+        ("post", "/v1/batches"),
+        ("get", "/v1/batches/b0000000000000000000000"),
+        ("delete", "/v1/cases/case-001"),
+        ("post", "/v1/cases/case-001/files"),
+        ("post", "/v1/cases/case-001/uploads"),
+        ("post", "/v1/jobs/j0000000000000000000000/cancel"),
+        ("get", "/v1/jobs/j0000000000000000000000/result"),
+    ]
     for method, path in calls:
         r = getattr(c["anon"], method)(path)
         assert r.status_code == 401, (method, path, r.status_code)
@@ -107,7 +115,11 @@ def test_upload_is_sanitised_and_bad_uploads_are_rejected_with_the_file_named(en
     assert r.status_code == 422 and "case label" in r.json()["source"]
     r = c["alpha"].post("/v1/cases/case-001/files", files={"file": ("big.stl", b"\0" * 300_000)})
     assert r.status_code == 413 and r.json()["error"] == "too_large"
-    r = c["alpha"].post("/v1/cases/case-001/files", content=b"--xx\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=xx"})
+    r = c["alpha"].post(
+        "/v1/cases/case-001/files",
+        content=b"--xx\r\nbroken",
+        headers={"Content-Type": "multipart/form-data; boundary=xx"},
+    )
     assert r.status_code in (400, 422)
     assert store.list("tenants/alpha/cases/case-001/inputs/") == ["tenants/alpha/cases/case-001/inputs/upper.stl"]
 
@@ -120,7 +132,9 @@ def test_idempotency_key_creates_one_job(env):
     body = {"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
     again = c["alpha"].post("/v1/jobs", json=body, headers=headers)
     assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
-    other = c["alpha"].post("/v1/jobs", json={**body, "kind": "pair", "options": {"tolerance_mm": 0.1}}, headers=headers)
+    other = c["alpha"].post(
+        "/v1/jobs", json={**body, "kind": "pair", "options": {"tolerance_mm": 0.1}}, headers=headers
+    )
     assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
     assert len([k for k in store.list("tenants/alpha/cases/") if k.endswith("job.json")]) == 1
     missing = c["alpha"].post("/v1/jobs", json={**body, "inputs": {"fixed": "fixed.stl", "moving": "nope.stl"}})
@@ -179,7 +193,9 @@ def test_listing_pages_and_batches(env):
     status = c["alpha"].get(f"/v1/batches/{batch['batch_id']}", params={"limit": 3}).json()
     assert status["total"] == 5 and status["counts"] == {"queued": 5} and len(status["jobs"]) == 3
     assert not status["done"] and status["next"] == status["jobs"][-1]["job_id"]
-    bad = c["alpha"].post("/v1/batches", json={"jobs": [job, {**job, "inputs": {"fixed": "x.stl", "moving": "moving.stl"}}]})
+    bad = c["alpha"].post(
+        "/v1/batches", json={"jobs": [job, {**job, "inputs": {"fixed": "x.stl", "moving": "moving.stl"}}]}
+    )
     assert bad.status_code == 422
     assert len(c["alpha"].get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == 5  # all or nothing
 
@@ -199,16 +215,27 @@ def test_results_download_and_tenant_isolation(env):
     assert c["anon"].get(tampered).status_code == 403
 
     jid = job["job_id"]
-    batch_id = c["alpha"].post("/v1/batches", json={"jobs": [{"case": "case-001", "kind": "pair",
-                               "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}]}).json()["batch_id"]
+    batch_id = (
+        c["alpha"]
+        .post(
+            "/v1/batches",
+            json={
+                "jobs": [{"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}]
+            },
+        )
+        .json()["batch_id"]
+    )
     b = c["beta"]
     assert b.get(f"/v1/jobs/{jid}").status_code == 404
     assert b.get(f"/v1/jobs/{jid}/result").status_code == 404
     assert b.post(f"/v1/jobs/{jid}/cancel").status_code == 404
     assert b.get(f"/v1/batches/{batch_id}").status_code == 404
     assert b.get("/v1/jobs").json()["jobs"] == []
-    foreign = {"case": "case-001", "kind": "pair",
-               "inputs": {"fixed": "tenants/alpha/cases/case-001/inputs/fixed.stl", "moving": "moving.stl"}}
+    foreign = {
+        "case": "case-001",
+        "kind": "pair",
+        "inputs": {"fixed": "tenants/alpha/cases/case-001/inputs/fixed.stl", "moving": "moving.stl"},
+    }
     assert b.post("/v1/jobs", json=foreign).status_code == 422
     assert b.post("/v1/cases/case-001/uploads/u0000000000000000000000/commit").status_code == 404
     assert b.delete("/v1/cases/case-001").json()["count"] == 0
@@ -222,7 +249,9 @@ def test_cancel_and_purge(env):
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     assert c["alpha"].post(f"/v1/jobs/{job['job_id']}/cancel").status_code == 409
     outcome = _run_in_process(config, JobRef("alpha", "case-001", job["job_id"]).key)
-    assert outcome[0].state == "cancelled" and c["alpha"].get(f"/v1/jobs/{job['job_id']}").json()["state"] == "cancelled"
+    assert (
+        outcome[0].state == "cancelled" and c["alpha"].get(f"/v1/jobs/{job['job_id']}").json()["state"] == "cancelled"
+    )
 
     r = c["alpha"].delete("/v1/cases/case-001")
     assert r.status_code == 200
@@ -261,9 +290,12 @@ def test_metrics_and_health(env):
     _, _, c, _ = env
     _pair(c["alpha"])
     text = c["anon"].get("/metrics").text
-    for name in ("occlutrace_jobs_submitted_total{kind=\"pair\"}", "occlutrace_bytes_in_total",
-                 "occlutrace_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"201\"}",
-                 "occlutrace_http_request_duration_seconds_bucket"):
+    for name in (
+        'occlutrace_jobs_submitted_total{kind="pair"}',
+        "occlutrace_bytes_in_total",
+        'occlutrace_http_requests_total{method="POST",route="/v1/jobs",status="201"}',
+        "occlutrace_http_request_duration_seconds_bucket",
+    ):
         assert name in text, name
     ready = c["anon"].get("/readyz")
     assert ready.status_code == 200
@@ -324,7 +356,6 @@ def test_signed_urls_expire_and_are_bound_to_method():
     assert verify_grant("secret", token, "GET", now=time.time() + 901) is None
 
 
-
 @contextlib.contextmanager
 def json_logs() -> Iterator[io.StringIO]:
     """The service's log lines, as the JSON formatter writes them, while the block runs."""
@@ -351,7 +382,12 @@ def test_logs_hold_no_tokens_urls_or_file_names(env):
     text = buffer.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert any(line.get("job_id") == job["job_id"] and line.get("tenant") == "alpha" for line in lines)
-    for secret in ["tok-alpha-0123456789", "wrong-token-xyz", "fixed.stl", *(f["url"].rsplit("/", 1)[-1] for f in files)]:
+    for secret in [
+        "tok-alpha-0123456789",
+        "wrong-token-xyz",
+        "fixed.stl",
+        *(f["url"].rsplit("/", 1)[-1] for f in files),
+    ]:
         assert secret not in text
 
 
@@ -382,8 +418,10 @@ def test_request_id_is_echoed_stored_and_on_the_workers_log_lines(env):
     of_job = [line for line in lines if line.get("job_id") == job_id]
     worker_lines = [line for line in of_job if line["logger"] == "occlutrace.worker"]
     assert {line["msg"] for line in worker_lines} >= {"job started", "job succeeded"}, of_job
-    assert all(line.get("request_id") == "web-7f3a.42:1" for line in worker_lines + [
-        line for line in of_job if line["msg"] == "job submitted"]), of_job
+    assert all(
+        line.get("request_id") == "web-7f3a.42:1"
+        for line in worker_lines + [line for line in of_job if line["msg"] == "job submitted"]
+    ), of_job
     access = [line for line in lines if line["msg"] == "request"]
     assert {line["request_id"] for line in access} >= {"web-7f3a.42:1", generated, "client-401"}
 
@@ -403,16 +441,29 @@ def test_serve_main_runs_the_controller_as_a_process(tmp_path):
     tokens = write_tokens(tmp_path / "tokens", TOKENS)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "occlutrace_compute.service.server", "--port", str(port), "--no-dispatcher",
-         "--store", f"file://{tmp_path / 'store'}", "--tokens-file", str(tokens)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "occlutrace_compute.service.server",
+            "--port",
+            str(port),
+            "--no-dispatcher",
+            "--store",
+            f"file://{tmp_path / 'store'}",
+            "--tokens-file",
+            str(tokens),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
+
         def up() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
                 return proc.poll() is not None
+
         wait_for(up, 60, "the controller process to answer")
         assert proc.poll() is None
         r = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": "Bearer tok-beta-01234567890"})
@@ -449,8 +500,12 @@ def test_a_batch_resolves_each_callback_name_once(env, monkeypatch):
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    job = {"case": "case-001", "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"},
-           "callback_url": "https://hooks.example-lab.test/occlutrace"}
+    job = {
+        "case": "case-001",
+        "kind": "pair",
+        "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"},
+        "callback_url": "https://hooks.example-lab.test/occlutrace",
+    }
     r = c["alpha"].post("/v1/batches", json={"jobs": [job] * 20})
     assert r.status_code == 201, r.text
     assert len(r.json()["jobs"]) == 20 and lookups == ["hooks.example-lab.test"]

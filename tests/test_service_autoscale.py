@@ -41,16 +41,24 @@ def test_queued_jobs_request_resources_and_a_new_node_gets_a_worker(mode, tmp_pa
     head_args, node_args, bundle = MODES[mode]
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     env = {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)])}
-    ray.init(address=cluster.address, namespace=f"autoscale-{mode}", runtime_env={"env_vars": env},
-             log_to_driver=False)
+    ray.init(address=cluster.address, namespace=f"autoscale-{mode}", runtime_env={"env_vars": env}, log_to_driver=False)
     if is_autoscaler_v2():
         ray.shutdown()
         cluster.shutdown()
         pytest.skip("autoscaler v2 keeps the request in the GCS, not in the channel read here")
     tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
-    config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
-                                    ray_namespace=f"autoscale-{mode}", rescan_s=1.0, batch_size=1, cpu_workers=1,
-                                    min_workers=1, max_workers=MAX_WORKERS, worker_idle_s=1.0)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp_path / 'store'}",
+        tokens_file=str(tokens),
+        job_fn=JOB_FN,
+        ray_namespace=f"autoscale-{mode}",
+        rescan_s=1.0,
+        batch_size=1,
+        cpu_workers=1,
+        min_workers=1,
+        max_workers=MAX_WORKERS,
+        worker_idle_s=1.0,
+    )
     server = LiveServer(lambda: build_app(config)).start()
     store = config.open_store()
     dispatcher = get_dispatcher(config)
@@ -60,8 +68,11 @@ def test_queued_jobs_request_resources_and_a_new_node_gets_a_worker(mode, tmp_pa
         return ray.get(dispatcher.stats.remote(), timeout=30).get("workers", {}).get(device, 0)
 
     def started_on(node_id: str) -> list[str]:
-        return [key.split("/")[1] for key in store.list("testctl/")
-                if "/started-" in key and json.loads(store.get(key))["node"] == node_id]
+        return [
+            key.split("/")[1]
+            for key in store.list("testctl/")
+            if "/started-" in key and json.loads(store.get(key))["node"] == node_id
+        ]
 
     try:
         api = Api(server.url, "tok-alpha-0123456789")

@@ -32,8 +32,15 @@ def cluster():
 def test_node_removed_mid_batch_loses_no_job(cluster, tmp_path):
     c, nodes = cluster
     tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
-    config = ServiceConfig.from_env(store=f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
-                                    ray_namespace="cluster-test", rescan_s=1.0, cpu_workers=2, batch_size=4)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp_path / 'store'}",
+        tokens_file=str(tokens),
+        job_fn=JOB_FN,
+        ray_namespace="cluster-test",
+        rescan_s=1.0,
+        cpu_workers=2,
+        batch_size=4,
+    )
     server = LiveServer(lambda: build_app(config)).start()
     store = config.open_store()
     try:
@@ -51,8 +58,9 @@ def test_node_removed_mid_batch_loses_no_job(cluster, tmp_path):
             return found
 
         victim = nodes[1]
-        wait_for(lambda: started_on(nodes[0].node_id) and started_on(victim.node_id), 90,
-                 "both workers to be running a job")
+        wait_for(
+            lambda: started_on(nodes[0].node_id) and started_on(victim.node_id), 90, "both workers to be running a job"
+        )
         interrupted = started_on(victim.node_id)
         c.remove_node(victim)
         for job_id in ids:

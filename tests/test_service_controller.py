@@ -10,8 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.service import schemas as s
@@ -50,8 +49,9 @@ def test_a_job_is_created_once_per_idempotency_key(tmp_path):
     assert not first.existed and again.existed and again.record.spec.job_id == first.record.spec.job_id
     assert len(_records(ctl)) == 1
     with pytest.raises(ApiError) as reused:  # the same key for another request
-        ctl.create_job(TENANT, s.JobCreate(case="c1", kind="pair", inputs={"fixed": "moving.stl",
-                                                                           "moving": "fixed.stl"}), "key-1")
+        ctl.create_job(
+            TENANT, s.JobCreate(case="c1", kind="pair", inputs={"fixed": "moving.stl", "moving": "fixed.stl"}), "key-1"
+        )
     assert reused.value.status == 422 and reused.value.error == "idempotency_key_reused"
     unkeyed = {ctl.create_job(TENANT, body, None).record.spec.job_id for _ in range(2)}
     assert len(unkeyed) == 2 and len(_records(ctl)) == 3

@@ -28,13 +28,23 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")
 
 # Loopback stays direct (Chromium's implicit bypass); everything else goes to a refusing proxy.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--proxy-server=http://127.0.0.1:9", "--virtual-time-budget=15000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--proxy-server=http://127.0.0.1:9",
+    "--virtual-time-budget=15000",
+]
 
 
 def chromium(url: str, profile: Path, *extra: str) -> str:
-    out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -42,7 +52,9 @@ def chromium(url: str, profile: Path, *extra: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("docs")
-    config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(write_tokens(tmp / "tokens", {"t": "a"})))
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp / 'store'}", tokens_file=str(write_tokens(tmp / "tokens", {"t": "a"}))
+    )
     live = LiveServer(lambda: create_app(config)).start()
     yield live
     live.stop()
@@ -64,8 +76,9 @@ def test_swagger_ui_lists_every_operation_offline(server, tmp_path):
     assert "Failed to load API definition" not in dom
 
     shot = Path(os.environ.get("OCCLUTRACE_DOCS_SCREENSHOT") or tmp_path / "docs.png")
-    chromium(f"{server.url}/docs", tmp_path / "p2", f"--screenshot={shot}", "--window-size=1280,1800",
-             "--hide-scrollbars")
+    chromium(
+        f"{server.url}/docs", tmp_path / "p2", f"--screenshot={shot}", "--window-size=1280,1800", "--hide-scrollbars"
+    )
     image = Image.open(shot).convert("L")
     colours = image.getcolors(maxcolors=1 << 16)
     assert colours is not None and len(colours) > 20, "a blank page"  # text and coloured method badges

@@ -20,7 +20,16 @@ import numpy as np
 import pytest
 import ray
 from test_service_support import (
-    JOB_FN, Api, CallbackSink, Gate, LiveServer, ctl_key, mesh_bytes, outage_marker, ray_session, wait_for,
+    JOB_FN,
+    Api,
+    CallbackSink,
+    Gate,
+    LiveServer,
+    ctl_key,
+    mesh_bytes,
+    outage_marker,
+    ray_session,
+    wait_for,
     write_tokens,
 )
 
@@ -49,10 +58,20 @@ class Service:
 def _start(tmp_path, namespace: str, store: str, gate: Gate | None = None, **s3) -> Service:
     tokens = write_tokens(tmp_path / f"tokens-{namespace}", TOKENS)
     config = ServiceConfig.from_env(
-        store=store, tokens_file=str(tokens), job_fn=JOB_FN, ray_namespace=namespace, rescan_s=1.0,
-        cpu_workers=1, batch_size=4, rate_per_s=1000.0, rate_burst=5000, callback_secret=SECRET,
-        callback_backoff_s=0.05, callback_allow_private=True,  # the receiver listens on 127.0.0.1
-        privacy_allow=r"MRN-\d{7}", **s3,  # a lab whose case labels carry its own (non-patient) numbers
+        store=store,
+        tokens_file=str(tokens),
+        job_fn=JOB_FN,
+        ray_namespace=namespace,
+        rescan_s=1.0,
+        cpu_workers=1,
+        batch_size=4,
+        rate_per_s=1000.0,
+        rate_burst=5000,
+        callback_secret=SECRET,
+        callback_backoff_s=0.05,
+        callback_allow_private=True,  # the receiver listens on 127.0.0.1
+        privacy_allow=r"MRN-\d{7}",
+        **s3,  # a lab whose case labels carry its own (non-patient) numbers
     )
     server = LiveServer(lambda: build_app(config)).start()
     return Service(config, server, Api(server.url, "tok-alpha-0123456789"), config.open_store(), gate)
@@ -77,9 +96,16 @@ def local(tmp_path_factory):
 @pytest.fixture(scope="module")
 def s3(local, s3_server, tmp_path_factory):
     gate = Gate(int(s3_server.endpoint.rsplit(":", 1)[1]))
-    svc = _start(tmp_path_factory.mktemp("e2e-s3"), "e2e-s3", "s3://e2e-bucket", gate,
-                 s3_endpoint=gate.endpoint, s3_access_key=s3_server.access_key,
-                 s3_secret_key=s3_server.secret_key, s3_region=s3_server.region)
+    svc = _start(
+        tmp_path_factory.mktemp("e2e-s3"),
+        "e2e-s3",
+        "s3://e2e-bucket",
+        gate,
+        s3_endpoint=gate.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_region=s3_server.region,
+    )
     yield svc
     gate.reopen()
     _stop(svc)
@@ -91,8 +117,14 @@ def _run_pair_and_bite(svc: Service, sink: CallbackSink) -> None:
     pair = api.pair("case-101", callback_url=sink.url)
     for role, seed in (("upper", 3), ("lower", 4), ("bite1", 5)):
         assert api.upload("case-102", f"{role}.stl", mesh_bytes(seed)).status_code == 201
-    r = api.http.post("/v1/jobs", json={"case": "case-102", "kind": "bite",
-                                         "inputs": {"upper": "upper.stl", "lower": "lower.stl", "bite1": "bite1.stl"}})
+    r = api.http.post(
+        "/v1/jobs",
+        json={
+            "case": "case-102",
+            "kind": "bite",
+            "inputs": {"upper": "upper.stl", "lower": "lower.stl", "bite1": "bite1.stl"},
+        },
+    )
     assert r.status_code == 201, r.text
     bite = r.json()
     for job, first_input in ((pair, "fixed.stl"), (bite, "bite1.stl")):
@@ -164,8 +196,11 @@ def test_s3_outage_answers_503_then_recovers_without_losing_jobs(s3):
     s3.store.put(f"testctl/{held['job_id']}/release", b"")
     for job_id in (held["job_id"], created[0].json()["job_id"]):
         assert api.wait_state(job_id, ("succeeded", "failed"), 60)["state"] == "succeeded"
-    records = [k for k in s3.store.list("tenants/alpha/cases/") if k.endswith("job.json")
-               and ("/hold-201/" in k or "/case-202/" in k)]
+    records = [
+        k
+        for k in s3.store.list("tenants/alpha/cases/")
+        if k.endswith("job.json") and ("/hold-201/" in k or "/case-202/" in k)
+    ]
     assert len(records) == 2
 
 
@@ -191,11 +226,13 @@ def test_three_store_outages_during_one_job_are_not_charged(s3):
         try:
             wait_for(outage_marker(job["job_id"], run).exists, 60, f"run {run} to meet the outage")
             time.sleep(OUTAGE_AFTER_S)  # the fault's length, not a synchronisation: the worker's own
-        finally:                        # writes of the outcome must meet the outage too
+        finally:  # writes of the outcome must meet the outage too
             s3.gate.reopen()
     done = api.wait_state(job["job_id"], ("succeeded", "failed", "rejected"), 120)
-    print(f"3 store outages during one job: {done['state']} after {time.monotonic() - started:.1f} s, "
-          f"attempts charged {done['attempts']}")
+    print(
+        f"3 store outages during one job: {done['state']} after {time.monotonic() - started:.1f} s, "
+        f"attempts charged {done['attempts']}"
+    )
     assert done["state"] == "succeeded" and done["attempts"] == 1, done
 
 
@@ -211,8 +248,9 @@ def test_purge_racing_running_jobs_on_ray_leaves_nothing(local):
     later = api.pair("case-race-after")  # one worker, jobs in order: this ends after the purged ones
     assert api.wait_state(later["job_id"], ("succeeded",), 120)["state"] == "succeeded"
     for i, job in enumerate(jobs):
-        left = [k for k in store.list("") if not k.startswith("testctl/")
-                and (f"slow1-race-{i}" in k or job["job_id"] in k)]
+        left = [
+            k for k in store.list("") if not k.startswith("testctl/") and (f"slow1-race-{i}" in k or job["job_id"] in k)
+        ]
         assert left == [], left
 
 
@@ -243,8 +281,12 @@ def test_200_concurrent_clients_each_accepted_once(local):
 
     async def main():
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=local.server.url, headers={"Authorization": "Bearer tok-alpha-0123456789"},
-                                     timeout=60, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=local.server.url,
+            headers={"Authorization": "Bearer tok-alpha-0123456789"},
+            timeout=60,
+            limits=limits,
+        ) as http:
             return await asyncio.gather(*(client(http, i) for i in range(200)))
 
     results = asyncio.run(main())
@@ -267,8 +309,9 @@ def _submit_sample(svc: Service, sample: str, case: str) -> dict:
     files = {p.stem: p for p in (SAMPLES / sample).iterdir() if p.suffix in (".ply", ".stl")}
     for path in files.values():
         assert svc.api.upload(case, path.name, path.read_bytes()).status_code == 201
-    r = svc.api.http.post("/v1/jobs", json={"case": case, "kind": truth["kind"],
-                                             "inputs": {role: p.name for role, p in files.items()}})
+    r = svc.api.http.post(
+        "/v1/jobs", json={"case": case, "kind": truth["kind"], "inputs": {role: p.name for role, p in files.items()}}
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -302,19 +345,29 @@ def test_real_pipeline_bite_over_http_on_both_stores(local, s3):
 
 def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
     cases = tmp_path / "cases"
-    for label, files in (("lab1/case-a", ("fixed.stl", "moving.stl")), ("case-b", ("upper.stl", "lower.stl", "bite.stl")),
-                         ("Smith_John_1972-03-04", ("fixed.stl", "moving.stl")), ("case-c", ("fixed.stl",))):
+    for label, files in (
+        ("lab1/case-a", ("fixed.stl", "moving.stl")),
+        ("case-b", ("upper.stl", "lower.stl", "bite.stl")),
+        ("Smith_John_1972-03-04", ("fixed.stl", "moving.stl")),
+        ("case-c", ("fixed.stl",)),
+    ):
         for i, name in enumerate(files):
             (cases / label).mkdir(parents=True, exist_ok=True)
             (cases / label / name).write_bytes(mesh_bytes(i))
     out = tmp_path / "out"
-    summary = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
+    summary = submit_cases(
+        cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120
+    )
     by_case = {r.case: r for r in summary.rows}
     assert by_case["lab1/case-a"].status == by_case["case-b"].status == "succeeded"
-    assert by_case["Smith_John_1972-03-04"].status == "rejected" and "personal name" in by_case["Smith_John_1972-03-04"].reason
+    assert (
+        by_case["Smith_John_1972-03-04"].status == "rejected"
+        and "personal name" in by_case["Smith_John_1972-03-04"].reason
+    )
     assert by_case["case-c"].status == "rejected"  # incomplete: found locally, never sent
     assert (out / "lab1/case-a/aligned.stl").read_bytes() == local.store.get(
-        "tenants/alpha/cases/lab1--case-a/inputs/fixed.stl")
+        "tenants/alpha/cases/lab1--case-a/inputs/fixed.stl"
+    )
     assert (out / "summary.csv").exists() and json.loads((out / "summary.json").read_text())
 
     def jobs() -> int:
@@ -322,7 +375,9 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
 
     before = jobs()
     (out / "case-b" / "result.json").unlink()  # an interrupted download
-    again = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120)
+    again = submit_cases(
+        cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120
+    )
     states = {r.case: r.status for r in again.rows}
     assert states["lab1/case-a"] == "skipped" and states["case-b"] == "succeeded"
     assert (out / "case-b" / "result.json").exists() and jobs() == before  # nothing submitted twice
@@ -330,8 +385,17 @@ def test_submit_folder_waits_downloads_and_resumes(local, tmp_path):
     from occlutrace_compute.jobs.models import JobOptions
 
     (cases / "case-b" / "case.json").write_text(json.dumps({"options": {"contact_threshold_mm": 0.2}}))
-    changed = submit_cases(cases, local.server.url, "tok-alpha-0123456789", out, wait=True, progress=False, poll_s=0.2, timeout_s=120,
-                           options=JobOptions(tolerance_mm=0.1))
+    changed = submit_cases(
+        cases,
+        local.server.url,
+        "tok-alpha-0123456789",
+        out,
+        wait=True,
+        progress=False,
+        poll_s=0.2,
+        timeout_s=120,
+        options=JobOptions(tolerance_mm=0.1),
+    )
     states = {r.case: r.status for r in changed.rows}
     assert states["lab1/case-a"] == states["case-b"] == "succeeded" and jobs() == before + 2  # options changed: re-sent
     sent = json.loads((out / "case-b" / "run.json").read_text())["options"]
@@ -352,8 +416,12 @@ def test_python_client_round_trip(store, request, tmp_path, monkeypatch):
     with OccluTraceClient(local.server.url, "tok-alpha-0123456789") as api:
         for seed, role in enumerate(("fixed", "moving")):
             api.upload_file("client-rt", f"{role}.stl", mesh_bytes(seed))
-        job = api.create_job(case="client-rt", kind="pair", inputs={"fixed": "fixed.stl", "moving": "moving.stl"},
-                             options={"tolerance_mm": 0.1})
+        job = api.create_job(
+            case="client-rt",
+            kind="pair",
+            inputs={"fixed": "fixed.stl", "moving": "moving.stl"},
+            options={"tolerance_mm": 0.1},
+        )
         done = api.wait(job.job_id, timeout_s=120, poll_s=0.1)
         assert done.state == "succeeded", done
         result = api.get_result(job.job_id)
@@ -373,15 +441,36 @@ def generate_python_client(base_url: str, out: Path, package: str) -> None:
     document = httpx.get(f"{base_url}/openapi.json", timeout=30)
     assert document.status_code == 200
     (out / "openapi.json").write_bytes(document.content)
-    (out / "config.yaml").write_text(f"project_name_override: {package}\npackage_name_override: {package}\npost_hooks: []\n")
-    run = subprocess.run([sys.executable, "-m", "openapi_python_client", "generate", "--path", str(out / "openapi.json"),
-                          "--output-path", str(out / package), "--meta", "none", "--config", str(out / "config.yaml")],
-                         check=False, capture_output=True, text=True, timeout=120)
+    (out / "config.yaml").write_text(
+        f"project_name_override: {package}\npackage_name_override: {package}\npost_hooks: []\n"
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(out / "openapi.json"),
+            "--output-path",
+            str(out / package),
+            "--meta",
+            "none",
+            "--config",
+            str(out / "config.yaml"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and "warning" not in (run.stdout + run.stderr).lower(), run.stdout + run.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openapi_python_client") is None,
-                    reason="openapi-python-client (the test extra) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("openapi_python_client") is None,
+    reason="openapi-python-client (the test extra) is not installed",
+)
 def test_generated_python_client_round_trip(local, tmp_path, monkeypatch):
     """A client GENERATED from the served OpenAPI document (openapi-python-client), not ours:
     upload -> job (retried with its Idempotency-Key) -> wait -> result -> download -> purge
@@ -394,12 +483,19 @@ def test_generated_python_client_round_trip(local, tmp_path, monkeypatch):
     api = importlib.import_module(f"{package}.api")
     models = importlib.import_module(f"{package}.models")
     File = importlib.import_module(f"{package}.types").File
-    for name in ("uploads.upload_file", "jobs.create_job", "jobs.get_job", "jobs.get_result", "results.download",
-                 "cases.purge"):
+    for name in (
+        "uploads.upload_file",
+        "jobs.create_job",
+        "jobs.get_job",
+        "jobs.get_result",
+        "results.download",
+        "cases.purge",
+    ):
         importlib.import_module(f"{package}.api.{name}")
 
-    client = gen.AuthenticatedClient(base_url=local.server.url, token="tok-alpha-0123456789",
-                                     raise_on_unexpected_status=True)
+    client = gen.AuthenticatedClient(
+        base_url=local.server.url, token="tok-alpha-0123456789", raise_on_unexpected_status=True
+    )
     case = "gen-rt"
     for seed, role in enumerate(("fixed", "moving")):
         form = models.UploadFileForm(file=File(payload=io.BytesIO(mesh_bytes(seed)), file_name=f"{role}.stl"))
@@ -407,8 +503,9 @@ def test_generated_python_client_round_trip(local, tmp_path, monkeypatch):
         assert r.status_code == 201 and isinstance(r.parsed, models.UploadInfo), r.content
         assert r.parsed.name == f"{role}.stl" and r.headers["X-Request-ID"] == f"gen-rt-{role}"
 
-    body = models.JobCreate.from_dict({"case": case, "kind": "pair",
-                                       "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}})
+    body = models.JobCreate.from_dict(
+        {"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+    )
     created = api.jobs.create_job.sync_detailed(client=client, body=body, idempotency_key="gen-rt-create-1")
     again = api.jobs.create_job.sync_detailed(client=client, body=body, idempotency_key="gen-rt-create-1")
     assert (created.status_code, again.status_code) == (201, 200)
@@ -416,8 +513,15 @@ def test_generated_python_client_round_trip(local, tmp_path, monkeypatch):
     assert isinstance(job, models.JobStatus) and again.parsed.job_id == job.job_id
     assert created.headers["Location"].endswith(f"/v1/jobs/{job.job_id}")
 
-    done = wait_for(lambda: (j := api.jobs.get_job.sync(job.job_id, client=client)).state.value in
-                    ("succeeded", "failed", "rejected", "cancelled") and j, 120, "the generated client's job")
+    done = wait_for(
+        lambda: (
+            (j := api.jobs.get_job.sync(job.job_id, client=client)).state.value
+            in ("succeeded", "failed", "rejected", "cancelled")
+            and j
+        ),
+        120,
+        "the generated client's job",
+    )
     assert isinstance(done, models.JobStatus) and done.state == models.JobStatusState.SUCCEEDED, done
 
     result = api.jobs.get_result.sync(job.job_id, client=client)

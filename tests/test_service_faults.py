@@ -23,9 +23,16 @@ FINAL = ("succeeded", "failed", "rejected", "cancelled")
 def svc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     tokens = write_tokens(tmp / "tokens", {"tok-alpha-0123456789": "alpha"})
-    config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN,
-                                    ray_namespace="faults", rescan_s=1.0, cpu_workers=1, max_attempts=3,
-                                    rate_burst=5000)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp / 'store'}",
+        tokens_file=str(tokens),
+        job_fn=JOB_FN,
+        ray_namespace="faults",
+        rescan_s=1.0,
+        cpu_workers=1,
+        max_attempts=3,
+        rate_burst=5000,
+    )
     with ray_session(num_cpus=2):
         server = LiveServer(lambda: build_app(config)).start()
         store = config.open_store()
@@ -59,8 +66,10 @@ def test_poison_job_is_failed_after_max_attempts_and_spares_its_batch_mates(svc)
     for case in ("poison-302", "case-302"):
         for role, seed in (("fixed", 0), ("moving", 1)):
             assert api.upload(case, f"{role}.stl", mesh_bytes(seed)).status_code == 201
-    jobs = [{"case": c, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
-            for c in ("poison-302", "case-302")]
+    jobs = [
+        {"case": c, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+        for c in ("poison-302", "case-302")
+    ]
     created = api.http.post("/v1/batches", json={"jobs": jobs}).json()
     poison, healthy = (j["job_id"] for j in created["jobs"])
     failed = api.wait_state(poison, FINAL, 120)

@@ -38,15 +38,15 @@ def _config(tmp_path: Path, store: str | None = None, **kw) -> ServiceConfig:
     tokens = write_tokens(tmp_path / "tokens", TOKENS)
     kw.setdefault("staging_sweep_s", 0)
     kw.setdefault("max_upload_bytes", 2_000_000)
-    return ServiceConfig.from_env(store=store or f"file://{tmp_path / 'store'}", tokens_file=str(tokens),
-                                  job_fn=JOB_FN, rate_burst=100_000, **kw)
+    return ServiceConfig.from_env(
+        store=store or f"file://{tmp_path / 'store'}", tokens_file=str(tokens), job_fn=JOB_FN, rate_burst=100_000, **kw
+    )
 
 
 def _leftovers(store, case: str, job_ids: list[str]) -> list[str]:
     """Every key naming the case or one of its jobs, and every batch record still holding its label
     (the worker's scripted test markers under testctl/ are not the case's)."""
-    left = [k for k in store.list("") if not k.startswith("testctl/")
-            and (case in k or any(j in k for j in job_ids))]
+    left = [k for k in store.list("") if not k.startswith("testctl/") and (case in k or any(j in k for j in job_ids))]
     for key in store.list("tenants/alpha/batches/"):
         if case in store.get(key).decode():
             left.append(key)
@@ -59,8 +59,12 @@ def _leftovers(store, case: str, job_ids: list[str]) -> list[str]:
 def _mount_tmpfs(folder: Path, size: str) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+            ).returncode
+            == 0
+        )
     except OSError:
         return False
 
@@ -95,8 +99,10 @@ def test_purge_racing_a_running_job_leaves_nothing_200_times(local):
         store.put(f"tenants/alpha/cases/{case}/inputs/fixed.stl", FIXED)
         store.put(f"tenants/alpha/cases/{case}/inputs/moving.stl", MOVING)
         assert client.post(f"/v1/cases/{case}/uploads", json={"name": "bite1.stl"}).status_code == 201
-        created = client.post("/v1/batches", json={"jobs": [
-            {"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}]})
+        created = client.post(
+            "/v1/batches",
+            json={"jobs": [{"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}]},
+        )
         assert created.status_code == 201, created.text
         job_id = created.json()["jobs"][0]["job_id"]
         start = threading.Barrier(2)
@@ -182,7 +188,9 @@ def test_job_inputs_are_committed_files_pinned_at_creation(local):
     assert client.put(grant["url"], content=b"solid raw, unsanitised").status_code == 204
     staged = f"tenants/alpha/cases/{case}/staging/{grant['upload_id']}/data"
     for bad in (staged, f"tenants/alpha/cases/{case}/jobs/j0000000000000000000000/job.json"):
-        r = client.post("/v1/jobs", json={"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": bad}})
+        r = client.post(
+            "/v1/jobs", json={"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": bad}}
+        )
         assert r.status_code == 422 and "committed input" in r.json()["problem"], r.text
     body = {"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
     job = client.post("/v1/jobs", json=body).json()
@@ -203,11 +211,15 @@ def test_cancelling_a_running_job_removes_its_outputs(local):
     case = "hold-305"
     for name, data in (("fixed.stl", FIXED), ("moving.stl", MOVING)):
         store.put(f"tenants/alpha/cases/{case}/inputs/{name}", data)
-    job = client.post("/v1/jobs", json={"case": case, "kind": "pair",
-                                        "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}).json()
+    job = client.post(
+        "/v1/jobs", json={"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+    ).json()
     done: dict = {}
-    thread = threading.Thread(target=lambda: done.update(
-        state=AlignWorker(config).run_batch([JobRef("alpha", case, job["job_id"]).key])[0].state))
+    thread = threading.Thread(
+        target=lambda: done.update(
+            state=AlignWorker(config).run_batch([JobRef("alpha", case, job["job_id"]).key])[0].state
+        )
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while not store.list(f"testctl/{job['job_id']}/") and time.monotonic() < deadline:
@@ -220,21 +232,37 @@ def test_cancelling_a_running_job_removes_its_outputs(local):
 
 
 def test_versioned_bucket_purge_removes_old_versions(s3_server, s3_bucket, tmp_path):
-    config = _config(tmp_path, f"s3://{s3_bucket}", s3_endpoint=s3_server.endpoint,
-                     s3_access_key=s3_server.access_key, s3_secret_key=s3_server.secret_key,
-                     s3_region=s3_server.region)
+    config = _config(
+        tmp_path,
+        f"s3://{s3_bucket}",
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_region=s3_server.region,
+    )
     store = config.open_store()
     store.put("ops/bucket", b"")  # creates the bucket
-    raw = Minio(s3_server.endpoint.split("//")[1], s3_server.access_key, s3_server.secret_key, secure=False,
-                region=s3_server.region)
+    raw = Minio(
+        s3_server.endpoint.split("//")[1],
+        s3_server.access_key,
+        s3_server.secret_key,
+        secure=False,
+        region=s3_server.region,
+    )
     raw.set_bucket_versioning(s3_bucket, VersioningConfig(ENABLED))
     client = TestClient(create_app(config), headers={"Authorization": f"Bearer {ALPHA}"})
     for seed in (0, 1):  # two versions of one input
-        assert client.post("/v1/cases/case-306/files", files={"file": ("fixed.stl", mesh_bytes(seed))}).status_code == 201
+        assert (
+            client.post("/v1/cases/case-306/files", files={"file": ("fixed.stl", mesh_bytes(seed))}).status_code == 201
+        )
     purged = client.delete("/v1/cases/case-306").json()
     assert purged["versions_removed"] >= 2 and purged["unremoved"] == []
-    left = [o.object_name for o in raw.list_objects(s3_bucket, prefix="tenants/alpha/cases/case-306/",
-                                                      recursive=True, include_version=True)]
+    left = [
+        o.object_name
+        for o in raw.list_objects(
+            s3_bucket, prefix="tenants/alpha/cases/case-306/", recursive=True, include_version=True
+        )
+    ]
     assert left == []
 
 
@@ -261,14 +289,18 @@ def test_unauthenticated_150mb_upload_is_refused_before_the_body(tmp_path):
     counting: list[_Counting] = []
     server = LiveServer(lambda: counting.append(_Counting(create_app(config))) or counting[-1]).start()
     # a well-formed multipart body (a 150 MB file part), streamed: never more than 64 KiB in memory
-    part_head = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.stl"\r\n'
-                 b"Content-Type: application/octet-stream\r\n\r\n")
+    part_head = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.stl"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+    )
     part_tail = b"\r\n--xyz--\r\n"
     file_bytes = 150 * 1024 * 1024
     total = len(part_head) + file_bytes + len(part_tail)
     chunk = b"\0" * 65536
-    head = (f"POST /v1/cases/case-307/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong-token-000000\r\n"
-            f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {total}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/cases/case-307/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong-token-000000\r\n"
+        f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {total}\r\n\r\n"
+    ).encode()
     sent, answer = 0, b""
 
     def body_piece(offset: int) -> bytes:
@@ -276,7 +308,7 @@ def test_unauthenticated_150mb_upload_is_refused_before_the_body(tmp_path):
             return part_head[offset:]
         if offset < len(part_head) + file_bytes:
             return chunk[: len(part_head) + file_bytes - offset]
-        return part_tail[offset - len(part_head) - file_bytes:]
+        return part_tail[offset - len(part_head) - file_bytes :]
 
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
@@ -297,8 +329,10 @@ def test_unauthenticated_150mb_upload_is_refused_before_the_body(tmp_path):
                 pass
     finally:
         server.stop()
-    print(f"unauthenticated 150 MB upload: client sent {sent / 1e6:.1f} MB before the answer, "
-          f"the app read {counting[-1].received} body bytes")
+    print(
+        f"unauthenticated 150 MB upload: client sent {sent / 1e6:.1f} MB before the answer, "
+        f"the app read {counting[-1].received} body bytes"
+    )
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert counting[-1].received < 1_000_000
 
@@ -339,9 +373,14 @@ def test_a_job_body_with_thousands_of_roles_is_refused_before_any_store_call(tmp
 
 
 def test_commit_learns_the_size_before_reading_the_object(s3_server, s3_bucket, tmp_path):
-    config = _config(tmp_path, f"s3://{s3_bucket}", s3_endpoint=s3_server.endpoint,
-                     s3_access_key=s3_server.access_key, s3_secret_key=s3_server.secret_key,
-                     s3_region=s3_server.region)
+    config = _config(
+        tmp_path,
+        f"s3://{s3_bucket}",
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_region=s3_server.region,
+    )
     reads: list[str] = []
 
     class Watched(S3Store):
@@ -349,8 +388,7 @@ def test_commit_learns_the_size_before_reading_the_object(s3_server, s3_bucket, 
             reads.append(key)
             return super().get(key)
 
-    store = Watched(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, s3_bucket,
-                    region=s3_server.region)
+    store = Watched(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, s3_bucket, region=s3_server.region)
     client = TestClient(create_app(config, store=store), headers={"Authorization": f"Bearer {ALPHA}"})
     grant = client.post("/v1/cases/case-309/uploads", json={"name": "fixed.stl"}).json()
     staged = f"tenants/alpha/cases/case-309/staging/{grant['upload_id']}/data"
@@ -422,15 +460,18 @@ def test_one_tenants_stuck_receiver_does_not_delay_anothers_callbacks():
         hung.close()
 
 
-@pytest.mark.parametrize("address", [
-    "[64:ff9b::a00:1]",  # NAT64 of 10.0.0.1
-    "[64:ff9b::a9fe:a9fe]",  # NAT64 of 169.254.169.254 (cloud metadata)
-    "[64:ff9b:1::7f00:1]",  # local-use NAT64 of 127.0.0.1
-    "[2002:a00:1::1]",  # 6to4 of 10.0.0.1
-    "[::a00:1]",  # IPv4-compatible 10.0.0.1
-    "[::ffff:7f00:1]",  # IPv4-mapped 127.0.0.1
-    "[2001:0:4136:e378:8000:63bf:f5ff:fffe]",  # Teredo
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "[64:ff9b::a00:1]",  # NAT64 of 10.0.0.1
+        "[64:ff9b::a9fe:a9fe]",  # NAT64 of 169.254.169.254 (cloud metadata)
+        "[64:ff9b:1::7f00:1]",  # local-use NAT64 of 127.0.0.1
+        "[2002:a00:1::1]",  # 6to4 of 10.0.0.1
+        "[::a00:1]",  # IPv4-compatible 10.0.0.1
+        "[::ffff:7f00:1]",  # IPv4-mapped 127.0.0.1
+        "[2001:0:4136:e378:8000:63bf:f5ff:fffe]",  # Teredo
+    ],
+)
 def test_ipv6_addresses_carrying_internal_ipv4_are_refused(address):
     problem = callback_url_problem(f"http://{address}/hook")
     assert problem and "non-public" in problem
@@ -463,9 +504,13 @@ def test_an_ipv6_address_is_as_public_as_the_ipv4_address_it_carries(v4_int, for
     import ipaddress
 
     v4 = ipaddress.IPv4Address(v4_int)
-    embed = {"nat64": (0x0064FF9B << 96) | v4_int, "nat64-local": (0x0064FF9B0001 << 80) | v4_int,
-             "6to4": (0x2002 << 112) | (v4_int << 80) | 1, "mapped": (0xFFFF << 32) | v4_int,
-             "compatible": v4_int}[form]
+    embed = {
+        "nat64": (0x0064FF9B << 96) | v4_int,
+        "nat64-local": (0x0064FF9B0001 << 80) | v4_int,
+        "6to4": (0x2002 << 112) | (v4_int << 80) | 1,
+        "mapped": (0xFFFF << 32) | v4_int,
+        "compatible": v4_int,
+    }[form]
     v6 = ipaddress.IPv6Address(embed)
     if form == "compatible" and v4_int <= 1:
         return  # :: and ::1 are IPv6's own unspecified and loopback addresses

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from test_service_support import LiveServer, mesh_bytes, write_tokens
 
 from occlutrace_client import OccluTraceClient
@@ -100,17 +99,28 @@ def test_the_asgi_layers_answer_problems(server, tmp_path):
         strict.stop()
 
 
-@given(body=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-                             st.sampled_from(["case", "kind", "inputs", "options", "callback_url", "x"]) | st.text(max_size=8),
-                             inner, max_size=5),
-                         max_leaves=20),
-       raw=st.binary(max_size=64))
+@given(
+    body=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["case", "kind", "inputs", "options", "callback_url", "x"]) | st.text(max_size=8),
+                inner,
+                max_size=5,
+            )
+        ),
+        max_leaves=20,
+    ),
+    raw=st.binary(max_size=64),
+)
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_whatever_a_client_posts_an_error_is_a_problem(server, body, raw):
     """Planted JSON values and raw bytes: every non-2xx answer is a problem with its status."""
-    for r in (server.http.post("/v1/jobs", json=body),
-              server.http.post("/v1/batches", content=raw, headers={"Content-Type": "application/json"})):
+    for r in (
+        server.http.post("/v1/jobs", json=body),
+        server.http.post("/v1/batches", content=raw, headers={"Content-Type": "application/json"}),
+    ):
         assert r.status_code < 500, r.text
         if r.status_code >= 400:
             assert_problem(r, r.status_code)
@@ -180,8 +190,9 @@ def test_error_bodies_parse_in_the_client(server):
 
     with OccluTraceClient(server.url, TOKEN, sleep=lambda s: None) as api:
         with pytest.raises(ApiError) as info:
-            api.request("POST", "/v1/jobs", content=json.dumps({"kind": "pair"}),
-                        headers={"Content-Type": "application/json"})
+            api.request(
+                "POST", "/v1/jobs", content=json.dumps({"kind": "pair"}), headers={"Content-Type": "application/json"}
+            )
     assert info.value.status == 422 and info.value.code == "invalid_request"
     assert info.value.source == "body.case" and info.value.body["errors"]
 

@@ -43,11 +43,29 @@ class RayHead:
     def start(self) -> None:
         log = self.root / f"head-{id(self)}-{os.urandom(2).hex()}.log"
         self.proc = subprocess.Popen(
-            [str(RAY), "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.root / 'ray'}", "--block"],
-            env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: b"Ray runtime started" in log.read_bytes() or self.proc.poll() is not None, 120,
-                 "the Ray head to start", every_s=0.2)
+            [
+                str(RAY),
+                "start",
+                "--head",
+                f"--port={self.port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={self.root / 'ray'}",
+                "--block",
+            ],
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: b"Ray runtime started" in log.read_bytes() or self.proc.poll() is not None,
+            120,
+            "the Ray head to start",
+            every_s=0.2,
+        )
         assert self.proc.poll() is None, log.read_text()[-2000:]
 
     def kill(self) -> None:
@@ -77,8 +95,12 @@ def _processes() -> list[tuple[int, str]]:
 @pytest.mark.skipif(not RAY.exists(), reason="the ray CLI is not installed beside this Python")
 def test_readiness_stays_green_while_the_ray_head_is_killed_and_restarted(tmp_path):
     root = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's socket paths have a limit
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-               PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent), str(TESTS_DIR)]))
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent), str(TESTS_DIR)]),
+    )
     head = RayHead(root, free_port(), env)
     port = free_port()
     tokens = write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})
@@ -87,11 +109,25 @@ def test_readiness_stays_green_while_the_ray_head_is_killed_and_restarted(tmp_pa
         head.start()
         controller_env = dict(env, OCCLUTRACE_JOB_FN=JOB_FN, OCCLUTRACE_RESCAN_S="1")
         controller = subprocess.Popen(
-            [sys.executable, "-m", "occlutrace_compute.service.server", "--port", str(port),
-             "--store", f"file://{tmp_path / 'store'}", "--tokens-file", str(tokens),
-             "--ray-address", f"127.0.0.1:{head.port}"],
-            env=controller_env, cwd=TESTS_DIR.parent, stdout=(tmp_path / "controller.log").open("wb"),
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "occlutrace_compute.service.server",
+                "--port",
+                str(port),
+                "--store",
+                f"file://{tmp_path / 'store'}",
+                "--tokens-file",
+                str(tokens),
+                "--ray-address",
+                f"127.0.0.1:{head.port}",
+            ],
+            env=controller_env,
+            cwd=TESTS_DIR.parent,
+            stdout=(tmp_path / "controller.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
 
         def dispatcher_up() -> float | None:
@@ -102,8 +138,9 @@ def test_readiness_stays_green_while_the_ray_head_is_killed_and_restarted(tmp_pa
                 raise AssertionError((tmp_path / "controller.log").read_text()[-3000:]) from None
             assert ready.status_code == 200 and ready.json()["ready"], ready.text
             text = httpx.get(f"{base}/metrics", timeout=10).text
-            return next(float(line.split()[1]) for line in text.splitlines()
-                        if line.startswith("occlutrace_dispatcher_up "))
+            return next(
+                float(line.split()[1]) for line in text.splitlines() if line.startswith("occlutrace_dispatcher_up ")
+            )
 
         def reachable() -> bool:
             try:

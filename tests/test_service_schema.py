@@ -28,8 +28,9 @@ def _schema():
     """Built at import (schemathesis parametrizes at collection); the folder lives as long as the module."""
     tmp = Path(_TMP.name)
     tokens = write_tokens(tmp / "tokens", {"tok-alpha-0123456789": "alpha"})
-    config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
-                                    rate_burst=100_000, max_upload_bytes=100_000)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp / 'store'}", tokens_file=str(tokens), rate_burst=100_000, max_upload_bytes=100_000
+    )
     app = create_app(config)
     store = app.state.controller.store
     for name in ("fixed.stl", "moving.stl"):  # something real for generated jobs to point at
@@ -50,8 +51,13 @@ def test_no_server_errors(case):
 
 # -- the document and the running server against each other -----------------------------------
 
-CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance,
-               response_headers_conformance, response_schema_conformance]
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def _live() -> tuple[LiveServer, object]:
@@ -60,8 +66,13 @@ def _live() -> tuple[LiveServer, object]:
     tmp = Path(_TMP.name) / "live"
     tmp.mkdir()
     tokens = write_tokens(tmp / "tokens", {"tok-alpha-0123456789": "alpha"})
-    config = ServiceConfig.from_env(store=f"file://{tmp / 'store'}", tokens_file=str(tokens),
-                                    rate_burst=100_000, max_upload_bytes=100_000, max_json_bytes=200_000)
+    config = ServiceConfig.from_env(
+        store=f"file://{tmp / 'store'}",
+        tokens_file=str(tokens),
+        rate_burst=100_000,
+        max_upload_bytes=100_000,
+        max_json_bytes=200_000,
+    )
     store = config.open_store()
     for name in ("fixed.stl", "moving.stl"):
         store.put(f"tenants/alpha/cases/case-1/inputs/{name}", mesh_bytes(0))
@@ -111,5 +122,6 @@ class _Workflow(live.as_state_machine()):
 
 
 TestWorkflow = _Workflow.TestCase
-TestWorkflow.settings = settings(max_examples=10, stateful_step_count=6, deadline=None,
-                                 suppress_health_check=list(HealthCheck), derandomize=True)
+TestWorkflow.settings = settings(
+    max_examples=10, stateful_step_count=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)

@@ -16,8 +16,8 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -76,7 +76,7 @@ def scripted_job(spec: JobSpec, store: ObjectStore) -> dict:
             outage_marker(spec.job_id, attempt).touch()
             raise
     if label.startswith("slow"):
-        time.sleep(int(label[4:label.index("-")]) / 10)
+        time.sleep(int(label[4 : label.index("-")]) / 10)
     digests = {role: hashlib.sha256(store.get(key)).hexdigest() for role, key in spec.inputs.items()}
     prefix = f"tenants/{spec.tenant}/cases/{spec.case}/jobs/{spec.job_id}/outputs/"
     result = {"kind": spec.kind, "status": "succeeded", "inputs": digests, "timings_seconds": {"load": 0.001}}
@@ -85,8 +85,7 @@ def scripted_job(spec: JobSpec, store: ObjectStore) -> dict:
         result["deviation"] = {"rms_mm": 0.03, "within_tolerance_share": 0.95}
     else:
         side = {"contact_area_mm2": 1.5}
-        result["registration"] = {"confidence": 1.0, "doubtful": False,
-                                  "metrics": {"iterations": 12, "rmse_mm": 0.02}}
+        result["registration"] = {"confidence": 1.0, "doubtful": False, "metrics": {"iterations": 12, "rmse_mm": 0.02}}
         result["contacts"] = {"per_side": {"left": side, "right": side}, "max_penetration_mm": 0.0}
     store.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
     store.put(prefix + "aligned.stl", store.get(spec.inputs[min(spec.inputs)]))  # fixed / bite1
@@ -127,9 +126,17 @@ class LiveServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "LiveServer":
-        config = uvicorn.Config(self.app_factory(), host="127.0.0.1", port=self.port, access_log=False,
-                                log_level="warning", limit_concurrency=1000, backlog=1024, timeout_keep_alive=30)
+    def start(self) -> LiveServer:
+        config = uvicorn.Config(
+            self.app_factory(),
+            host="127.0.0.1",
+            port=self.port,
+            access_log=False,
+            log_level="warning",
+            limit_concurrency=1000,
+            backlog=1024,
+            timeout_keep_alive=30,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -168,8 +175,10 @@ class Api:
         for role, s in (("fixed", seed), ("moving", seed + 1)):
             r = self.upload(case, f"{role}.stl", mesh_bytes(s))
             assert r.status_code == 201, r.text
-        r = self.http.post("/v1/jobs", json={"case": case, "kind": "pair",
-                                              "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}, **extra})
+        r = self.http.post(
+            "/v1/jobs",
+            json={"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}, **extra},
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -179,8 +188,12 @@ class Api:
         return r.json()
 
     def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 60) -> dict:
-        return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout_s,
-                        f"job {job_id} to reach {states}", every_s=0.1)
+        return wait_for(
+            lambda: (j := self.job(job_id))["state"] in states and j,
+            timeout_s,
+            f"job {job_id} to reach {states}",
+            every_s=0.1,
+        )
 
 
 @contextlib.contextmanager
@@ -189,9 +202,14 @@ def ray_session(**init_kwargs) -> Iterator[None]:
     import ray
 
     env = {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)])}
-    ray.init(num_cpus=init_kwargs.pop("num_cpus", 2), include_dashboard=False, log_to_driver=False,
-             namespace=init_kwargs.pop("namespace", "occlutrace-test"), runtime_env={"env_vars": env},
-             **init_kwargs)
+    ray.init(
+        num_cpus=init_kwargs.pop("num_cpus", 2),
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace=init_kwargs.pop("namespace", "occlutrace-test"),
+        runtime_env={"env_vars": env},
+        **init_kwargs,
+    )
     try:
         yield
     finally:
@@ -285,7 +303,7 @@ class CallbackSink:
         self.fail_first = fail_first
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if sink.fail_first > 0:
                     sink.fail_first -= 1

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from minio import Minio
+from s3server import S3Endpoint
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.storage import (
@@ -22,7 +23,6 @@ from occlutrace_compute.storage import (
 )
 from occlutrace_compute.storage.keys import TEMP_PREFIX
 from occlutrace_compute.storage.retry import is_transient
-from s3server import S3Endpoint
 
 
 def make_s3(server: S3Endpoint, bucket: str, prefix: str = "pfx", **kw) -> S3Store:
@@ -87,7 +87,9 @@ def test_delete_and_delete_prefix(store: ObjectStore) -> None:
     assert store.delete_prefix("c/1") == []
     if isinstance(store, LocalStore):  # no empty folders left behind
         assert sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")) == [
-            "c", "c/10", "c/10/x",
+            "c",
+            "c/10",
+            "c/10/x",
         ]
 
 

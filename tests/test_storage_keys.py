@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from minio import Minio
+from s3server import S3Endpoint
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.storage import LocalStore, ObjectStore, S3Store, open_store
@@ -19,7 +20,6 @@ from occlutrace_compute.storage.keys import (
     purge_case,
     split_case_key,
 )
-from s3server import S3Endpoint
 
 
 def test_case_layout() -> None:
@@ -83,9 +83,14 @@ def test_purge_case_removes_exactly_the_case(store: ObjectStore, request) -> Non
 
 
 ENV_VARS = [
-    "OCCLUTRACE_STORE", "OCCLUTRACE_S3_ENDPOINT", "OCCLUTRACE_S3_REGION", "OCCLUTRACE_S3_PUBLIC_ENDPOINT",
-    "OCCLUTRACE_S3_ACCESS_KEY", "OCCLUTRACE_S3_ACCESS_KEY_FILE",
-    "OCCLUTRACE_S3_SECRET_KEY", "OCCLUTRACE_S3_SECRET_KEY_FILE",
+    "OCCLUTRACE_STORE",
+    "OCCLUTRACE_S3_ENDPOINT",
+    "OCCLUTRACE_S3_REGION",
+    "OCCLUTRACE_S3_PUBLIC_ENDPOINT",
+    "OCCLUTRACE_S3_ACCESS_KEY",
+    "OCCLUTRACE_S3_ACCESS_KEY_FILE",
+    "OCCLUTRACE_S3_SECRET_KEY",
+    "OCCLUTRACE_S3_SECRET_KEY_FILE",
 ]
 
 
@@ -130,8 +135,10 @@ def test_s3_from_env_with_secret_files(env, tmp_path: Path, s3_server: S3Endpoin
 def test_s3_overrides_replace_env(env, s3_server: S3Endpoint, s3_bucket: str) -> None:
     env.setenv("OCCLUTRACE_S3_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     store = open_store(
-        f"s3://{s3_bucket}", endpoint=s3_server.endpoint,
-        access_key=s3_server.access_key, secret_key=s3_server.secret_key,
+        f"s3://{s3_bucket}",
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
     )
     store.put("k", b"v")
     assert store.exists("k")
@@ -142,24 +149,43 @@ def test_s3_overrides_replace_env(env, s3_server: S3Endpoint, s3_bucket: str) ->
     [
         ({"OCCLUTRACE_STORE": "s3://b-1"}, ValueError, "OCCLUTRACE_S3_ENDPOINT is not set"),
         (
-            {"OCCLUTRACE_STORE": "s3://b-1", "OCCLUTRACE_S3_ENDPOINT": "http://h:9000",
-             "OCCLUTRACE_S3_ACCESS_KEY": "ak"},
-            ValueError, "set OCCLUTRACE_S3_SECRET_KEY or OCCLUTRACE_S3_SECRET_KEY_FILE",
+            {
+                "OCCLUTRACE_STORE": "s3://b-1",
+                "OCCLUTRACE_S3_ENDPOINT": "http://h:9000",
+                "OCCLUTRACE_S3_ACCESS_KEY": "ak",
+            },
+            ValueError,
+            "set OCCLUTRACE_S3_SECRET_KEY or OCCLUTRACE_S3_SECRET_KEY_FILE",
         ),
         (
-            {"OCCLUTRACE_STORE": "s3://b-1", "OCCLUTRACE_S3_ENDPOINT": "http://h:9000",
-             "OCCLUTRACE_S3_ACCESS_KEY": "ak", "OCCLUTRACE_S3_SECRET_KEY_FILE": "/nonexistent/secret"},
-            ValueError, "OCCLUTRACE_S3_SECRET_KEY_FILE '/nonexistent/secret': cannot read",
+            {
+                "OCCLUTRACE_STORE": "s3://b-1",
+                "OCCLUTRACE_S3_ENDPOINT": "http://h:9000",
+                "OCCLUTRACE_S3_ACCESS_KEY": "ak",
+                "OCCLUTRACE_S3_SECRET_KEY_FILE": "/nonexistent/secret",
+            },
+            ValueError,
+            "OCCLUTRACE_S3_SECRET_KEY_FILE '/nonexistent/secret': cannot read",
         ),
         (
-            {"OCCLUTRACE_STORE": "s3://Bad_Bucket", "OCCLUTRACE_S3_ENDPOINT": "http://h:9000",
-             "OCCLUTRACE_S3_ACCESS_KEY": "ak", "OCCLUTRACE_S3_SECRET_KEY": "s3cr3t-value"},
-            ValueError, "S3 bucket 'Bad_Bucket'",
+            {
+                "OCCLUTRACE_STORE": "s3://Bad_Bucket",
+                "OCCLUTRACE_S3_ENDPOINT": "http://h:9000",
+                "OCCLUTRACE_S3_ACCESS_KEY": "ak",
+                "OCCLUTRACE_S3_SECRET_KEY": "s3cr3t-value",
+            },
+            ValueError,
+            "S3 bucket 'Bad_Bucket'",
         ),
         (
-            {"OCCLUTRACE_STORE": "s3://b-1", "OCCLUTRACE_S3_ENDPOINT": "ftp://h/x",
-             "OCCLUTRACE_S3_ACCESS_KEY": "ak", "OCCLUTRACE_S3_SECRET_KEY": "s3cr3t-value"},
-            ValueError, "S3 endpoint 'ftp://h/x'",
+            {
+                "OCCLUTRACE_STORE": "s3://b-1",
+                "OCCLUTRACE_S3_ENDPOINT": "ftp://h/x",
+                "OCCLUTRACE_S3_ACCESS_KEY": "ak",
+                "OCCLUTRACE_S3_SECRET_KEY": "s3cr3t-value",
+            },
+            ValueError,
+            "S3 endpoint 'ftp://h/x'",
         ),
         ({"OCCLUTRACE_STORE": "gs://b"}, ValueError, "expected file:///path or s3://bucket/prefix"),
     ],

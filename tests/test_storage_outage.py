@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from s3server import CuttingProxy, MotoServer, S3Endpoint
 
 from occlutrace_compute.storage import LocalStore, RetryPolicy, S3Store, StoreUnavailable
 from occlutrace_compute.storage.keys import TEMP_PREFIX
-from s3server import CuttingProxy, MotoServer, S3Endpoint
 
 # Default policy: 4 tries, backoff <= 0.1+0.2+0.4+jitter s, connection refused is immediate.
 OUTAGE_BOUND_S = 5.0
@@ -130,9 +130,7 @@ def test_local_writer_killed_mid_write_leaves_the_old_object(tmp_path: Path) -> 
     store = LocalStore(tmp_path / "store")
     store.put("tenants/t/cases/c/mesh.stl", b"old version")
     marker = tmp_path / "mid-write"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(store.root), str(marker)], stdin=subprocess.PIPE
-    )
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(store.root), str(marker)], stdin=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not marker.exists() and child.poll() is None and time.monotonic() < deadline:

@@ -33,10 +33,20 @@ def records(n: int, case: str = "case-1", batch_id: str | None = None) -> list[J
     out = []
     for _ in range(n):
         job_id = new_id("j")
-        spec = JobSpec(job_id=job_id, tenant="alpha", case=case, kind="pair",
-                       inputs={r: f"tenants/alpha/cases/{case}/jobs/{job_id}/inputs/{r}/{r}.stl" for r in ("fixed", "moving")})
-        out.append(JobRecord(spec=spec, batch_id=batch_id,
-                             sources={r: f"tenants/alpha/cases/{case}/inputs/{r}.stl" for r in ("fixed", "moving")}))
+        spec = JobSpec(
+            job_id=job_id,
+            tenant="alpha",
+            case=case,
+            kind="pair",
+            inputs={r: f"tenants/alpha/cases/{case}/jobs/{job_id}/inputs/{r}/{r}.stl" for r in ("fixed", "moving")},
+        )
+        out.append(
+            JobRecord(
+                spec=spec,
+                batch_id=batch_id,
+                sources={r: f"tenants/alpha/cases/{case}/inputs/{r}.stl" for r in ("fixed", "moving")},
+            )
+        )
     return out
 
 
@@ -56,7 +66,7 @@ def test_put_transient_is_visible_at_once_without_fsync(tmp_path, monkeypatch):
     assert s.get("ops/running/w1.json") == b'{"key": 1}' and calls == []
     s.put("ops/x", b"1")
     assert len(calls) == 2  # a durable put: the file, then its folder
-    assert [n for n in os.listdir(tmp_path / "ops" / "running")] == ["w1.json"]  # no temp file left
+    assert os.listdir(tmp_path / "ops" / "running") == ["w1.json"]  # no temp file left
 
 
 def test_create_many_pins_inputs_indexes_and_queues_every_job(store):
@@ -85,8 +95,9 @@ def test_a_batch_is_marked_running_in_one_round_and_ends_final(store, tmp_path):
     # every job of the batch was charged before the first one ran: the start is one round
     first = SEEN[batch[0].spec.job_id]
     assert first == ["running"] * 6
-    assert repo.batch_states("alpha", "b0123456789abc", [(r.spec.job_id, "case-1") for r in batch]) == \
-        {r.spec.job_id: "succeeded" for r in batch}
+    assert repo.batch_states("alpha", "b0123456789abc", [(r.spec.job_id, "case-1") for r in batch]) == {
+        r.spec.job_id: "succeeded" for r in batch
+    }
     assert repo.queued_refs() == [] and not store.exists(running_hint_key("w-test"))
     assert store.list("tenants/alpha/batches/b0123456789abc/running/") == []
     assert all(rec.attempts == 1 for rec in repo.load_many([JobRef("alpha", "case-1", r.spec.job_id) for r in batch]))
@@ -106,8 +117,13 @@ def test_a_lost_worker_charges_only_the_job_its_hint_names(store):
     store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
     d = object.__new__(Dispatcher)
     d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
-    slot = SimpleNamespace(ready=True, index=0, worker_id="w-dead",
-                           handle=SimpleNamespace(info=SimpleNamespace(remote=lambda: None)), info_ref=None)
+    slot = SimpleNamespace(
+        ready=True,
+        index=0,
+        worker_id="w-dead",
+        handle=SimpleNamespace(info=SimpleNamespace(remote=lambda: None)),
+        info_ref=None,
+    )
     refs = [JobRef("alpha", "case-1", r.spec.job_id) for r in batch]
     d._worker_lost(slot, refs, RuntimeError("killed"))
     after = {rec.spec.job_id: (rec.state, rec.attempts) for rec in repo.load_many(refs)}
@@ -123,8 +139,10 @@ def test_purge_keys_cost_one_read_per_batch_not_per_job(tmp_path):
     repo = JobRepo(store)
     jobs = records(20, batch_id="b0000000000001") + records(20, batch_id="b0000000000002") + records(5)
     for batch_id in ("b0000000000001", "b0000000000002"):
-        store.put_json(f"tenants/alpha/batches/{batch_id}.json", {
-            "batch_id": batch_id, "jobs": [[r.spec.job_id, "case-1"] for r in jobs if r.batch_id == batch_id]})
+        store.put_json(
+            f"tenants/alpha/batches/{batch_id}.json",
+            {"batch_id": batch_id, "jobs": [[r.spec.job_id, "case-1"] for r in jobs if r.batch_id == batch_id]},
+        )
     repo.create_many(jobs)
     want = sorted(k for r in jobs for k in repo.outside_keys(JobRef("alpha", "case-1", r.spec.job_id)))
     gets = []

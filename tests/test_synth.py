@@ -11,8 +11,14 @@ from scipy.spatial import cKDTree
 
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.synth import (
-    make_arch, make_bite_case, make_pair_case, pointwise_rms_um, rotation_error_deg,
-    translation_error_um, write_bite_case, write_pair_case,
+    make_arch,
+    make_bite_case,
+    make_pair_case,
+    pointwise_rms_um,
+    rotation_error_deg,
+    translation_error_um,
+    write_bite_case,
+    write_pair_case,
 )
 from occlutrace_compute.synth.occlusion import contact_truth, signed_distance_to
 
@@ -223,8 +229,10 @@ def test_bite_scans_cover_both_arches_on_their_side(bite):
     case = bite
     assert len(case.bites) == 2 and len(case.T_upper_bites) == 2
     lower = case.lower.transformed(case.T_upper_lower)
-    sides = {side: np.array([r.centroid for r in case.contacts.regions if r.side == side]).mean(0)
-             for side in ("left", "right")}
+    sides = {
+        side: np.array([r.centroid for r in case.contacts.regions if r.side == side]).mean(0)
+        for side in ("left", "right")
+    }
     for bite_mesh, t, side, other in zip(case.bites, case.T_upper_bites, ("left", "right"), ("right", "left")):
         pts = bite_mesh.transformed(t).vertices
         d_up = np.abs(signed_distance_to(case.upper, pts, 1.0))

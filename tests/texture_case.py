@@ -50,8 +50,10 @@ def image_bytes(fmt: str, payload: str = NAME, size: tuple[int, int] = (64, 48))
 
 
 def mtl_bytes(image: str, payload: str = NAME) -> bytes:
-    return (f"# exported for {payload}\nnewmtl {payload.replace(' ', '_')}\nKa 1 1 1\nKd 1 1 1\n"
-            f"map_Kd -s 1 1 1 {image}\nillum 2 # PatientID-4711\n").encode()
+    return (
+        f"# exported for {payload}\nnewmtl {payload.replace(' ', '_')}\nKa 1 1 1\nKd 1 1 1\n"
+        f"map_Kd -s 1 1 1 {image}\nillum 2 # PatientID-4711\n"
+    ).encode()
 
 
 def obj_bytes(mesh: Mesh, mtl: str, payload: str = NAME) -> bytes:
@@ -60,7 +62,9 @@ def obj_bytes(mesh: Mesh, mtl: str, payload: str = NAME) -> bytes:
     rows += [f"v {x!r} {y!r} {z!r}" for x, y, z in mesh.vertices.tolist()]
     rows += [f"vt {u!r} {w!r}" for u, w in vt.tolist()]
     rows += ["usemtl DOB19800314"]
-    rows += [f"f {a}/{p} {b}/{q} {c}/{r}" for (a, b, c), (p, q, r) in zip((mesh.faces + 1).tolist(), (corner + 1).tolist())]
+    rows += [
+        f"f {a}/{p} {b}/{q} {c}/{r}" for (a, b, c), (p, q, r) in zip((mesh.faces + 1).tolist(), (corner + 1).tolist())
+    ]
     return ("\n".join(rows) + "\n").encode()
 
 

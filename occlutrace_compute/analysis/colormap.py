@@ -95,15 +95,27 @@ def deviation_ramp(scale_mm: float = 0.2, band_mm: float = 0.0) -> ColorRamp:
         raise ValueError(f"colour scale must be positive, got {scale_mm}")
     if not 0 <= b < s:
         raise ValueError(f"the tolerance band must be in [0, scale), got {band_mm} for a scale of {scale_mm}")
-    blue, cyan, green, yellow, red = (0.05, 0.15, 0.75), (0.0, 0.75, 0.95), (0.15, 0.78, 0.2), (0.98, 0.85, 0.05), (0.85, 0.05, 0.05)
+    blue, cyan, green, yellow, red = (
+        (0.05, 0.15, 0.75),
+        (0.0, 0.75, 0.95),
+        (0.15, 0.78, 0.2),
+        (0.98, 0.85, 0.05),
+        (0.85, 0.05, 0.05),
+    )
     positions: tuple[float, ...]
     colors: tuple[tuple[float, float, float], ...]
     if b > 0:
         positions, colors = (-s, -b, -b, b, b, s), (blue, cyan, green, green, yellow, red)
     else:
         positions, colors = (-s, -s / 2, 0.0, s / 2, s), (blue, cyan, green, yellow, red)
-    return ColorRamp(positions=positions, colors=colors, label="signed deviation [mm]",
-                     above=BEYOND_ABOVE, below=BEYOND_BELOW, nan_label="no overlap")
+    return ColorRamp(
+        positions=positions,
+        colors=colors,
+        label="signed deviation [mm]",
+        above=BEYOND_ABOVE,
+        below=BEYOND_BELOW,
+        nan_label="no overlap",
+    )
 
 
 def contact_ramp(threshold_mm: float = 0.1, cutoff_mm: float = 0.5, depth_mm: float = 0.3) -> ColorRamp:
@@ -115,7 +127,14 @@ def contact_ramp(threshold_mm: float = 0.1, cutoff_mm: float = 0.5, depth_mm: fl
         raise ValueError(f"need 0 < threshold < cutoff and depth > 0, got {t}, {c}, {d}")
     return ColorRamp(
         positions=(-d, 0.0, 0.0, t, t, c),
-        colors=((0.4, 0.0, 0.0), (1.0, 0.1, 0.1), (0.1, 0.8, 0.15), (0.55, 0.9, 0.2), (0.55, 0.8, 1.0), (0.05, 0.1, 0.55)),
+        colors=(
+            (0.4, 0.0, 0.0),
+            (1.0, 0.1, 0.1),
+            (0.1, 0.8, 0.15),
+            (0.55, 0.9, 0.2),
+            (0.55, 0.8, 1.0),
+            (0.05, 0.1, 0.55),
+        ),
         label="distance to opposing arch [mm]",
         grey_above=True,
         nan_label=f"farther than {c:g} mm",

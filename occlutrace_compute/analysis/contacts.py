@@ -185,7 +185,15 @@ def _regions(name: str, regions: Regions, frame: ArchFrame, superior: np.ndarray
     return sorted(out, key=lambda r: r.min_distance_mm)
 
 
-def _arch(name: str, mesh: Mesh, distance: np.ndarray, superior_hint: np.ndarray, threshold: float, cutoff: float, ramp: ColorRamp) -> ArchContacts:
+def _arch(
+    name: str,
+    mesh: Mesh,
+    distance: np.ndarray,
+    superior_hint: np.ndarray,
+    threshold: float,
+    cutoff: float,
+    ramp: ColorRamp,
+) -> ArchContacts:
     frame = arch_frame(mesh)
     superior = frame.occlusal if float(np.dot(frame.occlusal, superior_hint)) >= 0 else -frame.occlusal
     contact_regions = regions_below(mesh, distance, threshold, fill_value=cutoff)
@@ -201,18 +209,32 @@ def _arch(name: str, mesh: Mesh, distance: np.ndarray, superior_hint: np.ndarray
     )
 
 
-def _measure(name: str, mesh: Mesh, other_name: str, other: Mesh, up: np.ndarray, threshold: float, cutoff: float,
-             ramp: ColorRamp, device: str) -> ArchContacts:
+def _measure(
+    name: str,
+    mesh: Mesh,
+    other_name: str,
+    other: Mesh,
+    up: np.ndarray,
+    threshold: float,
+    cutoff: float,
+    ramp: ColorRamp,
+    device: str,
+) -> ArchContacts:
     """One arch's side of contacts(): distances to the other arch, regions, colours. Runs on one
     thread with OpenMP on one thread too (the two arches run side by side on the two cores)."""
     with one_openmp_thread():
-        index = SurfaceIndex(other, name=other_name) if device == "cpu" else surface_index(other, name=other_name, device=device)
+        index = (
+            SurfaceIndex(other, name=other_name)
+            if device == "cpu"
+            else surface_index(other, name=other_name, device=device)
+        )
         distance = index.query(mesh.vertices, max_distance=cutoff).distance
         return _arch(name, mesh, distance, up, threshold, cutoff, ramp)
 
 
-def contacts(upper: Mesh, lower: Mesh, threshold_mm: float = 0.1, cutoff_mm: float = 0.5,
-             device: str = "cpu") -> ContactReport:
+def contacts(
+    upper: Mesh, lower: Mesh, threshold_mm: float = 0.1, cutoff_mm: float = 0.5, device: str = "cpu"
+) -> ContactReport:
     """Contacts and penetrations between upper and lower arch (both in the occlusion frame).
 
     device: a job's "cpu" / "auto" / "cuda" (analysis/distance_device.py: "auto" measures with

@@ -100,13 +100,27 @@ class DeviationReport:
             )
         else:
             title = "deviation: no overlap with the reference"
-        subtitle = (f"aligned rescan vs reference; positive = rescan outside the reference; grey = no overlap; "
-                    f"farther than {self.max_distance_mm:g} mm: beyond-the-scale colours, not in the statistics")
+        subtitle = (
+            f"aligned rescan vs reference; positive = rescan outside the reference; grey = no overlap; "
+            f"farther than {self.max_distance_mm:g} mm: beyond-the-scale colours, not in the statistics"
+        )
         frame = self.frame
         superior = {"upper": -frame.occlusal, "lower": frame.occlusal}.get(self.arch or "")
         arch_name = f"{self.arch} arch" if self.arch else "arch (upper/lower not stated: sides not named)"
-        return write_arch_sheet(path, self.colored, self.shown, frame, superior, self.ramp, title, subtitle, arch_name,
-                                self.histogram.to_dict(), self.band_mm or None, s.tolerance_mm)
+        return write_arch_sheet(
+            path,
+            self.colored,
+            self.shown,
+            frame,
+            superior,
+            self.ramp,
+            title,
+            subtitle,
+            arch_name,
+            self.histogram.to_dict(),
+            self.band_mm or None,
+            s.tolerance_mm,
+        )
 
 
 SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)
@@ -127,9 +141,15 @@ def _query_halves(index: SurfaceIndex, points: np.ndarray, max_distance: float) 
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-deviation") as pool:
         first, second = pool.map(part, (points[:half], points[half:]))
-    return SurfaceDistance(*(np.concatenate([a, b]) for a, b in zip(
-        (first.distance, first.closest, first.face, first.on_boundary),
-        (second.distance, second.closest, second.face, second.on_boundary))))
+    return SurfaceDistance(
+        *(
+            np.concatenate([a, b])
+            for a, b in zip(
+                (first.distance, first.closest, first.face, first.on_boundary),
+                (second.distance, second.closest, second.face, second.on_boundary),
+            )
+        )
+    )
 
 
 def deviation(

@@ -220,7 +220,9 @@ class SurfaceIndex:
         step = max(1, _PAIRS_PER_CHUNK // k)
         for start in range(0, len(todo), step):
             rows = todo[start : start + step]
-            sq[rows], face[rows], ask[start : start + step] = self._refine(pts[rows], done, k, limit, sq[rows], face[rows])
+            sq[rows], face[rows], ask[start : start + step] = self._refine(
+                pts[rows], done, k, limit, sq[rows], face[rows]
+            )
         return ask
 
     def _refine(
@@ -238,12 +240,21 @@ class SurfaceIndex:
         ask = np.zeros(len(p), dtype=np.int64)
         if len(live):
             best_sq[live], best_face[live], ask[live] = self._score(
-                p[live], done, k, limit, best_sq[live], best_face[live], dist[live], idx[live], found[live])
+                p[live], done, k, limit, best_sq[live], best_face[live], dist[live], idx[live], found[live]
+            )
         return best_sq, best_face, ask
 
     def _score(
-        self, p: np.ndarray, done: int, k: int, limit: float, best_sq: np.ndarray, best_face: np.ndarray,
-        dist: np.ndarray, idx: np.ndarray, found: np.ndarray,
+        self,
+        p: np.ndarray,
+        done: int,
+        k: int,
+        limit: float,
+        best_sq: np.ndarray,
+        best_face: np.ndarray,
+        dist: np.ndarray,
+        idx: np.ndarray,
+        found: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """_refine for points with at least one proxy within reach: score, prove, ask."""
         # Fewer than k proxies within reach: the tree gave every one, so every triangle within the

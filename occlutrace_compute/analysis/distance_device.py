@@ -243,7 +243,7 @@ def cuda_available() -> bool:
 
         cupy.cuda.nvrtc.getVersion()
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001  ImportError, a missing libnvrtc, or no driver
+    except Exception:
         return False
 
 
@@ -259,7 +259,7 @@ def _cuda_function(device_index: int):
 
 
 def resolve_backend(device: Device = "auto") -> Backend:
-    """"auto": the CUDA kernel when a GPU is usable, else distance.py's numpy path."""
+    """ "auto": the CUDA kernel when a GPU is usable, else distance.py's numpy path."""
     if device == "auto":
         return "cuda" if cuda_available() else "numpy"
     if device not in ("cuda", "cpu-twin", "numpy"):
@@ -282,7 +282,11 @@ class DeviceSurfaceIndex:
     """
 
     def __init__(
-        self, mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh", device: Device = "auto",
+        self,
+        mesh: Mesh,
+        normals_from: NormalsFrom = "faces",
+        name: str = "mesh",
+        device: Device = "auto",
         threads: int | None = None,
     ) -> None:
         """`threads`: OpenMP threads of the CPU twin (default: OpenMP's, all cores; the setting is
@@ -433,7 +437,9 @@ class DistanceIndex(Protocol):
 JOB_DEVICES: dict[str, Device] = {"auto": "auto", "cpu": "numpy", "cuda": "cuda", "cpu-twin": "cpu-twin"}
 
 
-def surface_index(mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh", device: str = "cpu") -> DistanceIndex:
+def surface_index(
+    mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh", device: str = "cpu"
+) -> DistanceIndex:
     """An index for a job's device ("auto", "cpu", "cuda" as in JobOptions.device; "cpu-twin"):
     "cpu" is distance.py's SurfaceIndex itself, "auto" the CUDA kernel when a GPU is usable."""
     if device not in JOB_DEVICES:

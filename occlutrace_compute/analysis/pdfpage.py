@@ -81,15 +81,25 @@ class PdfPage:
     _ops: list[bytes] = field(default_factory=list)
     _images: list[PngRows] = field(default_factory=list)
 
-    def text(self, x: float, y: float, text: str, size: float, bold: bool = False,
-             color: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+    def text(
+        self,
+        x: float,
+        y: float,
+        text: str,
+        size: float,
+        bold: bool = False,
+        color: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    ) -> None:
         w, h = self.size_pt
         r, g, b = color
-        self._ops.append(b"BT /%s %.2f Tf %.3f %.3f %.3f rg %.2f %.2f Td %s Tj ET" % (
-            b"F2" if bold else b"F1", size, r, g, b, x * w, y * h, _pdf_string(text)))
+        self._ops.append(
+            b"BT /%s %.2f Tf %.3f %.3f %.3f rg %.2f %.2f Td %s Tj ET"
+            % (b"F2" if bold else b"F1", size, r, g, b, x * w, y * h, _pdf_string(text))
+        )
 
-    def wrapped(self, x: float, y: float, text: str, size: float, right: float = 0.96,
-                leading: float = 1.25, **kw) -> float:
+    def wrapped(
+        self, x: float, y: float, text: str, size: float, right: float = 0.96, leading: float = 1.25, **kw
+    ) -> float:
         """Text wrapped at the page fraction `right`; returns the baseline below the last line."""
         chars = max(10, int((right - x) * self.size_pt[0] / (_AVG_CHAR_EM * size)))
         for line in textwrap.wrap(text, chars) or [""]:
@@ -129,7 +139,9 @@ class PdfPage:
             objects.append(
                 b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8"
                 b" /Filter /FlateDecode /DecodeParms << /Predictor 15 /Colors 3 /BitsPerComponent 8 /Columns %d >>"
-                b" /Length %d >>\nstream\n%s\nendstream" % (rows.width, rows.height, rows.width, len(rows.idat), rows.idat))
+                b" /Length %d >>\nstream\n%s\nendstream"
+                % (rows.width, rows.height, rows.width, len(rows.idat), rows.idat)
+            )
         objects.append(b"<< /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
         out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
         offsets = []

@@ -112,7 +112,9 @@ def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return 0.5 * _cross_columns(vertices, faces)[3]
 
 
-def cluster(vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, cell_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cluster(
+    vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, cell_mm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A coarser copy of the mesh for small views: vertices merged per grid cell of `cell_mm`
     (position and value averaged; NaN if any merged value is NaN), faces that collapse dropped.
     O(N log N + F); the result has at most as many vertices and faces as the input."""
@@ -130,9 +132,18 @@ def cluster(vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, cell_mm
     return out_v, f[ok], out_vals
 
 
-def rasterize(vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, view: View, ramp: ColorRamp,
-              width: int, height: int, margin_px: int = 8, extent: float | None = None,
-              normals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+def rasterize(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    values: np.ndarray,
+    view: View,
+    ramp: ColorRamp,
+    width: int,
+    height: int,
+    margin_px: int = 8,
+    extent: float | None = None,
+    normals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, float]:
     """(height, width, 3) uint8 image of the mesh seen by `view`, and its scale in px per mm.
 
     vertices (N, 3), faces (F, 3) int, values (N,) mm (NaN: grey). `extent`: mm the image must
@@ -217,23 +228,54 @@ def arch_views(frame: ArchFrame, superior: np.ndarray | None) -> list[View]:
     ant = frame.anterior
     right = np.cross(ant, sup)  # the patient's right
     screen_right_is_patient_right = float(np.dot(frame.x, right)) > 0
-    occ_l, occ_r = (("patient left", "patient right") if screen_right_is_patient_right else ("patient right", "patient left")) if known else (None, None)
+    occ_l, occ_r = (
+        (("patient left", "patient right") if screen_right_is_patient_right else ("patient right", "patient left"))
+        if known
+        else (None, None)
+    )
     views = [View("occlusal view", frame.x, ant, occ, occ_l, occ_r, "anterior")]
-    views.append(View("frontal view", np.cross(sup, ant), sup, ant,
-                      "patient right" if known else None, "patient left" if known else None))
-    views.append(View("right buccal view" if known else "buccal view (side A)", np.cross(sup, right), sup, right,
-                      "posterior", "anterior"))
-    views.append(View("left buccal view" if known else "buccal view (side B)", np.cross(sup, -right), sup, -right,
-                      "anterior", "posterior"))
+    views.append(
+        View(
+            "frontal view",
+            np.cross(sup, ant),
+            sup,
+            ant,
+            "patient right" if known else None,
+            "patient left" if known else None,
+        )
+    )
+    views.append(
+        View(
+            "right buccal view" if known else "buccal view (side A)",
+            np.cross(sup, right),
+            sup,
+            right,
+            "posterior",
+            "anterior",
+        )
+    )
+    views.append(
+        View(
+            "left buccal view" if known else "buccal view (side B)",
+            np.cross(sup, -right),
+            sup,
+            -right,
+            "anterior",
+            "posterior",
+        )
+    )
     return views
 
 
-def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int = 13, fill=INK, anchor: str = "la", bold: bool = False) -> None:
+def _text(
+    draw: ImageDraw.ImageDraw, xy, text: str, size: int = 13, fill=INK, anchor: str = "la", bold: bool = False
+) -> None:
     draw.text(xy, text, font=font(size, bold), fill=fill, anchor=anchor)
 
 
-def _paste_view(sheet: Image.Image, draw: ImageDraw.ImageDraw, image: np.ndarray, box: tuple[int, int], view: View,
-                caption: str) -> None:
+def _paste_view(
+    sheet: Image.Image, draw: ImageDraw.ImageDraw, image: np.ndarray, box: tuple[int, int], view: View, caption: str
+) -> None:
     x, y = box
     h, w = image.shape[:2]
     sheet.paste(Image.fromarray(image), (x, y))
@@ -254,8 +296,16 @@ def _scale_bar(draw: ImageDraw.ImageDraw, x: int, y: int, px_per_mm: float) -> N
     _text(draw, (x - length // 2, y - 6), f"{mm} mm", 11, INK, "md")
 
 
-def draw_colorbar(sheet: Image.Image, draw: ImageDraw.ImageDraw, ramp: ColorRamp, x: int, y: int, height: int,
-                  band_mm: float | None = None, width: int = 26) -> int:
+def draw_colorbar(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    ramp: ColorRamp,
+    x: int,
+    y: int,
+    height: int,
+    band_mm: float | None = None,
+    width: int = 26,
+) -> int:
     """A vertical colour bar with its label and units, ticks at the anchors, and swatches for the
     beyond-the-scale and no-measurement colours; returns the y below it."""
     _text(draw, (x, y), ramp.label, 13, bold=True)
@@ -289,8 +339,15 @@ def draw_colorbar(sheet: Image.Image, draw: ImageDraw.ImageDraw, ramp: ColorRamp
     return y_end + 26
 
 
-def draw_histogram(sheet: Image.Image, draw: ImageDraw.ImageDraw, hist: dict, ramp: ColorRamp, box: tuple[int, int, int, int],
-                   tolerance_mm: float | None = None, no_overlap: int = 0) -> None:
+def draw_histogram(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    hist: dict,
+    ramp: ColorRamp,
+    box: tuple[int, int, int, int],
+    tolerance_mm: float | None = None,
+    no_overlap: int = 0,
+) -> None:
     """Bars of a stats.Histogram dict (edges_mm, counts, below, above), coloured like the map,
     with the beyond-the-scale counts as the outer bars and the share of each in the caption."""
     x0, y0, x1, y1 = box
@@ -311,7 +368,9 @@ def draw_histogram(sheet: Image.Image, draw: ImageDraw.ImageDraw, hist: dict, ra
     for i, c in enumerate(counts):
         hh = int(round(c / peak * (bottom - top)))
         if hh:
-            draw.rectangle((int(left + i * bw), bottom - hh, int(left + (i + 1) * bw) - 1, bottom), fill=tuple(colors[i]))
+            draw.rectangle(
+                (int(left + i * bw), bottom - hh, int(left + (i + 1) * bw) - 1, bottom), fill=tuple(colors[i])
+            )
     for count, xx, color in ((below, x0, ramp.below), (above, right + 2, ramp.above)):
         hh = int(round(count / peak * (bottom - top)))
         if hh:
@@ -327,7 +386,14 @@ def draw_histogram(sheet: Image.Image, draw: ImageDraw.ImageDraw, hist: dict, ra
             xx = int(round(left + (t - edges[0]) / (edges[-1] - edges[0]) * (right - left)))
             draw.line((xx, top, xx, bottom), fill=(90, 90, 90), width=1)
     measured = total + no_overlap
-    _text(draw, (x0, y1 - 2), f"beyond the scale: {100 * (below + above) / total:.1f} % of measured vertices", 11, MUTED, "ls")
+    _text(
+        draw,
+        (x0, y1 - 2),
+        f"beyond the scale: {100 * (below + above) / total:.1f} % of measured vertices",
+        11,
+        MUTED,
+        "ls",
+    )
     if no_overlap:
         _text(draw, (x0, y1 + 14), f"no overlap: {100 * no_overlap / measured:.1f} % of all vertices", 11, MUTED, "ls")
 
@@ -338,10 +404,21 @@ def _save(sheet: Image.Image, path: str | Path) -> Path:
     return out
 
 
-def write_arch_sheet(path: str | Path, mesh: Mesh, values: np.ndarray, frame: ArchFrame, superior: np.ndarray | None,
-                     ramp: ColorRamp, title: str, subtitle: str, arch_name: str, histogram: dict | None = None,
-                     band_mm: float | None = None, tolerance_mm: float | None = None,
-                     size_px: tuple[int, int] = (1400, 960)) -> Path:
+def write_arch_sheet(
+    path: str | Path,
+    mesh: Mesh,
+    values: np.ndarray,
+    frame: ArchFrame,
+    superior: np.ndarray | None,
+    ramp: ColorRamp,
+    title: str,
+    subtitle: str,
+    arch_name: str,
+    histogram: dict | None = None,
+    band_mm: float | None = None,
+    tolerance_mm: float | None = None,
+    size_px: tuple[int, int] = (1400, 960),
+) -> Path:
     """The deviation sheet: a large occlusal view, frontal and both buccal views, the colour bar
     with units and legend, the histogram, arch and patient sides named on the views."""
     W, H = size_px
@@ -372,11 +449,15 @@ def write_arch_sheet(path: str | Path, mesh: Mesh, values: np.ndarray, frame: Ar
     y = draw_colorbar(sheet, draw, ramp, x, 70, int(H * 0.38), band_mm)
     if histogram is not None:
         n_nan = int(np.sum(~np.isfinite(np.asarray(values, dtype=np.float64))))
-        draw_histogram(sheet, draw, histogram, ramp, (x, y + 16, W - 16, min(H - 16, y + 16 + 280)), tolerance_mm, n_nan)
+        draw_histogram(
+            sheet, draw, histogram, ramp, (x, y + 16, W - 16, min(H - 16, y + 16 + 280)), tolerance_mm, n_nan
+        )
     return _save(sheet, path)
 
 
-def render_occlusal(panel: Panel, ramp: ColorRamp, width_px: int, height_px: int) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def render_occlusal(
+    panel: Panel, ramp: ColorRamp, width_px: int, height_px: int
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """Image (float RGB in [0, 1]) of the panel seen from its occlusal side and its extent in mm."""
     frame = panel.frame
     view = View("occlusal", frame.x, frame.anterior, frame.occlusal)
@@ -385,7 +466,9 @@ def render_occlusal(panel: Panel, ramp: ColorRamp, width_px: int, height_px: int
     return image.astype(np.float64) / 255.0, (-hw, hw, -hh, hh)
 
 
-def write_preview(path: str | Path, panels: list[Panel], ramp: ColorRamp, title: str, size_px: tuple[int, int] = (800, 600)) -> Path:
+def write_preview(
+    path: str | Path, panels: list[Panel], ramp: ColorRamp, title: str, size_px: tuple[int, int] = (800, 600)
+) -> Path:
     """A PNG of occlusal panels side by side with one labelled colour bar; returns the path."""
     width, height = size_px
     bar_w = 260
@@ -395,8 +478,15 @@ def write_preview(path: str | Path, panels: list[Panel], ramp: ColorRamp, title:
     n = max(1, len(panels))
     pw, ph = (width - bar_w - 12 - 8 * (n - 1) - 12) // n, height - 48
     for i, panel in enumerate(panels):
-        view = View("occlusal", panel.frame.x, panel.frame.anterior, panel.frame.occlusal,
-                    panel.left_label, panel.right_label, "anterior")
+        view = View(
+            "occlusal",
+            panel.frame.x,
+            panel.frame.anterior,
+            panel.frame.occlusal,
+            panel.left_label,
+            panel.right_label,
+            "anterior",
+        )
         image, scale = rasterize(panel.mesh.vertices, panel.mesh.faces, panel.values, view, ramp, pw, ph)
         _paste_view(sheet, draw, image, (12 + i * (pw + 8), 38), view, panel.title)
         _scale_bar(draw, 12 + i * (pw + 8) + pw - 12, 38 + ph - 26, scale)

@@ -83,7 +83,9 @@ def regions_below(mesh: Mesh, values: np.ndarray, level: float, fill_value: floa
     centers = mesh.vertices[f[touched]].mean(axis=1)
     weight = np.where(area[fl] > 0, clipped, 1.0)
     wsum = np.bincount(fl, weights=weight, minlength=n_regions)
-    centroid: np.ndarray = np.stack([np.bincount(fl, weights=weight * centers[:, k], minlength=n_regions) for k in range(3)], axis=1)
+    centroid: np.ndarray = np.stack(
+        [np.bincount(fl, weights=weight * centers[:, k], minlength=n_regions) for k in range(3)], axis=1
+    )
     centroid /= wsum[:, None]
 
     order = np.lexsort((vals[ids], comp))  # by region, then value: first of each region is its min

@@ -159,7 +159,10 @@ def mesh_features(mesh: Mesh) -> MeshFeatures:
     edges, face_edges, counts = _edge_topology(f, n_v)
     corner_edges = face_edges.ravel()
     edge_normals = np.stack(
-        [np.bincount(corner_edges, weights=np.repeat(face_normals[:, axis], 3), minlength=len(edges)) for axis in range(3)],
+        [
+            np.bincount(corner_edges, weights=np.repeat(face_normals[:, axis], 3), minlength=len(edges))
+            for axis in range(3)
+        ],
         axis=1,
     )
     boundary_edge = counts == 1
@@ -178,7 +181,9 @@ def mesh_features(mesh: Mesh) -> MeshFeatures:
             vertex_normals[:, axis] += np.bincount(f[:, k], weights=angle * face_normals[:, axis], minlength=n_v)
     vn = row_norms(vertex_normals)
     vertex_normals = vertex_normals / np.where(vn > 0, vn, 1.0)[:, None]
-    return MeshFeatures(face_normals, edge_normals, vertex_normals, face_edges, edges, boundary_edge, boundary_vertex, face_areas)
+    return MeshFeatures(
+        face_normals, edge_normals, vertex_normals, face_edges, edges, boundary_edge, boundary_vertex, face_areas
+    )
 
 
 def feature_normal(features: MeshFeatures, faces: np.ndarray, face: np.ndarray, region: np.ndarray) -> np.ndarray:

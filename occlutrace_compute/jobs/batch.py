@@ -46,15 +46,16 @@ class CaseRow:
     previews: list[str] = field(default_factory=list)
 
 
-def _execute(label: str, kind: str, inputs: dict[str, InputFile], options: JobOptions,
-             allow: tuple[str, ...] = ()) -> dict[str, Any]:
+def _execute(
+    label: str, kind: str, inputs: dict[str, InputFile], options: JobOptions, allow: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Runs one case; never raises for a bad case (it is a row, not a crash)."""
     t0 = time.perf_counter()
     try:
         out = run_case(kind, inputs, options, label, allow)
     except InputRejected as e:
         return {"status": "rejected", "reason": str(e), "seconds": time.perf_counter() - t0}
-    except Exception as e:  # noqa: BLE001 - our fault; reported per case, the batch goes on
+    except Exception as e:
         return {"status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
     return {"status": "succeeded", "result": out.result, "files": out.files, "seconds": time.perf_counter() - t0}
 
@@ -63,8 +64,11 @@ def _companions(folder: Path) -> dict[str, bytes]:
     """The case folder's MTL and texture files (a textured OBJ/PLY finds its own among them by name)."""
     from occlutrace_compute.meshes.texture import COMPANION_SUFFIXES
 
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix.lower() in COMPANION_SUFFIXES}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in COMPANION_SUFFIXES
+    }
 
 
 def _read_inputs(case: CaseFiles) -> dict[str, InputFile]:
@@ -117,15 +121,23 @@ def finished_row(case: CaseFiles, out_dir: Path, stamp: dict[str, Any] | None = 
                 return None
         except (OSError, ValueError):
             return None
-    return CaseRow(case.label, case.kind, "skipped", "finished in an earlier run",
-                   metrics=summary_fields(result), previews=_previews(out_dir / case.label))
+    return CaseRow(
+        case.label,
+        case.kind,
+        "skipped",
+        "finished in an earlier run",
+        metrics=summary_fields(result),
+        previews=_previews(out_dir / case.label),
+    )
 
 
 def _previews(case_dir: Path) -> list[str]:
     return [str(p) for p in sorted(case_dir.glob("*.png"))]
 
 
-def _store_outcome(case: CaseFiles, outcome: dict[str, Any], out_dir: Path, stamp: dict[str, Any] | None = None) -> CaseRow:
+def _store_outcome(
+    case: CaseFiles, outcome: dict[str, Any], out_dir: Path, stamp: dict[str, Any] | None = None
+) -> CaseRow:
     case_dir = out_dir / case.label
     if outcome["status"] == "succeeded":
         files = dict(outcome["files"])
@@ -133,8 +145,14 @@ def _store_outcome(case: CaseFiles, outcome: dict[str, Any], out_dir: Path, stam
             files[STAMP_NAME] = stamp_bytes(stamp)
         write_case_outputs(case_dir, files)
         (case_dir / ERROR_NAME).unlink(missing_ok=True)  # an earlier run's failure is history
-        return CaseRow(case.label, case.kind, "succeeded", seconds=outcome["seconds"],
-                       metrics=summary_fields(outcome["result"]), previews=_previews(case_dir))
+        return CaseRow(
+            case.label,
+            case.kind,
+            "succeeded",
+            seconds=outcome["seconds"],
+            metrics=summary_fields(outcome["result"]),
+            previews=_previews(case_dir),
+        )
     case_dir.mkdir(parents=True, exist_ok=True)
     (case_dir / ERROR_NAME).write_text(json.dumps({"status": outcome["status"], "reason": outcome["reason"]}, indent=2))
     return CaseRow(case.label, case.kind, outcome["status"], outcome["reason"], outcome["seconds"])
@@ -177,8 +195,10 @@ def csv_value(key: str, value: Any) -> str:
 
 def _csv_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Registration errors in micrometres in the CSV, as in the report (rmse_mm -> rmse_um)."""
-    return {(k[:-3] + "_um" if k == "rmse_mm" else k): (v * 1000.0 if k == "rmse_mm" and isinstance(v, (int, float)) else v)
-            for k, v in metrics.items()}
+    return {
+        (k[:-3] + "_um" if k == "rmse_mm" else k): (v * 1000.0 if k == "rmse_mm" and isinstance(v, (int, float)) else v)
+        for k, v in metrics.items()
+    }
 
 
 def write_summaries(rows: list[CaseRow], out_dir: Path) -> None:
@@ -191,9 +211,20 @@ def write_summaries(rows: list[CaseRow], out_dir: Path) -> None:
         w = csv.writer(f)
         w.writerow(["case", "kind", "status", "reason", "seconds", *metric_keys])
         for r, m in zip(rows, csv_rows):
-            w.writerow([r.case, r.kind, r.status, r.reason, f"{r.seconds:.3f}", *(csv_value(k, m.get(k)) for k in metric_keys)])
-    payload = [{"case": r.case, "kind": r.kind, "status": r.status, "reason": r.reason,
-                "seconds": round(r.seconds, 3), "metrics": r.metrics} for r in rows]
+            w.writerow(
+                [r.case, r.kind, r.status, r.reason, f"{r.seconds:.3f}", *(csv_value(k, m.get(k)) for k in metric_keys)]
+            )
+    payload = [
+        {
+            "case": r.case,
+            "kind": r.kind,
+            "status": r.status,
+            "reason": r.reason,
+            "seconds": round(r.seconds, 3),
+            "metrics": r.metrics,
+        }
+        for r in rows
+    ]
     (out_dir / "summary.json").write_text(json.dumps(payload, indent=2))
     write_batch_report([{**p, "previews": r.previews} for p, r in zip(payload, rows)], out_dir / "report.html")
 
@@ -207,7 +238,13 @@ def _connect_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
         # address="local": always our own Ray, never a cluster someone started with `ray start` here.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
 
 
 class _Plan:
@@ -303,7 +340,9 @@ def run_batch(
                         try:
                             inputs = _read_inputs(case)
                         except OSError as e:
-                            ran.append(CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}"))
+                            ran.append(
+                                CaseRow(case.label, case.kind, "rejected", f"{case.label}: cannot read input: {e}")
+                            )
                         else:
                             pending[task.remote(case.label, case.kind, inputs, opts, allow)] = (case, stamp)
                         nxt = plan.next()
@@ -315,7 +354,7 @@ def run_batch(
                     case, stamp = pending.pop(ready[0])
                     try:
                         outcome = ray.get(ready[0])
-                    except Exception as e:  # noqa: BLE001 - a worker crash after retries
+                    except Exception as e:
                         outcome = {"status": "failed", "reason": f"worker crashed: {type(e).__name__}", "seconds": 0.0}
                     row = _store_outcome(case, outcome, out_dir, stamp)
                     ran.append(row)
@@ -332,8 +371,11 @@ def run_batch(
         # Interrupted (Ctrl-C, an exception): what finished is on disk; say so in the summaries too.
         rows += plan.rows + ran
         seen = {r.case for r in rows}
-        rows.extend(CaseRow(c.label, c.kind, "interrupted", "the batch stopped before this case finished")
-                    for c in cases if c.label not in seen)
+        rows.extend(
+            CaseRow(c.label, c.kind, "interrupted", "the batch stopped before this case finished")
+            for c in cases
+            if c.label not in seen
+        )
         rows.sort(key=lambda r: r.case)
         write_summaries(rows, out_dir)
     return BatchSummary(rows)

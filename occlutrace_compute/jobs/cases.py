@@ -121,7 +121,9 @@ def _one_each(label: str, by_role: dict[str, list[Path]], roles: tuple[str, ...]
     missing = [r for r in roles if not by_role.get(r)]
     if missing:
         found = ", ".join(f"{p.name} ({r})" for r, ps in sorted(by_role.items()) for p in ps)
-        raise InputRejected(label, f"{kind} case without {' and '.join(missing)} file (found {found}); {EXPECTED_NAMES}")
+        raise InputRejected(
+            label, f"{kind} case without {' and '.join(missing)} file (found {found}); {EXPECTED_NAMES}"
+        )
     return {r: by_role[r][0] for r in roles}
 
 
@@ -132,7 +134,9 @@ def _from_names(folder: Path, label: str, meshes: list[Path]) -> CaseFiles | Non
         by_role: dict[str, list[Path]] = {}
         for p, r in pair.items():
             if len(r) > 1:
-                raise InputRejected(label, f"{p.name} names both the reference and the rescan; rename it or add {MANIFEST_NAME}")
+                raise InputRejected(
+                    label, f"{p.name} names both the reference and the rescan; rename it or add {MANIFEST_NAME}"
+                )
             by_role.setdefault(r.pop(), []).append(p)
         files = _one_each(label, by_role, ("fixed", "moving"), "pair")
         arches = [roles[p] & {"upper", "lower"} for p in files.values()]
@@ -143,14 +147,18 @@ def _from_names(folder: Path, label: str, meshes: list[Path]) -> CaseFiles | Non
         if "bite" in r:
             by_role.setdefault("bite", []).append(p)
         elif {"upper", "lower"} <= r:
-            raise InputRejected(label, f"{p.name} names both the upper and the lower arch; rename it or add {MANIFEST_NAME}")
+            raise InputRejected(
+                label, f"{p.name} names both the upper and the lower arch; rename it or add {MANIFEST_NAME}"
+            )
         elif r:
             by_role.setdefault(r.pop(), []).append(p)
     if not by_role:
         return None
     bites = by_role.pop("bite", [])
     if len(bites) > 2:
-        raise InputRejected(label, f"at most two bite scans per case, found {len(bites)}: {', '.join(p.name for p in bites)}")
+        raise InputRejected(
+            label, f"at most two bite scans per case, found {len(bites)}: {', '.join(p.name for p in bites)}"
+        )
     if not bites:
         by_role["bite"] = []
     files = _one_each(label, {**by_role, **({"bite": bites[:1]} if bites else {})}, ("upper", "lower", "bite"), "bite")
@@ -174,7 +182,9 @@ def _from_manifest(folder: Path, label: str, path: Path) -> CaseFiles:
         if kind == "pair" and roles != set(PAIR_ROLES):
             raise InputRejected(where, f"a pair case names files for fixed and moving, got {sorted(roles)}")
         if kind == "bite" and not ({"upper", "lower", "bite1"} <= roles <= set(BITE_ROLES)):
-            raise InputRejected(where, f"a bite case names files for upper, lower, bite1 [, bite2], got {sorted(roles)}")
+            raise InputRejected(
+                where, f"a bite case names files for upper, lower, bite1 [, bite2], got {sorted(roles)}"
+            )
         files: dict[str, Path] = {}
         for role, name in manifest.files.items():
             p = folder / name
@@ -207,7 +217,9 @@ def case_from_folder(folder: Path, label: str) -> CaseFiles | None:
         return None
     case = _from_names(folder, label, meshes)
     if case is None:
-        raise InputRejected(label, f"no mesh name is recognised ({', '.join(p.name for p in meshes)}); {EXPECTED_NAMES}")
+        raise InputRejected(
+            label, f"no mesh name is recognised ({', '.join(p.name for p in meshes)}); {EXPECTED_NAMES}"
+        )
     return case
 
 
@@ -231,6 +243,10 @@ def discover_cases(root: Path) -> tuple[list[CaseFiles], list[BadCase]]:
         if case is not None:
             cases.append(case)
             continue
-        stack.extend(sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
-                             and not p.name.startswith(".")), reverse=True))
+        stack.extend(
+            sorted(
+                (p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")),
+                reverse=True,
+            )
+        )
     return sorted(cases, key=lambda c: c.label), sorted(bad, key=lambda b: b.label)

@@ -35,7 +35,7 @@ class ReferenceRegion(BaseModel):
     spheres: list[list[float]] | None = Field(None, description="[x, y, z, radius_mm] in the fixed scan's frame")
 
     @model_validator(mode="after")
-    def _some(self) -> "ReferenceRegion":
+    def _some(self) -> ReferenceRegion:
         if not (self.vertices or self.sectors or self.spheres):
             raise ValueError("a reference region needs vertices, sectors or spheres")
         return self
@@ -51,8 +51,12 @@ class JobOptions(BaseModel):
     max_distance_mm: float = Field(1.0, gt=0, le=10, description="deviation: farther surfaces are outside the overlap")
     color_scale_mm: float = Field(0.2, gt=0, le=10, description="deviation map: colours span +/- this many mm")
     band_mm: float = Field(0.1, ge=0, le=5, description="deviation map: a flat green band of +/- this many mm")
-    arch: Literal["upper", "lower"] | None = Field(None, description="pair: which arch (names patient left/right on the maps)")
-    reference_region: ReferenceRegion | None = Field(None, description="pair: align on this region of the fixed scan only")
+    arch: Literal["upper", "lower"] | None = Field(
+        None, description="pair: which arch (names patient left/right on the maps)"
+    )
+    reference_region: ReferenceRegion | None = Field(
+        None, description="pair: align on this region of the fixed scan only"
+    )
     keep_encoding: bool = Field(
         False,
         description="Write aligned meshes in their input's encoding (an ASCII input gives an ASCII output); "
@@ -62,9 +66,8 @@ class JobOptions(BaseModel):
         None, description="Optional pairs [[x,y,z] in moving, [x,y,z] in fixed], at least 3"
     )
 
-
     @model_validator(mode="after")
-    def _scale(self) -> "JobOptions":
+    def _scale(self) -> JobOptions:
         if self.band_mm >= self.color_scale_mm:
             raise ValueError(f"band_mm ({self.band_mm}) must be smaller than color_scale_mm ({self.color_scale_mm})")
         return self
@@ -84,7 +87,7 @@ class JobSpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _roles(self) -> "JobSpec":
+    def _roles(self) -> JobSpec:
         roles = set(self.inputs)
         if self.kind == "pair":
             if roles != set(PAIR_ROLES):

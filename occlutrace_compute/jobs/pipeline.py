@@ -116,13 +116,21 @@ def _landmarks(options: JobOptions) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     pts = np.asarray(options.landmarks, dtype=np.float64)
     if pts.ndim != 3 or pts.shape[1:] != (2, 3) or len(pts) < 3 or not np.isfinite(pts).all():
-        raise InputRejected("landmarks", "need at least 3 pairs [[x,y,z] in moving, [x,y,z] in fixed] of finite numbers")
+        raise InputRejected(
+            "landmarks", "need at least 3 pairs [[x,y,z] in moving, [x,y,z] in fixed] of finite numbers"
+        )
     return pts[:, 0], pts[:, 1]
 
 
 def _finish(result: dict[str, Any], files: dict[str, bytes], label: str, clock: _Stages) -> JobOutput:
-    result.update({"schema_version": RESULT_SCHEMA_VERSION, "case": label, "status": "succeeded",
-                   "timings_seconds": {k: round(v, 4) for k, v in clock.wall.items()}})
+    result.update(
+        {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "case": label,
+            "status": "succeeded",
+            "timings_seconds": {k: round(v, 4) for k, v in clock.wall.items()},
+        }
+    )
     files["result.json"] = json.dumps(result, indent=2).encode()
     return JobOutput(result, files, clock.cpu)
 
@@ -156,8 +164,9 @@ def _with_report(out: JobOutput, options: JobOptions, viewer: dict[str, Any]) ->
     return out
 
 
-def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "",
-             allow: Sequence[str] = ()) -> JobOutput:
+def run_pair(
+    fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "", allow: Sequence[str] = ()
+) -> JobOutput:
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan.
 
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
@@ -200,21 +209,32 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
                 mask = region_mask(fixed.mesh, spec.vertices, spec.sectors, spec.spheres, options.arch)
                 fit = refine_on_region(fixed.mesh, moving.mesh, reg.matrix, mask)
                 matrix = fit.matrix
-                region_json = fit.to_json(spec.model_dump(exclude_none=True, exclude={"vertices"})
-                                          | ({"vertices": len(spec.vertices)} if spec.vertices else {}))
+                region_json = fit.to_json(
+                    spec.model_dump(exclude_none=True, exclude={"vertices"})
+                    | ({"vertices": len(spec.vertices)} if spec.vertices else {})
+                )
                 region_json["whole_arch_matrix"] = np.round(reg.matrix, 10).tolist()
 
         with clock.stage("deviation"):
             aligned = moving.mesh.transformed(matrix)
-            dev = deviation(aligned, fixed.mesh, tolerance_mm=options.tolerance_mm,
-                            max_distance_mm=options.max_distance_mm, color_scale_mm=options.color_scale_mm,
-                            band_mm=options.band_mm, arch=options.arch, reference_index=indexing.result())
+            dev = deviation(
+                aligned,
+                fixed.mesh,
+                tolerance_mm=options.tolerance_mm,
+                max_distance_mm=options.max_distance_mm,
+                color_scale_mm=options.color_scale_mm,
+                band_mm=options.band_mm,
+                arch=options.arch,
+                reference_index=indexing.result(),
+            )
 
         with clock.stage("preview"):
             frame = dev.frame  # once, for the preview and the 3D view
             viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
             exports: dict[str, Future] = {
-                "aligned": pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)),
+                "aligned": pool.submit(
+                    mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)
+                ),
                 "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
             }
             files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
@@ -236,7 +256,9 @@ def run_pair(fixed_in: InputFile, moving_in: InputFile, options: JobOptions, lab
     return _with_report(_finish(result, files, label, clock), options, viewer)
 
 
-def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()) -> JobOutput:
+def run_bite(
+    inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()
+) -> JobOutput:
     """Places the lower arch into occlusion with the upper through the bite scans; contacts.
 
     Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
@@ -263,17 +285,25 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
 
         with clock.stage("preview"):
             exports: dict[str, Future] = {
-                "upper_occlusion": pool.submit(mesh_files, upper_occ, "upper_occlusion", upper.format,
-                                               _aligned_encoding(upper, options)),
-                "lower_occlusion": pool.submit(mesh_files, lower_occ, "lower_occlusion", lower.format,
-                                               _aligned_encoding(lower, options)),
-                "contacts_upper.ply": pool.submit(mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance),
-                "contacts_lower.ply": pool.submit(mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance),
+                "upper_occlusion": pool.submit(
+                    mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)
+                ),
+                "lower_occlusion": pool.submit(
+                    mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)
+                ),
+                "contacts_upper.ply": pool.submit(
+                    mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance
+                ),
+                "contacts_lower.ply": pool.submit(
+                    mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance
+                ),
             }
             from occlutrace_compute.meshes.model import Mesh
 
-            both = Mesh(np.concatenate([upper_occ.vertices, lower_occ.vertices]),
-                        np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]))
+            both = Mesh(
+                np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]),
+            )
             values = np.concatenate([report.upper.distance, report.lower.distance])
             viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
             files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
@@ -293,8 +323,9 @@ def run_bite(inputs: dict[str, InputFile], options: JobOptions, label: str = "",
     return _with_report(_finish(result, files, label, clock), options, viewer)
 
 
-def run_case(kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "",
-             allow: Sequence[str] = ()) -> JobOutput:
+def run_case(
+    kind: str, inputs: dict[str, InputFile], options: JobOptions, label: str = "", allow: Sequence[str] = ()
+) -> JobOutput:
     """Runs a pair or bite job; the case label itself must be anonymous (`allow`: a lab's own
     label-scheme regexes, exempt from identifier detection)."""
     if label:

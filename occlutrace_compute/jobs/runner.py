@@ -16,13 +16,21 @@ from occlutrace_compute.jobs.pipeline import InputFile, run_case
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
 from occlutrace_compute.storage.keys import case_prefix, input_key, output_key
 
-CONTENT_TYPES = {"json": "application/json", "png": "image/png", "ply": "application/octet-stream",
-                 "stl": "model/stl", "obj": "model/obj", "mtl": "model/mtl", "jpg": "image/jpeg"}
+CONTENT_TYPES = {
+    "json": "application/json",
+    "png": "image/png",
+    "ply": "application/octet-stream",
+    "stl": "model/stl",
+    "obj": "model/obj",
+    "mtl": "model/mtl",
+    "jpg": "image/jpeg",
+}
 
 
 def _case_inputs(spec: JobSpec, store: ObjectStore):
     """A textured OBJ/PLY's MTL and image, looked up by base name among the case's committed
     (and so already re-made, see service/intake.py) inputs; None when there is no such input."""
+
     def read(name: str) -> bytes | None:
         try:
             return store.get(input_key(spec.tenant, spec.case, name))

@@ -11,8 +11,43 @@ from occlutrace_compute.errors import InputRejected
 FORMATS = ("stl", "obj", "ply")
 _SNIFF = 65536
 _OBJ_KEYWORDS = frozenset(
-    "v vt vn vp f l p o g s mtllib usemtl cstype deg curv curv2 surf parm trim hole end bmat "
-    "step con mg lod usemap maplib shadow_obj trace_obj ctech stech bevel c_interp d_interp".split()
+    [
+        "v",
+        "vt",
+        "vn",
+        "vp",
+        "f",
+        "l",
+        "p",
+        "o",
+        "g",
+        "s",
+        "mtllib",
+        "usemtl",
+        "cstype",
+        "deg",
+        "curv",
+        "curv2",
+        "surf",
+        "parm",
+        "trim",
+        "hole",
+        "end",
+        "bmat",
+        "step",
+        "con",
+        "mg",
+        "lod",
+        "usemap",
+        "maplib",
+        "shadow_obj",
+        "trace_obj",
+        "ctech",
+        "stech",
+        "bevel",
+        "c_interp",
+        "d_interp",
+    ]
 )
 
 
@@ -40,9 +75,7 @@ def _binary_stl_size_matches(data: bytes) -> bool:
 
 
 def _looks_ascii_stl(head: bytes) -> bool:
-    return head.lstrip()[:5].lower() == b"solid" and _is_text(head) and (
-        b"facet" in head or b"endsolid" in head
-    )
+    return head.lstrip()[:5].lower() == b"solid" and _is_text(head) and (b"facet" in head or b"endsolid" in head)
 
 
 def _looks_obj(head: bytes) -> bool:
@@ -97,7 +130,5 @@ def resolve(data: bytes, name: str) -> Detected:
             raise InputRejected(name, f"unknown format: content is not a valid {suffix.upper()} file")
         raise InputRejected(name, "unknown format: content is not STL, OBJ or PLY")
     if suffix in FORMATS and found.fmt != suffix:
-        raise InputRejected(
-            name, f"wrong format for the suffix: content is {found.label}, not {suffix.upper()}"
-        )
+        raise InputRejected(name, f"wrong format for the suffix: content is {found.label}, not {suffix.upper()}")
     return found

@@ -40,19 +40,35 @@ def _ply_with_quality(mesh: Mesh, encoding: str, quality: np.ndarray) -> bytes:
     v, f, c = mesh.vertices, mesh.faces, mesh.vertex_colors
     if quality.shape != (len(v),):
         raise ValueError(f"quality needs one value per vertex ({len(v)}), got shape {quality.shape}")
-    lines = ["ply", f"format {'ascii' if encoding == 'ascii' else 'binary_little_endian'} 1.0",
-             f"element vertex {len(v)}", "property double x", "property double y", "property double z"]
+    lines = [
+        "ply",
+        f"format {'ascii' if encoding == 'ascii' else 'binary_little_endian'} 1.0",
+        f"element vertex {len(v)}",
+        "property double x",
+        "property double y",
+        "property double z",
+    ]
     if c is not None:
         lines += [f"property uchar {a}" for a in ("red", "green", "blue", "alpha")]
-    lines += ["property float quality", f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]
+    lines += [
+        "property float quality",
+        f"element face {len(f)}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
     head = ("\n".join(lines) + "\n").encode("ascii")
     q32 = quality.astype(np.float32)
     if encoding == "ascii":
         cols = [v[:, 0], v[:, 1], v[:, 2]] + ([c[:, k] for k in range(4)] if c is not None else []) + [q32]
-        rows = [" ".join(repr(x) if isinstance(x, float) else str(x) for x in row) for row in zip(*(col.tolist() for col in cols))]
+        rows = [
+            " ".join(repr(x) if isinstance(x, float) else str(x) for x in row)
+            for row in zip(*(col.tolist() for col in cols))
+        ]
         rows += [f"3 {a} {b} {g}" for a, b, g in f.tolist()]
         return head + ("\n".join(rows) + "\n").encode("ascii")
-    fields = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")] + ([("rgba", "u1", (4,))] if c is not None else []) + [("q", "<f4")]
+    fields = (
+        [("x", "<f8"), ("y", "<f8"), ("z", "<f8")] + ([("rgba", "u1", (4,))] if c is not None else []) + [("q", "<f4")]
+    )
     rec = np.empty(len(v), np.dtype(fields))
     rec["x"], rec["y"], rec["z"] = v[:, 0], v[:, 1], v[:, 2]
     if c is not None:
@@ -78,8 +94,9 @@ def mesh_files(mesh: Mesh, stem: str, fmt: str, encoding: str = "binary") -> dic
     return {f"{stem}.{fmt}": main, **extra}
 
 
-def export_mesh(mesh: Mesh, path: str | Path, fmt: str | None = None, encoding: str = "binary", *,
-                quality: np.ndarray | None = None) -> Path:
+def export_mesh(
+    mesh: Mesh, path: str | Path, fmt: str | None = None, encoding: str = "binary", *, quality: np.ndarray | None = None
+) -> Path:
     """Write `mesh` to `path` (format from the suffix unless `fmt` is given); returns the path."""
     path = Path(path)
     path.write_bytes(mesh_to_bytes(mesh, fmt or suffix_of(path.name), encoding, quality=quality))

@@ -47,12 +47,17 @@ class Mesh:
     def n_faces(self) -> int:
         return int(self.faces.shape[0])
 
-    def transformed(self, matrix: np.ndarray) -> "Mesh":
+    def transformed(self, matrix: np.ndarray) -> Mesh:
         """A copy with vertices mapped by a 4x4 row-major transform (x' = R x + t)."""
         m = np.asarray(matrix, dtype=np.float64)
         v = self.vertices @ m[:3, :3].T + m[:3, 3]
-        return Mesh(v, self.faces.copy(), None if self.vertex_colors is None else self.vertex_colors.copy(),
-                    None if self.uv is None else self.uv.copy(), self.texture)
+        return Mesh(
+            v,
+            self.faces.copy(),
+            None if self.vertex_colors is None else self.vertex_colors.copy(),
+            None if self.uv is None else self.uv.copy(),
+            self.texture,
+        )
 
 
 @dataclass

@@ -114,7 +114,9 @@ def _texcoords(t: text.Tokens, lines: np.ndarray, name: str, limits: Limits) -> 
         raise InputRejected(name, "corrupt OBJ: a 'vt' line holds no value or more than 3")
     uv = np.zeros((len(lines), 2))
     if len(lines) and widths.min() == widths.max():  # the usual file: one pass over all values
-        vals = text.numbers(t.buf, t.start[ranges(t.first[lines] + 1, widths)], t.end[ranges(t.first[lines] + 1, widths)])
+        vals = text.numbers(
+            t.buf, t.start[ranges(t.first[lines] + 1, widths)], t.end[ranges(t.first[lines] + 1, widths)]
+        )
         if vals is None:
             raise InputRejected(name, "corrupt OBJ: a 'vt' value is not a number")
         vals = vals.reshape(len(lines), -1)
@@ -134,8 +136,14 @@ def _texcoords(t: text.Tokens, lines: np.ndarray, name: str, limits: Limits) -> 
     return uv
 
 
-def split_by_uv(faces: np.ndarray, corner_vt: np.ndarray, vertices: np.ndarray, colors: np.ndarray | None,
-                uvs: np.ndarray, name: str):
+def split_by_uv(
+    faces: np.ndarray,
+    corner_vt: np.ndarray,
+    vertices: np.ndarray,
+    colors: np.ndarray | None,
+    uvs: np.ndarray,
+    name: str,
+):
     """Per-vertex UVs from per-corner (v, vt) pairs: a vertex seen with k distinct vt gets k-1
     copies appended after the original vertices. faces, corner_vt (T, 3) 0-based.
 
@@ -243,8 +251,15 @@ def _faces(t: text.Tokens, kind: np.ndarray, lines: np.ndarray, name: str, limit
     warn = []
     if vt is not None and vt.size and (vt.min() < 0 or vt.max() >= int((kind == VT).sum())):
         bad = int(vt.min() if vt.min() < 0 else vt.max()) + 1
-        warn, vt = [f"texture coordinates dropped: a face corner names vt {bad}, the file has {int((kind == VT).sum())}"], None
-    vt_end = vend if vt is None else np.where(n_slash == 2, slashes[np.minimum(np.searchsorted(slashes, cs) + 1, len(slashes) - 1)], ce)
+        warn, vt = (
+            [f"texture coordinates dropped: a face corner names vt {bad}, the file has {int((kind == VT).sum())}"],
+            None,
+        )
+    vt_end = (
+        vend
+        if vt is None
+        else np.where(n_slash == 2, slashes[np.minimum(np.searchsorted(slashes, cs) + 1, len(slashes) - 1)], ce)
+    )
     refs = vt_end < ce
     if refs.any():
         meta = [("obj.face_refs", f"{int(refs.sum())} face corners carry {'vn' if vt is not None else 'vt/vn'} indices, "

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes import text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.meshes import text
 from occlutrace_compute.meshes.obj import ranges
 from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, printable
 from occlutrace_compute.meshes.polygons import fan_triangulate
@@ -74,7 +74,6 @@ class Header:
 
 
 @dataclass
-
 @dataclass
 class ListData:
     """One list property of every record: its lengths and its items one record after another."""
@@ -121,7 +120,7 @@ def parse_header(data: bytes, name: str, limits: Limits) -> Header:
             continue
         key = words[0]
         if key in ("comment", "obj_info"):
-            metadata.append((f"ply.{key}", printable(raw.strip()[len(key):])))
+            metadata.append((f"ply.{key}", printable(raw.strip()[len(key) :])))
             continue
         if not raw.isascii() or not raw.replace("\t", " ").isprintable():
             raise InputRejected(name, f"corrupt PLY header: unreadable line '{printable(raw, 80)}'")
@@ -216,7 +215,6 @@ def _min_record(el: Element, ascii_: bool) -> int:
     return max(total, 1) if ascii_ else total
 
 
-
 def parse(data: bytes, name: str, limits: Limits) -> Parsed:
     header = parse_header(data, name, limits)
     body = _AsciiBody(header, data, name).read() if header.order is None else _BinaryBody(header, data, name).read()
@@ -260,8 +258,11 @@ def parse(data: bytes, name: str, limits: Limits) -> Parsed:
         uv = np.stack([cols[uv_names[0]], cols[uv_names[1]]], axis=1).astype(np.float64)
         if not np.isfinite(uv).all():
             raise InputRejected(name, "corrupt PLY: a texture coordinate is not finite")
-    texture_files = [v.split(None, 1)[1] for k, v in header.metadata
-                     if k == "ply.comment" and v.split(None, 1)[:1] == ["TextureFile"] and len(v.split(None, 1)) == 2]
+    texture_files = [
+        v.split(None, 1)[1]
+        for k, v in header.metadata
+        if k == "ply.comment" and v.split(None, 1)[:1] == ["TextureFile"] and len(v.split(None, 1)) == 2
+    ]
     ref = texture_files[0] if texture_files and uv is not None else None
     if texture_files and uv is None:
         warnings.append("texture dropped: the vertices carry no texture coordinates")
@@ -488,7 +489,9 @@ class _AsciiBody:
         return np.concatenate([head, tail.astype(np.float64, copy=False)])
 
     def _first_list(self) -> int:
-        return next((i for i, el in enumerate(self.h.elements) if any(p.is_list for p in el.props)), len(self.h.elements))
+        return next(
+            (i for i, el in enumerate(self.h.elements) if any(p.is_list for p in el.props)), len(self.h.elements)
+        )
 
     def read(self) -> Body:
         pos = 0

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import obj
+from occlutrace_compute.meshes import obj, ply
 from occlutrace_compute.meshes.export import mesh_to_bytes
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.load import load_mesh, read_bytes
 from occlutrace_compute.meshes.model import LoadedMesh, Mesh
-from occlutrace_compute.meshes import ply
 from occlutrace_compute.meshes.texture import base_name, companion_files
 
 _OUR_FIELDS = ("obj.mtllib", "obj.usemtl", "mtl.newmtl", "mtl.map_Kd", "texture.file")
@@ -119,15 +118,21 @@ def sanitize_files(
     after = load_mesh(None, limits, data=clean, name=out_name, companions=extra)
     left = [(f, v) for f, v in after.metadata if not _ours(f, v)]
     same_texture = (mesh.texture is None or not extra) or (
-        after.mesh.texture is not None and (after.mesh.texture.width, after.mesh.texture.height)
-        == (mesh.texture.width, mesh.texture.height))
+        after.mesh.texture is not None
+        and (after.mesh.texture.width, after.mesh.texture.height) == (mesh.texture.width, mesh.texture.height)
+    )
     if not _same_geometry(mesh, after.mesh, "stl" in (fmt, before.format)) or left or not same_texture:
         raise RuntimeError(f"{name}: sanitize would change the geometry or keep metadata (a bug): {left[:3]}")
     return {out_name: clean, **extra}, before
 
 
 def sanitize_bytes(
-    data: bytes, name: str, limits: Limits = Limits(), *, fmt: str | None = None, encoding: str | None = None,
+    data: bytes,
+    name: str,
+    limits: Limits = Limits(),
+    *,
+    fmt: str | None = None,
+    encoding: str | None = None,
     keep_refs: Callable[[str], str] | None = None,
 ) -> bytes:
     """A mesh file written from `data`'s geometry alone (same format and encoding unless `fmt` /
@@ -154,8 +159,9 @@ def sanitize_file(
 
     data, source = read_bytes(src, limits, None, None)
     dst = Path(dst)
-    files, before = sanitize_files(data, source, limits, fmt=fmt, encoding=encoding, stem=dst.stem,
-                                   companions=beside(src, limits))
+    files, before = sanitize_files(
+        data, source, limits, fmt=fmt, encoding=encoding, stem=dst.stem, companions=beside(src, limits)
+    )
     for i, (out, content) in enumerate(files.items()):
         (dst if i == 0 else dst.with_name(out)).write_bytes(content)
     return before.metadata

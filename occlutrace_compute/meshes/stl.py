@@ -78,8 +78,11 @@ def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
     foreign = _foreign_normals(rec["normal"], rec["v"])
     if foreign:
         metadata.append(
-            ("stl.normal_bytes", f"{foreign} of {n} facet normals are not the facet's geometric normal "
-             f"({12 * foreign} bytes), replaced by computed normals")
+            (
+                "stl.normal_bytes",
+                f"{foreign} of {n} facet normals are not the facet's geometric normal "
+                f"({12 * foreign} bytes), replaced by computed normals",
+            )
         )
     tagged = int(np.count_nonzero(rec["attr"]))
     if tagged:
@@ -150,8 +153,11 @@ def parse_ascii(data: bytes, name: str, limits: Limits) -> Parsed:
     if np.any(t.count[vert] != 4):
         raise InputRejected(name, "corrupt ASCII STL: a vertex line does not hold 3 numbers")
     # every facet's 12 numbers in file order: normal (3), then 3 corners (3 each)
-    idx = np.concatenate([t.first[facet][:, None] + np.arange(2, 5)]
-                         + [t.first[vert[:, c]][:, None] + np.arange(1, 4) for c in range(3)], axis=1)
+    idx = np.concatenate(
+        [t.first[facet][:, None] + np.arange(2, 5)]
+        + [t.first[vert[:, c]][:, None] + np.arange(1, 4) for c in range(3)],
+        axis=1,
+    )
     values = text.numbers(buf, t.start[idx.ravel()], t.end[idx.ravel()])
     if values is None:
         raise InputRejected(name, "corrupt ASCII STL: a vertex coordinate or facet normal is not a number")
@@ -176,8 +182,11 @@ def _ascii_metadata(t: text.Tokens, kind, stl_lines, k, f, values) -> list[tuple
     foreign = _foreign_normals(values[:, 0], values[:, 1:])
     if foreign:
         metadata.append(
-            ("stl.facet_normal", f"{foreign} of {len(f)} facet normals are not the facet's geometric normal, "
-             "replaced by computed normals")
+            (
+                "stl.facet_normal",
+                f"{foreign} of {len(f)} facet normals are not the facet's geometric normal, "
+                "replaced by computed normals",
+            )
         )
     for code, fixed, word in _TAILS:
         lines = stl_lines[k == code]

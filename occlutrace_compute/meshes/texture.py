@@ -38,7 +38,7 @@ def base_name(ref: str) -> str:
     return posixpath.basename(ref.replace("\\", "/").strip().strip('"'))
 
 
-def resolver_of(companions: "Mapping[str, bytes] | Resolver | None") -> Resolver:
+def resolver_of(companions: Mapping[str, bytes] | Resolver | None) -> Resolver:
     """Looks a referenced file up by base name among `companions` (files sent with the mesh, or
     a function that fetches a case's committed input by name)."""
     if callable(companions):
@@ -112,7 +112,9 @@ def reencode(data: bytes, name: str, limits: Limits) -> Texture:
             im = Image.open(io.BytesIO(data), formats=("PNG", "JPEG"))
             width, height = im.size
             if width * height > limits.max_texture_pixels:
-                raise InputRejected(name, f"texture too large: {width}x{height} pixels > limit {limits.max_texture_pixels}")
+                raise InputRejected(
+                    name, f"texture too large: {width}x{height} pixels > limit {limits.max_texture_pixels}"
+                )
             fmt = (im.format or "").lower()  # one of `formats` once opened
             mode = "RGBA" if (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info) and fmt == "png" else "RGB"
             pixels = im.convert(mode).tobytes()
@@ -121,7 +123,9 @@ def reencode(data: bytes, name: str, limits: Limits) -> Texture:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputRejected(name, "texture too large: over Pillow's decompression-bomb limit") from None
     except Exception as e:  # Pillow raises many kinds for a corrupt or foreign image
-        raise InputRejected(name, f"unsupported or corrupt texture image (PNG or JPEG expected): {printable(str(e), 120)}") from None
+        raise InputRejected(
+            name, f"unsupported or corrupt texture image (PNG or JPEG expected): {printable(str(e), 120)}"
+        ) from None
     clean = Image.frombytes(mode, (width, height), pixels)  # a new image: empty info, no metadata
     buf = io.BytesIO()
     if fmt == "jpeg":
@@ -152,7 +156,9 @@ def parse_mtl(data: bytes, name: str) -> tuple[str | None, list[tuple[str, str]]
             dropped.append((f"mtl.{printable(words[0], 40)}", printable(" ".join(words[1:]), 200)))
     distinct = sorted(set(images))
     if len(distinct) > 1:
-        raise InputRejected(name, f"more than one texture image in the MTL ({len(distinct)}): one texture per mesh is supported")
+        raise InputRejected(
+            name, f"more than one texture image in the MTL ({len(distinct)}): one texture per mesh is supported"
+        )
     return (distinct[0] if distinct else None), dropped
 
 
@@ -163,8 +169,13 @@ def write_mtl(image_name: str) -> bytes:
     return f"newmtl {MATERIAL}\nmap_Kd {image_name}\n".encode("ascii")
 
 
-def load_texture(fmt: str, ref: str, source: str, resolve: Resolver, limits: Limits,
-                 ) -> tuple[Texture | None, list[tuple[str, str]], list[str]]:
+def load_texture(
+    fmt: str,
+    ref: str,
+    source: str,
+    resolve: Resolver,
+    limits: Limits,
+) -> tuple[Texture | None, list[tuple[str, str]], list[str]]:
     """The re-encoded texture a mesh names (OBJ: `ref` is the mtllib; PLY: the TextureFile), the
     metadata dropped on the way, and warnings (a missing MTL or image drops the texture)."""
     meta: list[tuple[str, str]] = []
@@ -172,7 +183,11 @@ def load_texture(fmt: str, ref: str, source: str, resolve: Resolver, limits: Lim
     if fmt == "obj":
         mtl = resolve(ref)
         if mtl is None:
-            return None, meta, [f"texture dropped: material file {printable(base_name(ref), 80)!r} not found beside the mesh"]
+            return (
+                None,
+                meta,
+                [f"texture dropped: material file {printable(base_name(ref), 80)!r} not found beside the mesh"],
+            )
         if len(mtl) > limits.max_bytes:
             raise InputRejected(base_name(ref), f"file too large: {len(mtl)} bytes > limit {limits.max_bytes}")
         found, meta = parse_mtl(mtl, base_name(ref))

@@ -31,15 +31,11 @@ def validate(parsed: Parsed, name: str, limits: Limits) -> tuple[Mesh, list[str]
         raise InputRejected(name, "corrupt texture coordinates: not one finite (u, v) per vertex")
     finite = np.isfinite(v).all(axis=1)
     if not finite.all():
-        raise InputRejected(
-            name, f"non-finite coordinates (NaN or inf) in {int((~finite).sum())} of {len(v)} vertices"
-        )
+        raise InputRejected(name, f"non-finite coordinates (NaN or inf) in {int((~finite).sum())} of {len(v)} vertices")
     lo, hi = int(f.min()), int(f.max())
     if lo < 0 or hi >= len(v):
         bad = lo if lo < 0 else hi
-        raise InputRejected(
-            name, f"face index out of range: {bad} (the mesh has {len(v)} vertices)"
-        )
+        raise InputRejected(name, f"face index out of range: {bad} (the mesh has {len(v)} vertices)")
     warnings: list[str] = []
     keep = _non_degenerate(v, f)
     dropped = len(f) - int(keep.sum())

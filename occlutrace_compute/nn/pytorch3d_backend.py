@@ -11,7 +11,7 @@ import torch
 def is_installed() -> bool:
     try:
         import pytorch3d.ops  # noqa: F401
-    except Exception:  # noqa: BLE001  ImportError, or an OSError from a build against another torch
+    except Exception:
         return False
     return True
 

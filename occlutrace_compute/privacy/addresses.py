@@ -16,17 +16,25 @@ _NAME_WORD = r"[^\W\d_][\w'’.-]*"
 _L = r"(?<![^\W\d_])"  # no letter before
 _R = r"(?![^\W\d_])"  # no letter after
 
-_ENGLISH_STREET = (r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|"
-                   r"Terrace|Way|Crescent|Close|Square|Sq|Highway|Hwy|Parkway|Pkwy")
+_ENGLISH_STREET = (
+    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|"
+    r"Terrace|Way|Crescent|Close|Square|Sq|Highway|Hwy|Parkway|Pkwy"
+)
 _FULL_ENGLISH = r"street|avenue|road|boulevard|lane|drive|terrace|crescent|highway|parkway"
-_LEADING_STREET = (r"rue|avenue|av|bd|boulevard|chemin|all[ée]e|impasse|place|quai|calle|c/|avenida|avda|"
-                   r"paseo|plaza|carrera|camino|via|viale|corso|piazza|piazzale|largo|vicolo|rua|travessa|"
-                   r"pra[çc]a|estrada|alameda|ulica|ul|aleja|al|os|osiedle")
+_LEADING_STREET = (
+    r"rue|avenue|av|bd|boulevard|chemin|all[ée]e|impasse|place|quai|calle|c/|avenida|avda|"
+    r"paseo|plaza|carrera|camino|via|viale|corso|piazza|piazzale|largo|vicolo|rua|travessa|"
+    r"pra[çc]a|estrada|alameda|ulica|ul|aleja|al|os|osiedle"
+)
 _TRAILING_STREET = r"cad(?:desi)?|sok(?:ak)?|sk|bulvar[ıi]|mahallesi|mah"
-_COMPOUND = (r"stra(?:ß|ss)e|str|weg|allee|gasse|platz|ring|damm|ufer|chaussee|pfad|steig|straat|laan|"
-             r"plein|gracht|kade|steeg|singel|dijk|gatan|v[äa]gen|gata|gr[äa]nd|veien|vei|vej|vegen|gade|"
-             r"str[æa]de|torv|katu|tie|kuja")
-_SEPARATE_GERMANIC = r"Stra(?:ß|ss)e|Str|Weg|Allee|Platz|Ring|Damm|Gasse|Chaussee|Ufer|gate|vei|vej|veien|gade|gata|gatan"
+_COMPOUND = (
+    r"stra(?:ß|ss)e|str|weg|allee|gasse|platz|ring|damm|ufer|chaussee|pfad|steig|straat|laan|"
+    r"plein|gracht|kade|steeg|singel|dijk|gatan|v[äa]gen|gata|gr[äa]nd|veien|vei|vej|vegen|gade|"
+    r"str[æa]de|torv|katu|tie|kuja"
+)
+_SEPARATE_GERMANIC = (
+    r"Stra(?:ß|ss)e|Str|Weg|Allee|Platz|Ring|Damm|Gasse|Chaussee|Ufer|gate|vei|vej|veien|gade|gata|gatan"
+)
 
 _PATTERNS = (
     # 12 Main Street, 221B Baker St., 12, Oak Avenue
@@ -46,13 +54,96 @@ _PATTERNS = (
     re.compile(rf"{_L}(?:p\.?\s?o\.?\s?box|postfach|apartado|casilla|bo[îi]te postale)\s*\d[\d ]*\d", re.I),
 )
 _WORD = re.compile(r"[^\W\d_]+")
-_STREET_WORDS = frozenset(fold(w) for w in """
-    street st avenue ave road rd boulevard blvd lane ln drive dr court ct place pl terrace way crescent
-    close square sq highway hwy parkway pkwy rue av bd chemin allee impasse quai calle avenida avda paseo
-    plaza carrera camino via viale corso piazza piazzale largo vicolo rua travessa praca estrada alameda
-    ulica ul aleja al os osiedle cad caddesi sok sokak sk bulvari mahallesi mah strasse str weg allee
-    platz ring damm gasse chaussee ufer gate vei vej veien gade gata gatan no n
-    """.split())
+_STREET_WORDS = frozenset(
+    fold(w)
+    for w in [
+        "street",
+        "st",
+        "avenue",
+        "ave",
+        "road",
+        "rd",
+        "boulevard",
+        "blvd",
+        "lane",
+        "ln",
+        "drive",
+        "dr",
+        "court",
+        "ct",
+        "place",
+        "pl",
+        "terrace",
+        "way",
+        "crescent",
+        "close",
+        "square",
+        "sq",
+        "highway",
+        "hwy",
+        "parkway",
+        "pkwy",
+        "rue",
+        "av",
+        "bd",
+        "chemin",
+        "allee",
+        "impasse",
+        "quai",
+        "calle",
+        "avenida",
+        "avda",
+        "paseo",
+        "plaza",
+        "carrera",
+        "camino",
+        "via",
+        "viale",
+        "corso",
+        "piazza",
+        "piazzale",
+        "largo",
+        "vicolo",
+        "rua",
+        "travessa",
+        "praca",
+        "estrada",
+        "alameda",
+        "ulica",
+        "ul",
+        "aleja",
+        "al",
+        "os",
+        "osiedle",
+        "cad",
+        "caddesi",
+        "sok",
+        "sokak",
+        "sk",
+        "bulvari",
+        "mahallesi",
+        "mah",
+        "strasse",
+        "str",
+        "weg",
+        "allee",
+        "platz",
+        "ring",
+        "damm",
+        "gasse",
+        "chaussee",
+        "ufer",
+        "gate",
+        "vei",
+        "vej",
+        "veien",
+        "gade",
+        "gata",
+        "gatan",
+        "no",
+        "n",
+    ]
+)
 
 
 _LAST_WORD = re.compile(r"\s+([^\W\d_][\w'’.-]*)\s*$")

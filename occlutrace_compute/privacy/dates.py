@@ -126,8 +126,11 @@ def _numeric_dates(text: str) -> list[Hit]:
             hits.append(Hit.of(text, m.start(), m.end(), "date", "a date (possible birth date)"))
     for m in pats["compact"].finditer(text):
         n = m["n"]
-        candidates = ((n[:4], n[4:6], n[6:]),) if m["time"] else (
-            (n[:4], n[4:6], n[6:]), (n[4:], n[2:4], n[:2]), (n[4:], n[:2], n[2:4]))
+        candidates = (
+            ((n[:4], n[4:6], n[6:]),)
+            if m["time"]
+            else ((n[:4], n[4:6], n[6:]), (n[4:], n[2:4], n[:2]), (n[4:], n[:2], n[2:4]))
+        )
         if any(_valid(int(y), int(mo), int(d)) for y, mo, d in candidates):
             hits.append(Hit.of(text, m.start(), m.end(), "date", "a date (possible birth date)"))
     return hits

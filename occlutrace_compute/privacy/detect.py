@@ -34,7 +34,13 @@ def _find_emails(text: str) -> list[Hit]:
 
 
 _DETECTORS: tuple[Callable[[str], list[Hit]], ...] = (
-    _find_emails, find_national_ids, find_dates, find_phones, find_addresses, find_record_numbers, find_names,
+    _find_emails,
+    find_national_ids,
+    find_dates,
+    find_phones,
+    find_addresses,
+    find_record_numbers,
+    find_names,
 )
 _SEPARATORS = frozenset(" \t\r\n_-./\\,;:()[]{}|+#=&'\"")
 _MAX_ALLOWED_SPAN = 256  # longest label part an allow pattern is tried on

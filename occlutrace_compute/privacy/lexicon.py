@@ -11,8 +11,9 @@ import unicodedata
 from functools import lru_cache
 
 # Letters that NFKD does not decompose into base letter + mark.
-_SPECIAL = str.maketrans({"ß": "ss", "ł": "l", "ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð": "d",
-                          "þ": "th", "ı": "i", "’": "", "'": ""})
+_SPECIAL = str.maketrans(
+    {"ß": "ss", "ł": "l", "ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð": "d", "þ": "th", "ı": "i", "’": "", "'": ""}
+)
 # German and Nordic spelling without umlauts: Müller -> Mueller, Søren -> Soeren, Åse -> Aase.
 _DIGRAPHS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "å": "aa", "æ": "ae", "ß": "ss"})
 

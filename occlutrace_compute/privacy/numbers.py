@@ -17,14 +17,20 @@ _NO_DIGIT_AFTER = r"(?!\d)"
 _NO_ALNUM_BEFORE = r"(?<![0-9A-Za-z])"
 _NO_ALNUM_AFTER = r"(?![0-9A-Za-z])"
 
-_SSN = re.compile(rf"{_NO_DIGIT_BEFORE}(?!000|666|9\d\d)\d{{3}}(?P<s>[- ])(?!00)\d\d(?P=s)(?!0000)\d{{4}}{_NO_DIGIT_AFTER}")
+_SSN = re.compile(
+    rf"{_NO_DIGIT_BEFORE}(?!000|666|9\d\d)\d{{3}}(?P<s>[- ])(?!00)\d\d(?P=s)(?!0000)\d{{4}}{_NO_DIGIT_AFTER}"
+)
 _SSN_MARKED = re.compile(r"(?<![^\W\d_])(?:ssn|ss#|social security(?: number| no\.?)?)[\s:#._-]*\d{9}(?!\d)", re.I)
 _UK_NINO = re.compile(rf"{_NO_ALNUM_BEFORE}[A-CEGHJ-PR-TW-Z]{{2}}\s?\d\d\s?\d\d\s?\d\d\s?[A-D]{_NO_ALNUM_AFTER}")
-_CODICE_FISCALE = re.compile(rf"{_NO_ALNUM_BEFORE}[A-Z]{{6}}\d\d[A-EHLMPR-T]\d\d[A-Z]\d{{3}}[A-Z]{_NO_ALNUM_AFTER}", re.I)
+_CODICE_FISCALE = re.compile(
+    rf"{_NO_ALNUM_BEFORE}[A-Z]{{6}}\d\d[A-EHLMPR-T]\d\d[A-Z]\d{{3}}[A-Z]{_NO_ALNUM_AFTER}", re.I
+)
 _DNI = re.compile(rf"{_NO_ALNUM_BEFORE}(?P<n>[XYZ]?\d{{7,8}})-?(?P<c>[A-Z]){_NO_ALNUM_AFTER}")
 _NORDIC = re.compile(rf"{_NO_DIGIT_BEFORE}(?P<c>(?:19|20)?\d{{6}})(?P<s>[-+A])(?P<n>\d{{3}}[\dA-Y]){_NO_ALNUM_AFTER}")
 _NHS = re.compile(rf"{_NO_DIGIT_BEFORE}\d{{3}}(?P<s>[ -])\d{{3}}(?P=s)\d{{4}}{_NO_DIGIT_AFTER}")
-_FRENCH_NIR = re.compile(rf"{_NO_DIGIT_BEFORE}[12] ?\d\d ?(?:0[1-9]|1[0-2]) ?(?:\d\d|2[AB]) ?\d{{3}} ?\d{{3}}(?: ?\d\d)?{_NO_DIGIT_AFTER}")
+_FRENCH_NIR = re.compile(
+    rf"{_NO_DIGIT_BEFORE}[12] ?\d\d ?(?:0[1-9]|1[0-2]) ?(?:\d\d|2[AB]) ?\d{{3}} ?\d{{3}}(?: ?\d\d)?{_NO_DIGIT_AFTER}"
+)
 
 _PHONES = (
     # International: +49 30 1234567, +1 (555) 123-4567, +44 (0)20 7946 0958, 0049 30 1234567.
@@ -68,7 +74,7 @@ def _pesel_ok(n: str) -> bool:
 
 def _tc_kimlik_ok(n: str) -> bool:
     d = [int(c) for c in n]
-    return (d[0] != 0 and (7 * sum(d[0:9:2]) - sum(d[1:8:2])) % 10 == d[9] and sum(d[:10]) % 10 == d[10])
+    return d[0] != 0 and (7 * sum(d[0:9:2]) - sum(d[1:8:2])) % 10 == d[9] and sum(d[:10]) % 10 == d[10]
 
 
 def _bsn_ok(n: str) -> bool:
@@ -97,27 +103,48 @@ def _date_prefix_ok(n: str) -> bool:
     return False
 
 
-_BARE_IDS = ((11, _pesel_ok, "a national ID number (Polish PESEL)"),
-             (11, _tc_kimlik_ok, "a national ID number (Turkish TC Kimlik No)"),
-             (10, _nhs_ok, "a national ID number (UK NHS number)"),
-             (9, _bsn_ok, "a national ID number (Dutch BSN)"))
+_BARE_IDS = (
+    (11, _pesel_ok, "a national ID number (Polish PESEL)"),
+    (11, _tc_kimlik_ok, "a national ID number (Turkish TC Kimlik No)"),
+    (10, _nhs_ok, "a national ID number (UK NHS number)"),
+    (9, _bsn_ok, "a national ID number (Dutch BSN)"),
+)
 
 
 def find_national_ids(text: str) -> list[Hit]:
-    hits = [Hit.of(text, m.start(), m.end(), "ssn", "a US social security number")
-            for pat in (_SSN, _SSN_MARKED) for m in pat.finditer(text)]
-    hits += [Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (UK National Insurance)")
-             for m in _UK_NINO.finditer(text)]
-    hits += [Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (Italian codice fiscale)")
-             for m in _CODICE_FISCALE.finditer(text)]
-    hits += [Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (Spanish DNI/NIE)")
-             for m in _DNI.finditer(text) if _dni_ok(m["n"], m["c"])]
-    hits += [Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (Nordic personal number)")
-             for m in _NORDIC.finditer(text) if _date_prefix_ok(m["c"])]
-    hits += [Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (UK NHS number)")
-             for m in _NHS.finditer(text) if _nhs_ok(_digits(m.group()))]
-    hits += [Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (French NIR)")
-             for m in _FRENCH_NIR.finditer(text) if len(_digits(m.group())) >= 13]
+    hits = [
+        Hit.of(text, m.start(), m.end(), "ssn", "a US social security number")
+        for pat in (_SSN, _SSN_MARKED)
+        for m in pat.finditer(text)
+    ]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (UK National Insurance)")
+        for m in _UK_NINO.finditer(text)
+    ]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (Italian codice fiscale)")
+        for m in _CODICE_FISCALE.finditer(text)
+    ]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (Spanish DNI/NIE)")
+        for m in _DNI.finditer(text)
+        if _dni_ok(m["n"], m["c"])
+    ]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (Nordic personal number)")
+        for m in _NORDIC.finditer(text)
+        if _date_prefix_ok(m["c"])
+    ]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (UK NHS number)")
+        for m in _NHS.finditer(text)
+        if _nhs_ok(_digits(m.group()))
+    ]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "ssn", "a national ID number (French NIR)")
+        for m in _FRENCH_NIR.finditer(text)
+        if len(_digits(m.group())) >= 13
+    ]
     for m in _LONG_NUMBER.finditer(text):
         for length, valid, what in _BARE_IDS:
             if len(m.group()) == length and valid(m.group()):
@@ -127,15 +154,20 @@ def find_national_ids(text: str) -> list[Hit]:
 
 
 def find_phones(text: str) -> list[Hit]:
-    return [Hit.of(text, m.start(), m.end(), "phone", "a phone number")
-            for pat in _PHONES for m in pat.finditer(text) if 7 <= len(_digits(m.group())) <= 15]
+    return [
+        Hit.of(text, m.start(), m.end(), "phone", "a phone number")
+        for pat in _PHONES
+        for m in pat.finditer(text)
+        if 7 <= len(_digits(m.group())) <= 15
+    ]
 
 
 def find_record_numbers(text: str) -> list[Hit]:
-    hits = [Hit.of(text, m.start(), m.end(), "mrn", "a medical record / chart number")
-            for m in _MRN.finditer(text)]
-    hits += [Hit.of(text, m.start(), m.end(), "mrn", f"a chart / record number ({len(m.group())}-digit number)")
-             for m in _LONG_NUMBER.finditer(text)]
+    hits = [Hit.of(text, m.start(), m.end(), "mrn", "a medical record / chart number") for m in _MRN.finditer(text)]
+    hits += [
+        Hit.of(text, m.start(), m.end(), "mrn", f"a chart / record number ({len(m.group())}-digit number)")
+        for m in _LONG_NUMBER.finditer(text)
+    ]
     return hits
 
 

@@ -108,7 +108,7 @@ def _layout(run: list[_Tagged], text: str, lists: NameLists) -> str:
     if any(t.cls is Cls.INITIAL for t in parts):
         return "initial + surname"
     a, b = parts[0], parts[-1]
-    gap = text[a.word.end:parts[1].word.start]
+    gap = text[a.word.end : parts[1].word.start]
     if "," in gap:
         return ("LASTNAME" if a.word.is_caps else "Lastname") + gap + "Firstname"
 
@@ -145,7 +145,7 @@ def _after_markers(tagged: list[_Tagged], text: str) -> list[Hit]:
         if t.cls is not Cls.MARKER:
             continue
         end = None
-        for nxt in tagged[i + 1:]:
+        for nxt in tagged[i + 1 :]:
             prev_end = end if end is not None else t.word.end
             if nxt.cls is Cls.MARKER or _MARKER_GAP.fullmatch(text, prev_end, nxt.word.start) is None:
                 break

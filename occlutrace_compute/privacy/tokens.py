@@ -7,8 +7,8 @@ words Smith + John with only separators between them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 # What may stand between two parts of one name: `Smith_John`, `Smith, John`, `J. Smith`.
@@ -42,7 +42,8 @@ class Word:
 def _camel_cuts(run: str) -> list[int]:
     """Split points lower->Upper (smithJohn) and UPPER->Upperlower (SMITHJohn)."""
     return [
-        i for i in range(1, len(run))
+        i
+        for i in range(1, len(run))
         if (run[i - 1].islower() and run[i].isupper())
         or (run[i - 1].isupper() and run[i].isupper() and i + 1 < len(run) and run[i + 1].islower())
     ]

@@ -23,7 +23,7 @@ class Clouds:
         p = self.points.shape[1]
         return torch.arange(p, device=self.points.device)[None, :] < self.lengths[:, None]
 
-    def index(self, items: torch.Tensor) -> "Clouds":
+    def index(self, items: torch.Tensor) -> Clouds:
         return Clouds(self.points[items], self.normals[items], self.lengths[items])
 
 

@@ -29,10 +29,22 @@ from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.nn.threads import cpu_threads, thread_budget
 from occlutrace_compute.registration.bite_contact import UpperSurface, max_penetration, settle as settle_lower
 from occlutrace_compute.registration.bite_frames import (
-    Anchors, bite_frame, buccal_anchors, occlusal_direction, sample_levels, without,
+    Anchors,
+    bite_frame,
+    buccal_anchors,
+    occlusal_direction,
+    sample_levels,
+    without,
 )
 from occlutrace_compute.registration.bite_refine import (
-    BiteFit, PairChoice, apply, choose_pair, consistent_pair, joint_lower, pose_gap_mm, refine_bite,
+    BiteFit,
+    PairChoice,
+    apply,
+    choose_pair,
+    consistent_pair,
+    joint_lower,
+    pose_gap_mm,
+    refine_bite,
 )
 from occlutrace_compute.registration.bite_search import Candidates, SearchOptions, Workers, search
 from occlutrace_compute.registration.engine import resolve_device
@@ -87,8 +99,13 @@ class BiteResult:
         return {
             "matrix": self.T_upper_lower.tolist(),
             "bites": [
-                {"upper": f.upper.to_json(), "lower": f.lower.to_json(), "coverage": _coverage(f),
-                 "pair_score": f.pair.score, "runner_up_ratio": f.pair.runner_up_ratio}
+                {
+                    "upper": f.upper.to_json(),
+                    "lower": f.lower.to_json(),
+                    "coverage": _coverage(f),
+                    "pair_score": f.pair.score,
+                    "runner_up_ratio": f.pair.runner_up_ratio,
+                }
                 for f in self.fits
             ],
             "lower_rmse_mm": self.lower_rmse_mm,
@@ -104,8 +121,14 @@ class BiteResult:
         }
 
 
-def register_bite(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool = False, device: str = "auto",
-                  options: BiteOptions | None = None) -> BiteResult:
+def register_bite(
+    upper: Mesh,
+    lower: Mesh,
+    bites: list[Mesh],
+    settle: bool = False,
+    device: str = "auto",
+    options: BiteOptions | None = None,
+) -> BiteResult:
     """Lower arch into occlusion with the upper through 1-2 buccal bite scans.
 
     Raises InputRejected for unusable meshes; a bite that fits neither arch gives a result with
@@ -123,23 +146,39 @@ def register_bite(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool = Fa
         return _register(upper, lower, bites, settle, dev, opt, names, workers)
 
 
-def _register(upper: Mesh, lower: Mesh, bites: list[Mesh], settle: bool, dev: torch.device, opt: BiteOptions,
-              names: list[str], workers: Workers) -> BiteResult:
+def _register(
+    upper: Mesh,
+    lower: Mesh,
+    bites: list[Mesh],
+    settle: bool,
+    dev: torch.device,
+    opt: BiteOptions,
+    names: list[str],
+    workers: Workers,
+) -> BiteResult:
     t0 = time.perf_counter()
     so = opt.search
-    arches = [sample_levels(m, opt.arch_points, opt.mid_voxel, so.coarse_voxel, opt.seed + k, f"{n} mesh")
-              for k, (m, n) in enumerate(zip((upper, lower), names))]
+    arches = [
+        sample_levels(m, opt.arch_points, opt.mid_voxel, so.coarse_voxel, opt.seed + k, f"{n} mesh")
+        for k, (m, n) in enumerate(zip((upper, lower), names))
+    ]
     up_dirs = [occlusal_direction(a.fine) for a in arches]
     anchors = [buccal_anchors(a, so.anchor_spacing) for a in arches]
-    upper_coarse = UpperSurface.of(arches[0].coarse, arches[0].area_mm2 * len(arches[0].coarse.points) / len(arches[0].fine.points))
+    upper_coarse = UpperSurface.of(
+        arches[0].coarse, arches[0].area_mm2 * len(arches[0].coarse.points) / len(arches[0].fine.points)
+    )
     upper_fine = UpperSurface.of(arches[0].fine, arches[0].area_mm2)
     reasons: list[str] = []
     work: list[_Placed] = []
     for b, (bite, name) in enumerate(zip(bites, names[2:])):
-        samples = sample_levels(bite, opt.bite_points, opt.mid_voxel, so.coarse_voxel, opt.seed + 10 + b, f"{name} mesh")
+        samples = sample_levels(
+            bite, opt.bite_points, opt.mid_voxel, so.coarse_voxel, opt.seed + 10 + b, f"{name} mesh"
+        )
         frame = bite_frame(samples.fine, so.keypoint_offsets_mm)
-        cands = [search(samples, frame, arch, anc, samples.coarse, dev, so, opt.seed + b, workers)
-                 for arch, anc in zip(arches, anchors)]
+        cands = [
+            search(samples, frame, arch, anc, samples.coarse, dev, so, opt.seed + b, workers)
+            for arch, anc in zip(arches, anchors)
+        ]
         for arch_name, c in zip(("upper", "lower"), cands):
             if len(c.T_arch_bite) == 0:
                 raise InputRejected(f"{arch_name} mesh", "no cheek-side (buccal) surface found to place a bite on")
@@ -217,13 +256,27 @@ class _Placed:
 def _clear(pair: PairChoice, fit: BiteFit, opt: BiteOptions) -> bool:
     """A placement that passes every acceptance test with margin: both bands fit tightly,
     the bite is covered, no distinct pose comes near, the arches face each other."""
-    bands_ok = all(b.fitness >= opt.clear_band_fitness and b.rmse_mm <= opt.max_band_rmse_mm for b in (fit.upper, fit.lower))
-    return (pair.facing and bands_ok and _coverage(fit) >= opt.clear_coverage
-            and pair.runner_up_ratio <= opt.clear_runner_up_ratio)
+    bands_ok = all(
+        b.fitness >= opt.clear_band_fitness and b.rmse_mm <= opt.max_band_rmse_mm for b in (fit.upper, fit.lower)
+    )
+    return (
+        pair.facing
+        and bands_ok
+        and _coverage(fit) >= opt.clear_coverage
+        and pair.runner_up_ratio <= opt.clear_runner_up_ratio
+    )
 
 
-def _reconcile(work: list[_Placed], arches: list[Samples], anchors: list[Anchors], upper_fine: UpperSurface,
-               dev: torch.device, opt: BiteOptions, names: list[str], workers: Workers) -> tuple[list[BiteFit], list[int], str]:
+def _reconcile(
+    work: list[_Placed],
+    arches: list[Samples],
+    anchors: list[Anchors],
+    upper_fine: UpperSurface,
+    dev: torch.device,
+    opt: BiteOptions,
+    names: list[str],
+    workers: Workers,
+) -> tuple[list[BiteFit], list[int], str]:
     """Two bites that place the lower differently: trust the one whose occlusion does not
     interpenetrate and explains its bite best, and re-place the other among its own candidates
     at that occlusion. A bite with no such candidate is left out of the joint fit (and said so).
@@ -242,28 +295,45 @@ def _reconcile(work: list[_Placed], arches: list[Samples], anchors: list[Anchors
     if pair is None:
         pair = _search_in_occlusion(samples, arches, T_ul[win], dev, opt, 20 + lose, workers)
     if pair is None:
-        return fits, [win], f"{names[lose]} fits no occlusion consistent with {names[win]}; placed by {names[win]} alone"
+        return (
+            fits,
+            [win],
+            f"{names[lose]} fits no occlusion consistent with {names[win]}; placed by {names[win]} alone",
+        )
     out = list(fits)
     out[lose] = refine_bite(samples, arches[0], arches[1], pair, dev, opt.inlier_mm, opt.seed + lose)
     return out, [0, 1], ""
 
 
-def _search_in_occlusion(samples: Samples, arches: list[Samples], T_upper_lower: np.ndarray, dev: torch.device,
-                         opt: BiteOptions, seed: int, workers: Workers) -> PairChoice | None:
+def _search_in_occlusion(
+    samples: Samples,
+    arches: list[Samples],
+    T_upper_lower: np.ndarray,
+    dev: torch.device,
+    opt: BiteOptions,
+    seed: int,
+    workers: Workers,
+) -> PairChoice | None:
     """Place a bite on both arches at once, held in a given occlusion: the whole bite then
     overlaps one surface (no half-overlap), an easy single-surface search."""
+
     def joined(u: Cloud, lower: Cloud) -> Cloud:
         low = apply(T_upper_lower, lower)
         return Cloud(np.concatenate([u.points, low.points]), np.concatenate([u.normals, low.normals]))
 
     up, lo = arches
-    both = Samples(joined(up.fine, lo.fine), joined(up.mid, lo.mid), joined(up.coarse, lo.coarse), up.area_mm2 + lo.area_mm2)
+    both = Samples(
+        joined(up.fine, lo.fine), joined(up.mid, lo.mid), joined(up.coarse, lo.coarse), up.area_mm2 + lo.area_mm2
+    )
     so = opt.search
     au = buccal_anchors(arches[0], so.anchor_spacing)
     al = buccal_anchors(arches[1], so.anchor_spacing)
     R = T_upper_lower[:3, :3]
-    anchors = Anchors(np.concatenate([au.points, apply(T_upper_lower, Cloud(al.points, al.outward)).points]),
-                      np.concatenate([au.outward, al.outward @ R.T]), au.up)
+    anchors = Anchors(
+        np.concatenate([au.points, apply(T_upper_lower, Cloud(al.points, al.outward)).points]),
+        np.concatenate([au.outward, al.outward @ R.T]),
+        au.up,
+    )
     frame = bite_frame(samples.fine, so.keypoint_offsets_mm)
     found = search(samples, frame, both, anchors, samples.coarse, dev, so, seed, workers)
     if len(found.T_arch_bite) == 0:
@@ -272,8 +342,16 @@ def _search_in_occlusion(samples: Samples, arches: list[Samples], T_upper_lower:
     return PairChoice(T_ub, np.linalg.inv(T_upper_lower) @ T_ub, float(found.score[0]), 0.0, True)
 
 
-def _band_search(samples: Samples, cands: list[Candidates], arches: list[Samples], anchors: list[Anchors],
-                 dev: torch.device, so: SearchOptions, seed: int, workers: Workers) -> list[Candidates]:
+def _band_search(
+    samples: Samples,
+    cands: list[Candidates],
+    arches: list[Samples],
+    anchors: list[Anchors],
+    dev: torch.device,
+    so: SearchOptions,
+    seed: int,
+    workers: Workers,
+) -> list[Candidates]:
     """Second chance for the less certain arch: take the band the more certain arch's best
     candidate explains off the bite and search the other arch with the rest alone, a clean
     single-arch strip (the whole bite's other band no longer competes for the fit)."""
@@ -281,7 +359,9 @@ def _band_search(samples: Samples, cands: list[Candidates], arches: list[Samples
         return cands
     sure = int(np.argmax([c.score[0] for c in cands]))
     other = 1 - sure
-    on_sure = apply(np.linalg.inv(cands[sure].T_arch_bite[0]), arches[sure].fine).points  # the sure arch in bite coordinates
+    on_sure = apply(
+        np.linalg.inv(cands[sure].T_arch_bite[0]), arches[sure].fine
+    ).points  # the sure arch in bite coordinates
     band = without(samples, on_sure, radius=1.0)
     if band.coarse.points.shape[0] < so.band_min_points:
         return cands
@@ -296,13 +376,17 @@ def _bite_doubts(name: str, fit: BiteFit, opt: BiteOptions) -> list[str]:
     out = []
     for arch, band in (("upper", fit.upper), ("lower", fit.lower)):
         if band.fitness < opt.min_band_fitness or not band.rmse_mm <= opt.max_band_rmse_mm:
-            out.append(f"{name} does not match the {arch} arch (only {band.fitness:.0%} of its {arch} band within "
-                       f"{opt.inlier_mm} mm, RMS {band.rmse_mm:.3f} mm)")
+            out.append(
+                f"{name} does not match the {arch} arch (only {band.fitness:.0%} of its {arch} band within "
+                f"{opt.inlier_mm} mm, RMS {band.rmse_mm:.3f} mm)"
+            )
     cover = _coverage(fit)
     if cover < opt.min_coverage:
         out.append(f"{name}: only {cover:.0%} of the bite lies on the two arches")
     if fit.pair.runner_up_ratio > opt.ambiguity_ratio:
-        out.append(f"{name}: a distinct occlusion explains the bite almost as well (score ratio {fit.pair.runner_up_ratio:.2f})")
+        out.append(
+            f"{name}: a distinct occlusion explains the bite almost as well (score ratio {fit.pair.runner_up_ratio:.2f})"
+        )
     return out
 
 

@@ -26,12 +26,14 @@ class UpperSurface:
     spacing_mm: float  # mean distance between samples
 
     @classmethod
-    def of(cls, cloud: Cloud, area_mm2: float) -> "UpperSurface":
+    def of(cls, cloud: Cloud, area_mm2: float) -> UpperSurface:
         points, normals = cloud  # a Cloud or any (points, normals) pair
         return cls(points, normals, cKDTree(points), float(np.sqrt(area_mm2 / max(len(points), 1))))
 
 
-def signed_depths(upper: UpperSurface, points: np.ndarray, reach_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def signed_depths(
+    upper: UpperSurface, points: np.ndarray, reach_mm: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Signed distance of points to the upper surface (negative = inside the upper), the normal
     there, and whether the point projects onto the surface (others get distance +inf)."""
     d, idx = upper.tree.query(points, k=1, distance_upper_bound=reach_mm)
@@ -66,8 +68,13 @@ class Settled:
     iterations: int
 
 
-def settle(upper: UpperSurface, lower_points: np.ndarray, tolerance_mm: float = 0.005, max_iterations: int = 30,
-           damping: float = 1e-3) -> Settled:
+def settle(
+    upper: UpperSurface,
+    lower_points: np.ndarray,
+    tolerance_mm: float = 0.005,
+    max_iterations: int = 30,
+    damping: float = 1e-3,
+) -> Settled:
     """Translate the lower out of the upper: each round solves the damped least-squares step
     that brings every point deeper than `tolerance_mm` back onto the upper's tangent plane.
     A translation only (no rotation): the bite fit fixed the orientation well, and contacts

@@ -24,7 +24,9 @@ from occlutrace_compute.registration.sampling import sample_surface_area, voxel_
 
 def sample_levels(mesh: Mesh, n_fine: int, mid_voxel: float, coarse_voxel: float, seed: int, source: str) -> Samples:
     p, n, area = sample_surface_area(mesh, n_fine, seed=seed, source=source)
-    return Samples(Cloud(p, n), Cloud(*voxel_downsample(p, n, mid_voxel)), Cloud(*voxel_downsample(p, n, coarse_voxel)), area)
+    return Samples(
+        Cloud(p, n), Cloud(*voxel_downsample(p, n, mid_voxel)), Cloud(*voxel_downsample(p, n, coarse_voxel)), area
+    )
 
 
 def without(samples: Samples, points: np.ndarray, radius: float) -> Samples:
@@ -38,8 +40,12 @@ def without(samples: Samples, points: np.ndarray, radius: float) -> Samples:
         return Cloud(cloud.points[far], cloud.normals[far])
 
     fine = keep(samples.fine)
-    return Samples(fine, keep(samples.mid), keep(samples.coarse),
-                   samples.area_mm2 * len(fine.points) / max(len(samples.fine.points), 1))
+    return Samples(
+        fine,
+        keep(samples.mid),
+        keep(samples.coarse),
+        samples.area_mm2 * len(fine.points) / max(len(samples.fine.points), 1),
+    )
 
 
 def occlusal_direction(cloud: Cloud, min_mean_normal: float = 0.05) -> np.ndarray:
@@ -60,8 +66,9 @@ class Anchors:
     up: np.ndarray  # (3,) the arch's occlusal direction
 
 
-def buccal_anchors(arch: Samples, spacing_mm: float, smooth_points: int = 60, min_horizontal: float = 0.6,
-                   min_outward: float = 0.2) -> Anchors:
+def buccal_anchors(
+    arch: Samples, spacing_mm: float, smooth_points: int = 60, min_horizontal: float = 0.6, min_outward: float = 0.2
+) -> Anchors:
     """Cells of `spacing_mm` on the arch whose smoothed normal is mostly horizontal and points
     away from the arch's centre (cheek side: molars and premolars face outwards, the palate and
     the lingual surfaces inwards). Normals are averaged over the `smooth_points` nearest coarse

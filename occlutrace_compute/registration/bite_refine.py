@@ -45,8 +45,15 @@ class PairChoice:
     facing: bool  # the arches' occlusal directions oppose (False: no candidate pair did)
 
 
-def choose_pair(upper: Candidates, lower: Candidates, upper_surface_coarse: UpperSurface, lower_coarse: np.ndarray,
-                up_upper: np.ndarray, up_lower: np.ndarray, penetration_weight: float = 2.0) -> PairChoice:
+def choose_pair(
+    upper: Candidates,
+    lower: Candidates,
+    upper_surface_coarse: UpperSurface,
+    lower_coarse: np.ndarray,
+    up_upper: np.ndarray,
+    up_lower: np.ndarray,
+    penetration_weight: float = 2.0,
+) -> PairChoice:
     """Rank every (upper, lower) candidate pair by the bite points explained by one arch only,
     with the arches facing each other and not interpenetrating (facing is dropped only when no
     pair achieves it: the result is then reported as doubtful)."""
@@ -55,7 +62,9 @@ def choose_pair(upper: Candidates, lower: Candidates, upper_surface_coarse: Uppe
     rows = _pair_rows(upper, lower, upper_surface_coarse, lower_coarse, up_upper, up_lower, penetration_weight, True)
     facing = bool(rows)
     if not facing:
-        rows = _pair_rows(upper, lower, upper_surface_coarse, lower_coarse, up_upper, up_lower, penetration_weight, False)
+        rows = _pair_rows(
+            upper, lower, upper_surface_coarse, lower_coarse, up_upper, up_lower, penetration_weight, False
+        )
     rows.sort(key=lambda r: -r[0])
     best = rows[0]
     ratio = 0.0
@@ -66,8 +75,16 @@ def choose_pair(upper: Candidates, lower: Candidates, upper_surface_coarse: Uppe
     return PairChoice(upper.T_arch_bite[best[1]], lower.T_arch_bite[best[2]], best[0], ratio, facing)
 
 
-def _pair_rows(upper: Candidates, lower: Candidates, upper_surface_coarse: UpperSurface, lower_coarse: np.ndarray,
-               up_upper: np.ndarray, up_lower: np.ndarray, penetration_weight: float, facing: bool) -> list:
+def _pair_rows(
+    upper: Candidates,
+    lower: Candidates,
+    upper_surface_coarse: UpperSurface,
+    lower_coarse: np.ndarray,
+    up_upper: np.ndarray,
+    up_lower: np.ndarray,
+    penetration_weight: float,
+    facing: bool,
+) -> list:
     rows = []
     for i in range(len(upper.T_arch_bite)):
         for j in range(len(lower.T_arch_bite)):
@@ -82,8 +99,9 @@ def _pair_rows(upper: Candidates, lower: Candidates, upper_surface_coarse: Upper
     return rows
 
 
-def consistent_pair(upper: Candidates, lower: Candidates, T_upper_lower: np.ndarray, lower_coarse: np.ndarray,
-                    max_gap_mm: float = 1.5) -> PairChoice | None:
+def consistent_pair(
+    upper: Candidates, lower: Candidates, T_upper_lower: np.ndarray, lower_coarse: np.ndarray, max_gap_mm: float = 1.5
+) -> PairChoice | None:
     """The candidate pair of a bite whose relative pose lies nearest a pose another bite
     settled on (None if none within max_gap_mm): two bites of one patient share ONE occlusion."""
     best: tuple[float, int, int] | None = None
@@ -110,7 +128,12 @@ class BandFit:
     band_share: float  # share of the bite's samples assigned to this band
 
     def to_json(self) -> dict:
-        return {"matrix": self.T_arch_bite.tolist(), "rmse_mm": self.rmse_mm, "fitness": self.fitness, "band_share": self.band_share}
+        return {
+            "matrix": self.T_arch_bite.tolist(),
+            "rmse_mm": self.rmse_mm,
+            "fitness": self.fitness,
+            "band_share": self.band_share,
+        }
 
 
 @dataclass
@@ -121,22 +144,37 @@ class BiteFit:
     pair: PairChoice
 
 
-def _bands(cloud: Cloud, matchers: list[Matcher], poses: list[np.ndarray], split: Level) -> tuple[np.ndarray, np.ndarray]:
+def _bands(
+    cloud: Cloud, matchers: list[Matcher], poses: list[np.ndarray], split: Level
+) -> tuple[np.ndarray, np.ndarray]:
     """Masks of bite points lying on the upper / on the lower (nearer to that arch, within
     `split.near`)."""
     dist = []
     for m, T_arch_bite in zip(matchers, poses):
         dev = m.fixed.points.device
-        mm = match(pack([cloud], dev), torch.zeros(1, dtype=torch.int64, device=dev), transforms(T_arch_bite[None], dev), m,
-                   split)
+        mm = match(
+            pack([cloud], dev),
+            torch.zeros(1, dtype=torch.int64, device=dev),
+            transforms(T_arch_bite[None], dev),
+            m,
+            split,
+        )
         d = torch.where(mm.compatible, mm.dist2, torch.full_like(mm.dist2, math.inf))[0].cpu().numpy()
         dist.append(d)
     near = split.near * split.near
     return (dist[0] < dist[1]) & (dist[0] < near), (dist[1] <= dist[0]) & (dist[1] < near)
 
 
-def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice, dev: torch.device,
-                inlier_mm: float, seed: int = 0, fine_points: int = 8000) -> BiteFit:
+def refine_bite(
+    bite: Samples,
+    upper: Samples,
+    lower: Samples,
+    pair: PairChoice,
+    dev: torch.device,
+    inlier_mm: float,
+    seed: int = 0,
+    fine_points: int = 8000,
+) -> BiteFit:
     """Both bands refined on their arches (one batch of two items), mid level then fine."""
     fixed = [pack([upper.fine], dev), pack([lower.fine], dev)]
     matchers = [Matcher(f) for f in fixed]
@@ -144,10 +182,25 @@ def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice,
     both_matcher = Matcher(both)
     poses = [pair.T_upper_bite, pair.T_lower_bite]  # T_arch_bite of each band
     # Per level: the bite's samples split into bands within `near` of their arch, then refined.
-    mid = level(iterations=15, dmax_start=1.0, dmax_end=0.3, scale_floor=0.05, converge_rot_rad=1e-7,
-                converge_trans_mm=1e-6, near=1.0)
-    fine = level(iterations=20, dmax_start=0.4, dmax_end=0.15, scale_floor=0.01, mad_factor=2.5, converge_rot_rad=1e-7,
-                 converge_trans_mm=1e-6, near=0.5)
+    mid = level(
+        iterations=15,
+        dmax_start=1.0,
+        dmax_end=0.3,
+        scale_floor=0.05,
+        converge_rot_rad=1e-7,
+        converge_trans_mm=1e-6,
+        near=1.0,
+    )
+    fine = level(
+        iterations=20,
+        dmax_start=0.4,
+        dmax_end=0.15,
+        scale_floor=0.01,
+        mad_factor=2.5,
+        converge_rot_rad=1e-7,
+        converge_trans_mm=1e-6,
+        near=0.5,
+    )
     for cloud, n_max, band_level in ((bite.mid, 3000, mid), (bite.fine, fine_points, fine)):
         up_mask, lo_mask = _bands(cloud, matchers, poses, band_level)
         bands = [subset(Cloud(cloud.points[m], cloud.normals[m]), n_max, seed) for m in (up_mask, lo_mask)]
@@ -165,8 +218,13 @@ def refine_bite(bite: Samples, upper: Samples, lower: Samples, pair: PairChoice,
         if band.points.shape[0] == 0:
             fits.append(BandFit(poses[k], math.inf, 0.0, 0.0))
             continue
-        sc = score(pack([band], dev), torch.zeros(1, dtype=torch.int64, device=dev), transforms(poses[k][None], dev),
-                   matchers[k], scored)
+        sc = score(
+            pack([band], dev),
+            torch.zeros(1, dtype=torch.int64, device=dev),
+            transforms(poses[k][None], dev),
+            matchers[k],
+            scored,
+        )
         fits.append(BandFit(poses[k], float(sc.trimmed_rmse[0]), float(sc.fitness[0]), band.points.shape[0] / n_all))
     return BiteFit(fits[0], fits[1], bands[1], pair)
 
@@ -179,21 +237,37 @@ class LowerFit:
     bite_disagreement_mm: float  # two bites: RMS gap over the lower arch between their own poses
 
 
-def joint_lower(fits: list[BiteFit], lower: Samples, dev: torch.device, inlier_mm: float, seed: int = 0,
-                max_points: int = 12000) -> LowerFit:
+def joint_lower(
+    fits: list[BiteFit], lower: Samples, dev: torch.device, inlier_mm: float, seed: int = 0, max_points: int = 12000
+) -> LowerFit:
     """The lower arch's pose in the occlusion frame fitted to every bite's lower band at once
     (each band placed in the upper frame by its own upper fit): one rigid pose, all overlaps."""
     bands = [apply(f.upper.T_arch_bite, f.lower_band) for f in fits]
-    moving = subset(Cloud(np.concatenate([b.points for b in bands]), np.concatenate([b.normals for b in bands])), max_points, seed)
+    moving = subset(
+        Cloud(np.concatenate([b.points for b in bands]), np.concatenate([b.normals for b in bands])), max_points, seed
+    )
     starts = [f.lower.T_arch_bite @ np.linalg.inv(f.upper.T_arch_bite) for f in fits]  # T_lower_upper, per bite
-    gap = pose_gap_mm(np.linalg.inv(starts[0]), np.linalg.inv(starts[-1]), lower.coarse.points) if len(starts) > 1 else 0.0
+    gap = (
+        pose_gap_mm(np.linalg.inv(starts[0]), np.linalg.inv(starts[-1]), lower.coarse.points)
+        if len(starts) > 1
+        else 0.0
+    )
     fixed = pack([lower.fine], dev)
     matcher = Matcher(fixed)
     b = len(starts)
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     mov = pack([moving], dev).index(zeros)
-    joint = level(iterations=20, dmax_start=0.5, dmax_end=0.15, scale_floor=0.01, mad_factor=2.5, converge_rot_rad=1e-7,
-                  converge_trans_mm=1e-6, tau=inlier_mm, near=0.5)
+    joint = level(
+        iterations=20,
+        dmax_start=0.5,
+        dmax_end=0.15,
+        scale_floor=0.01,
+        mad_factor=2.5,
+        converge_rot_rad=1e-7,
+        converge_trans_mm=1e-6,
+        tau=inlier_mm,
+        near=0.5,
+    )
     out = refine(mov, zeros, transforms(np.stack(starts), dev), matcher, joint)
     sc = score(mov, zeros, out.T_fixed_moving, matcher, joint)
     best = int(torch.argmax(sc.score))

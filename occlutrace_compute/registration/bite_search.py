@@ -52,9 +52,12 @@ class Candidates:
     score: np.ndarray  # (k,)
     weights: np.ndarray  # (k, n_probe) in [0,1]: how well each probe point lies on the arch
 
-    def extended(self, other: "Candidates") -> "Candidates":
-        return Candidates(np.concatenate([self.T_arch_bite, other.T_arch_bite]), np.concatenate([self.score, other.score]),
-                          np.concatenate([self.weights, other.weights]))
+    def extended(self, other: Candidates) -> Candidates:
+        return Candidates(
+            np.concatenate([self.T_arch_bite, other.T_arch_bite]),
+            np.concatenate([self.score, other.score]),
+            np.concatenate([self.weights, other.weights]),
+        )
 
 
 class Workers:
@@ -109,8 +112,14 @@ class _Untracked(Matcher):
     millimetres per iteration, so ~70 % of its rows fail the candidate cache's test and are
     searched again for 3 neighbours: the cache then costs more than it saves (same answers)."""
 
-    def nearest(self, query: torch.Tensor, lengths: torch.Tensor, pair_of: torch.Tensor,
-                max_dist: float = float("inf"), track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(
+        self,
+        query: torch.Tensor,
+        lengths: torch.Tensor,
+        pair_of: torch.Tensor,
+        max_dist: float = float("inf"),
+        track: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return super().nearest(query, lengths, pair_of, max_dist, False)
 
 
@@ -132,10 +141,26 @@ def _levels(opt: SearchOptions) -> tuple[Level, Level, Level]:
     subset, then a mid one with tighter cuts and kernel floor)."""
     cv = opt.coarse_voxel
     prescreen = level(tau=opt.prescreen_tau, near=1.5 * opt.prescreen_tau)
-    round1 = level(iterations=10, dmax_start=4.0 * cv, dmax_end=1.5 * cv, scale_floor=0.3 * cv, converge_rot_rad=1e-5,
-                   converge_trans_mm=1e-4, tau=0.5 * cv, near=2 * (0.5 * cv))
-    round2 = level(iterations=15, dmax_start=2.0 * cv, dmax_end=0.6 * cv, scale_floor=0.15 * cv, converge_rot_rad=1e-5,
-                   converge_trans_mm=1e-4, tau=0.4 * cv, near=2 * (0.4 * cv))
+    round1 = level(
+        iterations=10,
+        dmax_start=4.0 * cv,
+        dmax_end=1.5 * cv,
+        scale_floor=0.3 * cv,
+        converge_rot_rad=1e-5,
+        converge_trans_mm=1e-4,
+        tau=0.5 * cv,
+        near=2 * (0.5 * cv),
+    )
+    round2 = level(
+        iterations=15,
+        dmax_start=2.0 * cv,
+        dmax_end=0.6 * cv,
+        scale_floor=0.15 * cv,
+        converge_rot_rad=1e-5,
+        converge_trans_mm=1e-4,
+        tau=0.4 * cv,
+        near=2 * (0.4 * cv),
+    )
     return prescreen, round1, round2
 
 
@@ -151,7 +176,9 @@ def point_weights(moving: Cloud, matcher: Matcher, T_fixed_moving: np.ndarray, t
     return (valid * (1 - m.residual**2 / (tau * tau)).clamp_min(0)).cpu().numpy()
 
 
-def top_distinct(T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 4.0, trans_mm: float = 1.0) -> np.ndarray:
+def top_distinct(
+    T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 4.0, trans_mm: float = 1.0
+) -> np.ndarray:
     """Indices of the `keep` best-scoring poses that are pairwise distinct, best first."""
     cos_limit = 2 * np.cos(np.radians(rot_deg)) + 1  # trace of a rotation by rot_deg
     chosen: list[int] = []
@@ -168,8 +195,14 @@ def top_distinct(T: np.ndarray, scores: np.ndarray, keep: int, rot_deg: float = 
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _round(moving: Cloud, fixed: Clouds, T_fixed_moving: np.ndarray, round_level: Level,
-           workers: Workers = SERIAL, tracked: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _round(
+    moving: Cloud,
+    fixed: Clouds,
+    T_fixed_moving: np.ndarray,
+    round_level: Level,
+    workers: Workers = SERIAL,
+    tracked: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every pose (B,4,4) refined and scored: the refined poses and their scores (B,). The
     score reuses the refinement's tracked neighbours (exact, see tracking.py); `tracked`
     False: every iteration searches the tree afresh (same answers, cheaper for far moves)."""
@@ -188,8 +221,16 @@ def _round(moving: Cloud, fixed: Clouds, T_fixed_moving: np.ndarray, round_level
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, fixed: Clouds, prescreen: Level,
-               opt: SearchOptions, seed: int, workers: Workers = SERIAL) -> tuple[np.ndarray, np.ndarray]:
+def _prescreen(
+    coarse: Cloud,
+    frame: BiteFrame,
+    T_arch_bite: np.ndarray,
+    fixed: Clouds,
+    prescreen: Level,
+    opt: SearchOptions,
+    seed: int,
+    workers: Workers = SERIAL,
+) -> tuple[np.ndarray, np.ndarray]:
     """One-shot score of every start by the bite patch around its keypoint only: that patch
     must lie on this arch, while the rest of the bite (the other band) would only add noise."""
     dev = fixed.points.device
@@ -213,8 +254,17 @@ def _prescreen(coarse: Cloud, frame: BiteFrame, T_arch_bite: np.ndarray, fixed: 
     return T.reshape(-1, 4, 4), scores.reshape(-1)
 
 
-def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, probe: Cloud, dev: torch.device,
-           opt: SearchOptions, seed: int = 0, workers: Workers = SERIAL) -> Candidates:
+def search(
+    bite: Samples,
+    frame: BiteFrame,
+    arch: Samples,
+    anchors: Anchors,
+    probe: Cloud,
+    dev: torch.device,
+    opt: SearchOptions,
+    seed: int = 0,
+    workers: Workers = SERIAL,
+) -> Candidates:
     """Candidate poses T_arch_bite of the bite on this arch (bite file -> arch file), best first.
 
     `workers` share out the starts of the pre-screen and of both rounds (same result)."""
@@ -226,7 +276,9 @@ def search(bite: Samples, frame: BiteFrame, arch: Samples, anchors: Anchors, pro
     prescreen, round1, round2 = _levels(opt)
     T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, fixed, prescreen, opt, seed, workers)
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, pre, opt.keep_prescreen)]
-    T_arch_bite, s = _round(subset(bite.coarse, opt.round1_points, seed + 1), fixed, T_arch_bite, round1, workers, tracked=False)
+    T_arch_bite, s = _round(
+        subset(bite.coarse, opt.round1_points, seed + 1), fixed, T_arch_bite, round1, workers, tracked=False
+    )
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, s, opt.keep_round1)]
     T_arch_bite, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, T_arch_bite, round2, workers)
     keep = top_distinct(T_arch_bite, s, opt.candidates)

@@ -39,7 +39,7 @@ from occlutrace_compute.timing import stopwatch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" picks CUDA when present; asking for CUDA without one is the caller's error."""
+    """ "auto" picks CUDA when present; asking for CUDA without one is the caller's error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -48,14 +48,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def register(fixed: Mesh, moving: Mesh, options: RegistrationOptions | None = None, landmarks=None,
-             device: str | torch.device = "auto") -> RegistrationResult:
+def register(
+    fixed: Mesh,
+    moving: Mesh,
+    options: RegistrationOptions | None = None,
+    landmarks=None,
+    device: str | torch.device = "auto",
+) -> RegistrationResult:
     """Align `moving` onto `fixed` from any pose; the result's matrix maps MOVING into FIXED."""
     return register_batch([(fixed, moving)], options, device=device, landmarks=[landmarks])[0]
 
 
-def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions | None = None,
-                   device: str | torch.device = "auto", landmarks: list | None = None) -> list[RegistrationResult]:
+def register_batch(
+    pairs: list[tuple[Mesh, Mesh]],
+    options: RegistrationOptions | None = None,
+    device: str | torch.device = "auto",
+    landmarks: list | None = None,
+) -> list[RegistrationResult]:
     """Align many (fixed, moving) pairs; every stage runs all pairs x hypotheses as one batch.
 
     `landmarks`, if given, holds per pair None or (moving_points (k,3), fixed_points (k,3))."""
@@ -75,8 +84,9 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
         return _register_batch(pairs, opt, dev, landmarks)
 
 
-def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,
-                    landmarks: list | None) -> list[RegistrationResult]:
+def _register_batch(
+    pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device, landmarks: list | None
+) -> list[RegistrationResult]:
     landmarks = landmarks or [None] * len(pairs)
     if len(landmarks) != len(pairs):
         raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
@@ -119,7 +129,9 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
     return results
 
 
-def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions) -> list[np.ndarray]:
+def _hypotheses(
+    prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions
+) -> list[np.ndarray]:
     """Per pair, (k,4,4) starting poses T_fixed_moving: FPFH+RANSAC poses, the best pre-screened
     surface-frame poses, landmarks."""
     empty = [np.zeros((0, 4, 4)) for _ in prepared]
@@ -128,12 +140,27 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
         radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
         feat_m = fpfh(coarse_m, radius, backend=opt.runtime.knn_backend)
         feat_f = fpfh(coarse_f, radius, backend=opt.runtime.knn_backend)
-        ransac = hyp.ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.hypotheses.ransac_trials, opt.hypotheses.fpfh_hypotheses,
-                                       inlier_mm=1.5 * opt.sampling.coarse_voxel, min_edge_mm=4 * opt.sampling.coarse_voxel, seed=opt.runtime.seed)
+        ransac = hyp.ransac_hypotheses(
+            coarse_m,
+            coarse_f,
+            feat_m,
+            feat_f,
+            opt.hypotheses.ransac_trials,
+            opt.hypotheses.fpfh_hypotheses,
+            inlier_mm=1.5 * opt.sampling.coarse_voxel,
+            min_edge_mm=4 * opt.sampling.coarse_voxel,
+            seed=opt.runtime.seed,
+        )
     if opt.hypotheses.axis_hypotheses > 0:
-        guesses = [hyp.axis_hypotheses(*p.moving.coarse, *p.fixed.coarse, opt.hypotheses.pca_angles,
-                                       hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0], opt.hypotheses.anchors))
-                   for p in prepared]
+        guesses = [
+            hyp.axis_hypotheses(
+                *p.moving.coarse,
+                *p.fixed.coarse,
+                opt.hypotheses.pca_angles,
+                hyp.anchor_centroids(p.fixed.coarse.points, p.moving.coarse.points.shape[0], opt.hypotheses.anchors),
+            )
+            for p in prepared
+        ]
         axes = _prescreen(prepared, coarse_f, guesses, opt)
     starts = []
     for i in range(len(prepared)):
@@ -142,18 +169,27 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm
             parts.append(lm_poses[i][None])
         poses = np.concatenate(parts)
         if poses.shape[0] == 0:
-            raise ValueError("no starting pose: feature and axis hypotheses are switched off and no landmarks were given")
+            raise ValueError(
+                "no starting pose: feature and axis hypotheses are switched off and no landmarks were given"
+            )
         starts.append(poses)
     return starts
 
 
-def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: list[np.ndarray],
-               opt: RegistrationOptions) -> list[np.ndarray]:
+def _prescreen(
+    prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: list[np.ndarray], opt: RegistrationOptions
+) -> list[np.ndarray]:
     """Keep the `axis_hypotheses` best poses (T_fixed_moving) per pair by a one-shot score on a few samples:
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
     dev = coarse_f.points.device
-    few = pack([subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed)) for p in prepared], dev)
+    few = pack(
+        [
+            subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed))
+            for p in prepared
+        ],
+        dev,
+    )
     pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
     matcher = Matcher(coarse_f, opt.runtime.knn_backend)
@@ -161,7 +197,9 @@ def _prescreen(prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: l
     q = max(8, opt.hypotheses.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
     sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    survivors = top_per_pair(pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving))))
+    survivors = top_per_pair(
+        pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving)))
+    )
     pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
     sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
     kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, scan_centres(prepared))

@@ -102,8 +102,9 @@ def _neighbours(pts: torch.Tensor, lengths: torch.Tensor, k: int, backend: str) 
     return d2, idx
 
 
-def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def mutual_nearest(
+    feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest descriptor in b of every row of a (B,P) and in a of every row of b (B,R), by brute
     force: a thousand-odd 33-D descriptors make a tree pointless."""
     if feat_a.device.type != "cpu":

@@ -37,13 +37,30 @@ class Final:
         return float(self.scores.score[int(self.chosen[p])])
 
     def result(self, p: int, prep: Prepared, opt: RegistrationOptions, n_hyp: int) -> RegistrationResult:
-        return result(int(self.chosen[p]), prep, self.out, self.scores, self.fine_m, opt, float(self.ratio[p]),
-                       float(self.angle[p]), n_hyp)
+        return result(
+            int(self.chosen[p]),
+            prep,
+            self.out,
+            self.scores,
+            self.fine_m,
+            opt,
+            float(self.ratio[p]),
+            float(self.angle[p]),
+            n_hyp,
+        )
 
 
-def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, opt: RegistrationOptions,
-                 dev: torch.device, stages: dict[str, float], finalists: int = 2, margin: float | None = None,
-                 reach_mm: float | None = None) -> Final:
+def mid_and_fine(
+    prepared: list[Prepared],
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    opt: RegistrationOptions,
+    dev: torch.device,
+    stages: dict[str, float],
+    finalists: int = 2,
+    margin: float | None = None,
+    reach_mm: float | None = None,
+) -> Final:
     """Mid level: the given poses (T_fixed_moving, one per item of `pair_of`) refined and
     ranked, the best `finalists` distinct ones per pair kept. Fine level: the winner at full
     density, with every finalist whose mid score is within `margin` (default: ambiguity_margin)
@@ -59,8 +76,14 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
         out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
         sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
         ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-        items, ratio, angle = pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
-                                             opt.verdict.ambiguity_margin if margin is None else margin)
+        items, ratio, angle = pick_finalists(
+            pair_of,
+            ranked,
+            out.T_fixed_moving,
+            sc.score,
+            len(prepared),
+            opt.verdict.ambiguity_margin if margin is None else margin,
+        )
 
     with stopwatch(stages, "fine"):
         pair_of = pair_of[items]
@@ -74,8 +97,14 @@ def mid_and_fine(prepared: list[Prepared], pair_of: torch.Tensor, T_fixed_moving
     return Final(out, sc, fine_m, chosen, ratio, angle)
 
 
-def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationResult], first: Final,
-                           opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> None:
+def search_around_doubtful(
+    prepared: list[Prepared],
+    results: list[RegistrationResult],
+    first: Final,
+    opt: RegistrationOptions,
+    dev: torch.device,
+    n_hyp: list[int],
+) -> None:
     """Search harder where the answer is doubtful: when changed anatomy covers most of the
     overlap the true pose can sit in a narrow basin ~1 mm / 3-4 deg beside the one found, which
     no global hypothesis reached. Random rigid steps around the answer (about its centroid) go
@@ -89,11 +118,29 @@ def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationR
             return
         sub = [prepared[i] for i in todo]
         centres = scan_centres(sub)
-        starts_fixed_moving = [hyp.around(results[i].T_fixed_moving, centres[k], opt.local_search.starts, opt.local_search.step_deg,
-                                          opt.local_search.step_mm, opt.runtime.seed + rnd) for k, i in enumerate(todo)]
+        starts_fixed_moving = [
+            hyp.around(
+                results[i].T_fixed_moving,
+                centres[k],
+                opt.local_search.starts,
+                opt.local_search.step_deg,
+                opt.local_search.step_mm,
+                opt.runtime.seed + rnd,
+            )
+            for k, i in enumerate(todo)
+        ]
         pair_of = torch.tensor([k for k, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
-        found = mid_and_fine(sub, pair_of, torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev), opt, dev, {},
-                             finalists=4, margin=1.0, reach_mm=2 * opt.local_search.step_mm)
+        found = mid_and_fine(
+            sub,
+            pair_of,
+            torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev),
+            opt,
+            dev,
+            {},
+            finalists=4,
+            margin=1.0,
+            reach_mm=2 * opt.local_search.step_mm,
+        )
         improved = []
         for k, i in enumerate(todo):
             old, new = best[i], found.score_of(k)
@@ -101,7 +148,10 @@ def search_around_doubtful(prepared: list[Prepared], results: list[RegistrationR
                 continue
             T_fixed_moving = found.out.T_fixed_moving[int(found.chosen[k])].cpu().numpy()
             if not hyp.same_pose(results[i].T_fixed_moving, T_fixed_moving, centres[k]) and old / new > found.ratio[k]:
-                found.ratio[k], found.angle[k] = old / new, rotation_angle_deg(results[i].T_fixed_moving, T_fixed_moving)
+                found.ratio[k], found.angle[k] = (
+                    old / new,
+                    rotation_angle_deg(results[i].T_fixed_moving, T_fixed_moving),
+                )
             results[i] = found.result(k, sub[k], opt, n_hyp[i] + (rnd + 1) * opt.local_search.starts)
             best[i] = new
             if results[i].confidence < opt.verdict.min_confidence:

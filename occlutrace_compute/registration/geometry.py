@@ -15,8 +15,9 @@ def rotation_angle_deg(T_a: np.ndarray, T_b: np.ndarray) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
 
 
-def occlusal_direction(points: np.ndarray, normals: np.ndarray, min_mean_normal: float,
-                       scatter: np.ndarray | None = None) -> np.ndarray:
+def occlusal_direction(
+    points: np.ndarray, normals: np.ndarray, min_mean_normal: float, scatter: np.ndarray | None = None
+) -> np.ndarray:
     """Unit vector out of an arch scan's occlusal side, in the scan's frame.
 
     An intraoral scan is an open 'tent' seen from the occlusal side, so its unit normals (n,3)

@@ -68,8 +68,14 @@ def anchor_centroids(fix_pts: np.ndarray, n_moving: int, n_anchors: int) -> np.n
     return np.concatenate([fix_pts.mean(0, keepdims=True), fix_pts[nb].mean(1)])
 
 
-def axis_hypotheses(mov_pts: np.ndarray, mov_nrm: np.ndarray, fix_pts: np.ndarray, fix_nrm: np.ndarray,
-                    n_angles: int, anchors: np.ndarray) -> np.ndarray:
+def axis_hypotheses(
+    mov_pts: np.ndarray,
+    mov_nrm: np.ndarray,
+    fix_pts: np.ndarray,
+    fix_nrm: np.ndarray,
+    n_angles: int,
+    anchors: np.ndarray,
+) -> np.ndarray:
     """(2 x n_angles x len(anchors), 4, 4) poses T_fixed_moving: surface frames matched, turned
     about the occlusal axis (both signs of it), the moving centroid put on each anchor (anchors
     in the fixed frame)."""
@@ -98,8 +104,9 @@ def _draw(allowed: torch.Tensor, n: int, generator: torch.Generator) -> torch.Te
     return rows[torch.randint(rows.numel(), (n,), generator=generator, device=allowed.device)]
 
 
-def _consistent(s: torch.Tensor, d: torch.Tensor, ns: torch.Tensor, nd: torch.Tensor, min_edge_mm: float,
-                normal_tol: float) -> torch.Tensor:
+def _consistent(
+    s: torch.Tensor, d: torch.Tensor, ns: torch.Tensor, nd: torch.Tensor, min_edge_mm: float, normal_tol: float
+) -> torch.Tensor:
     """(B,M) whether each triplet of correspondences (B,M,3,3) can be one rigid motion: its edge
     lengths agree within 10 % and so do the point-pair invariants of its normals (cosines between
     the two normals and of each with the edge). Under heavy change only ~1 in 1000 random triplets
@@ -115,16 +122,29 @@ def _consistent(s: torch.Tensor, d: torch.Tensor, ns: torch.Tensor, nd: torch.Te
     for i, j in edges:
         es, ed = s[:, j] - s[:, i], d[:, j] - d[:, i]
         es, ed = es / es.norm(dim=-1, keepdim=True), ed / ed.norm(dim=-1, keepdim=True)
-        for u_s, v_s, u_d, v_d in ((ns[:, i], ns[:, j], nd[:, i], nd[:, j]), (ns[:, i], es, nd[:, i], ed),
-                                   (ns[:, j], es, nd[:, j], ed)):
+        for u_s, v_s, u_d, v_d in (
+            (ns[:, i], ns[:, j], nd[:, i], nd[:, j]),
+            (ns[:, i], es, nd[:, i], ed),
+            (ns[:, j], es, nd[:, j], ed),
+        ):
             agree &= ((u_s * v_s).sum(-1) - (u_d * v_d).sum(-1)).abs() < normal_tol
     ok[keep] = agree
     return ok
 
 
-def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_f: torch.Tensor, trials: int,
-                      keep: int, inlier_mm: float, min_edge_mm: float, seed: int, max_eval: int = 500,
-                      normal_tol: float = 0.35) -> list[np.ndarray]:
+def ransac_hypotheses(
+    moving: Clouds,
+    fixed: Clouds,
+    feat_m: torch.Tensor,
+    feat_f: torch.Tensor,
+    trials: int,
+    keep: int,
+    inlier_mm: float,
+    min_edge_mm: float,
+    seed: int,
+    max_eval: int = 500,
+    normal_tol: float = 0.35,
+) -> list[np.ndarray]:
     """Per pair, up to `keep` distinct poses T_fixed_moving (k,4,4) from random triplets of
     feature correspondences.
 
@@ -143,8 +163,9 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     pick = pick.view(b, trials, 3)
     s = src_all[bi[..., None], pick]  # (B,M,3,3)
     d = dst_all[bi[..., None], pick]
-    ok = _consistent(s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm,
-                     normal_tol)
+    ok = _consistent(
+        s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm, normal_tol
+    )
     n_eval = min(max_eval, int(ok.sum(1).max()))
     if n_eval == 0:
         return [np.zeros((0, 4, 4)) for _ in range(b)]
@@ -173,7 +194,9 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     return out
 
 
-def _inlier_counts(T: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, use: torch.Tensor, inlier_mm: float) -> torch.Tensor:
+def _inlier_counts(
+    T: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, use: torch.Tensor, inlier_mm: float
+) -> torch.Tensor:
     """(B,E) correspondences each pose T_dst_src (B,E,4,4) brings within `inlier_mm`, over the `use` rows.
 
     The used rows are packed first (often a third of all), and all poses' rotations are applied
@@ -210,8 +233,13 @@ def _refit(T: np.ndarray, src: np.ndarray, dst: np.ndarray, inlier_mm: float, ro
     return T
 
 
-def same_pose(T1_fixed_moving: np.ndarray, T2_fixed_moving: np.ndarray, centre_moving: np.ndarray, rot_deg: float = 2.0,
-              trans_mm: float = 1.0) -> bool:
+def same_pose(
+    T1_fixed_moving: np.ndarray,
+    T2_fixed_moving: np.ndarray,
+    centre_moving: np.ndarray,
+    rot_deg: float = 2.0,
+    trans_mm: float = 1.0,
+) -> bool:
     """Whether two poses of one moving scan are the same solution (distinctness test for hypotheses).
 
     Translation is compared where both poses put `centre_moving` (the moving scan's centroid), not as
@@ -225,8 +253,9 @@ def same_pose(T1_fixed_moving: np.ndarray, T2_fixed_moving: np.ndarray, centre_m
     return angle < rot_deg and float(np.linalg.norm(shift)) < trans_mm
 
 
-def around(T_fixed_moving: np.ndarray, centre_moving: np.ndarray, n: int, rot_deg: float, trans_mm: float,
-           seed: int) -> np.ndarray:
+def around(
+    T_fixed_moving: np.ndarray, centre_moving: np.ndarray, n: int, rot_deg: float, trans_mm: float, seed: int
+) -> np.ndarray:
     """(n+1, 4, 4) poses T_fixed_moving: the given one and n random rigid steps from it, each
     taken in the MOVING frame (applied on the right: T_fixed_moving @ step_in_moving) as a
     rotation about `centre_moving` (the moving scan's centroid, so rotating does not also swing
@@ -234,7 +263,9 @@ def around(T_fixed_moving: np.ndarray, centre_moving: np.ndarray, n: int, rot_de
     rng = np.random.default_rng(seed)
     steps_in_moving = np.tile(np.eye(4), (n + 1, 1, 1))
     steps_in_moving[1:, :3, :3] = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
-    steps_in_moving[1:, :3, 3] = centre_moving - steps_in_moving[1:, :3, :3] @ centre_moving + rng.normal(0.0, trans_mm, (n, 3))
+    steps_in_moving[1:, :3, 3] = (
+        centre_moving - steps_in_moving[1:, :3, :3] @ centre_moving + rng.normal(0.0, trans_mm, (n, 3))
+    )
     return T_fixed_moving @ steps_in_moving
 
 

@@ -35,9 +35,19 @@ class Level:
     near: float  # match and score: no correspondence farther than this
 
 
-def level(*, near: float, tau: float | None = None, iterations: int = 0, dmax_start: float = math.nan,
-          dmax_end: float = math.nan, scale_floor: float = math.nan, mad_factor: float = 2.5,
-          converge_rot_rad: float = 1e-6, converge_trans_mm: float = 1e-5, normal_max_angle_deg: float = 60.0) -> Level:
+def level(
+    *,
+    near: float,
+    tau: float | None = None,
+    iterations: int = 0,
+    dmax_start: float = math.nan,
+    dmax_end: float = math.nan,
+    scale_floor: float = math.nan,
+    mad_factor: float = 2.5,
+    converge_rot_rad: float = 1e-6,
+    converge_trans_mm: float = 1e-5,
+    normal_max_angle_deg: float = 60.0,
+) -> Level:
     """A `Level`, every value named. A level that only matches and scores (no `iterations`)
     needs `near` (and `tau` to score, default `near`); an ICP level also its correspondence cuts
     and kernel floor. Correspondences whose normals differ by more than `normal_max_angle_deg`
@@ -45,10 +55,22 @@ def level(*, near: float, tau: float | None = None, iterations: int = 0, dmax_st
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     if iterations and not (dmax_start > 0 and dmax_end > 0 and scale_floor > 0):
-        raise ValueError("an ICP level needs positive dmax_start, dmax_end and scale_floor, got "
-                         f"{dmax_start}, {dmax_end}, {scale_floor}")
-    return Level(iterations, dmax_start, dmax_end, scale_floor, mad_factor, converge_rot_rad, converge_trans_mm,
-                 math.cos(math.radians(normal_max_angle_deg)), near if tau is None else tau, near)
+        raise ValueError(
+            "an ICP level needs positive dmax_start, dmax_end and scale_floor, got "
+            f"{dmax_start}, {dmax_end}, {scale_floor}"
+        )
+    return Level(
+        iterations,
+        dmax_start,
+        dmax_end,
+        scale_floor,
+        mad_factor,
+        converge_rot_rad,
+        converge_trans_mm,
+        math.cos(math.radians(normal_max_angle_deg)),
+        near if tau is None else tau,
+        near,
+    )
 
 
 @dataclass
@@ -82,8 +104,14 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-                        a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], 1)
+    return torch.stack(
+        [
+            a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
+            a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+            a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0],
+        ],
+        1,
+    )
 
 
 @dataclass
@@ -101,11 +129,17 @@ class _Packed:
     stride: int  # R, the padded length of one fixed cloud
 
     @classmethod
-    def of(cls, moving: Clouds, fixed: Clouds) -> "_Packed":
+    def of(cls, moving: Clouds, fixed: Clouds) -> _Packed:
         b, r, _ = fixed.points.shape
         flat = torch.cat([fixed.points, fixed.normals], -1).reshape(b * r, 6).T.contiguous()
-        return cls(moving.points.transpose(1, 2).contiguous(), moving.normals.transpose(1, 2).contiguous(),
-                   moving.lengths, moving.mask, flat, r)
+        return cls(
+            moving.points.transpose(1, 2).contiguous(),
+            moving.normals.transpose(1, 2).contiguous(),
+            moving.lengths,
+            moving.mask,
+            flat,
+            r,
+        )
 
 
 @dataclass
@@ -123,15 +157,30 @@ class Matches:
         return self.moved_c.transpose(1, 2)
 
 
-def match(moving: Clouds, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, level: Level,
-          track: bool = False) -> Matches:
+def match(
+    moving: Clouds,
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    matcher: Matcher,
+    level: Level,
+    track: bool = False,
+) -> Matches:
     """Nearest sample of the item's fixed cloud (the matcher's) for every moving sample moved
     by its item's `T_fixed_moving` (B,4,4), none beyond `level.near`, and its residuals."""
-    return _match(_Packed.of(moving, matcher.fixed), pair_of, T_fixed_moving, matcher, level.cos_normals, level.near, track)
+    return _match(
+        _Packed.of(moving, matcher.fixed), pair_of, T_fixed_moving, matcher, level.cos_normals, level.near, track
+    )
 
 
-def _match(pk: _Packed, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, cos_normals: float,
-           max_dist: float, track: bool) -> Matches:
+def _match(
+    pk: _Packed,
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    matcher: Matcher,
+    cos_normals: float,
+    max_dist: float,
+    track: bool,
+) -> Matches:
     R, t = T_fixed_moving[:, :3, :3], T_fixed_moving[:, :3, 3]
     moved = torch.baddbmm(t[:, :, None], R, pk.points)
     d2, idx = matcher.nearest(moved.transpose(1, 2), pk.lengths, pair_of, max_dist, track)
@@ -150,8 +199,9 @@ def _match(pk: _Packed, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, mat
     return Matches(r, d2, compatible, moved, n, (d2 - r * r).clamp_min(0.0))
 
 
-def refine(moving: Clouds, pair_of: torch.Tensor, init_T_fixed_moving: torch.Tensor, matcher: Matcher,
-           level: Level) -> IcpOutcome:
+def refine(
+    moving: Clouds, pair_of: torch.Tensor, init_T_fixed_moving: torch.Tensor, matcher: Matcher, level: Level
+) -> IcpOutcome:
     """Run one level's iterations on every item from its `init_T_fixed_moving` (B,4,4), against
     its pair's fixed cloud (the matcher's); items stop moving once converged. Each step is found
     in the fixed frame and applied on the left."""
@@ -210,8 +260,14 @@ class Scores:
     matches: Matches
 
 
-def score(moving: Clouds, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, matcher: Matcher, level: Level,
-          track: bool = False) -> Scores:
+def score(
+    moving: Clouds,
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    matcher: Matcher,
+    level: Level,
+    track: bool = False,
+) -> Scores:
     """Rank poses `T_fixed_moving` (B,4,4) by `level.tau` and `level.near`: rewards overlap and
     penalises residual at once, so a mirror-like pose that lies near the surface but off by a
     fraction of a millimetre loses to the true one. `track`: the poses come from `refine` on the

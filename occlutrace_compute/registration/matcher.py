@@ -22,6 +22,7 @@ from occlutrace_compute.nn import knn
 from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.tracking import CandidateCache
 
+
 class Matcher:
     def __init__(self, fixed: Clouds, backend: str = "auto") -> None:
         self.fixed = fixed
@@ -34,8 +35,14 @@ class Matcher:
             self._trees = [KDTree(np.ascontiguousarray(pts[j, : int(n)])) for j, n in enumerate(fixed.lengths.cpu())]
             self._cache = CandidateCache(pts, self._search_rows)
 
-    def nearest(self, query: torch.Tensor, lengths: torch.Tensor, pair_of: torch.Tensor,
-                max_dist: float = float("inf"), track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(
+        self,
+        query: torch.Tensor,
+        lengths: torch.Tensor,
+        pair_of: torch.Tensor,
+        max_dist: float = float("inf"),
+        track: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared distance (B,P) and index (B,P) into the pair's fixed cloud.
 
         Padded rows, and rows with nothing within `max_dist` (a bound that prunes the tree
@@ -45,8 +52,11 @@ class Matcher:
             q_np = query.detach().cpu().numpy()
             real = np.arange(q_np.shape[1])[None, :] < lengths.cpu().numpy()[:, None]
             pairs = pair_of.cpu().numpy()
-            d2_np, idx_np = (self._cache.nearest(q_np, real, pairs, max_dist) if track
-                             else self._nearest_rows(q_np, real, pairs, max_dist))
+            d2_np, idx_np = (
+                self._cache.nearest(q_np, real, pairs, max_dist)
+                if track
+                else self._nearest_rows(q_np, real, pairs, max_dist)
+            )
             return torch.from_numpy(d2_np).to(query.device), torch.from_numpy(idx_np).to(query.device)
         single = query.is_cuda  # float32 on GPUs: searching, not fitting, so precision is ample
         q = query.float() if single else query
@@ -56,7 +66,9 @@ class Matcher:
         d2 = torch.where(d2 <= max_dist * max_dist, d2, torch.full_like(d2, float("inf")))
         return d2, res.idx[..., 0].clamp_min(0)
 
-    def _nearest_rows(self, q: np.ndarray, real: np.ndarray, pairs: np.ndarray, max_dist: float) -> tuple[np.ndarray, np.ndarray]:
+    def _nearest_rows(
+        self, q: np.ndarray, real: np.ndarray, pairs: np.ndarray, max_dist: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(B,P) squared distance and index of the nearest fixed sample of every real row."""
         d2 = np.full(real.shape, np.inf)
         idx = np.zeros(real.shape, dtype=np.int64)
@@ -65,7 +77,9 @@ class Matcher:
         d2[bi, pi], idx[bi, pi] = found_d2[:, 0], found_idx[:, 0]
         return d2, idx
 
-    def _search_rows(self, pts: np.ndarray, pairs: np.ndarray, k: int, max_dist: float) -> tuple[np.ndarray, np.ndarray]:
+    def _search_rows(
+        self, pts: np.ndarray, pairs: np.ndarray, k: int, max_dist: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """k nearest within `max_dist` of rows `pts` (n,3), each in its own pair's tree
         (distance inf and index 0 past the last neighbour found)."""
         d2 = np.full((pts.shape[0], k), np.inf)
@@ -77,4 +91,3 @@ class Matcher:
             d2[rows] = dist2.reshape(len(rows), k)
             idx[rows] = np.where(np.isfinite(dist2), ii, 0).reshape(len(rows), k)
         return d2, idx
-

@@ -117,7 +117,8 @@ class RegistrationOptions:
                 raise TypeError(f"RegistrationOptions has no field {name!r}")
             by_section.setdefault(section, {})[name] = value
         return dataclasses.replace(
-            self, **{s: dataclasses.replace(getattr(self, s), **values) for s, values in by_section.items()})
+            self, **{s: dataclasses.replace(getattr(self, s), **values) for s, values in by_section.items()}
+        )
 
 
 def _sections_of_fields() -> dict[str, str]:

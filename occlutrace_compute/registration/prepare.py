@@ -37,8 +37,11 @@ def scan_levels(mesh: Mesh, n: int, seed: int, opt: RegistrationOptions, source:
     p, nrm, area = sample_surface_area(mesh, n, seed=seed, source=source, min_faces=MIN_FACES)
     coarse = Cloud(*voxel_downsample(p, nrm, opt.sampling.coarse_voxel))
     if coarse.points.shape[0] < MIN_COARSE_POINTS:
-        raise InputRejected(source, f"surface too small to register: {coarse.points.shape[0]} coarse samples "
-                            f"at {opt.sampling.coarse_voxel} mm, need {MIN_COARSE_POINTS}")
+        raise InputRejected(
+            source,
+            f"surface too small to register: {coarse.points.shape[0]} coarse samples "
+            f"at {opt.sampling.coarse_voxel} mm, need {MIN_COARSE_POINTS}",
+        )
     return Levels(coarse, coarse, Cloud(*voxel_downsample(p, nrm, opt.sampling.mid_voxel)), Cloud(p, nrm)), area
 
 
@@ -52,8 +55,10 @@ def prepare_all(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions) -> lis
     jobs = []
     for i, (fixed, moving) in enumerate(pairs):
         label = f"pair {i}: " if many else ""
-        jobs += [(moving, opt.sampling.fine_points, opt.runtime.seed, opt, f"{label}moving mesh"),
-                 (fixed, opt.sampling.fixed_points, opt.runtime.seed + 1, opt, f"{label}fixed mesh")]
+        jobs += [
+            (moving, opt.sampling.fine_points, opt.runtime.seed, opt, f"{label}moving mesh"),
+            (fixed, opt.sampling.fixed_points, opt.runtime.seed + 1, opt, f"{label}fixed mesh"),
+        ]
     threads = min(len(jobs), thread_budget())
     if threads < 2:
         scans = [scan_levels(*job) for job in jobs]

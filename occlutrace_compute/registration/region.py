@@ -33,14 +33,25 @@ class RegionFit:
     change_from_whole_arch_mm: float  # largest move of a moving vertex between the two poses
 
     def to_json(self, spec: dict) -> dict:
-        return {"spec": spec, "matrix": np.round(self.matrix, 10).tolist(), "fixed_vertices": self.n_region_vertices,
-                "fixed_share": round(self.region_share, 4), "matched_points": self.matched_points,
-                "rmse_um": round(1000 * self.rmse_mm, 2), "iterations": self.iterations,
-                "change_from_whole_arch_um": round(1000 * self.change_from_whole_arch_mm, 1)}
+        return {
+            "spec": spec,
+            "matrix": np.round(self.matrix, 10).tolist(),
+            "fixed_vertices": self.n_region_vertices,
+            "fixed_share": round(self.region_share, 4),
+            "matched_points": self.matched_points,
+            "rmse_um": round(1000 * self.rmse_mm, 2),
+            "iterations": self.iterations,
+            "change_from_whole_arch_um": round(1000 * self.change_from_whole_arch_mm, 1),
+        }
 
 
-def region_mask(fixed: Mesh, vertices: list[int] | None = None, sectors: list[str] | None = None,
-                spheres: list[list[float]] | None = None, arch: str | None = None) -> np.ndarray:
+def region_mask(
+    fixed: Mesh,
+    vertices: list[int] | None = None,
+    sectors: list[str] | None = None,
+    spheres: list[list[float]] | None = None,
+    arch: str | None = None,
+) -> np.ndarray:
     """(N,) bool over the fixed scan's vertices: the union of the given vertex indices, arch
     sectors ("molar", "left premolar", "right anterior", ...) and spheres [x, y, z, radius_mm]
     (fixed frame). InputRejected when a part is invalid or the region is empty."""
@@ -62,7 +73,9 @@ def region_mask(fixed: Mesh, vertices: list[int] | None = None, sectors: list[st
             want_side = [w for w in words if w in ("left", "right")]
             want_sector = [w for w in words if w in ("anterior", "premolar", "molar")]
             if len(words) != len(want_side) + len(want_sector) or len(want_side) > 1 or len(want_sector) != 1:
-                raise InputRejected("reference_region", f"sector '{name}': expected [left|right] anterior|premolar|molar")
+                raise InputRejected(
+                    "reference_region", f"sector '{name}': expected [left|right] anterior|premolar|molar"
+                )
             if want_side and arch is None:
                 raise InputRejected("reference_region", f"sector '{name}' names a side: state the arch (upper/lower)")
             sel = sec == want_sector[0]
@@ -74,12 +87,22 @@ def region_mask(fixed: Mesh, vertices: list[int] | None = None, sectors: list[st
             raise InputRejected("reference_region", f"sphere {s}: expected [x, y, z, radius_mm > 0]")
         mask |= np.linalg.norm(fixed.vertices - np.asarray(s[:3]), axis=1) <= s[3]
     if mask.sum() < 100:
-        raise InputRejected("reference_region", f"the region holds {int(mask.sum())} vertices of the fixed scan; need at least 100")
+        raise InputRejected(
+            "reference_region", f"the region holds {int(mask.sum())} vertices of the fixed scan; need at least 100"
+        )
     return mask
 
 
-def refine_on_region(fixed: Mesh, moving: Mesh, T_whole: np.ndarray, mask: np.ndarray, max_iterations: int = 40,
-                     max_points: int = 40_000, start_cap_mm: float = 1.0, trim: float = 0.9) -> RegionFit:
+def refine_on_region(
+    fixed: Mesh,
+    moving: Mesh,
+    T_whole: np.ndarray,
+    mask: np.ndarray,
+    max_iterations: int = 40,
+    max_points: int = 40_000,
+    start_cap_mm: float = 1.0,
+    trim: float = 0.9,
+) -> RegionFit:
     """Trimmed point-to-plane ICP of MOVING onto the masked part of FIXED, from T_whole."""
     region = np.flatnonzero(mask)
     P, N = fixed.vertices[region], vertex_normals(fixed)[region]
@@ -111,5 +134,12 @@ def refine_on_region(fixed: Mesh, moving: Mesh, T_whole: np.ndarray, mask: np.nd
         if np.abs(x[:3]).max() < 1e-8 and np.abs(x[3:]).max() < 1e-7:
             break
     moved = moving.vertices @ (T[:3, :3] - T_whole[:3, :3]).T + (T[:3, 3] - T_whole[:3, 3])
-    return RegionFit(T, int(len(region)), float(len(region) / max(fixed.n_vertices, 1)), int(used), rmse, it,
-                     float(np.linalg.norm(moved, axis=1).max()) if moving.n_vertices else 0.0)
+    return RegionFit(
+        T,
+        int(len(region)),
+        float(len(region) / max(fixed.n_vertices, 1)),
+        int(used),
+        rmse,
+        it,
+        float(np.linalg.norm(moved, axis=1).max()) if moving.n_vertices else 0.0,
+    )

@@ -14,8 +14,14 @@ def _xyz(p: np.ndarray) -> tuple[float, float, float]:
     return float(p[0]), float(p[1]), float(p[2])
 
 
-def changed_regions(points: np.ndarray, mask: np.ndarray, deviation: np.ndarray, link_mm: float,
-                    area_per_sample: float, min_area_mm2: float) -> list[ChangedRegion]:
+def changed_regions(
+    points: np.ndarray,
+    mask: np.ndarray,
+    deviation: np.ndarray,
+    link_mm: float,
+    area_per_sample: float,
+    min_area_mm2: float,
+) -> list[ChangedRegion]:
     """Clusters of masked samples linked within `link_mm`, largest first; tiny ones dropped."""
     sel = np.nonzero(mask)[0]
     if sel.size == 0:
@@ -31,10 +37,12 @@ def changed_regions(points: np.ndarray, mask: np.ndarray, deviation: np.ndarray,
         if area < min_area_mm2:
             break
         members = labels == lab
-        regions.append(ChangedRegion(
-            centroid_mm=_xyz(pts[members].mean(0)),
-            n_points=int(counts[lab]),
-            area_mm2=float(area),
-            mean_deviation_mm=float(np.abs(deviation[sel][members]).mean()),
-        ))
+        regions.append(
+            ChangedRegion(
+                centroid_mm=_xyz(pts[members].mean(0)),
+                n_points=int(counts[lab]),
+                area_mm2=float(area),
+                mean_deviation_mm=float(np.abs(deviation[sel][members]).mean()),
+            )
+        )
     return regions

@@ -12,6 +12,7 @@ import numpy as np
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 
+
 def check_mesh(mesh: Mesh, source: str, min_faces: int = 1) -> None:
     """Reject meshes the engine can never align, with a message naming the input."""
     v = np.asarray(mesh.vertices)
@@ -28,8 +29,14 @@ def check_mesh(mesh: Mesh, source: str, min_faces: int = 1) -> None:
 
 def _cross(tri_a: np.ndarray, tri_b: np.ndarray, tri_c: np.ndarray) -> np.ndarray:
     u, w = tri_b - tri_a, tri_c - tri_a
-    return np.stack([u[:, 1] * w[:, 2] - u[:, 2] * w[:, 1], u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2],
-                     u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]], axis=1)
+    return np.stack(
+        [
+            u[:, 1] * w[:, 2] - u[:, 2] * w[:, 1],
+            u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2],
+            u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0],
+        ],
+        axis=1,
+    )
 
 
 def _double_areas32(v: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -49,8 +56,9 @@ def sample_surface(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh") -> t
     return points, normals
 
 
-def sample_surface_area(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh",
-                        min_faces: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
+def sample_surface_area(
+    mesh: Mesh, n: int, seed: int = 0, source: str = "mesh", min_faces: int = 1
+) -> tuple[np.ndarray, np.ndarray, float]:
     """`sample_surface` plus the total surface area (mm^2), which costs nothing extra here.
     Checks the mesh first (`check_mesh`, at least `min_faces` faces)."""
     check_mesh(mesh, source, min_faces)

@@ -13,12 +13,16 @@ def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int) -> torc
     """Indices of the `keep` best-scoring items of every pair."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
-    chosen = [items[np.argsort(-s[items], kind="stable")[:keep]] for items in (np.nonzero(pairs == p)[0] for p in np.unique(pairs))]
+    chosen = [
+        items[np.argsort(-s[items], kind="stable")[:keep]]
+        for items in (np.nonzero(pairs == p)[0] for p in np.unique(pairs))
+    ]
     return torch.from_numpy(np.sort(np.concatenate(chosen))).to(pair_of.device)
 
 
-def top_distinct(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, keep: int,
-                 centres: np.ndarray) -> torch.Tensor:
+def top_distinct(
+    pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, keep: int, centres: np.ndarray
+) -> torch.Tensor:
     """Indices of the `keep` best-scoring items per pair that are distinct poses, best first
     (`centres`: (n_pairs,3) moving centroids, in the moving frame)."""
     pairs = pair_of.cpu().numpy()
@@ -37,8 +41,14 @@ def top_distinct(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: to
     return torch.tensor(chosen, dtype=torch.int64, device=pair_of.device)
 
 
-def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor,
-                   n_pairs: int, margin: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def pick_finalists(
+    pair_of: torch.Tensor,
+    ranked: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    scores: torch.Tensor,
+    n_pairs: int,
+    margin: float,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Items going to the fine level (each pair's winner, then its finalists scoring within
     `margin` of it), and per pair the runner-up's mid score ratio and rotation difference (deg)."""
     pairs = pair_of.cpu().numpy()
@@ -58,8 +68,14 @@ def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T_fixed_moving: 
     return torch.tensor(winners + others, dtype=torch.int64, device=pair_of.device), ratio, angle
 
 
-def fine_duels(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, ratio: np.ndarray,
-               angle: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def fine_duels(
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    scores: torch.Tensor,
+    ratio: np.ndarray,
+    angle: np.ndarray,
+    centres: np.ndarray,
+) -> np.ndarray:
     """Fine-level item chosen per pair: the best fine score among the pair's items (item p is
     pair p's mid winner). Where several items competed, their fine scores replace the runner-up
     ratio and angle (in place); one that converged onto the winner's pose is no rival."""

@@ -44,7 +44,9 @@ class CandidateCache:
         self.k = k
         self._anchors: _Anchors | None = None
 
-    def nearest(self, q: np.ndarray, real: np.ndarray, pairs: np.ndarray, max_dist: float) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(
+        self, q: np.ndarray, real: np.ndarray, pairs: np.ndarray, max_dist: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(B,P) squared distance and index of the nearest fixed sample within `max_dist`
         (inf and 0 when none, and on padded rows) for query points q (B,P,3)."""
         key = (q.shape, pairs.tobytes())
@@ -72,8 +74,15 @@ class CandidateCache:
     def _empty(self, key: tuple, shape: tuple) -> _Anchors:
         b, p, _ = shape
         k = self.k
-        return _Anchors(key, np.zeros((3, b, p)), np.zeros((b, p, k), dtype=np.int64), np.full((3, b, p, k), np.inf),
-                        np.full((b, p), np.inf), np.full((b, p), np.inf), np.zeros((b, p)))
+        return _Anchors(
+            key,
+            np.zeros((3, b, p)),
+            np.zeros((b, p, k), dtype=np.int64),
+            np.full((3, b, p, k), np.inf),
+            np.full((b, p), np.inf),
+            np.full((b, p), np.inf),
+            np.zeros((b, p)),
+        )
 
     def _reanchor(self, a: _Anchors, q: np.ndarray, rows: np.ndarray, pairs: np.ndarray, max_dist: float) -> None:
         bi, pi = np.nonzero(rows)

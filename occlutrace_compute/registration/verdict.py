@@ -19,8 +19,17 @@ def degeneracy_ratio(hessian: np.ndarray, radius: float) -> float:
     return float(ev[0] / ev[-1]) if ev[-1] > 0 else 0.0
 
 
-def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, opt: RegistrationOptions,
-           runner_ratio: float, runner_angle: float, n_hyp: int) -> RegistrationResult:
+def result(
+    i: int,
+    prep: Prepared,
+    out: IcpOutcome,
+    sc: Scores,
+    fine_m: Clouds,
+    opt: RegistrationOptions,
+    runner_ratio: float,
+    runner_angle: float,
+    n_hyp: int,
+) -> RegistrationResult:
     """The result of fine-level item `i` (one of `prep`'s pair)."""
     n = int(fine_m.lengths[i])
     m = sc.matches
@@ -32,25 +41,34 @@ def result(i: int, prep: Prepared, out: IcpOutcome, sc: Scores, fine_m: Clouds, 
     # Inside the overlap: close to the fixed surface and over it (not beyond its border).
     over = compatible & (d2 < opt.verdict.change_max_mm**2) & (tang2 < (3 * prep.spacing) ** 2)
     outliers = over & (np.abs(r) > opt.verdict.changed_mm)
-    regions = changed_regions(moved, outliers, r, 3 * prep.spacing, prep.area_per_sample, opt.verdict.min_region_area_mm2)
+    regions = changed_regions(
+        moved, outliers, r, 3 * prep.spacing, prep.area_per_sample, opt.verdict.min_region_area_mm2
+    )
     fitness = float(sc.fitness[i])
     pts = prep.moving.fine.points
     radius = float(np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean()))
     degeneracy = degeneracy_ratio(out.hessian[i].cpu().numpy(), radius)
     reasons = []
     if runner_ratio > 1 - opt.verdict.ambiguity_margin:
-        reasons.append(f"a distinct pose {runner_angle:.0f} deg away fits almost as well (score ratio {runner_ratio:.2f})")
+        reasons.append(
+            f"a distinct pose {runner_angle:.0f} deg away fits almost as well (score ratio {runner_ratio:.2f})"
+        )
     if fitness < opt.verdict.min_fitness:
         reasons.append(f"low overlap: only {fitness:.0%} of the moving scan matches the fixed scan")
     if degeneracy < 1e-3:
         reasons.append("geometry does not constrain every direction (flat, symmetric or featureless surface)")
-    confidence = (min(1.0, (1 - runner_ratio) / (2 * opt.verdict.ambiguity_margin)) * min(1.0, fitness / (2 * opt.verdict.min_fitness))
-                  * min(1.0, degeneracy / 1e-2))
+    confidence = (
+        min(1.0, (1 - runner_ratio) / (2 * opt.verdict.ambiguity_margin))
+        * min(1.0, fitness / (2 * opt.verdict.min_fitness))
+        * min(1.0, degeneracy / 1e-2)
+    )
     if not reasons and confidence < opt.verdict.min_confidence:
         # Each signal alone is under its limit but together they are weak: on 100 changed rescans
         # every wrong answer scored <= 0.77 here and every right one 1.0 (bench/RESULTS.md).
-        reasons.append(f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
-                       f"with a rival pose at score ratio {runner_ratio:.2f}")
+        reasons.append(
+            f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
+            f"with a rival pose at score ratio {runner_ratio:.2f}"
+        )
     return RegistrationResult(
         T_fixed_moving=out.T_fixed_moving[i].cpu().numpy(),
         rmse_mm=float(sc.trimmed_rmse[i]),

@@ -29,8 +29,7 @@ from occlutrace_compute.storage.base import ObjectStore
 __all__ = ["ApiError", "Controller", "create_app"]
 
 
-def create_app(config: ServiceConfig, store: ObjectStore | None = None,
-               link: DispatcherLink | None = None) -> FastAPI:
+def create_app(config: ServiceConfig, store: ObjectStore | None = None, link: DispatcherLink | None = None) -> FastAPI:
     """The ASGI app. `link` None: no dispatcher (jobs are stored and wait for one)."""
     setup_logging()
     ctl = Controller(config, store or config.open_store(), link)
@@ -52,7 +51,8 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
         title="OccluTrace Compute",
         version="1.0",
         description="Rigid alignment and analysis of de-identified dental surface meshes.",
-        docs_url=None, redoc_url=None,  # served from the package's own assets (add_docs_routes): no CDN
+        docs_url=None,
+        redoc_url=None,  # served from the package's own assets (add_docs_routes): no CDN
         generate_unique_id_function=operation_id,
     )
     app.state.controller = ctl
@@ -61,8 +61,9 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None,
     for router in ROUTERS:
         app.include_router(router)
     if config.staging_sweep_s > 0:
-        threading.Thread(target=ctl.sweep_forever, args=(config.staging_sweep_s,), name="staging-sweeper",
-                         daemon=True).start()
+        threading.Thread(
+            target=ctl.sweep_forever, args=(config.staging_sweep_s,), name="staging-sweeper", daemon=True
+        ).start()
 
     add_docs_routes(app)
     install_openapi(app)

@@ -71,7 +71,7 @@ def parse_tokens(text: str, source: str = "tokens file") -> ParsedTokens:
             continue
         token = parts[1]
         if token.startswith("sha256:"):
-            hexdigest = token[len("sha256:"):]
+            hexdigest = token[len("sha256:") :]
             if not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):
                 refused.add(tenant)
                 problems.append(f"{source}:{lineno}: sha256: needs 64 hex digits: tenant {tenant} refused")
@@ -79,7 +79,9 @@ def parse_tokens(text: str, source: str = "tokens file") -> ParsedTokens:
             digest = bytes.fromhex(hexdigest)
         elif len(token) < MIN_TOKEN_CHARS:
             refused.add(tenant)
-            problems.append(f"{source}:{lineno}: token shorter than {MIN_TOKEN_CHARS} characters: tenant {tenant} refused")
+            problems.append(
+                f"{source}:{lineno}: token shorter than {MIN_TOKEN_CHARS} characters: tenant {tenant} refused"
+            )
             continue
         else:
             digest = hashlib.sha256(token.encode()).digest()
@@ -142,6 +144,7 @@ class TokenRegistry:
             if hmac.compare_digest(entry.digest, digest) and found is None:
                 found = entry.tenant
         return found
+
 
 class RateLimiter:
     """A token bucket per tenant: `rate` requests/s sustained, bursts up to `burst`."""

@@ -23,8 +23,9 @@ import socket
 import threading
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -83,7 +84,9 @@ def callback_target(url: str, allow_private: bool = False) -> CallbackTarget:
     name = _ascii_host(parts)
     userinfo = parts.netloc.rpartition("@")[0]
     port = f":{parts.port}" if parts.port else ""
-    urls = tuple(parts._replace(netloc=(f"{userinfo}@" if userinfo else "") + _literal(a) + port).geturl() for a in addresses)
+    urls = tuple(
+        parts._replace(netloc=(f"{userinfo}@" if userinfo else "") + _literal(a) + port).geturl() for a in addresses
+    )
     return CallbackTarget(urls, name + port, name.strip("[]") if parts.scheme == "https" else None)
 
 
@@ -128,7 +131,8 @@ def _proxied(parts: SplitResult) -> bool:
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
     return not urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]  # (public, not in typeshed)
-        _hostname(parts), proxies)
+        _hostname(parts), proxies
+    )
 
 
 def _addresses(parts: SplitResult, allow_private: bool) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -139,7 +143,9 @@ def _addresses(parts: SplitResult, allow_private: bool) -> list[ipaddress.IPv4Ad
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     for address in addresses:
         if not allow_private and not is_public(address):
-            raise CallbackRefused(f"host {host!r} resolves to a non-public address ({address}); callbacks go to public receivers only")
+            raise CallbackRefused(
+                f"host {host!r} resolves to a non-public address ({address}); callbacks go to public receivers only"
+            )
     return addresses
 
 
@@ -239,8 +245,15 @@ class CallbackPool:
             return len(self._queues.get(tenant, ()))
 
 
-def deliver(url: str, status: dict, secret: str | None, attempts: int = 5, backoff_s: float = 0.5,
-            stop: threading.Event | None = None, allow_private: bool = False) -> bool:
+def deliver(
+    url: str,
+    status: dict,
+    secret: str | None,
+    attempts: int = 5,
+    backoff_s: float = 0.5,
+    stop: threading.Event | None = None,
+    allow_private: bool = False,
+) -> bool:
     """POST `status` to `url`; True once a 2xx came back. Never raises. The URL is checked (and
     resolved) again before every attempt; a refused one is not tried again."""
     body = json.dumps(status, sort_keys=True).encode()
@@ -262,8 +275,14 @@ def deliver(url: str, status: dict, secret: str | None, attempts: int = 5, backo
             delay = backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
             if waiter.wait(min(delay, 30.0)):
                 break
-        log(logger, logging.WARNING, "callback attempt failed", job_id=status.get("job_id"),
-            attempts=attempt, error=problem)
+        log(
+            logger,
+            logging.WARNING,
+            "callback attempt failed",
+            job_id=status.get("job_id"),
+            attempts=attempt,
+            error=problem,
+        )
     return False
 
 

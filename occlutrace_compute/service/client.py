@@ -15,17 +15,27 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 from tqdm import tqdm
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.batch import (ERROR_NAME, STAMP_NAME, BatchSummary, CaseRow, case_options, case_stamp,
-                                           finished_row, stamp_bytes, write_summaries)
+from occlutrace_compute.jobs.batch import (
+    ERROR_NAME,
+    STAMP_NAME,
+    BatchSummary,
+    CaseRow,
+    case_options,
+    case_stamp,
+    finished_row,
+    stamp_bytes,
+    write_summaries,
+)
 from occlutrace_compute.jobs.cases import CaseFiles, discover_cases
 from occlutrace_compute.jobs.models import JobOptions
 from occlutrace_compute.jobs.outputs import RESULT_NAME, write_case_outputs
@@ -59,8 +69,9 @@ def _client(server: str, token: str, transport: httpx.BaseTransport | None) -> O
     try:
         from occlutrace_client import OccluTraceClient
     except ImportError:
-        raise SubmitError("occlutrace submit needs the client distribution: pip install -e clients/python "
-                          "(from the repository)") from None
+        raise SubmitError(
+            "occlutrace submit needs the client distribution: pip install -e clients/python (from the repository)"
+        ) from None
     return OccluTraceClient(server, token, transport=transport, retries=RETRIES)
 
 
@@ -87,7 +98,7 @@ class Submission:
     jobs: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, out_dir: Path) -> "Submission":
+    def load(cls, out_dir: Path) -> Submission:
         path = out_dir / STATE_NAME
         try:
             return cls(path, json.loads(path.read_text())["jobs"])
@@ -129,10 +140,19 @@ def _send_case(client: OccluTraceClient, case: CaseFiles, options: JobOptions) -
     return {"case": cid, "kind": case.kind, "inputs": inputs, "options": options.model_dump(mode="json")}, ""
 
 
-def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: bool = False,
-                 options: JobOptions | None = None, progress: bool = True, poll_s: float = 2.0,
-                 timeout_s: float | None = None, transport: httpx.BaseTransport | None = None,
-                 force: bool = False) -> BatchSummary:
+def submit_cases(
+    cases_dir: Path,
+    server: str,
+    token: str,
+    out_dir: Path,
+    wait: bool = False,
+    options: JobOptions | None = None,
+    progress: bool = True,
+    poll_s: float = 2.0,
+    timeout_s: float | None = None,
+    transport: httpx.BaseTransport | None = None,
+    force: bool = False,
+) -> BatchSummary:
     """Send every unfinished case of `cases_dir` (options: the batch's, under each case.json's);
     with `wait`, download results into `out_dir`. A case whose inputs or options changed since
     it was sent or finished is sent again; `force` sends every case again."""
@@ -160,8 +180,13 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
                     rows[case.label] = done
                 else:
                     todo.append((case, opts))
-            new = [(c, o) for c, o in todo if force or c.label not in state.jobs
-                   or state.jobs[c.label].get("digest") != _digest(c, stamps[c.label])]
+            new = [
+                (c, o)
+                for c, o in todo
+                if force
+                or c.label not in state.jobs
+                or state.jobs[c.label].get("digest") != _digest(c, stamps[c.label])
+            ]
             specs: list[tuple[CaseFiles, dict]] = []
             for case, opts in tqdm(new, desc="upload", unit="case", disable=not progress or not new):
                 spec, reason = _send_case(client, case, opts)
@@ -170,8 +195,11 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
                 else:
                     specs.append((case, spec))
             for start in range(0, len(specs), BATCH_CHUNK):
-                chunk = specs[start:start + BATCH_CHUNK]
-                key = "submit-" + hashlib.sha256("".join(_digest(c, stamps[c.label]) for c, _ in chunk).encode()).hexdigest()[:40]
+                chunk = specs[start : start + BATCH_CHUNK]
+                key = (
+                    "submit-"
+                    + hashlib.sha256("".join(_digest(c, stamps[c.label]) for c, _ in chunk).encode()).hexdigest()[:40]
+                )
                 try:
                     created = client.create_batch([s for _, s in chunk], idempotency_key=key)
                 except ApiError as exc:
@@ -179,8 +207,12 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
                         raise
                     raise SubmitError(f"the server refused the batch: {exc.message}") from None
                 for (case, spec), job in zip(chunk, created.jobs):
-                    state.jobs[case.label] = {"case": spec["case"], "job_id": job.job_id, "kind": case.kind,
-                                              "digest": _digest(case, stamps[case.label])}
+                    state.jobs[case.label] = {
+                        "case": spec["case"],
+                        "job_id": job.job_id,
+                        "kind": case.kind,
+                        "digest": _digest(case, stamps[case.label]),
+                    }
                 state.save()
             todo_labels = {c.label for c, _ in todo}
             pending = {label: job for label, job in state.jobs.items() if label not in rows and label in todo_labels}
@@ -197,8 +229,16 @@ def submit_cases(cases_dir: Path, server: str, token: str, out_dir: Path, wait: 
     return BatchSummary(ordered)
 
 
-def _wait_and_download(client: OccluTraceClient, pending: dict[str, dict], out_dir: Path, rows: dict[str, CaseRow],
-                       progress: bool, poll_s: float, timeout_s: float | None, stamps: dict[str, dict]) -> None:
+def _wait_and_download(
+    client: OccluTraceClient,
+    pending: dict[str, dict],
+    out_dir: Path,
+    rows: dict[str, CaseRow],
+    progress: bool,
+    poll_s: float,
+    timeout_s: float | None,
+    stamps: dict[str, dict],
+) -> None:
     from occlutrace_client import ApiError
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -227,9 +267,8 @@ def _wait_and_download(client: OccluTraceClient, pending: dict[str, dict], out_d
 
 
 def _collect(client: OccluTraceClient, label: str, job: dict, out_dir: Path, stamp: dict | None = None) -> CaseRow:
-    from occlutrace_compute.jobs.pipeline import summary_fields
-
     from occlutrace_client import ApiError
+    from occlutrace_compute.jobs.pipeline import summary_fields
 
     body = client.get_result(job["job_id"])
     case_dir = out_dir / label
@@ -252,23 +291,41 @@ def _collect(client: OccluTraceClient, label: str, job: dict, out_dir: Path, sta
         metrics = summary_fields(body.result)
     except (KeyError, TypeError):
         metrics = {}
-    return CaseRow(label, job["kind"], "succeeded", metrics=metrics,
-                   previews=[str(p) for p in sorted(case_dir.glob("*.png"))])
+    return CaseRow(
+        label, job["kind"], "succeeded", metrics=metrics, previews=[str(p) for p in sorted(case_dir.glob("*.png"))]
+    )
 
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `occlutrace submit`."""
     from occlutrace_compute.cli_jobs import add_analysis_options
 
-    parser.add_argument("cases_dir", type=Path, metavar="DIR", help="folder of case folders (layout: occlutrace batch --help)")
+    parser.add_argument(
+        "cases_dir", type=Path, metavar="DIR", help="folder of case folders (layout: occlutrace batch --help)"
+    )
     parser.add_argument("--server", required=True, help="controller URL, e.g. https://occlutrace.example")
-    parser.add_argument("--token-file", required=True, type=Path, metavar="FILE", help="file holding the API token (one line)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("occlutrace-results"), metavar="OUT",
-                        help="where submission state and, with --wait, results go (default: %(default)s)")
-    parser.add_argument("--out", dest="output", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
+    parser.add_argument(
+        "--token-file", required=True, type=Path, metavar="FILE", help="file holding the API token (one line)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("occlutrace-results"),
+        metavar="OUT",
+        help="where submission state and, with --wait, results go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", dest="output", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )  # the old spelling
     parser.add_argument("--wait", action="store_true", help="wait and download every result into OUT/<case>/")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
-                        help="give up waiting after this many seconds (default: wait until every job ends)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up waiting after this many seconds (default: wait until every job ends)",
+    )
     parser.add_argument("--force", action="store_true", help="send every case again, even those finished in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_analysis_options(parser)
@@ -280,9 +337,17 @@ def submit_from_args(args: argparse.Namespace) -> int:
     from occlutrace_compute.cli_jobs import options_from_args
 
     try:
-        summary = submit_cases(args.cases_dir, args.server, read_token(args.token_file), args.output, wait=args.wait,
-                               options=options_from_args(args), progress=not args.no_progress,
-                               timeout_s=args.timeout, force=args.force)
+        summary = submit_cases(
+            args.cases_dir,
+            args.server,
+            read_token(args.token_file),
+            args.output,
+            wait=args.wait,
+            options=options_from_args(args),
+            progress=not args.no_progress,
+            timeout_s=args.timeout,
+            force=args.force,
+        )
     except (SubmitError, InputRejected) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

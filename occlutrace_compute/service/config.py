@@ -74,7 +74,7 @@ class ServiceConfig:
     callback_allow_private: bool = False
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "ServiceConfig":
+    def from_env(cls, **overrides: Any) -> ServiceConfig:
         """Defaults < environment < explicit overrides (flags); None overrides are ignored."""
         values: dict[str, Any] = {}
         for f in fields(cls):

@@ -28,8 +28,7 @@ from pydantic import ValidationError
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
-from occlutrace_compute.service import purges
-from occlutrace_compute.service import schemas as s
+from occlutrace_compute.service import purges, schemas as s
 from occlutrace_compute.service.auth import (
     FailedAuthLimiter,
     RateLimiter,
@@ -65,9 +64,9 @@ from occlutrace_compute.storage.keys import (
     check_id,
     input_key,
     job_prefix,
+    purge_case as purge_case_objects,
     split_case_key,
 )
-from occlutrace_compute.storage.keys import purge_case as purge_case_objects
 
 logger = logging.getLogger("occlutrace.controller")
 HIDDEN_OUTPUTS = ("job.json", "cancel")
@@ -129,7 +128,7 @@ class Controller:
         self.stopping = threading.Event()
 
     def conditional_writes(self) -> str:
-        """"ok" when the store honours create-if-absent, probed once per process: an S3-compatible
+        """ "ok" when the store honours create-if-absent, probed once per process: an S3-compatible
         store that ignores `If-None-Match` would let two replicas both win an idempotency claim
         (each replica still serialises its own requests, so this is reported, not fatal)."""
         if self._conditional_writes is None:
@@ -141,8 +140,12 @@ class Controller:
                 self.store.delete(key)
             self._conditional_writes = "ok" if first and not again else "unsupported"
             if self._conditional_writes != "ok":
-                log(logger, logging.ERROR, "the object store ignores conditional writes: idempotency keys hold "
-                    "within each controller replica only")
+                log(
+                    logger,
+                    logging.ERROR,
+                    "the object store ignores conditional writes: idempotency keys hold "
+                    "within each controller replica only",
+                )
         return self._conditional_writes
 
     def scrub_batch(self, tenant: str, batch_id: str, case: str) -> bool:
@@ -183,9 +186,16 @@ class Controller:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def build_record(self, tenant: str, body: s.JobCreate, job_id: str, batch_id: str | None,
-                     idem: str | None, callbacks_seen: dict[str, str | None] | None = None,
-                     generations: dict[str, int] | None = None) -> JobRecord:
+    def build_record(
+        self,
+        tenant: str,
+        body: s.JobCreate,
+        job_id: str,
+        batch_id: str | None,
+        idem: str | None,
+        callbacks_seen: dict[str, str | None] | None = None,
+        generations: dict[str, int] | None = None,
+    ) -> JobRecord:
         """The job's record, validated. `callbacks_seen` carries callback URL checks across the
         jobs of one request: a batch of 1000 jobs usually names one URL, resolved once;
         `generations` likewise the purge generation of each case (read once per case)."""
@@ -206,16 +216,33 @@ class Controller:
         for role, key in keys.items():
             if not self.store.exists(key):
                 raise InputRejected(f"input {role!r}", f"no committed file {body.inputs[role]!r} in case {case!r}")
-        pinned = {role: f"{job_prefix(tenant, case, job_id)}{PINNED_INPUTS}{role}/{key.rsplit('/', 1)[-1]}"
-                  for role, key in keys.items()}
+        pinned = {
+            role: f"{job_prefix(tenant, case, job_id)}{PINNED_INPUTS}{role}/{key.rsplit('/', 1)[-1]}"
+            for role, key in keys.items()
+        }
         try:
-            spec = JobSpec(job_id=job_id, tenant=tenant, case=case, kind=body.kind, inputs=pinned,
-                           options=body.options, allow=self.config.allow_patterns)
+            spec = JobSpec(
+                job_id=job_id,
+                tenant=tenant,
+                case=case,
+                kind=body.kind,
+                inputs=pinned,
+                options=body.options,
+                allow=self.config.allow_patterns,
+            )
         except ValidationError as exc:
-            raise ApiError(422, "invalid_job", "invalid job", source="inputs",
-                           problem=exc.errors()[0].get("msg", str(exc))) from None
-        return JobRecord(spec=spec, batch_id=batch_id, callback_url=body.callback_url, idempotency_key=idem,
-                         generation=generations[case], sources=keys, request_id=REQUEST_ID.get())
+            raise ApiError(
+                422, "invalid_job", "invalid job", source="inputs", problem=exc.errors()[0].get("msg", str(exc))
+            ) from None
+        return JobRecord(
+            spec=spec,
+            batch_id=batch_id,
+            callback_url=body.callback_url,
+            idempotency_key=idem,
+            generation=generations[case],
+            sources=keys,
+            request_id=REQUEST_ID.get(),
+        )
 
     def input_source(self, tenant: str, case: str, role: str, name: str) -> str:
         """The key a job input names, checked without a store call: a committed file of the case
@@ -227,7 +254,9 @@ class Controller:
         parts = split_case_key(name)
         if parts.tenant != tenant or parts.case != case:
             raise InputRejected(source, f"{name!r} is not a file of case {case!r}")
-        if not (parts.rest.startswith("inputs/") and parts.rest.count("/") == 1) and not OUTPUT_KEY_RE.match(parts.rest):
+        if not (parts.rest.startswith("inputs/") and parts.rest.count("/") == 1) and not OUTPUT_KEY_RE.match(
+            parts.rest
+        ):
             raise InputRejected(source, f"{name!r} is neither a committed input nor an earlier job's output")
         return name
 
@@ -243,7 +272,9 @@ class Controller:
                 try:
                     self.store.copy(key, record.spec.inputs[role])
                 except KeyNotFound:
-                    raise InputRejected(f"input {role!r}", f"{key.rsplit('/', 1)[-1]!r} was deleted meanwhile") from None
+                    raise InputRejected(
+                        f"input {role!r}", f"{key.rsplit('/', 1)[-1]!r} was deleted meanwhile"
+                    ) from None
             created = self.repo.create(record)
         except (InputRejected, CasePurged):
             self.repo.discard(ref, record.batch_id)
@@ -251,8 +282,15 @@ class Controller:
         if not created:
             return
         self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
-        log(logger, logging.INFO, "job submitted", tenant=ref.tenant, job_id=ref.job_id,
-            kind=record.spec.kind, batch_id=record.batch_id)
+        log(
+            logger,
+            logging.INFO,
+            "job submitted",
+            tenant=ref.tenant,
+            job_id=ref.job_id,
+            kind=record.spec.kind,
+            batch_id=record.batch_id,
+        )
         if self.link is not None:
             self.link.notify(ref.key)
 
@@ -263,8 +301,15 @@ class Controller:
         created, purged = self.repo.create_many(records)
         for record in created:
             self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
-            log(logger, logging.INFO, "job submitted", tenant=record.spec.tenant, job_id=record.spec.job_id,
-                kind=record.spec.kind, batch_id=record.batch_id)
+            log(
+                logger,
+                logging.INFO,
+                "job submitted",
+                tenant=record.spec.tenant,
+                job_id=record.spec.job_id,
+                kind=record.spec.kind,
+                batch_id=record.batch_id,
+            )
         if self.link is not None and created:
             self.link.notify_many([JobRef(r.spec.tenant, r.spec.case, r.spec.job_id).key for r in created])
         return purged
@@ -285,8 +330,13 @@ class Controller:
         except KeyNotFound:
             return None
         if saved.get("body") != body_hash(body):
-            raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was used for a different request",
-                           source="Idempotency-Key", problem="reused with a different request body")
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "Idempotency-Key was used for a different request",
+                source="Idempotency-Key",
+                problem="reused with a different request body",
+            )
         return saved
 
     def claim(self, tenant: str, key: str, body: Any, answer: dict) -> dict:
@@ -352,8 +402,10 @@ class Controller:
             generations: dict[str, int] = {}
 
             def build(ids: dict) -> list[JobRecord]:
-                return [self.build_record(tenant, job, job_id, ids["batch_id"], key, callbacks_seen, generations)
-                        for job, job_id in zip(body.jobs, ids["job_ids"])]
+                return [
+                    self.build_record(tenant, job, job_id, ids["batch_id"], key, callbacks_seen, generations)
+                    for job, job_id in zip(body.jobs, ids["job_ids"])
+                ]
 
             saved = self.idempotent(tenant, key, body)  # 422 first if the key was used otherwise
             ids = saved or {"batch_id": new_id("b"), "job_ids": [new_id("j") for _ in body.jobs]}
@@ -366,8 +418,10 @@ class Controller:
             existed = self.store.exists(batch_key(tenant, batch_id))
             for case in sorted({r.spec.case for r in records}):  # first: how a purge finds the batch
                 self.store.put(f"{case_prefix(tenant, case)}batches/{batch_id}", b"")
-            self.store.put_json(batch_key(tenant, batch_id),
-                                {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]})
+            self.store.put_json(
+                batch_key(tenant, batch_id),
+                {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]},
+            )
             try:
                 purged = self.submit_many(records)
             except InputRejected:
@@ -393,8 +447,13 @@ class Controller:
         have a `next`. Cost O(limit) whatever the tenant's history: one index listing and the
         page's records."""
         if after is not None and not ID_RE.match(after):
-            raise ApiError(422, "invalid_cursor", "`after` must be a job id (a page's `next`)", source="after",
-                           problem="not a job id")
+            raise ApiError(
+                422,
+                "invalid_cursor",
+                "`after` must be a job id (a page's `next`)",
+                source="after",
+                problem="not a job id",
+            )
         refs, cursor = self.repo.page_refs(tenant, state, after, limit)
         records = self.repo.load_many(refs)
         jobs = [status_body(r) for r in records if r is not None and (state is None or r.state == state)]
@@ -415,18 +474,29 @@ class Controller:
         for state in states.values():
             counts[state or "purged"] = counts.get(state or "purged", 0) + 1
         # The page: the next `limit` members that are not purged, read in parallel.
-        wanted = [JobRef(tenant, case, job_id) for job_id, case in members
-                  if (after is None or job_id > after) and states[job_id] is not None][:limit]
+        wanted = [
+            JobRef(tenant, case, job_id)
+            for job_id, case in members
+            if (after is None or job_id > after) and states[job_id] is not None
+        ][:limit]
         page = [status_body(r) for r in self.repo.load_many(wanted) if r is not None]
         last = wanted[-1].job_id if wanted else None
         done = all(state in TERMINAL_STATES or state == "purged" for state in counts)
         more = last is not None and any(job_id > last for job_id, _ in members)
-        return {"batch_id": batch_id, "total": len(batch["jobs"]), "counts": counts, "done": done,
-                "jobs": page, "next": last if more else None}
+        return {
+            "batch_id": batch_id,
+            "total": len(batch["jobs"]),
+            "counts": counts,
+            "done": done,
+            "jobs": page,
+            "next": last if more else None,
+        }
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def store_input(self, tenant: str, case: str, name: str, data: bytes, generation: int | None = None) -> s.UploadInfo:
+    def store_input(
+        self, tenant: str, case: str, name: str, data: bytes, generation: int | None = None
+    ) -> s.UploadInfo:
         """Sanitise and store one input, unless the case is purged meanwhile (checked before and
         after the write; the input is deleted again then, and the answer is 409)."""
         clean = clean_mesh(data, name, self.config.max_upload_bytes, self.config.allow_patterns)
@@ -460,7 +530,9 @@ class Controller:
         try:
             if size > self.config.max_upload_bytes:
                 raise FileTooLarge(name, size, self.config.max_upload_bytes)
-            return self.store_input(tenant, case, name, self.store.get(staging + "data"), int(meta.get("generation", 0)))
+            return self.store_input(
+                tenant, case, name, self.store.get(staging + "data"), int(meta.get("generation", 0))
+            )
         finally:
             self.store.delete_prefix(staging)
             self.store.delete(staging_entry(upload_id))
@@ -472,7 +544,7 @@ class Controller:
         now = time.time() if now is None else now
         swept = 0
         for key in self.store.list(STAGING_INDEX):
-            upload_id = key[len(STAGING_INDEX):-len(".json")]
+            upload_id = key[len(STAGING_INDEX) : -len(".json")]
             created = created_s(upload_id)
             if created is None:
                 continue
@@ -494,7 +566,7 @@ class Controller:
         while not self.stopping.wait(every_s):
             try:
                 self.sweep_staging()
-            except Exception as exc:  # noqa: BLE001 -- a store outage: next round
+            except Exception as exc:
                 log(logger, logging.WARNING, "staging sweep failed", error=type(exc).__name__)
 
     # -- purge ---------------------------------------------------------------------------------
@@ -512,15 +584,15 @@ class Controller:
         prefix = case_prefix(tenant, case)
         removed = purge_case_objects(self.store, tenant, case)
         touched: list[str] = []
-        job_ids = {k[len(prefix) + 5:].split("/", 1)[0] for k in removed if k.startswith(prefix + "jobs/")}
-        batch_ids = {k[len(prefix) + 8:] for k in removed if k.startswith(prefix + "batches/")}
+        job_ids = {k[len(prefix) + 5 :].split("/", 1)[0] for k in removed if k.startswith(prefix + "jobs/")}
+        batch_ids = {k[len(prefix) + 8 :] for k in removed if k.startswith(prefix + "batches/")}
         # indexes, queue markers, batch entries: each job's batch from the batch records (O(batches) reads)
         for extra in self.repo.case_outside_keys(tenant, case, job_ids, batch_ids):
             if self.store.exists(extra):
                 self.store.delete(extra)
                 removed.append(extra)
             touched.append(extra)
-        uploads = {k[len(prefix) + 8:].split("/", 1)[0] for k in removed if k.startswith(prefix + "staging/")}
+        uploads = {k[len(prefix) + 8 :].split("/", 1)[0] for k in removed if k.startswith(prefix + "staging/")}
         for upload_id in sorted(uploads):
             entry = staging_entry(upload_id)
             if self.store.exists(entry):
@@ -536,8 +608,14 @@ class Controller:
             versions, unremoved = versions + more, unremoved + refused
         purges.end(self.store, tenant, case, number)
         if unremoved:
-            log(logger, logging.ERROR, "purge left object versions the bucket refused to delete", tenant=tenant,
-                count=len(unremoved))
+            log(
+                logger,
+                logging.ERROR,
+                "purge left object versions the bucket refused to delete",
+                tenant=tenant,
+                count=len(unremoved),
+            )
         log(logger, logging.INFO, "case purged", tenant=tenant, count=len(removed))
-        return s.PurgeResult(case=case, removed=sorted(removed), count=len(removed), versions_removed=versions,
-                             unremoved=unremoved)
+        return s.PurgeResult(
+            case=case, removed=sorted(removed), count=len(removed), versions_removed=versions, unremoved=unremoved
+        )

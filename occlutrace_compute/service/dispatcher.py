@@ -252,8 +252,13 @@ class Dispatcher:
             max_task_retries=0,
         )
         worker_id = new_id("w")
-        slot = _Slot(handle=remote.remote(self.config, worker_id), index=self._next_index, worker_id=worker_id,
-                     gpu=self._gpu_mode, idle_since=time.monotonic())
+        slot = _Slot(
+            handle=remote.remote(self.config, worker_id),
+            index=self._next_index,
+            worker_id=worker_id,
+            gpu=self._gpu_mode,
+            idle_since=time.monotonic(),
+        )
         slot.info_ref = slot.handle.info.remote()
         self._next_index += 1
         self._slots.append(slot)
@@ -343,8 +348,7 @@ class Dispatcher:
         an attempt the record does not show (a stale one): no job of this batch had started."""
         slot.ready = False
         slot.info_ref = slot.handle.info.remote()
-        log(logger, logging.WARNING, "worker lost", worker=slot.index, error=type(exc).__name__,
-            batch_size=len(batch))
+        log(logger, logging.WARNING, "worker lost", worker=slot.index, error=type(exc).__name__, batch_size=len(batch))
         culprit = self._read_hint(slot.worker_id)
         for ref in batch:
             record = self.repo.load(ref)
@@ -359,8 +363,16 @@ class Dispatcher:
                 if not self.repo.save(record):
                     continue
                 if record.state == "failed":
-                    self._record_outcome(Outcome(ref.key, "failed", final=True, kind=record.spec.kind,
-                                                 callback_url=record.callback_url, status=status_body(record)))
+                    self._record_outcome(
+                        Outcome(
+                            ref.key,
+                            "failed",
+                            final=True,
+                            kind=record.spec.kind,
+                            callback_url=record.callback_url,
+                            status=status_body(record),
+                        )
+                    )
                     continue
             self._defer(ref)
 
@@ -396,8 +408,14 @@ class Dispatcher:
             self.metrics.observe_job(outcome.figures)
         if outcome.callback_url and outcome.status:
             self._callbacks.submit(
-                ref.tenant, deliver, outcome.callback_url, outcome.status, self.config.callback_secret,
-                attempts=self.config.callback_attempts, backoff_s=self.config.callback_backoff_s, stop=self._stop,
+                ref.tenant,
+                deliver,
+                outcome.callback_url,
+                outcome.status,
+                self.config.callback_secret,
+                attempts=self.config.callback_attempts,
+                backoff_s=self.config.callback_backoff_s,
+                stop=self._stop,
                 allow_private=self.config.callback_allow_private,
             )
 

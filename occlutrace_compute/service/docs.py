@@ -45,18 +45,22 @@ def add_docs_routes(app: FastAPI) -> None:
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = base(request)
         return get_swagger_ui_html(
-            openapi_url=root + (app.openapi_url or ""), title=f"{app.title} - Swagger UI",
+            openapi_url=root + (app.openapi_url or ""),
+            title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{root}{ASSETS_PATH}/swagger-ui/favicon-32x32.png",
-            oauth2_redirect_url=None, swagger_ui_parameters=app.swagger_ui_parameters,
+            oauth2_redirect_url=None,
+            swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = base(request)
         return get_redoc_html(
-            openapi_url=root + (app.openapi_url or ""), title=f"{app.title} - ReDoc",
+            openapi_url=root + (app.openapi_url or ""),
+            title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{ASSETS_PATH}/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_PATH}/swagger-ui/favicon-32x32.png", with_google_fonts=False,
+            redoc_favicon_url=f"{root}{ASSETS_PATH}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
         )

@@ -34,8 +34,15 @@ class ApiError(Exception):
     """An answer decided by the controller: status, machine-readable `error`, and for the
     client the `source` at fault and its `problem`."""
 
-    def __init__(self, status: int, error: str, message: str, source: str | None = None,
-                 problem: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        source: str | None = None,
+        problem: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
         self.source, self.problem, self.headers = source, problem, headers or {}
@@ -54,8 +61,13 @@ def not_found(what: str) -> ApiError:
 
 
 def purged_meanwhile(case: str) -> ApiError:
-    return ApiError(409, "case_purged", "the case was purged while this request was writing to it; nothing was kept",
-                    source="case", problem="purged")
+    return ApiError(
+        409,
+        "case_purged",
+        "the case was purged while this request was writing to it; nothing was kept",
+        source="case",
+        problem="purged",
+    )
 
 
 def rejected_status(exc: InputRejected) -> int:
@@ -72,8 +84,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, problem_body(exc.status, exc.error, exc.message, exc.source, exc.problem),
-                              exc.headers)
+        return error_response(
+            exc.status, problem_body(exc.status, exc.error, exc.message, exc.source, exc.problem), exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -85,8 +98,11 @@ def install_error_handlers(app: FastAPI) -> None:
         """Unknown routes (404), wrong methods (405, with Allow), unparsable multipart (400)."""
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return error_response(exc.status_code, problem_body(exc.status_code, codes.get(exc.status_code, "http_error"),
-                                                            detail), dict(exc.headers or {}))
+        return error_response(
+            exc.status_code,
+            problem_body(exc.status_code, codes.get(exc.status_code, "http_error"), detail),
+            dict(exc.headers or {}),
+        )
 
     @app.exception_handler(InputRejected)
     async def _rejected(_: Request, exc: InputRejected) -> JSONResponse:
@@ -95,9 +111,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CasePurged)
     async def _purged(_: Request, exc: CasePurged) -> JSONResponse:
-        return error_response(409, problem_body(409, "case_purged", "the case is being purged or was purged while "
-                                                "this request wrote to it; nothing of the request was kept",
-                                                "case", "purged"))
+        return error_response(
+            409,
+            problem_body(
+                409,
+                "case_purged",
+                "the case is being purged or was purged while "
+                "this request wrote to it; nothing of the request was kept",
+                "case",
+                "purged",
+            ),
+        )
 
     @app.exception_handler(KeyNotFound)
     async def _missing(_: Request, exc: KeyNotFound) -> JSONResponse:
@@ -106,16 +130,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store_down(_: Request, exc: StoreError) -> JSONResponse:
         log(logger, logging.WARNING, "store unavailable", error=type(exc).__name__)
-        return error_response(503, problem_body(503, "store_unavailable", "the object store is unavailable; retry later"),
-                              {"Retry-After": str(RETRY_AFTER_S)})
+        return error_response(
+            503,
+            problem_body(503, "store_unavailable", "the object store is unavailable; retry later"),
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(OSError)
     async def _disk(_: Request, exc: OSError) -> JSONResponse:
         """The controller's own disk (a multipart upload spools to a temp file): full is 503."""
         if exc.errno in DISK_ERRNOS:
             log(logger, logging.WARNING, "controller disk unavailable", error=errno.errorcode.get(exc.errno, "?"))
-            return error_response(503, problem_body(503, "disk_unavailable", "the controller's disk is full or "
-                                                    "failing; retry later"), {"Retry-After": str(RETRY_AFTER_S)})
+            return error_response(
+                503,
+                problem_body(503, "disk_unavailable", "the controller's disk is full or failing; retry later"),
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
         log(logger, logging.ERROR, "unexpected OS error", error=type(exc).__name__)
         return error_response(500, problem_body(500, "internal", "internal error"))
 

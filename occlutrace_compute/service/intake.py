@@ -11,7 +11,7 @@ subclass, for a file over the limit: the API answers 413 for it, 422 for the oth
 from __future__ import annotations
 
 import posixpath
-from typing import Sequence
+from collections.abc import Sequence
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, sanitize_bytes
@@ -47,6 +47,7 @@ def clean_mesh(data: bytes, name: str, max_bytes: int, allow: Sequence[str] = ()
     if len(data) > max_bytes:
         raise FileTooLarge(name, len(data), max_bytes)
     limits = Limits(max_bytes=max_bytes)
+
     def checked_ref(ref: str) -> str:
         return checked_file_name(ref, allow)
 

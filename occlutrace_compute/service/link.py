@@ -78,8 +78,16 @@ class DispatcherLink:
     dispatcher that stops answering within max_failures * (probe_s + probe_timeout_s).
     """
 
-    def __init__(self, config: ServiceConfig, *, probe_s: float = 2.0, probe_timeout_s: float = 5.0,
-                 max_failures: int = 3, backoff_base_s: float = 0.5, backoff_cap_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        probe_s: float = 2.0,
+        probe_timeout_s: float = 5.0,
+        max_failures: int = 3,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 15.0,
+    ) -> None:
         if probe_s <= 0 or probe_timeout_s <= 0 or max_failures < 1:
             raise ValueError("probe_s and probe_timeout_s must be positive and max_failures at least 1")
         self.config = config
@@ -115,7 +123,7 @@ class DispatcherLink:
             if self._owns_ray and ray.is_initialized():
                 try:
                     ray.shutdown()
-                except Exception as exc:  # noqa: BLE001 -- a half-dead driver: ray.init starts afresh anyway
+                except Exception as exc:
                     log(logger, logging.WARNING, "ray shutdown failed", error=type(exc).__name__)
 
     def _reconnect(self) -> bool:
@@ -126,7 +134,7 @@ class DispatcherLink:
         try:
             self.connect()
             return self._probe()
-        except Exception as exc:  # noqa: BLE001 -- the watchdog must outlive any failure of Ray's
+        except Exception as exc:
             log(logger, logging.WARNING, "dispatcher reconnect failed", error=type(exc).__name__)
             self._disconnect()
             return False
@@ -147,7 +155,7 @@ class DispatcherLink:
             return False
         try:
             return ray.get(handle.ping.remote(), timeout=self.probe_timeout_s) == "ok"
-        except Exception:  # noqa: BLE001 -- any failure is a failed probe (counted, then reconnect)
+        except Exception:
             return False
 
     # -- watchdog ------------------------------------------------------------------------------
@@ -178,8 +186,12 @@ class DispatcherLink:
                 if not head_gone and failures < self.max_failures:
                     delay = self.probe_s
                     continue
-                log(logger, logging.WARNING, "dispatcher lost; reconnecting",
-                    error="the Ray head's port is closed" if head_gone else f"{failures} failed probes")
+                log(
+                    logger,
+                    logging.WARNING,
+                    "dispatcher lost; reconnecting",
+                    error="the Ray head's port is closed" if head_gone else f"{failures} failed probes",
+                )
                 self._disconnect()
             if self._reconnect():
                 self.reconnects += 1
@@ -197,7 +209,7 @@ class DispatcherLink:
             return  # the watchdog is reconnecting; the dispatcher's rescan finds the job
         try:
             handle.notify.remote(key)
-        except Exception as exc:  # noqa: BLE001 -- the dispatcher's rescan covers a lost notify
+        except Exception as exc:
             log(logger, logging.WARNING, "dispatcher notify failed", error=type(exc).__name__)
 
     def notify_many(self, keys: list[str]) -> None:
@@ -207,7 +219,7 @@ class DispatcherLink:
             return  # the watchdog is reconnecting; the dispatcher's rescan finds the jobs
         try:
             handle.notify_many.remote(keys)
-        except Exception as exc:  # noqa: BLE001 -- the dispatcher's rescan covers a lost notify
+        except Exception as exc:
             log(logger, logging.WARNING, "dispatcher notify failed", error=type(exc).__name__)
 
     async def call(self, method: str, timeout_s: float = 2.0) -> Any:

@@ -21,9 +21,28 @@ from datetime import datetime, timezone
 
 ALLOWED_FIELDS = frozenset(
     {
-        "tenant", "job_id", "batch_id", "case", "kind", "state", "attempts", "worker", "device",
-        "method", "route", "status", "duration_s", "bytes", "count", "error", "op", "queue_depth",
-        "batch_size", "reason", "node", "request_id",
+        "tenant",
+        "job_id",
+        "batch_id",
+        "case",
+        "kind",
+        "state",
+        "attempts",
+        "worker",
+        "device",
+        "method",
+        "route",
+        "status",
+        "duration_s",
+        "bytes",
+        "count",
+        "error",
+        "op",
+        "queue_depth",
+        "batch_size",
+        "reason",
+        "node",
+        "request_id",
     }
 )
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("occlutrace_request_id", default=None)

@@ -47,13 +47,17 @@ class ControllerMetrics:
             "occlutrace_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )
         self.http_duration = Histogram(
-            "occlutrace_http_request_duration_seconds", "HTTP request latency", ["route"],
-            buckets=SECONDS_BUCKETS, registry=r,
+            "occlutrace_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
         )
         # set at each scrape from a ping of the dispatcher: Ray's health is a metric and an
         # alert, never this pod's readiness (a Ray head restart must not empty the Service)
         self.dispatcher_up = Gauge(
-            "occlutrace_dispatcher_up", "1 when this controller reached the dispatcher at the last scrape",
+            "occlutrace_dispatcher_up",
+            "1 when this controller reached the dispatcher at the last scrape",
             registry=r,
         )
 
@@ -73,35 +77,50 @@ class ClusterMetrics:
                 self.jobs_finished.labels(kind=kind, state=state)
         self.queue_depth = Gauge("occlutrace_queue_depth", "Jobs queued, not yet on a worker", registry=r)
         self.batch_size = Histogram(
-            "occlutrace_batch_size", "Jobs per batch handed to a worker",
-            buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,
+            "occlutrace_batch_size",
+            "Jobs per batch handed to a worker",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
         )
         self.stage_duration = Histogram(
-            "occlutrace_stage_duration_seconds", "Duration of a pipeline stage", ["stage"],
-            buckets=SECONDS_BUCKETS, registry=r,
+            "occlutrace_stage_duration_seconds",
+            "Duration of a pipeline stage",
+            ["stage"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
         )
         self.icp_iterations = Histogram(
-            "occlutrace_icp_iterations", "ICP iterations per registration",
-            buckets=(5, 10, 20, 30, 50, 75, 100, 150, 200, 300), registry=r,
+            "occlutrace_icp_iterations",
+            "ICP iterations per registration",
+            buckets=(5, 10, 20, 30, 50, 75, 100, 150, 200, 300),
+            registry=r,
         )
         self.rmse = Histogram(
-            "occlutrace_registration_rmse_meters", "Registration RMSE",
-            buckets=(1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3), registry=r,
+            "occlutrace_registration_rmse_meters",
+            "Registration RMSE",
+            buckets=(1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3),
+            registry=r,
         )
         self.workers = Gauge("occlutrace_workers", "Ready workers by device", ["device"], registry=r)
         self.job_latency = Histogram(
-            "occlutrace_job_latency_seconds", "Job end-to-end latency: created (the id's time) to final state",
-            ["kind", "state"], buckets=JOB_SECONDS_BUCKETS, registry=r,
+            "occlutrace_job_latency_seconds",
+            "Job end-to-end latency: created (the id's time) to final state",
+            ["kind", "state"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=r,
         )
         for kind in get_args(JobKind):
             for state in sorted(TERMINAL_STATES):
                 self.job_latency.labels(kind=kind, state=state)
         self.oldest_queued_age = Gauge(
-            "occlutrace_oldest_queued_job_age_seconds", "Age of the oldest job queued and not on a worker (0: none)",
+            "occlutrace_oldest_queued_job_age_seconds",
+            "Age of the oldest job queued and not on a worker (0: none)",
             registry=r,
         )
         self.requested_workers = Gauge(
-            "occlutrace_requested_workers", "Workers' worth of resources asked of the Ray autoscaler", registry=r,
+            "occlutrace_requested_workers",
+            "Workers' worth of resources asked of the Ray autoscaler",
+            registry=r,
         )
 
     def observe_job(self, figures: dict) -> None:

@@ -15,7 +15,8 @@ import logging
 import math
 import re
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from occlutrace_compute.service.logs import REQUEST_ID, log, request_id_from
 from occlutrace_compute.service.metrics import ControllerMetrics
@@ -40,9 +41,17 @@ async def _send_problem(send: Send, body: dict, headers: dict[str, str] | None =
     status = body["status"]
     raw = json.dumps(body).encode()
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(raw)).encode()),
-                            *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(raw)).encode()),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": raw})
 
 
@@ -67,9 +76,11 @@ class Authenticate:
         address = (scope.get("client") or ("unknown", 0))[0]
         wait = self.failures.blocked(address)
         if wait > 0:
-            await _send_problem(send, problem_body(429, "rate_limited", "too many failed authentications",
-                                                   "Authorization"),
-                                {"Retry-After": str(max(1, math.ceil(wait)))})
+            await _send_problem(
+                send,
+                problem_body(429, "rate_limited", "too many failed authentications", "Authorization"),
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
@@ -97,8 +108,13 @@ class SizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.upload_limit if UPLOAD_PATHS.match(scope["path"]) else self.json_limit
-        problem = problem_body(413, "too_large", f"request body over the limit of {limit} bytes", "request body",
-                               f"larger than {limit} bytes")
+        problem = problem_body(
+            413,
+            "too_large",
+            f"request body over the limit of {limit} bytes",
+            "request body",
+            f"larger than {limit} bytes",
+        )
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_problem(send, problem)
@@ -161,6 +177,14 @@ class AccessLog:
             elapsed = time.perf_counter() - start
             self.metrics.http_requests.labels(method=scope["method"], route=route, status=str(status)).inc()
             self.metrics.http_duration.labels(route=route).observe(elapsed)
-            log(logger, logging.INFO, "request", method=scope["method"], route=route, status=status,
-                duration_s=round(elapsed, 4), tenant=scope.get(TENANT_SCOPE_KEY))
+            log(
+                logger,
+                logging.INFO,
+                "request",
+                method=scope["method"],
+                route=route,
+                status=status,
+                duration_s=round(elapsed, 4),
+                tenant=scope.get(TENANT_SCOPE_KEY),
+            )
             REQUEST_ID.reset(token)

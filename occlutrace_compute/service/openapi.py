@@ -18,35 +18,47 @@ from occlutrace_compute.service import schemas as s
 from occlutrace_compute.service.logs import REQUEST_ID_RE
 from occlutrace_compute.service.problems import PROBLEM_MEDIA_TYPE
 
-_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "required": True,
-                                "schema": {"type": "integer"}}}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "required": True, "schema": {"type": "integer"}}
+}
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
     400: {"description": "malformed multipart body"},
-    401: {"description": "missing or invalid bearer token",
-          "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}},
+    401: {
+        "description": "missing or invalid bearer token",
+        "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    },
     403: {"description": "invalid, expired or used signed URL"},
     404: {"description": "no such object for this tenant"},
     409: {"description": "conflict with the object's state (see `error`)"},
     413: {"description": "request body or file over the limit"},
-    422: {"description": "invalid request: `errors` lists every failing field (validation), or `source`/`problem` "
-                         "name the file, label or field at fault"},
-    429: {"description": "rate limited (the tenant's rate, or failed authentications from this address)",
-          "headers": _RETRY_AFTER},
+    422: {
+        "description": "invalid request: `errors` lists every failing field (validation), or `source`/`problem` "
+        "name the file, label or field at fault"
+    },
+    429: {
+        "description": "rate limited (the tenant's rate, or failed authentications from this address)",
+        "headers": _RETRY_AFTER,
+    },
     503: {"description": "object store or controller disk unavailable", "headers": _RETRY_AFTER},
 }
 # OpenAPI links: what a created job or batch leads to (generated clients and stateful tests follow them)
-JOB_LINKS = {op: {"operationId": op, "parameters": {"job_id": "$response.body#/job_id"}}
-             for op in ("getJob", "getResult", "cancelJob")}
+JOB_LINKS = {
+    op: {"operationId": op, "parameters": {"job_id": "$response.body#/job_id"}}
+    for op in ("getJob", "getResult", "cancelJob")
+}
 BATCH_LINKS = {"getBatch": {"operationId": "getBatch", "parameters": {"batch_id": "$response.body#/batch_id"}}}
 REQUEST_ID_PARAMETER = {
-    "name": "X-Request-ID", "in": "header", "required": False,
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
     "description": "an id for this request, carried into the logs and the records of the jobs it creates; "
-                   "one of another form is replaced by a generated id",
+    "one of another form is replaced by a generated id",
     "schema": {"type": "string", "maxLength": 128},
 }
 REQUEST_ID_HEADER = {
     "description": "the request's id: the client's X-Request-ID when it matches the pattern, else a generated one",
-    "required": True, "schema": {"type": "string", "pattern": REQUEST_ID_RE.pattern},
+    "required": True,
+    "schema": {"type": "string", "pattern": REQUEST_ID_RE.pattern},
 }
 AUTHED = (401, 429, 503)  # what every bearer-token route can answer: the auth layer, the limiter, the store
 
@@ -58,8 +70,11 @@ def problem(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def _form_schema_names(document: dict[str, Any]) -> dict[str, str]:
     """FastAPI's `Body_<operationId>` form schemas -> `<OperationId>Form`."""
-    return {name: name[5:6].upper() + name[6:] + "Form"
-            for name in document.get("components", {}).get("schemas", {}) if name.startswith("Body_")}
+    return {
+        name: name[5:6].upper() + name[6:] + "Form"
+        for name in document.get("components", {}).get("schemas", {})
+        if name.startswith("Body_")
+    }
 
 
 def _rename_refs(node: Any, renames: dict[str, str]) -> None:

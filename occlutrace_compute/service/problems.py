@@ -11,8 +11,9 @@ use it without FastAPI.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any, Iterable
+from typing import Any
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:occlutrace:problem:"  # a URN, not a URL: nothing to dereference, nothing to go stale
@@ -26,12 +27,25 @@ def title_of(status: int) -> str:
         return "Error"
 
 
-def problem_body(status: int, code: str, message: str, source: str | None = None, problem: str | None = None,
-                 errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def problem_body(
+    status: int,
+    code: str,
+    message: str,
+    source: str | None = None,
+    problem: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The body of one error answer (see the module docstring); `errors` only when given."""
-    body: dict[str, Any] = {"type": TYPE_PREFIX + code, "title": title_of(status), "status": status,
-                            "detail": message, "error": code, "message": message, "source": source,
-                            "problem": problem}
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + code,
+        "title": title_of(status),
+        "status": status,
+        "detail": message,
+        "error": code,
+        "message": message,
+        "source": source,
+        "problem": problem,
+    }
     if errors is not None:
         body["errors"] = errors
     return body
@@ -46,9 +60,14 @@ def validation_problem(raw_errors: list[dict[str, Any]]) -> dict[str, Any]:
     (never `input` or `ctx`: the rejected value may be large or carry what the client must not
     see echoed in logs). Malformed JSON gets the code `invalid_json`, other failures
     `invalid_request`; `source`/`problem` name the first failing field."""
-    errors: list[dict[str, Any]] = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-               "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-              for e in raw_errors[:MAX_FIELD_ERRORS]]
+    errors: list[dict[str, Any]] = [
+        {
+            "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in raw_errors[:MAX_FIELD_ERRORS]
+    ]
     first: dict[str, Any] = errors[0] if errors else {"loc": [], "msg": "invalid request", "type": ""}
     code = "invalid_json" if first["type"] == "json_invalid" else "invalid_request"
     where = _loc_text(first["loc"])

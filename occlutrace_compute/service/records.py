@@ -342,9 +342,11 @@ class JobRepo:
         for record in todo:
             ref = ref_of(record)
             entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
-            entries += [(index_key(ref.tenant, ref.job_id), _json(entry), JSON_TYPE),
-                        (listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"", BYTES_TYPE),
-                        (queue_key(ref.tenant, ref.job_id), _json({"case": ref.case}), JSON_TYPE)]
+            entries += [
+                (index_key(ref.tenant, ref.job_id), _json(entry), JSON_TYPE),
+                (listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"", BYTES_TYPE),
+                (queue_key(ref.tenant, ref.job_id), _json({"case": ref.case}), JSON_TYPE),
+            ]
         parallel_map(lambda kv: self.store.put(*kv), entries)
         made = parallel_map(lambda r: self.store.put_json_if_absent(ref_of(r).key, _stamped(r)), todo)
         late = self._purged_cases(todo)
@@ -368,7 +370,9 @@ class JobRepo:
             return None
         return JobRef(tenant, case, job_id)
 
-    def page_refs(self, tenant: str, state: str | None, after: str | None, limit: int) -> tuple[list[JobRef], str | None]:
+    def page_refs(
+        self, tenant: str, state: str | None, after: str | None, limit: int
+    ) -> tuple[list[JobRef], str | None]:
         """One page of the tenant's job refs in id order, after job id `after` (a valid id or
         None): up to `limit` entries of the index that answers `state` (None: every job; queued
         or running: the queue markers; a final state: its state index), and the cursor for the
@@ -406,7 +410,7 @@ class JobRepo:
 
     def _marker_refs(self, keys: list[str]) -> list[tuple[JobRef, str]]:
         def read(key: str) -> tuple[JobRef, str] | None:
-            parts = key[len(QUEUE_PREFIX):].split("/")
+            parts = key[len(QUEUE_PREFIX) :].split("/")
             if len(parts) != 2 or not parts[1].endswith(".json"):
                 return None
             try:
@@ -427,7 +431,7 @@ class JobRepo:
         running: set[str] = set()
         prefix = f"tenants/{tenant}/batches/{batch_id}/"
         for key in self.store.iter_keys(prefix):
-            kind, _, name = key[len(prefix):].partition("/")
+            kind, _, name = key[len(prefix) :].partition("/")
             if kind == "done":
                 job_id, _, state = name.partition(".")
                 done.setdefault(job_id, set()).add(state)
@@ -462,8 +466,7 @@ class JobRepo:
                 batch = None
         return _outside(ref, batch)
 
-    def case_outside_keys(self, tenant: str, case: str, job_ids: Iterable[str],
-                          batch_ids: Iterable[str]) -> list[str]:
+    def case_outside_keys(self, tenant: str, case: str, job_ids: Iterable[str], batch_ids: Iterable[str]) -> list[str]:
         """`outside_keys` of every job of a case being purged: `job_ids` (the case's job folders)
         and `batch_ids` (the case's batch markers, `cases/<c>/batches/<b>`, written before any
         job of the batch). Each job's batch is found in the batch records (read in parallel),
@@ -482,8 +485,11 @@ class JobRepo:
         for batch_id, job_list in zip(batch_ids, parallel_map(members, batch_ids)):
             for job_id in job_list:
                 batch_of[job_id] = batch_id
-        return [key for job_id in sorted(set(job_ids))
-                for key in _outside(JobRef(tenant, case, job_id), batch_of.get(job_id))]
+        return [
+            key
+            for job_id in sorted(set(job_ids))
+            for key in _outside(JobRef(tenant, case, job_id), batch_of.get(job_id))
+        ]
 
     def cancelled(self, ref: JobRef) -> bool:
         return self.store.exists(cancel_key(ref.tenant, ref.case, ref.job_id))

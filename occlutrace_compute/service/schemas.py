@@ -57,13 +57,13 @@ class JobCreate(BaseModel):
     inputs: dict[str, str] = Field(
         max_length=len(BITE_ROLES),
         description="role -> committed file name of the case, or the key of an earlier job's output of the "
-                    "same case (pair: fixed, moving; bite: upper, lower, bite1[, bite2])",
+        "same case (pair: fixed, moving; bite: upper, lower, bite1[, bite2])",
     )
     options: JobOptions = Field(default_factory=JobOptions)
     callback_url: str | None = Field(None, max_length=2000, pattern=r"^https?://")
 
     @model_validator(mode="after")
-    def _roles(self) -> "JobCreate":
+    def _roles(self) -> JobCreate:
         """The roles of the kind and nothing else, checked with the body (before any store call:
         one store call per role follows, so the role count must be bounded first)."""
         roles = set(self.inputs)
@@ -145,5 +145,5 @@ class Readiness(BaseModel):
     ready: bool = Field(description="this replica can serve: its object store answers reads and writes")
     checks: dict[str, str] = Field(
         description="`store`: 'ok' or the failing error's type name; `conditional_writes`: 'ok' or 'unsupported' "
-                    "(the store ignores create-if-absent: idempotency keys hold within each replica only)",
+        "(the store ignores create-if-absent: idempotency keys hold within each replica only)",
     )

@@ -23,8 +23,13 @@ def build_app(config: ServiceConfig, with_dispatcher: bool = True):
     return create_app(config, link=link)
 
 
-def run_server(host: str = "127.0.0.1", port: int = 8000, config: ServiceConfig | None = None,
-               with_dispatcher: bool = True, workers_log_level: str = "INFO") -> None:
+def run_server(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServiceConfig | None = None,
+    with_dispatcher: bool = True,
+    workers_log_level: str = "INFO",
+) -> None:
     """Serve the API until interrupted. Uvicorn's access log is off: ours never logs paths."""
     setup_logging(workers_log_level)
     config = config or ServiceConfig.from_env()
@@ -52,9 +57,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     return ServiceConfig.from_env(
-        store=args.store, s3_endpoint=args.s3_endpoint, ray_address=args.ray_address,
-        tokens_file=args.tokens_file, job_fn=args.job_fn, cpu_workers=args.cpu_workers,
-        batch_size=args.batch_size, max_upload_bytes=args.max_upload_bytes,
+        store=args.store,
+        s3_endpoint=args.s3_endpoint,
+        ray_address=args.ray_address,
+        tokens_file=args.tokens_file,
+        job_fn=args.job_fn,
+        cpu_workers=args.cpu_workers,
+        batch_size=args.batch_size,
+        max_upload_bytes=args.max_upload_bytes,
     )
 
 

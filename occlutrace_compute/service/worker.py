@@ -215,8 +215,13 @@ class AlignWorker:
                     starting.append(run)
             saved = self.repo.save_many([run.record for run in starting])
         except StoreError as exc:
-            self._requeue([run.ref for run in runs], refunds, outcomes, exc,
-                          {run.ref.key: run.started for run in runs if run.started is not None})
+            self._requeue(
+                [run.ref for run in runs],
+                refunds,
+                outcomes,
+                exc,
+                {run.ref.key: run.started for run in runs if run.started is not None},
+            )
             return []
         for run, ok in zip(starting, saved):
             if not ok:  # purged
@@ -232,8 +237,7 @@ class AlignWorker:
         try:
             self.store.put_transient(running_hint_key(self.worker_id), body)
         except StoreError as exc:
-            self._requeue([run.ref], {}, outcomes, exc,
-                          {run.ref.key: run.started} if run.started is not None else None)
+            self._requeue([run.ref], {}, outcomes, exc, {run.ref.key: run.started} if run.started is not None else None)
             return False
         return True
 
@@ -304,14 +308,20 @@ class AlignWorker:
         A job whose run met a store outage goes back "queued" uncharged."""
         outage = [run for run in runs if run.outage]
         if outage:
-            self._requeue([r.ref for r in outage], {}, outcomes, StoreError("store lost during the job"),
-                          {r.ref.key: r.started for r in outage if r.started is not None})
+            self._requeue(
+                [r.ref for r in outage],
+                {},
+                outcomes,
+                StoreError("store lost during the job"),
+                {r.ref.key: r.started for r in outage if r.started is not None},
+            )
         runs = [run for run in runs if not run.outage]
         try:
             self._write(runs, outcomes)
         except StoreError as exc:
-            self._requeue([r.ref for r in runs], {}, outcomes, exc,
-                          {r.ref.key: r.started for r in runs if r.started is not None})
+            self._requeue(
+                [r.ref for r in runs], {}, outcomes, exc, {r.ref.key: r.started for r in runs if r.started is not None}
+            )
 
     def _write(self, runs: list[_Run], outcomes: dict[str, Outcome]) -> None:
         for run, cancel in zip(runs, parallel_map(lambda r: self.repo.cancelled(r.ref), runs)):
@@ -319,8 +329,11 @@ class AlignWorker:
                 run.record.state, run.record.result = "cancelled", None
         saved = self.repo.save_many([run.record for run in runs])
         live = [run for run, ok in zip(runs, saved) if ok]
-        raced = [run for run, cancel in zip(live, parallel_map(lambda r: self.repo.cancelled(r.ref), live))
-                 if cancel and run.record.state != "cancelled"]  # a cancel raced the save
+        raced = [
+            run
+            for run, cancel in zip(live, parallel_map(lambda r: self.repo.cancelled(r.ref), live))
+            if cancel and run.record.state != "cancelled"
+        ]  # a cancel raced the save
         for run in raced:
             run.record.state, run.record.result = "cancelled", None
         again = dict(zip((run.ref.key for run in raced), self.repo.save_many([run.record for run in raced])))
@@ -334,23 +347,45 @@ class AlignWorker:
             final = record.state in TERMINAL_STATES
             token = REQUEST_ID.set(record.request_id)  # the committer thread logs for every job
             try:
-                log(logger, logging.INFO, "job " + record.state, tenant=run.ref.tenant, job_id=run.ref.job_id,
-                    state=record.state, attempts=record.attempts)
+                log(
+                    logger,
+                    logging.INFO,
+                    "job " + record.state,
+                    tenant=run.ref.tenant,
+                    job_id=run.ref.job_id,
+                    state=record.state,
+                    attempts=record.attempts,
+                )
             finally:
                 REQUEST_ID.reset(token)
             outcomes[run.ref.key] = Outcome(
-                key=run.ref.key, state=record.state, final=final, kind=record.spec.kind,
+                key=run.ref.key,
+                state=record.state,
+                final=final,
+                kind=record.spec.kind,
                 figures=run.figures if record.state == "succeeded" else None,
                 callback_url=record.callback_url if final else None,
                 status=status_body(record) if final else None,
             )
 
-    def _requeue(self, refs: list[JobRef], refunds: dict[str, int], outcomes: dict[str, Outcome],
-                 exc: Exception, started: dict[str, int] | None = None) -> None:
+    def _requeue(
+        self,
+        refs: list[JobRef],
+        refunds: dict[str, int],
+        outcomes: dict[str, Outcome],
+        exc: Exception,
+        started: dict[str, int] | None = None,
+    ) -> None:
         """The store was lost: each job goes back "queued", the attempt it started (or the
         refund it came with) carried to the dispatcher to be given back."""
         for ref in refs:
-            log(logger, logging.WARNING, "store lost: job re-queued uncharged", tenant=ref.tenant,
-                job_id=ref.job_id, error=type(exc).__name__)
+            log(
+                logger,
+                logging.WARNING,
+                "store lost: job re-queued uncharged",
+                tenant=ref.tenant,
+                job_id=ref.job_id,
+                error=type(exc).__name__,
+            )
             refund = (started or {}).get(ref.key, refunds.get(ref.key))
             outcomes[ref.key] = Outcome(ref.key, "queued", refund=refund)

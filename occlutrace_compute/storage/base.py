@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import builtins
 import json
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 
 class StoreError(RuntimeError):
@@ -37,9 +38,7 @@ class ObjectStore(abc.ABC):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write the whole object; readers never see a partial object."""
 
-    def put_stream(
-        self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
-    ) -> None:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
         """Write an object from chunks; if the iterator raises, nothing is written.
 
         The default joins the chunks (S3 retries need the whole body); a local folder streams.

@@ -14,8 +14,9 @@ Secrets are read, handed to the client, and never logged or echoed in errors.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from occlutrace_compute.storage.base import ObjectStore
 from occlutrace_compute.storage.local import LocalStore
@@ -46,7 +47,7 @@ def open_store(url: str | None = None, **overrides: Any) -> ObjectStore:
     if overrides:
         raise TypeError(f"open_store: options {sorted(overrides)} apply to s3:// stores only")
     if url.startswith("file://"):
-        url = url[len("file://"):]
+        url = url[len("file://") :]
     elif "://" in url:
         raise ValueError(f"{ENV_STORE} {url!r}: expected file:///path or s3://bucket/prefix")
     if not url:
@@ -55,7 +56,7 @@ def open_store(url: str | None = None, **overrides: Any) -> ObjectStore:
 
 
 def _open_s3(url: str, env: Mapping[str, str], overrides: dict[str, Any]) -> S3Store:
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     options = {
         "endpoint": env.get("OCCLUTRACE_S3_ENDPOINT"),
         "region": env.get("OCCLUTRACE_S3_REGION"),

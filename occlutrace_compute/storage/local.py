@@ -13,9 +13,9 @@ import errno
 import itertools
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.storage.base import DEFAULT_URL_EXPIRY, KeyNotFound, ObjectStore, StoreUnavailable
@@ -42,9 +42,7 @@ class LocalStore(ObjectStore):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.put_stream(key, (data,), content_type)
 
-    def put_stream(
-        self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
-    ) -> None:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
         """Stream into a temp file and rename it into place; content_type is not kept locally."""
         self._publish(key, chunks, os.replace)
 
@@ -63,8 +61,9 @@ class LocalStore(ObjectStore):
             return False
         return True
 
-    def _publish(self, key: str, chunks: Iterable[bytes], place: Callable[[str, Path], None],
-                 sync: bool = True) -> None:
+    def _publish(
+        self, key: str, chunks: Iterable[bytes], place: Callable[[str, Path], None], sync: bool = True
+    ) -> None:
         """Write `chunks` to a synced temp file beside the key's path, then `place(temp, path)`
         (rename or link); the temp file never outlives the call. A full or failing disk raises
         StoreUnavailable."""
@@ -132,9 +131,7 @@ class LocalStore(ObjectStore):
                 # either a parent really is a file, or a concurrent delete_prefix removed a folder
                 # between mkdir's "exists" and its is_dir check: only the first is the caller's fault
                 if self._file_ancestor(parent) or attempt >= _CREATE_ATTEMPTS:
-                    raise InputRejected(
-                        f"object key {key!r}", "a parent of this key is itself an object"
-                    ) from None
+                    raise InputRejected(f"object key {key!r}", "a parent of this key is itself an object") from None
                 attempt += 1
             except FileNotFoundError:
                 if attempt >= _CREATE_ATTEMPTS:
@@ -175,8 +172,11 @@ class LocalStore(ObjectStore):
         Recursion depth is bounded by the key depth (keys are at most 1024 bytes)."""
         try:
             with os.scandir(folder) as it:
-                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name)
-                           for e in it if not e.name.startswith(TEMP_PREFIX)]
+                entries = [
+                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name)
+                    for e in it
+                    if not e.name.startswith(TEMP_PREFIX)
+                ]
         except (FileNotFoundError, NotADirectoryError):  # gone (a concurrent purge) or an object
             return
         entries.sort()

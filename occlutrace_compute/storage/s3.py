@@ -17,8 +17,9 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import certifi
@@ -96,15 +97,17 @@ class S3Store(ObjectStore):
         self.region = region or None
         self.retry = retry or RetryPolicy()
         pool = _http_pool(self.retry)
-        self._client = Minio(
-            host, access_key, secret_key, secure=secure, region=self.region, http_client=pool
-        )
+        self._client = Minio(host, access_key, secret_key, secure=secure, region=self.region, http_client=pool)
         self._presigner = self._client
         if public_endpoint:
             pub_host, pub_secure = parse_endpoint(public_endpoint)
             self._presigner = Minio(
-                pub_host, access_key, secret_key, secure=pub_secure,
-                region=self.region or "us-east-1", http_client=pool,
+                pub_host,
+                access_key,
+                secret_key,
+                secure=pub_secure,
+                region=self.region or "us-east-1",
+                http_client=pool,
             )
         self._bucket_ready = False
         self._lock = threading.Lock()
@@ -113,9 +116,7 @@ class S3Store(ObjectStore):
         return f"S3Store(endpoint={self.endpoint!r}, bucket={self.bucket!r}, prefix={self.prefix!r})"
 
     def __getstate__(self) -> None:
-        raise TypeError(
-            "an S3Store holds credentials and is not pickled: call open_store() in each process"
-        )
+        raise TypeError("an S3Store holds credentials and is not pickled: call open_store() in each process")
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -268,18 +269,21 @@ class S3Store(ObjectStore):
             return 0, []
         versions = self._call(
             f"list versions {prefix!r}",
-            lambda: [(o.object_name, o.version_id) for o in self._client.list_objects(
-                self.bucket, prefix=full or None, recursive=True, include_version=True)],
+            lambda: [
+                (o.object_name, o.version_id)
+                for o in self._client.list_objects(
+                    self.bucket, prefix=full or None, recursive=True, include_version=True
+                )
+            ],
         )
         versions = [(n, v) for n, v in versions if n and not n.endswith("/") and (not exact or n == full)]
         if not versions:
             return 0, []
         errors = self._call(
             f"delete versions {prefix!r}",
-            lambda: list(self._client.remove_objects(
-                self.bucket, [DeleteObject(n, v) for n, v in versions])),
+            lambda: list(self._client.remove_objects(self.bucket, [DeleteObject(n, v) for n, v in versions])),
         )
-        failed = [f"{(e.name or '')[len(self.prefix):]}: {e.code}" for e in errors]
+        failed = [f"{(e.name or '')[len(self.prefix) :]}: {e.code}" for e in errors]
         return len(versions) - len(failed), failed
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
@@ -309,11 +313,14 @@ class S3Store(ObjectStore):
 
         def fetch() -> list[str]:
             names = self._client._list_objects(  # the public list_objects takes no MaxKeys
-                self.bucket, prefix=full or None, start_after=after, encoding_type="url",
+                self.bucket,
+                prefix=full or None,
+                start_after=after,
+                encoding_type="url",
                 max_keys=min(limit, 1000) if limit else None,
             )
             # Names ending in '/' are folder markers made by consoles, not objects.
-            objects = (n[len(self.prefix):] for n in (o.object_name for o in names) if n and not n.endswith("/"))
+            objects = (n[len(self.prefix) :] for n in (o.object_name for o in names) if n and not n.endswith("/"))
             return list(objects if limit is None else itertools.islice(objects, limit))
 
         keys = self._call(f"list {prefix!r}", fetch)
@@ -330,11 +337,7 @@ class S3Store(ObjectStore):
             return []
         errors = self._call(
             f"delete prefix {prefix!r}",
-            lambda: list(
-                self._client.remove_objects(
-                    self.bucket, [DeleteObject(self.prefix + key) for key in keys]
-                )
-            ),
+            lambda: list(self._client.remove_objects(self.bucket, [DeleteObject(self.prefix + key) for key in keys])),
         )
         if errors:
             first = errors[0]

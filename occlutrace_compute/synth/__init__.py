@@ -23,7 +23,17 @@ from occlutrace_compute.synth.occlusion import ContactRegion, ContactTruth
 from occlutrace_compute.synth.score import pointwise_rms_um, rotation_error_deg, translation_error_um
 
 __all__ = [
-    "Arch", "BiteCase", "ContactRegion", "ContactTruth", "PairCase", "make_arch", "make_bite_case",
-    "make_pair_case", "pointwise_rms_um", "rotation_error_deg", "translation_error_um", "write_bite_case",
+    "Arch",
+    "BiteCase",
+    "ContactRegion",
+    "ContactTruth",
+    "PairCase",
+    "make_arch",
+    "make_bite_case",
+    "make_pair_case",
+    "pointwise_rms_um",
+    "rotation_error_deg",
+    "translation_error_um",
+    "write_bite_case",
     "write_pair_case",
 ]

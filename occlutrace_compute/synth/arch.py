@@ -64,8 +64,8 @@ class ArchModel:
     bottom_lingual: float
     lift: np.ndarray  # (K,) per-slot shift along w fitted for occlusion (zeros for the upper)
     clearance: np.ndarray  # (K,) occlusal clearance kept to the opposing arch (negative: contact)
-    spee: "Spee"
-    opposing: "ArchModel | None" = None  # the upper, for a lower arch
+    spee: Spee
+    opposing: ArchModel | None = None  # the upper, for a lower arch
 
     @property
     def z_sign(self) -> float:
@@ -76,9 +76,20 @@ class ArchModel:
     def s_range(self) -> tuple[float, float]:
         return float(self.layout.boundary[0]), float(self.layout.boundary[-1])
 
-    def with_layout(self, layout: Layout) -> "ArchModel":
-        return ArchModel(self.jaw, self.curve, layout, self.gum_buccal, self.gum_lingual, self.bottom_buccal,
-                         self.bottom_lingual, self.lift, self.clearance, self.spee, self.opposing)
+    def with_layout(self, layout: Layout) -> ArchModel:
+        return ArchModel(
+            self.jaw,
+            self.curve,
+            layout,
+            self.gum_buccal,
+            self.gum_lingual,
+            self.bottom_buccal,
+            self.bottom_lingual,
+            self.lift,
+            self.clearance,
+            self.spee,
+            self.opposing,
+        )
 
 
 @dataclass
@@ -146,8 +157,23 @@ def columns(model: ArchModel, s: np.ndarray) -> Columns:
     torque = _blend(lay.torque, _mid(lay.torque), slot, a, 2.0)
     root = 0.75 + 0.25 * _bump(np.abs(a), 2.0)  # gum bulges over each root
     xy, _, normal = model.curve.at(s)
-    return Columns(s, slot, a, b, top, contour, margin, p, lift, shift, torque, model.gum_buccal * root,
-                   model.gum_lingual * root, xy, normal)
+    return Columns(
+        s,
+        slot,
+        a,
+        b,
+        top,
+        contour,
+        margin,
+        p,
+        lift,
+        shift,
+        torque,
+        model.gum_buccal * root,
+        model.gum_lingual * root,
+        xy,
+        normal,
+    )
 
 
 def topography(model: ArchModel, col: Columns, u: np.ndarray) -> np.ndarray:
@@ -206,8 +232,15 @@ def profiles(model: ArchModel, col: Columns) -> Profiles:
     top_w = crown_top(model, col, top_u)
     u = np.concatenate([gum_u_l[:, ::-1], -neck_u, top_u, neck_u[:, ::-1], gum_u_b], axis=1)
     w = np.concatenate([gum_w_l[:, ::-1], neck_w, top_w, neck_w[:, ::-1], gum_w_b], axis=1)
-    seg = np.concatenate([np.full(_N_GUM, SEG_GUM_L), np.full(_N_NECK, SEG_NECK_L), np.full(top_u.shape[1], SEG_TOP),
-                          np.full(_N_NECK, SEG_NECK_B), np.full(_N_GUM, SEG_GUM_B)])
+    seg = np.concatenate(
+        [
+            np.full(_N_GUM, SEG_GUM_L),
+            np.full(_N_NECK, SEG_NECK_L),
+            np.full(top_u.shape[1], SEG_TOP),
+            np.full(_N_NECK, SEG_NECK_B),
+            np.full(_N_GUM, SEG_GUM_B),
+        ]
+    )
     m_l = _N_GUM - 1
     m_b = u.shape[1] - _N_GUM
     u = u + col.shift[:, None] + col.torque[:, None] * (w - margin)
@@ -232,8 +265,9 @@ def _clamp_to_opposing(model: ArchModel, col: Columns, u: np.ndarray, w: np.ndar
     return out
 
 
-def opposing_levels(model: ArchModel, col: Columns, u: np.ndarray, w: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def opposing_levels(
+    model: ArchModel, col: Columns, u: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the occlusal-third profile points of a lower arch: their z and the z of the opposing
     crown top on the same vertical line (ok = that line meets the opposing crown top)."""
     opp = model.opposing
@@ -268,9 +302,15 @@ class ArchSample:
         return Mesh(self.vertices, self.faces)
 
 
-def sample(model: ArchModel, spacing_mm: float, phase_s: float = 0.5, phase_t: float = 0.5,
-           s_limits: tuple[float, float] | None = None, n_rows: int | None = None,
-           s_columns: np.ndarray | None = None) -> ArchSample:
+def sample(
+    model: ArchModel,
+    spacing_mm: float,
+    phase_s: float = 0.5,
+    phase_t: float = 0.5,
+    s_limits: tuple[float, float] | None = None,
+    n_rows: int | None = None,
+    s_columns: np.ndarray | None = None,
+) -> ArchSample:
     """Sample the surface on a (s, t) grid: columns about every spacing on the surface along
     the arch (or at s_columns), rows at equal arc length along each cross-section (n_rows of
     them, by default as many as the spacing gives); the phases shift the grid (0..1)."""
@@ -305,8 +345,9 @@ def sample(model: ArchModel, spacing_mm: float, phase_s: float = 0.5, phase_t: f
     scale = (length / cum[:, -1])[:, None]
     t_l, t_b = (margins[:, 0:1] * scale)[row, 0], (margins[:, 1:2] * scale)[row, 0]
     t_flat = t.ravel()
-    depth = np.where(t_flat < t_l, t_flat - t_l,
-                     np.where(t_flat > t_b, t_b - t_flat, np.minimum(t_flat - t_l, t_b - t_flat)))
+    depth = np.where(
+        t_flat < t_l, t_flat - t_l, np.where(t_flat > t_b, t_b - t_flat, np.minimum(t_flat - t_l, t_b - t_flat))
+    )
     xy = col.xy[row] + uu[:, None] * col.normal[row]
     verts = np.column_stack([xy, model.z_sign * ww + model.spee.at(xy)])
     fdi = model.layout.fdi[col.slot[row]]
@@ -379,10 +420,16 @@ def _new_model(jaw: Jaw, layout: Layout, curve: ArchCurve, spee: Spee, rng: np.r
     k = len(layout.center)
     lowest_margin = float(layout.c_margin[1:-1].min())
     return ArchModel(
-        jaw=jaw, curve=curve, layout=layout,
-        gum_buccal=rng.uniform(1.6, 2.2), gum_lingual=rng.uniform(1.2, 1.8),
-        bottom_buccal=lowest_margin - rng.uniform(5.5, 7.0), bottom_lingual=lowest_margin - rng.uniform(4.5, 6.0),
-        lift=np.zeros(k), clearance=np.zeros(k), spee=spee,
+        jaw=jaw,
+        curve=curve,
+        layout=layout,
+        gum_buccal=rng.uniform(1.6, 2.2),
+        gum_lingual=rng.uniform(1.2, 1.8),
+        bottom_buccal=lowest_margin - rng.uniform(5.5, 7.0),
+        bottom_lingual=lowest_margin - rng.uniform(4.5, 6.0),
+        lift=np.zeros(k),
+        clearance=np.zeros(k),
+        spee=spee,
     )
 
 

@@ -13,13 +13,20 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
-from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.meshes.model import Mesh, vertex_normals
 from occlutrace_compute.synth.arch import (
-    SEG_GUM_B, SEG_NECK_B, SEG_TOP, ArchModel, ArchSample, arch_models, column_positions, columns, sample,
+    SEG_GUM_B,
+    SEG_NECK_B,
+    SEG_TOP,
+    ArchModel,
+    ArchSample,
+    arch_models,
+    column_positions,
+    columns,
+    sample,
 )
 from occlutrace_compute.synth.changes import fragment, gingiva_patches, move_teeth, plan_changes, prepare_teeth
 from occlutrace_compute.synth.occlusion import ContactTruth, closest_on_surface, contact_truth
-from occlutrace_compute.meshes.model import vertex_normals
 from occlutrace_compute.synth.scan import add_noise, crop, random_pose, scan_extent
 
 # A vertex counts as changed when it lies farther than this from the unchanged surface.
@@ -67,9 +74,13 @@ def _scan(model: ArchModel, spacing_mm: float, rng: np.random.Generator) -> Arch
     return sample(model, spacing_mm * rng.uniform(0.92, 1.08), rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95))
 
 
-def make_pair_case(seed: int, scenario: Literal["clean", "changed"] = "clean",
-                   overlap: tuple[float, float] = (0.6, 1.0), noise_mm: float = 0.015,
-                   spacing_mm: float = 0.15) -> PairCase:
+def make_pair_case(
+    seed: int,
+    scenario: Literal["clean", "changed"] = "clean",
+    overlap: tuple[float, float] = (0.6, 1.0),
+    noise_mm: float = 0.015,
+    spacing_mm: float = 0.15,
+) -> PairCase:
     """Scan + rescan of one arch (upper or lower, chosen by seed).
 
     fixed: the full arch (gum cropped at a ragged depth, 0-2 holes). moving: a contiguous
@@ -132,9 +143,15 @@ def make_pair_case(seed: int, scenario: Literal["clean", "changed"] = "clean",
     fixed_file = add_noise(fixed, noise_mm, rng).transformed(T_f)
     moving_file = add_noise(moving, noise_mm, rng).transformed(T_m)
     return PairCase(
-        fixed=fixed_file, moving=moving_file, T_fixed_moving=T_f @ np.linalg.inv(T_m),
-        moving_unchanged=unchanged, overlap=share, changes=changes, jaw=jaw,
-        fixed_tooth=fx.tooth[fixed_idx], moving_tooth=tooth,
+        fixed=fixed_file,
+        moving=moving_file,
+        T_fixed_moving=T_f @ np.linalg.inv(T_m),
+        moving_unchanged=unchanged,
+        overlap=share,
+        changes=changes,
+        jaw=jaw,
+        fixed_tooth=fx.tooth[fixed_idx],
+        moving_tooth=tooth,
     )
 
 
@@ -158,12 +175,14 @@ def _unchanged(points: np.ndarray, reference: Mesh, same_grid: np.ndarray, spaci
 
 def _concat(meshes: list[Mesh]) -> Mesh:
     offsets = np.cumsum([0] + [m.n_vertices for m in meshes[:-1]])
-    return Mesh(np.concatenate([m.vertices for m in meshes]),
-                np.concatenate([m.faces + o for m, o in zip(meshes, offsets)]))
+    return Mesh(
+        np.concatenate([m.vertices for m in meshes]), np.concatenate([m.faces + o for m, o in zip(meshes, offsets)])
+    )
 
 
-def make_bite_case(seed: int, n_bites: Literal[1, 2] = 1, noise_mm: float = 0.015,
-                   spacing_mm: float = 0.15) -> BiteCase:
+def make_bite_case(
+    seed: int, n_bites: Literal[1, 2] = 1, noise_mm: float = 0.015, spacing_mm: float = 0.15
+) -> BiteCase:
     """Upper + lower arches and 1-2 buccal bite scans (bite 1: patient's left, bite 2: right)."""
     _check(spacing_mm, noise_mm)
     if n_bites not in (1, 2):
@@ -188,13 +207,16 @@ def make_bite_case(seed: int, n_bites: Literal[1, 2] = 1, noise_mm: float = 0.01
     return BiteCase(
         upper=add_noise(upper, noise_mm, rng).transformed(T_u),
         lower=add_noise(lower, noise_mm, rng).transformed(T_l),
-        bites=bites, T_upper_lower=T_u @ np.linalg.inv(T_l), T_upper_bites=T_bites, contacts=contacts,
-        upper_tooth=up.tooth[up_idx], lower_tooth=low.tooth[low_idx],
+        bites=bites,
+        T_upper_lower=T_u @ np.linalg.inv(T_l),
+        T_upper_bites=T_bites,
+        contacts=contacts,
+        upper_tooth=up.tooth[up_idx],
+        lower_tooth=low.tooth[low_idx],
     )
 
 
-def _bite_surface(upper: ArchModel, lower: ArchModel, side: str, spacing_mm: float,
-                  rng: np.random.Generator) -> Mesh:
+def _bite_surface(upper: ArchModel, lower: ArchModel, side: str, spacing_mm: float, rng: np.random.Generator) -> Mesh:
     """The cheek-side surfaces of both arches, teeth closed, over premolars and molars of one side.
 
     Visibility is a per-column depth test seen from the buccal side: in the (arch position,
@@ -212,12 +234,20 @@ def _bite_surface(upper: ArchModel, lower: ArchModel, side: str, spacing_mm: flo
         lo = min(lay.boundary[k] for k in slots)
         hi = max(lay.boundary[k + 1] for k in slots)
         lo, hi = lo - rng.uniform(0.0, 2.0), hi + rng.uniform(-2.0, 0.5)
-        smp = sample(model, spacing_mm * rng.uniform(0.92, 1.08), rng.uniform(0.05, 0.95),
-                     rng.uniform(0.05, 0.95), s_limits=(lo, hi))
+        smp = sample(
+            model,
+            spacing_mm * rng.uniform(0.92, 1.08),
+            rng.uniform(0.05, 0.95),
+            rng.uniform(0.05, 0.95),
+            s_limits=(lo, hi),
+        )
         depth_limit = rng.uniform(3.0, 5.0)
         col = columns(model, smp.s)
-        buccal = (((smp.segment == SEG_TOP) & (smp.u > 0.2 * col.b)) | (smp.segment == SEG_NECK_B)
-                  | ((smp.segment == SEG_GUM_B) & (smp.depth > -depth_limit)))
+        buccal = (
+            ((smp.segment == SEG_TOP) & (smp.u > 0.2 * col.b))
+            | (smp.segment == SEG_NECK_B)
+            | ((smp.segment == SEG_GUM_B) & (smp.depth > -depth_limit))
+        )
         parts.append((smp, buccal))
 
     # depth test in upper-curve coordinates: view axis = buccal normal, image = (s, z)

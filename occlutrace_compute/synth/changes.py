@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occlutrace_compute.meshes.model import Mesh
+from occlutrace_compute.meshes.model import Mesh, vertex_normals
 from occlutrace_compute.synth.arch import ArchModel, ArchSample, columns
-from occlutrace_compute.meshes.model import vertex_normals
 
 
 @dataclass
@@ -59,8 +58,9 @@ def prepare_teeth(model: ArchModel, slots: list[int], rng: np.random.Generator) 
     return model.with_layout(lay), notes
 
 
-def move_teeth(model: ArchModel, smp: ArchSample, vertices: np.ndarray, slots: list[int],
-               rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def move_teeth(
+    model: ArchModel, smp: ArchSample, vertices: np.ndarray, slots: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
     """Rigid motion of each crown about its own vertical axis, faded out toward the contacts
     (last 30 % of the half width) and into the gingiva (within ~1 mm below the margin)."""
     col = columns(model, smp.s)
@@ -82,13 +82,15 @@ def move_teeth(model: ArchModel, smp: ArchSample, vertices: np.ndarray, slots: l
         t = np.array([shift * np.cos(direction), shift * np.sin(direction), rng.uniform(-0.1, 0.1)])
         moved = (vertices - axis_point) @ rot.T + axis_point + t
         out += weight[:, None] * (moved - vertices)
-        notes.append(f"tooth {model.layout.fdi[k]} moved: {shift:.2f} mm and {np.rad2deg(angle):+.1f} deg "
-                     "about its long axis")
+        notes.append(
+            f"tooth {model.layout.fdi[k]} moved: {shift:.2f} mm and {np.rad2deg(angle):+.1f} deg about its long axis"
+        )
     return out, notes
 
 
-def gingiva_patches(smp: ArchSample, mesh: Mesh, count: int, s_window: tuple[float, float],
-                    rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def gingiva_patches(
+    smp: ArchSample, mesh: Mesh, count: int, s_window: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
     """Swelling (+) or recession (-) of 0.1-0.4 mm along the normal over Gaussian patches of the
     gingiva near the margin; faded to zero at the margin so the surface stays continuous."""
     out = mesh.vertices.copy()
@@ -110,8 +112,9 @@ def gingiva_patches(smp: ArchSample, mesh: Mesh, count: int, s_window: tuple[flo
     return out, notes
 
 
-def fragment(model: ArchModel, s_window: tuple[float, float], spacing_mm: float,
-             rng: np.random.Generator) -> tuple[Mesh, str]:
+def fragment(
+    model: ArchModel, s_window: tuple[float, float], spacing_mm: float, rng: np.random.Generator
+) -> tuple[Mesh, str]:
     """A loose soft-tissue surface patch (tongue lingually or cheek buccally), 1.5-4 mm off the arch."""
     side = rng.choice(["tongue", "cheek"])
     s0 = rng.uniform(*s_window)

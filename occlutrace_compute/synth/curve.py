@@ -27,7 +27,7 @@ class ArchCurve:
     normal: np.ndarray  # (K, 2)
 
     @staticmethod
-    def from_points(xy: np.ndarray) -> "ArchCurve":
+    def from_points(xy: np.ndarray) -> ArchCurve:
         """Curve through points ordered right -> left; s = 0 where x crosses 0."""
         seg = np.linalg.norm(np.diff(xy, axis=0), axis=1)
         s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -49,7 +49,7 @@ class ArchCurve:
     def _tree(self) -> cKDTree:
         return cKDTree(self.xy[::_COARSE])
 
-    def offset(self, d: np.ndarray) -> "ArchCurve":
+    def offset(self, d: np.ndarray) -> ArchCurve:
         """The curve moved lingually (inwards) by d(s) mm."""
         return ArchCurve.from_points(self.xy - np.asarray(d)[:, None] * self.normal)
 

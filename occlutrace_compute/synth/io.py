@@ -25,8 +25,9 @@ def _matrix(t: np.ndarray) -> list[list[float]]:
     return [[float(x) for x in row] for row in np.asarray(t)]
 
 
-def write_pair_case(case: PairCase, folder: str | Path, fmt: Format = "ply",
-                    encoding: Literal["binary", "ascii"] = "binary") -> Path:
+def write_pair_case(
+    case: PairCase, folder: str | Path, fmt: Format = "ply", encoding: Literal["binary", "ascii"] = "binary"
+) -> Path:
     """fixed.<ext>, moving.<ext>, truth.json (T_fixed_moving etc.), moving_unchanged.npy (per
     vertex, in the order written; PLY/OBJ readers keep it) and moving_unchanged_faces.npy (per
     face: all three vertices unchanged; valid for STL too)."""
@@ -51,8 +52,9 @@ def write_pair_case(case: PairCase, folder: str | Path, fmt: Format = "ply",
     return out
 
 
-def write_bite_case(case: BiteCase, folder: str | Path, fmt: Format = "ply",
-                    encoding: Literal["binary", "ascii"] = "binary") -> Path:
+def write_bite_case(
+    case: BiteCase, folder: str | Path, fmt: Format = "ply", encoding: Literal["binary", "ascii"] = "binary"
+) -> Path:
     """upper.<ext>, lower.<ext>, bite1.<ext> [, bite2.<ext>] and truth.json."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,12 @@ def fit_lower(upper: ArchModel, lower: ArchModel, rng: np.random.Generator) -> A
     pen = np.zeros(k)
     for i, fdi in enumerate(lower.layout.fdi):
         kind = KIND[fdi % 10 - 1] if fdi else "tail"
-        pen[i] = {"molar": rng.uniform(0.06, 0.18), "premolar": rng.uniform(0.06, 0.18),
-                  "canine": rng.uniform(-0.05, 0.08), "incisor": rng.uniform(-0.25, -0.05)}.get(kind, 0.0)
+        pen[i] = {
+            "molar": rng.uniform(0.06, 0.18),
+            "premolar": rng.uniform(0.06, 0.18),
+            "canine": rng.uniform(-0.05, 0.08),
+            "incisor": rng.uniform(-0.25, -0.05),
+        }.get(kind, 0.0)
     lift = np.where(np.isfinite(min_gap), min_gap + pen, np.nan)
     known = np.flatnonzero(np.isfinite(lift))
     lift = np.interp(np.arange(k), known, lift[known])  # tails follow their neighbour
@@ -160,12 +164,15 @@ def contact_truth(upper: Mesh, lower: Mesh, lower_tooth: np.ndarray, threshold_m
         w = a_low[idx]
         centroid = (lower.vertices[idx] * w[:, None]).sum(0) / max(w.sum(), 1e-12)
         teeth = lower_tooth[idx]
-        regions.append(ContactRegion(
-            side="right" if centroid[0] > 0 else "left",
-            tooth=int(np.bincount(teeth).argmax()) if teeth.size else 0,
-            centroid=[float(c) for c in centroid], area_mm2=float(w.sum()),
-            min_distance_mm=float(d_low[idx].min()),
-        ))
+        regions.append(
+            ContactRegion(
+                side="right" if centroid[0] > 0 else "left",
+                tooth=int(np.bincount(teeth).argmax()) if teeth.size else 0,
+                centroid=[float(c) for c in centroid],
+                area_mm2=float(w.sum()),
+                min_distance_mm=float(d_low[idx].min()),
+            )
+        )
     regions.sort(key=lambda r: (r.side, r.tooth, r.centroid[1]))
     finite = np.concatenate([d_low[np.isfinite(d_low)], d_up[np.isfinite(d_up)], [0.0]])
     return ContactTruth(

@@ -28,8 +28,13 @@ def smooth_noise(x: np.ndarray, rng: np.random.Generator, amplitude: float, wave
     return (a[None, :] * np.sin(np.asarray(x)[:, None] * k[None, :] + ph[None, :])).sum(axis=1)
 
 
-def scan_extent(smp: ArchSample, rng: np.random.Generator, s_window: tuple[float, float] | None,
-                gum_depth_mm: tuple[float, float] = (4.0, 8.0), n_holes: tuple[int, int] = (0, 3)) -> np.ndarray:
+def scan_extent(
+    smp: ArchSample,
+    rng: np.random.Generator,
+    s_window: tuple[float, float] | None,
+    gum_depth_mm: tuple[float, float] = (4.0, 8.0),
+    n_holes: tuple[int, int] = (0, 3),
+) -> np.ndarray:
     """Per-vertex mask of what a scan captured: an optional arch window with ragged ends, gingiva
     down to a ragged depth below the margin on each side, and a few small holes."""
     n_cols, n_t = smp.grid_shape

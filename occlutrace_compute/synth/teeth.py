@@ -33,28 +33,46 @@ KIND = ("incisor", "incisor", "canine", "premolar", "premolar", "molar", "molar"
 
 # Feature rows: (m, u, amplitude mm, sigma along arch mm, sigma across mm).
 _UPPER_MOLAR = [
-    (-0.45, 0.55, 1.00, 1.6, 1.5), (0.45, 0.55, 0.85, 1.5, 1.4),  # mesio/disto-buccal cusps
-    (-0.30, -0.50, 1.15, 1.9, 1.7), (0.55, -0.55, 0.70, 1.4, 1.3),  # mesio/disto-palatal cusps
+    (-0.45, 0.55, 1.00, 1.6, 1.5),
+    (0.45, 0.55, 0.85, 1.5, 1.4),  # mesio/disto-buccal cusps
+    (-0.30, -0.50, 1.15, 1.9, 1.7),
+    (0.55, -0.55, 0.70, 1.4, 1.3),  # mesio/disto-palatal cusps
     (0.05, -0.05, 0.30, 0.8, 2.2),  # oblique ridge
-    (-0.05, 0.10, -0.55, 1.2, 1.0), (-0.65, 0.05, -0.35, 0.7, 0.7), (0.70, -0.05, -0.35, 0.7, 0.7),  # fossae
-    (0.0, 0.05, -0.25, 3.5, 0.30), (0.0, 0.60, -0.30, 0.35, 1.6),  # central and buccal grooves
+    (-0.05, 0.10, -0.55, 1.2, 1.0),
+    (-0.65, 0.05, -0.35, 0.7, 0.7),
+    (0.70, -0.05, -0.35, 0.7, 0.7),  # fossae
+    (0.0, 0.05, -0.25, 3.5, 0.30),
+    (0.0, 0.60, -0.30, 0.35, 1.6),  # central and buccal grooves
 ]
 _LOWER_MOLAR = [
-    (-0.55, 0.55, 0.90, 1.5, 1.4), (0.0, 0.60, 0.85, 1.5, 1.4), (0.62, 0.50, 0.60, 1.2, 1.2),  # buccal
-    (-0.40, -0.55, 1.05, 1.7, 1.5), (0.40, -0.55, 0.95, 1.6, 1.5),  # lingual cusps
-    (0.0, 0.0, -0.55, 1.3, 1.0), (-0.70, 0.0, -0.35, 0.7, 0.7), (0.72, 0.0, -0.35, 0.7, 0.7),  # fossae
-    (0.0, 0.0, -0.25, 3.8, 0.30), (-0.28, 0.60, -0.25, 0.35, 1.5), (0.32, 0.60, -0.25, 0.35, 1.5),
+    (-0.55, 0.55, 0.90, 1.5, 1.4),
+    (0.0, 0.60, 0.85, 1.5, 1.4),
+    (0.62, 0.50, 0.60, 1.2, 1.2),  # buccal
+    (-0.40, -0.55, 1.05, 1.7, 1.5),
+    (0.40, -0.55, 0.95, 1.6, 1.5),  # lingual cusps
+    (0.0, 0.0, -0.55, 1.3, 1.0),
+    (-0.70, 0.0, -0.35, 0.7, 0.7),
+    (0.72, 0.0, -0.35, 0.7, 0.7),  # fossae
+    (0.0, 0.0, -0.25, 3.8, 0.30),
+    (-0.28, 0.60, -0.25, 0.35, 1.5),
+    (0.32, 0.60, -0.25, 0.35, 1.5),
     (0.0, -0.60, -0.25, 0.35, 1.5),  # grooves
 ]
 _PREMOLAR = [
-    (0.0, 0.50, 1.10, 1.5, 1.5), (0.0, -0.50, 0.80, 1.4, 1.4),  # buccal and lingual cusps
-    (0.0, 0.0, -0.35, 2.5, 0.40), (-0.55, 0.0, -0.30, 0.6, 0.6), (0.55, 0.0, -0.30, 0.6, 0.6),
+    (0.0, 0.50, 1.10, 1.5, 1.5),
+    (0.0, -0.50, 0.80, 1.4, 1.4),  # buccal and lingual cusps
+    (0.0, 0.0, -0.35, 2.5, 0.40),
+    (-0.55, 0.0, -0.30, 0.6, 0.6),
+    (0.55, 0.0, -0.30, 0.6, 0.6),
 ]
 _CANINE = [(0.0, 0.10, 1.20, 1.6, 2.0), (0.0, -0.45, 0.30, 0.8, 1.5)]  # cusp tip, lingual ridge
 _INCISOR = [
     (0.0, -0.45, -0.55, 1.8, 1.0),  # lingual fossa (shovel)
-    (-0.55, -0.35, 0.20, 0.5, 1.2), (0.55, -0.35, 0.20, 0.5, 1.2),  # marginal ridges
-    (-0.5, 0.0, 0.10, 0.6, 0.5), (0.0, 0.0, 0.12, 0.6, 0.5), (0.5, 0.0, 0.10, 0.6, 0.5),  # mamelons
+    (-0.55, -0.35, 0.20, 0.5, 1.2),
+    (0.55, -0.35, 0.20, 0.5, 1.2),  # marginal ridges
+    (-0.5, 0.0, 0.10, 0.6, 0.5),
+    (0.0, 0.0, 0.12, 0.6, 0.5),
+    (0.5, 0.0, 0.10, 0.6, 0.5),  # mamelons
 ]
 N_FEATURES = 12
 
@@ -101,7 +119,7 @@ class Layout:
     shift: np.ndarray  # (K,) buccolingual offset of each tooth from the ideal arch (mm)
     torque: np.ndarray  # (K,) buccolingual inclination: du/dw (lower arch only, see arch.py)
 
-    def copy(self) -> "Layout":
+    def copy(self) -> Layout:
         return Layout(**{k: np.array(v, copy=True) for k, v in self.__dict__.items()})
 
 
@@ -175,10 +193,24 @@ def tooth_rows(jaw: str, rng: np.random.Generator) -> Layout:
         rows[:, 2] *= rng.uniform(0.8, 1.2, len(rows))
         features[i, : len(rows)] = rows
     return Layout(
-        boundary=boundary, center=center, half=half, fdi=fdi, mesial_sign=mesial_sign,
-        c_b=c_b, e_b=e_b, c_top=c_top, e_top=e_top, c_margin=c_margin, e_margin=e_margin,
-        c_contour=c_contour, e_contour=e_contour, c_p=c_p, e_p=e_p, roundness=roundness,
-        features=features, topo_scale=np.where(tooth, 1.0, 0.0),
+        boundary=boundary,
+        center=center,
+        half=half,
+        fdi=fdi,
+        mesial_sign=mesial_sign,
+        c_b=c_b,
+        e_b=e_b,
+        c_top=c_top,
+        e_top=e_top,
+        c_margin=c_margin,
+        e_margin=e_margin,
+        c_contour=c_contour,
+        e_contour=e_contour,
+        c_p=c_p,
+        e_p=e_p,
+        roundness=roundness,
+        features=features,
+        topo_scale=np.where(tooth, 1.0, 0.0),
         shift=np.where(tooth, np.clip(rng.normal(0.0, 0.2, k), -0.4, 0.4), 0.0),
         torque=_torque(jaw, pos, rng),
     )

@@ -28,8 +28,25 @@ from occlutrace_client.models import (
 
 __version__ = "1.0.0"
 __all__ = [
-    "PRESIGNED_ABOVE_BYTES", "ApiError", "JobNotSucceeded", "OccluTraceClient", "OccluTraceError", "Unreachable",
-    "WaitTimeout", "JOB_STATES", "TERMINAL_STATES", "BatchCreate", "BatchCreated", "BatchStatus", "JobCreate",
-    "JobList", "JobResult", "JobStatus", "OutputFile", "PurgeResult", "UploadInfo", "UploadUrlRequest",
+    "PRESIGNED_ABOVE_BYTES",
+    "ApiError",
+    "JobNotSucceeded",
+    "OccluTraceClient",
+    "OccluTraceError",
+    "Unreachable",
+    "WaitTimeout",
+    "JOB_STATES",
+    "TERMINAL_STATES",
+    "BatchCreate",
+    "BatchCreated",
+    "BatchStatus",
+    "JobCreate",
+    "JobList",
+    "JobResult",
+    "JobStatus",
+    "OutputFile",
+    "PurgeResult",
+    "UploadInfo",
+    "UploadUrlRequest",
     "UploadUrlResponse",
 ]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
@@ -48,14 +49,21 @@ class ApiError(OccluTraceError):
     """A non-2xx answer: `status`, a machine-readable `code` and the server's `message`,
     with the file or field at fault (`source`) and what is wrong with it (`problem`)."""
 
-    def __init__(self, status: int, code: str, message: str, source: str | None = None,
-                 problem: str | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        source: str | None = None,
+        problem: str | None = None,
+        body: Any = None,
+    ) -> None:
         super().__init__(f"HTTP {status} {code}: {message}" + (f" ({source}: {problem})" if source and problem else ""))
         self.status, self.code, self.message = status, code, message
         self.source, self.problem, self.body = source, problem, body
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> "ApiError":
+    def from_response(cls, response: httpx.Response) -> ApiError:
         """Reads the server's RFC 9457 problem+json (`type`, `title`, `detail`, with our `error`,
         `message`, `source`, `problem` and a validation error's `errors`), and the older shapes:
         `{error, message, source, problem}` and FastAPI's `{"detail": [...]}`."""
@@ -69,11 +77,21 @@ class ApiError(OccluTraceError):
         if isinstance(detail, list):  # FastAPI validation errors
             first = detail[0] if detail and isinstance(detail[0], dict) else {}
             loc = ".".join(str(p) for p in first.get("loc", ()))
-            return cls(response.status_code, "invalid_request", str(first.get("msg", detail)), loc or None,
-                       first.get("msg"), body)
+            return cls(
+                response.status_code,
+                "invalid_request",
+                str(first.get("msg", detail)),
+                loc or None,
+                first.get("msg"),
+                body,
+            )
         code = body.get("error") or str(body.get("type", "")).rsplit("/", 1)[-1] or "http_error"
-        message = body.get("message") or (detail if isinstance(detail, str) else None) or body.get("title") \
+        message = (
+            body.get("message")
+            or (detail if isinstance(detail, str) else None)
+            or body.get("title")
             or f"HTTP {response.status_code}"
+        )
         return cls(response.status_code, code, str(message), body.get("source"), body.get("problem"), body)
 
 
@@ -102,20 +120,30 @@ class OccluTraceClient:
     URLs'; `sleep` is what waits between retries and polls.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 120.0, retries: int = 6,
-                 backoff_s: float = 0.25, max_backoff_s: float = 30.0,
-                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 120.0,
+        retries: int = 6,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if retries < 1:
             raise ValueError("retries must be at least 1")
         self.base_url = base_url.rstrip("/")
         self.retries, self.backoff_s, self.max_backoff_s, self._sleep = retries, backoff_s, max_backoff_s, sleep
-        self.http = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=timeout_s, transport=transport)
+        self.http = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s, transport=transport
+        )
         # URLs the server hands out (presigned S3, or our signed /v1/download) carry their own
         # signature: the bearer token is never sent to them (they may be on another host).
         self.plain = httpx.Client(timeout=max(timeout_s, 600.0), transport=transport)
 
-    def __enter__(self) -> "OccluTraceClient":
+    def __enter__(self) -> OccluTraceClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -134,8 +162,10 @@ class OccluTraceClient:
                 response = http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise Unreachable(f"{method} {url}: no answer after {attempt} attempts ({type(exc).__name__})") from exc
-                self._sleep(min(self.backoff_s * 2 ** attempt, self.max_backoff_s))
+                    raise Unreachable(
+                        f"{method} {url}: no answer after {attempt} attempts ({type(exc).__name__})"
+                    ) from exc
+                self._sleep(min(self.backoff_s * 2**attempt, self.max_backoff_s))
                 continue
             if response.status_code in RETRY_STATUSES and attempt < self.retries:
                 self._sleep(self._retry_after(response, attempt))
@@ -147,7 +177,7 @@ class OccluTraceClient:
         try:
             wait = float(response.headers["Retry-After"])
         except (KeyError, ValueError):
-            wait = self.backoff_s * 2 ** attempt
+            wait = self.backoff_s * 2**attempt
         return min(max(wait, 0.0), self.max_backoff_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -184,8 +214,9 @@ class OccluTraceClient:
 
     # -- jobs and batches --------------------------------------------------------------------
 
-    def create_job(self, job: JobCreate | Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
-                   **fields: Any) -> JobStatus:
+    def create_job(
+        self, job: JobCreate | Mapping[str, Any] | None = None, *, idempotency_key: str | None = None, **fields: Any
+    ) -> JobStatus:
         """Create a job (`JobCreate`, a dict, or its fields as keywords). Without a key, a random
         one is sent, so the call's own retries never create a second job."""
         body = _body(job if job is not None else fields, JobCreate)
@@ -193,8 +224,9 @@ class OccluTraceClient:
         r = self.request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
         return JobStatus.model_validate(r.json())
 
-    def create_batch(self, jobs: Iterable[JobCreate | Mapping[str, Any]], *,
-                     idempotency_key: str | None = None) -> BatchCreated:
+    def create_batch(
+        self, jobs: Iterable[JobCreate | Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> BatchCreated:
         """Create up to 1000 jobs at once (all validated before any is stored)."""
         body = _body({"jobs": [_body(j, JobCreate) for j in jobs]}, BatchCreate)
         key = idempotency_key or f"py-{uuid.uuid4().hex}"

@@ -25,8 +25,20 @@ from dataclasses import dataclass, field
 import torch
 from torch.overrides import TorchFunctionMode
 
-_TRANSFERS = {"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero",
-              "masked_select", "unique", "argwhere"}
+_TRANSFERS = {
+    "item",
+    "tolist",
+    "cpu",
+    "numpy",
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__index__",
+    "nonzero",
+    "masked_select",
+    "unique",
+    "argwhere",
+}
 _UPLOADS = {"from_numpy", "tensor", "as_tensor"}
 
 
@@ -81,8 +93,11 @@ class OpCounter(TorchFunctionMode):
         c = self.counts
         c.ops += 1
         c.by_name[name] += 1
-        transfer = name in _TRANSFERS or (name in ("__getitem__", "__setitem__") and _has_bool_index(args)) or (
-            name == "to" and _to_host(args, kwargs))
+        transfer = (
+            name in _TRANSFERS
+            or (name in ("__getitem__", "__setitem__") and _has_bool_index(args))
+            or (name == "to" and _to_host(args, kwargs))
+        )
         if transfer:
             c.transfers += 1
             c.transfers_by_name[name] += 1
@@ -119,6 +134,7 @@ def excluded(counter: OpCounter, targets: list[tuple[object, str]]) -> Iterator[
                 depth[0] -= 1
                 c.excluded_seconds += time.perf_counter() - t - (c.torch_seconds - torch_before)
                 c.excluded_thread_seconds += time.thread_time() - tt - (c.torch_thread_seconds - torch_thread_before)
+
         return timed
 
     try:

@@ -35,7 +35,6 @@ from occlutrace_compute.registration.features import fpfh
 from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.options import RegistrationOptions
-from occlutrace_compute.timing import stopwatch
 from occlutrace_compute.registration.prepare import Prepared, prepare_all
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import (
@@ -44,10 +43,15 @@ from occlutrace_compute.registration.schedule import (
     mid_level,
     prescreen_level,
 )
+from occlutrace_compute.timing import stopwatch
 
 
-def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions | None = None,
-                   device: str | torch.device = "auto", landmarks: list | None = None) -> list[RegistrationResult]:
+def register_batch(
+    pairs: list[tuple[Mesh, Mesh]],
+    options: RegistrationOptions | None = None,
+    device: str | torch.device = "auto",
+    landmarks: list | None = None,
+) -> list[RegistrationResult]:
     """`registration.register_batch`'s contract: align many (fixed, moving) pairs; `landmarks`, if
     given, holds per pair None or (moving_points (k,3), fixed_points (k,3))."""
     if not pairs:
@@ -61,8 +65,9 @@ def register_batch(pairs: list[tuple[Mesh, Mesh]], options: RegistrationOptions 
         return _register_batch(pairs, opt, dev, landmarks)
 
 
-def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device,
-                    landmarks: list) -> list[RegistrationResult]:
+def _register_batch(
+    pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device, landmarks: list
+) -> list[RegistrationResult]:
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
@@ -76,7 +81,9 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
         centres = _centres(full_coarse_m)
         T_start, real = _hypotheses(prepared, full_coarse_m, coarse_f, centres, lm_poses, opt)
         if not bool(real.any(1).all()):
-            raise ValueError("no starting pose: feature and axis hypotheses are switched off and no landmarks were given")
+            raise ValueError(
+                "no starting pose: feature and axis hypotheses are switched off and no landmarks were given"
+            )
         n_hyp = real.sum(1).tolist()
 
     with stopwatch(stages, "coarse"):
@@ -105,11 +112,19 @@ def _register_batch(pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, de
 
 def _centres(coarse: Clouds) -> torch.Tensor:
     """(B,3) centroid of each moving coarse cloud (`prepare.scan_centres`, on the device)."""
-    return (coarse.points * coarse.mask[..., None]).sum(1) / coarse.lengths.clamp_min(1)[:, None].to(coarse.points.dtype)
+    return (coarse.points * coarse.mask[..., None]).sum(1) / coarse.lengths.clamp_min(1)[:, None].to(
+        coarse.points.dtype
+    )
 
 
-def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, centres: torch.Tensor, lm_poses: list,
-                opt: RegistrationOptions) -> tuple[torch.Tensor, torch.Tensor]:
+def _hypotheses(
+    prepared: list[Prepared],
+    coarse_m: Clouds,
+    coarse_f: Clouds,
+    centres: torch.Tensor,
+    lm_poses: list,
+    opt: RegistrationOptions,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Starting poses T_fixed_moving (B,H,4,4) and which are real (B,H), per pair in
     `engine._hypotheses`' order: FPFH+RANSAC, pre-screened surface-frame poses, landmarks."""
     b, dev, dt = len(prepared), coarse_m.points.device, coarse_m.points.dtype
@@ -118,8 +133,19 @@ def _hypotheses(prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, ce
         radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
         feat_m = fpfh(coarse_m, radius, backend=opt.runtime.knn_backend)
         feat_f = fpfh(coarse_f, radius, backend=opt.runtime.knn_backend)
-        parts.append(ransac_hypotheses(coarse_m, coarse_f, feat_m, feat_f, opt.hypotheses.ransac_trials, opt.hypotheses.fpfh_hypotheses,
-                                       inlier_mm=1.5 * opt.sampling.coarse_voxel, min_edge_mm=4 * opt.sampling.coarse_voxel, seed=opt.runtime.seed))
+        parts.append(
+            ransac_hypotheses(
+                coarse_m,
+                coarse_f,
+                feat_m,
+                feat_f,
+                opt.hypotheses.ransac_trials,
+                opt.hypotheses.fpfh_hypotheses,
+                inlier_mm=1.5 * opt.sampling.coarse_voxel,
+                min_edge_mm=4 * opt.sampling.coarse_voxel,
+                seed=opt.runtime.seed,
+            )
+        )
     if opt.hypotheses.axis_hypotheses > 0:
         guesses = axes.axis_hypotheses(coarse_m, coarse_f, opt.hypotheses.pca_angles, opt.hypotheses.anchors)
         parts.append(_prescreen(prepared, coarse_f, centres, guesses, opt))
@@ -145,13 +171,20 @@ def to_slots(pair_of: torch.Tensor, items: torch.Tensor, n_pairs: int, width: in
     return slot, real
 
 
-def _prescreen(prepared: list[Prepared], coarse_f: Clouds, centres: torch.Tensor, guesses: torch.Tensor,
-               opt: RegistrationOptions) -> tuple[torch.Tensor, torch.Tensor]:
+def _prescreen(
+    prepared: list[Prepared], coarse_f: Clouds, centres: torch.Tensor, guesses: torch.Tensor, opt: RegistrationOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`engine._prescreen` over the (B,G,4,4) guesses: the `axis_hypotheses` best distinct per
     pair, (B,axis_hypotheses,4,4) and which are real."""
     dev = coarse_f.points.device
     b, g = guesses.shape[:2]
-    few = pack([subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed)) for p in prepared], dev)
+    few = pack(
+        [
+            subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed))
+            for p in prepared
+        ],
+        dev,
+    )
     pair_of = torch.arange(b, device=dev).repeat_interleave(g)
     T_fixed_moving = guesses.reshape(b * g, 4, 4)
     matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
@@ -179,9 +212,18 @@ class Final:
     angle: torch.Tensor
 
 
-def mid_and_fine(prepared: list[Prepared], centres: torch.Tensor, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor,
-                 opt: RegistrationOptions, dev: torch.device, stages: dict[str, float], finalists: int = 2,
-                 margin: float | None = None, reach_mm: float | None = None) -> Final:
+def mid_and_fine(
+    prepared: list[Prepared],
+    centres: torch.Tensor,
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    opt: RegistrationOptions,
+    dev: torch.device,
+    stages: dict[str, float],
+    finalists: int = 2,
+    margin: float | None = None,
+    reach_mm: float | None = None,
+) -> Final:
     """`finals.mid_and_fine` with the batched choices."""
     with stopwatch(stages, "mid"):
         mid_m = pack([p.moving.mid for p in prepared], dev)
@@ -190,8 +232,14 @@ def mid_and_fine(prepared: list[Prepared], centres: torch.Tensor, pair_of: torch
         out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
         sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
         ranked = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-        items, ratio, angle = select.pick_finalists(pair_of, ranked, out.T_fixed_moving, sc.score, len(prepared),
-                                                    opt.verdict.ambiguity_margin if margin is None else margin)
+        items, ratio, angle = select.pick_finalists(
+            pair_of,
+            ranked,
+            out.T_fixed_moving,
+            sc.score,
+            len(prepared),
+            opt.verdict.ambiguity_margin if margin is None else margin,
+        )
 
     with stopwatch(stages, "fine"):
         pair_of = pair_of[items]
@@ -211,8 +259,9 @@ def _steps(n: int, rot_deg: float, trans_mm: float, seed: int) -> tuple[np.ndarr
     return R, rng.normal(0.0, trans_mm, (n, 3))
 
 
-def around(T_fixed_moving: torch.Tensor, centres: torch.Tensor, n: int, rot_deg: float, trans_mm: float,
-           seed: int) -> torch.Tensor:
+def around(
+    T_fixed_moving: torch.Tensor, centres: torch.Tensor, n: int, rot_deg: float, trans_mm: float, seed: int
+) -> torch.Tensor:
     """`hypotheses.around` for K poses at once: (K, n+1, 4, 4), the pose then n steps about each centre."""
     R_np, shift_np = _steps(n, rot_deg, trans_mm, seed)
     k, dev, dt = T_fixed_moving.shape[0], T_fixed_moving.device, T_fixed_moving.dtype
@@ -223,8 +272,15 @@ def around(T_fixed_moving: torch.Tensor, centres: torch.Tensor, n: int, rot_deg:
     return T_fixed_moving[:, None] @ steps
 
 
-def search_around_doubtful(prepared: list[Prepared], centres: torch.Tensor, results: list, first: Final,
-                           opt: RegistrationOptions, dev: torch.device, n_hyp: list[int]) -> list[RegistrationResult]:
+def search_around_doubtful(
+    prepared: list[Prepared],
+    centres: torch.Tensor,
+    results: list,
+    first: Final,
+    opt: RegistrationOptions,
+    dev: torch.device,
+    n_hyp: list[int],
+) -> list[RegistrationResult]:
     """`finals.search_around_doubtful` for all doubtful pairs at once, each round one batch."""
     results = list(results)
     todo = [i for i, r in enumerate(results) if r.confidence < opt.verdict.min_confidence]
@@ -236,10 +292,27 @@ def search_around_doubtful(prepared: list[Prepared], centres: torch.Tensor, resu
         idx = torch.tensor(todo, device=dev)
         sub = [prepared[i] for i in todo]
         c = centres[idx]
-        starts = around(T_now[idx], c, opt.local_search.starts, opt.local_search.step_deg, opt.local_search.step_mm, opt.runtime.seed + rnd)
+        starts = around(
+            T_now[idx],
+            c,
+            opt.local_search.starts,
+            opt.local_search.step_deg,
+            opt.local_search.step_mm,
+            opt.runtime.seed + rnd,
+        )
         pair_of = torch.arange(len(todo), device=dev).repeat_interleave(starts.shape[1])
-        found = mid_and_fine(sub, c, pair_of, starts.reshape(-1, 4, 4), opt, dev, {}, finalists=4, margin=1.0,
-                             reach_mm=2 * opt.local_search.step_mm)
+        found = mid_and_fine(
+            sub,
+            c,
+            pair_of,
+            starts.reshape(-1, 4, 4),
+            opt,
+            dev,
+            {},
+            finalists=4,
+            margin=1.0,
+            reach_mm=2 * opt.local_search.step_mm,
+        )
         old, new = best[idx], found.scores.score[found.chosen]
         T_new = found.out.T_fixed_moving[found.chosen]
         better = new > old
@@ -247,8 +320,18 @@ def search_around_doubtful(prepared: list[Prepared], centres: torch.Tensor, resu
         ratio = torch.where(rival, old / new, found.ratio)
         angle = torch.where(rival, select.rotation_angle_deg(T_now[idx], T_new), found.angle)
         which = [k for k, up in enumerate(better.tolist()) if up]
-        redone = summarize(sub, found.chosen, found.out, found.scores, found.fine_m, opt, ratio, angle,
-                           [n_hyp[i] + (rnd + 1) * opt.local_search.starts for i in todo], which)
+        redone = summarize(
+            sub,
+            found.chosen,
+            found.out,
+            found.scores,
+            found.fine_m,
+            opt,
+            ratio,
+            angle,
+            [n_hyp[i] + (rnd + 1) * opt.local_search.starts for i in todo],
+            which,
+        )
         for k in which:
             results[todo[k]] = redone[k]
         best[idx] = torch.where(better, new, old)

@@ -24,8 +24,9 @@ from occlutrace_compute.registration.hypotheses import (
 )
 
 
-def mutual_nearest(feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor,
-                   budget: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
+def mutual_nearest(
+    feat_a: torch.Tensor, feat_b: torch.Tensor, mask_a: torch.Tensor, mask_b: torch.Tensor, budget: int = 1 << 26
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest descriptor in b (B,R,F) of every row of a (B,P,F) and in a of every row of b, by
     |y|^2 - 2 x.y from batched matrix products (the numpy path's formula; padded rows get 0).
 
@@ -75,9 +76,20 @@ def weighted_kabsch(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor) -> to
     return T
 
 
-def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_f: torch.Tensor, trials: int,
-                      keep: int, inlier_mm: float, min_edge_mm: float, seed: int, max_eval: int = 500,
-                      normal_tol: float = 0.35, refit_rounds: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def ransac_hypotheses(
+    moving: Clouds,
+    fixed: Clouds,
+    feat_m: torch.Tensor,
+    feat_f: torch.Tensor,
+    trials: int,
+    keep: int,
+    inlier_mm: float,
+    min_edge_mm: float,
+    seed: int,
+    max_eval: int = 500,
+    normal_tol: float = 0.35,
+    refit_rounds: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per pair up to `keep` distinct poses T_fixed_moving: (B,keep,4,4) and which are real (B,keep),
     in the order `hypotheses.ransac_hypotheses` would list them."""
     b = moving.points.shape[0]
@@ -91,8 +103,9 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     pick = draw(use, 3 * trials, seed).view(b, trials, 3)
     s = src_all[bi[..., None], pick]  # (B,M,3,3)
     d = dst_all[bi[..., None], pick]
-    ok = _consistent(s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm,
-                     normal_tol)
+    ok = _consistent(
+        s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm, normal_tol
+    )
     n_eval = min(max_eval, int(ok.sum(1).max()))
     if n_eval == 0 or keep == 0:
         return torch.zeros(b, 0, 4, 4, dtype=dt, device=dev), torch.zeros(b, 0, dtype=torch.bool, device=dev)
@@ -121,4 +134,3 @@ def ransac_hypotheses(moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, feat_
     chosen = greedy_distinct(T_prop, real, width, centre)
     slots = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)
     return T_prop[bi, slots], chosen[bi, slots]
-

@@ -20,8 +20,13 @@ def rotation_angle_deg(T_a: torch.Tensor, T_b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(((trace - 1) / 2).clamp(-1.0, 1.0)))
 
 
-def same_pose(T1_fixed_moving: torch.Tensor, T2_fixed_moving: torch.Tensor, centre_moving: torch.Tensor,
-              rot_deg: float = 2.0, trans_mm: float = 1.0) -> torch.Tensor:
+def same_pose(
+    T1_fixed_moving: torch.Tensor,
+    T2_fixed_moving: torch.Tensor,
+    centre_moving: torch.Tensor,
+    rot_deg: float = 2.0,
+    trans_mm: float = 1.0,
+) -> torch.Tensor:
     """`hypotheses.same_pose` broadcast over leading dims: poses (...,4,4), centres (...,3)."""
     a, b = T1_fixed_moving, T2_fixed_moving
     shift = ((a[..., :3, :3] - b[..., :3, :3]) @ centre_moving[..., None])[..., 0] + a[..., :3, 3] - b[..., :3, 3]
@@ -70,8 +75,9 @@ def greedy_distinct(T_slots: torch.Tensor, alive: torch.Tensor, keep: int, centr
     return taken
 
 
-def top_distinct(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, keep: int,
-                 centres: torch.Tensor) -> torch.Tensor:
+def top_distinct(
+    pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, keep: int, centres: torch.Tensor
+) -> torch.Tensor:
     """`selection.top_distinct`: the `keep` best distinct items per pair, grouped by pair, best first."""
     tab = table(pair_of, scores, centres.shape[0])
     taken = greedy_distinct(T_fixed_moving[tab.item], tab.valid, keep, centres)
@@ -85,8 +91,14 @@ def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int, n_pairs
     return torch.sort(tab.item[tab.valid & (rank < keep)]).values
 
 
-def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor,
-                   n_pairs: int, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pick_finalists(
+    pair_of: torch.Tensor,
+    ranked: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    scores: torch.Tensor,
+    n_pairs: int,
+    margin: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`selection.pick_finalists` (`ranked` grouped by pair, best first): items for the fine level
     (every pair's winner, then the finalists within `margin` of it) and per pair the runner-up's
     score ratio and angle (deg) as (pairs,) tensors. Every pair needs an item."""
@@ -105,14 +117,22 @@ def pick_finalists(pair_of: torch.Tensor, ranked: torch.Tensor, T_fixed_moving: 
     rival = (count > 1) & (best > 0)
     second = item[:, min(1, width - 1)]
     ratio = torch.where(rival, (scores[second] / best).clamp_min(0.0), torch.zeros_like(best))
-    angle = torch.where(rival, rotation_angle_deg(T_fixed_moving[item[:, 0]], T_fixed_moving[second]), torch.zeros_like(best))
+    angle = torch.where(
+        rival, rotation_angle_deg(T_fixed_moving[item[:, 0]], T_fixed_moving[second]), torch.zeros_like(best)
+    )
     slot = torch.arange(width, device=dev)[None]
     others = valid & (slot >= 1) & rival[:, None] & (s / best[:, None] > 1 - margin)
     return torch.cat([item[:, 0], item[others]]), ratio, angle
 
 
-def fine_duels(pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, scores: torch.Tensor, ratio: torch.Tensor,
-               angle: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fine_duels(
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    scores: torch.Tensor,
+    ratio: torch.Tensor,
+    angle: torch.Tensor,
+    centres: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`selection.fine_duels` without the in-place numpy update: (chosen item, ratio, angle) per
     pair; item p is pair p's mid winner."""
     n = centres.shape[0]

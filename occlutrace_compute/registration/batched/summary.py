@@ -21,9 +21,18 @@ from occlutrace_compute.registration.result import RegistrationResult
 _COLUMNS = ("length", "fitness", "rmse", "iterations", "converged", "confidence", "degeneracy", "ratio", "angle")
 
 
-def summarize(prepared: list[Prepared], items: torch.Tensor, out: IcpOutcome, sc: Scores, fine_m: Clouds,
-              opt: RegistrationOptions, ratio: torch.Tensor, angle: torch.Tensor, n_hyp: list[int],
-              which: list[int] | None = None) -> list[RegistrationResult | None]:
+def summarize(
+    prepared: list[Prepared],
+    items: torch.Tensor,
+    out: IcpOutcome,
+    sc: Scores,
+    fine_m: Clouds,
+    opt: RegistrationOptions,
+    ratio: torch.Tensor,
+    angle: torch.Tensor,
+    n_hyp: list[int],
+    which: list[int] | None = None,
+) -> list[RegistrationResult | None]:
     """Results of pairs `which` (default all; None for the others): pair k's answer is fine-level
     item `items[k]`, its runner-up score ratio and angle `ratio[k]`, `angle[k]`."""
     dev, dt = out.T_fixed_moving.device, out.T_fixed_moving.dtype
@@ -33,7 +42,12 @@ def summarize(prepared: list[Prepared], items: torch.Tensor, out: IcpOutcome, sc
     r = m.residual[items]
     link = torch.tensor([3 * p.spacing for p in prepared], dtype=dt, device=dev)
     # Inside the overlap: close to the fixed surface and over it (not beyond its border).
-    over = real & m.compatible[items] & (m.dist2[items] < opt.verdict.change_max_mm**2) & (m.tangential2[items] < (link * link)[:, None])
+    over = (
+        real
+        & m.compatible[items]
+        & (m.dist2[items] < opt.verdict.change_max_mm**2)
+        & (m.tangential2[items] < (link * link)[:, None])
+    )
     outliers = over & (r.abs() > opt.verdict.changed_mm)
     fitness, rmse = sc.fitness[items], sc.trimmed_rmse[items]
     pts = fine_m.points[items]
@@ -44,10 +58,29 @@ def summarize(prepared: list[Prepared], items: torch.Tensor, out: IcpOutcome, sc
     scale[:, :3] = 1 / radius[:, None]
     ev = torch.linalg.eigvalsh(scale[:, :, None] * out.hessian[items] * scale[:, None, :])
     degeneracy = torch.where(ev[:, -1] > 0, ev[:, 0] / ev[:, -1], torch.zeros_like(ev[:, 0]))
-    confidence = ((1 - ratio) / (2 * opt.verdict.ambiguity_margin)).clamp_max(1.0) * (fitness / (2 * opt.verdict.min_fitness)).clamp_max(1.0) \
+    confidence = (
+        ((1 - ratio) / (2 * opt.verdict.ambiguity_margin)).clamp_max(1.0)
+        * (fitness / (2 * opt.verdict.min_fitness)).clamp_max(1.0)
         * (degeneracy / 1e-2).clamp_max(1.0)
-    table = torch.stack([nf, fitness.to(dt), rmse.to(dt), out.iterations[items].to(dt), out.converged[items].to(dt),
-                         confidence.to(dt), degeneracy, ratio.to(dt), angle.to(dt)], 1).cpu().numpy()
+    )
+    table = (
+        torch.stack(
+            [
+                nf,
+                fitness.to(dt),
+                rmse.to(dt),
+                out.iterations[items].to(dt),
+                out.converged[items].to(dt),
+                confidence.to(dt),
+                degeneracy,
+                ratio.to(dt),
+                angle.to(dt),
+            ],
+            1,
+        )
+        .cpu()
+        .numpy()
+    )
     T_all = out.T_fixed_moving[items].cpu().numpy()
     outliers_h, r_h, moved_h = outliers.cpu().numpy(), r.cpu().numpy(), m.moved_c[items].cpu().numpy()
     results: list[RegistrationResult | None] = [None] * len(prepared)
@@ -57,13 +90,27 @@ def summarize(prepared: list[Prepared], items: torch.Tensor, out: IcpOutcome, sc
     return results
 
 
-def _write(prep: Prepared, opt: RegistrationOptions, row: dict, T_fixed_moving: np.ndarray, outliers: np.ndarray,
-           residual: np.ndarray, moved_c: np.ndarray, n_hyp: int) -> RegistrationResult:
+def _write(
+    prep: Prepared,
+    opt: RegistrationOptions,
+    row: dict,
+    T_fixed_moving: np.ndarray,
+    outliers: np.ndarray,
+    residual: np.ndarray,
+    moved_c: np.ndarray,
+    n_hyp: int,
+) -> RegistrationResult:
     """One pair's result from its fetched values (`verdict.result`'s wording)."""
     n = int(row["length"])
     outliers = outliers[:n]
-    regions = changed_regions(moved_c[:, :n].T, outliers, residual[:n], 3 * prep.spacing, prep.area_per_sample,
-                              opt.verdict.min_region_area_mm2)
+    regions = changed_regions(
+        moved_c[:, :n].T,
+        outliers,
+        residual[:n],
+        3 * prep.spacing,
+        prep.area_per_sample,
+        opt.verdict.min_region_area_mm2,
+    )
     ratio, angle, fitness, confidence = row["ratio"], row["angle"], row["fitness"], row["confidence"]
     reasons = []
     if ratio > 1 - opt.verdict.ambiguity_margin:
@@ -73,10 +120,22 @@ def _write(prep: Prepared, opt: RegistrationOptions, row: dict, T_fixed_moving: 
     if row["degeneracy"] < 1e-3:
         reasons.append("geometry does not constrain every direction (flat, symmetric or featureless surface)")
     if not reasons and confidence < opt.verdict.min_confidence:
-        reasons.append(f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
-                       f"with a rival pose at score ratio {ratio:.2f}")
+        reasons.append(
+            f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
+            f"with a rival pose at score ratio {ratio:.2f}"
+        )
     return RegistrationResult(
-        T_fixed_moving=T_fixed_moving, rmse_mm=row["rmse"], fitness=fitness, iterations=int(row["iterations"]),
-        converged=bool(row["converged"]), confidence=confidence, doubtful=bool(reasons), reason="; ".join(reasons),
-        runner_up_score_ratio=ratio, hypotheses=n_hyp,
-        moving_samples=prep.moving.fine.points, outlier_mask=outliers, changed_regions=regions)
+        T_fixed_moving=T_fixed_moving,
+        rmse_mm=row["rmse"],
+        fitness=fitness,
+        iterations=int(row["iterations"]),
+        converged=bool(row["converged"]),
+        confidence=confidence,
+        doubtful=bool(reasons),
+        reason="; ".join(reasons),
+        runner_up_score_ratio=ratio,
+        hypotheses=n_hyp,
+        moving_samples=prep.moving.fine.points,
+        outlier_mask=outliers,
+        changed_regions=regions,
+    )

@@ -19,13 +19,29 @@ from occlutrace_compute.service.routes.deps import (
 router = APIRouter(tags=["batches"])
 
 
-@router.post("/v1/batches", response_model=s.BatchCreated, status_code=201,
-             responses={201: {"headers": LOCATION, "links": BATCH_LINKS},
-                        200: {"model": s.BatchCreated, "headers": LOCATION, "links": BATCH_LINKS,
-                              "description": "a retry with the same Idempotency-Key: the batch the first request created"},
-                        **problem(*AUTHED, 413, 422)})
-def create_batch(body: s.BatchCreate, request: Request, response: Response, tenant: Tenant, ctl: Ctl,
-                 idempotency_key_: IdemKey = None) -> Any:
+@router.post(
+    "/v1/batches",
+    response_model=s.BatchCreated,
+    status_code=201,
+    responses={
+        201: {"headers": LOCATION, "links": BATCH_LINKS},
+        200: {
+            "model": s.BatchCreated,
+            "headers": LOCATION,
+            "links": BATCH_LINKS,
+            "description": "a retry with the same Idempotency-Key: the batch the first request created",
+        },
+        **problem(*AUTHED, 413, 422),
+    },
+)
+def create_batch(
+    body: s.BatchCreate,
+    request: Request,
+    response: Response,
+    tenant: Tenant,
+    ctl: Ctl,
+    idempotency_key_: IdemKey = None,
+) -> Any:
     """Create many jobs at once; all are validated before any is stored."""
     created = ctl.create_batch(tenant, body, idempotency_key_)
     if created.existed:
@@ -35,7 +51,12 @@ def create_batch(body: s.BatchCreate, request: Request, response: Response, tena
 
 
 @router.get("/v1/batches/{batch_id}", response_model=s.BatchStatus, responses=problem(*AUTHED, 404, 422))
-def get_batch(batch_id: str, tenant: Tenant, ctl: Ctl, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              after: Annotated[str | None, Query(max_length=64)] = None) -> Any:
+def get_batch(
+    batch_id: str,
+    tenant: Tenant,
+    ctl: Ctl,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> Any:
     """Counts by state over the whole batch, and one page of its jobs."""
     return ctl.batch_page(tenant, batch_id, after, limit)

@@ -20,8 +20,7 @@ def controller(request: Request) -> Controller:
     return request.app.state.controller
 
 
-def tenant_of(request: Request,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+def tenant_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
     """The caller's tenant, found by the `Authenticate` middleware before the body was read (the
     bearer dependency stays for the OpenAPI schema); 429 over the tenant's rate."""
     ctl: Controller = request.app.state.controller
@@ -41,10 +40,22 @@ def location(request: Request, collection: str, object_id: str) -> str:
 
 Ctl = Annotated[Controller, Depends(controller)]
 Tenant = Annotated[str, Depends(tenant_of)]
-IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", description="an ETag of an earlier answer: 304 if the job is unchanged")]
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
-                                       description="a retried request with the same key creates nothing new")]
-LOCATION = {"Location": {"description": "the path of the created resource", "required": True,
-                         "schema": {"type": "string"}}}
-ETAG = {"ETag": {"description": "the status's entity tag, for If-None-Match", "required": True,
-                 "schema": {"type": "string"}}}
+IfNoneMatch = Annotated[
+    str | None, Header(alias="If-None-Match", description="an ETag of an earlier answer: 304 if the job is unchanged")
+]
+IdemKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", max_length=200, description="a retried request with the same key creates nothing new"
+    ),
+]
+LOCATION = {
+    "Location": {"description": "the path of the created resource", "required": True, "schema": {"type": "string"}}
+}
+ETAG = {
+    "ETag": {
+        "description": "the status's entity tag, for If-None-Match",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}

@@ -14,9 +14,15 @@ from occlutrace_compute.service.signing import verify_grant
 router = APIRouter(tags=["results"])
 
 
-@router.get("/v1/download/{token}", name="download", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-                       **problem(403, 404, 503)})
+@router.get(
+    "/v1/download/{token}",
+    name="download",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **problem(403, 404, 503),
+    },
+)
 async def download(token: str, ctl: Ctl) -> Response:
     """Local-store counterpart of an S3 presigned GET: the token authorises one object."""
     grant = verify_grant(ctl.config.url_secret, token, "GET")
@@ -25,5 +31,8 @@ async def download(token: str, ctl: Ctl) -> Response:
     data = await asyncio.to_thread(ctl.store.get, grant.key)
     ctl.metrics.bytes_out.inc(len(data))
     filename = grant.key.rsplit("/", 1)[-1]
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

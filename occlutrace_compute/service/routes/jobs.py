@@ -45,13 +45,24 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
-@router.post("/v1/jobs", response_model=s.JobStatus, status_code=201,
-             responses={201: {"headers": LOCATION, "links": JOB_LINKS},
-                        200: {"model": s.JobStatus, "headers": LOCATION, "links": JOB_LINKS,
-                              "description": "a retry with the same Idempotency-Key: the job the first request created"},
-                        **problem(*AUTHED, 409, 413, 422)})
-def create_job(body: s.JobCreate, request: Request, response: Response, tenant: Tenant, ctl: Ctl,
-               idempotency_key_: IdemKey = None) -> Any:
+@router.post(
+    "/v1/jobs",
+    response_model=s.JobStatus,
+    status_code=201,
+    responses={
+        201: {"headers": LOCATION, "links": JOB_LINKS},
+        200: {
+            "model": s.JobStatus,
+            "headers": LOCATION,
+            "links": JOB_LINKS,
+            "description": "a retry with the same Idempotency-Key: the job the first request created",
+        },
+        **problem(*AUTHED, 409, 413, 422),
+    },
+)
+def create_job(
+    body: s.JobCreate, request: Request, response: Response, tenant: Tenant, ctl: Ctl, idempotency_key_: IdemKey = None
+) -> Any:
     """Create a pair or bite job on uploaded files of one case."""
     created = ctl.create_job(tenant, body, idempotency_key_)
     if created.existed:
@@ -61,20 +72,28 @@ def create_job(body: s.JobCreate, request: Request, response: Response, tenant: 
 
 
 @router.get("/v1/jobs", response_model=s.JobList, responses=problem(*AUTHED, 422))
-def list_jobs(tenant: Tenant, ctl: Ctl, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              after: Annotated[str | None, Query(max_length=64)] = None,
-              state: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|rejected|cancelled)$")] = None,
-              ) -> s.JobList:
+def list_jobs(
+    tenant: Tenant,
+    ctl: Ctl,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|rejected|cancelled)$")] = None,
+) -> s.JobList:
     """The tenant's jobs, oldest first: one page of at most `limit`. Pass `next` as `after` for
     the next page; a filtered page may hold fewer than `limit` jobs and still have a `next`.
     Cost O(limit) whatever the tenant's history: one index listing and the page's records."""
     return ctl.list_jobs(tenant, state, after, limit)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=s.JobStatus,
-            responses={200: {"headers": ETAG},
-                       304: {"headers": ETAG, "description": "not modified since the ETag sent in If-None-Match"},
-                       **problem(*AUTHED, 404)})
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=s.JobStatus,
+    responses={
+        200: {"headers": ETAG},
+        304: {"headers": ETAG, "description": "not modified since the ETag sent in If-None-Match"},
+        **problem(*AUTHED, 404),
+    },
+)
 def get_job(job_id: str, tenant: Tenant, ctl: Ctl, response: Response, if_none_match: IfNoneMatch = None) -> Any:
     """The job's status, with an ETag: poll with `If-None-Match` and an unchanged job answers
     304 without a body."""
@@ -94,11 +113,17 @@ def get_result(job_id: str, request: Request, tenant: Tenant, ctl: Ctl) -> s.Job
     files = []
     if record.state == "succeeded":
         for key in ctl.store.list(ref.prefix):
-            name = key[len(ref.prefix):]
+            name = key[len(ref.prefix) :]
             if name not in HIDDEN_OUTPUTS and not name.startswith(PINNED_INPUTS):
                 files.append(s.OutputFile(name=name, url=ctl.download_url(request, tenant, key)))
-    return s.JobResult(job_id=job_id, state=record.state, reason=record.reason, result=record.result,
-                       files=files, expires_in=ctl.config.url_expiry_s)
+    return s.JobResult(
+        job_id=job_id,
+        state=record.state,
+        reason=record.reason,
+        result=record.result,
+        files=files,
+        expires_in=ctl.config.url_expiry_s,
+    )
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=s.JobStatus, responses=problem(*AUTHED, 404, 409, 413))
@@ -117,7 +142,14 @@ def cancel_job(job_id: str, tenant: Tenant, ctl: Ctl) -> Any:
     body = status_body(record)
     log(logger, logging.INFO, "job cancelled", tenant=tenant, job_id=job_id)
     if record.callback_url:
-        ctl.callbacks.submit(tenant, deliver, record.callback_url, body, config.callback_secret,
-                             attempts=config.callback_attempts, backoff_s=config.callback_backoff_s,
-                             allow_private=config.callback_allow_private)
+        ctl.callbacks.submit(
+            tenant,
+            deliver,
+            record.callback_url,
+            body,
+            config.callback_secret,
+            attempts=config.callback_attempts,
+            backoff_s=config.callback_backoff_s,
+            allow_private=config.callback_allow_private,
+        )
     return body

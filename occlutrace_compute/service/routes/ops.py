@@ -16,8 +16,12 @@ router = APIRouter(tags=["ops"])
 
 READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": s.Readiness, "description": "ready"},
-    503: {"model": s.Readiness, "description": "not ready: the same body, `ready` false", "headers": {
-        "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}}}}
+    503: {
+        "model": s.Readiness,
+        "description": "not ready: the same body, `ready` false",
+        "headers": {"Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}},
+    },
+}
 
 
 @router.get("/healthz", response_model=s.Health)
@@ -33,14 +37,17 @@ async def readyz(ctl: Ctl) -> JSONResponse:
         await asyncio.wait_for(asyncio.to_thread(ctl.write_probe), 10)  # a full disk reads fine
         checks["store"] = "ok"
         checks["conditional_writes"] = await asyncio.wait_for(asyncio.to_thread(ctl.conditional_writes), 10)
-    except Exception as exc:  # noqa: BLE001 -- any failure of the store is "not ready", named
+    except Exception as exc:
         checks["store"] = type(exc).__name__
     # Only what this pod needs to serve: its store. Ray and the dispatcher are shared by every
     # replica; their health is occlutrace_dispatcher_up (see /metrics) and an alert, since
     # failing readiness on them would take every replica out of the Service at once.
     ok = checks["store"] == "ok"
-    return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks},
-                        headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
+    return JSONResponse(
+        status_code=200 if ok else 503,
+        content={"ready": ok, "checks": checks},
+        headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
@@ -49,7 +56,7 @@ async def metrics(ctl: Ctl) -> Response:
     if ctl.link is not None:
         try:
             cluster = await ctl.link.call("metrics_text")
-        except Exception:  # noqa: BLE001, S110 -- the dispatcher is away: serve the controller's own series
+        except Exception:
             pass
     ctl.metrics.dispatcher_up.set(1 if cluster else 0)
     text = ctl.metrics.exposition() + cluster

@@ -9,8 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from occlutrace_compute.service import purges
-from occlutrace_compute.service import schemas as s
+from occlutrace_compute.service import purges, schemas as s
 from occlutrace_compute.service.controller import staging_entry
 from occlutrace_compute.service.errors import ApiError, purged_meanwhile
 from occlutrace_compute.service.intake import checked_case, checked_file_name
@@ -24,10 +23,19 @@ from occlutrace_compute.storage.keys import case_prefix, check_id, split_case_ke
 router = APIRouter(tags=["uploads"])
 
 
-@router.post("/v1/cases/{case}/files", response_model=s.UploadInfo, status_code=201,
-             responses=problem(*AUTHED, 400, 409, 413, 422))
-def upload_file(case: str, tenant: Tenant, ctl: Ctl, file: Annotated[UploadFile, File()],
-                name: Annotated[str | None, Form(max_length=255)] = None) -> s.UploadInfo:
+@router.post(
+    "/v1/cases/{case}/files",
+    response_model=s.UploadInfo,
+    status_code=201,
+    responses=problem(*AUTHED, 400, 409, 413, 422),
+)
+def upload_file(
+    case: str,
+    tenant: Tenant,
+    ctl: Ctl,
+    file: Annotated[UploadFile, File()],
+    name: Annotated[str | None, Form(max_length=255)] = None,
+) -> s.UploadInfo:
     """Upload one mesh (STL/OBJ/PLY): validated and stripped of metadata before it is stored."""
     case = checked_case(case, ctl.config.allow_patterns)
     fname = checked_file_name(name or file.filename or "", ctl.config.allow_patterns)
@@ -35,9 +43,15 @@ def upload_file(case: str, tenant: Tenant, ctl: Ctl, file: Annotated[UploadFile,
     return ctl.store_input(tenant, case, fname, data)
 
 
-@router.post("/v1/cases/{case}/uploads", response_model=s.UploadUrlResponse, status_code=201,
-             responses=problem(*AUTHED, 409, 413, 422))
-def create_upload(case: str, body: s.UploadUrlRequest, request: Request, tenant: Tenant, ctl: Ctl) -> s.UploadUrlResponse:
+@router.post(
+    "/v1/cases/{case}/uploads",
+    response_model=s.UploadUrlResponse,
+    status_code=201,
+    responses=problem(*AUTHED, 409, 413, 422),
+)
+def create_upload(
+    case: str, body: s.UploadUrlRequest, request: Request, tenant: Tenant, ctl: Ctl
+) -> s.UploadUrlResponse:
     """A time-limited, single-use PUT URL for a big file; commit it afterwards to validate and
     sanitise it. Uncommitted uploads are deleted `staging_ttl_s` after this call."""
     config = ctl.config
@@ -53,10 +67,13 @@ def create_upload(case: str, body: s.UploadUrlRequest, request: Request, tenant:
         ctl.store.delete_prefix(staging)
         ctl.store.delete(entry)
         raise purged_meanwhile(case)
-    token = sign_grant(config.url_secret, UrlGrant(tenant, staging + "data", "PUT",
-                                                   time.time() + min(config.url_expiry_s, config.staging_ttl_s)))
+    token = sign_grant(
+        config.url_secret,
+        UrlGrant(tenant, staging + "data", "PUT", time.time() + min(config.url_expiry_s, config.staging_ttl_s)),
+    )
     return s.UploadUrlResponse(
-        upload_id=upload_id, url=str(request.url_for("upload_put", token=token)),
+        upload_id=upload_id,
+        url=str(request.url_for("upload_put", token=token)),
         expires_in=min(config.url_expiry_s, config.staging_ttl_s),
         commit=f"/v1/cases/{case}/uploads/{upload_id}/commit",
     )
@@ -95,8 +112,12 @@ async def upload_put(token: str, request: Request, ctl: Ctl) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/v1/cases/{case}/uploads/{upload_id}/commit", response_model=s.UploadInfo, status_code=201,
-             responses=problem(*AUTHED, 404, 409, 413, 422))
+@router.post(
+    "/v1/cases/{case}/uploads/{upload_id}/commit",
+    response_model=s.UploadInfo,
+    status_code=201,
+    responses=problem(*AUTHED, 404, 409, 413, 422),
+)
 def commit_upload(case: str, upload_id: str, tenant: Tenant, ctl: Ctl) -> s.UploadInfo:
     case = checked_case(case, ctl.config.allow_patterns)
     check_id("upload id", upload_id)

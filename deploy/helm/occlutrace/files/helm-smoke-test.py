@@ -35,11 +35,13 @@ class SmokeTestError(RuntimeError):
     """A step of the smoke test failed; the message says which and why."""
 
 
-def _request(method: str, url: str, token: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def _request(
+    method: str, url: str, token: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     """One HTTP call; returns (status, JSON body or {}). Never raises on an HTTP status."""
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Authorization": f"Bearer {token}", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=body, method=method, headers={"Authorization": f"Bearer {token}", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
             status, raw = resp.status, resp.read()
@@ -66,11 +68,42 @@ def bumpy_sphere(subdivisions: int = 3, radius_mm: float = 10.0) -> list[tuple[t
     """Triangles of a closed, asymmetric blob about 2 cm across (an icosphere with low-order
     bumps, so that registration has a unique answer). 20 * 4**subdivisions faces."""
     t = (1.0 + math.sqrt(5.0)) / 2.0
-    verts = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t),
-             (0, -1, -t), (0, 1, -t), (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4),
-             (11, 10, 2), (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8),
-             (3, 8, 9), (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
+    verts = [
+        (-1, t, 0),
+        (1, t, 0),
+        (-1, -t, 0),
+        (1, -t, 0),
+        (0, -1, t),
+        (0, 1, t),
+        (0, -1, -t),
+        (0, 1, -t),
+        (t, 0, -1),
+        (t, 0, 1),
+        (-t, 0, -1),
+        (-t, 0, 1),
+    ]
+    faces = [
+        (0, 11, 5),
+        (0, 5, 1),
+        (0, 1, 7),
+        (0, 7, 10),
+        (0, 10, 11),
+        (1, 5, 9),
+        (5, 11, 4),
+        (11, 10, 2),
+        (10, 7, 6),
+        (7, 1, 8),
+        (3, 9, 4),
+        (3, 4, 2),
+        (3, 2, 6),
+        (3, 6, 8),
+        (3, 8, 9),
+        (4, 9, 5),
+        (2, 4, 11),
+        (6, 2, 10),
+        (8, 6, 7),
+        (9, 8, 1),
+    ]
     unit = [tuple(c / math.sqrt(sum(x * x for x in v)) for c in v) for v in verts]
     for _ in range(subdivisions):
         index: dict[tuple[int, int, int], int] = {_vertex_key(v): i for i, v in enumerate(unit)}
@@ -123,8 +156,14 @@ def binary_stl(triangles: list) -> bytes:
 
 def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
     boundary = "occlutrace-" + secrets.token_hex(12)
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -145,12 +184,26 @@ def run(api: str, token: str, timeout_s: float, log=print) -> dict[str, Any]:
     try:
         for name, triangles in (("fixed.stl", fixed), ("moving.stl", moved(fixed))):
             body, content_type = _multipart("file", name, binary_stl(triangles))
-            _expect(f"upload {name}", *_request("POST", f"{api}/v1/cases/{case}/files", token, body,
-                                                {"Content-Type": content_type}), 201)
-        job_body = json.dumps({"case": case, "kind": "pair",
-                               "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}).encode()
-        job = _expect("create job", *_request("POST", f"{api}/v1/jobs", token, job_body, {
-            "Content-Type": "application/json", "Idempotency-Key": f"{case}-job"}), 200, 201)
+            _expect(
+                f"upload {name}",
+                *_request("POST", f"{api}/v1/cases/{case}/files", token, body, {"Content-Type": content_type}),
+                201,
+            )
+        job_body = json.dumps(
+            {"case": case, "kind": "pair", "inputs": {"fixed": "fixed.stl", "moving": "moving.stl"}}
+        ).encode()
+        job = _expect(
+            "create job",
+            *_request(
+                "POST",
+                f"{api}/v1/jobs",
+                token,
+                job_body,
+                {"Content-Type": "application/json", "Idempotency-Key": f"{case}-job"},
+            ),
+            200,
+            201,
+        )
         job_id = job["job_id"]
         log(f"job {job_id} ({case}): {job.get('state')}")
         state = job.get("state")
