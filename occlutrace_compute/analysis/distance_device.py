@@ -57,6 +57,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from occlutrace_compute import cupy_runtime
 from occlutrace_compute.analysis.distance import (
     NormalsFrom,
     SurfaceDistance,
@@ -235,16 +236,9 @@ def cpu_twin_available() -> bool:
     return True
 
 
-@functools.cache
 def cuda_available() -> bool:
-    """CuPy importable, NVRTC loadable and a CUDA device visible."""
-    try:
-        import cupy
-
-        cupy.cuda.nvrtc.getVersion()
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    """CuPy importable, NVRTC loadable and a CUDA device visible (cupy_runtime.usable)."""
+    return cupy_runtime.usable()
 
 
 @functools.cache

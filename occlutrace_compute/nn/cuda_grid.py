@@ -10,6 +10,7 @@ import functools
 
 import torch
 
+from occlutrace_compute import cupy_runtime
 from occlutrace_compute.nn.grid_build import DEFAULT_CELLS_PER_POINT, prepare_call
 from occlutrace_compute.nn.kernel_files import kernel_path
 
@@ -19,16 +20,9 @@ _OPTIONS = ("--std=c++17", "--fmad=false")  # no FMA: distances match the direct
 _THREADS = 256
 
 
-@functools.cache
 def is_installed() -> bool:
-    """CuPy importable, NVRTC loadable (to compile the kernel) and a CUDA device visible."""
-    try:
-        import cupy
-
-        cupy.cuda.nvrtc.getVersion()
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    """CuPy importable, NVRTC loadable and a CUDA device visible (cupy_runtime.usable)."""
+    return cupy_runtime.usable()
 
 
 @functools.cache
