@@ -183,6 +183,40 @@ def test_axis_hypotheses_match_the_numpy_ones_up_to_eigenvector_sign():
         assert d.min(1).max() < 1e-9
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_pairs=st.integers(1, 7),
+    max_rows=st.integers(1, 300),
+    changed=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+    same_link=st.booleans(),
+)
+def test_batched_changed_regions_are_the_per_pair_ones(seed, n_pairs, max_rows, changed, same_link):
+    """One kd-tree for the batch gives each pair exactly its own regions: sizes, order, areas,
+    centroids and deviations, with links that differ per pair (the shorter ones filtered from the
+    longest one's query), clusters that would touch across pairs, ragged pairs, empty pairs and
+    pairs left out."""
+    from occlutrace_compute.registration.batched.regions import changed_regions_batch
+    from occlutrace_compute.registration.regions import changed_regions
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, max_rows + 1, n_pairs)
+    width = max(1, int(lengths.max()))
+    # blobs on a coarse grid (many samples right about a link apart), every pair in the same box
+    pts = rng.integers(0, 12, (n_pairs, width, 3)) * 0.5 + rng.normal(0, 0.05, (n_pairs, width, 3))
+    real = np.arange(width)[None] < lengths[:, None]
+    mask = real & (rng.random((n_pairs, width)) < changed)
+    wanted = rng.random(n_pairs) < 0.8
+    dev = rng.normal(0, 0.3, (n_pairs, width))
+    link = np.full(n_pairs, 0.6) if same_link else rng.uniform(0.3, 1.2, n_pairs)
+    area = rng.uniform(0.05, 0.5, n_pairs)
+    got = changed_regions_batch(pts, mask & wanted[:, None], dev, link, area, 0.4)
+    for k in range(n_pairs):
+        n = lengths[k]
+        want = changed_regions(pts[k, :n], mask[k, :n], dev[k, :n], link[k], area[k], 0.4) if wanted[k] else []
+        assert got[k] == want
+
+
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # Small clouds (about a thousand samples per scan) and fewer guesses keep 128 pairs to seconds;
 # the counts are about the structure, not the accuracy.

@@ -5,7 +5,7 @@ as tensor ops over the whole batch (`select.py`, `ransac.py`, `summary.py`): the
 calls and of device->host transfers per call does not grow with the number of pairs
 (tests/test_batch_flat.py counts them at batch 8 and 128). What the host still does per pair:
 sampling each scan and drawing its ICP subsets (`prepare.prepare_all`, `subset`), packing, and writing each result with its changed
-regions (`regions.changed_regions`); on CPU the kd-trees are searched per pair (on a GPU the
+regions (clustered for the whole batch at once: `batched.regions`); on CPU the kd-trees are searched per pair (on a GPU the
 `nn.knn` backends run over the whole batch). Figures: bench/RESULTS.md, issue 16.
 
 Answers: the RANSAC draws come from one shared uniform stream (not `hypotheses._draw`'s per-pair

@@ -1,10 +1,11 @@
 """Every pair's answer from its fine-level item, computed for the whole batch at once: fitness,
 RMSE, the changed-sample mask, degeneracy and confidence as tensor ops, fetched to the host in a
-fixed number of transfers; the host then only writes each pair's result (its reasons and its
-changed regions, which `regions.changed_regions` clusters on the host: see bench/RESULTS.md).
+fixed number of transfers; the changed regions of all pairs are clustered in one kd-tree
+(`batched.regions`, the same regions as `regions.changed_regions` per pair), and the host then
+only writes each pair's result (its reasons and its regions).
 
 Same values as `verdict.result` (up to rounding of sums). Time O(B x P) on the device plus the
-clustering, memory O(B x P)."""
+clustering (O(N log N + E) for N changed samples, E links), memory O(B x P)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import numpy as np
 import torch
 
 from occlutrace_compute.registration.batch import Clouds
+from occlutrace_compute.registration.batched.regions import changed_regions_batch
 from occlutrace_compute.registration.icp import IcpOutcome, Scores
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared
-from occlutrace_compute.registration.regions import changed_regions
-from occlutrace_compute.registration.result import RegistrationResult
+from occlutrace_compute.registration.result import ChangedRegion, RegistrationResult
 
 _COLUMNS = ("length", "fitness", "rmse", "iterations", "converged", "confidence", "degeneracy", "ratio", "angle")
 
@@ -83,10 +84,22 @@ def summarize(
     )
     T_all = out.T_fixed_moving[items].cpu().numpy()
     outliers_h, r_h, moved_h = outliers.cpu().numpy(), r.cpu().numpy(), m.moved_c[items].cpu().numpy()
+    todo = list(range(len(prepared))) if which is None else list(which)
+    wanted = np.zeros(len(prepared), dtype=bool)
+    wanted[todo] = True
+    regions = changed_regions_batch(  # all pairs in one kd-tree: same regions as per pair
+        moved_h.transpose(0, 2, 1),
+        outliers_h & wanted[:, None],
+        r_h,
+        np.array([3 * p.spacing for p in prepared]),
+        np.array([p.area_per_sample for p in prepared]),
+        opt.verdict.min_region_area_mm2,
+    )
+    rows = table.tolist()
     results: list[RegistrationResult | None] = [None] * len(prepared)
-    for k in range(len(prepared)) if which is None else which:
-        row = dict(zip(_COLUMNS, table[k].tolist()))
-        results[k] = _write(prepared[k], opt, row, T_all[k], outliers_h[k], r_h[k], moved_h[k], n_hyp[k])
+    for k in todo:
+        row = dict(zip(_COLUMNS, rows[k]))
+        results[k] = _write(prepared[k], opt, row, T_all[k], outliers_h[k], regions[k], n_hyp[k])
     return results
 
 
@@ -96,21 +109,11 @@ def _write(
     row: dict,
     T_fixed_moving: np.ndarray,
     outliers: np.ndarray,
-    residual: np.ndarray,
-    moved_c: np.ndarray,
+    regions: list[ChangedRegion],
     n_hyp: int,
 ) -> RegistrationResult:
     """One pair's result from its fetched values (`verdict.result`'s wording)."""
-    n = int(row["length"])
-    outliers = outliers[:n]
-    regions = changed_regions(
-        moved_c[:, :n].T,
-        outliers,
-        residual[:n],
-        3 * prep.spacing,
-        prep.area_per_sample,
-        opt.verdict.min_region_area_mm2,
-    )
+    outliers = outliers[: int(row["length"])]
     ratio, angle, fitness, confidence = row["ratio"], row["angle"], row["fitness"], row["confidence"]
     reasons = []
     if ratio > 1 - opt.verdict.ambiguity_margin:
