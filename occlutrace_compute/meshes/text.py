@@ -75,11 +75,24 @@ def line_breaks(buf: np.ndarray) -> np.ndarray:
     return nl
 
 
+_BLOCK = 1 << 20
+
+
+def whitespace(buf: np.ndarray) -> np.ndarray:
+    """(n,) bool, True on the 6 ASCII whitespace bytes. Compares (5x faster than a lookup table)
+    a MiB at a time, so that their temporaries stay a MiB: n bytes in all."""
+    ws = np.empty(len(buf), dtype=bool)
+    for a in range(0, len(buf), _BLOCK):
+        part = buf[a : a + _BLOCK]
+        low = np.subtract(part, 9, dtype=np.uint8) <= 4  # 9..13 (uint8 wraps below 9)
+        np.logical_or(low, part == 32, out=ws[a : a + _BLOCK])
+    return ws
+
+
 def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = True) -> Tokens:
     """Tokens of `buf`; bytes where `blank` is True count as whitespace (cut comments). With
     lines=False the line tables are left empty (a PLY body has no line structure)."""
-    ws = np.subtract(buf, 9, dtype=np.uint8) <= 4  # 9..13 (uint8 wraps below 9); compares beat a lookup 5x
-    ws |= buf == 32
+    ws = whitespace(buf)
     if blank is not None:
         ws |= blank
     edge = np.empty(len(buf) + 1, dtype=bool)
@@ -102,9 +115,15 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = Tru
         return Tokens(buf, start, end, empty, empty, empty)
     # line of a token = line breaks before it: each break counted at the first token after it
     # (a sorted search of the L breaks among the t starts, cheaper than t searches among L breaks)
-    after = np.searchsorted(start, line_breaks(buf))
-    line = np.cumsum(np.bincount(after, minlength=len(start) + 1)[: len(start)]).astype(small)
+    breaks = line_breaks(buf).astype(small)
+    after = np.empty(len(breaks), dtype=small)  # filled a block at a time: no int64 table of L
+    for a in range(0, len(breaks), _BLOCK):
+        after[a : a + _BLOCK] = np.searchsorted(start, breaks[a : a + _BLOCK])
+    del breaks
+    counts = np.bincount(after, minlength=len(start) + 1)[: len(start)]
     del after
+    line = np.cumsum(counts, out=counts).astype(small)
+    del counts
     new_line = np.ones(len(start), dtype=bool)
     if len(start):
         np.not_equal(line[1:], line[:-1], out=new_line[1:])
@@ -113,24 +132,30 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = Tru
     return Tokens(buf, start, end, line, first, count)
 
 
+_LOW_BYTES = np.array([(1 << (8 * j)) - 1 for j in range(8)] + [2**64 - 1], dtype=np.uint64)
+
+
 def keys(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """A uint64 per token from its first 8 bytes (zero padded), to compare with `key(word)`;
-    tokens longer than 8 bytes get all ones and never match a keyword. One gather of 8-byte
-    windows (k, 8) uint8: O(k) time and 8k bytes."""
+    tokens longer than 8 bytes get all ones and never match a keyword. One gather from an
+    overlapping little-endian uint64 view of the buffer (a window at every byte): O(k) time
+    and 16k bytes."""
+    buf = np.ascontiguousarray(buf)  # (the view below reads its memory directly)
     n, k = len(buf), len(start)
-    win = np.zeros((k, 8), dtype=np.uint8)
+    out = np.zeros(k, dtype=np.uint64)
     near = start > n - 8  # windows that would run past the buffer's end (at most 8 tokens)
     if n >= 8:
-        far = ~near
-        win[far] = np.lib.stride_tricks.sliding_window_view(buf, 8)[start[far]]
+        windows = np.ndarray((n - 7,), dtype="<u8", buffer=buf, offset=0, strides=(1,))
+        far = np.flatnonzero(~near)
+        out[far] = windows[start[far]]
     if near.any():
         base = max(n - 8, 0)
         padded = np.zeros(16, dtype=np.uint8)
         padded[: n - base] = buf[base:]
-        win[near] = np.lib.stride_tricks.sliding_window_view(padded, 8)[start[near] - base]
+        tail = np.ndarray((9,), dtype="<u8", buffer=padded, offset=0, strides=(1,))
+        out[near] = tail[start[near] - base]
     length = end - start
-    win *= np.arange(8) < length[:, None]
-    out = win.view("<u8").ravel()
+    out &= _LOW_BYTES[np.minimum(length, 8)]
     out[length > 8] = np.uint64(0xFFFFFFFFFFFFFFFF)
     return out
 
@@ -140,23 +165,27 @@ def key(word: str) -> np.uint64:
     return np.frombuffer(raw, dtype="<u8")[0]
 
 
+_SPAN_BLOCK = 1 << 18  # ranges expanded at a time by span_mask: bounds its run table (4 MB)
+
+
 def span_mask(n: int, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """(n,) bool, True on bytes inside any of the disjoint, sorted [start, end) ranges: one
-    np.repeat of alternating False/True runs (5x faster than a cumsum of +-1 marks)."""
-    k = len(start)
-    if k == 0:
-        return np.zeros(n, dtype=bool)
-    runs = np.empty(2 * k + 1, dtype=np.int64)
-    runs[0] = start[0]
-    runs[1::2] = end - start
-    runs[2:-1:2] = start[1:] - end[:-1]
-    runs[-1] = n - end[-1]
-    inside = np.zeros(2 * k + 1, dtype=bool)
-    inside[1::2] = True
-    return np.repeat(inside, runs)
+    """(n,) bool, True on bytes inside any of the disjoint, sorted [start, end) ranges: np.repeat
+    of alternating True/False runs (5x faster than a cumsum of +-1 marks), a block of
+    _SPAN_BLOCK ranges at a time so that the run table stays ~4 MB: memory n bytes plus at most
+    one block's span, O(n + k) time."""
+    mask = np.zeros(n, dtype=bool)
+    for a in range(0, len(start), _SPAN_BLOCK):
+        s, e = start[a : a + _SPAN_BLOCK].astype(np.int64), end[a : a + _SPAN_BLOCK].astype(np.int64)
+        runs = np.empty(2 * len(s) - 1, dtype=np.int64)
+        runs[0::2] = e - s
+        runs[1::2] = s[1:] - e[:-1]
+        inside = np.zeros(len(runs), dtype=bool)
+        inside[0::2] = True
+        mask[s[0] : e[-1]] = np.repeat(inside, runs)
+    return mask
 
 
-_CHUNK = 1 << 20  # bytes of text converted at a time: bounds the token list (~56 bytes a token)
+_CHUNK = 1 << 18  # bytes of text converted at a time: bounds the token list (~56 bytes a token)
 _SPACE = re.compile(rb"[ \t\n\v\f\r]")
 
 
@@ -170,34 +199,43 @@ def _strict(text: bytes) -> np.ndarray | None:
         return None
 
 
-def _fast(text: bytes) -> np.ndarray | None:
+def _fast(text: bytes, count: int | None) -> np.ndarray | None:
     """fastnumbers (fast_float: correctly rounded, the values np.fromstring gives) over chunks of
-    _CHUNK bytes cut at whitespace: the Python loop runs len(text) / _CHUNK times, each chunk's
-    token list is ~56 bytes a token, at most ~30 MB. None when a token is not a number."""
+    _CHUNK bytes cut at whitespace: the Python loop runs len(text) / _CHUNK times, a chunk's
+    token list is ~56 bytes a token (<= ~8 MB). With `count` the values go straight into one
+    array of that size (no copy); None when a token is not a number or the count is wrong."""
+    out = np.empty(count, dtype=np.float64) if count is not None else None
     parts: list[np.ndarray] = []
-    pos, n = 0, len(text)
+    pos, n, filled = 0, len(text), 0
     while pos < n:
-        cut = _SPACE.search(text, min(pos + _CHUNK, n)) if pos + _CHUNK < n else None
+        cut = _SPACE.search(text, pos + _CHUNK) if pos + _CHUNK < n else None
         stop = cut.start() if cut else n
         words = text[pos:stop].split()
-        out = np.empty(len(words), dtype=np.float64)
+        if out is not None and filled + len(words) > len(out):
+            return None
+        dest = np.empty(len(words), dtype=np.float64) if out is None else out[filled : filled + len(words)]
         try:
             fastnumbers.try_array(
-                words, out, on_fail=fastnumbers.RAISE, on_overflow=fastnumbers.RAISE, on_type_error=fastnumbers.RAISE
+                words, dest, on_fail=fastnumbers.RAISE, on_overflow=fastnumbers.RAISE, on_type_error=fastnumbers.RAISE
             )
         except (ValueError, TypeError, OverflowError):
             return None
-        parts.append(out)
+        if out is None:
+            parts.append(dest)
+        filled += len(words)
         pos = stop
+    if out is not None:
+        return out if filled == len(out) else None
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
-def parse_floats(text: bytes) -> np.ndarray | None:
+def parse_floats(text: bytes, count: int | None = None) -> np.ndarray | None:
     """float64 of every whitespace-separated token; None when one is not a number. fastnumbers
-    when installed (~4x faster than numpy on 17-digit numbers); a token it refuses sends the
-    whole text to numpy's parser, whose verdict (and values) stand, as before it existed."""
+    when installed (~4x faster than numpy on 17-digit numbers); a token it refuses (or a token
+    count other than `count`, when given) sends the whole text to numpy's parser, whose verdict
+    and values stand, as before fastnumbers was used."""
     if fastnumbers is not None:
-        values = _fast(text)
+        values = _fast(text, count)
         if values is not None:
             return values
     return _strict(text)
@@ -210,15 +248,16 @@ def numbers(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray |
     keep = span_mask(len(buf), start, end)
     text = np.where(keep, buf, np.uint8(32)).tobytes()
     del keep
-    values = parse_floats(text)
+    values = parse_floats(text, len(start))
     return values if values is not None and len(values) == len(start) else None
 
 
-def all_numbers(body: bytes) -> np.ndarray | None:
-    """Every whitespace-separated token of `body` as float64; None when one is not a number."""
+def all_numbers(body: bytes, count: int | None = None) -> np.ndarray | None:
+    """Every whitespace-separated token of `body` as float64 (`count` of them, when known);
+    None when one is not a number."""
     if not body or _WS[as_array(body)].all():
         return np.empty(0, dtype=np.float64)  # (np.fromstring reads blank text as [-1.0])
-    return parse_floats(body)
+    return parse_floats(body, count)
 
 
 def integers(values: np.ndarray) -> bool:
