@@ -114,10 +114,14 @@ def test_parse_floats_is_float_over_chunks(values, spells, chunk):
     try:
         text_mod._CHUNK = chunk
         got = text_mod.parse_floats(body)
+        counted = text_mod.parse_floats(body, len(words))  # straight into one array
+        miscounted = text_mod.parse_floats(body, len(words) + 1)  # numpy's verdict: its own count
     finally:
         text_mod._CHUNK = old
-    assert got is not None
-    assert np.array_equal(got, np.array([float(w) for w in words], dtype=np.float64))
+    expect = np.array([float(w) for w in words], dtype=np.float64)
+    assert got is not None and counted is not None and miscounted is not None
+    assert np.array_equal(got, expect) and np.array_equal(counted, expect)
+    assert len(miscounted) != len(words) + 1
 
 
 @settings(max_examples=200, deadline=None)
@@ -143,16 +147,21 @@ def test_tokens_lines_keys_and_masks_match_python(raw, data):
     from occlutrace_compute.meshes import text as text_mod
 
     buf = text_mod.as_array(raw)
-    t = text_mod.tokenize(buf)
+    block, span_block = text_mod._BLOCK, text_mod._SPAN_BLOCK
+    try:  # small blocks: every block boundary is crossed
+        text_mod._BLOCK, text_mod._SPAN_BLOCK = data.draw(st.integers(1, 16)), data.draw(st.integers(1, 4))
+        t = text_mod.tokenize(buf)
+        chosen = sorted(data.draw(st.sets(st.integers(0, max(len(t.start) - 1, 0)))) if len(t.start) else [])
+        chosen = [i for i in chosen if i < len(t.start)]
+        mask = text_mod.span_mask(len(buf), t.start[chosen], t.end[chosen])
+    finally:
+        text_mod._BLOCK, text_mod._SPAN_BLOCK = block, span_block
     words = raw.split()
     assert [raw[a:b] for a, b in zip(t.start.tolist(), t.end.tolist())] == words
     eol = b"\n" if b"\n" in raw else b"\r"
     assert t.line.tolist() == [raw[:a].count(eol) for a in t.start.tolist()]
     expect_keys = [int.from_bytes(w.ljust(8, b"\0"), "little") if len(w) <= 8 else 2**64 - 1 for w in words]
     assert text_mod.keys(buf, t.start, t.end).tolist() == expect_keys
-    chosen = sorted(data.draw(st.sets(st.integers(0, max(len(words) - 1, 0)))) if words else [])
-    chosen = [i for i in chosen if i < len(words)]
-    mask = text_mod.span_mask(len(buf), t.start[chosen], t.end[chosen])
     expect = np.zeros(len(raw), dtype=bool)
     for i in chosen:
         expect[t.start[i] : t.end[i]] = True
