@@ -88,3 +88,81 @@ def test_ascii_stl_parser_matches_reference(layout, solids):
         lines.append(f"endsolid part{s}")
     parsed = stl.parse_ascii(eol.join(lines).encode(), "t.stl", Limits())
     assert np.array_equal(parsed.vertices[parsed.faces], values[tris])
+
+
+# The building blocks of meshes/text.py against plain Python references (the fast paths added in
+# issue 12: fastnumbers over chunks, run-length span masks, 8-byte keyword windows, line numbers
+# counted from the breaks).
+
+NUMBER_BYTES = "0123456789+-.eEinfatyINFATYxXpP_dD"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=40),
+    st.lists(st.sampled_from(["{!r}", "{:.17g}", "{:e}", "{:.6f}", "{:+.3e}", "{:g}"]), min_size=40, max_size=40),
+    st.integers(1, 64),
+)
+def test_parse_floats_is_float_over_chunks(values, spells, chunk):
+    """Every spelling of every double reads back as Python's float() does, whatever the chunk size
+    (tokens cut by chunk boundaries)."""
+    import occlutrace_compute.meshes.text as text_mod
+
+    words = [s.format(v) for s, v in zip(spells, values)]
+    body = "  \n\t".join(words).encode()
+    old = text_mod._CHUNK
+    try:
+        text_mod._CHUNK = chunk
+        got = text_mod.parse_floats(body)
+        counted = text_mod.parse_floats(body, len(words))  # straight into one array
+        miscounted = text_mod.parse_floats(body, len(words) + 1)  # numpy's verdict: its own count
+    finally:
+        text_mod._CHUNK = old
+    expect = np.array([float(w) for w in words], dtype=np.float64)
+    assert got is not None and counted is not None and miscounted is not None
+    assert np.array_equal(got, expect) and np.array_equal(counted, expect)
+    assert len(miscounted) != len(words) + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(NUMBER_BYTES, min_size=1, max_size=8), min_size=1, max_size=5))
+def test_parse_floats_verdict_is_numpys(tokens):
+    """Odd tokens (nan, inf, '1.', '.5', '1e', '0x1p3', '1_0', ...): the fast path accepts and
+    reads exactly what numpy's parser did before it, and refuses what numpy refused."""
+    from occlutrace_compute.meshes import text as text_mod
+
+    body = " ".join(tokens).encode()
+    strict = text_mod._strict(body)
+    got = text_mod.parse_floats(body)
+    if strict is None or len(strict) != len(tokens):
+        assert got is None or len(got) != len(tokens)
+    else:
+        assert got is not None
+        assert np.array_equal(got, strict, equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200), st.data())
+def test_tokens_lines_keys_and_masks_match_python(raw, data):
+    from occlutrace_compute.meshes import text as text_mod
+
+    buf = text_mod.as_array(raw)
+    block, span_block = text_mod._BLOCK, text_mod._SPAN_BLOCK
+    try:  # small blocks: every block boundary is crossed
+        text_mod._BLOCK, text_mod._SPAN_BLOCK = data.draw(st.integers(1, 16)), data.draw(st.integers(1, 4))
+        t = text_mod.tokenize(buf)
+        chosen = sorted(data.draw(st.sets(st.integers(0, max(len(t.start) - 1, 0)))) if len(t.start) else [])
+        chosen = [i for i in chosen if i < len(t.start)]
+        mask = text_mod.span_mask(len(buf), t.start[chosen], t.end[chosen])
+    finally:
+        text_mod._BLOCK, text_mod._SPAN_BLOCK = block, span_block
+    words = raw.split()
+    assert [raw[a:b] for a, b in zip(t.start.tolist(), t.end.tolist())] == words
+    eol = b"\n" if b"\n" in raw else b"\r"
+    assert t.line.tolist() == [raw[:a].count(eol) for a in t.start.tolist()]
+    expect_keys = [int.from_bytes(w.ljust(8, b"\0"), "little") if len(w) <= 8 else 2**64 - 1 for w in words]
+    assert text_mod.keys(buf, t.start, t.end).tolist() == expect_keys
+    expect = np.zeros(len(raw), dtype=bool)
+    for i in chosen:
+        expect[t.start[i] : t.end[i]] = True
+    assert np.array_equal(mask, expect)

@@ -475,7 +475,7 @@ class _AsciiBody:
         split = sum(len(el.props) * el.count for el in self.h.elements[:first_list])
         t = text.tokenize(text.as_array(body), lines=False)
         split = min(split, len(t.start))
-        head = text.all_numbers(body[: int(t.end[split - 1])] if split else b"")
+        head = text.all_numbers(body[: int(t.end[split - 1])] if split else b"", split)
         if head is None or len(head) != split:
             raise bad
         if split == len(t.start):
@@ -483,7 +483,7 @@ class _AsciiBody:
         whole = all(p.type[0] != "f" for el in self.h.elements[first_list:] for p in el.props)
         tail = text.whole_numbers(t.buf, t.start[split:], t.end[split:]) if whole else None
         if tail is None:
-            tail = text.all_numbers(body[int(t.start[split]) :])
+            tail = text.all_numbers(body[int(t.start[split]) :], len(t.start) - split)
             if tail is None:
                 raise bad
         return np.concatenate([head, tail.astype(np.float64, copy=False)])

@@ -11,7 +11,8 @@ solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <t
 `endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
 
 ASCII parsing is vectorised over the whole buffer (see meshes/text.py): no Python loop over
-lines. Worst case O(n) time and ~14x the file in memory (token tables), then the merge.
+lines; numbers by fastnumbers (fast_float) where installed. Worst case O(n) time and ~14x the
+file in memory (token tables), then the merge.
 """
 
 from __future__ import annotations

@@ -1,21 +1,31 @@
 """Vectorised reading of text mesh formats: tokens, lines, keywords and numbers of a whole buffer
 in numpy, with no Python loop over lines or tokens (ASCII STL, OBJ and ASCII PLY use it).
 
-Numbers are converted by numpy's C parser (np.fromstring with a whitespace separator) on a copy
-of the buffer in which every byte outside the wanted tokens is blanked: one pass, correctly
-rounded like float(), and a token that is not a number makes the whole call fail.
+Numbers are read from a copy of the buffer in which every byte outside the wanted tokens is
+blanked, by fastnumbers (C++ fast_float, correctly rounded) over 256 KiB chunks when it is
+installed, else (or when it refuses a token) by numpy's C parser (np.fromstring): the same
+float64 values either way, and a token that is not a number makes the whole call fail.
 
-Worst case for a buffer of n bytes and t tokens: time O(n + t log n); memory about 4n bytes of
-masks plus 3 int32 arrays of t (token starts, ends, lines): at most ~10x the buffer when every
-other byte starts a token (bench/bench_parse_memory.py measures the whole loaders).
+Worst case for a buffer of n bytes and t tokens: time O(n + t log n); memory about 3n bytes of
+masks plus 3 int32 arrays of t (token starts, ends, lines), and a chunk's token list (~8 MB
+whatever n): at most ~10x the buffer when every other byte starts a token
+(bench/bench_parse_memory.py measures the whole loaders).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+fastnumbers: Any
+try:  # optional: a C++ float parser (fast_float), see parse_floats
+    import fastnumbers
+except ImportError:  # pragma: no cover - numpy's parser gives the same values
+    fastnumbers = None
 
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
@@ -65,10 +75,24 @@ def line_breaks(buf: np.ndarray) -> np.ndarray:
     return nl
 
 
+_BLOCK = 1 << 20
+
+
+def whitespace(buf: np.ndarray) -> np.ndarray:
+    """(n,) bool, True on the 6 ASCII whitespace bytes. Compares (5x faster than a lookup table)
+    a MiB at a time, so that their temporaries stay a MiB: n bytes in all."""
+    ws = np.empty(len(buf), dtype=bool)
+    for a in range(0, len(buf), _BLOCK):
+        part = buf[a : a + _BLOCK]
+        low = np.subtract(part, 9, dtype=np.uint8) <= 4  # 9..13 (uint8 wraps below 9)
+        np.logical_or(low, part == 32, out=ws[a : a + _BLOCK])
+    return ws
+
+
 def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = True) -> Tokens:
     """Tokens of `buf`; bytes where `blank` is True count as whitespace (cut comments). With
     lines=False the line tables are left empty (a PLY body has no line structure)."""
-    ws = _WS[buf]
+    ws = whitespace(buf)
     if blank is not None:
         ws |= blank
     edge = np.empty(len(buf) + 1, dtype=bool)
@@ -89,7 +113,17 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = Tru
     if not lines:
         empty = np.empty(0, small)
         return Tokens(buf, start, end, empty, empty, empty)
-    line = np.searchsorted(line_breaks(buf).astype(small), start).astype(small)
+    # line of a token = line breaks before it: each break counted at the first token after it
+    # (a sorted search of the L breaks among the t starts, cheaper than t searches among L breaks)
+    breaks = line_breaks(buf).astype(small)
+    after = np.empty(len(breaks), dtype=small)  # filled a block at a time: no int64 table of L
+    for a in range(0, len(breaks), _BLOCK):
+        after[a : a + _BLOCK] = np.searchsorted(start, breaks[a : a + _BLOCK])
+    del breaks
+    counts = np.bincount(after, minlength=len(start) + 1)[: len(start)]
+    del after
+    line = np.cumsum(counts, out=counts).astype(small)
+    del counts
     new_line = np.ones(len(start), dtype=bool)
     if len(start):
         np.not_equal(line[1:], line[:-1], out=new_line[1:])
@@ -98,17 +132,30 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = Tru
     return Tokens(buf, start, end, line, first, count)
 
 
+_LOW_BYTES = np.array([(1 << (8 * j)) - 1 for j in range(8)] + [2**64 - 1], dtype=np.uint64)
+
+
 def keys(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """A uint64 per token from its first 8 bytes (zero padded), to compare with `key(word)`;
-    tokens longer than 8 bytes get all ones and never match a keyword."""
-    n = len(buf)
-    out = np.zeros(len(start), dtype=np.uint64)
+    tokens longer than 8 bytes get all ones and never match a keyword. One gather from an
+    overlapping little-endian uint64 view of the buffer (a window at every byte): O(k) time
+    and 16k bytes."""
+    buf = np.ascontiguousarray(buf)  # (the view below reads its memory directly)
+    n, k = len(buf), len(start)
+    out = np.zeros(k, dtype=np.uint64)
+    near = start > n - 8  # windows that would run past the buffer's end (at most 8 tokens)
+    if n >= 8:
+        windows = np.ndarray((n - 7,), dtype="<u8", buffer=buf, offset=0, strides=(1,))
+        far = np.flatnonzero(~near)
+        out[far] = windows[start[far]]
+    if near.any():
+        base = max(n - 8, 0)
+        padded = np.zeros(16, dtype=np.uint8)
+        padded[: n - base] = buf[base:]
+        tail = np.ndarray((9,), dtype="<u8", buffer=padded, offset=0, strides=(1,))
+        out[near] = tail[start[near] - base]
     length = end - start
-    for j in range(8):
-        pos = start + j
-        b = buf[np.minimum(pos, n - 1)].astype(np.uint64) if n else np.zeros(len(start), np.uint64)
-        b[pos >= end] = 0
-        out |= b << np.uint64(8 * j)
+    out &= _LOW_BYTES[np.minimum(length, 8)]
     out[length > 8] = np.uint64(0xFFFFFFFFFFFFFFFF)
     return out
 
@@ -118,13 +165,80 @@ def key(word: str) -> np.uint64:
     return np.frombuffer(raw, dtype="<u8")[0]
 
 
+_SPAN_BLOCK = 1 << 18  # ranges expanded at a time by span_mask: bounds its run table (4 MB)
+
+
 def span_mask(n: int, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """(n,) bool, True on bytes inside any of the disjoint [start, end) ranges."""
-    marks = np.zeros(n + 1, dtype=np.int8)
-    # starts are distinct and so are ends (disjoint non-empty ranges): plain fancy updates are exact
-    marks[start] += 1
-    marks[end] -= 1
-    return np.cumsum(marks[:n], dtype=np.int8) > 0
+    """(n,) bool, True on bytes inside any of the disjoint, sorted [start, end) ranges: np.repeat
+    of alternating True/False runs (5x faster than a cumsum of +-1 marks), a block of
+    _SPAN_BLOCK ranges at a time so that the run table stays ~4 MB: memory n bytes plus at most
+    one block's span, O(n + k) time."""
+    mask = np.zeros(n, dtype=bool)
+    for a in range(0, len(start), _SPAN_BLOCK):
+        s, e = start[a : a + _SPAN_BLOCK].astype(np.int64), end[a : a + _SPAN_BLOCK].astype(np.int64)
+        runs = np.empty(2 * len(s) - 1, dtype=np.int64)
+        runs[0::2] = e - s
+        runs[1::2] = s[1:] - e[:-1]
+        inside = np.zeros(len(runs), dtype=bool)
+        inside[0::2] = True
+        mask[s[0] : e[-1]] = np.repeat(inside, runs)
+    return mask
+
+
+_CHUNK = 1 << 18  # bytes of text converted at a time: bounds the token list (~56 bytes a token)
+_SPACE = re.compile(rb"[ \t\n\v\f\r]")
+
+
+def _strict(text: bytes) -> np.ndarray | None:
+    """numpy's C parser over the whole text; None when a token is not a number."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
+            return np.fromstring(text, dtype=np.float64, sep=" ")
+    except (ValueError, DeprecationWarning):
+        return None
+
+
+def _fast(text: bytes, count: int | None) -> np.ndarray | None:
+    """fastnumbers (fast_float: correctly rounded, the values np.fromstring gives) over chunks of
+    _CHUNK bytes cut at whitespace: the Python loop runs len(text) / _CHUNK times, a chunk's
+    token list is ~56 bytes a token (<= ~8 MB). With `count` the values go straight into one
+    array of that size (no copy); None when a token is not a number or the count is wrong."""
+    out = np.empty(count, dtype=np.float64) if count is not None else None
+    parts: list[np.ndarray] = []
+    pos, n, filled = 0, len(text), 0
+    while pos < n:
+        cut = _SPACE.search(text, pos + _CHUNK) if pos + _CHUNK < n else None
+        stop = cut.start() if cut else n
+        words = text[pos:stop].split()
+        if out is not None and filled + len(words) > len(out):
+            return None
+        dest = np.empty(len(words), dtype=np.float64) if out is None else out[filled : filled + len(words)]
+        try:
+            fastnumbers.try_array(
+                words, dest, on_fail=fastnumbers.RAISE, on_overflow=fastnumbers.RAISE, on_type_error=fastnumbers.RAISE
+            )
+        except (ValueError, TypeError, OverflowError):
+            return None
+        if out is None:
+            parts.append(dest)
+        filled += len(words)
+        pos = stop
+    if out is not None:
+        return out if filled == len(out) else None
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
+def parse_floats(text: bytes, count: int | None = None) -> np.ndarray | None:
+    """float64 of every whitespace-separated token; None when one is not a number. fastnumbers
+    when installed (~4x faster than numpy on 17-digit numbers); a token it refuses (or a token
+    count other than `count`, when given) sends the whole text to numpy's parser, whose verdict
+    and values stand, as before fastnumbers was used."""
+    if fastnumbers is not None:
+        values = _fast(text, count)
+        if values is not None:
+            return values
+    return _strict(text)
 
 
 def numbers(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
@@ -134,25 +248,16 @@ def numbers(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray |
     keep = span_mask(len(buf), start, end)
     text = np.where(keep, buf, np.uint8(32)).tobytes()
     del keep
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
-            values = np.fromstring(text, dtype=np.float64, sep=" ")
-    except (ValueError, DeprecationWarning):
-        return None
-    return values if len(values) == len(start) else None
+    values = parse_floats(text, len(start))
+    return values if values is not None and len(values) == len(start) else None
 
 
-def all_numbers(body: bytes) -> np.ndarray | None:
-    """Every whitespace-separated token of `body` as float64; None when one is not a number."""
+def all_numbers(body: bytes, count: int | None = None) -> np.ndarray | None:
+    """Every whitespace-separated token of `body` as float64 (`count` of them, when known);
+    None when one is not a number."""
     if not body or _WS[as_array(body)].all():
         return np.empty(0, dtype=np.float64)  # (np.fromstring reads blank text as [-1.0])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            return np.fromstring(body, dtype=np.float64, sep=" ")
-    except (ValueError, DeprecationWarning):
-        return None
+    return parse_floats(body, count)
 
 
 def integers(values: np.ndarray) -> bool:
