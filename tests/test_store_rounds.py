@@ -8,14 +8,12 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings, strategies as st
 from test_control_plane_scale import CountingStore
 
 from occlutrace_compute.jobs.models import JobRecord, JobSpec
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.dispatcher import Dispatcher
 from occlutrace_compute.service.fairqueue import FairQueue
-from occlutrace_compute.service.outcomes import Outcome
 from occlutrace_compute.service.records import JobRef, JobRepo, new_id
 from occlutrace_compute.service.worker import AlignWorker, running_hint_key
 from occlutrace_compute.storage import local
@@ -172,66 +170,3 @@ def test_create_many_leaves_nothing_when_an_input_vanished(store):
         repo.create_many(batch)
     assert repo.queued_refs() == []
     assert store.list("tenants/alpha/index/") == [] and store.list("tenants/alpha/cases/case-1/jobs/") == []
-
-
-def _sizing_dispatcher(refs: list[JobRef], **config) -> Dispatcher:
-    """A Dispatcher without its loop: its queue holds `refs`, one ready worker whose run_batch
-    records the batches it is handed."""
-    from occlutrace_compute.service.metrics import ClusterMetrics
-
-    d = object.__new__(Dispatcher)
-    d.config, d.queue, d.metrics = ServiceConfig(store="file:///nowhere", **config), FairQueue(), ClusterMetrics()
-    d._refunds, d._job_s, d._stop = {}, None, threading.Event()
-    for ref in refs:
-        d.queue.enqueue(ref)
-    handed: list[list[str]] = []
-    run_batch = SimpleNamespace(remote=lambda keys, refunds: handed.append(keys) or object())
-    d._slots = [
-        SimpleNamespace(ready=True, batch_ref=None, batch=[], index=0, handle=SimpleNamespace(run_batch=run_batch))
-    ]
-    d.handed = handed  # type: ignore[attr-defined]
-    return d
-
-
-def _dispatch_once(d: Dispatcher) -> int:
-    slot = d._slots[0]
-    slot.batch_ref = None
-    d._dispatch()
-    return len(d.handed[-1])  # type: ignore[attr-defined]
-
-
-def test_a_deep_queue_of_short_jobs_gets_larger_batches():
-    """Batch size grows from `batch_size` only once jobs were measured short, and only while
-    every worker the cluster may have would still get a batch (the old dispatcher handed out
-    `batch_size` jobs whatever the queue: 4 no-op jobs per Ray call and store round)."""
-    refs = [JobRef("alpha", "case-1", new_id("j")) for _ in range(1000)]
-    d = _sizing_dispatcher(refs, batch_size=4, max_batch_size=64, batch_target_s=1.0, max_workers=2)
-    assert _dispatch_once(d) == 4  # nothing measured yet: the floor
-    d._record_outcome(Outcome(refs[0].key, "succeeded", final=True, kind="pair", figures={"stages": {"job": 0.001}}))
-    assert _dispatch_once(d) == 64  # short jobs, deep queue: the cap
-    for _ in range(40):  # the jobs turn long (0.5 s): a batch of 1 s holds 2, below the floor
-        d._record_outcome(Outcome(refs[0].key, "succeeded", final=True, kind="pair", figures={"stages": {"job": 0.5}}))
-    assert _dispatch_once(d) == 4
-    few = _sizing_dispatcher(refs[:30], batch_size=4, max_batch_size=64, max_workers=8)
-    few._job_s = 0.001
-    assert _dispatch_once(few) == 4  # 30 jobs, 8 possible workers: each may get its 4, no growth
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    depth=st.integers(0, 5000),
-    floor=st.integers(1, 16),
-    cap=st.integers(1, 256),
-    max_workers=st.integers(1, 64),
-    job_s=st.one_of(st.none(), st.floats(0, 100, allow_nan=False)),
-    target=st.floats(0.01, 10),
-)
-def test_batch_size_stays_within_its_bounds(depth, floor, cap, max_workers, job_s, target):
-    refs = [JobRef("alpha", "case-1", f"j{i:012x}000000000000") for i in range(depth)]
-    d = _sizing_dispatcher(refs, batch_size=floor, max_batch_size=cap, batch_target_s=target, max_workers=max_workers)
-    d._job_s = job_s
-    n = d._batch_size()
-    assert floor <= n <= max(cap, floor)
-    if n > floor:  # grown: measured short, and the queue has a batch of n for every possible worker
-        assert job_s is not None and n * job_s <= target
-        assert n <= -(-depth // min(max_workers, -(-depth // floor)))

@@ -58,12 +58,7 @@ class ServiceConfig:
     staging_sweep_s: float = 60.0  # how often a controller looks for expired staging (0: never)
     # dispatcher / workers
     job_fn: str = "occlutrace_compute.jobs.runner:run_job"
-    batch_size: int = 4  # jobs per dispatched batch (the floor, see the next two)
-    # A deep queue of short jobs: a batch grows up to `max_batch_size` jobs when every worker
-    # the cluster may have (`max_workers`) is busy and the jobs measured so far take at most
-    # `batch_target_s` for the whole batch (dispatcher.Dispatcher._batch_size)
-    max_batch_size: int = 64
-    batch_target_s: float = 1.0
+    batch_size: int = 4
     max_attempts: int = 3
     cpu_workers: int = 1  # CPU mode (no GPU in the cluster): workers kept even when idle
     min_workers: int = 1  # GPU mode: workers kept even when idle (one warm GPU)

@@ -49,7 +49,6 @@ POLL_S = 0.2
 RETRY_DELAY_S = 1.0
 ORPHAN_MARKER_AGE_S = 120.0
 SCALE_S = 1.0  # how often the worker count and the autoscaler request are revised
-JOB_S_WEIGHT = 0.2  # weight of the latest job in the running mean of job seconds (batch sizing)
 
 
 @dataclass
@@ -85,7 +84,6 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._refunds: dict[str, int] = {}  # job key -> attempt that met a store outage (uncharged)
-        self._job_s: float | None = None  # running mean of a job's seconds (None: none measured yet)
         self._callbacks = CallbackPool(config.callback_concurrency)
         self._thread = threading.Thread(target=self._run, name="dispatch-loop", daemon=True)
         self._thread.start()
@@ -299,35 +297,11 @@ class Dispatcher:
             except RayError:
                 slot.info_ref = slot.handle.info.remote()  # restarting: ask again
 
-    def _batch_size(self) -> int:
-        """Jobs for the next batch: `batch_size`, grown for a deep queue of short jobs.
-
-        A batch costs a few store rounds and one Ray call whatever its size, so for no-op-short
-        jobs the size sets the throughput (bench/RESULTS.md, issue 18). It grows only while
-        (1) the queue holds more than a batch for every worker the cluster may have (the larger
-        of the workers the backlog asks for, capped at `max_workers`, and those ready), so a
-        larger batch never leaves a worker that could exist without work, and (2) the running
-        mean of the jobs' seconds says the batch ends within `batch_target_s` (no growth before a
-        job was measured: a long job's batch stays at the floor). Capped at `max_batch_size`.
-        The guarantees do not depend on the size: every job of a batch is charged at its start
-        and a lost worker's batch-mates get their attempt back (worker.py), whatever their number.
-        O(workers) time."""
-        floor = max(self.config.batch_size, 1)
-        cap = max(self.config.max_batch_size, floor)
-        if self._job_s is None or cap == floor:
-            return floor
-        depth = self.queue.depth
-        wanted = min(math.ceil((depth + self.queue.in_flight) / floor), self.config.max_workers)
-        workers = max(wanted, sum(1 for slot in self._slots if slot.ready), 1)
-        share = math.ceil(depth / workers)
-        by_time = int(self.config.batch_target_s / max(self._job_s, 1e-6))
-        return max(floor, min(cap, share, by_time))
-
     def _dispatch(self) -> None:
         for slot in self._slots:
             if not slot.ready or slot.batch_ref is not None:
                 continue
-            batch = self.queue.next_batch(self._batch_size())
+            batch = self.queue.next_batch(self.config.batch_size)
             if not batch:
                 return
             slot.batch = batch
@@ -432,10 +406,6 @@ class Dispatcher:
             self.metrics.job_latency.labels(kind=kind, state=outcome.state).observe(max(latency_s, 0.0))
         if outcome.figures:
             self.metrics.observe_job(outcome.figures)
-            seconds = outcome.figures.get("stages", {}).get("job")
-            if isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0:
-                last = self._job_s
-                self._job_s = seconds if last is None else last + JOB_S_WEIGHT * (seconds - last)
         if outcome.callback_url and outcome.status:
             self._callbacks.submit(
                 ref.tenant,
