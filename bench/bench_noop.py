@@ -6,7 +6,8 @@ Starts a local Ray (num_cpus=2) with the dispatcher and `--workers` CPU workers 
 (uvicorn on 127.0.0.1); the workers run `noop_job` (the `job_fn` hook: reads nothing, returns a
 small result). One case's inputs are uploaded once, then `--jobs` jobs are created in batches of
 `--batch` (POST /v1/batches) and the batches polled (GET /v1/batches/{id}?limit=1, every 0.5 s)
-until every job is final. Prints creation time, time to the last final state, jobs/s, and checks that
+until every job is final. Prints creation time, time to the last final state, jobs/s, the CPU seconds of
+the controller (this process), the dispatcher and the workers over that time, and checks that
 every job succeeded on its first attempt (nothing lost, nothing run twice).
 
 `--store DIR`: run on that local store, e.g. one planted by bench_control_plane.py with a big
@@ -58,6 +59,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import httpx
+    import psutil
     import ray
     import uvicorn
 
@@ -138,6 +140,12 @@ def main() -> None:
         warm = http.post("/v1/jobs", json=job).json()["job_id"]
         _wait(lambda: http.get(f"/v1/jobs/{warm}").json()["state"] == "succeeded", 300, "warm-up job", 0.2)
 
+        dispatcher = get_dispatcher(config)
+        stats = ray.get(dispatcher.stats.remote(), timeout=60)
+        procs = {"controller + client (this process)": [psutil.Process()]}
+        procs["dispatcher"] = [psutil.Process(stats["pid"])]
+        procs["workers"] = [psutil.Process(pid) for pid in stats.get("worker_pids", [])]
+        cpu0 = {name: _cpu(ps) for name, ps in procs.items()}
         t0 = time.perf_counter()
         batches = []
         for start in range(0, args.jobs, args.batch):
@@ -146,6 +154,9 @@ def main() -> None:
             assert r.status_code == 201, r.text
             batches.append(r.json()["batch_id"])
         t_created = time.perf_counter() - t0
+        final_at_created = sum(
+            http.get(f"/v1/batches/{b}", params={"limit": 1}).json()["counts"].get("succeeded", 0) for b in batches
+        )
         pending = set(batches)
         statuses: dict[str, dict] = {}
 
@@ -157,6 +168,7 @@ def main() -> None:
 
         _wait(all_done, args.timeout, "every job final", 0.5)
         t_final = time.perf_counter() - t0
+        cpu = {name: _cpu(ps) - cpu0[name] for name, ps in procs.items()}
         for batch_id in batches:  # every job's attempts, once all are final
             statuses[batch_id] = http.get(f"/v1/batches/{batch_id}", params={"limit": 1000}).json()
         counts: dict[str, int] = {}
@@ -173,6 +185,12 @@ def main() -> None:
             f" ({args.jobs / t_created:.0f} jobs/s), all final after {t_final:.1f} s"
             f" -> {args.jobs / t_final:.0f} jobs/s end to end"
         )
+        print(f"{final_at_created} jobs final when the last batch was created")
+        print(
+            "CPU seconds from the first creation to the last final state: "
+            + ", ".join(f"{name} {sec:.1f} s ({1000 * sec / args.jobs:.1f} ms/job)" for name, sec in cpu.items())
+            + f"; load average {os.getloadavg()[0]:.1f}"
+        )
         print(f"states: {counts}  attempts: {attempts}")
         assert counts == {"succeeded": args.jobs}, counts
         assert attempts == {1: args.jobs}, attempts
@@ -186,6 +204,11 @@ def main() -> None:
         ray.shutdown()
         if moto is not None:
             moto.stop()
+
+
+def _cpu(procs: list) -> float:
+    """User + system CPU seconds of `procs` (and their threads) so far."""
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
 
 
 def _free_port() -> int:

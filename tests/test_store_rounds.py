@@ -170,3 +170,23 @@ def test_create_many_leaves_nothing_when_an_input_vanished(store):
         repo.create_many(batch)
     assert repo.queued_refs() == []
     assert store.list("tenants/alpha/index/") == [] and store.list("tenants/alpha/cases/case-1/jobs/") == []
+
+
+def test_local_puts_are_private_complete_and_leave_no_temp_file(tmp_path):
+    """The lean put path (os calls, folders made only when missing): every kind of write lands
+    whole, 0600, in folders it made, with no temp file left, also when put_if_absent loses."""
+    s = LocalStore(tmp_path)
+    payload = os.urandom(200_000)  # larger than one os.write may take
+    s.put("a/b/c/d.bin", payload)
+    s.put_transient("a/b/hint.json", b"{}")
+    assert s.put_if_absent("a/e/f.json", b"1") and not s.put_if_absent("a/e/f.json", b"2")
+    s.copy("a/b/c/d.bin", "x/y/z.bin")
+    assert s.get("a/b/c/d.bin") == payload and s.get("x/y/z.bin") == payload and s.get("a/e/f.json") == b"1"
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in files) == [
+        "a/b/c/d.bin",
+        "a/b/hint.json",
+        "a/e/f.json",
+        "x/y/z.bin",
+    ]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in files)
