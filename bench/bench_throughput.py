@@ -61,7 +61,6 @@ def _host_exclusions() -> list[tuple[object, str]]:
         (flat_engine, "prepare_all"),
         (matcher.Matcher, "nearest"),
         (matcher.Matcher, "__init__"),
-        (flat_engine.FlatMatcher, "__init__"),
         (features, "_neighbours"),
     ]
 

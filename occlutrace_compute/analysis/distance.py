@@ -121,6 +121,19 @@ def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.concatenate(points), owners, cover[owners]
 
 
+def query_arguments(points: np.ndarray, max_distance: float | None) -> tuple[np.ndarray, float]:
+    """A distance query's points as float64 (N, 3) and its cutoff (inf for None), checked:
+    a clear error for a wrong shape, non-finite coordinates or a negative cutoff."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points must have shape (N, 3), got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise InputRejected("points", "contain non-finite coordinates")
+    if max_distance is not None and not float(max_distance) >= 0:
+        raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
+    return pts, np.inf if max_distance is None else float(max_distance)
+
+
 class SurfaceIndex:
     """A surface prepared for repeated signed-distance queries (build once, query many)."""
 
@@ -173,14 +186,7 @@ class SurfaceIndex:
         Work per point is bounded by the number of proxies within max_distance + rho of it (see the
         module docstring): a point with no surface within the cutoff costs one 16-neighbour query.
         """
-        pts = np.asarray(points, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"points must have shape (N, 3), got {pts.shape}")
-        if not np.isfinite(pts).all():
-            raise InputRejected("points", "contain non-finite coordinates")
-        if max_distance is not None and not float(max_distance) >= 0:
-            raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
-        limit = np.inf if max_distance is None else float(max_distance)
+        pts, limit = query_arguments(points, max_distance)
         sq = np.full(len(pts), np.inf)
         face = np.full(len(pts), -1, dtype=np.int64)
         # Groups of (points, proxies already scored, proxies to score): a point whose best

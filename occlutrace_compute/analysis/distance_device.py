@@ -62,6 +62,7 @@ from occlutrace_compute.analysis.distance import (
     NormalsFrom,
     SurfaceDistance,
     SurfaceIndex,
+    query_arguments,
 )
 from occlutrace_compute.analysis.triangles import MeshFeatures, mesh_features
 from occlutrace_compute.errors import InputRejected
@@ -342,14 +343,7 @@ class DeviceSurfaceIndex:
         the stated bound: at most 2 n_leaf - 1 + M)."""
         if self.backend == "numpy":
             raise ValueError("work counts come from the kernel: device 'cuda' or 'cpu-twin'")
-        pts = np.asarray(points, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"points must have shape (N, 3), got {pts.shape}")
-        if not np.isfinite(pts).all():
-            raise InputRejected("points", "contain non-finite coordinates")
-        if max_distance is not None and not float(max_distance) >= 0:
-            raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
-        limit = np.inf if max_distance is None else float(max_distance)
+        pts, limit = query_arguments(points, max_distance)
         # Padded like distance.py's reach: a wider search only adds candidates; the kernel then
         # keeps a winner only where its distance is <= limit itself.
         padded = limit * (1.0 + 1e-9) + 1e-12

@@ -32,7 +32,9 @@ class Matcher:
         self._ref32 = fixed.points.float() if dev.type == "cuda" else fixed.points
         if self.backend == "kdtree":
             pts = fixed.points.cpu().numpy()
-            self._trees = [KDTree(np.ascontiguousarray(pts[j, : int(n)])) for j, n in enumerate(fixed.lengths.cpu())]
+            # kd-trees exist on the CPU only, one per pair (a GPU uses the nn.knn backends instead);
+            # the lengths come over in one transfer, not one per pair
+            self._trees = [KDTree(np.ascontiguousarray(pts[j, :n])) for j, n in enumerate(fixed.lengths.tolist())]
             self._cache = CandidateCache(pts, self._search_rows)
 
     def nearest(

@@ -27,13 +27,13 @@ from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.batched import axes, select
-from occlutrace_compute.registration.batched.matcher import FlatMatcher
 from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
 from occlutrace_compute.registration.batched.summary import summarize
 from occlutrace_compute.registration.engine import resolve_device
 from occlutrace_compute.registration.features import fpfh
 from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.levels import subset
+from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, prepare_all
 from occlutrace_compute.registration.result import RegistrationResult
@@ -90,7 +90,7 @@ def _register_batch(
         pair_of = torch.arange(b, device=dev)[:, None].expand(real.shape)[real]
         T_fixed_moving = T_start[real]
         coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-        matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
+        matcher = Matcher(coarse_f, opt.runtime.knn_backend)
         prune, converge = coarse_levels(opt)
         for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
             out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
@@ -187,7 +187,7 @@ def _prescreen(
     )
     pair_of = torch.arange(b, device=dev).repeat_interleave(g)
     T_fixed_moving = guesses.reshape(b * g, 4, 4)
-    matcher = FlatMatcher(coarse_f, opt.runtime.knn_backend)
+    matcher = Matcher(coarse_f, opt.runtime.knn_backend)
     level = prescreen_level(opt)
     q = max(8, opt.hypotheses.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
@@ -227,7 +227,7 @@ def mid_and_fine(
     """`finals.mid_and_fine` with the batched choices."""
     with stopwatch(stages, "mid"):
         mid_m = pack([p.moving.mid for p in prepared], dev)
-        matcher = FlatMatcher(pack([p.fixed.mid for p in prepared], dev), opt.runtime.knn_backend)
+        matcher = Matcher(pack([p.fixed.mid for p in prepared], dev), opt.runtime.knn_backend)
         mid = mid_level(opt, reach_mm)
         out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
         sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
@@ -244,7 +244,7 @@ def mid_and_fine(
     with stopwatch(stages, "fine"):
         pair_of = pair_of[items]
         fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
-        matcher = FlatMatcher(pack([p.fixed.fine for p in prepared], dev), opt.runtime.knn_backend)
+        matcher = Matcher(pack([p.fixed.fine for p in prepared], dev), opt.runtime.knn_backend)
         fine = fine_level(opt)
         out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
         sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
