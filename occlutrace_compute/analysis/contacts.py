@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from occlutrace_compute.analysis.colormap import ColorRamp, contact_ramp
-from occlutrace_compute.analysis.distance import SurfaceIndex, one_openmp_thread
+from occlutrace_compute.analysis.distance import one_openmp_thread
 from occlutrace_compute.analysis.distance_device import surface_index
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
 from occlutrace_compute.analysis.preview import Panel, write_preview
@@ -223,11 +223,7 @@ def _measure(
     """One arch's side of contacts(): distances to the other arch, regions, colours. Runs on one
     thread with OpenMP on one thread too (the two arches run side by side on the two cores)."""
     with one_openmp_thread():
-        index = (
-            SurfaceIndex(other, name=other_name)
-            if device == "cpu"
-            else surface_index(other, name=other_name, device=device)
-        )
+        index = surface_index(other, name=other_name, device=device)  # "cpu": distance.SurfaceIndex
         distance = index.query(mesh.vertices, max_distance=cutoff).distance
         return _arch(name, mesh, distance, up, threshold, cutoff, ramp)
 
