@@ -66,6 +66,16 @@ class ServiceConfig:
     worker_cpus: float = 1.0
     worker_idle_s: float = 120.0  # a worker above the floor idle this long is let go (node can go)
     rescan_s: float = 10.0
+    # device worker (issue 16, service/device_worker.py): CPU workers prepare and finish pair
+    # jobs, one device actor registers and measures batches of pairs across jobs, sized by points
+    device_worker: str = "auto"  # "auto": on once the cluster shows a GPU; "on" (CPU stand-in too); "off"
+    device_points_budget: int = 0  # points per device batch; 0: from the device's free memory (CPU: 2M)
+    device_memory_fraction: float = 0.5  # share of the device's free memory a batch may fill
+    device_bytes_per_point: float = 4096.0  # starting estimate; re-measured from each CUDA batch's peak
+    device_max_wait_s: float = 0.05  # a pair waits at most this long for batch-mates
+    device_max_pending: int = 256  # pairs waiting at the device actor at once (one thread each)
+    device_actor_cpus: float = 1.0  # the host core that drives the device
+    device_timeout_s: float = 600.0  # a pair with no answer from the device by then fails its attempt
     callback_attempts: int = 5
     callback_concurrency: int = 2  # deliveries in flight per tenant (one tenant cannot hold up another's)
     callback_backoff_s: float = 0.5

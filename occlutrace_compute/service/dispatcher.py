@@ -33,6 +33,7 @@ from ray.autoscaler.sdk import request_resources
 from ray.exceptions import GetTimeoutError, RayError
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES
+from occlutrace_compute.service import device_worker
 from occlutrace_compute.service.callbacks import CallbackPool, deliver
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.fairqueue import FairQueue
@@ -85,6 +86,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._refunds: dict[str, int] = {}  # job key -> attempt that met a store outage (uncharged)
         self._callbacks = CallbackPool(config.callback_concurrency)
+        self._device_actor: Any = None  # device-worker mode: the device actor (device_worker.py)
         self._thread = threading.Thread(target=self._run, name="dispatch-loop", daemon=True)
         self._thread.start()
 
@@ -114,6 +116,8 @@ class Dispatcher:
         self._thread.join(10)
         for slot in self._slots:
             ray.kill(slot.handle, no_restart=True)
+        if self._device_actor is not None:
+            ray.kill(self._device_actor, no_restart=True)
         self._request(0)
 
     # -- the loop --------------------------------------------------------------------------
@@ -219,7 +223,8 @@ class Dispatcher:
 
     def _shape(self) -> dict[str, float]:
         """Resources of one worker actor: also the bundle asked of the autoscaler per worker."""
-        shape = {"GPU": 1.0} if self._gpu_mode else {}
+        # device-worker mode: workers are CPU-only, the GPU is the device actor's
+        shape = {"GPU": 1.0} if self._gpu_mode and not self._device_mode() else {}
         if self.config.worker_cpus > 0:
             shape["CPU"] = float(self.config.worker_cpus)
         return shape
@@ -244,9 +249,15 @@ class Dispatcher:
         self.metrics.requested_workers.set(workers)
         log(logger, logging.INFO, "autoscaler request", count=workers, device="cuda" if self._gpu_mode else "cpu")
 
+    def _device_mode(self) -> bool:
+        return device_worker.enabled(self.config, self._gpu_mode)
+
     def _add_worker(self) -> None:
-        remote = ray.remote(AlignWorker).options(
-            num_gpus=1 if self._gpu_mode else 0,
+        staged = self._device_mode()  # device worker (issue 16): CPU workers + one device actor
+        if staged and self._device_actor is None:
+            self._device_actor = device_worker.start_device_actor(self.config, gpu=self._gpu_mode)
+        remote = ray.remote(device_worker.DeviceWorker if staged else AlignWorker).options(
+            num_gpus=1 if self._gpu_mode and not staged else 0,
             num_cpus=self.config.worker_cpus,
             max_restarts=-1,
             max_task_retries=0,

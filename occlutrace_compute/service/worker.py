@@ -163,11 +163,7 @@ class AlignWorker:
         inbox: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
         commits = self._committer.submit(self._commit_loop, inbox, outcomes)
         try:
-            for run in runs:
-                if run.started is None or self._hint(run, outcomes):  # None: cancelled or exhausted at start
-                    if run.started is not None:
-                        self._run_one(run)
-                    inbox.put(run)
+            self._run_all(runs, inbox, outcomes)
         finally:
             inbox.put(None)
             commits.result()
@@ -230,6 +226,15 @@ class AlignWorker:
 
     # -- step 2: run ----------------------------------------------------------------------
 
+    def _run_all(self, runs: list[_Run], inbox: queue.SimpleQueue[_Run | None], outcomes: dict[str, Outcome]) -> None:
+        """Runs the started jobs one after another, each after its hint; every run whose outcome
+        is to be written goes to `inbox`. (device_worker.DeviceWorker overrides this: staged runs.)"""
+        for run in runs:
+            if run.started is None or self._hint(run, outcomes):  # None: cancelled or exhausted at start
+                if run.started is not None:
+                    self._run_one(run)
+                inbox.put(run)
+
     def _hint(self, run: _Run, outcomes: dict[str, Outcome]) -> bool:
         """Name the job about to run, for the dispatcher to read if this worker dies (module
         docstring). False (the job re-queued uncharged) if the store is lost."""
@@ -247,8 +252,9 @@ class AlignWorker:
         except StoreError:  # a stale hint names an attempt the record no longer shows: harmless
             pass
 
-    def _run_one(self, run: _Run) -> None:
-        """Run the job function; the record's state and result (or reason) set from its end."""
+    def _run_one(self, run: _Run, job: Callable[[], dict] | None = None) -> None:
+        """Run the job function (or `job`, the same job run another way: device_worker's stages);
+        the record's state and result (or reason) set from its end."""
         record, ref = run.record, run.ref
         token = REQUEST_ID.set(record.request_id)  # every log line about this job names its request
         try:
@@ -257,7 +263,7 @@ class AlignWorker:
             start = time.monotonic()
             result: dict | None = None
             try:
-                result = self.job_fn(record.spec, self.store)
+                result = job() if job is not None else self.job_fn(record.spec, self.store)
                 record.state, record.result = "succeeded", result
             except InputRejected as exc:
                 record.state, record.reason = "rejected", str(exc)

@@ -1,0 +1,169 @@
+"""The device worker (issue 16, item 3): CPU workers prepare and finish pair jobs, one device actor
+registers and measures batches of pairs across jobs, sized by points. Real Ray, a real local
+store, real meshes; the device is the CPU stand-in (device "cpu", num_gpus=0)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+from hypothesis import given, settings, strategies as st
+from test_service_support import ray_session, wait_for
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
+from occlutrace_compute.jobs.pipeline import InputFile, run_case
+from occlutrace_compute.jobs.stages import DeviceAnswer, prepare_pair
+from occlutrace_compute.meshes import mesh_to_bytes
+from occlutrace_compute.service.config import ServiceConfig
+from occlutrace_compute.service.device_worker import DEVICE_ACTOR_NAME, DeviceActor, enabled, take
+from occlutrace_compute.service.dispatcher import get_dispatcher
+from occlutrace_compute.service.records import JobRepo, new_id, ref_of
+from occlutrace_compute.storage.config import open_store
+from occlutrace_compute.storage.keys import input_key
+
+TENANT = "lab1"
+BAD_STL = b"solid x\nfacet normal 0 0 1\n"  # an ASCII STL cut off inside its first facet
+
+
+@given(st.lists(st.integers(1, 10**7), max_size=40), st.integers(1, 10**7))
+@settings(max_examples=200, deadline=None)
+def test_take_cuts_the_queue_in_order_within_the_budget(points: list[int], budget: int) -> None:
+    rest, batches = list(points), []
+    for _ in range(len(points)):  # each take removes at least one pair
+        if not rest:
+            break
+        n = take(rest, budget)
+        assert n >= 1
+        assert sum(rest[:n]) <= budget or n == 1  # over the budget only as a pair alone
+        if n < len(rest):
+            assert sum(rest[: n + 1]) > budget  # as many as fit
+        batches.append(rest[:n])
+        rest = rest[n:]
+    assert rest == [] and [p for b in batches for p in b] == points
+    assert take([], budget) == 0
+
+
+def test_switch_is_off_without_a_gpu_unless_asked_for() -> None:
+    assert not enabled(ServiceConfig(), gpu_seen=False)  # the default: the ordinary CPU worker
+    assert enabled(ServiceConfig(), gpu_seen=True)
+    assert enabled(ServiceConfig(device_worker="on"), gpu_seen=False)
+    assert not enabled(ServiceConfig(device_worker="off"), gpu_seen=True)
+    with pytest.raises(ValueError, match="device_worker"):
+        enabled(ServiceConfig(device_worker="gpu"), gpu_seen=True)
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Three synthetic rescan pairs (~20k vertices a scan) and one with a broken FIXED file, as a
+    tenant's committed inputs in a local store; their specs."""
+    from occlutrace_compute.synth import make_pair_case
+
+    root = tmp_path_factory.mktemp("devstore")
+    store = open_store(f"file://{root}")
+    specs, inputs = [], []
+    for i, seed in enumerate((3, 4, 5, 6)):
+        case = make_pair_case(seed, "clean", overlap=(0.9, 1.0), spacing_mm=0.45)
+        files = {role: mesh_to_bytes(getattr(case, role), "stl") for role in ("fixed", "moving")}
+        if i == 3:
+            files["fixed"] = BAD_STL
+        name = f"case-{i:04d}"
+        keys = {}
+        for role, data in files.items():
+            keys[role] = input_key(TENANT, name, f"{role}.stl")
+            store.put(keys[role], data)
+        specs.append(JobSpec(job_id=new_id("j"), tenant=TENANT, case=name, kind="pair", inputs=keys))
+        inputs.append({role: InputFile(f"{role}.stl", data) for role, data in files.items()})
+    return root, store, specs, inputs
+
+
+def test_points_budget_splits_batches_and_an_oversized_pair_runs_alone(cases) -> None:
+    root, store, specs, _ = cases
+    payloads = [prepare_pair(s, store, s.job_id).payload for s in specs[:3]]
+    points = [p.points for p in payloads]
+    config = ServiceConfig(store=f"file://{root}", device_points_budget=points[0] + points[1], device_max_wait_s=0.01)
+    actor = DeviceActor(config, "cpu", serve=False)
+    for p in payloads:
+        actor.submit(p)
+    assert [p.payload.key for p in actor._next_batch()] == [s.job_id for s in specs[:2]]
+    assert [p.payload.key for p in actor._next_batch()] == [specs[2].job_id]
+
+    tiny = DeviceActor(ServiceConfig(store=f"file://{root}", device_points_budget=1), "cpu", serve=False)
+    first, second = tiny.submit(payloads[0]), tiny.submit(payloads[1])
+    assert tiny.serve_one() == [specs[0].job_id]  # bigger than the whole budget: alone, not stuck
+    assert isinstance(first.result(timeout=0), DeviceAnswer) and not second.done()
+    assert tiny.stats()[-1]["points"] == points[0]
+
+
+@pytest.fixture(scope="module")
+def ordinary(cases):
+    """What the ordinary path (run_case, as run_job runs it) answers for each job."""
+    _, _, specs, inputs = cases
+    out = []
+    for spec, files in zip(specs, inputs):
+        try:
+            out.append(run_case("pair", files, spec.options, spec.case).result)
+        except InputRejected as exc:
+            out.append(exc)
+    return out
+
+
+@pytest.fixture(scope="module")
+def device_service(cases):
+    root, store, specs, _ = cases
+    budget = sum(prepare_pair(s, store, s.job_id).payload.points for s in specs[:3])
+    config = ServiceConfig.from_env(
+        store=f"file://{root}",
+        ray_namespace="device-worker",
+        device_worker="on",
+        device_actor_cpus=0,
+        device_points_budget=budget,  # the three good pairs close the batch at once
+        device_max_wait_s=60.0,  # a safety net only: the budget closes the batch
+        cpu_workers=1,
+        max_workers=1,
+        batch_size=8,
+        rescan_s=1.0,
+    )
+    with ray_session(num_cpus=2):
+        repo = JobRepo(store)
+        records = [JobRecord(spec=s) for s in specs]
+        for record in records:
+            assert repo.create(record)
+        dispatcher = get_dispatcher(config)
+        ray.get(dispatcher.notify_many.remote([ref_of(r).key for r in records]), timeout=60)
+        yield config, repo, records
+        ray.get(dispatcher.shutdown.remote(), timeout=30)
+        ray.kill(dispatcher, no_restart=True)
+
+
+def test_device_path_answers_as_the_ordinary_path_with_batches_across_jobs(device_service, ordinary) -> None:
+    config, repo, records = device_service
+
+    def finals():
+        got = [repo.load(ref_of(r)) for r in records]
+        return got if all(g is not None and g.state in TERMINAL_STATES for g in got) else None
+
+    done = wait_for(finals, 600, "every job to end")
+    for record, want in zip(done, ordinary):
+        assert record.attempts == 1
+        if isinstance(want, InputRejected):  # the broken file: only its job, with the same reason
+            assert record.state == "rejected" and record.reason == str(want)
+            assert "fixed.stl" in record.reason
+            continue
+        assert record.state == "succeeded", record.reason
+        got = record.result
+        assert np.abs(np.array(got["matrix"]) - np.array(want["matrix"])).max() < 1e-4  # 0.1 um
+        for name, value in want["deviation"].items():
+            if isinstance(value, float):
+                assert got["deviation"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+            else:
+                assert got["deviation"][name] == value, name
+        assert got["metrics"]["rmse_mm"] == pytest.approx(want["metrics"]["rmse_mm"], rel=1e-9)
+        assert len(got["changed_regions"]) == len(want["changed_regions"])
+        assert set(got["outputs"]) == {*want["outputs"], "result.json"}  # run_job maps names to keys
+    actor = ray.get_actor(DEVICE_ACTOR_NAME, namespace=config.ray_namespace)
+    batches = ray.get(actor.stats.remote(), timeout=30)
+    good = {r.spec.job_id for r in records[:3]}
+    held = [{k.split("/")[-2] for k in b["keys"]} for b in batches]
+    assert any(len(h & good) > 1 for h in held), batches  # one device batch held pairs of several jobs
+    assert sorted(j for h in held for j in h) == sorted(good)  # each good pair on the device once
