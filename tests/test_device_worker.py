@@ -55,17 +55,17 @@ def test_switch_is_off_without_a_gpu_unless_asked_for() -> None:
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
-    """Three synthetic rescan pairs (~20k vertices a scan) and one with a broken FIXED file, as a
+    """Two synthetic rescan pairs (~20k vertices a scan) and one with a broken FIXED file, as a
     tenant's committed inputs in a local store; their specs."""
     from occlutrace_compute.synth import make_pair_case
 
     root = tmp_path_factory.mktemp("devstore")
     store = open_store(f"file://{root}")
     specs, inputs = [], []
-    for i, seed in enumerate((3, 4, 5, 6)):
+    for i, seed in enumerate((3, 4, 5)):
         case = make_pair_case(seed, "clean", overlap=(0.9, 1.0), spacing_mm=0.45)
         files = {role: mesh_to_bytes(getattr(case, role), "stl") for role in ("fixed", "moving")}
-        if i == 3:
+        if i == 2:
             files["fixed"] = BAD_STL
         name = f"case-{i:04d}"
         keys = {}
@@ -79,14 +79,14 @@ def cases(tmp_path_factory):
 
 def test_points_budget_splits_batches_and_an_oversized_pair_runs_alone(cases) -> None:
     root, store, specs, _ = cases
-    payloads = [prepare_pair(s, store, s.job_id).payload for s in specs[:3]]
+    payloads = [prepare_pair(s, store, s.job_id).payload for s in specs[:2]]
     points = [p.points for p in payloads]
-    config = ServiceConfig(store=f"file://{root}", device_points_budget=points[0] + points[1], device_max_wait_s=0.01)
-    actor = DeviceActor(config, "cpu", serve=False)
-    for p in payloads:
-        actor.submit(p)
-    assert [p.payload.key for p in actor._next_batch()] == [s.job_id for s in specs[:2]]
-    assert [p.payload.key for p in actor._next_batch()] == [specs[2].job_id]
+    for budget, batches in ((sum(points), [[0, 1]]), (sum(points) - 1, [[0], [1]])):
+        actor = DeviceActor(ServiceConfig(store=f"file://{root}", device_points_budget=budget), "cpu", serve=False)
+        for p in payloads:
+            actor.submit(p)
+        formed = [[p.payload.key for p in actor._next_batch()] for _ in batches]
+        assert formed == [[specs[i].job_id for i in b] for b in batches]
 
     tiny = DeviceActor(ServiceConfig(store=f"file://{root}", device_points_budget=1), "cpu", serve=False)
     first, second = tiny.submit(payloads[0]), tiny.submit(payloads[1])
@@ -111,13 +111,13 @@ def ordinary(cases):
 @pytest.fixture(scope="module")
 def device_service(cases):
     root, store, specs, _ = cases
-    budget = sum(prepare_pair(s, store, s.job_id).payload.points for s in specs[:3])
+    budget = sum(prepare_pair(s, store, s.job_id).payload.points for s in specs[:2])
     config = ServiceConfig.from_env(
         store=f"file://{root}",
         ray_namespace="device-worker",
         device_worker="on",
         device_actor_cpus=0,
-        device_points_budget=budget,  # the three good pairs close the batch at once
+        device_points_budget=budget,  # the two good pairs close the batch at once
         device_max_wait_s=60.0,  # a safety net only: the budget closes the batch
         cpu_workers=1,
         max_workers=1,
@@ -163,7 +163,38 @@ def test_device_path_answers_as_the_ordinary_path_with_batches_across_jobs(devic
         assert set(got["outputs"]) == {*want["outputs"], "result.json"}  # run_job maps names to keys
     actor = ray.get_actor(DEVICE_ACTOR_NAME, namespace=config.ray_namespace)
     batches = ray.get(actor.stats.remote(), timeout=30)
-    good = {r.spec.job_id for r in records[:3]}
+    good = {r.spec.job_id for r in records[:2]}
     held = [{k.split("/")[-2] for k in b["keys"]} for b in batches]
     assert any(len(h & good) > 1 for h in held), batches  # one device batch held pairs of several jobs
     assert sorted(j for h in held for j in h) == sorted(good)  # each good pair on the device once
+
+
+def test_device_actor_killed_with_a_pair_aboard_loses_no_job_and_runs_none_twice(
+    cases, device_service, ordinary
+) -> None:
+    """One more job waits at the device for batch-mates (below the budget); the actor is killed:
+    the pair is sent again alone to the restarted actor and its job succeeds on its first attempt,
+    run on the device once."""
+    import os
+    import signal
+
+    _, _, specs, _ = cases
+    config, repo, _ = device_service
+    record = JobRecord(spec=specs[0].model_copy(update={"job_id": new_id("j")}))
+    assert repo.create(record)
+    actor = ray.get_actor(DEVICE_ACTOR_NAME, namespace=config.ray_namespace)
+    pid = ray.get(actor.info.remote(), timeout=30)["pid"]
+    ray.get(get_dispatcher(config).notify.remote(ref_of(record).key), timeout=60)
+    wait_for(lambda: ray.get(actor.pending.remote(), timeout=30) == 1, 120, "the pair at the device")
+    os.kill(pid, signal.SIGKILL)
+
+    def final():
+        got = repo.load(ref_of(record))
+        return got if got is not None and got.state in TERMINAL_STATES else None
+
+    done = wait_for(final, 600, "the job to end")
+    assert done.state == "succeeded" and done.attempts == 1, done.reason
+    assert np.abs(np.array(done.result["matrix"]) - np.array(ordinary[0]["matrix"])).max() < 1e-4
+    assert ray.get(actor.info.remote(), timeout=60)["pid"] != pid  # restarted
+    batches = ray.get(actor.stats.remote(), timeout=30)  # the restarted actor's: this pair alone, once
+    assert [(b["keys"], b["solo"]) for b in batches] == [([ref_of(record).key], True)]

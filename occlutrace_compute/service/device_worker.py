@@ -23,10 +23,12 @@ Layout (`ServiceConfig.device_worker`: "auto" = on once the cluster shows a GPU,
 Attempts and faults: a job's attempt is charged once, by the worker's start, as for AlignWorker.
 The running hint names the job whose CPU stage this worker runs (written before each CPU stage),
 so a worker killed by a job's parse or preview charges that job only (dispatcher._worker_lost).
-A device actor lost under a batch (RayActorError) fails nobody at once: each pair of that batch
-is sent again ALONE (`solo`), so a pair that kills the device fails only its own job (a failed
-attempt, `_run_one`: retried while attempts remain) and its batch-mates finish normally. Each
-job's final state is written once, by the committer, as for AlignWorker.
+A device actor lost under a batch (RayActorError) fails nobody at once: once it is back, each
+pair of that batch is sent again ALONE (`solo`; `DEVICE_SENDS` sends at most), so a pair that
+kills the device fails only its own attempt (DeviceLost through `_run_one`: retried while
+attempts remain) and its batch-mates finish normally. (A pair queued behind a killer pair's solo
+run loses a send too; it fails an attempt only if that happens on every send.) Each job's final
+state is written once, by the committer, as for AlignWorker.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ logger = logging.getLogger("occlutrace.device")
 DEVICE_ACTOR_NAME = "occlutrace-device-0"
 CPU_POINTS_BUDGET = 2_000_000  # the CPU stand-in's default budget (device_points_budget 0, no CUDA)
 HISTORY = 256  # batches remembered for stats()
+DEVICE_SENDS = 3  # sends of one pair to the device actor: in a batch, then alone after a loss
+RESTART_POLL_S = 0.2
 
 
 def enabled(config: ServiceConfig, gpu_seen: bool) -> bool:
@@ -112,6 +116,11 @@ class DeviceActor:
         """The latest batches: {"keys": job keys, "points", "seconds", "solo"} each, oldest first."""
         with self._cond:
             return list(self._history)
+
+    def pending(self) -> int:
+        """Pairs waiting for a batch (not yet on the device)."""
+        with self._cond:
+            return len(self._queue)
 
     def run(self, payload: Any) -> Any:
         """The DeviceAnswer of one pair (or its error, raised), once its batch has run."""
@@ -324,13 +333,15 @@ class DeviceWorker(AlignWorker):
         return job
 
     def _on_device(self, payload: Any) -> Any:
-        """The device's answer; a pair whose batch lost the device actor is sent once more alone."""
+        """The device's answer. A pair whose call lost the device actor is sent again ALONE once
+        the actor is back, at most `DEVICE_SENDS` sends in all: a pair that kills the device each
+        time it runs alone fails its own attempt (DeviceLost), its batch-mates are answered."""
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         actor, _ = self._device()
-        for alone in (False, True):
-            payload.solo = alone
+        for send in range(DEVICE_SENDS):
+            payload.solo = send > 0
             try:
                 return ray.get(actor.run.remote(payload), timeout=self.config.device_timeout_s)
             except RayTaskError as exc:  # this pair's own error (bad geometry...): raised as itself
@@ -338,10 +349,23 @@ class DeviceWorker(AlignWorker):
             except GetTimeoutError:
                 raise DeviceLost(f"no answer from the device within {self.config.device_timeout_s} s") from None
             except RayActorError:
-                if alone:
-                    raise DeviceLost("the device actor was lost running this pair alone") from None
-                log(logger, logging.WARNING, "device actor lost under a batch: pair sent again alone", key=payload.key)
-        raise AssertionError("unreachable")
+                log(logger, logging.WARNING, "device actor lost: pair sent again alone", key=payload.key, send=send + 1)
+                self._await_actor(actor)
+        raise DeviceLost(f"the device actor was lost {DEVICE_SENDS} times with this pair, alone the last times")
+
+    def _await_actor(self, actor: Any) -> None:
+        """Until the restarted device actor answers (calls sent before Ray saw it die fail at
+        once): at most `device_timeout_s`, polling every RESTART_POLL_S."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        deadline = time.monotonic() + self.config.device_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.info.remote(), timeout=max(deadline - time.monotonic(), 0.001))
+                return
+            except (RayActorError, GetTimeoutError):
+                time.sleep(RESTART_POLL_S)
 
 
 __all__ = ["DeviceActor", "DeviceWorker", "enabled", "start_device_actor", "take"]
