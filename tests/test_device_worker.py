@@ -44,9 +44,11 @@ def test_take_cuts_the_queue_in_order_within_the_budget(points: list[int], budge
     assert take([], budget) == 0
 
 
-def test_switch_is_off_without_a_gpu_unless_asked_for() -> None:
-    assert not enabled(ServiceConfig(), gpu_seen=False)  # the default: the ordinary CPU worker
-    assert enabled(ServiceConfig(), gpu_seen=True)
+def test_switch_is_off_by_default_and_auto_follows_the_gpu() -> None:
+    assert not enabled(ServiceConfig(), gpu_seen=False)  # the default: the ordinary worker
+    assert not enabled(ServiceConfig(), gpu_seen=True)  # not yet run on a GPU: opt-in
+    assert enabled(ServiceConfig(device_worker="auto"), gpu_seen=True)
+    assert not enabled(ServiceConfig(device_worker="auto"), gpu_seen=False)
     assert enabled(ServiceConfig(device_worker="on"), gpu_seen=False)
     assert not enabled(ServiceConfig(device_worker="off"), gpu_seen=True)
     with pytest.raises(ValueError, match="device_worker"):

@@ -68,7 +68,10 @@ class ServiceConfig:
     rescan_s: float = 10.0
     # device worker (issue 16, service/device_worker.py): CPU workers prepare and finish pair
     # jobs, one device actor registers and measures batches of pairs across jobs, sized by points
-    device_worker: str = "auto"  # "auto": on once the cluster shows a GPU; "on" (CPU stand-in too); "off"
+    # "off" (default: AlignWorkers, one per GPU in GPU mode), "auto" (on once the cluster shows a GPU),
+    # "on" (also without a GPU: the device actor on CPU). Not on by default until it has run on a GPU
+    # and drives one actor per GPU (bench/RESULTS.md, "Issue 16 item 3")
+    device_worker: str = "off"
     device_points_budget: int = 0  # points per device batch; 0: from the device's free memory (CPU: 2M)
     device_memory_fraction: float = 0.5  # share of the device's free memory a batch may fill
     device_bytes_per_point: float = 4096.0  # starting estimate; re-measured from each CUDA batch's peak
