@@ -4,6 +4,8 @@ store, real meshes; the device is the CPU stand-in (device "cpu", num_gpus=0).""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import ray
@@ -13,7 +15,7 @@ from test_service_support import ray_session, wait_for
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.jobs.pipeline import InputFile, run_case
-from occlutrace_compute.jobs.stages import DeviceAnswer, prepare_pair
+from occlutrace_compute.jobs.stages import AnsweredIndex, DeviceAnswer, prepare_pair
 from occlutrace_compute.meshes import mesh_to_bytes
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.device_worker import DEVICE_ACTOR_NAME, DeviceActor, enabled, take
@@ -44,6 +46,55 @@ def test_take_cuts_the_queue_in_order_within_the_budget(points: list[int], budge
     assert take([], budget) == 0
 
 
+@dataclass
+class _Sized:
+    """What the device actor's batching reads of a payload: its key, points and solo flag."""
+
+    key: str
+    points: int
+    solo: bool
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.booleans()), min_size=1, max_size=30), st.integers(1, 3 * 10**6))
+@settings(max_examples=100, deadline=None)
+def test_device_batches_keep_arrival_order_fit_the_budget_and_run_solo_pairs_alone(
+    sizes: list[tuple[int, bool]], budget: int
+) -> None:
+    config = ServiceConfig(store="file:///nonexistent", device_points_budget=budget, device_max_wait_s=0.0)
+    actor = DeviceActor(config, "cpu", serve=False)
+    pairs = [_Sized(f"k{i}", pts, solo) for i, (pts, solo) in enumerate(sizes)]
+    for pair in pairs:
+        actor.submit(pair)
+    batches = []
+    for _ in pairs:  # each batch takes at least one pair
+        if not actor.pending():
+            break
+        batches.append([p.payload for p in actor._next_batch()])
+    assert actor.pending() == 0 and [p for b in batches for p in b] == pairs
+    for b in batches:
+        assert len(b) == 1 or (sum(p.points for p in b) <= budget and not any(p.solo for p in b))
+
+
+@given(st.integers(1, 3000), st.data())
+@settings(max_examples=100, deadline=None)
+def test_answered_index_answers_only_the_rows_it_was_asked_for(n: int, data) -> None:
+    rng = np.random.default_rng(n)
+    points = rng.normal(size=(n, 3))
+    answer = DeviceAnswer(None, rng.normal(size=n), rng.random(n) < 0.5, 0.0)
+    index = AnsweredIndex(None, points, answer, 3.0)  # type: ignore[arg-type]
+    cut = data.draw(st.integers(0, n))
+    for rows, start in ((points, 0), (points[:cut], 0), (points[cut:], cut)):
+        got = index.query(rows, max_distance=3.0)
+        np.testing.assert_array_equal(got.distance, answer.distance[start : start + len(rows)])
+        np.testing.assert_array_equal(got.on_boundary, answer.on_boundary[start : start + len(rows)])
+    with pytest.raises(ValueError, match="other points"):
+        index.query(points.copy(), max_distance=3.0)  # equal values, not the answered rows
+    with pytest.raises(ValueError, match="other points"):
+        index.query(points[::2], max_distance=3.0)  # not a run of rows
+    with pytest.raises(ValueError, match="within"):
+        index.query(points, max_distance=1.0)
+
+
 def test_switch_is_off_by_default_and_auto_follows_the_gpu() -> None:
     assert not enabled(ServiceConfig(), gpu_seen=False)  # the default: the ordinary worker
     assert not enabled(ServiceConfig(), gpu_seen=True)  # not yet run on a GPU: opt-in
@@ -51,8 +102,8 @@ def test_switch_is_off_by_default_and_auto_follows_the_gpu() -> None:
     assert not enabled(ServiceConfig(device_worker="auto"), gpu_seen=False)
     assert enabled(ServiceConfig(device_worker="on"), gpu_seen=False)
     assert not enabled(ServiceConfig(device_worker="off"), gpu_seen=True)
-    with pytest.raises(ValueError, match="device_worker"):
-        enabled(ServiceConfig(device_worker="gpu"), gpu_seen=True)
+    with pytest.raises(ValueError, match="OCCLUTRACE_DEVICE_WORKER"):
+        ServiceConfig(device_worker="gpu")  # refused when the service starts, not in the dispatcher's loop
 
 
 @pytest.fixture(scope="module")

@@ -236,9 +236,9 @@ class AnsweredIndex:
     def _row_offset(self, points: np.ndarray) -> int:
         """Row of `points[0]` within the answered points; `points` must be a run of their rows."""
         full = self._points
-        if points is full:
+        if points is full or (points.ndim == 2 and len(points) == 0):  # an empty run: no rows
             return 0
-        if points.ndim == 2 and points.dtype == full.dtype and np.shares_memory(points, full):
+        if points.strides == full.strides and points.dtype == full.dtype and np.shares_memory(points, full):
             offset = points.__array_interface__["data"][0] - full.__array_interface__["data"][0]
             start, rem = divmod(offset, full.strides[0])
             if rem == 0 and np.array_equal(points, full[start : start + len(points)]):

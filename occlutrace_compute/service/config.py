@@ -86,6 +86,10 @@ class ServiceConfig:
     # network); off: a tenant's callback_url must not reach internal services
     callback_allow_private: bool = False
 
+    def __post_init__(self) -> None:
+        if self.device_worker not in ("off", "auto", "on"):  # at start, not in the dispatcher's loop
+            raise ValueError(f"OCCLUTRACE_DEVICE_WORKER must be 'off', 'auto' or 'on', not {self.device_worker!r}")
+
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceConfig:
         """Defaults < environment < explicit overrides (flags); None overrides are ignored."""
