@@ -4,6 +4,8 @@ store, real meshes; the device is the CPU stand-in (device "cpu", num_gpus=0).""
 
 from __future__ import annotations
 
+import pickle
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +17,7 @@ from test_service_support import ray_session, wait_for
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import TERMINAL_STATES, JobRecord, JobSpec
 from occlutrace_compute.jobs.pipeline import InputFile, run_case
-from occlutrace_compute.jobs.stages import AnsweredIndex, DeviceAnswer, prepare_pair
+from occlutrace_compute.jobs.stages import AnsweredIndex, DeviceAnswer, PairError, prepare_pair
 from occlutrace_compute.meshes import mesh_to_bytes
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.device_worker import DEVICE_ACTOR_NAME, DeviceActor, enabled, take
@@ -146,6 +148,31 @@ def test_points_budget_splits_batches_and_an_oversized_pair_runs_alone(cases) ->
     assert tiny.serve_one() == [specs[0].job_id]  # bigger than the whole budget: alone, not stuck
     assert isinstance(first.result(timeout=0), DeviceAnswer) and not second.done()
     assert tiny.stats()[-1]["points"] == points[0]
+
+
+def test_a_pair_that_breaks_its_batch_fails_alone_with_the_ordinary_paths_error(cases) -> None:
+    """Collinear landmarks pass the prepare stage's checks and break the registration of the whole
+    batch: the batch is run pair by pair, the good pair is answered, the bad one gets run_case's
+    error."""
+    root, store, specs, inputs = cases
+    line = [[[float(i), 0.0, 0.0], [float(i), 1.0, 0.0]] for i in range(3)]  # moving points on a line
+    bad_spec = specs[1].model_copy(update={"options": specs[1].options.model_copy(update={"landmarks": line})})
+    good, bad = prepare_pair(specs[0], store, "good").payload, prepare_pair(bad_spec, store, "bad").payload
+    actor = DeviceActor(ServiceConfig(store=f"file://{root}", device_points_budget=10**9), "cpu", serve=False)
+    answers: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda p=p: answers.update({p.key: actor.run(p)})) for p in (good, bad)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: actor.pending() == 2, 60, "both pairs queued")
+    assert actor.serve_one() == ["good", "bad"]
+    for t in threads:
+        t.join(60)
+    assert isinstance(answers["good"], DeviceAnswer) and isinstance(answers["bad"], PairError)
+    crossed = pickle.loads(pickle.dumps(answers["bad"]))  # what Ray carries back to the worker
+    with pytest.raises(InputRejected) as want:
+        run_case("pair", inputs[1], bad_spec.options, bad_spec.case)
+    assert str(crossed.error()) == str(want.value) and "collinear" in str(want.value)
+    assert [b["keys"] for b in actor.stats()] == [["good"], ["bad"]]  # run alone after the batch broke
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,33 @@ class DeviceAnswer:
 
 
 @dataclass
+class PairError:
+    """A pair's error as the device actor returns it: plain fields, so it crosses Ray whole
+    (InputRejected itself does not unpickle: its constructor takes two arguments)."""
+
+    rejected: bool  # bad input (InputRejected: the job is `rejected`), else our fault
+    source: str
+    problem: str
+
+    @classmethod
+    def of(cls, exc: Exception) -> PairError:
+        if isinstance(exc, InputRejected):
+            return cls(True, exc.source, exc.problem)
+        return cls(False, type(exc).__name__, str(exc))
+
+    def error(self) -> Exception:
+        """The exception to raise on the worker: InputRejected as the ordinary path raises it, else
+        DeviceError naming the original type ("ValueError: ...")."""
+        if self.rejected:
+            return InputRejected(self.source, self.problem)
+        return DeviceError(f"{self.source}: {self.problem}")
+
+
+class DeviceError(RuntimeError):
+    """A pair's failure on the device that is not bad input (the job's attempt fails)."""
+
+
+@dataclass
 class PreparedPair:
     """A prepared job on its CPU worker: the loaded inputs and the payload sent to the device."""
 

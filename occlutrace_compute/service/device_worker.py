@@ -120,8 +120,13 @@ class DeviceActor:
             return len(self._queue)
 
     def run(self, payload: Any) -> Any:
-        """The DeviceAnswer of one pair (or its error, raised), once its batch has run."""
-        return self.submit(payload).result()
+        """The DeviceAnswer of one pair, or its PairError, once its batch has run."""
+        from occlutrace_compute.jobs.stages import PairError
+
+        try:
+            return self.submit(payload).result()
+        except Exception as exc:  # returned, not raised: it crosses Ray as plain fields
+            return PairError.of(exc)
 
     def submit(self, payload: Any) -> Future:
         """Queues one pair; its future gets the DeviceAnswer (or the pair's error)."""
@@ -146,12 +151,22 @@ class DeviceActor:
 
     def _loop(self) -> None:
         while True:  # the actor's life; every wait in it is bounded by a pair's max wait
-            self.serve_one()
+            try:
+                self.serve_one()
+            except Exception as exc:  # a bug: the batch's pairs got the error, the thread lives on
+                log(logger, logging.ERROR, "device batch broke", error=type(exc).__name__)
 
     def serve_one(self) -> list[str]:
-        """Forms the next batch (waiting for a first pair) and runs it; the keys it held."""
+        """Forms the next batch (waiting for a first pair) and runs it; the keys it held. Every
+        pair of the batch is answered, with the error if running it broke unexpectedly."""
         batch = self._next_batch()
-        self._run_batch(batch)
+        try:
+            self._run_batch(batch)
+        except Exception as exc:
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(exc)
+            raise
         return [p.payload.key for p in batch]
 
     def _next_batch(self) -> list[_Pending]:
@@ -192,6 +207,8 @@ class DeviceActor:
             if len(batch) == 1:
                 answers = [exc]
             else:
+                if self.device == "cuda" and "out of memory" in str(exc).lower():
+                    self.bytes_per_point *= 2  # the budget was too generous: halve the next ones
                 log(logger, logging.WARNING, "device batch failed: pairs run alone", error=type(exc).__name__)
                 for p in batch:
                     self._run_batch([p])
@@ -252,7 +269,7 @@ def start_device_actor(config: ServiceConfig, gpu: bool) -> Any:
 
 
 class DeviceLost(RuntimeError):
-    """The device actor died under this pair twice (in a batch, then alone)."""
+    """The device actor was lost under this pair on every send (`DEVICE_SENDS`), or never answered."""
 
 
 class DeviceWorker(AlignWorker):
@@ -336,18 +353,24 @@ class DeviceWorker(AlignWorker):
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+        from occlutrace_compute.jobs.stages import PairError
+
         actor, _ = self._device()
         for send in range(DEVICE_SENDS):
             payload.solo = send > 0
             try:
-                return ray.get(actor.run.remote(payload), timeout=self.config.device_timeout_s)
-            except RayTaskError as exc:  # this pair's own error (bad geometry...): raised as itself
-                raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+                got = ray.get(actor.run.remote(payload), timeout=self.config.device_timeout_s)
+            except RayTaskError as exc:  # the actor's method itself broke (a bug): this attempt fails
+                raise DeviceLost(f"the device actor's call failed: {type(exc.cause).__name__}") from None
             except GetTimeoutError:
                 raise DeviceLost(f"no answer from the device within {self.config.device_timeout_s} s") from None
             except RayActorError:
                 log(logger, logging.WARNING, "device actor lost: pair sent again alone", key=payload.key, send=send + 1)
                 self._await_actor(actor)
+                continue
+            if isinstance(got, PairError):  # this pair's own error (bad landmarks...): as run_job raises it
+                raise got.error()
+            return got
         raise DeviceLost(f"the device actor was lost {DEVICE_SENDS} times with this pair, alone the last times")
 
     def _await_actor(self, actor: Any) -> None:
