@@ -216,6 +216,7 @@ def device_service(cases):
         ray.kill(dispatcher, no_restart=True)
 
 
+@pytest.mark.slow  # Ray, real registrations: ~40 s CPU-bound with the fixtures
 def test_device_path_answers_as_the_ordinary_path_with_batches_across_jobs(device_service, ordinary) -> None:
     config, repo, records = device_service
 
@@ -249,6 +250,7 @@ def test_device_path_answers_as_the_ordinary_path_with_batches_across_jobs(devic
     assert sorted(j for h in held for j in h) == sorted(good)  # each good pair on the device once
 
 
+@pytest.mark.slow  # Ray, real registrations: ~40 s CPU-bound with the fixtures
 def test_device_actor_killed_with_a_pair_aboard_loses_no_job_and_runs_none_twice(
     cases, device_service, ordinary
 ) -> None:
