@@ -320,14 +320,12 @@ class DeviceWorker(AlignWorker):
                     self._run_one(run)
                     inbox.put(run)
             return
-        with self._cpu:
-            if not self._hint(run, outcomes):  # store lost: re-queued uncharged
-                return
-        self._run_one(run, job=self._stages(run))
+        self._run_one(run, job=self._stages(run))  # each CPU stage writes the hint first (_cpu_stage)
         inbox.put(run)
 
     def _cpu_stage(self, run: _Run, work: Callable[[], Any]) -> Any:
-        """`work` on this worker's core, the hint naming this job (a crash here is its doing)."""
+        """`work` on this worker's core, the hint naming this job (a crash here is its doing). A
+        lost store raises StoreError: `_run_one` re-queues the job uncharged, as AlignWorker does."""
         with self._cpu:
             body = json.dumps({"key": run.ref.key, "attempt": run.started}).encode()
             self.store.put_transient(running_hint_key(self.worker_id), body)  # StoreError: an outage
