@@ -26,6 +26,12 @@ try:  # optional: a C++ float parser (fast_float), see parse_floats
     import fastnumbers
 except ImportError:  # pragma: no cover - numpy's parser gives the same values
     fastnumbers = None
+# fastnumbers.try_array raises on any token that is not a float (the callers then fall back)
+STRICT: dict[str, Any] = (
+    {}
+    if fastnumbers is None
+    else {"on_fail": fastnumbers.RAISE, "on_overflow": fastnumbers.RAISE, "on_type_error": fastnumbers.RAISE}
+)
 
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
@@ -215,9 +221,7 @@ def _fast(text: bytes, count: int | None) -> np.ndarray | None:
             return None
         dest = np.empty(len(words), dtype=np.float64) if out is None else out[filled : filled + len(words)]
         try:
-            fastnumbers.try_array(
-                words, dest, on_fail=fastnumbers.RAISE, on_overflow=fastnumbers.RAISE, on_type_error=fastnumbers.RAISE
-            )
+            fastnumbers.try_array(words, dest, **STRICT)
         except (ValueError, TypeError, OverflowError):
             return None
         if out is None:
