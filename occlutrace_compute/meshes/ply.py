@@ -520,6 +520,11 @@ class _AsciiBody:
         del breaks
         if _NON_SPACE.search(body, cut) is None or body.find(b"-", cut) >= 0 or body.find(b"+", cut) >= 0:
             return None
+        # the head first: a layout this is not (records over several lines) stops here, before
+        # the large arrays of the tail exist
+        head = text.fast_floats(memoryview(body)[:cut], np.empty(count, dtype=np.float64))
+        if head is None:
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
@@ -529,9 +534,9 @@ class _AsciiBody:
         if len(tail) and tail.max() >= 10**18:  # the token-wise parser's limit is 18 digits
             return None
         vals = np.empty(count + len(tail), dtype=np.float64)
+        vals[:count] = head
         vals[count:] = tail
-        del tail
-        return vals if text.fast_floats(memoryview(body)[:cut], vals[:count]) is not None else None
+        return vals
 
     def _first_list(self) -> int:
         return next(

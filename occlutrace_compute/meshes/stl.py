@@ -10,9 +10,13 @@ that are not the facet's geometric normal (12 bytes a facet: any bytes fit), the
 solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <text>`,
 `endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
 
-ASCII parsing is vectorised over the whole buffer (see meshes/text.py): no Python loop over
-lines; numbers by fastnumbers (fast_float) where installed. Worst case O(n) time and ~14x the
-file in memory (token tables), then the merge.
+ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, 7 lines a facet,
+each kind of line spelled alike) by C-level passes over the lines (bytes.split, list.count, a dict
+that welds corners as text so that ~1/6 of the coordinates are converted, fastnumbers); anything
+else, and every refusal, goes to parse_ascii_exact, vectorised over the whole buffer (see
+meshes/text.py). Neither has a Python loop over lines. The fast path gives exactly the exact
+parser's result (tests/test_meshes_stl_fast.py). Worst case O(n) time; memory ~3x the file
+(the line objects) on the fast path, ~14x (token tables) on the exact one, then the merge.
 """
 
 from __future__ import annotations
@@ -143,6 +147,7 @@ def parse_ascii(data: bytes, name: str, limits: Limits) -> Parsed:
     return fast if fast is not None else parse_ascii_exact(data, name, limits)
 
 
+_MIN_LINE = 12  # bytes: the shortest facet, 'facet normal 0 0 0' ... 'endfacet', is 86 for 7 lines
 _BLANK_TAIL = 16  # whitespace lines after 'endsolid' the fast path drops (more: the exact parser)
 _SEPARATOR = b" \xff "  # between lines when their tokens are split together: no ASCII file holds 0xFF
 
@@ -200,14 +205,17 @@ def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     text first (a dict keyed by the vertex line: each corner appears ~6 times in a closed mesh,
     so ~1/6 of the coordinates are converted), then exactly as floats by merge_exact, in first
     appearance order: the vertices and faces parse_ascii_exact gives. Worst case O(n) time; memory
-    the line list (~2-3x the file, <= ~14x for 2-byte lines) plus O(facets) arrays.
+    the line list (~2-3x the file; at most n / 12 lines: <= ~4.6x) plus O(facets) arrays.
     """
     if text.fastnumbers is None or not data.isascii():
         return None
     head_end = data.find(b"\n")
     if head_end < 0 or data[:head_end].split(None, 1)[:1] != [b"solid"]:
         return None
-    lines = data.split(b"\n")
+    # a facet is 7 lines of >= 86 bytes in all: a file of more, shorter lines is not this layout
+    # (the rest stays in the last piece, and the checks below send it to the exact parser), so
+    # the line objects stay within ~4.6x the file however short its lines
+    lines = data.split(b"\n", len(data) // _MIN_LINE + 32)
     end = len(lines)  # drop the whitespace after the 'endsolid' line (a few lines at most)
     while end > 1 and len(lines) - end <= _BLANK_TAIL and not lines[end - 1].strip():
         end -= 1
