@@ -84,7 +84,7 @@ def ply_files(draw) -> bytes:
     elif oddity == "float index":
         rows[last][1] = draw(st.sampled_from(["1.0", "1e0", "0x1"]))
     elif oddity == "word":
-        rows[at][0] = draw(st.sampled_from(["x", "1.2.3", "--1", "1,5"]))
+        rows[at][0] = draw(st.sampled_from(["x", "1.2.3", "--1", "1,5", "1\x00", "1\xa0", "\x0c2"]))
     elif oddity == "nan":
         rows[int(rng.integers(n_v))][0] = draw(st.sampled_from(["nan", "inf", "-Infinity"]))
     elif oddity == "extra values":

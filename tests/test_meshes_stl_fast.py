@@ -23,7 +23,7 @@ from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, st
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}"]
 NAMES = ["", "1", "part 2", "facet", "endfacet 3", "vertex 1 2 3", "solid", "endsolid x", "12e3 4",
-         "a\tfacet normal 0 0 1", "outer loop", "endloop endfacet", "x\x0by"]  # fmt: skip
+         "a\tfacet normal 0 0 1", "outer loop", "endloop endfacet", "x\x0by", "a\x00b 7"]  # fmt: skip
 WHITE = ["", " ", "  ", "\t", "    ", " \t"]
 DEFECTS = ["none"] * 6 + [
     "blank line", "foreign line", "keyword tail", "extra number", "missing number", "bad number",
@@ -89,7 +89,7 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
         elif defect == "missing number":
             words.pop()
         else:
-            words[-1] = {"bad number": draw(st.sampled_from(["1.2.3", "0x1", "1,5", "e5", "1e", "--1", "1_0"])),
+            words[-1] = {"bad number": draw(st.sampled_from(["1.2.3", "0x1", "1,5", "e5", "1e", "--1", "1_0", "1\x00", "\xff"])),
                          "nan": draw(st.sampled_from(["nan", "NaN", "-nan"])),
                          "inf": draw(st.sampled_from(["inf", "-Infinity", "1e999"]))}[defect]  # fmt: skip
         body[k] = sep.join(words)
@@ -117,7 +117,7 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
         text += eol * int(rng.integers(1, 40))
     if defect == "tail after endsolid":
         text += draw(st.sampled_from(["x", "solid", "facet normal 0 0 1", "endsolid"]))
-    data = text.encode("ascii")
+    data = text.encode("latin-1")  # a planted "\xff" (the fast path's line marker) is byte 0xFF
     if defect == "truncated":
         data = data[: int(rng.integers(1, len(data)))]
     if defect == "non-ascii":
