@@ -16,7 +16,9 @@ array exists; binary fixed-size records are numpy views; polygons are checked ag
 
 from __future__ import annotations
 
+import re
 import struct
+import warnings
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -452,6 +454,7 @@ def _gather(data: bytes, dt: np.dtype, at: np.ndarray) -> np.ndarray:
     return view[at]
 
 
+_NON_SPACE = re.compile(rb"[^ \t\n\v\f\r]")
 _STRUCT = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I"}
 
 
@@ -469,7 +472,11 @@ class _AsciiBody:
     def _values(self, body: bytes) -> np.ndarray:
         """Every value as float64: the fixed-size elements before the first list element (the
         vertices) by numpy's float parser, the rest by the integer parser when every property
-        from there on is an integer (the faces), else by the float parser too."""
+        from there on is an integer (the faces), else by the float parser too. The common layout
+        (one record a line, unsigned face indices) goes by _values_by_lines, with the same values."""
+        fast = self._values_by_lines(body)
+        if fast is not None:
+            return fast
         bad = InputRejected(self.name, "corrupt ASCII PLY: a value is not a number")
         first_list = self._first_list()
         split = sum(len(el.props) * el.count for el in self.h.elements[:first_list])
@@ -487,6 +494,49 @@ class _AsciiBody:
             if tail is None:
                 raise bad
         return np.concatenate([head, tail.astype(np.float64, copy=False)])
+
+    def _values_by_lines(self, body: bytes) -> np.ndarray | None:
+        """_values' array for the layout nearly every writer uses, without a token table: the
+        fixed-size records before the first list element one a line (their end found as the
+        r-th line break), read by fastnumbers, which must find exactly their value count; the
+        rest, when every property there is an integer and the text holds no sign, by one call
+        of numpy's C integer parser (np.fromstring: digit runs only, so one value a token, as
+        the token-wise integer parser reads them). None for anything else, and _values then
+        reads the body token by token. Time O(n), memory the values plus n bytes of mask."""
+        elements = self.h.elements
+        first_list = self._first_list()
+        if text.fastnumbers is None or first_list in (0, len(elements)):
+            return None
+        if any(p.type[0] == "f" for el in elements[first_list:] for p in el.props):
+            return None
+        records = sum(el.count for el in elements[:first_list])
+        count = sum(len(el.props) * el.count for el in elements[:first_list])
+        if records == 0:
+            return None
+        breaks = np.flatnonzero(text.as_array(body) == 10)
+        if len(breaks) < records:
+            return None
+        cut = int(breaks[records - 1]) + 1
+        del breaks
+        if _NON_SPACE.search(body, cut) is None or body.find(b"-", cut) >= 0 or body.find(b"+", cut) >= 0:
+            return None
+        # the head first: a layout this is not (records over several lines) stops here, before
+        # the large arrays of the tail exist
+        head = text.fast_floats(memoryview(body)[:cut], np.empty(count, dtype=np.float64))
+        if head is None:
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
+                tail = np.fromstring(body[cut:], dtype=np.int64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+        if len(tail) and tail.max() >= 10**18:  # the token-wise parser's limit is 18 digits
+            return None
+        vals = np.empty(count + len(tail), dtype=np.float64)
+        vals[:count] = head
+        vals[count:] = tail
+        return vals
 
     def _first_list(self) -> int:
         return next(

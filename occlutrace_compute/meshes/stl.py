@@ -10,14 +10,20 @@ that are not the facet's geometric normal (12 bytes a facet: any bytes fit), the
 solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <text>`,
 `endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
 
-ASCII parsing is vectorised over the whole buffer (see meshes/text.py): no Python loop over
-lines; numbers by fastnumbers (fast_float) where installed. Worst case O(n) time and ~14x the
-file in memory (token tables), then the merge.
+ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, 7 lines a facet,
+each kind of line spelled alike) by C-level passes over the lines (bytes.split, list.count, a dict
+that welds corners as text so that ~1/6 of the coordinates are converted, fastnumbers); anything
+else, and every refusal, goes to parse_ascii_exact, vectorised over the whole buffer (see
+meshes/text.py). Neither has a Python loop over lines. The fast path gives exactly the exact
+parser's result (tests/test_meshes_stl_fast.py). Worst case O(n) time; memory ~3x the file
+(the line objects) on the fast path, ~14x (token tables) on the exact one, then the merge.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -61,12 +67,31 @@ def geometric_normals(tri: np.ndarray) -> np.ndarray:
 
 
 def _foreign_normals(stored: np.ndarray, tri: np.ndarray) -> int:
-    """How many stored normals are neither zero nor the geometric normal (up to rounding)."""
-    stored = stored.astype(np.float64)
+    """How many stored (M, 3) normals are neither zero nor the geometric normal of the (M, 3, 3)
+    triangles (up to rounding)."""
+    return _foreign_count([stored[:, d] for d in range(3)], lambda c, d: tri[:, c, d])
+
+
+def _foreign_count(stored: list[np.ndarray], corner: Callable[[int, int], np.ndarray]) -> int:
+    """_foreign_normals from the 3 stored normal components and corner(c, d), coordinate d of
+    every triangle's corner c: geometric_normals' arithmetic one coordinate column at a time
+    (contiguous 1-D passes: ~3x faster than np.cross and row-wise norms on strided records)."""
     with np.errstate(all="ignore"):
-        close = np.abs(stored - geometric_normals(tri)).max(axis=1) <= NORMAL_TOLERANCE
-    zero = (stored == 0).all(axis=1)
-    return int(np.count_nonzero(~(close | zero)))
+        a = [corner(0, d).astype(np.float64) for d in range(3)]
+        u = [corner(1, d) - a[d] for d in range(3)]
+        w = [corner(2, d) - a[d] for d in range(3)]
+        n = [u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]]
+        length = np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+        solid = length > 0
+        length[~solid] = 1.0
+        far = np.zeros(len(length), dtype=bool)
+        zero = np.ones(len(length), dtype=bool)
+        for d in range(3):
+            s = stored[d].astype(np.float64)
+            g = np.where(solid, n[d] / length, 0.0)
+            far |= ~(np.abs(s - g) <= NORMAL_TOLERANCE)  # NaN: far, as in the row-wise max
+            zero &= s == 0
+    return int(np.count_nonzero(far & ~zero))
 
 
 def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
@@ -116,6 +141,141 @@ def _second_word_is(t: text.Tokens, lines: np.ndarray, word: str) -> bool:
 
 
 def parse_ascii(data: bytes, name: str, limits: Limits) -> Parsed:
+    """ASCII STL: the fast path for the common layout (parse_ascii_fast), else the exact parser,
+    which accepts every layout the format allows and names what is wrong in a file it refuses."""
+    fast = parse_ascii_fast(data, name, limits)
+    return fast if fast is not None else parse_ascii_exact(data, name, limits)
+
+
+_MIN_LINE = 12  # bytes: the shortest facet, 'facet normal 0 0 0' ... 'endfacet', is 86 for 7 lines
+_BLANK_TAIL = 16  # whitespace lines after 'endsolid' the fast path drops (more: the exact parser)
+_SEPARATOR = b" \xff "  # between lines when their tokens are split together: no ASCII file holds 0xFF
+
+
+def _rows_of_three(lines: list[bytes], keyword: bytes, extra: bytes = b"") -> np.ndarray | None:
+    """(3, k) float64 from k lines that each read `keyword [extra] a b c` with one shared prefix
+    (the bytes before `a`: indentation, keywords and their spacing); None on any other line.
+
+    The lines are joined by b"\\n", each b"\\n" + prefix replaced by an 0xFF token (no ASCII file
+    holds 0xFF) and the whole split once: finding that token at every 4th place proves that
+    every line starts with the prefix and holds 3 more tokens. C-level passes over the k lines,
+    no Python per line.
+    """
+    k = len(lines)
+    words = (keyword, extra) if extra else (keyword,)
+    head = lines[0].split(None, len(words))
+    if len(head) != len(words) + 1 or tuple(head[: len(words)]) != words:
+        return None
+    prefix = lines[0][: len(lines[0]) - len(head[-1])]
+    if prefix[-1:].strip():  # the prefix must end in whitespace (else `keyword` runs into `a`)
+        return None
+    # a line that does not start with the prefix keeps its b"\\n" (no 0xFF token before it) and
+    # its keywords: the 0xFF tokens are then not at every 4th place, checked below
+    joined = b"\n".join(lines)
+    rest = joined.replace(b"\n" + prefix, _SEPARATOR)[len(prefix) :]
+    del joined
+    tokens = rest.split()
+    del rest
+    if len(tokens) != 4 * k - 1 or tokens[3::4].count(b"\xff") != k - 1:
+        return None
+    out = np.empty((3, k), dtype=np.float64)
+    try:
+        for j in range(3):
+            text.fastnumbers.try_array(tokens[j::4], out[j], **text.STRICT)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return out
+
+
+def _name_of(line: bytes, keyword: bytes) -> str | None:
+    """The text after the keyword of a solid/endsolid line, as the exact parser reports it."""
+    rest = line.strip()[len(keyword) :].strip()
+    return printable(rest.decode("ascii")) if rest else None
+
+
+def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
+    """The same Parsed as parse_ascii_exact for a file in the layout nearly every writer uses:
+    one 'solid' line, facets of 7 lines each ('facet normal a b c', 'outer loop', 3 'vertex x y z',
+    'endloop', 'endfacet'; any indentation and spacing, LF or CRLF, the same on every line of a
+    kind), one 'endsolid' line, then only whitespace. None for anything else (several solids,
+    blank or foreign lines, keyword tails, numbers fastnumbers refuses, non-ASCII bytes...):
+    parse_ascii_exact then reads the file or names what is wrong with it.
+
+    Lines by one bytes.split; the keyword lines compared in C (list.count); corners welded as
+    text first (a dict keyed by the vertex line: each corner appears ~6 times in a closed mesh,
+    so ~1/6 of the coordinates are converted), then exactly as floats by merge_exact, in first
+    appearance order: the vertices and faces parse_ascii_exact gives. Worst case O(n) time; memory
+    the line list (~2-3x the file; at most n / 12 lines: <= ~4.6x) plus O(facets) arrays.
+    """
+    if text.fastnumbers is None or not data.isascii():
+        return None
+    head_end = data.find(b"\n")
+    if head_end < 0 or data[:head_end].split(None, 1)[:1] != [b"solid"]:
+        return None
+    # a facet is 7 lines of >= 86 bytes in all: a file of more, shorter lines is not this layout
+    # (the rest stays in the last piece, and the checks below send it to the exact parser), so
+    # the line objects stay within ~4.6x the file however short its lines
+    lines = data.split(b"\n", len(data) // _MIN_LINE + 32)
+    end = len(lines)  # drop the whitespace after the 'endsolid' line (a few lines at most)
+    while end > 1 and len(lines) - end <= _BLANK_TAIL and not lines[end - 1].strip():
+        end -= 1
+    header, footer = lines[0], lines[end - 1]
+    if end < 3 or footer.split(None, 1)[:1] != [b"endsolid"]:
+        return None
+    del lines[end - 1 :]
+    del lines[0]
+    m = len(lines) // 7
+    if len(lines) != 7 * m:
+        return None
+    # over the face limit: the exact parser refuses it, counting 'endfacet' as this file would
+    # have it if it passes (one per facet, plus any in the names)
+    if m + header.count(b"endfacet") + footer.count(b"endfacet") > limits.max_faces:
+        return None
+    for j, words in ((1, [b"outer", b"loop"]), (5, [b"endloop"]), (6, [b"endfacet"])):
+        if lines[j].split() != words or lines[j::7].count(lines[j]) != m:
+            return None
+    normals = _rows_of_three(lines[0::7], b"facet", b"normal")
+    if normals is None:
+        return None
+    corners: list[bytes] = [b""] * (3 * m)  # vertex lines in file order (facet-major)
+    for c in range(3):
+        corners[c::3] = lines[2 + c :: 7]
+    del lines
+    # each corner -> the first corner with the same line: one dict pass in C (setdefault keeps
+    # the first index it was given); then the distinct lines numbered in order of appearance
+    first_of: dict[bytes, int] = {}
+    first = np.fromiter(map(first_of.setdefault, corners, itertools.count()), dtype=np.int64, count=3 * m)
+    del first_of
+    is_first = np.zeros(3 * m, dtype=bool)
+    is_first[first] = True
+    coords = _rows_of_three(list(itertools.compress(corners, is_first)), b"vertex")
+    del corners
+    if coords is None:
+        return None
+    ids = (np.cumsum(is_first) - 1)[first]
+    vertices, inverse = merge_exact(np.ascontiguousarray(coords.T))
+    faces = inverse[ids].reshape(m, 3)
+    metadata: list[tuple[str, str]] = []
+    for field, line, keyword in (("stl.solid_name", header, b"solid"), ("stl.endsolid_name", footer, b"endsolid")):
+        named = _name_of(line, keyword)
+        if named is not None:
+            metadata.append((field, named))
+    columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
+    corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
+    foreign = _foreign_count(list(normals), lambda c, d: columns[d][corner_ids[c]])
+    if foreign:
+        metadata.append(
+            (
+                "stl.facet_normal",
+                f"{foreign} of {m} facet normals are not the facet's geometric normal, replaced by computed normals",
+            )
+        )
+    return Parsed(vertices, faces, None, metadata)
+
+
+def parse_ascii_exact(data: bytes, name: str, limits: Limits) -> Parsed:
+    """Every layout ASCII STL allows (several solids, blank and foreign lines, keyword tails),
+    vectorised over the whole buffer (meshes/text.py); the specific error for a file it refuses."""
     check_counts(name, 0, data.count(b"endfacet"), limits)
     buf = text.as_array(data)
     high = buf >= 128

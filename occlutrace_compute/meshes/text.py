@@ -26,6 +26,12 @@ try:  # optional: a C++ float parser (fast_float), see parse_floats
     import fastnumbers
 except ImportError:  # pragma: no cover - numpy's parser gives the same values
     fastnumbers = None
+# fastnumbers.try_array raises on any token that is not a float (the callers then fall back)
+STRICT: dict[str, Any] = (
+    {}
+    if fastnumbers is None
+    else {"on_fail": fastnumbers.RAISE, "on_overflow": fastnumbers.RAISE, "on_type_error": fastnumbers.RAISE}
+)
 
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
@@ -199,25 +205,25 @@ def _strict(text: bytes) -> np.ndarray | None:
         return None
 
 
-def _fast(text: bytes, count: int | None) -> np.ndarray | None:
+def _fast(text: bytes | memoryview, count: int | None, out: np.ndarray | None = None) -> np.ndarray | None:
     """fastnumbers (fast_float: correctly rounded, the values np.fromstring gives) over chunks of
     _CHUNK bytes cut at whitespace: the Python loop runs len(text) / _CHUNK times, a chunk's
     token list is ~56 bytes a token (<= ~8 MB). With `count` the values go straight into one
-    array of that size (no copy); None when a token is not a number or the count is wrong."""
-    out = np.empty(count, dtype=np.float64) if count is not None else None
+    array of that size (`out` when given: no copy); None when a token is not a number or the
+    count is wrong. `text` may be a memoryview (a part of a file, not copied whole)."""
+    if count is not None and out is None:
+        out = np.empty(count, dtype=np.float64)
     parts: list[np.ndarray] = []
     pos, n, filled = 0, len(text), 0
     while pos < n:
         cut = _SPACE.search(text, pos + _CHUNK) if pos + _CHUNK < n else None
         stop = cut.start() if cut else n
-        words = text[pos:stop].split()
+        words = bytes(text[pos:stop]).split()  # (bytes() of a bytes slice is that slice)
         if out is not None and filled + len(words) > len(out):
             return None
         dest = np.empty(len(words), dtype=np.float64) if out is None else out[filled : filled + len(words)]
         try:
-            fastnumbers.try_array(
-                words, dest, on_fail=fastnumbers.RAISE, on_overflow=fastnumbers.RAISE, on_type_error=fastnumbers.RAISE
-            )
+            fastnumbers.try_array(words, dest, **STRICT)
         except (ValueError, TypeError, OverflowError):
             return None
         if out is None:
@@ -227,6 +233,12 @@ def _fast(text: bytes, count: int | None) -> np.ndarray | None:
     if out is not None:
         return out if filled == len(out) else None
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
+def fast_floats(text: bytes | memoryview, out: np.ndarray) -> np.ndarray | None:
+    """`out` filled with the float64 values of `text` by fastnumbers alone; None when it is not
+    installed, refuses a token or finds another count (the caller then takes its exact path)."""
+    return _fast(text, len(out), out) if fastnumbers is not None else None
 
 
 def parse_floats(text: bytes, count: int | None = None) -> np.ndarray | None:
