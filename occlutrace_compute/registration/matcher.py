@@ -27,8 +27,9 @@ class Matcher:
     """Nearest-sample queries against a batch's fixed clouds (see the module docstring).
 
     `trees_of`: a matcher over the same `fixed` batch whose kd-trees this one reuses (a tree is
-    read-only once built; each matcher keeps its own candidate cache, so threads and levels may
-    each have one). Building a tree costs O(R log R) per pair, so a cloud searched at several
+    read-only once built, and pykdtree's query keeps its state in the call, so threads may share
+    it: storpipfugl/pykdtree#125; each matcher keeps its own candidate cache, so threads and
+    levels may each have one). Building a tree costs O(R log R) per pair, so a cloud searched at several
     stages is indexed once."""
 
     _cache: CandidateCache  # the CPU kd-tree backend's
