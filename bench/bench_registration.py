@@ -21,6 +21,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -239,6 +240,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument(
+        "--save-matrices",
+        type=Path,
+        default=None,
+        metavar="NPZ",
+        help="save ours' matrix per case (key 'case <seed>'), to compare two checkouts' answers",
+    )
+    ap.add_argument(
+        "--compare-matrices",
+        type=Path,
+        default=None,
+        metavar="NPZ",
+        help="print the largest difference of ours' matrices from a --save-matrices file of the same cases",
+    )
+    ap.add_argument(
         "--speed",
         type=int,
         default=0,
@@ -262,11 +277,14 @@ def main(argv: list[str] | None = None) -> None:
     o3d_global_s: list[float] = []
     peers = None if args.no_peers else Open3DPipeline()
     sizes = []
+    matrices: dict[str, np.ndarray] = {}
     for seed in range(args.first_seed, args.first_seed + args.cases):
         case = make_pair_case(seed, args.scenario, overlap, args.noise, args.spacing)
         sizes.append((case.fixed.n_vertices, case.moving.n_vertices))
         ours.last = None
         _record(ours, "ours", seed, case, lambda: _ours(case, opt, ours, seed))
+        if ours.last is not None:
+            matrices[f"case {seed}"] = np.asarray(ours.last.matrix)  # type: ignore[attr-defined]
         if case.changes and ours.last is not None:
             ours.detection.append(_change_detection(case, ours.last, opt))
         if peers is not None:
@@ -293,6 +311,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{int(np.median(nv[:, 1]))}; {platform.node()} {platform.processor() or platform.machine()}"
     )
     print(_summary("ours", ours))
+    if args.save_matrices is not None:
+        np.savez(args.save_matrices, **matrices)
+    if args.compare_matrices is not None:
+        before = np.load(args.compare_matrices)
+        delta = {k: float(np.abs(before[k] - m).max()) for k, m in matrices.items() if k in before.files}
+        same = sum(d == 0.0 for d in delta.values())
+        print(
+            f"ours against {args.compare_matrices}: {len(delta)} cases compared, {same} bit-identical, "
+            f"largest matrix difference {max(delta.values(), default=0.0):.3g}"
+        )
     if peers is not None:
         print(_summary("open3d", o3d_runs))
         print(_summary("gicp+o3d", gicp_o3d) + f"  (+ open3d global {statistics.median(o3d_global_s):.3f} s)")

@@ -202,14 +202,16 @@ def _round(
     round_level: Level,
     workers: Workers = SERIAL,
     tracked: bool = True,
+    trees: Matcher | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every pose (B,4,4) refined and scored: the refined poses and their scores (B,). The
     score reuses the refinement's tracked neighbours (exact, see tracking.py); `tracked`
-    False: every iteration searches the tree afresh (same answers, cheaper for far moves)."""
+    False: every iteration searches the tree afresh (same answers, cheaper for far moves).
+    `trees`: a matcher over `fixed` whose kd-tree every chunk's matcher shares."""
     dev = fixed.points.device
 
     def one(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        matcher = Matcher(fixed) if tracked else _Untracked(fixed)
+        matcher = Matcher(fixed, trees_of=trees) if tracked else _Untracked(fixed, trees_of=trees)
         T = T_fixed_moving[rows]
         zeros = torch.zeros(T.shape[0], dtype=torch.int64, device=dev)
         mov = repeat_cloud(moving, T.shape[0], dev)
@@ -230,9 +232,11 @@ def _prescreen(
     opt: SearchOptions,
     seed: int,
     workers: Workers = SERIAL,
+    trees: Matcher | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-shot score of every start by the bite patch around its keypoint only: that patch
-    must lie on this arch, while the rest of the bite (the other band) would only add noise."""
+    must lie on this arch, while the rest of the bite (the other band) would only add noise.
+    `trees`: a matcher over `fixed` whose kd-tree every job shares (scoring keeps no cache)."""
     dev = fixed.points.device
     n_keys = frame.keypoints.shape[0]
     T = T_arch_bite.reshape(-1, n_keys, 4, 4)  # (starts, keypoint, 4, 4)
@@ -245,7 +249,8 @@ def _prescreen(
         k, rows = job
         Tk = T[rows, k]
         zeros = torch.zeros(Tk.shape[0], dtype=torch.int64, device=dev)
-        sc = score(repeat_cloud(patches[k], Tk.shape[0], dev), zeros, transforms(Tk, dev), Matcher(fixed), prescreen)
+        matcher = Matcher(fixed, trees_of=trees)
+        sc = score(repeat_cloud(patches[k], Tk.shape[0], dev), zeros, transforms(Tk, dev), matcher, prescreen)
         return sc.score.cpu().numpy()
 
     jobs = [(k, rows) for k in range(n_keys) for rows in workers.chunks(T.shape[0], opt.prescreen_points)]
@@ -270,17 +275,20 @@ def search(
     `workers` share out the starts of the pre-screen and of both rounds (same result)."""
     cv = opt.coarse_voxel
     fixed = pack([arch.coarse], dev)
+    trees = Matcher(fixed)  # the arch's one kd-tree: every job, chunk and round below shares it
     T_arch_bite = anchor_poses(frame, anchors, opt.tilts_deg)
     if T_arch_bite.shape[0] == 0:
         return Candidates(np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, probe.points.shape[0])))
     prescreen, round1, round2 = _levels(opt)
-    T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, fixed, prescreen, opt, seed, workers)
+    T_arch_bite, pre = _prescreen(bite.coarse, frame, T_arch_bite, fixed, prescreen, opt, seed, workers, trees)
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, pre, opt.keep_prescreen)]
     T_arch_bite, s = _round(
-        subset(bite.coarse, opt.round1_points, seed + 1), fixed, T_arch_bite, round1, workers, tracked=False
+        subset(bite.coarse, opt.round1_points, seed + 1), fixed, T_arch_bite, round1, workers, False, trees
     )
     T_arch_bite = T_arch_bite[top_distinct(T_arch_bite, s, opt.keep_round1)]
-    T_arch_bite, s = _round(subset(bite.mid, opt.round2_points, seed + 2), fixed, T_arch_bite, round2, workers)
+    T_arch_bite, s = _round(
+        subset(bite.mid, opt.round2_points, seed + 2), fixed, T_arch_bite, round2, workers, True, trees
+    )
     keep = top_distinct(T_arch_bite, s, opt.candidates)
     T_arch_bite = T_arch_bite[keep]
-    return Candidates(T_arch_bite, s[keep], point_weights(probe, Matcher(fixed), T_arch_bite, 0.5 * cv))
+    return Candidates(T_arch_bite, s[keep], point_weights(probe, trees.sibling(), T_arch_bite, 0.5 * cv))

