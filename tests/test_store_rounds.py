@@ -98,7 +98,10 @@ def test_a_batch_is_marked_running_in_one_round_and_ends_final(store, tmp_path):
     assert repo.batch_states("alpha", "b0123456789abc", [(r.spec.job_id, "case-1") for r in batch]) == {
         r.spec.job_id: "succeeded" for r in batch
     }
-    assert repo.queued_refs() == [] and not store.exists(running_hint_key("w-test"))
+    assert repo.queued_refs() == []
+    # the last hint stays (the dispatcher deletes it with the worker): it names the last job run
+    last = JobRef("alpha", "case-1", batch[-1].spec.job_id).key
+    assert store.get_json(running_hint_key("w-test")) == {"key": last, "attempt": 1}
     assert store.list("tenants/alpha/batches/b0123456789abc/running/") == []
     assert all(rec.attempts == 1 for rec in repo.load_many([JobRef("alpha", "case-1", r.spec.job_id) for r in batch]))
 

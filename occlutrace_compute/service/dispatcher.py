@@ -41,7 +41,7 @@ from occlutrace_compute.service.metrics import ClusterMetrics
 from occlutrace_compute.service.outcomes import LOST_REASON, Outcome, settle
 from occlutrace_compute.service.records import JobRef, JobRepo, new_id
 from occlutrace_compute.service.worker import AlignWorker, running_hint_key, status_body
-from occlutrace_compute.storage.base import KeyNotFound
+from occlutrace_compute.storage.base import KeyNotFound, StoreError
 
 logger = logging.getLogger("occlutrace.dispatcher")
 DISPATCHER_NAME = "occlutrace-dispatcher"
@@ -114,6 +114,7 @@ class Dispatcher:
         self._thread.join(10)
         for slot in self._slots:
             ray.kill(slot.handle, no_restart=True)
+            self._drop_hint(slot)
         self._request(0)
 
     # -- the loop --------------------------------------------------------------------------
@@ -280,7 +281,17 @@ class Dispatcher:
             return
         self._slots.remove(slot)
         ray.kill(slot.handle, no_restart=True)
+        self._drop_hint(slot)
         log(logger, logging.INFO, "idle worker released", worker=slot.index, device=slot.device)
+
+    def _drop_hint(self, slot: _Slot) -> None:
+        """Delete the running hint of a worker let go: a worker leaves its last hint in place
+        (one write a batch saved; a stale hint names an attempt no record shows once that job
+        moved on), so the hint goes with the worker."""
+        try:
+            self.repo.store.delete(running_hint_key(slot.worker_id))
+        except StoreError:  # left behind: a tiny object that names no active attempt
+            pass
 
     def _check_workers(self) -> None:
         for slot in self._slots:
