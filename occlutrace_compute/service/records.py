@@ -160,12 +160,16 @@ def light_map(store: ObjectStore, fn: Callable[[T], R], items: Iterable[T]) -> l
 
 def empty_writes(store: ObjectStore, keys: list[str]) -> list[Callable[[], None]]:
     """The calls that write the empty entries `keys`, for one parallel round: one
-    `put_empty_many` where the store makes them cheaper together (a local folder: one sync per
-    folder, not per entry), else one put each (S3: round trips in parallel)."""
+    `put_empty_many` per folder where the store makes them cheaper together (a local folder:
+    one sync per folder, not per entry; the folders' syncs in parallel), else one put each
+    (S3: round trips in parallel)."""
     if not keys:
         return []
     if getattr(store, "light_calls_inline", False):
-        return [partial(store.put_empty_many, keys)]
+        folders: dict[str, list[str]] = {}
+        for key in keys:
+            folders.setdefault(key.rpartition("/")[0], []).append(key)
+        return [partial(store.put_empty_many, group) for group in folders.values()]
     return [partial(store.put, key, b"") for key in keys]
 
 
