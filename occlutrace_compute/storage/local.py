@@ -125,9 +125,7 @@ class LocalStore(ObjectStore):
             return False
         return True
 
-    def _publish(
-        self, key: str, chunks: Iterable[bytes], place: Callable[[str, str], None], sync: bool = True
-    ) -> None:
+    def _publish(self, key: str, chunks: Iterable[bytes], place: Callable[[str, str], None], sync: bool = True) -> None:
         """Write `chunks` to a synced temp file beside the key's path, then `place(temp, path)`
         (rename or link); the temp file never outlives the call. A full or failing disk raises
         StoreUnavailable. Plain `os` calls on the file descriptor (no file object), and the temp
@@ -169,25 +167,37 @@ class LocalStore(ObjectStore):
 
     def copy(self, src: str, dst: str) -> None:
         """A hard link to `src`'s file under a temp name, renamed to `dst`: no byte is copied, and
-        since every write replaces a key's file (rename), a later write to `src` leaves `dst` as it was."""
-        source = self._path(src)
-        if not source.is_file():
+        since every write replaces a key's file (rename), a later write to `src` leaves `dst` as it was.
+        The link is made straight under a fresh random name (link(2) fails on an existing one);
+        only when that fails for a missing folder are the folders made (`_create_temp`)."""
+        source = self._file(src)
+        if not os.path.isfile(source):
             raise KeyNotFound(src)
         path = self._file(dst)
-        fd, tmp = self._create_temp(dst, os.path.dirname(path))
-        os.close(fd)
+        parent = os.path.dirname(path)
+        tmp = os.path.join(parent, TEMP_PREFIX + os.urandom(8).hex())
+        placed = False
         try:
-            os.unlink(tmp)
-            os.link(source, tmp)
+            try:
+                os.link(source, tmp)
+            except (FileNotFoundError, NotADirectoryError):  # the source went, or a folder is missing
+                if not os.path.isfile(source):
+                    raise KeyNotFound(src) from None
+                fd, made = self._create_temp(dst, parent)  # makes the folders; InputRejected for a file parent
+                os.close(fd)
+                os.unlink(made)
+                os.link(source, tmp)
             os.replace(tmp, path)
+            placed = True
         except FileNotFoundError:
             raise KeyNotFound(src) from None
         except OSError as exc:
             raise _disk_error(exc, f"copy {src!r} to {dst!r}", self.root) from exc
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(os.path.dirname(path))
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        _fsync_dir(parent)
 
     def size(self, key: str) -> int:
         try:
