@@ -228,3 +228,22 @@ def test_local_puts_are_private_complete_and_leave_no_temp_file(tmp_path):
         "x/y/z.bin",
     ]
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in files)
+
+
+def test_a_rescan_reads_only_the_markers_of_jobs_it_does_not_hold(tmp_path):
+    """The dispatcher rescans the queue markers every `rescan_s`: the markers of jobs it holds
+    are listed, not read (on S3 a deep queue cost a GET per marker per rescan)."""
+    store = CountingStore(tmp_path / "store")
+    for role in ("fixed", "moving"):
+        store.put(f"tenants/alpha/cases/case-1/inputs/{role}.stl", b"x")
+    repo = JobRepo(store)
+    jobs = records(20)
+    repo.create_many(jobs)
+    queue = FairQueue()
+    for r in jobs[:15]:
+        queue.enqueue(JobRef("alpha", "case-1", r.spec.job_id))
+    assert queue.jobs() == {("alpha", r.spec.job_id) for r in jobs[:15]}
+    store.calls = 0
+    found = repo.queued_refs(queue.jobs())
+    assert sorted(ref.job_id for ref, _ in found) == sorted(r.spec.job_id for r in jobs[15:])
+    assert store.calls == 1 + 5  # one listing, the five unknown markers read

@@ -167,8 +167,9 @@ class Dispatcher:
         log(logger, logging.INFO, "queue rebuilt from the queue markers", count=count)
 
     def _rescan(self) -> None:
-        """Pick up jobs whose notification was lost; drop stale queue markers."""
-        for ref, marker in self.repo.queued_refs():
+        """Pick up jobs whose notification was lost; drop stale queue markers. The markers of
+        jobs held already are listed, not read (`queued_refs(known)`)."""
+        for ref, marker in self.repo.queued_refs(self.queue.jobs()):
             if ref.key in self.queue:
                 continue
             record = self.repo.load(ref)
