@@ -16,7 +16,8 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
 - `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
   <job id>.<final state>` (empty) per member once final, `.../running/<job id>` (empty) while a
   member is marked running: the batch's counters (two listings, no record read; a member in
-  neither is queued). The running entry is written beside the record, removed with the queue
+  neither is queued). The running entry is a hint (`put_transient`: not synced; a lost one
+  shows a running member queued), written beside the record, removed with the queue
   marker or when the job goes back to the queue; a crash between may leave it a little stale
   (a queued member counted running until its next run ends);
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.

@@ -17,8 +17,8 @@ dispatcher reads the hint and gives back the attempt of every batch-mate except 
 hint names (the one that was running), so a batch-mate of a job that kills the worker is not
 charged. The last hint stays after the batch (a stale hint names an attempt that no record
 shows once its job moved on: deleting it cost a call and a folder removed and made again per
-batch); the dispatcher deletes it with the worker. A job already started `max_attempts` times is failed, never re-run (outcomes.py). A
-worker that loses the store never raises: the job goes back "queued" with its attempt refunded
+batch); the dispatcher deletes it with the worker. A job already started `max_attempts`
+times is failed, never re-run (outcomes.py). A worker that loses the store never raises: the job goes back "queued" with its attempt refunded
 (see `_run_one`). Every record write is checked against the case's purge generation
 (`JobRepo.save_many`), so a job purged while it ran leaves nothing behind.
 """
@@ -166,7 +166,7 @@ class AlignWorker:
         commits = self._committer.submit(self._commit_loop, inbox, outcomes)
         try:
             for run in runs:
-                if run.started is None or self._hint(run, outcomes):  # None: cancelled or exhausted at start
+                if run.started is None or self._hint(run, outcomes):  # None: exhausted at start
                     if run.started is not None:
                         self._run_one(run)
                     inbox.put(run)
@@ -179,8 +179,8 @@ class AlignWorker:
 
     def _start(self, refs: list[JobRef], refunds: dict[str, int], outcomes: dict[str, Outcome]) -> list[_Run]:
         """Read every record; mark the runnable ones "running" with their attempt charged, in one
-        round. Returns the batch's jobs still to run or to write (cancelled or exhausted ones
-        with `started` None); the others have their outcome in `outcomes` already."""
+        round. Returns the batch's jobs still to run or to write (exhausted ones with `started`
+        None); the others have their outcome in `outcomes` already."""
         try:
             records = self.repo.load_many(refs)
         except StoreError as exc:
