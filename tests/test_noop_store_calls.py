@@ -7,9 +7,13 @@ at creation, ~13.3 objects and ~10 syncs a job on the worker."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 
+import pytest
+
+from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.service import schemas as s
 from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.service.controller import Controller
@@ -144,3 +148,30 @@ def test_a_noop_job_costs_few_store_calls_and_syncs(tmp_path, monkeypatch):
     # 2 records (file + folder each); the batch's state and batch entries share their folders'
     # syncs; the running entry and the hint are hints (no sync)
     assert per_job["worker syncs"] <= 5.0, per_job
+
+
+def test_empty_entries_land_whole_private_and_durable_in_their_folders(tmp_path, monkeypatch):
+    """The batched empty entries and the in-place empty hint: every key a file of 0600 and no
+    bytes, no temp file left, one folder sync per folder (not per entry), and a key under an
+    object refused by name."""
+    s = LocalStore(tmp_path)
+    synced: list[str] = []
+    real_fsync = local._fsync_dir
+    monkeypatch.setattr(local, "_fsync_dir", lambda folder: (synced.append(folder), real_fsync(folder)))
+    keys = [f"t/index/state/succeeded/a/{i:03d}.case" for i in range(30)] + [
+        f"t/batches/b/done/{i:03d}.x" for i in range(30)
+    ]
+    s.put_empty_many(keys)
+    assert sorted(synced) == sorted({os.path.join(str(s.root), *k.split("/")[:-1]) for k in keys})
+    s.put_transient("t/batches/b/running/j1", b"")
+    s.put("t/blob", b"data")
+    s.put_transient("t/batches/b/running/j1", b"")  # again: still empty, still one file
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in files) == sorted(
+        [*keys, "t/batches/b/running/j1", "t/blob"]
+    )
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in files)
+    assert all(p.stat().st_size == 0 for p in files if p.name != "blob")
+    for write in (lambda: s.put_empty_many(["t/blob/x"]), lambda: s.put_transient("t/blob/x", b"")):
+        with pytest.raises(InputRejected, match="itself an object"):
+            write()

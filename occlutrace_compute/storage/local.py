@@ -81,6 +81,8 @@ class LocalStore(ObjectStore):
                     raise
             except IsADirectoryError:
                 raise InputRejected(f"object key {key!r}", "other objects are stored under this key") from None
+            except NotADirectoryError:
+                raise InputRejected(f"object key {key!r}", "a parent of this key is itself an object") from None
             except OSError as exc:
                 raise _disk_error(exc, f"put {key!r}", self.root) from exc
             try:
