@@ -141,6 +141,12 @@ def main() -> None:
         _wait(lambda: http.get(f"/v1/jobs/{warm}").json()["state"] == "succeeded", 300, "warm-up job", 0.2)
 
         dispatcher = get_dispatcher(config)
+        _wait(  # every worker up, so that each one's CPU is counted from the start
+            lambda: len(ray.get(dispatcher.stats.remote(), timeout=60).get("worker_pids", [])) >= args.workers,
+            300,
+            f"{args.workers} workers ready",
+            0.2,
+        )
         stats = ray.get(dispatcher.stats.remote(), timeout=60)
         procs = {"controller + client (this process)": [psutil.Process()]}
         procs["dispatcher"] = [psutil.Process(stats["pid"])]

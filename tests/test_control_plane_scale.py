@@ -189,9 +189,9 @@ class CountingStore(LocalStore):
         self.calls += 1
         return super().exists(key)
 
-    def list(self, prefix, *page):
+    def list(self, prefix, *page, **paging):
         self.calls += 1
-        return super().list(prefix, *page)
+        return super().list(prefix, *page, **paging)
 
 
 def plant(

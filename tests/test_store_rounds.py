@@ -98,7 +98,10 @@ def test_a_batch_is_marked_running_in_one_round_and_ends_final(store, tmp_path):
     assert repo.batch_states("alpha", "b0123456789abc", [(r.spec.job_id, "case-1") for r in batch]) == {
         r.spec.job_id: "succeeded" for r in batch
     }
-    assert repo.queued_refs() == [] and not store.exists(running_hint_key("w-test"))
+    assert repo.queued_refs() == []
+    # the last hint stays (the dispatcher deletes it with the worker): it names the last job run
+    last = JobRef("alpha", "case-1", batch[-1].spec.job_id).key
+    assert store.get_json(running_hint_key("w-test")) == {"key": last, "attempt": 1}
     assert store.list("tenants/alpha/batches/b0123456789abc/running/") == []
     assert all(rec.attempts == 1 for rec in repo.load_many([JobRef("alpha", "case-1", r.spec.job_id) for r in batch]))
 
@@ -117,19 +120,54 @@ def test_a_lost_worker_charges_only_the_job_its_hint_names(store):
     store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
     d = object.__new__(Dispatcher)
     d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
-    slot = SimpleNamespace(
-        ready=True,
-        index=0,
-        worker_id="w-dead",
-        handle=SimpleNamespace(info=SimpleNamespace(remote=lambda: None)),
-        info_ref=None,
-    )
+    slot = _slot("w-dead")
     refs = [JobRef("alpha", "case-1", r.spec.job_id) for r in batch]
     d._worker_lost(slot, refs, RuntimeError("killed"))
     after = {rec.spec.job_id: (rec.state, rec.attempts) for rec in repo.load_many(refs)}
     assert after == {r.spec.job_id: ("queued", 1 if r.spec.job_id == culprit.job_id else 0) for r in batch}
     assert d.queue.depth == 4 and not store.exists(running_hint_key("w-dead"))
     assert store.list("tenants/alpha/batches/b0123456789abc/running/") == []
+
+
+def _slot(worker_id: str) -> SimpleNamespace:
+    """A dispatcher's worker slot, as `_worker_lost` uses it (no Ray)."""
+    return SimpleNamespace(
+        ready=True,
+        index=0,
+        worker_id=worker_id,
+        handle=SimpleNamespace(info=SimpleNamespace(remote=lambda: None)),
+        info_ref=None,
+        incarnation=0,
+        lost_hint=None,
+        fast=True,
+    )
+
+
+@pytest.mark.parametrize("culprit_batch_first", [True, False])
+def test_two_batches_lost_together_share_one_hint(store, culprit_batch_first):
+    """A fast worker holds two batches (dispatcher.PIPELINE); it dies running a job of the
+    first. Whichever failed batch the dispatcher handles first, the job the hint names keeps
+    its charge and every other job gets its attempt back: read per batch, the hint would be
+    gone for the second one, and a job that kills workers would be refunded forever."""
+    repo = JobRepo(store)
+    first, second = records(3), records(3)
+    repo.create_many(first + second)
+    for r in first:  # the first batch started (charged); the second waits in the actor's queue
+        r.state, r.attempts = "running", 1
+    assert all(repo.save_many(first))
+    culprit = JobRef("alpha", "case-1", first[1].spec.job_id)
+    store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
+    d = object.__new__(Dispatcher)
+    d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
+    slot = _slot("w-dead")
+    batches = [[JobRef("alpha", "case-1", r.spec.job_id) for r in b] for b in (first, second)]
+    for refs in batches if culprit_batch_first else batches[::-1]:
+        d._worker_lost(slot, refs, RuntimeError("killed"), 0)  # both sent to incarnation 0
+    after = {rec.spec.job_id: (rec.state, rec.attempts) for rec in repo.load_many(batches[0] + batches[1])}
+    want = {r.spec.job_id: ("queued", 0) for r in first + second}
+    want[culprit.job_id] = ("queued", 1)
+    assert after == want
+    assert slot.incarnation == 1 and not store.exists(running_hint_key("w-dead"))
 
 
 def test_purge_keys_cost_one_read_per_batch_not_per_job(tmp_path):
@@ -190,3 +228,22 @@ def test_local_puts_are_private_complete_and_leave_no_temp_file(tmp_path):
         "x/y/z.bin",
     ]
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in files)
+
+
+def test_a_rescan_reads_only_the_markers_of_jobs_it_does_not_hold(tmp_path):
+    """The dispatcher rescans the queue markers every `rescan_s`: the markers of jobs it holds
+    are listed, not read (on S3 a deep queue cost a GET per marker per rescan)."""
+    store = CountingStore(tmp_path / "store")
+    for role in ("fixed", "moving"):
+        store.put(f"tenants/alpha/cases/case-1/inputs/{role}.stl", b"x")
+    repo = JobRepo(store)
+    jobs = records(20)
+    repo.create_many(jobs)
+    queue = FairQueue()
+    for r in jobs[:15]:
+        queue.enqueue(JobRef("alpha", "case-1", r.spec.job_id))
+    assert queue.jobs() == {("alpha", r.spec.job_id) for r in jobs[:15]}
+    store.calls = 0
+    found = repo.queued_refs(queue.jobs())
+    assert sorted(ref.job_id for ref, _ in found) == sorted(r.spec.job_id for r in jobs[15:])
+    assert store.calls == 1 + 5  # one listing, the five unknown markers read

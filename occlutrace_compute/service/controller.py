@@ -55,6 +55,7 @@ from occlutrace_compute.service.records import (
     batch_key,
     idempotency_key,
     new_id,
+    ref_of,
 )
 from occlutrace_compute.service.signing import UrlGrant, sign_grant
 from occlutrace_compute.service.worker import status_body
@@ -195,11 +196,16 @@ class Controller:
         idem: str | None,
         callbacks_seen: dict[str, str | None] | None = None,
         generations: dict[str, int] | None = None,
+        present: set[str] | None = None,
     ) -> JobRecord:
         """The job's record, validated. `callbacks_seen` carries callback URL checks across the
         jobs of one request: a batch of 1000 jobs usually names one URL, resolved once;
-        `generations` likewise the purge generation of each case (read once per case)."""
-        case = checked_case(body.case, self.config.allow_patterns)
+        `generations` likewise the purge generation of each case (read once per case), and
+        `present` the input keys found to exist (a batch's jobs usually share their inputs: one
+        check each, not one per job; an input deleted later fails the job's copy instead)."""
+        generations = {} if generations is None else generations
+        # a case in `generations` passed the label checks for an earlier job of this request
+        case = body.case if body.case in generations else checked_case(body.case, self.config.allow_patterns)
         keys = {role: self.input_source(tenant, case, role, name) for role, name in body.inputs.items()}
         if body.callback_url:
             seen = {} if callbacks_seen is None else callbacks_seen
@@ -210,12 +216,14 @@ class Controller:
                 raise ApiError(422, "invalid_callback", "callback_url refused", source="callback_url", problem=problem)
         # the store only now, the request being valid: the generation first (a purge after this
         # point is seen by the record's creation), then the inputs, which must exist
-        generations = {} if generations is None else generations
         if case not in generations:
             generations[case] = purges.generation(self.store, tenant, case)
+        present = set() if present is None else present
         for role, key in keys.items():
-            if not self.store.exists(key):
-                raise InputRejected(f"input {role!r}", f"no committed file {body.inputs[role]!r} in case {case!r}")
+            if key not in present:
+                if not self.store.exists(key):
+                    raise InputRejected(f"input {role!r}", f"no committed file {body.inputs[role]!r} in case {case!r}")
+                present.add(key)
         pinned = {
             role: f"{job_prefix(tenant, case, job_id)}{PINNED_INPUTS}{role}/{key.rsplit('/', 1)[-1]}"
             for role, key in keys.items()
@@ -294,25 +302,34 @@ class Controller:
         if self.link is not None:
             self.link.notify(ref.key)
 
-    def submit_many(self, records: list[JobRecord]) -> set[str]:
-        """`submit` for the jobs of one batch in a few parallel store rounds (`JobRepo.create_many`)
-        and one dispatcher notification; returns the cases purged meanwhile (nothing of their
-        jobs is left). InputRejected if an input was deleted meanwhile (nothing of the call left)."""
-        created, purged = self.repo.create_many(records)
-        for record in created:
-            self.metrics.jobs_submitted.labels(kind=record.spec.kind).inc()
-            log(
-                logger,
-                logging.INFO,
-                "job submitted",
-                tenant=record.spec.tenant,
-                job_id=record.spec.job_id,
-                kind=record.spec.kind,
-                batch_id=record.batch_id,
-            )
-        if self.link is not None and created:
-            self.link.notify_many([JobRef(r.spec.tenant, r.spec.case, r.spec.job_id).key for r in created])
-        return purged
+    def submit_many(self, records: list[JobRecord], fresh: bool = False) -> tuple[set[str], set[str]]:
+        """`submit` for the jobs of one batch in a few parallel store rounds (`JobRepo.create_many`),
+        the dispatcher notified once per chunk of jobs created (workers start on the first jobs
+        of a big batch while the rest are written); returns (the ids of the jobs this call
+        created, the cases purged meanwhile: nothing of their jobs is left). `fresh`: the job
+        ids were made by this request, so no record can exist yet (no existence check per job).
+        InputRejected if an input was deleted meanwhile (nothing of the call left)."""
+
+        def created_now(chunk: list[JobRecord]) -> None:
+            kinds: dict[str, int] = {}
+            for record in chunk:
+                kinds[record.spec.kind] = kinds.get(record.spec.kind, 0) + 1
+                log(
+                    logger,
+                    logging.INFO,
+                    "job submitted",
+                    tenant=record.spec.tenant,
+                    job_id=record.spec.job_id,
+                    kind=record.spec.kind,
+                    batch_id=record.batch_id,
+                )
+            for kind, count in kinds.items():
+                self.metrics.jobs_submitted.labels(kind=kind).inc(count)
+            if self.link is not None:
+                self.link.notify_many([ref_of(r).key for r in chunk])
+
+        created, purged = self.repo.create_many(records, fresh=fresh, on_created=created_now)
+        return {r.spec.job_id for r in created}, purged
 
     def status(self, tenant: str, job_id: str) -> tuple[JobRef, JobRecord]:
         ref = self.repo.find(tenant, job_id)
@@ -400,22 +417,24 @@ class Controller:
         with self.idempotency_lock(tenant, key):
             callbacks_seen: dict[str, str | None] = {}
             generations: dict[str, int] = {}
+            present: set[str] = set()
 
             def build(ids: dict) -> list[JobRecord]:
                 return [
-                    self.build_record(tenant, job, job_id, ids["batch_id"], key, callbacks_seen, generations)
+                    self.build_record(tenant, job, job_id, ids["batch_id"], key, callbacks_seen, generations, present)
                     for job, job_id in zip(body.jobs, ids["job_ids"])
                 ]
 
             saved = self.idempotent(tenant, key, body)  # 422 first if the key was used otherwise
             ids = saved or {"batch_id": new_id("b"), "job_ids": [new_id("j") for _ in body.jobs]}
             records = build(ids)  # all validated before anything is stored
+            fresh = not saved  # ids made here: nothing of the batch can be stored yet
             if key and not saved:
                 claimed = self.claim(tenant, key, body, ids)
                 if claimed["batch_id"] != ids["batch_id"]:  # an earlier request's ids
-                    ids, records = claimed, build(claimed)
+                    ids, records, fresh = claimed, build(claimed), False
             batch_id = ids["batch_id"]
-            existed = self.store.exists(batch_key(tenant, batch_id))
+            existed = not fresh and self.store.exists(batch_key(tenant, batch_id))
             for case in sorted({r.spec.case for r in records}):  # first: how a purge finds the batch
                 self.store.put(f"{case_prefix(tenant, case)}batches/{batch_id}", b"")
             self.store.put_json(
@@ -423,7 +442,7 @@ class Controller:
                 {"batch_id": batch_id, "jobs": [[r.spec.job_id, r.spec.case] for r in records]},
             )
             try:
-                purged = self.submit_many(records)
+                created, purged = self.submit_many(records, fresh=fresh)
             except InputRejected:
                 if not existed:  # an input deleted meanwhile: no job of the batch was left, nor is its record
                     self.store.delete(batch_key(tenant, batch_id))
@@ -435,8 +454,11 @@ class Controller:
                 self.scrub_batch(tenant, batch_id, case)
                 self.store.delete(f"{case_prefix(tenant, case)}batches/{batch_id}")
             kept = [record for record in records if record.spec.case not in purged]
-            currents = self.repo.load_many([JobRef(tenant, r.spec.case, r.spec.job_id) for r in kept])
-            statuses = [status_body(current or record) for record, current in zip(kept, currents)]
+            # a job this call created is answered as created; one stored earlier (a retry, another
+            # replica) as it is now: one read per such job, none for a new batch
+            older = [r for r in kept if r.spec.job_id not in created]
+            currents = dict(zip((r.spec.job_id for r in older), self.repo.load_many([ref_of(r) for r in older])))
+            statuses = [status_body(currents.get(r.spec.job_id) or r) for r in kept]
             return BatchCreated(batch_id, statuses, existed)
 
     # -- pagination ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from occlutrace_compute.service.metrics import ClusterMetrics
 from occlutrace_compute.service.outcomes import LOST_REASON, Outcome, settle
 from occlutrace_compute.service.records import JobRef, JobRepo, new_id
 from occlutrace_compute.service.worker import AlignWorker, running_hint_key, status_body
-from occlutrace_compute.storage.base import KeyNotFound
+from occlutrace_compute.storage.base import KeyNotFound, StoreError
 
 logger = logging.getLogger("occlutrace.dispatcher")
 DISPATCHER_NAME = "occlutrace-dispatcher"
@@ -50,6 +50,12 @@ POLL_S = 0.2
 RETRY_DELAY_S = 1.0
 ORPHAN_MARKER_AGE_S = 120.0
 SCALE_S = 1.0  # how often the worker count and the autoscaler request are revised
+# Batches handed to one worker at once: the second waits in the actor's queue, so the worker
+# starts it as soon as the first returns, without a round trip through this loop (short jobs:
+# the gap was a tenth of a 4-job batch). Only for a worker whose last batch took under
+# PIPELINE_S: a batch never waits long behind another while a different worker may free up.
+PIPELINE = 2
+PIPELINE_S = 0.5
 
 
 @dataclass
@@ -63,8 +69,11 @@ class _Slot:
     pid: int | None = None
     ready: bool = False
     info_ref: Any = None
-    batch_ref: Any = None
-    batch: list[JobRef] = field(default_factory=list)
+    # the batches sent and not collected: Ray ref -> (jobs, incarnation sent to, time sent)
+    inflight: dict[Any, tuple[list[JobRef], int, float]] = field(default_factory=dict)
+    incarnation: int = 0  # raised at each loss: the batches of one death share one hint
+    lost_hint: tuple[str, int] | None = None  # the running hint read at the last loss
+    fast: bool = False  # the last batch came back within PIPELINE_S
 
 
 class Dispatcher:
@@ -116,6 +125,7 @@ class Dispatcher:
         self._thread.join(10)
         for slot in self._slots:
             ray.kill(slot.handle, no_restart=True)
+            self._drop_hint(slot)
         if self._device_actor is not None:
             ray.kill(self._device_actor, no_restart=True)
         self._request(0)
@@ -161,8 +171,9 @@ class Dispatcher:
         log(logger, logging.INFO, "queue rebuilt from the queue markers", count=count)
 
     def _rescan(self) -> None:
-        """Pick up jobs whose notification was lost; drop stale queue markers."""
-        for ref, marker in self.repo.queued_refs():
+        """Pick up jobs whose notification was lost; drop stale queue markers. The markers of
+        jobs held already are listed, not read (`queued_refs(known)`)."""
+        for ref, marker in self.repo.queued_refs(self.queue.jobs()):
             if ref.key in self.queue:
                 continue
             record = self.repo.load(ref)
@@ -283,7 +294,7 @@ class Dispatcher:
         if len(self._slots) <= wanted:
             return
         cutoff = time.monotonic() - self.config.worker_idle_s
-        idle = [s for s in self._slots if s.batch_ref is None and s.idle_since <= cutoff]
+        idle = [s for s in self._slots if not s.inflight and s.idle_since <= cutoff]
         if not idle:
             return
         slot = min(idle, key=lambda s: (s.gpu == self._gpu_mode, s.ready, s.idle_since))
@@ -291,7 +302,17 @@ class Dispatcher:
             return
         self._slots.remove(slot)
         ray.kill(slot.handle, no_restart=True)
+        self._drop_hint(slot)
         log(logger, logging.INFO, "idle worker released", worker=slot.index, device=slot.device)
+
+    def _drop_hint(self, slot: _Slot) -> None:
+        """Delete the running hint of a worker let go: a worker leaves its last hint in place
+        (one write a batch saved; a stale hint names an attempt no record shows once that job
+        moved on), so the hint goes with the worker."""
+        try:
+            self.repo.store.delete(running_hint_key(slot.worker_id))
+        except StoreError:  # left behind: a tiny object that names no active attempt
+            pass
 
     def _check_workers(self) -> None:
         for slot in self._slots:
@@ -309,34 +330,37 @@ class Dispatcher:
                 slot.info_ref = slot.handle.info.remote()  # restarting: ask again
 
     def _dispatch(self) -> None:
-        for slot in self._slots:
-            if not slot.ready or slot.batch_ref is not None:
-                continue
-            batch = self.queue.next_batch(self.config.batch_size)
-            if not batch:
-                return
-            slot.batch = batch
-            refunds = {ref.key: self._refunds.pop(ref.key) for ref in batch if ref.key in self._refunds}
-            slot.batch_ref = slot.handle.run_batch.remote([ref.key for ref in batch], refunds)
-            self.metrics.batch_size.observe(len(batch))
-            log(logger, logging.INFO, "batch dispatched", worker=slot.index, batch_size=len(batch))
+        """Every ready worker without a batch gets one; then every fast one (PIPELINE) a second."""
+        for depth in range(PIPELINE):
+            for slot in self._slots:
+                if not slot.ready or len(slot.inflight) != depth or (depth > 0 and not slot.fast):
+                    continue
+                batch = self.queue.next_batch(self.config.batch_size)
+                if not batch:
+                    return
+                refunds = {ref.key: self._refunds.pop(ref.key) for ref in batch if ref.key in self._refunds}
+                ref = slot.handle.run_batch.remote([ref.key for ref in batch], refunds)
+                slot.inflight[ref] = (batch, slot.incarnation, time.monotonic())
+                self.metrics.batch_size.observe(len(batch))
+                log(logger, logging.INFO, "batch dispatched", worker=slot.index, batch_size=len(batch))
 
     def _collect(self) -> None:
-        running = {slot.batch_ref: slot for slot in self._slots if slot.batch_ref is not None}
+        running = {ref: slot for slot in self._slots for ref in slot.inflight}
         if not running:
             self._wait_for_note()
             return
         done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
         for ref in done:
             slot = running[ref]
-            batch, slot.batch, slot.batch_ref = slot.batch, [], None
+            batch, incarnation, sent = slot.inflight.pop(ref)
             slot.idle_since = time.monotonic()
             self.queue.done(batch)
             try:
                 outcomes = ray.get(ref, timeout=5)
             except (RayError, GetTimeoutError) as exc:
-                self._worker_lost(slot, batch, exc)
+                self._worker_lost(slot, batch, exc, incarnation)
                 continue
+            slot.fast = slot.idle_since - sent < PIPELINE_S
             for outcome in outcomes:
                 self._record_outcome(outcome)
 
@@ -349,18 +373,25 @@ class Dispatcher:
         if ref is not None:
             self._enqueue(ref)
 
-    def _worker_lost(self, slot: _Slot, batch: list[JobRef], exc: Exception) -> None:
+    def _worker_lost(self, slot: _Slot, batch: list[JobRef], exc: Exception, incarnation: int | None = None) -> None:
         """The worker died (or the task broke): unfinished jobs go back, or fail if exhausted.
 
         The worker charged every job of the batch when the batch started; its running hint names
         the one job that was running (if any). That job keeps its charge (`settle`: re-queued, or
         failed once exhausted); every other one still "running" gets its attempt back, so a
         batch-mate of a job that kills workers is never charged for it. No hint, or one naming
-        an attempt the record does not show (a stale one): no job of this batch had started."""
-        slot.ready = False
-        slot.info_ref = slot.handle.info.remote()
+        an attempt the record does not show (a stale one): no job of this batch had started.
+        The hint is read once per loss, at the first failed batch of the worker's `incarnation`
+        (the one the batch was sent to; None: the current one), and applied to every batch of
+        that incarnation (PIPELINE: two may fail together, in either order): read per batch,
+        the second would find it gone and refund the job that killed the worker, forever."""
+        if incarnation is None or incarnation == slot.incarnation:  # the first failed batch of this loss
+            slot.incarnation += 1
+            slot.ready, slot.fast = False, False
+            slot.info_ref = slot.handle.info.remote()
+            slot.lost_hint = self._read_hint(slot.worker_id)
         log(logger, logging.WARNING, "worker lost", worker=slot.index, error=type(exc).__name__, batch_size=len(batch))
-        culprit = self._read_hint(slot.worker_id)
+        culprit = slot.lost_hint
         for ref in batch:
             record = self.repo.load(ref)
             if record is None or record.state in TERMINAL_STATES:

@@ -39,6 +39,15 @@ class FairQueue:
         """Whether the job (record key) is queued, deferred or busy."""
         return key in self._queued or key in self._waiting or key in self._busy
 
+    def jobs(self) -> set[tuple[str, str]]:
+        """(tenant, job id) of every job queued, deferred or busy: O(jobs held)."""
+        out: set[tuple[str, str]] = set()
+        for key in itertools.chain(self._queued, self._waiting, self._busy):
+            ref = JobRef.parse(key)
+            if ref is not None:
+                out.add((ref.tenant, ref.job_id))
+        return out
+
     def enqueue(self, ref: JobRef) -> bool:
         """Queue the job at the end of its tenant's FIFO; False (nothing done) if already held."""
         if ref.key in self:

@@ -34,6 +34,9 @@ class InstrumentedStore(ObjectStore):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> None:
         self._call("put", lambda: self.inner.put_stream(key, chunks, content_type))
 
+    def put_empty_many(self, keys: Iterable[str]) -> None:
+        self._call("put", lambda: self.inner.put_empty_many(keys))
+
     def put_transient(self, key: str, data: bytes) -> None:
         self._call("put", lambda: self.inner.put_transient(key, data))
 

@@ -16,7 +16,8 @@ The record (`tenants/<t>/cases/<c>/jobs/<id>/job.json`) is the source of truth. 
 - `tenants/<t>/batches/<id>.json` -> the batch's job ids, and `tenants/<t>/batches/<id>/done/
   <job id>.<final state>` (empty) per member once final, `.../running/<job id>` (empty) while a
   member is marked running: the batch's counters (two listings, no record read; a member in
-  neither is queued). The running entry is written beside the record, removed with the queue
+  neither is queued). The running entry is a hint (`put_transient`: not synced; a lost one
+  shows a running member queued), written beside the record, removed with the queue
   marker or when the job goes back to the queue; a crash between may leave it a little stale
   (a queued member counted running until its next run ends);
 - `.../jobs/<id>/cancel`: the cancel marker, checked by the worker after it writes a result.
@@ -54,9 +55,13 @@ R = TypeVar("R")
 # on a local folder concurrent fsyncs share journal commits (16 writers: ~0.6 ms a put against
 # ~10 ms one at a time on the dev box's disk, see bench/RESULTS.md, issue 18).
 READ_THREADS = 16
+# Jobs whose entries and records `create_many` writes before telling the caller (who notifies the
+# dispatcher): workers start on a big batch's first jobs while the rest are written; each chunk
+# costs two more rounds (~2 journal commits on a local disk).
+CREATE_CHUNK = 100
 # After `<id>.` in a listing key comes the case id, whose characters all sort below this one.
 _AFTER_ANY_CASE = "~"
-JSON_TYPE, BYTES_TYPE = "application/json", "application/octet-stream"
+JSON_TYPE = "application/json"
 
 
 def new_id(prefix: str) -> str:
@@ -78,6 +83,14 @@ def index_key(tenant: str, job_id: str) -> str:
 
 def queue_key(tenant: str, job_id: str) -> str:
     return f"{QUEUE_PREFIX}{tenant}/{job_id}.json"
+
+
+def marker_job(key: str) -> tuple[str, str] | None:
+    """(tenant, job id) a queue marker key names (`queue/<t>/<id>.json`), None if malformed."""
+    parts = key[len(QUEUE_PREFIX) :].split("/")
+    if len(parts) != 2 or not parts[1].endswith(".json"):
+        return None
+    return parts[0], parts[1][: -len(".json")]
 
 
 def queue_prefix(tenant: str) -> str:
@@ -145,6 +158,34 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     return [f.result() for f in futures]
 
 
+def light_map(store: ObjectStore, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`parallel_map` for reads, existence checks and deletes: inline where the store says such
+    a call is cheaper than a thread hand-off (`light_calls_inline`: a local folder), in parallel
+    where each is a round trip (S3)."""
+    if getattr(store, "light_calls_inline", False):
+        return [fn(x) for x in items]
+    return parallel_map(fn, items)
+
+
+def empty_writes(store: ObjectStore, keys: list[str]) -> list[Callable[[], None]]:
+    """The calls that write the empty entries `keys`, for one parallel round: one
+    `put_empty_many` per folder where the store makes them cheaper together (a local folder:
+    one sync per folder, not per entry; the folders' syncs in parallel), else one put each
+    (S3: round trips in parallel)."""
+    if not keys:
+        return []
+    if getattr(store, "light_calls_inline", False):
+        folders: dict[str, list[str]] = {}
+        for key in keys:
+            folders.setdefault(key.rpartition("/")[0], []).append(key)
+        return [partial(store.put_empty_many, group) for group in folders.values()]
+    return [partial(store.put, key, b"") for key in keys]
+
+
+def _call(write: Callable[[], None]) -> None:
+    write()
+
+
 def idempotency_key(tenant: str, key: str) -> str:
     return f"tenants/{tenant}/idempotency/{hashlib.sha256(key.encode()).hexdigest()}.json"
 
@@ -205,7 +246,7 @@ class JobRepo:
         if not self.current(record):
             self.discard(ref, record.batch_id)
             return False
-        self.store.put_json(ref.key, _stamped(record))
+        self.store.put(ref.key, _stamped(record), JSON_TYPE)
         if record.state in TERMINAL_STATES:
             self.finalize(record)
         else:
@@ -229,8 +270,8 @@ class JobRepo:
         """A batch member's running entry, after its record: written while running, gone once queued."""
         if record.batch_id and record.state in ("running", "queued"):
             key = batch_running_key(record.spec.tenant, record.batch_id, record.spec.job_id)
-            if record.state == "running":
-                self.store.put(key, b"")
+            if record.state == "running":  # a hint (a lost one shows the member queued): not synced
+                self.store.put_transient(key, b"")
             else:
                 self.store.delete(key)
 
@@ -246,9 +287,11 @@ class JobRepo:
         ok = self._current_many(records)
         live = [r for r, good in zip(records, ok) if good]
         # one round: the records, and beside them (hints, see the module) the running entries
-        writes: list[Callable[[], None]] = [partial(self.store.put_json, ref_of(r).key, _stamped(r)) for r in live]
+        writes: list[Callable[[], None]] = [
+            partial(self.store.put, ref_of(r).key, _stamped(r), JSON_TYPE) for r in live
+        ]
         writes += [partial(self._running_entry, r) for r in live if r.state not in TERMINAL_STATES and r.batch_id]
-        parallel_map(lambda write: write(), writes)
+        parallel_map(_call, writes)
         self.finalize_many([r for r in live if r.state in TERMINAL_STATES])
         after = iter(self._current_many(live))
         answer = [good and next(after) for good in ok]
@@ -266,7 +309,7 @@ class JobRepo:
             entries.append(listing_key(state_index_prefix(ref.tenant, record.state), ref.job_id, ref.case))
             if record.batch_id:
                 entries.append(batch_done_key(ref.tenant, record.batch_id, ref.job_id, record.state))
-        parallel_map(lambda key: self.store.put(key, b""), entries)
+        parallel_map(_call, empty_writes(self.store, entries))
         gone = [queue_key(r.spec.tenant, r.spec.job_id) for r in records]
         gone += [batch_running_key(r.spec.tenant, r.batch_id, r.spec.job_id) for r in records if r.batch_id]
         parallel_map(self.store.delete, gone)
@@ -274,7 +317,7 @@ class JobRepo:
     def _current_many(self, records: list[JobRecord]) -> list[bool]:
         """`current` of each record, the tombstone read once per (tenant, case, generation)."""
         cases = sorted({(r.spec.tenant, r.spec.case, r.generation) for r in records})
-        answers = dict(zip(cases, parallel_map(lambda c: still(self.store, *c), cases)))
+        answers = dict(zip(cases, light_map(self.store, lambda c: still(self.store, *c), cases)))
         return [answers[(r.spec.tenant, r.spec.case, r.generation)] for r in records]
 
     def current(self, record: JobRecord) -> bool:
@@ -303,26 +346,38 @@ class JobRepo:
         self.store.put_json(index_key(ref.tenant, ref.job_id), entry)
         self.store.put(listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"")
         self.store.put_json(queue_key(ref.tenant, ref.job_id), {"case": ref.case})
-        created = self.store.put_json_if_absent(ref.key, _stamped(record))
+        created = self.store.put_if_absent(ref.key, _stamped(record), JSON_TYPE)
         if not self.current(record):
             self.discard(ref, record.batch_id)
             raise CasePurged(ref.case)
         return created
 
-    def create_many(self, records: list[JobRecord]) -> tuple[list[JobRecord], set[str]]:
+    def create_many(
+        self,
+        records: list[JobRecord],
+        fresh: bool = False,
+        on_created: Callable[[list[JobRecord]], None] | None = None,
+    ) -> tuple[list[JobRecord], set[str]]:
         """Pin the inputs of many jobs and create them, in parallel rounds (what `create` and the
         controller's per-job submit do, with the same order per job): records already stored
         (an earlier try, another replica) skipped; the inputs copied under each job's prefix
-        (`record.sources` -> `record.spec.inputs`); the id index, listing entry and queue marker
-        of every job; every record, created only where none exists. Returns (the records this
-        call created, the cases purged meanwhile: nothing of their jobs is left). A source
-        deleted meanwhile raises InputRejected after every job of the call was deleted again.
-        Cost: 4 parallel rounds of store calls and 2 reads per case, for any number of jobs,
+        (`record.sources` -> `record.spec.inputs`); then, CREATE_CHUNK jobs at a time, the id
+        index, listing entry and queue marker of each job, then each record, created only where
+        none exists (`fresh`: the caller made the ids just now, so none can exist: no existence
+        check per job), then `on_created(the chunk's new records)`: a caller that notifies the
+        dispatcher there lets workers start on the first jobs of a 1000-job batch while the rest
+        are written. Returns (the records this call created, the cases purged meanwhile: nothing
+        of their jobs is left). A source deleted meanwhile raises InputRejected before any job
+        was created (the copies come first), with every copy deleted again.
+        Cost: 1 + 2 per chunk parallel rounds of store calls and 2 reads per case and chunk,
         where one at a time a local folder paid ~10 synced writes in a row per job."""
         if not records:
             return [], set()
-        exists = parallel_map(lambda r: self.store.exists(ref_of(r).key), records)
-        todo = [r for r, there in zip(records, exists) if not there]
+        if fresh:
+            todo = list(records)
+        else:
+            exists = light_map(self.store, lambda r: self.store.exists(ref_of(r).key), records)
+            todo = [r for r, there in zip(records, exists) if not there]
         purged = self._purged_cases(todo)
         todo = [r for r in todo if r.spec.case not in purged]
         copies = [(src, r.spec.inputs[role]) for r in todo for role, src in r.sources.items()]
@@ -338,22 +393,33 @@ class JobRepo:
         if gone:
             parallel_map(lambda r: self.discard(ref_of(r), r.batch_id), todo)
             raise InputRejected("job input", f"{gone[0].rsplit('/', 1)[-1]!r} was deleted meanwhile")
-        entries: list[tuple[str, bytes, str]] = []
-        for record in todo:
-            ref = ref_of(record)
-            entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
-            entries += [
-                (index_key(ref.tenant, ref.job_id), _json(entry), JSON_TYPE),
-                (listing_key(all_index_prefix(ref.tenant), ref.job_id, ref.case), b"", BYTES_TYPE),
-                (queue_key(ref.tenant, ref.job_id), _json({"case": ref.case}), JSON_TYPE),
-            ]
-        parallel_map(lambda kv: self.store.put(*kv), entries)
-        made = parallel_map(lambda r: self.store.put_json_if_absent(ref_of(r).key, _stamped(r)), todo)
-        late = self._purged_cases(todo)
-        if late:
-            parallel_map(lambda r: self.discard(ref_of(r), r.batch_id), [r for r in todo if r.spec.case in late])
-        created = [r for r, new in zip(todo, made) if new and r.spec.case not in late]
-        return created, purged | late
+        created: list[JobRecord] = []
+        skipped: list[JobRecord] = []  # jobs of a case an earlier chunk found purged: inputs copied, nothing else
+        for start in range(0, len(todo), CREATE_CHUNK):
+            chunk = [r for r in todo[start : start + CREATE_CHUNK] if r.spec.case not in purged]
+            skipped += [r for r in todo[start : start + CREATE_CHUNK] if r.spec.case in purged]
+            writes: list[Callable[[], None]] = []
+            for record in chunk:
+                ref = ref_of(record)
+                entry = {"case": ref.case, **({"batch": record.batch_id} if record.batch_id else {})}
+                writes += [
+                    partial(self.store.put, index_key(ref.tenant, ref.job_id), _json(entry), JSON_TYPE),
+                    partial(self.store.put, queue_key(ref.tenant, ref.job_id), _json({"case": ref.case}), JSON_TYPE),
+                ]
+            listings = [listing_key(all_index_prefix(r.spec.tenant), r.spec.job_id, r.spec.case) for r in chunk]
+            parallel_map(_call, writes + empty_writes(self.store, listings))
+            made = parallel_map(lambda r: self.store.put_if_absent(ref_of(r).key, _stamped(r), JSON_TYPE), chunk)
+            late = self._purged_cases(chunk)
+            if late:  # this chunk's jobs of the case go; its later jobs are skipped (copies: discarded below)
+                parallel_map(lambda r: self.discard(ref_of(r), r.batch_id), [r for r in chunk if r.spec.case in late])
+                purged |= late
+            new = [r for r, fresh_one in zip(chunk, made) if fresh_one and r.spec.case not in late]
+            created += new
+            if new and on_created is not None:
+                on_created(new)
+        if skipped:
+            parallel_map(lambda r: self.discard(ref_of(r), r.batch_id), skipped)
+        return created, purged
 
     def _purged_cases(self, records: list[JobRecord]) -> set[str]:
         """The cases of `records` no longer at their records' purge generation (one read each)."""
@@ -394,14 +460,19 @@ class JobRepo:
 
     def load_many(self, refs: list[JobRef]) -> list[JobRecord | None]:
         """The records of `refs` (None where gone), read in parallel."""
-        return parallel_map(self.load, refs)
+        return light_map(self.store, self.load, refs)
 
-    def queued_refs(self) -> list[tuple[JobRef, str]]:
+    def queued_refs(self, known: set[tuple[str, str]] | None = None) -> list[tuple[JobRef, str]]:
         """(ref, marker key) for every queue marker: the active jobs, whatever the history size.
-        Markers are listed a page at a time and read in parallel: O(active jobs)."""
+        Markers are listed a page at a time and read in parallel: O(active jobs). Markers of
+        the `known` (tenant, job id) pairs are skipped unread: the dispatcher's rescan passes
+        the jobs it holds already, so a rescan of a deep queue is its listing, not a GET per
+        marker every `rescan_s` (on S3, 1000 queued jobs were 1000 GETs every 10 s)."""
         out: list[tuple[JobRef, str]] = []
         page: list[str] = []
         for key in self.store.iter_keys(QUEUE_PREFIX):
+            if known and marker_job(key) in known:
+                continue
             page.append(key)
             if len(page) == 1000:
                 out += self._marker_refs(page)
@@ -410,16 +481,16 @@ class JobRepo:
 
     def _marker_refs(self, keys: list[str]) -> list[tuple[JobRef, str]]:
         def read(key: str) -> tuple[JobRef, str] | None:
-            parts = key[len(QUEUE_PREFIX) :].split("/")
-            if len(parts) != 2 or not parts[1].endswith(".json"):
+            named = marker_job(key)
+            if named is None:
                 return None
             try:
                 case = self.store.get_json(key)["case"]
             except KeyNotFound:
                 return None
-            return JobRef(parts[0], case, parts[1][: -len(".json")]), key
+            return JobRef(named[0], case, named[1]), key
 
-        return [r for r in parallel_map(read, keys) if r is not None]
+        return [r for r in light_map(self.store, read, keys) if r is not None]
 
     def batch_states(self, tenant: str, batch_id: str, members: list[tuple[str, str | None]]) -> dict[str, str | None]:
         """job id -> state (None: purged) of the batch's `members` ([job id, case] pairs), from
@@ -449,7 +520,7 @@ class JobRepo:
                 unsure.append(JobRef(tenant, case, job_id))
             else:
                 states[job_id] = "running" if job_id in running else "queued"
-        for ref, read in zip(unsure, parallel_map(self.state_of, unsure)):
+        for ref, read in zip(unsure, light_map(self.store, self.state_of, unsure)):
             states[ref.job_id] = read
         return states
 
@@ -482,7 +553,7 @@ class JobRepo:
             return [str(entry[0]) for entry in doc.get("jobs", []) if len(entry) == 2 and entry[1] == case]
 
         batch_of: dict[str, str] = {}
-        for batch_id, job_list in zip(batch_ids, parallel_map(members, batch_ids)):
+        for batch_id, job_list in zip(batch_ids, light_map(self.store, members, batch_ids)):
             for job_id in job_list:
                 batch_of[job_id] = batch_id
         return [
@@ -511,11 +582,14 @@ def _outside(ref: JobRef, batch: str | None) -> list[str]:
 
 
 def _json(obj: object) -> bytes:
-    """As `ObjectStore.put_json` writes it."""
-    return json.dumps(obj, indent=2, sort_keys=True).encode()
+    """A small entry's JSON (without an indent: json's C encoder, not its Python one)."""
+    return json.dumps(obj, sort_keys=True).encode()
 
 
-def _stamped(record: JobRecord) -> dict:
-    """The record as stored, its `updated_at` set to now."""
+def _stamped(record: JobRecord) -> bytes:
+    """The record as stored (JSON), its `updated_at` set to now. pydantic writes the bytes itself:
+    ~0.02 ms a record where `model_dump` + `json.dumps(indent=2, sort_keys=True)` (the pure-Python
+    encoder, which an indent selects) took ~0.14 ms, paid 3 times per job (bench/RESULTS.md,
+    issue 18 third session). A float that is not finite is written as null (valid JSON)."""
     record.updated_at = utcnow()
-    return record.model_dump(mode="json")
+    return record.model_dump_json(indent=2).encode()

@@ -15,8 +15,10 @@ batch costs a few rounds of store calls rather than ~8 synced writes in a row pe
 Attempts: each job of a batch is charged when the batch starts; if the worker dies, the
 dispatcher reads the hint and gives back the attempt of every batch-mate except the job the
 hint names (the one that was running), so a batch-mate of a job that kills the worker is not
-charged; a job already started `max_attempts` times is failed, never re-run (outcomes.py). A
-worker that loses the store never raises: the job goes back "queued" with its attempt refunded
+charged. The last hint stays after the batch (a stale hint names an attempt that no record
+shows once its job moved on: deleting it cost a call and a folder removed and made again per
+batch); the dispatcher deletes it with the worker. A job already started `max_attempts`
+times is failed, never re-run (outcomes.py). A worker that loses the store never raises: the job goes back "queued" with its attempt refunded
 (see `_run_one`). Every record write is checked against the case's purge generation
 (`JobRepo.save_many`), so a job purged while it ran leaves nothing behind.
 """
@@ -46,7 +48,7 @@ from occlutrace_compute.service.outcomes import (
     give_up,
     settle,
 )
-from occlutrace_compute.service.records import JobRef, JobRepo, new_id, parallel_map
+from occlutrace_compute.service.records import JobRef, JobRepo, light_map, new_id, parallel_map
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore, StoreError
 
 logger = logging.getLogger("occlutrace.worker")
@@ -167,16 +169,14 @@ class AlignWorker:
         finally:
             inbox.put(None)
             commits.result()
-        if any(run.started is not None for run in runs):
-            self._clear_hint()
         return [outcomes[ref.key] for ref in refs if ref.key in outcomes]
 
     # -- step 1: read, charge -------------------------------------------------------------
 
     def _start(self, refs: list[JobRef], refunds: dict[str, int], outcomes: dict[str, Outcome]) -> list[_Run]:
         """Read every record; mark the runnable ones "running" with their attempt charged, in one
-        round. Returns the batch's jobs still to run or to write (cancelled or exhausted ones
-        with `started` None); the others have their outcome in `outcomes` already."""
+        round. Returns the batch's jobs still to run or to write (exhausted ones with `started`
+        None); the others have their outcome in `outcomes` already."""
         try:
             records = self.repo.load_many(refs)
         except StoreError as exc:
@@ -197,12 +197,13 @@ class AlignWorker:
                 runs.append(_Run(ref, record))
         try:
             parallel_map(lambda ref: self.store.delete_prefix(ref.prefix + "outputs/"), purged)
-            cancelled = parallel_map(lambda run: self.repo.cancelled(run.ref), runs)
+            # No cancel-marker check here: a cancel saves the record "cancelled" (final, skipped
+            # above) before it answers, and the marker is checked after the result is written
+            # (`_write`), so a cancel racing this start still wins; a check here cost a store
+            # call per job for a window the client cannot observe.
             starting = []
-            for run, cancel in zip(runs, cancelled):
-                if cancel:
-                    run.record.state, run.record.reason = "cancelled", "cancelled before it started"
-                elif exhausted(run.record, self.config.max_attempts):
+            for run in runs:
+                if exhausted(run.record, self.config.max_attempts):
                     give_up(run.record)
                 else:
                     record = run.record
@@ -230,7 +231,7 @@ class AlignWorker:
         """Runs the started jobs one after another, each after its hint; every run whose outcome
         is to be written goes to `inbox`. (device_worker.DeviceWorker overrides this: staged runs.)"""
         for run in runs:
-            if run.started is None or self._hint(run, outcomes):  # None: cancelled or exhausted at start
+            if run.started is None or self._hint(run, outcomes):  # None: exhausted at start
                 if run.started is not None:
                     self._run_one(run)
                 inbox.put(run)
@@ -245,12 +246,6 @@ class AlignWorker:
             self._requeue([run.ref], {}, outcomes, exc, {run.ref.key: run.started} if run.started is not None else None)
             return False
         return True
-
-    def _clear_hint(self) -> None:
-        try:
-            self.store.delete(running_hint_key(self.worker_id))
-        except StoreError:  # a stale hint names an attempt the record no longer shows: harmless
-            pass
 
     def _run_one(self, run: _Run, job: Callable[[], dict] | None = None) -> None:
         """Run the job function (or `job`, the same job run another way: device_worker's stages);
@@ -330,14 +325,14 @@ class AlignWorker:
             )
 
     def _write(self, runs: list[_Run], outcomes: dict[str, Outcome]) -> None:
-        for run, cancel in zip(runs, parallel_map(lambda r: self.repo.cancelled(r.ref), runs)):
+        for run, cancel in zip(runs, light_map(self.store, lambda r: self.repo.cancelled(r.ref), runs)):
             if cancel:
                 run.record.state, run.record.result = "cancelled", None
         saved = self.repo.save_many([run.record for run in runs])
         live = [run for run, ok in zip(runs, saved) if ok]
         raced = [
             run
-            for run, cancel in zip(live, parallel_map(lambda r: self.repo.cancelled(r.ref), live))
+            for run, cancel in zip(live, light_map(self.store, lambda r: self.repo.cancelled(r.ref), live))
             if cancel and run.record.state != "cancelled"
         ]  # a cancel raced the save
         for run in raced:

@@ -53,6 +53,13 @@ class ObjectStore(abc.ABC):
         a reader must accept each. Default: `put`."""
         self.put(key, data)
 
+    def put_empty_many(self, keys: Iterable[str]) -> None:
+        """`put(key, b"")` for every key (index and batch entries: empty objects whose name is the
+        information), each durable when this returns. Default: one put after another; a local
+        folder makes them all and then syncs each distinct folder once."""
+        for key in keys:
+            self.put(key, b"")
+
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         """Write the object only where none has this key, atomically for every client of the
