@@ -366,9 +366,12 @@ class SurfaceIndex:
             f = self.mesh.faces[f_ids]
             v = self.mesh.vertices
             res = closest_on_triangles(pts[hit], v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
-            unique_faces, row_of = np.unique(f_ids, return_inverse=True)
-            features, faces, rows = self._local_features(unique_faces)
-            local = rows[row_of]
+            if "features" in self.__dict__:  # the whole mesh's, built already: its rows are the face ids
+                features, faces, local = self.features, self.mesh.faces, f_ids
+            else:
+                unique_faces, row_of = np.unique(f_ids, return_inverse=True)
+                features, faces, rows = self._local_features(unique_faces)
+                local = rows[row_of]
             if self.normals_from == "faces":
                 normal = feature_normal(features, faces, local, res.region)
             else:
