@@ -26,7 +26,7 @@ i.e. while k <= c(p), so its last k is <= max(16, 4 c(p)); k grows at least 4/3 
 query takes at most 1 + log_{4/3}(n_proxies / 16) rounds (40 for a million proxies), the tree
 returns at most 4 times p's last k over all rounds (<= 16 max(16, c(p)) neighbours) and p scores
 at most max(16, 4 c(p)) triangles exactly. A point with no proxy within reach (no surface within
-the cutoff) costs one 16-neighbour query. Memory: at most 262,144 (point, candidate) pairs in
+the cutoff) costs one 16-neighbour query. Memory: at most 131,072 (point, candidate) pairs in
 flight (plus one point's k when k is larger). Proxies: about 4 per triangle + 4096 (`_proxies`).
 """
 
@@ -53,7 +53,7 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 
 NormalsFrom = Literal["faces", "vertices"]
-_PAIRS_PER_CHUNK = 262_144
+_PAIRS_PER_CHUNK = 131_072  # per chunk: its (points, k) arrays (1 MB each) stay in cache with two threads at work
 _FIRST_K = 16
 _SERIAL_PAIRS = 32_768  # (point, neighbour) pairs under which a tree query runs on one thread
 
