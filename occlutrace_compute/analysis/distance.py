@@ -1,9 +1,9 @@
 """Exact signed point-to-surface distance (point to TRIANGLE), fast on CPU, bounded work per point.
 
-Candidates come from a kd-tree (pykdtree) over *proxy points*: one per triangle (the centre of its
-smallest enclosing ball), or a grid of sub-triangle centroids for triangles larger than the cover
-radius `rho`. Every point of every triangle is then within `rho` of one of that triangle's proxies,
-so a triangle whose proxies are all farther than D from a query point is at least D - rho away.
+Candidates come from a kd-tree (pykdtree) over *proxy points*: one per triangle (its centroid), or
+a grid of sub-triangle centroids for triangles larger than the cover radius `rho`. Every point of
+every triangle is then within `rho` of one of that triangle's proxies, so a triangle whose proxies
+are all farther than D from a query point is at least D - rho away.
 
 A query asks the tree for the k nearest proxies within `reach = limit + rho` (limit: the
 `max_distance` cutoff, padded by a relative 1e-9 against the tree's rounding). A point is done when
@@ -93,62 +93,22 @@ def _subdivision_template(n: int) -> np.ndarray:
     return np.concatenate([up, down])
 
 
-def _enclosing(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre (M, 3) and radius (M,) of a small ball around each triangle: its smallest enclosing
-    ball (the midpoint of the longest side where an angle is >= 90 degrees, degenerate triangles
-    included; the circumcentre, from barycentric weights of the squared sides, otherwise). The
-    radius is measured from the centre as computed (its farthest corner), so the ball holds the
-    triangle whatever the rounding. About 10 % smaller than the centroid's on scans, so proxies
-    prove a point's nearest triangle with fewer neighbours (their count goes with (d + rho)^2)."""
-    ab, ac, bc = b - a, c - a, c - b
-    sq_a, sq_b, sq_c = _dot(bc, bc), _dot(ac, ac), _dot(ab, ab)  # squared sides opposite a, b, c
-    # Law of cosines: ta <= 0 where the angle at a is >= 90 degrees (bc is then the longest side).
-    ta, tb, tc = sq_b + sq_c - sq_a, sq_c + sq_a - sq_b, sq_a + sq_b - sq_c
-    wa, wb, wc = sq_a * ta, sq_b * tb, sq_c * tc  # the circumcentre's barycentric weights
-    total = wa + wb + wc
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = [wa / total, wb / total, wc / total]
-    # Such an angle: the midpoint of the side opposite it. a's checked last so that it wins where
-    # a degenerate triangle has two (a point: any midpoint is the point).
-    for k, obtuse in ((2, tc <= 0), (1, tb <= 0), (0, ta <= 0)):
-        for j in range(3):
-            weights[j] = np.where(obtuse, 0.0 if j == k else 0.5, weights[j])
-    usable = np.isfinite(weights[0]) & np.isfinite(weights[1]) & np.isfinite(weights[2])
-    u, v, w = (np.where(usable, x, 1.0 / 3.0)[:, None] for x in weights)
-    center = u * a + v * b + w * c
-    return center, np.maximum.reduce([row_norms(t - center) for t in (a, b, c)])
-
-
-def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return x[:, 0] * y[:, 0] + x[:, 1] * y[:, 1] + x[:, 2] * y[:, 2]
-
-
 def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Proxy points, their face ids, and each proxy's cover radius (the global max is rho).
-
-    A triangle whose enclosing ball (_enclosing) has radius <= rho is one proxy, the ball's
-    centre; a larger one is split n x n (n = ceil(centroid radius / rho)) into similar triangles,
-    one proxy at each one's centroid, cover = centroid radius / n."""
+    """Proxy points, their face ids, and each proxy's cover radius (the global max is rho)."""
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    center, enclosing = _enclosing(a, b, c)
+    centroid = (a + b + c) / 3.0
+    radius = np.maximum.reduce([row_norms(t - centroid) for t in (a, b, c)])
     n_faces = len(faces)
     budget = 4 * n_faces + 4096
-    rho = max(float(np.quantile(enclosing, 0.75)), 1e-9)
-    # The centroid radius of the triangles that may be split (enclosing > rho; rho only grows):
-    # radius >= enclosing, so each is split at least 2 x 2.
-    big = np.flatnonzero(enclosing > rho)
-    radius = np.zeros(n_faces)
-    sides = (a[big], b[big], c[big])
-    centroid = (sides[0] + sides[1] + sides[2]) / 3.0
-    radius[big] = np.maximum.reduce([row_norms(t - centroid) for t in sides])
+    rho = max(float(np.quantile(radius, 0.75)), 1e-9)
     for _ in range(64):  # grows rho geometrically: terminates long before 64 rounds
-        splits = np.where(enclosing <= rho, 1, np.maximum(np.ceil(radius / rho), 2)).astype(np.int64)
+        splits = np.maximum(np.ceil(radius / rho), 1).astype(np.int64)
         if int(np.sum(splits**2)) <= budget:
             break
         rho *= 1.15
     whole = splits == 1
-    points, owner = [center[whole]], [np.flatnonzero(whole)]
-    cover = np.where(whole, enclosing, radius / splits)
+    points, owner = [centroid[whole]], [np.flatnonzero(whole)]
+    cover = radius / splits
     for n in np.unique(splits[~whole]):
         ids = np.flatnonzero(splits == n)
         tmpl = _subdivision_template(int(n))
