@@ -17,15 +17,22 @@ kernel source built with g++, --threads OpenMP threads, default 1) is a column o
 and the CUDA build with --device cuda. --warp adds NVIDIA Warp's mesh_query_point_sign_normal
 (float32 meshes; CPU, or CUDA with --device cuda) when warp-lang is importable: the measured
 alternative to our kernel (not a dependency).
+--pair DIR instead: the pair job's own deviation query (bench_job_stages' data, e.g.
+/tmp/occlutrace-stages/pair_ply_binary: MOVING placed by its true pose, every vertex against FIXED
+at the deviation's search cutoff 3 mm), ours one thread and two (as deviation() runs it) beside
+libigl on the same points, and the work counts (neighbours asked, triangle tests: load-free).
 Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3] [--threads 1] [--device cuda] [--warp]
+       python bench/bench_distance.py --pair DIR [--repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -64,8 +71,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="OpenMP threads of the kernel's CPU twin")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: add the kernel's CUDA build")
     ap.add_argument("--warp", action="store_true", help="add NVIDIA Warp's mesh query as a column")
+    ap.add_argument(
+        "--pair", type=Path, help="a pair case folder (fixed.*, moving.*, truth.json): the job's query only"
+    )
     args = ap.parse_args()
     import igl
+
+    if args.pair is not None:
+        pair_case(args.pair, args.repeat)
+        return
 
     mesh = make_arch("upper", 3, args.spacing).mesh
     v, f = np.ascontiguousarray(mesh.vertices), np.ascontiguousarray(mesh.faces.astype(np.int64))
@@ -151,6 +165,77 @@ def main() -> None:
                 f"{w_err * 1000:.2e} um; sign differs from ours at {int(flip.sum())} of {int(both_ok.sum())} points "
                 f"(|distance| there up to {np.max(np.abs(res.distance[flip]), initial=0) * 1000:.2f} um)"
             )
+
+
+class _Counting:
+    """The index's kd-tree, counting the neighbours asked for (points x k per query)."""
+
+    def __init__(self, tree) -> None:
+        self.tree, self.asked = tree, 0
+
+    def query(self, p, k, distance_upper_bound):
+        self.asked += len(p) * k
+        return self.tree.query(p, k=k, distance_upper_bound=distance_upper_bound)
+
+
+def pair_case(folder: Path, repeat: int) -> None:
+    """The deviation query of a pair job, ours beside libigl, runs in turn (same points)."""
+    import igl
+
+    from occlutrace_compute.analysis.deviation import FAR_FACTOR, _query_halves
+    from occlutrace_compute.analysis.distance import one_openmp_thread
+    from occlutrace_compute.meshes import load_mesh
+
+    fixed, moving = (load_mesh(data=next(folder.glob(f"{r}.*")).read_bytes(), name=r).mesh for r in ("fixed", "moving"))
+    pose = np.asarray(json.loads((folder / "truth.json").read_text())["T_fixed_moving"])
+    pts = moving.transformed(pose).vertices
+    v, f = np.ascontiguousarray(fixed.vertices), np.ascontiguousarray(fixed.faces.astype(np.int64))
+    cutoff = FAR_FACTOR * 1.0
+    rows: dict[str, list[tuple[float, float]]] = {}
+
+    def timed(name: str, fn: Callable[[], T]) -> T:
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        rows.setdefault(name, []).append((time.perf_counter() - w, time.process_time() - c))
+        return out
+
+    def one_thread(index: SurfaceIndex):
+        with one_openmp_thread():
+            return index.query(pts, max_distance=cutoff)
+
+    for _ in range(repeat):  # in turn, so that a busy moment hits every contender alike
+        index = timed("ours: index build (+ features)", lambda: SurfaceIndex(fixed, name="reference"))
+        timed("ours: index build (+ features)", lambda: index.features)
+        res = timed("ours: query, 1 thread", partial(one_thread, index))
+        timed("ours: query, 2 threads (deviation)", partial(_query_halves, index, pts, cutoff))
+        sq = timed("libigl: build + query", partial(igl.point_mesh_squared_distance, pts, v, f))[0]
+    counting = _Counting(index._tree)
+    index._tree = counting  # type: ignore[assignment]
+    pairs = 0
+    score = index._sq_to_faces
+
+    def counted(p32: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        nonlocal pairs
+        pairs += len(faces)
+        return score(p32, faces)
+
+    index._sq_to_faces = counted  # type: ignore[method-assign]
+    index.query(pts, max_distance=cutoff)
+    ok = np.isfinite(res.distance)
+    err = np.max(np.abs(np.abs(res.distance[ok]) - np.sqrt(sq[ok])))
+    print(
+        f"pair {folder.name}: {len(pts)} points vs {fixed.n_faces} faces, cutoff {cutoff} mm; rho {index.rho:.4f} mm, "
+        f"{index._n_proxies} proxies; {counting.asked} neighbours asked, {pairs} triangle tests; "
+        f"max |ours - libigl| {err * 1000:.2e} um; median of {repeat} (wall / CPU s):"
+    )
+    for name, got in rows.items():
+        walls, cpus = zip(*got) if "build" not in name else _summed(got)
+        print(f"  {name}: {np.median(walls):.3f} / {np.median(cpus):.3f}")
+
+
+def _summed(got: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Build rows come in pairs (index, then its features): one figure per run."""
+    return [a[0] + b[0] for a, b in zip(got[::2], got[1::2])], [a[1] + b[1] for a, b in zip(got[::2], got[1::2])]
 
 
 def _warp_query(mesh, device: str):

@@ -154,3 +154,40 @@ def test_the_two_thread_query_gives_exactly_the_one_thread_answer(reference):
     ):
         np.testing.assert_array_equal(a, b)
     assert np.isnan(one.distance).any() and np.isfinite(one.distance).any()
+
+
+ANALYSIS_ALONE = """
+import json, sys
+import numpy as np
+from occlutrace_compute.analysis import contacts, deviation
+from occlutrace_compute.analysis.distance_device import surface_index
+from occlutrace_compute.meshes.model import Mesh
+
+n = 40
+x, y = np.meshgrid(np.linspace(-3, 3, n), np.linspace(-3, 3, n))
+v = np.stack([x.ravel(), y.ravel(), 0.2 * np.sin(x.ravel())], axis=1)
+i = np.arange(n * n).reshape(n, n)
+a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]).astype(np.int64)
+ref, moved = Mesh(v, f), Mesh(v + [0, 0, 0.05], f)
+dev = deviation(moved, ref, reference_index=surface_index(ref, name="reference", device="cpu"))
+rep = contacts(Mesh(v + [0, 0, 0.1], f[:, ::-1]), ref, threshold_mm=0.2, device="cpu")
+print(json.dumps({"rms": dev.stats.rms_mm, "frame": dev.frame.extent.tolist(),
+                  "contact": rep.to_dict()["per_side"]["left"]["contact_area_mm2"]
+                  + rep.to_dict()["per_side"]["right"]["contact_area_mm2"],
+                  "heavy": sorted(m for m in ("torch", "cupy", "matplotlib", "ray") if m in sys.modules)}))
+"""
+
+
+def test_analysis_alone_on_the_cpu_imports_no_torch():
+    # The deviation of an already-aligned pair and the contacts of placed arches on device "cpu"
+    # (a fresh interpreter): distance_device and contacts import torch (the nn package, CuPy)
+    # only to build a kernel, never for distance.py's index.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ANALYSIS_ALONE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == []
+    assert got["rms"] == pytest.approx(0.05, abs=2e-3) and got["contact"] > 0

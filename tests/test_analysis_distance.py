@@ -374,3 +374,36 @@ def test_features_built_around_the_hit_faces_equal_the_whole_meshes(normals_from
     np.testing.assert_array_equal(np.sign(local.distance[hit]), np.sign(whole.distance[hit]))
     np.testing.assert_allclose(local.distance[hit], whole.distance[hit], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(local.on_boundary, whole.on_boundary)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), squash=st.floats(1e-6, 1.0), scale=st.floats(1e-3, 1e3))
+def test_every_point_of_every_triangle_is_within_its_proxies_cover(seed, squash, scale):
+    # The proof's premise (module docstring): each triangle lies within cover of one of its own
+    # proxies (its centroid, or sub-triangle centroids where it is split): checked on acute,
+    # right, obtuse, needle, sliver and degenerate (repeated or collinear corners) triangles.
+    from occlutrace_compute.analysis.distance import _proxies
+
+    rng = np.random.default_rng(seed)
+    corners = rng.normal(0, 1, (400, 3, 3)) * [1, 1, squash]
+    corners[:40, 1] = corners[:40, 0] + [1, 0, 0]  # right angles at corner 0
+    corners[:40, 2] = corners[:40, 0] + [0, rng.uniform(0.01, 5), 0]
+    corners[40:60, 2] = corners[40:60, 1]  # a repeated corner
+    corners[60:80, 2] = 0.5 * (corners[60:80, 0] + corners[60:80, 1])  # collinear
+    corners[80:90] = corners[80:90, :1]  # a point
+    corners[90:100, 2] = corners[90:100, 0] + 1e-7 * rng.normal(size=(10, 3))  # needles
+    corners[100] *= 200  # one huge triangle among small ones: split
+    corners *= scale
+    vertices, faces = corners.reshape(-1, 3), np.arange(1200).reshape(-1, 3)
+    proxies, owner, cover = _proxies(vertices, faces)
+    assert np.array_equal(np.unique(owner), np.arange(400))
+    assert len(proxies) <= 4 * 400 + 4096
+    w = rng.dirichlet([0.5, 0.5, 0.5], (400, 64))  # points all over each triangle, corners and edges too
+    w[:, :3] = np.eye(3)
+    on = np.einsum("fsk,fkj->fsj", w, corners)  # (faces, samples, 3)
+    reach = np.full((400, 64), np.inf)
+    for f in range(400):
+        mine = owner == f
+        d = np.linalg.norm(on[f][:, None, :] - proxies[mine][None, :, :], axis=2) - cover[mine][None, :]
+        reach[f] = d.min(axis=1)
+    assert (reach <= 1e-9 * scale).all()

@@ -92,3 +92,27 @@ def test_both_inputs_bad_names_the_fixed_file_first() -> None:
     with pytest.raises(InputRejected) as e:
         run_case("pair", good_fixed, JobOptions(), "case-0001")
     assert e.value.source == "fixed.stl"
+
+
+def test_changed_regions_are_placed_on_the_arch_and_the_sheet_uses_the_aligned_frame() -> None:
+    # The arch frames are computed on the job's pool beside the deviation query: the reference's
+    # (where regions changed) must still place every region, the aligned scan's must be the one
+    # the report's sheet would compute itself.
+    from occlutrace_compute.analysis.frame import arch_frame
+    from occlutrace_compute.analysis.sectors import locate_regions
+    from occlutrace_compute.synth import make_pair_case
+
+    case = make_pair_case(5, "changed", overlap=(0.9, 1.0), spacing_mm=0.45)
+    out = run_case("pair", _pair_inputs(case, "ply", "binary"), JobOptions(device="cpu"), "case-0002")
+    regions = out.result["changed_regions"]
+    assert regions, "the changed scenario should report changed regions"
+    bare = [{k: v for k, v in r.items() if k != "location"} for r in regions]
+    assert regions == locate_regions(bare, arch_frame(case.fixed), None)
+    # The job's aligned frame: same matrix, same mesh, so the same frame bit for bit.
+    from occlutrace_compute.analysis.deviation import deviation
+
+    aligned = case.moving.transformed(np.asarray(out.result["matrix"]))
+    frame = arch_frame(aligned)
+    dev = deviation(aligned, case.fixed, aligned_frame=frame)
+    assert dev.frame is frame
+    assert np.array_equal(deviation(aligned, case.fixed).frame.occlusal, frame.occlusal)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogra
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.export import export_mesh
 from occlutrace_compute.meshes.model import Mesh
+
+if TYPE_CHECKING:
+    from occlutrace_compute.analysis.distance_device import DistanceIndex
 
 FAR_FACTOR = 3.0
 SIGN_CONVENTION = "positive: aligned surface lies outside the reference (along its outward normals)"
@@ -46,12 +50,14 @@ class DeviationReport:
     values: np.ndarray | None = None  # (N,) mm: distance, plus the beyond-max-distance values; NaN: no overlap
     band_mm: float = 0.0
     arch: str | None = None  # "upper" | "lower" | None (unknown: patient sides not named)
+    aligned_frame: ArchFrame | None = field(default=None, repr=False, compare=False)  # arch_frame(aligned), if known
 
     @functools.cached_property
     def frame(self) -> ArchFrame:
         """The aligned scan's arch frame (computed once: the preview and the report's 3D view
-        both orient by it)."""
-        return arch_frame(self.colored)
+        both orient by it). arch_frame reads only the geometry, so a caller that computed it for
+        the aligned mesh (a job: beside the deviation query) hands it in as aligned_frame."""
+        return self.aligned_frame if self.aligned_frame is not None else arch_frame(self.colored)
 
     @property
     def shown(self) -> np.ndarray:
@@ -126,7 +132,7 @@ class DeviationReport:
 SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)
 
 
-def _query_halves(index: SurfaceIndex, points: np.ndarray, max_distance: float) -> SurfaceDistance:
+def _query_halves(index: DistanceIndex, points: np.ndarray, max_distance: float) -> SurfaceDistance:
     """index.query on two threads, one half of the points each (each tree query on one OpenMP
     thread): the exact scoring is numpy work that releases the GIL, so two cores share it.
     Same answer as one query (points are independent); same worst case, split in two."""
@@ -160,14 +166,16 @@ def deviation(
     color_scale_mm: float = 0.2,
     band_mm: float = 0.0,
     arch: str | None = None,
-    reference_index: SurfaceIndex | None = None,
+    reference_index: DistanceIndex | None = None,
+    aligned_frame: ArchFrame | None = None,
 ) -> DeviationReport:
     """Signed distance of each aligned vertex to the reference surface, restricted to the overlap.
 
     band_mm: the flat green tolerance band of the map; arch: "upper"/"lower" names the patient's
     sides on the views (None: not named). reference_index: the reference's SurfaceIndex when the
     caller built it already (a job builds it beside the registration, which does not need it);
-    built here otherwise. Time: one index build (O(M log M)) and one bounded query of the N
+    built here otherwise. aligned_frame: arch_frame(aligned) when the caller has it (the report's
+    frame; computed on first use otherwise). Time: one index build (O(M log M)) and one bounded query of the N
     aligned vertices at FAR_FACTOR * max_distance_mm.
     """
     if aligned.n_vertices == 0:
@@ -196,4 +204,5 @@ def deviation(
         values=values,
         band_mm=float(band_mm),
         arch=arch,
+        aligned_frame=aligned_frame,
     )

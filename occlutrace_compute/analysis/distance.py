@@ -26,7 +26,7 @@ i.e. while k <= c(p), so its last k is <= max(16, 4 c(p)); k grows at least 4/3 
 query takes at most 1 + log_{4/3}(n_proxies / 16) rounds (40 for a million proxies), the tree
 returns at most 4 times p's last k over all rounds (<= 16 max(16, c(p)) neighbours) and p scores
 at most max(16, 4 c(p)) triangles exactly. A point with no proxy within reach (no surface within
-the cutoff) costs one 16-neighbour query. Memory: at most 262,144 (point, candidate) pairs in
+the cutoff) costs one 16-neighbour query. Memory: at most 131,072 (point, candidate) pairs in
 flight (plus one point's k when k is larger). Proxies: about 4 per triangle + 4096 (`_proxies`).
 """
 
@@ -53,7 +53,7 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 
 NormalsFrom = Literal["faces", "vertices"]
-_PAIRS_PER_CHUNK = 262_144
+_PAIRS_PER_CHUNK = 131_072  # per chunk: its (points, k) arrays (1 MB each) stay in cache with two threads at work
 _FIRST_K = 16
 _SERIAL_PAIRS = 32_768  # (point, neighbour) pairs under which a tree query runs on one thread
 
@@ -146,11 +146,15 @@ class SurfaceIndex:
             raise InputRejected(name, "has non-finite vertex coordinates")
         self.mesh = mesh
         self.normals_from = normals_from
-        proxy_points, self._proxy_face, self._proxy_cover = _proxies(mesh.vertices, mesh.faces)
-        self.rho = float(self._proxy_cover.max())
+        proxy_points, proxy_face, proxy_cover = _proxies(mesh.vertices, mesh.faces)
+        self.rho = float(proxy_cover.max())
         # pykdtree: OpenMP queries on the process's threads (OMP_NUM_THREADS), a fast build.
         self._tree = KDTree(proxy_points)
         self._n_proxies = len(proxy_points)
+        # One padding entry at n_proxies (the tree's index for "no neighbour"): face -1, cover 0,
+        # so a missing neighbour's lower bound is its distance, inf, and it is never scored.
+        self._proxy_face = np.append(proxy_face, -1)
+        self._proxy_cover = np.append(proxy_cover, 0.0)
         # Candidates are scored in float32 around the mesh centre (twice as fast; rounding about
         # 1e-4 um per mm from the centre, so it can only swap near-tied triangles); the winner's
         # distance, closest point and sign are recomputed in float64.
@@ -266,19 +270,19 @@ class SurfaceIndex:
         # Fewer than k proxies within reach: the tree gave every one, so every triangle within the
         # cutoff is among the candidates. Decided from the tree's answer, not from arithmetic.
         complete = ~found[:, -1]
-        safe = np.where(found, idx, 0)
-        cand = np.where(found, self._proxy_face[safe], -1)
+        cand = self._proxy_face[idx]  # -1 where no neighbour (the padding entry)
         p32 = (p - self._center).astype(np.float32)
+        # A candidate whose proxy is farther than the best so far (or the cutoff, padded like
+        # reach) plus its own cover radius cannot beat it or be within the cutoff; a missing
+        # neighbour's bound is inf.
+        near = dist - self._proxy_cover[idx]
         if done == 0:
             # The nearest candidate's exact distance bounds the answer from above.
             first = np.flatnonzero(found[:, 0])
             best_sq[first] = self._sq_to_faces(p32[first], cand[first, 0])
             best_face[first] = cand[first, 0]
-            found[:, 0] = False
-        # A candidate whose proxy is farther than the best so far (or the cutoff, padded like
-        # reach) plus its own cover radius cannot beat it or be within the cutoff.
-        near = dist - self._proxy_cover[safe]
-        worth = found & (near <= np.sqrt(best_sq)[:, None]) & (near <= limit * (1.0 + 1e-9) + 1e-12)
+            near[:, 0] = np.inf
+        worth = (near <= np.sqrt(best_sq)[:, None]) & (near <= limit * (1.0 + 1e-9) + 1e-12)
         rr, cc = np.nonzero(worth)
         d2 = np.full(worth.shape, np.inf)
         d2[rr, cc] = self._sq_to_faces(p32[rr], cand[rr, cc])
@@ -322,9 +326,12 @@ class SurfaceIndex:
             f = self.mesh.faces[f_ids]
             v = self.mesh.vertices
             res = closest_on_triangles(pts[hit], v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
-            unique_faces, row_of = np.unique(f_ids, return_inverse=True)
-            features, faces, rows = self._local_features(unique_faces)
-            local = rows[row_of]
+            if "features" in self.__dict__:  # the whole mesh's, built already: its rows are the face ids
+                features, faces, local = self.features, self.mesh.faces, f_ids
+            else:
+                unique_faces, row_of = np.unique(f_ids, return_inverse=True)
+                features, faces, rows = self._local_features(unique_faces)
+                local = rows[row_of]
             if self.normals_from == "faces":
                 normal = feature_normal(features, faces, local, res.region)
             else:
