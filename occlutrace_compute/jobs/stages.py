@@ -297,6 +297,9 @@ def finish_pair(pp: PreparedPair, answer: DeviceAnswer, wait_s: float, store: Ob
         )
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-finish") as pool:
         with clock.stage("preview"):
+            from occlutrace_compute.analysis.frame import arch_frame
+
+            reference_framing = pool.submit(arch_frame, fixed.mesh) if reg.changed_regions else None
             frame = dev.frame
             viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
             exports = {
@@ -313,7 +316,7 @@ def finish_pair(pp: PreparedPair, answer: DeviceAnswer, wait_s: float, store: Ob
         "inputs": dict(pp.names),
         "matrix": reg_json["matrix"],
         "metrics": reg_json["metrics"],
-        "changed_regions": _located(reg_json["changed_regions"], fixed.mesh, options),
+        "changed_regions": _located(reg_json["changed_regions"], reference_framing, options),
         "deviation": dev.to_dict(),
         "warnings": fixed.warnings + moving.warnings,
         "outputs": sorted(files) + ["report.html", "report.pdf"],
