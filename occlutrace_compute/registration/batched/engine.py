@@ -74,7 +74,8 @@ def gc_paused() -> Iterator[None]:
     makes tens of thousands of short-lived objects (tensors, arrays) and no reference cycles, yet
     every 700 of them start a collection, and one in ten of those a wider one: a full one traverses
     every object of the process (~0.1 s with torch imported), charged to whichever pair is running.
-    After the call the collector resumes and counts as before: only the passes are saved."""
+    After the call the collector resumes and counts as before: only the passes are saved. Calls
+    overlapping in threads leave it on once the first of them ends (each restores what it found)."""
     was = gc.isenabled()
     gc.disable()
     try:
