@@ -15,7 +15,10 @@ Answers: the RANSAC draws come from one shared uniform stream (not `hypotheses._
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +30,10 @@ from occlutrace_compute.nn.threads import cpu_threads
 from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.batched import axes, select
+from occlutrace_compute.registration.batched.fpfh import fpfh
 from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
 from occlutrace_compute.registration.batched.summary import summarize
 from occlutrace_compute.registration.engine import resolve_device
-from occlutrace_compute.registration.features import fpfh
 from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
 from occlutrace_compute.registration.levels import subset
 from occlutrace_compute.registration.matcher import Matcher
@@ -61,8 +64,25 @@ def register_batch(
     landmarks = landmarks or [None] * len(pairs)
     if len(landmarks) != len(pairs):
         raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
-    with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None):
+    with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None), gc_paused():
         return _register_batch(pairs, opt, dev, landmarks)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the call (restored after, as it was). A batch
+    makes tens of thousands of short-lived objects (tensors, arrays) and no reference cycles, yet
+    every 700 of them start a collection, and one in ten of those a wider one: a full one traverses
+    every object of the process (~0.1 s with torch imported), charged to whichever pair is running.
+    After the call the collector resumes and counts as before: only the passes are saved. Calls
+    overlapping in threads leave it on once the first of them ends (each restores what it found)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _register_batch(
