@@ -192,3 +192,21 @@ def test_sampling_a_mesh_is_unchanged_by_blocks(monkeypatch) -> None:
     b = sampling.sample_surface_area(mesh, 3000, seed=4)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_register_batch_on_samples_made_earlier_gives_the_same_matrices() -> None:
+    """The device worker samples on its CPU workers and hands `prepared=` to the engine: the same
+    samples give the same answer as sampling inside, and samples of another batch size are refused."""
+    from occlutrace_compute.registration import register_batch
+    from occlutrace_compute.registration.prepare import prepare_all
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        case = make_pair_case(2, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.4)
+    pair = (case.fixed, case.moving)
+    opt = FAST
+    inside = register_batch([pair], opt, device="cpu")
+    given = register_batch([pair], opt, device="cpu", prepared=prepare_all([pair], opt))
+    np.testing.assert_array_equal(given[0].matrix, inside[0].matrix)
+    with pytest.raises(ValueError, match="1 prepared pairs for 2 pairs"):
+        register_batch([pair, pair], opt, device="cpu", prepared=prepare_all([pair], opt))

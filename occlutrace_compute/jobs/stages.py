@@ -22,7 +22,6 @@ a device other than the actor's) run `run_job` unchanged (`staged`).
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -170,34 +169,18 @@ def prepare_pair(spec: JobSpec, store: ObjectStore, key: str = "") -> PreparedPa
 
 # --- stage 2: on the device -------------------------------------------------------------------
 
-_ENGINE_LOCK = threading.Lock()
-
 
 def register_prepared(payloads: list[DevicePayload], device: str) -> list:
-    """`registration.register_batch` on samples made by stage 1, one batch for all payloads.
+    """`registration.register_batch` on samples made by stage 1 (`prepare.prepare_all`'s output,
+    made on the CPU workers with the same default options), one batch for all payloads."""
+    from occlutrace_compute.registration import register_batch
 
-    The engine samples its pairs by calling `prepare.prepare_all`; here that call answers with
-    the payloads' samples (the same function's output, made on the CPU workers), under a lock,
-    so the engine itself runs unchanged. (A `prepared=` argument of `register_batch` would make
-    this seam explicit; registration/ belongs to its own owner.)"""
-    from occlutrace_compute.registration import engine
-    from occlutrace_compute.registration.batched import engine as flat
-
-    supplied = [p.prepared for p in payloads]
-    pairs = [(p.fixed, p.moving) for p in payloads]
-
-    def given(asked: list, _opt: Any) -> list:
-        if len(asked) != len(pairs) or any(a[0] is not b[0] or a[1] is not b[1] for a, b in zip(asked, pairs)):
-            raise RuntimeError("the engine asked for samples of other pairs than the batch's")
-        return supplied
-
-    with _ENGINE_LOCK:
-        saved = engine.prepare_all, flat.prepare_all
-        engine.prepare_all = flat.prepare_all = given  # type: ignore[assignment]
-        try:
-            return engine.register_batch(pairs, device=device, landmarks=[p.landmarks for p in payloads])
-        finally:
-            engine.prepare_all, flat.prepare_all = saved
+    return register_batch(
+        [(p.fixed, p.moving) for p in payloads],
+        device=device,
+        landmarks=[p.landmarks for p in payloads],
+        prepared=[p.prepared for p in payloads],
+    )
 
 
 def device_answers(payloads: list[DevicePayload], device: str) -> list[DeviceAnswer | Exception]:

@@ -64,10 +64,13 @@ def register_batch(
     options: RegistrationOptions | None = None,
     device: str | torch.device = "auto",
     landmarks: list | None = None,
+    prepared: list[Prepared] | None = None,
 ) -> list[RegistrationResult]:
     """Align many (fixed, moving) pairs; every stage runs all pairs x hypotheses as one batch.
 
-    `landmarks`, if given, holds per pair None or (moving_points (k,3), fixed_points (k,3))."""
+    `landmarks`, if given, holds per pair None or (moving_points (k,3), fixed_points (k,3)).
+    `prepared`, if given, is `prepare.prepare_all(pairs, options)` made earlier (elsewhere: the
+    device worker samples on its CPU workers), used instead of sampling here."""
     if not pairs:
         return []
     opt = options or RegistrationOptions()
@@ -79,13 +82,17 @@ def register_batch(
         # path, which stays the reference there.
         from occlutrace_compute.registration import batched
 
-        return batched.register_batch(pairs, opt, device=dev, landmarks=landmarks)
+        return batched.register_batch(pairs, opt, device=dev, landmarks=landmarks, prepared=prepared)
     with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None):
-        return _register_batch(pairs, opt, dev, landmarks)
+        return _register_batch(pairs, opt, dev, landmarks, prepared)
 
 
 def _register_batch(
-    pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device, landmarks: list | None
+    pairs: list[tuple[Mesh, Mesh]],
+    opt: RegistrationOptions,
+    dev: torch.device,
+    landmarks: list | None,
+    prepared: list[Prepared] | None = None,
 ) -> list[RegistrationResult]:
     landmarks = landmarks or [None] * len(pairs)
     if len(landmarks) != len(pairs):
@@ -93,7 +100,10 @@ def _register_batch(
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
-        prepared = prepare_all(pairs, opt)
+        if prepared is None:
+            prepared = prepare_all(pairs, opt)
+        elif len(prepared) != len(pairs):
+            raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
         lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
 
     with stopwatch(stages, "hypotheses"):

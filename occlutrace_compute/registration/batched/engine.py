@@ -54,9 +54,11 @@ def register_batch(
     options: RegistrationOptions | None = None,
     device: str | torch.device = "auto",
     landmarks: list | None = None,
+    prepared: list[Prepared] | None = None,
 ) -> list[RegistrationResult]:
     """`registration.register_batch`'s contract: align many (fixed, moving) pairs; `landmarks`, if
-    given, holds per pair None or (moving_points (k,3), fixed_points (k,3))."""
+    given, holds per pair None or (moving_points (k,3), fixed_points (k,3)); `prepared`, if given,
+    is `prepare_all(pairs, options)` made earlier, used instead of sampling here."""
     if not pairs:
         return []
     opt = options or RegistrationOptions()
@@ -65,7 +67,7 @@ def register_batch(
     if len(landmarks) != len(pairs):
         raise ValueError(f"{len(landmarks)} landmark sets for {len(pairs)} pairs")
     with cpu_threads(opt.runtime.cpu_threads if dev.type == "cpu" else None), gc_paused():
-        return _register_batch(pairs, opt, dev, landmarks)
+        return _register_batch(pairs, opt, dev, landmarks, prepared)
 
 
 @contextmanager
@@ -86,12 +88,19 @@ def gc_paused() -> Iterator[None]:
 
 
 def _register_batch(
-    pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, dev: torch.device, landmarks: list
+    pairs: list[tuple[Mesh, Mesh]],
+    opt: RegistrationOptions,
+    dev: torch.device,
+    landmarks: list,
+    prepared: list[Prepared] | None = None,
 ) -> list[RegistrationResult]:
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
-        prepared = prepare_all(pairs, opt)
+        if prepared is None:
+            prepared = prepare_all(pairs, opt)
+        elif len(prepared) != len(pairs):
+            raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
         lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
     b = len(prepared)
 
