@@ -53,15 +53,29 @@ def main() -> None:
         metavar="LABEL=PATH",
         help="a tree to run `occlutrace align` from (repeatable; default ours=this tree)",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+        help="this tree run with these environment variables as one more contender (repeatable), "
+        "e.g. 'no-preload:OCCLUTRACE_NO_PRELOAD=1'",
+    )
     ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
     folder = args.data / args.case
     fixed, moving = str(next(folder.glob("fixed.*"))), str(next(folder.glob("moving.*")))
-    checkouts = [c.split("=", 1) for c in args.checkout] or [["ours", str(HERE.parent)]]
+    checkouts = [(label, path, {}) for label, path in (c.split("=", 1) for c in args.checkout)] or [
+        ("ours", str(HERE.parent), {})
+    ]
+    for v in args.variant:
+        label, _, assignments = v.partition(":")
+        extra = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        checkouts.append((label, str(HERE.parent), extra))
     contenders: list[tuple[str, list[str], dict[str, str]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, path in checkouts:
-            env = os.environ | {"PYTHONPATH": path}
+        for label, path, extra in checkouts:
+            env = os.environ | {"PYTHONPATH": path} | extra
             contenders.append(
                 (
                     f"occlutrace align ({label})",

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from occlutrace_compute import __version__, cli_jobs
 from occlutrace_compute.errors import InputRejected
@@ -248,7 +248,10 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(argv))
+    command = _command_of(argv)
+    if command in cli_jobs.TORCH_COMMANDS:
+        cli_jobs.start_torch_preload()
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
@@ -268,5 +271,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+# Commands that end the process without the interpreter's teardown once their output is out:
+# with torch loaded, finalising its modules costs ~0.4 s CPU (0.5-1.3 s wall on a shared box) of a
+# ~5 s command and does nothing a finished job needs (bench/RESULTS.md, "Issue 12: the align
+# command, third session"). Their outputs are written and closed by then (jobs/outputs.py) and no
+# thread of theirs outlives main(); `batch` and `serve` keep the normal exit (Ray's and the
+# server's shutdown hooks).
+FAST_EXIT = frozenset({"align", "bite"})
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console entry point (`occlutrace`, `python -m occlutrace_compute.cli`): main(), then
+    exit; after align/bite without the interpreter's teardown (FAST_EXIT)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    code = main(argv)
+    if _command_of(argv) not in FAST_EXIT:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: what the interpreter's own exit reports as 120
+        code = code or 120
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
