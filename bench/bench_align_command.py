@@ -52,9 +52,12 @@ PARTS = {
     "torch import, os._exit": "import torch, os; os._exit(0)",
     "align's imports, gc on": "import gc; {imports}",
     "align's imports, gc off": "import gc; gc.disable(); {imports}",
-    "align's imports, no preload": "{imports}",
-    "align's imports, libtorch_cpu preloaded on a thread": "from occlutrace_compute.cli_jobs import start_torch_preload; "
-    "start_torch_preload(); {imports}",
+    # torch's C++ library (430 MB) mapped on a thread beside the imports (ctypes releases the
+    # GIL): measured and dropped, see bench/RESULTS.md ("Issue 12: the align command, third session").
+    "align's imports": "{imports}",
+    "align's imports, libtorch_cpu mapped on a thread": "import ctypes, threading, importlib.util, pathlib; "
+    "lib = pathlib.Path(importlib.util.find_spec('torch').origin).parent / 'lib' / 'libtorch_cpu.so'; "
+    "threading.Thread(target=ctypes.CDLL, args=(str(lib),), daemon=True).start(); {imports}",
 }
 ALIGN_IMPORTS = (
     "import occlutrace_compute.cli, occlutrace_compute.jobs.models, occlutrace_compute.jobs.pipeline, "

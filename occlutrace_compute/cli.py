@@ -249,10 +249,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = _command_of(argv)
-    if command in cli_jobs.TORCH_COMMANDS:
-        cli_jobs.start_torch_preload()
-    parser = build_parser(command)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)

@@ -50,44 +50,6 @@ def _options(args: argparse.Namespace, **extra) -> JobOptions:
         raise InputRejected("options", str(e)) from None
 
 
-# The commands whose job registers meshes, and so imports torch (registration's CPU path is built
-# on it): ~1.8 s CPU of a command, 0.25 s of it the loader mapping and relocating libtorch_cpu
-# (430 MB), which ctypes does without holding the GIL.
-TORCH_COMMANDS = frozenset({"align", "bite"})
-TORCH_LIBRARIES = ("libtorch_cpu.so", "libtorch_cpu.dylib")
-
-
-def _preload_torch() -> None:
-    """Loads torch's largest shared library (the C++ core, no Python in it) the way torch's own
-    import will need it; that import then finds it loaded. Any problem is left for that import
-    to report."""
-    import ctypes
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("torch")  # finds the package without importing it
-        if spec is None or spec.origin is None:
-            return
-        lib_dir = Path(spec.origin).parent / "lib"
-        for name in TORCH_LIBRARIES:
-            if (lib_dir / name).is_file():
-                ctypes.CDLL(str(lib_dir / name))
-                return
-    except (OSError, ImportError, ValueError):
-        return
-
-
-def start_torch_preload() -> None:
-    """Starts _preload_torch on a daemon thread: the loader's work (GIL released) overlaps the
-    command's own imports, parsing and validation on the main thread (bench/RESULTS.md, "Issue 12:
-    the align command, third session")."""
-    import threading
-
-    if os.environ.get("OCCLUTRACE_NO_PRELOAD"):
-        return
-    threading.Thread(target=_preload_torch, name="occlutrace-torch-preload", daemon=True).start()
-
-
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the layout of descriptions and examples (tables, command lines) as written."""
 
