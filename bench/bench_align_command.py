@@ -180,6 +180,8 @@ def main() -> None:
             f"{statistics.median(cpus):.2f} s | {max(mems):.0f} MiB | {ratio} |",
             flush=True,
         )
+    for name, runs in rows.items():
+        print(f"{name}: CPU per round: " + ", ".join(f"{r[1]:.2f}" for r in runs))
     for name, runs in stages.items():
         if runs:
             med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
