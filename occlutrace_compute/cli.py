@@ -8,12 +8,13 @@ Each subcommand is a `register(subparsers)` function that adds its parser and se
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from occlutrace_compute import __version__, cli_jobs
 from occlutrace_compute.errors import InputRejected
@@ -268,5 +269,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+# Commands that end the process without the interpreter's teardown once their output is out:
+# with torch loaded, finalising its modules costs ~0.4 s CPU (0.5-1.3 s wall on a shared box) of a
+# ~5 s command and does nothing a finished job needs (bench/RESULTS.md, "Issue 12: the align
+# command, third session"). Their outputs are written and closed by then (jobs/outputs.py) and no
+# thread of theirs outlives main(); `batch` and `serve` keep the normal exit (Ray's and the
+# server's shutdown hooks).
+FAST_EXIT = frozenset({"align", "bite"})
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console entry point (`occlutrace`, `python -m occlutrace_compute.cli`): main(), then
+    exit; after align/bite without the interpreter's teardown (FAST_EXIT)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fast = _command_of(argv) in FAST_EXIT
+    if fast:
+        # A one-shot job process: the cyclic collector would walk the ~10^6 objects the imports
+        # make (torch) again and again while they load (~0.25 s CPU of ~2.5 s of imports) and
+        # then during the job, whose data are numpy arrays without reference cycles; the
+        # process ends without teardown (below), so nothing is left for it to free.
+        gc.disable()
+    code = main(argv)
+    if not fast:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: what the interpreter's own exit reports as 120
+        code = code or 120
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -135,3 +135,56 @@ def test_sheet_has_legend_views_and_histogram(upper, tmp_path):
         px = np.asarray(im.convert("RGB")).reshape(-1, 3)
     for colour in (BEYOND_BELOW, GREY):
         assert (np.abs(px.astype(int) - np.round(np.array(colour) * 255)).max(axis=1) <= 2).sum() > 100
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 90), st.integers(1, 4), st.booleans(), st.integers(0, 2**32 - 1))
+def test_png_bands_decode_to_the_same_pixels(h, w, bands, threaded, seed):
+    """Our PNG (rows in raw-deflate bands, joined into one zlib stream) reads back pixel for
+    pixel in Pillow and in the PDF page's reader, for any size and band count."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occlutrace_compute.analysis.pdfpage import png_rows
+    from occlutrace_compute.analysis.preview import png_bytes
+
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    rgb[: h // 2] = 255  # flat rows beside noisy ones
+    with ThreadPoolExecutor(1) as pool:
+        data = png_bytes(rgb, pool if threaded else None, bands)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)
+    rows = png_rows(data)
+    assert (rows.width, rows.height) == (w, h)
+
+
+def test_sheet_views_are_the_rasteriser_s_pictures(upper, tmp_path):
+    """The sheet (views drawn on two threads) holds exactly the rasteriser's images of the large
+    and the small views where it places them."""
+    from occlutrace_compute.analysis.preview import _small_views
+
+    mesh = upper.mesh
+    values = 0.25 * np.sin(mesh.vertices[:, 0] / 5)
+    values[mesh.vertices[:, 1] > 15] = np.nan
+    ramp, frame = deviation_ramp(0.2, 0.1), arch_frame(mesh)
+    superior = np.array([0, 0, 1.0])
+    out = write_arch_sheet(tmp_path / "s.png", mesh, values, frame, superior, ramp, "t", "s", "upper arch")
+    with Image.open(out) as im:
+        sheet = np.asarray(im.convert("RGB"))
+    views = arch_views(frame, superior)
+    W, H = 1400, 960
+    side_w = W - 430
+    occ_w, occ_h = side_w - 16, int(H * 0.60)
+    small_w, small_h = (side_w - 16 - 2 * 8) // 3, H - 70 - occ_h - 24
+    big, _ = rasterize(mesh.vertices, mesh.faces, values, views[0], ramp, occ_w, occ_h)
+    inner = (slice(64 + 50, 64 + occ_h - 50), slice(16 + 120, 16 + occ_w - 120))  # clear of labels, scale bar
+    assert np.array_equal(sheet[inner], big[50:-50, 120:-120])
+    cols = (mesh.vertices[:, 0], mesh.vertices[:, 1], mesh.vertices[:, 2])
+    span = max(float(np.ptp(cols[0] * v.right[0] + cols[1] * v.right[1] + cols[2] * v.right[2])) for v in views[1:])
+    smalls = _small_views(mesh.vertices, mesh.faces, values, views[1:], ramp, (small_w, small_h), span)
+    for i, img in enumerate(smalls):
+        x, y = 16 + i * (small_w + 8), 64 + occ_h + 12
+        assert np.array_equal(sheet[y + 30 : y + small_h - 22, x + 2 : x + small_w - 2], img[30:-22, 2:-2])
+    colours = {tuple(c) for c in big.reshape(-1, 3)[::7]}
+    assert len(colours) > 50  # shaded, several colour classes

@@ -76,3 +76,77 @@ def test_keep_encoding_is_an_option_of_align_bite_and_batch():
     for command, args in argv.items():
         assert build_parser(command).parse_args(args).keep_encoding is False
         assert build_parser(command).parse_args([*args, "--keep-encoding"]).keep_encoding is True
+
+
+# What only `serve`, `submit` or `batch` need (the service, its store clients, Ray) and the
+# matplotlib/trimesh a job's outputs no longer use: a whole `align` run imports none of them.
+SERVICE_AND_BATCH = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "ray",
+    "boto3",
+    "botocore",
+    "minio",
+    "httpx",
+    "matplotlib",
+    "trimesh",
+    "occlutrace_compute.service",
+    "occlutrace_compute.jobs.batch",
+    "occlutrace_compute.storage",
+)
+
+WHOLE_RUN = """
+import json, sys
+from occlutrace_compute.cli import main
+code = main({argv!r})
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {top!r} or m in {names!r})
+print(json.dumps({{"code": code, "loaded": loaded}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    from occlutrace_compute.synth import make_pair_case
+
+    case = make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.8)
+    folder = tmp_path_factory.mktemp("pair")
+    paths = []
+    for name, mesh in (("fixed.ply", case.fixed), ("moving.ply", case.moving)):
+        (folder / name).write_bytes(mesh_to_bytes(mesh, "ply"))
+        paths.append(str(folder / name))
+    return paths
+
+
+def test_a_whole_align_run_imports_nothing_of_serve_or_batch(pair_files, tmp_path):
+    argv = ["align", *pair_files, "-o", str(tmp_path / "out"), "--device", "cpu"]
+    tops = sorted({n for n in SERVICE_AND_BATCH if "." not in n})
+    names = [n for n in SERVICE_AND_BATCH if "." in n]
+    probe = WHOLE_RUN.format(argv=argv, top=tops, names=names)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"code": 0, "loaded": []}
+    assert (tmp_path / "out" / "result.json").is_file()
+
+
+def test_align_command_ends_fast_with_every_output_and_line_out(pair_files, tmp_path):
+    # The console entry ends align without the interpreter's teardown (os._exit): its output
+    # must still be complete through a pipe, and the files on disk.
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "occlutrace_compute.cli", "align", *pair_files, "-o", str(out), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("rmse ") and lines[-1].startswith(f"wrote {out}/: ")
+    written = {p.name for p in out.iterdir()}
+    assert set(lines[-1].split(": ", 1)[1].split(", ")) == written
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["outputs"]) <= written
+    # an error still ends with its one line and exit code 1
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\n")
+    proc = subprocess.run(
+        [*cmd[:4], str(bad), pair_files[1], "-o", str(tmp_path / "o2")], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith("error: bad.ply: truncated")

