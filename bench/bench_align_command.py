@@ -35,7 +35,9 @@ HERE = Path(__file__).resolve().parent
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """Wall s, CPU s (user + sys) and peak RSS MiB of one process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd outside any checkout: `python -m` puts the working folder first on sys.path, before
+    # PYTHONPATH, so run from a checkout every contender would import that checkout's code
+    proc = subprocess.Popen(cmd, env=env, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
