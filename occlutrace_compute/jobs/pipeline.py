@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,11 @@ from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_byt
 from occlutrace_compute.meshes.export import mesh_files
 from occlutrace_compute.privacy import check_filename, ensure_anonymous
 from occlutrace_compute.timing import stopwatch
+
+if TYPE_CHECKING:  # torch and the analysis stack load only when a job needs them (the CLI's start)
+    from occlutrace_compute.analysis.deviation import DeviationReport
+    from occlutrace_compute.meshes.model import Mesh
+    from occlutrace_compute.registration.result import RegistrationResult
 
 
 @dataclass(frozen=True)
@@ -237,31 +242,68 @@ def run_pair(
                 arch=options.arch,
                 reference_index=indexing.result(),
             )
-
-        with clock.stage("preview"):
             dev = replace(dev, aligned_frame=framing.result())
-            frame = dev.frame  # once, for the preview and the 3D view
-            viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
-            exports: dict[str, Future] = {
-                "aligned": pool.submit(
-                    mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options)
-                ),
-                "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
-            }
-            files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
-        with clock.stage("export"):
-            files.update(_collected(exports))
-            viewer = viewing.result()
+
+        return pair_outputs(
+            pool,
+            clock,
+            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json),
+            {"fixed": fixed_in.name, "moving": moving_in.name},
+            options,
+            label,
+        )
+
+
+@dataclass
+class PairMeasured:
+    """A pair job after its deviation: what its outputs are made from. `reference_framing`: the
+    future of the reference's arch frame (when regions changed); `region_json`: the
+    reference-region alignment's summary (when asked)."""
+
+    fixed: LoadedMesh
+    moving: LoadedMesh
+    aligned: Mesh
+    reg: RegistrationResult
+    dev: DeviationReport
+    reference_framing: Future | None = None
+    region_json: dict | None = None
+
+
+def pair_outputs(
+    pool: ThreadPoolExecutor,
+    clock: _Stages,
+    m: PairMeasured,
+    input_names: dict[str, str],
+    options: JobOptions,
+    label: str,
+) -> JobOutput:
+    """The pair job's preview, exports, result and report (run_pair's tail, and the device
+    worker's finish stage): the mesh exports and the 3D view's data encode on `pool` while this
+    thread renders the preview."""
+    dev, reg, region_json = m.dev, m.reg, m.region_json
+    with clock.stage("preview"):
+        frame = dev.frame  # once, for the preview and the 3D view
+        viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
+        exports: dict[str, Future] = {
+            "aligned": pool.submit(
+                mesh_files, m.aligned, "aligned", m.moving.format, _aligned_encoding(m.moving, options)
+            ),
+            "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
+        }
+        files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
+    with clock.stage("export"):
+        files.update(_collected(exports))
+        viewer = viewing.result()
     reg_json = reg.to_json()
     result = {
         "kind": "pair",
-        "inputs": {"fixed": fixed_in.name, "moving": moving_in.name},
+        "inputs": dict(input_names),
         "matrix": reg_json["matrix"] if region_json is None else region_json["matrix"],
         "metrics": reg_json["metrics"],
-        "changed_regions": _located(reg_json["changed_regions"], reference_framing, options),
+        "changed_regions": _located(reg_json["changed_regions"], m.reference_framing, options),
         "deviation": dev.to_dict(),
         **({"reference_region": region_json} if region_json else {}),
-        "warnings": fixed.warnings + moving.warnings,
+        "warnings": m.fixed.warnings + m.moving.warnings,
         "outputs": sorted(files) + ["report.html", "report.pdf"],
     }
     return _with_report(_finish(result, files, label, clock), options, viewer)

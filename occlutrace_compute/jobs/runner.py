@@ -12,7 +12,7 @@ from typing import Any
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.jobs.models import JobSpec
-from occlutrace_compute.jobs.pipeline import InputFile, run_case
+from occlutrace_compute.jobs.pipeline import InputFile, JobOutput, run_case
 from occlutrace_compute.storage.base import KeyNotFound, ObjectStore
 from occlutrace_compute.storage.keys import case_prefix, input_key, output_key
 
@@ -59,7 +59,14 @@ def run_job(spec: JobSpec, store: ObjectStore) -> dict[str, Any]:
     Returns the result with `outputs` mapping each output name to its object key. Raises
     InputRejected for bad input (state `rejected`); anything else is our fault (`failed`).
     """
-    out = run_case(spec.kind, _read_inputs(spec, store), spec.options, spec.case, spec.allow)
+    return write_outputs(
+        spec, store, run_case(spec.kind, _read_inputs(spec, store), spec.options, spec.case, spec.allow)
+    )
+
+
+def write_outputs(spec: JobSpec, store: ObjectStore, out: JobOutput) -> dict[str, Any]:
+    """Every output of the job under its prefix, result.json last (its presence means the rest
+    is there); the result with `outputs` mapping each output name to its object key."""
     keys = {name: output_key(spec.tenant, spec.case, spec.job_id, name) for name in out.files}
     for name, data in out.files.items():
         if name != "result.json":

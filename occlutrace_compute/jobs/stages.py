@@ -30,26 +30,20 @@ from typing import Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.models import JobOptions, JobSpec
+from occlutrace_compute.jobs.models import JobSpec
 from occlutrace_compute.jobs.pipeline import (
-    _aligned_encoding,
-    _collected,
-    _file_bytes,
-    _finish,
+    PairMeasured,
     _landmarks,
-    _located,
     _results,
     _Stages,
     _start_loads,
-    _viewer,
-    _with_report,
+    pair_outputs,
 )
-from occlutrace_compute.jobs.runner import CONTENT_TYPES, _read_inputs
-from occlutrace_compute.meshes import LoadedMesh, mesh_to_bytes
+from occlutrace_compute.jobs.runner import _read_inputs, write_outputs
+from occlutrace_compute.meshes import LoadedMesh
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.privacy import ensure_anonymous
 from occlutrace_compute.storage.base import ObjectStore
-from occlutrace_compute.storage.keys import output_key
 
 
 def staged(spec: JobSpec, device: str) -> bool:
@@ -279,42 +273,9 @@ def finish_pair(pp: PreparedPair, answer: DeviceAnswer, wait_s: float, store: Ob
             reference_index=AnsweredIndex(fixed.mesh, aligned.vertices, answer, pp.payload.radius_mm),  # type: ignore[arg-type]
         )
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-finish") as pool:
-        with clock.stage("preview"):
-            from occlutrace_compute.analysis.frame import arch_frame
+        from occlutrace_compute.analysis.frame import arch_frame
 
-            reference_framing = pool.submit(arch_frame, fixed.mesh) if reg.changed_regions else None
-            frame = dev.frame
-            viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
-            exports = {
-                "aligned": pool.submit(mesh_files_of(aligned, moving, options)),
-                "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
-            }
-            files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
-        with clock.stage("export"):
-            files.update(_collected(exports))
-            viewer = viewing.result()
-    reg_json = reg.to_json()
-    result = {
-        "kind": "pair",
-        "inputs": dict(pp.names),
-        "matrix": reg_json["matrix"],
-        "metrics": reg_json["metrics"],
-        "changed_regions": _located(reg_json["changed_regions"], reference_framing, options),
-        "deviation": dev.to_dict(),
-        "warnings": fixed.warnings + moving.warnings,
-        "outputs": sorted(files) + ["report.html", "report.pdf"],
-    }
-    out = _with_report(_finish(result, files, spec.case, clock), options, viewer)
-    keys = {name: output_key(spec.tenant, spec.case, spec.job_id, name) for name in out.files}
-    for name, data in out.files.items():
-        if name != "result.json":
-            store.put(keys[name], data, CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
-    store.put(keys["result.json"], out.files["result.json"], "application/json")
-    return {**out.result, "outputs": keys}
-
-
-def mesh_files_of(aligned: Mesh, moving: LoadedMesh, options: JobOptions):
-    """The aligned scan's export files (run_pair's `mesh_files` call), as a thunk for a pool."""
-    from occlutrace_compute.meshes.export import mesh_files
-
-    return lambda: mesh_files(aligned, "aligned", moving.format, _aligned_encoding(moving, options))
+        reference_framing = pool.submit(arch_frame, fixed.mesh) if reg.changed_regions else None
+        measured = PairMeasured(fixed, moving, aligned, reg, dev, reference_framing)
+        out = pair_outputs(pool, clock, measured, dict(pp.names), options, spec.case)
+    return write_outputs(spec, store, out)
