@@ -195,7 +195,6 @@ def run_pair(
             # the registration (torch: ~2 s of a command) and registers. On the job's device
             # (distance_device: "auto" is the CUDA kernel when a GPU is usable, else distance.py).
             indexing = pool.submit(_reference_index, partial(surface_index, device=options.device), loading["fixed"])
-            from occlutrace_compute.analysis import deviation
             from occlutrace_compute.registration import register
 
             loaded = _results(loading)
@@ -232,16 +231,7 @@ def run_pair(
 
             framing = pool.submit(arch_frame, aligned)
             reference_framing = pool.submit(arch_frame, fixed.mesh) if reg.changed_regions else None
-            dev = deviation(
-                aligned,
-                fixed.mesh,
-                tolerance_mm=options.tolerance_mm,
-                max_distance_mm=options.max_distance_mm,
-                color_scale_mm=options.color_scale_mm,
-                band_mm=options.band_mm,
-                arch=options.arch,
-                reference_index=indexing.result(),
-            )
+            dev = deviation_of(aligned, fixed.mesh, options, indexing.result())
             dev = replace(dev, aligned_frame=framing.result())
 
         return pair_outputs(
@@ -252,6 +242,23 @@ def run_pair(
             options,
             label,
         )
+
+
+def deviation_of(aligned: Mesh, reference: Mesh, options: JobOptions, reference_index: Any) -> DeviationReport:
+    """The job's deviation map of the aligned scan against the reference, with the job's
+    tolerance, cutoff, colour scale, band and arch, on a reference index made beforehand."""
+    from occlutrace_compute.analysis import deviation
+
+    return deviation(
+        aligned,
+        reference,
+        tolerance_mm=options.tolerance_mm,
+        max_distance_mm=options.max_distance_mm,
+        color_scale_mm=options.color_scale_mm,
+        band_mm=options.band_mm,
+        arch=options.arch,
+        reference_index=reference_index,
+    )
 
 
 @dataclass

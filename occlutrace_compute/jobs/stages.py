@@ -37,6 +37,7 @@ from occlutrace_compute.jobs.pipeline import (
     _results,
     _Stages,
     _start_loads,
+    deviation_of,
     pair_outputs,
 )
 from occlutrace_compute.jobs.runner import _read_inputs, write_outputs
@@ -255,23 +256,14 @@ def finish_pair(pp: PreparedPair, answer: DeviceAnswer, wait_s: float, store: Ob
 
     `run_pair` after its registration, with the deviation's query answered (AnsweredIndex), then
     `run_job`'s writes; returns the result with `outputs` mapping names to object keys."""
-    from occlutrace_compute.analysis import deviation
 
     spec, options, clock = pp.spec, pp.spec.options, pp.clock
     fixed, moving, reg = pp.fixed, pp.moving, answer.registration
     clock.wall["register"] = wait_s
     with clock.stage("deviation"):
         aligned = moving.mesh.transformed(reg.matrix)
-        dev = deviation(
-            aligned,
-            fixed.mesh,
-            tolerance_mm=options.tolerance_mm,
-            max_distance_mm=options.max_distance_mm,
-            color_scale_mm=options.color_scale_mm,
-            band_mm=options.band_mm,
-            arch=options.arch,
-            reference_index=AnsweredIndex(fixed.mesh, aligned.vertices, answer, pp.payload.radius_mm),  # type: ignore[arg-type]
-        )
+        answered = AnsweredIndex(fixed.mesh, aligned.vertices, answer, pp.payload.radius_mm)
+        dev = deviation_of(aligned, fixed.mesh, options, answered)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-finish") as pool:
         from occlutrace_compute.analysis.frame import arch_frame
 
