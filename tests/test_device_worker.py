@@ -108,6 +108,41 @@ def test_switch_is_off_by_default_and_auto_follows_the_gpu() -> None:
         ServiceConfig(device_worker="gpu")  # refused when the service starts, not in the dispatcher's loop
 
 
+def test_a_changed_pair_through_the_stages_is_located_as_run_case_locates_it(tmp_path) -> None:
+    """A rescan with changed regions through prepare -> device -> finish, in process: the changed
+    regions come back placed on the arch (sector, side) exactly as `run_case` places them, and
+    the matrix and deviation agree (finish once handed the reference mesh where the reference's
+    arch-frame future belonged: no test had a changed pair on this path)."""
+    import json
+
+    from occlutrace_compute.jobs.stages import device_answers, finish_pair
+    from occlutrace_compute.synth import make_pair_case
+
+    store = open_store(f"file://{tmp_path}")
+    case = make_pair_case(2, "changed", overlap=(0.8, 1.0), spacing_mm=0.4)
+    files = {role: mesh_to_bytes(getattr(case, role), "stl") for role in ("fixed", "moving")}
+    keys = {role: input_key(TENANT, "case-changed", f"{role}.stl") for role in files}
+    for role, data in files.items():
+        store.put(keys[role], data)
+    spec = JobSpec(job_id=new_id("j"), tenant=TENANT, case="case-changed", kind="pair", inputs=keys)
+    pp = prepare_pair(spec, store, spec.job_id)
+    (answer,) = device_answers([pp.payload], "cpu")
+    assert isinstance(answer, DeviceAnswer)
+    staged = finish_pair(pp, answer, 0.0, store)
+    ordinary = json.loads(
+        run_case("pair", {r: InputFile(f"{r}.stl", d) for r, d in files.items()}, spec.options, spec.case).files[
+            "result.json"
+        ]
+    )
+    assert ordinary["changed_regions"], "the case must have changed regions for this test to mean anything"
+    np.testing.assert_allclose(staged["matrix"], ordinary["matrix"], atol=1e-7)
+    strip = ("centroid_mm", "area_mm2", "max_mm", "mean_mm")  # floats: compared below with a tolerance
+    assert [{k: v for k, v in r.items() if k not in strip} for r in staged["changed_regions"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in ordinary["changed_regions"]
+    ]
+    assert staged["deviation"].keys() == ordinary["deviation"].keys()
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     """Two synthetic rescan pairs (~20k vertices a scan) and one with a broken FIXED file, as a
