@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
+from report_results import pair_result
 
 from occlutrace_compute.analysis.pdfpage import PdfPage, png_rows
 from occlutrace_compute.analysis.report import case_pdf
@@ -110,32 +111,7 @@ def test_not_an_image_is_a_clear_error():
 
 
 def _result() -> dict:
-    return {
-        "kind": "pair",
-        "case": "lab (a) \\ b) 漢",
-        "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
-        "deviation": {
-            "rms_mm": 0.178,
-            "mean_mm": -0.037,
-            "median_mm": 0.003,
-            "p5_mm": -0.4,
-            "p95_mm": 0.059,
-            "max_abs_mm": 0.996,
-            "within_tolerance_share": 0.795,
-            "tolerance_mm": 0.05,
-            "overlap_share": 0.938,
-            "beyond_max_distance_share": 0.001,
-            "max_distance_mm": 1.0,
-        },
-        "changed_regions": [
-            {
-                "centroid_mm": [1, 2, 3],
-                "area_mm2": 152.6,
-                "mean_deviation_mm": 0.664,
-                "location": {"text": "upper left anterior"},
-            }
-        ],
-    }
+    return pair_result("lab (a) \\ b) 漢")
 
 
 def test_case_pdf_is_valid_has_no_metadata_and_carries_the_sheet():

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 from PIL import Image
+from report_results import pair_result
 
 from occlutrace_compute.analysis.report import THUMB_WIDTH_PX, write_batch_report
 
@@ -164,34 +165,7 @@ def test_case_page_and_pdf_explain_judge_and_locate(tmp_path):
     png = io.BytesIO()
     Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(png, format="PNG")
     evil = "<img src=x onerror=alert(1)>"
-    result = {
-        "kind": "pair",
-        "case": "lab/" + evil,
-        "inputs": {"fixed": "a.stl", "moving": "b.stl"},
-        "metrics": {"rmse_mm": 0.0264, "fitness": 0.867, "confidence": 1.0, "doubtful": False},
-        "deviation": {
-            "rms_mm": 0.178,
-            "mean_mm": -0.037,
-            "median_mm": 0.003,
-            "p5_mm": -0.4,
-            "p95_mm": 0.059,
-            "max_abs_mm": 0.996,
-            "within_tolerance_share": 0.795,
-            "tolerance_mm": 0.05,
-            "overlap_share": 0.938,
-            "beyond_max_distance_share": 0.001,
-            "max_distance_mm": 1.0,
-        },
-        "changed_regions": [
-            {
-                "centroid_mm": [1, 2, 3],
-                "area_mm2": 152.6,
-                "mean_deviation_mm": 0.664,
-                "location": {"text": "upper left anterior"},
-            }
-        ],
-        "warnings": [evil],
-    }
+    result = pair_result("lab/" + evil, inputs={"fixed": "a.stl", "moving": "b.stl"}, warnings=[evil])
     viewer = viewer_payload(
         arch.mesh.vertices,
         arch.mesh.faces,
