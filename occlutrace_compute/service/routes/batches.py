@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from occlutrace_compute.service import schemas as s
 from occlutrace_compute.service.openapi import AUTHED, BATCH_LINKS, problem
@@ -12,8 +12,10 @@ from occlutrace_compute.service.routes.deps import (
     LOCATION,
     Ctl,
     IdemKey,
+    Page,
     Tenant,
     location,
+    paging,
 )
 
 router = APIRouter(tags=["batches"])
@@ -55,8 +57,7 @@ def get_batch(
     batch_id: str,
     tenant: Tenant,
     ctl: Ctl,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    page: Annotated[Page, Depends(paging(default=100, most=1000))],
 ) -> Any:
     """Counts by state over the whole batch, and one page of its jobs."""
-    return ctl.batch_page(tenant, batch_id, after, limit)
+    return ctl.batch_page(tenant, batch_id, page.after, page.limit)

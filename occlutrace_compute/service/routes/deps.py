@@ -4,9 +4,11 @@ and the response headers they declare."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from occlutrace_compute.service.controller import Controller
@@ -36,6 +38,30 @@ def tenant_of(request: Request, credentials: Annotated[HTTPAuthorizationCredenti
 def location(request: Request, collection: str, object_id: str) -> str:
     """The created resource's path (a relative reference, RFC 9110), under the ingress prefix."""
     return f"{request.scope.get('root_path', '').rstrip('/')}/v1/{collection}/{object_id}"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page's request: at most `limit` items after the cursor `after` (a page's `next`)."""
+
+    limit: int
+    after: str | None
+
+
+def paging(default: int, most: int) -> Callable[..., Page]:
+    """The dependency reading a paged listing's query: `limit` (1 to `most`, `default` when
+    absent) and `after` (at most 64 characters); one definition for every paged route, so their
+    parameters, bounds and validation errors stay alike."""
+
+    # Query() as defaults, not inside Annotated: this module's annotations are strings
+    # (`from __future__ import annotations`), and FastAPI could not resolve `most` from them.
+    def page(
+        limit: int = Query(default, ge=1, le=most),
+        after: str | None = Query(None, max_length=64),
+    ) -> Page:
+        return Page(limit, after)
+
+    return page
 
 
 Ctl = Annotated[Controller, Depends(controller)]

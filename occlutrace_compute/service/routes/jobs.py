@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from occlutrace_compute.jobs.models import TERMINAL_STATES
 from occlutrace_compute.service import schemas as s
@@ -23,8 +23,10 @@ from occlutrace_compute.service.routes.deps import (
     Ctl,
     IdemKey,
     IfNoneMatch,
+    Page,
     Tenant,
     location,
+    paging,
 )
 from occlutrace_compute.service.worker import status_body
 
@@ -75,14 +77,13 @@ def create_job(
 def list_jobs(
     tenant: Tenant,
     ctl: Ctl,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    page: Annotated[Page, Depends(paging(default=50, most=500))],
     state: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|rejected|cancelled)$")] = None,
 ) -> s.JobList:
     """The tenant's jobs, oldest first: one page of at most `limit`. Pass `next` as `after` for
     the next page; a filtered page may hold fewer than `limit` jobs and still have a `next`.
     Cost O(limit) whatever the tenant's history: one index listing and the page's records."""
-    return ctl.list_jobs(tenant, state, after, limit)
+    return ctl.list_jobs(tenant, state, page.after, page.limit)
 
 
 @router.get(
