@@ -15,3 +15,10 @@ class InputRejected(ValueError):
         self.source = source
         self.problem = problem
         super().__init__(f"{source}: {problem}")
+
+
+def too_large(size: int, limit: int, setting: str, what: str = "file") -> str:
+    """The problem text of an input over a byte limit: its size, by how much it is over, and the
+    limit with the setting that holds it (what a person would raise), e.g. `file too large: 1001
+    bytes, 1 over the limit of 1000 bytes (Limits.max_bytes)`."""
+    return f"{what} too large: {size} bytes, {size - limit} over the limit of {limit} bytes ({setting})"

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.errors import InputRejected, too_large
 from occlutrace_compute.meshes import obj, ply, stl
 from occlutrace_compute.meshes.detect import Detected, resolve
 from occlutrace_compute.meshes.limits import Limits
@@ -35,12 +35,12 @@ def read_bytes(path: str | Path | None, limits: Limits, data: bytes | None, name
         try:
             size = os.stat(path).st_size
             if size > limits.max_bytes:
-                raise InputRejected(source, f"file too large: {size} bytes > limit {limits.max_bytes}")
+                raise InputRejected(source, too_large(size, limits.max_bytes, "Limits.max_bytes"))
             data = Path(path).read_bytes()
         except OSError as e:
             raise InputRejected(source, f"cannot read the file: {e.strerror or e}") from None
     if len(data) > limits.max_bytes:
-        raise InputRejected(source, f"file too large: {len(data)} bytes > limit {limits.max_bytes}")
+        raise InputRejected(source, too_large(len(data), limits.max_bytes, "Limits.max_bytes"))
     if not data:
         raise InputRejected(source, "empty file")
     return data, source

@@ -21,7 +21,7 @@ import posixpath
 import warnings
 from collections.abc import Callable, Mapping
 
-from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.errors import InputRejected, too_large
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Texture
 from occlutrace_compute.meshes.parsed import printable
@@ -67,7 +67,7 @@ def clean_companion(data: bytes, name: str, limits: Limits, check_name: Callable
         return reencode(data, name, limits).data
     if lower.endswith(".mtl"):
         if len(data) > limits.max_bytes:
-            raise InputRejected(name, f"file too large: {len(data)} bytes > limit {limits.max_bytes}")
+            raise InputRejected(name, too_large(len(data), limits.max_bytes, "Limits.max_bytes"))
         image, _ = parse_mtl(data, name)
         if image is None:
             raise InputRejected(name, "the MTL names no map_Kd texture image")
@@ -105,7 +105,7 @@ def reencode(data: bytes, name: str, limits: Limits) -> Texture:
     from PIL import Image
 
     if len(data) > limits.max_bytes:
-        raise InputRejected(name, f"texture too large: {len(data)} bytes > limit {limits.max_bytes}")
+        raise InputRejected(name, too_large(len(data), limits.max_bytes, "Limits.max_bytes", "texture"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -113,7 +113,9 @@ def reencode(data: bytes, name: str, limits: Limits) -> Texture:
             width, height = im.size
             if width * height > limits.max_texture_pixels:
                 raise InputRejected(
-                    name, f"texture too large: {width}x{height} pixels > limit {limits.max_texture_pixels}"
+                    name,
+                    f"texture too large: {width}x{height} pixels, over the limit of {limits.max_texture_pixels} "
+                    "pixels (Limits.max_texture_pixels)",
                 )
             fmt = (im.format or "").lower()  # one of `formats` once opened
             mode = "RGBA" if (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info) and fmt == "png" else "RGB"
@@ -189,7 +191,7 @@ def load_texture(
                 [f"texture dropped: material file {printable(base_name(ref), 80)!r} not found beside the mesh"],
             )
         if len(mtl) > limits.max_bytes:
-            raise InputRejected(base_name(ref), f"file too large: {len(mtl)} bytes > limit {limits.max_bytes}")
+            raise InputRejected(base_name(ref), too_large(len(mtl), limits.max_bytes, "Limits.max_bytes"))
         found, meta = parse_mtl(mtl, base_name(ref))
         if found is None:
             return None, meta, [f"texture dropped: {printable(base_name(ref), 80)!r} names no map_Kd image"]

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.errors import InputRejected, too_large
 from occlutrace_compute.service.logs import log
 from occlutrace_compute.service.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -28,6 +28,7 @@ from occlutrace_compute.storage.local import DISK_ERRNOS
 
 logger = logging.getLogger("occlutrace.controller")
 RETRY_AFTER_S = 5
+UPLOAD_LIMIT_SETTING = "max_upload_bytes, env OCCLUTRACE_MAX_UPLOAD_BYTES"  # named in a 413's detail
 
 
 class ApiError(Exception):
@@ -51,8 +52,8 @@ class ApiError(Exception):
 class FileTooLarge(InputRejected):
     """A file over the upload limit: 413 (Content Too Large), where other rejected input is 422."""
 
-    def __init__(self, source: str, size: int, limit: int) -> None:
-        super().__init__(source, f"file too large: {size} bytes > limit {limit}")
+    def __init__(self, source: str, size: int, limit: int, setting: str = UPLOAD_LIMIT_SETTING) -> None:
+        super().__init__(source, too_large(size, limit, setting))
         self.size, self.limit = size, limit
 
 
