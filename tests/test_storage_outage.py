@@ -1,22 +1,29 @@
 """Failures: a stopped S3 server, a silent one, connections cut mid-transfer, a killed writer.
 
 Each must end in StoreUnavailable within a bounded time, leave no partial object, and the store
-must work again once the server is back.
+must work again once the server is back. And the controller's staging sweeper stops with the app,
+so a store stopped after it logs no failed sweep.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from s3server import CuttingProxy, MotoServer, S3Endpoint
+from test_service_support import LiveServer, wait_for, write_tokens
 
+from occlutrace_compute.service.app import create_app
+from occlutrace_compute.service.config import ServiceConfig
 from occlutrace_compute.storage import LocalStore, RetryPolicy, S3Store, StoreUnavailable
 from occlutrace_compute.storage.keys import TEMP_PREFIX
 
@@ -145,3 +152,58 @@ def test_local_writer_killed_mid_write_leaves_the_old_object(tmp_path: Path) -> 
     assert store.list("") == ["tenants/t/cases/c/mesh.stl"]  # the orphan temp file is invisible
     leftovers = list((store.root / "tenants/t/cases/c").glob(TEMP_PREFIX + "*"))
     assert len(leftovers) == 1 and leftovers[0].stat().st_size == 1_000_000
+
+
+def _sweepers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "staging-sweeper"}
+
+
+class _Records(logging.Handler):
+    """The records of a logger (the service's loggers do not propagate to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_the_staging_sweeper_stops_with_the_app_and_a_stopped_store_logs_nothing(
+    own_server: MotoServer, tmp_path: Path
+) -> None:
+    """The sweeper used to be a daemon thread started with the app and never stopped: after a
+    test run the store's server went away under it and "staging sweep failed ...
+    StoreUnavailable" was printed at exit. Now the app's lifespan starts it and joins it."""
+    creds = own_server.info
+    config = ServiceConfig.from_env(
+        store="s3://sweeper",
+        s3_endpoint=own_server.endpoint,
+        s3_access_key=creds.access_key,
+        s3_secret_key=creds.secret_key,
+        s3_region=creds.region,
+        tokens_file=str(write_tokens(tmp_path / "tokens", {"tok-alpha-0123456789": "alpha"})),
+        staging_sweep_s=0.02,
+        staging_ttl_s=0,  # every upload is expired at once: the sweeper's work is visible
+    )
+    logger = logging.getLogger("occlutrace.controller")
+    handler = _Records()
+    before = _sweepers()
+    live = LiveServer(lambda: create_app(config)).start()
+    logger.addHandler(handler)
+    try:
+        store = config.open_store()
+        headers = {"Authorization": "Bearer tok-alpha-0123456789"}
+        r = httpx.post(f"{live.url}/v1/cases/case-1/uploads", json={"name": "fixed.stl"}, headers=headers)
+        assert r.status_code == 201, r.text
+        wait_for(lambda: store.list("staging/") == [], 30, "the sweeper to delete the expired upload")
+        ours = _sweepers() - before
+        assert len(ours) == 1
+        live.stop()
+        assert not [t for t in ours if t.is_alive()], "the sweeper outlived its app"
+        own_server.stop()  # the store goes after the app, as at the end of a test run
+        own_server.start()
+        assert [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING] == []
+    finally:
+        logger.removeHandler(handler)
+        live.stop()

@@ -3,7 +3,8 @@
 `create_app` only assembles: the `Controller` (service/controller.py: the logic, testable without
 HTTP), the routers (service/routes/: one per resource), the error handlers (service/errors.py),
 the docs pages, the finished OpenAPI document and the middleware, and runs the dispatcher link's
-watchdog and the staging sweeper while the app serves.
+watchdog and the staging sweeper while the app serves (started and stopped by its lifespan: an
+app that is built but never served runs no thread).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -29,6 +31,30 @@ from occlutrace_compute.storage.base import ObjectStore
 __all__ = ["ApiError", "Controller", "create_app"]
 
 
+@dataclass
+class Sweeper:
+    """The staging sweeper thread of one serving app and the event that stops it."""
+
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Ask the loop to end and wait for it: a sweep in progress finishes first (each store
+        call is bounded by the store's retry policy, so `timeout_s` is only a backstop)."""
+        self.stopping.set()
+        self.thread.join(timeout_s)
+
+
+def start_sweeper(ctl: Controller, every_s: float) -> Sweeper | None:
+    """Run `ctl.sweep_forever` in a thread every `every_s` seconds; None when `every_s` is 0."""
+    if every_s <= 0:
+        return None
+    stopping = threading.Event()
+    thread = threading.Thread(target=ctl.sweep_forever, args=(every_s, stopping), name="staging-sweeper", daemon=True)
+    thread.start()
+    return Sweeper(thread, stopping)
+
+
 def create_app(config: ServiceConfig, store: ObjectStore | None = None, link: DispatcherLink | None = None) -> FastAPI:
     """The ASGI app. `link` None: no dispatcher (jobs are stored and wait for one)."""
     setup_logging()
@@ -36,13 +62,18 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None, link: Di
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        """The dispatcher link's watchdog runs while the app serves (it rejoins Ray after a head
-        restart; see service/link.py)."""
+        """The dispatcher link's watchdog (it rejoins Ray after a head restart; see
+        service/link.py) and the staging sweeper run while the app serves. Both are stopped and
+        joined at shutdown, before the server returns: a sweep never outlives the app (nor
+        the store it reads, which a test or the process may close next)."""
         if link is not None:
             link.start_watchdog()
+        sweeper = start_sweeper(ctl, config.staging_sweep_s)
         try:
             yield
         finally:
+            if sweeper is not None:
+                await asyncio.to_thread(sweeper.stop)
             if link is not None:
                 await asyncio.to_thread(link.stop_watchdog)
 
@@ -60,11 +91,6 @@ def create_app(config: ServiceConfig, store: ObjectStore | None = None, link: Di
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    if config.staging_sweep_s > 0:
-        threading.Thread(
-            target=ctl.sweep_forever, args=(config.staging_sweep_s,), name="staging-sweeper", daemon=True
-        ).start()
-
     add_docs_routes(app)
     install_openapi(app)
     app.add_middleware(SizeLimit, upload_limit=config.max_upload_bytes + 64 * 1024, json_limit=config.max_json_bytes)

@@ -126,7 +126,6 @@ class Controller:
         self._key_locks: dict[str, list] = {}  # name -> [lock, users]
         self._key_locks_guard = threading.Lock()
         self._conditional_writes: str | None = None
-        self.stopping = threading.Event()
 
     def conditional_writes(self) -> str:
         """ "ok" when the store honours create-if-absent, probed once per process: an S3-compatible
@@ -583,9 +582,10 @@ class Controller:
             log(logger, logging.INFO, "expired uploads deleted", count=swept)
         return swept
 
-    def sweep_forever(self, every_s: float) -> None:
-        """The staging sweeper's loop (a thread), every `every_s` seconds until `stopping`."""
-        while not self.stopping.wait(every_s):
+    def sweep_forever(self, every_s: float, stopping: threading.Event) -> None:
+        """The staging sweeper's loop (a thread), every `every_s` seconds until `stopping` is set
+        (by the app's shutdown: service/app.py)."""
+        while not stopping.wait(every_s):
             try:
                 self.sweep_staging()
             except Exception as exc:
