@@ -15,10 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 import tomllib
+from pydantic import BaseModel
 from test_service_support import LiveServer, mesh_bytes, write_tokens
 
 import occlutrace_client
 from occlutrace_client import ApiError, JobCreate, OccluTraceClient, Unreachable
+from occlutrace_compute.service import schemas
 from occlutrace_compute.service.app import create_app
 from occlutrace_compute.service.config import ServiceConfig
 
@@ -76,6 +78,67 @@ def test_models_have_the_fields_of_the_servers_schema(server):
     assert len(names) == 12, names  # every body of the API that the client models
     for name in names:
         assert set(getattr(occlutrace_client, name).model_fields) == set(schemas[name]["properties"]), name
+
+
+def _wire_shape(node: dict, defs: dict) -> object:
+    """A JSON-schema node as the wire sees it: its type, item and value shapes, models by name;
+    an enum or const counts as its base type (the client reads `state` and `kind` as plain
+    strings on purpose, so a newer server's new state does not break it)."""
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        return ("model", name) if "properties" in defs[name] else _wire_shape(defs[name], defs)
+    if "anyOf" in node:
+        return ("anyOf", *sorted({_wire_shape(n, defs) for n in node["anyOf"]}, key=repr))
+    if "enum" in node or "const" in node:
+        value = node["enum"][0] if "enum" in node else node["const"]
+        return {str: "string", int: "integer", bool: "boolean"}[type(value)]
+    kind = node.get("type", "any")
+    if kind == "array":
+        return ("array", _wire_shape(node.get("items", {}), defs))
+    if kind == "object":
+        extra = node.get("additionalProperties")
+        return ("object", _wire_shape(extra, defs) if isinstance(extra, dict) and extra else "any")
+    return kind
+
+
+def _wire_fields(model: type[BaseModel]) -> dict[str, tuple[object, bool, object]]:
+    """Each field of a body model: (its wire shape, required, its default when optional)."""
+    schema = model.model_json_schema()
+    out = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        out[key] = (_wire_shape(schema["properties"][key], schema.get("$defs", {})), info.is_required(), default)
+    return out
+
+
+# Where the client is looser than the server on purpose: it does not validate job options (the
+# server does, and answers 422 naming the option), so a newer server's options need no new client.
+LOOSER = {("JobCreate", "options")}
+
+
+def test_models_agree_with_the_servers_in_field_types_and_defaults():
+    """The client stays a standalone distribution (no import of the server package, see the
+    next test), so its models are a copy of service/schemas.py: this is the test that fails
+    when the two drift apart. Per model of the same name: the same fields, each with the same
+    wire type, the same required-ness and the same default."""
+    models = [
+        n
+        for n in occlutrace_client.__all__
+        if isinstance(m := getattr(occlutrace_client, n), type) and issubclass(m, BaseModel)
+    ]
+    assert len(models) == 12, models
+    for name in models:
+        ours, theirs = _wire_fields(getattr(occlutrace_client, name)), _wire_fields(getattr(schemas, name))
+        assert set(ours) == set(theirs), name
+        for field in ours:
+            if (name, field) in LOOSER:
+                shape, required, default = ours[field]
+                assert shape == ("object", "any") and not required and not theirs[field][1], (name, field)
+                # the client's default is the server's default once the server reads it
+                assert type(theirs[field][2]).model_validate(default) == theirs[field][2], (name, field)
+                continue
+            assert ours[field] == theirs[field], (name, field, ours[field], theirs[field])
 
 
 def test_the_client_imports_nothing_of_the_server_stack(tmp_path):

@@ -1,9 +1,18 @@
 """Request and response bodies of the `/v1` API, as the client sees them.
 
-They mirror the server's schemas (`/openapi.json`, components/schemas); a test in the server's
-repository checks that every model here has the same fields as the schema of the same name.
-Responses ignore fields they do not know, so a newer server does not break an older client;
-`state` is a plain string for the same reason (see `TERMINAL_STATES`).
+A copy, on purpose, of the server's models (occlutrace_compute/service/schemas.py, served as
+`/openapi.json` components/schemas). Not imported from there: schemas.py itself needs only
+pydantic, but it ships in the server's distribution, whose install pulls torch, Ray, FastAPI and
+the rest, and this client is meant to install with httpx and pydantic alone; and it reads
+answers more loosely than the server writes them. Responses ignore fields they do not know, so a
+newer server does not break an older client; `state` and a status's `kind` are plain strings for
+the same reason (see `TERMINAL_STATES`), and a job's `options` a plain dict the server
+validates.
+
+Being a copy, it can drift: tests/test_client_python.py in the server's repository fails when a
+model here and the server's model of the same name differ in a field's name, wire type,
+required-ness or default (beyond the looser reading above), and checks the served OpenAPI
+document's fields too. Change both sides together.
 """
 
 from __future__ import annotations
