@@ -18,19 +18,14 @@
 //
 // The search is a __host__ __device__ function and the __global__ kernels are thin wrappers, so
 // this same file compiles for the CPU with kernels/cpu_shim.h (used by the tests).
-// No #include: NVRTC (CuPy RawModule) compiles it without the standard headers.
+// No standard #include: NVRTC (CuPy RawModule) compiles it without the standard headers; the one
+// include, the folder's shared helpers, is pasted in by kernel_files.kernel_source at run time.
+
+#include "device_common.cuh"
 
 template <typename T> struct GkEps;
 template <> struct GkEps<float> { static constexpr float value = 1.1920929e-07f; };
 template <> struct GkEps<double> { static constexpr double value = 2.220446049250313e-16; };
-
-template <typename T> __host__ __device__ __forceinline__ T gk_abs(T x) { return x < T(0) ? -x : x; }
-template <typename T> __host__ __device__ __forceinline__ T gk_max(T a, T b) { return a > b ? a : b; }
-template <typename T> __host__ __device__ __forceinline__ T gk_min(T a, T b) { return a < b ? a : b; }
-__host__ __device__ __forceinline__ float gk_sqrt(float x) { return sqrtf(x); }
-__host__ __device__ __forceinline__ double gk_sqrt(double x) { return sqrt(x); }
-__host__ __device__ __forceinline__ float gk_floor(float x) { return floorf(x); }
-__host__ __device__ __forceinline__ double gk_floor(double x) { return floor(x); }
 
 // Kernel parameters, shared by the GPU wrappers and the CPU loop so both have one signature.
 //   query        (B, P, 3) padded query points; query_lengths (B,) real rows per item
@@ -61,7 +56,7 @@ template <typename T> __host__ __device__ __forceinline__ T gk_cell_gap(T u, int
     T g = T(0);
     if (u < T(x)) g = T(x) - u;
     else if (u > T(x + 1)) g = u - T(x + 1);
-    return gk_max(g - eps, T(0));
+    return ot_max(g - eps, T(0));
 }
 
 // k nearest neighbours of query t = query_order[slot] (t = b * max_queries + p), k <= KMAX.
@@ -87,12 +82,12 @@ __host__ __device__ void grid_knn_query(long long slot, GRID_KNN_PARAMS(T)) {
     for (int j = 0; j < 3; ++j) {
         u[j] = (q[j] - f[j]) * inv_h;
         c[j] = u[j] < T(0) ? 0 : (u[j] >= T(n[j]) ? n[j] - 1 : (int)u[j]);
-        umax = gk_max(umax, gk_abs(u[j]));
+        umax = ot_max(umax, ot_abs(u[j]));
     }
     const T eps = f[5] + T(8) * GkEps<T>::value * (umax + T(1));
     for (int j = 0; j < 3; ++j) {
         T o = u[j] < T(0) ? -u[j] : (u[j] > T(n[j]) ? u[j] - T(n[j]) : T(0));
-        outside[j] = gk_max(o - eps, T(0));
+        outside[j] = ot_max(o - eps, T(0));
     }
     const T h2 = h * h;
     const T shrink = T(1) - T(16) * GkEps<T>::value;  // lower bounds are rounded down
@@ -106,12 +101,12 @@ __host__ __device__ void grid_knn_query(long long slot, GRID_KNN_PARAMS(T)) {
     int found = 0;
 
     int max_shell = 0;
-    for (int j = 0; j < 3; ++j) max_shell = gk_max(max_shell, gk_max(c[j], n[j] - 1 - c[j]));
+    for (int j = 0; j < 3; ++j) max_shell = ot_max(max_shell, ot_max(c[j], n[j] - 1 - c[j]));
 
     const int first_shell = cell_skip[cell_base + ((long long)c[2] * n[1] + c[1]) * n[0] + c[0]];
     for (int s = first_shell; s <= max_shell; ++s) {
-        const int z0 = gk_max(c[2] - s, 0), z1 = gk_min(c[2] + s, n[2] - 1);
-        const int y0 = gk_max(c[1] - s, 0), y1 = gk_min(c[1] + s, n[1] - 1);
+        const int z0 = ot_max(c[2] - s, 0), z1 = ot_min(c[2] + s, n[2] - 1);
+        const int y0 = ot_max(c[1] - s, 0), y1 = ot_min(c[1] + s, n[1] - 1);
         for (int z = z0; z <= z1; ++z) {
             const bool z_face = (z == c[2] - s) || (z == c[2] + s);
             const T gz = gk_cell_gap(u[2], z, eps);
@@ -126,9 +121,9 @@ __host__ __device__ void grid_knn_query(long long slot, GRID_KNN_PARAMS(T)) {
                 if (full_row && found == k) {
                     // Clip the row to the cells the k-th best sphere can reach, one cell of slack
                     // each side; the exact per-cell test below still decides.
-                    const T reach = gk_sqrt(gk_max(best[k - 1] / (h2 * shrink) - gy * gy - gz * gz, T(0)));
-                    x_lo = gk_max(x_lo, (int)gk_max(gk_floor(u[0] - T(1) - eps - reach), T(x_lo - 1)) - 1);
-                    x_hi = gk_min(x_hi, (int)gk_min(gk_floor(u[0] + eps + reach), T(x_hi + 1)) + 1);
+                    const T reach = ot_sqrt(ot_max(best[k - 1] / (h2 * shrink) - gy * gy - gz * gz, T(0)));
+                    x_lo = ot_max(x_lo, (int)ot_max(ot_floor(u[0] - T(1) - eps - reach), T(x_lo - 1)) - 1);
+                    x_hi = ot_min(x_hi, (int)ot_min(ot_floor(u[0] + eps + reach), T(x_hi + 1)) + 1);
                 }
                 const int step = full_row ? 1 : 2 * s;
                 for (int x = x_lo; x <= x_hi; x += step) {
@@ -167,13 +162,13 @@ __host__ __device__ void grid_knn_query(long long slot, GRID_KNN_PARAMS(T)) {
             for (int o = 0; o < 3; ++o)
                 if (o != j) other += outside[o] * outside[o];
             if (c[j] - s > 0) {
-                const T g = gk_max(u[j] - T(c[j] - s) - eps, T(0));
-                lb2 = remaining ? gk_min(lb2, g * g + other) : g * g + other;
+                const T g = ot_max(u[j] - T(c[j] - s) - eps, T(0));
+                lb2 = remaining ? ot_min(lb2, g * g + other) : g * g + other;
                 remaining = true;
             }
             if (c[j] + s < n[j] - 1) {
-                const T g = gk_max(T(c[j] + s + 1) - u[j] - eps, T(0));
-                lb2 = remaining ? gk_min(lb2, g * g + other) : g * g + other;
+                const T g = ot_max(T(c[j] + s + 1) - u[j] - eps, T(0));
+                lb2 = remaining ? ot_min(lb2, g * g + other) : g * g + other;
                 remaining = true;
             }
         }
@@ -212,15 +207,8 @@ __host__ __device__ __forceinline__ void grid_knn_dispatch(long long slot, GRID_
 GRID_KNN_CPU_LOOP(grid_knn_cpu_f32, float)
 GRID_KNN_CPU_LOOP(grid_knn_cpu_f64, double)
 
-// Threads for the loops above (OpenMP builds; a no-op otherwise). On a busy shared CPU, one
-// thread avoids OpenMP threads spinning against each other.
-extern "C" void grid_knn_cpu_set_threads(int threads) {
-#ifdef _OPENMP
-    omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
-}
+// Threads for the loops above (device_common.cuh).
+extern "C" void grid_knn_cpu_set_threads(int threads) { ot_cpu_set_threads(threads); }
 #else
 // GPU build: thin launch wrappers, one thread per (batch item, query); KMAX fixed per kernel so
 // the k-best arrays of the common k = 1 case live in registers.

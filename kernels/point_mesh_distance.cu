@@ -25,11 +25,12 @@
 //
 // The search is a __host__ __device__ function and the __global__ kernel is a thin wrapper, so
 // this file compiles for the CPU with kernels/cpu_shim.h (the tests' and CPU benchmarks' twin).
-// No #include: NVRTC (CuPy RawModule) compiles it without the standard headers.
+// No standard #include: NVRTC (CuPy RawModule) compiles it without the standard headers; the one
+// include, the folder's shared helpers, is pasted in by kernel_files.kernel_source at run time.
+
+#include "device_common.cuh"
 
 #define PMD_STACK 64  // >= tree depth + 1; the host refuses deeper trees (n_leaf > 2^48)
-
-__host__ __device__ __forceinline__ double pmd_sqrt(double x) { return sqrt(x); }
 
 __host__ __device__ __forceinline__ double pmd_ratio(double num, double den) {
     return den == 0.0 ? 0.0 : num / den;  // numpy's _ratio: 0 for degenerate triangles
@@ -184,7 +185,7 @@ __host__ __device__ void pmd_query(long long slot, PMD_PARAMS) {
     int r;
     const double d2 = pmd_closest(p, vertices + 3 * fv[0], vertices + 3 * fv[1], vertices + 3 * fv[2], point, &v,
                                   &w, &r);
-    const double d = pmd_sqrt(d2);
+    const double d = ot_sqrt(d2);
     if (!(d <= limit)) return;  // within the padded cutoff only: beyond the cutoff itself
     double normal[3];
     if (sign_from_vertices) {
@@ -214,14 +215,8 @@ extern "C" void point_mesh_distance_cpu(PMD_PARAMS) {
     for (long long slot = 0; slot < n_points; ++slot) pmd_query(slot, PMD_ARGS);
 }
 
-// Threads for the loop above (OpenMP builds; a no-op otherwise).
-extern "C" void point_mesh_distance_cpu_set_threads(int threads) {
-#ifdef _OPENMP
-    omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
-}
+// Threads for the loop above (device_common.cuh).
+extern "C" void point_mesh_distance_cpu_set_threads(int threads) { ot_cpu_set_threads(threads); }
 #else
 // GPU build: one thread per point.
 extern "C" __global__ void point_mesh_distance(PMD_PARAMS) {

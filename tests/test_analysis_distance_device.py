@@ -26,7 +26,7 @@ from occlutrace_compute.analysis.triangles import (
 )
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.nn.kernel_files import kernels_dir
+from occlutrace_compute.nn.kernel_files import kernel_source, kernels_dir
 
 NVCC = shutil.which("nvcc") or next((p for p in ["/usr/local/cuda/bin/nvcc"] if Path(p).is_file()), None)
 
@@ -356,7 +356,7 @@ def test_kernel_compiles_with_nvrtc_as_cupy_does():
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc to run)")
     lib = ctypes.CDLL(NVRTC)
     prog = ctypes.c_void_p()
-    source = (kernels_dir() / dd.KERNEL).read_bytes()
+    source = kernel_source(dd.KERNEL).encode()  # the text the module hands CuPy
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), source, dd.KERNEL.encode(), 0, None, None) == 0
     try:
         options = [o.encode() for o in (*dd.CUDA_OPTIONS, "--gpu-architecture=compute_90")]

@@ -17,7 +17,7 @@ import torch
 from occlutrace_compute.nn import cuda_grid, knn
 from occlutrace_compute.nn.grid_build import build_grid, grid_shape
 from occlutrace_compute.nn.grid_cpu import CpuGridKnn, compile_library
-from occlutrace_compute.nn.kernel_files import kernels_dir
+from occlutrace_compute.nn.kernel_files import kernel_source, kernels_dir
 from occlutrace_compute.nn.reference import knn_problems, stress_cases
 
 CASES = stress_cases(seed=2, min_ref=64)
@@ -166,6 +166,24 @@ def test_gpu_kernel_parameters_match_the_python_launch(tmp_path):
         assert re.findall(r"\.param \.(\w+) ", params) == expected
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in kernels_dir().glob("*.cu")))
+def test_runtime_source_has_the_shared_header_pasted_in_once(name, tmp_path, monkeypatch):
+    """NVRTC gets source text and no folder: kernel_source pastes kernels/*.cuh in place of the
+    include (once), so the text names no header, holds the helpers, and follows a changed header
+    (CuPy's compile cache keys on this text)."""
+    text = kernel_source(name)
+    assert '#include "' not in text and text.count("ot_sqrt(double x)") == 1
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    for f in kernels_dir().iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    with (folder / "device_common.cuh").open("a") as f:
+        f.write('#include "device_common.cuh"\n// changed\n')  # a repeated include is pasted once
+    monkeypatch.setenv("OCCLUTRACE_KERNELS_DIR", str(folder))
+    changed = kernel_source(name)
+    assert changed.count("// changed") == 1 and changed.count("ot_sqrt(double x)") == 1
+
+
 def _find_nvrtc() -> str | None:
     """libnvrtc from $OCCLUTRACE_NVRTC_LIB, the nvidia-cuda-nvrtc wheel, the CUDA toolkit or the loader path."""
     candidates = [os.environ.get("OCCLUTRACE_NVRTC_LIB", "")]
@@ -188,7 +206,7 @@ def test_kernel_compiles_with_nvrtc_as_cupy_does(arch):
     """The backend's real compile path: NVRTC, no standard headers, the backend's own options."""
     lib = ctypes.CDLL(NVRTC)
     prog = ctypes.c_void_p()
-    source = (kernels_dir() / "grid_knn.cu").read_bytes()
+    source = kernel_source("grid_knn.cu").encode()  # the text the backend hands CuPy
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), source, b"grid_knn.cu", 0, None, None) == 0
     try:
         options = [o.encode() for o in (*cuda_grid._OPTIONS, f"--gpu-architecture={arch}")]

@@ -34,7 +34,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_kernel_sources_and_package_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for source in sorted((REPO / "kernels").glob("*.cu")) + sorted((REPO / "kernels").glob("*.h")):
+    for source in sorted(p for ext in ("cu", "cuh", "h") for p in (REPO / "kernels").glob(f"*.{ext}")):
         assert any(n.endswith(f".data/data/share/occlutrace/kernels/{source.name}") for n in names), source.name
     assert any(n.startswith("occlutrace_compute/privacy/data/first_names") for n in names)
     for asset in (
@@ -63,7 +63,8 @@ def test_installed_wheel_finds_its_kernels(wheel, tmp_path):
     (module,) = env.glob("lib/python*/site-packages/occlutrace_compute/nn/kernel_files.py")
     code = (
         f"import importlib.util as u; s = u.spec_from_file_location('kf', r'{module}'); m = u.module_from_spec(s); "
-        "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu'))"
+        "s.loader.exec_module(m); print(m.kernel_path('grid_knn.cu')); "
+        "assert '#include \"' not in m.kernel_source('grid_knn.cu')"  # the shared header found there too
     )
     found = subprocess.run(
         [str(py), "-c", code], check=True, capture_output=True, text=True, timeout=60, cwd=tmp_path

@@ -195,10 +195,12 @@ def compile_cpu_twin(build_dir: Path | None = None, compiler: str = "g++") -> Pa
     exe = shutil.which(compiler)
     if exe is None:
         raise RuntimeError(f"C++ compiler {compiler!r} not found")
-    from occlutrace_compute.nn.kernel_files import kernel_path  # here: the nn package imports torch
+    from occlutrace_compute.nn.kernel_files import kernel_path, kernel_source  # here: nn imports torch
 
     source, shim = kernel_path(KERNEL), kernel_path("cpu_shim.h")
-    digest = hashlib.sha256(source.read_bytes() + shim.read_bytes() + " ".join(CPU_FLAGS).encode()).hexdigest()[:16]
+    # the text g++ compiles, its headers included: a changed header is a new library
+    text = kernel_source(KERNEL).encode()
+    digest = hashlib.sha256(text + shim.read_bytes() + " ".join(CPU_FLAGS).encode()).hexdigest()[:16]
     folder = Path(build_dir) if build_dir is not None else _cache_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.stat()
@@ -247,9 +249,9 @@ def _cuda_function(device_index: int):
     import cupy
 
     with cupy.cuda.Device(device_index):
-        from occlutrace_compute.nn.kernel_files import kernel_path
+        from occlutrace_compute.nn.kernel_files import kernel_source
 
-        module = cupy.RawModule(code=kernel_path(KERNEL).read_text(), options=CUDA_OPTIONS)
+        module = cupy.RawModule(code=kernel_source(KERNEL), options=CUDA_OPTIONS)
         return module.get_function("point_mesh_distance")
 
 

@@ -12,7 +12,7 @@ import torch
 
 from occlutrace_compute import cupy_runtime
 from occlutrace_compute.nn.grid_build import DEFAULT_CELLS_PER_POINT, prepare_call
-from occlutrace_compute.nn.kernel_files import kernel_path
+from occlutrace_compute.nn.kernel_files import kernel_source
 
 MAX_K = 64
 _KMAX = (1, 4, 8, 16, 32, 64)  # the kernel variants compiled in grid_knn.cu
@@ -30,7 +30,7 @@ def _module(device_index: int):
     import cupy
 
     with cupy.cuda.Device(device_index):
-        return cupy.RawModule(code=kernel_path("grid_knn.cu").read_text(), options=_OPTIONS)
+        return cupy.RawModule(code=kernel_source("grid_knn.cu"), options=_OPTIONS)
 
 
 def _cupy_stream(cupy, stream: torch.cuda.Stream):
