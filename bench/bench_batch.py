@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from _data import pair_case_dir, role_files
 
 FORMATS = ("ply", "stl", "obj")
 SUCCESS_UM = 50.0
@@ -51,18 +52,13 @@ def load() -> str:
 
 
 def case_dirs(root: Path, n: int, spacing: float) -> list[Path]:
-    """Generates the missing cases; truth.json is written last, so its presence marks a whole case."""
-    from occlutrace_compute.synth import make_pair_case, write_pair_case
-
+    """Generates the missing cases (a complete one is reused: _data.pair_case_dir)."""
     dirs = []
     made = 0
     t0 = time.perf_counter()
     for i in range(n):
-        d = root / f"case-{i:03d}"
-        if not (d / "truth.json").exists():
-            case = make_pair_case(i, "changed" if i % 2 else "clean", spacing_mm=spacing)
-            write_pair_case(case, d, FORMATS[i % 3])
-            made += 1
+        d, new = pair_case_dir(root / f"case-{i:03d}", i, "changed" if i % 2 else "clean", spacing, FORMATS[i % 3])
+        made += new
         dirs.append(d)
     print(f"cases: {n} in {root} ({made} generated in {time.perf_counter() - t0:.0f} s, the rest reused)")
     return dirs
@@ -346,7 +342,7 @@ def scoring_points(case_dir: Path) -> np.ndarray:
     vertices of unchanged faces for STL (which keeps no shared vertices; face order is kept)."""
     from occlutrace_compute.meshes import load_mesh
 
-    moving = next(p for p in case_dir.iterdir() if p.stem == "moving")
+    moving = role_files(case_dir, ("moving",))["moving"]
     mesh = load_mesh(moving).mesh
     if moving.suffix == ".stl":
         mask = np.load(case_dir / "moving_unchanged_faces.npy")
@@ -388,7 +384,7 @@ def accuracy(dirs: list[Path], out: Path, other: Path | None) -> dict:
         est = np.asarray(result["matrix"])
         err = pointwise_rms_um(est, np.asarray(truth["T_fixed_moving"]), pts)
         errors[d.name] = err
-        fmt = next(p.suffix[1:] for p in d.iterdir() if p.stem == "moving")
+        fmt = role_files(d, ("moving",))["moving"].suffix[1:]
         scen = "changed" if truth["changes"] else "clean"
         groups.setdefault(fmt, []).append(err)
         groups.setdefault(scen, []).append(err)

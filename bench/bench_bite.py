@@ -13,11 +13,11 @@ Generation is slow (~5-10 s a case at 0.15 mm); --cache keeps generated cases as
 from __future__ import annotations
 
 import argparse
-import pickle
 import time
 from pathlib import Path
 
 import numpy as np
+from _data import pickled
 
 from occlutrace_compute.registration.bite import register_bite
 from occlutrace_compute.synth import BiteCase, make_bite_case, pointwise_rms_um
@@ -27,15 +27,7 @@ SUCCESS_UM = 50.0
 
 def _case(seed: int, spacing: float, cache: Path | None) -> BiteCase:
     path = cache / f"case_{spacing}_2_{seed}.pkl" if cache else None
-    if path is not None and path.exists():
-        with path.open("rb") as f:
-            return pickle.load(f)
-    case = make_bite_case(seed, n_bites=2, spacing_mm=spacing)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:
-            pickle.dump(case, f)
-    return case
+    return pickled(path, lambda: make_bite_case(seed, n_bites=2, spacing_mm=spacing))
 
 
 def _summary(label: str, errors: list[float], doubtful: list[bool], wall: list[float], cpu: list[float]) -> None:

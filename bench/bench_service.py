@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _data import pair_case_dir, role_files
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 SAMPLES = REPO / "samples"
@@ -162,21 +164,15 @@ def _wait(cond: Callable[[], Any], timeout_s: float, what: str, every_s: float) 
 
 def make_cases(n: int, folder: Path, spacing_mm: float) -> list[Case]:
     """The sample pairs first (0.5 mm grid only), then synthetic pairs (clean/changed, PLY/STL)."""
-    from occlutrace_compute.synth import make_pair_case, write_pair_case
-
     cases = []
     samples = ("case-0001-pair", "case-0002-changed") if spacing_mm == SAMPLE_SPACING_MM else ()
     for i, sample in enumerate(samples[:n]):
-        d = SAMPLES / sample
-        files = {p.stem: p for p in d.iterdir() if p.stem in ("fixed", "moving") and p.suffix in (".ply", ".stl")}
-        cases.append(Case(f"case-{9000 + i}", files))
+        cases.append(Case(f"case-{9000 + i}", role_files(SAMPLES / sample)))
     for seed in range(len(cases), n):
-        d = folder / f"synth-{seed}"
         fmt = "stl" if seed % 2 else "ply"
-        write_pair_case(
-            make_pair_case(seed, "changed" if seed % 3 == 0 else "clean", spacing_mm=spacing_mm), d, fmt=fmt
-        )
-        cases.append(Case(f"case-{9000 + seed}", {r: d / f"{r}.{fmt}" for r in ("fixed", "moving")}))
+        scenario = "changed" if seed % 3 == 0 else "clean"
+        d, _ = pair_case_dir(folder / f"synth-{seed}", seed, scenario, spacing_mm, fmt)
+        cases.append(Case(f"case-{9000 + seed}", role_files(d)))
     return cases
 
 

@@ -14,13 +14,13 @@ Generated cases are cached as pickles (--cache, default /tmp/refactor_check_case
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _data import pickled
 
 from occlutrace_compute.registration import RegistrationOptions, register, register_batch
 from occlutrace_compute.registration.bite import register_bite
@@ -39,17 +39,12 @@ FAST = _options(fine_points=8000, fixed_points=12000)
 
 
 def _cached(cache: Path, name: str, make):
-    path = cache / f"{name}.pkl"
-    if path.exists():
-        with path.open("rb") as f:
-            return pickle.load(f)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        value = make()
-    cache.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pickle.dump(value, f)
-    return value
+    def quiet():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return make()
+
+    return pickled(cache / f"{name}.pkl", quiet)
 
 
 def _pair_fields(prefix: str, r) -> dict[str, np.ndarray]:
