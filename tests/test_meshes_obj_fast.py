@@ -62,8 +62,12 @@ def obj_files(draw) -> tuple[bytes, str, Limits]:
     elif defect in ("object name", "group", "smoothing", "usemtl"):
         line = {"object name": "o jaw 1", "group": "g 1 2 3", "smoothing": "s off", "usemtl": "usemtl m"}[defect]
         f_lines.insert(int(rng.integers(len(f_lines) + 1)), line)
-    elif defect == "colours":
-        v_lines = [line + " 0.5 0.25 1" for line in v_lines]
+    elif defect == "colours":  # every line (parse_fast reads them), or some lines only
+        colour = draw(st.sampled_from([" 0.5 0.25 1", " 255 128 0", " nan 0 1", " 1 1 1 0.5"]))
+        every = draw(st.booleans())
+        v_lines = [line + colour if every or k % 2 else line for k, line in enumerate(v_lines)]
+        if every and colour.count(" ") == 3:
+            defect = "colours on every line"
     elif defect == "w value":
         k = int(rng.integers(len(v_lines)))
         v_lines[k] += " 1.0"
@@ -169,21 +173,29 @@ def test_fast_path_gives_the_exact_parsers_result_or_steps_aside(case):
         assert not isinstance(exact, InputRejected), exact
         assert_same(fast, exact)
     assert_same(outcome(obj.parse, data, limits), exact)  # the public entry point, whichever path ran
-    plain = defect in ("none",) and b"\r" not in data.replace(b"\r\n", b"") and b"\t" not in data
+    plain = (
+        defect in ("none", "colours on every line") and b"\r" not in data.replace(b"\r\n", b"") and b"\t" not in data
+    )
     if plain and not isinstance(exact, InputRejected):
         assert fast is not None, data[:300]  # the common layout: the fast path must not step aside
 
 
-def test_our_writers_file_takes_the_fast_path_and_loads_back():
+@pytest.mark.parametrize("coloured", [False, True])
+def test_our_writers_file_takes_the_fast_path_and_loads_back(coloured):
     rng = np.random.default_rng(3)
     v = rng.normal(0, 30, (500, 3))
     v[0] = (-0.0, 1e-7, 123456.789)
     faces = rng.integers(0, 500, (900, 3))
-    data = mesh_to_bytes(Mesh(v, faces), "obj", "ascii")
+    colors = None
+    if coloured:
+        colors = rng.integers(0, 256, (500, 4)).astype(np.uint8)
+        colors[:, 3] = 255
+    data = mesh_to_bytes(Mesh(v, faces, colors), "obj", "ascii")
     fast = obj.parse_fast(data, "w.obj", Limits())
     assert fast is not None
     assert_same(fast, obj.parse_exact(data, "w.obj", Limits()))
     assert fast.vertices.tobytes() == v.tobytes() and np.array_equal(fast.faces, faces)
+    assert (fast.colors is None) if colors is None else np.array_equal(fast.colors, colors)
 
 
 @pytest.mark.parametrize(
