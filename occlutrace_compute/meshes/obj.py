@@ -97,8 +97,8 @@ def _rows(block: bytes, keyword: bytes, width: int) -> list[bytes] | None:
 
 def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     """parse's result for the layout nearly every writer uses (ours included): 'v x y z' lines
-    (or 'v x y z r g b' on every line), then 'f a b c' lines of positive 1-based indices,
-    nothing else (no comment, 'vt', name or blank line), LF or CRLF line ends, whitespace at the
+    (or 'v x y z r g b' on every line), then 'f a b c' lines of positive 1-based indices (one
+    space before each), nothing else (no comment, 'vt', name or blank line), LF or CRLF line ends, whitespace at the
     end. None for anything else: parse then reads the file, or names what is wrong with it.
 
     The 'v' block by one replace and one split (each line's keyword becomes an 0xFF token, which
@@ -136,8 +136,8 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
         return None
     del v_tokens
     n_f = f_block.count(b"\n") + 1
-    if n_f > limits.max_faces or limits.max_polygon_corners < 3:
-        return None
+    if n_f > limits.max_faces or limits.max_polygon_corners < 3 or f_block.count(b" ") != 3 * n_f:
+        return None  # (one space before each index: a larger polygon stops here, before any array)
     if b" 0" in f_block and _longest_digits(f_block) > 18:
         return None  # leading zeros: parse refuses 19+ digit indices, naming the limit
     # each line's keyword becomes -1 (the block holds no other sign), read with the indices by
