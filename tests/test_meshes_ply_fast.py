@@ -11,6 +11,8 @@ parse without it (same arrays, metadata, warnings) or both must raise the same e
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -18,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, mesh_to_bytes, ply
 
-SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{}"]
+SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{}", "{:.30f}", "{:.0f}.", "no zero"]
 ODDITIES = ["none"] * 6 + [
     "split record", "joined records", "blank line", "plus index", "minus index", "leading zeros", "long digits",
     "float index", "word", "truncated", "extra values", "nan", "one line",
@@ -53,7 +55,10 @@ def ply_files(draw) -> bytes:
     head.append("end_header")
 
     def num(x: float) -> str:
-        return SPELL[int(rng.integers(len(SPELL)))].format(float(x))
+        spelling = SPELL[int(rng.integers(len(SPELL)))]
+        if spelling == "no zero":  # '.5', '-.25': no digit before the point
+            return re.sub(r"^(-?)0\.", r"\1.", repr(float(x)))
+        return spelling.format(float(x))
 
     rows = []
     for _ in range(n_v):

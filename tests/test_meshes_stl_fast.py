@@ -3,8 +3,8 @@
 The fast path must give exactly the exact parser's Parsed (same vertex and face arrays, same
 metadata, same warnings) whenever it answers, and answer None (so that the exact parser reads
 the file or names what is wrong with it) on anything else. Files are drawn at random: number
-spellings (repr, %g, %e, %E, signs, integers, the same vertex spelled differently at different
-corners), indentation and spacing, LF/CRLF/CR, solid names holding digits and keywords, random
+spellings (repr, %g, %e, %E, signs, integers, 30 decimals, '5.', '.5', the same vertex spelled
+differently at different corners), indentation and spacing, LF/CRLF/CR, solid names holding digits and keywords, random
 sizes, shared and unshared corners, foreign and zero normals; then one defect or oddity may be
 planted: a blank or foreign line, a keyword tail, a wrong number count (on one line, or a
 number moved from one line to another, which keeps the file's count), a non-number, nan/inf,
@@ -12,6 +12,8 @@ several solids, a truncation, a non-ASCII byte, uneven indentation, a face limit
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, stl
 
-SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}"]
+SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.30f}", "{:.0f}.", "no zero"]
 NAMES = ["", "1", "part 2", "facet", "endfacet 3", "vertex 1 2 3", "solid", "endsolid x", "12e3 4",
          "a\tfacet normal 0 0 1", "outer loop", "endloop endfacet", "x\x0by", "a\x00b 7"]  # fmt: skip
 WHITE = ["", " ", "  ", "\t", "    ", " \t"]
@@ -52,6 +54,8 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def number(x: float, spelling: str) -> str:
+        if spelling == "no zero":  # '.5', '-.25': no digit before the point
+            return re.sub(r"^(-?)0\.", r"\1.", repr(float(x)))
         return spelling.format(float(x))
 
     tri = v[np.array(faces)]
