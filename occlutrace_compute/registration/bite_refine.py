@@ -18,6 +18,7 @@ import torch
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.bite_contact import UpperSurface, penetrating_share
 from occlutrace_compute.registration.bite_search import Candidates, transforms
+from occlutrace_compute.registration.geometry import pose_offsets
 from occlutrace_compute.registration.icp import Level, level, match, refine, score
 from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.matcher import Matcher
@@ -32,7 +33,7 @@ def apply(T: np.ndarray, cloud: Cloud) -> Cloud:
 
 def pose_gap_mm(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
     """RMS distance between points moved by A and by B."""
-    d = points @ (A[:3, :3] - B[:3, :3]).T + (A[:3, 3] - B[:3, 3])
+    d = pose_offsets(A, B, points)
     return float(np.sqrt(np.mean(np.einsum("ij,ij->i", d, d))))
 
 
