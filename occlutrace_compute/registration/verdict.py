@@ -10,7 +10,7 @@ from occlutrace_compute.registration.icp import IcpOutcome, Scores
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared
 from occlutrace_compute.registration.regions import changed_regions
-from occlutrace_compute.registration.result import RegistrationResult
+from occlutrace_compute.registration.result import ChangedRegion, RegistrationResult
 
 
 def degeneracy_ratio(hessian: np.ndarray, radius: float) -> float:
@@ -91,18 +91,54 @@ def result(
     pts = prep.moving.fine.points
     radius = float(np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean()))
     degeneracy = degeneracy_ratio(out.hessian[i].cpu().numpy(), radius)
-    confidence = confidence_of(runner_ratio, fitness, degeneracy, opt)
-    reasons = doubts(runner_ratio, runner_angle, fitness, degeneracy, confidence, opt)
-    return RegistrationResult(
+    return written(
+        prep,
+        opt,
         T_fixed_moving=out.T_fixed_moving[i].cpu().numpy(),
         rmse_mm=float(sc.trimmed_rmse[i]),
         fitness=fitness,
         iterations=int(out.iterations[i]),
         converged=bool(out.converged[i]),
+        degeneracy=degeneracy,
+        confidence=confidence_of(runner_ratio, fitness, degeneracy, opt),
+        runner_ratio=runner_ratio,
+        runner_angle=runner_angle,
+        n_hyp=n_hyp,
+        outliers=outliers,
+        regions=regions,
+    )
+
+
+def written(
+    prep: Prepared,
+    opt: RegistrationOptions,
+    *,
+    T_fixed_moving: np.ndarray,
+    rmse_mm: float,
+    fitness: float,
+    iterations: int,
+    converged: bool,
+    degeneracy: float,
+    confidence: float,
+    runner_ratio: float,
+    runner_angle: float,
+    n_hyp: int,
+    outliers: np.ndarray,
+    regions: list[ChangedRegion],
+) -> RegistrationResult:
+    """A pair's result from its values (per pair here, fetched for the whole batch in
+    `batched.summary`), with the reasons for doubt (`doubts`) written beside them."""
+    reasons = doubts(runner_ratio, runner_angle, fitness, degeneracy, confidence, opt)
+    return RegistrationResult(
+        T_fixed_moving=T_fixed_moving,
+        rmse_mm=float(rmse_mm),
+        fitness=float(fitness),
+        iterations=int(iterations),
+        converged=bool(converged),
         confidence=float(confidence),
         doubtful=bool(reasons),
         reason="; ".join(reasons),
-        runner_up_score_ratio=runner_ratio,
+        runner_up_score_ratio=float(runner_ratio),
         hypotheses=n_hyp,
         moving_samples=prep.moving.fine.points,
         outlier_mask=outliers,

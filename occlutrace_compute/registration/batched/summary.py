@@ -18,7 +18,7 @@ from occlutrace_compute.registration.icp import IcpOutcome, Scores
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared
 from occlutrace_compute.registration.result import ChangedRegion, RegistrationResult
-from occlutrace_compute.registration.verdict import confidence_of, doubts
+from occlutrace_compute.registration.verdict import confidence_of, written
 
 _COLUMNS = ("length", "fitness", "rmse", "iterations", "converged", "confidence", "degeneracy", "ratio", "angle")
 
@@ -109,22 +109,20 @@ def _write(
     regions: list[ChangedRegion],
     n_hyp: int,
 ) -> RegistrationResult:
-    """One pair's result from its fetched values (`verdict.result`'s wording: `verdict.doubts`)."""
-    outliers = outliers[: int(row["length"])]
-    ratio, fitness, confidence = row["ratio"], row["fitness"], row["confidence"]
-    reasons = doubts(ratio, row["angle"], fitness, row["degeneracy"], confidence, opt)
-    return RegistrationResult(
+    """One pair's result from its fetched values (`verdict.written`, as `verdict.result` writes it)."""
+    return written(
+        prep,
+        opt,
         T_fixed_moving=T_fixed_moving,
         rmse_mm=row["rmse"],
-        fitness=fitness,
-        iterations=int(row["iterations"]),
-        converged=bool(row["converged"]),
-        confidence=confidence,
-        doubtful=bool(reasons),
-        reason="; ".join(reasons),
-        runner_up_score_ratio=ratio,
-        hypotheses=n_hyp,
-        moving_samples=prep.moving.fine.points,
-        outlier_mask=outliers,
-        changed_regions=regions,
+        fitness=row["fitness"],
+        iterations=row["iterations"],
+        converged=row["converged"],
+        degeneracy=row["degeneracy"],
+        confidence=row["confidence"],
+        runner_ratio=row["ratio"],
+        runner_angle=row["angle"],
+        n_hyp=n_hyp,
+        outliers=outliers[: int(row["length"])],
+        regions=regions,
     )
