@@ -102,11 +102,7 @@ def _register_batch(
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
-        if prepared is None:
-            prepared = prepare_all(pairs, opt)
-        elif len(prepared) != len(pairs):
-            raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
-        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+        prepared, lm_poses = samples_and_landmarks(pairs, opt, landmarks, prepared)
 
     with stopwatch(stages, "hypotheses"):
         full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
@@ -136,6 +132,18 @@ def _register_batch(
         r.seconds = (time.perf_counter() - t0) / len(prepared)
         r.stage_seconds = per_pair
     return results
+
+
+def samples_and_landmarks(
+    pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, landmarks: list, prepared: list[Prepared] | None
+) -> tuple[list[Prepared], list]:
+    """The pairs' samples (`prepared` when given, checked against the pairs, else sampled here)
+    and each pair's landmark pose T_fixed_moving (4,4) (None where it has no landmarks)."""
+    if prepared is None:
+        prepared = prepare_all(pairs, opt)
+    elif len(prepared) != len(pairs):
+        raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
+    return prepared, [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
 
 
 def coarse_search(

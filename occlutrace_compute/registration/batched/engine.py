@@ -42,11 +42,17 @@ from occlutrace_compute.registration.batched.fpfh import fpfh
 from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
 from occlutrace_compute.registration.batched.select import BATCHED
 from occlutrace_compute.registration.batched.summary import summarize
-from occlutrace_compute.registration.engine import coarse_search, feature_poses, prescreen_items, resolve_device
+from occlutrace_compute.registration.engine import (
+    coarse_search,
+    feature_poses,
+    prescreen_items,
+    resolve_device,
+    samples_and_landmarks,
+)
 from occlutrace_compute.registration.finals import Final, mid_and_fine
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
-from occlutrace_compute.registration.prepare import Prepared, prepare_all
+from occlutrace_compute.registration.prepare import Prepared
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.timing import stopwatch
 
@@ -99,11 +105,7 @@ def _register_batch(
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
-        if prepared is None:
-            prepared = prepare_all(pairs, opt)
-        elif len(prepared) != len(pairs):
-            raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
-        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+        prepared, lm_poses = samples_and_landmarks(pairs, opt, landmarks, prepared)
     b = len(prepared)
 
     with stopwatch(stages, "hypotheses"):
