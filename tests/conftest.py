@@ -26,5 +26,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# --- registration: synthetic rescans several registration test files share; see tests/registration_cases.py ---
+from registration_cases import changed_case, clean_case  # noqa: E402,F401
+
 # --- storage: a real S3 server (moto_server on 127.0.0.1); see tests/s3server.py ---
 from s3server import s3_bucket, s3_server  # noqa: E402,F401

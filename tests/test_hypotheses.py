@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
-import pytest
 import torch
+from registration_cases import FAST, pair_case  # changed_case: a fixture (conftest.py)
 from scipy.spatial.transform import Rotation
 
-from occlutrace_compute.registration import RegistrationOptions, hypotheses as hyp, register
+from occlutrace_compute.registration import hypotheses as hyp, register
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.features import fpfh
 from occlutrace_compute.registration.sampling import sample_surface, voxel_downsample
-from occlutrace_compute.synth.cases import make_pair_case
 from occlutrace_compute.synth.score import pointwise_rms_um, rotation_error_deg
 
 
@@ -87,9 +85,7 @@ def test_steps_around_a_pose_turn_about_the_centre():
 
 
 def test_ransac_finds_the_pose_between_two_samplings_of_one_surface():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        case = make_pair_case(4, "clean", (0.9, 1.0), noise_mm=0.0, spacing_mm=0.4)
+    case = pair_case(4, "clean", (0.9, 1.0), noise_mm=0.0)
     clouds = []
     for mesh, seed in ((case.moving, 0), (case.fixed, 1)):
         p, n = sample_surface(mesh, 20000, seed=seed)
@@ -102,19 +98,11 @@ def test_ransac_finds_the_pose_between_two_samplings_of_one_surface():
     assert best < 3.0
 
 
-@pytest.fixture(scope="module")
-def changed_case():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return make_pair_case(2, "changed", (0.35, 0.6), noise_mm=0.015, spacing_mm=0.4)
-
-
 def test_local_search_keeps_a_good_answer(changed_case):
     """Forced on every pair (min_confidence above 1), the search around a right answer may
     only move it within the right basin."""
-    fast = RegistrationOptions().updated(fine_points=8000, fixed_points=12000)
-    plain = register(changed_case.fixed, changed_case.moving, fast.updated(starts=0), device="cpu")
-    forced = register(changed_case.fixed, changed_case.moving, fast.updated(min_confidence=1.01), device="cpu")
+    plain = register(changed_case.fixed, changed_case.moving, FAST.updated(starts=0), device="cpu")
+    forced = register(changed_case.fixed, changed_case.moving, FAST.updated(min_confidence=1.01), device="cpu")
     c = changed_case
     for r in (plain, forced):
         assert pointwise_rms_um(r.matrix, c.T_fixed_moving, c.moving.vertices[c.moving_unchanged]) < 15.0

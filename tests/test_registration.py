@@ -3,45 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pytest
+from registration_cases import FAST  # clean_case, changed_case: fixtures (conftest.py)
 from scipy.spatial.transform import Rotation
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.registration import (
-    RegistrationOptions,
     register,
     register_batch,
     sample_surface,
     voxel_downsample,
 )
-from occlutrace_compute.synth.cases import PairCase, make_pair_case
+from occlutrace_compute.synth.cases import PairCase
 from occlutrace_compute.synth.score import pointwise_rms_um, rotation_error_deg
-
-# Coarse scans (0.4 mm grid, ~20k vertices) and fewer samples keep each registration well
-# under a second; accuracy at full density is the benchmark's job (bench/bench_registration.py).
-FAST = RegistrationOptions().updated(fine_points=8000, fixed_points=12000)
 
 
 def _error_um(T: np.ndarray, case: PairCase) -> float:
     return pointwise_rms_um(T, case.T_fixed_moving, case.moving.vertices[case.moving_unchanged])
-
-
-@pytest.fixture(scope="module")
-def clean_case() -> PairCase:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return make_pair_case(1, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.4)
-
-
-@pytest.fixture(scope="module")
-def changed_case() -> PairCase:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return make_pair_case(2, "changed", (0.35, 0.6), noise_mm=0.015, spacing_mm=0.4)
 
 
 def _grid(nx: int, ny: int, step: float, height=lambda x, y: 0.0 * x) -> Mesh:

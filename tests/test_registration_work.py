@@ -4,7 +4,6 @@ per call, and the faster forms of the hot spots answer exactly what the plain fo
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections import Counter
 
 import numpy as np
@@ -12,19 +11,18 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from pykdtree.kdtree import KDTree
+from registration_cases import FAST, pair_case  # clean_case: a fixture (conftest.py)
 
 from occlutrace_compute.meshes.model import Mesh
-from occlutrace_compute.registration import RegistrationOptions, features, matcher, register, sampling
+from occlutrace_compute.registration import features, matcher, register, sampling
 from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.bite_frames import bite_frame, buccal_anchors, sample_levels
 from occlutrace_compute.registration.bite_search import SearchOptions, Workers, search
 from occlutrace_compute.registration.features import mutual_nearest
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.synth import make_bite_case
-from occlutrace_compute.synth.cases import make_pair_case
 
 CPU = torch.device("cpu")
-FAST = RegistrationOptions().updated(fine_points=8000, fixed_points=12000)
 
 
 class _Builds:
@@ -46,14 +44,11 @@ class _Builds:
         return {k[:2]: n for k, n in self.seen.items() if n > 1}
 
 
-def test_register_indexes_every_cloud_once(monkeypatch) -> None:
+def test_register_indexes_every_cloud_once(monkeypatch, clean_case) -> None:
     """The pre-screen and the coarse level search the same fixed coarse cloud: one tree for
     both (it was built twice). Each level's cloud and each FPFH cloud: one build each."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        case = make_pair_case(1, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.4)
     builds = _Builds(monkeypatch)
-    register(case.fixed, case.moving, FAST, device="cpu")
+    register(clean_case.fixed, clean_case.moving, FAST, device="cpu")
     assert builds.repeated() == {}
     # FPFH (moving, fixed coarse, float32), fixed coarse, mid and fine clouds (float64)
     assert sum(builds.seen.values()) == 5
@@ -200,9 +195,7 @@ def test_register_batch_on_samples_made_earlier_gives_the_same_matrices() -> Non
     from occlutrace_compute.registration import register_batch
     from occlutrace_compute.registration.prepare import prepare_all
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        case = make_pair_case(2, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.4)
+    case = pair_case(2, "clean", (0.6, 1.0))
     pair = (case.fixed, case.moving)
     opt = FAST
     inside = register_batch([pair], opt, device="cpu")

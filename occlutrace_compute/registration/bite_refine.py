@@ -18,6 +18,7 @@ import torch
 from occlutrace_compute.registration.batch import pack
 from occlutrace_compute.registration.bite_contact import UpperSurface, penetrating_share
 from occlutrace_compute.registration.bite_search import Candidates, transforms
+from occlutrace_compute.registration.geometry import pose_offsets
 from occlutrace_compute.registration.icp import Level, level, match, refine, score
 from occlutrace_compute.registration.levels import Cloud, Samples, subset
 from occlutrace_compute.registration.matcher import Matcher
@@ -32,7 +33,7 @@ def apply(T: np.ndarray, cloud: Cloud) -> Cloud:
 
 def pose_gap_mm(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
     """RMS distance between points moved by A and by B."""
-    d = points @ (A[:3, :3] - B[:3, :3]).T + (A[:3, 3] - B[:3, 3])
+    d = pose_offsets(A, B, points)
     return float(np.sqrt(np.mean(np.einsum("ij,ij->i", d, d))))
 
 
@@ -118,6 +119,27 @@ def consistent_pair(
     return PairChoice(upper.T_arch_bite[i], lower.T_arch_bite[j], once, 0.0, True)
 
 
+def refinement_level(
+    iterations: int, *, dmax_start: float, dmax_end: float, scale_floor: float, near: float, tau: float | None = None
+) -> Level:
+    """The ICP level of every refinement here (a band on its arch at mid or full density, the
+    lower arch on all bites' lower bands): the Geman-McClure scale at 2.5 MADs, and converged
+    only when a step turns less than 1e-7 rad and moves less than 1e-6 mm (ten times under
+    `icp.level`'s defaults). `near`:
+    the band split's and the score's reach; `tau`: the score's inlier band (default `near`)."""
+    return level(
+        iterations=iterations,
+        dmax_start=dmax_start,
+        dmax_end=dmax_end,
+        scale_floor=scale_floor,
+        mad_factor=2.5,
+        converge_rot_rad=1e-7,
+        converge_trans_mm=1e-6,
+        near=near,
+        tau=tau,
+    )
+
+
 @dataclass
 class BandFit:
     """One band of a bite on its arch."""
@@ -182,25 +204,8 @@ def refine_bite(
     both_matcher = Matcher(both)
     poses = [pair.T_upper_bite, pair.T_lower_bite]  # T_arch_bite of each band
     # Per level: the bite's samples split into bands within `near` of their arch, then refined.
-    mid = level(
-        iterations=15,
-        dmax_start=1.0,
-        dmax_end=0.3,
-        scale_floor=0.05,
-        converge_rot_rad=1e-7,
-        converge_trans_mm=1e-6,
-        near=1.0,
-    )
-    fine = level(
-        iterations=20,
-        dmax_start=0.4,
-        dmax_end=0.15,
-        scale_floor=0.01,
-        mad_factor=2.5,
-        converge_rot_rad=1e-7,
-        converge_trans_mm=1e-6,
-        near=0.5,
-    )
+    mid = refinement_level(15, dmax_start=1.0, dmax_end=0.3, scale_floor=0.05, near=1.0)
+    fine = refinement_level(20, dmax_start=0.4, dmax_end=0.15, scale_floor=0.01, near=0.5)
     for cloud, n_max, band_level in ((bite.mid, 3000, mid), (bite.fine, fine_points, fine)):
         up_mask, lo_mask = _bands(cloud, matchers, poses, band_level)
         bands = [subset(Cloud(cloud.points[m], cloud.normals[m]), n_max, seed) for m in (up_mask, lo_mask)]
@@ -257,17 +262,7 @@ def joint_lower(
     b = len(starts)
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     mov = pack([moving], dev).index(zeros)
-    joint = level(
-        iterations=20,
-        dmax_start=0.5,
-        dmax_end=0.15,
-        scale_floor=0.01,
-        mad_factor=2.5,
-        converge_rot_rad=1e-7,
-        converge_trans_mm=1e-6,
-        tau=inlier_mm,
-        near=0.5,
-    )
+    joint = refinement_level(20, dmax_start=0.5, dmax_end=0.15, scale_floor=0.01, near=0.5, tau=inlier_mm)
     out = refine(mov, zeros, transforms(np.stack(starts), dev), matcher, joint)
     sc = score(mov, zeros, out.T_fixed_moving, matcher, joint)
     best = int(torch.argmax(sc.score))

@@ -16,6 +16,8 @@ Pipeline, all pairs of a batch moving through each stage together:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, prepare_all, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import coarse_levels, prescreen_level
-from occlutrace_compute.registration.selection import top_distinct, top_per_pair
+from occlutrace_compute.registration.selection import PER_PAIR, Choices
 from occlutrace_compute.timing import stopwatch
 
 
@@ -100,11 +102,7 @@ def _register_batch(
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
-        if prepared is None:
-            prepared = prepare_all(pairs, opt)
-        elif len(prepared) != len(pairs):
-            raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
-        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+        prepared, lm_poses = samples_and_landmarks(pairs, opt, landmarks, prepared)
 
     with stopwatch(stages, "hypotheses"):
         full_coarse_m = pack([p.moving.coarse for p in prepared], dev)
@@ -121,13 +119,7 @@ def _register_batch(
         T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
         centres = scan_centres(prepared)
         coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-        matcher = coarse_matcher
-        prune, converge = coarse_levels(opt)
-        for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
-            out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-            sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
-            kept = top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
-            pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
+        pair_of, T_fixed_moving = coarse_search(coarse_m, coarse_matcher, pair_of, T_fixed_moving, centres, opt)
 
     fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages)
     with stopwatch(stages, "summary"):
@@ -142,6 +134,61 @@ def _register_batch(
     return results
 
 
+def samples_and_landmarks(
+    pairs: list[tuple[Mesh, Mesh]], opt: RegistrationOptions, landmarks: list, prepared: list[Prepared] | None
+) -> tuple[list[Prepared], list]:
+    """The pairs' samples (`prepared` when given, checked against the pairs, else sampled here)
+    and each pair's landmark pose T_fixed_moving (4,4) (None where it has no landmarks)."""
+    if prepared is None:
+        prepared = prepare_all(pairs, opt)
+    elif len(prepared) != len(pairs):
+        raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
+    return prepared, [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+
+
+def coarse_search(
+    coarse_m: Clouds,
+    matcher: Matcher,
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    centres,
+    opt: RegistrationOptions,
+    choices: Choices = PER_PAIR,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarse level: items (pair_of (N,), starting poses T_fixed_moving (N,4,4)) of every pair
+    in one batch against `matcher`'s fixed coarse clouds; a short round prunes the hopeless ones
+    (keep_after_prune distinct per pair), the survivors converge (keep_after_coarse kept). Returns
+    the kept items' pair_of and poses. `centres`/`choices`: see `finals.mid_and_fine`."""
+    prune, converge = coarse_levels(opt)
+    for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
+        out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
+        sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
+        kept = choices.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+        pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
+    return pair_of, T_fixed_moving
+
+
+def feature_poses(
+    coarse_m: Clouds, coarse_f: Clouds, opt: RegistrationOptions, fpfh_of: Callable, ransac: Callable
+) -> Any:
+    """FPFH + RANSAC starting poses of every pair from its coarse clouds, with the search's settings
+    (descriptor radius, inlier band 1.5 and shortest triplet edge 4 coarse voxels): `fpfh_of` and
+    `ransac` are `features.fpfh` and `hypotheses.ransac_hypotheses` here, their batched versions
+    in `batched.engine`; what `ransac` returns."""
+    radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
+    return ransac(
+        coarse_m,
+        coarse_f,
+        fpfh_of(coarse_m, radius, backend=opt.runtime.knn_backend),
+        fpfh_of(coarse_f, radius, backend=opt.runtime.knn_backend),
+        opt.hypotheses.ransac_trials,
+        opt.hypotheses.fpfh_hypotheses,
+        inlier_mm=1.5 * opt.sampling.coarse_voxel,
+        min_edge_mm=4 * opt.sampling.coarse_voxel,
+        seed=opt.runtime.seed,
+    )
+
+
 def _hypotheses(
     prepared: list[Prepared], coarse_m: Clouds, coarse_matcher: Matcher, lm_poses: list, opt: RegistrationOptions
 ) -> list[np.ndarray]:
@@ -151,20 +198,7 @@ def _hypotheses(
     empty = [np.zeros((0, 4, 4)) for _ in prepared]
     ransac, axes = empty, empty
     if opt.hypotheses.fpfh_hypotheses > 0:
-        radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
-        feat_m = fpfh(coarse_m, radius, backend=opt.runtime.knn_backend)
-        feat_f = fpfh(coarse_f, radius, backend=opt.runtime.knn_backend)
-        ransac = hyp.ransac_hypotheses(
-            coarse_m,
-            coarse_f,
-            feat_m,
-            feat_f,
-            opt.hypotheses.ransac_trials,
-            opt.hypotheses.fpfh_hypotheses,
-            inlier_mm=1.5 * opt.sampling.coarse_voxel,
-            min_edge_mm=4 * opt.sampling.coarse_voxel,
-            seed=opt.runtime.seed,
-        )
+        ransac = feature_poses(coarse_m, coarse_f, opt, fpfh, hyp.ransac_hypotheses)
     if opt.hypotheses.axis_hypotheses > 0:
         guesses = [
             hyp.axis_hypotheses(
@@ -197,25 +231,45 @@ def _prescreen(
     hundreds of (rotation, anchor) guesses cost one tree query each, not an ICP run. A first
     pass on a quarter of the samples drops the clearly wrong four fifths (half the queries)."""
     dev = matcher.fixed.points.device
+    pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
+    T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
+    pair_of, T_fixed_moving, kept = prescreen_items(
+        prepared, matcher, pair_of, T_fixed_moving, scan_centres(prepared), opt
+    )
+    by_pair = pair_of[kept].cpu().numpy()
+    kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()
+    return [kept_fixed_moving[by_pair == i] for i in range(len(poses_fixed_moving))]
+
+
+def prescreen_items(
+    prepared: list[Prepared],
+    matcher: Matcher,
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    centres,
+    opt: RegistrationOptions,
+    choices: Choices = PER_PAIR,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_prescreen`'s scoring over items (pair_of (N,), guesses T_fixed_moving (N,4,4)), the same
+    number of guesses for every pair: the survivors of the quick pass (pair_of, poses) and which
+    of them are kept (items grouped by pair, best first). `centres`/`choices`: see
+    `finals.mid_and_fine`."""
     few = pack(
         [
             subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed))
             for p in prepared
         ],
-        dev,
+        matcher.fixed.points.device,
     )
-    pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
-    T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
     level = prescreen_level(opt)
     q = max(8, opt.hypotheses.prescreen_points // 4)
     quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
     sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    survivors = top_per_pair(
-        pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, len(T_fixed_moving) // (5 * len(poses_fixed_moving)))
+    n = len(prepared)
+    survivors = choices.top_per_pair(
+        pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, len(T_fixed_moving) // (5 * n)), n
     )
     pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
     sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    kept = top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, scan_centres(prepared))
-    by_pair = pair_of[kept].cpu().numpy()
-    kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()
-    return [kept_fixed_moving[by_pair == i] for i in range(len(poses_fixed_moving))]
+    kept = choices.top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, centres)
+    return pair_of, T_fixed_moving, kept

@@ -4,6 +4,7 @@ search around doubtful answers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,21 +18,22 @@ from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared, scan_centres
 from occlutrace_compute.registration.result import RegistrationResult
 from occlutrace_compute.registration.schedule import fine_level, mid_level
-from occlutrace_compute.registration.selection import fine_duels, pick_finalists, top_distinct
+from occlutrace_compute.registration.selection import PER_PAIR, Choices
 from occlutrace_compute.registration.verdict import result
 from occlutrace_compute.timing import stopwatch
 
 
 @dataclass
 class Final:
-    """Fine-level outcome: item `chosen[p]` is pair p's answer; runner-up ratio/angle per pair."""
+    """Fine-level outcome: item `chosen[p]` is pair p's answer; runner-up ratio/angle per pair
+    (numpy arrays from `selection.PER_PAIR`'s choices, tensors from `batched.select.BATCHED`'s)."""
 
     out: IcpOutcome
     scores: Scores
     fine_m: Clouds
-    chosen: np.ndarray
-    ratio: np.ndarray
-    angle: np.ndarray
+    chosen: Any
+    ratio: Any
+    angle: Any
 
     def score_of(self, p: int) -> float:
         return float(self.scores.score[int(self.chosen[p])])
@@ -60,23 +62,27 @@ def mid_and_fine(
     finalists: int = 2,
     margin: float | None = None,
     reach_mm: float | None = None,
+    centres: Any = None,
+    choices: Choices = PER_PAIR,
 ) -> Final:
     """Mid level: the given poses (T_fixed_moving, one per item of `pair_of`) refined and
     ranked, the best `finalists` distinct ones per pair kept. Fine level: the winner at full
     density, with every finalist whose mid score is within `margin` (default: ambiguity_margin)
     of it: under heavy change the true pose and a rival 3-4 deg off score alike at 0.6 mm, while
     over 20k samples and a 0.1 mm inlier band the true one wins. `reach_mm`: first
-    correspondence cut of the mid level (default 1.5 coarse voxels)."""
+    correspondence cut of the mid level (default 1.5 coarse voxels). `centres`: the moving
+    centroids in `choices`' kind (default `scan_centres(prepared)`, numpy); `choices`: how items
+    are chosen (per pair in numpy, or `batched.select.BATCHED` as batched tensor ops)."""
     with stopwatch(stages, "mid"):
-        centres = scan_centres(prepared)
+        centres = scan_centres(prepared) if centres is None else centres
         mid_m = pack([p.moving.mid for p in prepared], dev)
         mid_f = pack([p.fixed.mid for p in prepared], dev)
         matcher = Matcher(mid_f, opt.runtime.knn_backend)
         mid = mid_level(opt, reach_mm)
         out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
         sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
-        ranked = top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-        items, ratio, angle = pick_finalists(
+        ranked = choices.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
+        items, ratio, angle = choices.pick_finalists(
             pair_of,
             ranked,
             out.T_fixed_moving,
@@ -93,7 +99,7 @@ def mid_and_fine(
         fine = fine_level(opt)
         out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
         sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
-        chosen = fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
+        chosen, ratio, angle = choices.fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
     return Final(out, sc, fine_m, chosen, ratio, angle)
 
 

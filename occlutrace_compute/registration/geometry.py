@@ -1,5 +1,5 @@
-"""Small geometry shared by the pair and bite engines: the angle between two poses' rotations and
-an arch scan's occlusal direction."""
+"""Small geometry shared by the pair and bite engines: the angle between two poses' rotations, how
+far two poses put the same points apart, and an arch scan's occlusal direction."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ def rotation_angle_deg(T_a: np.ndarray, T_b: np.ndarray) -> float:
     same frames), from the trace of R_a^T R_b (clipped against rounding)."""
     R = T_a[:3, :3].T @ T_b[:3, :3]
     return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
+
+
+def pose_offsets(T_a: np.ndarray, T_b: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(n,3) where pose T_a (4,4) puts each of `points` (n,3) less where T_b puts it (same frames):
+    one product with the difference of the poses, not two moved copies. O(n) time and memory."""
+    return points @ (T_a[:3, :3] - T_b[:3, :3]).T + (T_a[:3, 3] - T_b[:3, 3])
 
 
 def occlusal_direction(

@@ -22,12 +22,18 @@ from occlutrace_compute.registration.geometry import occlusal_direction, rotatio
 def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """Least-squares rigid transforms T_dst_src (...,4,4) taking src (...,N,3) onto dst (...,N,3)."""
     cs, cd = src.mean(-2, keepdim=True), dst.mean(-2, keepdim=True)
-    H = (src - cs).transpose(-1, -2) @ (dst - cd)
+    return rigid_from_covariance((src - cs).transpose(-1, -2) @ (dst - cd), cs, cd)
+
+
+def rigid_from_covariance(H: torch.Tensor, cs: torch.Tensor, cd: torch.Tensor) -> torch.Tensor:
+    """T_dst_src (...,4,4) from the cross-covariance H (...,3,3) of centred src and dst rows and
+    their centroids cs, cd (...,1,3): the Kabsch rotation (no reflection) and the shift that
+    takes cs onto cd (`kabsch`, `batched.ransac.weighted_kabsch`)."""
     U, _, Vt = torch.linalg.svd(H)
     d = torch.sign(torch.linalg.det(Vt.transpose(-1, -2) @ U.transpose(-1, -2)))
     D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
     R = Vt.transpose(-1, -2) @ D @ U.transpose(-1, -2)
-    T = torch.zeros(*src.shape[:-2], 4, 4, dtype=src.dtype, device=src.device)
+    T = torch.zeros(*H.shape[:-2], 4, 4, dtype=H.dtype, device=H.device)
     T[..., :3, :3] = R
     T[..., :3, 3] = cd[..., 0, :] - (R @ cs[..., 0, :, None])[..., 0]
     T[..., 3, 3] = 1
@@ -153,27 +159,15 @@ def ransac_hypotheses(
     b = moving.points.shape[0]
     dev = moving.points.device
     fwd, back = mutual_nearest(feat_m, feat_f, moving.mask, fixed.mask)
-    bi = torch.arange(b, device=dev)[:, None]
-    has_feat = (feat_m.abs().sum(-1) > 0) & moving.mask
-    mutual = has_feat & (back[bi, fwd] == torch.arange(fwd.shape[1], device=dev)[None])
-    use = torch.where((mutual.sum(1, keepdim=True) >= 30), mutual, has_feat)
-    src_all, dst_all = moving.points, fixed.points[bi, fwd]
+    use, src_all, dst_all = feature_matches(moving, fixed, feat_m, fwd, back)
     # One generator per pair, so a pair draws the same triplets alone or inside any batch.
     pick = torch.stack([_draw(use[i], 3 * trials, torch.Generator(device=dev).manual_seed(seed)) for i in range(b)])
-    pick = pick.view(b, trials, 3)
-    s = src_all[bi[..., None], pick]  # (B,M,3,3)
-    d = dst_all[bi[..., None], pick]
-    ok = _consistent(
-        s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm, normal_tol
+    triplets = triplet_poses(
+        moving, fixed, fwd, dst_all, use, pick.view(b, trials, 3), inlier_mm, min_edge_mm, normal_tol, max_eval
     )
-    n_eval = min(max_eval, int(ok.sum(1).max()))
-    if n_eval == 0:
+    if triplets is None:
         return [np.zeros((0, 4, 4)) for _ in range(b)]
-    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
-    T_fixed_moving = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4): moving samples onto their fixed matches
-    oke = ok[bi, order]
-    counts = _inlier_counts(T_fixed_moving, src_all, dst_all, use, inlier_mm)
-    counts = torch.where(oke, counts, torch.zeros_like(counts))
+    T_fixed_moving, counts = triplets
     out = []
     for p in range(b):
         c = counts[p].cpu().numpy()
@@ -192,6 +186,54 @@ def ransac_hypotheses(
                     chosen.append(refitted)
         out.append(np.stack(chosen) if chosen else np.zeros((0, 4, 4)))
     return out
+
+
+def feature_matches(
+    moving: Clouds, fixed: Clouds, feat_m: torch.Tensor, fwd: torch.Tensor, back: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The correspondences triplets are drawn from: which moving samples to use (B,P) (the
+    mutual nearest descriptor matches where a pair has at least 30, else every sample with a
+    descriptor), the moving samples (B,P,3) and their matches on the fixed cloud (B,P,3), from
+    `fwd` (B,P) / `back` (B,R), the nearest descriptor indices each way."""
+    dev = moving.points.device
+    bi = torch.arange(moving.points.shape[0], device=dev)[:, None]
+    has_feat = (feat_m.abs().sum(-1) > 0) & moving.mask
+    mutual = has_feat & (back[bi, fwd] == torch.arange(fwd.shape[1], device=dev)[None])
+    use = torch.where((mutual.sum(1, keepdim=True) >= 30), mutual, has_feat)
+    return use, moving.points, fixed.points[bi, fwd]
+
+
+def triplet_poses(
+    moving: Clouds,
+    fixed: Clouds,
+    fwd: torch.Tensor,
+    dst_all: torch.Tensor,
+    use: torch.Tensor,
+    pick: torch.Tensor,
+    inlier_mm: float,
+    min_edge_mm: float,
+    normal_tol: float,
+    max_eval: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The poses of drawn triplets (`pick` (B,M,3) moving rows, matched by `fwd` to `dst_all`
+    (B,P,3), `feature_matches`') and their
+    inlier counts among the `use` rows: the (at most `max_eval`) consistent triplets first, as
+    T_fixed_moving (B,E,4,4) and counts (B,E) (0 for an inconsistent one); None when no pair has
+    a consistent triplet."""
+    bi = torch.arange(moving.points.shape[0], device=moving.points.device)[:, None]
+    src_all = moving.points
+    s = src_all[bi[..., None], pick]  # (B,M,3,3)
+    d = dst_all[bi[..., None], pick]
+    ok = _consistent(
+        s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm, normal_tol
+    )
+    n_eval = min(max_eval, int(ok.sum(1).max()))
+    if n_eval == 0:
+        return None
+    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
+    T_fixed_moving = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4): moving samples onto their fixed matches
+    counts = _inlier_counts(T_fixed_moving, src_all, dst_all, use, inlier_mm)
+    return T_fixed_moving, torch.where(ok[bi, order], counts, torch.zeros_like(counts))
 
 
 def _inlier_counts(
@@ -260,13 +302,19 @@ def around(
     taken in the MOVING frame (applied on the right: T_fixed_moving @ step_in_moving) as a
     rotation about `centre_moving` (the moving scan's centroid, so rotating does not also swing
     the scan away) with normal angles of sigma `rot_deg` and a shift of sigma `trans_mm` per axis."""
-    rng = np.random.default_rng(seed)
+    R, shift = random_steps(n, rot_deg, trans_mm, seed)
     steps_in_moving = np.tile(np.eye(4), (n + 1, 1, 1))
-    steps_in_moving[1:, :3, :3] = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
-    steps_in_moving[1:, :3, 3] = (
-        centre_moving - steps_in_moving[1:, :3, :3] @ centre_moving + rng.normal(0.0, trans_mm, (n, 3))
-    )
+    steps_in_moving[1:, :3, :3] = R
+    steps_in_moving[1:, :3, 3] = centre_moving - R @ centre_moving + shift
     return T_fixed_moving @ steps_in_moving
+
+
+def random_steps(n: int, rot_deg: float, trans_mm: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`around`'s draws: rotations (n,3,3) of normal rotation vectors (sigma `rot_deg`) and shifts
+    (n,3) (sigma `trans_mm` per axis), from `seed` (`batched.engine.around` takes the same)."""
+    rng = np.random.default_rng(seed)
+    R = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
+    return R, rng.normal(0.0, trans_mm, (n, 3))
 
 
 def landmark_pose(landmarks) -> np.ndarray:

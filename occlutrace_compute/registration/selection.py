@@ -1,6 +1,14 @@
-"""Choosing among scored poses: the best distinct ones per pair, finalists, fine-level duels."""
+"""Choosing among scored poses: the best distinct ones per pair, finalists, fine-level duels.
+
+`PER_PAIR` bundles these functions as the `Choices` the shared stages take (engine.coarse_search,
+engine.prescreen_items, finals.mid_and_fine); `batched.select.BATCHED` bundles the same choices
+made as tensor ops over the whole batch."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,3 +103,33 @@ def fine_duels(
             ratio[p] = max(0.0, s[rival] / s[best]) if s[best] > 0 else 1.0
             angle[p] = rotation_angle_deg(poses[best], poses[rival])
     return chosen
+
+
+def _top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int, n_pairs: int) -> torch.Tensor:
+    return top_per_pair(pair_of, scores, keep)
+
+
+def _fine_duels(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`fine_duels` (same arguments) answering as `Choices.fine_duels` does: (chosen, ratio, angle),
+    ratio and angle being the arrays it was given, updated in place."""
+    return fine_duels(*args), args[3], args[4]
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The choices a stage makes among scored items (pair_of (N,), poses T_fixed_moving (N,4,4),
+    scores (N,)), one implementation for each path. `centres` (n_pairs,3): moving centroids, a numpy
+    array (`PER_PAIR`) or a tensor on the items' device (`batched.select.BATCHED`); ratio and angle
+    come back in the same kind."""
+
+    # (pair_of, T_fixed_moving, scores, keep, centres) -> items grouped by pair, best first
+    top_distinct: Callable[..., torch.Tensor]
+    # (pair_of, scores, keep, n_pairs) -> the keep best items of every pair, in item order
+    top_per_pair: Callable[..., torch.Tensor]
+    # (pair_of, ranked, T_fixed_moving, scores, n_pairs, margin) -> (fine items, ratio, angle)
+    pick_finalists: Callable[..., tuple[torch.Tensor, Any, Any]]
+    # (pair_of, T_fixed_moving, scores, ratio, angle, centres) -> (chosen item per pair, ratio, angle)
+    fine_duels: Callable[..., tuple[Any, Any, Any]]
+
+
+PER_PAIR = Choices(top_distinct, _top_per_pair, pick_finalists, _fine_duels)

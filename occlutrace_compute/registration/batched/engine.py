@@ -8,6 +8,16 @@ sampling each scan and drawing its ICP subsets (`prepare.prepare_all`, `subset`)
 regions (clustered for the whole batch at once: `batched.regions`); on CPU the kd-trees are searched per pair (on a GPU the
 `nn.knn` backends run over the whole batch). Figures: bench/RESULTS.md, issue 16.
 
+One implementation of each stage serves both paths: the coarse level (`engine.coarse_search`),
+the pre-screen's scoring (`engine.prescreen_items`), the FPFH+RANSAC settings
+(`engine.feature_poses`), the mid and fine levels (`finals.mid_and_fine`), the triplet scoring
+(`hypotheses.triplet_poses`) and the verdict's confidence and wording (`verdict`); this module
+passes them `select.BATCHED`, the same choices as `selection.PER_PAIR` made as tensor ops. What
+stays its own: the starting poses as tensors (`axes`, `ransac`: other draws, see below), the
+summaries (`summary`) and the local search (`search_around_doubtful`), each of which loops over
+pairs on the host in the per-pair path. The per-pair path is not this one at batch size 1: its
+RANSAC draws differ (below), and at one pair on CPU this path took ~7 % more CPU time.
+
 Answers: the RANSAC draws come from one shared uniform stream (not `hypotheses._draw`'s per-pair
 `randint`), so starting poses differ from `registration.engine`'s; final matrices agree within
 0.1 um on the test cases (tests/test_batch_flat.py).
@@ -19,11 +29,9 @@ import gc
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.nn.threads import cpu_threads
@@ -32,20 +40,20 @@ from occlutrace_compute.registration.batch import Clouds, pack
 from occlutrace_compute.registration.batched import axes, select
 from occlutrace_compute.registration.batched.fpfh import fpfh
 from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
+from occlutrace_compute.registration.batched.select import BATCHED
 from occlutrace_compute.registration.batched.summary import summarize
-from occlutrace_compute.registration.engine import resolve_device
-from occlutrace_compute.registration.icp import IcpOutcome, Scores, refine, score
-from occlutrace_compute.registration.levels import subset
+from occlutrace_compute.registration.engine import (
+    coarse_search,
+    feature_poses,
+    prescreen_items,
+    resolve_device,
+    samples_and_landmarks,
+)
+from occlutrace_compute.registration.finals import Final, mid_and_fine
 from occlutrace_compute.registration.matcher import Matcher
 from occlutrace_compute.registration.options import RegistrationOptions
-from occlutrace_compute.registration.prepare import Prepared, prepare_all
+from occlutrace_compute.registration.prepare import Prepared
 from occlutrace_compute.registration.result import RegistrationResult
-from occlutrace_compute.registration.schedule import (
-    coarse_levels,
-    fine_level,
-    mid_level,
-    prescreen_level,
-)
 from occlutrace_compute.timing import stopwatch
 
 
@@ -97,11 +105,7 @@ def _register_batch(
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     with stopwatch(stages, "sampling"):
-        if prepared is None:
-            prepared = prepare_all(pairs, opt)
-        elif len(prepared) != len(pairs):
-            raise ValueError(f"{len(prepared)} prepared pairs for {len(pairs)} pairs")
-        lm_poses = [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
+        prepared, lm_poses = samples_and_landmarks(pairs, opt, landmarks, prepared)
     b = len(prepared)
 
     with stopwatch(stages, "hypotheses"):
@@ -120,14 +124,9 @@ def _register_batch(
         T_fixed_moving = T_start[real]
         coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
         matcher = Matcher(coarse_f, opt.runtime.knn_backend)
-        prune, converge = coarse_levels(opt)
-        for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
-            out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-            sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
-            kept = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
-            pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
+        pair_of, T_fixed_moving = coarse_search(coarse_m, matcher, pair_of, T_fixed_moving, centres, opt, BATCHED)
 
-    fin = mid_and_fine(prepared, centres, pair_of, T_fixed_moving, opt, dev, stages)
+    fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages, centres=centres, choices=BATCHED)
     with stopwatch(stages, "summary"):
         results = summarize(prepared, fin.chosen, fin.out, fin.scores, fin.fine_m, opt, fin.ratio, fin.angle, n_hyp)
     with stopwatch(stages, "local search"):
@@ -159,22 +158,7 @@ def _hypotheses(
     b, dev, dt = len(prepared), coarse_m.points.device, coarse_m.points.dtype
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
     if opt.hypotheses.fpfh_hypotheses > 0:
-        radius = opt.hypotheses.fpfh_radius_factor * opt.sampling.coarse_voxel
-        feat_m = fpfh(coarse_m, radius, backend=opt.runtime.knn_backend)
-        feat_f = fpfh(coarse_f, radius, backend=opt.runtime.knn_backend)
-        parts.append(
-            ransac_hypotheses(
-                coarse_m,
-                coarse_f,
-                feat_m,
-                feat_f,
-                opt.hypotheses.ransac_trials,
-                opt.hypotheses.fpfh_hypotheses,
-                inlier_mm=1.5 * opt.sampling.coarse_voxel,
-                min_edge_mm=4 * opt.sampling.coarse_voxel,
-                seed=opt.runtime.seed,
-            )
-        )
+        parts.append(feature_poses(coarse_m, coarse_f, opt, fpfh, ransac_hypotheses))
     if opt.hypotheses.axis_hypotheses > 0:
         guesses = axes.axis_hypotheses(coarse_m, coarse_f, opt.hypotheses.pca_angles, opt.hypotheses.anchors)
         parts.append(_prescreen(prepared, coarse_f, centres, guesses, opt))
@@ -205,94 +189,21 @@ def _prescreen(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`engine._prescreen` over the (B,G,4,4) guesses: the `axis_hypotheses` best distinct per
     pair, (B,axis_hypotheses,4,4) and which are real."""
-    dev = coarse_f.points.device
     b, g = guesses.shape[:2]
-    few = pack(
-        [
-            subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed))
-            for p in prepared
-        ],
-        dev,
-    )
-    pair_of = torch.arange(b, device=dev).repeat_interleave(g)
-    T_fixed_moving = guesses.reshape(b * g, 4, 4)
+    pair_of = torch.arange(b, device=coarse_f.points.device).repeat_interleave(g)
     matcher = Matcher(coarse_f, opt.runtime.knn_backend)
-    level = prescreen_level(opt)
-    q = max(8, opt.hypotheses.prescreen_points // 4)
-    quick = Clouds(few.points[:, :q], few.normals[:, :q], few.lengths.clamp(max=q))
-    sc = score(quick.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    survivors = select.top_per_pair(pair_of, sc.score, max(4 * opt.hypotheses.axis_hypotheses, (b * g) // (5 * b)), b)
-    pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
-    sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    kept = select.top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, centres)
+    pair_of, T_fixed_moving, kept = prescreen_items(
+        prepared, matcher, pair_of, guesses.reshape(b * g, 4, 4), centres, opt, BATCHED
+    )
     slot, real = to_slots(pair_of, kept, b, opt.hypotheses.axis_hypotheses)
     return T_fixed_moving[slot], real
-
-
-@dataclass
-class Final:
-    """Fine-level outcome: item `chosen[p]` is pair p's answer; runner-up ratio/angle per pair (B,)."""
-
-    out: IcpOutcome
-    scores: Scores
-    fine_m: Clouds
-    chosen: torch.Tensor
-    ratio: torch.Tensor
-    angle: torch.Tensor
-
-
-def mid_and_fine(
-    prepared: list[Prepared],
-    centres: torch.Tensor,
-    pair_of: torch.Tensor,
-    T_fixed_moving: torch.Tensor,
-    opt: RegistrationOptions,
-    dev: torch.device,
-    stages: dict[str, float],
-    finalists: int = 2,
-    margin: float | None = None,
-    reach_mm: float | None = None,
-) -> Final:
-    """`finals.mid_and_fine` with the batched choices."""
-    with stopwatch(stages, "mid"):
-        mid_m = pack([p.moving.mid for p in prepared], dev)
-        matcher = Matcher(pack([p.fixed.mid for p in prepared], dev), opt.runtime.knn_backend)
-        mid = mid_level(opt, reach_mm)
-        out = refine(mid_m.index(pair_of), pair_of, T_fixed_moving, matcher, mid)
-        sc = score(mid_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, mid, track=True)
-        ranked = select.top_distinct(pair_of, out.T_fixed_moving, sc.score, finalists, centres)
-        items, ratio, angle = select.pick_finalists(
-            pair_of,
-            ranked,
-            out.T_fixed_moving,
-            sc.score,
-            len(prepared),
-            opt.verdict.ambiguity_margin if margin is None else margin,
-        )
-
-    with stopwatch(stages, "fine"):
-        pair_of = pair_of[items]
-        fine_m = pack([p.moving.fine for p in prepared], dev).index(pair_of)
-        matcher = Matcher(pack([p.fixed.fine for p in prepared], dev), opt.runtime.knn_backend)
-        fine = fine_level(opt)
-        out = refine(fine_m, pair_of, out.T_fixed_moving[items], matcher, fine)
-        sc = score(fine_m, pair_of, out.T_fixed_moving, matcher, fine, track=True)
-        chosen, ratio, angle = select.fine_duels(pair_of, out.T_fixed_moving, sc.score, ratio, angle, centres)
-    return Final(out, sc, fine_m, chosen, ratio, angle)
-
-
-def _steps(n: int, rot_deg: float, trans_mm: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`hypotheses.around`'s random steps (the same draws): rotations (n,3,3) and shifts (n,3)."""
-    rng = np.random.default_rng(seed)
-    R = Rotation.from_rotvec(rng.normal(0.0, np.radians(rot_deg), (n, 3))).as_matrix()
-    return R, rng.normal(0.0, trans_mm, (n, 3))
 
 
 def around(
     T_fixed_moving: torch.Tensor, centres: torch.Tensor, n: int, rot_deg: float, trans_mm: float, seed: int
 ) -> torch.Tensor:
     """`hypotheses.around` for K poses at once: (K, n+1, 4, 4), the pose then n steps about each centre."""
-    R_np, shift_np = _steps(n, rot_deg, trans_mm, seed)
+    R_np, shift_np = hyp.random_steps(n, rot_deg, trans_mm, seed)
     k, dev, dt = T_fixed_moving.shape[0], T_fixed_moving.device, T_fixed_moving.dtype
     R, shift = torch.from_numpy(R_np).to(dev, dt), torch.from_numpy(shift_np).to(dev, dt)
     steps = torch.eye(4, dtype=dt, device=dev).repeat(k, n + 1, 1, 1)
@@ -332,7 +243,6 @@ def search_around_doubtful(
         pair_of = torch.arange(len(todo), device=dev).repeat_interleave(starts.shape[1])
         found = mid_and_fine(
             sub,
-            c,
             pair_of,
             starts.reshape(-1, 4, 4),
             opt,
@@ -341,6 +251,8 @@ def search_around_doubtful(
             finalists=4,
             margin=1.0,
             reach_mm=2 * opt.local_search.step_mm,
+            centres=c,
+            choices=BATCHED,
         )
         old, new = best[idx], found.scores.score[found.chosen]
         T_new = found.out.T_fixed_moving[found.chosen]

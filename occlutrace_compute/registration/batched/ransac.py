@@ -17,11 +17,7 @@ import torch
 
 from occlutrace_compute.registration.batch import Clouds
 from occlutrace_compute.registration.batched.select import greedy_distinct
-from occlutrace_compute.registration.hypotheses import (
-    _consistent,
-    _inlier_counts,
-    kabsch,
-)
+from occlutrace_compute.registration.hypotheses import feature_matches, rigid_from_covariance, triplet_poses
 
 
 def mutual_nearest(
@@ -72,16 +68,7 @@ def weighted_kabsch(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor) -> to
     wsum = w.sum(-1, keepdim=True).clamp_min(1e-300)[..., None]
     cs = (src * w[..., None]).sum(-2, keepdim=True) / wsum
     cd = (dst * w[..., None]).sum(-2, keepdim=True) / wsum
-    H = ((src - cs) * w[..., None]).transpose(-1, -2) @ (dst - cd)
-    U, _, Vt = torch.linalg.svd(H)
-    d = torch.sign(torch.linalg.det(Vt.transpose(-1, -2) @ U.transpose(-1, -2)))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = Vt.transpose(-1, -2) @ D @ U.transpose(-1, -2)
-    T = torch.zeros(*src.shape[:-2], 4, 4, dtype=src.dtype, device=src.device)
-    T[..., :3, :3] = R
-    T[..., :3, 3] = cd[..., 0, :] - (R @ cs[..., 0, :, None])[..., 0]
-    T[..., 3, 3] = 1
-    return T
+    return rigid_from_covariance(((src - cs) * w[..., None]).transpose(-1, -2) @ (dst - cd), cs, cd)
 
 
 def ransac_hypotheses(
@@ -102,25 +89,17 @@ def ransac_hypotheses(
     in the order `hypotheses.ransac_hypotheses` would list them."""
     b = moving.points.shape[0]
     dev, dt = moving.points.device, moving.points.dtype
+    none = torch.zeros(b, 0, 4, 4, dtype=dt, device=dev), torch.zeros(b, 0, dtype=torch.bool, device=dev)
+    if keep == 0:
+        return none
     fwd, back = mutual_nearest(feat_m, feat_f, moving.mask, fixed.mask)
     bi = torch.arange(b, device=dev)[:, None]
-    has_feat = (feat_m.abs().sum(-1) > 0) & moving.mask
-    mutual = has_feat & (back[bi, fwd] == torch.arange(fwd.shape[1], device=dev)[None])
-    use = torch.where((mutual.sum(1, keepdim=True) >= 30), mutual, has_feat)
-    src_all, dst_all = moving.points, fixed.points[bi, fwd]
+    use, src_all, dst_all = feature_matches(moving, fixed, feat_m, fwd, back)
     pick = draw(use, 3 * trials, seed).view(b, trials, 3)
-    s = src_all[bi[..., None], pick]  # (B,M,3,3)
-    d = dst_all[bi[..., None], pick]
-    ok = _consistent(
-        s, d, moving.normals[bi[..., None], pick], fixed.normals[bi, fwd][bi[..., None], pick], min_edge_mm, normal_tol
-    )
-    n_eval = min(max_eval, int(ok.sum(1).max()))
-    if n_eval == 0 or keep == 0:
-        return torch.zeros(b, 0, 4, 4, dtype=dt, device=dev), torch.zeros(b, 0, dtype=torch.bool, device=dev)
-    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :n_eval]  # consistent triplets first
-    T_fixed_moving = kabsch(s[bi, order], d[bi, order])  # (B,E,4,4)
-    counts = _inlier_counts(T_fixed_moving, src_all, dst_all, use, inlier_mm)
-    counts = torch.where(ok[bi, order], counts, torch.zeros_like(counts))
+    triplets = triplet_poses(moving, fixed, fwd, dst_all, use, pick, inlier_mm, min_edge_mm, normal_tol, max_eval)
+    if triplets is None:
+        return none
+    T_fixed_moving, counts = triplets  # (B,E,4,4), (B,E)
     by_count = torch.sort(-counts, dim=1, stable=True).indices  # best first, ties in triplet order
     T_sorted = T_fixed_moving[bi, by_count]
     centre = (src_all * moving.mask[..., None]).sum(1) / moving.lengths.clamp_min(1)[:, None].to(dt)

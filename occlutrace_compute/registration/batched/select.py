@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from occlutrace_compute.registration.selection import Choices
+
 
 def rotation_angle_deg(T_a: torch.Tensor, T_b: torch.Tensor) -> torch.Tensor:
     """(...) angle in degrees between the rotations of poses (...,4,4) (trace of R_a^T R_b, clipped)."""
@@ -153,3 +155,6 @@ def fine_duels(
     ratio = torch.where(duel, torch.where(has_rival, r, zero), ratio)
     angle = torch.where(duel, torch.where(has_rival, a, zero), angle)
     return chosen, ratio, angle
+
+
+BATCHED = Choices(top_distinct, top_per_pair, pick_finalists, fine_duels)

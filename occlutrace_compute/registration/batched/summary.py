@@ -18,6 +18,7 @@ from occlutrace_compute.registration.icp import IcpOutcome, Scores
 from occlutrace_compute.registration.options import RegistrationOptions
 from occlutrace_compute.registration.prepare import Prepared
 from occlutrace_compute.registration.result import ChangedRegion, RegistrationResult
+from occlutrace_compute.registration.verdict import confidence_of, written
 
 _COLUMNS = ("length", "fitness", "rmse", "iterations", "converged", "confidence", "degeneracy", "ratio", "angle")
 
@@ -59,11 +60,7 @@ def summarize(
     scale[:, :3] = 1 / radius[:, None]
     ev = torch.linalg.eigvalsh(scale[:, :, None] * out.hessian[items] * scale[:, None, :])
     degeneracy = torch.where(ev[:, -1] > 0, ev[:, 0] / ev[:, -1], torch.zeros_like(ev[:, 0]))
-    confidence = (
-        ((1 - ratio) / (2 * opt.verdict.ambiguity_margin)).clamp_max(1.0)
-        * (fitness / (2 * opt.verdict.min_fitness)).clamp_max(1.0)
-        * (degeneracy / 1e-2).clamp_max(1.0)
-    )
+    confidence = confidence_of(ratio, fitness, degeneracy, opt)
     table = (
         torch.stack(
             [
@@ -112,33 +109,20 @@ def _write(
     regions: list[ChangedRegion],
     n_hyp: int,
 ) -> RegistrationResult:
-    """One pair's result from its fetched values (`verdict.result`'s wording)."""
-    outliers = outliers[: int(row["length"])]
-    ratio, angle, fitness, confidence = row["ratio"], row["angle"], row["fitness"], row["confidence"]
-    reasons = []
-    if ratio > 1 - opt.verdict.ambiguity_margin:
-        reasons.append(f"a distinct pose {angle:.0f} deg away fits almost as well (score ratio {ratio:.2f})")
-    if fitness < opt.verdict.min_fitness:
-        reasons.append(f"low overlap: only {fitness:.0%} of the moving scan matches the fixed scan")
-    if row["degeneracy"] < 1e-3:
-        reasons.append("geometry does not constrain every direction (flat, symmetric or featureless surface)")
-    if not reasons and confidence < opt.verdict.min_confidence:
-        reasons.append(
-            f"low confidence {confidence:.2f}: partial overlap ({fitness:.0%} matched) "
-            f"with a rival pose at score ratio {ratio:.2f}"
-        )
-    return RegistrationResult(
+    """One pair's result from its fetched values (`verdict.written`, as `verdict.result` writes it)."""
+    return written(
+        prep,
+        opt,
         T_fixed_moving=T_fixed_moving,
         rmse_mm=row["rmse"],
-        fitness=fitness,
-        iterations=int(row["iterations"]),
-        converged=bool(row["converged"]),
-        confidence=confidence,
-        doubtful=bool(reasons),
-        reason="; ".join(reasons),
-        runner_up_score_ratio=ratio,
-        hypotheses=n_hyp,
-        moving_samples=prep.moving.fine.points,
-        outlier_mask=outliers,
-        changed_regions=regions,
+        fitness=row["fitness"],
+        iterations=row["iterations"],
+        converged=row["converged"],
+        degeneracy=row["degeneracy"],
+        confidence=row["confidence"],
+        runner_ratio=row["ratio"],
+        runner_angle=row["angle"],
+        n_hyp=n_hyp,
+        outliers=outliers[: int(row["length"])],
+        regions=regions,
     )
