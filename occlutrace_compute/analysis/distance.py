@@ -55,7 +55,7 @@ from occlutrace_compute.analysis.triangles import (
     feature_normal,
     mesh_features,
     on_boundary,
-    sq_distance_to_triangles,
+    sq_distance_columns,
 )
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
@@ -256,7 +256,10 @@ class SurfaceIndex:
         # 1e-4 um per mm from the centre, so it can only swap near-tied triangles); the winner's
         # distance, closest point and sign are recomputed in float64.
         self._center = mesh.vertices.mean(axis=0)
-        self._corners = (mesh.vertices - self._center).astype(np.float32)[mesh.faces]
+        # As 9 contiguous columns (x, y, z of corners a, b, c): numpy's arithmetic on gathered
+        # contiguous columns runs about twice as fast as on the strided columns of (M, 3, 3) rows.
+        v32 = np.ascontiguousarray((mesh.vertices - self._center).astype(np.float32).T)
+        self._corner_columns = tuple(v32[axis][mesh.faces[:, corner]] for corner in range(3) for axis in range(3))
 
     @functools.cached_property
     def features(self) -> MeshFeatures:
@@ -368,7 +371,7 @@ class SurfaceIndex:
         # cutoff is among the candidates. Decided from the tree's answer, not from arithmetic.
         complete = ~found[:, -1]
         cand = self._proxy_face[idx]  # -1 where no neighbour (the padding entry)
-        p32 = (p - self._center).astype(np.float32)
+        p32 = np.ascontiguousarray((p - self._center).astype(np.float32).T)  # (3, N) columns
         # A candidate whose proxy is farther than the best so far (or the cutoff, padded like
         # reach) plus its own cover radius cannot beat it or be within the cutoff; a missing
         # neighbour's bound is inf.
@@ -376,13 +379,13 @@ class SurfaceIndex:
         if done == 0:
             # The nearest candidate's exact distance bounds the answer from above.
             first = np.flatnonzero(found[:, 0])
-            best_sq[first] = self._sq_to_faces(p32[first], cand[first, 0])
+            best_sq[first] = self._sq_to_faces(p32[:, first], cand[first, 0])
             best_face[first] = cand[first, 0]
             near[:, 0] = np.inf
         worth = (near <= np.sqrt(best_sq)[:, None]) & (near <= limit * (1.0 + 1e-9) + 1e-12)
         rr, cc = np.nonzero(worth)
         d2 = np.full(worth.shape, np.inf)
-        d2[rr, cc] = self._sq_to_faces(p32[rr], cand[rr, cc])
+        d2[rr, cc] = self._sq_to_faces(p32[:, rr], cand[rr, cc])
         arg = np.argmin(d2, axis=1)
         row = np.arange(len(p))
         better = d2[row, arg] < best_sq  # ties keep the nearer-ranked candidate
@@ -409,7 +412,9 @@ class SurfaceIndex:
         return np.minimum(size, self._n_proxies).astype(np.int64)
 
     def _sq_to_faces(self, p32: np.ndarray, faces: np.ndarray) -> np.ndarray:
-        return sq_distance_to_triangles(p32, self._corners[faces])
+        """Squared float32 distances of points p32 (3, P columns, around the centre) to faces (P,)."""
+        c = [col[faces] for col in self._corner_columns]
+        return sq_distance_columns((p32[0], p32[1], p32[2]), (c[0], c[1], c[2]), (c[3], c[4], c[5]), (c[6], c[7], c[8]))
 
     def _finish(self, pts: np.ndarray, sq: np.ndarray, face: np.ndarray, limit: float) -> SurfaceDistance:
         n = len(pts)
