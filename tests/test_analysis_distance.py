@@ -197,6 +197,20 @@ def test_float32_scoring_has_the_bits_of_closest_on_triangles():
     assert got.dtype == np.float32 and np.array_equal(got, want)
 
 
+def test_index_scores_on_corner_columns_with_the_bits_of_the_row_kernel():
+    # SurfaceIndex scores candidates from per-axis corner columns: the same float32 arithmetic
+    # as sq_distance_to_triangles on (P, 3, 3) rows, bit for bit (degenerate faces too).
+    mesh = _uneven(3)
+    index = SurfaceIndex(mesh)
+    rng = np.random.default_rng(17)
+    faces = rng.integers(0, mesh.n_faces, 4000)
+    p32 = rng.normal(0, 3, (4000, 3)).astype(np.float32)
+    corners = (mesh.vertices - index._center).astype(np.float32)[mesh.faces[faces]]
+    want = sq_distance_to_triangles(p32, corners)
+    got = index._sq_to_faces(np.ascontiguousarray(p32.T), faces)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
 def test_mesh_features_topology_and_pseudo_normals_match_a_plain_loop():
     mesh = height_field(bumpy, 2.0, 6)
     rng = np.random.default_rng(10)

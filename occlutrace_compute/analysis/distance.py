@@ -165,8 +165,8 @@ def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
     percentile of the radii and grows by 15 % while the proxies would exceed the budget
     (4 per triangle + 4096); after 64 rounds every triangle is whole. Time O(M) per round,
     memory O(M) plus _GRID_CHUNK sub-triangles at a time."""
-    vt = np.ascontiguousarray(vertices.T)
-    a, b, c = ((vt[0][faces[:, k]], vt[1][faces[:, k]], vt[2][faces[:, k]]) for k in range(3))
+    vt, ft = np.ascontiguousarray(vertices.T), np.ascontiguousarray(faces.T)  # columns: contiguous gathers
+    a, b, c = ((vt[0][ft[k]], vt[1][ft[k]], vt[2][ft[k]]) for k in range(3))
     centre, radius = _balls(a, b, c)
     n_faces = len(faces)
     budget = 4 * n_faces + 4096
@@ -259,7 +259,8 @@ class SurfaceIndex:
         # As 9 contiguous columns (x, y, z of corners a, b, c): numpy's arithmetic on gathered
         # contiguous columns runs about twice as fast as on the strided columns of (M, 3, 3) rows.
         v32 = np.ascontiguousarray((mesh.vertices - self._center).astype(np.float32).T)
-        self._corner_columns = tuple(v32[axis][mesh.faces[:, corner]] for corner in range(3) for axis in range(3))
+        ft = np.ascontiguousarray(mesh.faces.T)
+        self._corner_columns = tuple(v32[axis][ft[corner]] for corner in range(3) for axis in range(3))
 
     @functools.cached_property
     def features(self) -> MeshFeatures:
