@@ -101,37 +101,30 @@ def _sub_triangles(n: int) -> np.ndarray:
     return np.array(up + down, dtype=np.float64) / n
 
 
-def _cross(x: Columns, y: Columns) -> Columns:
-    return x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]
-
-
 def _balls(a: Columns, b: Columns, c: Columns) -> tuple[np.ndarray, np.ndarray]:
     """Centre (P, 3) and cover radius (P,) of triangles (a[i], b[i], c[i]) given as coordinate
     columns: the smallest ball around each (an acute triangle's circumcentre, else the midpoint
     of its longest side; 10-25 % smaller than the centroid's for the right and obtuse triangles of
     a scan). The radius is the largest corner distance from the centre as computed, so the ball
-    holds the whole triangle (it is convex) whatever the rounding of the centre; degenerate
-    triangles (a segment, a point) get their longest side's midpoint, and a centre that is not
-    finite falls back to the centroid."""
-    ab, ac, bc = _sub(b, a), _sub(c, a), _sub(c, b)
-    lab, lac, lbc = _dot3(ab, ab), _dot3(ac, ac), _dot3(bc, bc)
-    n = _cross(ab, ac)
+    holds the whole triangle (it is convex) whatever the rounding of the centre or of the
+    acute/obtuse test; degenerate triangles (a segment, a point) get their longest side's
+    midpoint, and a centre that is not finite falls back to the centroid."""
+    ab, ac = _sub(b, a), _sub(c, a)
+    lab, lac, dot = _dot3(ab, ab), _dot3(ac, ac), _dot3(ab, ac)
+    lbc = lab + lac - 2.0 * dot  # |c - b|^2 (only picks the case: the radius is measured below)
+    # circumcentre = a + s ab + t ac, from the 2 x 2 Gram system of the sides
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        den = 2.0 * _dot3(n, n)
-        across, up = _cross(n, ab), _cross(ac, n)
-        centre = [a[i] + (across[i] * lac + up[i] * lab) / den for i in range(3)]
-    sides = ((lab >= lac + lbc, a, ab), (lac >= lab + lbc, a, ac), (lbc >= lab + lac, b, bc))
-    for longest, start, side in sides:
-        if longest.any():
-            for i in range(3):
-                centre[i][longest] = start[i][longest] + 0.5 * side[i][longest]
-    bad = ~(np.isfinite(centre[0]) & np.isfinite(centre[1]) & np.isfinite(centre[2]))
-    if bad.any():
-        for i in range(3):
-            centre[i][bad] = (a[i][bad] + b[i][bad] + c[i][bad]) / 3.0
-    cols = (centre[0], centre[1], centre[2])
-    radius = np.sqrt(np.maximum.reduce([_dot3(d, d) for d in (_sub(a, cols), _sub(b, cols), _sub(c, cols))]))
-    return np.stack(cols, axis=1), radius
+        den = 2.0 * (lab * lac - dot * dot)
+        s = lac * (lab - dot) / den
+        t = lab * (lac - dot) / den
+    at_bc, at_ca, at_ab = lbc >= lab + lac, lac >= lab + lbc, lab >= lac + lbc  # >= 90 degrees
+    s = np.where(at_bc, 0.5, np.where(at_ca, 0.0, np.where(at_ab, 0.5, s)))
+    t = np.where(at_bc, 0.5, np.where(at_ca, 0.5, np.where(at_ab, 0.0, t)))
+    bad = ~(np.isfinite(s) & np.isfinite(t))
+    s, t = np.where(bad, 1.0 / 3.0, s), np.where(bad, 1.0 / 3.0, t)
+    centre = (a[0] + s * ab[0] + t * ac[0], a[1] + s * ab[1] + t * ac[1], a[2] + s * ab[2] + t * ac[2])
+    radius = np.sqrt(np.maximum.reduce([_dot3(d, d) for d in (_sub(a, centre), _sub(b, centre), _sub(c, centre))]))
+    return np.stack(centre, axis=1), radius
 
 
 def _halves(a: Columns, b: Columns, c: Columns) -> tuple[Columns, Columns, Columns]:
