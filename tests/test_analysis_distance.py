@@ -306,14 +306,14 @@ def _rounding_cutoffs(rho: float, lo: float = 0.05, hi: float = 3.0) -> np.ndarr
 
 
 def _neighbour_bound(index: SurfaceIndex, mesh: Mesh, pts: np.ndarray, limit: float) -> int:
-    """The stated worst case: sum over points of 16 * max(16, proxies within limit + rho)."""
+    """The stated worst case: sum over points of 4 * max(_FIRST_K, 4 * proxies within limit + rho)."""
     from scipy.spatial import cKDTree
 
     from occlutrace_compute.analysis.distance import _proxies
 
     proxies, _, _ = _proxies(mesh.vertices, mesh.faces)
     within = cKDTree(proxies).query_ball_point(pts, (limit + index.rho) * (1 + 1e-6), return_length=True)
-    return int(np.sum(16 * np.maximum(16, within)))
+    return int(np.sum(4 * np.maximum(_FIRST_K, 4 * within)))
 
 
 def test_rounding_cutoffs_exist_for_an_uneven_mesh():
