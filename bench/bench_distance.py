@@ -20,9 +20,11 @@ alternative to our kernel (not a dependency).
 --pair DIR instead: the pair job's own deviation query (bench_job_stages' data, e.g.
 /tmp/occlutrace-stages/pair_ply_binary: MOVING placed by its true pose, every vertex against FIXED
 at the deviation's search cutoff 3 mm), ours one thread and two (as deviation() runs it) beside
-libigl on the same points, and the work counts (neighbours asked, triangle tests: load-free).
+libigl on the same points, and the work counts (neighbours asked, triangle tests: load-free);
+--old CHECKOUT adds that checkout's distance.py (its SurfaceIndex, in turn in the same run: the
+before/after of a change). Each row is printed once: the median of --repeat runs.
 Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3] [--threads 1] [--device cuda] [--warp]
-       python bench/bench_distance.py --pair DIR [--repeat 5]
+       python bench/bench_distance.py --pair DIR [--repeat 5] [--old /work/main]
 """
 
 from __future__ import annotations
@@ -74,11 +76,12 @@ def main() -> None:
     ap.add_argument(
         "--pair", type=Path, help="a pair case folder (fixed.*, moving.*, truth.json): the job's query only"
     )
+    ap.add_argument("--old", type=Path, help="with --pair: also another checkout's distance.py (e.g. /work/main)")
     args = ap.parse_args()
     import igl
 
     if args.pair is not None:
-        pair_case(args.pair, args.repeat)
+        pair_case(args.pair, args.repeat, args.old)
         return
 
     mesh = make_arch("upper", 3, args.spacing).mesh
@@ -178,8 +181,20 @@ class _Counting:
         return self.tree.query(p, k=k, distance_upper_bound=distance_upper_bound)
 
 
-def pair_case(folder: Path, repeat: int) -> None:
-    """The deviation query of a pair job, ours beside libigl, runs in turn (same points)."""
+def _old_distance(checkout: Path):
+    """distance.py of another checkout (e.g. /work/main) as its own module, for a same-run A/B:
+    its SurfaceIndex on this checkout's triangles.py and mesh model."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("old_distance", checkout / "occlutrace_compute/analysis/distance.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
+    """The deviation query of a pair job, ours (and `old`'s) beside libigl, runs in turn (same points)."""
     import igl
 
     from occlutrace_compute.analysis.deviation import FAR_FACTOR, _query_halves
@@ -191,7 +206,7 @@ def pair_case(folder: Path, repeat: int) -> None:
     pts = moving.transformed(pose).vertices
     v, f = np.ascontiguousarray(fixed.vertices), np.ascontiguousarray(fixed.faces.astype(np.int64))
     cutoff = FAR_FACTOR * 1.0
-    rows: dict[str, list[tuple[float, float]]] = {}
+    rows: dict[str, list[tuple[float, float]]] = {}  # one (wall, CPU) per run and row
 
     def timed(name: str, fn: Callable[[], T]) -> T:
         w, c = time.perf_counter(), time.process_time()
@@ -199,16 +214,50 @@ def pair_case(folder: Path, repeat: int) -> None:
         rows.setdefault(name, []).append((time.perf_counter() - w, time.process_time() - c))
         return out
 
+    def built(cls) -> SurfaceIndex:
+        index = cls(fixed, name="reference")
+        _ = index.features  # the deviation builds them once, before its two threads
+        return index
+
     def one_thread(index: SurfaceIndex):
         with one_openmp_thread():
             return index.query(pts, max_distance=cutoff)
 
+    contenders = {"ours": SurfaceIndex}
+    if old is not None:
+        contenders[f"old ({old})"] = _old_distance(old).SurfaceIndex
+    results = {}
     for _ in range(repeat):  # in turn, so that a busy moment hits every contender alike
-        index = timed("ours: index build (+ features)", lambda: SurfaceIndex(fixed, name="reference"))
-        timed("ours: index build (+ features)", lambda: index.features)
-        res = timed("ours: query, 1 thread", partial(one_thread, index))
-        timed("ours: query, 2 threads (deviation)", partial(_query_halves, index, pts, cutoff))
+        for name, cls in contenders.items():
+            index = timed(f"{name}: index build (+ features)", partial(built, cls))
+            results[name] = timed(f"{name}: query, 1 thread", partial(one_thread, index))
+            timed(f"{name}: query, 2 threads (deviation)", partial(_query_halves, index, pts, cutoff))
         sq = timed("libigl: build + query", partial(igl.point_mesh_squared_distance, pts, v, f))[0]
+    res = results["ours"]
+    ok = np.isfinite(res.distance)
+    err = np.max(np.abs(np.abs(res.distance[ok]) - np.sqrt(sq[ok])))
+    print(
+        f"pair {folder.name}: {len(pts)} points vs {fixed.n_faces} faces, cutoff {cutoff} mm; "
+        f"max |ours - libigl| {err * 1000:.2e} um"
+    )
+    for name, cls in contenders.items():
+        index = cls(fixed, name="reference")
+        asked, pairs = _work(index, pts, cutoff)
+        other = results[name]
+        same = np.array_equal(np.isnan(other.distance), np.isnan(res.distance))
+        diff = np.nanmax(np.abs(other.distance - res.distance))
+        print(
+            f"  {name}: rho {index.rho:.4f} mm, {index._n_proxies} proxies; {asked} neighbours asked, "
+            f"{pairs} triangle tests; same NaNs as ours: {same}, max |signed difference| {diff * 1000:.2e} um"
+        )
+    print(f"median of {repeat} (wall / CPU s):")
+    for name, got in rows.items():
+        walls, cpus = zip(*got)
+        print(f"  {name}: {np.median(walls):.3f} / {np.median(cpus):.3f}")
+
+
+def _work(index: SurfaceIndex, pts: np.ndarray, cutoff: float) -> tuple[int, int]:
+    """Neighbours asked of the tree and triangle tests of one query (load-free work counts)."""
     counting = _Counting(index._tree)
     index._tree = counting  # type: ignore[assignment]
     pairs = 0
@@ -221,21 +270,7 @@ def pair_case(folder: Path, repeat: int) -> None:
 
     index._sq_to_faces = counted  # type: ignore[method-assign]
     index.query(pts, max_distance=cutoff)
-    ok = np.isfinite(res.distance)
-    err = np.max(np.abs(np.abs(res.distance[ok]) - np.sqrt(sq[ok])))
-    print(
-        f"pair {folder.name}: {len(pts)} points vs {fixed.n_faces} faces, cutoff {cutoff} mm; rho {index.rho:.4f} mm, "
-        f"{index._n_proxies} proxies; {counting.asked} neighbours asked, {pairs} triangle tests; "
-        f"max |ours - libigl| {err * 1000:.2e} um; median of {repeat} (wall / CPU s):"
-    )
-    for name, got in rows.items():
-        walls, cpus = zip(*got) if "build" not in name else _summed(got)
-        print(f"  {name}: {np.median(walls):.3f} / {np.median(cpus):.3f}")
-
-
-def _summed(got: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    """Build rows come in pairs (index, then its features): one figure per run."""
-    return [a[0] + b[0] for a, b in zip(got[::2], got[1::2])], [a[1] + b[1] for a, b in zip(got[::2], got[1::2])]
+    return counting.asked, pairs
 
 
 def _warp_query(mesh, device: str):

@@ -10,7 +10,7 @@ import trimesh
 from hypothesis import HealthCheck, given, settings, strategies as st
 from test_analysis_surfaces import bowl, bumpy, height_field
 
-from occlutrace_compute.analysis.distance import SurfaceIndex, signed_distance
+from occlutrace_compute.analysis.distance import _FIRST_K, SurfaceIndex, signed_distance
 from occlutrace_compute.analysis.triangles import (
     closest_on_triangles,
     feature_normal,
@@ -197,6 +197,20 @@ def test_float32_scoring_has_the_bits_of_closest_on_triangles():
     assert got.dtype == np.float32 and np.array_equal(got, want)
 
 
+def test_index_scores_on_corner_columns_with_the_bits_of_the_row_kernel():
+    # SurfaceIndex scores candidates from per-axis corner columns: the same float32 arithmetic
+    # as sq_distance_to_triangles on (P, 3, 3) rows, bit for bit (degenerate faces too).
+    mesh = _uneven(3)
+    index = SurfaceIndex(mesh)
+    rng = np.random.default_rng(17)
+    faces = rng.integers(0, mesh.n_faces, 4000)
+    p32 = rng.normal(0, 3, (4000, 3)).astype(np.float32)
+    corners = (mesh.vertices - index._center).astype(np.float32)[mesh.faces[faces]]
+    want = sq_distance_to_triangles(p32, corners)
+    got = index._sq_to_faces(np.ascontiguousarray(p32.T), faces)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
 def test_mesh_features_topology_and_pseudo_normals_match_a_plain_loop():
     mesh = height_field(bumpy, 2.0, 6)
     rng = np.random.default_rng(10)
@@ -292,14 +306,14 @@ def _rounding_cutoffs(rho: float, lo: float = 0.05, hi: float = 3.0) -> np.ndarr
 
 
 def _neighbour_bound(index: SurfaceIndex, mesh: Mesh, pts: np.ndarray, limit: float) -> int:
-    """The stated worst case: sum over points of 16 * max(16, proxies within limit + rho)."""
+    """The stated worst case: sum over points of 4 * max(_FIRST_K, 4 * proxies within limit + rho)."""
     from scipy.spatial import cKDTree
 
     from occlutrace_compute.analysis.distance import _proxies
 
     proxies, _, _ = _proxies(mesh.vertices, mesh.faces)
     within = cKDTree(proxies).query_ball_point(pts, (limit + index.rho) * (1 + 1e-6), return_length=True)
-    return int(np.sum(16 * np.maximum(16, within)))
+    return int(np.sum(4 * np.maximum(_FIRST_K, 4 * within)))
 
 
 def test_rounding_cutoffs_exist_for_an_uneven_mesh():
@@ -349,7 +363,7 @@ def test_far_points_on_a_fine_mesh_cost_one_small_query_at_any_cutoff():
         got = index.query(pts, max_distance=cutoff)
         took = time.perf_counter() - t0
         assert np.isnan(got.distance).all()
-        assert counter.asked == 400 * 16, cutoff  # one round of 16 neighbours each
+        assert counter.asked == 400 * _FIRST_K, cutoff  # one round of _FIRST_K neighbours each
         assert took < 1.0, (cutoff, took)  # generous (about 5 ms here); the old code: > 10 s
 
 
@@ -407,3 +421,73 @@ def test_every_point_of_every_triangle_is_within_its_proxies_cover(seed, squash,
         d = np.linalg.norm(on[f][:, None, :] - proxies[mine][None, :, :], axis=2) - cover[mine][None, :]
         reach[f] = d.min(axis=1)
     assert (reach <= 1e-9 * scale).all()
+
+
+def test_proxies_stay_within_budget_on_a_mesh_uneven_beyond_the_rho_search():
+    # 350 triangles of 1 nm beside 50 of 1 m: rho starts at a nanometre and 64 rounds of 15 %
+    # growth leave it near 10 um, where each big triangle would need ~10^10 sub-triangles (the old
+    # search then built them, or their template, without end). Now every triangle stays whole.
+    from occlutrace_compute.analysis.distance import _proxies
+
+    rng = np.random.default_rng(15)
+    corners = rng.normal(0, 1, (400, 3, 3))
+    corners[:350] = corners[:350, :1] + 1e-6 * corners[:350]
+    corners[350:] *= 1e3
+    t0 = time.perf_counter()
+    proxies, owner, cover = _proxies(corners.reshape(-1, 3), np.arange(1200).reshape(-1, 3))
+    assert time.perf_counter() - t0 < 5.0  # generous: milliseconds
+    assert len(proxies) <= 4 * 400 + 4096
+    assert np.array_equal(np.unique(owner), np.arange(400))
+    far = corners[350:] - proxies[owner >= 350][np.argsort(owner[owner >= 350])][:, None, :]
+    assert (
+        np.linalg.norm(far, axis=2).max(axis=1) <= cover[owner >= 350][np.argsort(owner[owner >= 350])] * (1 + 1e-12)
+    ).all()
+
+
+def test_smallest_balls_are_no_larger_than_the_centroids_and_hold_the_corners():
+    from occlutrace_compute.analysis.distance import _balls
+
+    rng = np.random.default_rng(16)
+    corners = rng.normal(0, 1, (2000, 3, 3)) * [1, 1, 0.01]
+    corners[::7, 2] = corners[::7, 1]  # segments
+    corners[::11, 1:] = corners[::11, :1]  # points
+    a, b, c = (tuple(corners[:, k].T) for k in range(3))
+    centre, radius = _balls(a, b, c)
+    to_corners = np.linalg.norm(corners - centre[:, None, :], axis=2).max(axis=1)
+    np.testing.assert_allclose(radius, to_corners, rtol=1e-12, atol=0)
+    centroid = corners.mean(axis=1)
+    assert (radius <= np.linalg.norm(corners - centroid[:, None, :], axis=2).max(axis=1) * (1 + 1e-12)).all()
+    # the smallest ball: its radius is at least half the longest side (a lower bound of any ball)
+    longest = np.max(
+        [np.linalg.norm(corners[:, i] - corners[:, j], axis=1) for i, j in ((0, 1), (1, 2), (2, 0))], axis=0
+    )
+    assert (radius >= 0.5 * longest * (1 - 1e-12)).all()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**16),
+    n_big=st.integers(0, 6),
+    squash=st.floats(1e-6, 1.0),
+    cutoff=st.one_of(st.none(), st.floats(0.01, 5.0)),
+)
+def test_triangle_soups_of_every_size_match_brute_force(seed, n_big, squash, cutoff):
+    # Small, huge, flat, needle and degenerate triangles at random, points near and far, any
+    # cutoff: the answer is the brute force's (to float32 ranking of near-ties) and NaN beyond.
+    rng = np.random.default_rng(seed)
+    n = 150
+    centre = rng.uniform(-3, 3, (n, 1, 3))
+    size = np.exp(rng.uniform(np.log(0.02), np.log(0.6), (n, 1, 1)))
+    corners = centre + size * rng.normal(0, 1, (n, 3, 3)) * [1, 1, squash]
+    corners[:n_big] = rng.uniform(-30, 30, (n_big, 3, 3))
+    corners[n_big : n_big + 5, 2] = corners[n_big : n_big + 5, 0] + 1e-7  # needles
+    corners[n_big + 5 : n_big + 8, 1:] = corners[n_big + 5 : n_big + 8, :1]  # points
+    mesh = Mesh(corners.reshape(-1, 3), np.arange(3 * n).reshape(-1, 3))
+    on = np.einsum("fk,fkj->fj", rng.dirichlet([1, 1, 1], n), corners)
+    pts = np.concatenate([on + rng.normal(0, 0.05, on.shape), rng.uniform(-6, 6, (100, 3))])
+    got = SurfaceIndex(mesh).query(pts, max_distance=cutoff)
+    want, _, _ = _brute_force(mesh, pts)
+    limit = np.inf if cutoff is None else cutoff
+    near = np.abs(want) <= limit - 1e-6
+    np.testing.assert_allclose(np.abs(got.distance[near]), np.abs(want[near]), rtol=0, atol=1e-6)
+    assert np.isnan(got.distance[np.abs(want) > limit + 1e-6]).all()

@@ -1,9 +1,11 @@
 """Exact signed point-to-surface distance (point to TRIANGLE), fast on CPU, bounded work per point.
 
-Candidates come from a kd-tree (pykdtree) over *proxy points*: one per triangle (its centroid), or
-a grid of sub-triangle centroids for triangles larger than the cover radius `rho`. Every point of
-every triangle is then within `rho` of one of that triangle's proxies, so a triangle whose proxies
-are all farther than D from a query point is at least D - rho away.
+Candidates come from a kd-tree (pykdtree) over *proxy points*: the centre of each triangle's
+smallest enclosing ball, or, for a triangle larger than the cover radius `rho`, the centres of
+its two halves (cut at its longest side) or of an n x n grid of similar sub-triangles of each
+half (`_proxies`). Every point of every triangle is then within `rho` of one of that triangle's
+proxies, so a triangle whose proxies are all farther than D from a query point is at least
+D - rho away.
 
 A query asks the tree for the k nearest proxies within `reach = limit + rho` (limit: the
 `max_distance` cutoff, padded by a relative 1e-9 against the tree's rounding). A point is done when
@@ -15,19 +17,24 @@ A query asks the tree for the k nearest proxies within `reach = limit + rho` (li
 - or the best exact distance d over the candidates is <= D_k - rho (D_k: k-th proxy distance);
 - or it has every proxy.
 
-Otherwise it asks for more: about as many as the proxy density it has seen puts within d + rho,
-at least 4/3 and at most 4 times its k (sizes 2^n or 1.5 * 2^n); the points left in a round that
-ask for the same size go on together (one tree query per group of equal (scored, asked) sizes:
-with S <= 2 log2(n_proxies) + 2 sizes, at most S^2 groups a round, each for many points).
+The first k is 12 (_FIRST_K): on a 150k-vertex rescan measured against its reference (most points
+within 0.05 mm), 12 proxies settle about 90 % of the points; neighbours asked in all: 2.19M /
+2.11M / 2.26M / 2.73M for a first k of 8 / 10 / 12 / 16, and 12, unlike 10, is an ask size, so the
+bounds below keep their form (fewer rounds than 8). Otherwise a point asks for more: about as many as the proxy
+density it has seen puts within d + rho, at least 4/3 and at most 4 times its k (sizes 2^n or
+1.5 * 2^n; 12 is one); the points left in a round that ask for the same size go on together (one
+tree query per group of equal (scored, asked) sizes: with S <= 2 log2(n_proxies) + 2 sizes, at
+most S^2 groups a round, each for many points).
 
 Worst case, per point p, with c(p) = the number of proxies within reach of p (c(p) <= n_proxies,
 and all of them when there is no cutoff): p asks again only while its k-th proxy is within reach,
-i.e. while k <= c(p), so its last k is <= max(16, 4 c(p)); k grows at least 4/3 per round, so a
-query takes at most 1 + log_{4/3}(n_proxies / 16) rounds (40 for a million proxies), the tree
-returns at most 4 times p's last k over all rounds (<= 16 max(16, c(p)) neighbours) and p scores
-at most max(16, 4 c(p)) triangles exactly. A point with no proxy within reach (no surface within
-the cutoff) costs one 16-neighbour query. Memory: at most 131,072 (point, candidate) pairs in
-flight (plus one point's k when k is larger). Proxies: about 4 per triangle + 4096 (`_proxies`).
+i.e. while k <= c(p), so its last k is <= max(12, 4 c(p)); k grows at least 4/3 per round, so a
+query takes at most 1 + log_{4/3}(n_proxies / 12) rounds (41 for a million proxies), the tree
+returns at most 4 times p's last k over all rounds (<= 16 max(3, c(p)) neighbours) and p scores
+at most max(12, 4 c(p)) triangles exactly. A point with no proxy within reach (no surface within
+the cutoff) costs one 12-neighbour query. Memory: at most 131,072 (point, candidate) pairs in
+flight (plus one point's k when k is larger). Proxies: at most 4 per triangle + 4096 (`_proxies`;
+1.4 per triangle on a scan).
 """
 
 from __future__ import annotations
@@ -41,20 +48,22 @@ from pykdtree.kdtree import KDTree
 from threadpoolctl import ThreadpoolController
 
 from occlutrace_compute.analysis.triangles import (
+    Columns,
     MeshFeatures,
+    _dot3,
+    _sub,
     closest_on_triangles,
     feature_normal,
     mesh_features,
     on_boundary,
-    row_norms,
-    sq_distance_to_triangles,
+    sq_distance_columns,
 )
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
 
 NormalsFrom = Literal["faces", "vertices"]
 _PAIRS_PER_CHUNK = 131_072  # per chunk: its (points, k) arrays (1 MB each) stay in cache with two threads at work
-_FIRST_K = 16
+_FIRST_K = 12  # a size (1.5 * 2^3): see the module docstring
 _SERIAL_PAIRS = 32_768  # (point, neighbour) pairs under which a tree query runs on one thread
 
 
@@ -84,41 +93,123 @@ class SurfaceDistance:
     on_boundary: np.ndarray  # (N,) bool
 
 
-def _subdivision_template(n: int) -> np.ndarray:
-    """(n*n, 2) (v, w) barycentric coordinates of the centroids of a triangle split n x n."""
-    ij = np.array([(i, j) for i in range(n) for j in range(n - i)], dtype=np.float64)
-    up = (ij + 1.0 / 3.0) / n
-    down_ij = ij[ij.sum(axis=1) <= n - 2]
-    down = (down_ij + 2.0 / 3.0) / n
-    return np.concatenate([up, down])
+def _sub_triangles(n: int) -> np.ndarray:
+    """(n*n, 3, 2) (v, w) barycentric coordinates of the corners of the triangles of a triangle
+    split n x n (n*(n+1)/2 upright ones and n*(n-1)/2 upside-down ones; together they tile it)."""
+    ij = [(i, j) for i in range(n) for j in range(n - i)]
+    up = [((i, j), (i + 1, j), (i, j + 1)) for i, j in ij]
+    down = [((i + 1, j), (i + 1, j + 1), (i, j + 1)) for i, j in ij if i + j <= n - 2]
+    return np.array(up + down, dtype=np.float64) / n
+
+
+def _balls(a: Columns, b: Columns, c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (P, 3) and cover radius (P,) of triangles (a[i], b[i], c[i]) given as coordinate
+    columns: the smallest ball around each (an acute triangle's circumcentre, else the midpoint
+    of its longest side; 10-25 % smaller than the centroid's for the right and obtuse triangles of
+    a scan). The radius is the largest corner distance from the centre as computed, so the ball
+    holds the whole triangle (it is convex) whatever the rounding of the centre or of the
+    acute/obtuse test; degenerate triangles (a segment, a point) get their longest side's
+    midpoint, and a centre that is not finite falls back to the centroid."""
+    ab, ac = _sub(b, a), _sub(c, a)
+    lab, lac, dot = _dot3(ab, ab), _dot3(ac, ac), _dot3(ab, ac)
+    lbc = lab + lac - 2.0 * dot  # |c - b|^2 (only picks the case: the radius is measured below)
+    # circumcentre = a + s ab + t ac, from the 2 x 2 Gram system of the sides
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        den = 2.0 * (lab * lac - dot * dot)
+        s = lac * (lab - dot) / den
+        t = lab * (lac - dot) / den
+    at_bc, at_ca, at_ab = lbc >= lab + lac, lac >= lab + lbc, lab >= lac + lbc  # >= 90 degrees
+    s = np.where(at_bc, 0.5, np.where(at_ca, 0.0, np.where(at_ab, 0.5, s)))
+    t = np.where(at_bc, 0.5, np.where(at_ca, 0.5, np.where(at_ab, 0.0, t)))
+    bad = ~(np.isfinite(s) & np.isfinite(t))
+    s, t = np.where(bad, 1.0 / 3.0, s), np.where(bad, 1.0 / 3.0, t)
+    centre = (a[0] + s * ab[0] + t * ac[0], a[1] + s * ab[1] + t * ac[1], a[2] + s * ab[2] + t * ac[2])
+    radius = np.sqrt(np.maximum.reduce([_dot3(d, d) for d in (_sub(a, centre), _sub(b, centre), _sub(c, centre))]))
+    return np.stack(centre, axis=1), radius
+
+
+def _halves(a: Columns, b: Columns, c: Columns) -> tuple[Columns, Columns, Columns]:
+    """Corner columns of the two halves of each triangle cut from its longest side's midpoint to
+    the opposite corner (2P triangles: first halves of all, then second halves)."""
+    sq = np.stack([_dot3(d, d) for d in (_sub(c, b), _sub(a, c), _sub(b, a))])
+    longest = np.argmax(sq, axis=0)  # the side opposite corner `longest`
+    corners = np.stack([np.stack(a), np.stack(b), np.stack(c)])  # (3 corners, 3 axes, P)
+    cols = np.arange(len(longest))
+    apex, left, right = (corners[(longest + k) % 3, :, cols].T for k in range(3))  # (3, P) each
+    mid = 0.5 * (left + right)
+
+    def two(x: np.ndarray, y: np.ndarray) -> Columns:
+        both = np.concatenate([x, y], axis=1)
+        return both[0], both[1], both[2]
+
+    return two(apex, apex), two(left, mid), two(mid, right)
+
+
+_RHO_QUANTILE = 0.75  # rho's start: the cover radius of 3/4 of the triangles (fewest neighbours asked on scans)
+_GRID_CHUNK = 65_536  # sub-triangles made at once when big triangles are split n x n (bounds temporaries)
 
 
 def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Proxy points, their face ids, and each proxy's cover radius (the global max is rho)."""
-    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    centroid = (a + b + c) / 3.0
-    radius = np.maximum.reduce([row_norms(t - centroid) for t in (a, b, c)])
+    """Proxy points (P, 3), their face ids (P,), and each proxy's cover radius (P,; the max is rho).
+
+    A triangle whose smallest ball is within rho is one proxy (the ball's centre). A larger one is
+    cut in two halves at its longest side (most large triangles of a scan are just above rho:
+    two proxies, where an n x n grid would make four), and a half still larger than rho is split
+    n x n (n = ceil(radius / rho): similar triangles of radius / n). rho starts at the 75th
+    percentile of the radii and grows by 15 % while the proxies would exceed the budget
+    (4 per triangle + 4096); after 64 rounds every triangle is whole. Time O(M) per round,
+    memory O(M) plus _GRID_CHUNK sub-triangles at a time."""
+    vt, ft = np.ascontiguousarray(vertices.T), np.ascontiguousarray(faces.T)  # columns: contiguous gathers
+    a, b, c = ((vt[0][ft[k]], vt[1][ft[k]], vt[2][ft[k]]) for k in range(3))
+    centre, radius = _balls(a, b, c)
     n_faces = len(faces)
     budget = 4 * n_faces + 4096
-    rho = max(float(np.quantile(radius, 0.75)), 1e-9)
-    for _ in range(64):  # grows rho geometrically: terminates long before 64 rounds
-        splits = np.maximum(np.ceil(radius / rho), 1).astype(np.int64)
-        if int(np.sum(splits**2)) <= budget:
+    rho = max(float(np.quantile(radius, _RHO_QUANTILE)), 1e-9)
+    big = np.flatnonzero(radius > rho)  # rho only grows below: later big faces are among these
+    half = _halves(*((x[big], y[big], z[big]) for x, y, z in (a, b, c)))
+    half_owner = np.concatenate([big, big])
+    half_centre, half_radius = _balls(*half)
+    for _ in range(64):  # grows rho geometrically
+        split = radius[half_owner] > rho
+        # counted in float64 (an int64 square could wrap); a half needing more than the budget
+        # alone is clipped to it (it is over budget either way)
+        n_grid = np.minimum(np.maximum(np.ceil(half_radius / rho), 1.0), float(budget))
+        if float(np.sum(radius <= rho)) + float(np.sum(n_grid[split] ** 2)) <= budget:
             break
         rho *= 1.15
-    whole = splits == 1
-    points, owner = [centroid[whole]], [np.flatnonzero(whole)]
-    cover = radius / splits
-    for n in np.unique(splits[~whole]):
-        ids = np.flatnonzero(splits == n)
-        tmpl = _subdivision_template(int(n))
-        a_ids = a[ids]
-        ab, ac = b[ids] - a_ids, c[ids] - a_ids
-        pts = a_ids[:, None, :] + tmpl[None, :, :1] * ab[:, None, :] + tmpl[None, :, 1:] * ac[:, None, :]
-        points.append(pts.reshape(-1, 3))
-        owner.append(np.repeat(ids, len(tmpl)))
-    owners = np.concatenate(owner)
-    return np.concatenate(points), owners, cover[owners]
+    else:  # uneven beyond 1.15^64 (no real mesh): every triangle whole, n_faces proxies
+        rho = float(radius.max())
+        split = np.zeros(len(half_owner), dtype=bool)
+    whole = np.flatnonzero(radius <= rho)
+    points, owner, cover = [centre[whole]], [whole], [radius[whole]]
+    one = np.flatnonzero(split & (half_radius <= rho))
+    points.append(half_centre[one])
+    owner.append(half_owner[one])
+    cover.append(half_radius[one])
+    grid = split & (half_radius > rho)
+    for n in np.unique(n_grid[grid]):
+        tmpl = _sub_triangles(int(n))  # (S, 3, 2); n * n <= budget here
+        ids = np.flatnonzero(grid & (n_grid == n))
+        step = max(1, _GRID_CHUNK // len(tmpl))
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            o, u, w = (
+                np.stack([col[chunk] for col in corner])
+                for corner in (half[0], _sub(half[1], half[0]), _sub(half[2], half[0]))
+            )
+            # sub-triangle corner k, axis i: o + v * u + w * w, for every (chunk triangle, S) pair
+            sub = [
+                tuple(
+                    (o[i][:, None] + tmpl[None, :, k, 0] * u[i][:, None] + tmpl[None, :, k, 1] * w[i][:, None]).ravel()
+                    for i in range(3)
+                )
+                for k in range(3)
+            ]
+            sub_centre, sub_radius = _balls(sub[0], sub[1], sub[2])
+            points.append(sub_centre)
+            owner.append(np.repeat(half_owner[chunk], len(tmpl)))
+            cover.append(sub_radius)
+    return np.concatenate(points), np.concatenate(owner), np.concatenate(cover)
 
 
 def query_arguments(points: np.ndarray, max_distance: float | None) -> tuple[np.ndarray, float]:
@@ -159,7 +250,11 @@ class SurfaceIndex:
         # 1e-4 um per mm from the centre, so it can only swap near-tied triangles); the winner's
         # distance, closest point and sign are recomputed in float64.
         self._center = mesh.vertices.mean(axis=0)
-        self._corners = (mesh.vertices - self._center).astype(np.float32)[mesh.faces]
+        # As 9 contiguous columns (x, y, z of corners a, b, c): numpy's arithmetic on gathered
+        # contiguous columns runs about twice as fast as on the strided columns of (M, 3, 3) rows.
+        v32 = np.ascontiguousarray((mesh.vertices - self._center).astype(np.float32).T)
+        ft = np.ascontiguousarray(mesh.faces.T)
+        self._corner_columns = tuple(v32[axis][ft[corner]] for corner in range(3) for axis in range(3))
 
     @functools.cached_property
     def features(self) -> MeshFeatures:
@@ -188,7 +283,7 @@ class SurfaceIndex:
         """Exact signed distance of each point (N, 3) to the surface (NaN beyond max_distance).
 
         Work per point is bounded by the number of proxies within max_distance + rho of it (see the
-        module docstring): a point with no surface within the cutoff costs one 16-neighbour query.
+        module docstring): a point with no surface within the cutoff costs one _FIRST_K-neighbour query.
         """
         pts, limit = query_arguments(points, max_distance)
         sq = np.full(len(pts), np.inf)
@@ -271,7 +366,7 @@ class SurfaceIndex:
         # cutoff is among the candidates. Decided from the tree's answer, not from arithmetic.
         complete = ~found[:, -1]
         cand = self._proxy_face[idx]  # -1 where no neighbour (the padding entry)
-        p32 = (p - self._center).astype(np.float32)
+        p32 = np.ascontiguousarray((p - self._center).astype(np.float32).T)  # (3, N) columns
         # A candidate whose proxy is farther than the best so far (or the cutoff, padded like
         # reach) plus its own cover radius cannot beat it or be within the cutoff; a missing
         # neighbour's bound is inf.
@@ -279,13 +374,13 @@ class SurfaceIndex:
         if done == 0:
             # The nearest candidate's exact distance bounds the answer from above.
             first = np.flatnonzero(found[:, 0])
-            best_sq[first] = self._sq_to_faces(p32[first], cand[first, 0])
+            best_sq[first] = self._sq_to_faces(p32[:, first], cand[first, 0])
             best_face[first] = cand[first, 0]
             near[:, 0] = np.inf
         worth = (near <= np.sqrt(best_sq)[:, None]) & (near <= limit * (1.0 + 1e-9) + 1e-12)
         rr, cc = np.nonzero(worth)
         d2 = np.full(worth.shape, np.inf)
-        d2[rr, cc] = self._sq_to_faces(p32[rr], cand[rr, cc])
+        d2[rr, cc] = self._sq_to_faces(p32[:, rr], cand[rr, cc])
         arg = np.argmin(d2, axis=1)
         row = np.arange(len(p))
         better = d2[row, arg] < best_sq  # ties keep the nearer-ranked candidate
@@ -302,7 +397,7 @@ class SurfaceIndex:
         """Proxies an unproven point asks for next: all within reach = d + rho make it exact. On a
         surface, k proxies within kth predict k * (reach / kth)^2 of them; asking for 25% more
         mostly avoids another round. Capped at 4k (a bad prediction, e.g. kth near 0, cannot ask
-        for the whole mesh) and at least the next size up (>= 4k/3): sizes are 16, 2^n or
+        for the whole mesh) and at least the next size up (>= 4k/3): sizes are 2^n or
         1.5 * 2^n, and 4k is itself a size."""
         with np.errstate(divide="ignore", invalid="ignore"):
             want = 1.25 * k * (reach / kth) ** 2
@@ -312,7 +407,9 @@ class SurfaceIndex:
         return np.minimum(size, self._n_proxies).astype(np.int64)
 
     def _sq_to_faces(self, p32: np.ndarray, faces: np.ndarray) -> np.ndarray:
-        return sq_distance_to_triangles(p32, self._corners[faces])
+        """Squared float32 distances of points p32 (3, P columns, around the centre) to faces (P,)."""
+        c = [col[faces] for col in self._corner_columns]
+        return sq_distance_columns((p32[0], p32[1], p32[2]), (c[0], c[1], c[2]), (c[3], c[4], c[5]), (c[6], c[7], c[8]))
 
     def _finish(self, pts: np.ndarray, sq: np.ndarray, face: np.ndarray, limit: float) -> SurfaceDistance:
         n = len(pts)
