@@ -63,7 +63,9 @@ def _bins(x, lo, hi):
 
 def fpfh(clouds: Clouds, radius: float, k: int = 32, backend: str = "auto") -> torch.Tensor:
     """(B,P,33) float32 descriptors; rows of points with fewer than 3 neighbours within `radius`
-    are zero. Single precision: histograms of angles need no more, and it halves the traffic."""
+    are zero. Single precision: histograms of angles need no more, and it halves the traffic.
+    Time O(B P k) after one k-nearest query per point; memory O(B P k) (the (6,B,P,k) pair
+    components are the largest tensors: no (B,P,k,33) histogram gather)."""
     pts, nrm, lengths = clouds.points.float(), clouds.normals.float(), clouds.lengths
     b, p, _ = pts.shape
     k = int(min(k + 1, int(lengths.min())))

@@ -78,7 +78,7 @@ def axis_hypotheses(
 ) -> np.ndarray:
     """(2 x n_angles x len(anchors), 4, 4) poses T_fixed_moving: surface frames matched, turned
     about the occlusal axis (both signs of it), the moving centroid put on each anchor (anchors
-    in the fixed frame)."""
+    in the fixed frame). Time and memory O(n_angles x len(anchors)) after the two frames."""
     centre_moving, R_moving_surface = _frame(mov_pts, mov_nrm)
     _, R_fixed_surface = _frame(fix_pts, fix_nrm)
     # All (flip, angle) rotations at once, then every anchor: O(n_angles x anchors) poses, built
