@@ -105,3 +105,48 @@ def test_the_bite_path_runs_under_the_engines_thread_cap(monkeypatch):
         assert _blas_threads() == before
     assert seen["torch"] == 1
     assert set(seen["blas"]) <= {1}
+
+
+def _tree_threads() -> list[int]:
+    """OpenMP threads of pykdtree's runtime (its own libgomp copy), as this thread sees them."""
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp" and "pykdtree" in p["filepath"]]
+
+
+def test_cpu_threads_caps_the_tree_searches_only_when_asked_and_restores_them():
+    """`tree_threads` caps pykdtree's OpenMP queries in this thread (a 2-thread team waiting for
+    a core the job's index build holds spins); without it they keep the process setting."""
+    import pykdtree.kdtree  # noqa: F401  (loaded, as the engines load it)
+
+    with threadpool_limits(limits=2, user_api="openmp"):
+        outside = _tree_threads()
+        assert outside == [2]
+        with cpu_threads(1, tree_threads=1):
+            assert _tree_threads() == [1] and torch.get_num_threads() == 1
+        assert _tree_threads() == outside
+        with cpu_threads(1):
+            assert _tree_threads() == outside
+
+
+def test_the_pair_engine_searches_its_trees_on_one_openmp_thread_by_default(monkeypatch):
+    """Every kd-tree query of a pair registration runs under `tree_threads` (default 1; None:
+    the process setting). Fails on the engine before the register-stage session (2 threads)."""
+    from occlutrace_compute.registration import RegistrationOptions, matcher, register
+    from occlutrace_compute.synth.cases import make_pair_case
+
+    seen: list[list[int]] = []
+    original = matcher.Matcher._search_rows
+
+    def spy(self, *args, **kwargs):
+        seen.append(_tree_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matcher.Matcher, "_search_rows", spy)
+    case = make_pair_case(2, "clean", (0.6, 1.0), noise_mm=0.015, spacing_mm=0.5)
+    opt = RegistrationOptions().updated(fine_points=4000, fixed_points=6000)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        register(case.fixed, case.moving, opt, device="cpu")
+        assert seen and all(s == [1] for s in seen)
+        seen.clear()
+        register(case.fixed, case.moving, opt.updated(tree_threads=None), device="cpu")
+        assert seen and all(s == [2] for s in seen)
+        assert _tree_threads() == [2]

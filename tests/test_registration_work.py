@@ -203,3 +203,107 @@ def test_register_batch_on_samples_made_earlier_gives_the_same_matrices() -> Non
     np.testing.assert_array_equal(given[0].matrix, inside[0].matrix)
     with pytest.raises(ValueError, match="1 prepared pairs for 2 pairs"):
         register_batch([pair, pair], opt, device="cpu", prepared=prepare_all([pair], opt))
+
+
+def _plain_fpfh(clouds: Clouds, radius: float, k: int = 32) -> torch.Tensor:
+    """FPFH as first written: interleaved (..., 3) pair features and the (B,P,k,33) gather of
+    the neighbours' histograms (the reference the faster form must answer)."""
+    import math
+
+    pts, nrm, lengths = clouds.points.float(), clouds.normals.float(), clouds.lengths
+    b, p, _ = pts.shape
+    k = int(min(k + 1, int(lengths.min())))
+    d2, idx = features._neighbours(pts, lengths, k, "kdtree")
+    idx, d2 = idx[..., 1:].clamp_min(0), d2[..., 1:]
+    nb = (d2 < radius * radius) & (d2 > 0) & clouds.mask[..., None]
+    bi = torch.arange(b)[:, None, None]
+    p1, n1, p2, n2 = (t.unbind(-1) for t in (pts[:, :, None], nrm[:, :, None], pts[bi, idx], nrm[bi, idx]))
+    d = tuple(y - x for x, y in zip(p1, p2))
+    dot = features._dot
+    dist = torch.sqrt(dot(d, d)).clamp_min(1e-12)
+    a1, a2 = dot(n1, d) / dist, dot(n2, d) / dist
+    swap = a1.abs() < a2.abs()
+    u = tuple(torch.where(swap, y, x) for x, y in zip(n1, n2))
+    other = tuple(torch.where(swap, x, y) for x, y in zip(n1, n2))
+    d = tuple(torch.where(swap, -c, c) for c in d)
+    phi = torch.where(swap, -a2, a1)
+    v = features._cross3(d, u)
+    vn = torch.sqrt(dot(v, v)).clamp_min(1e-12)
+    v = tuple(c / vn for c in v)
+    w3 = features._cross3(u, v)
+    alpha, theta = dot(v, other), torch.atan2(dot(w3, other), dot(u, other))
+    hist = torch.zeros(b, p, 3 * features.BINS)
+    w = nb.float()
+    for j, (x, lo, hi) in enumerate(((theta, -math.pi, math.pi), (alpha, -1.0, 1.0), (phi, -1.0, 1.0))):
+        hist.scatter_add_(2, features._bins(x, lo, hi) + j * features.BINS, w)
+    spfh = hist / nb.sum(-1, keepdim=True).clamp_min(1).float()
+    inv = w / d2.clamp_min(1e-12).sqrt()
+    agg = (spfh[bi, idx] * inv[..., None]).sum(2) / inv.sum(-1, keepdim=True).clamp_min(1e-12)
+    f = (spfh + agg).view(b, p, 3, features.BINS)
+    f = f / f.sum(-1, keepdim=True).clamp_min(1e-12)
+    return f.view(b, p, -1) * (nb.sum(-1) >= 3)[..., None]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    sizes=st.lists(st.integers(4, 90), min_size=1, max_size=3),
+    radius=st.sampled_from([0.4, 1.5, 50.0]),
+)
+def test_fpfh_by_weighted_bags_of_components_equals_the_gathered_form(seed, sizes, radius) -> None:
+    """FPFH's component-major pair features and weighted-bag neighbour sum (register stage,
+    fourth session) against the plain gathered form: ragged batches, clouds with rows lacking
+    neighbours (small radius) and with every row each other's neighbour (large), uneven spacing."""
+    rng = np.random.default_rng(seed)
+    p = max(sizes)
+    pts = np.zeros((len(sizes), p, 3))
+    nrm = np.zeros((len(sizes), p, 3))
+    for i, n in enumerate(sizes):
+        pts[i, :n] = rng.uniform(0, 3, (n, 3)) * rng.uniform(0.1, 2.0, 3)  # uneven axes
+        nv = rng.normal(size=(n, 3))
+        nrm[i, :n] = nv / np.linalg.norm(nv, axis=1, keepdims=True)
+    clouds = Clouds(torch.from_numpy(pts), torch.from_numpy(nrm), torch.tensor(sizes))
+    got, want = features.fpfh(clouds, radius, backend="kdtree"), _plain_fpfh(clouds, radius)
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+    assert ((got > 0) == (want > 0)).all()  # the same empty bins and rows
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 400), noise=st.sampled_from([0.0, 0.01, 1.0]))
+def test_numpy_kabsch_of_a_refit_equals_the_torch_one(seed, n, noise) -> None:
+    from occlutrace_compute.registration.hypotheses import _kabsch_np, kabsch
+
+    rng = np.random.default_rng(seed)
+    src = rng.normal(size=(n, 3)) * rng.uniform(0.01, 30, 3)
+    R = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    dst = src @ R.T + rng.normal(size=3) * 50 + rng.normal(size=(n, 3)) * noise
+    want = kabsch(torch.from_numpy(src), torch.from_numpy(dst)).numpy()
+    np.testing.assert_allclose(_kabsch_np(src, dst), want, rtol=0, atol=1e-9)
+
+
+def test_axis_hypotheses_as_arrays_equal_the_nested_loops() -> None:
+    """The (flip, angle, anchor) poses built as arrays: the loops' poses, in their order, bit for bit."""
+    import math
+
+    from occlutrace_compute.registration import hypotheses as hyp
+
+    rng = np.random.default_rng(3)
+    mov, fix = rng.normal(size=(300, 3)) * [20, 9, 3], rng.normal(size=(340, 3)) * [21, 8, 3] + 4
+    mn, fn = rng.normal(size=(300, 3)) + [0, 0, 2], rng.normal(size=(340, 3)) + [0, 0, 2]
+    mn /= np.linalg.norm(mn, axis=1, keepdims=True)
+    fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+    anchors = rng.normal(size=(13, 3)) * 10
+    centre, R_moving = hyp._frame(mov, mn)
+    _, R_fixed = hyp._frame(fix, fn)
+    want = []
+    for flip in (1.0, -1.0):
+        flipped = R_moving @ np.diag([1.0, flip, flip])
+        for k in range(7):
+            a = 2 * math.pi * k / 7
+            Rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+            R = R_fixed @ Rz @ flipped.T
+            for anchor in anchors:
+                T = np.eye(4)
+                T[:3, :3], T[:3, 3] = R, anchor - R @ centre
+                want.append(T)
+    np.testing.assert_array_equal(hyp.axis_hypotheses(mov, mn, fix, fn, 7, anchors), np.stack(want))

@@ -84,22 +84,21 @@ def axis_hypotheses(
 ) -> np.ndarray:
     """(2 x n_angles x len(anchors), 4, 4) poses T_fixed_moving: surface frames matched, turned
     about the occlusal axis (both signs of it), the moving centroid put on each anchor (anchors
-    in the fixed frame)."""
+    in the fixed frame). Time and memory O(n_angles x len(anchors)) after the two frames."""
     centre_moving, R_moving_surface = _frame(mov_pts, mov_nrm)
     _, R_fixed_surface = _frame(fix_pts, fix_nrm)
-    out = []
-    for flip in (1.0, -1.0):
-        R_moving_flipped = R_moving_surface @ np.diag([1.0, flip, flip])  # flip z (and y to stay right-handed)
-        for k in range(n_angles):
-            a = 2 * math.pi * k / n_angles
-            Rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
-            R_fixed_moving = R_fixed_surface @ Rz @ R_moving_flipped.T
-            for anchor in anchors:
-                T_fixed_moving = np.eye(4)
-                T_fixed_moving[:3, :3] = R_fixed_moving
-                T_fixed_moving[:3, 3] = anchor - R_fixed_moving @ centre_moving
-                out.append(T_fixed_moving)
-    return np.stack(out)
+    # All (flip, angle) rotations at once, then every anchor: O(n_angles x anchors) poses, built
+    # as arrays (3,120 np.eye calls and item writes cost ~3 ms a pair), same order as nested loops.
+    a = 2 * np.pi * np.arange(n_angles) / n_angles
+    Rz = np.zeros((n_angles, 3, 3))
+    Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = np.cos(a), -np.sin(a), np.sin(a), np.cos(a), 1.0
+    flips = np.stack([R_moving_surface @ np.diag([1.0, f, f]) for f in (1.0, -1.0)])  # flip z (and y: right-handed)
+    R_fixed_moving = (R_fixed_surface @ Rz[None] @ flips.transpose(0, 2, 1)[:, None]).reshape(-1, 3, 3)
+    out = np.zeros((R_fixed_moving.shape[0], len(anchors), 4, 4))
+    out[..., :3, :3] = R_fixed_moving[:, None]
+    out[..., :3, 3] = anchors[None] - (R_fixed_moving @ centre_moving)[:, None]
+    out[..., 3, 3] = 1.0
+    return out.reshape(-1, 4, 4)
 
 
 def _draw(allowed: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -271,7 +270,20 @@ def _refit(T: np.ndarray, src: np.ndarray, dst: np.ndarray, inlier_mm: float, ro
         close = np.linalg.norm(src @ T[:3, :3].T + T[:3, 3] - dst, axis=1) < inlier_mm
         if close.sum() < 3:
             break
-        T = kabsch(torch.from_numpy(src[close]), torch.from_numpy(dst[close])).numpy()
+        T = _kabsch_np(src[close], dst[close])
+    return T
+
+
+def _kabsch_np(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """`kabsch` of one set of pairs src -> dst (n,3) in numpy: the torch call's per-op overhead
+    was most of a refit's time (8 refits a pair). Time O(n), memory O(n)."""
+    cs, cd = src.mean(0), dst.mean(0)
+    U, _, Vt = np.linalg.svd((src - cs).T @ (dst - cd))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ D @ U.T
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = cd - R @ cs
     return T
 
 

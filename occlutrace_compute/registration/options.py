@@ -88,8 +88,13 @@ class RuntimeOptions:
     knn_backend: str = "auto"  # "kdtree" on CPU, nn.knn backends on GPU
     # torch and BLAS threads on CPU: per-iteration tensors are small (< 100k rows), where OpenMP
     # fork/join costs more than it saves and stalls badly on shared cores (tree searches still
-    # use every core). None keeps the process setting.
+    # use `tree_threads`). None keeps the process setting.
     cpu_threads: int | None = 1
+    # OpenMP threads of the CPU kd-tree searches (pykdtree), this thread only, while cpu_threads
+    # is set. 1: in a pair job the reference's distance index builds on the second core, where a
+    # 2-thread query team waits for the busy core (spinning) and ICP's 300-20k-row searches gain
+    # nothing (bench/RESULTS.md, register stage). None: the process setting (every core).
+    tree_threads: int | None = 1
 
 
 @dataclass(frozen=True)
