@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, obj
+from tests.parse_equivalence import assert_same, outcome
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.25f}", "{:.0f}."]
 DEFECTS = ["none"] * 8 + [
@@ -139,40 +140,16 @@ def obj_files(draw) -> tuple[bytes, str, Limits]:
     return data, defect, limits
 
 
-def outcome(fn, data: bytes, limits: Limits):
-    try:
-        return fn(data, "t.obj", limits)
-    except InputRejected as e:
-        return e
-
-
-def assert_same(a, b) -> None:
-    if isinstance(b, InputRejected) or isinstance(a, InputRejected):
-        assert isinstance(a, InputRejected) and isinstance(b, InputRejected), (a, b)
-        assert str(a) == str(b)
-        return
-    assert a.vertices.dtype == b.vertices.dtype and a.faces.dtype == b.faces.dtype
-    assert a.vertices.shape == b.vertices.shape and a.faces.shape == b.faces.shape
-    assert a.vertices.tobytes() == b.vertices.tobytes()  # bit for bit (-0.0, NaN payloads)
-    assert np.array_equal(a.faces, b.faces)
-    assert a.metadata == b.metadata
-    assert a.warnings == b.warnings
-    assert (a.colors is None) == (b.colors is None)
-    if a.colors is not None:
-        assert np.array_equal(a.colors, b.colors)
-    assert (a.uv is None) == (b.uv is None) and a.texture_ref == b.texture_ref
-
-
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(obj_files())
 def test_fast_path_gives_the_exact_parsers_result_or_steps_aside(case):
     data, defect, limits = case
-    exact = outcome(obj.parse_exact, data, limits)
+    exact = outcome(obj.parse_exact, data, "t.obj", limits)
     fast = obj.parse_fast(data, "t.obj", limits)
     if fast is not None:
         assert not isinstance(exact, InputRejected), exact
         assert_same(fast, exact)
-    assert_same(outcome(obj.parse, data, limits), exact)  # the public entry point, whichever path ran
+    assert_same(outcome(obj.parse, data, "t.obj", limits), exact)  # the public entry point, whichever path ran
     plain = (
         defect in ("none", "colours on every line")
         and b"\r" not in data.replace(b"\r\n", b"")

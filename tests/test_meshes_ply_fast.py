@@ -19,6 +19,7 @@ from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, mesh_to_bytes, ply
+from tests.parse_equivalence import assert_same
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{}", "{:.30f}", "{:.0f}.", "no zero"]
 ODDITIES = ["none"] * 6 + [
@@ -118,18 +119,6 @@ def parse(data: bytes, fast: bool):
             return ply.parse(data, "t.ply", Limits(units="warn"))
         except InputRejected as e:
             return e
-
-
-def assert_same(a, b) -> None:
-    if isinstance(a, InputRejected) or isinstance(b, InputRejected):
-        assert isinstance(a, InputRejected) and isinstance(b, InputRejected), (a, b)
-        assert str(a) == str(b)
-        return
-    assert a.vertices.tobytes() == b.vertices.tobytes() and a.vertices.shape == b.vertices.shape
-    assert np.array_equal(a.faces, b.faces) and a.faces.dtype == b.faces.dtype
-    assert (a.colors is None) == (b.colors is None)
-    assert a.colors is None or np.array_equal(a.colors, b.colors)
-    assert a.metadata == b.metadata and a.warnings == b.warnings
 
 
 @settings(max_examples=150, deadline=None)

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, stl
+from tests.parse_equivalence import assert_same, outcome
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.30f}", "{:.0f}.", "no zero"]
 NAMES = ["", "1", "part 2", "facet", "endfacet 3", "vertex 1 2 3", "solid", "endsolid x", "12e3 4",
@@ -130,38 +131,17 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
     return data, defect, limits
 
 
-def outcome(fn, data: bytes, limits: Limits):
-    try:
-        return fn(data, "t.stl", limits)
-    except InputRejected as e:
-        return e
-
-
-def assert_same(a, b) -> None:
-    if isinstance(b, InputRejected) or isinstance(a, InputRejected):
-        assert isinstance(a, InputRejected) and isinstance(b, InputRejected), (a, b)
-        assert str(a) == str(b)
-        return
-    assert a.vertices.dtype == b.vertices.dtype and a.faces.dtype == b.faces.dtype
-    assert np.array_equal(a.vertices, b.vertices, equal_nan=True)  # bit for bit below
-    assert a.vertices.tobytes() == b.vertices.tobytes()
-    assert np.array_equal(a.faces, b.faces)
-    assert a.metadata == b.metadata
-    assert a.warnings == b.warnings
-    assert (a.colors, a.uv, a.texture_ref) == (b.colors, b.uv, b.texture_ref)
-
-
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stl_files())
 def test_fast_path_gives_the_exact_parsers_result_or_steps_aside(case):
     data, defect, limits = case
-    exact = outcome(stl.parse_ascii_exact, data, limits)
+    exact = outcome(stl.parse_ascii_exact, data, "t.stl", limits)
     fast = stl.parse_ascii_fast(data, "t.stl", limits)
     if fast is not None:
         assert not isinstance(exact, InputRejected), exact
         assert_same(fast, exact)
     # the public entry point: the exact parser's result or its specific error, whichever path ran
-    assert_same(outcome(stl.parse_ascii, data, limits), exact)
+    assert_same(outcome(stl.parse_ascii, data, "t.stl", limits), exact)
     text = data.decode("latin-1")
     plain = defect in ("none", "trailing blank lines") and "\r" not in text.replace("\r\n", "")
     short_tail = defect == "none" or text.count("\n") - text.rstrip().count("\n") <= stl._BLANK_TAIL
