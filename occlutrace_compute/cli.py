@@ -256,7 +256,8 @@ def main(argv: Sequence[str] | None = None, registrar: Any = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    args.registrar = registrar
+    if registrar is not None:
+        args.registrar = registrar
     try:
         return int(args.handler(args))
     except InputRejected as e:
