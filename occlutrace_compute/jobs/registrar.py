@@ -8,8 +8,9 @@ pydantic options, the mesh readers, the analysis stack), parses both inputs and 
 deviation's index: those leave the torch import's path. The command's process never imports
 torch; this one imports nothing the job's other stages need.
 
-`ForkedRegistrar.start()` forks at the command's start (no thread exists yet: a fork is safe) after
-numpy is imported (both processes need it, so it is imported once). The child imports the
+`ForkedRegistrar.start()` forks at the command's start, before any Python thread exists, after numpy
+is imported (both processes need it, so it is imported once; its OpenBLAS worker pool, started by
+the import, is stopped and restarted around the fork by OpenBLAS's own fork handlers). The child imports the
 registration engine at once, then waits for one request on a pipe: the two meshes' arrays,
 landmarks and device; it answers with the `RegistrationResult` (or the error) and ends without
 interpreter teardown. `register()` in the parent sends the request and waits for the answer;
