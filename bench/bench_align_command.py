@@ -11,6 +11,9 @@ counted rounds, contenders in turn within each round (A B A B ...), so a load ch
 machine hits all of them alike. Per contender: median (min-max) wall seconds, median CPU seconds
 (user + sys of the process and its threads, from wait4) and peak RSS; then each contender's
 ratio to the peer, round by round (median), and the job's own stage walls (result.json).
+Our command registers in a second process it forks (jobs/registrar.py): its CPU seconds are in the
+figures (wait4 counts the descendants a process reaped), its memory is not summed: "peak memory"
+is the larger process's peak (OCCLUTRACE_REGISTER_INPROCESS=1 as a --variant: the one-process run).
 --variant: this tree once more with some environment variables set (e.g. the torch preload off).
 --parts: the start/exit measures of the command alone (PARTS below), fresh processes in turns.
 
@@ -63,7 +66,8 @@ PARTS = {
 }
 ALIGN_IMPORTS = (
     "import occlutrace_compute.cli, occlutrace_compute.jobs.models, occlutrace_compute.jobs.pipeline, "
-    "occlutrace_compute.analysis.deviation, occlutrace_compute.analysis.report, occlutrace_compute.registration"
+    "occlutrace_compute.analysis.deviation, occlutrace_compute.analysis.report, "
+    "occlutrace_compute.registration.engine"  # the package's names load lazily: the engine is torch's import
 )
 
 

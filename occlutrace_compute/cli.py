@@ -247,13 +247,17 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, registrar: Any = None) -> int:
+    """Runs one command; `registrar` (run(): align's registration process, jobs/registrar.py)
+    is handed to the command as args.registrar."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    if registrar is not None:
+        args.registrar = registrar
     try:
         return int(args.handler(args))
     except InputRejected as e:
@@ -278,18 +282,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 FAST_EXIT = frozenset({"align", "bite"})
 
 
+# Commands whose registration runs in a process of its own, forked at the command's start so
+# that torch's import (~1.9 s CPU, GIL-bound) runs on the second core beside this process's
+# imports and loads (jobs/registrar.py; bench/RESULTS.md, "Fourth session of 2026-12-06").
+FORKED_REGISTRATION = frozenset({"align"})
+
+
 def run(argv: Sequence[str] | None = None) -> NoReturn:
     """The console entry point (`occlutrace`, `python -m occlutrace_compute.cli`): main(), then
     exit; after align/bite without the interpreter's teardown (FAST_EXIT)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    fast = _command_of(argv) in FAST_EXIT
+    command = _command_of(argv)
+    fast = command in FAST_EXIT
     if fast:
         # A one-shot job process: the cyclic collector would walk the ~10^6 objects the imports
         # make (torch) again and again while they load (~0.25 s CPU of ~2.5 s of imports) and
         # then during the job, whose data are numpy arrays without reference cycles; the
         # process ends without teardown (below), so nothing is left for it to free.
         gc.disable()
-    code = main(argv)
+        # Work torch and pydantic would do at import for nothing here: scanning every installed
+        # package's entry points for out-of-tree device backends and validation plugins (~20 ms
+        # CPU each). The user's own setting wins.
+        os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
+    registrar = None
+    if command in FORKED_REGISTRATION:
+        from occlutrace_compute.jobs.registrar import ForkedRegistrar
+
+        registrar = ForkedRegistrar.start()
+    try:
+        code = main(argv, registrar)
+    finally:
+        if registrar is not None:
+            registrar.close()
     if not fast:
         sys.exit(code)
     try:

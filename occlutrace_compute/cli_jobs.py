@@ -235,7 +235,17 @@ def _align(args: argparse.Namespace) -> int:
     from occlutrace_compute.jobs.pipeline import run_pair
 
     options = options_from_args(args).model_copy(update={"landmarks": _landmarks(args.init)})
-    out = run_pair(_read_input(args.fixed), _read_input(args.moving), options)
+    registrar = getattr(args, "registrar", None)  # cli.run(): the registration process
+    if registrar is not None:
+        from occlutrace_compute.analysis.report import warm_up
+
+        registrar.meanwhile = warm_up
+    out = run_pair(
+        _read_input(args.fixed),
+        _read_input(args.moving),
+        options,
+        registrar=registrar.register if registrar is not None else None,
+    )
     _write(args.output, out.files)
     _print_pair(out.result)
     print(f"wrote {args.output}/: {', '.join(sorted(out.files))}")

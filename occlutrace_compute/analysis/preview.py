@@ -92,20 +92,32 @@ def _dot(cols: tuple[np.ndarray, np.ndarray, np.ndarray], axis: np.ndarray) -> n
     return cols[0] * float(axis[0]) + cols[1] * float(axis[1]) + cols[2] * float(axis[2])
 
 
-def _cross_columns(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ab x ac) of each face as three (F,) columns, and its length (twice the face's area)."""
-    v = np.asarray(vertices, dtype=np.float64)
+def _corner_columns(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (F, 3) faces' corner indices as three contiguous int64 (F,) columns: a gather by a
+    contiguous index column is cheaper than by a strided one, and the columns serve several."""
     f = np.asarray(faces, dtype=np.int64)
+    return np.ascontiguousarray(f[:, 0]), np.ascontiguousarray(f[:, 1]), np.ascontiguousarray(f[:, 2])
+
+
+def _cross_columns(
+    vertices: np.ndarray, faces: np.ndarray, corners: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ab x ac) of each face as three (F,) columns, and its length (twice the face's area).
+    corners: _corner_columns(faces), when the caller has them."""
+    v = np.asarray(vertices, dtype=np.float64)
+    idx = corners if corners is not None else _corner_columns(faces)
     cols = [np.ascontiguousarray(v[:, j]) for j in range(3)]
-    (ax, ay, az), (bx, by, bz), (cx, cy, cz) = [[c[f[:, k]] for c in cols] for k in range(3)]
+    (ax, ay, az), (bx, by, bz), (cx, cy, cz) = [[c[i] for c in cols] for i in idx]
     ux, uy, uz, wx, wy, wz = bx - ax, by - ay, bz - az, cx - ax, cy - ay, cz - az
     nx, ny, nz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
     return nx, ny, nz, np.sqrt(nx * nx + ny * ny + nz * nz)
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def face_normals(
+    vertices: np.ndarray, faces: np.ndarray, corners: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit face normals as three (F,) columns (zero for degenerate faces); shared by every view."""
-    nx, ny, nz, length = _cross_columns(vertices, faces)
+    nx, ny, nz, length = _cross_columns(vertices, faces, corners)
     norm = np.maximum(length, 1e-300)
     return nx / norm, ny / norm, nz / norm
 
@@ -163,17 +175,20 @@ def rasterize(
         scale = min(width - 2 * margin_px, height - 2 * margin_px) / max(extent, 1e-9)
     sx = (u - ucen) * scale + width / 2
     sy = height / 2 - (w - wcen) * scale
-    image = np.full((height * width, 3), BACKGROUND, dtype=np.uint8)
-    f = np.asarray(faces, dtype=np.int64)
-    if len(f) == 0:
+    image = _blank(height * width)
+    if len(faces) == 0:
         return image.reshape(height, width, 3), float(scale)
-    nx, ny, nz = normals if normals is not None else face_normals(v, f)
+    corners = _corner_columns(faces)
+    nx, ny, nz = normals if normals is not None else face_normals(v, faces, corners)
     facing = _dot((nx, ny, nz), view.toward)
     # Back faces of a consistently oriented scan are hidden behind front ones: skipping them halves
     # the work. A scan seen from behind everywhere (inside-out export) is drawn from both sides.
-    front = np.flatnonzero(facing > -0.05) if np.count_nonzero(facing > 0) >= len(f) // 10 else np.arange(len(f))
-    f, facing = f[front], facing[front]
-    i0, i1, i2 = (np.ascontiguousarray(f[:, k]) for k in range(3))
+    if np.count_nonzero(facing > 0) >= len(facing) // 10:
+        front = np.flatnonzero(facing > -0.05)
+        facing = facing[front]
+        i0, i1, i2 = (c[front] for c in corners)
+    else:
+        i0, i1, i2 = corners
     xa, xb, xc, ya, yb, yc = sx[i0], sx[i1], sx[i2], sy[i0], sy[i1], sy[i2]
     x0, bw = _pixel_range(np.minimum(np.minimum(xa, xb), xc), np.maximum(np.maximum(xa, xb), xc), width)
     y0, bh = _pixel_range(np.minimum(np.minimum(ya, yb), yc), np.maximum(np.maximum(ya, yb), yc), height)
@@ -226,9 +241,19 @@ def rasterize(
         vals = np.asarray(values, dtype=np.float64)
         b0, b1 = bary[drawn, 0], bary[drawn, 1]
         val = b0 * vals[i0[k]] + b1 * vals[i1[k]] + (1.0 - b0 - b1) * vals[i2[k]]  # NaN at a corner: grey
-        rgb = ramp.rgb(val) * shade[k][:, None]
-        image[drawn] = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+        rgb = ramp.rgb(val).astype(np.float64, copy=False)  # a fresh (P, 3) array
+        rgb *= shade[k][:, None]  # in place, the same operations in the same order as
+        rgb *= 255  # clip(round(rgb * shade * 255), 0, 255): fewer (P, 3) temporaries
+        np.clip(np.round(rgb, out=rgb), 0, 255, out=rgb)
+        image[drawn] = rgb.astype(np.uint8)
     return image.reshape(height, width, 3), float(scale)
+
+
+def _blank(n_pixels: int) -> np.ndarray:
+    """(n_pixels, 3) uint8 of the background colour (a plain fill when its channels are equal)."""
+    if BACKGROUND[0] == BACKGROUND[1] == BACKGROUND[2]:
+        return np.full((n_pixels, 3), BACKGROUND[0], dtype=np.uint8)
+    return np.full((n_pixels, 3), BACKGROUND, dtype=np.uint8)
 
 
 def arch_views(frame: ArchFrame, superior: np.ndarray | None) -> list[View]:

@@ -28,6 +28,7 @@ from occlutrace_compute.timing import stopwatch
 
 if TYPE_CHECKING:  # torch and the analysis stack load only when a job needs them (the CLI's start)
     from occlutrace_compute.analysis.deviation import DeviationReport
+    from occlutrace_compute.jobs.registrar import Registrar
     from occlutrace_compute.meshes.model import Mesh
     from occlutrace_compute.registration.result import RegistrationResult
 
@@ -170,7 +171,12 @@ def _with_report(out: JobOutput, options: JobOptions, viewer: dict[str, Any]) ->
 
 
 def run_pair(
-    fixed_in: InputFile, moving_in: InputFile, options: JobOptions, label: str = "", allow: Sequence[str] = ()
+    fixed_in: InputFile,
+    moving_in: InputFile,
+    options: JobOptions,
+    label: str = "",
+    allow: Sequence[str] = (),
+    registrar: Registrar | None = None,
 ) -> JobOutput:
     """Registers MOVING onto FIXED, then measures the deviation of the aligned scan.
 
@@ -183,6 +189,9 @@ def run_pair(
     as this thread sees it: load includes waiting for the parses, register the reference index
     built beside it, deviation the arch frames beside the query, export the wait for the
     encodings after the preview.
+
+    registrar: registers the pair elsewhere (`occlutrace align`: jobs/registrar.py, a process
+    that imported torch beside this one's imports); None: here, the engine imported during load.
     """
     clock = _Stages()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
@@ -195,14 +204,16 @@ def run_pair(
             # the registration (torch: ~2 s of a command) and registers. On the job's device
             # (distance_device: "auto" is the CUDA kernel when a GPU is usable, else distance.py).
             indexing = pool.submit(_reference_index, partial(surface_index, device=options.device), loading["fixed"])
-            from occlutrace_compute.registration import register
+            if registrar is None:
+                from occlutrace_compute.registration import register
 
+                registrar = register
             loaded = _results(loading)
             fixed, moving = loaded["fixed"], loaded["moving"]
 
         with clock.stage("register"):
             try:
-                reg = register(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
+                reg = registrar(fixed.mesh, moving.mesh, landmarks=_landmarks(options), device=options.device)
             except InputRejected as e:  # the engine names roles ("fixed mesh"); the user knows files
                 names = {"fixed": fixed_in.name, "moving": moving_in.name}
                 role = e.source.split()[0]
