@@ -67,7 +67,7 @@ __host__ __device__ __forceinline__ double pmd_closest(const double *p, const do
         v = 0.0; w = 0.0; r = 4;
     } else if (d3 >= 0.0 && d4 <= d3) {
         v = 1.0; w = 0.0; r = 5;
-    } else if (vc <= 0.0 && d1 >= 0.0 && d3 <= 0.0) {
+    } else if (vc <= 0.0 && d1 >= 0.0 && d3 <= 0.0 && d1 > d3) {  // d1 - d3 = |ab|^2: not a == b
         v = pmd_ratio(d1, d1 - d3); w = 0.0; r = 1;
     } else if (d6 >= 0.0 && d5 <= d6) {
         v = 0.0; w = 1.0; r = 6;

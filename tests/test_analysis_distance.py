@@ -491,3 +491,34 @@ def test_triangle_soups_of_every_size_match_brute_force(seed, n_big, squash, cut
     near = np.abs(want) <= limit - 1e-6
     np.testing.assert_allclose(np.abs(got.distance[near]), np.abs(want[near]), rtol=0, atol=1e-6)
     assert np.isnan(got.distance[np.abs(want) > limit + 1e-6]).all()
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Distance of p[i] to segment a[i]-c[i], by the textbook clamp (independent of _closest)."""
+    ac = c - a
+    t = np.clip(np.einsum("ij,ij->i", p - a, ac) / np.einsum("ij,ij->i", ac, ac), 0.0, 1.0)
+    return np.linalg.norm(p - (a + t[:, None] * ac), axis=1)
+
+
+@pytest.mark.parametrize("order", ["aac", "aca", "caa"])
+def test_a_triangle_with_two_equal_corners_is_its_segment(order):
+    # Ericson's edge-AB test holds vacuously when a == b (d1 = d3 = vc = 0): every point got
+    # corner a, e.g. 5 mm instead of 1 mm from the segment (0,0,0)-(10,0,0)
+    rng = np.random.default_rng(11)
+    a, c = rng.normal(0, 10, (200, 3)), rng.normal(0, 10, (200, 3))
+    p = a + rng.uniform(-0.5, 1.5, (200, 1)) * (c - a) + rng.normal(0, 2, (200, 3))
+    corners = {"a": a, "c": c}
+    got = closest_on_triangles(p, *(corners[k] for k in order))
+    np.testing.assert_allclose(np.sqrt(got.sq_distance), _segment_distance(p, a, c), rtol=1e-9, atol=1e-9)
+
+
+def test_corners_that_float32_merges_do_not_hide_the_nearest_face():
+    # two corners 1e-13 mm apart are one float32 point: the float32 scoring saw the face's
+    # corner a only (245 mm from a point 0.02 mm from the face) and answered the other face, 5 mm away
+    a, c = np.array([3.6, -13.6, 16.4]), np.array([-63.3, 299.4, -135.0])
+    p = a + 0.7 * (c - a) + np.array([0.0, 0.0, 0.02])
+    other = p + np.array([[0.0, 0.0, 5.0], [1.0, 0.0, 5.0], [0.0, 1.0, 5.0]])
+    mesh = Mesh(np.vstack([a, a + 1e-13, c, other]), np.array([[0, 1, 2], [3, 4, 5]]))
+    want = _segment_distance(p[None], a[None], c[None])
+    got = signed_distance(p[None], mesh)
+    np.testing.assert_allclose(np.abs(got.distance), want, atol=UM)

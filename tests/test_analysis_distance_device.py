@@ -482,3 +482,12 @@ def test_cuda_branch_with_a_fake_cupy_gives_the_twins_answers(monkeypatch, count
     assert (work is None) if not count_work else np.array_equal(work, work_twin)
     assert dd.DeviceSurfaceIndex(mesh, device="cuda").query(np.zeros((0, 3))).distance.shape == (0,)
     assert launches == [len(pts)]  # nothing launched for no points
+
+
+def test_a_face_with_two_equal_first_corners_is_its_segment():
+    # the kernel's edge-AB test held vacuously when a == b: every point got corner a
+    v = np.array([[0.0, 0, 0], [10, 0, 0]])
+    mesh = Mesh(v, np.array([[0, 0, 1]]))
+    pts = np.array([[5.0, 1, 0], [9.0, 0, 2], [12.0, 0, 0], [-1.0, 0, 0]])
+    got = twin(mesh).query(pts)
+    np.testing.assert_allclose(np.abs(got.distance), [1.0, 2.0, 2.0, 1.0], atol=1e-12)

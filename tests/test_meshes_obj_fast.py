@@ -192,3 +192,14 @@ def test_bad_faces_are_named_as_before(tail, message):
     assert obj.parse_fast(data, "b.obj", Limits()) is None
     with pytest.raises(InputRejected, match=message):
         load_mesh(data=data, name="b.obj")
+
+
+def test_a_long_zero_padded_index_after_a_lone_cr_is_refused_as_before():
+    # in an LF file a lone CR is whitespace, so it may stand before an index (a 4-space line
+    # elsewhere keeps the space count at 3 a line): a 19-digit zero-padded index there must not
+    # slip past the leading-zero check, which looked for ' 0' only
+    # (past the format sniff's window, which would refuse the CR line as not OBJ)
+    data = b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" + b"f 1 2 3\n" * 10_000 + b"f 1 2 3 \nf 1 2\r" + b"0" * 18 + b"3\n"
+    assert obj.parse_fast(data, "cr.obj", Limits()) is None
+    with pytest.raises(InputRejected, match="beyond 64-bit integers"):
+        load_mesh(data=data, name="cr.obj")

@@ -127,6 +127,20 @@ def test_cpu_threads_caps_the_tree_searches_only_when_asked_and_restores_them():
             assert _tree_threads() == outside
 
 
+def test_tree_threads_leave_torch_on_cpu_threads():
+    """The OpenMP cap of `tree_threads` reached torch's own OpenMP runtime too: with
+    cpu_threads(1, tree_threads=2) torch ran on 2 threads, with (2, 1) on 1."""
+    import pykdtree.kdtree  # noqa: F401  (loaded, as the engines load it)
+
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=2, user_api="openmp"):
+        with cpu_threads(1, tree_threads=2):
+            assert torch.get_num_threads() == 1 and _tree_threads() == [2]
+        with cpu_threads(2, tree_threads=1):
+            assert torch.get_num_threads() == 2 and _tree_threads() == [1]
+    assert torch.get_num_threads() == before
+
+
 def test_the_pair_engine_searches_its_trees_on_one_openmp_thread_by_default(monkeypatch):
     """Every kd-tree query of a pair registration runs under `tree_threads` (default 1; None:
     the process setting). Fails on the engine before the register-stage session (2 threads)."""

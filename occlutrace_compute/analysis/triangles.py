@@ -78,7 +78,9 @@ def _closest(p: Columns, a: Columns, b: Columns, c: Columns) -> tuple[Columns, n
     tests = [
         ((d1 <= 0) & (d2 <= 0), 0.0, 0.0, VERTEX_A),
         ((d3 >= 0) & (d4 <= d3), 1.0, 0.0, VERTEX_B),
-        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), _ratio(d1, d1 - d3), 0.0, EDGE_AB),
+        # d1 - d3 = |ab|^2: with a == b the three tests hold vacuously and would give `a` for
+        # every point; the C and CA tests below then answer for the segment a-c
+        ((vc <= 0) & (d1 >= 0) & (d3 <= 0) & (d1 > d3), _ratio(d1, d1 - d3), 0.0, EDGE_AB),
         ((d6 >= 0) & (d5 <= d6), 0.0, 1.0, VERTEX_C),
         ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, _ratio(d2, d2 - d6), EDGE_CA),
         ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1.0 - t_bc, t_bc, EDGE_BC),

@@ -138,8 +138,8 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     n_f = f_block.count(b"\n") + 1
     if n_f > limits.max_faces or limits.max_polygon_corners < 3 or f_block.count(b" ") != 3 * n_f:
         return None  # (one space before each index: a larger polygon stops here, before any array)
-    if b" 0" in f_block and _longest_digits(f_block) > 18:
-        return None  # leading zeros: parse refuses 19+ digit indices, naming the limit
+    if (b" 0" in f_block or b"\r0" in f_block) and _longest_digits(f_block) > 18:
+        return None  # leading zeros (a lone CR is whitespace too): parse refuses 19+ digit indices
     # each line's keyword becomes -1 (the block holds no other sign), read with the indices by
     # numpy's C integer parser: -1 at every 4th place proves 3 indices a line
     try:

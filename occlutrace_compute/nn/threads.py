@@ -57,6 +57,10 @@ def cpu_threads(n: int | None, tree_threads: int | None = None) -> Iterator[None
     limits = {"blas": n} | ({"openmp": tree_threads} if tree_threads else {})
     try:
         with _pools().limit(limits=limits):
+            if tree_threads:
+                # the OpenMP cap reached torch's own runtime too (torch would run on tree_threads):
+                # torch keeps n (its libgomp is not pykdtree's copy; the exit restores both)
+                torch.set_num_threads(n)
             yield
     finally:
         torch.set_num_threads(before)
