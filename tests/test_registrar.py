@@ -138,3 +138,29 @@ def test_registration_names_load_on_first_use():
 def test_the_in_process_switch_starts_nothing(monkeypatch):
     monkeypatch.setenv(INPROCESS_ENV, "1")
     assert ForkedRegistrar.start() is None
+
+
+def test_a_clean_pair_registers_without_scipy(tmp_path):
+    # The registration process's imports are align's critical path: scipy.spatial and
+    # scipy.sparse (~0.4 s) load only where a local search or a changed region needs them. A clean
+    # pair's few rejected samples cannot make a region as large as the smallest reported one, so
+    # the clustering (and its imports) is skipped; a changed pair still gets its regions
+    # (test_registration's changed cases). The case is made here: the generator imports scipy.
+    import numpy as np
+
+    from occlutrace_compute.synth import make_pair_case
+
+    case = make_pair_case(1, "clean", overlap=(0.9, 1.0), spacing_mm=0.3)
+    arrays = tmp_path / "pair.npz"
+    np.savez(arrays, fv=case.fixed.vertices, ff=case.fixed.faces, mv=case.moving.vertices, mf=case.moving.faces)
+    got = _probe(
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from occlutrace_compute.meshes.model import Mesh\n"
+        "from occlutrace_compute.registration.engine import register\n"
+        f"z = np.load({str(arrays)!r})\n"
+        "r = register(Mesh(z['fv'], z['ff']), Mesh(z['mv'], z['mf']))\n"
+        "print(json.dumps({'regions': len(r.changed_regions),\n"
+        "                  'scipy': sorted(m for m in ('scipy.spatial', 'scipy.sparse') if m in sys.modules)}))"
+    )
+    assert got == {"regions": 0, "scipy": []}

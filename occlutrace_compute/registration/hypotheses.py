@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.registration.batch import Clouds
@@ -324,6 +323,10 @@ def around(
 def random_steps(n: int, rot_deg: float, trans_mm: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`around`'s draws: rotations (n,3,3) of normal rotation vectors (sigma `rot_deg`) and shifts
     (n,3) (sigma `trans_mm` per axis), from `seed` (`batched.engine.around` takes the same)."""
+    # imported here: scipy.spatial costs ~0.37 s of imports, on the critical path of `align`'s
+    # registration process (jobs/registrar.py), and only this local search needs it
+    from scipy.spatial.transform import Rotation
+
     rng = np.random.default_rng(seed)
     R = Rotation.from_rotvec(rng.normal(0.0, math.radians(rot_deg), (n, 3))).as_matrix()
     return R, rng.normal(0.0, trans_mm, (n, 3))

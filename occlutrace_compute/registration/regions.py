@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from occlutrace_compute.registration.result import ChangedRegion
 
@@ -24,8 +21,14 @@ def changed_regions(
 ) -> list[ChangedRegion]:
     """Clusters of masked samples linked within `link_mm`, largest first; tiny ones dropped."""
     sel = np.nonzero(mask)[0]
-    if sel.size == 0:
-        return []
+    if sel.size * area_per_sample < min_area_mm2:
+        return []  # even all of them in one cluster would be dropped as tiny (a clean pair's few outliers)
+    # imported here, past that return: scipy.sparse and scipy.spatial cost ~0.4 s of imports on
+    # the critical path of `align`'s registration process (jobs/registrar.py), for changed pairs only
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
     pts = points[sel]
     pairs = cKDTree(pts).query_pairs(link_mm, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(sel), len(sel)))
