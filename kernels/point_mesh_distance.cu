@@ -30,10 +30,15 @@
 
 #include "device_common.cuh"
 
+#define PMD_FLAT 1.4901161193847656e-08  // 2^-26 = sqrt(eps): triangles.py FLAT[float64]
 #define PMD_STACK 64  // >= tree depth + 1; the host refuses deeper trees (n_leaf > 2^48)
 
 __host__ __device__ __forceinline__ double pmd_ratio(double num, double den) {
     return den == 0.0 ? 0.0 : num / den;  // numpy's _ratio: 0 for degenerate triangles
+}
+
+__host__ __device__ __forceinline__ double pmd_clamp01(double x) {
+    return x < 0.0 ? 0.0 : (x > 1.0 ? 1.0 : x);  // np.clip(x, 0, 1)
 }
 
 __host__ __device__ __forceinline__ double pmd_dot(const double *x, const double *y) {
@@ -77,8 +82,34 @@ __host__ __device__ __forceinline__ double pmd_closest(const double *p, const do
         const double t = pmd_ratio(d4 - d3, (d4 - d3) + (d5 - d6));
         v = 1.0 - t; w = t; r = 2;
     } else {
-        const double den = va + vb + vc;
-        v = pmd_ratio(vb, den); w = pmd_ratio(vc, den); r = 0;
+        v = pmd_ratio(vb, va + vb + vc); w = pmd_ratio(vc, va + vb + vc); r = 0;
+    }
+    // a (near-)straight-line triangle (sin^2 of its angle at a under PMD_FLAT) or an interior
+    // answer off the triangle: the nearest of Ericson's answer (if on the triangle) and the
+    // clamped side projections ab, bc, ca, first on ties (triangles.py _nearest_side: same
+    // arithmetic, same order)
+    const double den = va + vb + vc;
+    const bool on = v >= 0.0 && w >= 0.0 && v + w <= 1.0;
+    if (den <= PMD_FLAT * (pmd_dot(ab, ab) * pmd_dot(ac, ac)) || (r == 0 && !on)) {
+        const double t_ab = pmd_clamp01(pmd_ratio(d1, d1 - d3));
+        const double t_bc = pmd_clamp01(pmd_ratio(d4 - d3, (d4 - d3) + (d5 - d6)));
+        const double t_ca = pmd_clamp01(pmd_ratio(d2, d2 - d6));
+        const double sv[4] = {v, t_ab, 1.0 - t_bc, 0.0}, sw[4] = {w, 0.0, t_bc, t_ca};
+        const double st[4] = {0.5, t_ab, t_bc, t_ca};
+        const int edge[4] = {r, 1, 2, 3}, start[4] = {r, 4, 5, 4}, end[4] = {r, 5, 6, 6};
+        double best = 0.0;
+        bool found = false;
+        for (int k = on ? 0 : 1; k < 4; ++k) {
+            double diff[3];
+            for (int j = 0; j < 3; ++j) diff[j] = p[j] - (a[j] + sv[k] * ab[j] + sw[k] * ac[j]);
+            const double sq = pmd_dot(diff, diff);
+            if (!found || sq < best) {
+                found = true;
+                best = sq;
+                v = sv[k]; w = sw[k];
+                r = k == 0 ? r : (st[k] == 0.0 ? start[k] : (st[k] == 1.0 ? end[k] : edge[k]));
+            }
+        }
     }
     double diff[3];
     for (int j = 0; j < 3; ++j) {

@@ -522,3 +522,46 @@ def test_corners_that_float32_merges_do_not_hide_the_nearest_face():
     want = _segment_distance(p[None], a[None], c[None])
     got = signed_distance(p[None], mesh)
     np.testing.assert_allclose(np.abs(got.distance), want, atol=UM)
+
+
+def _sides_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Distance of p[i] to the union of the three sides of triangle i (textbook clamps)."""
+    return np.minimum.reduce([_segment_distance(p, x, y) for x, y in ((a, b), (b, c), (c, a))])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    offset=st.sampled_from([0.0, 1e3]),
+)
+def test_a_straight_line_triangle_is_its_longest_side(seed, scale, offset):
+    # Three distinct collinear corners (zero area, any order, any spacing): Ericson's interior
+    # answer divides by |ab x ac|^2 = 0 and answered corner a; rounding also sent ~1 % of such
+    # triangles past every side test (up to 75x too far on 100k random cases)
+    rng = np.random.default_rng(seed)
+    n = 400
+    o = rng.normal(0, scale, (n, 3)) + offset
+    d = rng.normal(0, 1, (n, 3))
+    s = rng.uniform(-1, 1, (n, 3)) * scale
+    a, b, c = (o + s[:, k : k + 1] * d for k in range(3))
+    p = o + rng.uniform(-1.5, 1.5, (n, 1)) * scale * d + rng.normal(0, 0.3 * scale, (n, 3))
+    got = closest_on_triangles(p, a, b, c)
+    want = _sides_distance(p, a, b, c)
+    np.testing.assert_allclose(np.sqrt(got.sq_distance), want, rtol=1e-7, atol=1e-9 * (scale + offset))
+    on = got.point  # the answer is a point of the triangle: on the segment of its extreme corners
+    assert np.all(_sides_distance(on, a, b, c) <= 1e-7 * (scale + offset))
+
+
+def test_a_near_straight_triangle_answers_a_point_on_it():
+    # corners off a line by 1e-9 of their spacing: the interior ratio is rounding noise; the
+    # answer must be a point of the triangle, within its height of the nearest side
+    rng = np.random.default_rng(5)
+    n = 2000
+    a, d = rng.normal(0, 10, (n, 3)), rng.normal(0, 1, (n, 3))
+    b = a + 3 * d
+    c = a + rng.uniform(-2, 2, (n, 1)) * d + rng.normal(0, 1e-9, (n, 3))
+    p = a + rng.uniform(-1, 4, (n, 1)) * d + rng.normal(0, 0.5, (n, 3))
+    got = closest_on_triangles(p, a, b, c)
+    assert np.all(got.bary >= -1e-6) and np.all(got.bary.sum(axis=1) <= 1 + 1e-9)
+    np.testing.assert_allclose(np.sqrt(got.sq_distance), _sides_distance(p, a, b, c), rtol=0, atol=1e-7)

@@ -491,3 +491,29 @@ def test_a_face_with_two_equal_first_corners_is_its_segment():
     pts = np.array([[5.0, 1, 0], [9.0, 0, 2], [12.0, 0, 0], [-1.0, 0, 0]])
     got = twin(mesh).query(pts)
     np.testing.assert_allclose(np.abs(got.distance), [1.0, 2.0, 2.0, 1.0], atol=1e-12)
+
+
+def _segment_distance(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Distance of p[i] to segment x[i]-y[i] by the textbook clamp (not the code under test)."""
+    t = np.clip(np.einsum("ij,ij->i", p - x, y - x) / np.einsum("ij,ij->i", y - x, y - x), 0.0, 1.0)
+    return np.linalg.norm(p - (x + t[:, None] * (y - x)), axis=1)
+
+
+def test_straight_line_faces_give_the_numpy_answer_bit_for_bit():
+    # zero-area faces with three distinct collinear corners (the loader drops them; an index
+    # built from arrays does not): the kernel's side fallback is numpy's, bit for bit, and both
+    # are the distance to the nearest side
+    rng = np.random.default_rng(8)
+    o, d = rng.normal(0, 5, (40, 3)), rng.normal(0, 1, (40, 3))
+    v = np.concatenate([o + s * d for s in rng.uniform(-3, 3, (3, 40, 1))])
+    f = np.arange(120).reshape(3, 40).T
+    mesh = Mesh(v, f)
+    pts = rng.normal(0, 5, (300, 3))
+    want_d, _, _, _ = brute_force(mesh, pts)
+    got = twin(mesh).query(pts)
+    np.testing.assert_array_equal(np.abs(got.distance), np.abs(want_d))
+    n, m = len(pts), len(f)
+    p = np.repeat(pts, m, axis=0)
+    a, b, c = (np.tile(v[f[:, k]], (n, 1)) for k in range(3))
+    sides = np.minimum.reduce([_segment_distance(p, x, y) for x, y in ((a, b), (b, c), (c, a))])
+    np.testing.assert_allclose(np.abs(got.distance), sides.reshape(n, m).min(axis=1), rtol=1e-9, atol=1e-9)

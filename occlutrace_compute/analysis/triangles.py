@@ -21,6 +21,10 @@ INTERIOR = 0
 EDGE_AB, EDGE_BC, EDGE_CA = 1, 2, 3
 VERTEX_A, VERTEX_B, VERTEX_C = 4, 5, 6
 
+# sin^2 of a triangle's angle at a under which it counts as flat (a straight line): sqrt(eps) of
+# its float type, so the interior answer of a triangle above it is off by < ~sqrt(eps) relative
+FLAT = {np.float64: np.float64(2.0**-26), np.float32: np.float32(2.0**-12)}
+
 
 @dataclass(frozen=True)
 class ClosestOnTriangles:
@@ -89,8 +93,60 @@ def _closest(p: Columns, a: Columns, b: Columns, c: Columns) -> tuple[Columns, n
         v = np.where(mask, mv, v)
         w = np.where(mask, mw, w)
         region = np.where(mask, np.int8(code), region)
+    # A (near-)straight-line triangle: sin^2 of its angle at a, den / (|ab|^2 |ac|^2), is under
+    # FLAT (rounding noise in va, vb, vc, ~eps / sin^2 relative, then decides which of Ericson's
+    # tests holds: ~1 % of straight triangles answered a side or corner too far), or an interior
+    # answer lands off the triangle. Then: the nearest of Ericson's answer (if on the triangle)
+    # and the three clamped side projections.
+    flat = den <= FLAT[den.dtype.type] * (_dot3(ab, ab) * _dot3(ac, ac))
+    on = (v >= 0) & (w >= 0) & (v + w <= 1)
+    off = np.nonzero(flat | ((region == INTERIOR) & ~on))[0]
+    if off.size:
+        v, w, region = _nearest_side(off, p, a, ab, ac, (d1, d2, d3, d4, d5, d6), v, w, region, on)
     point = tuple(a[i] + v * ab[i] + w * ac[i] for i in range(3))
     return point, v, w, region
+
+
+def _nearest_side(
+    off: np.ndarray,
+    p: Columns,
+    a: Columns,
+    ab: Columns,
+    ac: Columns,
+    d: tuple[np.ndarray, ...],
+    v: np.ndarray,
+    w: np.ndarray,
+    region: np.ndarray,
+    on: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(v, w, region) with rows `off` replaced by the nearest of: Ericson's answer where it is on
+    the triangle (`on`), then the sides ab, bc, ca, each the clamped projection (first on ties; a
+    clamp to a corner gives that corner's region code). The kernel (point_mesh_distance.cu,
+    pmd_closest) does the same arithmetic in the same order. O(len(off)) time and memory."""
+    d1, d2, d3, d4, d5, d6 = (x[off] for x in d)
+    ps, as_, abs_, acs = (tuple(col[off] for col in cols) for cols in (p, a, ab, ac))
+    t_ab = np.clip(_ratio(d1, d1 - d3), 0, 1)
+    t_bc = np.clip(_ratio(d4 - d3, (d4 - d3) + (d5 - d6)), 0, 1)
+    t_ca = np.clip(_ratio(d2, d2 - d6), 0, 1)
+    zero = np.zeros_like(t_ab)
+    best_v, best_w, best_r = v[off], w[off], region[off]
+    diff = tuple(ps[i] - (as_[i] + best_v * abs_[i] + best_w * acs[i]) for i in range(3))
+    best_sq = np.where(on[off], _dot3(diff, diff), np.inf).astype(d1.dtype)
+    for sv, sw, edge, start, end, t in (
+        (t_ab, zero, EDGE_AB, VERTEX_A, VERTEX_B, t_ab),
+        (1 - t_bc, t_bc, EDGE_BC, VERTEX_B, VERTEX_C, t_bc),
+        (zero, t_ca, EDGE_CA, VERTEX_A, VERTEX_C, t_ca),
+    ):
+        diff = tuple(ps[i] - (as_[i] + sv * abs_[i] + sw * acs[i]) for i in range(3))
+        sq = _dot3(diff, diff)
+        better = sq < best_sq
+        code = np.where(t == 0, np.int8(start), np.where(t == 1, np.int8(end), np.int8(edge)))
+        best_sq = np.where(better, sq, best_sq)
+        best_v, best_w = np.where(better, sv, best_v), np.where(better, sw, best_w)
+        best_r = np.where(better, code, best_r)
+    v, w, region = v.copy(), w.copy(), region.copy()
+    v[off], w[off], region[off] = best_v, best_w, best_r
+    return v, w, region
 
 
 def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> ClosestOnTriangles:
