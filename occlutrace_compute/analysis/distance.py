@@ -50,13 +50,13 @@ from threadpoolctl import ThreadpoolController
 from occlutrace_compute.analysis.triangles import (
     Columns,
     MeshFeatures,
-    _dot3,
-    _sub,
     closest_on_triangles,
+    dot_columns,
     feature_normal,
     mesh_features,
     on_boundary,
     sq_distance_columns,
+    sub_columns,
 )
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
@@ -110,8 +110,8 @@ def _balls(a: Columns, b: Columns, c: Columns) -> tuple[np.ndarray, np.ndarray]:
     holds the whole triangle (it is convex) whatever the rounding of the centre or of the
     acute/obtuse test; degenerate triangles (a segment, a point) get their longest side's
     midpoint, and a centre that is not finite falls back to the centroid."""
-    ab, ac = _sub(b, a), _sub(c, a)
-    lab, lac, dot = _dot3(ab, ab), _dot3(ac, ac), _dot3(ab, ac)
+    ab, ac = sub_columns(b, a), sub_columns(c, a)
+    lab, lac, dot = dot_columns(ab, ab), dot_columns(ac, ac), dot_columns(ab, ac)
     lbc = lab + lac - 2.0 * dot  # |c - b|^2 (only picks the case: the radius is measured below)
     # circumcentre = a + s ab + t ac, from the 2 x 2 Gram system of the sides
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -124,14 +124,18 @@ def _balls(a: Columns, b: Columns, c: Columns) -> tuple[np.ndarray, np.ndarray]:
     bad = ~(np.isfinite(s) & np.isfinite(t))
     s, t = np.where(bad, 1.0 / 3.0, s), np.where(bad, 1.0 / 3.0, t)
     centre = (a[0] + s * ab[0] + t * ac[0], a[1] + s * ab[1] + t * ac[1], a[2] + s * ab[2] + t * ac[2])
-    radius = np.sqrt(np.maximum.reduce([_dot3(d, d) for d in (_sub(a, centre), _sub(b, centre), _sub(c, centre))]))
+    radius = np.sqrt(
+        np.maximum.reduce(
+            [dot_columns(d, d) for d in (sub_columns(a, centre), sub_columns(b, centre), sub_columns(c, centre))]
+        )
+    )
     return np.stack(centre, axis=1), radius
 
 
 def _halves(a: Columns, b: Columns, c: Columns) -> tuple[Columns, Columns, Columns]:
     """Corner columns of the two halves of each triangle cut from its longest side's midpoint to
     the opposite corner (2P triangles: first halves of all, then second halves)."""
-    sq = np.stack([_dot3(d, d) for d in (_sub(c, b), _sub(a, c), _sub(b, a))])
+    sq = np.stack([dot_columns(d, d) for d in (sub_columns(c, b), sub_columns(a, c), sub_columns(b, a))])
     longest = np.argmax(sq, axis=0)  # the side opposite corner `longest`
     corners = np.stack([np.stack(a), np.stack(b), np.stack(c)])  # (3 corners, 3 axes, P)
     cols = np.arange(len(longest))
@@ -195,7 +199,7 @@ def _proxies(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
             chunk = ids[start : start + step]
             o, u, w = (
                 np.stack([col[chunk] for col in corner])
-                for corner in (half[0], _sub(half[1], half[0]), _sub(half[2], half[0]))
+                for corner in (half[0], sub_columns(half[1], half[0]), sub_columns(half[2], half[0]))
             )
             # sub-triangle corner k, axis i: o + v * u + w * w, for every (chunk triangle, S) pair
             sub = [

@@ -43,11 +43,11 @@ def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, y)
 
 
-def _sub(x: Columns, y: Columns) -> Columns:
+def sub_columns(x: Columns, y: Columns) -> Columns:
     return x[0] - y[0], x[1] - y[1], x[2] - y[2]
 
 
-def _dot3(x: Columns, y: Columns) -> np.ndarray:
+def dot_columns(x: Columns, y: Columns) -> np.ndarray:
     return x[0] * y[0] + x[1] * y[1] + x[2] * y[2]
 
 
@@ -64,11 +64,11 @@ def _closest(p: Columns, a: Columns, b: Columns, c: Columns) -> tuple[Columns, n
 
     Works on coordinate columns: numpy runs 1-D arrays several times faster than (P, 3) rows.
     """
-    ab, ac = _sub(b, a), _sub(c, a)
-    ap, bp, cp = _sub(p, a), _sub(p, b), _sub(p, c)
-    d1, d2 = _dot3(ab, ap), _dot3(ac, ap)
-    d3, d4 = _dot3(ab, bp), _dot3(ac, bp)
-    d5, d6 = _dot3(ab, cp), _dot3(ac, cp)
+    ab, ac = sub_columns(b, a), sub_columns(c, a)
+    ap, bp, cp = sub_columns(p, a), sub_columns(p, b), sub_columns(p, c)
+    d1, d2 = dot_columns(ab, ap), dot_columns(ac, ap)
+    d3, d4 = dot_columns(ab, bp), dot_columns(ac, bp)
+    d5, d6 = dot_columns(ab, cp), dot_columns(ac, cp)
     va = d3 * d6 - d5 * d4
     vb = d5 * d2 - d1 * d6
     vc = d1 * d4 - d3 * d2
@@ -98,7 +98,7 @@ def _closest(p: Columns, a: Columns, b: Columns, c: Columns) -> tuple[Columns, n
     # tests holds: ~1 % of straight triangles answered a side or corner too far), or an interior
     # answer lands off the triangle. Then: the nearest of Ericson's answer (if on the triangle)
     # and the three clamped side projections.
-    flat = den <= FLAT[den.dtype.type] * (_dot3(ab, ab) * _dot3(ac, ac))
+    flat = den <= FLAT[den.dtype.type] * (dot_columns(ab, ab) * dot_columns(ac, ac))
     on = (v >= 0) & (w >= 0) & (v + w <= 1)
     off = np.nonzero(flat | ((region == INTERIOR) & ~on))[0]
     if off.size:
@@ -131,14 +131,14 @@ def _nearest_side(
     zero = np.zeros_like(t_ab)
     best_v, best_w, best_r = v[off], w[off], region[off]
     diff = tuple(ps[i] - (as_[i] + best_v * abs_[i] + best_w * acs[i]) for i in range(3))
-    best_sq = np.where(on[off], _dot3(diff, diff), np.inf).astype(d1.dtype)
+    best_sq = np.where(on[off], dot_columns(diff, diff), np.inf).astype(d1.dtype)
     for sv, sw, edge, start, end, t in (
         (t_ab, zero, EDGE_AB, VERTEX_A, VERTEX_B, t_ab),
         (1 - t_bc, t_bc, EDGE_BC, VERTEX_B, VERTEX_C, t_bc),
         (zero, t_ca, EDGE_CA, VERTEX_A, VERTEX_C, t_ca),
     ):
         diff = tuple(ps[i] - (as_[i] + sv * abs_[i] + sw * acs[i]) for i in range(3))
-        sq = _dot3(diff, diff)
+        sq = dot_columns(diff, diff)
         better = sq < best_sq
         code = np.where(t == 0, np.int8(start), np.where(t == 1, np.int8(end), np.int8(edge)))
         best_sq = np.where(better, sq, best_sq)
@@ -152,8 +152,10 @@ def _nearest_side(
 def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> ClosestOnTriangles:
     """Exact closest point of p[i] on triangle (a[i], b[i], c[i]); degenerate triangles allowed."""
     point, v, w, region = _closest(tuple(p.T), tuple(a.T), tuple(b.T), tuple(c.T))
-    diff = _sub(tuple(p.T), point)
-    return ClosestOnTriangles(_dot3(diff, diff), np.stack(point, axis=1), np.stack([1.0 - v - w, v, w], axis=1), region)
+    diff = sub_columns(tuple(p.T), point)
+    return ClosestOnTriangles(
+        dot_columns(diff, diff), np.stack(point, axis=1), np.stack([1.0 - v - w, v, w], axis=1), region
+    )
 
 
 def sq_distance_to_triangles(p: np.ndarray, corners: np.ndarray) -> np.ndarray:
@@ -166,8 +168,8 @@ def sq_distance_columns(p: Columns, a: Columns, b: Columns, c: Columns) -> np.nd
     """sq_distance_to_triangles on coordinate columns (P,) each: the same arithmetic, bit for
     bit, and faster when the columns are contiguous (gathered from per-axis arrays)."""
     point, _, _, _ = _closest(p, a, b, c)
-    diff = _sub(p, point)
-    return _dot3(diff, diff)
+    diff = sub_columns(p, point)
+    return dot_columns(diff, diff)
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,17 @@ def _top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int, n_pair
     return top_per_pair(pair_of, scores, keep)
 
 
-def _fine_duels(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`fine_duels` (same arguments) answering as `Choices.fine_duels` does: (chosen, ratio, angle),
-    ratio and angle being the arrays it was given, updated in place."""
-    return fine_duels(*args), args[3], args[4]
+def _fine_duels(
+    pair_of: torch.Tensor,
+    T_fixed_moving: torch.Tensor,
+    scores: torch.Tensor,
+    ratio: np.ndarray,
+    angle: np.ndarray,
+    centres: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`fine_duels` answering as `Choices.fine_duels` does: (chosen, ratio, angle), ratio and
+    angle being the arrays it was given, updated in place."""
+    return fine_duels(pair_of, T_fixed_moving, scores, ratio, angle, centres), ratio, angle
 
 
 @dataclass(frozen=True)

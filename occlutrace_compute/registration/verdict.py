@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
 
@@ -20,11 +22,14 @@ def degeneracy_ratio(hessian: np.ndarray, radius: float) -> float:
     return float(ev[0] / ev[-1]) if ev[-1] > 0 else 0.0
 
 
-def confidence_of(runner_ratio, fitness, degeneracy, opt: RegistrationOptions):
+Scalar = TypeVar("Scalar", float, torch.Tensor)
+
+
+def confidence_of(runner_ratio: Scalar, fitness: Scalar, degeneracy: Scalar, opt: RegistrationOptions) -> Scalar:
     """Confidence in [0, 1] from the runner-up's score ratio, the fitness and the degeneracy ratio:
     floats (one pair) or tensors of any shape (a batch, elementwise, `batched.summary`)."""
 
-    def capped(x):
+    def capped(x: Scalar) -> Scalar:
         return x.clamp_max(1.0) if isinstance(x, torch.Tensor) else min(1.0, x)
 
     return (
