@@ -101,5 +101,6 @@ def test_an_upload_one_byte_over_the_servers_limit_answers_413_naming_file_size_
         f"file too large: {len(data) + 1} bytes, 1 over the limit of {len(data)} bytes "
         "(max_upload_bytes, env OCCLUTRACE_MAX_UPLOAD_BYTES)"
     )
-    assert (body["error"], body["source"], body["problem"]) == ("rejected", "over.stl", problem)
+    # the same code as the size middleware's 413 (a body over the limit): one code for one cause
+    assert (body["error"], body["source"], body["problem"]) == ("too_large", "over.stl", problem)
     assert body["detail"] == f"over.stl: {problem}"

@@ -108,7 +108,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputRejected)
     async def _rejected(_: Request, exc: InputRejected) -> JSONResponse:
         status = rejected_status(exc)
-        return error_response(status, problem_body(status, "rejected", str(exc), exc.source, exc.problem))
+        # a file over the upload limit says too_large, as the size middleware's 413 does
+        code = "too_large" if status == 413 else "rejected"
+        return error_response(status, problem_body(status, code, str(exc), exc.source, exc.problem))
 
     @app.exception_handler(CasePurged)
     async def _purged(_: Request, exc: CasePurged) -> JSONResponse:
