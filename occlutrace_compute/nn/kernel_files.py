@@ -11,8 +11,11 @@ from pathlib import Path
 ENV_VAR = "OCCLUTRACE_KERNELS_DIR"
 _DIST = "occlutrace-compute"
 _DATA_DIR = "share/occlutrace/kernels"
-# `#include "name.cuh"` on a line of its own: a header of this folder (a plain name, no path)
-_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([A-Za-z0-9_]+\.cuh)"[ \t]*$', re.MULTILINE)
+# `#include "name.cuh"` on a line of its own (a // or /* */ comment may follow): a header of
+# this folder (a plain name, no path)
+_LOCAL_INCLUDE = re.compile(
+    r'^[ \t]*#[ \t]*include[ \t]+"([A-Za-z0-9_]+\.cuh)"[ \t]*(?://[^\n]*|/\*[^\n]*?\*/[ \t]*)?$', re.MULTILINE
+)
 
 
 def kernels_dir() -> Path:
