@@ -34,3 +34,23 @@ def assert_same(a: Mesh | InputRejected, b: Mesh | InputRejected) -> None:
     assert (a.colors is None) == (b.colors is None)
     assert a.colors is None or np.array_equal(a.colors, b.colors)
     assert (a.uv is None) == (b.uv is None) and a.texture_ref == b.texture_ref
+
+
+def fast_or_exact(
+    exact_fn: Callable[[bytes, str, Limits], Mesh],
+    fast_fn: Callable[[bytes, str, Limits], Mesh | None],
+    public_fn: Callable[[bytes, str, Limits], Mesh],
+    data: bytes,
+    name: str,
+    limits: Limits,
+) -> tuple[Mesh | InputRejected, Mesh | None]:
+    """The fast path gives the exact parser's result or steps aside (None); never a mesh where
+    the exact parser refuses. The public entry point gives the exact result or its specific
+    error, whichever path ran. Returns (exact outcome, fast result)."""
+    exact = outcome(exact_fn, data, name, limits)
+    fast = fast_fn(data, name, limits)
+    if fast is not None:
+        assert not isinstance(exact, InputRejected), exact
+        assert_same(fast, exact)
+    assert_same(outcome(public_fn, data, name, limits), exact)
+    return exact, fast

@@ -105,19 +105,6 @@ print(json.dumps({{"code": code, "loaded": loaded}}))
 """
 
 
-@pytest.fixture(scope="module")
-def pair_files(tmp_path_factory):
-    from occlutrace_compute.synth import make_pair_case
-
-    case = make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.8)
-    folder = tmp_path_factory.mktemp("pair")
-    paths = []
-    for name, mesh in (("fixed.ply", case.fixed), ("moving.ply", case.moving)):
-        (folder / name).write_bytes(mesh_to_bytes(mesh, "ply"))
-        paths.append(str(folder / name))
-    return paths
-
-
 def test_a_whole_align_run_imports_nothing_of_serve_or_batch(pair_files, tmp_path):
     argv = ["align", *pair_files, "-o", str(tmp_path / "out"), "--device", "cpu"]
     tops = sorted({n for n in SERVICE_AND_BATCH if "." not in n})

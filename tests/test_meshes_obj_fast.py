@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, obj
-from tests.parse_equivalence import assert_same, outcome
+from tests.parse_equivalence import assert_same, fast_or_exact
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.25f}", "{:.0f}."]
 DEFECTS = ["none"] * 8 + [
@@ -144,12 +144,7 @@ def obj_files(draw) -> tuple[bytes, str, Limits]:
 @given(obj_files())
 def test_fast_path_gives_the_exact_parsers_result_or_steps_aside(case):
     data, defect, limits = case
-    exact = outcome(obj.parse_exact, data, "t.obj", limits)
-    fast = obj.parse_fast(data, "t.obj", limits)
-    if fast is not None:
-        assert not isinstance(exact, InputRejected), exact
-        assert_same(fast, exact)
-    assert_same(outcome(obj.parse, data, "t.obj", limits), exact)  # the public entry point, whichever path ran
+    exact, fast = fast_or_exact(obj.parse_exact, obj.parse_fast, obj.parse, data, "t.obj", limits)
     plain = (
         defect in ("none", "colours on every line")
         and b"\r" not in data.replace(b"\r\n", b"")

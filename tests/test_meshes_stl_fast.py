@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, stl
-from tests.parse_equivalence import assert_same, outcome
+from tests.parse_equivalence import assert_same, fast_or_exact
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.30f}", "{:.0f}.", "no zero"]
 NAMES = ["", "1", "part 2", "facet", "endfacet 3", "vertex 1 2 3", "solid", "endsolid x", "12e3 4",
@@ -135,13 +135,7 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
 @given(stl_files())
 def test_fast_path_gives_the_exact_parsers_result_or_steps_aside(case):
     data, defect, limits = case
-    exact = outcome(stl.parse_ascii_exact, data, "t.stl", limits)
-    fast = stl.parse_ascii_fast(data, "t.stl", limits)
-    if fast is not None:
-        assert not isinstance(exact, InputRejected), exact
-        assert_same(fast, exact)
-    # the public entry point: the exact parser's result or its specific error, whichever path ran
-    assert_same(outcome(stl.parse_ascii, data, "t.stl", limits), exact)
+    exact, fast = fast_or_exact(stl.parse_ascii_exact, stl.parse_ascii_fast, stl.parse_ascii, data, "t.stl", limits)
     text = data.decode("latin-1")
     plain = defect in ("none", "trailing blank lines") and "\r" not in text.replace("\r\n", "")
     short_tail = defect == "none" or text.count("\n") - text.rstrip().count("\n") <= stl._BLANK_TAIL

@@ -9,10 +9,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from occlutrace_compute.jobs.registrar import INPROCESS_ENV, ForkedRegistrar
-from occlutrace_compute.meshes import mesh_to_bytes
 
 
 def _probe(code: str, env: dict[str, str] | None = None) -> dict:
@@ -94,19 +91,6 @@ def outputs(folder):
 print(json.dumps({{"codes": [code, code_here], "torch_here": torch_here,
                   "same": outputs({forked!r}) == outputs({here!r})}}))
 """
-
-
-@pytest.fixture(scope="module")
-def pair_files(tmp_path_factory):
-    from occlutrace_compute.synth import make_pair_case
-
-    case = make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.8)
-    folder = tmp_path_factory.mktemp("pair")
-    paths = []
-    for name, mesh in (("fixed.ply", case.fixed), ("moving.ply", case.moving)):
-        (folder / name).write_bytes(mesh_to_bytes(mesh, "ply"))
-        paths.append(str(folder / name))
-    return paths
 
 
 def test_align_with_the_forked_registration_writes_what_in_process_writes(pair_files, tmp_path):
