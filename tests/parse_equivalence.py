@@ -54,3 +54,14 @@ def fast_or_exact(
         assert_same(fast, exact)
     assert_same(outcome(public_fn, data, name, limits), exact)
     return exact, fast
+
+
+def damaged(data: bytes, defect: str, rng: np.random.Generator) -> bytes:
+    """The byte-level defects the text-format strategies share: 'truncated' (cut at a random
+    byte), 'non-ascii' (one byte 128-255 planted at a random place); other defects unchanged."""
+    if defect == "truncated":
+        return data[: int(rng.integers(1, len(data)))]
+    if defect == "non-ascii":
+        k = int(rng.integers(len(data)))
+        return data[:k] + bytes([int(rng.integers(128, 256))]) + data[k:]
+    return data

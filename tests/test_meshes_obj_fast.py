@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, obj
-from tests.parse_equivalence import assert_same, fast_or_exact
+from tests.parse_equivalence import assert_same, damaged, fast_or_exact
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.25f}", "{:.0f}."]
 DEFECTS = ["none"] * 8 + [
@@ -132,12 +132,7 @@ def obj_files(draw) -> tuple[bytes, str, Limits]:
     data = text.encode("latin-1")
     if defect == "bom":
         data = b"\xef\xbb\xbf" + data
-    if defect == "truncated":
-        data = data[: int(rng.integers(1, len(data)))]
-    if defect == "non-ascii":
-        k = int(rng.integers(len(data)))
-        data = data[:k] + bytes([int(rng.integers(128, 256))]) + data[k:]
-    return data, defect, limits
+    return damaged(data, defect, rng), defect, limits
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, load_mesh, mesh_to_bytes, stl
-from tests.parse_equivalence import assert_same, fast_or_exact
+from tests.parse_equivalence import assert_same, damaged, fast_or_exact
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{:+.7e}", "{:.9g}", "{:.30f}", "{:.0f}.", "no zero"]
 NAMES = ["", "1", "part 2", "facet", "endfacet 3", "vertex 1 2 3", "solid", "endsolid x", "12e3 4",
@@ -123,12 +123,7 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
     if defect == "tail after endsolid":
         text += draw(st.sampled_from(["x", "solid", "facet normal 0 0 1", "endsolid"]))
     data = text.encode("latin-1")  # a planted "\xff" (the fast path's line marker) is byte 0xFF
-    if defect == "truncated":
-        data = data[: int(rng.integers(1, len(data)))]
-    if defect == "non-ascii":
-        k = int(rng.integers(len(data)))
-        data = data[:k] + bytes([int(rng.integers(128, 256))]) + data[k:]
-    return data, defect, limits
+    return damaged(data, defect, rng), defect, limits
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
