@@ -90,7 +90,7 @@ __host__ __device__ __forceinline__ double pmd_closest(const double *p, const do
     // arithmetic, same order)
     const double den = va + vb + vc;
     const bool on = v >= 0.0 && w >= 0.0 && v + w <= 1.0;
-    if (den <= PMD_FLAT * (pmd_dot(ab, ab) * pmd_dot(ac, ac)) || (r == 0 && !on)) {
+    if (den <= PMD_FLAT * ((d1 - d3) * (d2 - d6)) || (r == 0 && !on)) {  // |ab|^2 |ac|^2
         const double t_ab = pmd_clamp01(pmd_ratio(d1, d1 - d3));
         const double t_bc = pmd_clamp01(pmd_ratio(d4 - d3, (d4 - d3) + (d5 - d6)));
         const double t_ca = pmd_clamp01(pmd_ratio(d2, d2 - d6));
