@@ -117,10 +117,7 @@ def test_a_lost_worker_charges_only_the_job_its_hint_names(store):
         r.state, r.attempts = "running", 1
     assert all(repo.save_many(batch))
     culprit = JobRef("alpha", "case-1", batch[2].spec.job_id)
-    store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
-    d = object.__new__(Dispatcher)
-    d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
-    slot = _slot("w-dead")
+    d, slot = _dead_worker(store, repo, culprit)
     refs = [JobRef("alpha", "case-1", r.spec.job_id) for r in batch]
     d._worker_lost(slot, refs, RuntimeError("killed"))
     after = {rec.spec.job_id: (rec.state, rec.attempts) for rec in repo.load_many(refs)}
@@ -143,6 +140,15 @@ def _slot(worker_id: str) -> SimpleNamespace:
     )
 
 
+def _dead_worker(store, repo: JobRepo, culprit: JobRef) -> tuple[Dispatcher, SimpleNamespace]:
+    """A dispatcher (no Ray, no threads) and the slot of worker "w-dead", whose running hint
+    names `culprit` at attempt 1: what `_worker_lost` finds after that worker died."""
+    store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
+    d = object.__new__(Dispatcher)
+    d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
+    return d, _slot("w-dead")
+
+
 @pytest.mark.parametrize("culprit_batch_first", [True, False])
 def test_two_batches_lost_together_share_one_hint(store, culprit_batch_first):
     """A fast worker holds two batches (dispatcher.PIPELINE); it dies running a job of the
@@ -156,10 +162,7 @@ def test_two_batches_lost_together_share_one_hint(store, culprit_batch_first):
         r.state, r.attempts = "running", 1
     assert all(repo.save_many(first))
     culprit = JobRef("alpha", "case-1", first[1].spec.job_id)
-    store.put_transient(running_hint_key("w-dead"), f'{{"key": "{culprit.key}", "attempt": 1}}'.encode())
-    d = object.__new__(Dispatcher)
-    d.repo, d.config, d.queue = repo, ServiceConfig(store=f"file://{store.root}", max_attempts=3), FairQueue()
-    slot = _slot("w-dead")
+    d, slot = _dead_worker(store, repo, culprit)
     batches = [[JobRef("alpha", "case-1", r.spec.job_id) for r in b] for b in (first, second)]
     for refs in batches if culprit_batch_first else batches[::-1]:
         d._worker_lost(slot, refs, RuntimeError("killed"), 0)  # both sent to incarnation 0
