@@ -390,6 +390,62 @@ def test_features_built_around_the_hit_faces_equal_the_whole_meshes(normals_from
     np.testing.assert_array_equal(local.on_boundary, whole.on_boundary)
 
 
+def _map_case(shape: str) -> tuple[Mesh, np.ndarray]:
+    """A deviation map's query: points near every part of a surface (most faces hit). "sphere": a
+    coarse closed icosphere, points inside and outside (many edge and corner hits, signed by
+    pseudo-normals); "holed": an open bumpy field with holes (rims: boundary edges and corners)."""
+    rng = np.random.default_rng(21)
+    if shape == "sphere":
+        sphere = trimesh.creation.icosphere(subdivisions=2, radius=2.0)
+        mesh = Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces, dtype=np.int64))
+        d = rng.normal(size=(3000, 3))
+        return mesh, d / np.linalg.norm(d, axis=1)[:, None] * rng.uniform(1.2, 2.8, (3000, 1))
+    field = height_field(bumpy, 6.0, 61)
+    keep = np.ones(field.n_faces, dtype=bool)
+    keep[rng.choice(field.n_faces, 300, replace=False)] = False
+    mesh = Mesh(field.vertices, field.faces[keep])
+    xy = rng.uniform(-7, 7, (6000, 2))
+    return mesh, np.column_stack([xy, bumpy(xy[:, 0], xy[:, 1]) + rng.uniform(-0.1, 0.1, 6000)])
+
+
+@pytest.mark.parametrize("normals_from", ["faces", "vertices"])
+@pytest.mark.parametrize("shape", ["sphere", "holed"])
+def test_a_map_query_signs_edge_and_corner_hits_like_the_whole_meshes_features(shape, normals_from):
+    # A query hitting most faces signs a closest point inside its face by that face's normal and
+    # builds pseudo-normals and boundary flags only around the edge and corner hits: the answer
+    # must be the one from the whole mesh's features (signs, rims), and where those hits are on
+    # few faces the whole mesh's features are not built (the old code built them for any map).
+    mesh, pts = _map_case(shape)
+    index = SurfaceIndex(mesh, normals_from)
+    got = index.query(pts, max_distance=1.0)
+    whole_index = SurfaceIndex(mesh, normals_from)
+    _ = whole_index.features
+    want = whole_index.query(pts, max_distance=1.0)
+    hit = np.isfinite(want.distance)
+    assert len(np.unique(want.face[hit])) > mesh.n_faces // 4
+    f = mesh.faces[want.face[hit]]
+    regions = closest_on_triangles(pts[hit], *(mesh.vertices[f[:, k]] for k in range(3))).region
+    assert ((regions >= 1) & (regions <= 3)).sum() > 20 and (regions >= 4).sum() > 5  # edges and corners
+    if shape == "holed" and normals_from == "faces":  # edge and corner hits on few faces: only theirs
+        assert len(np.unique(want.face[hit][regions > 0])) <= mesh.n_faces // 4
+        assert "features" not in index.__dict__
+    if shape == "sphere":
+        # inside the inscribed ball: negative; outside the circumscribed one (radius 2): positive
+        a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
+        n = np.cross(b - a, c - a)
+        inner = np.min(np.abs(np.einsum("ij,ij->i", n, a)) / np.linalg.norm(n, axis=1))
+        r = np.linalg.norm(pts[hit], axis=1)
+        assert (r < inner).sum() > 100 and (r > 2.0).sum() > 100
+        assert (want.distance[hit][r < inner] < 0).all() and (want.distance[hit][r > 2.0] > 0).all()
+    else:
+        assert want.on_boundary.sum() > 20
+    np.testing.assert_array_equal(np.isfinite(got.distance), hit)
+    np.testing.assert_array_equal(np.sign(got.distance[hit]), np.sign(want.distance[hit]))
+    np.testing.assert_allclose(got.distance[hit], want.distance[hit], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.face, want.face)
+    np.testing.assert_array_equal(got.on_boundary, want.on_boundary)
+
+
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), squash=st.floats(1e-6, 1.0), scale=st.floats(1e-3, 1e3))
 def test_every_point_of_every_triangle_is_within_its_proxies_cover(seed, squash, scale):

@@ -48,10 +48,13 @@ from pykdtree.kdtree import KDTree
 from threadpoolctl import ThreadpoolController
 
 from occlutrace_compute.analysis.triangles import (
+    INTERIOR,
+    ClosestOnTriangles,
     Columns,
     MeshFeatures,
-    closest_on_triangles,
+    closest_on_columns,
     dot_columns,
+    face_normals,
     feature_normal,
     mesh_features,
     on_boundary,
@@ -258,12 +261,17 @@ class SurfaceIndex:
         # contiguous columns runs about twice as fast as on the strided columns of (M, 3, 3) rows.
         v32 = np.ascontiguousarray((mesh.vertices - self._center).astype(np.float32).T)
         ft = np.ascontiguousarray(mesh.faces.T)
+        # float64 columns of the vertices and face corners: the winners' exact re-check gathers them
+        self._vertex_columns = np.ascontiguousarray(mesh.vertices.T)
+        self._face_columns = ft
         self._corner_columns = tuple(v32[axis][ft[corner]] for corner in range(3) for axis in range(3))
 
     @functools.cached_property
     def features(self) -> MeshFeatures:
-        """Topology and pseudo-normals of the whole mesh (queries build them only around the
-        faces they hit, see _local_features)."""
+        """Topology and pseudo-normals of the whole mesh. Queries do not need them: a closest
+        point inside its face is signed by that face's normal, and edge and corner hits (~2 % of a
+        rescan's vertices) by the features around their faces (_finish, _local_features); a query
+        uses these once built (then they cost nothing more)."""
         return mesh_features(self.mesh)
 
     def _local_features(self, hit_faces: np.ndarray) -> tuple[MeshFeatures, np.ndarray, np.ndarray]:
@@ -416,6 +424,11 @@ class SurfaceIndex:
         return sq_distance_columns((p32[0], p32[1], p32[2]), (c[0], c[1], c[2]), (c[3], c[4], c[5]), (c[6], c[7], c[8]))
 
     def _finish(self, pts: np.ndarray, sq: np.ndarray, face: np.ndarray, limit: float) -> SurfaceDistance:
+        """The winners' distance, closest point and sign in float64. Features on demand: a closest
+        point inside its face (~98 % of a rescan's vertices) is signed by that face's normal and
+        is never on the boundary; only edge and corner hits need pseudo-normals and boundary
+        flags, from the faces around theirs (_local_features), unless the whole mesh's are built.
+        Time O(N) plus _local_features of the edge and corner hits' faces."""
         n = len(pts)
         hit = (face >= 0) & (np.sqrt(sq) <= limit)
         distance = np.full(n, np.nan)
@@ -424,25 +437,47 @@ class SurfaceIndex:
         boundary = np.zeros(n, dtype=bool)
         if hit.any():
             f_ids = face[hit]
-            f = self.mesh.faces[f_ids]
-            v = self.mesh.vertices
-            res = closest_on_triangles(pts[hit], v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
+            p_hit = pts[hit]
+            corner = [self._face_columns[k][f_ids] for k in range(3)]
+            a, b, c = (tuple(col[ids] for col in self._vertex_columns) for ids in corner)
+            res = closest_on_columns(tuple(np.ascontiguousarray(p_hit.T)), a, b, c)
             if "features" in self.__dict__:  # the whole mesh's, built already: its rows are the face ids
-                features, faces, local = self.features, self.mesh.faces, f_ids
-            else:
-                unique_faces, row_of = np.unique(f_ids, return_inverse=True)
-                features, faces, rows = self._local_features(unique_faces)
-                local = rows[row_of]
-            if self.normals_from == "faces":
-                normal = feature_normal(features, faces, local, res.region)
-            else:
-                normal = np.einsum("pk,pkj->pj", res.bary, features.vertex_normals[faces[local]])
-            side = np.einsum("ij,ij->i", pts[hit] - res.point, normal)
+                normal, on_rim = self._signs(self.features, self.mesh.faces, f_ids, res)
+            elif self.normals_from == "faces":
+                rows = (np.stack(a, axis=1), np.stack(b, axis=1), np.stack(c, axis=1))
+                normal = face_normals(*rows)  # mesh_features' face_normals of these faces, bit for bit
+                on_rim = np.zeros(len(f_ids), dtype=bool)
+                feature = np.flatnonzero(res.region != INTERIOR)
+                if len(feature):
+                    sub = ClosestOnTriangles(
+                        res.sq_distance[feature], res.point[feature], res.bary[feature], res.region[feature]
+                    )
+                    normal[feature], on_rim[feature] = self._local_signs(f_ids[feature], sub)
+            else:  # blended vertex normals: every hit needs its corners' normals
+                normal, on_rim = self._local_signs(f_ids, res)
+            side = np.einsum("ij,ij->i", p_hit - res.point, normal)
             distance[hit] = np.where(side < 0, -1.0, 1.0) * np.sqrt(res.sq_distance)
             closest[hit] = res.point
             out_face[hit] = f_ids
-            boundary[hit] = on_boundary(features, faces, local, res.region)
+            boundary[hit] = on_rim
         return SurfaceDistance(distance, closest, out_face, boundary)
+
+    def _local_signs(self, f_ids: np.ndarray, res: ClosestOnTriangles) -> tuple[np.ndarray, np.ndarray]:
+        """_signs from the features around the given faces only (_local_features)."""
+        unique_faces, row_of = np.unique(f_ids, return_inverse=True)
+        features, faces, rows = self._local_features(unique_faces)
+        return self._signs(features, faces, rows[row_of], res)
+
+    def _signs(
+        self, features: MeshFeatures, faces: np.ndarray, local: np.ndarray, res: ClosestOnTriangles
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The normal that signs each closest point (P, 3) and whether it is on the open boundary
+        (P,); local: each point's face as a row of `faces` (the rows `features` describe)."""
+        if self.normals_from == "faces":
+            normal = feature_normal(features, faces, local, res.region)
+        else:
+            normal = np.einsum("pk,pkj->pj", res.bary, features.vertex_normals[faces[local]])
+        return normal, on_boundary(features, faces, local, res.region)
 
 
 def signed_distance(
