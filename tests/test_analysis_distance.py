@@ -13,6 +13,7 @@ from test_analysis_surfaces import bowl, bumpy, height_field
 from occlutrace_compute.analysis.distance import _FIRST_K, SurfaceIndex, signed_distance
 from occlutrace_compute.analysis.triangles import (
     closest_on_triangles,
+    face_normal_columns,
     feature_normal,
     mesh_features,
     on_boundary,
@@ -439,6 +440,14 @@ def test_a_map_query_signs_edge_and_corner_hits_like_the_whole_meshes_features(s
         assert (want.distance[hit][r < inner] < 0).all() and (want.distance[hit][r > 2.0] > 0).all()
     else:
         assert want.on_boundary.sum() > 20
+    # the pieces, bit for bit: the edge and corner pseudo-normals and flags built around the hits,
+    # and the face normals of the interior hits from their corners' columns
+    feat, hit_face = whole_index.features, want.face[hit]
+    normal, rim = index._feature_signs(hit_face[regions > 0], regions[regions > 0])
+    np.testing.assert_array_equal(normal, feature_normal(feat, mesh.faces, hit_face[regions > 0], regions[regions > 0]))
+    np.testing.assert_array_equal(rim, on_boundary(feat, mesh.faces, hit_face[regions > 0], regions[regions > 0]))
+    corners = (tuple(np.ascontiguousarray(mesh.vertices[f[:, k]].T)) for k in range(3))
+    np.testing.assert_array_equal(face_normal_columns(*corners), feat.face_normals[hit_face])
     np.testing.assert_array_equal(np.isfinite(got.distance), hit)
     np.testing.assert_array_equal(np.sign(got.distance[hit]), np.sign(want.distance[hit]))
     np.testing.assert_allclose(got.distance[hit], want.distance[hit], rtol=0, atol=1e-12)

@@ -225,10 +225,15 @@ def _unit_normals(sides: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.
     return cross / np.where(norm > 0, norm, 1.0)[:, None], norm
 
 
-def face_normals(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Unit normals (P, 3) of faces (a[i], b[i], c[i]) given as rows: mesh_features' face_normals
-    of those faces, bit for bit (the same arithmetic per row)."""
-    return _unit_normals((b - a, c - b, a - c))[0]
+def face_normal_columns(a: Columns, b: Columns, c: Columns) -> np.ndarray:
+    """Unit normals (P, 3) of faces (a[i], b[i], c[i]) given as float64 coordinate columns:
+    mesh_features' face_normals of those faces, bit for bit (np.cross's and row_norms' arithmetic
+    per element: x = u1 v2 - u2 v1 ..., with u = a - c and v = b - a), on contiguous columns."""
+    u, v = sub_columns(a, c), sub_columns(b, a)
+    cross = (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+    norm = np.sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2])
+    safe = np.where(norm > 0, norm, 1.0)
+    return np.stack([cross[0] / safe, cross[1] / safe, cross[2] / safe], axis=1)
 
 
 def mesh_features(mesh: Mesh) -> MeshFeatures:
