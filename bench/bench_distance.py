@@ -22,7 +22,8 @@ alternative to our kernel (not a dependency).
 at the deviation's search cutoff 3 mm), ours one thread and two (as deviation() runs it) beside
 libigl on the same points, and the work counts (neighbours asked, triangle tests: load-free);
 --old CHECKOUT adds that checkout's distance.py (its SurfaceIndex, in turn in the same run: the
-before/after of a change). Each row is printed once: the median of --repeat runs.
+before/after of a change; a SurfaceIndex that signs from the whole mesh's features gets them
+built and timed first, as its deviation did). Each row is printed once: the median of --repeat runs.
 Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3] [--threads 1] [--device cuda] [--warp]
        python bench/bench_distance.py --pair DIR [--repeat 5] [--old /work/main]
 """
@@ -214,11 +215,6 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
         rows.setdefault(name, []).append((time.perf_counter() - w, time.process_time() - c))
         return out
 
-    def built(cls) -> SurfaceIndex:
-        index = cls(fixed, name="reference")
-        _ = index.features  # the deviation builds them once, before its two threads
-        return index
-
     def one_thread(index: SurfaceIndex):
         with one_openmp_thread():
             return index.query(pts, max_distance=cutoff)
@@ -229,7 +225,11 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     results = {}
     for _ in range(repeat):  # in turn, so that a busy moment hits every contender alike
         for name, cls in contenders.items():
-            index = timed(f"{name}: index build (+ features)", partial(built, cls))
+            index = timed(f"{name}: index build", partial(cls, fixed, name="reference"))
+            if not hasattr(index, "_feature_signs"):  # a query that signs from the whole mesh's
+                # features: its deviation built them first (with one thread; ours needs none)
+                with one_openmp_thread():
+                    timed(f"{name}: the whole mesh's features", lambda: index.features)
             results[name] = timed(f"{name}: query, 1 thread", partial(one_thread, index))
             timed(f"{name}: query, 2 threads (deviation)", partial(_query_halves, index, pts, cutoff))
         sq = timed("libigl: build + query", partial(igl.point_mesh_squared_distance, pts, v, f))[0]
@@ -254,6 +254,10 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     for name, got in rows.items():
         walls, cpus = zip(*got)
         print(f"  {name}: {np.median(walls):.3f} / {np.median(cpus):.3f}")
+    for name in contenders:  # what the deviation pays on one thread: build (+ features) + query
+        parts = [r for r in rows if r.startswith(f"{name}: ") and "2 threads" not in r]
+        total = sum(float(np.median([c for _, c in rows[r]])) for r in parts)
+        print(f"  {name}: build + features + 1-thread query, CPU {total:.3f}")
 
 
 def _work(index: SurfaceIndex, pts: np.ndarray, cutoff: float) -> tuple[int, int]:

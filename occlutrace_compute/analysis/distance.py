@@ -366,7 +366,9 @@ class SurfaceIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Improve the best squared distance and face with the proxies ranked done..k-1."""
         dist, idx = self._tree.query(p, k=k, distance_upper_bound=self.reach(limit))
-        dist, idx = dist.reshape(len(p), k)[:, done:], idx.reshape(len(p), k)[:, done:]
+        # idx as intp once: numpy gathers with the tree's uint32 indices convert them each time
+        # (2.4x slower per gather)
+        dist, idx = dist.reshape(len(p), k)[:, done:], idx.reshape(len(p), k)[:, done:].astype(np.intp)
         found = idx < self._n_proxies
         # A point with no proxy within reach is done here: nothing of the surface is within the
         # cutoff (contacts: most of an arch). Only the others are scored.
@@ -409,9 +411,9 @@ class SurfaceIndex:
             best_face[first] = cand[first, 0]
             near[:, 0] = np.inf
         worth = (near <= np.sqrt(best_sq)[:, None]) & (near <= limit * (1.0 + 1e-9) + 1e-12)
-        rr, cc = np.nonzero(worth)
+        flat = np.flatnonzero(worth)  # row-major as np.nonzero, ~3x faster than its 2-D form
         d2 = np.full(worth.shape, np.inf)
-        d2[rr, cc] = self._sq_to_faces(p32[:, rr], cand[rr, cc])
+        d2.ravel()[flat] = self._sq_to_faces(p32[:, flat // worth.shape[1]], cand.ravel()[flat])
         arg = np.argmin(d2, axis=1)
         row = np.arange(len(p))
         better = d2[row, arg] < best_sq  # ties keep the nearer-ranked candidate
