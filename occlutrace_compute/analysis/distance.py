@@ -140,13 +140,11 @@ def _balls(a: Columns, b: Columns, c: Columns) -> tuple[np.ndarray, np.ndarray]:
     s = np.where(at_bc, 0.5, np.where(at_ca, 0.0, np.where(at_ab, 0.5, s)))
     t = np.where(at_bc, 0.5, np.where(at_ca, 0.5, np.where(at_ab, 0.0, t)))
     bad = ~(np.isfinite(s) & np.isfinite(t))
-    s, t = np.where(bad, 1.0 / 3.0, s), np.where(bad, 1.0 / 3.0, t)
+    if bad.any():  # rare (degenerate corners): the where passes only then
+        s, t = np.where(bad, 1.0 / 3.0, s), np.where(bad, 1.0 / 3.0, t)
     centre = (a[0] + s * ab[0] + t * ac[0], a[1] + s * ab[1] + t * ac[1], a[2] + s * ab[2] + t * ac[2])
-    radius = np.sqrt(
-        np.maximum.reduce(
-            [dot_columns(d, d) for d in (sub_columns(a, centre), sub_columns(b, centre), sub_columns(c, centre))]
-        )
-    )
+    sq = [dot_columns(d, d) for d in (sub_columns(a, centre), sub_columns(b, centre), sub_columns(c, centre))]
+    radius = np.sqrt(np.maximum(np.maximum(sq[0], sq[1]), sq[2]))  # no (3, P) stack
     return np.stack(centre, axis=1), radius
 
 
