@@ -456,6 +456,37 @@ def test_a_map_query_signs_edge_and_corner_hits_like_the_whole_meshes_features(s
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), spread=st.floats(0.002, 0.6), cutoff=st.one_of(st.none(), st.floats(0.05, 3.0)))
+def test_uneven_map_queries_match_brute_force_in_sign_and_rim(seed, spread, cutoff):
+    # A map over an uneven mesh (fine teeth, coarse gingiva, one huge face, slivers through the
+    # fine part, an open rim): points scattered around its vertices, so most faces are hit and
+    # edge and corner hits are signed from the features built around them only. Distance,
+    # sign and rim flag as the float64 brute force's (signed by the whole mesh's features)
+    # wherever the same closest point wins, and every answer as the whole-feature path's.
+    mesh = _uneven(seed % 7)
+    rng = np.random.default_rng(seed)
+    pts = mesh.vertices[rng.choice(mesh.n_vertices, 200)] + rng.normal(0, spread, (200, 3))
+    index = SurfaceIndex(mesh)
+    got = index.query(pts, max_distance=cutoff)
+    whole_index = SurfaceIndex(mesh)
+    _ = whole_index.features
+    whole = whole_index.query(pts, max_distance=cutoff)
+    np.testing.assert_array_equal(got.face, whole.face)
+    np.testing.assert_array_equal(got.distance, whole.distance)
+    np.testing.assert_array_equal(got.on_boundary, whole.on_boundary)
+    want, want_p, want_b = _brute_force(mesh, pts)
+    limit = np.inf if cutoff is None else cutoff
+    near = np.abs(want) <= limit - 1e-6
+    np.testing.assert_allclose(np.abs(got.distance[near]), np.abs(want[near]), rtol=0, atol=1e-6)
+    assert np.isnan(got.distance[np.abs(want) > limit + 1e-6]).all()
+    same = near & np.all(np.abs(got.closest - want_p) <= 1e-9, axis=1)  # the same closest point won
+    assert same.sum() >= 0.9 * near.sum()
+    clear = same & (np.abs(want) > 1e-6)
+    np.testing.assert_array_equal(np.sign(got.distance[clear]), np.sign(want[clear]))
+    np.testing.assert_array_equal(got.on_boundary[same], want_b[same])
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), squash=st.floats(1e-6, 1.0), scale=st.floats(1e-3, 1e3))
 def test_every_point_of_every_triangle_is_within_its_proxies_cover(seed, squash, scale):
     # The proof's premise (module docstring): each triangle lies within cover of one of its own
