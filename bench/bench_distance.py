@@ -23,9 +23,13 @@ at the deviation's search cutoff 3 mm), ours one thread and two (as deviation() 
 libigl on the same points, and the work counts (neighbours asked, triangle tests: load-free);
 --old CHECKOUT adds that checkout's distance.py (its SurfaceIndex, in turn in the same run: the
 before/after of a change; a SurfaceIndex that signs from the whole mesh's features gets them
-built and timed first, as its deviation did). Each row is printed once: the median of --repeat runs.
+built and timed first, as its deviation did).
+--bite DIR instead: the contact stage's distance work (bench_job_stages' bite data, e.g.
+/tmp/occlutrace-stages/bite_ply_binary): each arch's vertices against the other arch at 0.5 mm,
+index build and query CPU per side, beside libigl on the same points (and --old's). Each row is printed once: the median of --repeat runs.
 Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3] [--threads 1] [--device cuda] [--warp]
        python bench/bench_distance.py --pair DIR [--repeat 5] [--old /work/main]
+       python bench/bench_distance.py --bite DIR [--repeat 5] [--old /work/main]
 """
 
 from __future__ import annotations
@@ -77,12 +81,18 @@ def main() -> None:
     ap.add_argument(
         "--pair", type=Path, help="a pair case folder (fixed.*, moving.*, truth.json): the job's query only"
     )
-    ap.add_argument("--old", type=Path, help="with --pair: also another checkout's distance.py (e.g. /work/main)")
+    ap.add_argument("--bite", type=Path, help="a bite case folder (upper.*, lower.*): the contact queries only")
+    ap.add_argument(
+        "--old", type=Path, help="with --pair/--bite: also another checkout's distance.py (e.g. /work/main)"
+    )
     args = ap.parse_args()
     import igl
 
     if args.pair is not None:
         pair_case(args.pair, args.repeat, args.old)
+        return
+    if args.bite is not None:
+        bite_case(args.bite, args.repeat, args.old)
         return
 
     mesh = make_arch("upper", 3, args.spacing).mesh
@@ -258,6 +268,50 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
         parts = [r for r in rows if r.startswith(f"{name}: ") and "2 threads" not in r]
         total = sum(float(np.median([c for _, c in rows[r]])) for r in parts)
         print(f"  {name}: build + features + 1-thread query, CPU {total:.3f}")
+
+
+def bite_case(folder: Path, repeat: int, old: Path | None = None) -> None:
+    """The contact stage's distance work: each arch's vertices against the other arch's index at
+    the contact cutoff (0.5 mm), one thread, index build and query CPU (thread_time), ours and
+    `old`'s in turn, beside libigl (no cutoff) on the same points."""
+    import igl
+
+    from occlutrace_compute.analysis.distance import one_openmp_thread
+    from occlutrace_compute.meshes import load_mesh
+
+    upper, lower = (load_mesh(data=next(folder.glob(f"{r}.*")).read_bytes(), name=r).mesh for r in ("upper", "lower"))
+    cutoff = 0.5
+    contenders = {"ours": SurfaceIndex}
+    if old is not None:
+        contenders[f"old ({old})"] = _old_distance(old).SurfaceIndex
+    rows: dict[str, list[float]] = {}
+    answers: dict[str, list[np.ndarray]] = {}
+    with one_openmp_thread():
+        for _ in range(repeat):
+            for name, cls in contenders.items():
+                answers[name] = []
+                for side, (mesh, other) in {"upper": (upper, lower), "lower": (lower, upper)}.items():
+                    c = time.thread_time()
+                    index = cls(other, name=side)
+                    rows.setdefault(f"{name}: {side} index build", []).append(time.thread_time() - c)
+                    c = time.thread_time()
+                    answers[name].append(index.query(mesh.vertices, max_distance=cutoff).distance)
+                    rows.setdefault(f"{name}: {side} query", []).append(time.thread_time() - c)
+            for side, (mesh, other) in {"upper": (upper, lower), "lower": (lower, upper)}.items():
+                c = time.thread_time()
+                igl.point_mesh_squared_distance(mesh.vertices, other.vertices, other.faces.astype(np.int64))
+                rows.setdefault(f"libigl: {side} build + query (no cutoff)", []).append(time.thread_time() - c)
+    for name in contenders:
+        same = all(np.array_equal(np.isnan(a), np.isnan(b)) for a, b in zip(answers[name], answers["ours"]))
+        diff = max(float(np.nanmax(np.abs(a - b), initial=0.0)) for a, b in zip(answers[name], answers["ours"]))
+        print(f"  {name}: same NaNs as ours: {same}, max |signed difference| {diff * 1000:.2e} um")
+    print(f"bite {folder.name}: upper {upper.n_vertices} / lower {lower.n_vertices} vertices, cutoff {cutoff} mm; "
+          f"CPU s (thread_time), median of {repeat}:")  # fmt: skip
+    for name, got in rows.items():
+        print(f"  {name}: {np.median(got):.3f}")
+    for name in contenders:
+        total = sum(float(np.median(v)) for r, v in rows.items() if r.startswith(f"{name}: "))
+        print(f"  {name}: both sides, builds + queries: {total:.3f}")
 
 
 def _work(index: SurfaceIndex, pts: np.ndarray, cutoff: float) -> tuple[int, int]:
