@@ -271,8 +271,8 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
 
 
 def bite_case(folder: Path, repeat: int, old: Path | None = None) -> None:
-    """The contact stage's distance work: each arch's vertices against the other arch's index at
-    the contact cutoff (0.5 mm), one thread, index build and query CPU (thread_time), ours and
+    """The contact stage's distance work: each arch's vertices (the lower by its true pose, in
+    occlusion) against the other arch's index at the contact cutoff (0.5 mm), one thread, index build and query CPU (thread_time), ours and
     `old`'s in turn, beside libigl (no cutoff) on the same points."""
     import igl
 
@@ -280,6 +280,7 @@ def bite_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     from occlutrace_compute.meshes import load_mesh
 
     upper, lower = (load_mesh(data=next(folder.glob(f"{r}.*")).read_bytes(), name=r).mesh for r in ("upper", "lower"))
+    lower = lower.transformed(np.asarray(json.loads((folder / "truth.json").read_text())["T_upper_lower"]))  # in occlusion
     cutoff = 0.5
     contenders = {"ours": SurfaceIndex}
     if old is not None:

@@ -10,7 +10,7 @@ import trimesh
 from hypothesis import HealthCheck, given, settings, strategies as st
 from test_analysis_surfaces import bowl, bumpy, height_field
 
-from occlutrace_compute.analysis.distance import _FIRST_K, SurfaceIndex, signed_distance
+from occlutrace_compute.analysis.distance import _FIRST_K, SurfaceIndex, faces_near, signed_distance
 from occlutrace_compute.analysis.triangles import (
     closest_on_triangles,
     face_normal_columns,
@@ -484,6 +484,62 @@ def test_uneven_map_queries_match_brute_force_in_sign_and_rim(seed, spread, cuto
     clear = same & (np.abs(want) > 1e-6)
     np.testing.assert_array_equal(np.sign(got.distance[clear]), np.sign(want[clear]))
     np.testing.assert_array_equal(got.on_boundary[same], want_b[same])
+
+
+def _face_distances(mesh: Mesh, points: np.ndarray) -> np.ndarray:
+    """(M,) float64 distance of each face to its nearest point, by brute force."""
+    m, n = mesh.n_faces, len(points)
+    v, f = mesh.vertices, mesh.faces
+    tri = np.repeat(f, n, axis=0)
+    res = closest_on_triangles(np.tile(points, (m, 1)), v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]])
+    return np.sqrt(res.sq_distance.reshape(m, n).min(axis=1))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), reach=st.floats(0.005, 3.0), spread=st.floats(0.5, 20.0))
+def test_faces_near_keeps_every_face_within_reach_of_a_point(seed, reach, spread):
+    # Uneven meshes (fine, coarse, one huge face, slivers) and points scattered around a random
+    # spot, some placed at reach (to 1e-12 relative) off a face or beyond its bounding box: every
+    # face within reach of a point is kept (the contacts index is built over these only), and an
+    # index over them answers as the whole mesh's.
+    mesh = _uneven(seed % 7)
+    rng = np.random.default_rng(seed)
+    centre = mesh.vertices[rng.integers(mesh.n_vertices)]
+    pts = centre + rng.normal(0, spread, (60, 3)) * [1, 1, 0.3]
+    on = rng.choice(mesh.n_faces, 20)  # a point straight off a face's interior, at reach
+    a, b, c = (mesh.vertices[mesh.faces[on, k]] for k in range(3))
+    normal = np.cross(b - a, c - a)
+    length = np.linalg.norm(normal, axis=1)
+    ok = length > 1e-9 * np.linalg.norm(b - a, axis=1) * np.linalg.norm(c - a, axis=1)
+    edge = (a + b + c)[ok] / 3 + (normal[ok] / length[ok][:, None]) * reach * (1 - 1e-12)
+    # and points just inside reach of a face's extreme corner along an axis: beyond its box by reach
+    axis, sign = rng.integers(0, 3, 20), rng.choice([-1.0, 1.0], 20)
+    corners = mesh.vertices[mesh.faces[on]]  # (20, 3 corners, 3)
+    pick = np.argmax(sign[:, None] * corners[np.arange(20), :, axis], axis=1)
+    out = corners[np.arange(20), pick] + np.eye(3)[axis] * (sign * reach * (1 - 1e-12))[:, None]
+    pts = np.concatenate([pts, edge, out])
+    kept = faces_near(mesh, pts, reach)
+    assert np.all(np.diff(kept) > 0)
+    want = np.flatnonzero(_face_distances(mesh, pts) <= reach)
+    assert np.isin(want, kept).all(), np.setdiff1d(want, kept)
+    index, whole = SurfaceIndex(mesh, faces=kept), SurfaceIndex(mesh)
+    got, full = index.query(pts, max_distance=reach), whole.query(pts, max_distance=reach)
+    np.testing.assert_array_equal(np.isnan(got.distance), np.isnan(full.distance))
+    np.testing.assert_allclose(got.distance, full.distance, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.on_boundary, full.on_boundary)
+
+
+def test_faces_near_drops_the_far_part_and_takes_empty_and_unbounded_cases():
+    mesh = height_field(bumpy, 6.0, 61)  # 7200 faces over 12 x 12 mm
+    pts = np.array([[-5.5, -5.5, 0.0], [-5.0, -5.2, 0.3]])
+    kept = faces_near(mesh, pts, 0.3)
+    assert 0 < len(kept) < mesh.n_faces // 20
+    np.testing.assert_array_equal(faces_near(mesh, pts, np.inf), np.arange(mesh.n_faces))
+    assert len(faces_near(mesh, np.zeros((0, 3)), 0.3)) == 0
+    far = SurfaceIndex(mesh, faces=np.zeros(0, dtype=np.int64)).query(pts + [0, 0, 50], max_distance=0.3)
+    assert np.isnan(far.distance).all()
+    with pytest.raises(ValueError, match="face ids"):
+        SurfaceIndex(mesh, faces=np.array([mesh.n_faces]))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -249,10 +249,72 @@ def query_arguments(points: np.ndarray, max_distance: float | None) -> tuple[np.
     return pts, np.inf if max_distance is None else float(max_distance)
 
 
-class SurfaceIndex:
-    """A surface prepared for repeated signed-distance queries (build once, query many)."""
+_NEAR_CELLS = 128  # faces_near: at most this many grid cells per axis (a 2M-cell bool grid at most)
 
-    def __init__(self, mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh") -> None:
+
+def faces_near(mesh: Mesh, points: np.ndarray, reach: float) -> np.ndarray:
+    """Sorted ids of the faces that may lie within `reach` of some of the points (N, 3): every
+    face that does is among them (a superset), so a SurfaceIndex built over them answers those
+    points' queries with max_distance <= reach as the whole mesh's would. For contacts: about a
+    sixth of an arch lies within the cutoff of the other arch.
+
+    A face is kept when its bounding box grown by reach (padded against rounding) may hold a
+    point: on a grid of side h at least the grown box's extent of 99 % of the faces, such a box
+    spans at most two cells per axis, so a point inside it lies in the box's first cell or the
+    next one along each axis; every point marks its own cell and the 7 before it, and the box's
+    first cell is looked up. Cells come from the same monotone arithmetic for points and boxes.
+    The larger faces are kept without the lookup. Time O(N + M), memory O(N + M) plus at most
+    (_NEAR_CELLS + 1)^3 bytes."""
+    pts, limit = query_arguments(points, reach)
+    pad = limit * (1.0 + 1e-9) + 1e-12
+    if not np.isfinite(pad):  # no cutoff: every face may be the nearest
+        return np.arange(mesh.n_faces)
+    if not len(pts):
+        return np.zeros(0, dtype=np.int64)
+    pc = np.ascontiguousarray(pts.T)
+    lo = np.array([pc[axis].min() for axis in range(3)]) - pad
+    hi = np.array([pc[axis].max() for axis in range(3)]) + pad
+    vt, ft = np.ascontiguousarray(mesh.vertices.T), np.ascontiguousarray(mesh.faces.T)
+    grown_lo, meets, extent = [], np.ones(mesh.n_faces, dtype=bool), np.zeros(mesh.n_faces)
+    for axis in range(3):
+        x = [vt[axis][ft[k]] for k in range(3)]
+        g_lo, g_hi = np.minimum(np.minimum(x[0], x[1]), x[2]) - pad, np.maximum(np.maximum(x[0], x[1]), x[2]) + pad
+        meets &= (g_hi >= lo[axis]) & (g_lo <= hi[axis])
+        np.maximum(extent, g_hi - g_lo, out=extent)
+        grown_lo.append(g_lo)
+    span = float(np.max(hi - lo))
+    h = max(float(np.quantile(extent[meets], 0.99)) if meets.any() else 0.0, span / _NEAR_CELLS, 1e-12) * (1 + 1e-6)
+    n = np.minimum(np.floor((hi - lo) / h).astype(np.int64) + 1, _NEAR_CELLS + 1)
+    stride = (n[1] * n[2], n[2], 1)  # a flat, C-ordered grid
+
+    def cell(x: np.ndarray, axis: int) -> np.ndarray:
+        return np.clip(np.floor((x - lo[axis]) / h), 0, n[axis] - 1).astype(np.int64)
+
+    grid = np.zeros(int(np.prod(n)), dtype=bool)
+    own = [cell(pc[axis], axis) for axis in range(3)]
+    for dx in (0, 1):  # a point's cell and the ones before it: the first cells of boxes holding it
+        for dy in (0, 1):
+            for dz in (0, 1):
+                grid[sum(np.maximum(own[a] - d, 0) * stride[a] for a, d in enumerate((dx, dy, dz)))] = True
+    small = extent * (1 + 1e-6) <= h  # spans at most two cells per axis (with rounding to spare)
+    ids = np.flatnonzero(meets & small)
+    hit = grid[sum(cell(grown_lo[axis][ids], axis) * stride[axis] for axis in range(3))]
+    keep = meets & ~small
+    keep[ids[hit]] = True
+    return np.flatnonzero(keep)
+
+
+class SurfaceIndex:
+    """A surface prepared for repeated signed-distance queries (build once, query many).
+
+    faces: build over these face ids only (sorted, unique); answers (face ids, signs, rim flags:
+    from the whole mesh) are then exact for every query point whose faces within its
+    max_distance are all among them, e.g. faces_near(mesh, points, max_distance) for those points
+    (contacts: the other arch's faces near this one). None: every face."""
+
+    def __init__(
+        self, mesh: Mesh, normals_from: NormalsFrom = "faces", name: str = "mesh", faces: np.ndarray | None = None
+    ) -> None:
         if normals_from not in ("faces", "vertices"):
             raise ValueError(f"normals_from must be 'faces' or 'vertices', not {normals_from!r}")
         if mesh.n_faces == 0:
@@ -261,7 +323,16 @@ class SurfaceIndex:
             raise InputRejected(name, "has non-finite vertex coordinates")
         self.mesh = mesh
         self.normals_from = normals_from
-        proxy_points, proxy_face, proxy_cover = _proxies(mesh.vertices, mesh.faces)
+        if faces is None:
+            proxy_points, proxy_face, proxy_cover = _proxies(mesh.vertices, mesh.faces)
+        else:
+            # No face near any point: one face stands for the mesh (a superset; every query
+            # point is then farther than its cutoff, NaN, as with the whole mesh).
+            some = np.asarray(faces, dtype=np.int64) if len(faces) else np.zeros(1, dtype=np.int64)
+            if some.min() < 0 or some.max() >= mesh.n_faces:
+                raise ValueError(f"faces must be face ids of {name} (0..{mesh.n_faces - 1})")
+            proxy_points, local_face, proxy_cover = _proxies(mesh.vertices, mesh.faces[some])
+            proxy_face = some[local_face]
         self.rho = float(proxy_cover.max())
         # pykdtree: OpenMP queries on the process's threads (OMP_NUM_THREADS), a fast build.
         self._tree = KDTree(proxy_points)
