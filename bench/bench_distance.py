@@ -272,7 +272,8 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
 
 def bite_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     """The contact stage's distance work: each arch's vertices (the lower by its true pose, in
-    occlusion) against the other arch's index at the contact cutoff (0.5 mm), one thread, index build and query CPU (thread_time), ours and
+    occlusion) against the other arch's index at the contact cutoff (0.5 mm), built as contacts
+    builds it, one thread, index build and query CPU (thread_time), ours and
     `old`'s in turn, beside libigl (no cutoff) on the same points."""
     import igl
 
@@ -280,20 +281,33 @@ def bite_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     from occlutrace_compute.meshes import load_mesh
 
     upper, lower = (load_mesh(data=next(folder.glob(f"{r}.*")).read_bytes(), name=r).mesh for r in ("upper", "lower"))
-    lower = lower.transformed(np.asarray(json.loads((folder / "truth.json").read_text())["T_upper_lower"]))  # in occlusion
+    lower = lower.transformed(
+        np.asarray(json.loads((folder / "truth.json").read_text())["T_upper_lower"])
+    )  # in occlusion
     cutoff = 0.5
-    contenders = {"ours": SurfaceIndex}
+    from occlutrace_compute.analysis import distance
+
+    # each contender's index for a side as its contacts builds it: over the other arch's faces
+    # near this arch where the checkout has faces_near (the selection timed with the build)
+    contenders = {"ours": distance}
     if old is not None:
-        contenders[f"old ({old})"] = _old_distance(old).SurfaceIndex
+        contenders[f"old ({old})"] = _old_distance(old)
+
+    def built_for(module, other, points: np.ndarray, name: str):
+        near = getattr(module, "faces_near", None)
+        if near is None:
+            return module.SurfaceIndex(other, name=name)
+        return module.SurfaceIndex(other, name=name, faces=near(other, points, cutoff))
+
     rows: dict[str, list[float]] = {}
     answers: dict[str, list[np.ndarray]] = {}
     with one_openmp_thread():
         for _ in range(repeat):
-            for name, cls in contenders.items():
+            for name, module in contenders.items():
                 answers[name] = []
                 for side, (mesh, other) in {"upper": (upper, lower), "lower": (lower, upper)}.items():
                     c = time.thread_time()
-                    index = cls(other, name=side)
+                    index = built_for(module, other, mesh.vertices, side)
                     rows.setdefault(f"{name}: {side} index build", []).append(time.thread_time() - c)
                     c = time.thread_time()
                     answers[name].append(index.query(mesh.vertices, max_distance=cutoff).distance)
