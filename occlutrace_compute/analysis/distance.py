@@ -358,7 +358,7 @@ class SurfaceIndex:
     def features(self) -> MeshFeatures:
         """Topology and pseudo-normals of the whole mesh. Queries do not need them: a closest
         point inside its face is signed by that face's normal, and edge and corner hits (~2 % of a
-        rescan's vertices) by the features around their faces (_finish, _local_features); a query
+        rescan's vertices) by the features around their faces (_finish, _feature_signs); a query
         uses these once built (then they cost nothing more)."""
         return mesh_features(self.mesh)
 
@@ -520,8 +520,8 @@ class SurfaceIndex:
         """The winners' distance, closest point and sign in float64. Features on demand: a closest
         point inside its face (~98 % of a rescan's vertices) is signed by that face's normal and
         is never on the boundary; only edge and corner hits need pseudo-normals and boundary
-        flags, from the faces around theirs (_local_features), unless the whole mesh's are built.
-        Time O(N) plus _local_features of the edge and corner hits' faces."""
+        flags, from the faces around theirs (_feature_signs), unless the whole mesh's are built.
+        Time O(N) plus _feature_signs of the edge and corner hits (O(M) bytes, O(R log R))."""
         n = len(pts)
         hit = (face >= 0) & (np.sqrt(sq) <= limit)
         distance = np.full(n, np.nan)

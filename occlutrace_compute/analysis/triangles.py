@@ -210,9 +210,9 @@ def _edge_topology(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.n
 
 def _normal_columns(a: Columns, b: Columns, c: Columns) -> tuple[Columns, np.ndarray]:
     """Unit normal columns (zero for degenerate faces) and |(b - a) x (c - a)| (P,) of faces
-    given as float64 coordinate columns: np.cross's and row_norms' arithmetic per element
-    (x = u1 v2 - u2 v1 ..., u = a - c, v = b - a: the sides' (b - a) x (c - a) as np.cross
-    computed it on rows before), on contiguous columns."""
+    given as float64 coordinate columns: per element the arithmetic np.cross and the row norm
+    did on (M, 3) rows before (x = u1 v2 - u2 v1 ..., u = a - c, v = b - a: (b - a) x (c - a)
+    as np.cross(a - c, b - a) gave it), on contiguous columns."""
     u, v = sub_columns(a, c), sub_columns(b, a)
     cross = (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
     norm = np.sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2])
