@@ -22,9 +22,14 @@ alternative to our kernel (not a dependency).
 at the deviation's search cutoff 3 mm), ours one thread and two (as deviation() runs it) beside
 libigl on the same points, and the work counts (neighbours asked, triangle tests: load-free);
 --old CHECKOUT adds that checkout's distance.py (its SurfaceIndex, in turn in the same run: the
-before/after of a change). Each row is printed once: the median of --repeat runs.
+before/after of a change; a SurfaceIndex that signs from the whole mesh's features gets them
+built and timed first, as its deviation did).
+--bite DIR instead: the contact stage's distance work (bench_job_stages' bite data, e.g.
+/tmp/occlutrace-stages/bite_ply_binary): each arch's vertices against the other arch at 0.5 mm,
+index build and query CPU per side, beside libigl on the same points (and --old's). Each row is printed once: the median of --repeat runs.
 Usage: python bench/bench_distance.py [--spacing 0.15] [--repeat 3] [--threads 1] [--device cuda] [--warp]
        python bench/bench_distance.py --pair DIR [--repeat 5] [--old /work/main]
+       python bench/bench_distance.py --bite DIR [--repeat 5] [--old /work/main]
 """
 
 from __future__ import annotations
@@ -76,12 +81,18 @@ def main() -> None:
     ap.add_argument(
         "--pair", type=Path, help="a pair case folder (fixed.*, moving.*, truth.json): the job's query only"
     )
-    ap.add_argument("--old", type=Path, help="with --pair: also another checkout's distance.py (e.g. /work/main)")
+    ap.add_argument("--bite", type=Path, help="a bite case folder (upper.*, lower.*): the contact queries only")
+    ap.add_argument(
+        "--old", type=Path, help="with --pair/--bite: also another checkout's distance.py (e.g. /work/main)"
+    )
     args = ap.parse_args()
     import igl
 
     if args.pair is not None:
         pair_case(args.pair, args.repeat, args.old)
+        return
+    if args.bite is not None:
+        bite_case(args.bite, args.repeat, args.old)
         return
 
     mesh = make_arch("upper", 3, args.spacing).mesh
@@ -214,11 +225,6 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
         rows.setdefault(name, []).append((time.perf_counter() - w, time.process_time() - c))
         return out
 
-    def built(cls) -> SurfaceIndex:
-        index = cls(fixed, name="reference")
-        _ = index.features  # the deviation builds them once, before its two threads
-        return index
-
     def one_thread(index: SurfaceIndex):
         with one_openmp_thread():
             return index.query(pts, max_distance=cutoff)
@@ -229,7 +235,11 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     results = {}
     for _ in range(repeat):  # in turn, so that a busy moment hits every contender alike
         for name, cls in contenders.items():
-            index = timed(f"{name}: index build (+ features)", partial(built, cls))
+            index = timed(f"{name}: index build", partial(cls, fixed, name="reference"))
+            if not hasattr(index, "_feature_signs"):  # a query that signs from the whole mesh's
+                # features: its deviation built them first (with one thread; ours needs none)
+                with one_openmp_thread():
+                    timed(f"{name}: the whole mesh's features", lambda: index.features)
             results[name] = timed(f"{name}: query, 1 thread", partial(one_thread, index))
             timed(f"{name}: query, 2 threads (deviation)", partial(_query_halves, index, pts, cutoff))
         sq = timed("libigl: build + query", partial(igl.point_mesh_squared_distance, pts, v, f))[0]
@@ -254,6 +264,69 @@ def pair_case(folder: Path, repeat: int, old: Path | None = None) -> None:
     for name, got in rows.items():
         walls, cpus = zip(*got)
         print(f"  {name}: {np.median(walls):.3f} / {np.median(cpus):.3f}")
+    for name in contenders:  # what the deviation pays on one thread: build (+ features) + query
+        parts = [r for r in rows if r.startswith(f"{name}: ") and "2 threads" not in r]
+        total = sum(float(np.median([c for _, c in rows[r]])) for r in parts)
+        print(f"  {name}: build + features + 1-thread query, CPU {total:.3f}")
+
+
+def bite_case(folder: Path, repeat: int, old: Path | None = None) -> None:
+    """The contact stage's distance work: each arch's vertices (the lower by its true pose, in
+    occlusion) against the other arch's index at the contact cutoff (0.5 mm), built as contacts
+    builds it, one thread, index build and query CPU (thread_time), ours and
+    `old`'s in turn, beside libigl (no cutoff) on the same points."""
+    import igl
+
+    from occlutrace_compute.analysis.distance import one_openmp_thread
+    from occlutrace_compute.meshes import load_mesh
+
+    upper, lower = (load_mesh(data=next(folder.glob(f"{r}.*")).read_bytes(), name=r).mesh for r in ("upper", "lower"))
+    lower = lower.transformed(
+        np.asarray(json.loads((folder / "truth.json").read_text())["T_upper_lower"])
+    )  # in occlusion
+    cutoff = 0.5
+    from occlutrace_compute.analysis import distance
+
+    # each contender's index for a side as its contacts builds it: over the other arch's faces
+    # near this arch where the checkout has faces_near (the selection timed with the build)
+    contenders = {"ours": distance}
+    if old is not None:
+        contenders[f"old ({old})"] = _old_distance(old)
+
+    def built_for(module, other, points: np.ndarray, name: str):
+        near = getattr(module, "faces_near", None)
+        if near is None:
+            return module.SurfaceIndex(other, name=name)
+        return module.SurfaceIndex(other, name=name, faces=near(other, points, cutoff))
+
+    rows: dict[str, list[float]] = {}
+    answers: dict[str, list[np.ndarray]] = {}
+    with one_openmp_thread():
+        for _ in range(repeat):
+            for name, module in contenders.items():
+                answers[name] = []
+                for side, (mesh, other) in {"upper": (upper, lower), "lower": (lower, upper)}.items():
+                    c = time.thread_time()
+                    index = built_for(module, other, mesh.vertices, side)
+                    rows.setdefault(f"{name}: {side} index build", []).append(time.thread_time() - c)
+                    c = time.thread_time()
+                    answers[name].append(index.query(mesh.vertices, max_distance=cutoff).distance)
+                    rows.setdefault(f"{name}: {side} query", []).append(time.thread_time() - c)
+            for side, (mesh, other) in {"upper": (upper, lower), "lower": (lower, upper)}.items():
+                c = time.thread_time()
+                igl.point_mesh_squared_distance(mesh.vertices, other.vertices, other.faces.astype(np.int64))
+                rows.setdefault(f"libigl: {side} build + query (no cutoff)", []).append(time.thread_time() - c)
+    for name in contenders:
+        same = all(np.array_equal(np.isnan(a), np.isnan(b)) for a, b in zip(answers[name], answers["ours"]))
+        diff = max(float(np.nanmax(np.abs(a - b), initial=0.0)) for a, b in zip(answers[name], answers["ours"]))
+        print(f"  {name}: same NaNs as ours: {same}, max |signed difference| {diff * 1000:.2e} um")
+    print(f"bite {folder.name}: upper {upper.n_vertices} / lower {lower.n_vertices} vertices, cutoff {cutoff} mm; "
+          f"CPU s (thread_time), median of {repeat}:")  # fmt: skip
+    for name, got in rows.items():
+        print(f"  {name}: {np.median(got):.3f}")
+    for name in contenders:
+        total = sum(float(np.median(v)) for r, v in rows.items() if r.startswith(f"{name}: "))
+        print(f"  {name}: both sides, builds + queries: {total:.3f}")
 
 
 def _work(index: SurfaceIndex, pts: np.ndarray, cutoff: float) -> tuple[int, int]:

@@ -10,9 +10,10 @@ import trimesh
 from hypothesis import HealthCheck, given, settings, strategies as st
 from test_analysis_surfaces import bowl, bumpy, height_field
 
-from occlutrace_compute.analysis.distance import _FIRST_K, SurfaceIndex, signed_distance
+from occlutrace_compute.analysis.distance import _FIRST_K, SurfaceIndex, faces_near, signed_distance
 from occlutrace_compute.analysis.triangles import (
     closest_on_triangles,
+    face_normal_columns,
     feature_normal,
     mesh_features,
     on_boundary,
@@ -388,6 +389,157 @@ def test_features_built_around_the_hit_faces_equal_the_whole_meshes(normals_from
     np.testing.assert_array_equal(np.sign(local.distance[hit]), np.sign(whole.distance[hit]))
     np.testing.assert_allclose(local.distance[hit], whole.distance[hit], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(local.on_boundary, whole.on_boundary)
+
+
+def _map_case(shape: str) -> tuple[Mesh, np.ndarray]:
+    """A deviation map's query: points near every part of a surface (most faces hit). "sphere": a
+    coarse closed icosphere, points inside and outside (many edge and corner hits, signed by
+    pseudo-normals); "holed": an open bumpy field with holes (rims: boundary edges and corners)."""
+    rng = np.random.default_rng(21)
+    if shape == "sphere":
+        sphere = trimesh.creation.icosphere(subdivisions=2, radius=2.0)
+        mesh = Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces, dtype=np.int64))
+        d = rng.normal(size=(3000, 3))
+        return mesh, d / np.linalg.norm(d, axis=1)[:, None] * rng.uniform(1.2, 2.8, (3000, 1))
+    field = height_field(bumpy, 6.0, 61)
+    keep = np.ones(field.n_faces, dtype=bool)
+    keep[rng.choice(field.n_faces, 300, replace=False)] = False
+    mesh = Mesh(field.vertices, field.faces[keep])
+    xy = rng.uniform(-7, 7, (6000, 2))
+    return mesh, np.column_stack([xy, bumpy(xy[:, 0], xy[:, 1]) + rng.uniform(-0.1, 0.1, 6000)])
+
+
+@pytest.mark.parametrize("normals_from", ["faces", "vertices"])
+@pytest.mark.parametrize("shape", ["sphere", "holed"])
+def test_a_map_query_signs_edge_and_corner_hits_like_the_whole_meshes_features(shape, normals_from):
+    # A query hitting most faces signs a closest point inside its face by that face's normal and
+    # builds pseudo-normals and boundary flags only around the edge and corner hits: the answer
+    # must be the one from the whole mesh's features (signs, rims), and where those hits are on
+    # few faces the whole mesh's features are not built (the old code built them for any map).
+    mesh, pts = _map_case(shape)
+    index = SurfaceIndex(mesh, normals_from)
+    got = index.query(pts, max_distance=1.0)
+    whole_index = SurfaceIndex(mesh, normals_from)
+    _ = whole_index.features
+    want = whole_index.query(pts, max_distance=1.0)
+    hit = np.isfinite(want.distance)
+    assert len(np.unique(want.face[hit])) > mesh.n_faces // 4
+    f = mesh.faces[want.face[hit]]
+    regions = closest_on_triangles(pts[hit], *(mesh.vertices[f[:, k]] for k in range(3))).region
+    assert ((regions >= 1) & (regions <= 3)).sum() > 20 and (regions >= 4).sum() > 5  # edges and corners
+    if shape == "holed" and normals_from == "faces":  # edge and corner hits on few faces: only theirs
+        assert len(np.unique(want.face[hit][regions > 0])) <= mesh.n_faces // 4
+        assert "features" not in index.__dict__
+    if shape == "sphere":
+        # inside the inscribed ball: negative; outside the circumscribed one (radius 2): positive
+        a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
+        n = np.cross(b - a, c - a)
+        inner = np.min(np.abs(np.einsum("ij,ij->i", n, a)) / np.linalg.norm(n, axis=1))
+        r = np.linalg.norm(pts[hit], axis=1)
+        assert (r < inner).sum() > 100 and (r > 2.0).sum() > 100
+        assert (want.distance[hit][r < inner] < 0).all() and (want.distance[hit][r > 2.0] > 0).all()
+    else:
+        assert want.on_boundary.sum() > 20
+    # the pieces, bit for bit: the edge and corner pseudo-normals and flags built around the hits,
+    # and the face normals of the interior hits from their corners' columns
+    feat, hit_face = whole_index.features, want.face[hit]
+    normal, rim = index._feature_signs(hit_face[regions > 0], regions[regions > 0])
+    np.testing.assert_array_equal(normal, feature_normal(feat, mesh.faces, hit_face[regions > 0], regions[regions > 0]))
+    np.testing.assert_array_equal(rim, on_boundary(feat, mesh.faces, hit_face[regions > 0], regions[regions > 0]))
+    corners = (tuple(np.ascontiguousarray(mesh.vertices[f[:, k]].T)) for k in range(3))
+    np.testing.assert_array_equal(face_normal_columns(*corners), feat.face_normals[hit_face])
+    np.testing.assert_array_equal(np.isfinite(got.distance), hit)
+    np.testing.assert_array_equal(np.sign(got.distance[hit]), np.sign(want.distance[hit]))
+    np.testing.assert_allclose(got.distance[hit], want.distance[hit], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.face, want.face)
+    np.testing.assert_array_equal(got.on_boundary, want.on_boundary)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), spread=st.floats(0.002, 0.6), cutoff=st.one_of(st.none(), st.floats(0.05, 3.0)))
+def test_uneven_map_queries_match_brute_force_in_sign_and_rim(seed, spread, cutoff):
+    # A map over an uneven mesh (fine teeth, coarse gingiva, one huge face, slivers through the
+    # fine part, an open rim): points scattered around its vertices, so most faces are hit and
+    # edge and corner hits are signed from the features built around them only. Distance,
+    # sign and rim flag as the float64 brute force's (signed by the whole mesh's features)
+    # wherever the same closest point wins, and every answer as the whole-feature path's.
+    mesh = _uneven(seed % 7)
+    rng = np.random.default_rng(seed)
+    pts = mesh.vertices[rng.choice(mesh.n_vertices, 200)] + rng.normal(0, spread, (200, 3))
+    index = SurfaceIndex(mesh)
+    got = index.query(pts, max_distance=cutoff)
+    whole_index = SurfaceIndex(mesh)
+    _ = whole_index.features
+    whole = whole_index.query(pts, max_distance=cutoff)
+    np.testing.assert_array_equal(got.face, whole.face)
+    np.testing.assert_array_equal(got.distance, whole.distance)
+    np.testing.assert_array_equal(got.on_boundary, whole.on_boundary)
+    want, want_p, want_b = _brute_force(mesh, pts)
+    limit = np.inf if cutoff is None else cutoff
+    near = np.abs(want) <= limit - 1e-6
+    np.testing.assert_allclose(np.abs(got.distance[near]), np.abs(want[near]), rtol=0, atol=1e-6)
+    assert np.isnan(got.distance[np.abs(want) > limit + 1e-6]).all()
+    same = near & np.all(np.abs(got.closest - want_p) <= 1e-9, axis=1)  # the same closest point won
+    assert same.sum() >= 0.9 * near.sum()
+    clear = same & (np.abs(want) > 1e-6)
+    np.testing.assert_array_equal(np.sign(got.distance[clear]), np.sign(want[clear]))
+    np.testing.assert_array_equal(got.on_boundary[same], want_b[same])
+
+
+def _face_distances(mesh: Mesh, points: np.ndarray) -> np.ndarray:
+    """(M,) float64 distance of each face to its nearest point, by brute force."""
+    m, n = mesh.n_faces, len(points)
+    v, f = mesh.vertices, mesh.faces
+    tri = np.repeat(f, n, axis=0)
+    res = closest_on_triangles(np.tile(points, (m, 1)), v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]])
+    return np.sqrt(res.sq_distance.reshape(m, n).min(axis=1))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), reach=st.floats(0.005, 3.0), spread=st.floats(0.5, 20.0))
+def test_faces_near_keeps_every_face_within_reach_of_a_point(seed, reach, spread):
+    # Uneven meshes (fine, coarse, one huge face, slivers) and points scattered around a random
+    # spot, some placed at reach (to 1e-12 relative) off a face or beyond its bounding box: every
+    # face within reach of a point is kept (the contacts index is built over these only), and an
+    # index over them answers as the whole mesh's.
+    mesh = _uneven(seed % 7)
+    rng = np.random.default_rng(seed)
+    centre = mesh.vertices[rng.integers(mesh.n_vertices)]
+    pts = centre + rng.normal(0, spread, (60, 3)) * [1, 1, 0.3]
+    on = rng.choice(mesh.n_faces, 20)  # a point straight off a face's interior, at reach
+    a, b, c = (mesh.vertices[mesh.faces[on, k]] for k in range(3))
+    normal = np.cross(b - a, c - a)
+    length = np.linalg.norm(normal, axis=1)
+    ok = length > 1e-9 * np.linalg.norm(b - a, axis=1) * np.linalg.norm(c - a, axis=1)
+    edge = (a + b + c)[ok] / 3 + (normal[ok] / length[ok][:, None]) * reach * (1 - 1e-12)
+    # and points just inside reach of a face's extreme corner along an axis: beyond its box by reach
+    axis, sign = rng.integers(0, 3, 20), rng.choice([-1.0, 1.0], 20)
+    corners = mesh.vertices[mesh.faces[on]]  # (20, 3 corners, 3)
+    pick = np.argmax(sign[:, None] * corners[np.arange(20), :, axis], axis=1)
+    out = corners[np.arange(20), pick] + np.eye(3)[axis] * (sign * reach * (1 - 1e-12))[:, None]
+    pts = np.concatenate([pts, edge, out])
+    kept = faces_near(mesh, pts, reach)
+    assert np.all(np.diff(kept) > 0)
+    want = np.flatnonzero(_face_distances(mesh, pts) <= reach)
+    assert np.isin(want, kept).all(), np.setdiff1d(want, kept)
+    index, whole = SurfaceIndex(mesh, faces=kept), SurfaceIndex(mesh)
+    got, full = index.query(pts, max_distance=reach), whole.query(pts, max_distance=reach)
+    np.testing.assert_array_equal(np.isnan(got.distance), np.isnan(full.distance))
+    np.testing.assert_allclose(got.distance, full.distance, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.on_boundary, full.on_boundary)
+
+
+def test_faces_near_drops_the_far_part_and_takes_empty_and_unbounded_cases():
+    mesh = height_field(bumpy, 6.0, 61)  # 7200 faces over 12 x 12 mm
+    pts = np.array([[-5.5, -5.5, 0.0], [-5.0, -5.2, 0.3]])
+    kept = faces_near(mesh, pts, 0.3)
+    assert 0 < len(kept) < mesh.n_faces // 20
+    np.testing.assert_array_equal(faces_near(mesh, pts, np.inf), np.arange(mesh.n_faces))
+    assert len(faces_near(mesh, np.zeros((0, 3)), 0.3)) == 0
+    far = SurfaceIndex(mesh, faces=np.zeros(0, dtype=np.int64)).query(pts + [0, 0, 50], max_distance=0.3)
+    assert np.isnan(far.distance).all()
+    with pytest.raises(ValueError, match="face ids"):
+        SurfaceIndex(mesh, faces=np.array([mesh.n_faces]))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

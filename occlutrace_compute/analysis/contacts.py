@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from occlutrace_compute.analysis.colormap import ColorRamp, contact_ramp
-from occlutrace_compute.analysis.distance import one_openmp_thread
-from occlutrace_compute.analysis.distance_device import surface_index
+from occlutrace_compute.analysis.distance import SurfaceIndex, faces_near, one_openmp_thread
+from occlutrace_compute.analysis.distance_device import JOB_DEVICES, DistanceIndex, resolve_backend, surface_index
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
 from occlutrace_compute.analysis.preview import Panel, write_preview
 from occlutrace_compute.analysis.regions import Regions, regions_below
@@ -223,9 +223,19 @@ def _measure(
     """One arch's side of contacts(): distances to the other arch, regions, colours. Runs on one
     thread with OpenMP on one thread too (the two arches run side by side on the two cores)."""
     with one_openmp_thread():
-        index = surface_index(other, name=other_name, device=device)  # "cpu": distance.SurfaceIndex
-        distance = index.query(mesh.vertices, max_distance=cutoff).distance
+        distance = _other_index(other_name, other, mesh.vertices, cutoff, device).query(mesh.vertices, cutoff).distance
         return _arch(name, mesh, distance, up, threshold, cutoff, ramp)
+
+
+def _other_index(other_name: str, other: Mesh, points: np.ndarray, cutoff: float, device: str) -> DistanceIndex:
+    """The other arch's index for these points' query at the cutoff. On the CPU (numpy) it is
+    built over the other arch's faces near these points only (distance.faces_near: the same
+    answers for them at this cutoff; a sixth of an arch in occlusion, so the selection and the
+    build cost ~0.07 s CPU where the whole arch's build cost ~0.13 s at 250k faces); on a device
+    the whole arch's (surface_index)."""
+    if device in JOB_DEVICES and resolve_backend(JOB_DEVICES[device]) == "numpy":
+        return SurfaceIndex(other, name=other_name, faces=faces_near(other, points, cutoff))
+    return surface_index(other, name=other_name, device=device)
 
 
 def contacts(
@@ -236,8 +246,8 @@ def contacts(
     device: a job's "cpu" / "auto" / "cuda" (analysis/distance_device.py: "auto" measures with
     the CUDA kernel when a GPU is usable, else exactly as "cpu").
     cutoff_mm: distances beyond it are not measured (NaN, grey in the colour map).
-    Both arches are measured at once on two threads. Time: two SurfaceIndex builds (O(M log M))
-    and two bounded queries (see distance.py: each point's work is bounded by the proxies within
+    Both arches are measured at once on two threads. Time: two SurfaceIndex builds (O(M log M),
+    on the CPU over the other arch's faces near this one: _other_index) and two bounded queries (see distance.py: each point's work is bounded by the proxies within
     cutoff + rho of it), then O(N + M) for regions and colours; about 0.5 s of CPU per arch of
     120k vertices.
     """

@@ -138,7 +138,6 @@ def _query_halves(index: DistanceIndex, points: np.ndarray, max_distance: float)
     Same answer as one query (points are independent); same worst case, split in two."""
     if len(points) < SPLIT_MIN_POINTS:
         return index.query(points, max_distance=max_distance)
-    _ = index.features  # built once here, not by both halves at once
     half = len(points) // 2
 
     def part(rows: np.ndarray) -> SurfaceDistance:
