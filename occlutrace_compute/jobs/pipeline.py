@@ -7,11 +7,14 @@ validated (and so de-identified on the way out: exports carry no metadata) here.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.heap import keep_heap
 from occlutrace_compute.jobs.models import RESULT_SCHEMA_VERSION, JobOptions
 from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_bytes
 from occlutrace_compute.meshes.export import mesh_files
@@ -65,6 +69,68 @@ class _Stages:
 
     def stage(self, name: str) -> AbstractContextManager[None]:
         return stopwatch(self.wall, name, self.cpu)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_thread_counts() -> list[tuple[Callable[[], int], Callable[[int], Any]]]:
+    """(get, set) of the thread count of each BLAS numpy loaded (found once: a scan of the loaded
+    libraries costs ~1 ms). OpenBLAS's pthreads pool is set through its own C API, not through
+    threadpoolctl, whose OpenBLAS setter silently does nothing on any thread but the one that
+    set it first while that thread lives (threadpoolctl 3.6+): jobs run on worker threads."""
+    from itertools import product
+
+    from threadpoolctl import ThreadpoolController
+
+    counts: list[tuple[Callable[[], int], Callable[[int], Any]]] = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        found = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+            dll = ctypes.CDLL(lib.filepath)
+            for prefix, suffix in product(("", "scipy_"), ("", "64_", "_64")):
+                get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+                put = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    found = (get, put)
+                    break
+        counts.append(found or (lambda lib=lib: lib.num_threads, lib.set_num_threads))
+    return counts
+
+
+class _OneBlasThread:
+    """numpy's BLAS on one thread while any job of this process runs (reference-counted: jobs
+    that overlap on a worker's threads share one cap; the last one out restores the setting the
+    first one found). Why: a job already keeps both cores busy with its own threads, and
+    OpenBLAS's second thread, started by the (N, 3) @ (3, 3) products of the transforms, frames
+    and exports, spins waiting for a core the job holds: ~0.15-0.25 s of CPU lost per
+    150k-vertex pair job (bench/RESULTS.md, fifth session). OpenBLAS's count is process-wide."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: list[int] = []
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                counts = _blas_thread_counts()
+                self._saved = [get() for get, _ in counts]
+                for _, put in counts:
+                    put(1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    for (_, put), n in zip(_blas_thread_counts(), self._saved):
+                        if n and n > 0:
+                            put(n)
+
+
+one_blas_thread = _OneBlasThread()
 
 
 def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
@@ -193,8 +259,9 @@ def run_pair(
     registrar: registers the pair elsewhere (`occlutrace align`: jobs/registrar.py, a process
     that imported torch beside this one's imports); None: here, the engine imported during load.
     """
+    keep_heap()
     clock = _Stages()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         with clock.stage("load"):
             loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
             from occlutrace_compute.analysis.distance_device import surface_index
@@ -297,7 +364,19 @@ def pair_outputs(
 ) -> JobOutput:
     """The pair job's preview, exports, result and report (run_pair's tail, and the device
     worker's finish stage): the mesh exports and the 3D view's data encode on `pool` while this
-    thread renders the preview."""
+    thread renders the preview. numpy's BLAS on one thread meanwhile (`one_blas_thread`)."""
+    with one_blas_thread():
+        return _pair_outputs(pool, clock, m, input_names, options, label)
+
+
+def _pair_outputs(
+    pool: ThreadPoolExecutor,
+    clock: _Stages,
+    m: PairMeasured,
+    input_names: dict[str, str],
+    options: JobOptions,
+    label: str,
+) -> JobOutput:
     dev, reg, region_json = m.dev, m.reg, m.region_json
     with clock.stage("preview"):
         frame = dev.frame  # once, for the preview and the 3D view
@@ -335,8 +414,9 @@ def run_bite(
     Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
     thread beside the preview.
     """
+    keep_heap()
     clock = _Stages()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         with clock.stage("load"):
             loading = _start_loads(pool, inputs, allow)
             from occlutrace_compute.analysis import contacts
