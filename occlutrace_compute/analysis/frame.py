@@ -12,11 +12,29 @@ Rule (principal axes of the area-weighted surface):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from occlutrace_compute.meshes.model import Mesh
+
+
+@dataclass(frozen=True)
+class FaceCross:
+    """(ab x ac) of every face of one mesh as three (F,) columns and their (F,) lengths (twice
+    the faces' areas), kept with the very arrays they were computed from: arch_frame computes
+    them anyway, and the preview's shading and the 3D view's sizing need the same numbers for
+    the same mesh (they take them only when handed that mesh's own arrays: `of`)."""
+
+    vertices: np.ndarray  # (N, 3) the source arrays themselves (identity, not equality, is checked)
+    faces: np.ndarray  # (F, 3)
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # nx, ny, nz, length, each (F,)
+
+    def of(
+        self, vertices: np.ndarray, faces: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The columns when (vertices, faces) are the arrays they came from, else None."""
+        return self.columns if vertices is self.vertices and faces is self.faces else None
 
 
 @dataclass(frozen=True)
@@ -26,6 +44,13 @@ class ArchFrame:
     anterior: np.ndarray  # (3,) unit, towards the incisors
     occlusal: np.ndarray  # (3,) unit, out of the occlusal surface
     extent: np.ndarray  # (3,) size along x, anterior, occlusal (mm)
+    # the face cross products arch_frame computed on the way (None for a frame made otherwise)
+    cross: FaceCross | None = field(default=None, repr=False, compare=False)
+
+    def face_cross(self, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """(nx, ny, nz, length) (F,) columns of these arrays' faces when this frame was computed
+        from these very arrays (the preview and the report's 3D view reuse them), else None."""
+        return self.cross.of(vertices, faces) if self.cross is not None else None
 
     def local(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) coordinates along (x, anterior, occlusal), relative to origin."""
@@ -48,7 +73,8 @@ def arch_frame(mesh: Mesh) -> ArchFrame:
     ux, uy, uz = xs[i1] - ax, ys[i1] - ay, zs[i1] - az
     wx, wy, wz = xs[i2] - ax, ys[i2] - ay, zs[i2] - az
     nx, ny, nz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
-    weights = np.sqrt(nx * nx + ny * ny + nz * nz)  # twice the areas: the weights' scale cancels
+    lengths = np.sqrt(nx * nx + ny * ny + nz * nz)  # twice the areas
+    weights = lengths  # the weights' scale cancels
     if not weights.sum() > 0:  # no area (no faces, all degenerate): the vertices, equally weighted
         cx, cy, cz, weights = xs, ys, zs, np.ones(len(xs))
     else:  # centroids a + (u + w) / 3 of each face
@@ -79,7 +105,8 @@ def arch_frame(mesh: Mesh) -> ArchFrame:
     hi = np.array([proj_x.max(), s_hi, proj_o.max()])
     axes = np.stack([x, second, occlusal], axis=1)
     origin = axes @ (0.5 * (lo + hi))
-    return ArchFrame(origin=origin, x=x, anterior=second, occlusal=occlusal, extent=hi - lo)
+    cross = FaceCross(mesh.vertices, mesh.faces, (nx, ny, nz, lengths))
+    return ArchFrame(origin=origin, x=x, anterior=second, occlusal=occlusal, extent=hi - lo, cross=cross)
 
 
 def _dot(cols: tuple[np.ndarray, np.ndarray, np.ndarray], axis: np.ndarray) -> np.ndarray:

@@ -398,7 +398,9 @@ def viewer_payload(
     )
     # About one vertex per cell where the surface crosses cells squarely; a surface cuts ~1.5x as
     # many cells as its area / cell^2 (oblique crossings), so the first try usually fits.
-    cell = math.sqrt(1.5 * _area(vertices, faces) / VIEWER_MAX_VERTICES)
+    cross = frame.face_cross(vertices, faces)  # arch_frame's, when it was computed for this mesh
+    area = (float((0.5 * cross[3]).sum()) or 1.0) if cross is not None else _area(vertices, faces)
+    cell = math.sqrt(1.5 * area / VIEWER_MAX_VERTICES)
     for _ in range(8):  # bounded: each try merges 1.5x coarser
         if len(v) <= VIEWER_MAX_VERTICES:
             break
