@@ -95,3 +95,16 @@ def test_no_area_falls_back_to_the_vertices_as_before():
     for faces in (np.zeros((0, 3), dtype=np.int64), line.astype(np.int64)):
         mesh = Mesh(v, faces)
         _assert_same(arch_frame(mesh), _rows_frame(mesh), 50.0)
+
+
+def test_a_pickled_frame_leaves_its_cross_products_behind():
+    import pickle
+
+    mesh = make_arch("upper", 1, 0.8).mesh
+    frame = arch_frame(mesh)
+    assert frame.face_cross(mesh.vertices, mesh.faces) is not None
+    back = pickle.loads(pickle.dumps(frame))
+    assert back.cross is None  # the axes, origin and extent travel
+    for name in ("origin", "x", "anterior", "occlusal", "extent"):
+        assert np.array_equal(getattr(back, name), getattr(frame, name))
+    assert len(pickle.dumps(frame)) < 2_000

@@ -47,6 +47,11 @@ class ArchFrame:
     # the face cross products arch_frame computed on the way (None for a frame made otherwise)
     cross: FaceCross | None = field(default=None, repr=False, compare=False)
 
+    def __getstate__(self) -> dict:
+        """Pickled without `cross`: its arrays serve only the very arrays they came from (an
+        identity no copy keeps), and would add ~10 MB at 300k faces to whatever carries a frame."""
+        return {**self.__dict__, "cross": None}
+
     def face_cross(self, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """(nx, ny, nz, length) (F,) columns of these arrays' faces when this frame was computed
         from these very arrays (the preview and the report's 3D view reuse them), else None."""
