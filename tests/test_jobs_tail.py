@@ -145,3 +145,29 @@ def test_the_reference_s_features_made_beside_its_tree_are_the_index_s_own(pair_
     got, want = index.query(points, 1.0), alone.query(points, 1.0)
     assert np.array_equal(got.distance, want.distance, equal_nan=True)
     assert np.array_equal(got.face, want.face)
+
+
+def test_a_bite_job_holds_the_cap_and_an_error_lifts_it(pair_inputs, monkeypatch):
+    """run_bite runs under the same cap; a job that fails part-way restores the process setting."""
+    from occlutrace_compute.registration import bite
+
+    seen: list[set[int]] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads())
+        raise Stop
+
+    monkeypatch.setattr(bite, "register_bite", spy)
+    inputs = {
+        "upper": InputFile("upper.ply", pair_inputs["fixed"].data),
+        "lower": InputFile("lower.ply", pair_inputs["moving"].data),
+        "bite1": InputFile("bite1.ply", pair_inputs["moving"].data),
+    }
+    with threadpool_limits(limits=2, user_api="blas"):
+        with pytest.raises(Stop):
+            run_case("bite", inputs, JobOptions(device="cpu"), "case-0002")
+        assert _blas_threads() == {2}
+    assert seen == [{1}]
