@@ -103,7 +103,8 @@ class _OneBlasThread:
     first one found). Why: a job already keeps both cores busy with its own threads, and
     OpenBLAS's second thread, started by the (N, 3) @ (3, 3) products of the transforms, frames
     and exports, spins waiting for a core the job holds: ~0.15-0.25 s of CPU lost per
-    150k-vertex pair job (bench/RESULTS.md, fifth session). OpenBLAS's count is process-wide."""
+    150k-vertex pair job (bench/RESULTS.md, fifth session). OpenBLAS's count is process-wide.
+    Cost: O(1) per entry and exit (two C calls under a lock), one ~1 ms library scan a process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -157,8 +158,10 @@ def _reference_index(surface_index, loading: Future, featuring: Future | None = 
     reference raises its load error here too (the job reports it from the load first).
 
     featuring: the future of mesh_features(reference) computed on the pool's other thread (the
-    tree does not need them: the two halves of the build run side by side, so the index is
-    ready as the registration ends instead of ~0.05 s after it); None: computed here."""
+    tree does not need them): the build's two halves and the registration are three threads
+    where the build was one. On a quiet machine the register phase ends about when it did (the
+    one-thread registration becomes its longer part); beside other work the job's threads hold
+    more of the cores (bench/RESULTS.md, fifth session). None: the features are computed here."""
     index = surface_index(loading.result().mesh, name="reference")
     if featuring is not None:
         # SurfaceIndex.features is a cached_property of mesh_features(its mesh): the same value
