@@ -266,9 +266,9 @@ def run_pair(
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
     thread imports the registration and analysis stages, the reference's distance index builds
     on a thread from the moment the reference is parsed (beside the imports and the
-    registration), the deviation query runs on two threads with the arch frames beside it on the
-    pool, and the mesh exports and the report's 3D-view data are made on the pool's threads while
-    this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each stage
+    registration), the deviation query runs on two threads with the arch frames and the aligned
+    mesh's encoding beside it on the pool, and the deviation map's export and the report's
+    3D-view data are made on the pool's threads while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each stage
     as this thread sees it: load includes waiting for the parses, register the reference index
     built beside it, deviation the arch frames beside the query, export the wait for the
     encodings after the preview.
@@ -335,13 +335,17 @@ def run_pair(
 
             framing = pool.submit(arch_frame, aligned)
             reference_framing = pool.submit(arch_frame, fixed.mesh) if reg.changed_regions else None
+            # The aligned mesh's file needs only the pose: encoded now on the pool, not in the
+            # tail beside the preview, where a text mesh (an OBJ's ~0.1 s of CPU) made the job
+            # wait for it after the preview (the `export` stage).
+            exporting = pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options))
             dev = deviation_of(aligned, fixed.mesh, options, indexing.result())
             dev = replace(dev, aligned_frame=framing.result())
 
         return pair_outputs(
             pool,
             clock,
-            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json),
+            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json, exporting),
             {"fixed": fixed_in.name, "moving": moving_in.name},
             options,
             label,
@@ -369,7 +373,8 @@ def deviation_of(aligned: Mesh, reference: Mesh, options: JobOptions, reference_
 class PairMeasured:
     """A pair job after its deviation: what its outputs are made from. `reference_framing`: the
     future of the reference's arch frame (when regions changed); `region_json`: the
-    reference-region alignment's summary (when asked)."""
+    reference-region alignment's summary (when asked); `aligned_export`: the future of the
+    aligned mesh's files when the job started encoding them earlier."""
 
     fixed: LoadedMesh
     moving: LoadedMesh
@@ -378,6 +383,7 @@ class PairMeasured:
     dev: DeviationReport
     reference_framing: Future | None = None
     region_json: dict | None = None
+    aligned_export: Future | None = None  # mesh_files(aligned, ...) started earlier; None: in the tail
 
 
 def pair_outputs(
@@ -408,9 +414,8 @@ def _pair_outputs(
         frame = dev.frame  # once, for the preview and the 3D view
         viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
         exports: dict[str, Future] = {
-            "aligned": pool.submit(
-                mesh_files, m.aligned, "aligned", m.moving.format, _aligned_encoding(m.moving, options)
-            ),
+            "aligned": m.aligned_export
+            or pool.submit(mesh_files, m.aligned, "aligned", m.moving.format, _aligned_encoding(m.moving, options)),
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
         }
         files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
