@@ -442,8 +442,8 @@ def run_bite(
 ) -> JobOutput:
     """Places the lower arch into occlusion with the upper through the bite scans; contacts.
 
-    Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
-    thread beside the preview.
+    Overlaps like run_pair: inputs parse on two threads beside the imports, the arches' files
+    encode beside the contacts and the contact maps' beside the preview.
     """
     keep_heap()
     clock = _Stages()
@@ -463,9 +463,8 @@ def run_bite(
         with clock.stage("contacts"):
             upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
             lower_occ = lower.mesh.transformed(bite.T_upper_lower)
-            report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
-
-        with clock.stage("preview"):
+            # The arches' files need only the pose: encoded on the pool beside the contacts (as
+            # run_pair does with its aligned mesh), not in the tail after the preview.
             exports: dict[str, Future] = {
                 "upper_occlusion": pool.submit(
                     mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)
@@ -473,6 +472,11 @@ def run_bite(
                 "lower_occlusion": pool.submit(
                     mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)
                 ),
+            }
+            report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
+
+        with clock.stage("preview"):
+            exports |= {
                 "contacts_upper.ply": pool.submit(
                     mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance
                 ),
