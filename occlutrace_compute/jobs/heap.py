@@ -8,8 +8,14 @@ free: either way the next array's pages are faulted in again, zero-filled by the
 fifth session). With blocks up to 32 MB (glibc's ceiling for the threshold) taken from the heap, a
 trim only past 256 MB free and the heap grown 64 MB at a time, the same job faults ~10k pages.
 
-Cost: the process keeps up to its peak heap between jobs instead of shrinking after each (its
-resident size stays at the largest job's high-water mark, which that job needed anyway). Applied
+Threads share one malloc arena per core (M_ARENA_MAX; glibc's default is 8 per core), so the
+freed heap one of a job's short-lived threads kept serves the next thread instead of each arena
+keeping its own.
+
+Cost, measured on 8 pair jobs of 150k vertices in one process (bench/RESULTS.md, fifth session):
+resident size between jobs ~650-710 MiB instead of ~450-510 MiB (the freed heap kept), peak 1136
+instead of 1054 MiB (+8 %; +20 % without the arena cap); system CPU per job 0.01-0.03 s instead
+of 0.13-0.18 s. Applied
 once per process (`keep_heap()`), glibc only (elsewhere, and with OCCLUTRACE_KEEP_HEAP=0, nothing
 changes). Settings already made through MALLOC_*_ environment variables are left alone.
 """
@@ -22,7 +28,7 @@ import os
 import sys
 
 DISABLE_ENV = "OCCLUTRACE_KEEP_HEAP"
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum (HEAP_MAX_SIZE / 2 on 64-bit)
 TRIM_THRESHOLD = 256 * 1024 * 1024
 TOP_PAD = 64 * 1024 * 1024
@@ -30,7 +36,17 @@ _ENV_NAMES = {
     _M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_",
     _M_TOP_PAD: "MALLOC_TOP_PAD_",
     _M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_",
+    _M_ARENA_MAX: "MALLOC_ARENA_MAX",
 }
+
+
+def _arenas() -> int:
+    """One malloc arena per core the process may use (OMP_NUM_THREADS when set), at least 2."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        n = 0
+    return max(2, n if n > 0 else (os.cpu_count() or 1))
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,6 +70,7 @@ def keep_heap() -> dict[str, int]:
         (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
         (_M_TOP_PAD, TOP_PAD),
+        (_M_ARENA_MAX, _arenas()),
     ):
         name = _ENV_NAMES[param]
         if name in os.environ:  # the operator's own setting wins
