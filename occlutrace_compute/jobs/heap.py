@@ -17,7 +17,7 @@ resident size between jobs ~650-710 MiB instead of ~450-510 MiB (the freed heap 
 instead of 1054 MiB (+8 %; +20 % without the arena cap); system CPU per job 0.01-0.03 s instead
 of 0.13-0.18 s. Applied
 once per process (`keep_heap()`), glibc only (elsewhere, and with OCCLUTRACE_KEEP_HEAP=0, nothing
-changes). Settings already made through MALLOC_*_ environment variables are left alone.
+changes). Settings already made through MALLOC_* environment variables are left alone.
 """
 
 from __future__ import annotations
