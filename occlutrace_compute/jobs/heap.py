@@ -13,11 +13,11 @@ freed heap one of a job's short-lived threads kept serves the next thread instea
 keeping its own.
 
 Cost, measured on 8 pair jobs of 150k vertices in one process (bench/RESULTS.md, fifth session):
-resident size between jobs ~650-710 MiB instead of ~450-510 MiB (the freed heap kept), peak 1136
-instead of 1054 MiB (+8 %; +20 % without the arena cap); system CPU per job 0.01-0.03 s instead
-of 0.13-0.18 s. Applied
-once per process (`keep_heap()`), glibc only (elsewhere, and with OCCLUTRACE_KEEP_HEAP=0, nothing
-changes). Settings already made through MALLOC_* environment variables are left alone.
+resident size between jobs 600-710 MiB instead of 440-510 MiB (the freed heap kept), peak
+1104-1136 instead of 1054 MiB (+5-8 %; +20 % without the arena cap); system CPU per job
+0.01-0.05 s instead of 0.13-0.18 s. Applied once per process (`keep_heap()`), glibc only
+(elsewhere, and with OCCLUTRACE_KEEP_HEAP=0, nothing changes). Settings already made through
+MALLOC_* environment variables are left alone.
 """
 
 from __future__ import annotations
