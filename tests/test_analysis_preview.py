@@ -188,3 +188,66 @@ def test_sheet_views_are_the_rasteriser_s_pictures(upper, tmp_path):
         assert np.array_equal(sheet[y + 30 : y + small_h - 22, x + 2 : x + small_w - 2], img[30:-22, 2:-2])
     colours = {tuple(c) for c in big.reshape(-1, 3)[::7]}
     assert len(colours) > 50  # shaded, several colour classes
+
+
+def _cluster_reference(vertices, faces, values, cell_mm):
+    """cluster() as first written: np.unique over (N, 3) row keys, faces by row masks."""
+    v = np.asarray(vertices, dtype=np.float64)
+    key = np.floor((v - v.min(axis=0)) / cell_mm).astype(np.int64)
+    span = key.max(axis=0) + 1
+    flat = (key[:, 0] * span[1] + key[:, 1]) * span[2] + key[:, 2]
+    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    m = len(counts)
+    out_v = np.stack([np.bincount(inverse, weights=v[:, j], minlength=m) for j in range(3)], axis=1) / counts[:, None]
+    out_vals = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64), minlength=m) / counts
+    f = inverse[np.asarray(faces, dtype=np.int64)]
+    ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    return out_v, f[ok], out_vals
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3000), st.floats(0.01, 50.0), st.integers(0, 2**32 - 1), st.booleans())
+def test_cluster_on_columns_is_the_row_version(n, cell, seed, clumped):
+    """The column version (one stable argsort instead of np.unique) gives the same vertices, in
+    the same order, the same faces and values, NaNs included, on scattered and clumped points."""
+    from occlutrace_compute.analysis.preview import cluster
+
+    rng = np.random.default_rng(seed)
+    v = rng.normal(0, 20, (n, 3)) * [1, 1, 0.2]
+    if clumped:  # many vertices per cell, cells far apart, a huge outlier
+        v = np.round(v / 7) * 7 + rng.normal(0, 1e-3, v.shape)
+        v[0] = [1e4, -1e4, 3e3]
+    f = rng.integers(0, n, (2 * n, 3))
+    vals = rng.normal(0, 0.2, n)
+    vals[rng.random(n) < 0.05] = np.nan
+    for got, want in zip(cluster(v, f, vals, cell), _cluster_reference(v, f, vals, cell)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_the_frame_s_cross_products_serve_only_its_own_arrays(upper, monkeypatch):
+    """The sheet shades with the normals arch_frame computed for the very same arrays (bit for
+    bit face_normals), never with another mesh's, even one with equal coordinates."""
+    from dataclasses import replace
+
+    from occlutrace_compute.analysis.preview import face_normals, frame_normals
+    from occlutrace_compute.analysis.report import viewer_payload
+
+    mesh = upper.mesh
+    frame = arch_frame(mesh)
+    got = frame_normals(frame, mesh)
+    assert got is not None
+    for a, b in zip(got, face_normals(mesh.vertices, mesh.faces)):
+        assert np.array_equal(a, b)
+    assert frame_normals(frame, Mesh(mesh.vertices.copy(), mesh.faces)) is None
+    assert frame_normals(replace(frame, cross=None), mesh) is None
+    # the 3D view's sizing from the frame's areas: the same payload as from its own
+    from occlutrace_compute.analysis import report
+
+    monkeypatch.setattr(report, "VIEWER_MAX_VERTICES", mesh.n_vertices // 3)  # so the mesh is merged
+    values = 0.2 * np.sin(mesh.vertices[:, 0])
+    ramp = deviation_ramp(0.2, 0.1)
+    bare = replace(frame, cross=None)
+    merged = viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, "upper")
+    assert merged == viewer_payload(mesh.vertices, mesh.faces, values, ramp, bare, "upper")
+    assert merged["n_vertices"] <= mesh.n_vertices // 3

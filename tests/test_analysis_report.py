@@ -8,6 +8,7 @@ import io
 from html.parser import HTMLParser
 
 import numpy as np
+import pytest
 from PIL import Image
 from report_results import pair_result
 
@@ -197,3 +198,31 @@ def test_case_page_and_pdf_explain_judge_and_locate(tmp_path):
     for tag, attrs in parser.tags:
         assert not (tag == "script" and "src" in attrs) and tag != "link"
     assert files["report.pdf"].startswith(b"%PDF") and len(files["report.pdf"]) > 2000
+
+
+def test_base64_marked_safe_renders_the_page_escaping_would():
+    """The sheet's and the 3D mesh's base64 skip the escaper (nothing in their alphabet needs it):
+    the page is byte for byte the one escaping them gives; a prefix that would need escaping is
+    refused."""
+    from occlutrace_compute.analysis.colormap import deviation_ramp
+    from occlutrace_compute.analysis.frame import arch_frame
+    from occlutrace_compute.analysis.report import _base64_text, case_page, viewer_payload
+    from occlutrace_compute.synth.arch import make_arch
+
+    arch = make_arch("lower", 2, 0.6)
+    viewer = viewer_payload(
+        arch.mesh.vertices,
+        arch.mesh.faces,
+        np.zeros(arch.mesh.n_vertices),
+        deviation_ramp(0.2),
+        arch_frame(arch.mesh),
+        None,
+    )
+    png = io.BytesIO()
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(png, format="PNG")
+    result = pair_result("case-1", inputs={"fixed": "a.ply", "moving": "b.ply"})
+    marked = case_page(result, [("sheet", png.getvalue())], viewer)
+    plain = case_page(result, [("sheet", png.getvalue())], viewer | {"data": str(viewer["data"])})
+    assert marked == plain and str(viewer["data"]) in marked
+    with pytest.raises(ValueError, match="needs escaping"):
+        _base64_text(b"x", 'data:"><script>')

@@ -117,9 +117,22 @@ def face_normals(
     vertices: np.ndarray, faces: np.ndarray, corners: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit face normals as three (F,) columns (zero for degenerate faces); shared by every view."""
-    nx, ny, nz, length = _cross_columns(vertices, faces, corners)
+    return _unit(*_cross_columns(vertices, faces, corners))
+
+
+def _unit(
+    nx: np.ndarray, ny: np.ndarray, nz: np.ndarray, length: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cross-product columns divided by their lengths (zero where the length is)."""
     norm = np.maximum(length, 1e-300)
     return nx / norm, ny / norm, nz / norm
+
+
+def frame_normals(frame: ArchFrame, mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """face_normals(mesh) from the cross products arch_frame computed for this very mesh (the
+    same numbers, bit for bit: one formula), or None when the frame was made from other arrays."""
+    cross = frame.face_cross(mesh.vertices, mesh.faces)
+    return _unit(*cross) if cross is not None else None
 
 
 def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -132,19 +145,49 @@ def cluster(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A coarser copy of the mesh for small views: vertices merged per grid cell of `cell_mm`
     (position and value averaged; NaN if any merged value is NaN), faces that collapse dropped.
-    O(N log N + F); the result has at most as many vertices and faces as the input."""
+    O(N log N + F) time (one sort of the N cell keys), O(N + F) memory; the result has at most
+    as many vertices and faces as the input. Worked on coordinate and corner columns (strided
+    (N, 3) rows cost 3-4x as much per element); cells are numbered in key order, as np.unique
+    numbers them (tests/test_analysis_preview.py checks the result against that)."""
     v = np.asarray(vertices, dtype=np.float64)
-    key = np.floor((v - v.min(axis=0)) / cell_mm).astype(np.int64)
-    span = key.max(axis=0) + 1
-    flat = (key[:, 0] * span[1] + key[:, 1]) * span[2] + key[:, 2]
-    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    cols = [np.ascontiguousarray(v[:, j]) for j in range(3)]
+    keys = (
+        [np.floor((c - c.min()) / cell_mm).astype(np.int64) for c in cols] if len(v) else [v[:, 0].astype(np.int64)] * 3
+    )
+    spans = [int(k.max()) + 1 if len(k) else 1 for k in keys]
+    flat = (keys[0] * spans[1] + keys[1]) * spans[2] + keys[2]
+    inverse, counts = _groups(flat)
     m = len(counts)
-    out_v = np.stack([np.bincount(inverse, weights=v[:, j], minlength=m) for j in range(3)], axis=1) / counts[:, None]
+    out_v = np.stack([np.bincount(inverse, weights=c, minlength=m) for c in cols], axis=1) / counts[:, None]
     vals = np.asarray(values, dtype=np.float64)
     out_vals = np.bincount(inverse, weights=vals, minlength=m) / counts  # any NaN in a cell: NaN
-    f = inverse[np.asarray(faces, dtype=np.int64)]
-    ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
-    return out_v, f[ok], out_vals
+    f = np.asarray(faces, dtype=np.int64)
+    g0, g1, g2 = (inverse[f[:, j]] for j in range(3))
+    kept = np.flatnonzero((g0 != g1) & (g1 != g2) & (g0 != g2))
+    out_f = np.empty((len(kept), 3), dtype=np.int64)
+    for j, g in enumerate((g0, g1, g2)):
+        out_f[:, j] = g[kept]
+    return out_v, out_f, out_vals
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, return_inverse=True, return_counts=True)[1:] for (N,) int64 keys: the
+    rank of each key among the distinct keys, and each distinct key's count. One stable argsort
+    (numpy's radix/tim sort on integers), O(N log N) time, O(N) memory."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    starts = np.empty(n, dtype=np.bool_)
+    starts[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=starts[1:])
+    ids = np.cumsum(starts) - 1
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = ids
+    first = np.flatnonzero(starts)
+    counts = np.diff(np.append(first, n))
+    return inverse, counts
 
 
 def rasterize(
@@ -507,7 +550,8 @@ def write_arch_sheet(
     # thread draws the large one and the legends, then the PNG's two halves side by side.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlutrace-sheet") as helper:
         small = helper.submit(_small_views, v, mesh.faces, values, views[1:], ramp, (small_w, small_h), span)
-        image, scale = rasterize(v, mesh.faces, values, views[0], ramp, occ_w, occ_h)
+        normals = frame_normals(frame, mesh)
+        image, scale = rasterize(v, mesh.faces, values, views[0], ramp, occ_w, occ_h, normals=normals)
         _paste_view(sheet, draw, image, (16, 64), views[0], f"{arch_name} \u2013 {views[0].name}")
         _scale_bar(draw, 16 + occ_w - 12, 64 + occ_h - 24, scale)
         x = side_w + 20
@@ -547,7 +591,16 @@ def render_occlusal(
     """Image (float RGB in [0, 1]) of the panel seen from its occlusal side and its extent in mm."""
     frame = panel.frame
     view = View("occlusal", frame.x, frame.anterior, frame.occlusal)
-    image, scale = rasterize(panel.mesh.vertices, panel.mesh.faces, panel.values, view, ramp, width_px, height_px)
+    image, scale = rasterize(
+        panel.mesh.vertices,
+        panel.mesh.faces,
+        panel.values,
+        view,
+        ramp,
+        width_px,
+        height_px,
+        normals=frame_normals(frame, panel.mesh),
+    )
     hw, hh = width_px / (2 * scale), height_px / (2 * scale)
     return image.astype(np.float64) / 255.0, (-hw, hw, -hh, hh)
 
@@ -573,7 +626,10 @@ def write_preview(
             panel.right_label,
             "anterior",
         )
-        image, scale = rasterize(panel.mesh.vertices, panel.mesh.faces, panel.values, view, ramp, pw, ph)
+        normals = frame_normals(panel.frame, panel.mesh)
+        image, scale = rasterize(
+            panel.mesh.vertices, panel.mesh.faces, panel.values, view, ramp, pw, ph, normals=normals
+        )
         _paste_view(sheet, draw, image, (12 + i * (pw + 8), 38), view, panel.title)
         _scale_bar(draw, 12 + i * (pw + 8) + pw - 12, 38 + ph - 26, scale)
     draw_colorbar(sheet, draw, ramp, width - bar_w + 8, 44, max(60, height - 190))

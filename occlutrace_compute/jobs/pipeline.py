@@ -7,11 +7,14 @@ validated (and so de-identified on the way out: exports carry no metadata) here.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.jobs.heap import keep_heap
 from occlutrace_compute.jobs.models import RESULT_SCHEMA_VERSION, JobOptions
 from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_bytes
 from occlutrace_compute.meshes.export import mesh_files
@@ -67,6 +71,69 @@ class _Stages:
         return stopwatch(self.wall, name, self.cpu)
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_thread_counts() -> list[tuple[Callable[[], int], Callable[[int], Any]]]:
+    """(get, set) of the thread count of each BLAS numpy loaded (found once: a scan of the loaded
+    libraries costs ~1 ms). OpenBLAS's pthreads pool is set through its own C API, not through
+    threadpoolctl, whose OpenBLAS setter silently does nothing on any thread but the one that
+    set it first while that thread lives (threadpoolctl 3.6+): jobs run on worker threads."""
+    from itertools import product
+
+    from threadpoolctl import ThreadpoolController
+
+    counts: list[tuple[Callable[[], int], Callable[[int], Any]]] = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        found = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+            dll = ctypes.CDLL(lib.filepath)
+            for prefix, suffix in product(("", "scipy_"), ("", "64_", "_64")):
+                get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+                put = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    found = (get, put)
+                    break
+        counts.append(found or (lambda lib=lib: lib.num_threads, lib.set_num_threads))
+    return counts
+
+
+class _OneBlasThread:
+    """numpy's BLAS on one thread while any job of this process runs (reference-counted: jobs
+    that overlap on a worker's threads share one cap; the last one out restores the setting the
+    first one found). Why: a job already keeps both cores busy with its own threads, and
+    OpenBLAS's second thread, started by the (N, 3) @ (3, 3) products of the transforms, frames
+    and exports, spins waiting for a core the job holds: ~0.15-0.25 s of CPU lost per
+    150k-vertex pair job (bench/RESULTS.md, fifth session). OpenBLAS's count is process-wide.
+    Cost: O(1) per entry and exit (two C calls under a lock), one ~1 ms library scan a process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: list[int] = []
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                counts = _blas_thread_counts()
+                self._saved = [get() for get, _ in counts]
+                for _, put in counts:
+                    put(1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    for (_, put), n in zip(_blas_thread_counts(), self._saved):
+                        if n and n > 0:
+                            put(n)
+
+
+one_blas_thread = _OneBlasThread()
+
+
 def _load(f: InputFile, limits: Limits, allow: Sequence[str]) -> LoadedMesh:
     check_filename(f.name, allow)
     return load_mesh(data=f.data, name=f.name, limits=limits, companions=f.companions)
@@ -84,14 +151,30 @@ def _results(futures: dict[str, Future]) -> dict[str, LoadedMesh]:
     return {role: fut.result() for role, fut in futures.items()}
 
 
-def _reference_index(surface_index, loading: Future):
+def _reference_index(surface_index, loading: Future, featuring: Future | None = None):
     """The deviation reference's index with its whole-mesh features (a deviation map hits most
     of the reference), built on a worker thread as soon as the reference is parsed: beside the
     imports of the registration and the registration itself, which do not need it. A bad
-    reference raises its load error here too (the job reports it from the load first)."""
+    reference raises its load error here too (the job reports it from the load first).
+
+    featuring: the future of mesh_features(reference) computed on the pool's other thread (the
+    tree does not need them): the build's two halves and the registration are three threads
+    where the build was one. On a quiet machine the register phase ends about when it did (the
+    one-thread registration becomes its longer part); beside other work the job's threads hold
+    more of the cores (bench/RESULTS.md, fifth session). None: the features are computed here."""
     index = surface_index(loading.result().mesh, name="reference")
+    if featuring is not None:
+        # SurfaceIndex.features is a cached_property of mesh_features(its mesh): the same value
+        index.features = featuring.result()
     _ = index.features
     return index
+
+
+def _reference_features(loading: Future):
+    """mesh_features of the reference (for _reference_index, on the pool's other thread)."""
+    from occlutrace_compute.analysis.triangles import mesh_features
+
+    return mesh_features(loading.result().mesh)
 
 
 def _aligned_encoding(loaded: LoadedMesh, options: JobOptions) -> str:
@@ -183,9 +266,9 @@ def run_pair(
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
     thread imports the registration and analysis stages, the reference's distance index builds
     on a thread from the moment the reference is parsed (beside the imports and the
-    registration), the deviation query runs on two threads with the arch frames beside it on the
-    pool, and the mesh exports and the report's 3D-view data are made on the pool's threads while
-    this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each stage
+    registration), the deviation query runs on two threads with the arch frames and the aligned
+    mesh's encoding beside it on the pool, and the deviation map's export and the report's
+    3D-view data are made on the pool's threads while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each stage
     as this thread sees it: load includes waiting for the parses, register the reference index
     built beside it, deviation the arch frames beside the query, export the wait for the
     encodings after the preview.
@@ -193,17 +276,27 @@ def run_pair(
     registrar: registers the pair elsewhere (`occlutrace align`: jobs/registrar.py, a process
     that imported torch beside this one's imports); None: here, the engine imported during load.
     """
+    keep_heap()
     clock = _Stages()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         with clock.stage("load"):
             loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
-            from occlutrace_compute.analysis.distance_device import surface_index
+            from occlutrace_compute.analysis.distance_device import JOB_DEVICES, resolve_backend, surface_index
 
             # The deviation's index of FIXED does not depend on the pose: queued behind the parses
             # (it starts when one ends and waits for FIXED's), it builds while this thread imports
             # the registration (torch: ~2 s of a command) and registers. On the job's device
             # (distance_device: "auto" is the CUDA kernel when a GPU is usable, else distance.py).
-            indexing = pool.submit(_reference_index, partial(surface_index, device=options.device), loading["fixed"])
+            # Its features (topology, pseudo-normals) on the other thread, where the index is
+            # distance.py's SurfaceIndex (a device index makes its own).
+            featuring = (
+                pool.submit(_reference_features, loading["fixed"])
+                if resolve_backend(JOB_DEVICES.get(options.device, "auto")) == "numpy"
+                else None
+            )
+            indexing = pool.submit(
+                _reference_index, partial(surface_index, device=options.device), loading["fixed"], featuring
+            )
             if registrar is None:
                 from occlutrace_compute.registration import register
 
@@ -242,13 +335,17 @@ def run_pair(
 
             framing = pool.submit(arch_frame, aligned)
             reference_framing = pool.submit(arch_frame, fixed.mesh) if reg.changed_regions else None
+            # The aligned mesh's file needs only the pose: encoded now on the pool, not in the
+            # tail beside the preview, where a text mesh (an OBJ's ~0.1 s of CPU) made the job
+            # wait for it after the preview (the `export` stage).
+            exporting = pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options))
             dev = deviation_of(aligned, fixed.mesh, options, indexing.result())
             dev = replace(dev, aligned_frame=framing.result())
 
         return pair_outputs(
             pool,
             clock,
-            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json),
+            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json, exporting),
             {"fixed": fixed_in.name, "moving": moving_in.name},
             options,
             label,
@@ -276,7 +373,8 @@ def deviation_of(aligned: Mesh, reference: Mesh, options: JobOptions, reference_
 class PairMeasured:
     """A pair job after its deviation: what its outputs are made from. `reference_framing`: the
     future of the reference's arch frame (when regions changed); `region_json`: the
-    reference-region alignment's summary (when asked)."""
+    reference-region alignment's summary (when asked); `aligned_export`: the future of the
+    aligned mesh's files when the job started encoding them earlier."""
 
     fixed: LoadedMesh
     moving: LoadedMesh
@@ -285,6 +383,7 @@ class PairMeasured:
     dev: DeviationReport
     reference_framing: Future | None = None
     region_json: dict | None = None
+    aligned_export: Future | None = None  # mesh_files(aligned, ...) started earlier; None: in the tail
 
 
 def pair_outputs(
@@ -297,15 +396,26 @@ def pair_outputs(
 ) -> JobOutput:
     """The pair job's preview, exports, result and report (run_pair's tail, and the device
     worker's finish stage): the mesh exports and the 3D view's data encode on `pool` while this
-    thread renders the preview."""
+    thread renders the preview. numpy's BLAS on one thread meanwhile (`one_blas_thread`)."""
+    with one_blas_thread():
+        return _pair_outputs(pool, clock, m, input_names, options, label)
+
+
+def _pair_outputs(
+    pool: ThreadPoolExecutor,
+    clock: _Stages,
+    m: PairMeasured,
+    input_names: dict[str, str],
+    options: JobOptions,
+    label: str,
+) -> JobOutput:
     dev, reg, region_json = m.dev, m.reg, m.region_json
     with clock.stage("preview"):
         frame = dev.frame  # once, for the preview and the 3D view
         viewing = pool.submit(_viewer, dev.colored, dev.shown, dev.ramp, frame, options.arch)
         exports: dict[str, Future] = {
-            "aligned": pool.submit(
-                mesh_files, m.aligned, "aligned", m.moving.format, _aligned_encoding(m.moving, options)
-            ),
+            "aligned": m.aligned_export
+            or pool.submit(mesh_files, m.aligned, "aligned", m.moving.format, _aligned_encoding(m.moving, options)),
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
         }
         files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
@@ -332,11 +442,12 @@ def run_bite(
 ) -> JobOutput:
     """Places the lower arch into occlusion with the upper through the bite scans; contacts.
 
-    Overlaps like run_pair: inputs parse on two threads beside the imports, exports encode on a
-    thread beside the preview.
+    Overlaps like run_pair: inputs parse on two threads beside the imports, the arches' files
+    encode beside the contacts and the contact maps' beside the preview.
     """
+    keep_heap()
     clock = _Stages()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         with clock.stage("load"):
             loading = _start_loads(pool, inputs, allow)
             from occlutrace_compute.analysis import contacts
@@ -352,9 +463,8 @@ def run_bite(
         with clock.stage("contacts"):
             upper_occ = upper.mesh  # the occlusion frame is UPPER's own frame
             lower_occ = lower.mesh.transformed(bite.T_upper_lower)
-            report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
-
-        with clock.stage("preview"):
+            # The arches' files need only the pose: encoded on the pool beside the contacts (as
+            # run_pair does with its aligned mesh), not in the tail after the preview.
             exports: dict[str, Future] = {
                 "upper_occlusion": pool.submit(
                     mesh_files, upper_occ, "upper_occlusion", upper.format, _aligned_encoding(upper, options)
@@ -362,6 +472,11 @@ def run_bite(
                 "lower_occlusion": pool.submit(
                     mesh_files, lower_occ, "lower_occlusion", lower.format, _aligned_encoding(lower, options)
                 ),
+            }
+            report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
+
+        with clock.stage("preview"):
+            exports |= {
                 "contacts_upper.ply": pool.submit(
                     mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance
                 ),

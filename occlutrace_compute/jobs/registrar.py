@@ -103,6 +103,10 @@ class ForkedRegistrar:
             return None
         import numpy  # noqa: F401  (imported once, before the fork: both processes use it)
 
+        from occlutrace_compute.jobs.heap import keep_heap
+
+        keep_heap()  # both processes' heaps (jobs/heap.py): set before the fork, inherited
+
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         sys.stdout.flush()

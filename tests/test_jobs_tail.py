@@ -1,0 +1,173 @@
+"""A job's process settings (issue 12, fifth session): numpy's BLAS on one thread while jobs run
+(reference-counted across overlapping jobs), glibc's heap kept between arrays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from occlutrace_compute.jobs import pipeline
+from occlutrace_compute.jobs.models import JobOptions
+from occlutrace_compute.jobs.pipeline import InputFile, one_blas_thread, run_case
+
+
+def _blas_threads() -> set[int]:
+    return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+
+@pytest.fixture(scope="module")
+def pair_inputs() -> dict[str, InputFile]:
+    from occlutrace_compute.meshes import mesh_to_bytes
+    from occlutrace_compute.synth import make_pair_case
+
+    case = make_pair_case(4, "clean", overlap=(0.9, 1.0), spacing_mm=0.8)
+    return {role: InputFile(f"{role}.ply", mesh_to_bytes(getattr(case, role), "ply")) for role in ("fixed", "moving")}
+
+
+def test_a_pair_job_runs_numpy_s_blas_on_one_thread_and_restores_it(pair_inputs, monkeypatch):
+    """The job's own threads keep both cores busy: OpenBLAS's second thread (the frames' and
+    transforms' products) only spun. Fails on the pipeline before the fifth session (2 threads)."""
+    seen: dict[str, set[int]] = {}
+    real = pipeline.deviation_of
+
+    def spy(*args, **kwargs):
+        seen["deviation"] = _blas_threads()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "deviation_of", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        out = run_case("pair", pair_inputs, JobOptions(device="cpu"), "case-0001")
+        assert _blas_threads() == before == {2}
+    assert seen["deviation"] == {1}
+    assert "deviation.png" in out.files
+
+
+def test_overlapping_jobs_share_one_cap_and_the_last_restores_it():
+    """Jobs on a worker's threads overlap in any order: the first out must not lift the cap under
+    the second, and the last out restores the process setting (not the cap it saw on entry)."""
+    with threadpool_limits(limits=2, user_api="blas"):
+        entered, release_first = threading.Event(), threading.Event()
+        inside: list[set[int]] = []
+
+        def first() -> None:
+            with one_blas_thread():
+                entered.set()
+                release_first.wait(30)
+
+        t = threading.Thread(target=first)
+        t.start()
+        assert entered.wait(30)
+        with one_blas_thread():
+            inside.append(_blas_threads())
+            release_first.set()
+            t.join(30)
+            inside.append(_blas_threads())  # the first job has left: still capped
+        assert inside == [{1}, {1}]
+        assert _blas_threads() == {2}
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from occlutrace_compute.jobs.heap import keep_heap
+    assert keep_heap(), "nothing set"
+def work():
+    for _ in range(20):  # a job's pattern: a few MB-sized temporaries made and dropped together
+        a = np.ones(1_000_000); b = a * 2.0; c = b + a; d = np.sqrt(c); del a, b, c, d
+work()
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+work()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_heap_stops_refaulting_the_same_arrays():
+    """Without it glibc trims the heap's top after each set of temporaries and the next set's
+    pages fault in again (~2k faults a round here); with it the second pass faults ~none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def faults(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+        return int(run.stdout.strip())
+
+    kept, default = faults("keep"), faults("default")
+    assert default > 5_000, default  # the pattern does refault on glibc's defaults
+    assert kept < default / 10, (kept, default)
+
+
+def test_keep_heap_is_skipped_when_disabled_or_set_by_the_operator():
+    code = "from occlutrace_compute.jobs.heap import keep_heap; print(sorted(keep_heap()))"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    off = subprocess.run(
+        [sys.executable, "-c", code], env=base | {"OCCLUTRACE_KEEP_HEAP": "0"}, capture_output=True, text=True
+    )
+    assert off.stdout.strip() == "[]"
+    own = subprocess.run(
+        [sys.executable, "-c", code], env=base | {"MALLOC_TOP_PAD_": "0"}, capture_output=True, text=True
+    )
+    assert "MALLOC_TOP_PAD_" not in own.stdout and "MALLOC_MMAP_THRESHOLD_" in own.stdout
+
+
+def test_the_pair_job_keeps_the_heap(pair_inputs, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "keep_heap", lambda: calls.append(1) or {})
+    run_case("pair", pair_inputs, JobOptions(device="cpu"), "case-0001")
+    assert calls == [1]
+
+
+def test_the_reference_s_features_made_beside_its_tree_are_the_index_s_own(pair_inputs):
+    """The pair job builds the reference's tree and its mesh features on the pool's two threads:
+    the index answers with exactly those features (not a second copy) and as one built alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occlutrace_compute.analysis.distance import SurfaceIndex
+    from occlutrace_compute.meshes import load_mesh
+
+    fixed = load_mesh(data=pair_inputs["fixed"].data, name="fixed.ply")
+    with ThreadPoolExecutor(2) as pool:
+        loading = pool.submit(lambda: fixed)
+        featuring = pool.submit(pipeline._reference_features, loading)
+        index = pool.submit(pipeline._reference_index, SurfaceIndex, loading, featuring).result()
+    assert index.features is featuring.result()
+    alone = SurfaceIndex(fixed.mesh)
+    points = fixed.mesh.vertices[::7] + 0.05
+    got, want = index.query(points, 1.0), alone.query(points, 1.0)
+    assert np.array_equal(got.distance, want.distance, equal_nan=True)
+    assert np.array_equal(got.face, want.face)
+
+
+def test_a_bite_job_holds_the_cap_and_an_error_lifts_it(pair_inputs, monkeypatch):
+    """run_bite runs under the same cap; a job that fails part-way restores the process setting."""
+    from occlutrace_compute.registration import bite
+
+    seen: list[set[int]] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads())
+        raise Stop
+
+    monkeypatch.setattr(bite, "register_bite", spy)
+    inputs = {
+        "upper": InputFile("upper.ply", pair_inputs["fixed"].data),
+        "lower": InputFile("lower.ply", pair_inputs["moving"].data),
+        "bite1": InputFile("bite1.ply", pair_inputs["moving"].data),
+    }
+    with threadpool_limits(limits=2, user_api="blas"):
+        with pytest.raises(Stop):
+            run_case("bite", inputs, JobOptions(device="cpu"), "case-0002")
+        assert _blas_threads() == {2}
+    assert seen == [{1}]
