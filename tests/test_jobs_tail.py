@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -124,27 +123,6 @@ def test_the_pair_job_keeps_the_heap(pair_inputs, monkeypatch):
     monkeypatch.setattr(pipeline, "keep_heap", lambda: calls.append(1) or {})
     run_case("pair", pair_inputs, JobOptions(device="cpu"), "case-0001")
     assert calls == [1]
-
-
-def test_the_reference_s_features_made_beside_its_tree_are_the_index_s_own(pair_inputs):
-    """The pair job builds the reference's tree and its mesh features on the pool's two threads:
-    the index answers with exactly those features (not a second copy) and as one built alone."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from occlutrace_compute.analysis.distance import SurfaceIndex
-    from occlutrace_compute.meshes import load_mesh
-
-    fixed = load_mesh(data=pair_inputs["fixed"].data, name="fixed.ply")
-    with ThreadPoolExecutor(2) as pool:
-        loading = pool.submit(lambda: fixed)
-        featuring = pool.submit(pipeline._reference_features, loading)
-        index = pool.submit(pipeline._reference_index, SurfaceIndex, loading, featuring).result()
-    assert index.features is featuring.result()
-    alone = SurfaceIndex(fixed.mesh)
-    points = fixed.mesh.vertices[::7] + 0.05
-    got, want = index.query(points, 1.0), alone.query(points, 1.0)
-    assert np.array_equal(got.distance, want.distance, equal_nan=True)
-    assert np.array_equal(got.face, want.face)
 
 
 def test_a_bite_job_holds_the_cap_and_an_error_lifts_it(pair_inputs, monkeypatch):

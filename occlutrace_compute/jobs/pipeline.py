@@ -151,30 +151,14 @@ def _results(futures: dict[str, Future]) -> dict[str, LoadedMesh]:
     return {role: fut.result() for role, fut in futures.items()}
 
 
-def _reference_index(surface_index, loading: Future, featuring: Future | None = None):
-    """The deviation reference's index with its whole-mesh features (a deviation map hits most
-    of the reference), built on a worker thread as soon as the reference is parsed: beside the
-    imports of the registration and the registration itself, which do not need it. A bad
-    reference raises its load error here too (the job reports it from the load first).
-
-    featuring: the future of mesh_features(reference) computed on the pool's other thread (the
-    tree does not need them): the build's two halves and the registration are three threads
-    where the build was one. On a quiet machine the register phase ends about when it did (the
-    one-thread registration becomes its longer part); beside other work the job's threads hold
-    more of the cores (bench/RESULTS.md, fifth session). None: the features are computed here."""
-    index = surface_index(loading.result().mesh, name="reference")
-    if featuring is not None:
-        # SurfaceIndex.features is a cached_property of mesh_features(its mesh): the same value
-        index.features = featuring.result()
-    _ = index.features
-    return index
-
-
-def _reference_features(loading: Future):
-    """mesh_features of the reference (for _reference_index, on the pool's other thread)."""
-    from occlutrace_compute.analysis.triangles import mesh_features
-
-    return mesh_features(loading.result().mesh)
+def _reference_index(surface_index, loading: Future):
+    """The deviation reference's index, built on a worker thread as soon as the reference is
+    parsed: beside the imports of the registration and the registration itself, which do not
+    need it. A bad reference raises its load error here too (the job reports it from the load
+    first). The whole mesh's features are not built: the CPU query signs a face-interior hit by
+    its face's normal and makes pseudo-normals only around edge and corner hits (analysis/
+    distance.py); a device index builds its own."""
+    return surface_index(loading.result().mesh, name="reference")
 
 
 def _aligned_encoding(loaded: LoadedMesh, options: JobOptions) -> str:
@@ -281,22 +265,13 @@ def run_pair(
     with one_blas_thread(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-job") as pool:
         with clock.stage("load"):
             loading = _start_loads(pool, {"fixed": fixed_in, "moving": moving_in}, allow)
-            from occlutrace_compute.analysis.distance_device import JOB_DEVICES, resolve_backend, surface_index
+            from occlutrace_compute.analysis.distance_device import surface_index
 
             # The deviation's index of FIXED does not depend on the pose: queued behind the parses
             # (it starts when one ends and waits for FIXED's), it builds while this thread imports
             # the registration (torch: ~2 s of a command) and registers. On the job's device
             # (distance_device: "auto" is the CUDA kernel when a GPU is usable, else distance.py).
-            # Its features (topology, pseudo-normals) on the other thread, where the index is
-            # distance.py's SurfaceIndex (a device index makes its own).
-            featuring = (
-                pool.submit(_reference_features, loading["fixed"])
-                if resolve_backend(JOB_DEVICES.get(options.device, "auto")) == "numpy"
-                else None
-            )
-            indexing = pool.submit(
-                _reference_index, partial(surface_index, device=options.device), loading["fixed"], featuring
-            )
+            indexing = pool.submit(_reference_index, partial(surface_index, device=options.device), loading["fixed"])
             if registrar is None:
                 from occlutrace_compute.registration import register
 
