@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes import native, text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, printable
@@ -111,6 +111,8 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     smallest, 'v 1 2 3') and ~10x the 'f' text (the parsed integers; a digit table and the
     positions of the non-digits when an index has a leading zero), one block at a time.
     """
+    if native.scanner() is not None:
+        return _fast_tokens(data, limits)
     if text.fastnumbers is None or not data.startswith(b"v ") or not data.isascii() or b"\\" in data:
         return None
     body = data.rstrip()
@@ -157,6 +159,54 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     faces = faces - 1
     colors = _colors(values.T) if width == 6 else None
     return Parsed(np.ascontiguousarray(values[:3].T), faces, colors, [], [])
+
+
+def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
+    """parse_fast by the C++ scanner (meshes/native.py): every token's [start, end) and line;
+    then numpy checks that every non-blank line is 'v x y z' (or 'v x y z r g b' on every 'v'
+    line) or 'f a b c', any spacing, any order, blank lines allowed (ASCII, no comment, no line
+    continuation); the values by from_chars, the indices by the scanner's integer reader (1-18
+    digits, >= 1: what parse reads as positive 1-based indices). What parse_exact gives for such
+    a file, or None for anything else (parse then reads it, or names what is wrong). Worst case
+    O(n) time; memory the token tables (12 bytes a token, at most one token per 2 bytes) and
+    O(tokens) numpy temporaries.
+    """
+    if not data.isascii() or b"#" in data or b"\\" in data:
+        return None
+    found = native.tokens(data, True, 10 if data.find(b"\n") >= 0 else 13)
+    if found is None or len(found[0]) == 0:
+        return None
+    start, end, line = found
+    assert line is not None
+    t = text._with_lines(text.as_array(data), start, end, line)
+    del line
+    first_keys = native.keys(data, start[t.first], end[t.first])
+    if first_keys is None:
+        return None
+    is_v = first_keys == text.key("v")
+    v_lines, f_lines = np.flatnonzero(is_v), np.flatnonzero(first_keys == text.key("f"))
+    n_v, n_f = len(v_lines), len(f_lines)
+    if n_v == 0 or n_f == 0 or n_v + n_f != len(t.first):
+        return None
+    if n_v > limits.max_vertices or n_f > limits.max_faces or limits.max_polygon_corners < 3:
+        return None
+    width = int(t.count[v_lines[0]]) - 1
+    if width not in (3, 6) or np.any(t.count[v_lines] != width + 1) or np.any(t.count[f_lines] != 4):
+        return None
+    v_tok = ranges(t.first[v_lines] + 1, np.full(n_v, width))
+    values = native.floats(data, start[v_tok], end[v_tok])
+    del v_tok
+    if values is None:
+        return None
+    f_tok = ranges(t.first[f_lines] + 1, np.full(n_f, 3))
+    idx = native.integers(data, start[f_tok], end[f_tok])
+    del f_tok
+    if idx is None or idx.min() < 1:
+        return None  # 0, negative (relative) indices, slashes, signs...: parse reads them
+    faces = (idx - 1).reshape(n_f, 3)
+    values = values.reshape(n_v, width)
+    colors = _colors(values) if width == 6 else None
+    return Parsed(np.ascontiguousarray(values[:, :3]), faces, colors, [], [])
 
 
 def parse(data: bytes, name: str, limits: Limits) -> Parsed:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes import native, text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.obj import ranges
@@ -498,14 +498,16 @@ class _AsciiBody:
     def _values_by_lines(self, body: bytes) -> np.ndarray | None:
         """_values' array for the layout nearly every writer uses, without a token table: the
         fixed-size records before the first list element one a line (their end found as the
-        r-th line break), read by fastnumbers, which must find exactly their value count; the
-        rest, when every property there is an integer and the text holds no sign, by one call
-        of numpy's C integer parser (np.fromstring: digit runs only, so one value a token, as
-        the token-wise integer parser reads them). None for anything else, and _values then
-        reads the body token by token. Time O(n), memory the values plus n bytes of mask."""
+        r-th line break), read by the C++ scanner (meshes/native.py) or else fastnumbers, which
+        must find exactly their value count; the rest, when every property there is an integer
+        and the text holds no sign, by the scanner's integer reader (1-18 digits a token) or
+        else one call of numpy's C integer parser (np.fromstring: digit runs only, so one value
+        a token, as the token-wise integer parser reads them). None for anything else, and
+        _values then reads the body token by token. Time O(n), memory the values plus 8 bytes
+        a line break (their positions)."""
         elements = self.h.elements
         first_list = self._first_list()
-        if text.fastnumbers is None or first_list in (0, len(elements)):
+        if (text.fastnumbers is None and native.scanner() is None) or first_list in (0, len(elements)):
             return None
         if any(p.type[0] == "f" for el in elements[first_list:] for p in el.props):
             return None
@@ -525,12 +527,14 @@ class _AsciiBody:
         head = text.fast_floats(memoryview(body)[:cut], np.empty(count, dtype=np.float64))
         if head is None:
             return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
-                tail = np.fromstring(body[cut:], dtype=np.int64, sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
+        tail = native.all_integers(memoryview(body)[cut:])  # the C++ scanner, when built
+        if tail is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
+                    tail = np.fromstring(body[cut:], dtype=np.int64, sep=" ")
+            except (ValueError, DeprecationWarning):
+                return None
         if len(tail) and tail.max() >= 10**18:  # the token-wise parser's limit is 18 digits
             return None
         vals = np.empty(count + len(tail), dtype=np.float64)

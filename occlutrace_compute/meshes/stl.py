@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes import native, text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.merge import merge_exact
 from occlutrace_compute.meshes.model import Mesh
@@ -207,6 +207,8 @@ def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     appearance order: the vertices and faces parse_ascii_exact gives. Worst case O(n) time; memory
     the line list (~2-3x the file; at most n / 12 lines: <= ~4.6x) plus O(facets) arrays.
     """
+    if native.scanner() is not None:
+        return _fast_tokens(data, limits)
     if text.fastnumbers is None or not data.isascii():
         return None
     head_end = data.find(b"\n")
@@ -271,6 +273,90 @@ def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
             )
         )
     return Parsed(vertices, faces, None, metadata)
+
+
+# A facet's 21 tokens: the keyword tokens (column, word) and the 12 numbers (normal, 3 corners)
+_FACET_WORDS = ((0, "facet"), (1, "normal"), (5, "outer"), (6, "loop"), (7, "vertex"), (11, "vertex"),
+                (15, "vertex"), (19, "endloop"), (20, "endfacet"))  # fmt: skip
+_NUMBER_COLUMNS = np.array([2, 3, 4, 8, 9, 10, 12, 13, 14, 16, 17, 18])  # normal, then the 3 corners
+_LINE_STARTS = np.zeros(21, dtype=bool)  # the columns that begin a line
+_LINE_STARTS[[0, 5, 7, 11, 15, 19, 20]] = True
+
+
+def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
+    """parse_ascii_fast by the C++ scanner (meshes/native.py): every token's [start, end) and
+    line, then numpy checks that the tokens between the 'solid' line and the 'endsolid' line are
+    facets of exactly 21 tokens laid out 'facet normal a b c' / 'outer loop' / 3 x 'vertex x y z'
+    / 'endloop' / 'endfacet', one line each (blank lines between them are allowed: the exact
+    parser skips them too), and the 12 numbers of every facet are read by from_chars, all of
+    them, then welded by merge_exact as the exact parser welds them. None for anything else
+    (keyword tails, foreign lines, several solids, a number the scanner refuses: nan, inf, '1_0',
+    out of range...). Worst case O(n) time; memory the token tables (12 bytes a token, ~1x a
+    typical file, at most 6x: one token per 2 bytes), ~1.5x more in numpy temporaries over the
+    tokens, then the merge (~10 words a corner).
+    """
+    if not data.isascii():
+        return None
+    buf = text.as_array(data)
+    found = native.tokens(data, True, 10 if data.find(b"\n") >= 0 else 13)
+    if found is None:  # (the scanner was switched off since the caller looked)
+        return None
+    start, end, line = found
+    assert line is not None
+    n_tok = len(start)
+    if n_tok < 2 + 21:
+        return None
+    head = int(np.searchsorted(line, line[0], side="right"))  # tokens on the 'solid' line
+    foot = int(np.searchsorted(line, line[-1], side="left"))  # first token of the last line
+    m = (foot - head) // 21
+    if m == 0 or foot - head != 21 * m:
+        return None
+    ends_kind = text.keys(buf, start[[0, foot]], end[[0, foot]])
+    if ends_kind[0] != text.key("solid") or ends_kind[1] != text.key("endsolid"):
+        return None
+    head_text, foot_text = data[start[0] : end[head - 1]], data[start[foot] : end[n_tok - 1]]
+    # over the face limit: the exact parser refuses it (counting 'endfacet' anywhere in the file)
+    if m + head_text.count(b"endfacet") + foot_text.count(b"endfacet") > limits.max_faces:
+        return None
+    # one line per kind: a line ends before each line-starting column and nowhere else
+    same = np.equal(line[head : foot + 1], line[head - 1 : foot])  # token k on token k-1's line
+    if same[-1] or not np.array_equal(same[:-1].reshape(m, 21).any(axis=0), ~_LINE_STARTS):
+        return None
+    if same[:-1].reshape(m, 21)[:, _LINE_STARTS].any():
+        return None
+    del same, line
+    words = native.keys(data, start[head:foot], end[head:foot])  # one pass in file order
+    if words is None:
+        return None
+    words = words.reshape(m, 21)
+    for col, word in _FACET_WORDS:
+        if not np.all(words[:, col] == text.key(word)):
+            return None
+    del words
+    # the 12 numbers of every facet, in file order: one pass of the scanner
+    at = (head + 21 * np.arange(m, dtype=start.dtype))[:, None] + _NUMBER_COLUMNS.astype(start.dtype)
+    values = native.floats(data, start[at.ravel()], end[at.ravel()])
+    del at
+    if values is None:
+        return None
+    values = values.reshape(m, 12)
+    normals = [values[:, d] for d in range(3)]
+    corners = values[:, 3:].reshape(m, 3, 3)  # facet, corner, coordinate
+    metadata: list[tuple[str, str]] = []
+    for field, raw, keyword in (("stl.solid_name", head_text, b"solid"), ("stl.endsolid_name", foot_text, b"endsolid")):
+        named = _name_of(raw, keyword)
+        if named is not None:
+            metadata.append((field, named))
+    foreign = _foreign_count(normals, lambda c, d: corners[:, c, d])
+    if foreign:
+        metadata.append(
+            (
+                "stl.facet_normal",
+                f"{foreign} of {m} facet normals are not the facet's geometric normal, replaced by computed normals",
+            )
+        )
+    vertices, faces = merge_exact(np.ascontiguousarray(corners).reshape(-1, 3))
+    return Parsed(vertices, faces.reshape(m, 3), None, metadata)
 
 
 def parse_ascii_exact(data: bytes, name: str, limits: Limits) -> Parsed:

@@ -1,0 +1,400 @@
+// _textscan: the byte work of the text mesh readers (meshes/text.py), without the GIL.
+//
+// Generic, bounds-checked primitives over a read-only byte buffer; the format logic (keywords,
+// layouts, metadata, errors) stays in Python. Every function validates its arguments while
+// holding the GIL, releases it for the O(n) loop, and never allocates: the caller passes the
+// output arrays (numpy, via the buffer protocol), sized from count_tokens or from a header.
+//
+//   count_tokens(buf) -> t                       whitespace-separated tokens in buf
+//   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets (and line numbers)
+//   floats(buf, start, end, out) -> i            float64 of token ranges; -1, or the first refused
+//   integers(buf, start, end, out) -> i          int64 of '-'?digits{1,18} token ranges, likewise
+//   keys(buf, start, end, out) -> -1             uint64 of each token's first 8 bytes (text.keys)
+//   scan_floats(buf, out) -> (t, i)              float64 of every token of buf, into out
+//   scan_integers(buf, out) -> (t, i)            int64 likewise
+//
+// Whitespace is the 6 ASCII bytes Python's bytes.split() splits on (9-13, 32). A float token is
+// accepted only in the plain decimal form [+-]?(d+[.d*]|.d+)([eE][+-]?d+)? and only when
+// std::from_chars converts all of it in range (libstdc++ 12: fast_float, correctly rounded, so
+// the value Python's float() gives); anything else (nan, inf, hex, '1_0', 1e999, underflow to
+// zero, NUL or non-ASCII bytes) is refused and the caller takes its exact Python path, whose
+// verdict and values stand. Time O(n) for n bytes; memory O(1) beyond the caller's arrays.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <system_error>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace {
+
+inline bool is_space(unsigned char c) { return c == 32 || (c >= 9 && c <= 13); }
+inline bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+// 64 bytes at a time: bit j of a mask is byte j of the block. Blocks past the end of the
+// buffer are read from a local copy padded with spaces (whitespace: no token grows there), so
+// no read ever passes the buffer's end.
+struct Masks {
+    uint64_t space, brk;
+};
+
+#if defined(__SSE2__)
+inline uint64_t movemask4(__m128i a, __m128i b, __m128i c, __m128i d) {
+    return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(a))) |
+           static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(b))) << 16 |
+           static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(c))) << 32 |
+           static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(d))) << 48;
+}
+
+inline Masks block_masks(const unsigned char* p, unsigned char brk) {
+    const __m128i nine = _mm_set1_epi8(9), four = _mm_set1_epi8(4), space = _mm_set1_epi8(32),
+                  br = _mm_set1_epi8(static_cast<char>(brk));
+    __m128i ws[4], lb[4];
+    for (int k = 0; k < 4; ++k) {
+        __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+        __m128i x = _mm_sub_epi8(c, nine);  // 9..13 -> 0..4; every other byte above 4 (unsigned)
+        ws[k] = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, four), x), _mm_cmpeq_epi8(c, space));
+        lb[k] = _mm_cmpeq_epi8(c, br);
+    }
+    return {movemask4(ws[0], ws[1], ws[2], ws[3]), movemask4(lb[0], lb[1], lb[2], lb[3])};
+}
+#else
+inline Masks block_masks(const unsigned char* p, unsigned char brk) {
+    uint64_t ws = 0, lb = 0;
+    for (int j = 0; j < 64; ++j) {
+        ws |= static_cast<uint64_t>(is_space(p[j])) << j;
+        lb |= static_cast<uint64_t>(p[j] == brk) << j;
+    }
+    return {ws, lb};
+}
+#endif
+
+// Calls emit(a, b, line) for every token [a, b) of [d, d + n) in order (line: the break bytes
+// before a), from 64-byte blocks' start and end masks; stops when emit returns false.
+// A token may start in one block and end in a later one: one start is carried over.
+template <typename Emit>
+void each_token(const unsigned char* d, Py_ssize_t n, unsigned char brk, Emit emit) {
+    uint64_t prev_space = 1;  // whitespace at the byte before the block (none before the buffer)
+    unsigned char tail[64];
+    Py_ssize_t a = 0;
+    int64_t line_base = 0, a_line = 0;
+    bool open = false;
+    for (Py_ssize_t base = 0; base < n; base += 64) {
+        const unsigned char* p = d + base;
+        if (n - base < 64) {  // the last, partial block: spaces after the end (no token grows there)
+            std::memset(tail, ' ', sizeof tail);
+            std::memcpy(tail, p, static_cast<size_t>(n - base));
+            p = tail;
+        }
+        Masks m = block_masks(p, brk);
+        uint64_t before = (m.space << 1) | prev_space;
+        uint64_t starts = ~m.space & before, ends = m.space & ~before;
+        prev_space = m.space >> 63;
+        for (;;) {
+            if (!open) {
+                if (!starts) break;
+                int j = __builtin_ctzll(starts);
+                starts &= starts - 1;
+                a = base + j;
+                a_line = line_base + __builtin_popcountll(m.brk & ((uint64_t{1} << j) - 1));
+                open = true;
+            }
+            if (!ends) break;
+            int j = __builtin_ctzll(ends);
+            ends &= ends - 1;
+            open = false;
+            if (!emit(a, base + j, a_line)) return;
+        }
+        line_base += __builtin_popcountll(m.brk);
+    }
+    if (open) emit(a, n, a_line);  // a token running to the end of a buffer of whole blocks
+}
+
+// A buffer's payload: a read-only view held for the duration of a call.
+struct View {
+    Py_buffer b{};
+    bool held = false;
+    ~View() {
+        if (held) PyBuffer_Release(&b);
+    }
+    const unsigned char* data() const { return static_cast<const unsigned char*>(b.buf); }
+    Py_ssize_t size() const { return b.len; }
+};
+
+bool get_bytes(PyObject* obj, View& v) {
+    if (PyObject_GetBuffer(obj, &v.b, PyBUF_C_CONTIGUOUS) < 0) return false;
+    v.held = true;
+    if (v.b.itemsize != 1) {
+        PyErr_SetString(PyExc_TypeError, "expected a buffer of bytes");
+        return false;
+    }
+    return true;
+}
+
+// The type of a 1-D output or index array: 'i' int32, 'q' int64, 'd' float64.
+char kind_of(const Py_buffer& b) {
+    const char* f = b.format ? b.format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') ++f;
+    if (f[0] == 0 || f[1] != 0) return 0;
+    switch (f[0]) {
+        case 'i':
+        case 'l':
+        case 'q':
+            return b.itemsize == 4 ? 'i' : (b.itemsize == 8 ? 'q' : 0);
+        case 'L':
+        case 'Q':
+            return b.itemsize == 8 ? 'Q' : 0;
+        case 'd':
+            return b.itemsize == 8 ? 'd' : 0;
+        default:
+            return 0;
+    }
+}
+
+bool get_array(PyObject* obj, View& v, bool writable, const char* kinds, const char* what) {
+    int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &v.b, flags) < 0) return false;
+    v.held = true;
+    char k = kind_of(v.b);
+    if (k == 0 || std::strchr(kinds, k) == nullptr) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous array of type %s", what, kinds);
+        return false;
+    }
+    return true;
+}
+
+Py_ssize_t items(const View& v) { return v.b.len / v.b.itemsize; }
+
+inline int64_t load_index(const View& v, Py_ssize_t i) {
+    return v.b.itemsize == 4 ? static_cast<const int32_t*>(v.b.buf)[i] : static_cast<const int64_t*>(v.b.buf)[i];
+}
+
+inline void store_index(View& v, Py_ssize_t i, int64_t x) {
+    if (v.b.itemsize == 4)
+        static_cast<int32_t*>(v.b.buf)[i] = static_cast<int32_t>(x);
+    else
+        static_cast<int64_t*>(v.b.buf)[i] = x;
+}
+
+// One float token [p, q): true and *out set when it is a plain decimal in range. from_chars
+// (general format) reads [-](d+[.d*]|.d+)([eE][+-]?d+)?, and also inf/infinity/nan[(...)]: those
+// start with a letter, refused here before it is called; '+' is skipped when a digit or '.'
+// follows (Python's float() reads it, from_chars does not).
+inline bool parse_float(const char* p, const char* q, double* out) {
+    const char* first = p;
+    if (first < q && *first == '+') ++first;
+    const char* s = (first < q && *first == '-' && first == p) ? first + 1 : first;
+    if (s == q || !(is_digit(static_cast<unsigned char>(*s)) || *s == '.')) return false;
+    double v = 0.0;
+    auto r = std::from_chars(first, q, v, std::chars_format::general);
+    if (r.ec != std::errc() || r.ptr != q) return false;  // out of range (overflow, underflow to 0)
+    *out = v;
+    return true;
+}
+
+constexpr int kMaxIntDigits = 18;  // always fits int64, the limit of text.whole_numbers
+
+inline bool parse_int(const unsigned char* p, const unsigned char* q, int64_t* out) {
+    bool neg = p < q && *p == '-';
+    if (neg) ++p;
+    Py_ssize_t n = q - p;
+    if (n < 1 || n > kMaxIntDigits) return false;
+    int64_t v = 0;
+    for (; p < q; ++p) {
+        if (!is_digit(*p)) return false;
+        v = v * 10 + (*p - '0');
+    }
+    *out = neg ? -v : v;
+    return true;
+}
+
+PyObject* count_tokens(PyObject*, PyObject* args) {
+    PyObject* o;
+    if (!PyArg_ParseTuple(args, "O", &o)) return nullptr;
+    View buf;
+    if (!get_bytes(o, buf)) return nullptr;
+    const unsigned char* d = buf.data();
+    Py_ssize_t n = buf.size(), t = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    uint64_t prev_space = 1;
+    unsigned char tail[64];
+    for (Py_ssize_t base = 0; base < n; base += 64) {
+        const unsigned char* p = d + base;
+        if (n - base < 64) {
+            std::memset(tail, ' ', sizeof tail);
+            std::memcpy(tail, p, static_cast<size_t>(n - base));
+            p = tail;
+        }
+        uint64_t space = block_masks(p, '\n').space;
+        t += __builtin_popcountll(~space & ((space << 1) | prev_space));
+        prev_space = space >> 63;
+    }
+    Py_END_ALLOW_THREADS;
+    return PyLong_FromSsize_t(t);
+}
+
+PyObject* tokenize(PyObject*, PyObject* args) {
+    PyObject *o, *so, *eo, *lo;
+    int brk;
+    if (!PyArg_ParseTuple(args, "OOOOi", &o, &so, &eo, &lo, &brk)) return nullptr;
+    View buf, start, end, line;
+    if (!get_bytes(o, buf) || !get_array(so, start, true, "iq", "start") || !get_array(eo, end, true, "iq", "end"))
+        return nullptr;
+    bool lines = lo != Py_None;
+    if (lines && !get_array(lo, line, true, "iq", "line")) return nullptr;
+    Py_ssize_t cap = items(start);
+    if (items(end) != cap || (lines && items(line) != cap)) {
+        PyErr_SetString(PyExc_ValueError, "start, end and line must have the same length");
+        return nullptr;
+    }
+    Py_ssize_t n = buf.size();
+    int64_t limit = INT64_MAX;
+    if (start.b.itemsize == 4 || end.b.itemsize == 4 || (lines && line.b.itemsize == 4)) limit = INT32_MAX;
+    if (brk != '\n' && brk != '\r') {
+        PyErr_SetString(PyExc_ValueError, "the line break byte must be 10 (LF) or 13 (CR)");
+        return nullptr;
+    }
+    if (n >= limit) {  // every offset and line number is at most n
+        PyErr_SetString(PyExc_OverflowError, "buffer too large for 32-bit offsets");
+        return nullptr;
+    }
+    const unsigned char* d = buf.data();
+    Py_ssize_t t = 0;
+    bool overflow = false;
+    Py_BEGIN_ALLOW_THREADS;
+    each_token(d, n, static_cast<unsigned char>(brk), [&](Py_ssize_t a, Py_ssize_t b, int64_t ln) {
+        if (t == cap) {
+            overflow = true;
+            return false;
+        }
+        store_index(start, t, a);
+        store_index(end, t, b);
+        if (lines) store_index(line, t, ln);
+        ++t;
+        return true;
+    });
+    Py_END_ALLOW_THREADS;
+    if (overflow) {
+        PyErr_SetString(PyExc_ValueError, "more tokens than the arrays hold");
+        return nullptr;
+    }
+    return PyLong_FromSsize_t(t);
+}
+
+template <typename Convert>
+PyObject* ranges(PyObject* args, const char* out_kind, Convert convert) {
+    PyObject *o, *so, *eo, *oo;
+    if (!PyArg_ParseTuple(args, "OOOO", &o, &so, &eo, &oo)) return nullptr;
+    View buf, start, end, out;
+    if (!get_bytes(o, buf) || !get_array(so, start, false, "iq", "start") || !get_array(eo, end, false, "iq", "end") ||
+        !get_array(oo, out, true, out_kind, "out"))
+        return nullptr;
+    Py_ssize_t k = items(start);
+    if (items(end) != k || items(out) != k) {
+        PyErr_SetString(PyExc_ValueError, "start, end and out must have the same length");
+        return nullptr;
+    }
+    const int64_t n = buf.size();
+    Py_ssize_t refused = -1;
+    bool bad_range = false;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t j = 0; j < k; ++j) {
+        int64_t a = load_index(start, j), b = load_index(end, j);
+        if (a < 0 || b < a || b > n) {
+            bad_range = true;
+            refused = j;
+            break;
+        }
+        if (!convert(buf.data() + a, buf.data() + b, out, j)) {
+            refused = j;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad_range) {
+        PyErr_Format(PyExc_IndexError, "token %zd is not a range inside the buffer", refused);
+        return nullptr;
+    }
+    return PyLong_FromSsize_t(refused);
+}
+
+inline bool float_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
+    return parse_float(reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(q),
+                       static_cast<double*>(out.b.buf) + j);
+}
+
+inline bool int_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
+    return parse_int(p, q, static_cast<int64_t*>(out.b.buf) + j);
+}
+
+// A token's first 8 bytes as a little-endian uint64, zero padded; all ones for a longer token
+// (text.keys' convention: never equal to a keyword's key).
+inline bool key_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
+    uint64_t k = ~uint64_t{0};
+    if (q - p <= 8) {
+        k = 0;
+        for (Py_ssize_t i = 0; i < q - p; ++i) k |= static_cast<uint64_t>(p[i]) << (8 * i);
+    }
+    static_cast<uint64_t*>(out.b.buf)[j] = k;
+    return true;
+}
+
+PyObject* floats(PyObject*, PyObject* args) { return ranges(args, "d", float_into); }
+PyObject* keys(PyObject*, PyObject* args) { return ranges(args, "Q", key_into); }
+PyObject* integers(PyObject*, PyObject* args) { return ranges(args, "q", int_into); }
+
+// Every token of buf converted into out while it has room; returns (tokens, refused): the token
+// count (counting stops at len(out) + 1: "more than out holds") and the index of the first token
+// refused (-1 if none; conversion stops there).
+template <typename Convert>
+PyObject* scan(PyObject* args, const char* out_kind, Convert convert) {
+    PyObject *o, *oo;
+    if (!PyArg_ParseTuple(args, "OO", &o, &oo)) return nullptr;
+    View buf, out;
+    if (!get_bytes(o, buf) || !get_array(oo, out, true, out_kind, "out")) return nullptr;
+    const unsigned char* d = buf.data();
+    Py_ssize_t n = buf.size(), cap = items(out), t = 0, refused = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    each_token(d, n, '\n', [&](Py_ssize_t a, Py_ssize_t b, int64_t) {
+        if (t == cap) {
+            ++t;  // one more than out holds: the caller's count is wrong
+            return false;
+        }
+        if (!convert(d + a, d + b, out, t)) {
+            refused = t;
+            return false;
+        }
+        ++t;
+        return true;
+    });
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("nn", t, refused);
+}
+
+PyObject* scan_floats(PyObject*, PyObject* args) { return scan(args, "d", float_into); }
+PyObject* scan_integers(PyObject*, PyObject* args) { return scan(args, "q", int_into); }
+
+PyMethodDef methods[] = {
+    {"count_tokens", count_tokens, METH_VARARGS, "count_tokens(buf) -> number of whitespace-separated tokens"},
+    {"tokenize", tokenize, METH_VARARGS,
+     "tokenize(buf, start, end, line_or_None, break_byte) -> tokens written (start/end/line int32 or int64)"},
+    {"floats", floats, METH_VARARGS, "floats(buf, start, end, out) -> -1, or the index of the first refused token"},
+    {"integers", integers, METH_VARARGS,
+     "integers(buf, start, end, out) -> -1, or the index of the first refused token"},
+    {"keys", keys, METH_VARARGS, "keys(buf, start, end, out_uint64) -> -1 (each token's first 8 bytes, text.keys)"},
+    {"scan_floats", scan_floats, METH_VARARGS, "scan_floats(buf, out) -> (tokens, first refused or -1)"},
+    {"scan_integers", scan_integers, METH_VARARGS, "scan_integers(buf, out) -> (tokens, first refused or -1)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_textscan", "Byte scanning for the text mesh readers (GIL released).",
+                      -1, methods, nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__textscan(void) { return PyModule_Create(&module); }
