@@ -234,3 +234,45 @@ def test_text_helpers_give_the_python_paths_results(data):
         else:
             os.environ["OCCLUTRACE_NO_NATIVE"] = before
     assert with_scanner == without
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(buffers(), st.integers(0, 2**32 - 1))
+def test_first_equal_and_indexed_reads_match_python(data, seed):
+    """first_equal gives each range the first range with its bytes (a dict's setdefault), over
+    tokens and over random, overlapping, empty ranges; floats/integers/keys of tokens `index`
+    equal the same reads of the gathered ranges."""
+    rng = np.random.default_rng(seed)
+    start, end, _ = tokenize(data, 10)
+    k = int(rng.integers(0, 60))
+    a = rng.integers(0, len(data) + 1, k)
+    b = np.minimum(a + rng.integers(0, 4, k), len(data))  # short ranges: many repeats
+    for s, e in ((start, end), (a, b), (np.concatenate([start, start]), np.concatenate([end, end]))):
+        s, e = s.astype(np.int64), e.astype(np.int64)
+        out = np.empty(len(s), np.int64)
+        assert scan.first_equal(data, s, e, out)
+        seen: dict[bytes, int] = {}
+        assert out.tolist() == [seen.setdefault(data[x:y], j) for j, (x, y) in enumerate(zip(s, e))]
+    if len(start):
+        index = rng.integers(0, len(start), int(rng.integers(0, 40))).astype(np.int32)
+        for fn, dtype in ((scan.floats, np.float64), (scan.integers, np.int64), (scan.keys, np.uint64)):
+            by_index, gathered = np.zeros(len(index), dtype), np.zeros(len(index), dtype)
+            r1 = fn(data, start, end, by_index, index)
+            r2 = fn(data, start[index], end[index], gathered)
+            assert r1 == r2
+            stop = len(index) if r1 < 0 else r1
+            assert by_index[:stop].tobytes() == gathered[:stop].tobytes()
+
+
+def test_first_equal_and_index_refuse_out_of_range_arguments():
+    data = b"1 2 1"
+    with pytest.raises(IndexError):
+        scan.first_equal(data, np.array([0, 4]), np.array([1, 6]), np.empty(2, np.int64))
+    with pytest.raises(ValueError):
+        scan.first_equal(data, np.array([0]), np.array([1]), np.empty(2, np.int64))
+    start, end = np.array([0, 2, 4]), np.array([1, 3, 5])
+    for bad in ([3], [-1]):
+        with pytest.raises(IndexError):
+            scan.floats(data, start, end, np.empty(1), np.array(bad))
+    out = np.empty(3, np.int64)
+    assert scan.first_equal(data, start, end, out) and out.tolist() == [0, 1, 0]

@@ -10,6 +10,8 @@
 //   floats(buf, start, end, out) -> i            float64 of token ranges; -1, or the first refused
 //   integers(buf, start, end, out) -> i          int64 of '-'?digits{1,18} token ranges, likewise
 //   keys(buf, start, end, out) -> -1             uint64 of each token's first 8 bytes (text.keys)
+//   (floats, integers and keys take an optional 5th argument, index: read tokens index[j])
+//   first_equal(buf, start, end, out) -> bool    out[j]: the first range with the bytes of range j
 //   scan_floats(buf, out) -> (t, i)              float64 of every token of buf, into out
 //   scan_integers(buf, out) -> (t, i)            int64 likewise
 //
@@ -286,17 +288,21 @@ PyObject* tokenize(PyObject*, PyObject* args) {
     return PyLong_FromSsize_t(t);
 }
 
+// Converts token ranges [start[i], end[i]) into out[j], i = j (or i = index[j] when an index
+// array is given: a subset of a token table, without gathering its offsets first).
 template <typename Convert>
 PyObject* ranges(PyObject* args, const char* out_kind, Convert convert) {
-    PyObject *o, *so, *eo, *oo;
-    if (!PyArg_ParseTuple(args, "OOOO", &o, &so, &eo, &oo)) return nullptr;
-    View buf, start, end, out;
+    PyObject *o, *so, *eo, *oo, *io = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOO|O", &o, &so, &eo, &oo, &io)) return nullptr;
+    View buf, start, end, out, index;
     if (!get_bytes(o, buf) || !get_array(so, start, false, "iq", "start") || !get_array(eo, end, false, "iq", "end") ||
         !get_array(oo, out, true, out_kind, "out"))
         return nullptr;
-    Py_ssize_t k = items(start);
-    if (items(end) != k || items(out) != k) {
-        PyErr_SetString(PyExc_ValueError, "start, end and out must have the same length");
+    bool indexed = io != Py_None;
+    if (indexed && !get_array(io, index, false, "iq", "index")) return nullptr;
+    Py_ssize_t tokens = items(start), k = indexed ? items(index) : tokens;
+    if (items(end) != tokens || items(out) != k) {
+        PyErr_SetString(PyExc_ValueError, "start and end, and out and the tokens read, must have the same length");
         return nullptr;
     }
     const int64_t n = buf.size();
@@ -304,7 +310,13 @@ PyObject* ranges(PyObject* args, const char* out_kind, Convert convert) {
     bool bad_range = false;
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t j = 0; j < k; ++j) {
-        int64_t a = load_index(start, j), b = load_index(end, j);
+        int64_t i = indexed ? load_index(index, j) : j;
+        if (i < 0 || i >= tokens) {
+            bad_range = true;
+            refused = j;
+            break;
+        }
+        int64_t a = load_index(start, i), b = load_index(end, i);
         if (a < 0 || b < a || b > n) {
             bad_range = true;
             refused = j;
@@ -379,6 +391,106 @@ PyObject* scan(PyObject* args, const char* out_kind, Convert convert) {
 PyObject* scan_floats(PyObject*, PyObject* args) { return scan(args, "d", float_into); }
 PyObject* scan_integers(PyObject*, PyObject* args) { return scan(args, "q", int_into); }
 
+inline uint64_t mix(uint64_t h) {
+    h ^= h >> 32;
+    h *= 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    return h;
+}
+
+// A 64-bit hash of bytes [p, q): 8 bytes a step, multiply-xorshift rounds.
+inline uint64_t hash_bytes(const unsigned char* p, const unsigned char* q) {
+    uint64_t h = 0xBF58476D1CE4E5B9ull ^ static_cast<uint64_t>(q - p);
+    while (q - p >= 8) {
+        uint64_t w;
+        std::memcpy(&w, p, 8);
+        h = mix(h ^ w) * 0x94D049BB133111EBull;
+        p += 8;
+    }
+    uint64_t w = 0;
+    std::memcpy(&w, p, static_cast<size_t>(q - p));
+    return mix(mix(h ^ w) * 0x94D049BB133111EBull);
+}
+
+// first_equal(buf, start, end, out) -> bool: out[j] = the smallest i whose bytes equal range j's.
+// An open-addressing table of 2^ceil(log2(2k)) 8-byte slots (hash tag, index): memory <= 32 bytes
+// a range. Bounded whatever the input: at most 8k + 64 probes and 2 x (bytes in all ranges) + 64k
+// bytes compared, else False (out unspecified) and the caller takes a path without it.
+PyObject* first_equal(PyObject*, PyObject* args) {
+    PyObject *o, *so, *eo, *oo;
+    if (!PyArg_ParseTuple(args, "OOOO", &o, &so, &eo, &oo)) return nullptr;
+    View buf, start, end, out;
+    if (!get_bytes(o, buf) || !get_array(so, start, false, "iq", "start") || !get_array(eo, end, false, "iq", "end") ||
+        !get_array(oo, out, true, "iq", "out"))
+        return nullptr;
+    Py_ssize_t k = items(start);
+    if (items(end) != k || items(out) != k) {
+        PyErr_SetString(PyExc_ValueError, "start, end and out must have the same length");
+        return nullptr;
+    }
+    if (k >= (int64_t{1} << 31)) Py_RETURN_FALSE;  // the slots hold 32-bit indices
+    const int64_t n = buf.size();
+    for (Py_ssize_t j = 0; j < k; ++j) {  // all ranges checked before any is read
+        int64_t a = load_index(start, j), b = load_index(end, j);
+        if (a < 0 || b < a || b > n) {
+            PyErr_Format(PyExc_IndexError, "range %zd is not inside the buffer", j);
+            return nullptr;
+        }
+    }
+    int bits = 1;
+    while ((int64_t{1} << bits) < 2 * k) ++bits;
+    const uint64_t mask = (uint64_t{1} << bits) - 1;
+    uint64_t* slots = static_cast<uint64_t*>(PyMem_RawCalloc(static_cast<size_t>(mask + 1), sizeof(uint64_t)));
+    if (slots == nullptr) return PyErr_NoMemory();
+    bool ok = true;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* d = buf.data();
+    int64_t probes = 8 * static_cast<int64_t>(k) + 64, compared = 64 * static_cast<int64_t>(k);
+    for (Py_ssize_t j = 0; j < k; ++j) compared += 2 * (load_index(end, j) - load_index(start, j));
+    constexpr Py_ssize_t kBatch = 16;  // hashes computed and their slots prefetched ahead
+    uint64_t hashes[kBatch];
+    for (Py_ssize_t j = 0; j < k && ok; ++j) {
+        if (j % kBatch == 0) {
+            for (Py_ssize_t u = j; u < j + kBatch && u < k; ++u) {
+                hashes[u - j] = hash_bytes(d + load_index(start, u), d + load_index(end, u));
+                __builtin_prefetch(slots + (hashes[u - j] & mask));
+            }
+        }
+        int64_t a = load_index(start, j), b = load_index(end, j);
+        uint64_t h = hashes[j % kBatch];
+        uint64_t tag = (h >> 32) | 1;  // never 0: 0 is an empty slot
+        int64_t found = j;
+        for (uint64_t pos = h & mask;; pos = (pos + 1) & mask) {
+            if (--probes < 0) {
+                ok = false;
+                break;
+            }
+            uint64_t slot = slots[pos];
+            if (slot == 0) {
+                slots[pos] = (tag << 32) | static_cast<uint64_t>(j);
+                break;
+            }
+            if ((slot >> 32) != tag) continue;
+            int64_t i = static_cast<int64_t>(slot & 0xFFFFFFFFull);
+            int64_t ia = load_index(start, i), ib = load_index(end, i);
+            if (ib - ia != b - a) continue;
+            compared -= b - a;
+            if (compared < 0) {
+                ok = false;
+                break;
+            }
+            if (std::memcmp(d + ia, d + a, static_cast<size_t>(b - a)) == 0) {
+                found = i;
+                break;
+            }
+        }
+        store_index(out, j, found);
+    }
+    Py_END_ALLOW_THREADS;
+    PyMem_RawFree(slots);
+    return PyBool_FromLong(ok);
+}
+
 PyMethodDef methods[] = {
     {"count_tokens", count_tokens, METH_VARARGS, "count_tokens(buf) -> number of whitespace-separated tokens"},
     {"tokenize", tokenize, METH_VARARGS,
@@ -386,6 +498,8 @@ PyMethodDef methods[] = {
     {"floats", floats, METH_VARARGS, "floats(buf, start, end, out) -> -1, or the index of the first refused token"},
     {"integers", integers, METH_VARARGS,
      "integers(buf, start, end, out) -> -1, or the index of the first refused token"},
+    {"first_equal", first_equal, METH_VARARGS,
+     "first_equal(buf, start, end, out) -> bool: out[j] = first range with range j's bytes (False: gave up)"},
     {"keys", keys, METH_VARARGS, "keys(buf, start, end, out_uint64) -> -1 (each token's first 8 bytes, text.keys)"},
     {"scan_floats", scan_floats, METH_VARARGS, "scan_floats(buf, out) -> (tokens, first refused or -1)"},
     {"scan_integers", scan_integers, METH_VARARGS, "scan_integers(buf, out) -> (tokens, first refused or -1)"},

@@ -57,14 +57,31 @@ def tokens(
     return start, end, line
 
 
-def floats(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
-    """float64 of the token ranges [start, end); None when the scanner is off or refuses one."""
+def floats(
+    buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray | None:
+    """float64 of the token ranges [start, end) (those of tokens `index` when given, without
+    gathering their offsets first); None when the scanner is off or refuses one."""
     scan = scanner()
     if scan is None:
         return None
     start, end = _index_pair(start, end)
-    out = np.empty(len(start), dtype=np.float64)
-    return out if scan.floats(buf, start, end, out) < 0 else None
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=np.float64)
+    return out if scan.floats(buf, start, end, out, index) < 0 else None
+
+
+def first_equal(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """(k,) for k ranges: the index of the first range holding the same bytes as each (a hash
+    table in C++, <= 32 bytes a range, bounded probes and compares); None when the scanner is off
+    or gave up on a hostile input (many ranges of one hash)."""
+    scan = scanner()
+    if scan is None:
+        return None
+    start, end = _index_pair(start, end)
+    out = np.empty(len(start), dtype=start.dtype)
+    return out if scan.first_equal(buf, start, end, out) else None
 
 
 def integers(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
@@ -77,14 +94,19 @@ def integers(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.
     return out if scan.integers(buf, start, end, out) < 0 else None
 
 
-def keys(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
-    """text.keys by the scanner (one pass in token order); None when it is off."""
+def keys(
+    buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray | None:
+    """text.keys by the scanner (one pass in token order; tokens `index` when given); None when
+    it is off."""
     scan = scanner()
     if scan is None:
         return None
     start, end = _index_pair(start, end)
-    out = np.empty(len(start), dtype=np.uint64)
-    scan.keys(buf, start, end, out)
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=np.uint64)
+    scan.keys(buf, start, end, out, index)
     return out
 
 
@@ -110,12 +132,12 @@ def all_integers(text: bytes | memoryview) -> np.ndarray | None:
     return out if refused < 0 and found == len(out) else None
 
 
+def _fix(a: np.ndarray) -> np.ndarray:
+    """A contiguous int32/int64 array (a copy where needed: the scanner reads raw memory)."""
+    if a.dtype not in (np.int32, np.int64):
+        a = a.astype(np.int64)
+    return np.ascontiguousarray(a)
+
+
 def _index_pair(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous int32/int64 copies where needed (the scanner reads raw memory)."""
-
-    def fix(a: np.ndarray) -> np.ndarray:
-        if a.dtype not in (np.int32, np.int64):
-            a = a.astype(np.int64)
-        return np.ascontiguousarray(a)
-
-    return fix(start), fix(end)
+    return _fix(start), _fix(end)

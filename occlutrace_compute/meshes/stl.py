@@ -278,9 +278,10 @@ def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
 # A facet's 21 tokens: the keyword tokens (column, word) and the 12 numbers (normal, 3 corners)
 _FACET_WORDS = ((0, "facet"), (1, "normal"), (5, "outer"), (6, "loop"), (7, "vertex"), (11, "vertex"),
                 (15, "vertex"), (19, "endloop"), (20, "endfacet"))  # fmt: skip
-_NUMBER_COLUMNS = np.array([2, 3, 4, 8, 9, 10, 12, 13, 14, 16, 17, 18])  # normal, then the 3 corners
-_LINE_STARTS = np.zeros(21, dtype=bool)  # the columns that begin a line
-_LINE_STARTS[[0, 5, 7, 11, 15, 19, 20]] = True
+_WORD_COLUMNS = np.array([col for col, _ in _FACET_WORDS])
+_WORD_KEYS = np.array([text.key(word) for _, word in _FACET_WORDS], dtype=np.uint64)
+_CORNER_X = np.array([8, 12, 16])  # the x token of each corner (y, z follow)
+_LINE_SPANS = ((0, 4), (5, 6), (7, 10), (11, 14), (15, 18), (19, 19), (20, 20))  # first, last token of each line
 
 
 def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
@@ -318,36 +319,54 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     # over the face limit: the exact parser refuses it (counting 'endfacet' anywhere in the file)
     if m + head_text.count(b"endfacet") + foot_text.count(b"endfacet") > limits.max_faces:
         return None
-    # one line per kind: a line ends before each line-starting column and nowhere else
-    same = np.equal(line[head : foot + 1], line[head - 1 : foot])  # token k on token k-1's line
-    if same[-1] or not np.array_equal(same[:-1].reshape(m, 21).any(axis=0), ~_LINE_STARTS):
-        return None
-    if same[:-1].reshape(m, 21)[:, _LINE_STARTS].any():
-        return None
-    del same, line
-    words = native.keys(data, start[head:foot], end[head:foot])  # one pass in file order
-    if words is None:
-        return None
-    words = words.reshape(m, 21)
-    for col, word in _FACET_WORDS:
-        if not np.all(words[:, col] == text.key(word)):
+    # one line per kind: tokens' lines never decrease, so a facet's lines are right when each
+    # line's first and last tokens share a line and each line starts after the previous one
+    lines = line[head:foot].reshape(m, 21)  # (a view)
+    for first_col, last_col in _LINE_SPANS:
+        if not np.array_equal(lines[:, first_col], lines[:, last_col]):
             return None
-    del words
-    # the 12 numbers of every facet, in file order: one pass of the scanner
-    at = (head + 21 * np.arange(m, dtype=start.dtype))[:, None] + _NUMBER_COLUMNS.astype(start.dtype)
-    values = native.floats(data, start[at.ravel()], end[at.ravel()])
-    del at
-    if values is None:
+    for before, after in zip(_LINE_SPANS[:-1], _LINE_SPANS[1:]):
+        if not np.all(lines[:, after[0]] > lines[:, before[1]]):
+            return None
+    if not (np.all(lines[1:, 0] > lines[:-1, 20]) and lines[0, 0] > line[head - 1] and line[foot] > lines[-1, 20]):
         return None
-    values = values.reshape(m, 12)
-    normals = [values[:, d] for d in range(3)]
-    corners = values[:, 3:].reshape(m, 3, 3)  # facet, corner, coordinate
+    del lines, line
+    base = head + 21 * np.arange(m, dtype=start.dtype)
+    words = native.keys(data, start, end, (base[:, None] + _WORD_COLUMNS.astype(start.dtype)).ravel())
+    if words is None or not np.all(words.reshape(m, len(_WORD_COLUMNS)) == _WORD_KEYS):
+        return None
+    del words
+    # corners welded as text first (the bytes from a vertex line's x to its z: equal text, equal
+    # values), so that only the first corner of each text is converted (~1/6 of them in a closed
+    # mesh), then exactly as floats by merge_exact, in order of first appearance: the vertices
+    # and faces the exact parser's merge of every corner gives
+    corner_at = (base[:, None] + _CORNER_X.astype(start.dtype)).ravel()  # x token of each corner
+    first = native.first_equal(data, start[corner_at], end[corner_at + 2])
+    if first is None:  # (a hostile file of many equal hashes: every corner converted)
+        first = np.arange(3 * m, dtype=start.dtype)
+    is_first = np.zeros(3 * m, dtype=bool)
+    is_first[first] = True
+    distinct = corner_at[is_first]
+    del corner_at
+    xyz = native.floats(data, start, end, (distinct[:, None] + np.arange(3, dtype=start.dtype)).ravel())
+    normal = native.floats(data, start, end, (base[:, None] + np.arange(2, 5, dtype=start.dtype)).ravel())
+    del base, distinct
+    if xyz is None or normal is None:
+        return None
+    ids = (np.cumsum(is_first) - 1)[first]
+    del first, is_first
+    vertices, inverse = merge_exact(xyz.reshape(-1, 3))
+    faces = inverse[ids].reshape(m, 3)
+    del ids, inverse
+    normals = [np.ascontiguousarray(normal[d::3]) for d in range(3)]
+    columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
+    corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
     metadata: list[tuple[str, str]] = []
     for field, raw, keyword in (("stl.solid_name", head_text, b"solid"), ("stl.endsolid_name", foot_text, b"endsolid")):
         named = _name_of(raw, keyword)
         if named is not None:
             metadata.append((field, named))
-    foreign = _foreign_count(normals, lambda c, d: corners[:, c, d])
+    foreign = _foreign_count(normals, lambda c, d: columns[d][corner_ids[c]])
     if foreign:
         metadata.append(
             (
@@ -355,8 +374,7 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
                 f"{foreign} of {m} facet normals are not the facet's geometric normal, replaced by computed normals",
             )
         )
-    vertices, faces = merge_exact(np.ascontiguousarray(corners).reshape(-1, 3))
-    return Parsed(vertices, faces.reshape(m, 3), None, metadata)
+    return Parsed(vertices, faces, None, metadata)
 
 
 def parse_ascii_exact(data: bytes, name: str, limits: Limits) -> Parsed:
