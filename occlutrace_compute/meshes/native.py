@@ -84,14 +84,19 @@ def first_equal(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> 
     return out if scan.first_equal(buf, start, end, out) else None
 
 
-def integers(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
-    """int64 of '-'?digits tokens of 1-18 digits (text.whole_numbers' grammar); None otherwise."""
+def integers(
+    buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray | None:
+    """int64 of '-'?digits tokens of 1-18 digits (text.whole_numbers' grammar; tokens `index`
+    when given); None otherwise or when the scanner is off."""
     scan = scanner()
     if scan is None:
         return None
     start, end = _index_pair(start, end)
-    out = np.empty(len(start), dtype=np.int64)
-    return out if scan.integers(buf, start, end, out) < 0 else None
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=np.int64)
+    return out if scan.integers(buf, start, end, out, index) < 0 else None
 
 
 def keys(

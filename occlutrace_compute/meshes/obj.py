@@ -177,10 +177,11 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     if found is None or len(found[0]) == 0:
         return None
     start, end, line = found
+    del found  # (the tuple would keep the line table alive)
     assert line is not None
     t = text._with_lines(text.as_array(data), start, end, line)
     del line
-    first_keys = native.keys(data, start[t.first], end[t.first])
+    first_keys = native.keys(data, start, end, t.first)
     if first_keys is None:
         return None
     is_v = first_keys == text.key("v")
@@ -193,14 +194,16 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     width = int(t.count[v_lines[0]]) - 1
     if width not in (3, 6) or np.any(t.count[v_lines] != width + 1) or np.any(t.count[f_lines] != 4):
         return None
-    v_tok = ranges(t.first[v_lines] + 1, np.full(n_v, width))
-    values = native.floats(data, start[v_tok], end[v_tok])
+    # the value tokens of each line by index (int32 below 2 GiB, as the token tables)
+    small = start.dtype
+    v_tok = (t.first[v_lines].astype(small)[:, None] + np.arange(1, width + 1, dtype=small)).ravel()
+    values = native.floats(data, start, end, v_tok)
     del v_tok
     if values is None:
         return None
-    f_tok = ranges(t.first[f_lines] + 1, np.full(n_f, 3))
-    idx = native.integers(data, start[f_tok], end[f_tok])
-    del f_tok
+    f_tok = (t.first[f_lines].astype(small)[:, None] + np.arange(1, 4, dtype=small)).ravel()
+    idx = native.integers(data, start, end, f_tok)
+    del f_tok, t, start, end
     if idx is None or idx.min() < 1:
         return None  # 0, negative (relative) indices, slashes, signs...: parse reads them
     faces = (idx - 1).reshape(n_f, 3)

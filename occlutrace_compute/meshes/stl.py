@@ -303,6 +303,7 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     if found is None:  # (the scanner was switched off since the caller looked)
         return None
     start, end, line = found
+    del found  # (the tuple would keep the line table alive)
     assert line is not None
     n_tok = len(start)
     if n_tok < 2 + 21:

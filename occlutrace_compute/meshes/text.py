@@ -165,6 +165,7 @@ def _tokenize_native(buf: np.ndarray, blank: np.ndarray | None, lines: bool) -> 
     found = native.tokens(scanned, lines, brk)
     assert found is not None  # (tokenize checked the scanner)
     start, end, line = found
+    del found  # (the tuple would keep the line table alive)
     del scanned
     if line is None:
         empty = np.empty(0, start.dtype)
