@@ -11,7 +11,10 @@ element.
 
 Worst case: the header's counts are checked against the limits and the file size before any
 array exists; binary fixed-size records are numpy views; polygons are checked against the limits
-(corners per polygon, total triangles) before they are triangulated (meshes/polygons.py).
+(corners per polygon, total triangles) before they are triangulated (meshes/polygons.py). ASCII
+bodies: the values by the C++ scanner where built (meshes/native.py: no token table, no GIL),
+else fastnumbers / numpy; O(n) time, memory the values (8 bytes each) plus, on the token-wise
+path, the token tables (at most ~18x the body for the smallest tokens, bench_parse_memory.py).
 """
 
 from __future__ import annotations

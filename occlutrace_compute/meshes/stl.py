@@ -10,13 +10,18 @@ that are not the facet's geometric normal (12 bytes a facet: any bytes fit), the
 solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <text>`,
 `endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
 
-ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, 7 lines a facet,
-each kind of line spelled alike) by C-level passes over the lines (bytes.split, list.count, a dict
-that welds corners as text so that ~1/6 of the coordinates are converted, fastnumbers); anything
-else, and every refusal, goes to parse_ascii_exact, vectorised over the whole buffer (see
-meshes/text.py). Neither has a Python loop over lines. The fast path gives exactly the exact
-parser's result (tests/test_meshes_stl_fast.py). Worst case O(n) time; memory ~3x the file
-(the line objects) on the fast path, ~14x (token tables) on the exact one, then the merge.
+ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, facets of 7 lines,
+one per kind, no keyword tails). With the C++ scanner (meshes/native.py, _textscan.cpp: tokens
+and lines in one pass, corners welded as text by a hash table so that ~1/6 of the coordinates are
+converted, std::from_chars, all without the GIL, so two files parse at once) the token layout is
+checked in numpy; without it, by C-level passes over the lines (bytes.split, list.count, a dict
+that welds corners as text, fastnumbers). Anything else, and every refusal, goes to
+parse_ascii_exact, vectorised over the whole buffer (see meshes/text.py; it uses the scanner too
+where built). No path has a Python loop over lines. The fast path gives exactly the exact
+parser's result (tests/test_meshes_stl_fast.py, with and without the scanner). Worst case O(n)
+time; memory on the fast path the token tables (12 bytes a token: ~1x a typical file, at most
+6x) or without the scanner the line objects (~3x the file), ~14x (token tables) on the exact
+one, then the merge (~10 words a corner; bench/bench_parse_memory.py: ~5x the input in all).
 """
 
 from __future__ import annotations
@@ -289,12 +294,14 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     line, then numpy checks that the tokens between the 'solid' line and the 'endsolid' line are
     facets of exactly 21 tokens laid out 'facet normal a b c' / 'outer loop' / 3 x 'vertex x y z'
     / 'endloop' / 'endfacet', one line each (blank lines between them are allowed: the exact
-    parser skips them too), and the 12 numbers of every facet are read by from_chars, all of
-    them, then welded by merge_exact as the exact parser welds them. None for anything else
+    parser skips them too); the 12 numbers of every facet are read by from_chars (the corners
+    welded as text first), then welded by merge_exact as the exact parser welds them. None for anything else
     (keyword tails, foreign lines, several solids, a number the scanner refuses: nan, inf, '1_0',
-    out of range...). Worst case O(n) time; memory the token tables (12 bytes a token, ~1x a
-    typical file, at most 6x: one token per 2 bytes), ~1.5x more in numpy temporaries over the
-    tokens, then the merge (~10 words a corner).
+    out of range...). Worst case O(n) time (the text weld's hash table is bounded: probes and
+    compares capped, else every corner is converted); memory the token tables (12 bytes a token,
+    ~1x a typical file, at most 6x: one token per 2 bytes), index arrays of the keyword and
+    number tokens (~0.6x), the table (<= 32 bytes a corner), then the merge (~10 words a
+    distinct corner text).
     """
     if not data.isascii():
         return None

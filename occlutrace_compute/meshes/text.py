@@ -1,15 +1,20 @@
 """Vectorised reading of text mesh formats: tokens, lines, keywords and numbers of a whole buffer
 in numpy, with no Python loop over lines or tokens (ASCII STL, OBJ and ASCII PLY use it).
 
-Numbers are read from a copy of the buffer in which every byte outside the wanted tokens is
-blanked, by fastnumbers (C++ fast_float, correctly rounded) over 256 KiB chunks when it is
-installed, else (or when it refuses a token) by numpy's C parser (np.fromstring): the same
-float64 values either way, and a token that is not a number makes the whole call fail.
+Where the optional C++ scanner is built (meshes/native.py, _textscan.cpp), tokens, lines,
+keys, floats (std::from_chars, correctly rounded) and integers come from it, without the GIL and
+without the masks; a token it refuses (anything but a plain decimal: nan, inf, '1_0', out of
+range...) sends that call to the numpy path below, whose verdict and values stand. Otherwise
+(or with OCCLUTRACE_NO_NATIVE=1) numbers are read from a copy of the buffer in which every byte
+outside the wanted tokens is blanked, by fastnumbers (C++ fast_float, correctly rounded) over
+256 KiB chunks when it is installed, else (or when it refuses a token) by numpy's C parser
+(np.fromstring): the same float64 values every way, and a token that is not a number makes the
+whole call fail.
 
 Worst case for a buffer of n bytes and t tokens: time O(n + t log n); memory about 3n bytes of
-masks plus 3 int32 arrays of t (token starts, ends, lines), and a chunk's token list (~8 MB
-whatever n): at most ~10x the buffer when every other byte starts a token
-(bench/bench_parse_memory.py measures the whole loaders).
+masks (none with the scanner) plus 3 int32 arrays of t (token starts, ends, lines), and a
+chunk's token list (~8 MB whatever n): at most ~10x the buffer when every other byte starts a
+token (bench/bench_parse_memory.py measures the whole loaders).
 """
 
 from __future__ import annotations
