@@ -121,6 +121,7 @@ void each_token(const unsigned char* d, Py_ssize_t n, unsigned char brk, Emit em
 struct View {
     Py_buffer b{};
     bool held = false;
+    const void* limit = nullptr;  // (outputs of keys: the end of the buffer its tokens are in)
     ~View() {
         if (held) PyBuffer_Release(&b);
     }
@@ -240,6 +241,24 @@ PyObject* count_tokens(PyObject*, PyObject* args) {
     return PyLong_FromSsize_t(t);
 }
 
+// The token tables of one index type: false when more than `cap` tokens.
+template <typename I, bool Lines>
+bool fill(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, I* l, Py_ssize_t cap, Py_ssize_t& t) {
+    bool room = true;
+    each_token(d, n, brk, [&](Py_ssize_t a, Py_ssize_t b, int64_t ln) {
+        if (t == cap) {
+            room = false;
+            return false;
+        }
+        s[t] = static_cast<I>(a);
+        e[t] = static_cast<I>(b);
+        if (Lines) l[t] = static_cast<I>(ln);
+        ++t;
+        return true;
+    });
+    return room;
+}
+
 PyObject* tokenize(PyObject*, PyObject* args) {
     PyObject *o, *so, *eo, *lo;
     int brk;
@@ -265,21 +284,28 @@ PyObject* tokenize(PyObject*, PyObject* args) {
         PyErr_SetString(PyExc_OverflowError, "buffer too large for 32-bit offsets");
         return nullptr;
     }
+    if (start.b.itemsize != end.b.itemsize || (lines && line.b.itemsize != start.b.itemsize)) {
+        PyErr_SetString(PyExc_TypeError, "start, end and line must have the same type");
+        return nullptr;
+    }
     const unsigned char* d = buf.data();
+    const unsigned char b = static_cast<unsigned char>(brk);
     Py_ssize_t t = 0;
     bool overflow = false;
     Py_BEGIN_ALLOW_THREADS;
-    each_token(d, n, static_cast<unsigned char>(brk), [&](Py_ssize_t a, Py_ssize_t b, int64_t ln) {
-        if (t == cap) {
-            overflow = true;
-            return false;
-        }
-        store_index(start, t, a);
-        store_index(end, t, b);
-        if (lines) store_index(line, t, ln);
-        ++t;
-        return true;
-    });
+    if (start.b.itemsize == 4) {
+        auto* l = lines ? static_cast<int32_t*>(line.b.buf) : nullptr;
+        overflow = lines ? !fill<int32_t, true>(d, n, b, static_cast<int32_t*>(start.b.buf),
+                                                static_cast<int32_t*>(end.b.buf), l, cap, t)
+                         : !fill<int32_t, false>(d, n, b, static_cast<int32_t*>(start.b.buf),
+                                                 static_cast<int32_t*>(end.b.buf), l, cap, t);
+    } else {
+        auto* l = lines ? static_cast<int64_t*>(line.b.buf) : nullptr;
+        overflow = lines ? !fill<int64_t, true>(d, n, b, static_cast<int64_t*>(start.b.buf),
+                                                static_cast<int64_t*>(end.b.buf), l, cap, t)
+                         : !fill<int64_t, false>(d, n, b, static_cast<int64_t*>(start.b.buf),
+                                                 static_cast<int64_t*>(end.b.buf), l, cap, t);
+    }
     Py_END_ALLOW_THREADS;
     if (overflow) {
         PyErr_SetString(PyExc_ValueError, "more tokens than the arrays hold");
@@ -306,6 +332,7 @@ PyObject* ranges(PyObject* args, const char* out_kind, Convert convert) {
         return nullptr;
     }
     const int64_t n = buf.size();
+    out.limit = buf.data() + n;
     Py_ssize_t refused = -1;
     bool bad_range = false;
     Py_BEGIN_ALLOW_THREADS;
@@ -348,9 +375,16 @@ inline bool int_into(const unsigned char* p, const unsigned char* q, View& out, 
 // (text.keys' convention: never equal to a keyword's key).
 inline bool key_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
     uint64_t k = ~uint64_t{0};
-    if (q - p <= 8) {
-        k = 0;
-        for (Py_ssize_t i = 0; i < q - p; ++i) k |= static_cast<uint64_t>(p[i]) << (8 * i);
+    Py_ssize_t len = q - p;
+    if (len <= 8) {
+        const unsigned char* stop = static_cast<const unsigned char*>(out.limit);
+        if (stop - p >= 8) {  // 8 bytes readable: one load, the bytes past the token masked off
+            std::memcpy(&k, p, 8);
+            if (len < 8) k &= (uint64_t{1} << (8 * len)) - 1;
+        } else {
+            k = 0;
+            for (Py_ssize_t i = 0; i < len; ++i) k |= static_cast<uint64_t>(p[i]) << (8 * i);
+        }
     }
     static_cast<uint64_t*>(out.b.buf)[j] = k;
     return true;
