@@ -216,3 +216,17 @@ def test_a_line_split_in_one_facet_of_many_is_not_read_by_the_fast_path():
         assert stl.parse_ascii_fast(data, "s.stl", Limits()) is None, broken
         with pytest.raises(InputRejected):
             stl.parse_ascii_exact(data, "s.stl", Limits())
+
+
+def test_a_non_ascii_byte_anywhere_sends_the_file_to_the_exact_parser():
+    """The scanner's fast path checks ASCII token by token (names, keywords, numbers), not the
+    whole file first: a byte 128-255 planted at every offset of a small file is still refused
+    with the exact parser's error, whichever token (or gap) it lands in."""
+    facet = "facet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\n"
+    data = ("solid part 1\n" + facet * 2 + "endsolid part 1\n").encode()
+    for at in range(len(data) + 1):
+        for byte in (b"\xe9", b"\xff"):
+            bad = data[:at] + byte + data[at:]
+            assert stl.parse_ascii_fast(bad, "n.stl", Limits()) is None, at
+            with pytest.raises(InputRejected, match="non-ASCII byte"):
+                stl.parse_ascii(bad, "n.stl", Limits())

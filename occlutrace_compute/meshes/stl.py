@@ -303,8 +303,6 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     number tokens (~0.6x), the table (<= 32 bytes a corner), then the merge (~10 words a
     distinct corner text).
     """
-    if not data.isascii():
-        return None
     buf = text.as_array(data)
     found = native.tokens(data, True, 10 if data.find(b"\n") >= 0 else 13)
     if found is None:  # (the scanner was switched off since the caller looked)
@@ -324,6 +322,11 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     if ends_kind[0] != text.key("solid") or ends_kind[1] != text.key("endsolid"):
         return None
     head_text, foot_text = data[start[0] : end[head - 1]], data[start[foot] : end[n_tok - 1]]
+    # non-ASCII bytes (which the exact parser refuses) are never whitespace, so they sit in some
+    # token: the names are checked here, every other token below (a keyword's key, or a number
+    # from_chars reads; a corner's text equal to a converted one holds the same bytes)
+    if not (head_text.isascii() and foot_text.isascii()):
+        return None
     # over the face limit: the exact parser refuses it (counting 'endfacet' anywhere in the file)
     if m + head_text.count(b"endfacet") + foot_text.count(b"endfacet") > limits.max_faces:
         return None
