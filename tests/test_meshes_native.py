@@ -276,3 +276,27 @@ def test_first_equal_and_index_refuse_out_of_range_arguments():
             scan.floats(data, start, end, np.empty(1), np.array(bad))
     out = np.empty(3, np.int64)
     assert scan.first_equal(data, start, end, out) and out.tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize(("fmt", "bound"), [("stl", 3.0), ("obj", 5.0), ("ply", 5.0)])  # measured: 1.7, 3.6, 3.0
+def test_parse_memory_stays_a_small_multiple_of_the_file(fmt, bound):
+    """Peak traced memory (numpy arrays and the scanner's hash table, PyMem_Raw) of load_mesh on
+    a ~2-5 MB ASCII file with the scanner, as a multiple of the file (bench_parse_memory.py
+    measures the hostile cases: at most ~18x, at the smallest tokens)."""
+    import tracemalloc
+
+    import trimesh
+
+    from occlutrace_compute.meshes import Mesh, load_mesh, mesh_to_bytes
+
+    s = trimesh.creation.icosphere(subdivisions=5, radius=20.0)
+    data = mesh_to_bytes(Mesh(s.vertices, s.faces.astype(np.int64)), fmt, "ascii")
+    load_mesh(data=data, name=f"m.{fmt}")  # first-use caches
+    tracemalloc.start()
+    try:
+        loaded = load_mesh(data=data, name=f"m.{fmt}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.mesh.n_faces == len(s.faces)
+    assert peak < bound * len(data), (peak / len(data), len(data))
