@@ -300,3 +300,14 @@ def test_parse_memory_stays_a_small_multiple_of_the_file(fmt, bound):
         tracemalloc.stop()
     assert loaded.mesh.n_faces == len(s.faces)
     assert peak < bound * len(data), (peak / len(data), len(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 255), st.integers(1, 30))
+def test_nth_byte_finds_the_rth_occurrence(data, byte, r):
+    where = [i for i, b in enumerate(data) if b == byte]
+    assert scan.nth_byte(data, byte, r) == (where[r - 1] if len(where) >= r else -1)
+    with pytest.raises(ValueError):
+        scan.nth_byte(data, 256, r)
+    with pytest.raises(ValueError):
+        scan.nth_byte(data, byte, 0)

@@ -12,6 +12,7 @@
 //   keys(buf, start, end, out) -> -1             uint64 of each token's first 8 bytes (text.keys)
 //   (floats, integers and keys take an optional 5th argument, index: read tokens index[j])
 //   first_equal(buf, start, end, out) -> bool    out[j]: the first range with the bytes of range j
+//   nth_byte(buf, byte, r) -> offset             of the r-th occurrence of byte (-1: fewer)
 //   scan_floats(buf, out) -> (t, i)              float64 of every token of buf, into out
 //   scan_integers(buf, out) -> (t, i)            int64 likewise
 //
@@ -525,6 +526,36 @@ PyObject* first_equal(PyObject*, PyObject* args) {
     return PyBool_FromLong(ok);
 }
 
+// nth_byte(buf, byte, r) -> the offset of the r-th (1-based) occurrence of byte, or -1 when buf
+// holds fewer (memchr from one to the next: O(n)).
+PyObject* nth_byte(PyObject*, PyObject* args) {
+    PyObject* o;
+    int byte;
+    Py_ssize_t r;
+    if (!PyArg_ParseTuple(args, "Oin", &o, &byte, &r)) return nullptr;
+    if (byte < 0 || byte > 255 || r < 1) {
+        PyErr_SetString(PyExc_ValueError, "byte must be 0-255 and r >= 1");
+        return nullptr;
+    }
+    View buf;
+    if (!get_bytes(o, buf)) return nullptr;
+    const unsigned char* d = buf.data();
+    Py_ssize_t n = buf.size(), at = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* p = d;
+    for (Py_ssize_t found = 0; found < r; ++found) {
+        const void* hit = std::memchr(p, byte, static_cast<size_t>(d + n - p));
+        if (hit == nullptr) {
+            at = -1;
+            break;
+        }
+        at = static_cast<const unsigned char*>(hit) - d;
+        p = static_cast<const unsigned char*>(hit) + 1;
+    }
+    Py_END_ALLOW_THREADS;
+    return PyLong_FromSsize_t(at);
+}
+
 PyMethodDef methods[] = {
     {"count_tokens", count_tokens, METH_VARARGS, "count_tokens(buf) -> number of whitespace-separated tokens"},
     {"tokenize", tokenize, METH_VARARGS,
@@ -534,6 +565,7 @@ PyMethodDef methods[] = {
      "integers(buf, start, end, out) -> -1, or the index of the first refused token"},
     {"first_equal", first_equal, METH_VARARGS,
      "first_equal(buf, start, end, out) -> bool: out[j] = first range with range j's bytes (False: gave up)"},
+    {"nth_byte", nth_byte, METH_VARARGS, "nth_byte(buf, byte, r) -> offset of the r-th occurrence of byte, or -1"},
     {"keys", keys, METH_VARARGS, "keys(buf, start, end, out_uint64) -> -1 (each token's first 8 bytes, text.keys)"},
     {"scan_floats", scan_floats, METH_VARARGS, "scan_floats(buf, out) -> (tokens, first refused or -1)"},
     {"scan_integers", scan_integers, METH_VARARGS, "scan_integers(buf, out) -> (tokens, first refused or -1)"},

@@ -115,6 +115,12 @@ def keys(
     return out
 
 
+def nth_byte(buf: bytes | memoryview, byte: int, r: int) -> int | None:
+    """The offset of the r-th (1-based) `byte` in buf, -1 when it holds fewer; None when off."""
+    scan = scanner()
+    return None if scan is None else scan.nth_byte(buf, byte, r)
+
+
 def all_floats(text: bytes | memoryview, count: int | None, out: np.ndarray | None = None) -> np.ndarray | None:
     """float64 of every token of `text` (exactly `count` of them when given; into `out` when
     given) with no token table; None when the scanner is off, refuses a token or the count differs."""

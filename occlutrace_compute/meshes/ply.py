@@ -518,11 +518,14 @@ class _AsciiBody:
         count = sum(len(el.props) * el.count for el in elements[:first_list])
         if records == 0:
             return None
-        breaks = np.flatnonzero(text.as_array(body) == 10)
-        if len(breaks) < records:
+        last = native.nth_byte(body, 10, records)  # the C++ scanner: memchr, no mask
+        if last is None:
+            breaks = np.flatnonzero(text.as_array(body) == 10)
+            last = int(breaks[records - 1]) if len(breaks) >= records else -1
+            del breaks
+        if last < 0:
             return None
-        cut = int(breaks[records - 1]) + 1
-        del breaks
+        cut = last + 1
         if _NON_SPACE.search(body, cut) is None or body.find(b"-", cut) >= 0 or body.find(b"+", cut) >= 0:
             return None
         # the head first: a layout this is not (records over several lines) stops here, before
