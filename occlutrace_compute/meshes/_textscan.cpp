@@ -2,8 +2,9 @@
 //
 // Generic, bounds-checked primitives over a read-only byte buffer; the format logic (keywords,
 // layouts, metadata, errors) stays in Python. Every function validates its arguments while
-// holding the GIL, releases it for the O(n) loop, and never allocates: the caller passes the
-// output arrays (numpy, via the buffer protocol), sized from count_tokens or from a header.
+// holding the GIL, releases it for the O(n) loop, and writes into output arrays the caller
+// passes (numpy, via the buffer protocol), sized from count_tokens or from a header; the only
+// allocation is first_equal's hash table (<= 32 bytes a range).
 //
 //   count_tokens(buf) -> t                       whitespace-separated tokens in buf
 //   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets (and line numbers)
@@ -21,7 +22,8 @@
 // std::from_chars converts all of it in range (libstdc++ 12: fast_float, correctly rounded, so
 // the value Python's float() gives); anything else (nan, inf, hex, '1_0', 1e999, underflow to
 // zero, NUL or non-ASCII bytes) is refused and the caller takes its exact Python path, whose
-// verdict and values stand. Time O(n) for n bytes; memory O(1) beyond the caller's arrays.
+// verdict and values stand. Time O(n) for n bytes (first_equal: bounded probes and compares);
+// memory O(1) beyond the caller's arrays, except first_equal's table.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

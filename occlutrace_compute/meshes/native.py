@@ -1,15 +1,17 @@
 """The optional C++ byte scanner (meshes/_textscan.cpp) behind the text readers, or None.
 
-The extension is built by setup.py when a C++17 compiler is found (optional: without one the
-package installs and the readers take their Python path). OCCLUTRACE_NO_NATIVE=1 in the
-environment (read at every call, so tests can switch it) forces the Python path too.
+pip builds the extension from pyproject.toml ([[tool.setuptools.ext-modules]]) when a C++17
+compiler and Python's headers are found (optional: without them the package installs and the
+readers take their Python path; in a checkout, `python -c "from setuptools import setup; setup()"
+build_ext --inplace` builds it in place). OCCLUTRACE_NO_NATIVE=1 in the environment (read at
+every call, so tests can switch it) forces the Python path too.
 
 Every helper here answers None where the scanner refuses a token (anything but a plain decimal
 number: nan, inf, hex, '1_0', out of range, NUL or non-ASCII bytes), and the caller then takes its
 Python path, whose verdict and values stand: the scanner only ever makes an accepted file faster,
 never changes what a file gives. The scanner releases the GIL, so two files parse at once on two
-threads. Memory: the caller's output arrays only (token tables: 8 or 12 bytes a token, at most
-one token per 2 bytes of input); time O(n) for n bytes.
+threads. Memory: the output arrays (token tables: 8 or 12 bytes a token, at most one token per
+2 bytes of input) and first_equal's hash table (<= 32 bytes a range); time O(n) for n bytes.
 """
 
 from __future__ import annotations
