@@ -90,6 +90,9 @@ def test_tokens_and_lines_match_a_regex_split(data, brk, dtype):
     ref = reference_tokens(data, brk)
     assert start.tolist() == ref[0] and end.tolist() == ref[1] and line.tolist() == ref[2]
     assert [data[a:b] for a, b in zip(ref[0], ref[1])] == data.split()
+    flags = np.full(len(start), 7, np.uint8)  # the line-start flags instead of line numbers
+    assert scan.tokenize(data, start, end, flags, brk) == len(start)
+    assert flags.tolist() == [int(ln != prev) for ln, prev in zip(ref[2], [0, *ref[2][:-1]])]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

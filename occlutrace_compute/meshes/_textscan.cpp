@@ -7,7 +7,8 @@
 // allocation is first_equal's hash table (<= 32 bytes a range).
 //
 //   count_tokens(buf) -> t                       whitespace-separated tokens in buf
-//   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets (and line numbers)
+//   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets and line numbers
+//                                                (line: int; uint8: 1 where a line starts; None)
 //   floats(buf, start, end, out) -> i            float64 of token ranges; -1, or the first refused
 //   integers(buf, start, end, out) -> i          int64 of '-'?digits{1,18} token ranges, likewise
 //   keys(buf, start, end, out) -> -1             uint64 of each token's first 8 bytes (text.keys)
@@ -157,6 +158,9 @@ char kind_of(const Py_buffer& b) {
             return b.itemsize == 8 ? 'Q' : 0;
         case 'd':
             return b.itemsize == 8 ? 'd' : 0;
+        case 'B':
+        case '?':
+            return b.itemsize == 1 ? 'B' : 0;
         default:
             return 0;
     }
@@ -244,10 +248,14 @@ PyObject* count_tokens(PyObject*, PyObject* args) {
     return PyLong_FromSsize_t(t);
 }
 
-// The token tables of one index type: false when more than `cap` tokens.
-template <typename I, bool Lines>
-bool fill(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, I* l, Py_ssize_t cap, Py_ssize_t& t) {
+// The token tables of one index type: false when more than `cap` tokens. Mode 0: no line
+// output; 1: each token's line number (type I); 2: a uint8 flag, 1 where a line break falls
+// between the previous token (the buffer's start, for the first) and this one.
+template <typename I, int Mode>
+bool fill(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, void* l, Py_ssize_t cap,
+          Py_ssize_t& t) {
     bool room = true;
+    int64_t prev = 0;
     each_token(d, n, brk, [&](Py_ssize_t a, Py_ssize_t b, int64_t ln) {
         if (t == cap) {
             room = false;
@@ -255,11 +263,23 @@ bool fill(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, I
         }
         s[t] = static_cast<I>(a);
         e[t] = static_cast<I>(b);
-        if (Lines) l[t] = static_cast<I>(ln);
+        if (Mode == 1) static_cast<I*>(l)[t] = static_cast<I>(ln);
+        if (Mode == 2) {
+            static_cast<uint8_t*>(l)[t] = ln != prev;
+            prev = ln;
+        }
         ++t;
         return true;
     });
     return room;
+}
+
+template <typename I>
+bool fill_any(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, void* l, int mode, Py_ssize_t cap,
+              Py_ssize_t& t) {
+    if (mode == 1) return fill<I, 1>(d, n, brk, s, e, l, cap, t);
+    if (mode == 2) return fill<I, 2>(d, n, brk, s, e, l, cap, t);
+    return fill<I, 0>(d, n, brk, s, e, l, cap, t);
 }
 
 PyObject* tokenize(PyObject*, PyObject* args) {
@@ -270,7 +290,8 @@ PyObject* tokenize(PyObject*, PyObject* args) {
     if (!get_bytes(o, buf) || !get_array(so, start, true, "iq", "start") || !get_array(eo, end, true, "iq", "end"))
         return nullptr;
     bool lines = lo != Py_None;
-    if (lines && !get_array(lo, line, true, "iq", "line")) return nullptr;
+    if (lines && !get_array(lo, line, true, "iqB", "line")) return nullptr;
+    const int mode = !lines ? 0 : (kind_of(line.b) == 'B' ? 2 : 1);
     Py_ssize_t cap = items(start);
     if (items(end) != cap || (lines && items(line) != cap)) {
         PyErr_SetString(PyExc_ValueError, "start, end and line must have the same length");
@@ -278,7 +299,7 @@ PyObject* tokenize(PyObject*, PyObject* args) {
     }
     Py_ssize_t n = buf.size();
     int64_t limit = INT64_MAX;
-    if (start.b.itemsize == 4 || end.b.itemsize == 4 || (lines && line.b.itemsize == 4)) limit = INT32_MAX;
+    if (start.b.itemsize == 4 || end.b.itemsize == 4 || (mode == 1 && line.b.itemsize == 4)) limit = INT32_MAX;
     if (brk != '\n' && brk != '\r') {
         PyErr_SetString(PyExc_ValueError, "the line break byte must be 10 (LF) or 13 (CR)");
         return nullptr;
@@ -287,7 +308,7 @@ PyObject* tokenize(PyObject*, PyObject* args) {
         PyErr_SetString(PyExc_OverflowError, "buffer too large for 32-bit offsets");
         return nullptr;
     }
-    if (start.b.itemsize != end.b.itemsize || (lines && line.b.itemsize != start.b.itemsize)) {
+    if (start.b.itemsize != end.b.itemsize || (mode == 1 && line.b.itemsize != start.b.itemsize)) {
         PyErr_SetString(PyExc_TypeError, "start, end and line must have the same type");
         return nullptr;
     }
@@ -296,19 +317,11 @@ PyObject* tokenize(PyObject*, PyObject* args) {
     Py_ssize_t t = 0;
     bool overflow = false;
     Py_BEGIN_ALLOW_THREADS;
-    if (start.b.itemsize == 4) {
-        auto* l = lines ? static_cast<int32_t*>(line.b.buf) : nullptr;
-        overflow = lines ? !fill<int32_t, true>(d, n, b, static_cast<int32_t*>(start.b.buf),
-                                                static_cast<int32_t*>(end.b.buf), l, cap, t)
-                         : !fill<int32_t, false>(d, n, b, static_cast<int32_t*>(start.b.buf),
-                                                 static_cast<int32_t*>(end.b.buf), l, cap, t);
-    } else {
-        auto* l = lines ? static_cast<int64_t*>(line.b.buf) : nullptr;
-        overflow = lines ? !fill<int64_t, true>(d, n, b, static_cast<int64_t*>(start.b.buf),
-                                                static_cast<int64_t*>(end.b.buf), l, cap, t)
-                         : !fill<int64_t, false>(d, n, b, static_cast<int64_t*>(start.b.buf),
-                                                 static_cast<int64_t*>(end.b.buf), l, cap, t);
-    }
+    void* l = lines ? line.b.buf : nullptr;
+    if (start.b.itemsize == 4)
+        overflow = !fill_any(d, n, b, static_cast<int32_t*>(start.b.buf), static_cast<int32_t*>(end.b.buf), l, mode, cap, t);
+    else
+        overflow = !fill_any(d, n, b, static_cast<int64_t*>(start.b.buf), static_cast<int64_t*>(end.b.buf), l, mode, cap, t);
     Py_END_ALLOW_THREADS;
     if (overflow) {
         PyErr_SetString(PyExc_ValueError, "more tokens than the arrays hold");

@@ -59,6 +59,21 @@ def tokens(
     return start, end, line
 
 
+def tokens_and_line_starts(buf: bytes | np.ndarray, brk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """tokens' [start, end) and a uint8 per token, 1 where a `brk` byte falls between the
+    previous token (the buffer's start, for the first) and it: where lines start, for readers
+    that check a layout and need no line numbers (9 bytes a token); None without the scanner."""
+    scan = scanner()
+    if scan is None:
+        return None
+    count = scan.count_tokens(buf)
+    small = index_dtype(len(buf))
+    start, end, flags = np.empty(count, small), np.empty(count, small), np.empty(count, np.uint8)
+    written = scan.tokenize(buf, start, end, flags, brk)
+    assert written == count
+    return start, end, flags
+
+
 def floats(
     buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
 ) -> np.ndarray | None:

@@ -19,8 +19,8 @@ that welds corners as text, fastnumbers). Anything else, and every refusal, goes
 parse_ascii_exact, vectorised over the whole buffer (see meshes/text.py; it uses the scanner too
 where built). No path has a Python loop over lines. The fast path gives exactly the exact
 parser's result (tests/test_meshes_stl_fast.py, with and without the scanner). Worst case O(n)
-time; memory on the fast path the token tables (12 bytes a token: ~1x a typical file, at most
-6x) or without the scanner the line objects (~3x the file), ~14x (token tables) on the exact
+time; memory on the fast path the token tables (9 bytes a token: ~0.7x a typical file, at
+most 4.5x) or without the scanner the line objects (~3x the file), ~14x (token tables) on the exact
 one, then the merge (~10 words a corner; bench/bench_parse_memory.py: ~5x the input in all).
 """
 
@@ -286,7 +286,8 @@ _FACET_WORDS = ((0, "facet"), (1, "normal"), (5, "outer"), (6, "loop"), (7, "ver
 _WORD_COLUMNS = np.array([col for col, _ in _FACET_WORDS])
 _WORD_KEYS = np.array([text.key(word) for _, word in _FACET_WORDS], dtype=np.uint64)
 _CORNER_X = np.array([8, 12, 16])  # the x token of each corner (y, z follow)
-_LINE_SPANS = ((0, 4), (5, 6), (7, 10), (11, 14), (15, 18), (19, 19), (20, 20))  # first, last token of each line
+_LINE_STARTS = np.zeros(21, dtype=np.uint8)  # 1 at the columns that begin a line
+_LINE_STARTS[[0, 5, 7, 11, 15, 19, 20]] = 1
 
 
 def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
@@ -298,23 +299,22 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     welded as text first), then welded by merge_exact as the exact parser welds them. None for anything else
     (keyword tails, foreign lines, several solids, a number the scanner refuses: nan, inf, '1_0',
     out of range...). Worst case O(n) time (the text weld's hash table is bounded: probes and
-    compares capped, else every corner is converted); memory the token tables (12 bytes a token,
-    ~1x a typical file, at most 6x: one token per 2 bytes), index arrays of the keyword and
+    compares capped, else every corner is converted); memory the token tables (9 bytes a token:
+    start, end, line-start flag; ~0.7x a typical file, at most 4.5x: one token per 2 bytes), index arrays of the keyword and
     number tokens (~0.6x), the table (<= 32 bytes a corner), then the merge (~10 words a
     distinct corner text).
     """
     buf = text.as_array(data)
-    found = native.tokens(data, True, 10 if data.find(b"\n") >= 0 else 13)
+    found = native.tokens_and_line_starts(data, 10 if data.find(b"\n") >= 0 else 13)
     if found is None:  # (the scanner was switched off since the caller looked)
         return None
-    start, end, line = found
-    del found  # (the tuple would keep the line table alive)
-    assert line is not None
+    start, end, starts_line = found
+    del found
     n_tok = len(start)
-    if n_tok < 2 + 21:
+    if n_tok < 2 + 21 or not starts_line[1:].any():
         return None
-    head = int(np.searchsorted(line, line[0], side="right"))  # tokens on the 'solid' line
-    foot = int(np.searchsorted(line, line[-1], side="left"))  # first token of the last line
+    head = 1 + int(np.argmax(starts_line[1:]))  # tokens on the 'solid' line
+    foot = n_tok - 1 - int(np.argmax(starts_line[::-1]))  # first token of the last line
     m = (foot - head) // 21
     if m == 0 or foot - head != 21 * m:
         return None
@@ -330,18 +330,10 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     # over the face limit: the exact parser refuses it (counting 'endfacet' anywhere in the file)
     if m + head_text.count(b"endfacet") + foot_text.count(b"endfacet") > limits.max_faces:
         return None
-    # one line per kind: tokens' lines never decrease, so a facet's lines are right when each
-    # line's first and last tokens share a line and each line starts after the previous one
-    lines = line[head:foot].reshape(m, 21)  # (a view)
-    for first_col, last_col in _LINE_SPANS:
-        if not np.array_equal(lines[:, first_col], lines[:, last_col]):
-            return None
-    for before, after in zip(_LINE_SPANS[:-1], _LINE_SPANS[1:]):
-        if not np.all(lines[:, after[0]] > lines[:, before[1]]):
-            return None
-    if not (np.all(lines[1:, 0] > lines[:-1, 20]) and lines[0, 0] > line[head - 1] and line[foot] > lines[-1, 20]):
+    # one line per kind: a line starts at each line-starting column of a facet and nowhere else
+    if not np.all(starts_line[head:foot].reshape(m, 21) == _LINE_STARTS):
         return None
-    del lines, line
+    del starts_line
     base = head + 21 * np.arange(m, dtype=start.dtype)
     words = native.keys(data, start, end, (base[:, None] + _WORD_COLUMNS.astype(start.dtype)).ravel())
     if words is None or not np.all(words.reshape(m, len(_WORD_COLUMNS)) == _WORD_KEYS):
