@@ -164,7 +164,8 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
 
 
 def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
-    """parse_fast by the C++ scanner (meshes/native.py): every token's [start, end) and line;
+    """parse_fast by the C++ scanner (meshes/native.py): every token's [start, end) and whether
+    it starts a line;
     then numpy checks that every non-blank line is 'v x y z' (or 'v x y z r g b' on every 'v'
     line) or 'f a b c', any spacing, any order, blank lines allowed (ASCII, no comment, no line
     continuation); the values by from_chars, the indices by the scanner's integer reader (1-18
