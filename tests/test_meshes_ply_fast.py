@@ -114,7 +114,7 @@ def ply_files(draw) -> bytes:
 def parse(data: bytes, fast: bool):
     with pytest.MonkeyPatch.context() as m:
         if not fast:
-            m.setattr(ply._AsciiBody, "_values_by_lines", lambda self, body: None)
+            m.setattr(ply._AsciiBody, "_values_by_lines", lambda self, data, at: None)
         try:
             return ply.parse(data, "t.ply", Limits(units="warn"))
         except InputRejected as e:
@@ -141,8 +141,8 @@ def test_line_fast_path_is_taken_on_common_files(monkeypatch):
     taken = []
     real = ply._AsciiBody._values_by_lines
 
-    def spy(self, body):
-        out = real(self, body)
+    def spy(self, data, at):
+        out = real(self, data, at)
         taken.append(out is not None)
         return out
 

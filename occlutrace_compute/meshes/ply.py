@@ -470,16 +470,18 @@ class _AsciiBody:
 
     def __init__(self, header: Header, data: bytes, name: str) -> None:
         self.h, self.name = header, name
-        self.vals = self._values(data[header.body_start :])
+        self.vals = self._values(data, header.body_start)
 
-    def _values(self, body: bytes) -> np.ndarray:
-        """Every value as float64: the fixed-size elements before the first list element (the
-        vertices) by numpy's float parser, the rest by the integer parser when every property
-        from there on is an integer (the faces), else by the float parser too. The common layout
-        (one record a line, unsigned face indices) goes by _values_by_lines, with the same values."""
-        fast = self._values_by_lines(body)
+    def _values(self, data: bytes, at: int) -> np.ndarray:
+        """Every value of the body data[at:] as float64: the fixed-size elements before the
+        first list element (the vertices) by numpy's float parser, the rest by the integer parser
+        when every property from there on is an integer (the faces), else by the float parser
+        too. The common layout (one record a line, unsigned face indices) goes by
+        _values_by_lines, with the same values (and no copy of the body)."""
+        fast = self._values_by_lines(data, at)
         if fast is not None:
             return fast
+        body = data[at:]
         bad = InputRejected(self.name, "corrupt ASCII PLY: a value is not a number")
         first_list = self._first_list()
         split = sum(len(el.props) * el.count for el in self.h.elements[:first_list])
@@ -498,7 +500,7 @@ class _AsciiBody:
                 raise bad
         return np.concatenate([head, tail.astype(np.float64, copy=False)])
 
-    def _values_by_lines(self, body: bytes) -> np.ndarray | None:
+    def _values_by_lines(self, data: bytes, at: int) -> np.ndarray | None:
         """_values' array for the layout nearly every writer uses, without a token table: the
         fixed-size records before the first list element one a line (their end found as the
         r-th line break), read by the C++ scanner (meshes/native.py) or else fastnumbers, which
@@ -518,6 +520,7 @@ class _AsciiBody:
         count = sum(len(el.props) * el.count for el in elements[:first_list])
         if records == 0:
             return None
+        body = memoryview(data)[at:]  # (no copy)
         last = native.nth_byte(body, 10, records)  # the C++ scanner: memchr, no mask
         if last is None:
             breaks = np.flatnonzero(text.as_array(body) == 10)
@@ -526,19 +529,23 @@ class _AsciiBody:
         if last < 0:
             return None
         cut = last + 1
-        if _NON_SPACE.search(body, cut) is None or body.find(b"-", cut) >= 0 or body.find(b"+", cut) >= 0:
+        if (
+            _NON_SPACE.search(data, at + cut) is None
+            or data.find(b"-", at + cut) >= 0
+            or data.find(b"+", at + cut) >= 0
+        ):
             return None
         # the head first: a layout this is not (records over several lines) stops here, before
         # the large arrays of the tail exist
-        head = text.fast_floats(memoryview(body)[:cut], np.empty(count, dtype=np.float64))
+        head = text.fast_floats(body[:cut], np.empty(count, dtype=np.float64))
         if head is None:
             return None
-        tail = native.all_integers(memoryview(body)[cut:])  # the C++ scanner, when built
+        tail = native.all_integers(body[cut:])  # the C++ scanner, when built
         if tail is None:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
-                    tail = np.fromstring(body[cut:], dtype=np.int64, sep=" ")
+                    tail = np.fromstring(data[at + cut :], dtype=np.int64, sep=" ")
             except (ValueError, DeprecationWarning):
                 return None
         if len(tail) and tail.max() >= 10**18:  # the token-wise parser's limit is 18 digits

@@ -46,7 +46,7 @@ DIGIT = np.zeros(256, dtype=bool)
 DIGIT[48:58] = True
 
 
-def as_array(data: bytes) -> np.ndarray:
+def as_array(data: bytes | memoryview) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
