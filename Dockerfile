@@ -22,6 +22,14 @@ ARG TORCH_VERSION=2.13.0
 ARG RAY_VERSION=2.60.0
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_NO_CACHE=1 UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+# g++ compiles the mesh readers' C++ text scanner (occlutrace_compute/meshes/_textscan.cpp, an
+# optional extension: without a compiler the package installs and parses ASCII in Python, ~3x
+# slower). Only this build stage has it; the final stage's libstdc++ (bookworm's, which apt
+# itself needs) runs the result.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
 RUN uv venv --python /usr/local/bin/python3 /opt/venv \
  && uv pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md /src/
@@ -70,6 +78,7 @@ RUN uv python install "${PYTHON_VERSION}" \
  && uv pip install setuptools wheel ninja
 COPY pyproject.toml README.md /src/
 COPY occlutrace_compute /src/occlutrace_compute
+# The devel image's g++ also compiles the mesh readers' C++ text scanner (optional extension).
 # --no-build-isolation: pytorch3d's build imports the torch installed above.
 RUN FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" \
     uv pip install --no-build-isolation "ray[default]==${RAY_VERSION}" "/src[gpu]"

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import Limits, Mesh
+from occlutrace_compute.meshes import Limits, Mesh, native
+
+
+@contextlib.contextmanager
+def scanner_off(off: bool = True) -> Iterator[None]:
+    """The readers' Python path (OCCLUTRACE_NO_NATIVE=1) inside the block, or (off=False) the C++
+    scanner where it is built; the caller's setting restored after."""
+    before = os.environ.get("OCCLUTRACE_NO_NATIVE")
+    os.environ["OCCLUTRACE_NO_NATIVE"] = "1" if off else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["OCCLUTRACE_NO_NATIVE"]
+        else:
+            os.environ["OCCLUTRACE_NO_NATIVE"] = before
+
+
+def scanner_modes() -> list[bool]:
+    """The `off` values to test: the Python path always, the scanner too where it is built."""
+    with scanner_off(False):
+        return [True, False] if native.scanner() is not None else [True]
 
 
 def outcome(fn: Callable[[bytes, str, Limits], Mesh], data: bytes, name: str, limits: Limits) -> Mesh | InputRejected:
@@ -46,14 +69,23 @@ def fast_or_exact(
 ) -> tuple[Mesh | InputRejected, Mesh | None]:
     """The fast path gives the exact parser's result or steps aside (None); never a mesh where
     the exact parser refuses. The public entry point gives the exact result or its specific
-    error, whichever path ran. Returns (exact outcome, fast result)."""
-    exact = outcome(exact_fn, data, name, limits)
-    fast = fast_fn(data, name, limits)
-    if fast is not None:
-        assert not isinstance(exact, InputRejected), exact
-        assert_same(fast, exact)
-    assert_same(outcome(public_fn, data, name, limits), exact)
-    return exact, fast
+    error, whichever path ran. Checked with the C++ scanner (where built) and without it: the
+    same exact outcome both ways. Returns (exact outcome, fast result) of the default path, the
+    fast result None where either path's fast path stepped aside."""
+    results = []
+    for off in scanner_modes():
+        with scanner_off(off):
+            exact = outcome(exact_fn, data, name, limits)
+            fast = fast_fn(data, name, limits)
+            if fast is not None:
+                assert not isinstance(exact, InputRejected), exact
+                assert_same(fast, exact)
+            assert_same(outcome(public_fn, data, name, limits), exact)
+        if results:
+            assert_same(exact, results[0][0])
+        results.append((exact, fast))
+    # the fast result of the default path, None where any path stepped aside
+    return results[-1][0], (None if any(f is None for _, f in results) else results[-1][1])
 
 
 def damaged(data: bytes, defect: str, rng: np.random.Generator) -> bytes:

@@ -145,6 +145,7 @@ def test_fast_path_gives_the_exact_parsers_result_or_steps_aside(case):
         and b"\r" not in data.replace(b"\r\n", b"")
         and b"\t" not in data
         and b"f  " not in data
+        and b"nan" not in data  # (a 'nan' colour: the C++ scanner reads plain decimals only)
     )
     if plain and not isinstance(exact, InputRejected):
         assert fast is not None, data[:300]  # the common layout: the fast path must not step aside

@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, mesh_to_bytes, ply
-from tests.parse_equivalence import assert_same
+from tests.parse_equivalence import assert_same, scanner_modes, scanner_off
 
 SPELL = ["{!r}", "{:g}", "{:.6e}", "{:.4f}", "{:+.3f}", "{:.3E}", "{}", "{:.30f}", "{:.0f}.", "no zero"]
 ODDITIES = ["none"] * 6 + [
@@ -114,7 +114,7 @@ def ply_files(draw) -> bytes:
 def parse(data: bytes, fast: bool):
     with pytest.MonkeyPatch.context() as m:
         if not fast:
-            m.setattr(ply._AsciiBody, "_values_by_lines", lambda self, body: None)
+            m.setattr(ply._AsciiBody, "_values_by_lines", lambda self, data, at: None)
         try:
             return ply.parse(data, "t.ply", Limits(units="warn"))
         except InputRejected as e:
@@ -124,7 +124,13 @@ def parse(data: bytes, fast: bool):
 @settings(max_examples=150, deadline=None)
 @given(ply_files())
 def test_line_fast_path_reads_what_the_token_reader_reads(data):
-    assert_same(parse(data, True), parse(data, False))
+    """With the C++ scanner (where built) and without it: the same result all four ways."""
+    results = []
+    for off in scanner_modes():
+        with scanner_off(off):
+            results += [parse(data, True), parse(data, False)]
+    for other in results[1:]:
+        assert_same(other, results[0])
 
 
 def test_line_fast_path_is_taken_on_common_files(monkeypatch):
@@ -135,8 +141,8 @@ def test_line_fast_path_is_taken_on_common_files(monkeypatch):
     taken = []
     real = ply._AsciiBody._values_by_lines
 
-    def spy(self, body):
-        out = real(self, body)
+    def spy(self, data, at):
+        out = real(self, data, at)
         taken.append(out is not None)
         return out
 

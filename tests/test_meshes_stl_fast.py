@@ -7,7 +7,8 @@ spellings (repr, %g, %e, %E, signs, integers, 30 decimals, '5.', '.5', the same 
 differently at different corners), indentation and spacing, LF/CRLF/CR, solid names holding digits and keywords, random
 sizes, shared and unshared corners, foreign and zero normals; then one defect or oddity may be
 planted: a blank or foreign line, a keyword tail, a wrong number count (on one line, or a
-number moved from one line to another, which keeps the file's count), a non-number, nan/inf,
+number moved from one line to another, which keeps the file's count; a line split in two or
+two lines joined, which keep every token in order), a non-number, nan/inf,
 several solids, a truncation, a non-ASCII byte, uneven indentation, a face limit.
 """
 
@@ -32,6 +33,7 @@ DEFECTS = ["none"] * 6 + [
     "blank line", "foreign line", "keyword tail", "extra number", "missing number", "bad number",
     "nan", "inf", "two solids", "truncated", "non-ascii", "uneven indent", "face limit", "trailing blank lines",
     "tail after endsolid", "no endsolid", "facet normal words", "moved number", "moved number",
+    "split line", "split line", "joined lines",
 ]  # fmt: skip
 NAME_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
 
@@ -104,6 +106,13 @@ def stl_files(draw) -> tuple[bytes, str, Limits]:
         words = body[a].split(sep)
         body[b] += sep + words.pop()
         body[a] = sep.join(words)
+    elif defect == "split line":  # a line of 2+ words broken in two, every token kept in order
+        k = int(rng.choice([j for j, line in enumerate(body) if len(line.split()) > 1]))
+        words = body[k].split()
+        cut = int(rng.integers(1, len(words)))
+        body[k : k + 1] = [" ".join(words[:cut]), " ".join(words[cut:])]
+    elif defect == "joined lines" and at + 1 < len(body):  # two lines as one, tokens in order
+        body[at : at + 2] = [body[at] + sep + body[at + 1].lstrip()]
     elif defect == "uneven indent":
         k = at
         body[k] = draw(st.sampled_from(WHITE + ["   "])) + body[k].lstrip()
@@ -194,3 +203,30 @@ def test_load_mesh_rejects_nan_and_names_bad_tokens_as_before():
     bad = data[:first] + b"1.2.3" + data[data.index(b" ", first) :]
     with pytest.raises(InputRejected, match="not a number"):
         load_mesh(data=bad, name="b.stl")
+
+
+def test_a_line_split_in_one_facet_of_many_is_not_read_by_the_fast_path():
+    """Every token in place, one vertex line broken in two in the second facet: the exact parser
+    refuses it, so the fast path must step aside (a check of line breaks that looked at whether
+    ANY facet had its break in place let it through)."""
+    facet = "facet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\n"
+    for broken in ("vertex 1 0\n0", "outer\nloop", "facet normal 0\n0 1", "endloop endfacet"):
+        old = "endloop\nendfacet" if broken == "endloop endfacet" else broken.replace("\n", " ")
+        data = ("solid\n" + facet * 3 + facet.replace(old, broken) + facet + "endsolid\n").encode()
+        assert stl.parse_ascii_fast(data, "s.stl", Limits()) is None, broken
+        with pytest.raises(InputRejected):
+            stl.parse_ascii_exact(data, "s.stl", Limits())
+
+
+def test_a_non_ascii_byte_anywhere_sends_the_file_to_the_exact_parser():
+    """The scanner's fast path checks ASCII token by token (names, keywords, numbers), not the
+    whole file first: a byte 128-255 planted at every offset of a small file is still refused
+    with the exact parser's error, whichever token (or gap) it lands in."""
+    facet = "facet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\n"
+    data = ("solid part 1\n" + facet * 2 + "endsolid part 1\n").encode()
+    for at in range(len(data) + 1):
+        for byte in (b"\xe9", b"\xff"):
+            bad = data[:at] + byte + data[at:]
+            assert stl.parse_ascii_fast(bad, "n.stl", Limits()) is None, at
+            with pytest.raises(InputRejected, match="non-ASCII byte"):
+                stl.parse_ascii(bad, "n.stl", Limits())

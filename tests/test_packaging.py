@@ -1,10 +1,13 @@
-"""A wheel carries everything the package reads at run time, including the CUDA sources."""
+"""A wheel carries everything the package reads at run time, including the CUDA sources, and
+the C++ text scanner where a compiler is found (else the build goes on without it)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -46,6 +49,50 @@ def test_wheel_holds_kernel_sources_and_package_data(wheel):
         "redoc/LICENSE",
     ):  # /docs and /redoc work offline
         assert f"occlutrace_compute/service/static/{asset}" in names, asset
+
+
+COMPILER = shutil.which("c++") or shutil.which("g++")
+HEADERS = (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+
+
+@pytest.mark.skipif(not (COMPILER and HEADERS), reason="no C++ compiler or Python headers: the wheel is pure")
+def test_wheel_holds_the_text_scanner_and_it_loads(wheel, tmp_path):
+    """Built where g++ and Python.h exist (CI's image, the Dockerfile's build stage): the
+    extension is in the wheel and imports on its own (it needs nothing but Python)."""
+    names = zipfile.ZipFile(wheel).namelist()
+    (so,) = [n for n in names if n.startswith("occlutrace_compute/meshes/_textscan") and n.endswith(".so")]
+    zipfile.ZipFile(wheel).extract(so, tmp_path)
+    code = (
+        "import importlib.util as u, sys; s = u.spec_from_file_location('_textscan', sys.argv[1]); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.count_tokens(b' 1 2\\n3'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / so)], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "3"
+
+
+def test_wheel_builds_without_a_compiler(tmp_path):
+    """No working C++ compiler (CC/CXX point at `false`): the build warns and goes on, a wheel
+    without the extension, whose readers take the Python path."""
+    src, out = tmp_path / "src", tmp_path / "wheel"
+    src.mkdir()
+    shutil.copy(REPO / "pyproject.toml", src / "pyproject.toml")
+    shutil.copy(REPO / "README.md", src / "README.md")
+    shutil.copytree(
+        REPO / "occlutrace_compute", src / "occlutrace_compute", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+    )
+    false = shutil.which("false") or "/bin/false"
+    env = {**os.environ, "CC": false, "CXX": false, "LDSHARED": false, "LDCXXSHARED": false}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
+    (path,) = out.glob("occlutrace_compute-*.whl")
+    names = zipfile.ZipFile(path).namelist()
+    assert "occlutrace_compute/meshes/native.py" in names
+    assert not [n for n in names if "_textscan" in n and n.endswith(".so")]
 
 
 def test_installed_wheel_finds_its_kernels(wheel, tmp_path):

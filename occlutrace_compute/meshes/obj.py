@@ -12,11 +12,13 @@ vn/vp/l/p lines, vn indices in face corners (and vt ones when not every corner
 has one), free-form statements. OBJ is text only, so `encoding` is always ascii.
 
 Parsing is vectorised over the whole buffer (meshes/text.py): no Python loop over lines, tokens
-or polygons. The layout nearly every writer uses ('v x y z' lines, then 'f a b c' lines) is read
-by parse_fast (C-level passes over two blocks, ~2x faster), which steps aside for anything
-else. Worst case for an n-byte file: time O(n log n) (sorted searches), memory ~14x the file in
-token tables plus the triangles (polygons checked against the limits before triangulating, see
-meshes/polygons.py).
+or polygons. The layout nearly every writer uses ('v x y z' lines and 'f a b c' lines) is read
+by parse_fast, which steps aside for anything else: with the C++ scanner (meshes/native.py: the
+tokens, floats and indices without the GIL) any spacing and order, blank lines allowed; without
+it, 'v' lines then 'f' lines by C-level passes over two blocks. Worst case for an n-byte file:
+time O(n log n) (sorted searches), memory ~14x the file in token tables plus the triangles
+(polygons checked against the limits before triangulating, see meshes/polygons.py); the
+scanner's fast path ~16x at the smallest tokens ('f 1 2 3' lines), ~5x for typical files.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import warnings
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes import native, text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.parsed import Parsed, colors_to_uint8, printable
@@ -111,6 +113,8 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     smallest, 'v 1 2 3') and ~10x the 'f' text (the parsed integers; a digit table and the
     positions of the non-digits when an index has a leading zero), one block at a time.
     """
+    if native.scanner() is not None:
+        return _fast_tokens(data, limits)
     if text.fastnumbers is None or not data.startswith(b"v ") or not data.isascii() or b"\\" in data:
         return None
     body = data.rstrip()
@@ -157,6 +161,60 @@ def parse_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     faces = faces - 1
     colors = _colors(values.T) if width == 6 else None
     return Parsed(np.ascontiguousarray(values[:3].T), faces, colors, [], [])
+
+
+def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
+    """parse_fast by the C++ scanner (meshes/native.py): every token's [start, end) and whether
+    it starts a line;
+    then numpy checks that every non-blank line is 'v x y z' (or 'v x y z r g b' on every 'v'
+    line) or 'f a b c', any spacing, any order, blank lines allowed (ASCII, no comment, no line
+    continuation); the values by from_chars, the indices by the scanner's integer reader (1-18
+    digits, >= 1: what parse reads as positive 1-based indices). What parse_exact gives for such
+    a file, or None for anything else (parse then reads it, or names what is wrong). Worst case
+    O(n) time; memory the token tables (9 bytes a token, at most one token per 2 bytes) and
+    O(tokens) numpy temporaries.
+    """
+    if not data.isascii() or b"#" in data or b"\\" in data:
+        return None
+    found = native.tokens_and_line_starts(data, 10 if data.find(b"\n") >= 0 else 13)
+    if found is None or len(found[0]) == 0:
+        return None
+    start, end, starts_line = found
+    del found
+    starts_line[0] = 1  # (the first token starts the first non-blank line)
+    first = np.flatnonzero(starts_line)
+    del starts_line
+    empty = np.empty(0, start.dtype)
+    t = text.Tokens(text.as_array(data), start, end, empty, first, np.diff(np.append(first, len(start))))
+    first_keys = native.keys(data, start, end, t.first)
+    if first_keys is None:
+        return None
+    is_v = first_keys == text.key("v")
+    v_lines, f_lines = np.flatnonzero(is_v), np.flatnonzero(first_keys == text.key("f"))
+    n_v, n_f = len(v_lines), len(f_lines)
+    if n_v == 0 or n_f == 0 or n_v + n_f != len(t.first):
+        return None
+    if n_v > limits.max_vertices or n_f > limits.max_faces or limits.max_polygon_corners < 3:
+        return None
+    width = int(t.count[v_lines[0]]) - 1
+    if width not in (3, 6) or np.any(t.count[v_lines] != width + 1) or np.any(t.count[f_lines] != 4):
+        return None
+    # the value tokens of each line by index (int32 below 2 GiB, as the token tables)
+    small = start.dtype
+    v_tok = (t.first[v_lines].astype(small)[:, None] + np.arange(1, width + 1, dtype=small)).ravel()
+    values = native.floats(data, start, end, v_tok)
+    del v_tok
+    if values is None:
+        return None
+    f_tok = (t.first[f_lines].astype(small)[:, None] + np.arange(1, 4, dtype=small)).ravel()
+    idx = native.integers(data, start, end, f_tok)
+    del f_tok, t, start, end
+    if idx is None or idx.min() < 1:
+        return None  # 0, negative (relative) indices, slashes, signs...: parse reads them
+    faces = (idx - 1).reshape(n_f, 3)
+    values = values.reshape(n_v, width)
+    colors = _colors(values) if width == 6 else None
+    return Parsed(np.ascontiguousarray(values[:, :3]), faces, colors, [], [])
 
 
 def parse(data: bytes, name: str, limits: Limits) -> Parsed:

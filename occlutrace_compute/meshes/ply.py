@@ -11,7 +11,10 @@ element.
 
 Worst case: the header's counts are checked against the limits and the file size before any
 array exists; binary fixed-size records are numpy views; polygons are checked against the limits
-(corners per polygon, total triangles) before they are triangulated (meshes/polygons.py).
+(corners per polygon, total triangles) before they are triangulated (meshes/polygons.py). ASCII
+bodies: the values by the C++ scanner where built (meshes/native.py: no token table, no GIL),
+else fastnumbers / numpy; O(n) time, memory the values (8 bytes each) plus, on the token-wise
+path, the token tables (at most ~18x the body for the smallest tokens, bench_parse_memory.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes import native, text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.obj import ranges
@@ -467,16 +470,18 @@ class _AsciiBody:
 
     def __init__(self, header: Header, data: bytes, name: str) -> None:
         self.h, self.name = header, name
-        self.vals = self._values(data[header.body_start :])
+        self.vals = self._values(data, header.body_start)
 
-    def _values(self, body: bytes) -> np.ndarray:
-        """Every value as float64: the fixed-size elements before the first list element (the
-        vertices) by numpy's float parser, the rest by the integer parser when every property
-        from there on is an integer (the faces), else by the float parser too. The common layout
-        (one record a line, unsigned face indices) goes by _values_by_lines, with the same values."""
-        fast = self._values_by_lines(body)
+    def _values(self, data: bytes, at: int) -> np.ndarray:
+        """Every value of the body data[at:] as float64: the fixed-size elements before the
+        first list element (the vertices) by numpy's float parser, the rest by the integer parser
+        when every property from there on is an integer (the faces), else by the float parser
+        too. The common layout (one record a line, unsigned face indices) goes by
+        _values_by_lines, with the same values (and no copy of the body)."""
+        fast = self._values_by_lines(data, at)
         if fast is not None:
             return fast
+        body = data[at:]
         bad = InputRejected(self.name, "corrupt ASCII PLY: a value is not a number")
         first_list = self._first_list()
         split = sum(len(el.props) * el.count for el in self.h.elements[:first_list])
@@ -495,17 +500,19 @@ class _AsciiBody:
                 raise bad
         return np.concatenate([head, tail.astype(np.float64, copy=False)])
 
-    def _values_by_lines(self, body: bytes) -> np.ndarray | None:
+    def _values_by_lines(self, data: bytes, at: int) -> np.ndarray | None:
         """_values' array for the layout nearly every writer uses, without a token table: the
         fixed-size records before the first list element one a line (their end found as the
-        r-th line break), read by fastnumbers, which must find exactly their value count; the
-        rest, when every property there is an integer and the text holds no sign, by one call
-        of numpy's C integer parser (np.fromstring: digit runs only, so one value a token, as
-        the token-wise integer parser reads them). None for anything else, and _values then
-        reads the body token by token. Time O(n), memory the values plus n bytes of mask."""
+        r-th line break), read by the C++ scanner (meshes/native.py) or else fastnumbers, which
+        must find exactly their value count; the rest, when every property there is an integer
+        and the text holds no sign, by the scanner's integer reader (1-18 digits a token) or
+        else one call of numpy's C integer parser (np.fromstring: digit runs only, so one value
+        a token, as the token-wise integer parser reads them). None for anything else, and
+        _values then reads the body token by token. Time O(n), memory the values plus 8 bytes
+        a line break (their positions)."""
         elements = self.h.elements
         first_list = self._first_list()
-        if text.fastnumbers is None or first_list in (0, len(elements)):
+        if (text.fastnumbers is None and native.scanner() is None) or first_list in (0, len(elements)):
             return None
         if any(p.type[0] == "f" for el in elements[first_list:] for p in el.props):
             return None
@@ -513,24 +520,34 @@ class _AsciiBody:
         count = sum(len(el.props) * el.count for el in elements[:first_list])
         if records == 0:
             return None
-        breaks = np.flatnonzero(text.as_array(body) == 10)
-        if len(breaks) < records:
+        body = memoryview(data)[at:]  # (no copy)
+        last = native.nth_byte(body, 10, records)  # the C++ scanner: memchr, no mask
+        if last is None:
+            breaks = np.flatnonzero(text.as_array(body) == 10)
+            last = int(breaks[records - 1]) if len(breaks) >= records else -1
+            del breaks
+        if last < 0:
             return None
-        cut = int(breaks[records - 1]) + 1
-        del breaks
-        if _NON_SPACE.search(body, cut) is None or body.find(b"-", cut) >= 0 or body.find(b"+", cut) >= 0:
+        cut = last + 1
+        if (
+            _NON_SPACE.search(data, at + cut) is None
+            or data.find(b"-", at + cut) >= 0
+            or data.find(b"+", at + cut) >= 0
+        ):
             return None
         # the head first: a layout this is not (records over several lines) stops here, before
         # the large arrays of the tail exist
-        head = text.fast_floats(memoryview(body)[:cut], np.empty(count, dtype=np.float64))
+        head = text.fast_floats(body[:cut], np.empty(count, dtype=np.float64))
         if head is None:
             return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
-                tail = np.fromstring(body[cut:], dtype=np.int64, sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
+        tail = native.all_integers(body[cut:])  # the C++ scanner, when built
+        if tail is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # numpy < 2.3 warns (and stops) where 2.3+ raises
+                    tail = np.fromstring(data[at + cut :], dtype=np.int64, sep=" ")
+            except (ValueError, DeprecationWarning):
+                return None
         if len(tail) and tail.max() >= 10**18:  # the token-wise parser's limit is 18 digits
             return None
         vals = np.empty(count + len(tail), dtype=np.float64)

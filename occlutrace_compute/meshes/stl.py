@@ -10,13 +10,18 @@ that are not the facet's geometric normal (12 bytes a facet: any bytes fit), the
 solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <text>`,
 `endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
 
-ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, 7 lines a facet,
-each kind of line spelled alike) by C-level passes over the lines (bytes.split, list.count, a dict
-that welds corners as text so that ~1/6 of the coordinates are converted, fastnumbers); anything
-else, and every refusal, goes to parse_ascii_exact, vectorised over the whole buffer (see
-meshes/text.py). Neither has a Python loop over lines. The fast path gives exactly the exact
-parser's result (tests/test_meshes_stl_fast.py). Worst case O(n) time; memory ~3x the file
-(the line objects) on the fast path, ~14x (token tables) on the exact one, then the merge.
+ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, facets of 7 lines,
+one per kind, no keyword tails). With the C++ scanner (meshes/native.py, _textscan.cpp: tokens
+and lines in one pass, corners welded as text by a hash table so that ~1/6 of the coordinates are
+converted, std::from_chars, all without the GIL, so two files parse at once) the token layout is
+checked in numpy; without it, by C-level passes over the lines (bytes.split, list.count, a dict
+that welds corners as text, fastnumbers). Anything else, and every refusal, goes to
+parse_ascii_exact, vectorised over the whole buffer (see meshes/text.py; it uses the scanner too
+where built). No path has a Python loop over lines. The fast path gives exactly the exact
+parser's result (tests/test_meshes_stl_fast.py, with and without the scanner). Worst case O(n)
+time; memory on the fast path the token tables (9 bytes a token: ~0.7x a typical file, at
+most 4.5x) or without the scanner the line objects (~3x the file), ~14x (token tables) on the exact
+one, then the merge (~10 words a corner; bench/bench_parse_memory.py: ~5x the input in all).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.meshes import text
+from occlutrace_compute.meshes import native, text
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.merge import merge_exact
 from occlutrace_compute.meshes.model import Mesh
@@ -207,6 +212,8 @@ def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     appearance order: the vertices and faces parse_ascii_exact gives. Worst case O(n) time; memory
     the line list (~2-3x the file; at most n / 12 lines: <= ~4.6x) plus O(facets) arrays.
     """
+    if native.scanner() is not None:
+        return _fast_tokens(data, limits)
     if text.fastnumbers is None or not data.isascii():
         return None
     head_end = data.find(b"\n")
@@ -263,6 +270,106 @@ def parse_ascii_fast(data: bytes, name: str, limits: Limits) -> Parsed | None:
     columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
     corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
     foreign = _foreign_count(list(normals), lambda c, d: columns[d][corner_ids[c]])
+    if foreign:
+        metadata.append(
+            (
+                "stl.facet_normal",
+                f"{foreign} of {m} facet normals are not the facet's geometric normal, replaced by computed normals",
+            )
+        )
+    return Parsed(vertices, faces, None, metadata)
+
+
+# A facet's 21 tokens: the keyword tokens (column, word) and the 12 numbers (normal, 3 corners)
+_FACET_WORDS = ((0, "facet"), (1, "normal"), (5, "outer"), (6, "loop"), (7, "vertex"), (11, "vertex"),
+                (15, "vertex"), (19, "endloop"), (20, "endfacet"))  # fmt: skip
+_WORD_COLUMNS = np.array([col for col, _ in _FACET_WORDS])
+_WORD_KEYS = np.array([text.key(word) for _, word in _FACET_WORDS], dtype=np.uint64)
+_CORNER_X = np.array([8, 12, 16])  # the x token of each corner (y, z follow)
+_LINE_STARTS = np.zeros(21, dtype=np.uint8)  # 1 at the columns that begin a line
+_LINE_STARTS[[0, 5, 7, 11, 15, 19, 20]] = 1
+
+
+def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
+    """parse_ascii_fast by the C++ scanner (meshes/native.py): every token's [start, end) and
+    line, then numpy checks that the tokens between the 'solid' line and the 'endsolid' line are
+    facets of exactly 21 tokens laid out 'facet normal a b c' / 'outer loop' / 3 x 'vertex x y z'
+    / 'endloop' / 'endfacet', one line each (blank lines between them are allowed: the exact
+    parser skips them too); the 12 numbers of every facet are read by from_chars (the corners
+    welded as text first), then welded by merge_exact as the exact parser welds them. None for anything else
+    (keyword tails, foreign lines, several solids, a number the scanner refuses: nan, inf, '1_0',
+    out of range...). Worst case O(n) time (the text weld's hash table is bounded: probes and
+    compares capped, else every corner is converted); memory the token tables (9 bytes a token:
+    start, end, line-start flag; ~0.7x a typical file, at most 4.5x: one token per 2 bytes), index arrays of the keyword and
+    number tokens (~0.6x), the table (<= 32 bytes a corner), then the merge (~10 words a
+    distinct corner text).
+    """
+    buf = text.as_array(data)
+    found = native.tokens_and_line_starts(data, 10 if data.find(b"\n") >= 0 else 13)
+    if found is None:  # (the scanner was switched off since the caller looked)
+        return None
+    start, end, starts_line = found
+    del found
+    n_tok = len(start)
+    if n_tok < 2 + 21 or not starts_line[1:].any():
+        return None
+    head = 1 + int(np.argmax(starts_line[1:]))  # tokens on the 'solid' line
+    foot = n_tok - 1 - int(np.argmax(starts_line[::-1]))  # first token of the last line
+    m = (foot - head) // 21
+    if m == 0 or foot - head != 21 * m:
+        return None
+    ends_kind = text.keys(buf, start[[0, foot]], end[[0, foot]])
+    if ends_kind[0] != text.key("solid") or ends_kind[1] != text.key("endsolid"):
+        return None
+    head_text, foot_text = data[start[0] : end[head - 1]], data[start[foot] : end[n_tok - 1]]
+    # non-ASCII bytes (which the exact parser refuses) are never whitespace, so they sit in some
+    # token: the names are checked here, every other token below (a keyword's key, or a number
+    # from_chars reads; a corner's text equal to a converted one holds the same bytes)
+    if not (head_text.isascii() and foot_text.isascii()):
+        return None
+    # over the face limit: the exact parser refuses it (counting 'endfacet' anywhere in the file)
+    if m + head_text.count(b"endfacet") + foot_text.count(b"endfacet") > limits.max_faces:
+        return None
+    # one line per kind: a line starts at each line-starting column of a facet and nowhere else
+    if not np.all(starts_line[head:foot].reshape(m, 21) == _LINE_STARTS):
+        return None
+    del starts_line
+    base = head + 21 * np.arange(m, dtype=start.dtype)
+    words = native.keys(data, start, end, (base[:, None] + _WORD_COLUMNS.astype(start.dtype)).ravel())
+    if words is None or not np.all(words.reshape(m, len(_WORD_COLUMNS)) == _WORD_KEYS):
+        return None
+    del words
+    # corners welded as text first (the bytes from a vertex line's x to its z: equal text, equal
+    # values), so that only the first corner of each text is converted (~1/6 of them in a closed
+    # mesh), then exactly as floats by merge_exact, in order of first appearance: the vertices
+    # and faces the exact parser's merge of every corner gives
+    corner_at = (base[:, None] + _CORNER_X.astype(start.dtype)).ravel()  # x token of each corner
+    first = native.first_equal(data, start[corner_at], end[corner_at + 2])
+    if first is None:  # (a hostile file of many equal hashes: every corner converted)
+        first = np.arange(3 * m, dtype=start.dtype)
+    is_first = np.zeros(3 * m, dtype=bool)
+    is_first[first] = True
+    distinct = corner_at[is_first]
+    del corner_at
+    xyz = native.floats(data, start, end, (distinct[:, None] + np.arange(3, dtype=start.dtype)).ravel())
+    normal = native.floats(data, start, end, (base[:, None] + np.arange(2, 5, dtype=start.dtype)).ravel())
+    del base, distinct
+    if xyz is None or normal is None:
+        return None
+    ids = (np.cumsum(is_first) - 1)[first]
+    del first, is_first
+    vertices, inverse = merge_exact(xyz.reshape(-1, 3))
+    faces = inverse[ids].reshape(m, 3)
+    del ids, inverse
+    normals = [np.ascontiguousarray(normal[d::3]) for d in range(3)]
+    columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
+    corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
+    metadata: list[tuple[str, str]] = []
+    for field, raw, keyword in (("stl.solid_name", head_text, b"solid"), ("stl.endsolid_name", foot_text, b"endsolid")):
+        named = _name_of(raw, keyword)
+        if named is not None:
+            metadata.append((field, named))
+    foreign = _foreign_count(normals, lambda c, d: columns[d][corner_ids[c]])
     if foreign:
         metadata.append(
             (

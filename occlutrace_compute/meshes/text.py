@@ -1,15 +1,20 @@
 """Vectorised reading of text mesh formats: tokens, lines, keywords and numbers of a whole buffer
 in numpy, with no Python loop over lines or tokens (ASCII STL, OBJ and ASCII PLY use it).
 
-Numbers are read from a copy of the buffer in which every byte outside the wanted tokens is
-blanked, by fastnumbers (C++ fast_float, correctly rounded) over 256 KiB chunks when it is
-installed, else (or when it refuses a token) by numpy's C parser (np.fromstring): the same
-float64 values either way, and a token that is not a number makes the whole call fail.
+Where the optional C++ scanner is built (meshes/native.py, _textscan.cpp), tokens, lines,
+keys, floats (std::from_chars, correctly rounded) and integers come from it, without the GIL and
+without the masks; a token it refuses (anything but a plain decimal: nan, inf, '1_0', out of
+range...) sends that call to the numpy path below, whose verdict and values stand. Otherwise
+(or with OCCLUTRACE_NO_NATIVE=1) numbers are read from a copy of the buffer in which every byte
+outside the wanted tokens is blanked, by fastnumbers (C++ fast_float, correctly rounded) over
+256 KiB chunks when it is installed, else (or when it refuses a token) by numpy's C parser
+(np.fromstring): the same float64 values every way, and a token that is not a number makes the
+whole call fail.
 
 Worst case for a buffer of n bytes and t tokens: time O(n + t log n); memory about 3n bytes of
-masks plus 3 int32 arrays of t (token starts, ends, lines), and a chunk's token list (~8 MB
-whatever n): at most ~10x the buffer when every other byte starts a token
-(bench/bench_parse_memory.py measures the whole loaders).
+masks (none with the scanner) plus 3 int32 arrays of t (token starts, ends, lines), and a
+chunk's token list (~8 MB whatever n): at most ~10x the buffer when every other byte starts a
+token (bench/bench_parse_memory.py measures the whole loaders).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from occlutrace_compute.meshes import native
 
 fastnumbers: Any
 try:  # optional: a C++ float parser (fast_float), see parse_floats
@@ -39,7 +46,7 @@ DIGIT = np.zeros(256, dtype=bool)
 DIGIT[48:58] = True
 
 
-def as_array(data: bytes) -> np.ndarray:
+def as_array(data: bytes | memoryview) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
@@ -84,6 +91,12 @@ def line_breaks(buf: np.ndarray) -> np.ndarray:
 _BLOCK = 1 << 20
 
 
+def has_byte(buf: np.ndarray, byte: int) -> bool:
+    """Whether `byte` occurs in buf: a MiB at a time, stopping at the first block holding it
+    (a text file's first LF is in its first block): no n-byte mask."""
+    return any(bool(np.any(buf[a : a + _BLOCK] == byte)) for a in range(0, len(buf), _BLOCK))
+
+
 def whitespace(buf: np.ndarray) -> np.ndarray:
     """(n,) bool, True on the 6 ASCII whitespace bytes. Compares (5x faster than a lookup table)
     a MiB at a time, so that their temporaries stay a MiB: n bytes in all."""
@@ -97,7 +110,10 @@ def whitespace(buf: np.ndarray) -> np.ndarray:
 
 def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = True) -> Tokens:
     """Tokens of `buf`; bytes where `blank` is True count as whitespace (cut comments). With
-    lines=False the line tables are left empty (a PLY body has no line structure)."""
+    lines=False the line tables are left empty (a PLY body has no line structure). The C++
+    scanner (meshes/native.py) finds the same tokens and lines when it is built, numpy else."""
+    if native.scanner() is not None:
+        return _tokenize_native(buf, blank, lines)
     ws = whitespace(buf)
     if blank is not None:
         ws |= blank
@@ -130,12 +146,36 @@ def tokenize(buf: np.ndarray, blank: np.ndarray | None = None, lines: bool = Tru
     del after
     line = np.cumsum(counts, out=counts).astype(small)
     del counts
+    return _with_lines(buf, start, end, line)
+
+
+def _with_lines(buf: np.ndarray, start: np.ndarray, end: np.ndarray, line: np.ndarray) -> Tokens:
     new_line = np.ones(len(start), dtype=bool)
     if len(start):
         np.not_equal(line[1:], line[:-1], out=new_line[1:])
     first = np.flatnonzero(new_line)
     count = np.diff(np.append(first, len(start)))
     return Tokens(buf, start, end, line, first, count)
+
+
+def _tokenize_native(buf: np.ndarray, blank: np.ndarray | None, lines: bool) -> Tokens:
+    """tokenize's tables from the C++ scanner: the same tokens, lines counted at the same break
+    byte (LF, or CR without any LF). Blanked bytes are spaces in a copy (n more bytes), the line
+    breaks among them kept, as line_breaks counts them in the buffer itself."""
+    buf = np.ascontiguousarray(buf)
+    brk = 10 if has_byte(buf, 10) else 13
+    scanned = buf
+    if blank is not None:
+        scanned = np.where(blank & (buf != brk), np.uint8(32), buf)
+    found = native.tokens(scanned, lines, brk)
+    assert found is not None  # (tokenize checked the scanner)
+    start, end, line = found
+    del found  # (the tuple would keep the line table alive)
+    del scanned
+    if line is None:
+        empty = np.empty(0, start.dtype)
+        return Tokens(buf, start, end, empty, empty, empty)
+    return _with_lines(buf, start, end, line)
 
 
 _LOW_BYTES = np.array([(1 << (8 * j)) - 1 for j in range(8)] + [2**64 - 1], dtype=np.uint64)
@@ -147,6 +187,9 @@ def keys(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     overlapping little-endian uint64 view of the buffer (a window at every byte): O(k) time
     and 16k bytes."""
     buf = np.ascontiguousarray(buf)  # (the view below reads its memory directly)
+    scanned = native.keys(buf, start, end)
+    if scanned is not None:
+        return scanned
     n, k = len(buf), len(start)
     out = np.zeros(k, dtype=np.uint64)
     near = start > n - 8  # windows that would run past the buffer's end (at most 8 tokens)
@@ -238,6 +281,9 @@ def _fast(text: bytes | memoryview, count: int | None, out: np.ndarray | None = 
 def fast_floats(text: bytes | memoryview, out: np.ndarray) -> np.ndarray | None:
     """`out` filled with the float64 values of `text` by fastnumbers alone; None when it is not
     installed, refuses a token or finds another count (the caller then takes its exact path)."""
+    scanned = native.all_floats(text, len(out), out)
+    if scanned is not None:
+        return scanned
     return _fast(text, len(out), out) if fastnumbers is not None else None
 
 
@@ -245,7 +291,11 @@ def parse_floats(text: bytes, count: int | None = None) -> np.ndarray | None:
     """float64 of every whitespace-separated token; None when one is not a number. fastnumbers
     when installed (~4x faster than numpy on 17-digit numbers); a token it refuses (or a token
     count other than `count`, when given) sends the whole text to numpy's parser, whose verdict
-    and values stand, as before fastnumbers was used."""
+    and values stand, as before fastnumbers was used. The C++ scanner, when built, goes first
+    (the same values: from_chars is correctly rounded too); a token it refuses sends the text on."""
+    scanned = native.all_floats(text, count)
+    if scanned is not None:
+        return scanned
     if fastnumbers is not None:
         values = _fast(text, count)
         if values is not None:
@@ -257,6 +307,9 @@ def numbers(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray |
     """float64 values of the tokens [start, end) in order; None when one is not a number."""
     if len(start) == 0:
         return np.empty(0, dtype=np.float64)
+    scanned = native.floats(buf, start, end)
+    if scanned is not None:
+        return scanned
     keep = span_mask(len(buf), start, end)
     text = np.where(keep, buf, np.uint8(32)).tobytes()
     del keep
@@ -288,6 +341,9 @@ def whole_numbers(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.nda
     n_tok = len(start)
     if n_tok == 0:
         return np.empty(0, np.int64)
+    scanned = native.integers(buf, start, end)  # the same grammar in C++, when built
+    if scanned is not None:
+        return scanned
     neg = buf[start] == 45
     first = start + neg
     length = end - first

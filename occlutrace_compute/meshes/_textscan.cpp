@@ -1,0 +1,595 @@
+// _textscan: the byte work of the text mesh readers (meshes/text.py), without the GIL.
+//
+// Generic, bounds-checked primitives over a read-only byte buffer; the format logic (keywords,
+// layouts, metadata, errors) stays in Python. Every function validates its arguments while
+// holding the GIL, releases it for the O(n) loop, and writes into output arrays the caller
+// passes (numpy, via the buffer protocol), sized from count_tokens or from a header; the only
+// allocation is first_equal's hash table (<= 32 bytes a range).
+//
+//   count_tokens(buf) -> t                       whitespace-separated tokens in buf
+//   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets and line numbers
+//                                                (line: int; uint8: 1 where a line starts; None)
+//   floats(buf, start, end, out) -> i            float64 of token ranges; -1, or the first refused
+//   integers(buf, start, end, out) -> i          int64 of '-'?digits{1,18} token ranges, likewise
+//   keys(buf, start, end, out) -> -1             uint64 of each token's first 8 bytes (text.keys)
+//   (floats, integers and keys take an optional 5th argument, index: read tokens index[j])
+//   first_equal(buf, start, end, out) -> bool    out[j]: the first range with the bytes of range j
+//   nth_byte(buf, byte, r) -> offset             of the r-th occurrence of byte (-1: fewer)
+//   scan_floats(buf, out) -> (t, i)              float64 of every token of buf, into out
+//   scan_integers(buf, out) -> (t, i)            int64 likewise
+//
+// Whitespace is the 6 ASCII bytes Python's bytes.split() splits on (9-13, 32). A float token is
+// accepted only in the plain decimal form [+-]?(d+[.d*]|.d+)([eE][+-]?d+)? and only when
+// std::from_chars converts all of it in range (libstdc++ 12: fast_float, correctly rounded, so
+// the value Python's float() gives); anything else (nan, inf, hex, '1_0', 1e999, underflow to
+// zero, NUL or non-ASCII bytes) is refused and the caller takes its exact Python path, whose
+// verdict and values stand. Time O(n) for n bytes (first_equal: bounded probes and compares);
+// memory O(1) beyond the caller's arrays, except first_equal's table.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <system_error>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace {
+
+inline bool is_space(unsigned char c) { return c == 32 || (c >= 9 && c <= 13); }
+inline bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+// 64 bytes at a time: bit j of a mask is byte j of the block. Blocks past the end of the
+// buffer are read from a local copy padded with spaces (whitespace: no token grows there), so
+// no read ever passes the buffer's end.
+struct Masks {
+    uint64_t space, brk;
+};
+
+#if defined(__SSE2__)
+inline uint64_t movemask4(__m128i a, __m128i b, __m128i c, __m128i d) {
+    return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(a))) |
+           static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(b))) << 16 |
+           static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(c))) << 32 |
+           static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(d))) << 48;
+}
+
+inline Masks block_masks(const unsigned char* p, unsigned char brk) {
+    const __m128i nine = _mm_set1_epi8(9), four = _mm_set1_epi8(4), space = _mm_set1_epi8(32),
+                  br = _mm_set1_epi8(static_cast<char>(brk));
+    __m128i ws[4], lb[4];
+    for (int k = 0; k < 4; ++k) {
+        __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+        __m128i x = _mm_sub_epi8(c, nine);  // 9..13 -> 0..4; every other byte above 4 (unsigned)
+        ws[k] = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, four), x), _mm_cmpeq_epi8(c, space));
+        lb[k] = _mm_cmpeq_epi8(c, br);
+    }
+    return {movemask4(ws[0], ws[1], ws[2], ws[3]), movemask4(lb[0], lb[1], lb[2], lb[3])};
+}
+#else
+inline Masks block_masks(const unsigned char* p, unsigned char brk) {
+    uint64_t ws = 0, lb = 0;
+    for (int j = 0; j < 64; ++j) {
+        ws |= static_cast<uint64_t>(is_space(p[j])) << j;
+        lb |= static_cast<uint64_t>(p[j] == brk) << j;
+    }
+    return {ws, lb};
+}
+#endif
+
+// Calls emit(a, b, line) for every token [a, b) of [d, d + n) in order (line: the break bytes
+// before a), from 64-byte blocks' start and end masks; stops when emit returns false.
+// A token may start in one block and end in a later one: one start is carried over.
+template <typename Emit>
+void each_token(const unsigned char* d, Py_ssize_t n, unsigned char brk, Emit emit) {
+    uint64_t prev_space = 1;  // whitespace at the byte before the block (none before the buffer)
+    unsigned char tail[64];
+    Py_ssize_t a = 0;
+    int64_t line_base = 0, a_line = 0;
+    bool open = false;
+    for (Py_ssize_t base = 0; base < n; base += 64) {
+        const unsigned char* p = d + base;
+        if (n - base < 64) {  // the last, partial block: spaces after the end (no token grows there)
+            std::memset(tail, ' ', sizeof tail);
+            std::memcpy(tail, p, static_cast<size_t>(n - base));
+            p = tail;
+        }
+        Masks m = block_masks(p, brk);
+        uint64_t before = (m.space << 1) | prev_space;
+        uint64_t starts = ~m.space & before, ends = m.space & ~before;
+        prev_space = m.space >> 63;
+        for (;;) {
+            if (!open) {
+                if (!starts) break;
+                int j = __builtin_ctzll(starts);
+                starts &= starts - 1;
+                a = base + j;
+                a_line = line_base + __builtin_popcountll(m.brk & ((uint64_t{1} << j) - 1));
+                open = true;
+            }
+            if (!ends) break;
+            int j = __builtin_ctzll(ends);
+            ends &= ends - 1;
+            open = false;
+            if (!emit(a, base + j, a_line)) return;
+        }
+        line_base += __builtin_popcountll(m.brk);
+    }
+    if (open) emit(a, n, a_line);  // a token running to the end of a buffer of whole blocks
+}
+
+// A buffer's payload: a read-only view held for the duration of a call.
+struct View {
+    Py_buffer b{};
+    bool held = false;
+    const void* limit = nullptr;  // (outputs of keys: the end of the buffer its tokens are in)
+    ~View() {
+        if (held) PyBuffer_Release(&b);
+    }
+    const unsigned char* data() const { return static_cast<const unsigned char*>(b.buf); }
+    Py_ssize_t size() const { return b.len; }
+};
+
+bool get_bytes(PyObject* obj, View& v) {
+    if (PyObject_GetBuffer(obj, &v.b, PyBUF_C_CONTIGUOUS) < 0) return false;
+    v.held = true;
+    if (v.b.itemsize != 1) {
+        PyErr_SetString(PyExc_TypeError, "expected a buffer of bytes");
+        return false;
+    }
+    return true;
+}
+
+// The type of a 1-D output or index array: 'i' int32, 'q' int64, 'd' float64.
+char kind_of(const Py_buffer& b) {
+    const char* f = b.format ? b.format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') ++f;
+    if (f[0] == 0 || f[1] != 0) return 0;
+    switch (f[0]) {
+        case 'i':
+        case 'l':
+        case 'q':
+            return b.itemsize == 4 ? 'i' : (b.itemsize == 8 ? 'q' : 0);
+        case 'L':
+        case 'Q':
+            return b.itemsize == 8 ? 'Q' : 0;
+        case 'd':
+            return b.itemsize == 8 ? 'd' : 0;
+        case 'B':
+        case '?':
+            return b.itemsize == 1 ? 'B' : 0;
+        default:
+            return 0;
+    }
+}
+
+bool get_array(PyObject* obj, View& v, bool writable, const char* kinds, const char* what) {
+    int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &v.b, flags) < 0) return false;
+    v.held = true;
+    char k = kind_of(v.b);
+    if (k == 0 || std::strchr(kinds, k) == nullptr) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous array of type %s", what, kinds);
+        return false;
+    }
+    return true;
+}
+
+Py_ssize_t items(const View& v) { return v.b.len / v.b.itemsize; }
+
+inline int64_t load_index(const View& v, Py_ssize_t i) {
+    return v.b.itemsize == 4 ? static_cast<const int32_t*>(v.b.buf)[i] : static_cast<const int64_t*>(v.b.buf)[i];
+}
+
+inline void store_index(View& v, Py_ssize_t i, int64_t x) {
+    if (v.b.itemsize == 4)
+        static_cast<int32_t*>(v.b.buf)[i] = static_cast<int32_t>(x);
+    else
+        static_cast<int64_t*>(v.b.buf)[i] = x;
+}
+
+// One float token [p, q): true and *out set when it is a plain decimal in range. from_chars
+// (general format) reads [-](d+[.d*]|.d+)([eE][+-]?d+)?, and also inf/infinity/nan[(...)]: those
+// start with a letter, refused here before it is called; '+' is skipped when a digit or '.'
+// follows (Python's float() reads it, from_chars does not).
+inline bool parse_float(const char* p, const char* q, double* out) {
+    const char* first = p;
+    if (first < q && *first == '+') ++first;
+    const char* s = (first < q && *first == '-' && first == p) ? first + 1 : first;
+    if (s == q || !(is_digit(static_cast<unsigned char>(*s)) || *s == '.')) return false;
+    double v = 0.0;
+    auto r = std::from_chars(first, q, v, std::chars_format::general);
+    if (r.ec != std::errc() || r.ptr != q) return false;  // out of range (overflow, underflow to 0)
+    *out = v;
+    return true;
+}
+
+constexpr int kMaxIntDigits = 18;  // always fits int64, the limit of text.whole_numbers
+
+inline bool parse_int(const unsigned char* p, const unsigned char* q, int64_t* out) {
+    bool neg = p < q && *p == '-';
+    if (neg) ++p;
+    Py_ssize_t n = q - p;
+    if (n < 1 || n > kMaxIntDigits) return false;
+    int64_t v = 0;
+    for (; p < q; ++p) {
+        if (!is_digit(*p)) return false;
+        v = v * 10 + (*p - '0');
+    }
+    *out = neg ? -v : v;
+    return true;
+}
+
+PyObject* count_tokens(PyObject*, PyObject* args) {
+    PyObject* o;
+    if (!PyArg_ParseTuple(args, "O", &o)) return nullptr;
+    View buf;
+    if (!get_bytes(o, buf)) return nullptr;
+    const unsigned char* d = buf.data();
+    Py_ssize_t n = buf.size(), t = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    uint64_t prev_space = 1;
+    unsigned char tail[64];
+    for (Py_ssize_t base = 0; base < n; base += 64) {
+        const unsigned char* p = d + base;
+        if (n - base < 64) {
+            std::memset(tail, ' ', sizeof tail);
+            std::memcpy(tail, p, static_cast<size_t>(n - base));
+            p = tail;
+        }
+        uint64_t space = block_masks(p, '\n').space;
+        t += __builtin_popcountll(~space & ((space << 1) | prev_space));
+        prev_space = space >> 63;
+    }
+    Py_END_ALLOW_THREADS;
+    return PyLong_FromSsize_t(t);
+}
+
+// The token tables of one index type: false when more than `cap` tokens. Mode 0: no line
+// output; 1: each token's line number (type I); 2: a uint8 flag, 1 where a line break falls
+// between the previous token (the buffer's start, for the first) and this one.
+template <typename I, int Mode>
+bool fill(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, void* l, Py_ssize_t cap,
+          Py_ssize_t& t) {
+    bool room = true;
+    int64_t prev = 0;
+    each_token(d, n, brk, [&](Py_ssize_t a, Py_ssize_t b, int64_t ln) {
+        if (t == cap) {
+            room = false;
+            return false;
+        }
+        s[t] = static_cast<I>(a);
+        e[t] = static_cast<I>(b);
+        if (Mode == 1) static_cast<I*>(l)[t] = static_cast<I>(ln);
+        if (Mode == 2) {
+            static_cast<uint8_t*>(l)[t] = ln != prev;
+            prev = ln;
+        }
+        ++t;
+        return true;
+    });
+    return room;
+}
+
+template <typename I>
+bool fill_any(const unsigned char* d, Py_ssize_t n, unsigned char brk, I* s, I* e, void* l, int mode, Py_ssize_t cap,
+              Py_ssize_t& t) {
+    if (mode == 1) return fill<I, 1>(d, n, brk, s, e, l, cap, t);
+    if (mode == 2) return fill<I, 2>(d, n, brk, s, e, l, cap, t);
+    return fill<I, 0>(d, n, brk, s, e, l, cap, t);
+}
+
+PyObject* tokenize(PyObject*, PyObject* args) {
+    PyObject *o, *so, *eo, *lo;
+    int brk;
+    if (!PyArg_ParseTuple(args, "OOOOi", &o, &so, &eo, &lo, &brk)) return nullptr;
+    View buf, start, end, line;
+    if (!get_bytes(o, buf) || !get_array(so, start, true, "iq", "start") || !get_array(eo, end, true, "iq", "end"))
+        return nullptr;
+    bool lines = lo != Py_None;
+    if (lines && !get_array(lo, line, true, "iqB", "line")) return nullptr;
+    const int mode = !lines ? 0 : (kind_of(line.b) == 'B' ? 2 : 1);
+    Py_ssize_t cap = items(start);
+    if (items(end) != cap || (lines && items(line) != cap)) {
+        PyErr_SetString(PyExc_ValueError, "start, end and line must have the same length");
+        return nullptr;
+    }
+    Py_ssize_t n = buf.size();
+    int64_t limit = INT64_MAX;
+    if (start.b.itemsize == 4 || end.b.itemsize == 4 || (mode == 1 && line.b.itemsize == 4)) limit = INT32_MAX;
+    if (brk != '\n' && brk != '\r') {
+        PyErr_SetString(PyExc_ValueError, "the line break byte must be 10 (LF) or 13 (CR)");
+        return nullptr;
+    }
+    if (n >= limit) {  // every offset and line number is at most n
+        PyErr_SetString(PyExc_OverflowError, "buffer too large for 32-bit offsets");
+        return nullptr;
+    }
+    if (start.b.itemsize != end.b.itemsize || (mode == 1 && line.b.itemsize != start.b.itemsize)) {
+        PyErr_SetString(PyExc_TypeError, "start, end and line must have the same type");
+        return nullptr;
+    }
+    const unsigned char* d = buf.data();
+    const unsigned char b = static_cast<unsigned char>(brk);
+    Py_ssize_t t = 0;
+    bool overflow = false;
+    Py_BEGIN_ALLOW_THREADS;
+    void* l = lines ? line.b.buf : nullptr;
+    if (start.b.itemsize == 4)
+        overflow = !fill_any(d, n, b, static_cast<int32_t*>(start.b.buf), static_cast<int32_t*>(end.b.buf), l, mode, cap, t);
+    else
+        overflow = !fill_any(d, n, b, static_cast<int64_t*>(start.b.buf), static_cast<int64_t*>(end.b.buf), l, mode, cap, t);
+    Py_END_ALLOW_THREADS;
+    if (overflow) {
+        PyErr_SetString(PyExc_ValueError, "more tokens than the arrays hold");
+        return nullptr;
+    }
+    return PyLong_FromSsize_t(t);
+}
+
+// Converts token ranges [start[i], end[i]) into out[j], i = j (or i = index[j] when an index
+// array is given: a subset of a token table, without gathering its offsets first).
+template <typename Convert>
+PyObject* ranges(PyObject* args, const char* out_kind, Convert convert) {
+    PyObject *o, *so, *eo, *oo, *io = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOO|O", &o, &so, &eo, &oo, &io)) return nullptr;
+    View buf, start, end, out, index;
+    if (!get_bytes(o, buf) || !get_array(so, start, false, "iq", "start") || !get_array(eo, end, false, "iq", "end") ||
+        !get_array(oo, out, true, out_kind, "out"))
+        return nullptr;
+    bool indexed = io != Py_None;
+    if (indexed && !get_array(io, index, false, "iq", "index")) return nullptr;
+    Py_ssize_t tokens = items(start), k = indexed ? items(index) : tokens;
+    if (items(end) != tokens || items(out) != k) {
+        PyErr_SetString(PyExc_ValueError, "start and end, and out and the tokens read, must have the same length");
+        return nullptr;
+    }
+    const int64_t n = buf.size();
+    out.limit = buf.data() + n;
+    Py_ssize_t refused = -1;
+    bool bad_range = false;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t j = 0; j < k; ++j) {
+        int64_t i = indexed ? load_index(index, j) : j;
+        if (i < 0 || i >= tokens) {
+            bad_range = true;
+            refused = j;
+            break;
+        }
+        int64_t a = load_index(start, i), b = load_index(end, i);
+        if (a < 0 || b < a || b > n) {
+            bad_range = true;
+            refused = j;
+            break;
+        }
+        if (!convert(buf.data() + a, buf.data() + b, out, j)) {
+            refused = j;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad_range) {
+        PyErr_Format(PyExc_IndexError, "token %zd is not a range inside the buffer", refused);
+        return nullptr;
+    }
+    return PyLong_FromSsize_t(refused);
+}
+
+inline bool float_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
+    return parse_float(reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(q),
+                       static_cast<double*>(out.b.buf) + j);
+}
+
+inline bool int_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
+    return parse_int(p, q, static_cast<int64_t*>(out.b.buf) + j);
+}
+
+// A token's first 8 bytes as a little-endian uint64, zero padded; all ones for a longer token
+// (text.keys' convention: never equal to a keyword's key).
+inline bool key_into(const unsigned char* p, const unsigned char* q, View& out, Py_ssize_t j) {
+    uint64_t k = ~uint64_t{0};
+    Py_ssize_t len = q - p;
+    if (len <= 8) {
+        const unsigned char* stop = static_cast<const unsigned char*>(out.limit);
+        if (stop - p >= 8) {  // 8 bytes readable: one load, the bytes past the token masked off
+            std::memcpy(&k, p, 8);
+            if (len < 8) k &= (uint64_t{1} << (8 * len)) - 1;
+        } else {
+            k = 0;
+            for (Py_ssize_t i = 0; i < len; ++i) k |= static_cast<uint64_t>(p[i]) << (8 * i);
+        }
+    }
+    static_cast<uint64_t*>(out.b.buf)[j] = k;
+    return true;
+}
+
+PyObject* floats(PyObject*, PyObject* args) { return ranges(args, "d", float_into); }
+PyObject* keys(PyObject*, PyObject* args) { return ranges(args, "Q", key_into); }
+PyObject* integers(PyObject*, PyObject* args) { return ranges(args, "q", int_into); }
+
+// Every token of buf converted into out while it has room; returns (tokens, refused): the token
+// count (counting stops at len(out) + 1: "more than out holds") and the index of the first token
+// refused (-1 if none; conversion stops there).
+template <typename Convert>
+PyObject* scan(PyObject* args, const char* out_kind, Convert convert) {
+    PyObject *o, *oo;
+    if (!PyArg_ParseTuple(args, "OO", &o, &oo)) return nullptr;
+    View buf, out;
+    if (!get_bytes(o, buf) || !get_array(oo, out, true, out_kind, "out")) return nullptr;
+    const unsigned char* d = buf.data();
+    Py_ssize_t n = buf.size(), cap = items(out), t = 0, refused = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    each_token(d, n, '\n', [&](Py_ssize_t a, Py_ssize_t b, int64_t) {
+        if (t == cap) {
+            ++t;  // one more than out holds: the caller's count is wrong
+            return false;
+        }
+        if (!convert(d + a, d + b, out, t)) {
+            refused = t;
+            return false;
+        }
+        ++t;
+        return true;
+    });
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("nn", t, refused);
+}
+
+PyObject* scan_floats(PyObject*, PyObject* args) { return scan(args, "d", float_into); }
+PyObject* scan_integers(PyObject*, PyObject* args) { return scan(args, "q", int_into); }
+
+inline uint64_t mix(uint64_t h) {
+    h ^= h >> 32;
+    h *= 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    return h;
+}
+
+// A 64-bit hash of bytes [p, q): 8 bytes a step, multiply-xorshift rounds.
+inline uint64_t hash_bytes(const unsigned char* p, const unsigned char* q) {
+    uint64_t h = 0xBF58476D1CE4E5B9ull ^ static_cast<uint64_t>(q - p);
+    while (q - p >= 8) {
+        uint64_t w;
+        std::memcpy(&w, p, 8);
+        h = mix(h ^ w) * 0x94D049BB133111EBull;
+        p += 8;
+    }
+    uint64_t w = 0;
+    std::memcpy(&w, p, static_cast<size_t>(q - p));
+    return mix(mix(h ^ w) * 0x94D049BB133111EBull);
+}
+
+// first_equal(buf, start, end, out) -> bool: out[j] = the smallest i whose bytes equal range j's.
+// An open-addressing table of 2^ceil(log2(2k)) 8-byte slots (hash tag, index): memory <= 32 bytes
+// a range. Bounded whatever the input: at most 8k + 64 probes and 2 x (bytes in all ranges) + 64k
+// bytes compared, else False (out unspecified) and the caller takes a path without it.
+PyObject* first_equal(PyObject*, PyObject* args) {
+    PyObject *o, *so, *eo, *oo;
+    if (!PyArg_ParseTuple(args, "OOOO", &o, &so, &eo, &oo)) return nullptr;
+    View buf, start, end, out;
+    if (!get_bytes(o, buf) || !get_array(so, start, false, "iq", "start") || !get_array(eo, end, false, "iq", "end") ||
+        !get_array(oo, out, true, "iq", "out"))
+        return nullptr;
+    Py_ssize_t k = items(start);
+    if (items(end) != k || items(out) != k) {
+        PyErr_SetString(PyExc_ValueError, "start, end and out must have the same length");
+        return nullptr;
+    }
+    if (k >= (int64_t{1} << 31)) Py_RETURN_FALSE;  // the slots hold 32-bit indices
+    const int64_t n = buf.size();
+    for (Py_ssize_t j = 0; j < k; ++j) {  // all ranges checked before any is read
+        int64_t a = load_index(start, j), b = load_index(end, j);
+        if (a < 0 || b < a || b > n) {
+            PyErr_Format(PyExc_IndexError, "range %zd is not inside the buffer", j);
+            return nullptr;
+        }
+    }
+    int bits = 1;
+    while ((int64_t{1} << bits) < 2 * k) ++bits;
+    const uint64_t mask = (uint64_t{1} << bits) - 1;
+    uint64_t* slots = static_cast<uint64_t*>(PyMem_RawCalloc(static_cast<size_t>(mask + 1), sizeof(uint64_t)));
+    if (slots == nullptr) return PyErr_NoMemory();
+    bool ok = true;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* d = buf.data();
+    int64_t probes = 8 * static_cast<int64_t>(k) + 64, compared = 64 * static_cast<int64_t>(k);
+    for (Py_ssize_t j = 0; j < k; ++j) compared += 2 * (load_index(end, j) - load_index(start, j));
+    constexpr Py_ssize_t kBatch = 16;  // hashes computed and their slots prefetched ahead
+    uint64_t hashes[kBatch];
+    for (Py_ssize_t j = 0; j < k && ok; ++j) {
+        if (j % kBatch == 0) {
+            for (Py_ssize_t u = j; u < j + kBatch && u < k; ++u) {
+                hashes[u - j] = hash_bytes(d + load_index(start, u), d + load_index(end, u));
+                __builtin_prefetch(slots + (hashes[u - j] & mask));
+            }
+        }
+        int64_t a = load_index(start, j), b = load_index(end, j);
+        uint64_t h = hashes[j % kBatch];
+        uint64_t tag = (h >> 32) | 1;  // never 0: 0 is an empty slot
+        int64_t found = j;
+        for (uint64_t pos = h & mask;; pos = (pos + 1) & mask) {
+            if (--probes < 0) {
+                ok = false;
+                break;
+            }
+            uint64_t slot = slots[pos];
+            if (slot == 0) {
+                slots[pos] = (tag << 32) | static_cast<uint64_t>(j);
+                break;
+            }
+            if ((slot >> 32) != tag) continue;
+            int64_t i = static_cast<int64_t>(slot & 0xFFFFFFFFull);
+            int64_t ia = load_index(start, i), ib = load_index(end, i);
+            if (ib - ia != b - a) continue;
+            compared -= b - a;
+            if (compared < 0) {
+                ok = false;
+                break;
+            }
+            if (std::memcmp(d + ia, d + a, static_cast<size_t>(b - a)) == 0) {
+                found = i;
+                break;
+            }
+        }
+        store_index(out, j, found);
+    }
+    Py_END_ALLOW_THREADS;
+    PyMem_RawFree(slots);
+    return PyBool_FromLong(ok);
+}
+
+// nth_byte(buf, byte, r) -> the offset of the r-th (1-based) occurrence of byte, or -1 when buf
+// holds fewer (memchr from one to the next: O(n)).
+PyObject* nth_byte(PyObject*, PyObject* args) {
+    PyObject* o;
+    int byte;
+    Py_ssize_t r;
+    if (!PyArg_ParseTuple(args, "Oin", &o, &byte, &r)) return nullptr;
+    if (byte < 0 || byte > 255 || r < 1) {
+        PyErr_SetString(PyExc_ValueError, "byte must be 0-255 and r >= 1");
+        return nullptr;
+    }
+    View buf;
+    if (!get_bytes(o, buf)) return nullptr;
+    const unsigned char* d = buf.data();
+    Py_ssize_t n = buf.size(), at = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* p = d;
+    for (Py_ssize_t found = 0; found < r; ++found) {
+        const void* hit = std::memchr(p, byte, static_cast<size_t>(d + n - p));
+        if (hit == nullptr) {
+            at = -1;
+            break;
+        }
+        at = static_cast<const unsigned char*>(hit) - d;
+        p = static_cast<const unsigned char*>(hit) + 1;
+    }
+    Py_END_ALLOW_THREADS;
+    return PyLong_FromSsize_t(at);
+}
+
+PyMethodDef methods[] = {
+    {"count_tokens", count_tokens, METH_VARARGS, "count_tokens(buf) -> number of whitespace-separated tokens"},
+    {"tokenize", tokenize, METH_VARARGS,
+     "tokenize(buf, start, end, line_or_None, break_byte) -> tokens written (start/end/line int32 or int64)"},
+    {"floats", floats, METH_VARARGS, "floats(buf, start, end, out) -> -1, or the index of the first refused token"},
+    {"integers", integers, METH_VARARGS,
+     "integers(buf, start, end, out) -> -1, or the index of the first refused token"},
+    {"first_equal", first_equal, METH_VARARGS,
+     "first_equal(buf, start, end, out) -> bool: out[j] = first range with range j's bytes (False: gave up)"},
+    {"nth_byte", nth_byte, METH_VARARGS, "nth_byte(buf, byte, r) -> offset of the r-th occurrence of byte, or -1"},
+    {"keys", keys, METH_VARARGS, "keys(buf, start, end, out_uint64) -> -1 (each token's first 8 bytes, text.keys)"},
+    {"scan_floats", scan_floats, METH_VARARGS, "scan_floats(buf, out) -> (tokens, first refused or -1)"},
+    {"scan_integers", scan_integers, METH_VARARGS, "scan_integers(buf, out) -> (tokens, first refused or -1)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_textscan", "Byte scanning for the text mesh readers (GIL released).",
+                      -1, methods, nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__textscan(void) { return PyModule_Create(&module); }

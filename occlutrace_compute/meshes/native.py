@@ -1,0 +1,171 @@
+"""The optional C++ byte scanner (meshes/_textscan.cpp) behind the text readers, or None.
+
+pip builds the extension from pyproject.toml ([[tool.setuptools.ext-modules]]) when a C++17
+compiler and Python's headers are found (optional: without them the package installs and the
+readers take their Python path; in a checkout, `python -c "from setuptools import setup; setup()"
+build_ext --inplace` builds it in place). OCCLUTRACE_NO_NATIVE=1 in the environment (read at
+every call, so tests can switch it) forces the Python path too.
+
+Every helper here answers None where the scanner refuses a token (anything but a plain decimal
+number: nan, inf, hex, '1_0', out of range, NUL or non-ASCII bytes), and the caller then takes its
+Python path, whose verdict and values stand: the scanner only ever makes an accepted file faster,
+never changes what a file gives. The scanner releases the GIL, so two files parse at once on two
+threads. Memory: the output arrays (token tables: 8 or 12 bytes a token, at most one token per
+2 bytes of input) and first_equal's hash table (<= 32 bytes a range); time O(n) for n bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+_scan: ModuleType | None
+try:
+    from occlutrace_compute.meshes import _textscan as _scan
+except ImportError:  # no compiler at install time: the Python path
+    _scan = None
+
+
+def scanner() -> ModuleType | None:
+    """The extension module, or None when it is missing or switched off (OCCLUTRACE_NO_NATIVE)."""
+    if _scan is None or os.environ.get("OCCLUTRACE_NO_NATIVE", "") not in ("", "0"):
+        return None
+    return _scan
+
+
+def index_dtype(n: int) -> type[np.signedinteger]:
+    """Byte offsets and line numbers of an n-byte buffer: int32 below 2 GiB (half the tables)."""
+    return np.int32 if n < 2**31 - 1 else np.int64
+
+
+def tokens(
+    buf: bytes | np.ndarray, lines: bool, brk: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """[start, end) of every whitespace-separated token of buf and, with lines, the number of
+    `brk` bytes before each; None without the scanner. Two C passes (count, then fill): memory
+    exactly the tables (8 or 12 bytes a token), nothing in between."""
+    scan = scanner()
+    if scan is None:
+        return None
+    n = len(buf)
+    count = scan.count_tokens(buf)
+    small = index_dtype(n)
+    start, end = np.empty(count, small), np.empty(count, small)
+    line = np.empty(count, small) if lines else None
+    written = scan.tokenize(buf, start, end, line, brk)
+    assert written == count  # the same bytes, counted twice
+    return start, end, line
+
+
+def tokens_and_line_starts(buf: bytes | np.ndarray, brk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """tokens' [start, end) and a uint8 per token, 1 where a `brk` byte falls between the
+    previous token (the buffer's start, for the first) and it: where lines start, for readers
+    that check a layout and need no line numbers (9 bytes a token); None without the scanner."""
+    scan = scanner()
+    if scan is None:
+        return None
+    count = scan.count_tokens(buf)
+    small = index_dtype(len(buf))
+    start, end, flags = np.empty(count, small), np.empty(count, small), np.empty(count, np.uint8)
+    written = scan.tokenize(buf, start, end, flags, brk)
+    assert written == count
+    return start, end, flags
+
+
+def floats(
+    buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray | None:
+    """float64 of the token ranges [start, end) (those of tokens `index` when given, without
+    gathering their offsets first); None when the scanner is off or refuses one."""
+    scan = scanner()
+    if scan is None:
+        return None
+    start, end = _index_pair(start, end)
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=np.float64)
+    return out if scan.floats(buf, start, end, out, index) < 0 else None
+
+
+def first_equal(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """(k,) for k ranges: the index of the first range holding the same bytes as each (a hash
+    table in C++, <= 32 bytes a range, bounded probes and compares); None when the scanner is off
+    or gave up on a hostile input (many ranges of one hash)."""
+    scan = scanner()
+    if scan is None:
+        return None
+    start, end = _index_pair(start, end)
+    out = np.empty(len(start), dtype=start.dtype)
+    return out if scan.first_equal(buf, start, end, out) else None
+
+
+def integers(
+    buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray | None:
+    """int64 of '-'?digits tokens of 1-18 digits (text.whole_numbers' grammar; tokens `index`
+    when given); None otherwise or when the scanner is off."""
+    scan = scanner()
+    if scan is None:
+        return None
+    start, end = _index_pair(start, end)
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=np.int64)
+    return out if scan.integers(buf, start, end, out, index) < 0 else None
+
+
+def keys(
+    buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray | None:
+    """text.keys by the scanner (one pass in token order; tokens `index` when given); None when
+    it is off."""
+    scan = scanner()
+    if scan is None:
+        return None
+    start, end = _index_pair(start, end)
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=np.uint64)
+    scan.keys(buf, start, end, out, index)
+    return out
+
+
+def nth_byte(buf: bytes | memoryview, byte: int, r: int) -> int | None:
+    """The offset of the r-th (1-based) `byte` in buf, -1 when it holds fewer; None when off."""
+    scan = scanner()
+    return None if scan is None else scan.nth_byte(buf, byte, r)
+
+
+def all_floats(text: bytes | memoryview, count: int | None, out: np.ndarray | None = None) -> np.ndarray | None:
+    """float64 of every token of `text` (exactly `count` of them when given; into `out` when
+    given) with no token table; None when the scanner is off, refuses a token or the count differs."""
+    scan = scanner()
+    if scan is None:
+        return None
+    if out is None:
+        out = np.empty(scan.count_tokens(text) if count is None else count, dtype=np.float64)
+    found, refused = scan.scan_floats(text, out)
+    return out if refused < 0 and found == len(out) else None
+
+
+def all_integers(text: bytes | memoryview) -> np.ndarray | None:
+    """int64 of every token of `text` ('-'?digits, 1-18 digits); None otherwise or when off."""
+    scan = scanner()
+    if scan is None:
+        return None
+    out = np.empty(scan.count_tokens(text), dtype=np.int64)
+    found, refused = scan.scan_integers(text, out)
+    return out if refused < 0 and found == len(out) else None
+
+
+def _fix(a: np.ndarray) -> np.ndarray:
+    """A contiguous int32/int64 array (a copy where needed: the scanner reads raw memory)."""
+    if a.dtype not in (np.int32, np.int64):
+        a = a.astype(np.int64)
+    return np.ascontiguousarray(a)
+
+
+def _index_pair(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _fix(start), _fix(end)
