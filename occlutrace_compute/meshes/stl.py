@@ -125,10 +125,32 @@ def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
     if extra:
         metadata.append(("stl.trailing_bytes", f"{extra} bytes after the last triangle"))
         warnings.append(f"ignored {extra} bytes after the {n} declared triangles")
-    vertices, faces = merge_exact(rec["v"].reshape(-1, 3))
+    vertices, faces = _weld_binary(data, rec["v"].reshape(-1, 3))
     with np.errstate(invalid="ignore"):  # signalling NaNs: rejected by validation, not here
         vertices = vertices.astype(np.float64)
     return Parsed(vertices, faces.reshape(-1, 3), None, metadata, warnings)
+
+
+def _weld_binary(data: bytes, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """merge_exact(corners) for the (3n, 3) float32 corners of a binary STL's n records: the
+    distinct corners (bitwise) in order of first appearance and each corner's index into them.
+
+    By the C++ scanner's hash table over each corner's 12 bytes in `data` (native.first_equal,
+    GIL released, bounded probes and compares; ~2x faster than merge_exact's sort, bench/RESULTS.md)
+    when it is built; bytes equal exactly when the float32 bits do, so the answer is merge_exact's.
+    merge_exact when the scanner is off or gives up (a hostile file of many equal hashes). Time
+    O(n); memory two 4- or 8-byte offsets and ~3 words a corner."""
+    k = len(corners)
+    dtype = np.int32 if len(data) < 2**31 - 1 else np.int64
+    start = (84 + 12 + 50 * np.arange(k // 3, dtype=dtype)[:, None] + 12 * np.arange(3, dtype=dtype)).ravel()
+    first = native.first_equal(data, start, start + dtype(12)) if k else None
+    if first is None:
+        return merge_exact(corners)
+    is_first = np.zeros(k, dtype=bool)
+    is_first[first] = True
+    rank = np.cumsum(is_first)
+    rank -= 1
+    return corners[is_first], rank[first]
 
 
 def _line_kinds(t: text.Tokens) -> np.ndarray:
