@@ -281,6 +281,24 @@ def test_first_equal_and_index_refuse_out_of_range_arguments():
     assert scan.first_equal(data, start, end, out) and out.tolist() == [0, 1, 0]
 
 
+def test_first_equal_refuses_an_out_sharing_memory_with_its_ranges():
+    """first_equal writes out while it reads start and end again (without the GIL): an out that
+    shares their memory would turn the indices it writes into byte offsets nobody checked."""
+    data = bytes(range(256)) * 4
+    k = 200
+    rng = np.random.default_rng(5)
+    start = rng.integers(0, len(data) - 12, k)
+    store = np.empty(k + 1, np.int64)
+    store[:-1] = start
+    end = start + 12
+    for out, s, e in ((end, start, end), (start, start, end), (store[1:], store[:-1], store[:-1] + 12)):
+        with pytest.raises(ValueError, match="share memory"):
+            scan.first_equal(data, s, e, out)
+    out = np.empty(k, np.int64)
+    assert scan.first_equal(data, start, end, out)  # separate arrays: answered
+    assert all(data[start[o] : end[o]] == data[a:b] and o <= j for j, (o, a, b) in enumerate(zip(out, start, end)))
+
+
 @pytest.mark.parametrize(("fmt", "bound"), [("stl", 3.0), ("obj", 5.0), ("ply", 5.0)])  # measured: 1.7, 3.6, 3.0
 def test_parse_memory_stays_a_small_multiple_of_the_file(fmt, bound):
     """Peak traced memory (numpy arrays and the scanner's hash table, PyMem_Raw) of load_mesh on

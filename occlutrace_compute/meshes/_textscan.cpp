@@ -466,6 +466,12 @@ inline uint64_t hash_bytes(const unsigned char* p, const unsigned char* q) {
 // An open-addressing table of 2^ceil(log2(2k)) 8-byte slots (hash tag, index): memory <= 32 bytes
 // a range. Bounded whatever the input: at most 8k + 64 probes and 2 x (bytes in all ranges) + 64k
 // bytes compared, else False (out unspecified) and the caller takes a path without it.
+// Whether two buffers' bytes overlap.
+bool overlaps(const Py_buffer& x, const Py_buffer& y) {
+    const char *a = static_cast<const char*>(x.buf), *b = static_cast<const char*>(y.buf);
+    return x.len > 0 && y.len > 0 && a < b + y.len && b < a + x.len;
+}
+
 PyObject* first_equal(PyObject*, PyObject* args) {
     PyObject *o, *so, *eo, *oo;
     if (!PyArg_ParseTuple(args, "OOOO", &o, &so, &eo, &oo)) return nullptr;
@@ -479,6 +485,12 @@ PyObject* first_equal(PyObject*, PyObject* args) {
         return nullptr;
     }
     if (k >= (int64_t{1} << 31)) Py_RETURN_FALSE;  // the slots hold 32-bit indices
+    // out is written while start and end are read again: an out sharing their memory would turn
+    // the indices written into byte offsets never checked (reads past the buffer).
+    if (overlaps(out.b, start.b) || overlaps(out.b, end.b)) {
+        PyErr_SetString(PyExc_ValueError, "out must not share memory with start or end");
+        return nullptr;
+    }
     const int64_t n = buf.size();
     for (Py_ssize_t j = 0; j < k; ++j) {  // all ranges checked before any is read
         int64_t a = load_index(start, j), b = load_index(end, j);
@@ -492,7 +504,16 @@ PyObject* first_equal(PyObject*, PyObject* args) {
     const uint64_t mask = (uint64_t{1} << bits) - 1;
     uint64_t* slots = static_cast<uint64_t*>(PyMem_RawCalloc(static_cast<size_t>(mask + 1), sizeof(uint64_t)));
     if (slots == nullptr) return PyErr_NoMemory();
-    bool ok = true;
+    bool ok = true, moved = false;
+    // Every range is checked again where it is read without the GIL: another thread may change
+    // start or end meanwhile (a numpy array is writable), and nothing must then be read outside
+    // the buffer (the call raises instead).
+    auto inside = [n, &ok, &moved](int64_t a, int64_t b) {
+        if (a >= 0 && a <= b && b <= n) return true;
+        ok = false;
+        moved = true;
+        return false;
+    };
     Py_BEGIN_ALLOW_THREADS;
     const unsigned char* d = buf.data();
     int64_t probes = 8 * static_cast<int64_t>(k) + 64, compared = 64 * static_cast<int64_t>(k);
@@ -502,11 +523,14 @@ PyObject* first_equal(PyObject*, PyObject* args) {
     for (Py_ssize_t j = 0; j < k && ok; ++j) {
         if (j % kBatch == 0) {
             for (Py_ssize_t u = j; u < j + kBatch && u < k; ++u) {
-                hashes[u - j] = hash_bytes(d + load_index(start, u), d + load_index(end, u));
+                int64_t ua = load_index(start, u), ub = load_index(end, u);
+                if (!inside(ua, ub)) break;
+                hashes[u - j] = hash_bytes(d + ua, d + ub);
                 __builtin_prefetch(slots + (hashes[u - j] & mask));
             }
         }
         int64_t a = load_index(start, j), b = load_index(end, j);
+        if (!ok || !inside(a, b)) break;
         uint64_t h = hashes[j % kBatch];
         uint64_t tag = (h >> 32) | 1;  // never 0: 0 is an empty slot
         int64_t found = j;
@@ -523,6 +547,7 @@ PyObject* first_equal(PyObject*, PyObject* args) {
             if ((slot >> 32) != tag) continue;
             int64_t i = static_cast<int64_t>(slot & 0xFFFFFFFFull);
             int64_t ia = load_index(start, i), ib = load_index(end, i);
+            if (!inside(ia, ib)) break;
             if (ib - ia != b - a) continue;
             compared -= b - a;
             if (compared < 0) {
@@ -538,6 +563,10 @@ PyObject* first_equal(PyObject*, PyObject* args) {
     }
     Py_END_ALLOW_THREADS;
     PyMem_RawFree(slots);
+    if (moved) {
+        PyErr_SetString(PyExc_ValueError, "start or end changed during first_equal");
+        return nullptr;
+    }
     return PyBool_FromLong(ok);
 }
 
