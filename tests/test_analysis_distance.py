@@ -717,3 +717,33 @@ def test_a_near_straight_triangle_answers_a_point_on_it():
     got = closest_on_triangles(p, a, b, c)
     assert np.all(got.bary >= -1e-6) and np.all(got.bary.sum(axis=1) <= 1 + 1e-9)
     np.testing.assert_allclose(np.sqrt(got.sq_distance), _sides_distance(p, a, b, c), rtol=0, atol=1e-7)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), size=st.floats(1.0, 200.0), cutoff=st.sampled_from([0.0, 1e-7, 1e-4, 0.2, 1.0]))
+def test_the_cutoff_is_decided_on_the_exact_distance_not_the_float32_score(seed, size, cutoff):
+    # Candidates are scored in float32; whether a point is within the cutoff must come from its
+    # float64 distance: a point on a big face with cutoff 0 was NaN, and a point just past the
+    # cutoff was reported at a distance beyond it (the float32 score under the cutoff).
+    rng = np.random.default_rng(seed)
+    v = np.array([[-size, -size, 0.0], [size, -size, 0.0], [0.0, size, 0.0], [0.0, 0.0, size]])
+    mesh = Mesh(v + rng.normal(size=3) * size, np.array([[0, 1, 2], [0, 3, 1]]))
+    bary = rng.dirichlet(np.ones(3), size=200)
+    on = bary @ mesh.vertices[:3]
+    normal = np.cross(v[1] - v[0], v[2] - v[0])
+    normal /= np.linalg.norm(normal)
+    offsets = cutoff + rng.choice([-1.0, 1.0], size=200) * rng.uniform(0, 1e-6, size=200) * size
+    offsets = np.where(np.arange(200) < 50, 0.0, np.maximum(offsets, 0.0))  # a quarter on the face
+    pts = on + offsets[:, None] * normal
+    vm, fm = mesh.vertices, mesh.faces
+    exact = np.min(
+        [
+            np.sqrt(closest_on_triangles(pts, *(np.repeat(vm[[c]], len(pts), axis=0) for c in f)).sq_distance)
+            for f in fm
+        ],
+        axis=0,
+    )
+    got = SurfaceIndex(mesh).query(pts, max_distance=cutoff).distance
+    within = exact <= cutoff
+    np.testing.assert_array_equal(np.isnan(got), ~within)
+    np.testing.assert_allclose(np.abs(got[within]), exact[within], rtol=0, atol=1e-9 * size)
