@@ -17,6 +17,7 @@ threads. Memory: the output arrays (token tables: 8 or 12 bytes a token, at most
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -80,13 +81,7 @@ def floats(
     """float64 of the token ranges [start, end) (those of tokens `index` when given, without
     gathering their offsets first); None when the scanner is off or refuses one."""
     scan = scanner()
-    if scan is None:
-        return None
-    start, end = _index_pair(start, end)
-    if index is not None:
-        index = _fix(index)
-    out = np.empty(len(start) if index is None else len(index), dtype=np.float64)
-    return out if scan.floats(buf, start, end, out, index) < 0 else None
+    return None if scan is None else _read(scan.floats, np.float64, buf, start, end, index)
 
 
 def first_equal(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
@@ -107,13 +102,7 @@ def integers(
     """int64 of '-'?digits tokens of 1-18 digits (text.whole_numbers' grammar; tokens `index`
     when given); None otherwise or when the scanner is off."""
     scan = scanner()
-    if scan is None:
-        return None
-    start, end = _index_pair(start, end)
-    if index is not None:
-        index = _fix(index)
-    out = np.empty(len(start) if index is None else len(index), dtype=np.int64)
-    return out if scan.integers(buf, start, end, out, index) < 0 else None
+    return None if scan is None else _read(scan.integers, np.int64, buf, start, end, index)
 
 
 def keys(
@@ -122,14 +111,7 @@ def keys(
     """text.keys by the scanner (one pass in token order; tokens `index` when given); None when
     it is off."""
     scan = scanner()
-    if scan is None:
-        return None
-    start, end = _index_pair(start, end)
-    if index is not None:
-        index = _fix(index)
-    out = np.empty(len(start) if index is None else len(index), dtype=np.uint64)
-    scan.keys(buf, start, end, out, index)
-    return out
+    return None if scan is None else _read(scan.keys, np.uint64, buf, start, end, index)
 
 
 def nth_byte(buf: bytes | memoryview, byte: int, r: int) -> int | None:
@@ -158,6 +140,23 @@ def all_integers(text: bytes | memoryview) -> np.ndarray | None:
     out = np.empty(scan.count_tokens(text), dtype=np.int64)
     found, refused = scan.scan_integers(text, out)
     return out if refused < 0 and found == len(out) else None
+
+
+def _read(
+    read: Callable[..., int],
+    dtype: type[np.generic],
+    buf: bytes | np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    index: np.ndarray | None,
+) -> np.ndarray | None:
+    """One of the scanner's range readers (floats, integers, keys) into a new `dtype` array, one
+    value a range (a token `index` when given); None where it refused a token."""
+    start, end = _index_pair(start, end)
+    if index is not None:
+        index = _fix(index)
+    out = np.empty(len(start) if index is None else len(index), dtype=dtype)
+    return out if read(buf, start, end, out, index) < 0 else None
 
 
 def _fix(a: np.ndarray) -> np.ndarray:
