@@ -747,3 +747,31 @@ def test_the_cutoff_is_decided_on_the_exact_distance_not_the_float32_score(seed,
     within = exact <= cutoff
     np.testing.assert_array_equal(np.isnan(got), ~within)
     np.testing.assert_allclose(np.abs(got[within]), exact[within], rtol=0, atol=1e-9 * size)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), cutoff=st.sampled_from([1e-9, 1e-6, 1e-5]))
+def test_points_on_slivers_are_within_any_cutoff_whatever_their_float32_score(seed, cutoff):
+    # Slivers 1e-7..0.1 mm thick 50 mm from the centre: float32 merges or bends their corners, so
+    # a winner's float32 score can be far above its exact distance (NaN for a point on it).
+    rng = np.random.default_rng(seed)
+    m = 60
+    a = rng.uniform(-50, 50, (m, 3))
+    d1 = rng.normal(size=(m, 3)) * rng.choice([0.01, 1.0, 30.0])
+    d2 = d1 * rng.uniform(0.2, 3, (m, 1)) + rng.normal(size=(m, 3)) * 10 ** rng.uniform(-7, -1, (m, 1))
+    mesh = Mesh(np.concatenate([a, a + d1, a + d2]), np.arange(3 * m).reshape(3, m).T)
+    w = rng.dirichlet(np.ones(3), m)
+    on = w[:, :1] * a + w[:, 1:2] * (a + d1) + w[:, 2:] * (a + d2)
+    pts = np.concatenate([on, on + rng.normal(size=on.shape) * 1e-6])
+    v = mesh.vertices
+    exact = np.min(
+        [
+            np.sqrt(closest_on_triangles(pts, *(np.repeat(v[[c]], len(pts), axis=0) for c in f)).sq_distance)
+            for f in mesh.faces
+        ],
+        axis=0,
+    )
+    got = SurfaceIndex(mesh).query(pts, max_distance=cutoff).distance
+    within = exact <= cutoff
+    np.testing.assert_array_equal(np.isnan(got), ~within)
+    np.testing.assert_allclose(np.abs(got[within]), exact[within], rtol=0, atol=1e-9)
