@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trimesh
+from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.meshes import Mesh, export_mesh, load_mesh, mesh_to_bytes
 
@@ -81,3 +82,27 @@ def test_format_from_suffix_and_bad_arguments(tmp_path):
         export_mesh(mesh, tmp_path / "a.xyz")
     with pytest.raises(ValueError, match="unknown encoding"):
         mesh_to_bytes(mesh, "ply", "utf8")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 300), st.floats(1e-6, 1e4))
+def test_binary_stl_records_are_the_row_wise_normals_and_corners(seed, n_faces, scale):
+    """stl._write_binary's column arithmetic gives the bytes of the row-wise version
+    (geometric_normals over (M, 3, 3) corners): random meshes at any scale, with repeated corners
+    (zero-area faces: zero normals) and sliver faces."""
+    import struct
+
+    from occlutrace_compute.meshes import stl
+    from occlutrace_compute.meshes.model import Mesh
+
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(max(3, n_faces // 2), 3)) * scale
+    v[-1] = v[-2] + 1e-12 * scale  # a sliver's corners
+    f = rng.integers(0, len(v), size=(n_faces, 3))
+    f[: n_faces // 5, 1] = f[: n_faces // 5, 0]  # degenerate faces
+    mesh = Mesh(v, f)
+    tri = v[f]
+    rec = np.zeros(n_faces, stl.RECORD)
+    rec["normal"] = stl.geometric_normals(tri)
+    rec["v"] = tri
+    assert stl.write(mesh, "binary") == bytes(80) + struct.pack("<I", n_faces) + rec.tobytes()
