@@ -361,6 +361,7 @@ class PairMeasured:
     aligned_export: Future | None = None  # mesh_files(aligned, ...) started earlier; None: in the tail
 
 
+@one_blas_thread()  # a ContextDecorator: the cap is taken at each call and lifted at its end
 def pair_outputs(
     pool: ThreadPoolExecutor,
     clock: _Stages,
@@ -372,18 +373,6 @@ def pair_outputs(
     """The pair job's preview, exports, result and report (run_pair's tail, and the device
     worker's finish stage): the mesh exports and the 3D view's data encode on `pool` while this
     thread renders the preview. numpy's BLAS on one thread meanwhile (`one_blas_thread`)."""
-    with one_blas_thread():
-        return _pair_outputs(pool, clock, m, input_names, options, label)
-
-
-def _pair_outputs(
-    pool: ThreadPoolExecutor,
-    clock: _Stages,
-    m: PairMeasured,
-    input_names: dict[str, str],
-    options: JobOptions,
-    label: str,
-) -> JobOutput:
     dev, reg, region_json = m.dev, m.reg, m.region_json
     with clock.stage("preview"):
         frame = dev.frame  # once, for the preview and the 3D view
