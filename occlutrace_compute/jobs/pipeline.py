@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from occlutrace_compute.errors import InputRejected
-from occlutrace_compute.jobs.heap import keep_heap
+from occlutrace_compute.jobs.heap import held_heap, keep_heap
 from occlutrace_compute.jobs.models import RESULT_SCHEMA_VERSION, JobOptions
 from occlutrace_compute.meshes import Limits, LoadedMesh, load_mesh, mesh_to_bytes
 from occlutrace_compute.meshes.export import mesh_files
@@ -113,22 +113,23 @@ class _OneBlasThread:
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._users == 0:
-                counts = _blas_thread_counts()
-                self._saved = [get() for get, _ in counts]
-                for _, put in counts:
-                    put(1)
-            self._users += 1
-        try:
-            yield
-        finally:
+        with held_heap():  # the job's span for the heap too: its freed heap goes back once idle
             with self._lock:
-                self._users -= 1
                 if self._users == 0:
-                    for (_, put), n in zip(_blas_thread_counts(), self._saved):
-                        if n and n > 0:
-                            put(n)
+                    counts = _blas_thread_counts()
+                    self._saved = [get() for get, _ in counts]
+                    for _, put in counts:
+                        put(1)
+                self._users += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._users -= 1
+                    if self._users == 0:
+                        for (_, put), n in zip(_blas_thread_counts(), self._saved):
+                            if n and n > 0:
+                                put(n)
 
 
 one_blas_thread = _OneBlasThread()
