@@ -104,7 +104,28 @@ class _OneBlasThread:
     OpenBLAS's second thread, started by the (N, 3) @ (3, 3) products of the transforms, frames
     and exports, spins waiting for a core the job holds: ~0.15-0.25 s of CPU lost per
     150k-vertex pair job (bench/RESULTS.md, fifth session). OpenBLAS's count is process-wide.
-    Cost: O(1) per entry and exit (two C calls under a lock), one ~1 ms library scan a process."""
+    Cost: O(1) per entry and exit (two C calls under a lock), one ~1 ms library scan a process.
+
+    Under concurrency (checked on the OpenBLAS numpy ships, 0.3.31, pthreads, NO_AFFINITY;
+    OpenBLAS source driver/others/blas_server.c `goto_set_num_threads`, interface/gemm.c,
+    common_thread.h `num_cpu_avail`; tests/test_jobs_tail.py's stress test):
+    - Safe while other threads are inside BLAS: below the pool's size (this cap sets 1 and
+      restores a count it read, never more) the setter only stores the global `blas_cpu_number`;
+      a BLAS call reads it once as it starts and runs on threads that exist either way. Only
+      growing the pool creates threads, under OpenBLAS's server lock. So a call that starts as a
+      job enters or leaves runs on 1 or 2 threads, with the same results.
+    - Process-wide by design: a thread outside any job also gets one BLAS thread while a job runs
+      (OpenBLAS's pthreads build has no per-thread count: `openblas_set_num_threads_local` sets
+      the global one too). No code of ours calls BLAS outside a job in a process that runs jobs.
+    - Save and restore are exact for setters that nest inside a job (the engine's
+      `nn.threads.cpu_threads`) or run while no job does. A setter on another thread, outside
+      any job and uncoordinated with this lock (threadpoolctl's limits save and restore too), can
+      have a transient value saved by the first job in and restored by the last one out, or
+      restore the cap's 1 after the last job left: a lost update of the count, never a wrong
+      result (the stress test's raw setter shows it). None runs so in this package.
+    - OpenBLAS built on OpenMP (not numpy's wheel) resets its count from omp_get_max_threads() at
+      each call (OpenMathLib/OpenBLAS#5806), so there the cap does nothing; its setter also
+      frees per-thread buffers (blas_server_omp.c), which is not safe beside a running call."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
