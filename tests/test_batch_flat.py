@@ -89,7 +89,8 @@ def test_finalists_and_duels_match_per_pair_selection(seed, n_pairs, max_items, 
     rng = np.random.default_rng(seed + 1)
     fine_scores = torch.from_numpy(rng.integers(0, 3, len(items)) / 3.0 if ties else rng.random(len(items)))
     r0, a0 = ratio.copy(), angle.copy()
-    chosen = selection.fine_duels(fine_pairs, fine_poses, fine_scores, r0, a0, centres)
+    chosen, r1, a1 = selection.fine_duels(fine_pairs, fine_poses, fine_scores, r0, a0, centres)
+    assert r1 is r0 and a1 is a0  # updated in place, handed back as Choices.fine_duels does
     got_chosen, got_r, got_a = select.fine_duels(
         fine_pairs, fine_poses, fine_scores, torch.from_numpy(ratio), torch.from_numpy(angle), torch.from_numpy(centres)
     )

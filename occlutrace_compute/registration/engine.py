@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -120,9 +121,9 @@ def _register_batch(
     with stopwatch(stages, "coarse"):
         pair_of = torch.tensor([i for i, s in enumerate(starts_fixed_moving) for _ in range(len(s))], device=dev)
         T_fixed_moving = torch.from_numpy(np.concatenate(starts_fixed_moving)).to(dev)
-        centres = scan_centres(prepared)
         coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
-        pair_of, T_fixed_moving = coarse_search(coarse_m, coarse_matcher, pair_of, T_fixed_moving, centres, opt)
+        how = StageSettings(opt, scan_centres(prepared))
+        pair_of, T_fixed_moving = coarse_search(coarse_m, coarse_matcher, pair_of, T_fixed_moving, how)
 
     fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages)
     with stopwatch(stages, "summary"):
@@ -149,24 +150,31 @@ def samples_and_landmarks(
     return prepared, [None if lm is None else hyp.landmark_pose(lm) for lm in landmarks]
 
 
+@dataclass(frozen=True)
+class StageSettings:
+    """What the stages shared by the per-pair and the flat batch path (`coarse_search`,
+    `prescreen_items`) take beside their items: the options, the moving centroids (n_pairs,3) in
+    `choices`' kind (numpy for `selection.PER_PAIR`, a tensor on the items' device for
+    `batched.select.BATCHED`) and the choices themselves (see `finals.mid_and_fine`)."""
+
+    opt: RegistrationOptions
+    centres: Any
+    choices: Choices = PER_PAIR
+
+
 def coarse_search(
-    coarse_m: Clouds,
-    matcher: Matcher,
-    pair_of: torch.Tensor,
-    T_fixed_moving: torch.Tensor,
-    centres,
-    opt: RegistrationOptions,
-    choices: Choices = PER_PAIR,
+    coarse_m: Clouds, matcher: Matcher, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, how: StageSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The coarse level: items (pair_of (N,), starting poses T_fixed_moving (N,4,4)) of every pair
     in one batch against `matcher`'s fixed coarse clouds; a short round prunes the hopeless ones
     (keep_after_prune distinct per pair), the survivors converge (keep_after_coarse kept). Returns
-    the kept items' pair_of and poses. `centres`/`choices`: see `finals.mid_and_fine`."""
+    the kept items' pair_of and poses."""
+    opt = how.opt
     prune, converge = coarse_levels(opt)
     for level, keep in ((prune, opt.hypotheses.keep_after_prune), (converge, opt.hypotheses.keep_after_coarse)):
         out = refine(coarse_m.index(pair_of), pair_of, T_fixed_moving, matcher, level)
         sc = score(coarse_m.index(pair_of), pair_of, out.T_fixed_moving, matcher, level, track=True)
-        kept = choices.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, centres)
+        kept = how.choices.top_distinct(pair_of, out.T_fixed_moving, sc.score, keep, how.centres)
         pair_of, T_fixed_moving = pair_of[kept], out.T_fixed_moving[kept]
     return pair_of, T_fixed_moving
 
@@ -237,7 +245,7 @@ def _prescreen(
     pair_of = torch.tensor([i for i, T in enumerate(poses_fixed_moving) for _ in range(len(T))], device=dev)
     T_fixed_moving = torch.from_numpy(np.concatenate(poses_fixed_moving)).to(dev)
     pair_of, T_fixed_moving, kept = prescreen_items(
-        prepared, matcher, pair_of, T_fixed_moving, scan_centres(prepared), opt
+        prepared, matcher, pair_of, T_fixed_moving, StageSettings(opt, scan_centres(prepared))
     )
     by_pair = pair_of[kept].cpu().numpy()
     kept_fixed_moving = T_fixed_moving[kept].cpu().numpy()
@@ -245,18 +253,12 @@ def _prescreen(
 
 
 def prescreen_items(
-    prepared: list[Prepared],
-    matcher: Matcher,
-    pair_of: torch.Tensor,
-    T_fixed_moving: torch.Tensor,
-    centres,
-    opt: RegistrationOptions,
-    choices: Choices = PER_PAIR,
+    prepared: list[Prepared], matcher: Matcher, pair_of: torch.Tensor, T_fixed_moving: torch.Tensor, how: StageSettings
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`_prescreen`'s scoring over items (pair_of (N,), guesses T_fixed_moving (N,4,4)), the same
     number of guesses for every pair: the survivors of the quick pass (pair_of, poses) and which
-    of them are kept (items grouped by pair, best first). `centres`/`choices`: see
-    `finals.mid_and_fine`."""
+    of them are kept (items grouped by pair, best first)."""
+    opt, choices = how.opt, how.choices
     few = pack(
         [
             subset(p.moving.coarse, opt.hypotheses.prescreen_points, np.random.default_rng(opt.runtime.seed))
@@ -274,5 +276,5 @@ def prescreen_items(
     )
     pair_of, T_fixed_moving = pair_of[survivors], T_fixed_moving[survivors]
     sc = score(few.index(pair_of), pair_of, T_fixed_moving, matcher, level)
-    kept = choices.top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, centres)
+    kept = choices.top_distinct(pair_of, T_fixed_moving, sc.score, opt.hypotheses.axis_hypotheses, how.centres)
     return pair_of, T_fixed_moving, kept

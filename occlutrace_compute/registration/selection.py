@@ -17,8 +17,9 @@ from occlutrace_compute.registration import hypotheses as hyp
 from occlutrace_compute.registration.geometry import rotation_angle_deg
 
 
-def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Indices of the `keep` best-scoring items of every pair."""
+def top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int, n_pairs: int = 0) -> torch.Tensor:
+    """Indices of the `keep` best-scoring items of every pair. `n_pairs`: `Choices.top_per_pair`'s
+    argument (the batched version sizes its table by it); the pairs present are found here."""
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
     chosen = [
@@ -83,10 +84,11 @@ def fine_duels(
     ratio: np.ndarray,
     angle: np.ndarray,
     centres: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fine-level item chosen per pair: the best fine score among the pair's items (item p is
     pair p's mid winner). Where several items competed, their fine scores replace the runner-up
-    ratio and angle (in place); one that converged onto the winner's pose is no rival."""
+    ratio and angle (in place); one that converged onto the winner's pose is no rival. Returns
+    (chosen, ratio, angle) as `Choices.fine_duels` does: ratio and angle are the arrays given."""
     n = len(centres)
     pairs = pair_of.cpu().numpy()
     s = scores.cpu().numpy()
@@ -102,24 +104,7 @@ def fine_duels(
         else:
             ratio[p] = max(0.0, s[rival] / s[best]) if s[best] > 0 else 1.0
             angle[p] = rotation_angle_deg(poses[best], poses[rival])
-    return chosen
-
-
-def _top_per_pair(pair_of: torch.Tensor, scores: torch.Tensor, keep: int, n_pairs: int) -> torch.Tensor:
-    return top_per_pair(pair_of, scores, keep)
-
-
-def _fine_duels(
-    pair_of: torch.Tensor,
-    T_fixed_moving: torch.Tensor,
-    scores: torch.Tensor,
-    ratio: np.ndarray,
-    angle: np.ndarray,
-    centres: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`fine_duels` answering as `Choices.fine_duels` does: (chosen, ratio, angle), ratio and
-    angle being the arrays it was given, updated in place."""
-    return fine_duels(pair_of, T_fixed_moving, scores, ratio, angle, centres), ratio, angle
+    return chosen, ratio, angle
 
 
 @dataclass(frozen=True)
@@ -139,4 +124,4 @@ class Choices:
     fine_duels: Callable[..., tuple[Any, Any, Any]]
 
 
-PER_PAIR = Choices(top_distinct, _top_per_pair, pick_finalists, _fine_duels)
+PER_PAIR = Choices(top_distinct, top_per_pair, pick_finalists, fine_duels)

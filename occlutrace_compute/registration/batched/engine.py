@@ -43,6 +43,7 @@ from occlutrace_compute.registration.batched.ransac import ransac_hypotheses
 from occlutrace_compute.registration.batched.select import BATCHED
 from occlutrace_compute.registration.batched.summary import summarize
 from occlutrace_compute.registration.engine import (
+    StageSettings,
     coarse_search,
     feature_poses,
     prescreen_items,
@@ -124,7 +125,8 @@ def _register_batch(
         T_fixed_moving = T_start[real]
         coarse_m = pack([p.moving.coarse_icp for p in prepared], dev)
         matcher = Matcher(coarse_f, opt.runtime.knn_backend)
-        pair_of, T_fixed_moving = coarse_search(coarse_m, matcher, pair_of, T_fixed_moving, centres, opt, BATCHED)
+        how = StageSettings(opt, centres, BATCHED)
+        pair_of, T_fixed_moving = coarse_search(coarse_m, matcher, pair_of, T_fixed_moving, how)
 
     fin = mid_and_fine(prepared, pair_of, T_fixed_moving, opt, dev, stages, centres=centres, choices=BATCHED)
     with stopwatch(stages, "summary"):
@@ -193,7 +195,7 @@ def _prescreen(
     pair_of = torch.arange(b, device=coarse_f.points.device).repeat_interleave(g)
     matcher = Matcher(coarse_f, opt.runtime.knn_backend)
     pair_of, T_fixed_moving, kept = prescreen_items(
-        prepared, matcher, pair_of, guesses.reshape(b * g, 4, 4), centres, opt, BATCHED
+        prepared, matcher, pair_of, guesses.reshape(b * g, 4, 4), StageSettings(opt, centres, BATCHED)
     )
     slot, real = to_slots(pair_of, kept, b, opt.hypotheses.axis_hypotheses)
     return T_fixed_moving[slot], real
