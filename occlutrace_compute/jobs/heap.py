@@ -115,12 +115,13 @@ def keep_heap() -> dict[str, int]:
 
 
 def _idle_seconds() -> float:
-    """IDLE_S, or OCCLUTRACE_HEAP_IDLE_S when it is a number >= 0 (0: trim as the last job ends)."""
+    """IDLE_S, or OCCLUTRACE_HEAP_IDLE_S when it is a number >= 0 (0: trim as the last job ends;
+    at most 1e6 s, ~12 days: a larger or infinite one means never, and a wait must be finite)."""
     try:
         value = float(os.environ.get(IDLE_ENV, IDLE_S))
     except ValueError:
         return IDLE_S
-    return value if value >= 0 else IDLE_S  # NaN fails the comparison too
+    return min(value, 1e6) if value >= 0 else IDLE_S  # NaN fails the comparison too
 
 
 class _HeldHeap:
