@@ -1,10 +1,12 @@
-// _textscan: the byte work of the text mesh readers (meshes/text.py), without the GIL.
+// _textscan: the byte work of the text mesh readers (meshes/text.py) and binary STL's records,
+// without the GIL.
 //
 // Generic, bounds-checked primitives over a read-only byte buffer; the format logic (keywords,
 // layouts, metadata, errors) stays in Python. Every function validates its arguments while
 // holding the GIL, releases it for the O(n) loop, and writes into output arrays the caller
 // passes (numpy, via the buffer protocol), sized from count_tokens or from a header; the only
-// allocation is first_equal's hash table (<= 32 bytes a range).
+// allocations are first_equal's hash table (<= 32 bytes a range) and stl_binary's (<= 64 bytes a
+// corner).
 //
 //   count_tokens(buf) -> t                       whitespace-separated tokens in buf
 //   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets and line numbers
@@ -17,6 +19,9 @@
 //   nth_byte(buf, byte, r) -> offset             of the r-th occurrence of byte (-1: fewer)
 //   scan_floats(buf, out) -> (t, i)              float64 of every token of buf, into out
 //   scan_integers(buf, out) -> (t, i)            int64 likewise
+//   stl_binary(buf, n, faces, first, keep, tol, probes, seed) -> (distinct, foreign, tagged) | None
+//                                                binary STL records: weld, normals, degenerate faces
+//   stl_vertices(buf, n, first, out) -> rows     float64 of the welded corners; rows non-finite
 //
 // Whitespace is the 6 ASCII bytes Python's bytes.split() splits on (9-13, 32). A float token is
 // accepted only in the plain decimal form [+-]?(d+[.d*]|.d+)([eE][+-]?d+)? and only when
@@ -29,7 +34,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <chrono>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <system_error>
@@ -570,6 +577,316 @@ PyObject* first_equal(PyObject*, PyObject* args) {
     return PyBool_FromLong(ok);
 }
 
+// ---- binary STL: one pass over the 50-byte records ------------------------------------------
+//
+// stl_binary(buf, n, faces, first, keep, tolerance, probes, seed) -> (distinct, foreign, tagged)
+// or None. Record r is 50 bytes at 84 + 50 r: normal (3 float32), 3 corners (3 float32 each),
+// 2 attribute bytes, all little-endian. In one pass, per record:
+//   - each corner welded by its 12 bytes (exact: -0.0 and 0.0, NaN payloads stay apart): faces[3r + c]
+//     = the rank of the corner's bytes in order of first appearance (stl.merge_exact's answer),
+//     first[rank] = the corner index (3r + c) where those bytes first appear;
+//   - foreign: the stored normal neither all zero nor within `tolerance` per component of the
+//     geometric one (stl._normal_columns / _foreign_count's float64 arithmetic, step for step);
+//   - keep[r] = the face is not degenerate (validate._non_degenerate's float64 arithmetic: three
+//     distinct ranks and a cross product that is not exactly zero);
+//   - tagged: attribute bytes not zero.
+// The weld is an open-addressing table of 16-byte slots (the 12 key bytes and rank + 1; 0: empty),
+// linear probing, a 64-bit multiply-fold hash keyed by a per-call random seed (a file cannot be
+// crafted against a seed it does not know; `seed` nonzero: that seed, for tests). It starts at
+// 2^ceil(log2(3n / 2)) slots and doubles when half full, so at most 2^ceil(log2(6n)) slots:
+// memory <= 64 bytes a corner (all corners distinct; ~8-16 for a closed mesh, whose corners
+// repeat ~6 times), i.e. <= ~4x the file, plus the callers' arrays. Time O(n): at most
+// probes x 3n + 64 probes in all, rehashing included, else None (the outputs unspecified) and
+// the caller takes its exact path (stl._weld_binary, merge_exact). Each probe compares 12 bytes.
+// Not built on big-endian hosts (None: the Python path).
+//
+// stl_vertices(buf, n, first, out) -> nonfinite: out (len(first), 3) float64 of the corners
+// first[i] of the n records (float32 -> float64, exact; NaN as a float cast quiets it, as numpy's
+// astype); returns how many rows hold a NaN or an infinity.
+
+// The float arithmetic below must be IEEE operation by operation (numpy's): no fused multiply-add
+// (which x86-64's baseline lacks anyway, but aarch64 and -march=native builds have).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+struct Slot {
+    uint32_t key[3];
+    uint32_t id;  // rank + 1; 0: empty
+};
+
+inline uint64_t fold_mul(uint64_t a, uint64_t b) {
+    __uint128_t p = static_cast<__uint128_t>(a) * b;
+    return static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
+}
+
+struct CornerHash {
+    uint64_t s0, s1, s2;
+    uint64_t operator()(const uint32_t* key) const {
+        uint64_t xy = static_cast<uint64_t>(key[0]) | static_cast<uint64_t>(key[1]) << 32;
+        uint64_t h = fold_mul(xy ^ s0, static_cast<uint64_t>(key[2]) ^ s1);
+        return fold_mul(h ^ s2, 0x9E3779B97F4A7C15ull);
+    }
+};
+
+inline uint64_t splitmix(uint64_t& x) {
+    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// A seed no file can know in advance: the clock, this call's stack address and a call counter.
+uint64_t fresh_seed() {
+    static uint64_t calls = 0;
+    int here = 0;
+    uint64_t x = static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count()) ^
+                 reinterpret_cast<uintptr_t>(&here) ^ (++calls << 48);
+    return splitmix(x);
+}
+
+class CornerTable {
+   public:
+    // probes: the budget of probes in all; false from insert/grow once it is spent.
+    CornerTable(uint64_t seed, int64_t probes, uint64_t cap_max) : budget_(probes), cap_max_(cap_max) {
+        hash_ = {splitmix(seed), splitmix(seed) | 1, splitmix(seed)};
+    }
+    ~CornerTable() { PyMem_RawFree(slots_); }
+    bool reserve(uint64_t cap) {
+        Slot* s = static_cast<Slot*>(PyMem_RawCalloc(static_cast<size_t>(cap), sizeof(Slot)));
+        if (s == nullptr) return false;
+        slots_ = s;
+        mask_ = cap - 1;
+        return true;
+    }
+    uint64_t hash(const uint32_t* key) const { return hash_(key); }
+    void prefetch(uint64_t h) const { __builtin_prefetch(slots_ + (h & mask_)); }
+    // The rank of key (inserted with rank `fresh` if new: *added set); -1 when the budget is
+    // spent, -2 when memory ran out (growing).
+    int64_t find_or_add(const uint32_t* key, uint64_t h, uint32_t fresh, bool* added) {
+        *added = false;
+        for (uint64_t pos = h & mask_;; pos = (pos + 1) & mask_) {
+            if (--budget_ < 0) return -1;
+            Slot& s = slots_[pos];
+            if (s.id == 0) {
+                std::memcpy(s.key, key, 12);
+                s.id = fresh + 1;
+                *added = true;
+                if (2 * (static_cast<uint64_t>(fresh) + 1) > mask_ + 1 && (mask_ + 1) < cap_max_) {
+                    int g = grow();
+                    if (g < 0) return g;
+                }
+                return fresh;
+            }
+            if (s.key[0] == key[0] && s.key[1] == key[1] && s.key[2] == key[2]) return s.id - 1;
+        }
+    }
+
+   private:
+    // Doubles the table (probes counted against the budget): 0, or -1 / -2 as find_or_add.
+    int grow() {
+        Slot* old = slots_;
+        uint64_t old_cap = mask_ + 1;
+        if (!reserve(2 * old_cap)) {
+            slots_ = old;
+            return -2;
+        }
+        for (uint64_t i = 0; i < old_cap; ++i) {
+            if (old[i].id == 0) continue;
+            for (uint64_t pos = hash_(old[i].key) & mask_;; pos = (pos + 1) & mask_) {
+                if (--budget_ < 0) {
+                    PyMem_RawFree(old);
+                    return -1;
+                }
+                if (slots_[pos].id == 0) {
+                    slots_[pos] = old[i];
+                    break;
+                }
+            }
+        }
+        PyMem_RawFree(old);
+        return 0;
+    }
+    CornerHash hash_{};
+    Slot* slots_ = nullptr;
+    uint64_t mask_ = 0;
+    int64_t budget_;
+    uint64_t cap_max_;
+};
+
+inline uint64_t pow2_at_least(uint64_t x) {
+    uint64_t p = 64;
+    while (p < x) p *= 2;
+    return p;
+}
+
+inline float f32(const unsigned char* p) {
+    float x;
+    std::memcpy(&x, p, 4);
+    return x;
+}
+
+PyObject* stl_binary(PyObject*, PyObject* args) {
+    PyObject *o, *fo, *io, *ko;
+    Py_ssize_t n;
+    double tolerance;
+    double probes_per_corner;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OnOOOddK", &o, &n, &fo, &io, &ko, &tolerance, &probes_per_corner, &seed))
+        return nullptr;
+    View buf, faces, first, keep;
+    if (!get_bytes(o, buf) || !get_array(fo, faces, true, "iq", "faces") ||
+        !get_array(io, first, true, "iq", "first") || !get_array(ko, keep, true, "B", "keep"))
+        return nullptr;
+    if (n < 0 || n > (PY_SSIZE_T_MAX - 84) / 50 || 84 + 50 * n > buf.size()) {
+        PyErr_SetString(PyExc_ValueError, "the buffer does not hold n records after the 84-byte header");
+        return nullptr;
+    }
+    if (items(faces) != 3 * n || items(first) != 3 * n || items(keep) != n) {
+        PyErr_SetString(PyExc_ValueError, "faces and first must hold 3n items, keep n");
+        return nullptr;
+    }
+    if (overlaps(buf.b, faces.b) || overlaps(buf.b, first.b) || overlaps(buf.b, keep.b) ||
+        overlaps(faces.b, first.b) || overlaps(faces.b, keep.b) || overlaps(first.b, keep.b)) {
+        PyErr_SetString(PyExc_ValueError, "buf, faces, first and keep must not share memory");
+        return nullptr;
+    }
+    if (!(probes_per_corner >= 0 && probes_per_corner <= 64)) {
+        PyErr_SetString(PyExc_ValueError, "probes must be in [0, 64]");
+        return nullptr;
+    }
+    const int64_t k = 3 * static_cast<int64_t>(n);
+    const int64_t index_max = first.b.itemsize == 4 || faces.b.itemsize == 4 ? INT32_MAX : INT64_MAX;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    Py_RETURN_NONE;  // the records are little-endian: the Python path reads them
+#endif
+    if (k >= index_max || k >= (int64_t{1} << 32) - 1) Py_RETURN_NONE;  // ranks are 32-bit in the table
+    CornerTable table(seed ? seed : fresh_seed(), static_cast<int64_t>(probes_per_corner * static_cast<double>(k)) + 64,
+                      pow2_at_least(2 * static_cast<uint64_t>(k)));
+    if (!table.reserve(pow2_at_least(static_cast<uint64_t>(k) / 2))) return PyErr_NoMemory();
+    int64_t distinct = 0, foreign = 0, tagged = 0, failed = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* rec0 = buf.data() + 84;
+    uint8_t* kp = static_cast<uint8_t*>(keep.b.buf);
+    constexpr int64_t kBatch = 8;  // records whose slots are prefetched ahead
+    uint64_t hashes[3 * kBatch];
+    for (int64_t r = 0; r < n && !failed; ++r) {
+        if (r % kBatch == 0) {
+            for (int64_t u = r; u < r + kBatch && u < n; ++u) {
+                for (int c = 0; c < 3; ++c) {
+                    uint32_t key[3];
+                    std::memcpy(key, rec0 + 50 * u + 12 + 12 * c, 12);
+                    uint64_t h = table.hash(key);
+                    hashes[3 * (u - r) + c] = h;
+                    table.prefetch(h);
+                }
+            }
+        }
+        const unsigned char* p = rec0 + 50 * r;
+        int64_t rank[3];
+        for (int c = 0; c < 3; ++c) {
+            uint32_t key[3];
+            std::memcpy(key, p + 12 + 12 * c, 12);
+            bool added;
+            int64_t got = table.find_or_add(key, hashes[3 * (r % kBatch) + c], static_cast<uint32_t>(distinct), &added);
+            if (got < 0) {
+                failed = got;
+                break;
+            }
+            if (added) store_index(first, distinct++, 3 * r + c);
+            rank[c] = got;
+            store_index(faces, 3 * r + c, got);
+        }
+        if (failed) break;
+        // _normal_columns: a = corner 0, u = corner 1 - a, w = corner 2 - a (float64), n = u x w
+        double a[3], u[3], w[3];
+        for (int d = 0; d < 3; ++d) {
+            a[d] = static_cast<double>(f32(p + 12 + 4 * d));
+            u[d] = static_cast<double>(f32(p + 24 + 4 * d)) - a[d];
+            w[d] = static_cast<double>(f32(p + 36 + 4 * d)) - a[d];
+        }
+        const double p12 = u[1] * w[2], p21 = u[2] * w[1], p20 = u[2] * w[0], p02 = u[0] * w[2],
+                     p01 = u[0] * w[1], p10 = u[1] * w[0];
+        const double cross[3] = {p12 - p21, p20 - p02, p01 - p10};
+        const double length = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+        const bool solid = length > 0;
+        bool far = false, zero = true;
+        for (int d = 0; d < 3; ++d) {
+            double s = static_cast<double>(f32(p + 4 * d));
+            double g = solid ? cross[d] / length : 0.0;
+            far |= !(std::fabs(s - g) <= tolerance);  // NaN: far
+            zero &= s == 0;
+        }
+        foreign += far && !zero;
+        // validate._non_degenerate: the same differences, the cross product's terms compared
+        const bool flat = (p12 == p21) && (p20 == p02) && (p01 == p10);
+        kp[r] = rank[0] != rank[1] && rank[1] != rank[2] && rank[0] != rank[2] && !flat;
+        uint16_t attr;
+        std::memcpy(&attr, p + 48, 2);
+        tagged += attr != 0;
+    }
+    Py_END_ALLOW_THREADS;
+    if (failed == -2) return PyErr_NoMemory();
+    if (failed) Py_RETURN_NONE;
+    return Py_BuildValue("LLL", static_cast<long long>(distinct), static_cast<long long>(foreign),
+                         static_cast<long long>(tagged));
+}
+
+PyObject* stl_vertices(PyObject*, PyObject* args) {
+    PyObject *o, *io, *oo;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OnOO", &o, &n, &io, &oo)) return nullptr;
+    View buf, first, out;
+    if (!get_bytes(o, buf) || !get_array(io, first, false, "iq", "first") || !get_array(oo, out, true, "d", "out"))
+        return nullptr;
+    if (n < 0 || n > (PY_SSIZE_T_MAX - 84) / 50 || 84 + 50 * n > buf.size()) {
+        PyErr_SetString(PyExc_ValueError, "the buffer does not hold n records after the 84-byte header");
+        return nullptr;
+    }
+    const Py_ssize_t m = items(first);
+    if (items(out) != 3 * m) {
+        PyErr_SetString(PyExc_ValueError, "out must hold 3 values a corner of first");
+        return nullptr;
+    }
+    if (overlaps(out.b, first.b) || overlaps(out.b, buf.b)) {
+        PyErr_SetString(PyExc_ValueError, "out must not share memory with buf or first");
+        return nullptr;
+    }
+    const int64_t k = 3 * static_cast<int64_t>(n);
+    Py_ssize_t bad = -1, nonfinite = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* rec0 = buf.data() + 84;
+    double* v = static_cast<double*>(out.b.buf);
+    for (Py_ssize_t i = 0; i < m; ++i) {
+        int64_t c = load_index(first, i);  // checked here: another thread may change `first`
+        if (c < 0 || c >= k) {
+            bad = i;
+            break;
+        }
+        const unsigned char* p = rec0 + 50 * (c / 3) + 12 + 12 * (c % 3);
+        bool finite = true;
+        for (int d = 0; d < 3; ++d) {
+            double x = static_cast<double>(f32(p + 4 * d));
+            finite &= std::isfinite(x);
+            v[3 * i + d] = x;
+        }
+        nonfinite += !finite;
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad >= 0) {
+        PyErr_Format(PyExc_IndexError, "first[%zd] is not a corner of the n records", bad);
+        return nullptr;
+    }
+    return PyLong_FromSsize_t(nonfinite);
+}
+
+#if !defined(__clang__) && defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
 // nth_byte(buf, byte, r) -> the offset of the r-th (1-based) occurrence of byte, or -1 when buf
 // holds fewer (memchr from one to the next: O(n)).
 PyObject* nth_byte(PyObject*, PyObject* args) {
@@ -613,6 +930,10 @@ PyMethodDef methods[] = {
     {"keys", keys, METH_VARARGS, "keys(buf, start, end, out_uint64) -> -1 (each token's first 8 bytes, text.keys)"},
     {"scan_floats", scan_floats, METH_VARARGS, "scan_floats(buf, out) -> (tokens, first refused or -1)"},
     {"scan_integers", scan_integers, METH_VARARGS, "scan_integers(buf, out) -> (tokens, first refused or -1)"},
+    {"stl_binary", stl_binary, METH_VARARGS,
+     "stl_binary(buf, n, faces, first, keep, tolerance, probes, seed) -> (distinct, foreign, tagged) or None"},
+    {"stl_vertices", stl_vertices, METH_VARARGS,
+     "stl_vertices(buf, n, first, out) -> rows holding NaN or inf (float64 of the corners first)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -1,0 +1,308 @@
+"""Binary STL's one C++ pass (native.stl_binary: _textscan.cpp's stl_binary and stl_vertices)
+against the numpy path it replaces (OCCLUTRACE_NO_NATIVE=1: merge_exact, _foreign_normals,
+validate._non_degenerate): the same vertices bit for bit (-0.0 and 0.0 apart, NaN payloads,
+signalling NaNs quieted alike), faces, foreign-normal and attribute counts, degenerate faces and
+verdicts, on random and hostile records (all corners equal, all distinct, normals at the
+tolerance's edge, NaN and infinite normals, 0 and 1 records, truncated files), whatever the
+hash seed and when the probe budget runs out (the exact fallback). Then a file trimesh wrote, and
+the pass's memory. Skipped where the extension is not built.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes import native, stl
+from occlutrace_compute.meshes.limits import Limits
+from occlutrace_compute.meshes.load import load_mesh
+from occlutrace_compute.meshes.validate import _non_degenerate, validate
+
+scan = pytest.importorskip("occlutrace_compute.meshes._textscan")
+
+SPECIALS = [
+    0x00000000,  # 0.0
+    0x80000000,  # -0.0
+    0x7FC00000,  # NaN
+    0x7FC00001,  # NaN, another payload
+    0xFFC00000,  # -NaN
+    0x7F800001,  # signalling NaN (quieted by the float64 cast)
+    0x7F800000,  # inf
+    0xFF800000,  # -inf
+    0x00000001,  # the smallest denormal
+    0x3F800000,  # 1.0
+    0x3F800001,  # 1.0 + ulp
+]
+
+
+@contextmanager
+def python_path() -> Iterator[None]:
+    """OCCLUTRACE_NO_NATIVE=1 for the block (native.py reads it at every call)."""
+    before = os.environ.get("OCCLUTRACE_NO_NATIVE")
+    os.environ["OCCLUTRACE_NO_NATIVE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["OCCLUTRACE_NO_NATIVE"]
+        else:
+            os.environ["OCCLUTRACE_NO_NATIVE"] = before
+
+
+def binary_stl(corners: np.ndarray, normals: np.ndarray, attr: np.ndarray | None = None, tail: bytes = b"") -> bytes:
+    """A binary STL of (n, 3, 3) corners and (n, 3) normals given as float32 or their uint32 bits."""
+    n = len(corners)
+    rec = np.zeros(n, dtype=[("normal", "<u4", (3,)), ("v", "<u4", (9,)), ("attr", "<u2")])
+    rec["v"] = np.asarray(corners).view("<u4").reshape(n, 9)
+    rec["normal"] = np.asarray(normals).view("<u4").reshape(n, 3)
+    if attr is not None:
+        rec["attr"] = attr
+    return b"solid written by a test".ljust(80, b"\0") + struct.pack("<I", n) + rec.tobytes() + tail
+
+
+@st.composite
+def stl_files(draw) -> bytes:
+    """Records whose corners come from a small pool (so they repeat, as in a closed mesh, and
+    faces degenerate) of special bit patterns, random bits and points of a small grid (flat and
+    sliver faces); normals as random bits, zero, the geometric normal, or the geometric normal
+    moved by about the tolerance (both sides of it), NaN or inf; attribute bytes; trailing bytes."""
+    n = draw(st.integers(0, 80))
+    grid = [np.float32(x).view("<u4") for x in (0.0, 1.0, 2.0, 1e-30, 3.5, -7.25, 1e30)]
+    pool = draw(st.lists(st.sampled_from(SPECIALS + grid) | st.integers(0, 2**32 - 1), min_size=1, max_size=10))
+    bits = np.array(draw(st.lists(st.sampled_from(pool), min_size=9 * n, max_size=9 * n)), dtype="<u4")
+    corners = bits.view(np.float32).reshape(n, 3, 3)
+    geometric = stl.geometric_normals(corners).astype(np.float32)
+    normals = np.zeros((n, 3), dtype=np.float32)
+    kinds = draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
+    for r, kind in enumerate(kinds):
+        if kind == 0:
+            normals[r] = np.array(draw(st.lists(st.integers(0, 2**32 - 1), min_size=3, max_size=3)), "<u4").view(
+                np.float32
+            )
+        elif kind == 2:
+            normals[r] = geometric[r]
+        elif kind == 3:
+            step = draw(st.sampled_from([0.99e-4, 1.0e-4, 1.01e-4, -1.0e-4, 5e-5]))
+            normals[r] = geometric[r] + np.float32(step) * (np.arange(3) == draw(st.integers(0, 2)))
+        elif kind == 4:
+            normals[r] = np.array([np.nan, np.inf, -np.inf], dtype=np.float32)[draw(st.integers(0, 2))]
+        # kind 1, 5: zero (the usual "no normal")
+    attr = np.array(draw(st.lists(st.sampled_from([0, 0, 1, 0xFFFF]), min_size=n, max_size=n)), dtype="<u2")
+    return binary_stl(corners, normals, attr, draw(st.binary(max_size=7)))
+
+
+def parsed_both_ways(data: bytes):
+    """parse_binary with the one pass and on the numpy path, and the one pass's own result."""
+    native_parsed = stl.parse_binary(data, "x.stl", Limits())
+    with python_path():
+        python_parsed = stl.parse_binary(data, "x.stl", Limits())
+    return native_parsed, python_parsed
+
+
+def assert_same_parse(a, b) -> None:
+    assert a.vertices.dtype == b.vertices.dtype == np.float64
+    assert a.vertices.tobytes() == b.vertices.tobytes()  # bit for bit: -0.0, NaN payloads
+    assert a.faces.dtype == b.faces.dtype == np.int64
+    assert np.array_equal(a.faces, b.faces)
+    assert a.metadata == b.metadata and a.warnings == b.warnings
+
+
+def verdict(parsed):
+    """validate's answer: (vertices bytes, faces, warnings) or the rejection's message."""
+    try:
+        mesh, warnings = validate(parsed, "x.stl", Limits(units="warn"))
+    except InputRejected as e:
+        return str(e)
+    return mesh.vertices.tobytes(), mesh.faces.tobytes(), warnings
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stl_files())
+def test_one_pass_gives_the_numpy_paths_parse_and_verdict(data):
+    native_parsed, python_parsed = parsed_both_ways(data)
+    assert python_parsed.keep is None
+    n = int(np.frombuffer(data, "<u4", 1, 80)[0])
+    if n:
+        assert native_parsed.keep is not None  # the one pass ran (else this compares a path with itself)
+        assert np.array_equal(native_parsed.keep, _non_degenerate(native_parsed.vertices, native_parsed.faces))
+    assert_same_parse(native_parsed, python_parsed)
+    assert verdict(native_parsed) == verdict(python_parsed)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stl_files(), st.integers(1, 2**64 - 1), st.sampled_from([0.0, 0.1, 1.0]))
+def test_the_answer_does_not_depend_on_the_seed_and_a_spent_budget_falls_back(data, seed, probes):
+    """Any seed gives the same vertices and faces (only the table's layout changes); a budget
+    too small for the file gives None, never a partial answer, and parse_binary then takes the
+    exact numpy path."""
+    n = int(np.frombuffer(data, "<u4", 1, 80)[0])
+    ref = native.stl_binary(data, n, stl.NORMAL_TOLERANCE, seed=1)
+    assert ref is not None
+    got = native.stl_binary(data, n, stl.NORMAL_TOLERANCE, seed=seed)
+    assert got is not None
+    for field in ("vertices", "faces", "keep"):
+        assert getattr(got, field).tobytes() == getattr(ref, field).tobytes()
+    assert (got.foreign, got.tagged) == (ref.foreign, ref.tagged)
+    starved = native.stl_binary(data, n, stl.NORMAL_TOLERANCE, probes=probes, seed=seed)
+    if probes == 0.0 and 3 * n > 64:
+        assert starved is None  # 64 probes in all, one at least a corner
+    if starved is not None:
+        assert starved.vertices.tobytes() == ref.vertices.tobytes()
+
+
+def test_a_spent_budget_in_parse_binary_gives_the_numpy_paths_answer(monkeypatch):
+    rng = np.random.default_rng(5)
+    corners = rng.integers(0, 6, size=(500, 3, 3)).astype(np.float32)
+    data = binary_stl(corners, np.zeros((500, 3), np.float32))
+    calls = []
+
+    def starved(data, n, tolerance, probes=8.0, seed=0):
+        result = real(data, n, tolerance, probes=0.0, seed=seed)
+        calls.append(result)
+        return result
+
+    real = native.stl_binary
+    monkeypatch.setattr(native, "stl_binary", starved)
+    got = stl.parse_binary(data, "x.stl", Limits())
+    assert calls == [None] and got.keep is None  # the fallback ran
+    monkeypatch.undo()
+    assert_same_parse(got, stl.parse_binary(data, "x.stl", Limits()))
+
+
+@pytest.mark.parametrize("shape", ["all_equal", "all_distinct", "two_values", "signed_zeros"])
+def test_hostile_corner_layouts_weld_like_the_numpy_path(shape):
+    """200k records (600k corners): one corner repeated (one vertex, every face degenerate: the
+    table holds one key), every corner distinct (the table doubles up to its cap), corners of two
+    values, and +-0.0 in every combination (8 bitwise-distinct vertices, equal as numbers)."""
+    n = 200_000
+    if shape == "all_equal":
+        corners = np.full((n, 3, 3), 1.5, dtype=np.float32)
+    elif shape == "all_distinct":
+        corners = (np.arange(9 * n, dtype=np.float32) * np.float32(1e-3)).reshape(n, 3, 3)
+    elif shape == "two_values":
+        corners = np.random.default_rng(1).integers(0, 2, size=(n, 3, 3)).astype(np.float32)
+    else:
+        corners = np.where(np.random.default_rng(2).integers(0, 2, size=(n, 3, 3)) == 1, -0.0, 0.0).astype(np.float32)
+    data = binary_stl(corners, np.zeros((n, 3), np.float32))
+    one_pass = native.stl_binary(data, n, stl.NORMAL_TOLERANCE)
+    assert one_pass is not None  # the default budget covers these (the fallback is for crafted files)
+    native_parsed, python_parsed = parsed_both_ways(data)
+    assert_same_parse(native_parsed, python_parsed)
+    assert verdict(native_parsed) == verdict(python_parsed)
+    expected = {"all_equal": 1, "all_distinct": 3 * n, "two_values": 8, "signed_zeros": 8}[shape]
+    assert len(native_parsed.vertices) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\0" * 83,  # shorter than the header
+        b"\0" * 80 + struct.pack("<I", 2) + b"\0" * 99,  # one byte short of 2 records
+        b"\0" * 80 + struct.pack("<I", 2**32 - 1) + b"\0" * 50,  # a huge count over a 1-record file
+    ],
+)
+def test_truncated_files_are_refused_alike(data):
+    with pytest.raises(InputRejected, match="truncated") as native_error:
+        stl.parse_binary(data, "x.stl", Limits())
+    with python_path(), pytest.raises(InputRejected, match="truncated") as python_error:
+        stl.parse_binary(data, "x.stl", Limits())
+    assert str(native_error.value) == str(python_error.value)
+
+
+def test_no_records_and_one_record():
+    empty = binary_stl(np.zeros((0, 3, 3), np.float32), np.zeros((0, 3), np.float32))
+    with pytest.raises(InputRejected, match="empty mesh: no vertices"):
+        load_mesh(data=empty, name="x.stl")
+    with python_path(), pytest.raises(InputRejected, match="empty mesh: no vertices"):
+        load_mesh(data=empty, name="x.stl")
+    one = binary_stl(np.array([[[0, 0, 0], [10, 0, 0], [0, 10, 0]]], np.float32), np.array([[0, 0, 1]], np.float32))
+    native_parsed, python_parsed = parsed_both_ways(one)
+    assert_same_parse(native_parsed, python_parsed)
+    assert native_parsed.keep is not None and native_parsed.keep.tolist() == [True]
+    assert native_parsed.faces.tolist() == [[0, 1, 2]] and native_parsed.metadata[1:] == []
+
+
+def test_a_file_trimesh_wrote_loads_alike_and_as_trimesh_reads_it():
+    """A binary STL written by trimesh (its own normals, float32 records): the same mesh on both
+    paths, no foreign normals reported, and the triangles trimesh reads from the file."""
+    trimesh = pytest.importorskip("trimesh")
+    source = trimesh.creation.annulus(r_min=5.0, r_max=12.0, height=3.0, sections=400)
+    source.vertices[:, 0] += np.random.default_rng(0).normal(scale=1e-3, size=len(source.vertices))
+    data = source.export(file_type="stl")
+    assert len(data) == 84 + 50 * len(source.faces)
+    native_loaded = load_mesh(data=data, name="trimesh.stl")
+    with python_path():
+        python_loaded = load_mesh(data=data, name="trimesh.stl")
+    assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
+    assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
+    assert native_loaded.metadata == python_loaded.metadata and native_loaded.warnings == python_loaded.warnings
+    assert not [m for m in native_loaded.metadata if m[0] == "stl.normal_bytes"]
+    import io
+
+    theirs = trimesh.load(io.BytesIO(data), file_type="stl", process=False)
+    ours = native_loaded.mesh.vertices[native_loaded.mesh.faces]
+    assert np.array_equal(ours, np.asarray(theirs.triangles, dtype=np.float64))
+
+
+def test_stored_normals_are_counted_as_the_numpy_path_counts_them():
+    """Normals written exactly, off by just under and just over the tolerance, zero, NaN: the
+    numbers in the metadata are _foreign_normals' on the same records."""
+    rng = np.random.default_rng(3)
+    corners = rng.normal(size=(2000, 3, 3)).astype(np.float32)
+    normals = stl.geometric_normals(corners).astype(np.float32)
+    normals[::5, 0] += np.float32(0.9e-4)
+    normals[1::5, 1] -= np.float32(1.1e-4)
+    normals[2::5] = 0
+    normals[3::7, 2] = np.nan
+    data = binary_stl(corners, normals)
+    one_pass = native.stl_binary(data, 2000, stl.NORMAL_TOLERANCE)
+    assert one_pass is not None
+    rec = np.frombuffer(data, stl.RECORD, count=2000, offset=84)
+    assert one_pass.foreign == stl._foreign_normals(rec["normal"], rec["v"]) > 0
+
+
+def test_bad_arguments_are_refused():
+    data = binary_stl(np.zeros((2, 3, 3), np.float32), np.zeros((2, 3), np.float32))
+    faces, first, keep = np.empty(6, np.int64), np.empty(6, np.int32), np.empty(2, bool)
+    with pytest.raises(ValueError, match="n records"):
+        scan.stl_binary(data, 3, faces, first, keep, 1e-4, 8.0, 0)
+    with pytest.raises(ValueError, match="3n items"):
+        scan.stl_binary(data, 2, faces[:5], first, keep, 1e-4, 8.0, 0)
+    with pytest.raises(ValueError, match="share memory"):
+        scan.stl_binary(data, 2, faces, faces.view(np.int32)[:6], keep, 1e-4, 8.0, 0)
+    with pytest.raises(ValueError, match="probes"):
+        scan.stl_binary(data, 2, faces, first, keep, 1e-4, float("nan"), 0)
+    assert scan.stl_binary(data, 2, faces, first, keep, 1e-4, 8.0, 0) == (1, 0, 0)
+    with pytest.raises(IndexError):
+        scan.stl_vertices(data, 2, np.array([6], np.int32), np.empty((1, 3)))
+    with pytest.raises(ValueError, match="3 values"):
+        scan.stl_vertices(data, 2, np.array([0], np.int32), np.empty((2, 3)))
+
+
+def test_the_one_pass_keeps_load_memory_near_the_file_size():
+    """Peak traced memory (numpy arrays and the table, PyMem_Raw) of load_mesh on a 4 MB binary
+    STL: ~1.25x the file with the one pass; the numpy path's per-corner arrays (record copies,
+    index columns, float64 normal columns) took ~2.7x."""
+    import tracemalloc
+
+    trimesh = pytest.importorskip("trimesh")
+    from occlutrace_compute.meshes import Mesh, mesh_to_bytes
+
+    s = trimesh.creation.icosphere(subdivisions=6, radius=20.0)
+    data = mesh_to_bytes(Mesh(s.vertices, s.faces.astype(np.int64)), "stl", "binary")
+    load_mesh(data=data, name="m.stl")  # first-use caches
+    tracemalloc.start()
+    try:
+        loaded = load_mesh(data=data, name="m.stl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.mesh.n_faces == len(s.faces)
+    assert peak < 1.6 * len(data), peak / len(data)
