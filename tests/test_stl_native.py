@@ -306,3 +306,42 @@ def test_the_one_pass_keeps_load_memory_near_the_file_size():
         tracemalloc.stop()
     assert loaded.mesh.n_faces == len(s.faces)
     assert peak < 1.6 * len(data), peak / len(data)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 300),
+    st.floats(1e-6, 1e30),
+    st.sampled_from(["float64", "float32"]),
+    st.sampled_from(["int64", "int32", "uint32"]),
+)
+def test_binary_export_in_one_pass_gives_the_numpy_paths_bytes(seed, n_faces, scale, vdtype, fdtype):
+    """stl.write(mesh, "binary") by native.stl_write and by the numpy columns: the same bytes for
+    random meshes at any scale (past float32's range: infinite corners), with repeated corners
+    (zero normals), slivers, -0.0, NaN and infinite coordinates, float32 vertices and int32 or
+    uint32 faces; an index out of range or negative goes to the numpy path (which wraps or raises)."""
+    from occlutrace_compute.meshes.model import Mesh
+
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(max(3, n_faces // 2), 3)) * scale
+    v[-1] = v[-2] + 1e-12 * scale  # a sliver's corners
+    specials = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-320])
+    v.ravel()[rng.integers(0, v.size, size=3)] = rng.choice(specials, size=3)
+    f = rng.integers(0, len(v), size=(n_faces, 3))
+    f[: n_faces // 5, 1] = f[: n_faces // 5, 0]  # degenerate faces
+    mesh = Mesh(v.astype(vdtype), f.astype(fdtype))
+    got = stl.write(mesh, "binary")
+    assert native.stl_write(mesh.vertices, mesh.faces) == got
+    with python_path():
+        assert stl.write(mesh, "binary") == got
+    if n_faces and fdtype != "uint32":
+        f[-1, 2] = -1  # numpy wraps it to the last vertex
+        wrapped = Mesh(mesh.vertices, f.astype(fdtype))
+        assert native.stl_write(wrapped.vertices, wrapped.faces) is None
+        with python_path():
+            want = stl.write(wrapped, "binary")
+        assert stl.write(wrapped, "binary") == want
+        f[-1, 2] = len(v)
+        with pytest.raises(IndexError):
+            stl.write(Mesh(mesh.vertices, f.astype(fdtype)), "binary")

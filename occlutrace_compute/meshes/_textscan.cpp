@@ -22,6 +22,7 @@
 //   stl_binary(buf, n, faces, first, keep, tol, probes, seed) -> (distinct, foreign, tagged) | None
 //                                                binary STL records: weld, normals, degenerate faces
 //   stl_vertices(buf, n, first, out) -> rows     float64 of the welded corners; rows non-finite
+//   stl_write(vertices, faces) -> bytes | None   a mesh as binary STL (the only output it allocates)
 //
 // Whitespace is the 6 ASCII bytes Python's bytes.split() splits on (9-13, 32). A float token is
 // accepted only in the plain decimal form [+-]?(d+[.d*]|.d+)([eE][+-]?d+)? and only when
@@ -883,6 +884,69 @@ PyObject* stl_vertices(PyObject*, PyObject* args) {
     return PyLong_FromSsize_t(nonfinite);
 }
 
+// stl_write(vertices, faces) -> bytes or None: the binary STL of a mesh (80 zero bytes, the
+// uint32 face count, one 50-byte record a face: the geometric normal as float32, the 3 corners as
+// float32, zero attribute bytes), stl._write_binary's bytes: the normal in float64 by
+// _normal_columns' arithmetic (u = b - a, w = c - a, u x w over its length, zero where the length
+// is not > 0), then rounded to float32 as numpy's astype rounds. vertices: (N, 3) float64, faces
+// (M, 3) int64, both contiguous. None (nothing written) when a face index is outside [0, N) or
+// M is over the format's uint32 count: the caller's numpy path then decides. Time O(M); memory
+// the output (50 bytes a face).
+PyObject* stl_write(PyObject*, PyObject* args) {
+    PyObject *vo, *fo;
+    if (!PyArg_ParseTuple(args, "OO", &vo, &fo)) return nullptr;
+    View vertices, faces;
+    if (!get_array(vo, vertices, false, "d", "vertices") || !get_array(fo, faces, false, "q", "faces")) return nullptr;
+    if (items(vertices) % 3 != 0 || items(faces) % 3 != 0) {
+        PyErr_SetString(PyExc_ValueError, "vertices and faces must hold 3 items a row");
+        return nullptr;
+    }
+    const int64_t nv = items(vertices) / 3, m = items(faces) / 3;
+    if (m > UINT32_MAX || m > (PY_SSIZE_T_MAX - 84) / 50) Py_RETURN_NONE;
+    PyObject* out = PyBytes_FromStringAndSize(nullptr, 84 + 50 * static_cast<Py_ssize_t>(m));
+    if (out == nullptr) return nullptr;
+    unsigned char* o = reinterpret_cast<unsigned char*>(PyBytes_AS_STRING(out));
+    bool in_range = true;
+    Py_BEGIN_ALLOW_THREADS;  // `out` is not shared until returned
+    std::memset(o, 0, 80);
+    const uint32_t count = static_cast<uint32_t>(m);
+    std::memcpy(o + 80, &count, 4);
+    const double* v = static_cast<const double*>(vertices.b.buf);
+    const int64_t* f = static_cast<const int64_t*>(faces.b.buf);
+    for (int64_t r = 0; r < m; ++r) {
+        const int64_t i0 = f[3 * r], i1 = f[3 * r + 1], i2 = f[3 * r + 2];
+        if (i0 < 0 || i0 >= nv || i1 < 0 || i1 >= nv || i2 < 0 || i2 >= nv) {
+            in_range = false;
+            break;
+        }
+        const double *a = v + 3 * i0, *b = v + 3 * i1, *c = v + 3 * i2;
+        double u[3], w[3];
+        for (int d = 0; d < 3; ++d) {
+            u[d] = b[d] - a[d];
+            w[d] = c[d] - a[d];
+        }
+        const double cross[3] = {u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]};
+        const double length = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+        const bool solid = length > 0;
+        float rec[12];
+        for (int d = 0; d < 3; ++d) {
+            rec[d] = static_cast<float>(solid ? cross[d] / length : 0.0);
+            rec[3 + d] = static_cast<float>(a[d]);
+            rec[6 + d] = static_cast<float>(b[d]);
+            rec[9 + d] = static_cast<float>(c[d]);
+        }
+        unsigned char* p = o + 84 + 50 * r;
+        std::memcpy(p, rec, 48);
+        p[48] = p[49] = 0;
+    }
+    Py_END_ALLOW_THREADS;
+    if (!in_range) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 #if !defined(__clang__) && defined(__GNUC__)
 #pragma GCC pop_options
 #endif
@@ -934,6 +998,7 @@ PyMethodDef methods[] = {
      "stl_binary(buf, n, faces, first, keep, tolerance, probes, seed) -> (distinct, foreign, tagged) or None"},
     {"stl_vertices", stl_vertices, METH_VARARGS,
      "stl_vertices(buf, n, first, out) -> rows holding NaN or inf (float64 of the corners first)"},
+    {"stl_write", stl_write, METH_VARARGS, "stl_write(vertices, faces) -> binary STL bytes, or None (an index out of range)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

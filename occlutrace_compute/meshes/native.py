@@ -139,6 +139,24 @@ def stl_binary(data: bytes, n: int, tolerance: float, probes: float = 8.0, seed:
     return BinaryStl(vertices, faces, keep, foreign, tagged)
 
 
+def stl_write(vertices: np.ndarray, faces: np.ndarray) -> bytes | None:
+    """The binary STL of (N, 3) vertices and (M, 3) faces in one C++ pass without the GIL
+    (stl._write_binary's bytes: float64 normals by its arithmetic, then float32); None when the
+    scanner is off or the arrays are not that (other dtypes or shapes, an index outside [0, N)):
+    the caller's numpy path then writes or raises. Time O(M); memory the output (50 bytes a face)
+    and contiguous float64/int64 copies of the arrays where they are not that already."""
+    scan = scanner()
+    if scan is None or vertices.dtype not in (np.float64, np.float32) or faces.dtype.kind not in "iu":
+        return None
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        return None
+    if faces.dtype == np.uint64 and len(faces) and int(faces.max()) >= 2**63:
+        return None  # would wrap to negative in int64 (refused there anyway, but not this way)
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    return scan.stl_write(v, f)
+
+
 def integers(
     buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray, index: np.ndarray | None = None
 ) -> np.ndarray | None:
