@@ -345,3 +345,98 @@ def test_binary_export_in_one_pass_gives_the_numpy_paths_bytes(seed, n_faces, sc
         f[-1, 2] = len(v)
         with pytest.raises(IndexError):
             stl.write(Mesh(mesh.vertices, f.astype(fdtype)), "binary")
+
+
+@st.composite
+def float_rows(draw) -> np.ndarray:
+    """(k, 3) float64 rows drawn from a small pool (so rows repeat) of special values (+-0.0,
+    NaNs with different payloads, infinities, denormals) and random floats."""
+    specials = [0.0, -0.0, np.inf, -np.inf, 5e-324, 1.0, np.nextafter(1.0, 2.0)]
+    nans = [np.array([0x7FF8000000000000 + p], dtype=np.uint64).view(np.float64)[0] for p in (0, 1, 2**40)]
+    pool = draw(st.lists(st.sampled_from(specials + nans) | st.floats(allow_nan=False), min_size=1, max_size=8))
+    k = draw(st.integers(0, 200))
+    return np.array(draw(st.lists(st.sampled_from(pool), min_size=3 * k, max_size=3 * k)), dtype=np.float64).reshape(
+        k, 3
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(float_rows(), st.integers(0, 2**64 - 1))
+def test_weld_rows_is_merge_exact(rows, seed):
+    """native.weld_rows (ASCII STL's float weld) gives merge_exact's rows, bit for bit, and
+    indices, whatever the seed; a spent budget gives None, never a partial answer."""
+    from occlutrace_compute.meshes.merge import merge_exact
+
+    want_v, want_i = merge_exact(rows)
+    got = native.weld_rows(rows, seed=seed)
+    assert got is not None
+    assert got[0].tobytes() == want_v.tobytes() and np.array_equal(got[1], want_i) and got[1].dtype == np.int64
+    for initial in (0, 1):  # a table that starts small and doubles: the same answer
+        k = len(rows)
+        ranks, first = np.empty(k, np.int64), np.empty(k, np.int64)
+        assert scan.weld_rows(rows, ranks, first, 8.0, seed, initial) == len(want_v)
+        assert np.array_equal(ranks, want_i)
+    if len(rows) > 64:
+        assert native.weld_rows(rows, probes=0.0, seed=seed) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(float_rows(), st.integers(0, 2**32 - 1))
+def test_face_checks_are_foreign_count_and_non_degenerate(rows, seed):
+    """native.face_checks (ASCII STL's face pass) against stl._foreign_count and
+    validate._non_degenerate on faces of special and random vertices, normals exact, off by
+    about the tolerance, zero or random; an index out of range gives None."""
+    if len(rows) == 0:
+        rows = np.zeros((1, 3))
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(0, 100))
+    faces = rng.integers(0, len(rows), size=(m, 3))
+    corners = rows[faces]
+    normals = stl.geometric_normals(corners)
+    pick = rng.integers(0, 4, size=m)
+    normals[pick == 1] += rng.choice([0.99e-4, 1.01e-4, -1e-4], size=(int(np.sum(pick == 1)), 3))
+    normals[pick == 2] = 0.0
+    normals[pick == 3] = rng.normal(size=(int(np.sum(pick == 3)), 3))
+    got = native.face_checks(rows, faces, normals, stl.NORMAL_TOLERANCE)
+    assert got is not None
+    foreign = stl._foreign_count([normals[:, d] for d in range(3)], lambda c, d: corners[:, c, d])
+    assert got[0] == foreign
+    assert np.array_equal(got[1], _non_degenerate(rows, faces))
+    if m:
+        faces[-1, 0] = len(rows)
+        assert native.face_checks(rows, faces, normals, stl.NORMAL_TOLERANCE) is None
+
+
+@pytest.mark.parametrize("writer", ["ours", "trimesh"])
+def test_ascii_stl_loads_alike_with_and_without_the_native_weld(writer):
+    """An ASCII STL (ours, or trimesh's with its own normals, some moved off the geometric ones):
+    the scanner's fast path (text weld, weld_rows, face_checks) and the Python path give the same
+    mesh, metadata and warnings, degenerate faces dropped alike."""
+    trimesh = pytest.importorskip("trimesh")
+    from occlutrace_compute.meshes import Mesh, mesh_to_bytes
+
+    s = trimesh.creation.icosphere(subdivisions=3, radius=11.0)
+    faces = s.faces.astype(np.int64)
+    faces[:7, 2] = faces[:7, 1]  # degenerate faces
+    if writer == "ours":
+        data = mesh_to_bytes(Mesh(s.vertices, faces), "stl", "ascii")
+    else:
+        t = trimesh.Trimesh(s.vertices, faces, process=False)
+        data = trimesh.exchange.stl.export_stl_ascii(t).encode()
+    lines = data.split(b"\n")
+    for i in range(1, 7 * 40, 7 * 3):  # every third of the first 40 facets: a foreign normal
+        assert lines[i].startswith(b"facet normal")
+        lines[i] = b"facet normal 0.5 0.5 0.7"
+    data = b"\n".join(lines)
+    assert stl.parse_ascii_fast(data, "a.stl", Limits()) is not None  # the scanner's fast path reads it
+    native_loaded = load_mesh(data=data, name="a.stl")
+    with python_path():
+        python_loaded = load_mesh(data=data, name="a.stl")
+    assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
+    assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
+    assert native_loaded.metadata == python_loaded.metadata and native_loaded.warnings == python_loaded.warnings
+    assert native_loaded.mesh.n_faces == len(faces) - 7
+    assert (
+        "stl.facet_normal",
+        "14 of 1280 facet normals are not the facet's geometric normal, replaced by computed normals",
+    ) in (native_loaded.metadata)

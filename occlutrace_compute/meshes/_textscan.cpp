@@ -5,8 +5,8 @@
 // layouts, metadata, errors) stays in Python. Every function validates its arguments while
 // holding the GIL, releases it for the O(n) loop, and writes into output arrays the caller
 // passes (numpy, via the buffer protocol), sized from count_tokens or from a header; the only
-// allocations are first_equal's hash table (<= 32 bytes a range) and stl_binary's (<= 64 bytes a
-// corner).
+// allocations are first_equal's hash table (<= 32 bytes a range), stl_binary's and weld_rows'
+// (<= 64 and 112 bytes a corner) and stl_write's output.
 //
 //   count_tokens(buf) -> t                       whitespace-separated tokens in buf
 //   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets and line numbers
@@ -23,6 +23,8 @@
 //                                                binary STL records: weld, normals, degenerate faces
 //   stl_vertices(buf, n, first, out) -> rows     float64 of the welded corners; rows non-finite
 //   stl_write(vertices, faces) -> bytes | None   a mesh as binary STL (the only output it allocates)
+//   weld_rows(rows, ranks, first, probes, seed) -> distinct | None   merge_exact of float64 rows
+//   face_checks(vertices, faces, normals, tol, keep) -> foreign | None   stl_binary's face checks
 //
 // Whitespace is the 6 ASCII bytes Python's bytes.split() splits on (9-13, 32). A float token is
 // accepted only in the plain decimal form [+-]?(d+[.d*]|.d+)([eE][+-]?d+)? and only when
@@ -614,9 +616,11 @@ PyObject* first_equal(PyObject*, PyObject* args) {
 #pragma GCC optimize("fp-contract=off")
 #endif
 
+// W 32-bit words of key (3: a float32 corner, 6: a float64 row) and rank + 1 (0: empty).
+template <int W>
 struct Slot {
-    uint32_t key[3];
-    uint32_t id;  // rank + 1; 0: empty
+    uint32_t key[W];
+    uint32_t id;
 };
 
 inline uint64_t fold_mul(uint64_t a, uint64_t b) {
@@ -624,11 +628,16 @@ inline uint64_t fold_mul(uint64_t a, uint64_t b) {
     return static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
 }
 
-struct CornerHash {
+template <int W>
+struct KeyHash {
     uint64_t s0, s1, s2;
     uint64_t operator()(const uint32_t* key) const {
-        uint64_t xy = static_cast<uint64_t>(key[0]) | static_cast<uint64_t>(key[1]) << 32;
-        uint64_t h = fold_mul(xy ^ s0, static_cast<uint64_t>(key[2]) ^ s1);
+        uint64_t h = s2;
+        for (int i = 0; i + 2 <= W; i += 2) {
+            uint64_t w = static_cast<uint64_t>(key[i]) | static_cast<uint64_t>(key[i + 1]) << 32;
+            h = fold_mul(w ^ s0, h ^ s1);
+        }
+        if (W % 2) h = fold_mul(static_cast<uint64_t>(key[W - 1]) ^ s0, h ^ s1);
         return fold_mul(h ^ s2, 0x9E3779B97F4A7C15ull);
     }
 };
@@ -649,15 +658,18 @@ uint64_t fresh_seed() {
     return splitmix(x);
 }
 
-class CornerTable {
+template <int W>
+class KeyTable {
    public:
-    // probes: the budget of probes in all; false from insert/grow once it is spent.
-    CornerTable(uint64_t seed, int64_t probes, uint64_t cap_max) : budget_(probes), cap_max_(cap_max) {
+    // probes: the budget of probes in all; cap_max: the most slots it grows to.
+    KeyTable(uint64_t seed, int64_t probes, uint64_t cap_max) : budget_(probes), cap_max_(cap_max) {
         hash_ = {splitmix(seed), splitmix(seed) | 1, splitmix(seed)};
     }
-    ~CornerTable() { PyMem_RawFree(slots_); }
+    ~KeyTable() { PyMem_RawFree(slots_); }
+    KeyTable(const KeyTable&) = delete;
+    KeyTable& operator=(const KeyTable&) = delete;
     bool reserve(uint64_t cap) {
-        Slot* s = static_cast<Slot*>(PyMem_RawCalloc(static_cast<size_t>(cap), sizeof(Slot)));
+        auto* s = static_cast<Slot<W>*>(PyMem_RawCalloc(static_cast<size_t>(cap), sizeof(Slot<W>)));
         if (s == nullptr) return false;
         slots_ = s;
         mask_ = cap - 1;
@@ -671,9 +683,9 @@ class CornerTable {
         *added = false;
         for (uint64_t pos = h & mask_;; pos = (pos + 1) & mask_) {
             if (--budget_ < 0) return -1;
-            Slot& s = slots_[pos];
+            Slot<W>& s = slots_[pos];
             if (s.id == 0) {
-                std::memcpy(s.key, key, 12);
+                std::memcpy(s.key, key, 4 * W);
                 s.id = fresh + 1;
                 *added = true;
                 if (2 * (static_cast<uint64_t>(fresh) + 1) > mask_ + 1 && (mask_ + 1) < cap_max_) {
@@ -682,14 +694,14 @@ class CornerTable {
                 }
                 return fresh;
             }
-            if (s.key[0] == key[0] && s.key[1] == key[1] && s.key[2] == key[2]) return s.id - 1;
+            if (std::memcmp(s.key, key, 4 * W) == 0) return s.id - 1;
         }
     }
 
    private:
     // Doubles the table (probes counted against the budget): 0, or -1 / -2 as find_or_add.
     int grow() {
-        Slot* old = slots_;
+        Slot<W>* old = slots_;
         uint64_t old_cap = mask_ + 1;
         if (!reserve(2 * old_cap)) {
             slots_ = old;
@@ -711,12 +723,41 @@ class CornerTable {
         PyMem_RawFree(old);
         return 0;
     }
-    CornerHash hash_{};
-    Slot* slots_ = nullptr;
+    KeyHash<W> hash_{};
+    Slot<W>* slots_ = nullptr;
     uint64_t mask_ = 0;
     int64_t budget_;
     uint64_t cap_max_;
 };
+
+// stl._foreign_count and validate._non_degenerate for one face of float64 corners a, b, c and
+// stored normal s, operation by operation as numpy does them: u = b - a, w = c - a, the cross
+// product's six products, its length sqrt((x x + y y) + z z); foreign: s is not all zero and some
+// |s - g| is not <= tolerance (NaN: not), g = cross / length where length > 0, else 0; flat: the
+// cross product's two terms equal in all three components (validate's zero-area test).
+struct FaceVerdict {
+    bool foreign, flat;
+};
+
+inline FaceVerdict check_face(const double* a, const double* b, const double* c, const double* s, double tolerance) {
+    double u[3], w[3];
+    for (int d = 0; d < 3; ++d) {
+        u[d] = b[d] - a[d];
+        w[d] = c[d] - a[d];
+    }
+    const double p12 = u[1] * w[2], p21 = u[2] * w[1], p20 = u[2] * w[0], p02 = u[0] * w[2], p01 = u[0] * w[1],
+                 p10 = u[1] * w[0];
+    const double cross[3] = {p12 - p21, p20 - p02, p01 - p10};
+    const double length = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+    const bool solid = length > 0;
+    bool far = false, zero = true;
+    for (int d = 0; d < 3; ++d) {
+        double g = solid ? cross[d] / length : 0.0;
+        far |= !(std::fabs(s[d] - g) <= tolerance);  // NaN: far
+        zero &= s[d] == 0;
+    }
+    return {far && !zero, (p12 == p21) && (p20 == p02) && (p01 == p10)};
+}
 
 inline uint64_t pow2_at_least(uint64_t x) {
     uint64_t p = 64;
@@ -765,7 +806,7 @@ PyObject* stl_binary(PyObject*, PyObject* args) {
     Py_RETURN_NONE;  // the records are little-endian: the Python path reads them
 #endif
     if (k >= index_max || k >= (int64_t{1} << 32) - 1) Py_RETURN_NONE;  // ranks are 32-bit in the table
-    CornerTable table(seed ? seed : fresh_seed(), static_cast<int64_t>(probes_per_corner * static_cast<double>(k)) + 64,
+    KeyTable<3> table(seed ? seed : fresh_seed(), static_cast<int64_t>(probes_per_corner * static_cast<double>(k)) + 64,
                       pow2_at_least(2 * static_cast<uint64_t>(k)));
     if (!table.reserve(pow2_at_least(static_cast<uint64_t>(k) / 2))) return PyErr_NoMemory();
     int64_t distinct = 0, foreign = 0, tagged = 0, failed = 0;
@@ -802,29 +843,14 @@ PyObject* stl_binary(PyObject*, PyObject* args) {
             store_index(faces, 3 * r + c, got);
         }
         if (failed) break;
-        // _normal_columns: a = corner 0, u = corner 1 - a, w = corner 2 - a (float64), n = u x w
-        double a[3], u[3], w[3];
+        double corner[3][3], stored[3];
         for (int d = 0; d < 3; ++d) {
-            a[d] = static_cast<double>(f32(p + 12 + 4 * d));
-            u[d] = static_cast<double>(f32(p + 24 + 4 * d)) - a[d];
-            w[d] = static_cast<double>(f32(p + 36 + 4 * d)) - a[d];
+            stored[d] = static_cast<double>(f32(p + 4 * d));
+            for (int c = 0; c < 3; ++c) corner[c][d] = static_cast<double>(f32(p + 12 + 12 * c + 4 * d));
         }
-        const double p12 = u[1] * w[2], p21 = u[2] * w[1], p20 = u[2] * w[0], p02 = u[0] * w[2],
-                     p01 = u[0] * w[1], p10 = u[1] * w[0];
-        const double cross[3] = {p12 - p21, p20 - p02, p01 - p10};
-        const double length = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
-        const bool solid = length > 0;
-        bool far = false, zero = true;
-        for (int d = 0; d < 3; ++d) {
-            double s = static_cast<double>(f32(p + 4 * d));
-            double g = solid ? cross[d] / length : 0.0;
-            far |= !(std::fabs(s - g) <= tolerance);  // NaN: far
-            zero &= s == 0;
-        }
-        foreign += far && !zero;
-        // validate._non_degenerate: the same differences, the cross product's terms compared
-        const bool flat = (p12 == p21) && (p20 == p02) && (p01 == p10);
-        kp[r] = rank[0] != rank[1] && rank[1] != rank[2] && rank[0] != rank[2] && !flat;
+        const FaceVerdict verdict = check_face(corner[0], corner[1], corner[2], stored, tolerance);
+        foreign += verdict.foreign;
+        kp[r] = rank[0] != rank[1] && rank[1] != rank[2] && rank[0] != rank[2] && !verdict.flat;
         uint16_t attr;
         std::memcpy(&attr, p + 48, 2);
         tagged += attr != 0;
@@ -947,6 +973,115 @@ PyObject* stl_write(PyObject*, PyObject* args) {
     return out;
 }
 
+// weld_rows(rows, ranks, first, probes, seed[, initial]) -> distinct or None: stl.merge_exact of
+// k float64 rows of 3 (bitwise: -0.0 and 0.0, NaN payloads apart) by KeyTable<6>: ranks[j] = the
+// rank of row j's bytes in order of first appearance, first[r] = the row where rank r first
+// appears. The table starts at 2^ceil(log2(initial x k)) slots of 28 bytes (initial 2, the
+// default: rows mostly distinct, as ASCII STL's text-welded corners are, never grows; 0: 64 slots,
+// doubling) and grows to at most 2^ceil(log2(2k)): <= ~112 bytes a row. Time O(k): at most
+// probes x k + 64 probes, else None (the caller's merge_exact).
+PyObject* weld_rows(PyObject*, PyObject* args) {
+    PyObject *ro, *ko, *fo;
+    double probes_per_row;
+    unsigned long long seed;
+    unsigned long long initial_slots = 2;
+    if (!PyArg_ParseTuple(args, "OOOdK|K", &ro, &ko, &fo, &probes_per_row, &seed, &initial_slots)) return nullptr;
+    View rows, ranks, first;
+    if (!get_array(ro, rows, false, "d", "rows") || !get_array(ko, ranks, true, "iq", "ranks") ||
+        !get_array(fo, first, true, "iq", "first"))
+        return nullptr;
+    const Py_ssize_t k = items(rows) / 3;
+    if (items(rows) != 3 * k || items(ranks) != k || items(first) != k) {
+        PyErr_SetString(PyExc_ValueError, "rows must hold 3 values a row, ranks and first one item a row");
+        return nullptr;
+    }
+    if (overlaps(rows.b, ranks.b) || overlaps(rows.b, first.b) || overlaps(ranks.b, first.b)) {
+        PyErr_SetString(PyExc_ValueError, "rows, ranks and first must not share memory");
+        return nullptr;
+    }
+    if (!(probes_per_row >= 0 && probes_per_row <= 64) || initial_slots > 2) {
+        PyErr_SetString(PyExc_ValueError, "probes must be in [0, 64], initial in [0, 2]");
+        return nullptr;
+    }
+    const int64_t index_max = ranks.b.itemsize == 4 || first.b.itemsize == 4 ? INT32_MAX : INT64_MAX;
+    if (k >= index_max || k >= (int64_t{1} << 32) - 1) Py_RETURN_NONE;
+    KeyTable<6> table(seed ? seed : fresh_seed(), static_cast<int64_t>(probes_per_row * static_cast<double>(k)) + 64,
+                      pow2_at_least(2 * static_cast<uint64_t>(k)));
+    if (!table.reserve(pow2_at_least(static_cast<uint64_t>(k) * initial_slots))) return PyErr_NoMemory();
+    int64_t distinct = 0, failed = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* base = static_cast<const unsigned char*>(rows.b.buf);
+    constexpr Py_ssize_t kBatch = 16;
+    uint64_t hashes[kBatch];
+    for (Py_ssize_t j = 0; j < k; ++j) {
+        if (j % kBatch == 0) {
+            for (Py_ssize_t u = j; u < j + kBatch && u < k; ++u) {
+                uint32_t key[6];
+                std::memcpy(key, base + 24 * u, 24);
+                hashes[u - j] = table.hash(key);
+                table.prefetch(hashes[u - j]);
+            }
+        }
+        uint32_t key[6];
+        std::memcpy(key, base + 24 * j, 24);
+        bool added;
+        int64_t got = table.find_or_add(key, hashes[j % kBatch], static_cast<uint32_t>(distinct), &added);
+        if (got < 0) {
+            failed = got;
+            break;
+        }
+        if (added) store_index(first, distinct++, j);
+        store_index(ranks, j, got);
+    }
+    Py_END_ALLOW_THREADS;
+    if (failed == -2) return PyErr_NoMemory();
+    if (failed) Py_RETURN_NONE;
+    return PyLong_FromLongLong(distinct);
+}
+
+// face_checks(vertices, faces, normals, tolerance, keep) -> foreign or None: check_face over
+// (M, 3) int64 faces of (N, 3) float64 vertices with (M, 3) float64 stored normals: keep[r] =
+// validate._non_degenerate, the count of foreign normals (stl._foreign_count). None (keep
+// unspecified) when a face index is outside [0, N): the caller's numpy path. Time O(M), no memory.
+PyObject* face_checks(PyObject*, PyObject* args) {
+    PyObject *vo, *fo, *no, *ko;
+    double tolerance;
+    if (!PyArg_ParseTuple(args, "OOOdO", &vo, &fo, &no, &tolerance, &ko)) return nullptr;
+    View vertices, faces, normals, keep;
+    if (!get_array(vo, vertices, false, "d", "vertices") || !get_array(fo, faces, false, "q", "faces") ||
+        !get_array(no, normals, false, "d", "normals") || !get_array(ko, keep, true, "B", "keep"))
+        return nullptr;
+    const Py_ssize_t nv = items(vertices) / 3, m = items(keep);
+    if (items(vertices) != 3 * nv || items(faces) != 3 * m || items(normals) != 3 * m) {
+        PyErr_SetString(PyExc_ValueError, "vertices, faces and normals must hold 3 items a row, one face a keep");
+        return nullptr;
+    }
+    if (overlaps(keep.b, vertices.b) || overlaps(keep.b, faces.b) || overlaps(keep.b, normals.b)) {
+        PyErr_SetString(PyExc_ValueError, "keep must not share memory with the inputs");
+        return nullptr;
+    }
+    int64_t foreign = 0;
+    bool in_range = true;
+    Py_BEGIN_ALLOW_THREADS;
+    const double* v = static_cast<const double*>(vertices.b.buf);
+    const int64_t* f = static_cast<const int64_t*>(faces.b.buf);
+    const double* s = static_cast<const double*>(normals.b.buf);
+    uint8_t* kp = static_cast<uint8_t*>(keep.b.buf);
+    for (Py_ssize_t r = 0; r < m; ++r) {
+        const int64_t i = f[3 * r], j = f[3 * r + 1], l = f[3 * r + 2];
+        if (i < 0 || i >= nv || j < 0 || j >= nv || l < 0 || l >= nv) {
+            in_range = false;
+            break;
+        }
+        const FaceVerdict verdict = check_face(v + 3 * i, v + 3 * j, v + 3 * l, s + 3 * r, tolerance);
+        foreign += verdict.foreign;
+        kp[r] = i != j && j != l && i != l && !verdict.flat;
+    }
+    Py_END_ALLOW_THREADS;
+    if (!in_range) Py_RETURN_NONE;
+    return PyLong_FromLongLong(foreign);
+}
+
 #if !defined(__clang__) && defined(__GNUC__)
 #pragma GCC pop_options
 #endif
@@ -999,6 +1134,10 @@ PyMethodDef methods[] = {
     {"stl_vertices", stl_vertices, METH_VARARGS,
      "stl_vertices(buf, n, first, out) -> rows holding NaN or inf (float64 of the corners first)"},
     {"stl_write", stl_write, METH_VARARGS, "stl_write(vertices, faces) -> binary STL bytes, or None (an index out of range)"},
+    {"weld_rows", weld_rows, METH_VARARGS,
+     "weld_rows(rows, ranks, first, probes, seed[, initial]) -> distinct or None (merge_exact of float64 rows of 3)"},
+    {"face_checks", face_checks, METH_VARARGS,
+     "face_checks(vertices, faces, normals, tolerance, keep) -> foreign normals, or None (an index out of range)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

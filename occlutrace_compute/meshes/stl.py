@@ -411,18 +411,26 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
         return None
     ids = (np.cumsum(is_first) - 1)[first]
     del first, is_first
-    vertices, inverse = merge_exact(xyz.reshape(-1, 3))
+    # the float weld and the face checks in C++ too (native.weld_rows, face_checks: merge_exact's,
+    # _foreign_count's and validate._non_degenerate's answers), numpy where they step aside
+    welded = native.weld_rows(xyz.reshape(-1, 3))
+    vertices, inverse = welded if welded is not None else merge_exact(xyz.reshape(-1, 3))
     faces = inverse[ids].reshape(m, 3)
-    del ids, inverse
-    normals = [np.ascontiguousarray(normal[d::3]) for d in range(3)]
-    columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
-    corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
+    del ids, inverse, welded
     metadata: list[tuple[str, str]] = []
     for field, raw, keyword in (("stl.solid_name", head_text, b"solid"), ("stl.endsolid_name", foot_text, b"endsolid")):
         named = _name_of(raw, keyword)
         if named is not None:
             metadata.append((field, named))
-    foreign = _foreign_count(normals, lambda c, d: columns[d][corner_ids[c]])
+    checked = native.face_checks(vertices, faces, normal.reshape(m, 3), NORMAL_TOLERANCE)
+    keep: np.ndarray | None = None
+    if checked is not None:
+        foreign, keep = checked
+    else:
+        normals = [np.ascontiguousarray(normal[d::3]) for d in range(3)]
+        columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
+        corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
+        foreign = _foreign_count(normals, lambda c, d: columns[d][corner_ids[c]])
     if foreign:
         metadata.append(
             (
@@ -430,7 +438,7 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
                 f"{foreign} of {m} facet normals are not the facet's geometric normal, replaced by computed normals",
             )
         )
-    return Parsed(vertices, faces, None, metadata)
+    return Parsed(vertices, faces, None, metadata, keep=keep)
 
 
 def parse_ascii_exact(data: bytes, name: str, limits: Limits) -> Parsed:
