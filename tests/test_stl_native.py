@@ -440,3 +440,59 @@ def test_ascii_stl_loads_alike_with_and_without_the_native_weld(writer):
         "stl.facet_normal",
         "14 of 1280 facet normals are not the facet's geometric normal, replaced by computed normals",
     ) in (native_loaded.metadata)
+
+
+M64 = 2**64 - 1
+
+
+def _splitmix(x: int) -> tuple[int, int]:
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31), x
+
+
+def _fold_mul(a: int, b: int) -> int:
+    p = a * b
+    return (p & M64) ^ (p >> 64)
+
+
+def corner_hash(seed: int):
+    """_textscan.cpp's KeyHash<3> for a table seeded with `seed` (a copy, to craft collisions)."""
+    s0, seed = _splitmix(seed)
+    s1, seed = _splitmix(seed)
+    s2, seed = _splitmix(seed)
+    s1 |= 1
+
+    def h(x: int, y: int, z: int) -> int:
+        v = _fold_mul((x | y << 32) ^ s0, s2 ^ s1)
+        v = _fold_mul(z ^ s0, v ^ s1)
+        return _fold_mul(v ^ s2, 0x9E3779B97F4A7C15)
+
+    return h
+
+
+def test_a_file_crafted_against_a_known_seed_spends_the_budget_and_falls_back_exactly():
+    """90 distinct corners whose hashes under seed 1 share their low 8 bits (the largest table
+    30 records get: 256 slots) make one cluster: ~90^2 / 2 probes, over the 8 x 90 + 64 budget.
+    With seed 1 the pass gives up (None, not a quadratic loop); a fresh per-call seed welds the
+    file natively; both answers are the numpy path's. A table without a probe cap would probe
+    quadratically in the cluster's size."""
+    h = corner_hash(1)
+    rng = np.random.default_rng(11)
+    keys: list[tuple[int, int, int]] = []
+    while len(keys) < 90:
+        x, y, z = (int(v) for v in rng.integers(0, 2**23, size=3))  # small positive floats' bits
+        if h(x, y, z) & 255 == 0:
+            keys.append((x, y, z))
+    corners = np.array(keys, dtype="<u4").view(np.float32).reshape(30, 3, 3)
+    data = binary_stl(corners, np.zeros((30, 3), np.float32))
+    assert native.stl_binary(data, 30, stl.NORMAL_TOLERANCE, seed=1) is None
+    fresh = native.stl_binary(data, 30, stl.NORMAL_TOLERANCE)
+    assert fresh is not None and len(fresh.vertices) == 90
+    with python_path():
+        want = stl.parse_binary(data, "x.stl", Limits())
+    assert fresh.vertices.tobytes() == want.vertices.tobytes() and np.array_equal(fresh.faces, want.faces)
+    # a seed the file was not crafted against spreads the same keys: the default budget suffices
+    assert native.stl_binary(data, 30, stl.NORMAL_TOLERANCE, seed=2) is not None
