@@ -596,9 +596,10 @@ PyObject* first_equal(PyObject*, PyObject* args) {
 // The weld is an open-addressing table of 16-byte slots (the 12 key bytes and rank + 1; 0: empty),
 // linear probing, a 64-bit multiply-fold hash keyed by a per-call random seed (a file cannot be
 // crafted against a seed it does not know; `seed` nonzero: that seed, for tests). It starts at
-// 2^ceil(log2(3n / 2)) slots and doubles when half full, so at most 2^ceil(log2(6n)) slots:
-// memory <= 64 bytes a corner (all corners distinct; ~8-16 for a closed mesh, whose corners
-// repeat ~6 times), i.e. <= ~4x the file, plus the callers' arrays. Time O(n): at most
+// 2^ceil(log2(3n / 2)) slots (>= 64) and doubles when half full, so at most 2^ceil(log2(6n))
+// slots: memory <= 64 bytes a corner, 96 while the last doubling copies (all corners distinct:
+// up to ~4x, briefly ~6x the file's 16.7 bytes a corner; ~8-16 bytes a corner, ~0.5-1x the
+// file, for a closed mesh, whose corners repeat ~6 times), plus the callers' arrays. Time O(n): at most
 // probes x 3n + 64 probes in all, rehashing included, else None (the outputs unspecified) and
 // the caller takes its exact path (stl._weld_binary, merge_exact). Each probe compares 12 bytes.
 // Not built on big-endian hosts (None: the Python path).

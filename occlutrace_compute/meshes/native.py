@@ -122,7 +122,8 @@ def stl_binary(data: bytes, n: int, tolerance: float, probes: float = 8.0, seed:
     gathered as float64. None when the scanner is off or gave up (more than probes x 3n probes:
     a hostile file; seed 0: a fresh random seed, else that one, for tests): the caller then takes
     its Python path. Time O(n); memory the outputs (~33 bytes a record and 24 a vertex) and the
-    table (8-16 bytes a corner for a closed mesh, at most 64: ~4x the file)."""
+    table (8-16 bytes a corner for a closed mesh; all corners distinct: 64, 96 while it doubles
+    the last time, i.e. ~4-6x the file)."""
     scan = scanner()
     if scan is None:
         return None
