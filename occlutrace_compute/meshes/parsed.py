@@ -23,7 +23,7 @@ class Parsed:
     uv: np.ndarray | None = None  # (N, 2) float64 per vertex
     texture_ref: str | None = None  # OBJ: the mtllib file name; PLY: the TextureFile name
     # (M,) bool: validate._non_degenerate of faces, where the parser computed it on the way
-    # (binary STL's one C++ pass); None: validate computes it
+    # (STL's C++ passes: binary records, the ASCII fast path's face checks); None: validate computes it
     keep: np.ndarray | None = None
 
 

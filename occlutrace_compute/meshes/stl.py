@@ -349,7 +349,9 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     facets of exactly 21 tokens laid out 'facet normal a b c' / 'outer loop' / 3 x 'vertex x y z'
     / 'endloop' / 'endfacet', one line each (blank lines between them are allowed: the exact
     parser skips them too); the 12 numbers of every facet are read by from_chars (the corners
-    welded as text first), then welded by merge_exact as the exact parser welds them. None for anything else
+    welded as text first), then welded as floats as the exact parser's merge_exact welds them
+    (native.weld_rows; merge_exact where it gives up), the stored normals and degenerate faces
+    checked in one C++ pass (native.face_checks: Parsed.keep for validate). None for anything else
     (keyword tails, foreign lines, several solids, a number the scanner refuses: nan, inf, '1_0',
     out of range...). Worst case O(n) time (the text weld's hash table is bounded: probes and
     compares capped, else every corner is converted); memory the token tables (9 bytes a token:
