@@ -1,10 +1,12 @@
-// _textscan: the byte work of the text mesh readers (meshes/text.py), without the GIL.
+// _textscan: the byte work of the text mesh readers (meshes/text.py) and binary STL's records,
+// without the GIL.
 //
 // Generic, bounds-checked primitives over a read-only byte buffer; the format logic (keywords,
 // layouts, metadata, errors) stays in Python. Every function validates its arguments while
 // holding the GIL, releases it for the O(n) loop, and writes into output arrays the caller
 // passes (numpy, via the buffer protocol), sized from count_tokens or from a header; the only
-// allocation is first_equal's hash table (<= 32 bytes a range).
+// allocations are first_equal's hash table (<= 32 bytes a range), stl_binary's and weld_rows'
+// (<= 64 and 112 bytes a corner) and stl_write's output.
 //
 //   count_tokens(buf) -> t                       whitespace-separated tokens in buf
 //   tokenize(buf, start, end, line, brk) -> t    their [start, end) offsets and line numbers
@@ -17,6 +19,12 @@
 //   nth_byte(buf, byte, r) -> offset             of the r-th occurrence of byte (-1: fewer)
 //   scan_floats(buf, out) -> (t, i)              float64 of every token of buf, into out
 //   scan_integers(buf, out) -> (t, i)            int64 likewise
+//   stl_binary(buf, n, faces, first, keep, tol, probes, seed) -> (distinct, foreign, tagged) | None
+//                                                binary STL records: weld, normals, degenerate faces
+//   stl_vertices(buf, n, first, out) -> rows     float64 of the welded corners; rows non-finite
+//   stl_write(vertices, faces) -> bytes | None   a mesh as binary STL (the only output it allocates)
+//   weld_rows(rows, ranks, first, probes, seed) -> distinct | None   merge_exact of float64 rows
+//   face_checks(vertices, faces, normals, tol, keep) -> foreign | None   stl_binary's face checks
 //
 // Whitespace is the 6 ASCII bytes Python's bytes.split() splits on (9-13, 32). A float token is
 // accepted only in the plain decimal form [+-]?(d+[.d*]|.d+)([eE][+-]?d+)? and only when
@@ -29,7 +37,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <chrono>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <system_error>
@@ -570,6 +580,513 @@ PyObject* first_equal(PyObject*, PyObject* args) {
     return PyBool_FromLong(ok);
 }
 
+// ---- binary STL: one pass over the 50-byte records ------------------------------------------
+//
+// stl_binary(buf, n, faces, first, keep, tolerance, probes, seed) -> (distinct, foreign, tagged)
+// or None. Record r is 50 bytes at 84 + 50 r: normal (3 float32), 3 corners (3 float32 each),
+// 2 attribute bytes, all little-endian. In one pass, per record:
+//   - each corner welded by its 12 bytes (exact: -0.0 and 0.0, NaN payloads stay apart): faces[3r + c]
+//     = the rank of the corner's bytes in order of first appearance (stl.merge_exact's answer),
+//     first[rank] = the corner index (3r + c) where those bytes first appear;
+//   - foreign: the stored normal neither all zero nor within `tolerance` per component of the
+//     geometric one (stl._normal_columns / _foreign_count's float64 arithmetic, step for step);
+//   - keep[r] = the face is not degenerate (validate._non_degenerate's float64 arithmetic: three
+//     distinct ranks and a cross product that is not exactly zero);
+//   - tagged: attribute bytes not zero.
+// The weld is an open-addressing table of 16-byte slots (the 12 key bytes and rank + 1; 0: empty),
+// linear probing, a 64-bit multiply-fold hash keyed by a per-call random seed (a file cannot be
+// crafted against a seed it does not know; `seed` nonzero: that seed, for tests). It starts at
+// 2^ceil(log2(3n / 2)) slots (>= 64) and doubles when half full, so at most 2^ceil(log2(6n))
+// slots: memory <= 64 bytes a corner, 96 while the last doubling copies (all corners distinct:
+// up to ~4x, briefly ~6x the file's 16.7 bytes a corner; ~8-16 bytes a corner, ~0.5-1x the
+// file, for a closed mesh, whose corners repeat ~6 times), plus the callers' arrays. Time O(n): at most
+// probes x 3n + 64 probes in all, rehashing included, else None (the outputs unspecified) and
+// the caller takes its exact path (stl._weld_binary, merge_exact). Each probe compares 12 bytes.
+// Not built on big-endian hosts (None: the Python path).
+//
+// stl_vertices(buf, n, first, out) -> nonfinite: out (len(first), 3) float64 of the corners
+// first[i] of the n records (float32 -> float64, exact; NaN as a float cast quiets it, as numpy's
+// astype); returns how many rows hold a NaN or an infinity.
+
+// The float arithmetic below must be IEEE operation by operation (numpy's): no fused multiply-add
+// (which x86-64's baseline lacks anyway, but aarch64 and -march=native builds have).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+// W 32-bit words of key (3: a float32 corner, 6: a float64 row) and rank + 1 (0: empty).
+template <int W>
+struct Slot {
+    uint32_t key[W];
+    uint32_t id;
+};
+
+inline uint64_t fold_mul(uint64_t a, uint64_t b) {
+    __uint128_t p = static_cast<__uint128_t>(a) * b;
+    return static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
+}
+
+template <int W>
+struct KeyHash {
+    uint64_t s0, s1, s2;
+    uint64_t operator()(const uint32_t* key) const {
+        uint64_t h = s2;
+        for (int i = 0; i + 2 <= W; i += 2) {
+            uint64_t w = static_cast<uint64_t>(key[i]) | static_cast<uint64_t>(key[i + 1]) << 32;
+            h = fold_mul(w ^ s0, h ^ s1);
+        }
+        if (W % 2) h = fold_mul(static_cast<uint64_t>(key[W - 1]) ^ s0, h ^ s1);
+        return fold_mul(h ^ s2, 0x9E3779B97F4A7C15ull);
+    }
+};
+
+inline uint64_t splitmix(uint64_t& x) {
+    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// A seed no file can know in advance: the clock, this call's stack address and a call counter.
+uint64_t fresh_seed() {
+    static uint64_t calls = 0;
+    int here = 0;
+    uint64_t x = static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count()) ^
+                 reinterpret_cast<uintptr_t>(&here) ^ (++calls << 48);
+    return splitmix(x);
+}
+
+template <int W>
+class KeyTable {
+   public:
+    // probes: the budget of probes in all; cap_max: the most slots it grows to.
+    KeyTable(uint64_t seed, int64_t probes, uint64_t cap_max) : budget_(probes), cap_max_(cap_max) {
+        hash_ = {splitmix(seed), splitmix(seed) | 1, splitmix(seed)};
+    }
+    ~KeyTable() { PyMem_RawFree(slots_); }
+    KeyTable(const KeyTable&) = delete;
+    KeyTable& operator=(const KeyTable&) = delete;
+    bool reserve(uint64_t cap) {
+        auto* s = static_cast<Slot<W>*>(PyMem_RawCalloc(static_cast<size_t>(cap), sizeof(Slot<W>)));
+        if (s == nullptr) return false;
+        slots_ = s;
+        mask_ = cap - 1;
+        return true;
+    }
+    uint64_t hash(const uint32_t* key) const { return hash_(key); }
+    void prefetch(uint64_t h) const { __builtin_prefetch(slots_ + (h & mask_)); }
+    // The rank of key (inserted with rank `fresh` if new: *added set); -1 when the budget is
+    // spent, -2 when memory ran out (growing).
+    int64_t find_or_add(const uint32_t* key, uint64_t h, uint32_t fresh, bool* added) {
+        *added = false;
+        for (uint64_t pos = h & mask_;; pos = (pos + 1) & mask_) {
+            if (--budget_ < 0) return -1;
+            Slot<W>& s = slots_[pos];
+            if (s.id == 0) {
+                std::memcpy(s.key, key, 4 * W);
+                s.id = fresh + 1;
+                *added = true;
+                if (2 * (static_cast<uint64_t>(fresh) + 1) > mask_ + 1 && (mask_ + 1) < cap_max_) {
+                    int g = grow();
+                    if (g < 0) return g;
+                }
+                return fresh;
+            }
+            if (std::memcmp(s.key, key, 4 * W) == 0) return s.id - 1;
+        }
+    }
+
+   private:
+    // Doubles the table (probes counted against the budget): 0, or -1 / -2 as find_or_add.
+    int grow() {
+        Slot<W>* old = slots_;
+        uint64_t old_cap = mask_ + 1;
+        if (!reserve(2 * old_cap)) {
+            slots_ = old;
+            return -2;
+        }
+        for (uint64_t i = 0; i < old_cap; ++i) {
+            if (old[i].id == 0) continue;
+            for (uint64_t pos = hash_(old[i].key) & mask_;; pos = (pos + 1) & mask_) {
+                if (--budget_ < 0) {
+                    PyMem_RawFree(old);
+                    return -1;
+                }
+                if (slots_[pos].id == 0) {
+                    slots_[pos] = old[i];
+                    break;
+                }
+            }
+        }
+        PyMem_RawFree(old);
+        return 0;
+    }
+    KeyHash<W> hash_{};
+    Slot<W>* slots_ = nullptr;
+    uint64_t mask_ = 0;
+    int64_t budget_;
+    uint64_t cap_max_;
+};
+
+// stl._foreign_count and validate._non_degenerate for one face of float64 corners a, b, c and
+// stored normal s, operation by operation as numpy does them: u = b - a, w = c - a, the cross
+// product's six products, its length sqrt((x x + y y) + z z); foreign: s is not all zero and some
+// |s - g| is not <= tolerance (NaN: not), g = cross / length where length > 0, else 0; flat: the
+// cross product's two terms equal in all three components (validate's zero-area test).
+struct FaceVerdict {
+    bool foreign, flat;
+};
+
+inline FaceVerdict check_face(const double* a, const double* b, const double* c, const double* s, double tolerance) {
+    double u[3], w[3];
+    for (int d = 0; d < 3; ++d) {
+        u[d] = b[d] - a[d];
+        w[d] = c[d] - a[d];
+    }
+    const double p12 = u[1] * w[2], p21 = u[2] * w[1], p20 = u[2] * w[0], p02 = u[0] * w[2], p01 = u[0] * w[1],
+                 p10 = u[1] * w[0];
+    const double cross[3] = {p12 - p21, p20 - p02, p01 - p10};
+    const double length = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+    const bool solid = length > 0;
+    bool far = false, zero = true;
+    for (int d = 0; d < 3; ++d) {
+        double g = solid ? cross[d] / length : 0.0;
+        far |= !(std::fabs(s[d] - g) <= tolerance);  // NaN: far
+        zero &= s[d] == 0;
+    }
+    return {far && !zero, (p12 == p21) && (p20 == p02) && (p01 == p10)};
+}
+
+inline uint64_t pow2_at_least(uint64_t x) {
+    uint64_t p = 64;
+    while (p < x) p *= 2;
+    return p;
+}
+
+inline float f32(const unsigned char* p) {
+    float x;
+    std::memcpy(&x, p, 4);
+    return x;
+}
+
+PyObject* stl_binary(PyObject*, PyObject* args) {
+    PyObject *o, *fo, *io, *ko;
+    Py_ssize_t n;
+    double tolerance;
+    double probes_per_corner;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OnOOOddK", &o, &n, &fo, &io, &ko, &tolerance, &probes_per_corner, &seed))
+        return nullptr;
+    View buf, faces, first, keep;
+    if (!get_bytes(o, buf) || !get_array(fo, faces, true, "iq", "faces") ||
+        !get_array(io, first, true, "iq", "first") || !get_array(ko, keep, true, "B", "keep"))
+        return nullptr;
+    if (n < 0 || n > (PY_SSIZE_T_MAX - 84) / 50 || 84 + 50 * n > buf.size()) {
+        PyErr_SetString(PyExc_ValueError, "the buffer does not hold n records after the 84-byte header");
+        return nullptr;
+    }
+    if (items(faces) != 3 * n || items(first) != 3 * n || items(keep) != n) {
+        PyErr_SetString(PyExc_ValueError, "faces and first must hold 3n items, keep n");
+        return nullptr;
+    }
+    if (overlaps(buf.b, faces.b) || overlaps(buf.b, first.b) || overlaps(buf.b, keep.b) ||
+        overlaps(faces.b, first.b) || overlaps(faces.b, keep.b) || overlaps(first.b, keep.b)) {
+        PyErr_SetString(PyExc_ValueError, "buf, faces, first and keep must not share memory");
+        return nullptr;
+    }
+    if (!(probes_per_corner >= 0 && probes_per_corner <= 64)) {
+        PyErr_SetString(PyExc_ValueError, "probes must be in [0, 64]");
+        return nullptr;
+    }
+    const int64_t k = 3 * static_cast<int64_t>(n);
+    const int64_t index_max = first.b.itemsize == 4 || faces.b.itemsize == 4 ? INT32_MAX : INT64_MAX;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    Py_RETURN_NONE;  // the records are little-endian: the Python path reads them
+#endif
+    if (k >= index_max || k >= (int64_t{1} << 32) - 1) Py_RETURN_NONE;  // ranks are 32-bit in the table
+    KeyTable<3> table(seed ? seed : fresh_seed(), static_cast<int64_t>(probes_per_corner * static_cast<double>(k)) + 64,
+                      pow2_at_least(2 * static_cast<uint64_t>(k)));
+    if (!table.reserve(pow2_at_least(static_cast<uint64_t>(k) / 2))) return PyErr_NoMemory();
+    int64_t distinct = 0, foreign = 0, tagged = 0, failed = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* rec0 = buf.data() + 84;
+    uint8_t* kp = static_cast<uint8_t*>(keep.b.buf);
+    constexpr int64_t kBatch = 8;  // records whose slots are prefetched ahead
+    uint64_t hashes[3 * kBatch];
+    for (int64_t r = 0; r < n && !failed; ++r) {
+        if (r % kBatch == 0) {
+            for (int64_t u = r; u < r + kBatch && u < n; ++u) {
+                for (int c = 0; c < 3; ++c) {
+                    uint32_t key[3];
+                    std::memcpy(key, rec0 + 50 * u + 12 + 12 * c, 12);
+                    uint64_t h = table.hash(key);
+                    hashes[3 * (u - r) + c] = h;
+                    table.prefetch(h);
+                }
+            }
+        }
+        const unsigned char* p = rec0 + 50 * r;
+        int64_t rank[3];
+        for (int c = 0; c < 3; ++c) {
+            uint32_t key[3];
+            std::memcpy(key, p + 12 + 12 * c, 12);
+            bool added;
+            int64_t got = table.find_or_add(key, hashes[3 * (r % kBatch) + c], static_cast<uint32_t>(distinct), &added);
+            if (got < 0) {
+                failed = got;
+                break;
+            }
+            if (added) store_index(first, distinct++, 3 * r + c);
+            rank[c] = got;
+            store_index(faces, 3 * r + c, got);
+        }
+        if (failed) break;
+        double corner[3][3], stored[3];
+        for (int d = 0; d < 3; ++d) {
+            stored[d] = static_cast<double>(f32(p + 4 * d));
+            for (int c = 0; c < 3; ++c) corner[c][d] = static_cast<double>(f32(p + 12 + 12 * c + 4 * d));
+        }
+        const FaceVerdict verdict = check_face(corner[0], corner[1], corner[2], stored, tolerance);
+        foreign += verdict.foreign;
+        kp[r] = rank[0] != rank[1] && rank[1] != rank[2] && rank[0] != rank[2] && !verdict.flat;
+        uint16_t attr;
+        std::memcpy(&attr, p + 48, 2);
+        tagged += attr != 0;
+    }
+    Py_END_ALLOW_THREADS;
+    if (failed == -2) return PyErr_NoMemory();
+    if (failed) Py_RETURN_NONE;
+    return Py_BuildValue("LLL", static_cast<long long>(distinct), static_cast<long long>(foreign),
+                         static_cast<long long>(tagged));
+}
+
+PyObject* stl_vertices(PyObject*, PyObject* args) {
+    PyObject *o, *io, *oo;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OnOO", &o, &n, &io, &oo)) return nullptr;
+    View buf, first, out;
+    if (!get_bytes(o, buf) || !get_array(io, first, false, "iq", "first") || !get_array(oo, out, true, "d", "out"))
+        return nullptr;
+    if (n < 0 || n > (PY_SSIZE_T_MAX - 84) / 50 || 84 + 50 * n > buf.size()) {
+        PyErr_SetString(PyExc_ValueError, "the buffer does not hold n records after the 84-byte header");
+        return nullptr;
+    }
+    const Py_ssize_t m = items(first);
+    if (items(out) != 3 * m) {
+        PyErr_SetString(PyExc_ValueError, "out must hold 3 values a corner of first");
+        return nullptr;
+    }
+    if (overlaps(out.b, first.b) || overlaps(out.b, buf.b)) {
+        PyErr_SetString(PyExc_ValueError, "out must not share memory with buf or first");
+        return nullptr;
+    }
+    const int64_t k = 3 * static_cast<int64_t>(n);
+    Py_ssize_t bad = -1, nonfinite = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* rec0 = buf.data() + 84;
+    double* v = static_cast<double*>(out.b.buf);
+    for (Py_ssize_t i = 0; i < m; ++i) {
+        int64_t c = load_index(first, i);  // checked here: another thread may change `first`
+        if (c < 0 || c >= k) {
+            bad = i;
+            break;
+        }
+        const unsigned char* p = rec0 + 50 * (c / 3) + 12 + 12 * (c % 3);
+        bool finite = true;
+        for (int d = 0; d < 3; ++d) {
+            double x = static_cast<double>(f32(p + 4 * d));
+            finite &= std::isfinite(x);
+            v[3 * i + d] = x;
+        }
+        nonfinite += !finite;
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad >= 0) {
+        PyErr_Format(PyExc_IndexError, "first[%zd] is not a corner of the n records", bad);
+        return nullptr;
+    }
+    return PyLong_FromSsize_t(nonfinite);
+}
+
+// stl_write(vertices, faces) -> bytes or None: the binary STL of a mesh (80 zero bytes, the
+// uint32 face count, one 50-byte record a face: the geometric normal as float32, the 3 corners as
+// float32, zero attribute bytes), stl._write_binary's bytes: the normal in float64 by
+// _normal_columns' arithmetic (u = b - a, w = c - a, u x w over its length, zero where the length
+// is not > 0), then rounded to float32 as numpy's astype rounds. vertices: (N, 3) float64, faces
+// (M, 3) int64, both contiguous. None (nothing written) when a face index is outside [0, N) or
+// M is over the format's uint32 count: the caller's numpy path then decides. Time O(M); memory
+// the output (50 bytes a face).
+PyObject* stl_write(PyObject*, PyObject* args) {
+    PyObject *vo, *fo;
+    if (!PyArg_ParseTuple(args, "OO", &vo, &fo)) return nullptr;
+    View vertices, faces;
+    if (!get_array(vo, vertices, false, "d", "vertices") || !get_array(fo, faces, false, "q", "faces")) return nullptr;
+    if (items(vertices) % 3 != 0 || items(faces) % 3 != 0) {
+        PyErr_SetString(PyExc_ValueError, "vertices and faces must hold 3 items a row");
+        return nullptr;
+    }
+    const int64_t nv = items(vertices) / 3, m = items(faces) / 3;
+    if (m > UINT32_MAX || m > (PY_SSIZE_T_MAX - 84) / 50) Py_RETURN_NONE;
+    PyObject* out = PyBytes_FromStringAndSize(nullptr, 84 + 50 * static_cast<Py_ssize_t>(m));
+    if (out == nullptr) return nullptr;
+    unsigned char* o = reinterpret_cast<unsigned char*>(PyBytes_AS_STRING(out));
+    bool in_range = true;
+    Py_BEGIN_ALLOW_THREADS;  // `out` is not shared until returned
+    std::memset(o, 0, 80);
+    const uint32_t count = static_cast<uint32_t>(m);
+    std::memcpy(o + 80, &count, 4);
+    const double* v = static_cast<const double*>(vertices.b.buf);
+    const int64_t* f = static_cast<const int64_t*>(faces.b.buf);
+    for (int64_t r = 0; r < m; ++r) {
+        const int64_t i0 = f[3 * r], i1 = f[3 * r + 1], i2 = f[3 * r + 2];
+        if (i0 < 0 || i0 >= nv || i1 < 0 || i1 >= nv || i2 < 0 || i2 >= nv) {
+            in_range = false;
+            break;
+        }
+        const double *a = v + 3 * i0, *b = v + 3 * i1, *c = v + 3 * i2;
+        double u[3], w[3];
+        for (int d = 0; d < 3; ++d) {
+            u[d] = b[d] - a[d];
+            w[d] = c[d] - a[d];
+        }
+        const double cross[3] = {u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]};
+        const double length = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+        const bool solid = length > 0;
+        float rec[12];
+        for (int d = 0; d < 3; ++d) {
+            rec[d] = static_cast<float>(solid ? cross[d] / length : 0.0);
+            rec[3 + d] = static_cast<float>(a[d]);
+            rec[6 + d] = static_cast<float>(b[d]);
+            rec[9 + d] = static_cast<float>(c[d]);
+        }
+        unsigned char* p = o + 84 + 50 * r;
+        std::memcpy(p, rec, 48);
+        p[48] = p[49] = 0;
+    }
+    Py_END_ALLOW_THREADS;
+    if (!in_range) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+// weld_rows(rows, ranks, first, probes, seed[, initial]) -> distinct or None: stl.merge_exact of
+// k float64 rows of 3 (bitwise: -0.0 and 0.0, NaN payloads apart) by KeyTable<6>: ranks[j] = the
+// rank of row j's bytes in order of first appearance, first[r] = the row where rank r first
+// appears. The table starts at 2^ceil(log2(initial x k)) slots of 28 bytes (initial 2, the
+// default: rows mostly distinct, as ASCII STL's text-welded corners are, never grows; 0: 64 slots,
+// doubling) and grows to at most 2^ceil(log2(2k)): <= ~112 bytes a row. Time O(k): at most
+// probes x k + 64 probes, else None (the caller's merge_exact).
+PyObject* weld_rows(PyObject*, PyObject* args) {
+    PyObject *ro, *ko, *fo;
+    double probes_per_row;
+    unsigned long long seed;
+    unsigned long long initial_slots = 2;
+    if (!PyArg_ParseTuple(args, "OOOdK|K", &ro, &ko, &fo, &probes_per_row, &seed, &initial_slots)) return nullptr;
+    View rows, ranks, first;
+    if (!get_array(ro, rows, false, "d", "rows") || !get_array(ko, ranks, true, "iq", "ranks") ||
+        !get_array(fo, first, true, "iq", "first"))
+        return nullptr;
+    const Py_ssize_t k = items(rows) / 3;
+    if (items(rows) != 3 * k || items(ranks) != k || items(first) != k) {
+        PyErr_SetString(PyExc_ValueError, "rows must hold 3 values a row, ranks and first one item a row");
+        return nullptr;
+    }
+    if (overlaps(rows.b, ranks.b) || overlaps(rows.b, first.b) || overlaps(ranks.b, first.b)) {
+        PyErr_SetString(PyExc_ValueError, "rows, ranks and first must not share memory");
+        return nullptr;
+    }
+    if (!(probes_per_row >= 0 && probes_per_row <= 64) || initial_slots > 2) {
+        PyErr_SetString(PyExc_ValueError, "probes must be in [0, 64], initial in [0, 2]");
+        return nullptr;
+    }
+    const int64_t index_max = ranks.b.itemsize == 4 || first.b.itemsize == 4 ? INT32_MAX : INT64_MAX;
+    if (k >= index_max || k >= (int64_t{1} << 32) - 1) Py_RETURN_NONE;
+    KeyTable<6> table(seed ? seed : fresh_seed(), static_cast<int64_t>(probes_per_row * static_cast<double>(k)) + 64,
+                      pow2_at_least(2 * static_cast<uint64_t>(k)));
+    if (!table.reserve(pow2_at_least(static_cast<uint64_t>(k) * initial_slots))) return PyErr_NoMemory();
+    int64_t distinct = 0, failed = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    const unsigned char* base = static_cast<const unsigned char*>(rows.b.buf);
+    constexpr Py_ssize_t kBatch = 16;
+    uint64_t hashes[kBatch];
+    for (Py_ssize_t j = 0; j < k; ++j) {
+        if (j % kBatch == 0) {
+            for (Py_ssize_t u = j; u < j + kBatch && u < k; ++u) {
+                uint32_t key[6];
+                std::memcpy(key, base + 24 * u, 24);
+                hashes[u - j] = table.hash(key);
+                table.prefetch(hashes[u - j]);
+            }
+        }
+        uint32_t key[6];
+        std::memcpy(key, base + 24 * j, 24);
+        bool added;
+        int64_t got = table.find_or_add(key, hashes[j % kBatch], static_cast<uint32_t>(distinct), &added);
+        if (got < 0) {
+            failed = got;
+            break;
+        }
+        if (added) store_index(first, distinct++, j);
+        store_index(ranks, j, got);
+    }
+    Py_END_ALLOW_THREADS;
+    if (failed == -2) return PyErr_NoMemory();
+    if (failed) Py_RETURN_NONE;
+    return PyLong_FromLongLong(distinct);
+}
+
+// face_checks(vertices, faces, normals, tolerance, keep) -> foreign or None: check_face over
+// (M, 3) int64 faces of (N, 3) float64 vertices with (M, 3) float64 stored normals: keep[r] =
+// validate._non_degenerate, the count of foreign normals (stl._foreign_count). None (keep
+// unspecified) when a face index is outside [0, N): the caller's numpy path. Time O(M), no memory.
+PyObject* face_checks(PyObject*, PyObject* args) {
+    PyObject *vo, *fo, *no, *ko;
+    double tolerance;
+    if (!PyArg_ParseTuple(args, "OOOdO", &vo, &fo, &no, &tolerance, &ko)) return nullptr;
+    View vertices, faces, normals, keep;
+    if (!get_array(vo, vertices, false, "d", "vertices") || !get_array(fo, faces, false, "q", "faces") ||
+        !get_array(no, normals, false, "d", "normals") || !get_array(ko, keep, true, "B", "keep"))
+        return nullptr;
+    const Py_ssize_t nv = items(vertices) / 3, m = items(keep);
+    if (items(vertices) != 3 * nv || items(faces) != 3 * m || items(normals) != 3 * m) {
+        PyErr_SetString(PyExc_ValueError, "vertices, faces and normals must hold 3 items a row, one face a keep");
+        return nullptr;
+    }
+    if (overlaps(keep.b, vertices.b) || overlaps(keep.b, faces.b) || overlaps(keep.b, normals.b)) {
+        PyErr_SetString(PyExc_ValueError, "keep must not share memory with the inputs");
+        return nullptr;
+    }
+    int64_t foreign = 0;
+    bool in_range = true;
+    Py_BEGIN_ALLOW_THREADS;
+    const double* v = static_cast<const double*>(vertices.b.buf);
+    const int64_t* f = static_cast<const int64_t*>(faces.b.buf);
+    const double* s = static_cast<const double*>(normals.b.buf);
+    uint8_t* kp = static_cast<uint8_t*>(keep.b.buf);
+    for (Py_ssize_t r = 0; r < m; ++r) {
+        const int64_t i = f[3 * r], j = f[3 * r + 1], l = f[3 * r + 2];
+        if (i < 0 || i >= nv || j < 0 || j >= nv || l < 0 || l >= nv) {
+            in_range = false;
+            break;
+        }
+        const FaceVerdict verdict = check_face(v + 3 * i, v + 3 * j, v + 3 * l, s + 3 * r, tolerance);
+        foreign += verdict.foreign;
+        kp[r] = i != j && j != l && i != l && !verdict.flat;
+    }
+    Py_END_ALLOW_THREADS;
+    if (!in_range) Py_RETURN_NONE;
+    return PyLong_FromLongLong(foreign);
+}
+
+#if !defined(__clang__) && defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
 // nth_byte(buf, byte, r) -> the offset of the r-th (1-based) occurrence of byte, or -1 when buf
 // holds fewer (memchr from one to the next: O(n)).
 PyObject* nth_byte(PyObject*, PyObject* args) {
@@ -613,6 +1130,15 @@ PyMethodDef methods[] = {
     {"keys", keys, METH_VARARGS, "keys(buf, start, end, out_uint64) -> -1 (each token's first 8 bytes, text.keys)"},
     {"scan_floats", scan_floats, METH_VARARGS, "scan_floats(buf, out) -> (tokens, first refused or -1)"},
     {"scan_integers", scan_integers, METH_VARARGS, "scan_integers(buf, out) -> (tokens, first refused or -1)"},
+    {"stl_binary", stl_binary, METH_VARARGS,
+     "stl_binary(buf, n, faces, first, keep, tolerance, probes, seed) -> (distinct, foreign, tagged) or None"},
+    {"stl_vertices", stl_vertices, METH_VARARGS,
+     "stl_vertices(buf, n, first, out) -> rows holding NaN or inf (float64 of the corners first)"},
+    {"stl_write", stl_write, METH_VARARGS, "stl_write(vertices, faces) -> binary STL bytes, or None (an index out of range)"},
+    {"weld_rows", weld_rows, METH_VARARGS,
+     "weld_rows(rows, ranks, first, probes, seed[, initial]) -> distinct or None (merge_exact of float64 rows of 3)"},
+    {"face_checks", face_checks, METH_VARARGS,
+     "face_checks(vertices, faces, normals, tolerance, keep) -> foreign normals, or None (an index out of range)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

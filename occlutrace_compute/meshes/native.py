@@ -11,13 +11,15 @@ number: nan, inf, hex, '1_0', out of range, NUL or non-ASCII bytes), and the cal
 Python path, whose verdict and values stand: the scanner only ever makes an accepted file faster,
 never changes what a file gives. The scanner releases the GIL, so two files parse at once on two
 threads. Memory: the output arrays (token tables: 8 or 12 bytes a token, at most one token per
-2 bytes of input) and first_equal's hash table (<= 32 bytes a range); time O(n) for n bytes.
+2 bytes of input), first_equal's hash table (<= 32 bytes a range) and stl_binary's (<= 64 bytes a
+corner); time O(n) for n bytes.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -94,6 +96,106 @@ def first_equal(buf: bytes | np.ndarray, start: np.ndarray, end: np.ndarray) -> 
     start, end = _index_pair(start, end)
     out = np.empty(len(start), dtype=start.dtype)
     return out if scan.first_equal(buf, start, end, out) else None
+
+
+@dataclass
+class BinaryStl:
+    """What stl_binary reads from n binary STL records in one pass (stl.parse_binary's numbers).
+
+    vertices (V, 3) float64, the distinct corners (bitwise) in order of first appearance;
+    faces (n, 3) int64 into them; keep (n,) bool, validate._non_degenerate of those faces;
+    foreign: records whose stored normal is neither zero nor the geometric one (stl._foreign_count);
+    tagged: records with attribute bytes.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    keep: np.ndarray
+    foreign: int
+    tagged: int
+
+
+def stl_binary(data: bytes, n: int, tolerance: float, probes: float = 8.0, seed: int = 0) -> BinaryStl | None:
+    """The n 50-byte records after data's 84-byte header in one C++ pass without the GIL
+    (_textscan.cpp, stl_binary: corners welded by their 12 bytes in a seeded hash table, stored
+    normals checked against `tolerance`, degenerate faces found), then the distinct corners
+    gathered as float64. None when the scanner is off or gave up (more than probes x 3n probes:
+    a hostile file; seed 0: a fresh random seed, else that one, for tests): the caller then takes
+    its Python path. Time O(n); memory the outputs (~33 bytes a record and 24 a vertex) and the
+    table (8-16 bytes a corner for a closed mesh; all corners distinct: 64, 96 while it doubles
+    the last time, i.e. ~4-6x the file)."""
+    scan = scanner()
+    if scan is None:
+        return None
+    k = 3 * n
+    faces = np.empty((n, 3), dtype=np.int64)
+    first = np.empty(k, dtype=index_dtype(k))
+    keep = np.empty(n, dtype=bool)
+    counts = scan.stl_binary(data, n, faces, first, keep, tolerance, probes, seed)
+    if counts is None:
+        return None
+    distinct, foreign, tagged = counts
+    vertices = np.empty((distinct, 3), dtype=np.float64)
+    scan.stl_vertices(data, n, first[:distinct], vertices)  # (returns the non-finite rows: validate counts them)
+    return BinaryStl(vertices, faces, keep, foreign, tagged)
+
+
+def stl_write(vertices: np.ndarray, faces: np.ndarray) -> bytes | None:
+    """The binary STL of (N, 3) vertices and (M, 3) faces in one C++ pass without the GIL
+    (stl._write_binary's bytes: float64 normals by its arithmetic, then float32); None when the
+    scanner is off or the arrays are not that (other dtypes or shapes, an index outside [0, N)):
+    the caller's numpy path then writes or raises. Time O(M); memory the output (50 bytes a face)
+    and contiguous float64/int64 copies of the arrays where they are not that already."""
+    scan = scanner()
+    if scan is None or vertices.dtype not in (np.float64, np.float32) or faces.dtype.kind not in "iu":
+        return None
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        return None
+    if faces.dtype == np.uint64 and len(faces) and int(faces.max()) >= 2**63:
+        return None  # would wrap to negative in int64 (refused there anyway, but not this way)
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    return scan.stl_write(v, f)
+
+
+def weld_rows(rows: np.ndarray, probes: float = 8.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """merge_exact(rows) for (k, 3) float64 rows by the C++ hash table (weld_rows: seeded, probes
+    capped at probes x k + 64, no GIL): the distinct rows (bitwise) in order of first appearance
+    and each row's int64 index into them. None when the scanner is off or gave up: the caller
+    then calls merge_exact. Time O(k); memory the outputs and the table (2^ceil(log2(2k)) slots
+    of 28 bytes: 56-112 bytes a row, sized for rows that are mostly distinct)."""
+    scan = scanner()
+    if scan is None or rows.dtype != np.float64 or rows.ndim != 2 or rows.shape[1] != 3:
+        return None
+    rows = np.ascontiguousarray(rows)
+    k = len(rows)
+    ranks = np.empty(k, dtype=np.int64)
+    first = np.empty(k, dtype=index_dtype(k))
+    distinct = scan.weld_rows(rows, ranks, first, probes, seed)
+    if distinct is None:
+        return None
+    return rows[first[:distinct]], ranks
+
+
+def face_checks(
+    vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, tolerance: float
+) -> tuple[int, np.ndarray] | None:
+    """stl._foreign_count of (M, 3) stored normals and validate._non_degenerate of (M, 3) int64
+    faces of (N, 3) float64 vertices in one C++ pass (face_checks, no GIL, the same arithmetic):
+    the foreign count and the (M,) bool keep mask. None when the scanner is off or an index is
+    out of range (the caller's numpy path). Time O(M); memory the mask."""
+    scan = scanner()
+    if scan is None:
+        return None
+    keep = np.empty(len(faces), dtype=bool)
+    foreign = scan.face_checks(
+        np.ascontiguousarray(vertices, dtype=np.float64),
+        np.ascontiguousarray(faces, dtype=np.int64),
+        np.ascontiguousarray(normals, dtype=np.float64),
+        tolerance,
+        keep,
+    )
+    return None if foreign is None else (foreign, keep)
 
 
 def integers(

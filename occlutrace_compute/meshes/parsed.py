@@ -22,6 +22,9 @@ class Parsed:
     warnings: list[str] = field(default_factory=list)
     uv: np.ndarray | None = None  # (N, 2) float64 per vertex
     texture_ref: str | None = None  # OBJ: the mtllib file name; PLY: the TextureFile name
+    # (M,) bool: validate._non_degenerate of faces, where the parser computed it on the way
+    # (STL's C++ passes: binary records, the ASCII fast path's face checks); None: validate computes it
+    keep: np.ndarray | None = None
 
 
 def printable(text: str, limit: int = 500) -> str:

@@ -10,6 +10,11 @@ that are not the facet's geometric normal (12 bytes a facet: any bytes fit), the
 solid names, text after any keyword (`facet normal x y z <text>`, `outer loop <text>`,
 `endloop <text>`, `endfacet <text>`, `endsolid <text>`) and lines that are not STL.
 
+Binary: with the C++ scanner, one pass over the records welds the corners, counts foreign normals
+and attribute bytes and finds validate's degenerate faces (native.stl_binary, no GIL: ~0.04 s
+CPU to load 310k records, like binary PLY); without it, numpy passes over record columns
+(~0.17 s), which give the same result.
+
 ASCII: parse_ascii_fast reads the layout nearly every writer uses (one solid, facets of 7 lines,
 one per kind, no keyword tails). With the C++ scanner (meshes/native.py, _textscan.cpp: tokens
 and lines in one pass, corners welded as text by a hash table so that ~1/6 of the coordinates are
@@ -109,13 +114,32 @@ def _foreign_count(stored: list[np.ndarray], corner: Callable[[int, int], np.nda
 
 
 def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
+    """A binary STL's corners welded into vertices and faces, and what else it carries as metadata.
+
+    With the C++ scanner, one pass over the records (native.stl_binary: the weld, the foreign
+    normal count, the attribute count and validate's degenerate-face mask, all without the GIL;
+    ~0.03 s CPU for 310k records against ~0.16 s for the numpy path, bench/RESULTS.md, sixth
+    session); without it or where it gives up (a hostile file), the numpy path (_foreign_normals,
+    _weld_binary), which gives the same Parsed (tests/test_stl_native.py). Time O(n) (the numpy
+    path's fallback merge O(n log n)); memory a few times the file on either path."""
     n = _binary_count(data, name, limits)
-    rec = np.frombuffer(data, RECORD, count=n, offset=84)
     metadata = []
     header = printable(data[:80].rstrip(b"\x00 ").decode("latin-1"))
     if header:
         metadata.append(("stl.header", header))
-    foreign = _foreign_normals(rec["normal"], rec["v"])
+    one_pass = native.stl_binary(data, n, NORMAL_TOLERANCE) if n else None
+    keep: np.ndarray | None = None
+    if one_pass is not None:
+        vertices, faces, keep = one_pass.vertices, one_pass.faces, one_pass.keep
+        foreign, tagged = one_pass.foreign, one_pass.tagged
+    else:
+        rec = np.frombuffer(data, RECORD, count=n, offset=84)
+        foreign = _foreign_normals(rec["normal"], rec["v"])
+        tagged = int(np.count_nonzero(rec["attr"]))
+        vertices, faces = _weld_binary(data, rec["v"].reshape(-1, 3))
+        with np.errstate(invalid="ignore"):  # signalling NaNs: rejected by validation, not here
+            vertices = vertices.astype(np.float64)
+        faces = faces.reshape(-1, 3)
     if foreign:
         metadata.append(
             (
@@ -124,7 +148,6 @@ def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
                 f"({12 * foreign} bytes), replaced by computed normals",
             )
         )
-    tagged = int(np.count_nonzero(rec["attr"]))
     if tagged:
         metadata.append(
             ("stl.attribute_bytes", f"{tagged} of {n} triangles carry attribute bytes ({2 * tagged} bytes), zeroed")
@@ -134,15 +157,13 @@ def parse_binary(data: bytes, name: str, limits: Limits) -> Parsed:
     if extra:
         metadata.append(("stl.trailing_bytes", f"{extra} bytes after the last triangle"))
         warnings.append(f"ignored {extra} bytes after the {n} declared triangles")
-    vertices, faces = _weld_binary(data, rec["v"].reshape(-1, 3))
-    with np.errstate(invalid="ignore"):  # signalling NaNs: rejected by validation, not here
-        vertices = vertices.astype(np.float64)
-    return Parsed(vertices, faces.reshape(-1, 3), None, metadata, warnings)
+    return Parsed(vertices, faces, None, metadata, warnings, keep=keep)
 
 
 def _weld_binary(data: bytes, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """merge_exact(corners) for the (3n, 3) float32 corners of a binary STL's n records: the
     distinct corners (bitwise) in order of first appearance and each corner's index into them.
+    (parse_binary's numpy path: native.stl_binary's one pass does this where it runs.)
 
     By the C++ scanner's hash table over each corner's 12 bytes in `data` (native.first_equal,
     GIL released, bounded probes and compares; ~2x faster than merge_exact's sort, bench/RESULTS.md)
@@ -328,7 +349,9 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
     facets of exactly 21 tokens laid out 'facet normal a b c' / 'outer loop' / 3 x 'vertex x y z'
     / 'endloop' / 'endfacet', one line each (blank lines between them are allowed: the exact
     parser skips them too); the 12 numbers of every facet are read by from_chars (the corners
-    welded as text first), then welded by merge_exact as the exact parser welds them. None for anything else
+    welded as text first), then welded as floats as the exact parser's merge_exact welds them
+    (native.weld_rows; merge_exact where it gives up), the stored normals and degenerate faces
+    checked in one C++ pass (native.face_checks: Parsed.keep for validate). None for anything else
     (keyword tails, foreign lines, several solids, a number the scanner refuses: nan, inf, '1_0',
     out of range...). Worst case O(n) time (the text weld's hash table is bounded: probes and
     compares capped, else every corner is converted); memory the token tables (9 bytes a token:
@@ -390,18 +413,26 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
         return None
     ids = (np.cumsum(is_first) - 1)[first]
     del first, is_first
-    vertices, inverse = merge_exact(xyz.reshape(-1, 3))
+    # the float weld and the face checks in C++ too (native.weld_rows, face_checks: merge_exact's,
+    # _foreign_count's and validate._non_degenerate's answers), numpy where they step aside
+    welded = native.weld_rows(xyz.reshape(-1, 3))
+    vertices, inverse = welded if welded is not None else merge_exact(xyz.reshape(-1, 3))
     faces = inverse[ids].reshape(m, 3)
-    del ids, inverse
-    normals = [np.ascontiguousarray(normal[d::3]) for d in range(3)]
-    columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
-    corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
+    del ids, inverse, welded
     metadata: list[tuple[str, str]] = []
     for field, raw, keyword in (("stl.solid_name", head_text, b"solid"), ("stl.endsolid_name", foot_text, b"endsolid")):
         named = _name_of(raw, keyword)
         if named is not None:
             metadata.append((field, named))
-    foreign = _foreign_count(normals, lambda c, d: columns[d][corner_ids[c]])
+    checked = native.face_checks(vertices, faces, normal.reshape(m, 3), NORMAL_TOLERANCE)
+    keep: np.ndarray | None = None
+    if checked is not None:
+        foreign, keep = checked
+    else:
+        normals = [np.ascontiguousarray(normal[d::3]) for d in range(3)]
+        columns = [np.ascontiguousarray(vertices[:, d]) for d in range(3)]
+        corner_ids = [np.ascontiguousarray(faces[:, c]) for c in range(3)]
+        foreign = _foreign_count(normals, lambda c, d: columns[d][corner_ids[c]])
     if foreign:
         metadata.append(
             (
@@ -409,7 +440,7 @@ def _fast_tokens(data: bytes, limits: Limits) -> Parsed | None:
                 f"{foreign} of {m} facet normals are not the facet's geometric normal, replaced by computed normals",
             )
         )
-    return Parsed(vertices, faces, None, metadata)
+    return Parsed(vertices, faces, None, metadata, keep=keep)
 
 
 def parse_ascii_exact(data: bytes, name: str, limits: Limits) -> Parsed:
@@ -526,7 +557,12 @@ def _write_binary(mesh: Mesh) -> bytes:
     """write(mesh, "binary"): geometric_normals' arithmetic (float64, then float32 in the record)
     on contiguous coordinate columns gathered per corner, and the float32 corners gathered from
     float32 vertices: the same bytes as the row-wise (M, 3, 3) version at about half its CPU
-    (bench/RESULTS.md, fifth session). Time O(M), memory ~16 float64 columns of M."""
+    (bench/RESULTS.md, fifth session). Time O(M), memory ~16 float64 columns of M. With the C++
+    scanner, one pass (native.stl_write: the same arithmetic record by record, no GIL, ~10x less
+    CPU; the same bytes, tests/test_stl_native.py) and memory only the output."""
+    one_pass = native.stl_write(mesh.vertices, mesh.faces)
+    if one_pass is not None:
+        return one_pass
     faces = np.ascontiguousarray(mesh.faces.T)
     columns = [np.ascontiguousarray(mesh.vertices[:, d], dtype=np.float64) for d in range(3)]
     rec = np.zeros(len(mesh.faces), RECORD)
