@@ -132,6 +132,36 @@ def test_special_bit_patterns_load_as_on_the_numpy_path(data):
     assert_same_as_numpy_path(data)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(BITS32), min_size=9, max_size=9), st.sampled_from(["float32", "float64"]))
+def test_export_of_special_coordinates_gives_the_numpy_paths_bytes(bits, vdtype):
+    """One face and its corners of special values held as float32 (a signalling NaN kept as it
+    is) or float64: native.stl_write writes what the numpy path writes, or steps aside."""
+    v32 = np.array(bits, dtype="<u4").view(np.float32).reshape(3, 3)
+    with np.errstate(invalid="ignore"):
+        vertices = v32 if vdtype == "float32" else v32.astype(np.float64)
+    mesh = Mesh(vertices, np.array([[0, 1, 2], [2, 1, 0], [0, 0, 1]], np.int64))
+    with np.errstate(invalid="ignore"):
+        got = stl.write(mesh, "binary")
+        with python_path():
+            want = stl.write(mesh, "binary")
+    assert got == want
+
+
+def test_export_of_float32_signalling_nan_keeps_its_bits():
+    """float32 vertices go to the record as they are on the numpy path (astype(float32) is a
+    copy); the native path widened them to float64 first, which quiets a signalling NaN."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    v.view(np.uint32)[0, 0] = 0x7F800001
+    mesh = Mesh(v, np.array([[0, 1, 2]], np.int64))
+    with np.errstate(invalid="ignore"):
+        with python_path():
+            want = stl.write(mesh, "binary")
+        got = stl.write(mesh, "binary")
+    assert got[84 + 12 : 84 + 16] == struct.pack("<I", 0x7F800001) == want[84 + 12 : 84 + 16]
+    assert got == want
+
+
 # ---- the table: growth points, budgets, seeds, leaks -----------------------------------------
 
 

@@ -153,6 +153,8 @@ def stl_write(vertices: np.ndarray, faces: np.ndarray) -> bytes | None:
         return None
     if faces.dtype == np.uint64 and len(faces) and int(faces.max()) >= 2**63:
         return None  # would wrap to negative in int64 (refused there anyway, but not this way)
+    if vertices.dtype == np.float32 and np.isnan(vertices).any():
+        return None  # widened to float64 here, a signalling NaN would be quieted; numpy copies its bits
     v = np.ascontiguousarray(vertices, dtype=np.float64)
     f = np.ascontiguousarray(faces, dtype=np.int64)
     return scan.stl_write(v, f)
