@@ -483,3 +483,20 @@ def test_export_holds_no_byte_of_the_inputs_header_attributes_or_normals():
     assert np.allclose(rec["normal"], stl.geometric_normals(rec["v"]), rtol=0, atol=1e-6)
     for j in range(len(secret) - 6):
         assert secret[j : j + 6] not in out
+
+
+# ---- validate's trust in the parser's mask --------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", [np.array([1, 1, 1], np.uint8), np.array([1, 1, 1], np.int64), np.ones(4, bool)])
+def test_validate_takes_a_parsers_keep_mask_only_when_it_is_one_bool_a_face(mask):
+    """Parsed.keep (binary STL's one pass) indexes the faces: a mask of another dtype would be
+    taken as face numbers (f[[1, 1, 1]]: face 1 thrice) and one of another length would not fit;
+    validate then computes the mask itself."""
+    from occlutrace_compute.meshes.parsed import Parsed
+
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+    f = np.array([[0, 1, 2], [0, 1, 3], [0, 0, 3]], np.int64)  # the last one degenerate
+    mesh, warnings = validate(Parsed(v, f, None, [], keep=mask), "x.stl", Limits(units="warn"))
+    assert mesh.faces.tolist() == [[0, 1, 2], [0, 1, 3]]
+    assert "dropped 1 degenerate faces (zero area)" in warnings
