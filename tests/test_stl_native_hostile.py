@@ -500,3 +500,50 @@ def test_validate_takes_a_parsers_keep_mask_only_when_it_is_one_bool_a_face(mask
     mesh, warnings = validate(Parsed(v, f, None, [], keep=mask), "x.stl", Limits(units="warn"))
     assert mesh.faces.tolist() == [[0, 1, 2], [0, 1, 3]]
     assert "dropped 1 degenerate faces (zero area)" in warnings
+
+
+# ---- ASCII STL: the float weld and face checks in a real parse --------------------------------------
+
+NUMBER_TEXTS = ["0", "-0", "0.0", "-0.000", "+0", "1", "1.0", "1e0", "10e-1", "-1", "2.5", "1e-310", "-4.9e-324",
+                "1.7976931348623157e308", "3.4e38", "0.1", "0.10000000000000001", "1e-4", "-7.25"]  # fmt: skip
+
+
+@st.composite
+def ascii_files(draw) -> bytes:
+    """ASCII STL in the common layout whose coordinates are spellings of a few values (0 and -0
+    in several spellings, equal values written apart, denormals, the largest
+    double) so the text weld leaves equal floats apart for weld_rows; normals the same or the
+    facet's geometric one written out, some moved by about the tolerance."""
+    m = draw(st.integers(1, 40))
+    pool = draw(st.lists(st.sampled_from(NUMBER_TEXTS), min_size=1, max_size=6))
+    lines = ["solid hostile"]
+    for _ in range(m):
+        corners = [[draw(st.sampled_from(pool)) for _ in range(3)] for _ in range(3)]
+        normal = [draw(st.sampled_from(pool)) for _ in range(3)]
+        tri = np.array([[float(x) for x in c] for c in corners])
+        g = stl.geometric_normals(tri[None])[0] + draw(st.sampled_from([0.0, 0.99e-4, 1.01e-4]))
+        if draw(st.booleans()) and np.isfinite(g).all():  # (inf - inf: 'nan', which the fast path refuses)
+            normal = [repr(float(x)) for x in g]
+        lines.append("  facet normal " + " ".join(normal))
+        lines.append("    outer loop")
+        lines += ["      vertex " + " ".join(c) for c in corners]
+        lines += ["    endloop", "  endfacet"]
+    lines.append("endsolid hostile")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ascii_files())
+def test_ascii_files_of_equal_values_spelt_apart_load_as_on_the_python_path(data):
+    assert stl.parse_ascii_fast(data, "a.stl", Limits()) is not None  # the native weld and checks ran
+
+    def load(data: bytes):
+        try:
+            loaded = load_mesh(data=data, name="a.stl", limits=Limits(units="warn"))
+        except InputRejected as e:
+            return str(e)
+        return loaded.mesh.vertices.tobytes(), loaded.mesh.faces.tobytes(), loaded.metadata, loaded.warnings
+
+    got = load(data)
+    with python_path():
+        assert load(data) == got
