@@ -153,6 +153,10 @@ def stl_write(vertices: np.ndarray, faces: np.ndarray) -> bytes | None:
         return None
     if faces.dtype == np.uint64 and len(faces) and int(faces.max()) >= 2**63:
         return None  # would wrap to negative in int64 (refused there anyway, but not this way)
+    if vertices.dtype == np.float32 and np.isnan(vertices).any():
+        bits = vertices.view(np.uint32)  # a signalling NaN: quiet bit clear, payload not zero
+        if (((bits & 0x7FC00000) == 0x7F800000) & ((bits & 0x003FFFFF) != 0)).any():
+            return None  # widened to float64 here it would be quieted; numpy copies its bits
     v = np.ascontiguousarray(vertices, dtype=np.float64)
     f = np.ascontiguousarray(faces, dtype=np.int64)
     return scan.stl_write(v, f)

@@ -38,7 +38,10 @@ def validate(parsed: Parsed, name: str, limits: Limits) -> tuple[Mesh, list[str]
         bad = lo if lo < 0 else hi
         raise InputRejected(name, f"face index out of range: {bad} (the mesh has {len(v)} vertices)")
     warnings: list[str] = []
-    keep = parsed.keep if parsed.keep is not None and parsed.keep.shape == (len(f),) else _non_degenerate(v, f)
+    # a parser's mask only where it is one (bool, one a face): f[uint8 mask] would pick faces 0 and 1
+    keep = parsed.keep
+    if keep is None or keep.dtype != np.bool_ or keep.shape != (len(f),):
+        keep = _non_degenerate(v, f)
     dropped = len(f) - int(np.count_nonzero(keep))
     if dropped == len(f):
         raise InputRejected(name, f"zero-area mesh: all {len(f)} faces are degenerate")
