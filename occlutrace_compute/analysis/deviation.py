@@ -23,7 +23,7 @@ import numpy as np
 from occlutrace_compute.analysis.colormap import ColorRamp, deviation_ramp
 from occlutrace_compute.analysis.distance import SurfaceDistance, SurfaceIndex, one_openmp_thread
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
-from occlutrace_compute.analysis.preview import write_arch_sheet
+from occlutrace_compute.analysis.preview import SheetGeometry, sheet_geometry, write_arch_sheet
 from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogram, summarize
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.export import export_mesh
@@ -94,9 +94,12 @@ class DeviationReport:
         """Coloured deviation mesh (grey outside overlap, clipped beyond the colour scale)."""
         return export_mesh(self.colored, path, "ply", quality=self.shown)
 
-    def write_preview(self, path: str | Path) -> Path:
+    def write_preview(self, path: str | Path, geometry: SheetGeometry | None = None) -> Path:
         """1400x960 PNG: occlusal, frontal and buccal views coloured by deviation, colour bar with
-        units and tolerance band, histogram; key statistics in the title."""
+        units and tolerance band, histogram; key statistics in the title.
+
+        geometry: preview_geometry(the aligned mesh, its frame, arch) made beforehand (a job:
+        beside the deviation query); the same PNG as without it, which makes it here."""
         s = self.stats
         if s.count:
             title = (
@@ -111,7 +114,7 @@ class DeviationReport:
             f"farther than {self.max_distance_mm:g} mm: beyond-the-scale colours, not in the statistics"
         )
         frame = self.frame
-        superior = {"upper": -frame.occlusal, "lower": frame.occlusal}.get(self.arch or "")
+        superior = patient_up(frame, self.arch)
         arch_name = f"{self.arch} arch" if self.arch else "arch (upper/lower not stated: sides not named)"
         return write_arch_sheet(
             path,
@@ -126,7 +129,21 @@ class DeviationReport:
             self.histogram.to_dict(),
             self.band_mm or None,
             s.tolerance_mm,
+            geometry=geometry,
         )
+
+
+def patient_up(frame: ArchFrame, arch: str | None) -> np.ndarray | None:
+    """The patient's up in the frame of an upper or lower arch (None: arch not stated)."""
+    return {"upper": -frame.occlusal, "lower": frame.occlusal}.get(arch or "")
+
+
+def preview_geometry(aligned: Mesh, frame: ArchFrame, arch: str | None) -> SheetGeometry:
+    """The deviation sheet's views before colour (preview.sheet_geometry): they need the pose
+    and the aligned scan's frame, not the deviation, so a job draws them beside the query.
+    DeviationReport.write_preview uses it when `aligned` is the report's mesh (its very arrays)
+    and `frame` its frame. Time and memory: sheet_geometry's (O(N log N + F + H * W))."""
+    return sheet_geometry(aligned, frame, patient_up(frame, arch))
 
 
 SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)
