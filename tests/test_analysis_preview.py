@@ -377,3 +377,27 @@ def test_a_sheet_from_geometry_made_beforehand_is_the_same_png(upper, tmp_path):
     assert sheet("size.png", geometry=sheet_geometry(mesh, frame, up, (1000, 700))) == alone
     assert sheet("frame.png", geometry=sheet_geometry(mesh, replace(frame, x=-frame.x), up)) == alone
     assert sheet("none_up.png", geometry=sheet_geometry(mesh, frame, None)) == alone
+
+
+def test_panels_drawn_on_two_threads_are_the_rasteriser_s_pictures(upper, tmp_path):
+    """write_preview (a bite's contact map) draws its second panel on a helper thread: each panel
+    is still exactly rasterize's picture of it, where it is placed."""
+    from occlutrace_compute.analysis.preview import Panel, write_preview
+
+    mesh = upper.mesh
+    frame = arch_frame(mesh)
+    ramp = deviation_ramp(0.2, 0.05)
+    values = [0.2 * np.sin(mesh.vertices[:, 0] / 4), -0.3 * np.cos(mesh.vertices[:, 1] / 3)]
+    panels = [Panel(mesh, v, frame, f"panel {i}") for i, v in enumerate(values)]
+    width, height = 1000, 520
+    with Image.open(write_preview(tmp_path / "p.png", panels, ramp, "t", (width, height))) as im:
+        sheet = np.asarray(im.convert("RGB"))
+    pw, ph = (width - 260 - 12 - 8 - 12) // 2, height - 48
+    view = View("occlusal", frame.x, frame.anterior, frame.occlusal)
+    for i, v in enumerate(values):
+        image, _ = rasterize(mesh.vertices, mesh.faces, v, view, ramp, pw, ph)
+        x = 12 + i * (pw + 8)
+        assert np.array_equal(sheet[38 + 40 : 38 + ph - 50, x + 2 : x + pw - 2], image[40:-50, 2:-2])  # clear of labels
+    assert not np.array_equal(
+        sheet[38 + 40 : 38 + ph - 40, 14 : 12 + pw - 2], sheet[38 + 40 : 38 + ph - 40, 12 + pw + 10 : 12 + 2 * pw + 6]
+    )

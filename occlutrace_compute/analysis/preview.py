@@ -813,7 +813,12 @@ def render_occlusal(
 def write_preview(
     path: str | Path, panels: list[Panel], ramp: ColorRamp, title: str, size_px: tuple[int, int] = (800, 600)
 ) -> Path:
-    """A PNG of occlusal panels side by side with one labelled colour bar; returns the path."""
+    """A PNG of occlusal panels side by side with one labelled colour bar; returns the path.
+
+    Two threads (numpy and zlib release the GIL): the panels after the first are drawn on a
+    helper while this thread draws the first (a bite's two arches: ~0.05 s CPU each at 120k
+    vertices), then the PNG's two bands side by side; each panel is the one-thread picture.
+    Per panel rasterize's O(F + C) time and O(F + H * W) memory."""
     width, height = size_px
     bar_w = 260
     sheet = Image.new("RGB", (width, height), BACKGROUND)
@@ -821,8 +826,8 @@ def write_preview(
     _text(draw, (12, 10), title, 14, bold=True)
     n = max(1, len(panels))
     pw, ph = (width - bar_w - 12 - 8 * (n - 1) - 12) // n, height - 48
-    for i, panel in enumerate(panels):
-        view = View(
+    views = [
+        View(
             "occlusal",
             panel.frame.x,
             panel.frame.anterior,
@@ -831,11 +836,19 @@ def write_preview(
             panel.right_label,
             "anterior",
         )
+        for panel in panels
+    ]
+
+    def picture(i: int) -> tuple[np.ndarray, float]:
+        panel = panels[i]
         normals = frame_normals(panel.frame, panel.mesh)
-        image, scale = rasterize(
-            panel.mesh.vertices, panel.mesh.faces, panel.values, view, ramp, pw, ph, normals=normals
-        )
-        _paste_view(sheet, draw, image, (12 + i * (pw + 8), 38), view, panel.title)
-        _scale_bar(draw, 12 + i * (pw + 8) + pw - 12, 38 + ph - 26, scale)
-    draw_colorbar(sheet, draw, ramp, width - bar_w + 8, 44, max(60, height - 190))
-    return _save(sheet, path)
+        return rasterize(panel.mesh.vertices, panel.mesh.faces, panel.values, views[i], ramp, pw, ph, normals=normals)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlutrace-sheet") as helper:
+        later = [helper.submit(picture, i) for i in range(1, len(panels))]
+        pictures = [picture(0)] + [f.result() for f in later] if panels else []
+        for i, (panel, (image, scale)) in enumerate(zip(panels, pictures)):
+            _paste_view(sheet, draw, image, (12 + i * (pw + 8), 38), views[i], panel.title)
+            _scale_bar(draw, 12 + i * (pw + 8) + pw - 12, 38 + ph - 26, scale)
+        draw_colorbar(sheet, draw, ramp, width - bar_w + 8, 44, max(60, height - 190))
+        return _save(sheet, path, helper)
