@@ -457,6 +457,16 @@ def run_bite(
             report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
 
         with clock.stage("preview"):
+            from occlutrace_compute.meshes.model import Mesh
+
+            both = Mesh(
+                np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]),
+            )
+            values = np.concatenate([report.upper.distance, report.lower.distance])
+            # The 3D view's data first (~0.09 s CPU for two 120k-vertex arches, the longest task
+            # beside the preview), then the two contact meshes (~0.01 s each) on the other thread.
+            viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
             exports |= {
                 "contacts_upper.ply": pool.submit(
                     mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance
@@ -465,14 +475,6 @@ def run_bite(
                     mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance
                 ),
             }
-            from occlutrace_compute.meshes.model import Mesh
-
-            both = Mesh(
-                np.concatenate([upper_occ.vertices, lower_occ.vertices]),
-                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]),
-            )
-            values = np.concatenate([report.upper.distance, report.lower.distance])
-            viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
             files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
         with clock.stage("export"):
             files.update(_collected(exports))
