@@ -259,12 +259,14 @@ def run_pair(
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
     thread imports the registration and analysis stages, the reference's distance index builds
     on a thread from the moment the reference is parsed (beside the imports and the
-    registration), the deviation query runs on two threads with the arch frames and the aligned
-    mesh's encoding beside it on the pool, and the deviation map's export and the report's
-    3D-view data are made on the pool's threads while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each stage
-    as this thread sees it: load includes waiting for the parses, register the reference index
-    built beside it, deviation the arch frames beside the query, export the wait for the
-    encodings after the preview.
+    registration), the deviation query runs on two threads with the arch frames, the aligned
+    mesh's encoding and the preview's views before colour (analysis.deviation.preview_geometry:
+    they need the pose and frame, not the values) beside it on the pool, and the deviation map's
+    export and the report's 3D-view data are made on the pool's threads while this one colours
+    and composes the preview. Stage times (`timings_seconds`) are wall seconds of each stage as
+    this thread sees it: load includes waiting for the parses, register the reference index
+    built beside it, deviation the arch frames and the preview's views beside the query, export
+    the wait for the encodings after the preview.
 
     registrar: registers the pair elsewhere (`occlutrace align`: jobs/registrar.py, a process
     that imported torch beside this one's imports); None: here, the engine imported during load.
