@@ -713,7 +713,8 @@ def sheet_geometry(
     """The SheetGeometry of write_arch_sheet(mesh, ..., frame, superior, size_px=size_px).
     pool: the small views are drawn there while this thread draws the large one.
     Time O(N log N + F + H * W) (raster_geometry of the full mesh, cluster_cells and three
-    raster_geometry of the merged one), memory O(N + F + H * W) (~60 MB at 150k vertices)."""
+    raster_geometry of the merged one), memory O(N + F + H * W): at 150k vertices ~130 MB at
+    the peak (the candidates' temporaries, at most CHUNK at a time), ~10 MB held by the result."""
     views = arch_views(frame, superior)
     _, occ_w, occ_h, small_w, small_h = _layout(size_px)
     v = mesh.vertices
