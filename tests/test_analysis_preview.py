@@ -138,21 +138,37 @@ def test_sheet_has_legend_views_and_histogram(upper, tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 70), st.integers(1, 90), st.integers(1, 4), st.booleans(), st.integers(0, 2**32 - 1))
-def test_png_bands_decode_to_the_same_pixels(h, w, bands, threaded, seed):
+@given(
+    st.integers(1, 70),
+    st.integers(1, 90),
+    st.integers(1, 4),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["default", "zlib"]),
+)
+def test_png_bands_decode_to_the_same_pixels(h, w, bands, threaded, seed, deflater):
     """Our PNG (rows in raw-deflate bands, joined into one zlib stream) reads back pixel for
-    pixel in Pillow and in the PDF page's reader, for any size and band count."""
+    pixel in Pillow and in the PDF page's reader, for any size and band count, deflated by
+    zlib-ng (where installed) or by the standard library's zlib (its fallback)."""
     import io
+    import zlib
     from concurrent.futures import ThreadPoolExecutor
 
+    from occlutrace_compute.analysis import preview
     from occlutrace_compute.analysis.pdfpage import png_rows
     from occlutrace_compute.analysis.preview import png_bytes
 
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     rgb[: h // 2] = 255  # flat rows beside noisy ones
-    with ThreadPoolExecutor(1) as pool:
-        data = png_bytes(rgb, pool if threaded else None, bands)
+    saved = preview.DEFLATE, preview.DEFLATE_LEVEL
+    try:
+        if deflater == "zlib":
+            preview.DEFLATE, preview.DEFLATE_LEVEL = zlib, 1
+        with ThreadPoolExecutor(1) as pool:
+            data = png_bytes(rgb, pool if threaded else None, bands)
+    finally:
+        preview.DEFLATE, preview.DEFLATE_LEVEL = saved
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)
     rows = png_rows(data)
