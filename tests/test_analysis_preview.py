@@ -417,3 +417,72 @@ def test_panels_drawn_on_two_threads_are_the_rasteriser_s_pictures(upper, tmp_pa
     assert not np.array_equal(
         sheet[38 + 40 : 38 + ph - 40, 14 : 12 + pw - 2], sheet[38 + 40 : 38 + ph - 40, 12 + pw + 10 : 12 + 2 * pw + 6]
     )
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 10_000), st.booleans())
+def test_the_occlusal_view_does_not_move_with_the_scan(upper, seed, uneven):
+    """The large view of a rigidly moved mesh in its moved frame (a pair job draws it from the
+    moving scan during the registration): the picture of the mesh in its own frame, but for
+    rounding in the last bits (at most a few pixels of 550k), on an arch (whose arch_frame moves
+    with it, as the job checks) and on an uneven mesh (a huge face, slivers, exact ties)."""
+    from dataclasses import replace
+
+    from occlutrace_compute.analysis.frame import ArchFrame
+    from occlutrace_compute.analysis.preview import occlusal_raster, paint
+    from occlutrace_compute.jobs.pipeline import MOVED_FRAME_TOL
+
+    rng = np.random.default_rng(seed)
+    R = Rotation.random(random_state=seed).as_matrix()
+    t = rng.uniform(-60, 60, 3)
+    if uneven:
+        verts, faces, values = _uneven(seed)
+        mesh = Mesh(verts, faces)
+        axes = Rotation.random(random_state=seed + 1).as_matrix()
+        frame = ArchFrame(np.zeros(3), axes[:, 0], axes[:, 1], axes[:, 2], np.ones(3))
+    else:
+        mesh, values = upper.mesh, 0.3 * np.sin(upper.mesh.vertices[:, 0] / 3)
+        frame = arch_frame(mesh)
+    moved = Mesh(mesh.vertices @ R.T + t, mesh.faces)
+    moved_frame = replace(frame, x=R @ frame.x, anterior=R @ frame.anterior, occlusal=R @ frame.occlusal, cross=None)
+    if not uneven:  # the job's check: the moved scan's own frame is the moved frame
+        own = arch_frame(moved)
+        assert all(
+            np.abs(getattr(own, a) - getattr(moved_frame, a)).max() <= MOVED_FRAME_TOL
+            for a in ("x", "anterior", "occlusal")
+        )
+    ramp = deviation_ramp(0.2, 0.05)
+    here, there = (
+        paint(occlusal_raster(mesh, frame), values, ramp),
+        paint(occlusal_raster(moved, moved_frame), values, ramp),
+    )
+    assert (here != 255).any(axis=2).sum() > 2000  # something drawn
+    assert (here != there).any(axis=2).sum() <= 5, (here != there).any(axis=2).sum()
+
+
+def test_a_large_view_drawn_for_another_frame_is_not_used(upper):
+    """The job uses MOVING's large view only when the aligned scan's frame is MOVING's frame
+    moved by the pose; a frame that is not (here: turned a quarter about the occlusal axis) or a
+    failed predrawing gives the view drawn from the aligned scan itself."""
+    from concurrent.futures import Future
+    from dataclasses import replace
+
+    from occlutrace_compute.analysis.preview import occlusal_raster
+    from occlutrace_compute.jobs.pipeline import _preview_geometry
+
+    mesh = upper.mesh
+    frame = arch_frame(mesh)
+    own = occlusal_raster(mesh, frame)
+
+    def done(value):
+        f = Future()
+        f.set_result(value)
+        return f
+
+    turned = replace(frame, x=frame.anterior, anterior=-frame.x)
+    stale = occlusal_raster(mesh, turned)
+    for predrawn in (done((turned, stale)), done(None)):
+        got = _preview_geometry(mesh, done(frame), "upper", predrawn, np.eye(4)).large
+        assert np.array_equal(got.pixels, own.pixels) and np.array_equal(got.b0, own.b0)
+    used = _preview_geometry(mesh, done(frame), "upper", done((frame, stale)), np.eye(4)).large
+    assert used is stale  # an agreeing frame: the predrawn view is taken as it is

@@ -25,7 +25,7 @@ import numpy as np
 from occlutrace_compute.analysis.colormap import ColorRamp, deviation_ramp
 from occlutrace_compute.analysis.distance import SurfaceDistance, SurfaceIndex, one_openmp_thread
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
-from occlutrace_compute.analysis.preview import SheetGeometry, sheet_geometry, write_arch_sheet
+from occlutrace_compute.analysis.preview import Raster, SheetGeometry, sheet_geometry, write_arch_sheet
 from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogram, summarize
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.export import export_mesh
@@ -140,12 +140,13 @@ def patient_up(frame: ArchFrame, arch: str | None) -> np.ndarray | None:
     return {"upper": -frame.occlusal, "lower": frame.occlusal}.get(arch or "")
 
 
-def preview_geometry(aligned: Mesh, frame: ArchFrame, arch: str | None) -> SheetGeometry:
+def preview_geometry(aligned: Mesh, frame: ArchFrame, arch: str | None, large: Raster | None = None) -> SheetGeometry:
     """The deviation sheet's views before colour (preview.sheet_geometry): they need the pose
     and the aligned scan's frame, not the deviation, so a job draws them beside the query.
     DeviationReport.write_preview uses it when `aligned` is the report's mesh (its very arrays)
-    and `frame` its frame. Time and memory: sheet_geometry's (O(N log N + F + H * W))."""
-    return sheet_geometry(aligned, frame, patient_up(frame, arch))
+    and `frame` its frame. large: the large view made beforehand (preview.occlusal_raster).
+    Time and memory: sheet_geometry's (O(N log N + F + H * W))."""
+    return sheet_geometry(aligned, frame, patient_up(frame, arch), large=large)
 
 
 SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)

@@ -713,15 +713,30 @@ def _layout(size_px: tuple[int, int]) -> tuple[int, int, int, int, int]:
     return side_w, occ_w, occ_h, small_w, small_h
 
 
+def occlusal_raster(mesh: Mesh, frame: ArchFrame, size_px: tuple[int, int] = (1400, 960)) -> Raster:
+    """The Raster of write_arch_sheet's large occlusal view of `mesh` in `frame` (the view reads
+    only the frame's axes: patient up names sides, it moves nothing). The picture does not
+    change when the mesh and its frame move rigidly together (up to rounding in the last bits):
+    a pair job draws it from the moving scan in its own frame while the registration runs, and
+    uses it for the aligned scan when the aligned scan's frame is the moved frame (jobs/
+    pipeline.py). Time O(F + C), memory O(F + H * W) (raster_geometry)."""
+    _, occ_w, occ_h, _, _ = _layout(size_px)
+    view = View("occlusal view", frame.x, frame.anterior, frame.occlusal)
+    return raster_geometry(mesh.vertices, mesh.faces, view, occ_w, occ_h, normals=frame_normals(frame, mesh))
+
+
 def sheet_geometry(
     mesh: Mesh,
     frame: ArchFrame,
     superior: np.ndarray | None,
     size_px: tuple[int, int] = (1400, 960),
     pool: Executor | None = None,
+    large: Raster | None = None,
 ) -> SheetGeometry:
     """The SheetGeometry of write_arch_sheet(mesh, ..., frame, superior, size_px=size_px).
-    pool: the small views are drawn there while this thread draws the large one.
+    pool: the small views are drawn there while this thread draws the large one. large: the
+    large view's Raster made beforehand (occlusal_raster: of this mesh and frame, or of a rigid
+    copy in its moved frame); None: drawn here.
     Time O(N log N + F + H * W) (raster_geometry of the full mesh, cluster_cells and three
     raster_geometry of the merged one), memory O(N + F + H * W): at 150k vertices ~130 MB at
     the peak (the candidates' temporaries, at most CHUNK at a time), ~10 MB held by the result."""
@@ -732,7 +747,8 @@ def sheet_geometry(
     span = max(max(float(np.ptp(_dot(cols, vv.right))) for vv in views[1:]), 1e-6)
     args = (v, mesh.faces, views[1:], (small_w, small_h), span)
     small = pool.submit(_small_geometry, *args) if pool is not None else None
-    large = raster_geometry(v, mesh.faces, views[0], occ_w, occ_h, normals=frame_normals(frame, mesh))
+    if large is None:
+        large = raster_geometry(v, mesh.faces, views[0], occ_w, occ_h, normals=frame_normals(frame, mesh))
     cells, small_rasters = small.result() if small is not None else _small_geometry(*args)
     return SheetGeometry(v, mesh.faces, frame, superior, (size_px[0], size_px[1]), views, large, small_rasters, cells)
 
