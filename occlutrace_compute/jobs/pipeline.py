@@ -225,7 +225,7 @@ def _moving_occlusal(moving: Mesh, after: Future) -> tuple[ArchFrame, Raster] | 
     """MOVING's arch frame and the deviation sheet's large view of MOVING in it (preview.
     occlusal_raster), made once `after` (the reference index's future, submitted before it) is
     done; None where either fails (then the aligned scan's view is drawn from it as before; the
-    job reports its own errors). O(N + F + H * W) (~0.13 s CPU at 150k vertices)."""
+    job reports its own errors). O(N + F + H * W) (~0.11-0.14 s CPU at 150k vertices)."""
     try:
         after.result()
         from occlutrace_compute.analysis.frame import arch_frame
@@ -295,14 +295,16 @@ def run_pair(
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
     thread imports the registration and analysis stages, the reference's distance index builds
     on a thread from the moment the reference is parsed (beside the imports and the
-    registration), the deviation query runs on two threads with the arch frames, the aligned
-    mesh's encoding and the preview's views before colour (analysis.deviation.preview_geometry:
-    they need the pose and frame, not the values) beside it on the pool, and the deviation map's
-    export and the report's 3D-view data are made on the pool's threads while this one colours
-    and composes the preview. Stage times (`timings_seconds`) are wall seconds of each stage as
-    this thread sees it: load includes waiting for the parses, register the reference index
-    built beside it, deviation the arch frames and the preview's views beside the query, export
-    the wait for the encodings after the preview.
+    registration, and then MOVING's frame and the preview's large view in it, which serves the
+    aligned scan: _moving_occlusal), the deviation query runs on two threads with the arch
+    frames, the aligned mesh's encoding and the preview's other views before colour
+    (analysis.deviation.preview_geometry: they need the pose and frame, not the values) beside
+    it on the pool, and the deviation map's export and the report's 3D-view data are made on
+    the pool's threads while this one colours and composes the preview. Stage times
+    (`timings_seconds`) are wall seconds of each stage as this thread sees it: load includes
+    waiting for the parses, register the reference index and MOVING's large view built beside
+    it, deviation the arch frames and the preview's views beside the query, export the wait for
+    the encodings after the preview.
 
     registrar: registers the pair elsewhere (`occlutrace align`: jobs/registrar.py, a process
     that imported torch beside this one's imports); None: here, the engine imported during load.
@@ -326,9 +328,9 @@ def run_pair(
             loaded = _results(loading)
             fixed, moving = loaded["fixed"], loaded["moving"]
             # The preview's large view does not move with the scan: drawn from MOVING in its own
-            # frame once the index is built (one core is idle for the rest of the registration
-            # then, ~0.15 s at 150k vertices), it is the aligned scan's view when the aligned
-            # scan's frame is MOVING's moved by the pose (checked after the registration).
+            # frame once the index is built (~0.11 s CPU at 150k vertices, while one core is
+            # otherwise idle for the rest of the registration, ~0.17 s), it is the aligned scan's
+            # view when the aligned scan's frame is MOVING's moved by the pose (checked after).
             predrawing = pool.submit(_moving_occlusal, moving.mesh, indexing)
 
         with clock.stage("register"):
@@ -366,10 +368,10 @@ def run_pair(
             # tail beside the preview, where a text mesh (an OBJ's ~0.1 s of CPU) made the job
             # wait for it after the preview (the `export` stage).
             exporting = pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options))
-            # The preview's four views before colour need the pose and the frame, not the
-            # deviation: drawn on the pool beside the query (~0.13 s CPU at 150k vertices, in the
-            # gaps the query and this thread's tail leave) instead of in the preview stage, which
-            # then only colours and composes them. Queued behind the frame it waits for.
+            # The preview's views before colour need the pose and the frame, not the deviation:
+            # the small ones (~0.05 s CPU at 150k vertices; the large one too where MOVING's
+            # could not serve) are drawn on the pool beside the query instead of in the preview
+            # stage, which then only colours and composes. Queued behind the frame it waits for.
             drawing = pool.submit(_preview_geometry, aligned, framing, options.arch, predrawing, matrix)
             dev = deviation_of(aligned, fixed.mesh, options, indexing.result())
             dev = replace(dev, aligned_frame=framing.result())
