@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from occlutrace_compute.analysis import preview
 from occlutrace_compute.analysis.colormap import deviation_ramp
 from occlutrace_compute.analysis.frame import arch_frame
 from occlutrace_compute.analysis.preview import write_arch_sheet
@@ -81,6 +82,36 @@ def main() -> None:
         _against(args.against, ours, out, args.repeat, (mesh, values, frame, ramp, hist))
     t_ours = _best(ours, args.repeat)
     print(f"ours: deviation sheet (occlusal + frontal + 2 buccal views, colour bar, histogram): {t_ours} per PNG")
+    if hasattr(preview, "sheet_geometry"):  # checkouts before the split: none
+        # A pair job's split: the views before colour beside the deviation query (one thread),
+        # then the sheet colours and composes them (the job's preview stage).
+        up = -frame.occlusal
+        t_geometry = _best(lambda: preview.sheet_geometry(mesh, frame, up), args.repeat)
+        made = preview.sheet_geometry(mesh, frame, up)
+
+        def coloured() -> None:
+            write_arch_sheet(
+                out / "coloured.png",
+                mesh,
+                values,
+                frame,
+                up,
+                ramp,
+                "bench",
+                "sub",
+                "upper arch",
+                hist,
+                0.1,
+                0.05,
+                geometry=made,
+            )
+
+        t_coloured = _best(coloured, args.repeat)
+        same = (out / "coloured.png").read_bytes() == (out / "ours.png").read_bytes()
+        print(f"ours, as a pair job splits it: views before colour (sheet_geometry, 1 thread)   {t_geometry}")
+        print(
+            f"                               colour + compose + PNG from them          {t_coloured} (same PNG: {same})"
+        )
     t_peer = _best(peer, max(1, args.repeat - 1))
     print(f"peer: matplotlib tripcolor, occlusal view + colour bar only:                       {t_peer} per PNG")
     print(f"files in {out}")

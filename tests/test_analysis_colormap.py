@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.analysis.colormap import BEYOND_ABOVE, BEYOND_BELOW, GREY, contact_ramp, deviation_ramp
 
@@ -54,3 +55,51 @@ def test_tolerance_band_is_one_flat_colour_with_hard_edges():
     assert 0.0 in ramp.ticks and 0.1 in ramp.ticks and -0.1 in ramp.ticks
     with pytest.raises(ValueError):
         deviation_ramp(0.1, band_mm=0.1)
+
+
+def _rgb_reference(ramp, values):
+    """ColorRamp.rgb as first written: (N, 3) rows gathered by segment."""
+    x = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(x)
+    xc = np.clip(np.where(finite, x, ramp.vmin), ramp.vmin, ramp.vmax)
+    pos, cols = np.asarray(ramp.positions), np.asarray(ramp.colors)
+    seg = np.clip(np.searchsorted(pos, xc, side="right") - 1, 0, len(pos) - 2)
+    lo, hi = pos[seg], pos[seg + 1]
+    t = np.divide(xc - lo, hi - lo, out=np.zeros_like(xc), where=hi > lo)
+    out = cols[seg] + t[:, None] * (cols[seg + 1] - cols[seg])
+    out[~finite] = GREY
+    if ramp.grey_above:
+        out[finite & (x > ramp.vmax)] = GREY
+    if ramp.above is not None:
+        out[finite & (x > ramp.vmax)] = ramp.above
+    if ramp.below is not None:
+        out[finite & (x < ramp.vmin)] = ramp.below
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["deviation", "band", "contact"]),
+    st.floats(0.01, 5.0),
+    st.integers(0, 2000),
+    st.integers(0, 2**32 - 1),
+)
+def test_channel_columns_give_the_row_version_s_colours(kind, scale, n, seed):
+    """rgb on per-channel columns and rgba8 written in place: the same numbers, bit for bit, as
+    the (N, 3) row version, for values on the anchors, between, beyond both ends, inf and NaN."""
+    ramp = {
+        "deviation": lambda: deviation_ramp(scale),
+        "band": lambda: deviation_ramp(scale, scale / 3),
+        "contact": lambda: contact_ramp(scale / 4, scale, scale / 2),
+    }[kind]()
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(-2 * scale, 2 * scale, n)
+    if n:
+        pick = rng.integers(0, n, min(n, 50))
+        values[pick] = rng.choice(np.array([*ramp.positions, np.nan, np.inf, -np.inf]), len(pick))
+    want = _rgb_reference(ramp, values)
+    got = ramp.rgb(values)
+    assert got.shape == (n, 3) and np.array_equal(got, want)
+    rgba = ramp.rgba8(values)
+    assert rgba.dtype == np.uint8 and rgba.shape == (n, 4)
+    assert np.array_equal(rgba[:, :3], np.round(want * 255.0).astype(np.uint8)) and (rgba[:, 3] == 255).all()

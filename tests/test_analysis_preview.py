@@ -138,21 +138,37 @@ def test_sheet_has_legend_views_and_histogram(upper, tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 70), st.integers(1, 90), st.integers(1, 4), st.booleans(), st.integers(0, 2**32 - 1))
-def test_png_bands_decode_to_the_same_pixels(h, w, bands, threaded, seed):
+@given(
+    st.integers(1, 70),
+    st.integers(1, 90),
+    st.integers(1, 4),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["default", "zlib"]),
+)
+def test_png_bands_decode_to_the_same_pixels(h, w, bands, threaded, seed, deflater):
     """Our PNG (rows in raw-deflate bands, joined into one zlib stream) reads back pixel for
-    pixel in Pillow and in the PDF page's reader, for any size and band count."""
+    pixel in Pillow and in the PDF page's reader, for any size and band count, deflated by
+    zlib-ng (where installed) or by the standard library's zlib (its fallback)."""
     import io
+    import zlib
     from concurrent.futures import ThreadPoolExecutor
 
+    from occlutrace_compute.analysis import preview
     from occlutrace_compute.analysis.pdfpage import png_rows
     from occlutrace_compute.analysis.preview import png_bytes
 
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     rgb[: h // 2] = 255  # flat rows beside noisy ones
-    with ThreadPoolExecutor(1) as pool:
-        data = png_bytes(rgb, pool if threaded else None, bands)
+    saved = preview.DEFLATE, preview.DEFLATE_LEVEL
+    try:
+        if deflater == "zlib":
+            preview.DEFLATE, preview.DEFLATE_LEVEL = zlib, 1
+        with ThreadPoolExecutor(1) as pool:
+            data = png_bytes(rgb, pool if threaded else None, bands)
+    finally:
+        preview.DEFLATE, preview.DEFLATE_LEVEL = saved
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)
     rows = png_rows(data)
@@ -162,7 +178,7 @@ def test_png_bands_decode_to_the_same_pixels(h, w, bands, threaded, seed):
 def test_sheet_views_are_the_rasteriser_s_pictures(upper, tmp_path):
     """The sheet (views drawn on two threads) holds exactly the rasteriser's images of the large
     and the small views where it places them."""
-    from occlutrace_compute.analysis.preview import _small_views
+    from occlutrace_compute.analysis.preview import cluster, face_normals
 
     mesh = upper.mesh
     values = 0.25 * np.sin(mesh.vertices[:, 0] / 5)
@@ -182,7 +198,12 @@ def test_sheet_views_are_the_rasteriser_s_pictures(upper, tmp_path):
     assert np.array_equal(sheet[inner], big[50:-50, 120:-120])
     cols = (mesh.vertices[:, 0], mesh.vertices[:, 1], mesh.vertices[:, 2])
     span = max(float(np.ptp(cols[0] * v.right[0] + cols[1] * v.right[1] + cols[2] * v.right[2])) for v in views[1:])
-    smalls = _small_views(mesh.vertices, mesh.faces, values, views[1:], ramp, (small_w, small_h), span)
+    # the small views: the mesh merged to 1.5 px cells, drawn at one scale
+    sv, sf, svals = cluster(mesh.vertices, mesh.faces, values, 1.5 * span / (min(small_w, small_h) - 16))
+    normals = face_normals(sv, sf)
+    smalls = [
+        rasterize(sv, sf, svals, view, ramp, small_w, small_h, extent=span, normals=normals)[0] for view in views[1:]
+    ]
     for i, img in enumerate(smalls):
         x, y = 16 + i * (small_w + 8), 64 + occ_h + 12
         assert np.array_equal(sheet[y + 30 : y + small_h - 22, x + 2 : x + small_w - 2], img[30:-22, 2:-2])
@@ -251,3 +272,217 @@ def test_the_frame_s_cross_products_serve_only_its_own_arrays(upper, monkeypatch
     merged = viewer_payload(mesh.vertices, mesh.faces, values, ramp, frame, "upper")
     assert merged == viewer_payload(mesh.vertices, mesh.faces, values, ramp, bare, "upper")
     assert merged["n_vertices"] <= mesh.n_vertices // 3
+
+
+# --- the picture before colour, drawn in two halves (raster_geometry, sheet_geometry) -----------
+
+
+def _uneven(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fine 'teeth' (a wavy 0.3 mm grid), coarse 'gingiva' (a tilted 4 mm grid crossing it), one
+    huge face through both, slivers and sub-pixel faces, then a copy of the first third of the
+    faces on duplicated vertices carrying other values, appended last: exact depth ties between
+    the first half of the faces and the second. Vertices (N, 3), faces (F, 3), values (N,)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(-6, 6, 41)
+    fine = _grid(41, 6.0, 0.4 * np.sin(np.add.outer(t, t)).ravel())
+    coarse = _grid(7, 12.0)
+    coarse_v = coarse.vertices.copy()
+    coarse_v[:, 2] = 0.08 * coarse_v[:, 0] - 0.1
+    huge = np.array([[-200.0, -150, -3], [220, -40, 2], [-30, 210, 1]])
+    base = rng.uniform(-10, 10, (300, 3)) * [1, 1, 0.05]
+    slivers = np.concatenate([base, base + [8.0, 1e-3, 0.01], base + [1e-3, 1e-4, 0.02]])
+    parts = [fine.vertices, coarse_v, huge, slivers]
+    starts = np.cumsum([0] + [len(p) for p in parts])
+    k = np.arange(300) + starts[3]
+    faces = np.concatenate(
+        [
+            fine.faces,
+            coarse.faces + starts[1],
+            [[starts[2], starts[2] + 1, starts[2] + 2]],
+            np.stack([k, k + 300, k + 600], 1),
+        ]
+    )
+    verts = np.concatenate(parts)
+    values = rng.uniform(-0.3, 0.3, len(verts))
+    values[rng.random(len(verts)) < 0.05] = np.nan
+    tie = faces[: len(faces) // 3]
+    faces = np.concatenate([faces, tie + len(verts)])
+    return np.concatenate([verts, verts]), faces, np.concatenate([values, -values])
+
+
+def _view(direction: np.ndarray) -> View:
+    toward = direction / np.linalg.norm(direction)
+    right = np.cross([0.3, 1.0, 0.1], toward)
+    right /= np.linalg.norm(right)
+    return View("v", right, np.cross(toward, right), toward)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(0.05, 1)),
+    st.integers(3, 400),
+    st.integers(3, 300),
+    st.booleans(),
+)
+def test_two_halves_draw_the_one_thread_picture(seed, direction, width, height, fixed_extent):
+    """Half the faces drawn on a pool thread and merged by depth: the same Raster and image, pixel
+    for pixel, as one thread, on an uneven mesh (a huge face, slivers, fine over coarse) with
+    exact depth ties across the halves, seen from random directions at random sizes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occlutrace_compute.analysis.preview import raster_geometry
+
+    verts, faces, values = _uneven(seed)
+    view = _view(np.array(direction))
+    extent = 30.0 if fixed_extent else None
+    ramp = deviation_ramp(0.2, 0.05)
+    one = raster_geometry(verts, faces, view, width, height, extent=extent)
+    with ThreadPoolExecutor(1) as pool:
+        two = raster_geometry(verts, faces, view, width, height, extent=extent, pool=pool)
+        image, scale = rasterize(verts, faces, values, view, ramp, width, height, extent=extent, pool=pool)
+    assert one.scale == two.scale == scale
+    for a, b in [(one.pixels, two.pixels), (one.b0, two.b0), (one.b1, two.b1), (one.shade, two.shade)]:
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert all(np.array_equal(a, b) for a, b in zip(one.corners, two.corners))
+    assert np.array_equal(image, rasterize(verts, faces, values, view, ramp, width, height, extent=extent)[0])
+
+
+def test_of_faces_at_the_same_depth_the_last_is_drawn_also_across_halves():
+    """Exact ties (the same triangles again, on copies of their vertices with the opposite
+    values, listed last): every pixel shows the copy, with one thread and with two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occlutrace_compute.analysis.preview import raster_geometry
+
+    grid = _grid(30, 10.0)
+    n = grid.n_vertices
+    verts = np.concatenate([grid.vertices, grid.vertices])
+    faces = np.concatenate([grid.faces, grid.faces + n])  # the copies form the second half
+    view = View("top", np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]))
+    with ThreadPoolExecutor(1) as pool:
+        for p in (None, pool):
+            r = raster_geometry(verts, faces, view, 200, 150, pool=p)
+            assert len(r.pixels) > 10_000 and all((c >= n).all() for c in r.corners)
+
+
+def test_a_sheet_from_geometry_made_beforehand_is_the_same_png(upper, tmp_path):
+    """write_arch_sheet with sheet_geometry made earlier (a job: beside the deviation query)
+    gives the very PNG it makes alone; geometry made for other arrays, another frame, patient
+    up or size is not used (the sheet is still its own mesh's)."""
+    from dataclasses import replace
+
+    from occlutrace_compute.analysis.preview import sheet_geometry
+
+    mesh = upper.mesh
+    values = 0.25 * np.sin(mesh.vertices[:, 0] / 5)
+    values[mesh.vertices[:, 1] > 15] = np.nan
+    ramp, frame, up = deviation_ramp(0.2, 0.1), arch_frame(mesh), np.array([0, 0, 1.0])
+
+    def sheet(name, m=mesh, geometry=None, superior=up, size=(1400, 960)):
+        args = (m, values, frame, superior, ramp, "t", "s", "upper arch")
+        return write_arch_sheet(tmp_path / name, *args, size_px=size, geometry=geometry).read_bytes()
+
+    alone = sheet("alone.png")
+    assert sheet("made.png", geometry=sheet_geometry(mesh, frame, up)) == alone
+    moved = Mesh(mesh.vertices * [1.0, 1.3, 1.0], mesh.faces)  # another shape, the same faces array
+    assert sheet("stale.png", geometry=sheet_geometry(moved, frame, up)) == alone
+    other_up = sheet_geometry(mesh, frame, -up)
+    assert sheet("up.png", geometry=other_up) == alone
+    assert sheet("down.png", geometry=other_up, superior=-up) == sheet("down_alone.png", superior=-up)
+    assert sheet("size.png", geometry=sheet_geometry(mesh, frame, up, (1000, 700))) == alone
+    assert sheet("frame.png", geometry=sheet_geometry(mesh, replace(frame, x=-frame.x), up)) == alone
+    assert sheet("none_up.png", geometry=sheet_geometry(mesh, frame, None)) == alone
+
+
+def test_panels_drawn_on_two_threads_are_the_rasteriser_s_pictures(upper, tmp_path):
+    """write_preview (a bite's contact map) draws its second panel on a helper thread: each panel
+    is still exactly rasterize's picture of it, where it is placed."""
+    from occlutrace_compute.analysis.preview import Panel, write_preview
+
+    mesh = upper.mesh
+    frame = arch_frame(mesh)
+    ramp = deviation_ramp(0.2, 0.05)
+    values = [0.2 * np.sin(mesh.vertices[:, 0] / 4), -0.3 * np.cos(mesh.vertices[:, 1] / 3)]
+    panels = [Panel(mesh, v, frame, f"panel {i}") for i, v in enumerate(values)]
+    width, height = 1000, 520
+    with Image.open(write_preview(tmp_path / "p.png", panels, ramp, "t", (width, height))) as im:
+        sheet = np.asarray(im.convert("RGB"))
+    pw, ph = (width - 260 - 12 - 8 - 12) // 2, height - 48
+    view = View("occlusal", frame.x, frame.anterior, frame.occlusal)
+    for i, v in enumerate(values):
+        image, _ = rasterize(mesh.vertices, mesh.faces, v, view, ramp, pw, ph)
+        x = 12 + i * (pw + 8)
+        assert np.array_equal(sheet[38 + 40 : 38 + ph - 50, x + 2 : x + pw - 2], image[40:-50, 2:-2])  # clear of labels
+    assert not np.array_equal(
+        sheet[38 + 40 : 38 + ph - 40, 14 : 12 + pw - 2], sheet[38 + 40 : 38 + ph - 40, 12 + pw + 10 : 12 + 2 * pw + 6]
+    )
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 10_000), st.booleans())
+def test_the_occlusal_view_does_not_move_with_the_scan(upper, seed, uneven):
+    """The large view of a rigidly moved mesh in its moved frame (a pair job draws it from the
+    moving scan during the registration): the picture of the mesh in its own frame, but for
+    rounding in the last bits (at most a few pixels of 550k), on an arch (whose arch_frame moves
+    with it, as the job checks) and on an uneven mesh (a huge face, slivers, exact ties)."""
+    from dataclasses import replace
+
+    from occlutrace_compute.analysis.frame import ArchFrame
+    from occlutrace_compute.analysis.preview import occlusal_raster, paint
+    from occlutrace_compute.jobs.pipeline import MOVED_FRAME_TOL
+
+    rng = np.random.default_rng(seed)
+    R = Rotation.random(random_state=seed).as_matrix()
+    t = rng.uniform(-60, 60, 3)
+    if uneven:
+        verts, faces, values = _uneven(seed)
+        mesh = Mesh(verts, faces)
+        axes = Rotation.from_euler("xyz", rng.uniform(-0.7, 0.7, 3)).as_matrix()  # seen from above, tilted
+        frame = ArchFrame(np.zeros(3), axes[:, 0], axes[:, 1], axes[:, 2], np.ones(3))
+    else:
+        mesh, values = upper.mesh, 0.3 * np.sin(upper.mesh.vertices[:, 0] / 3)
+        frame = arch_frame(mesh)
+    moved = Mesh(mesh.vertices @ R.T + t, mesh.faces)
+    moved_frame = replace(frame, x=R @ frame.x, anterior=R @ frame.anterior, occlusal=R @ frame.occlusal, cross=None)
+    if not uneven:  # the job's check: the moved scan's own frame is the moved frame
+        own = arch_frame(moved)
+        assert all(
+            np.abs(getattr(own, a) - getattr(moved_frame, a)).max() <= MOVED_FRAME_TOL
+            for a in ("x", "anterior", "occlusal")
+        )
+    ramp = deviation_ramp(0.2, 0.05)
+    here, there = (
+        paint(occlusal_raster(mesh, frame), values, ramp),
+        paint(occlusal_raster(moved, moved_frame), values, ramp),
+    )
+    assert (here != 255).any(axis=2).sum() > 2000  # something drawn
+    assert (here != there).any(axis=2).sum() <= 5, (here != there).any(axis=2).sum()
+
+
+def test_a_large_view_drawn_for_another_frame_is_not_used(upper):
+    """The job uses MOVING's large view only when the aligned scan's frame is MOVING's frame
+    moved by the pose; a frame that is not (here: turned a quarter about the occlusal axis) or a
+    failed predrawing gives the view drawn from the aligned scan itself."""
+    from concurrent.futures import Future
+    from dataclasses import replace
+
+    from occlutrace_compute.analysis.preview import occlusal_raster
+    from occlutrace_compute.jobs.pipeline import _preview_geometry
+
+    mesh = upper.mesh
+    frame = arch_frame(mesh)
+    own = occlusal_raster(mesh, frame)
+
+    def done(value):
+        f = Future()
+        f.set_result(value)
+        return f
+
+    turned = replace(frame, x=frame.anterior, anterior=-frame.x)
+    stale = occlusal_raster(mesh, turned)
+    for predrawn in (done((turned, stale)), done(None)):
+        got = _preview_geometry(mesh, done(frame), "upper", predrawn, np.eye(4)).large
+        assert np.array_equal(got.pixels, own.pixels) and np.array_equal(got.b0, own.b0)
+    used = _preview_geometry(mesh, done(frame), "upper", done((frame, stale)), np.eye(4)).large
+    assert used is stale  # an agreeing frame: the predrawn view is taken as it is

@@ -116,3 +116,60 @@ def test_changed_regions_are_placed_on_the_arch_and_the_sheet_uses_the_aligned_f
     dev = deviation(aligned, case.fixed, aligned_frame=frame)
     assert dev.frame is frame
     assert np.array_equal(deviation(aligned, case.fixed).frame.occlusal, frame.occlusal)
+
+
+def test_the_preview_drawn_beside_the_query_is_the_report_s_own_png(small_pair, tmp_path, monkeypatch) -> None:
+    """The job draws the deviation sheet's views before the values exist (the large one from
+    MOVING in its own frame during the registration, the small ones beside the deviation query)
+    and only colours them after: the PNG shows what the deviation report renders by itself for
+    the same aligned mesh, pixel for pixel but for rounding in the last bits (at most a handful
+    of pixels; upper arch: patient sides named, so the views depend on the frame's sign too),
+    the large view drawn during the registration was used, and the sheet drew nothing itself."""
+    import io
+    import sys
+
+    from PIL import Image
+
+    from occlutrace_compute.analysis import preview
+    from occlutrace_compute.analysis.deviation import DeviationReport
+    from occlutrace_compute.analysis.distance import SurfaceIndex
+    from occlutrace_compute.jobs.pipeline import deviation_of, run_pair
+    from occlutrace_compute.registration import register
+
+    seen = {}
+
+    def registrar(fixed, moving, **kw):
+        seen["reg"], seen["meshes"] = register(fixed, moving, **kw), (fixed, moving)
+        return seen["reg"]
+
+    drawn_by_the_sheet = []
+    made_here = preview.sheet_geometry  # write_arch_sheet's own fallback
+
+    def counted(*args, **kw):
+        drawn_by_the_sheet.append(1)
+        return made_here(*args, **kw)
+
+    monkeypatch.setattr(preview, "sheet_geometry", counted)
+    large_views = []
+    deviation_module = sys.modules[DeviationReport.__module__]  # the package's `deviation` is the function
+    made = deviation_module.preview_geometry
+
+    def noted(aligned, frame, arch, large=None):
+        large_views.append(large)
+        return made(aligned, frame, arch, large)
+
+    monkeypatch.setattr(deviation_module, "preview_geometry", noted)
+    options = JobOptions(device="cpu", arch="upper")
+    inputs = _pair_inputs(small_pair, "ply", "binary")
+    out = run_pair(inputs["fixed"], inputs["moving"], options, registrar=registrar)
+    assert not drawn_by_the_sheet
+    assert len(large_views) == 1 and large_views[0] is not None  # MOVING's view, drawn during the registration
+    fixed, moving = seen["meshes"]
+    aligned = moving.transformed(seen["reg"].matrix)
+    dev = deviation_of(aligned, fixed, options, SurfaceIndex(fixed, name="reference"))
+    assert isinstance(dev, DeviationReport) and dev.aligned_frame is None  # its own frame, its own views
+    own = dev.write_preview(tmp_path / "own.png").read_bytes()
+    assert drawn_by_the_sheet == [1]
+    with Image.open(io.BytesIO(out.files["deviation.png"])) as a, Image.open(io.BytesIO(own)) as b:
+        differ = (np.asarray(a.convert("RGB")) != np.asarray(b.convert("RGB"))).any(axis=2)
+    assert differ.sum() <= 5, f"{differ.sum()} pixels differ"

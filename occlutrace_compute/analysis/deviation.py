@@ -13,7 +13,9 @@ missing scan.
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ import numpy as np
 from occlutrace_compute.analysis.colormap import ColorRamp, deviation_ramp
 from occlutrace_compute.analysis.distance import SurfaceDistance, SurfaceIndex, one_openmp_thread
 from occlutrace_compute.analysis.frame import ArchFrame, arch_frame
-from occlutrace_compute.analysis.preview import write_arch_sheet
+from occlutrace_compute.analysis.preview import Raster, SheetGeometry, sheet_geometry, write_arch_sheet
 from occlutrace_compute.analysis.stats import DistanceStats, Histogram, histogram, summarize
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.export import export_mesh
@@ -94,9 +96,12 @@ class DeviationReport:
         """Coloured deviation mesh (grey outside overlap, clipped beyond the colour scale)."""
         return export_mesh(self.colored, path, "ply", quality=self.shown)
 
-    def write_preview(self, path: str | Path) -> Path:
+    def write_preview(self, path: str | Path, geometry: SheetGeometry | None = None) -> Path:
         """1400x960 PNG: occlusal, frontal and buccal views coloured by deviation, colour bar with
-        units and tolerance band, histogram; key statistics in the title."""
+        units and tolerance band, histogram; key statistics in the title.
+
+        geometry: preview_geometry(the aligned mesh, its frame, arch) made beforehand (a job:
+        beside the deviation query); the same PNG as without it, which makes it here."""
         s = self.stats
         if s.count:
             title = (
@@ -111,7 +116,7 @@ class DeviationReport:
             f"farther than {self.max_distance_mm:g} mm: beyond-the-scale colours, not in the statistics"
         )
         frame = self.frame
-        superior = {"upper": -frame.occlusal, "lower": frame.occlusal}.get(self.arch or "")
+        superior = patient_up(frame, self.arch)
         arch_name = f"{self.arch} arch" if self.arch else "arch (upper/lower not stated: sides not named)"
         return write_arch_sheet(
             path,
@@ -126,16 +131,34 @@ class DeviationReport:
             self.histogram.to_dict(),
             self.band_mm or None,
             s.tolerance_mm,
+            geometry=geometry,
         )
+
+
+def patient_up(frame: ArchFrame, arch: str | None) -> np.ndarray | None:
+    """The patient's up in the frame of an upper or lower arch (None: arch not stated)."""
+    return {"upper": -frame.occlusal, "lower": frame.occlusal}.get(arch or "")
+
+
+def preview_geometry(aligned: Mesh, frame: ArchFrame, arch: str | None, large: Raster | None = None) -> SheetGeometry:
+    """The deviation sheet's views before colour (preview.sheet_geometry): they need the pose
+    and the aligned scan's frame, not the deviation, so a job draws them beside the query.
+    DeviationReport.write_preview uses it when `aligned` is the report's mesh (its very arrays)
+    and `frame` its frame. large: the large view made beforehand (preview.occlusal_raster).
+    Time and memory: sheet_geometry's (O(N log N + F + H * W))."""
+    return sheet_geometry(aligned, frame, patient_up(frame, arch), large=large)
 
 
 SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)
 
 
-def _query_halves(index: DistanceIndex, points: np.ndarray, max_distance: float) -> SurfaceDistance:
+def _query_halves(
+    index: DistanceIndex, points: np.ndarray, max_distance: float, pool: Executor | None = None
+) -> SurfaceDistance:
     """index.query on two threads, one half of the points each (each tree query on one OpenMP
     thread): the exact scoring is numpy work that releases the GIL, so two cores share it.
-    Same answer as one query (points are independent); same worst case, split in two."""
+    Same answer as one query (points are independent); same worst case, split in two.
+    pool: two threads to run them on (None: started here)."""
     if len(points) < SPLIT_MIN_POINTS:
         return index.query(points, max_distance=max_distance)
     half = len(points) // 2
@@ -144,8 +167,8 @@ def _query_halves(index: DistanceIndex, points: np.ndarray, max_distance: float)
         with one_openmp_thread():
             return index.query(rows, max_distance=max_distance)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-deviation") as pool:
-        first, second = pool.map(part, (points[:half], points[half:]))
+    with _threads(pool) as threads:
+        first, second = threads.map(part, (points[:half], points[half:]))
     return SurfaceDistance(
         *(
             np.concatenate([a, b])
@@ -155,6 +178,16 @@ def _query_halves(index: DistanceIndex, points: np.ndarray, max_distance: float)
             )
         )
     )
+
+
+@contextmanager
+def _threads(pool: Executor | None) -> Iterator[Executor]:
+    """`pool`, or two threads of its own for the block."""
+    if pool is not None:
+        yield pool
+        return
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-deviation") as own:
+        yield own
 
 
 def deviation(
@@ -185,18 +218,24 @@ def deviation(
         reference_index = SurfaceIndex(reference, name="reference")
     elif reference_index.mesh is not reference:
         raise ValueError("reference_index was built for another mesh than reference")
-    measured = _query_halves(reference_index, aligned.vertices, FAR_FACTOR * max_distance_mm)
-    facing = np.isfinite(measured.distance) & ~measured.on_boundary
-    overlap = facing & (np.abs(np.nan_to_num(measured.distance, nan=np.inf)) <= max_distance_mm)
-    distance = np.where(overlap, measured.distance, np.nan)
-    values = np.where(facing, measured.distance, np.nan)
     ramp = deviation_ramp(color_scale_mm, band_mm)
-    colored = Mesh(aligned.vertices, aligned.faces, ramp.rgba8(values))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-deviation") as pool:
+        measured = _query_halves(reference_index, aligned.vertices, FAR_FACTOR * max_distance_mm, pool)
+        facing = np.isfinite(measured.distance) & ~measured.on_boundary
+        overlap = facing & (np.abs(np.nan_to_num(measured.distance, nan=np.inf)) <= max_distance_mm)
+        distance = np.where(overlap, measured.distance, np.nan)
+        values = np.where(facing, measured.distance, np.nan)
+        # The vertex colours on a thread beside the statistics (numpy releases the GIL; each is
+        # ~0.015 s CPU at 150k vertices, on the job's path after the query); small meshes: here.
+        colouring = pool.submit(ramp.rgba8, values) if len(values) >= SPLIT_MIN_POINTS else None
+        stats, hist = summarize(distance, tolerance_mm), histogram(distance, color_scale_mm)
+        colors = colouring.result() if colouring is not None else ramp.rgba8(values)
+    colored = Mesh(aligned.vertices, aligned.faces, colors)
     return DeviationReport(
         distance=distance,
         overlap=overlap,
-        stats=summarize(distance, tolerance_mm),
-        histogram=histogram(distance, color_scale_mm),
+        stats=stats,
+        histogram=hist,
         max_distance_mm=float(max_distance_mm),
         ramp=ramp,
         colored=colored,

@@ -10,6 +10,11 @@ Cost of one view: O(F + P) time and memory for F faces and P covered pixels (can
 the pixel centres inside each face's bounding box, generated in chunks of at most CHUNK so one
 huge face or many large ones cannot blow memory). About 0.1 s for a 150k-vertex deviation sheet;
 see bench/bench_preview.py.
+
+A view is drawn in two steps: raster_geometry (which face covers each pixel, where, how lit:
+needs the geometry and camera only) and paint (colours from the values). A pair job makes the
+deviation sheet's four Rasters (sheet_geometry) beside its deviation query, so the sheet itself
+only colours and composes (~0.05 s of the job's path instead of ~0.15 s).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -28,6 +34,15 @@ from PIL import Image, ImageDraw, ImageFont
 from occlutrace_compute.analysis.colormap import GREY, ColorRamp
 from occlutrace_compute.analysis.frame import ArchFrame
 from occlutrace_compute.meshes.model import Mesh
+
+try:  # zlib-ng: the same deflate streams' format; at level 2 about half zlib's level-1 CPU on a
+    # sheet (0.010 s instead of 0.019 s for 1400x960) and a smaller file (462 KB against 475 KB)
+    from zlib_ng import zlib_ng
+
+    DEFLATE: ModuleType = zlib_ng
+    DEFLATE_LEVEL = 2
+except ImportError:  # the standard library's zlib, level 1
+    DEFLATE, DEFLATE_LEVEL = zlib, 1
 
 BACKGROUND = (255, 255, 255)
 CHUNK = 2_000_000  # candidate pixels per rasterisation step (bounds memory to ~100 MB)
@@ -148,7 +163,17 @@ def cluster(
     O(N log N + F) time (one sort of the N cell keys), O(N + F) memory; the result has at most
     as many vertices and faces as the input. Worked on coordinate and corner columns (strided
     (N, 3) rows cost 3-4x as much per element); cells are numbered in key order, as np.unique
-    numbers them (tests/test_analysis_preview.py checks the result against that)."""
+    numbers them (tests/test_analysis_preview.py checks the result against that).
+    cluster_cells, then cell_means of the values: the cells need no values."""
+    out_v, out_f, inverse, counts = cluster_cells(vertices, faces, cell_mm)
+    return out_v, out_f, cell_means(values, inverse, counts)
+
+
+def cluster_cells(
+    vertices: np.ndarray, faces: np.ndarray, cell_mm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """cluster's merged vertices (M, 3) and faces (K, 3), and each input vertex's cell (N,) and
+    each cell's vertex count (M,) (cell_means averages values with them). Costs as cluster's."""
     v = np.asarray(vertices, dtype=np.float64)
     cols = [np.ascontiguousarray(v[:, j]) for j in range(3)]
     keys = (
@@ -159,15 +184,19 @@ def cluster(
     inverse, counts = _groups(flat)
     m = len(counts)
     out_v = np.stack([np.bincount(inverse, weights=c, minlength=m) for c in cols], axis=1) / counts[:, None]
-    vals = np.asarray(values, dtype=np.float64)
-    out_vals = np.bincount(inverse, weights=vals, minlength=m) / counts  # any NaN in a cell: NaN
     f = np.asarray(faces, dtype=np.int64)
     g0, g1, g2 = (inverse[f[:, j]] for j in range(3))
     kept = np.flatnonzero((g0 != g1) & (g1 != g2) & (g0 != g2))
     out_f = np.empty((len(kept), 3), dtype=np.int64)
     for j, g in enumerate((g0, g1, g2)):
         out_f[:, j] = g[kept]
-    return out_v, out_f, out_vals
+    return out_v, out_f, inverse, counts
+
+
+def cell_means(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(M,) mean of the values (N,) in each cell of cluster_cells (any NaN in a cell: NaN). O(N)."""
+    vals = np.asarray(values, dtype=np.float64)
+    return np.bincount(inverse, weights=vals, minlength=len(counts)) / counts
 
 
 def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +219,23 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse, counts
 
 
+@dataclass(frozen=True)
+class Raster:
+    """What a view shows before it is coloured: which face (its three corners) covers each drawn
+    pixel, where (barycentrics b0, b1 of corners 0, 1) and how lit. Depends on the geometry and
+    the camera only, so it can be made before the values are known (a pair job: beside the
+    deviation query); `paint` colours it. (P,) arrays for P drawn pixels."""
+
+    height: int
+    width: int
+    scale: float  # px per mm
+    pixels: np.ndarray  # (P,) int64 flat pixel ids (row * width + column), ascending
+    corners: tuple[np.ndarray, np.ndarray, np.ndarray]  # (P,) int64 vertex ids of the drawn face
+    b0: np.ndarray  # (P,) float64
+    b1: np.ndarray  # (P,) float64
+    shade: np.ndarray  # (P,) float64 Lambert factor of the drawn face
+
+
 def rasterize(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -201,12 +247,43 @@ def rasterize(
     margin_px: int = 8,
     extent: float | None = None,
     normals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    pool: Executor | None = None,
 ) -> tuple[np.ndarray, float]:
     """(height, width, 3) uint8 image of the mesh seen by `view`, and its scale in px per mm.
 
     vertices (N, 3), faces (F, 3) int, values (N,) mm (NaN: grey). `extent`: mm the image must
     span (None: fit the mesh); the same extent across views keeps their scales equal. `normals`:
-    face_normals(vertices, faces), computed once for several views.
+    face_normals(vertices, faces), computed once for several views. `pool`: draws half the
+    faces there (see raster_geometry; the same image). paint(raster_geometry(...)).
+    """
+    raster = raster_geometry(vertices, faces, view, width, height, margin_px, extent, normals, pool)
+    return paint(raster, values, ramp), raster.scale
+
+
+def raster_geometry(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    view: View,
+    width: int,
+    height: int,
+    margin_px: int = 8,
+    extent: float | None = None,
+    normals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    pool: Executor | None = None,
+) -> Raster:
+    """The Raster of the mesh (vertices (N, 3), faces (F, 3)) seen by `view` in a width x height
+    image (arguments as rasterize's).
+
+    Each pixel shows the deepest (nearest the viewer) face whose triangle holds its centre; of
+    faces at exactly the same depth, the last in face order. `pool`: the front faces' second
+    half is drawn into a z-buffer of its own there while this thread draws the first half, and
+    the two are merged by that rule (the second half wins ties: its faces come later), so the
+    picture is the one-thread picture, pixel for pixel, whatever the split.
+
+    Time O(F + C) for C candidate pixels (pixel centres inside the faces' bounding boxes),
+    memory O(F + H * W) (per part: a float64 z-buffer, an int64 face id and two barycentrics a
+    pixel, ~26 bytes a pixel; ~14 MB each for the 954 x 576 occlusal view) plus at most CHUNK
+    candidates at a time (~100 MB), however large any one face is.
     """
     v = np.asarray(vertices, dtype=np.float64)
     cols = (v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy())
@@ -218,9 +295,9 @@ def rasterize(
         scale = min(width - 2 * margin_px, height - 2 * margin_px) / max(extent, 1e-9)
     sx = (u - ucen) * scale + width / 2
     sy = height / 2 - (w - wcen) * scale
-    image = _blank(height * width)
+    none = np.zeros(0, dtype=np.int64)
     if len(faces) == 0:
-        return image.reshape(height, width, 3), float(scale)
+        return Raster(height, width, float(scale), none, (none, none, none), none * 0.0, none * 0.0, none * 0.0)
     corners = _corner_columns(faces)
     nx, ny, nz = normals if normals is not None else face_normals(v, faces, corners)
     facing = _dot((nx, ny, nz), view.toward)
@@ -232,64 +309,142 @@ def rasterize(
         i0, i1, i2 = (c[front] for c in corners)
     else:
         i0, i1, i2 = corners
-    xa, xb, xc, ya, yb, yc = sx[i0], sx[i1], sx[i2], sy[i0], sy[i1], sy[i2]
-    x0, bw = _pixel_range(np.minimum(np.minimum(xa, xb), xc), np.maximum(np.maximum(xa, xb), xc), width)
-    y0, bh = _pixel_range(np.minimum(np.minimum(ya, yb), yc), np.maximum(np.maximum(ya, yb), yc), height)
-    area2 = (xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)
-    count = bw * bh
-    # Faces that cover no pixel centre (most faces of a dense scan) or are degenerate drop out here.
-    keep = np.flatnonzero((count > 0) & (np.abs(area2) > 1e-12))
-    i0, i1, i2, xa, xb, xc, ya, yb, yc = (a[keep] for a in (i0, i1, i2, xa, xb, xc, ya, yb, yc))
-    x0, y0, bw, count, area2 = x0[keep], y0[keep], bw[keep], count[keep], area2[keep]
-    # Lambert shade per face from its normal, both sides lit (open scans are seen from either side).
-    shade = 0.55 + 0.45 * np.abs(facing[keep])
-    # Per face, the barycentrics b0, b1 and the depth as linear functions of a candidate's pixel
-    # offset (r, q) from the face's first candidate centre: three multiply-adds per candidate
-    # from per-face coefficients, on coordinates near 0 (no cancellation of large ones).
-    inv = 1.0 / area2
-    ox, oy = x0 + 0.5, y0 + 0.5
-    xa, xb, xc, ya, yb, yc = xa - ox, xb - ox, xc - ox, ya - oy, yb - oy, yc - oy
-    b0c, b0r, b0q = (xb * yc - xc * yb) * inv, (yb - yc) * inv, (xc - xb) * inv
-    b1c, b1r, b1q = (xc * ya - xa * yc) * inv, (yc - ya) * inv, (xa - xc) * inv
-    d2 = d[i2]
-    dd0, dd1 = d[i0] - d2, d[i1] - d2
-    base = y0 * width + x0
-    zbuf = np.full(height * width, -np.inf)
-    best = np.full(height * width, -1, dtype=np.int64)
-    bary = np.zeros((height * width, 2))
-    cum = np.cumsum(count)
-    start = 0
-    while start < len(keep):  # each step takes >= 1 face: at most len(keep) steps
-        first = cum[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(cum, first + CHUNK, side="right")))
-        c = count[start:stop]
-        k = np.repeat(np.arange(start, stop), c)
-        off = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
-        q, r = np.divmod(off, bw[k])
-        rf, qf = r.astype(np.float64), q.astype(np.float64)
-        b0 = b0c[k] + rf * b0r[k] + qf * b0q[k]
-        b1 = b1c[k] + rf * b1r[k] + qf * b1q[k]
-        inside = np.flatnonzero((b0 >= -1e-9) & (b1 >= -1e-9) & (b0 + b1 <= 1 + 1e-9))
-        k, b0, b1 = k[inside], b0[inside], b1[inside]
-        pix = base[k] + q[inside] * width + r[inside]
-        depth = d2[k] + b0 * dd0[k] + b1 * dd1[k]
-        np.maximum.at(zbuf, pix, depth)
-        win = depth >= zbuf[pix]  # ties: any of the equal-depth samples, all correct
-        best[pix[win]] = k[win]
-        bary[pix[win], 0], bary[pix[win], 1] = b0[win], b1[win]
-        start = stop
-    drawn = np.flatnonzero(best >= 0)
-    if len(drawn):
+    screen = _Screen(sx, sy, d, width, height)
+    n = len(i0)
+    if pool is None or n < 2:
+        parts = [screen.draw(i0, i1, i2, facing)]
+    else:
+        half = n // 2
+        second = pool.submit(screen.draw, i0[half:], i1[half:], i2[half:], facing[half:])
+        parts = [screen.draw(i0[:half], i1[:half], i2[:half], facing[:half]), second.result()]
+    return screen.merged(parts, float(scale))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One z-buffer of some faces: per pixel (H * W,) the nearest depth (-inf: none), that face's
+    row in the part's face columns (-1: none) and its barycentrics b0, b1; the face columns."""
+
+    zbuf: np.ndarray
+    best: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+    face_corners: tuple[np.ndarray, np.ndarray, np.ndarray]
+    face_shade: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Screen:
+    """The vertices projected to the screen: sx, sy (N,) pixel coordinates, d (N,) depth."""
+
+    sx: np.ndarray
+    sy: np.ndarray
+    d: np.ndarray
+    width: int
+    height: int
+
+    def draw(self, i0: np.ndarray, i1: np.ndarray, i2: np.ndarray, facing: np.ndarray) -> _Part:
+        """The z-buffer of faces (i0, i1, i2) (corner columns, (F,) each; facing: their normals'
+        component towards the viewer). Of candidates at the same depth the last (face order)
+        wins: np.maximum.at, then the winners written in candidate order (the last write of a
+        pixel stays), and a later chunk's equal depth wins over an earlier chunk's.
+        O(F + C) time, O(F + H * W + CHUNK) memory."""
+        sx, sy, d, width, height = self.sx, self.sy, self.d, self.width, self.height
+        xa, xb, xc, ya, yb, yc = sx[i0], sx[i1], sx[i2], sy[i0], sy[i1], sy[i2]
+        x0, bw = _pixel_range(np.minimum(np.minimum(xa, xb), xc), np.maximum(np.maximum(xa, xb), xc), width)
+        y0, bh = _pixel_range(np.minimum(np.minimum(ya, yb), yc), np.maximum(np.maximum(ya, yb), yc), height)
+        area2 = (xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)
+        count = bw * bh
+        # Faces that cover no pixel centre (most faces of a dense scan) or are degenerate drop out here.
+        keep = np.flatnonzero((count > 0) & (np.abs(area2) > 1e-12))
+        i0, i1, i2, xa, xb, xc, ya, yb, yc = (a[keep] for a in (i0, i1, i2, xa, xb, xc, ya, yb, yc))
+        x0, y0, bw, count, area2 = x0[keep], y0[keep], bw[keep], count[keep], area2[keep]
+        # Lambert shade per face from its normal, both sides lit (open scans are seen from either side).
+        shade = 0.55 + 0.45 * np.abs(facing[keep])
+        # Per face, the barycentrics b0, b1 and the depth as linear functions of a candidate's pixel
+        # offset (r, q) from the face's first candidate centre: three multiply-adds per candidate
+        # from per-face coefficients, on coordinates near 0 (no cancellation of large ones).
+        inv = 1.0 / area2
+        ox, oy = x0 + 0.5, y0 + 0.5
+        xa, xb, xc, ya, yb, yc = xa - ox, xb - ox, xc - ox, ya - oy, yb - oy, yc - oy
+        b0c, b0r, b0q = (xb * yc - xc * yb) * inv, (yb - yc) * inv, (xc - xb) * inv
+        b1c, b1r, b1q = (xc * ya - xa * yc) * inv, (yc - ya) * inv, (xa - xc) * inv
+        d2 = d[i2]
+        dd0, dd1 = d[i0] - d2, d[i1] - d2
+        base = y0 * width + x0
+        zbuf = np.full(height * width, -np.inf)
+        best = np.full(height * width, -1, dtype=np.int64)
+        bary0, bary1 = np.zeros(height * width), np.zeros(height * width)
+        cum = np.cumsum(count)
+        start = 0
+        while start < len(keep):  # each step takes >= 1 face: at most len(keep) steps
+            first = cum[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(cum, first + CHUNK, side="right")))
+            c = count[start:stop]
+            k = np.repeat(np.arange(start, stop), c)
+            off = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+            q, r = np.divmod(off, bw[k])
+            rf, qf = r.astype(np.float64), q.astype(np.float64)
+            b0 = b0c[k] + rf * b0r[k] + qf * b0q[k]
+            b1 = b1c[k] + rf * b1r[k] + qf * b1q[k]
+            inside = np.flatnonzero((b0 >= -1e-9) & (b1 >= -1e-9) & (b0 + b1 <= 1 + 1e-9))
+            k, b0, b1 = k[inside], b0[inside], b1[inside]
+            pix = base[k] + q[inside] * width + r[inside]
+            depth = d2[k] + b0 * dd0[k] + b1 * dd1[k]
+            np.maximum.at(zbuf, pix, depth)
+            win = np.flatnonzero(depth >= zbuf[pix])  # ties: the last of the equal-depth samples
+            at = pix[win]
+            best[at] = k[win]
+            bary0[at], bary1[at] = b0[win], b1[win]
+            start = stop
+        return _Part(zbuf, best, bary0, bary1, (i0, i1, i2), shade)
+
+    def merged(self, parts: list[_Part], scale: float) -> Raster:
+        """The Raster of the parts' z-buffers, parts in face order: a later part's pixel wins
+        over an earlier one's at the same or a nearer depth (the one-buffer rule). O(H * W)."""
+        first = parts[0]
+        best, b0, b1 = first.best, first.b0, first.b1
+        corners, shade = first.face_corners, first.face_shade
+        if len(parts) > 1:
+            later = parts[1]
+            zbuf = first.zbuf
+            take = np.flatnonzero((later.best >= 0) & (later.zbuf >= zbuf))
+            offset = len(first.face_shade)
+            best[take] = later.best[take] + offset
+            b0[take], b1[take] = later.b0[take], later.b1[take]
+            c0, c1, c2 = (np.concatenate([a, b]) for a, b in zip(corners, later.face_corners))
+            corners = (c0, c1, c2)
+            shade = np.concatenate([shade, later.face_shade])
+        drawn = np.flatnonzero(best >= 0)
         k = best[drawn]
+        return Raster(
+            self.height,
+            self.width,
+            scale,
+            drawn,
+            (corners[0][k], corners[1][k], corners[2][k]),
+            b0[drawn],
+            b1[drawn],
+            shade[k],
+        )
+
+
+def paint(raster: Raster, values: np.ndarray, ramp: ColorRamp) -> np.ndarray:
+    """(height, width, 3) uint8 image of a Raster coloured by per-vertex values (N,) mm (NaN:
+    grey) through `ramp`: values interpolated at each pixel, then coloured (sharp band edges),
+    then shaded. O(H * W + P) time and memory."""
+    image = _blank(raster.height * raster.width)
+    if len(raster.pixels):
         vals = np.asarray(values, dtype=np.float64)
-        b0, b1 = bary[drawn, 0], bary[drawn, 1]
-        val = b0 * vals[i0[k]] + b1 * vals[i1[k]] + (1.0 - b0 - b1) * vals[i2[k]]  # NaN at a corner: grey
+        b0, b1 = raster.b0, raster.b1
+        i0, i1, i2 = raster.corners
+        val = b0 * vals[i0] + b1 * vals[i1] + (1.0 - b0 - b1) * vals[i2]  # NaN at a corner: grey
         rgb = ramp.rgb(val).astype(np.float64, copy=False)  # a fresh (P, 3) array
-        rgb *= shade[k][:, None]  # in place, the same operations in the same order as
+        rgb *= raster.shade[:, None]  # in place, the same operations in the same order as
         rgb *= 255  # clip(round(rgb * shade * 255), 0, 255): fewer (P, 3) temporaries
         np.clip(np.round(rgb, out=rgb), 0, 255, out=rgb)
-        image[drawn] = rgb.astype(np.uint8)
-    return image.reshape(height, width, 3), float(scale)
+        image[raster.pixels] = rgb.astype(np.uint8)
+    return image.reshape(raster.height, raster.width, 3)
 
 
 def _blank(n_pixels: int) -> np.ndarray:
@@ -479,11 +634,11 @@ def draw_histogram(
 
 
 def png_bytes(rgb: np.ndarray, pool: Executor | None = None, bands: int = 2) -> bytes:
-    """(H, W, 3) uint8 as an 8-bit RGB PNG: rows unfiltered, zlib level 1, compressed in `bands`
-    row bands side by side on `pool` (zlib works without the GIL). About half the CPU of
-    Pillow's level-1 PNG for a 1400x960 sheet (Pillow tries a filter per row) and smaller
-    here: a sheet is mostly flat colour, which level 1 packs well unfiltered. O(H * W) time
-    and memory.
+    """(H, W, 3) uint8 as an 8-bit RGB PNG: rows unfiltered, deflated (DEFLATE: zlib-ng level 2,
+    else zlib level 1) in `bands` row bands side by side on `pool` (both work without the GIL).
+    zlib level 1 took about half the CPU of Pillow's level-1 PNG for a 1400x960 sheet (Pillow
+    tries a filter per row) and was smaller: a sheet is mostly flat colour, which a fast level
+    packs well unfiltered; zlib-ng level 2 halves that again. O(H * W) time and memory.
 
     The bands are raw deflate streams, each but the last ended by a full flush (byte-aligned,
     not final, no reference into another band), so together they are one deflate stream; the
@@ -495,17 +650,17 @@ def png_bytes(rgb: np.ndarray, pool: Executor | None = None, bands: int = 2) -> 
     parts = [raw[a:b].data for a, b in zip(cuts[:-1], cuts[1:])]  # contiguous rows, no copy
 
     def deflate(i: int) -> bytes:
-        z = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate: the zlib wrapper is ours
-        return z.compress(parts[i]) + z.flush(zlib.Z_FINISH if i == len(parts) - 1 else zlib.Z_FULL_FLUSH)
+        z = DEFLATE.compressobj(DEFLATE_LEVEL, DEFLATE.DEFLATED, -15)  # raw deflate: the zlib wrapper is ours
+        return z.compress(parts[i]) + z.flush(DEFLATE.Z_FINISH if i == len(parts) - 1 else DEFLATE.Z_FULL_FLUSH)
 
     jobs = [pool.submit(deflate, i) for i in range(1, len(parts))] if pool is not None else []
     body = [deflate(0)] + (
         [j.result() for j in jobs] if pool is not None else [deflate(i) for i in range(1, len(parts))]
     )
-    idat = b"\x78\x01" + b"".join(body) + struct.pack(">I", zlib.adler32(raw.data))
+    idat = b"\x78\x01" + b"".join(body) + struct.pack(">I", DEFLATE.adler32(raw.data))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", DEFLATE.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
@@ -515,6 +670,87 @@ def _save(sheet: Image.Image, path: str | Path, pool: Executor | None = None) ->
     out = Path(path)
     out.write_bytes(png_bytes(np.asarray(sheet), pool))
     return out
+
+
+@dataclass(frozen=True)
+class SheetGeometry:
+    """write_arch_sheet's four views before colour (Rasters), made for one mesh's very arrays,
+    frame, patient up and sheet size (`fits` checks them): the large occlusal view of the full
+    mesh, the small views of the mesh merged to ~1.5 px cells (`cells`: cluster_cells' vertex
+    cells and counts, to average the values). Needs no values: a pair job makes it beside the
+    deviation query (jobs/pipeline.py), and the sheet then only colours and composes."""
+
+    vertices: np.ndarray  # the source arrays themselves (identity, not equality, is checked)
+    faces: np.ndarray
+    frame: ArchFrame
+    superior: np.ndarray | None
+    size_px: tuple[int, int]
+    views: list[View]
+    large: Raster
+    small: list[Raster]
+    cells: tuple[np.ndarray, np.ndarray]  # (N,) cell of each vertex, (M,) vertices per cell
+
+    def fits(self, mesh: Mesh, frame: ArchFrame, superior: np.ndarray | None, size_px: tuple[int, int]) -> bool:
+        """Whether this geometry is write_arch_sheet's for these arguments (the very arrays and
+        frame, an equal patient up, the same size)."""
+        mine = self.superior
+        same_up = mine is None if superior is None else mine is not None and np.array_equal(superior, mine)
+        return (
+            mesh.vertices is self.vertices
+            and mesh.faces is self.faces
+            and frame is self.frame
+            and same_up
+            and tuple(size_px) == tuple(self.size_px)
+        )
+
+
+def _layout(size_px: tuple[int, int]) -> tuple[int, int, int, int, int]:
+    """side_w (left of the legends), the large view's and the small views' sizes."""
+    W, H = size_px
+    side_w = W - 430
+    occ_w, occ_h = side_w - 16, int(H * 0.60)
+    small_w, small_h = (side_w - 16 - 2 * 8) // 3, H - 70 - occ_h - 24
+    return side_w, occ_w, occ_h, small_w, small_h
+
+
+def occlusal_raster(mesh: Mesh, frame: ArchFrame, size_px: tuple[int, int] = (1400, 960)) -> Raster:
+    """The Raster of write_arch_sheet's large occlusal view of `mesh` in `frame` (the view reads
+    only the frame's axes: patient up names sides, it moves nothing). The picture does not
+    change when the mesh and its frame move rigidly together (up to rounding in the last bits):
+    a pair job draws it from the moving scan in its own frame while the registration runs, and
+    uses it for the aligned scan when the aligned scan's frame is the moved frame (jobs/
+    pipeline.py). Time O(F + C), memory O(F + H * W) (raster_geometry)."""
+    _, occ_w, occ_h, _, _ = _layout(size_px)
+    view = View("occlusal view", frame.x, frame.anterior, frame.occlusal)
+    return raster_geometry(mesh.vertices, mesh.faces, view, occ_w, occ_h, normals=frame_normals(frame, mesh))
+
+
+def sheet_geometry(
+    mesh: Mesh,
+    frame: ArchFrame,
+    superior: np.ndarray | None,
+    size_px: tuple[int, int] = (1400, 960),
+    pool: Executor | None = None,
+    large: Raster | None = None,
+) -> SheetGeometry:
+    """The SheetGeometry of write_arch_sheet(mesh, ..., frame, superior, size_px=size_px).
+    pool: the small views are drawn there while this thread draws the large one. large: the
+    large view's Raster made beforehand (occlusal_raster: of this mesh and frame, or of a rigid
+    copy in its moved frame); None: drawn here.
+    Time O(N log N + F + H * W) (raster_geometry of the full mesh, cluster_cells and three
+    raster_geometry of the merged one), memory O(N + F + H * W): at 150k vertices ~130 MB at
+    the peak (the candidates' temporaries, at most CHUNK at a time), ~10 MB held by the result."""
+    views = arch_views(frame, superior)
+    _, occ_w, occ_h, small_w, small_h = _layout(size_px)
+    v = mesh.vertices
+    cols = (v[:, 0], v[:, 1], v[:, 2])
+    span = max(max(float(np.ptp(_dot(cols, vv.right))) for vv in views[1:]), 1e-6)
+    args = (v, mesh.faces, views[1:], (small_w, small_h), span)
+    small = pool.submit(_small_geometry, *args) if pool is not None else None
+    if large is None:
+        large = raster_geometry(v, mesh.faces, views[0], occ_w, occ_h, normals=frame_normals(frame, mesh))
+    cells, small_rasters = small.result() if small is not None else _small_geometry(*args)
+    return SheetGeometry(v, mesh.faces, frame, superior, (size_px[0], size_px[1]), views, large, small_rasters, cells)
 
 
 def write_arch_sheet(
@@ -531,29 +767,29 @@ def write_arch_sheet(
     band_mm: float | None = None,
     tolerance_mm: float | None = None,
     size_px: tuple[int, int] = (1400, 960),
+    geometry: SheetGeometry | None = None,
 ) -> Path:
     """The deviation sheet: a large occlusal view, frontal and both buccal views, the colour bar
-    with units and legend, the histogram, arch and patient sides named on the views."""
+    with units and legend, the histogram, arch and patient sides named on the views.
+
+    geometry: sheet_geometry(mesh, frame, superior, size_px) made beforehand (used when it
+    `fits` these arguments, else made here: the same picture either way). Then the sheet costs
+    O(H * W + N) (colouring the drawn pixels, the cell means, composing, the PNG)."""
     W, H = size_px
     sheet = Image.new("RGB", (W, H), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     _text(draw, (16, 12), title, 17, bold=True)
     _text(draw, (16, 38), subtitle, 13, MUTED)
-    views = arch_views(frame, superior)
-    side_w = W - 430
-    occ_w, occ_h = side_w - 16, int(H * 0.60)
-    small_w, small_h = (side_w - 16 - 2 * 8) // 3, H - 70 - occ_h - 24
-    v = mesh.vertices
-    cols = (v[:, 0], v[:, 1], v[:, 2])
-    span = max(max(float(np.ptp(_dot(cols, vv.right))) for vv in views[1:]), 1e-6)
+    side_w, occ_w, occ_h, small_w, small_h = _layout(size_px)
     # Two threads (numpy and zlib work without the GIL): the small views on a helper while this
     # thread draws the large one and the legends, then the PNG's two halves side by side.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlutrace-sheet") as helper:
-        small = helper.submit(_small_views, v, mesh.faces, values, views[1:], ramp, (small_w, small_h), span)
-        normals = frame_normals(frame, mesh)
-        image, scale = rasterize(v, mesh.faces, values, views[0], ramp, occ_w, occ_h, normals=normals)
+        if geometry is None or not geometry.fits(mesh, frame, superior, size_px):
+            geometry = sheet_geometry(mesh, frame, superior, size_px, helper)
+        views = geometry.views
+        image = paint(geometry.large, values, ramp)
         _paste_view(sheet, draw, image, (16, 64), views[0], f"{arch_name} \u2013 {views[0].name}")
-        _scale_bar(draw, 16 + occ_w - 12, 64 + occ_h - 24, scale)
+        _scale_bar(draw, 16 + occ_w - 12, 64 + occ_h - 24, geometry.large.scale)
         x = side_w + 20
         y = draw_colorbar(sheet, draw, ramp, x, 70, int(H * 0.38), band_mm)
         if histogram is not None:
@@ -561,28 +797,29 @@ def write_arch_sheet(
             draw_histogram(
                 sheet, draw, histogram, ramp, (x, y + 16, W - 16, min(H - 16, y + 16 + 280)), tolerance_mm, n_nan
             )
-        for i, (view, img) in enumerate(zip(views[1:], small.result())):
+        small_values = cell_means(values, *geometry.cells)
+        for i, (view, raster) in enumerate(zip(views[1:], geometry.small)):
+            img = paint(raster, small_values, ramp)
             _paste_view(sheet, draw, img, (16 + i * (small_w + 8), 64 + occ_h + 12), view, view.name)
         return _save(sheet, path, helper)
 
 
-def _small_views(
+def _small_geometry(
     v: np.ndarray,
     faces: np.ndarray,
-    values: np.ndarray,
     views: list[View],
-    ramp: ColorRamp,
     size: tuple[int, int],
     span: float,
-) -> list[np.ndarray]:
-    """The sheet's small views, at one scale (`span` mm across).
+) -> tuple[tuple[np.ndarray, np.ndarray], list[Raster]]:
+    """The sheet's small views before colour, at one scale (`span` mm across), and the cells
+    (cluster_cells' vertex cells and counts) whose value means colour them.
 
     They show faces of a dense scan below a pixel: a mesh merged to ~1.5 px cells looks the same
     there and costs a fraction (the large occlusal view uses the full mesh)."""
     w, h = size
-    sv, sf, svals = cluster(v, faces, values, 1.5 * span / max(min(w, h) - 16, 1))
+    sv, sf, inverse, counts = cluster_cells(v, faces, 1.5 * span / max(min(w, h) - 16, 1))
     normals = face_normals(sv, sf)
-    return [rasterize(sv, sf, svals, view, ramp, w, h, extent=span, normals=normals)[0] for view in views]
+    return (inverse, counts), [raster_geometry(sv, sf, view, w, h, extent=span, normals=normals) for view in views]
 
 
 def render_occlusal(
@@ -608,7 +845,12 @@ def render_occlusal(
 def write_preview(
     path: str | Path, panels: list[Panel], ramp: ColorRamp, title: str, size_px: tuple[int, int] = (800, 600)
 ) -> Path:
-    """A PNG of occlusal panels side by side with one labelled colour bar; returns the path."""
+    """A PNG of occlusal panels side by side with one labelled colour bar; returns the path.
+
+    Two threads (numpy and zlib release the GIL): the panels after the first are drawn on a
+    helper while this thread draws the first (a bite's two arches: ~0.05 s CPU each at 120k
+    vertices), then the PNG's two bands side by side; each panel is the one-thread picture.
+    Per panel rasterize's O(F + C) time and O(F + H * W) memory."""
     width, height = size_px
     bar_w = 260
     sheet = Image.new("RGB", (width, height), BACKGROUND)
@@ -616,8 +858,8 @@ def write_preview(
     _text(draw, (12, 10), title, 14, bold=True)
     n = max(1, len(panels))
     pw, ph = (width - bar_w - 12 - 8 * (n - 1) - 12) // n, height - 48
-    for i, panel in enumerate(panels):
-        view = View(
+    views = [
+        View(
             "occlusal",
             panel.frame.x,
             panel.frame.anterior,
@@ -626,11 +868,19 @@ def write_preview(
             panel.right_label,
             "anterior",
         )
+        for panel in panels
+    ]
+
+    def picture(i: int) -> tuple[np.ndarray, float]:
+        panel = panels[i]
         normals = frame_normals(panel.frame, panel.mesh)
-        image, scale = rasterize(
-            panel.mesh.vertices, panel.mesh.faces, panel.values, view, ramp, pw, ph, normals=normals
-        )
-        _paste_view(sheet, draw, image, (12 + i * (pw + 8), 38), view, panel.title)
-        _scale_bar(draw, 12 + i * (pw + 8) + pw - 12, 38 + ph - 26, scale)
-    draw_colorbar(sheet, draw, ramp, width - bar_w + 8, 44, max(60, height - 190))
-    return _save(sheet, path)
+        return rasterize(panel.mesh.vertices, panel.mesh.faces, panel.values, views[i], ramp, pw, ph, normals=normals)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlutrace-sheet") as helper:
+        later = [helper.submit(picture, i) for i in range(1, len(panels))]
+        pictures = [picture(0)] + [f.result() for f in later] if panels else []
+        for i, (panel, (image, scale)) in enumerate(zip(panels, pictures)):
+            _paste_view(sheet, draw, image, (12 + i * (pw + 8), 38), views[i], panel.title)
+            _scale_bar(draw, 12 + i * (pw + 8) + pw - 12, 38 + ph - 26, scale)
+        draw_colorbar(sheet, draw, ramp, width - bar_w + 8, 44, max(60, height - 190))
+        return _save(sheet, path, helper)

@@ -32,6 +32,8 @@ from occlutrace_compute.timing import stopwatch
 
 if TYPE_CHECKING:  # torch and the analysis stack load only when a job needs them (the CLI's start)
     from occlutrace_compute.analysis.deviation import DeviationReport
+    from occlutrace_compute.analysis.frame import ArchFrame
+    from occlutrace_compute.analysis.preview import Raster
     from occlutrace_compute.jobs.registrar import Registrar
     from occlutrace_compute.meshes.model import Mesh
     from occlutrace_compute.registration.result import RegistrationResult
@@ -238,6 +240,49 @@ def _located(regions: list[dict], reference_frame: Future | None, options: JobOp
     return locate_regions(regions, reference_frame.result(), options.arch) if regions and reference_frame else []
 
 
+MOVED_FRAME_TOL = 1e-9  # largest difference of a unit axis from MOVING's axis moved by the pose
+
+
+def _moving_occlusal(moving: Mesh, after: Future) -> tuple[ArchFrame, Raster] | None:
+    """MOVING's arch frame and the deviation sheet's large view of MOVING in it (preview.
+    occlusal_raster), made once `after` (the reference index's future, submitted before it) is
+    done; None where either fails (then the aligned scan's view is drawn from it as before; the
+    job reports its own errors). O(N + F + H * W) (~0.11-0.14 s CPU at 150k vertices)."""
+    try:
+        after.result()
+        from occlutrace_compute.analysis.frame import arch_frame
+        from occlutrace_compute.analysis.preview import occlusal_raster
+
+        frame = arch_frame(moving)
+        return frame, occlusal_raster(moving, frame)
+    except Exception:  # an optimisation only: any failure falls back to the exact path
+        return None
+
+
+def _preview_geometry(
+    aligned: Mesh, framing: Future, arch: str | None, predrawn: Future | None = None, matrix: np.ndarray | None = None
+):
+    """The deviation preview's views before colour (analysis.deviation.preview_geometry), once
+    the aligned scan's frame is made (a pool thread: it waits for futures submitted before it,
+    so never for a task queued behind it). predrawn: _moving_occlusal's future; its large view
+    is used when the aligned scan's frame is MOVING's frame moved by `matrix` (each axis within
+    MOVED_FRAME_TOL): the same picture up to rounding in the last bits (a pixel centre that far
+    from an edge; tests/test_analysis_preview.py), else the view is drawn from the aligned scan.
+    O(N log N + F + H * W) without it, O(N log N + small views) with it."""
+    from occlutrace_compute.analysis.deviation import preview_geometry
+
+    frame = framing.result()
+    got = predrawn.result() if predrawn is not None else None
+    large = None
+    if got is not None and matrix is not None:
+        moved_frame, raster = got
+        rotation = np.asarray(matrix, dtype=np.float64)[:3, :3]
+        axes = ("x", "anterior", "occlusal")
+        if all(np.abs(rotation @ getattr(moved_frame, a) - getattr(frame, a)).max() <= MOVED_FRAME_TOL for a in axes):
+            large = raster
+    return preview_geometry(aligned, frame, arch, large)
+
+
 def _viewer(mesh, values, ramp, frame, arch) -> dict[str, Any]:
     """The report's 3D view data (run on a pool thread beside the preview)."""
     from occlutrace_compute.analysis.report import viewer_payload
@@ -272,12 +317,16 @@ def run_pair(
     Overlaps what is free to overlap on two cores: both inputs parse on two threads while this
     thread imports the registration and analysis stages, the reference's distance index builds
     on a thread from the moment the reference is parsed (beside the imports and the
-    registration), the deviation query runs on two threads with the arch frames and the aligned
-    mesh's encoding beside it on the pool, and the deviation map's export and the report's
-    3D-view data are made on the pool's threads while this one renders the preview. Stage times (`timings_seconds`) are wall seconds of each stage
-    as this thread sees it: load includes waiting for the parses, register the reference index
-    built beside it, deviation the arch frames beside the query, export the wait for the
-    encodings after the preview.
+    registration, and then MOVING's frame and the preview's large view in it, which serves the
+    aligned scan: _moving_occlusal), the deviation query runs on two threads with the arch
+    frames, the aligned mesh's encoding and the preview's other views before colour
+    (analysis.deviation.preview_geometry: they need the pose and frame, not the values) beside
+    it on the pool, and the deviation map's export and the report's 3D-view data are made on
+    the pool's threads while this one colours and composes the preview. Stage times
+    (`timings_seconds`) are wall seconds of each stage as this thread sees it: load includes
+    waiting for the parses, register the reference index and MOVING's large view built beside
+    it, deviation the arch frames and the preview's views beside the query, export the wait for
+    the encodings after the preview.
 
     registrar: registers the pair elsewhere (`occlutrace align`: jobs/registrar.py, a process
     that imported torch beside this one's imports); None: here, the engine imported during load.
@@ -300,6 +349,11 @@ def run_pair(
                 registrar = register
             loaded = _results(loading)
             fixed, moving = loaded["fixed"], loaded["moving"]
+            # The preview's large view does not move with the scan: drawn from MOVING in its own
+            # frame once the index is built (~0.11 s CPU at 150k vertices, while one core is
+            # otherwise idle for the rest of the registration, ~0.17 s), it is the aligned scan's
+            # view when the aligned scan's frame is MOVING's moved by the pose (checked after).
+            predrawing = pool.submit(_moving_occlusal, moving.mesh, indexing)
 
         with clock.stage("register"):
             try:
@@ -336,13 +390,18 @@ def run_pair(
             # tail beside the preview, where a text mesh (an OBJ's ~0.1 s of CPU) made the job
             # wait for it after the preview (the `export` stage).
             exporting = pool.submit(mesh_files, aligned, "aligned", moving.format, _aligned_encoding(moving, options))
+            # The preview's views before colour need the pose and the frame, not the deviation:
+            # the small ones (~0.05 s CPU at 150k vertices; the large one too where MOVING's
+            # could not serve) are drawn on the pool beside the query instead of in the preview
+            # stage, which then only colours and composes. Queued behind the frame it waits for.
+            drawing = pool.submit(_preview_geometry, aligned, framing, options.arch, predrawing, matrix)
             dev = deviation_of(aligned, fixed.mesh, options, indexing.result())
             dev = replace(dev, aligned_frame=framing.result())
 
         return pair_outputs(
             pool,
             clock,
-            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json, exporting),
+            PairMeasured(fixed, moving, aligned, reg, dev, reference_framing, region_json, exporting, drawing),
             {"fixed": fixed_in.name, "moving": moving_in.name},
             options,
             label,
@@ -371,7 +430,8 @@ class PairMeasured:
     """A pair job after its deviation: what its outputs are made from. `reference_framing`: the
     future of the reference's arch frame (when regions changed); `region_json`: the
     reference-region alignment's summary (when asked); `aligned_export`: the future of the
-    aligned mesh's files when the job started encoding them earlier."""
+    aligned mesh's files when the job started encoding them earlier; `preview_geometry`: the
+    future of the preview's views before colour when the job started drawing them earlier."""
 
     fixed: LoadedMesh
     moving: LoadedMesh
@@ -381,6 +441,7 @@ class PairMeasured:
     reference_framing: Future | None = None
     region_json: dict | None = None
     aligned_export: Future | None = None  # mesh_files(aligned, ...) started earlier; None: in the tail
+    preview_geometry: Future | None = None  # _preview_geometry(aligned, ...) started earlier; None: in the tail
 
 
 @one_blas_thread()  # a ContextDecorator: the cap is taken at each call and lifted at its end
@@ -404,7 +465,8 @@ def pair_outputs(
             or pool.submit(mesh_files, m.aligned, "aligned", m.moving.format, _aligned_encoding(m.moving, options)),
             "deviation.ply": pool.submit(mesh_to_bytes, dev.colored, "ply", quality=dev.shown),
         }
-        files = {"deviation.png": _file_bytes(dev.write_preview, ".png")}
+        geometry = m.preview_geometry.result() if m.preview_geometry is not None else None
+        files = {"deviation.png": _file_bytes(partial(dev.write_preview, geometry=geometry), ".png")}
     with clock.stage("export"):
         files.update(_collected(exports))
         viewer = viewing.result()
@@ -462,6 +524,16 @@ def run_bite(
             report = contacts(upper_occ, lower_occ, threshold_mm=options.contact_threshold_mm, device=options.device)
 
         with clock.stage("preview"):
+            from occlutrace_compute.meshes.model import Mesh
+
+            both = Mesh(
+                np.concatenate([upper_occ.vertices, lower_occ.vertices]),
+                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]),
+            )
+            values = np.concatenate([report.upper.distance, report.lower.distance])
+            # The 3D view's data first (~0.09 s CPU for two 120k-vertex arches, the longest task
+            # beside the preview), then the two contact meshes (~0.01 s each) on the other thread.
+            viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
             exports |= {
                 "contacts_upper.ply": pool.submit(
                     mesh_to_bytes, report.upper.colored, "ply", quality=report.upper.distance
@@ -470,14 +542,6 @@ def run_bite(
                     mesh_to_bytes, report.lower.colored, "ply", quality=report.lower.distance
                 ),
             }
-            from occlutrace_compute.meshes.model import Mesh
-
-            both = Mesh(
-                np.concatenate([upper_occ.vertices, lower_occ.vertices]),
-                np.concatenate([upper_occ.faces, lower_occ.faces + upper_occ.n_vertices]),
-            )
-            values = np.concatenate([report.upper.distance, report.lower.distance])
-            viewing = pool.submit(_viewer, both, values, report.ramp, report.upper.frame, "upper")
             files = {"contacts.png": _file_bytes(report.write_preview, ".png")}
         with clock.stage("export"):
             files.update(_collected(exports))
