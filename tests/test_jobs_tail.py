@@ -178,7 +178,7 @@ for idle in ("1e9", "0"):  # no trim within the test (the control); the trim as 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_a_process_hands_a_finished_job_s_heap_back():
     """keep_heap's bound: after a job the heap glibc could hand back (what an explicit
-    malloc_trim releases) is small; unbounded (the code before: ~80-90 MiB here) it stays
+    malloc_trim releases) is small; unbounded (the code before: 35-90 MiB here) it stays
     resident for the process's life. OCCLUTRACE_HEAP_IDLE_S=0: the trim as the job ends, not
     after an idle second, so that the test needs no wait (what remains: the job's outputs)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OCCLUTRACE_"))}
@@ -186,8 +186,11 @@ def test_a_process_hands_a_finished_job_s_heap_back():
         [sys.executable, "-c", _TRIMMABLE], env=base, capture_output=True, text=True, timeout=300, check=True
     )
     unbounded, bounded = (float(line) for line in run.stdout.split())
-    assert unbounded > 48, (unbounded, bounded)  # the pattern does leave a heap to hand back
-    assert 0 <= bounded < 32, (unbounded, bounded)
+    # The job leaves a heap to hand back (~35-90 MiB here, less as the job makes fewer
+    # temporaries); with the trim only what the job's outputs held, freed after it, is left
+    # (~13 MiB). On the code before, both runs leave the same: the ratio fails there.
+    assert unbounded > 16, (unbounded, bounded)
+    assert 0 <= bounded < 0.6 * unbounded, (unbounded, bounded)
 
 
 def test_the_heap_goes_back_once_no_job_ran_for_the_idle_time(monkeypatch):
