@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -97,3 +98,27 @@ def damaged(data: bytes, defect: str, rng: np.random.Generator) -> bytes:
         k = int(rng.integers(len(data)))
         return data[:k] + bytes([int(rng.integers(128, 256))]) + data[k:]
     return data
+
+
+def binary_stl(
+    corners: np.ndarray,
+    normals: np.ndarray,
+    attr: np.ndarray | None = None,
+    header: bytes = b"solid written by a test",
+    tail: bytes = b"",
+) -> bytes:
+    """A binary STL of (n, 3, 3) or (n, 9) corners and (n, 3) normals, given as floats (written as
+    float32) or as their uint32 bit patterns (written as they are: NaN payloads, -0.0), with
+    optional (n,) attribute words, an 80-byte header (padded or cut) and bytes after the records."""
+
+    def bits(a: np.ndarray, n: int, width: int) -> np.ndarray:
+        a = np.asarray(a)
+        return (a.astype("<f4").view("<u4") if a.dtype.kind == "f" else a.astype("<u4")).reshape(n, width)
+
+    n = len(corners)
+    rec = np.zeros(n, dtype=[("normal", "<u4", (3,)), ("v", "<u4", (9,)), ("attr", "<u2")])
+    rec["v"] = bits(corners, n, 9)
+    rec["normal"] = bits(normals, n, 3)
+    if attr is not None:
+        rec["attr"] = attr
+    return header.ljust(80, b"\0")[:80] + struct.pack("<I", n) + rec.tobytes() + tail

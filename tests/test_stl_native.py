@@ -10,10 +10,7 @@ the pass's memory. Skipped where the extension is not built.
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -24,6 +21,7 @@ from occlutrace_compute.meshes import native, stl
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.load import load_mesh
 from occlutrace_compute.meshes.validate import _non_degenerate, validate
+from tests.parse_equivalence import binary_stl, scanner_off
 
 scan = pytest.importorskip("occlutrace_compute.meshes._textscan")
 
@@ -40,31 +38,6 @@ SPECIALS = [
     0x3F800000,  # 1.0
     0x3F800001,  # 1.0 + ulp
 ]
-
-
-@contextmanager
-def python_path() -> Iterator[None]:
-    """OCCLUTRACE_NO_NATIVE=1 for the block (native.py reads it at every call)."""
-    before = os.environ.get("OCCLUTRACE_NO_NATIVE")
-    os.environ["OCCLUTRACE_NO_NATIVE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["OCCLUTRACE_NO_NATIVE"]
-        else:
-            os.environ["OCCLUTRACE_NO_NATIVE"] = before
-
-
-def binary_stl(corners: np.ndarray, normals: np.ndarray, attr: np.ndarray | None = None, tail: bytes = b"") -> bytes:
-    """A binary STL of (n, 3, 3) corners and (n, 3) normals given as float32 or their uint32 bits."""
-    n = len(corners)
-    rec = np.zeros(n, dtype=[("normal", "<u4", (3,)), ("v", "<u4", (9,)), ("attr", "<u2")])
-    rec["v"] = np.asarray(corners).view("<u4").reshape(n, 9)
-    rec["normal"] = np.asarray(normals).view("<u4").reshape(n, 3)
-    if attr is not None:
-        rec["attr"] = attr
-    return b"solid written by a test".ljust(80, b"\0") + struct.pack("<I", n) + rec.tobytes() + tail
 
 
 @st.composite
@@ -101,7 +74,7 @@ def stl_files(draw) -> bytes:
 def parsed_both_ways(data: bytes):
     """parse_binary with the one pass and on the numpy path, and the one pass's own result."""
     native_parsed = stl.parse_binary(data, "x.stl", Limits())
-    with python_path():
+    with scanner_off():
         python_parsed = stl.parse_binary(data, "x.stl", Limits())
     return native_parsed, python_parsed
 
@@ -211,7 +184,7 @@ def test_hostile_corner_layouts_weld_like_the_numpy_path(shape):
 def test_truncated_files_are_refused_alike(data):
     with pytest.raises(InputRejected, match="truncated") as native_error:
         stl.parse_binary(data, "x.stl", Limits())
-    with python_path(), pytest.raises(InputRejected, match="truncated") as python_error:
+    with scanner_off(), pytest.raises(InputRejected, match="truncated") as python_error:
         stl.parse_binary(data, "x.stl", Limits())
     assert str(native_error.value) == str(python_error.value)
 
@@ -220,7 +193,7 @@ def test_no_records_and_one_record():
     empty = binary_stl(np.zeros((0, 3, 3), np.float32), np.zeros((0, 3), np.float32))
     with pytest.raises(InputRejected, match="empty mesh: no vertices"):
         load_mesh(data=empty, name="x.stl")
-    with python_path(), pytest.raises(InputRejected, match="empty mesh: no vertices"):
+    with scanner_off(), pytest.raises(InputRejected, match="empty mesh: no vertices"):
         load_mesh(data=empty, name="x.stl")
     one = binary_stl(np.array([[[0, 0, 0], [10, 0, 0], [0, 10, 0]]], np.float32), np.array([[0, 0, 1]], np.float32))
     native_parsed, python_parsed = parsed_both_ways(one)
@@ -238,7 +211,7 @@ def test_a_file_trimesh_wrote_loads_alike_and_as_trimesh_reads_it():
     data = source.export(file_type="stl")
     assert len(data) == 84 + 50 * len(source.faces)
     native_loaded = load_mesh(data=data, name="trimesh.stl")
-    with python_path():
+    with scanner_off():
         python_loaded = load_mesh(data=data, name="trimesh.stl")
     assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
     assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
@@ -333,13 +306,13 @@ def test_binary_export_in_one_pass_gives_the_numpy_paths_bytes(seed, n_faces, sc
     mesh = Mesh(v.astype(vdtype), f.astype(fdtype))
     got = stl.write(mesh, "binary")
     assert native.stl_write(mesh.vertices, mesh.faces) == got
-    with python_path():
+    with scanner_off():
         assert stl.write(mesh, "binary") == got
     if n_faces and fdtype != "uint32":
         f[-1, 2] = -1  # numpy wraps it to the last vertex
         wrapped = Mesh(mesh.vertices, f.astype(fdtype))
         assert native.stl_write(wrapped.vertices, wrapped.faces) is None
-        with python_path():
+        with scanner_off():
             want = stl.write(wrapped, "binary")
         assert stl.write(wrapped, "binary") == want
         f[-1, 2] = len(v)
@@ -430,7 +403,7 @@ def test_ascii_stl_loads_alike_with_and_without_the_native_weld(writer):
     data = b"\n".join(lines)
     assert stl.parse_ascii_fast(data, "a.stl", Limits()) is not None  # the scanner's fast path reads it
     native_loaded = load_mesh(data=data, name="a.stl")
-    with python_path():
+    with scanner_off():
         python_loaded = load_mesh(data=data, name="a.stl")
     assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
     assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
@@ -491,7 +464,7 @@ def test_a_file_crafted_against_a_known_seed_spends_the_budget_and_falls_back_ex
     assert native.stl_binary(data, 30, stl.NORMAL_TOLERANCE, seed=1) is None
     fresh = native.stl_binary(data, 30, stl.NORMAL_TOLERANCE)
     assert fresh is not None and len(fresh.vertices) == 90
-    with python_path():
+    with scanner_off():
         want = stl.parse_binary(data, "x.stl", Limits())
     assert fresh.vertices.tobytes() == want.vertices.tobytes() and np.array_equal(fresh.faces, want.faces)
     # a seed the file was not crafted against spreads the same keys: the default budget suffices

@@ -19,8 +19,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -32,6 +30,7 @@ from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.load import load_mesh
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.validate import validate
+from tests.parse_equivalence import binary_stl, scanner_off
 
 scan = pytest.importorskip("occlutrace_compute.meshes._textscan")
 
@@ -57,32 +56,6 @@ BITS32 = [
 ]
 
 
-@contextmanager
-def python_path() -> Iterator[None]:
-    before = os.environ.get("OCCLUTRACE_NO_NATIVE")
-    os.environ["OCCLUTRACE_NO_NATIVE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["OCCLUTRACE_NO_NATIVE"]
-        else:
-            os.environ["OCCLUTRACE_NO_NATIVE"] = before
-
-
-def binary_stl(
-    corner_bits: np.ndarray, normal_bits: np.ndarray, attr: np.ndarray | None = None, header: bytes = b""
-) -> bytes:
-    """A binary STL of (n, 9) corner and (n, 3) normal uint32 bit patterns."""
-    n = len(corner_bits)
-    rec = np.zeros(n, dtype=[("normal", "<u4", (3,)), ("v", "<u4", (9,)), ("attr", "<u2")])
-    rec["v"] = np.asarray(corner_bits, dtype="<u4").reshape(n, 9)
-    rec["normal"] = np.asarray(normal_bits, dtype="<u4").reshape(n, 3)
-    if attr is not None:
-        rec["attr"] = attr
-    return header.ljust(80, b"\0")[:80] + struct.pack("<I", n) + rec.tobytes()
-
-
 def distinct_bits(k: int, offset: int = 0) -> np.ndarray:
     """k distinct positive finite float32 bit patterns."""
     return (np.arange(k, dtype=np.uint32) + np.uint32(0x3F000000 + offset)).astype("<u4")
@@ -98,7 +71,7 @@ def outcome(parsed):
 
 def assert_same_as_numpy_path(data: bytes) -> None:
     got = stl.parse_binary(data, "x.stl", Limits())
-    with python_path():
+    with scanner_off():
         want = stl.parse_binary(data, "x.stl", Limits())
     assert got.vertices.tobytes() == want.vertices.tobytes()
     assert np.array_equal(got.faces, want.faces) and got.faces.dtype == want.faces.dtype
@@ -143,7 +116,7 @@ def test_export_of_special_coordinates_gives_the_numpy_paths_bytes(bits, vdtype)
     mesh = Mesh(vertices, np.array([[0, 1, 2], [2, 1, 0], [0, 0, 1]], np.int64))
     with np.errstate(invalid="ignore"):
         got = stl.write(mesh, "binary")
-        with python_path():
+        with scanner_off():
             want = stl.write(mesh, "binary")
     assert got == want
 
@@ -155,7 +128,7 @@ def test_export_of_float32_signalling_nan_keeps_its_bits():
     v.view(np.uint32)[0, 0] = 0x7F800001
     mesh = Mesh(v, np.array([[0, 1, 2]], np.int64))
     with np.errstate(invalid="ignore"):
-        with python_path():
+        with scanner_off():
             want = stl.write(mesh, "binary")
         got = stl.write(mesh, "binary")
     assert got[84 + 12 : 84 + 16] == struct.pack("<I", 0x7F800001) == want[84 + 12 : 84 + 16]
@@ -182,7 +155,7 @@ def test_table_growth_points_and_budgets_give_the_exact_answer_or_none(n, repeat
     if repeat:
         bits[::3] = bits[np.arange(0, k, 3) % (3 * repeat + 1)]
     data = binary_stl(np.repeat(bits, 3).reshape(n, 9), np.zeros((n, 3), np.uint32))
-    with python_path():
+    with scanner_off():
         want = stl.parse_binary(data, "x.stl", Limits())
     tracemalloc.start()
     try:
@@ -381,7 +354,7 @@ def test_non_native_byte_order_outputs_are_refused():
         scan.stl_write(np.zeros((3, 3), ">f8"), np.zeros((1, 3), np.int64))
     # native.py's wrappers convert or step aside: the numpy path's bytes
     mesh = Mesh(np.eye(3).astype(">f8"), np.array([[0, 1, 2]]).astype(">i8"))
-    with python_path():
+    with scanner_off():
         want = stl.write(mesh, "binary")
     assert stl.write(mesh, "binary") == want
 
@@ -407,7 +380,7 @@ def test_an_input_resized_by_another_thread_meanwhile_is_refused_by_python():
     n = 300_000
     bits = distinct_bits(9 * n)
     data = bytearray(binary_stl(bits.reshape(n, 9), np.zeros((n, 3), np.uint32)))
-    with python_path():
+    with scanner_off():
         want = stl.parse_binary(bytes(data), "x.stl", Limits())
     done = threading.Event()
 
@@ -475,7 +448,7 @@ def test_export_holds_no_byte_of_the_inputs_header_attributes_or_normals():
     loaded = load_mesh(data=data, name="x.stl")
     out = mesh_to_bytes(loaded.mesh, "stl", "binary")
     assert out == sanitize_bytes(data, "x.stl")
-    with python_path():
+    with scanner_off():
         assert mesh_to_bytes(loaded.mesh, "stl", "binary") == out
     assert out[:80] == bytes(80) and struct.unpack("<I", out[80:84]) == (n,)
     rec = np.frombuffer(out, stl.RECORD, offset=84)
@@ -545,5 +518,5 @@ def test_ascii_files_of_equal_values_spelt_apart_load_as_on_the_python_path(data
         return loaded.mesh.vertices.tobytes(), loaded.mesh.faces.tobytes(), loaded.metadata, loaded.warnings
 
     got = load(data)
-    with python_path():
+    with scanner_off():
         assert load(data) == got
