@@ -45,7 +45,7 @@ except ImportError:  # the standard library's zlib, level 1
     DEFLATE, DEFLATE_LEVEL = zlib, 1
 
 BACKGROUND = (255, 255, 255)
-CHUNK = 2_000_000  # candidate pixels per rasterisation step (bounds memory to ~100 MB)
+CHUNK = 2_000_000  # candidate pixels per rasterisation step (~120 bytes each at the peak)
 INK = (40, 40, 40)
 MUTED = (110, 110, 110)
 
@@ -283,16 +283,23 @@ def raster_geometry(
     Time O(F + C) for C candidate pixels (pixel centres inside the faces' bounding boxes),
     memory O(F + H * W) (per part: a float64 z-buffer, an int64 face id and two barycentrics a
     pixel, ~26 bytes a pixel; ~14 MB each for the 954 x 576 occlusal view) plus at most CHUNK
-    candidates at a time (~100 MB), however large any one face is.
+    candidates at a time (~120 bytes each), however large any one face is (a face's box is cut
+    into pieces of whole rows; a single row longer than CHUNK, a view over 2M px wide, is one
+    piece). A view narrower than twice margin_px gets a margin of a quarter of its smaller side.
     """
-    v = np.asarray(vertices, dtype=np.float64)
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     cols = (v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy())
     u, w, d = _dot(cols, view.right), _dot(cols, view.up), _dot(cols, view.toward)
-    ucen, wcen = 0.5 * (u.min() + u.max()), 0.5 * (w.min() + w.max())
+    ucen, wcen = (0.5 * (u.min() + u.max()), 0.5 * (w.min() + w.max())) if len(v) else (0.0, 0.0)
+    # At most a quarter of the smaller side each way: a margin as wide as the view left a
+    # negative span, so a negative scale, which drew the mesh mirrored.
+    margin = min(margin_px, min(width, height) // 4)
+    span_w, span_h = width - 2 * margin, height - 2 * margin
     if extent is None:
-        scale = min((width - 2 * margin_px) / max(np.ptp(u), 1e-9), (height - 2 * margin_px) / max(np.ptp(w), 1e-9))
+        ptp_u, ptp_w = (float(np.ptp(u)), float(np.ptp(w))) if len(v) else (0.0, 0.0)
+        scale = min(span_w / max(ptp_u, 1e-9), span_h / max(ptp_w, 1e-9))
     else:
-        scale = min(width - 2 * margin_px, height - 2 * margin_px) / max(extent, 1e-9)
+        scale = min(span_w, span_h) / max(extent, 1e-9)
     sx = (u - ucen) * scale + width / 2
     sy = height / 2 - (w - wcen) * scale
     none = np.zeros(0, dtype=np.int64)
@@ -302,8 +309,9 @@ def raster_geometry(
     nx, ny, nz = normals if normals is not None else face_normals(v, faces, corners)
     facing = _dot((nx, ny, nz), view.toward)
     # Back faces of a consistently oriented scan are hidden behind front ones: skipping them halves
-    # the work. A scan seen from behind everywhere (inside-out export) is drawn from both sides.
-    if np.count_nonzero(facing > 0) >= len(facing) // 10:
+    # the work. A scan seen from behind everywhere (inside-out export) is drawn from both sides
+    # (at least one front face needed: below 10 faces the 10 % rounded down to none).
+    if np.count_nonzero(facing > 0) >= max(1, len(facing) // 10):
         front = np.flatnonzero(facing > -0.05)
         facing = facing[front]
         i0, i1, i2 = (c[front] for c in corners)
@@ -358,7 +366,7 @@ class _Screen:
         # Faces that cover no pixel centre (most faces of a dense scan) or are degenerate drop out here.
         keep = np.flatnonzero((count > 0) & (np.abs(area2) > 1e-12))
         i0, i1, i2, xa, xb, xc, ya, yb, yc = (a[keep] for a in (i0, i1, i2, xa, xb, xc, ya, yb, yc))
-        x0, y0, bw, count, area2 = x0[keep], y0[keep], bw[keep], count[keep], area2[keep]
+        x0, y0, bw, bh, area2 = x0[keep], y0[keep], bw[keep], bh[keep], area2[keep]
         # Lambert shade per face from its normal, both sides lit (open scans are seen from either side).
         shade = 0.55 + 0.45 * np.abs(facing[keep])
         # Per face, the barycentrics b0, b1 and the depth as linear functions of a candidate's pixel
@@ -375,15 +383,27 @@ class _Screen:
         zbuf = np.full(height * width, -np.inf)
         best = np.full(height * width, -1, dtype=np.int64)
         bary0, bary1 = np.zeros(height * width), np.zeros(height * width)
+        # Pieces of at most CHUNK candidates (whole rows of a face's box; one row when a row is
+        # longer): a face larger than CHUNK pixels is drawn a piece at a time, in row order,
+        # so the candidates come in the same order as whole faces'. P <= F + C / CHUNK pieces.
+        rows = np.maximum(1, CHUNK // bw)
+        n_pieces = -(-bh // rows)
+        if len(n_pieces) and n_pieces.max() > 1:
+            face = np.repeat(np.arange(len(keep)), n_pieces)
+            row0 = (np.arange(len(face)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)) * rows[face]
+            count = np.minimum(rows[face], bh[face] - row0) * bw[face]
+        else:
+            face, row0, count = np.arange(len(keep)), np.zeros(len(keep), dtype=np.int64), bw * bh
         cum = np.cumsum(count)
         start = 0
-        while start < len(keep):  # each step takes >= 1 face: at most len(keep) steps
+        while start < len(face):  # each step takes >= 1 piece: at most P steps
             first = cum[start - 1] if start else 0
             stop = max(start + 1, int(np.searchsorted(cum, first + CHUNK, side="right")))
             c = count[start:stop]
-            k = np.repeat(np.arange(start, stop), c)
+            k = np.repeat(face[start:stop], c)
             off = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
             q, r = np.divmod(off, bw[k])
+            q += np.repeat(row0[start:stop], c)
             rf, qf = r.astype(np.float64), q.astype(np.float64)
             b0 = b0c[k] + rf * b0r[k] + qf * b0q[k]
             b1 = b1c[k] + rf * b1r[k] + qf * b1q[k]
@@ -736,7 +756,7 @@ def sheet_geometry(
     """The SheetGeometry of write_arch_sheet(mesh, ..., frame, superior, size_px=size_px).
     pool: the small views are drawn there while this thread draws the large one. large: the
     large view's Raster made beforehand (occlusal_raster: of this mesh and frame, or of a rigid
-    copy in its moved frame); None: drawn here.
+    copy in its moved frame); None, or one of another size than this sheet's: drawn here.
     Time O(N log N + F + H * W) (raster_geometry of the full mesh, cluster_cells and three
     raster_geometry of the merged one), memory O(N + F + H * W): at 150k vertices ~130 MB at
     the peak (the candidates' temporaries, at most CHUNK at a time), ~10 MB held by the result."""
@@ -747,7 +767,7 @@ def sheet_geometry(
     span = max(max(float(np.ptp(_dot(cols, vv.right))) for vv in views[1:]), 1e-6)
     args = (v, mesh.faces, views[1:], (small_w, small_h), span)
     small = pool.submit(_small_geometry, *args) if pool is not None else None
-    if large is None:
+    if large is None or (large.width, large.height) != (occ_w, occ_h):  # another sheet size's: not this one
         large = raster_geometry(v, mesh.faces, views[0], occ_w, occ_h, normals=frame_normals(frame, mesh))
     cells, small_rasters = small.result() if small is not None else _small_geometry(*args)
     return SheetGeometry(v, mesh.faces, frame, superior, (size_px[0], size_px[1]), views, large, small_rasters, cells)

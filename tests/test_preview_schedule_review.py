@@ -1,0 +1,110 @@
+"""Review of the preview split (raster_geometry / paint, the predrawn large view) and the pair
+job's schedule: hostile views and meshes for the rasteriser, a stale large view, the job's error
+paths (no hang, no thread left behind), the PNG without zlib-ng."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from occlutrace_compute.analysis.frame import arch_frame
+from occlutrace_compute.analysis.preview import View, raster_geometry
+
+TOP = View("top", np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]))
+
+
+def _same(a, b) -> bool:
+    return (
+        (a.height, a.width, a.scale) == (b.height, b.width, b.scale)
+        and all(np.array_equal(x, y) for x, y in zip((a.pixels, a.b0, a.b1, a.shade), (b.pixels, b.b0, b.b1, b.shade)))
+        and all(np.array_equal(x, y) for x, y in zip(a.corners, b.corners))
+    )
+
+
+# --- the rasteriser on hostile views and meshes -------------------------------------------------
+
+
+@pytest.mark.parametrize("n_faces", [1, 3, 9, 10, 40])
+def test_a_mesh_seen_from_behind_everywhere_is_drawn_whatever_its_face_count(n_faces):
+    """Every face turned away from the viewer (an inside-out export): drawn from both sides like
+    its flipped copy, also below 10 faces (the 10 % rule rounded down to 0 culled them all)."""
+    rng = np.random.default_rng(n_faces)
+    verts = np.concatenate([rng.uniform(-10, 10, (3 * n_faces, 2)), rng.uniform(-1, 1, (3 * n_faces, 1))], axis=1)
+    faces = np.arange(3 * n_faces).reshape(-1, 3)
+    e1, e2 = verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]]
+    up = np.cross(e1, e2)[:, 2] > 0
+    faces[up] = faces[up][:, ::-1]  # every normal points away from the viewer
+    back = raster_geometry(verts, faces, TOP, 120, 100)
+    front = raster_geometry(verts, faces[:, ::-1], TOP, 120, 100)
+    assert len(front.pixels) > 50
+    assert np.array_equal(back.pixels, front.pixels)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 9), (15, 15), (100, 100), (40, 300)])
+def test_a_view_narrower_than_its_margins_is_not_mirrored(size):
+    """margin_px 60 on a 100 px view (or the default 8 on a 1-15 px one) left a negative span:
+    a negative scale drew the mesh mirrored. The scale stays positive and a face right of the
+    centre is drawn right of the image's middle."""
+    width, height = size
+    verts = np.array([[-10.0, -10, 0], [2, -10, 0], [10, -10, 0], [10, 10, 0]])  # the first: unreferenced
+    faces = np.array([[1, 2, 3]])
+    for margin, extent in ((60, None), (8, None), (60, 25.0)):
+        r = raster_geometry(verts, faces, TOP, width, height, margin_px=margin, extent=extent)
+        assert r.scale > 0
+        cols = r.pixels % width
+        assert (cols + 0.5 >= width / 2).all()
+    r = raster_geometry(verts, faces, TOP, 100, 100, margin_px=60)
+    assert len(r.pixels) > 100
+
+
+def test_a_mesh_without_vertices_gives_an_empty_raster():
+    from occlutrace_compute.analysis.colormap import deviation_ramp
+    from occlutrace_compute.analysis.preview import rasterize
+
+    empty = np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    r = raster_geometry(*empty, TOP, 30, 20)
+    assert len(r.pixels) == 0 and (r.height, r.width) == (20, 30) and r.scale > 0
+    image, _ = rasterize(*empty, np.zeros(0), TOP, deviation_ramp(0.2), 30, 20)
+    assert image.shape == (20, 30, 3) and (image == 255).all()
+
+
+def test_one_face_larger_than_chunk_is_drawn_in_pieces(monkeypatch):
+    """One face covering a view of more pixels than CHUNK: its candidates come CHUNK at a time
+    too (they came all at once: the whole view's candidates, ~120 bytes each), the same Raster."""
+    from occlutrace_compute.analysis import preview
+
+    verts = np.array([[-1e3, -1e3, 0.0], [1e3, -1e3, 0.5], [0, 1e3, -0.5], [-3, -2, 1], [4, 1, 1], [0, 5, 1.1]])
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    whole = raster_geometry(verts, faces, TOP, 700, 500, extent=12.0)
+    monkeypatch.setattr(preview, "CHUNK", 20_000)
+    tracemalloc.start()
+    try:
+        pieces = raster_geometry(verts, faces, TOP, 700, 500, extent=12.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert _same(whole, pieces)
+    assert len(whole.pixels) == 700 * 500
+    # the buffers: four (H * W,) arrays (11.2 MB) and the Raster (~14 MB); 350k candidates: 40 MB more
+    assert peak < 36e6, peak / 1e6
+
+
+# --- the large view made beforehand -------------------------------------------------------------
+
+
+def test_a_large_view_of_another_size_is_not_used():
+    """sheet_geometry takes a large view made beforehand only when it has the size its sheet
+    lays out (a 1400x960 sheet's view handed to a 1000x700 sheet was pasted over its neighbours)."""
+    from occlutrace_compute.analysis.preview import _layout, occlusal_raster, sheet_geometry
+    from occlutrace_compute.synth.arch import make_arch
+
+    mesh = make_arch("upper", 1, 0.9).mesh
+    frame = arch_frame(mesh)
+    big = occlusal_raster(mesh, frame)
+    got = sheet_geometry(mesh, frame, None, (1000, 700), large=big).large
+    _, occ_w, occ_h, _, _ = _layout((1000, 700))
+    assert (got.width, got.height) == (occ_w, occ_h)
+    assert _same(got, occlusal_raster(mesh, frame, (1000, 700)))
+    assert sheet_geometry(mesh, frame, None, large=big).large is big
