@@ -4,6 +4,9 @@ paths (no hang, no thread left behind), the PNG without zlib-ng."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import tracemalloc
 
 import numpy as np
@@ -11,6 +14,8 @@ import pytest
 
 from occlutrace_compute.analysis.frame import arch_frame
 from occlutrace_compute.analysis.preview import View, raster_geometry
+from occlutrace_compute.errors import InputRejected
+from occlutrace_compute.meshes.model import Mesh
 
 TOP = View("top", np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]))
 
@@ -108,3 +113,120 @@ def test_a_large_view_of_another_size_is_not_used():
     assert (got.width, got.height) == (occ_w, occ_h)
     assert _same(got, occlusal_raster(mesh, frame, (1000, 700)))
     assert sheet_geometry(mesh, frame, None, large=big).large is big
+
+
+# --- the pair job's schedule: error paths end with the error, never hang --------------------------
+
+
+@pytest.fixture(scope="module")
+def pair_inputs():
+    from occlutrace_compute.jobs.pipeline import InputFile
+    from occlutrace_compute.meshes import mesh_to_bytes
+    from occlutrace_compute.synth import make_pair_case
+
+    case = make_pair_case(3, "clean", overlap=(0.9, 1.0), spacing_mm=0.45)
+    return {r: InputFile(f"{r}.ply", mesh_to_bytes(getattr(case, r), "ply", "binary")) for r in ("fixed", "moving")}
+
+
+def _job_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("occlutrace-job", "occlutrace-dev"))]
+
+
+def _run_bounded(fn, limit_s: float = 120.0):
+    """fn() on a thread: its result or exception, failing the test (not hanging it) past limit_s."""
+    got: dict = {}
+
+    def body():
+        try:
+            got["value"] = fn()
+        except BaseException as e:
+            got["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(limit_s)
+    assert not t.is_alive(), f"the job still runs after {limit_s} s"
+    return got
+
+
+@pytest.mark.parametrize("error", [InputRejected("moving mesh", "too few points"), RuntimeError("engine broke")])
+def test_a_failed_registration_ends_the_job_with_its_error_and_no_thread(pair_inputs, error):
+    """The large view is queued behind the reference index during the registration; a
+    registration that fails ends the job with its own error (the moving file named), and the
+    pool's threads (the view waiting on the index) are gone when run_pair returns."""
+    from occlutrace_compute.jobs.models import JobOptions
+    from occlutrace_compute.jobs.pipeline import run_pair
+
+    def registrar(fixed, moving, **kw):
+        raise error
+
+    before = _job_threads()
+    got = _run_bounded(
+        lambda: run_pair(pair_inputs["fixed"], pair_inputs["moving"], JobOptions(device="cpu"), registrar=registrar)
+    )
+    e = got.get("error")
+    assert type(e) is type(error)
+    if isinstance(error, InputRejected):
+        assert e.source == "moving.ply" and e.problem == "too few points"
+    assert _job_threads() == before
+
+
+def test_a_frame_that_cannot_be_made_ends_the_job_with_its_error(pair_inputs, monkeypatch):
+    """arch_frame failing (the predrawn view's of MOVING, swallowed there, and the aligned
+    scan's, waited for by the deviation stage and by the views' task): the job raises it."""
+    from occlutrace_compute.analysis import frame as frame_module
+    from occlutrace_compute.jobs.models import JobOptions
+    from occlutrace_compute.jobs.pipeline import run_pair
+    from occlutrace_compute.registration import register
+
+    def broken(mesh):
+        raise np.linalg.LinAlgError("eigh did not converge")
+
+    monkeypatch.setattr(frame_module, "arch_frame", broken)
+    before = _job_threads()
+    got = _run_bounded(
+        lambda: run_pair(pair_inputs["fixed"], pair_inputs["moving"], JobOptions(device="cpu"), registrar=register)
+    )
+    assert isinstance(got.get("error"), np.linalg.LinAlgError)
+    assert _job_threads() == before
+
+
+def test_the_predrawn_view_is_none_when_its_inputs_fail():
+    """_moving_occlusal is an optimisation: a failed reference index (the future it waits for)
+    or a mesh whose frame cannot be made gives None (the aligned scan's view is drawn instead)."""
+    from concurrent.futures import Future
+
+    from occlutrace_compute.jobs.pipeline import _moving_occlusal
+
+    failed: Future = Future()
+    failed.set_exception(InputRejected("fixed.ply", "empty mesh"))
+    mesh = Mesh(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]]))
+    assert _moving_occlusal(mesh, failed) is None
+    ok: Future = Future()
+    ok.set_result(None)
+    nan_mesh = Mesh(np.array([[0.0, 0, 0], [np.nan, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]]))
+    assert _moving_occlusal(nan_mesh, ok) is None
+
+
+def test_without_zlib_ng_the_png_is_the_standard_zlib_s_and_decodes_alike():
+    """zlib-ng missing at import (blocked in a fresh interpreter): the module falls back to the
+    standard library's zlib, and the same pixels come back from a sheet-sized PNG, banded on a
+    pool, in Pillow."""
+    code = """
+import io, sys, zlib
+sys.modules["zlib_ng"] = None  # import zlib_ng raises ImportError
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from PIL import Image
+from occlutrace_compute.analysis import preview
+assert preview.DEFLATE is zlib and preview.DEFLATE_LEVEL == 1
+rgb = np.random.default_rng(1).integers(0, 256, (961, 1401, 3), dtype=np.uint8)
+rgb[:400] = 255
+with ThreadPoolExecutor(1) as pool:
+    data = preview.png_bytes(rgb, pool, 3)
+with Image.open(io.BytesIO(data)) as im:
+    assert np.array_equal(np.asarray(im.convert("RGB")), rgb)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
