@@ -230,3 +230,42 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_the_moved_view_differs_only_where_a_pixel_centre_lies_on_a_shared_edge():
+    """The large view drawn from MOVING serves the aligned scan "up to rounding": on a hostile
+    mesh, a relief grid whose vertices land on whole pixels, every cell diagonal runs through
+    pixel centres, which both of its faces hold, and rounding picks either face's shade (~3 % of
+    the pixels differ by up to ~22 levels after a rigid motion). No other pixel differs: the
+    picture is the aligned scan's, ties on edges apart."""
+    from dataclasses import replace
+
+    from scipy.spatial.transform import Rotation
+
+    from occlutrace_compute.analysis.colormap import deviation_ramp
+    from occlutrace_compute.analysis.frame import ArchFrame
+    from occlutrace_compute.analysis.preview import occlusal_raster, paint
+
+    n, m = 67, 30  # 67 cells across the 938 px the large view spans: 14 px a cell
+    xx, yy = np.meshgrid(np.arange(n + 1.0), np.arange(m + 1.0))
+    rng = np.random.default_rng(0)
+    verts = np.stack([xx.ravel(), yy.ravel(), rng.uniform(-0.3, 0.3, xx.size)], 1)
+    i = np.arange(xx.size).reshape(m + 1, n + 1)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    values = 0.3 * np.sin(verts[:, 0] / 3)
+    eye = np.eye(3)
+    frame = ArchFrame(np.zeros(3), eye[0], eye[1], eye[2], np.ones(3))
+    ramp = deviation_ramp(0.2, 0.05)
+    raster = occlusal_raster(Mesh(verts, faces), frame)
+    assert raster.scale == 14.0
+    here = paint(raster, values, ramp)
+    R = Rotation.random(random_state=1).as_matrix()
+    moved_frame = replace(frame, x=R[:, 0], anterior=R[:, 1], occlusal=R[:, 2])
+    there = paint(occlusal_raster(Mesh(verts @ R.T + [40.0, -25, 12], faces), moved_frame), values, ramp)
+    differ = (here != there).any(axis=2).ravel()
+    rows, cols = np.divmod(np.arange(here.shape[0] * here.shape[1]), here.shape[1])
+    gx, gy = (cols + 0.5 - 8) / 14, (498 - rows - 0.5) / 14  # grid units: vertex (0, 0) at pixel (8, 498)
+    on_diagonal = np.abs((gx - np.floor(gx)) - (gy - np.floor(gy))) < 1e-9
+    assert differ.sum() > 1000  # the hostile case is hostile
+    assert not (differ & ~on_diagonal).any()

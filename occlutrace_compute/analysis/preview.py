@@ -736,8 +736,10 @@ def _layout(size_px: tuple[int, int]) -> tuple[int, int, int, int, int]:
 def occlusal_raster(mesh: Mesh, frame: ArchFrame, size_px: tuple[int, int] = (1400, 960)) -> Raster:
     """The Raster of write_arch_sheet's large occlusal view of `mesh` in `frame` (the view reads
     only the frame's axes: patient up names sides, it moves nothing). The picture does not
-    change when the mesh and its frame move rigidly together (up to rounding in the last bits):
-    a pair job draws it from the moving scan in its own frame while the registration runs, and
+    change when the mesh and its frame move rigidly together (up to rounding in the last bits:
+    a pixel centre on an edge two faces share, where rounding picks either face's shade; a
+    relief grid on whole pixels differs in ~3 % of its pixels, all on its cells' diagonals,
+    tests/test_preview_schedule_review.py; scans: 0-5 pixels of 550k): a pair job draws it from the moving scan in its own frame while the registration runs, and
     uses it for the aligned scan when the aligned scan's frame is the moved frame (jobs/
     pipeline.py). Time O(F + C), memory O(F + H * W) (raster_geometry)."""
     _, occ_w, occ_h, _, _ = _layout(size_px)
