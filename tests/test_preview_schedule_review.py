@@ -11,11 +11,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from occlutrace_compute.analysis.frame import arch_frame
 from occlutrace_compute.analysis.preview import View, raster_geometry
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes.model import Mesh
+from tests.test_analysis_preview import _uneven, _view
 
 TOP = View("top", np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]))
 
@@ -94,6 +96,28 @@ def test_one_face_larger_than_chunk_is_drawn_in_pieces(monkeypatch):
     assert len(whole.pixels) == 700 * 500
     # the buffers: four (H * W,) arrays (11.2 MB) and the Raster (~14 MB); 350k candidates: 40 MB more
     assert peak < 36e6, peak / 1e6
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3000), st.integers(20, 300), st.integers(20, 200), st.booleans())
+def test_any_chunk_size_draws_the_same_raster(seed, chunk, width, height, two):
+    """Chunks and faces cut into row pieces at any CHUNK (down to one candidate): the Raster of
+    the default CHUNK, bit for bit, on the uneven mesh with exact ties, with one or two threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occlutrace_compute.analysis import preview
+
+    verts, faces, _ = _uneven(seed)
+    view = _view(np.random.default_rng(seed).uniform([-1, -1, 0.05], [1, 1, 1]))
+    whole = raster_geometry(verts, faces, view, width, height)
+    saved = preview.CHUNK
+    try:
+        preview.CHUNK = chunk
+        with ThreadPoolExecutor(1) as pool:
+            pieces = raster_geometry(verts, faces, view, width, height, pool=pool if two else None)
+    finally:
+        preview.CHUNK = saved
+    assert _same(whole, pieces)
 
 
 # --- the large view made beforehand -------------------------------------------------------------

@@ -388,7 +388,8 @@ class _Screen:
         # so the candidates come in the same order as whole faces'. P <= F + C / CHUNK pieces.
         rows = np.maximum(1, CHUNK // bw)
         n_pieces = -(-bh // rows)
-        if len(n_pieces) and n_pieces.max() > 1:
+        pieced = bool(len(n_pieces)) and int(n_pieces.max()) > 1
+        if pieced:
             face = np.repeat(np.arange(len(keep)), n_pieces)
             row0 = (np.arange(len(face)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)) * rows[face]
             count = np.minimum(rows[face], bh[face] - row0) * bw[face]
@@ -403,7 +404,8 @@ class _Screen:
             k = np.repeat(face[start:stop], c)
             off = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
             q, r = np.divmod(off, bw[k])
-            q += np.repeat(row0[start:stop], c)
+            if pieced:  # rows from the face's first: the same offsets as a whole face's
+                q += np.repeat(row0[start:stop], c)
             rf, qf = r.astype(np.float64), q.astype(np.float64)
             b0 = b0c[k] + rf * b0r[k] + qf * b0q[k]
             b1 = b1c[k] + rf * b1r[k] + qf * b1q[k]
