@@ -293,3 +293,39 @@ def test_the_moved_view_differs_only_where_a_pixel_centre_lies_on_a_shared_edge(
     on_diagonal = np.abs((gx - np.floor(gx)) - (gy - np.floor(gy))) < 1e-9
     assert differ.sum() > 1000  # the hostile case is hostile
     assert not (differ & ~on_diagonal).any()
+
+
+# --- the heap bound across a fork ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_a_child_forked_inside_a_job_still_trims_after_its_own_jobs():
+    """A process forked while a job's span is open starts with no job (the fork handler's reset);
+    the parent's span ending in the child must not count one job less there (the count went to
+    -1 and the child never trimmed again); the parent's count is its own."""
+    code = """
+import os, sys
+os.environ["OCCLUTRACE_HEAP_IDLE_S"] = "0"
+from occlutrace_compute.jobs.heap import held_heap, keep_heap
+if not keep_heap():
+    print("skip"); sys.exit(0)
+with held_heap():
+    pid = os.fork()
+    if pid == 0:
+        pass  # the child leaves the parent's span below
+if pid == 0:
+    with held_heap():
+        pass
+    os.write(1, f"child {held_heap._jobs} {held_heap.trims}\\n".encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(f"parent {held_heap._jobs} {held_heap.trims}")
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if out.stdout.strip() == "skip":
+        pytest.skip("keep_heap set nothing here")
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    assert lines["child"] == "0 1", out.stdout  # its own job ended: counted, trimmed once
+    assert lines["parent"] == "0 1", out.stdout

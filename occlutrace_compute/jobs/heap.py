@@ -139,6 +139,7 @@ class _HeldHeap:
         self._jobs = 0
         self._due: float | None = None  # time.monotonic() of the pending trim; None: none pending
         self._thread: threading.Thread | None = None
+        self._epoch = object()  # this process's: a span entered before a fork is not the child's
         self.trims = 0  # heaps handed back so far (benchmarks, tests)
         self.trimmed = threading.Event()  # set by each trim that found no job, cleared by each job's start
 
@@ -147,6 +148,7 @@ class _HeldHeap:
         """One job's span: its heap is kept (keep_heap) while it or any other job runs."""
         kept = bool(keep_heap())
         with self._cond:
+            epoch = self._epoch
             self._jobs += 1
             self._due = None
             self.trimmed.clear()
@@ -155,8 +157,11 @@ class _HeldHeap:
         finally:
             at_once = False
             with self._cond:
-                self._jobs -= 1
-                if self._jobs == 0 and kept:
+                # A child forked inside this span starts with no job: the span is not counted
+                # there (counting it down left -1 jobs, and the child never trimmed again).
+                mine = epoch is self._epoch
+                self._jobs -= mine
+                if mine and self._jobs == 0 and kept:
                     delay = _idle_seconds()
                     at_once = delay == 0
                     if not at_once:
