@@ -94,8 +94,9 @@ def test_one_face_larger_than_chunk_is_drawn_in_pieces(monkeypatch):
         tracemalloc.stop()
     assert _same(whole, pieces)
     assert len(whole.pixels) == 700 * 500
-    # the buffers: four (H * W,) arrays (11.2 MB) and the Raster (~14 MB); 350k candidates: 40 MB more
-    assert peak < 36e6, peak / 1e6
+    # the buffers, four (H * W,) arrays (11.2 MB), and the Raster (19.6 MB) are the view's own:
+    # ~34 MB at the peak; the whole face's 350k candidates at once added ~20-25 MB (53-58 MB)
+    assert peak < 44e6, peak / 1e6
 
 
 @settings(max_examples=15, deadline=None)
