@@ -386,15 +386,15 @@ class _Screen:
         # Pieces of at most CHUNK candidates (whole rows of a face's box; one row when a row is
         # longer): a face larger than CHUNK pixels is drawn a piece at a time, in row order,
         # so the candidates come in the same order as whole faces'. P <= F + C / CHUNK pieces.
-        rows = np.maximum(1, CHUNK // bw)
-        n_pieces = -(-bh // rows)
-        pieced = bool(len(n_pieces)) and int(n_pieces.max()) > 1
+        count = bw * bh
+        face = np.arange(len(keep))
+        pieced = bool(len(count)) and int(count.max()) > CHUNK
         if pieced:
-            face = np.repeat(np.arange(len(keep)), n_pieces)
+            rows = np.maximum(1, CHUNK // bw)
+            n_pieces = -(-bh // rows)
+            face = np.repeat(face, n_pieces)
             row0 = (np.arange(len(face)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)) * rows[face]
             count = np.minimum(rows[face], bh[face] - row0) * bw[face]
-        else:
-            face, row0, count = np.arange(len(keep)), np.zeros(len(keep), dtype=np.int64), bw * bh
         cum = np.cumsum(count)
         start = 0
         while start < len(face):  # each step takes >= 1 piece: at most P steps
