@@ -11,6 +11,8 @@ import numpy as np
 
 from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import Limits, Mesh, native
+from occlutrace_compute.meshes.parsed import Parsed
+from occlutrace_compute.meshes.validate import validate
 
 
 @contextlib.contextmanager
@@ -122,3 +124,13 @@ def binary_stl(
     if attr is not None:
         rec["attr"] = attr
     return header.ljust(80, b"\0")[:80] + struct.pack("<I", n) + rec.tobytes() + tail
+
+
+def verdict(parsed: Parsed) -> tuple[bytes, bytes, list[str]] | str:
+    """validate's answer for a parse: (vertices bytes, faces bytes, warnings) or the rejection's
+    message (what a user would get from either path)."""
+    try:
+        mesh, warnings = validate(parsed, "x.stl", Limits(units="warn"))
+    except InputRejected as e:
+        return str(e)
+    return mesh.vertices.tobytes(), mesh.faces.tobytes(), warnings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -145,7 +146,8 @@ def test_the_two_thread_query_gives_exactly_the_one_thread_answer(reference):
     points = near + rng.uniform(-0.05, 0.05, (n, 3)) + np.array([0.0, 0.0, 1.0]) * rng.uniform(-0.8, 0.8, (n, 1))
     points[:50, :2] += 7.0  # off the reference's edge: no surface within the cutoff
     index = SurfaceIndex(reference)
-    one, two = index.query(points, max_distance=0.5), _query_halves(index, points, 0.5)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = index.query(points, max_distance=0.5), _query_halves(index, points, 0.5, pool)
     for a, b in (
         (one.distance, two.distance),
         (one.closest, two.closest),

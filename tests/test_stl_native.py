@@ -20,8 +20,8 @@ from occlutrace_compute.errors import InputRejected
 from occlutrace_compute.meshes import native, stl
 from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.load import load_mesh
-from occlutrace_compute.meshes.validate import _non_degenerate, validate
-from tests.parse_equivalence import binary_stl, scanner_off
+from occlutrace_compute.meshes.validate import _non_degenerate
+from tests.parse_equivalence import binary_stl, scanner_off, verdict
 
 scan = pytest.importorskip("occlutrace_compute.meshes._textscan")
 
@@ -87,13 +87,16 @@ def assert_same_parse(a, b) -> None:
     assert a.metadata == b.metadata and a.warnings == b.warnings
 
 
-def verdict(parsed):
-    """validate's answer: (vertices bytes, faces, warnings) or the rejection's message."""
-    try:
-        mesh, warnings = validate(parsed, "x.stl", Limits(units="warn"))
-    except InputRejected as e:
-        return str(e)
-    return mesh.vertices.tobytes(), mesh.faces.tobytes(), warnings
+def loaded_alike(data: bytes, name: str):
+    """load_mesh of data with the scanner and without it: the same mesh, metadata and warnings
+    (bit for bit); the scanner's LoadedMesh."""
+    native_loaded = load_mesh(data=data, name=name)
+    with scanner_off():
+        python_loaded = load_mesh(data=data, name=name)
+    assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
+    assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
+    assert native_loaded.metadata == python_loaded.metadata and native_loaded.warnings == python_loaded.warnings
+    return native_loaded
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,12 +213,7 @@ def test_a_file_trimesh_wrote_loads_alike_and_as_trimesh_reads_it():
     source.vertices[:, 0] += np.random.default_rng(0).normal(scale=1e-3, size=len(source.vertices))
     data = source.export(file_type="stl")
     assert len(data) == 84 + 50 * len(source.faces)
-    native_loaded = load_mesh(data=data, name="trimesh.stl")
-    with scanner_off():
-        python_loaded = load_mesh(data=data, name="trimesh.stl")
-    assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
-    assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
-    assert native_loaded.metadata == python_loaded.metadata and native_loaded.warnings == python_loaded.warnings
+    native_loaded = loaded_alike(data, "trimesh.stl")
     assert not [m for m in native_loaded.metadata if m[0] == "stl.normal_bytes"]
     import io
 
@@ -402,12 +400,7 @@ def test_ascii_stl_loads_alike_with_and_without_the_native_weld(writer):
         lines[i] = b"facet normal 0.5 0.5 0.7"
     data = b"\n".join(lines)
     assert stl.parse_ascii_fast(data, "a.stl", Limits()) is not None  # the scanner's fast path reads it
-    native_loaded = load_mesh(data=data, name="a.stl")
-    with scanner_off():
-        python_loaded = load_mesh(data=data, name="a.stl")
-    assert native_loaded.mesh.vertices.tobytes() == python_loaded.mesh.vertices.tobytes()
-    assert np.array_equal(native_loaded.mesh.faces, python_loaded.mesh.faces)
-    assert native_loaded.metadata == python_loaded.metadata and native_loaded.warnings == python_loaded.warnings
+    native_loaded = loaded_alike(data, "a.stl")
     assert native_loaded.mesh.n_faces == len(faces) - 7
     assert (
         "stl.facet_normal",

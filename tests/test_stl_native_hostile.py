@@ -30,7 +30,7 @@ from occlutrace_compute.meshes.limits import Limits
 from occlutrace_compute.meshes.load import load_mesh
 from occlutrace_compute.meshes.model import Mesh
 from occlutrace_compute.meshes.validate import validate
-from tests.parse_equivalence import binary_stl, scanner_off
+from tests.parse_equivalence import binary_stl, scanner_off, verdict
 
 scan = pytest.importorskip("occlutrace_compute.meshes._textscan")
 
@@ -61,14 +61,6 @@ def distinct_bits(k: int, offset: int = 0) -> np.ndarray:
     return (np.arange(k, dtype=np.uint32) + np.uint32(0x3F000000 + offset)).astype("<u4")
 
 
-def outcome(parsed):
-    try:
-        mesh, warnings = validate(parsed, "x.stl", Limits(units="warn"))
-    except InputRejected as e:
-        return str(e)
-    return mesh.vertices.tobytes(), mesh.faces.tobytes(), warnings
-
-
 def assert_same_as_numpy_path(data: bytes) -> None:
     got = stl.parse_binary(data, "x.stl", Limits())
     with scanner_off():
@@ -76,7 +68,7 @@ def assert_same_as_numpy_path(data: bytes) -> None:
     assert got.vertices.tobytes() == want.vertices.tobytes()
     assert np.array_equal(got.faces, want.faces) and got.faces.dtype == want.faces.dtype
     assert got.metadata == want.metadata and got.warnings == want.warnings
-    assert outcome(got) == outcome(want)
+    assert verdict(got) == verdict(want)
 
 
 # ---- bit patterns ---------------------------------------------------------------------------

@@ -13,9 +13,7 @@ missing scan.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,13 +150,11 @@ def preview_geometry(aligned: Mesh, frame: ArchFrame, arch: str | None, large: R
 SPLIT_MIN_POINTS = 20_000  # below this one thread does the whole query (thread start costs more)
 
 
-def _query_halves(
-    index: DistanceIndex, points: np.ndarray, max_distance: float, pool: Executor | None = None
-) -> SurfaceDistance:
+def _query_halves(index: DistanceIndex, points: np.ndarray, max_distance: float, pool: Executor) -> SurfaceDistance:
     """index.query on two threads, one half of the points each (each tree query on one OpenMP
     thread): the exact scoring is numpy work that releases the GIL, so two cores share it.
     Same answer as one query (points are independent); same worst case, split in two.
-    pool: two threads to run them on (None: started here)."""
+    pool: two threads to run them on (deviation's, which also colours beside the statistics)."""
     if len(points) < SPLIT_MIN_POINTS:
         return index.query(points, max_distance=max_distance)
     half = len(points) // 2
@@ -167,8 +163,7 @@ def _query_halves(
         with one_openmp_thread():
             return index.query(rows, max_distance=max_distance)
 
-    with _threads(pool) as threads:
-        first, second = threads.map(part, (points[:half], points[half:]))
+    first, second = pool.map(part, (points[:half], points[half:]))
     return SurfaceDistance(
         *(
             np.concatenate([a, b])
@@ -178,16 +173,6 @@ def _query_halves(
             )
         )
     )
-
-
-@contextmanager
-def _threads(pool: Executor | None) -> Iterator[Executor]:
-    """`pool`, or two threads of its own for the block."""
-    if pool is not None:
-        yield pool
-        return
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="occlutrace-deviation") as own:
-        yield own
 
 
 def deviation(
